@@ -1,0 +1,45 @@
+"""upt_jax: unified post-training for LLMs in JAX."""
+from setuptools import find_packages, setup
+
+CORE = [
+    # jax and flax are pinned together: flax 0.12.8 is tested against jax 0.10.x.
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax>=0.2.5",
+    "orbax-checkpoint>=0.11",
+    "chex>=0.1.90",
+    "ml_collections>=1.0",
+    "grain>=0.2.10",
+    "safetensors>=0.5",
+    "transformers>=4.50",
+    "math-verify>=0.8",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+    "numpy>=1.26",
+]
+
+TEST = [
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+    "hypothesis>=6.100",
+    # CPU build from local disk; used only for parity tests against transformers.
+    "torch==2.13.0",
+]
+
+setup(
+    name="upt_jax",
+    version="0.1.0",
+    description="Unified post-training (SFT, DPO, PPO, GRPO, distillation, HPT) in JAX",
+    python_requires=">=3.10",
+    packages=find_packages(include=["upt_jax", "upt_jax.*"]),
+    include_package_data=True,
+    package_data={"upt_jax": ["data/benchmarks/*", "data/benchmarks/**/*"]},
+    install_requires=CORE,
+    extras_require={
+        "test": TEST,
+        "dev": TEST + ["ruff", "jupytext"],
+        "tfds": ["tensorflow-datasets"],
+    },
+    entry_points={"console_scripts": ["upt=upt_jax.cli:main"]},
+)
