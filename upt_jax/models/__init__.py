@@ -1,0 +1,16 @@
+"""Flax NNX decoder-only transformers (Llama 3, Qwen2/2.5, Qwen3), KV cache, chunked log-probs,
+Hugging Face safetensors import/export and partition rules."""
+from upt_jax.models.config import ModelConfig, preset, PRESETS
+from upt_jax.models.transformer import (
+    KVCache, Transformer, abstract_model, init_model, positions_from_mask)
+from upt_jax.models.logprobs import naive_token_logprobs, sequence_logprobs, token_logprobs
+from upt_jax.models.hf_io import CheckpointError, load_hf_checkpoint, save_hf_checkpoint
+from upt_jax.models.partition import (
+    DEFAULT_RULES, MESH_AXES, batch_sharding, make_mesh, param_shardings, param_specs, shard_model)
+
+__all__ = [
+    "ModelConfig", "preset", "PRESETS", "KVCache", "Transformer", "abstract_model", "init_model",
+    "positions_from_mask", "naive_token_logprobs", "sequence_logprobs", "token_logprobs",
+    "CheckpointError", "load_hf_checkpoint", "save_hf_checkpoint", "DEFAULT_RULES", "MESH_AXES",
+    "batch_sharding", "make_mesh", "param_shardings", "param_specs", "shard_model",
+]

@@ -1,0 +1,102 @@
+"""Per-token log-probabilities (and entropy) without materialising ``[B, T, V]`` logits.
+
+For hidden states ``h [B, T, D]`` and output kernel ``W [D, V]``:
+
+    log π(o_t) = (h_t · W)[o_t] − logsumexp_v (h_t · W)[v]          (divided by a temperature τ)
+    H_t        = logsumexp(z_t) − Σ_v softmax(z_t)_v · z_t[v]         (token entropy)
+
+``token_logprobs`` scans over chunks of ``C`` positions; each chunk's body is rematerialised
+(``jax.checkpoint``) so the backward pass recomputes its ``[B, C, V]`` logits instead of
+storing them: peak temporary memory is ``O(B·C·V)`` instead of ``O(B·T·V)``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+
+def _chunk_stats(h, kernel, targets, temperature, with_entropy):
+    """h: [B, C, D], kernel: [D, V], targets: [B, C] → (logp [B, C], entropy [B, C] or None)."""
+    logits = jnp.einsum("bcd,dv->bcv", h, kernel.astype(h.dtype), preferred_element_type=jnp.float32)
+    if temperature != 1.0:
+        logits = logits / temperature
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    tgt = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    logp = tgt - lse
+    if not with_entropy:
+        return logp, None
+    probs = jnp.exp(logits - lse[..., None])
+    entropy = lse - jnp.sum(probs * logits, axis=-1)
+    return logp, entropy
+
+
+def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
+                   chunk_size: int = 128, temperature: float = 1.0,
+                   return_entropy: bool = False):
+    """Chunked ``log softmax(h W / τ)[target]``.
+
+    Args:
+      hidden: ``[B, T, D]`` final hidden states (any float dtype; matmul accumulates in fp32).
+      kernel: ``[D, V]`` output projection.
+      targets: ``[B, T]`` int token ids whose log-probs are wanted.
+      chunk_size: positions per chunk ``C`` (``T`` is padded up to a multiple of it).
+      temperature: ``τ``; log-probs of the tempered distribution.
+      return_entropy: also return the entropy of each position's distribution.
+    Returns:
+      ``logp [B, T]`` fp32, and ``entropy [B, T]`` fp32 when ``return_entropy``.
+    """
+    b, t, d = hidden.shape
+    c = max(1, min(chunk_size, t))
+    n = -(-t // c)
+    pad = n * c - t
+    if pad:
+        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    hs = hidden.reshape(b, n, c, d).swapaxes(0, 1)  # [n, B, C, D]
+    ts = targets.reshape(b, n, c).swapaxes(0, 1)  # [n, B, C]
+
+    @jax.checkpoint
+    def body(h, tg):
+        logp, ent = _chunk_stats(h, kernel, tg, temperature, return_entropy)
+        return (logp, ent) if return_entropy else (logp,)
+
+    outs = jax.lax.map(lambda xs: body(*xs), (hs, ts))
+    unchunk = lambda x: x.swapaxes(0, 1).reshape(b, n * c)[:, :t]
+    if return_entropy:
+        return unchunk(outs[0]), unchunk(outs[1])
+    return unchunk(outs[0])
+
+
+def naive_token_logprobs(hidden, kernel, targets, *, temperature: float = 1.0,
+                         return_entropy: bool = False):
+    """Reference implementation holding the full ``[B, T, V]`` logits (tests, benchmarks)."""
+    logp, ent = _chunk_stats(hidden, kernel, targets, temperature, return_entropy)
+    return (logp, ent) if return_entropy else logp
+
+
+def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Array] = None, *,
+                      chunk_size: int = 128, temperature: float = 1.0,
+                      return_entropy: bool = False):
+    """Log-probs of each token given its prefix, aligned with ``tokens``.
+
+    ``logp[b, t] = log π(tokens[b, t] | tokens[b, <t])`` for ``t ≥ 1``; ``logp[:, 0] = 0``
+    (nothing predicts the first token). Combine with a response mask ``[B, T]`` aligned
+    with ``tokens``.
+
+    Args:
+      model: a ``Transformer``.
+      tokens: ``[B, T]`` int, left- or right-padded.
+      attention_mask: ``[B, T]`` 0/1.
+    Returns:
+      ``logp [B, T]`` (and ``entropy [B, T]``, entropy of the distribution that predicted
+      token t, 0 at t = 0) in fp32.
+    """
+    hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
+    out = token_logprobs(hidden[:, :-1], model.lm_head_kernel(), tokens[:, 1:], chunk_size=chunk_size,
+                         temperature=temperature, return_entropy=return_entropy)
+    shift = lambda x: jnp.pad(x, ((0, 0), (1, 0)))
+    if return_entropy:
+        return shift(out[0]), shift(out[1])
+    return shift(out)

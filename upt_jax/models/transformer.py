@@ -1,0 +1,329 @@
+"""A Flax NNX decoder-only transformer for the Llama 3, Qwen2/2.5 and Qwen3 families.
+
+Shapes: ``B`` batch, ``T`` new tokens in this call, ``S`` cache slots, ``D`` hidden size,
+``H`` query heads, ``K`` key/value heads, ``G = H / K`` queries per KV head, ``Dh`` head dim,
+``V`` vocabulary.
+
+Padding and positions. Batches are left-padded: ``attention_mask[b, t] = 1`` on real tokens.
+The position of a real token is the number of real tokens before it in its row
+(``positions = cumsum(mask) - 1``), so a left-padded row gets the same RoPE phases as the
+unpadded sequence. Keys that are padding are never attended to.
+
+KV cache. ``KVCache`` is a pytree passed in and returned (no hidden state in the module):
+slot ``s`` of every row holds the token written at call step ``s``; ``cache.mask`` marks the
+slots that hold real tokens; ``cache.index`` is the next slot to write. Queries at slot ``i``
+attend to valid slots ``≤ i``. This is what the sampler's prefill + decode loop uses.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from upt_jax.models.config import ModelConfig
+
+_NEG = -0.7 * float(np.finfo(np.float32).max)
+
+
+# ----------------------------------------------------------------------------- RoPE
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+    """Inverse frequencies ``[Dh/2]`` (float32), with ``linear`` or ``llama3`` scaling.
+
+    ``llama3`` (Meta, 2024): wavelengths longer than ``orig_ctx / low_freq_factor`` are divided
+    by ``factor``, shorter than ``orig_ctx / high_freq_factor`` kept, and those in between
+    interpolated smoothly.
+    """
+    dim = cfg.head_dim
+    inv = (1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim)))
+    inv = inv.astype(np.float32)
+    sc = cfg.rope_scaling_dict
+    kind = sc.get("rope_type", "default")
+    if kind == "linear":
+        inv = inv / np.float32(sc["factor"])
+    elif kind == "llama3":
+        factor = sc["factor"]
+        low, high = sc.get("low_freq_factor", 1.0), sc.get("high_freq_factor", 4.0)
+        old_ctx = sc["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+        wavelen = 2 * math.pi / inv
+        scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv = np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """Rotary embedding, "rotate-half" layout (as Hugging Face).
+
+    Args:
+      x: ``[B, T, N, Dh]``.
+      positions: ``[B, T]`` int.
+      inv_freq: ``[Dh/2]``.
+    Returns:
+      ``[B, T, N, Dh]`` in ``x.dtype``.
+    """
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)  # [B, T, Dh/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]  # [B, T, 1, Dh]
+    cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """``[B, T]`` 0/1 mask → ``[B, T]`` int32 positions (``cumsum - 1``, 0 on left padding)."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+# ----------------------------------------------------------------------------- cache
+@flax.struct.dataclass
+class KVCache:
+    """Per-layer keys and values for incremental decoding.
+
+    Attributes:
+      k, v: tuples of ``L`` arrays ``[B, S, K, Dh]`` (compute dtype).
+      mask: ``[B, S]`` bool, slot holds a real (non-padding) token.
+      index: ``[]`` int32, the next slot to write.
+    """
+
+    k: tuple
+    v: tuple
+    mask: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
+        """An empty cache of ``max_len`` slots."""
+        dtype = dtype or cfg.jnp_dtype
+        shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+        return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+                   mask=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+
+    @property
+    def max_len(self) -> int:
+        return self.mask.shape[1]
+
+
+# ----------------------------------------------------------------------------- layers
+class RMSNorm(nnx.Module):
+    """``y = w · x / sqrt(mean(x²) + eps)``; statistics in fp32, as Hugging Face. ``x: [..., D]``."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype=jnp.float32):
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dt = x.dtype
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight.value.astype(dt) * x32.astype(dt)
+
+
+def _linear(cfg: ModelConfig, din: int, dout: int, bias: bool, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(din, dout, use_bias=bias, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
+                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with RoPE, optional q/k/v bias and q/k RMSNorm (Qwen3)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, hd = cfg.hidden_size, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+        self.q_proj = _linear(cfg, d, cfg.num_heads * hd, cfg.qkv_bias, rngs)
+        self.k_proj = _linear(cfg, d, cfg.num_kv_heads * hd, cfg.qkv_bias, rngs)
+        self.v_proj = _linear(cfg, d, cfg.num_kv_heads * hd, cfg.qkv_bias, rngs)
+        self.o_proj = _linear(cfg, cfg.num_heads * hd, d, cfg.o_bias, rngs)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, param_dtype=cfg.jnp_param_dtype)
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, param_dtype=cfg.jnp_param_dtype)
+        else:
+            self.q_norm = self.k_norm = None
+        self.inv_freq = tuple(float(f) for f in rope_inv_freq(cfg))  # static, hashable
+
+    def __call__(self, x, positions, key_valid, query_slots, key_slots, layer_cache=None):
+        """Args:
+          x: ``[B, T, D]``; positions: ``[B, T]``; key_valid: ``[B, S]`` bool;
+          query_slots: ``[T]``; key_slots: ``[S]``;
+          layer_cache: ``(k [B, S, K, Dh], v [B, S, K, Dh], index [])`` or None (then S = T).
+        Returns:
+          ``([B, T, D], (k, v) updated cache arrays or None)``.
+        """
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q, positions, self.inv_freq)
+        k = apply_rope(k, positions, self.inv_freq)
+        new_cache = None
+        if layer_cache is not None:
+            ck, cv, index = layer_cache
+            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
+            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+            new_cache = (k, v)
+        out = attend(q, k, v, key_valid, query_slots, key_slots)
+        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), new_cache
+
+
+def attend(q, k, v, key_valid, query_slots, key_slots):
+    """Masked causal GQA: softmax in fp32.
+
+    Args:
+      q: ``[B, T, H, Dh]``; k, v: ``[B, S, K, Dh]``; key_valid: ``[B, S]`` bool;
+      query_slots: ``[T]`` int; key_slots: ``[S]`` int (key s is visible to query t iff
+      ``key_valid[b, s]`` and ``key_slots[s] <= query_slots[t]``).
+    Returns:
+      ``[B, T, H, Dh]``.
+    """
+    b, t, h, dh = q.shape
+    kh = k.shape[2]
+    qg = q.reshape(b, t, kh, h // kh, dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (1.0 / math.sqrt(dh))
+    visible = key_valid[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])  # [B,T,S]
+    scores = jnp.where(visible[:, None, None], scores, _NEG)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, dh)
+
+
+class MLP(nnx.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``; ``[B, T, D] → [B, T, D]``."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = _linear(cfg, d, f, cfg.mlp_bias, rngs)
+        self.up_proj = _linear(cfg, d, f, cfg.mlp_bias, rngs)
+        self.down_proj = _linear(cfg, f, d, cfg.mlp_bias, rngs)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block: attention then MLP."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.jnp_param_dtype)
+        self.self_attn = Attention(cfg, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps,
+                                                param_dtype=cfg.jnp_param_dtype)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(self, x, positions, key_valid, query_slots, key_slots, layer_cache=None):
+        h, new_cache = self.self_attn(self.input_layernorm(x), positions, key_valid, query_slots,
+                                      key_slots, layer_cache)
+        x = x + h
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, new_cache
+
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Transformer(nnx.Module):
+    """Decoder-only language model.
+
+    ``model(tokens, attention_mask=...)`` returns ``(logits [B, T, V] fp32, cache)``;
+    ``model.hidden_states(...)`` returns the final-norm hidden states ``[B, T, D]`` so that
+    log-probs can be computed in chunks (``upt_jax.models.logprobs``) from
+    ``model.lm_head_kernel()`` ``[D, V]`` without holding ``[B, T, V]``.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, remat: str = "none"):
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)}, got {remat!r}")
+        self.cfg = cfg
+        self.remat = remat
+        self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
+                                      param_dtype=cfg.jnp_param_dtype,
+                                      embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.jnp_param_dtype)
+        if cfg.tie_word_embeddings:
+            self.lm_head = None
+        else:
+            self.lm_head = _linear(cfg, cfg.hidden_size, cfg.vocab_size, False, rngs)
+
+    def lm_head_kernel(self) -> jax.Array:
+        """The output projection ``[D, V]`` (the transposed embedding when tied)."""
+        if self.lm_head is None:
+            return self.embed_tokens.embedding.value.T
+        return self.lm_head.kernel.value
+
+    def hidden_states(self, tokens: jax.Array, *, attention_mask: Optional[jax.Array] = None,
+                      positions: Optional[jax.Array] = None, cache: Optional[KVCache] = None):
+        """Run the decoder.
+
+        Args:
+          tokens: ``[B, T]`` int.
+          attention_mask: ``[B, T]`` 0/1, 1 on real tokens (default all ones).
+          positions: ``[B, T]`` int (default ``positions_from_mask(attention_mask)``; with a
+            cache, pass the continuing positions).
+          cache: a ``KVCache``; the ``T`` new tokens are written at ``cache.index``.
+        Returns:
+          ``(hidden [B, T, D] in the compute dtype, updated cache or None)``.
+        """
+        b, t = tokens.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), jnp.int32)
+        valid = attention_mask.astype(bool)
+        if positions is None:
+            positions = positions_from_mask(attention_mask)
+        if cache is None:
+            key_valid, query_slots = valid, jnp.arange(t)
+            key_slots = query_slots
+        else:
+            key_valid = jax.lax.dynamic_update_slice(cache.mask, valid, (0, cache.index))
+            query_slots = cache.index + jnp.arange(t)
+            key_slots = jnp.arange(cache.max_len)
+        x = self.embed_tokens(tokens)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i], cache.index)
+            if self.remat != "none" and cache is None:
+                fn = nnx.remat(lambda blk, *a: blk(*a), policy=REMAT_POLICIES[self.remat])
+                x, lc = fn(layer, x, positions, key_valid, query_slots, key_slots, None)
+            else:
+                x, lc = layer(x, positions, key_valid, query_slots, key_slots, layer_cache)
+            if lc is not None:
+                new_k.append(lc[0])
+                new_v.append(lc[1])
+        x = self.norm(x)
+        if cache is not None:
+            cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask=key_valid, index=cache.index + t)
+        return x, cache
+
+    def __call__(self, tokens, *, attention_mask=None, positions=None, cache=None):
+        """Full logits ``[B, T, V]`` (fp32) and the updated cache. Use for short T only."""
+        h, cache = self.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
+                                      cache=cache)
+        logits = jnp.einsum("btd,dv->btv", h, self.lm_head_kernel().astype(h.dtype),
+                            preferred_element_type=jnp.float32)
+        return logits, cache
+
+
+def init_model(cfg: ModelConfig, seed: int | jax.Array = 0, *, remat: str = "none") -> Transformer:
+    """A randomly initialised model (normal(0.02) weights, unit norms)."""
+    key = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
+    return Transformer(cfg, rngs=nnx.Rngs(params=key), remat=remat)
+
+
+def abstract_model(cfg: ModelConfig, *, remat: str = "none") -> Transformer:
+    """A model whose parameters are ``jax.ShapeDtypeStruct`` (no memory allocated)."""
+    return nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(params=0), remat=remat))
