@@ -1,0 +1,164 @@
+"""Sampler: greedy = argmax of full forwards, log-probs = recomputed, distributions (chi-square),
+no recompilation within a bucket, stop tokens, determinism, mesh."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from upt_jax.models import init_model, make_mesh, preset, sequence_logprobs, shard_model
+from upt_jax.sampling import Sampler, SamplingParams, process_logits
+
+CFG = preset("tiny", num_layers=2, vocab_size=96, hidden_size=64, intermediate_size=128, num_heads=4,
+             num_kv_heads=2, head_dim=16)
+PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [3], [40, 41, 42, 43]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return init_model(CFG, 0)
+
+
+def test_greedy_equals_repeated_full_forward_argmax(model):
+    out = Sampler(model).generate(PROMPTS, jax.random.key(0), SamplingParams(max_new_tokens=12, greedy=True))
+    for i, prompt in enumerate(PROMPTS):
+        seq = list(prompt)
+        for _ in range(12):
+            logits, _ = model(jnp.asarray([seq]))
+            seq.append(int(jnp.argmax(logits[0, -1])))
+        assert out.tokens[i].tolist() == seq[len(prompt):], i
+
+
+def test_logprobs_equal_forward_recomputation(model):
+    params = SamplingParams(max_new_tokens=20, temperature=0.8, top_k=30, top_p=0.9, n=3)
+    out = Sampler(model).generate(PROMPTS, jax.random.key(1), params)
+    assert out.tokens.shape == (len(PROMPTS) * 3, 20)
+    worst = 0.0
+    for i in range(len(out.lengths)):
+        n = int(out.lengths[i])
+        seq = PROMPTS[out.prompt_index[i]] + out.tokens[i, :n].tolist()
+        lp = np.asarray(sequence_logprobs(model, jnp.asarray([seq]))[0, -n:])
+        worst = max(worst, float(np.abs(lp - out.logprobs[i, :n]).max()))
+    assert worst < 1e-5
+    # processing is on, so the sampling distribution's log-probs differ (truncation raises them)
+    assert np.all(out.sampling_logprobs >= out.logprobs - 1e-5)
+    assert np.any(np.abs(out.sampling_logprobs - out.logprobs) > 1e-3)
+
+
+def _np_processed_probs(logits, temperature, top_k, top_p):
+    """Independent numpy reading of temperature → top-k → top-p."""
+    z = logits / temperature
+    order = np.argsort(-z, kind="stable")
+    keep = np.zeros_like(z, bool)
+    keep[order[: top_k if top_k else len(z)]] = True
+    z = np.where(keep, z, -np.inf)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p < 1:
+        cum = 0.0
+        keep2 = np.zeros_like(keep)
+        for j in np.argsort(-p, kind="stable"):
+            if cum >= top_p:
+                break
+            keep2[j] = True
+            cum += p[j]
+        p = np.where(keep2, p, 0)
+        p /= p.sum()
+    return p
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.6, 0, 1.0), (1.3, 5, 1.0),
+                                                     (1.0, 0, 0.7), (0.8, 6, 0.8)])
+def test_sampled_distribution_chi_square(temperature, top_k, top_p):
+    cfg = CFG.replace(vocab_size=12)
+    m = init_model(cfg, 2)
+    # scale the head so the next-token distribution is far from uniform
+    if m.lm_head is None:
+        m.embed_tokens.embedding.value = m.embed_tokens.embedding.value * 6
+    else:
+        m.lm_head.kernel.value = m.lm_head.kernel.value * 6
+    prompt = [1, 2, 3]
+    logits, _ = m(jnp.asarray([prompt]))
+    expected = _np_processed_probs(np.asarray(logits[0, -1], np.float64), temperature, top_k, top_p)
+    n = 4000
+    params = SamplingParams(max_new_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p, n=n)
+    out = Sampler(m).generate([prompt], jax.random.key(7), params)
+    counts = np.bincount(out.tokens[:, 0], minlength=12)
+    support = expected > 0
+    assert counts[~support].sum() == 0, "sampled a token outside the truncated support"
+    assert support.sum() >= 3, f"test distribution too peaked: {expected}"
+    exp_counts = expected[support] * n
+    chi2, pval = stats.chisquare(counts[support], exp_counts)
+    assert pval > 1e-3, (chi2, pval, counts, exp_counts)
+
+
+def test_top_p_keeps_smallest_prefix():
+    logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+    kept = np.isfinite(np.asarray(process_logits(logits, 1.0, 0, 0.75))) & (
+        np.asarray(process_logits(logits, 1.0, 0, 0.75)) > -1e29)
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = np.asarray(process_logits(logits, 1.0, 0, 0.8)) > -1e29
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = np.asarray(process_logits(logits, 1.0, 0, 0.81)) > -1e29
+    assert kept.tolist() == [[True, True, True, False]]
+
+
+def test_no_recompile_within_bucket(model):
+    compiles = []
+    listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        s = Sampler(model, len_buckets=(16, 32))
+        a = s.generate(PROMPTS, jax.random.key(0), SamplingParams(max_new_tokens=10))
+        assert s.num_compiles == 1 and a.compile_s > 0
+        before = len(compiles)
+        # different prompts, lengths and max_new_tokens, same buckets
+        b = s.generate([[1, 2], [3, 4, 5, 6, 7, 8, 9, 10, 11]], jax.random.key(1),
+                       SamplingParams(max_new_tokens=14))
+        assert s.num_compiles == 1 and b.compile_s == 0.0
+        assert len(compiles) == before, "XLA compiled again for a bucketed shape"
+        assert b.tokens.shape == (2, 14)
+        s.generate(PROMPTS, jax.random.key(0), SamplingParams(max_new_tokens=20))  # next bucket
+        assert s.num_compiles == 2
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_stop_tokens_and_padding(model):
+    # find what greedy decoding emits, then declare its 3rd token a stop token
+    s = Sampler(model, pad_id=0)
+    free = s.generate(PROMPTS[:1], jax.random.key(0), SamplingParams(max_new_tokens=8, greedy=True))
+    stop = int(free.tokens[0, 2])
+    first = free.tokens[0].tolist().index(stop)
+    out = s.generate(PROMPTS[:1], jax.random.key(0),
+                     SamplingParams(max_new_tokens=8, greedy=True, stop_token_ids=(stop,)))
+    assert out.finished[0] and out.lengths[0] == first + 1
+    assert out.tokens[0, first] == stop and np.all(out.tokens[0, first + 1:] == 0)
+    assert np.all(out.logprobs[0, first + 1:] == 0)
+
+
+def test_deterministic_for_a_key(model):
+    s = Sampler(model)
+    p = SamplingParams(max_new_tokens=8, n=2)
+    a = s.generate(PROMPTS, jax.random.key(3), p)
+    b = s.generate(PROMPTS, jax.random.key(3), p)
+    c = s.generate(PROMPTS, jax.random.key(4), p)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_sampling_on_a_mesh_matches_single_device(model):
+    p = SamplingParams(max_new_tokens=6, greedy=True, n=2)
+    single = Sampler(model).generate(PROMPTS, jax.random.key(0), p)
+    sharded_model = shard_model(init_model(CFG, 0), make_mesh(data=2, fsdp=2, tensor=2))
+    mesh_out = Sampler(sharded_model, mesh=make_mesh(data=2, fsdp=2, tensor=2)).generate(
+        PROMPTS, jax.random.key(0), p)
+    np.testing.assert_array_equal(single.tokens, mesh_out.tokens)
+    np.testing.assert_allclose(single.logprobs, mesh_out.logprobs, atol=1e-5)
+
+
+def test_bad_arguments(model):
+    with pytest.raises(ValueError, match="empty prompt"):
+        Sampler(model).generate([[1], []], jax.random.key(0), SamplingParams())
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0.0)

@@ -1,0 +1,285 @@
+"""Jit-compiled batched generation with the KV cache.
+
+``Sampler.generate`` takes a list of prompts (token-id lists of different lengths), left-pads
+them into a bucketed ``[B, P]`` batch, prefills the cache once per prompt, repeats the
+prefilled cache ``n`` times (one prefill serves all ``n`` samples of a prompt) and runs a
+``lax.while_loop`` decode (no Python per token) until every row hits a stop token or
+``max_new_tokens``.
+
+Returned per sampled token:
+  * ``logprobs``: log π_θ(o_t | ·) under the model itself (temperature 1, no truncation): the
+    behaviour log-probs that importance ratios need, equal to what a forward pass recomputes;
+  * ``sampling_logprobs``: log-prob under the processed distribution the token was drawn
+    from (temperature, top-k, top-p), which differs whenever processing is on.
+
+Shapes are rounded up to buckets (batch, prompt length, generation length) and compiled
+executables are cached per bucket, so repeated calls do not recompile; compile time is
+reported apart from run time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from upt_jax.models.transformer import KVCache, positions_from_mask
+
+_NEG_INF = -1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """How to sample.
+
+    ``temperature=0`` or ``greedy=True`` means argmax. ``top_k=0`` and ``top_p=1`` disable
+    truncation. ``stop_token_ids`` end a row (the stop token is kept and counted in its length).
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+    n: int = 1
+    stop_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be ≥ 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.n < 1:
+            raise ValueError(f"top_k must be ≥ 0 and n ≥ 1, got top_k={self.top_k}, n={self.n}")
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.greedy or self.temperature == 0
+
+
+@dataclasses.dataclass
+class SampleOutput:
+    """Generated continuations, row ``i`` belongs to prompt ``prompt_index[i]``.
+
+    Attributes:
+      tokens: ``[N, L]`` int32 (``N = num_prompts · n``), pad after the end.
+      logprobs: ``[N, L]`` fp32 model log-probs of the tokens (0 after the end).
+      sampling_logprobs: ``[N, L]`` fp32 log-probs under the processed sampling distribution.
+      lengths: ``[N]`` number of generated tokens (stop token included).
+      finished: ``[N]`` bool, a stop token was produced.
+      prompt_index: ``[N]`` index of the prompt each row continues.
+      compile_s, run_s: seconds spent compiling (0 when cached) and generating.
+    """
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    sampling_logprobs: np.ndarray
+    lengths: np.ndarray
+    finished: np.ndarray
+    prompt_index: np.ndarray
+    compile_s: float = 0.0
+    run_s: float = 0.0
+
+    def new_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+    def sequences(self) -> list[list[int]]:
+        return [self.tokens[i, : self.lengths[i]].tolist() for i in range(len(self.lengths))]
+
+
+# ----------------------------------------------------------------------------- processing
+def process_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
+    """Temperature, then top-k, then top-p (nucleus) truncation; removed entries → −inf.
+
+    Args:
+      logits: ``[B, V]`` fp32.
+    Returns:
+      ``[B, V]`` processed logits; ``log_softmax`` of them is the sampling distribution.
+    """
+    x = logits / temperature if temperature not in (0.0, 1.0) else logits
+    v = x.shape[-1]
+    if 0 < top_k < v:
+        kth = jax.lax.top_k(x, top_k)[0][:, -1:]
+        x = jnp.where(x < kth, _NEG_INF, x)
+    if top_p < 1.0:
+        sorted_x = jnp.sort(x, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_x, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each entry
+        keep_sorted = before < top_p  # the smallest prefix reaching top_p (top-1 always kept)
+        threshold = jnp.min(jnp.where(keep_sorted, sorted_x, jnp.inf), axis=-1, keepdims=True)
+        x = jnp.where(x < threshold, _NEG_INF, x)
+    return x
+
+
+def round_up(x: int, buckets: Sequence[int] | int) -> int:
+    """Smallest bucket ≥ x: from a sorted list, or a multiple of an int (at least 1)."""
+    if isinstance(buckets, int):
+        return max(buckets, -(-x // buckets) * buckets)
+    for b in buckets:
+        if b >= x:
+            return b
+    step = buckets[-1]
+    return -(-x // step) * step
+
+
+DEFAULT_LEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class Sampler:
+    """Batched generation for one model; compiled executables cached per shape bucket.
+
+    Args:
+      model: a ``Transformer`` (its current parameters are read at every ``generate``; pass
+        ``state=`` to sample with other parameters of the same graph).
+      pad_id: id written after a row ends and used for left padding.
+      len_buckets: prompt and generation length buckets.
+      batch_bucket: the number of prompts is rounded up to a multiple of this.
+      mesh: if given, the batch is sharded over ``('data', 'fsdp')``.
+    """
+
+    def __init__(self, model, *, pad_id: int = 0, len_buckets: Sequence[int] = DEFAULT_LEN_BUCKETS,
+                 batch_bucket: int = 8, mesh=None, cache_dtype=None):
+        self.graphdef, self.state = nnx.split(model)
+        self.cfg = model.cfg
+        self.pad_id = int(pad_id)
+        self.len_buckets = tuple(len_buckets)
+        self.batch_bucket = batch_bucket
+        self.mesh = mesh
+        self.cache_dtype = cache_dtype
+        self._compiled: dict = {}
+        self.num_compiles = 0
+
+    # ------------------------------------------------------------------ compiled core
+    def _build(self, params: SamplingParams, b: int, p: int, l: int):
+        graphdef, cfg, pad_id = self.graphdef, self.cfg, self.pad_id
+        n = params.n
+        stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
+        cache_dtype = self.cache_dtype
+
+        def run(state, prompt, prompt_mask, max_new, key):
+            model = nnx.merge(graphdef, state)
+            cache = KVCache.init(cfg, b, p + l, cache_dtype)
+            positions = positions_from_mask(prompt_mask)
+            hidden, cache = model.hidden_states(prompt, attention_mask=prompt_mask, positions=positions,
+                                                cache=cache)
+            kernel = model.lm_head_kernel()
+            logits = jnp.einsum("bd,dv->bv", hidden[:, -1], kernel.astype(hidden.dtype),
+                                preferred_element_type=jnp.float32)
+            next_pos = jnp.sum(prompt_mask, axis=-1).astype(jnp.int32)
+            # one prefill serves the n samples of each prompt
+            rep = lambda x: jnp.repeat(x, n, axis=0)
+            cache = jax.tree.map(lambda x: rep(x) if x.ndim else x, cache)
+            logits, next_pos = rep(logits), rep(next_pos)
+            bn = b * n
+            carry = dict(
+                step=jnp.zeros((), jnp.int32), cache=cache, logits=logits, pos=next_pos, key=key,
+                tokens=jnp.full((bn, l), pad_id, jnp.int32), logp=jnp.zeros((bn, l), jnp.float32),
+                slogp=jnp.zeros((bn, l), jnp.float32), done=jnp.zeros((bn,), bool),
+                lengths=jnp.zeros((bn,), jnp.int32))
+
+            def cond(c):
+                return (c["step"] < max_new) & ~jnp.all(c["done"])
+
+            def body(c):
+                key, sub = jax.random.split(c["key"])
+                model_logp = jax.nn.log_softmax(c["logits"], axis=-1)
+                if params.is_greedy:
+                    tok = jnp.argmax(c["logits"], axis=-1).astype(jnp.int32)
+                    samp_logp_all = model_logp
+                else:
+                    proc = process_logits(c["logits"], params.temperature, params.top_k, params.top_p)
+                    tok = jax.random.categorical(sub, proc, axis=-1).astype(jnp.int32)
+                    samp_logp_all = jax.nn.log_softmax(proc, axis=-1)
+                alive = ~c["done"]
+                tok = jnp.where(alive, tok, pad_id)
+                take = lambda a: jnp.take_along_axis(a, tok[:, None], axis=-1)[:, 0]
+                lp = jnp.where(alive, take(model_logp), 0.0)
+                slp = jnp.where(alive, take(samp_logp_all), 0.0)
+                s = c["step"]
+                tokens = jax.lax.dynamic_update_slice(c["tokens"], tok[:, None], (0, s))
+                logp = jax.lax.dynamic_update_slice(c["logp"], lp[:, None], (0, s))
+                slogp = jax.lax.dynamic_update_slice(c["slogp"], slp[:, None], (0, s))
+                lengths = c["lengths"] + alive.astype(jnp.int32)
+                done = c["done"] | (alive & jnp.any(tok[:, None] == stop_ids[None, :], axis=-1))
+                m = nnx.merge(graphdef, state)
+                hidden, cache = m.hidden_states(tok[:, None], attention_mask=alive[:, None].astype(jnp.int32),
+                                                positions=c["pos"][:, None], cache=c["cache"])
+                logits = jnp.einsum("bd,dv->bv", hidden[:, -1], m.lm_head_kernel().astype(hidden.dtype),
+                                    preferred_element_type=jnp.float32)
+                return dict(step=s + 1, cache=cache, logits=logits, pos=c["pos"] + alive.astype(jnp.int32),
+                            key=key, tokens=tokens, logp=logp, slogp=slogp, done=done, lengths=lengths)
+
+            out = jax.lax.while_loop(cond, body, carry)
+            return out["tokens"], out["logp"], out["slogp"], out["lengths"], out["done"]
+
+        return jax.jit(run)
+
+    def _executable(self, params, b, p, l, args):
+        # max_new_tokens is a runtime argument: only its bucket ``l`` selects the executable
+        params = dataclasses.replace(params, max_new_tokens=l)
+        leaves = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None)))
+                       for x in jax.tree.leaves(args[0]))
+        key = (params, b, p, l, leaves)
+        if key not in self._compiled:
+            t0 = time.perf_counter()
+            self._compiled[key] = self._build(params, b, p, l).lower(*args).compile()
+            self.num_compiles += 1
+            return self._compiled[key], time.perf_counter() - t0
+        return self._compiled[key], 0.0
+
+    # ------------------------------------------------------------------ public
+    def generate(self, prompts: Sequence[Sequence[int]], key: jax.Array, params: SamplingParams, *,
+                 state=None) -> SampleOutput:
+        """Sample ``params.n`` continuations of every prompt.
+
+        Args:
+          prompts: token-id lists (lengths may differ; none empty).
+          key: PRNG key; the output is a deterministic function of (key, prompts, params, state).
+          params: ``SamplingParams``.
+          state: NNX parameter state to use instead of the model's own.
+        Returns:
+          a ``SampleOutput`` with ``len(prompts) · n`` rows, prompt-major (the n samples of
+          prompt i are rows ``i·n .. i·n + n − 1``).
+        """
+        if not len(prompts):
+            raise ValueError("no prompts")
+        if any(len(q) == 0 for q in prompts):
+            raise ValueError("empty prompt: every prompt needs at least one token")
+        state = self.state if state is None else state
+        num = len(prompts)
+        b = round_up(num, self.batch_bucket)
+        if self.mesh is not None:
+            shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+            b = round_up(b, int(np.lcm(shards, self.batch_bucket)))
+        p = round_up(max(len(q) for q in prompts), self.len_buckets)
+        l = round_up(params.max_new_tokens, self.len_buckets)
+        tokens = np.full((b, p), self.pad_id, np.int32)
+        mask = np.zeros((b, p), np.int32)
+        for i, q in enumerate(prompts):
+            tokens[i, p - len(q):] = q
+            mask[i, p - len(q):] = 1
+        tokens[num:, -1], mask[num:, -1] = self.pad_id, 1  # filler rows: one pad token
+        tok_j, mask_j = jnp.asarray(tokens), jnp.asarray(mask)
+        if self.mesh is not None:
+            from upt_jax.models.partition import batch_sharding
+
+            tok_j = jax.device_put(tok_j, batch_sharding(self.mesh))
+            mask_j = jax.device_put(mask_j, batch_sharding(self.mesh))
+        args = (state, tok_j, mask_j, jnp.asarray(params.max_new_tokens, jnp.int32), key)
+        exe, compile_s = self._executable(params, b, p, l, args)
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(exe(*args))
+        run_s = time.perf_counter() - t0
+        toks, logp, slogp, lengths, done = (np.asarray(x) for x in out)
+        keep = num * params.n
+        cut = params.max_new_tokens
+        return SampleOutput(tokens=toks[:keep, :cut], logprobs=logp[:keep, :cut],
+                            sampling_logprobs=slogp[:keep, :cut], lengths=lengths[:keep],
+                            finished=done[:keep], prompt_index=np.repeat(np.arange(num), params.n),
+                            compile_s=compile_s, run_s=run_s)
