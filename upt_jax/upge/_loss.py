@@ -1,0 +1,446 @@
+"""The loss builder: turns a `Recipe` and a batch into ``(loss_sums, denominators, metrics)``.
+
+Two stages, so that micro-batching and sharding never change the result:
+
+1. `prepare` (no parameters, whole batch): everything that needs group or batch
+   statistics — advantages, KL-in-reward, gates. Its outputs are ``[B, ...]``
+   arrays added to the batch.
+2. `compute_loss` (differentiated, row-local): stabilisers, references, the
+   surrogate and its aggregation. Each term returns a sum and a denominator
+   that add up over any split of the batch into whole groups.
+
+Batch keys (all ``[B, ...]``; only those a recipe uses are needed):
+
+| key | shape | used by |
+|---|---|---|
+| ``mask`` | ``[B, T]`` | always |
+| ``rewards`` | ``[B]`` | RL advantages, gates |
+| ``old_logp`` | ``[B, T]`` | ``behaviour`` / ``gspo`` references, clips, KL in reward |
+| ``ref_logp`` | ``[B, T]`` | KL to the reference model; DPO/IPO reference |
+| ``values`` | ``[B, T]`` | GAE |
+| ``baseline_rewards`` | ``[B]`` | ReMax |
+| ``teacher_logp`` | ``[B, T]`` | on-policy distillation |
+| ``teacher_logits`` | ``[B, T, V]`` | forward-KL distillation (then ``logp`` is ``[B, T, V]``) |
+| ``rollout_logp`` | ``[B, T]`` | TIS / IcePop (sampler log-probs) |
+| ``entropy`` | ``[B, T]`` | SRFT weights (stop-gradient) |
+| ``is_demo`` | ``[B]`` bool | rows that are demonstrations (default: none) |
+
+For demonstration rows ``old_logp`` may hold any finite value (e.g. 0).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from upt_jax.upge import _advantages as adv_lib
+from upt_jax.upge import _aggregation
+from upt_jax.upge import _distill
+from upt_jax.upge import _gates
+from upt_jax.upge import _preference
+from upt_jax.upge import _references as ref_lib
+from upt_jax.upge import _regularisers as reg
+from upt_jax.upge import _stabilisers as stab_lib
+from upt_jax.upge._common import (broadcast_to_tokens, group_view, masked_mean,
+                                  sg)
+from upt_jax.upge._parts import Part, Recipe, Term
+from upt_jax.upge._surrogate import token_metrics, upge_token_terms
+
+
+class _Ctx:
+  """What part functions may read: batch arrays, sg(logp), the advantages."""
+
+  def __init__(self, batch, logp=None, group_size=1):
+    self.batch = batch
+    self.mask = jnp.asarray(batch['mask'], jnp.float32)
+    self.logp = None if logp is None else sg(logp)
+    self.group_size = group_size
+    self.adv = None
+    self.rows = None
+    self.rewards = None
+    self.token_rewards = None
+
+  def get(self, key):
+    if key not in self.batch:
+      raise KeyError(f'this recipe needs batch[{key!r}]')
+    return self.batch[key]
+
+  @property
+  def log_ratio(self):
+    return self.logp - sg(self.get('old_logp'))
+
+
+# ----------------------------------------------------------------------------
+# Registries: part name -> function of the context and the part's kwargs.
+# ----------------------------------------------------------------------------
+
+def _st_none(c):
+  return jnp.ones_like(c.mask), jnp.zeros_like(c.mask)
+
+
+def _st_ppo(c, eps_low=0.2, eps_high=None):
+  w = stab_lib.ppo_clip(c.log_ratio, c.adv, eps_low, eps_high)
+  return w, 1.0 - w
+
+
+def _st_dual(c, eps_low=0.2, eps_high=None, c_dual=3.0):
+  w = stab_lib.dual_clip(c.log_ratio, c.adv, eps_low, eps_high, c_dual)
+  return w, 1.0 - w
+
+
+def _st_cispo(c, eps_low=1e9, eps_high=0.28):
+  w = stab_lib.cispo_weight(c.log_ratio, eps_low, eps_high)
+  r = jnp.exp(c.log_ratio)
+  return w, ((r > 1 + eps_high) | (r < 1 - eps_low)).astype(jnp.float32)
+
+
+def _st_gspo(c, eps_low=3e-4, eps_high=4e-4):
+  slr = ref_lib.sequence_log_ratio(c.logp, sg(c.get('old_logp')), c.mask)
+  w = jnp.broadcast_to(stab_lib.gspo_clip(slr, c.adv, eps_low, eps_high), c.mask.shape)
+  return w, 1.0 - w
+
+
+def _st_tis(c, cap=2.0):
+  w = stab_lib.truncated_is(c.get('old_logp'), c.get('rollout_logp'), cap)
+  return w, (w >= cap).astype(jnp.float32)
+
+
+def _st_icepop(c, low=0.5, high=5.0):
+  w = stab_lib.icepop(c.get('old_logp'), c.get('rollout_logp'), low, high)
+  return w, 1.0 - w
+
+
+def _st_shaping(c, gamma=0.1):
+  return stab_lib.policy_shaping(c.logp, gamma), jnp.zeros_like(c.mask)
+
+
+def _st_entropy_weight(c, coef=1.0, form='exp_neg', positive_only=False):
+  """SRFT-style row weight ``coef · f(sg(mean_t H))``, optionally only for rows with reward > 0."""
+  h = masked_mean(sg(c.get('entropy')), c.mask, axis=-1)
+  f = {'exp_neg': jnp.exp(-h), 'exp': jnp.exp(h), 'identity': h}[form]
+  w = coef * f
+  if positive_only:
+    w = jnp.where(jnp.asarray(c.get('rewards')) > 0, w, 1.0)
+  return jnp.broadcast_to(w[:, None], c.mask.shape), jnp.zeros_like(c.mask)
+
+
+STABILISERS = {
+    'none': _st_none, 'ppo_clip': _st_ppo, 'dual_clip': _st_dual,
+    'cispo': _st_cispo, 'gspo_clip': _st_gspo, 'tis': _st_tis,
+    'icepop': _st_icepop, 'policy_shaping': _st_shaping,
+    'entropy_weight': _st_entropy_weight,
+}
+
+REFERENCES = {
+    'current': lambda c: ref_lib.current_policy_reference(c.logp),
+    'behaviour': lambda c: ref_lib.behaviour_reference(c.get('old_logp')),
+    'unit': lambda c: ref_lib.unit_reference(c.logp),
+    'gspo': lambda c: ref_lib.gspo_reference(c.logp, sg(c.get('old_logp')), c.mask),
+}
+
+
+def _pairs(c, key):
+  x = c.get(key) if key != 'logp' else c.logp
+  g = group_view(x, 2)
+  return g[:, 0], g[:, 1]
+
+
+def _pref(fn, with_ref, **kw):
+  def run(c):
+    if c.group_size != 2:
+      raise ValueError('preference recipes need group_size=2 (chosen row, then rejected row)')
+    lw, ll = _pairs(c, 'logp')
+    mw, ml = _pairs(c, 'mask')
+    args = (lw, ll, mw, ml) + (_pairs(c, 'ref_logp') if with_ref else ())
+    aw, al, _, _ = fn(*args, **kw)
+    return jnp.stack([aw, al], axis=1).reshape(-1)
+  return run
+
+
+# name -> (function(ctx, **kw), needs the current policy)
+ADVANTAGES = {
+    'one': (lambda c, value=1.0: adv_lib.constant_advantages(c.mask[:, 0], value), False),
+    'reinforce': (lambda c: adv_lib.reinforce_advantages(c.rewards), False),
+    'grpo': (lambda c, eps=1e-6, ddof=0: adv_lib.grpo_advantages(
+        c.rewards, c.group_size, eps=eps, row_mask=c.rows, ddof=ddof), False),
+    'dr_grpo': (lambda c: adv_lib.dr_grpo_advantages(c.rewards, c.group_size, row_mask=c.rows), False),
+    'rloo': (lambda c: adv_lib.rloo_advantages(c.rewards, c.group_size, row_mask=c.rows), False),
+    'remax': (lambda c: adv_lib.remax_advantages(c.rewards, c.get('baseline_rewards')), False),
+    'reinforce_pp': (lambda c, eps=1e-8: adv_lib.reinforce_pp_advantages(
+        c.token_rewards, c.mask, eps=eps, row_mask=c.rows), False),
+    'reinforce_pp_baseline': (lambda c, eps=1e-8: adv_lib.reinforce_pp_baseline_advantages(
+        c.rewards, c.mask, c.group_size, eps=eps, row_mask=c.rows), False),
+    'gae': (lambda c, gamma=1.0, lam=0.95: adv_lib.gae_advantages(
+        c.token_rewards, c.get('values'), c.mask, gamma, lam)[0], False),
+    'teacher_probs': (lambda c, temperature=1.0, top_k=None: _dense_teacher_probs(
+        c.get('teacher_logits'), temperature, top_k), False),
+    'teacher_log_ratio': (lambda c: adv_lib.teacher_log_ratio_advantages(
+        c.logp, c.get('teacher_logp'), c.mask), True),
+    'dpo': (lambda c, **kw: _pref(_preference.dpo_advantages, True, **kw)(c), True),
+    'ipo': (lambda c, **kw: _pref(_preference.ipo_advantages, True, **kw)(c), True),
+    'simpo': (lambda c, **kw: _pref(_preference.simpo_advantages, False, **kw)(c), True),
+    'orpo': (lambda c, **kw: _pref(_preference.orpo_advantages, False, **kw)(c), True),
+}
+
+
+def _dense_teacher_probs(teacher_logits, temperature, top_k):
+  p, idx = _distill.forward_kl_advantages(teacher_logits, temperature=temperature,
+                                          top_k=top_k)
+  if idx is None:
+    return p
+  onehot = jax.nn.one_hot(idx, teacher_logits.shape[-1], dtype=p.dtype)
+  return jnp.einsum('...k,...kv->...v', p, onehot)
+
+
+def _gate_hpt(c, gate='hard', branch='rl', threshold=0.5, **kw):
+  rollouts = 1.0 - jnp.asarray(c.batch.get('is_demo', jnp.zeros(c.mask.shape[0], bool)), jnp.float32)
+  p = _gates.pass_rate(c.get('rewards'), c.group_size, rollouts, threshold)
+  alpha, beta = _gates.GATES[gate](p, **kw)
+  return alpha if branch == 'rl' else beta
+
+
+def _gate_nonzero_variance(c):
+  rollouts = 1.0 - jnp.asarray(c.batch.get('is_demo', jnp.zeros(c.mask.shape[0], bool)), jnp.float32)
+  _, sd, _ = adv_lib.group_statistics(c.get('rewards'), c.group_size, rollouts)
+  return (sd > 0).astype(jnp.float32)
+
+
+GATE_PARTS = {'hpt': _gate_hpt, 'nonzero_variance': _gate_nonzero_variance}
+
+
+# ----------------------------------------------------------------------------
+# Stage 1: prepare (batch-global, parameter-free).
+# ----------------------------------------------------------------------------
+
+def _key(term: Term, role: str, what: str) -> str:
+  return f'upge/{term.name}/{role}/{what}'
+
+
+def _role_rows(batch, role, b):
+  demo = jnp.asarray(batch.get('is_demo', jnp.zeros((b,), bool))).astype(bool)
+  return (demo if role == 'demo' else ~demo).astype(jnp.float32)
+
+
+def _term_rewards(term: Term, c: _Ctx):
+  """Sequence and token rewards of a term (with the KL penalty folded in if asked)."""
+  if 'rewards' not in c.batch:
+    return None, None
+  r = jnp.asarray(c.batch['rewards'], jnp.float32)
+  if term.kl is not None and term.kl.where == 'reward':
+    tok = reg.kl_penalised_rewards(r, c.get('old_logp'), c.get('ref_logp'), c.mask,
+                                   term.kl.coef, term.kl.kind)
+    return jnp.sum(tok, axis=-1), tok
+  return r, adv_lib.last_token_rewards(r, c.mask)
+
+
+def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1):
+  """Stage 1: batch-global, parameter-free quantities (advantages, gates).
+
+  Computes, for every term and row kind, the advantages ``[B, T]`` (or
+  ``[B, T, V]``) of policy-independent estimators and the gate weights ``[B]``,
+  and stores them in a copy of the batch under ``'upge/<term>/<role>/adv'`` and
+  ``'.../gate'``. Advantages are computed over the rows of the term that use
+  the same estimator (LUFFY: the union of rollouts and the demonstration).
+  Split the returned batch (along whole groups) into micro-batches freely.
+
+  Args:
+    recipe: the `Recipe`.
+    batch: dict of ``[B, ...]`` arrays (see the module docstring).
+    group_size: rows per question ``G`` (2 for preference pairs).
+
+  Returns:
+    ``(prepared_batch, metrics)``; metrics hold ``<term>/zero_var_frac`` and
+    ``<term>/pass_rate`` where they apply.
+  """
+  out = dict(batch)
+  metrics = {}
+  mask = jnp.asarray(batch['mask'], jnp.float32)
+  b = mask.shape[0]
+  for term in recipe.terms:
+    c = _Ctx(batch, None, group_size)
+    c.rewards, c.token_rewards = _term_rewards(term, c)
+    roles = term.roles()
+    for role, parts in roles:
+      fn, needs_policy = ADVANTAGES[parts.advantage.name]
+      if not needs_policy:
+        # rows of every role of this term that use the same estimator
+        c.rows = sum(_role_rows(batch, r, b) for r, p in roles
+                     if p.advantage == parts.advantage)
+        a = fn(c, **parts.advantage.kw)
+        out[_key(term, role, 'adv')] = broadcast_to_tokens(a, mask)
+        if parts.advantage.name in ('grpo', 'dr_grpo', 'rloo', 'reinforce_pp_baseline'):
+          metrics[f'{term.name}/zero_var_frac'] = adv_lib.zero_variance_fraction(
+              c.rewards, group_size, c.rows)
+      if parts.gate is not None:
+        g = GATE_PARTS[parts.gate.name](c, **parts.gate.kw)
+        out[_key(term, role, 'gate')] = g
+        metrics[f'{term.name}/{role}/gate_mean'] = jnp.mean(g)
+  return out, metrics
+
+
+def _is_prepared(recipe: Recipe, batch: dict) -> bool:
+  for term in recipe.terms:
+    for role, parts in term.roles():
+      if not ADVANTAGES[parts.advantage.name][1] and _key(term, role, 'adv') not in batch:
+        return False
+      if parts.gate is not None and _key(term, role, 'gate') not in batch:
+        return False
+  return True
+
+
+# ----------------------------------------------------------------------------
+# Stage 2: the differentiated, row-local loss.
+# ----------------------------------------------------------------------------
+
+def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
+              entropy: jax.Array | None = None):
+  """``(loss_sum, denominator, metrics)`` of one `Term` on a prepared batch.
+
+  Math, for each row kind ``k`` of the term with parts ``(1_stable, π_ref, Â, w)``
+  and gate ``g``:
+
+      S = coef · Σ_k Σ_{i∈k,t} g_i w_{i,t} [ −sg(1_stable Â) exp(log π_θ − sg(log π_ref))
+                                             + β k_KL(t) − c_H H_t ]
+      D = Σ_k Σ_{i∈k} 1[g_i > 0] d_i
+
+  Args:
+    term: the `Term`.
+    logp: ``[B, T]`` (or ``[B, T, V]``) current log-probs, differentiated.
+    batch: prepared batch (see `prepare`).
+    group_size: rows per question (preference pairs: 2).
+    entropy: ``[B, T]`` differentiable token entropies (for the entropy bonus).
+
+  Returns:
+    ``(loss_sum [], denominator [], metrics)``.
+  """
+  mask = jnp.asarray(batch['mask'], jnp.float32)
+  b = mask.shape[0]
+  c = _Ctx(batch, logp, group_size)
+  total = jnp.zeros((), jnp.float32)
+  denom = jnp.zeros((), jnp.float32)
+  metrics = {}
+  vocab_level = jnp.ndim(logp) > 2
+  for role, parts in term.roles():
+    rows = _role_rows(batch, role, b)
+    fn, needs_policy = ADVANTAGES[parts.advantage.name]
+    if needs_policy:
+      c.rows = rows
+      a = broadcast_to_tokens(fn(c, **parts.advantage.kw), mask)
+    else:
+      a = batch[_key(term, role, 'adv')]
+    c.adv = sg(a)
+    gate = batch[_key(term, role, 'gate')] if parts.gate is not None else jnp.ones((b,))
+    g = sg(jnp.asarray(gate, jnp.float32)) * rows
+    ref = REFERENCES[parts.reference.name](c, **parts.reference.kw)
+    stable = jnp.ones_like(mask)
+    clipped = jnp.zeros_like(mask)
+    for sp in parts.stabiliser:
+      w_s, c_s = STABILISERS[sp.name](c, **sp.kw)
+      stable = stable * w_s
+      clipped = jnp.maximum(clipped, c_s)
+    agg = parts.aggregation.kw
+    w, d = _aggregation.aggregation_weights(mask, parts.aggregation.name, **agg)
+    w = w * g[:, None]
+    tok = upge_token_terms(logp, ref, a, stable, mask)
+    if term.kl is not None and term.kl.where == 'loss':
+      tok = tok + reg.kl_loss_terms(logp, c.get('ref_logp'), mask, term.kl.coef, term.kl.kind)
+    if term.entropy_coef:
+      if entropy is None:
+        raise ValueError(f'term {term.name!r} has an entropy bonus: pass entropy=')
+      tok = tok + reg.entropy_bonus_terms(entropy, mask, term.entropy_coef)
+    total = total + jnp.sum(jnp.where(w > 0, w * tok, 0.0))
+    denom = denom + jnp.sum(d * (g > 0))
+    valid = mask * (g[:, None] > 0)
+    m = token_metrics(valid, advantages=None if vocab_level else a,
+                      logp=None if vocab_level else logp,
+                      old_logp=batch.get('old_logp') if parts.reference.name in ('behaviour', 'gspo') else None)
+    m['clip_frac'] = masked_mean(clipped, valid)
+    m['tokens'] = jnp.sum(valid)
+    metrics.update({f'{term.name}/{role}/{k}': v for k, v in m.items()})
+  return term.coef * total, denom, metrics
+
+
+def compute_loss(recipe: Recipe, logp: jax.Array, batch: dict, *,
+                 group_size: int = 1, entropy: jax.Array | None = None):
+  """The UPGE loss builder: ``(loss_sums, denominators, metrics)`` for a `Recipe`.
+
+  ``loss_sums`` and ``denominators`` are dicts ``{term name: []}``; the loss is
+  ``normalise(loss_sums, denominators) = Σ_k S_k / D_k``. Nothing is
+  pre-divided: to accumulate micro-batches (or reduce over shards), add the
+  ``S_k`` and the ``D_k`` separately, then normalise once. For exact gradient
+  accumulation compute the denominators first (they depend only on masks and
+  gates, see `denominators`) and differentiate ``Σ_k S_k^{(mb)} / D_k`` per
+  micro-batch.
+
+  If ``batch`` has not been through `prepare`, it is prepared here (on this
+  batch alone — fine for a whole batch, wrong for a micro-batch of it).
+
+  Example (GRPO, G rollouts per question)::
+
+    recipe = upge.get_recipe('grpo', kl_coef=0.04)
+    def loss_fn(params):
+      logp = model_logp(params, batch)                       # [B, T]
+      sums, dens, metrics = upge.compute_loss(recipe, logp, batch, group_size=G)
+      return upge.normalise(sums, dens), metrics
+
+  Args:
+    recipe: the `Recipe`.
+    logp: ``[B, T]`` current-policy token log-probs (the only differentiated
+      input); ``[B, T, V]`` full log-softmax for vocabulary-level recipes
+      (``distill_fkl``).
+    batch: dict of ``[B, ...]`` arrays (see the module docstring).
+    group_size: rows per question ``G`` (2 for preference pairs).
+    entropy: ``[B, T]`` differentiable entropies, for entropy bonuses.
+
+  Returns:
+    ``(loss_sums: dict[str, []], denominators: dict[str, []], metrics: dict[str, []])``.
+  """
+  metrics = {}
+  if not _is_prepared(recipe, batch):
+    batch, metrics = prepare(recipe, batch, group_size=group_size)
+  sums, dens = {}, {}
+  for term in recipe.terms:
+    s, d, m = term_loss(term, logp, batch, group_size=group_size, entropy=entropy)
+    sums[term.name], dens[term.name] = s, d
+    metrics.update(m)
+  mask = jnp.asarray(batch['mask'], jnp.float32)
+  if jnp.ndim(logp) == 2:
+    metrics['nll'] = masked_mean(-sg(logp), mask)
+    if 'ref_logp' in batch:
+      metrics['kl_ref'] = masked_mean(reg.kl_estimate(sg(logp), batch['ref_logp'], 'k3'), mask)
+  ent = entropy if entropy is not None else batch.get('entropy')
+  if ent is not None:
+    metrics['entropy'] = masked_mean(sg(ent), mask)
+  return sums, dens, metrics
+
+
+def denominators(recipe: Recipe, batch: dict, *, group_size: int = 1) -> dict:
+  """The denominators ``{term: D_k}`` alone (no parameters needed).
+
+  They depend only on masks, row kinds and gates; compute them over the whole
+  batch before a gradient-accumulation loop so that every micro-batch is
+  normalised by the global ``D_k``.
+
+  Args:
+    recipe: the `Recipe`.
+    batch: the (prepared or raw) batch, ``[B, ...]`` arrays.
+    group_size: rows per question.
+
+  Returns:
+    ``dict[str, []]``.
+  """
+  if not _is_prepared(recipe, batch):
+    batch, _ = prepare(recipe, batch, group_size=group_size)
+  mask = jnp.asarray(batch['mask'], jnp.float32)
+  b = mask.shape[0]
+  out = {}
+  for term in recipe.terms:
+    total = jnp.zeros((), jnp.float32)
+    for role, parts in term.roles():
+      rows = _role_rows(batch, role, b)
+      gate = batch[_key(term, role, 'gate')] if parts.gate is not None else jnp.ones((b,))
+      _, d = _aggregation.aggregation_weights(mask, parts.aggregation.name,
+                                              **parts.aggregation.kw)
+      total = total + jnp.sum(d * ((jnp.asarray(gate) * rows) > 0))
+    out[term.name] = total
+  return out

@@ -1,0 +1,385 @@
+"""Named recipes: each is a few lines choosing the UPGE parts.
+
+Every constructor takes the method's hyper-parameters as keyword arguments and
+returns a frozen `Recipe`; `get_recipe(name, **hparams)` looks one up by name.
+A new method is a new combination — write it the same way in a notebook::
+
+  my_recipe = Recipe('grpo_tis', terms=(Term('pg', rollout=Parts(
+      stabiliser=(part('ppo_clip', eps_low=0.2, eps_high=0.28), part('tis', cap=2.0)),
+      reference=part('behaviour'), advantage=part('grpo'),
+      aggregation=part('token-mean'))),))
+"""
+
+from __future__ import annotations
+
+from upt_jax.upge._parts import KLPenalty, Parts, Recipe, Term, part
+
+_NONE = (part('none'),)
+
+
+def _rl(stabiliser, reference, advantage, aggregation='token-mean', **agg):
+  return Parts(stabiliser=tuple(stabiliser), reference=part(reference),
+               advantage=advantage, aggregation=part(aggregation, **agg))
+
+
+def sft() -> Recipe:
+  """SFT: ``Â ≡ 1``, ``π_ref = π_θ`` (∇log π), token-mean; the NLL's gradient.
+
+  Batch: ``mask`` (rows are demonstrations or any target text).
+  """
+  return Recipe('sft', (Term('sft', rollout=_rl(_NONE, 'current', part('one'))),),
+                'supervised fine-tuning (NLL)', 'mask')
+
+
+def reinforce() -> Recipe:
+  """REINFORCE (Williams 1992): ``Â_i = r_i``, ∇log π, token-mean.
+
+  Batch: ``mask, rewards``.
+  """
+  return Recipe('reinforce', (Term('pg', rollout=_rl(_NONE, 'current', part('reinforce'))),),
+                'Williams 1992', 'mask, rewards')
+
+
+def ppo(eps: float = 0.2, gamma: float = 1.0, lam: float = 0.95,
+        dual_clip_c: float | None = None, kl_coef: float = 0.0,
+        kl_kind: str = 'k1') -> Recipe:
+  """PPO (Schulman et al. 2017): GAE advantages from a critic, clipped ratio, token-mean.
+
+  Outcome reward on the last valid token (plus ``−kl_coef · k`` per token when
+  ``kl_coef > 0``, the InstructGPT KL-in-reward); no advantage whitening. The
+  value loss is separate. ``dual_clip_c`` switches to dual-clip PPO.
+
+  Batch: ``mask, rewards, old_logp, values`` (+ ``ref_logp`` with KL).
+  """
+  st = (part('dual_clip', eps_low=eps, eps_high=eps, c_dual=dual_clip_c) if dual_clip_c
+        else part('ppo_clip', eps_low=eps, eps_high=eps),)
+  kl = KLPenalty(kl_coef, kl_kind, 'reward') if kl_coef else None
+  return Recipe('ppo', (Term('pg', rollout=_rl(st, 'behaviour', part('gae', gamma=gamma, lam=lam)),
+                             kl=kl),),
+                'Schulman et al. 2017', 'mask, rewards, old_logp, values')
+
+
+def grpo(eps: float = 0.2, kl_coef: float = 0.0, kl_kind: str = 'k3',
+         std_eps: float = 1e-6) -> Recipe:
+  """GRPO (Shao et al. 2024): group-normalised advantage, PPO clip, seq-mean-token-mean.
+
+  Optional KL to the reference model in the loss (``β · k3`` inside the
+  per-sequence token mean, as in DeepSeekMath).
+
+  Batch: ``mask, rewards, old_logp`` (+ ``ref_logp`` with KL); ``group_size = G``.
+  """
+  kl = KLPenalty(kl_coef, kl_kind, 'loss') if kl_coef else None
+  return Recipe('grpo', (Term('pg', rollout=_rl(
+      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('grpo', eps=std_eps),
+      'seq-mean-token-mean'), kl=kl),), 'Shao et al. 2024', 'mask, rewards, old_logp; groups')
+
+
+def dr_grpo(eps: float = 0.2, max_len: int | None = None) -> Recipe:
+  """Dr.GRPO (Liu et al. 2025): ``Â = r − mean_g``, PPO clip, token sum / constant ``L``.
+
+  ``max_len=None`` uses ``L = T`` (the padded length).
+
+  Batch: ``mask, rewards, old_logp``; groups.
+  """
+  return Recipe('dr_grpo', (Term('pg', rollout=_rl(
+      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('dr_grpo'),
+      'seq-mean-token-sum-norm', max_len=max_len)),), 'Liu et al. 2025', 'mask, rewards, old_logp; groups')
+
+
+def dapo(eps_low: float = 0.2, eps_high: float = 0.28,
+         dynamic_sampling: bool = False) -> Recipe:
+  """DAPO (Yu et al. 2025): clip-higher, token-mean, group-normalised advantage.
+
+  ``dynamic_sampling=True`` drops groups whose rewards are all equal (from the
+  sum and the denominator) instead of over-sampling.
+
+  Batch: ``mask, rewards, old_logp``; groups.
+  """
+  p = _rl((part('ppo_clip', eps_low=eps_low, eps_high=eps_high),), 'behaviour',
+          part('grpo', eps=1e-6))
+  if dynamic_sampling:
+    p = Parts(p.stabiliser, p.reference, p.advantage, p.aggregation, part('nonzero_variance'))
+  return Recipe('dapo', (Term('pg', rollout=p),), 'Yu et al. 2025', 'mask, rewards, old_logp; groups')
+
+
+def gspo(eps_low: float = 3e-4, eps_high: float = 4e-4) -> Recipe:
+  """GSPO (Zheng et al. 2025): sequence ratio ``s_i``, sequence clip, one term per sequence.
+
+  ``π_ref`` is GSPO's length-normalised sequence reference (value ``s_i``,
+  gradient ``s_i ∇log π``), aggregation seq-mean-token-mean (the token mean is
+  the ``1/|y_i|`` of ``∇ log s_i``). With token-level advantages this is GSPO-token.
+
+  Batch: ``mask, rewards, old_logp``; groups.
+  """
+  return Recipe('gspo', (Term('pg', rollout=_rl(
+      (part('gspo_clip', eps_low=eps_low, eps_high=eps_high),), 'gspo', part('grpo', eps=1e-6),
+      'seq-mean-token-mean')),), 'Zheng et al. 2025', 'mask, rewards, old_logp; groups')
+
+
+def cispo(eps_low: float = 1e9, eps_high: float = 0.28) -> Recipe:
+  """CISPO (MiniMax-M1, 2025): ``sg(clip(r)) Â ∇log π`` — weight clipped, gradient kept.
+
+  Batch: ``mask, rewards, old_logp``; groups.
+  """
+  return Recipe('cispo', (Term('pg', rollout=_rl(
+      (part('cispo', eps_low=eps_low, eps_high=eps_high),), 'current', part('grpo', eps=1e-6))),),
+      'MiniMax 2025', 'mask, rewards, old_logp; groups')
+
+
+def rloo(eps: float = 0.2) -> Recipe:
+  """RLOO (Ahmadian et al. 2024): leave-one-out baseline, PPO clip, token-mean.
+
+  Batch: ``mask, rewards, old_logp``; groups.
+  """
+  return Recipe('rloo', (Term('pg', rollout=_rl(
+      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('rloo'))),),
+      'Ahmadian et al. 2024', 'mask, rewards, old_logp; groups')
+
+
+def reinforce_pp(eps: float = 0.2, baseline: bool = True, kl_coef: float = 0.0,
+                 kl_kind: str = 'k1') -> Recipe:
+  """REINFORCE++ (Hu 2025): batch-whitened advantages, PPO clip, token-mean.
+
+  ``baseline=True`` (default) is REINFORCE++-baseline: ``r − mean_g`` whitened
+  over the batch's valid tokens. ``baseline=False`` is plain REINFORCE++: the
+  return-to-go of token rewards with the ``k1`` KL folded in
+  (``kl_coef``), whitened.
+
+  Batch: ``mask, rewards, old_logp`` (+ ``ref_logp`` with KL); groups for the baseline form.
+  """
+  if baseline:
+    a, kl = part('reinforce_pp_baseline', eps=1e-8), None
+  else:
+    a = part('reinforce_pp', eps=1e-8)
+    kl = KLPenalty(kl_coef, kl_kind, 'reward') if kl_coef else None
+  return Recipe('reinforce_pp', (Term('pg', rollout=_rl(
+      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', a), kl=kl),),
+      'Hu 2025', 'mask, rewards, old_logp')
+
+
+def remax() -> Recipe:
+  """ReMax (Li et al. 2024): ``Â = r − r(greedy)``, ∇log π, token-mean.
+
+  Batch: ``mask, rewards, baseline_rewards``.
+  """
+  return Recipe('remax', (Term('pg', rollout=_rl(_NONE, 'current', part('remax'))),),
+                'Li et al. 2024', 'mask, rewards, baseline_rewards')
+
+
+def _pref_recipe(name, adv, length_normalise, citation, notes):
+  agg = 'seq-mean-token-mean' if length_normalise else 'seq-mean-token-sum'
+  return Recipe(name, (Term(name, rollout=_rl(_NONE, 'current', adv, agg, rows_per_example=2)),),
+                citation, notes + '; pairs as groups of 2 rows (chosen, rejected)')
+
+
+def dpo(beta: float = 0.1, label_smoothing: float = 0.0) -> Recipe:
+  """DPO (Rafailov et al. 2023), sigmoid loss with label smoothing: implicit advantage.
+
+  Batch: ``mask, ref_logp``; ``group_size=2`` rows per pair (chosen, rejected).
+  """
+  return _pref_recipe('dpo', part('dpo', beta=beta, label_smoothing=label_smoothing), False,
+                      'Rafailov et al. 2023', 'mask, ref_logp')
+
+
+def ipo(beta: float = 0.1) -> Recipe:
+  """IPO (Azar et al. 2023) with length-averaged log-ratios: implicit advantage.
+
+  Batch: ``mask, ref_logp``; pairs as groups of 2.
+  """
+  return _pref_recipe('ipo', part('ipo', beta=beta), True, 'Azar et al. 2023', 'mask, ref_logp')
+
+
+def simpo(beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0) -> Recipe:
+  """SimPO (Meng et al. 2024): reference-free, length-normalised, margin ``γ``.
+
+  Batch: ``mask``; pairs as groups of 2.
+  """
+  return _pref_recipe('simpo', part('simpo', beta=beta, gamma=gamma,
+                                    label_smoothing=label_smoothing), True,
+                      'Meng et al. 2024', 'mask')
+
+
+def orpo(lam: float = 0.1) -> Recipe:
+  """ORPO (Hong et al. 2024): chosen NLL plus ``λ`` odds-ratio term.
+
+  Batch: ``mask``; pairs as groups of 2.
+  """
+  return _pref_recipe('orpo', part('orpo', lam=lam), True, 'Hong et al. 2024', 'mask')
+
+
+def distill_fkl(temperature: float = 1.0, top_k: int | None = None) -> Recipe:
+  """Forward-KL distillation ``KL(p_T ‖ q_θ)`` over the vocabulary, token-mean.
+
+  ``logp`` is the student's full log-softmax ``[B, T, V]``; ``Â_v = p_T(v)``
+  (top-``k`` renormalised if asked).
+
+  Batch: ``mask, teacher_logits [B, T, V]``.
+  """
+  return Recipe('distill_fkl', (Term('distill', rollout=_rl(
+      _NONE, 'current', part('teacher_probs', temperature=temperature, top_k=top_k))),),
+      'Hinton et al. 2015', 'mask, teacher_logits; logp is [B, T, V]')
+
+
+def distill_on_policy() -> Recipe:
+  """On-policy distillation: reverse KL on the student's own samples.
+
+  ``Â_t = −(log π_θ − log π_T)`` per sampled token (stop-gradient), ∇log π.
+
+  Batch: ``mask, teacher_logp``.
+  """
+  return Recipe('distill_on_policy', (Term('distill', rollout=_rl(
+      _NONE, 'current', part('teacher_log_ratio'))),),
+      'Agarwal et al. 2024; Thinking Machines 2025', 'mask, teacher_logp')
+
+
+def luffy(eps: float = 0.2, shaping_gamma: float = 0.1) -> Recipe:
+  """LUFFY (Yan et al. 2025): rollouts and a demonstration in one group.
+
+  Advantages are group-normalised over the union (the demo is a member of its
+  group); rollouts use the PPO clip with ``old_logp``; the demonstration uses
+  ``π_ref ≡ 1`` and policy shaping ``f(π) = π/(π+γ)``, no clip; token-mean over
+  all tokens.
+
+  Batch: ``mask, rewards, old_logp, is_demo``; groups (e.g. ``n−1`` rollouts + 1 demo).
+  """
+  a = part('grpo', eps=1e-6)
+  return Recipe('luffy', (Term(
+      'pg',
+      rollout=_rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', a),
+      demo=_rl((part('policy_shaping', gamma=shaping_gamma),), 'unit', a)),),
+      'Yan et al. 2025', 'mask, rewards, old_logp, is_demo; groups hold the demo')
+
+
+def srft(eps: float = 0.2, sft_coef: float = 0.5, sft_weight: str = 'identity',
+         rl_coef: float = 1.0, rl_weight: str = 'exp_neg') -> Recipe:
+  """SRFT (Fu et al. 2025): entropy-weighted demo SFT plus on-policy RL in one stage.
+
+  * ``sft`` term (demonstrations): NLL, token-mean, weighted per row by
+    ``sft_coef · f(sg(H̄))`` with ``H̄`` the mean token entropy of the policy on the row.
+  * ``pg`` term (rollouts): group-normalised advantage (rollouts only), PPO clip,
+    token-mean; rows with positive reward weighted by ``rl_coef · g(sg(H̄))``.
+
+  ``f, g ∈ {'identity', 'exp_neg', 'exp'}`` (``exp_neg``: ``e^{−H̄}``).
+
+  Batch: ``mask, rewards, old_logp, entropy, is_demo``; groups.
+  """
+  return Recipe('srft', (
+      Term('sft', demo=_rl((part('entropy_weight', coef=sft_coef, form=sft_weight),),
+                           'current', part('one'))),
+      Term('pg', rollout=_rl((part('ppo_clip', eps_low=eps, eps_high=eps),
+                              part('entropy_weight', coef=rl_coef, form=rl_weight,
+                                   positive_only=True)),
+                             'behaviour', part('grpo', eps=1e-6))),
+  ), 'Fu et al. 2025', 'mask, rewards, old_logp, entropy, is_demo; groups')
+
+
+def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
+        max_len: int | None = None, gate: str = 'hard', **gate_kwargs) -> Recipe:
+  """HPT (Lv et al. 2025): per question, RL on its rollouts or SFT on its demonstration.
+
+  The gate reads the question's pass rate ``P`` (rollouts with reward > 0.5);
+  ``'hard'``: ``P > γ`` → RL (α=1, β=0), else SFT (α=0, β=1). Other gates:
+  ``'soft'``, ``'linear'``, ``'mix'`` (see `upt_jax.upge.gates`).
+
+  * ``variant='paper_text'`` (Eq. 11): RL term with PPO clip and
+    ``(r − mean)/(std + 1e-6)``, token-mean over the rollouts of RL-routed
+    questions; SFT term token-mean over demos of SFT-routed questions; L = L_RL + L_SFT.
+  * ``variant='released_code'``: no clip (plain ratio), ``Â = r − mean_g``, one term:
+    token sum over all RL and SFT tokens divided by ``L · (number of routed rows)``
+    (``L = max_len``, default ``T``).
+
+  Batch: ``mask, rewards, old_logp, is_demo``; a group is a question's rollouts and its demo.
+  """
+  gkw = dict(gate_kwargs)
+  if gate in ('hard', 'soft'):
+    gkw.setdefault('gamma', gamma)
+  g_rl = part('hpt', gate=gate, branch='rl', **gkw)
+  g_sft = part('hpt', gate=gate, branch='sft', **gkw)
+  notes = 'mask, rewards, old_logp, is_demo; groups = rollouts + demo'
+  if variant == 'paper_text':
+    rl = _rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('grpo', eps=1e-6))
+    sf = _rl(_NONE, 'current', part('one'))
+    return Recipe('hpt', (
+        Term('rl', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl)),
+        Term('sft', demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft)),
+    ), 'Lv et al. 2025 (paper text, Eq. 11)', notes)
+  if variant == 'released_code':
+    rl = _rl(_NONE, 'behaviour', part('dr_grpo'), 'seq-mean-token-sum-norm', max_len=max_len)
+    sf = _rl(_NONE, 'current', part('one'), 'seq-mean-token-sum-norm', max_len=max_len)
+    return Recipe('hpt_released_code', (Term(
+        'hpt', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl),
+        demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft)),),
+        'Lv et al. 2025 (released code)', notes)
+  raise ValueError(f"unknown HPT variant {variant!r}: 'paper_text' or 'released_code'")
+
+
+RECIPES = {
+    'sft': sft, 'reinforce': reinforce, 'ppo': ppo, 'grpo': grpo, 'dr_grpo': dr_grpo,
+    'dapo': dapo, 'gspo': gspo, 'cispo': cispo, 'rloo': rloo,
+    'reinforce_pp': reinforce_pp, 'remax': remax, 'dpo': dpo, 'ipo': ipo,
+    'simpo': simpo, 'orpo': orpo, 'distill_fkl': distill_fkl,
+    'distill_on_policy': distill_on_policy, 'luffy': luffy, 'srft': srft, 'hpt': hpt,
+}
+
+
+def get_recipe(name: str, **hparams) -> Recipe:
+  """Looks up a named recipe and builds it with ``hparams``.
+
+  ``'hpt_released_code'`` is shorthand for ``get_recipe('hpt', variant='released_code')``.
+
+  Args:
+    name: a key of `RECIPES` (or ``'hpt_paper_text'`` / ``'hpt_released_code'``).
+    **hparams: the constructor's keyword arguments.
+
+  Returns:
+    The `Recipe`.
+  """
+  if name.startswith('hpt_'):
+    return hpt(variant=name[len('hpt_'):], **hparams)
+  if name not in RECIPES:
+    raise KeyError(f'unknown recipe {name!r}; known: {sorted(RECIPES)}')
+  return RECIPES[name](**hparams)
+
+
+def all_recipes() -> list[Recipe]:
+  """Every named recipe with default hyper-parameters (both HPT variants)."""
+  out = [fn() for name, fn in RECIPES.items() if name != 'hpt']
+  return out + [hpt('paper_text'), hpt('released_code')]
+
+
+def _fmt_parts(p):
+  st = ' · '.join(str(s) for s in p.stabiliser)
+  return st, str(p.reference), str(p.advantage), str(p.aggregation), str(p.gate) if p.gate else ''
+
+
+def recipe_table() -> str:
+  """The Markdown table of every recipe and its four parts (``docs/recipes.md``)."""
+  lines = [
+      '# Recipes',
+      '',
+      'Generated from `upt_jax.upge` by `python tools/gen_recipe_table.py`; do not edit by hand',
+      '(`tests/upge/test_recipe_table.py` fails when this file is stale).',
+      '',
+      'Every recipe is one instance of the UPGE surrogate',
+      '`L = − Σ_t w_t · sg(1_stable · Â_t) · exp(log π_θ − sg(log π_ref))`,',
+      'one row per loss term and row kind (rollout / demo).',
+      '',
+      '| recipe | term | rows | stabiliser `1_stable` | reference `π_ref` | advantage `Â` '
+      '| aggregation `w_t` | gate | regularisers | batch |',
+      '|---|---|---|---|---|---|---|---|---|---|',
+  ]
+  for r in all_recipes():
+    for t in r.terms:
+      reg = []
+      if t.kl is not None:
+        reg.append(f'KL {t.kl}')
+      if t.entropy_coef:
+        reg.append(f'entropy {t.entropy_coef}')
+      if t.coef != 1.0:
+        reg.append(f'coef {t.coef}')
+      for role, p in t.roles():
+        cells = _fmt_parts(p)
+        lines.append(f'| {r.name} | {t.name} | {role} | ' + ' | '.join(f'`{x}`' if x else '' for x in cells)
+                     + f" | {'; '.join(reg)} | {r.notes} |")
+  lines.append('')
+  return '\n'.join(lines)
