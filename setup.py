@@ -17,6 +17,8 @@ CORE = [
     "tqdm>=4.66",
     "matplotlib>=3.8",
     "numpy>=1.26",
+    # parquet and `datasets.save_to_disk` (Arrow) readers.
+    "pyarrow>=14",
 ]
 
 TEST = [
@@ -25,6 +27,8 @@ TEST = [
     "hypothesis>=6.100",
     # CPU build from local disk; used only for parity tests against transformers.
     "torch==2.13.0",
+    # writes the `save_to_disk` fixtures the Arrow reader is tested on.
+    "datasets>=3",
 ]
 
 setup(

@@ -1,0 +1,343 @@
+"""Readers: every format gives the same records; malformed rows are reported with file
+and line or skipped and counted; iteration is deterministic, sharded and resumable."""
+import json
+import subprocess
+import sys
+
+import grain
+import pytest
+
+from upt_jax.data import readers
+from upt_jax.data.readers import DataConfig, DataError, FieldMap
+
+ROWS = [
+    {"uid": f"q{i}", "problem": f"What is {i}+{i}?", "meta": {"gt": str(2 * i)},
+     "solution": f"{i}+{i}={2 * i}\n\\boxed{{{2 * i}}}"}
+    for i in range(20)
+]
+FIELDS = FieldMap(question="problem", answer="meta.gt", demonstration="solution", id="uid")
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def sources(tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = {"jsonl": _write_jsonl(tmp_path / "d.jsonl", ROWS)}
+    (tmp_path / "d.json").write_text(json.dumps(ROWS, indent=2))
+    out["json"] = str(tmp_path / "d.json")
+    pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "d.parquet")
+    out["parquet"] = str(tmp_path / "d.parquet")
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "hf"))
+    out["hf_disk"] = str(tmp_path / "hf")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:5]),
+                          "test": datasets.Dataset.from_list(ROWS[5:])}).save_to_disk(
+                              str(tmp_path / "hfdict"))
+    out["hf_dict"] = str(tmp_path / "hfdict")
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "hf_disk"])
+def test_every_format_gives_the_same_records(sources, fmt):
+    records, stats = readers.load_records(DataConfig(path=sources[fmt], task="hpt",
+                                                     fields=FIELDS))
+    assert stats.rows_read == stats.rows_kept == 20 and stats.rows_skipped == 0
+    assert [r["id"] for r in records] == [f"q{i}" for i in range(20)]
+    r = records[7]
+    assert (r["question"], r["answer"], r["demonstration"]) == (
+        "What is 7+7?", "14", "7+7=14\n\\boxed{14}")
+    assert r["chosen"] is None and r["rejected"] is None
+    # explicit format name and auto-detection agree
+    explicit, _ = readers.load_records(DataConfig(path=sources[fmt], format=fmt, task="hpt",
+                                                  fields=FIELDS))
+    assert [x["id"] for x in explicit] == [x["id"] for x in records]
+
+
+def test_locations_name_file_and_line(sources):
+    jsonl, _ = readers.load_records(DataConfig(path=sources["jsonl"], fields=FIELDS))
+    assert jsonl[3]["location"] == f"{sources['jsonl']}:4"
+    arr, _ = readers.load_records(DataConfig(path=sources["json"], fields=FIELDS))
+    lines = open(sources["json"]).read().split("\n")
+    line = int(arr[3]["location"].rsplit(":", 1)[1])
+    assert lines[line - 1].strip() == "{" and '"q3"' in lines[line]
+    pq, _ = readers.load_records(DataConfig(path=sources["parquet"], fields=FIELDS))
+    assert pq[3]["location"] == f"{sources['parquet']}: row 3"
+
+
+def test_dataset_dict_splits(sources):
+    train, _ = readers.load_records(DataConfig(path=sources["hf_dict"], fields=FIELDS))
+    test, _ = readers.load_records(DataConfig(path=sources["hf_dict"], split="test",
+                                              fields=FIELDS))
+    assert len(train) == 5 and len(test) == 15 and test[0]["id"] == "q5"
+    with pytest.raises(DataError, match="no split 'dev'"):
+        readers.load_records(DataConfig(path=sources["hf_dict"], split="dev", fields=FIELDS))
+
+
+def test_glob_and_lists_of_files(tmp_path):
+    _write_jsonl(tmp_path / "a-0.jsonl", ROWS[:3])
+    _write_jsonl(tmp_path / "a-1.jsonl", ROWS[3:5])
+    records, _ = readers.load_records(DataConfig(path=str(tmp_path / "a-*.jsonl"),
+                                                 fields=FIELDS))
+    assert [r["id"] for r in records] == ["q0", "q1", "q2", "q3", "q4"]
+    records, _ = readers.load_records(DataConfig(
+        path=[str(tmp_path / "a-1.jsonl"), str(tmp_path / "a-0.jsonl")], fields=FIELDS))
+    assert [r["id"] for r in records] == ["q3", "q4", "q0", "q1", "q2"]
+
+
+def test_config_from_dict_and_configdict():
+    import ml_collections
+
+    d = {"path": "x.jsonl", "task": "sft", "skip_bad_rows": True,
+         "fields": {"question": "prompt", "demonstration": "response", "id": None}}
+    a = DataConfig.from_dict(d)
+    b = DataConfig.from_dict(ml_collections.ConfigDict(d))
+    assert a == b and a.fields.question == "prompt" and a.fields.id is None
+    with pytest.raises(ValueError, match="unknown task"):
+        DataConfig(task="pretrain")
+    with pytest.raises(ValueError, match="needs a source column for 'chosen'"):
+        DataConfig(task="dpo", fields=FieldMap(chosen=None))
+
+
+# ----------------------------------------------------------------------------- bad rows
+
+BAD_JSONL = "\n".join([
+    '{"uid": "a", "problem": "1+1", "meta": {"gt": "2"}}',    # line 1 ok
+    '{"uid": "b", "problem": "2+2", "meta": {"gt": "4"}',     # line 2 bad JSON
+    '{"uid": "c", "meta": {"gt": "6"}}',                      # line 3 missing question
+    '{"uid": "d", "problem": ["3+3"], "meta": {"gt": "6"}}',  # line 4 wrong type
+    '',                                                       # line 5 blank: ignored
+    '{"uid": "e", "problem": "4+4", "meta": {"gt": 8}}',      # line 6 ok (numeric answer)
+    '[1, 2]',                                                 # line 7 not an object
+    '{"uid": "a", "problem": "1+1 again", "meta": {"gt": "2"}}',  # line 8 duplicate id
+    '{"uid": "f", "problem": "5+5", "meta": {"gt": true}}',   # line 9 bool answer
+]) + "\n"
+
+
+@pytest.fixture
+def bad_file(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(BAD_JSONL)
+    return str(p)
+
+
+def _rl(path, **kw):
+    return DataConfig(path=path, task="rl", fields=FIELDS, **kw)
+
+
+def test_first_bad_row_raises_with_file_and_line(bad_file):
+    with pytest.raises(DataError) as e:
+        readers.load_records(_rl(bad_file))
+    assert str(e.value).startswith(f"{bad_file}:2: bad JSON")
+
+
+@pytest.mark.parametrize("line, message", [
+    (3, "missing field 'question' (column 'problem')"),
+    (4, "field 'question' (column 'problem') must be a string, got list"),
+    (7, "a row must be an object, got list"),
+    (8, "duplicate question id 'a' (first at {f}:1)"),
+    (9, "field 'answer' (column 'meta.gt') must be a string, got bool"),
+])
+def test_each_kind_of_bad_row_names_file_and_line(tmp_path, line, message):
+    lines = BAD_JSONL.split("\n")
+    path = tmp_path / "one.jsonl"
+    keep = [lines[0]] + [""] * (line - 2) + [lines[line - 1]]   # the bad row stays on `line`
+    path.write_text("\n".join(keep) + "\n")
+    with pytest.raises(DataError) as e:
+        readers.load_records(_rl(str(path)))
+    assert str(e.value) == f"{path}:{line}: " + message.format(f=path)
+
+
+def test_skip_bad_rows_counts_them(bad_file):
+    records, stats = readers.load_records(_rl(bad_file, skip_bad_rows=True))
+    assert [r["id"] for r in records] == ["a", "e"]
+    assert records[1]["answer"] == "8"
+    assert (stats.rows_read, stats.rows_kept, stats.rows_skipped) == (8, 2, 6)
+    assert stats.metrics() == {
+        "data/rows_read": 8, "data/rows_kept": 2, "data/rows_skipped": 6,
+        "data/skipped/bad_json": 1, "data/skipped/duplicate_id": 1,
+        "data/skipped/missing_field": 1, "data/skipped/wrong_type": 3,
+    }
+    assert stats.examples[0].startswith(f"{bad_file}:2: bad JSON")
+
+
+def test_bad_utf8_is_a_bad_row(tmp_path):
+    p = tmp_path / "enc.jsonl"
+    p.write_bytes(b'{"uid": "a", "problem": "1", "meta": {"gt": "1"}}\n{"uid": "\xff"}\n')
+    with pytest.raises(DataError, match=f"{p}:2: not UTF-8"):
+        readers.load_records(_rl(str(p)))
+    records, stats = readers.load_records(_rl(str(p), skip_bad_rows=True))
+    assert len(records) == 1 and stats.skipped_by_reason == {"bad_encoding": 1}
+
+
+def test_json_array_errors_name_the_line(tmp_path):
+    p = tmp_path / "arr.json"
+    p.write_text('[\n  {"uid": "a", "problem": "1", "meta": {"gt": "1"}},\n'
+                 '  {"uid": "b", "meta": {"gt": "1"}}\n]\n')
+    with pytest.raises(DataError, match=f"^{p}:3: missing field 'question'"):
+        readers.load_records(_rl(str(p)))
+    p.write_text('[\n  {"uid": "a", "problem": "1", "meta": {"gt": "1"}},\n  {"uid": \n]\n')
+    # a syntax error in an array cannot be skipped: the rest of the file is unreadable
+    with pytest.raises(DataError, match=f"^{p}:4: bad JSON"):
+        readers.load_records(_rl(str(p), skip_bad_rows=True))
+
+
+def test_parquet_bad_row_names_the_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": "1+1", "answer": "2"}, {"question": None, "answer": "3"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    with pytest.raises(DataError, match=r"p\.parquet: row 1: missing field 'question'"):
+        readers.load_records(DataConfig(path=str(tmp_path / "p.parquet")))
+
+
+def test_duplicate_ids_policies(tmp_path):
+    rows = [{"id": 1, "question": "a", "answer": "1", "demonstration": "d"},
+            {"id": 2, "question": "b", "answer": "2", "demonstration": "d"},
+            {"id": 1, "question": "c", "answer": "3", "demonstration": "d"}]
+    path = _write_jsonl(tmp_path / "dup.jsonl", rows)
+    with pytest.raises(DataError, match=r"dup\.jsonl:3: duplicate question id '1' "
+                                        r"\(first at .*dup\.jsonl:1\)"):
+        readers.load_records(DataConfig(path=path, task="rl"))
+    records, stats = readers.load_records(DataConfig(path=path, task="rl",
+                                                     duplicate_ids="skip"))
+    assert [r["question"] for r in records] == ["a", "b"]
+    assert stats.skipped_by_reason == {"duplicate_id": 1}
+    records, _ = readers.load_records(DataConfig(path=path, task="sft"))  # sft allows
+    assert len(records) == 3
+
+
+def test_without_an_id_column_repeated_questions_are_duplicates(tmp_path):
+    rows = [{"question": "same", "answer": "1"}, {"question": "other", "answer": "1"},
+            {"question": "same", "answer": "1"}]
+    path = _write_jsonl(tmp_path / "noid.jsonl", rows)
+    with pytest.raises(DataError, match=r"noid\.jsonl:3: duplicate question id 'q-"):
+        readers.load_records(DataConfig(path=path, task="rl"))
+    records, _ = readers.load_records(DataConfig(path=path, task="rl", duplicate_ids="allow"))
+    assert records[0]["id"] == records[2]["id"] != records[1]["id"]
+    assert records[0]["id"].startswith("q-") and len(records[0]["id"]) == 18
+
+
+@pytest.mark.parametrize("task", ["sft", "hpt"])
+def test_empty_demonstrations_rejected_for_sft_and_hpt(tmp_path, task):
+    rows = [{"id": "a", "question": "1+1", "answer": "2", "demonstration": "  \n "},
+            {"id": "b", "question": "2+2", "answer": "4", "demonstration": "2+2=4"}]
+    path = _write_jsonl(tmp_path / "demo.jsonl", rows)
+    with pytest.raises(DataError, match=r"demo\.jsonl:1: empty 'demonstration'"):
+        readers.load_records(DataConfig(path=path, task=task))
+    records, stats = readers.load_records(DataConfig(path=path, task=task,
+                                                     skip_bad_rows=True))
+    assert [r["id"] for r in records] == ["b"]
+    assert stats.metrics()["data/skipped/empty_demonstration"] == 1
+    # The same file is fine for RL, which does not use demonstrations.
+    records, _ = readers.load_records(DataConfig(path=path, task="rl"))
+    assert len(records) == 2
+
+
+def test_dpo_needs_chosen_and_rejected(tmp_path):
+    rows = [{"question": "q", "chosen": "good", "rejected": "bad"},
+            {"question": "q2", "chosen": "good"}]
+    path = _write_jsonl(tmp_path / "pref.jsonl", rows)
+    with pytest.raises(DataError, match=r"pref\.jsonl:2: missing field 'rejected'"):
+        readers.load_records(DataConfig(path=path, task="dpo"))
+
+
+# ----------------------------------------------------------------------------- iteration
+
+RECORDS = [{"id": str(i)} for i in range(10)]
+
+
+def _ids(it, n):
+    return [next(it)["id"] for _ in range(n)]
+
+
+def test_shuffle_is_deterministic_and_reshuffles_each_epoch():
+    a = _ids(iter(readers.make_dataset(RECORDS, seed=3, num_epochs=2)), 20)
+    b = _ids(iter(readers.make_dataset(RECORDS, seed=3, num_epochs=2)), 20)
+    c = _ids(iter(readers.make_dataset(RECORDS, seed=4, num_epochs=2)), 20)
+    assert a == b and a != c
+    assert sorted(a[:10]) == sorted(a[10:]) == sorted(r["id"] for r in RECORDS)
+    assert a[:10] != a[10:]
+    assert list(readers.make_dataset(RECORDS, shuffle=False)) == RECORDS
+
+
+def test_shards_are_disjoint_equal_and_cover():
+    shards = [[r["id"] for r in readers.make_dataset(RECORDS, seed=0, shard_index=k,
+                                                     shard_count=3)] for k in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]        # even_shards drops one row
+    flat = sum(shards, [])
+    assert len(set(flat)) == 9 and set(flat) <= {r["id"] for r in RECORDS}
+    uneven = [len(list(readers.make_dataset(RECORDS, shard_index=k, shard_count=3,
+                                            even_shards=False))) for k in range(3)]
+    assert uneven == [4, 3, 3]
+
+
+def test_batches_are_lists_of_records():
+    batches = list(readers.make_dataset(RECORDS, shuffle=False, batch_size=4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert batches[0][1] == RECORDS[1]
+    batches = list(readers.make_dataset(RECORDS, batch_size=4, drop_remainder=True))
+    assert [len(b) for b in batches] == [4, 4]
+
+
+def test_iterator_state_resumes_exactly_after_json_round_trip():
+    ds = readers.make_dataset(RECORDS, seed=7, num_epochs=None, batch_size=3)
+    it = iter(ds)
+    for _ in range(5):      # into the second epoch
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))   # as stored in a checkpoint
+    expected = [[r["id"] for r in next(it)] for _ in range(6)]
+    resumed = iter(readers.make_dataset(RECORDS, seed=7, num_epochs=None, batch_size=3))
+    resumed.set_state(state)
+    assert [[r["id"] for r in next(resumed)] for _ in range(6)] == expected
+
+
+def test_load_dataset_returns_pipeline_and_stats(tmp_path, bad_file):
+    ds, stats = readers.load_dataset(_rl(bad_file, skip_bad_rows=True), shuffle=False)
+    assert isinstance(ds, grain.IterDataset)
+    assert [r["id"] for r in ds] == ["a", "e"] and stats.rows_skipped == 6
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def test_core_import_does_not_import_tensorflow():
+    code = ("import sys, upt_jax.data, upt_jax.rewards; "
+            "assert 'tensorflow' not in sys.modules and 'tensorflow_datasets' not in "
+            "sys.modules and 'jax' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tfds_without_the_extra_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"upt_jax\[tfds\]"):
+        readers.load_records(DataConfig(path="mnist", format="tfds"))
+
+
+def test_tfds_rows_are_decoded(monkeypatch):
+    """The TFDS path with a stand-in module: bytes become str, arrays become lists."""
+    import types
+
+    import numpy as np
+
+    fake = types.ModuleType("tensorflow_datasets")
+    calls = {}
+
+    def load(name, split, data_dir, shuffle_files):
+        calls.update(name=name, split=split, data_dir=data_dir, shuffle=shuffle_files)
+        return [{"question": b"1+1", "answer": np.int64(2), "id": b"x"}]
+
+    fake.load = load
+    fake.as_numpy = lambda ds: iter(ds)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    records, _ = readers.load_records(DataConfig(path="gsm8k", format="tfds", split="test",
+                                                 tfds_data_dir="/d"))
+    assert calls == {"name": "gsm8k", "split": "test", "data_dir": "/d", "shuffle": False}
+    assert records[0]["question"] == "1+1" and records[0]["answer"] == "2"
+    assert records[0]["location"] == "tfds:gsm8k/test: row 0"
