@@ -19,13 +19,19 @@ def model():
     return init_model(CFG, 0)
 
 
+def _right_padded(seq, width=32):
+    """Right padding does not change causal logits at real positions; one shape = one compile."""
+    return jnp.asarray([list(seq) + [0] * (width - len(seq))])
+
+
 def test_greedy_equals_repeated_full_forward_argmax(model):
     out = Sampler(model).generate(PROMPTS, jax.random.key(0), SamplingParams(max_new_tokens=12, greedy=True))
+    forward = jax.jit(lambda t: model(t)[0])
     for i, prompt in enumerate(PROMPTS):
         seq = list(prompt)
         for _ in range(12):
-            logits, _ = model(jnp.asarray([seq]))
-            seq.append(int(jnp.argmax(logits[0, -1])))
+            logits = forward(_right_padded(seq))
+            seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
         assert out.tokens[i].tolist() == seq[len(prompt):], i
 
 
@@ -34,10 +40,11 @@ def test_logprobs_equal_forward_recomputation(model):
     out = Sampler(model).generate(PROMPTS, jax.random.key(1), params)
     assert out.tokens.shape == (len(PROMPTS) * 3, 20)
     worst = 0.0
+    recompute = jax.jit(lambda t: sequence_logprobs(model, t))
     for i in range(len(out.lengths)):
         n = int(out.lengths[i])
         seq = PROMPTS[out.prompt_index[i]] + out.tokens[i, :n].tolist()
-        lp = np.asarray(sequence_logprobs(model, jnp.asarray([seq]))[0, -n:])
+        lp = np.asarray(recompute(_right_padded(seq))[0, len(seq) - n:len(seq)])
         worst = max(worst, float(np.abs(lp - out.logprobs[i, :n]).max()))
     assert worst < 1e-5
     # processing is on, so the sampling distribution's log-probs differ (truncation raises them)

@@ -1,0 +1,38 @@
+"""Verifiable rewards: answer extraction, verifiers, and a time-limited worker pool.
+
+Public API:
+  Reward, REASONS                     the verdict type (score, reason, extracted, detail)
+  Verifier                            batched verifier of one kind ("math", "integer",
+                                      "exact", "choice", "format") with its pool
+  VerifierPool                        worker processes with a hard per-item time limit
+  verify_math, verify_integer, verify_exact, verify_choice, verify_format, prepare_math
+  math_equivalent                     math-verify equivalence of two extracted answers
+  extract_answer, last_boxed, extract_choice, parse_integer, strip_math_delimiters
+"""
+from upt_jax.rewards.extract import (
+    extract_answer,
+    extract_choice,
+    last_boxed,
+    parse_integer,
+    strip_math_delimiters,
+)
+from upt_jax.rewards.math_equiv import math_equivalent
+from upt_jax.rewards.pool import VerifierPool
+from upt_jax.rewards.types import REASONS, Reward
+from upt_jax.rewards.verifiers import (
+    KINDS,
+    Verifier,
+    prepare_math,
+    verify_choice,
+    verify_exact,
+    verify_format,
+    verify_integer,
+    verify_math,
+)
+
+__all__ = [
+    "KINDS", "REASONS", "Reward", "Verifier", "VerifierPool", "extract_answer",
+    "extract_choice", "last_boxed", "math_equivalent", "parse_integer", "prepare_math",
+    "strip_math_delimiters", "verify_choice", "verify_exact", "verify_format",
+    "verify_integer", "verify_math",
+]
