@@ -1,0 +1,81 @@
+"""The in-process verifiers: integer fast path, exact match, choice, format."""
+import pytest
+
+from upt_jax.rewards import (Reward, Verifier, prepare_math, verify_choice, verify_exact,
+                             verify_format, verify_integer)
+
+
+@pytest.mark.parametrize("output, gold, expected", [
+    ("7+6+0=13, carry 1, so far 3\n\\boxed{13}", "13", Reward(1.0, "correct", "13")),
+    ("\\boxed{013}", 13, Reward(1.0, "correct", "013")),
+    ("\\boxed{14}", "13", Reward(0.0, "wrong", "14")),
+    ("\\boxed{13.0}", "13", Reward(0.0, "wrong", "13.0")),
+    ("the answer is 13", "13", Reward(0.0, "no_answer")),          # strict: needs a box
+    ("\\boxed{" + "1" * 200 + "}", "13", Reward(0.0, "too_long")),
+])
+def test_verify_integer(output, gold, expected):
+    assert verify_integer(output, gold) == expected
+
+
+def test_verify_integer_needs_an_integer_reference():
+    with pytest.raises(ValueError, match="integer reference"):
+        verify_integer("\\boxed{1}", "1/2")
+
+
+def test_prepare_math_decides_integers_in_process():
+    assert prepare_math("\\boxed{12}", "12") == Reward(1.0, "correct", "12")
+    assert prepare_math("\\boxed{1,200}", "1200") == Reward(1.0, "correct", "1,200")
+    assert prepare_math("\\boxed{11}", "12") == Reward(0.0, "wrong", "11")
+    assert prepare_math("nothing", "12") == Reward(0.0, "no_answer")
+    assert prepare_math("\\boxed{\\frac{24}{2}}", "12") == ("\\frac{24}{2}", "12")  # → pool
+
+
+@pytest.mark.parametrize("output, gold, score", [
+    ("\\boxed{Evelyn}", "evelyn", 1.0),
+    ("The answer is  New   York.", "new york", 1.0),
+    ("\\boxed{$x$}", "x", 1.0),
+    ("\\boxed{Bob}", "Evelyn", 0.0),
+])
+def test_verify_exact(output, gold, score):
+    assert verify_exact(output, gold).score == score
+
+
+def test_verify_exact_whole_output():
+    assert verify_exact("  Paris ", "paris", extract_answer=False).score == 1.0
+    assert verify_exact("x" * 2000, "x", extract_answer=False).reason == "too_long"
+
+
+def test_verify_choice_reasons():
+    assert verify_choice("The answer is (C)", "(c)") == Reward(1.0, "correct", "C")
+    assert verify_choice("no idea", "C") == Reward(0.0, "no_answer")
+    assert verify_choice("Answer: E", "E", choices="ABCDE").score == 1.0
+
+
+@pytest.mark.parametrize("output, kwargs, score", [
+    ("work... \\boxed{3}", {}, 1.0),
+    ("work... 3", {}, 0.0),
+    ("work... \\boxed{3", {}, 0.0),
+    ("<think>hmm</think> so \\boxed{3}", {"require_think": True}, 1.0),
+    ("<think>hmm so \\boxed{3}</think>", {"require_think": True}, 0.0),   # box inside think
+    ("so \\boxed{3}", {"require_think": True}, 0.0),
+    ("<think>a</think><think>b</think>\\boxed{3}", {"require_think": True}, 0.0),
+    ("<think>a</think> done", {"require_think": True, "require_boxed": False}, 1.0),
+])
+def test_verify_format(output, kwargs, score):
+    assert verify_format(output, **kwargs).score == score
+
+
+def test_verifier_kinds_and_validation():
+    with pytest.raises(ValueError, match="unknown verifier kind"):
+        Verifier("regex")
+    with pytest.raises(ValueError, match="2 outputs but 1 references"):
+        Verifier("exact")(["a", "b"], ["a"])
+    rewards = Verifier("integer")(["\\boxed{5}", "\\boxed{6}"], ["5", "5"])
+    assert [r.score for r in rewards] == [1.0, 0.0]
+
+
+def test_isolate_runs_in_process_kinds_in_the_pool():
+    with Verifier("integer", isolate=True, num_workers=1) as verifier:
+        rewards = verifier(["\\boxed{5}", "\\boxed{6}"], ["5", "5"])
+        assert verifier._pool is not None
+    assert [r.score for r in rewards] == [1.0, 0.0]

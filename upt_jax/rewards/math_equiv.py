@@ -1,0 +1,138 @@
+"""Math answer equivalence with math-verify, configured so that nothing is evaluated.
+
+`math_equivalent` is the function the `VerifierPool` workers run: it parses both
+answers with math-verify's LaTeX extraction only (ANTLR grammar → sympy objects) and
+compares them symbolically and numerically (``1/2 == 0.5``, ``2\\sqrt2 == \\sqrt8``,
+``(1,2] == (1, 2]``, ``\\{1,2,3\\} == \\{3,2,1\\}``, ``5\\text{ cm} == 5``).
+
+No code is ever run from a model output:
+
+- math-verify's ``ExprExtractionConfig`` (which calls sympy ``parse_expr``, i.e. Python
+  ``eval``) is never used;
+- `install_eval_guard` replaces sympy's ``eval_expr`` (the one place sympy's string
+  parsing calls ``eval``) with a check that only lets through what sympy builds
+  internally (``Integer (12 )``, ``Float ('1.5' )``, ``Symbol ('kilo' )``, ``E``) and
+  raises on anything else. The workers install it for good at start-up;
+  `math_equivalent` called in any other process holds it for the duration of the call.
+
+math-verify's own signal-based timeouts are disabled: the pool enforces the limit by
+killing the worker, which also stops C code that a signal cannot interrupt.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+
+from upt_jax.rewards import extract
+from upt_jax.rewards.types import Reward
+
+__all__ = ["eval_guard", "install_eval_guard", "normalize_for_latex", "math_equivalent"]
+
+# The only strings sympy's parser may evaluate: what sympy itself builds internally when
+# latex2sympy creates numbers (`Integer("12")` goes through sympify → parse_expr) and when
+# sympy modules define their symbols on first use (`Symbol('kilo')`, `E`). None of these
+# shapes can call anything but a sympy constructor on a literal.
+_ALLOWED_EVAL = re.compile(
+    r"\s*(?:"
+    r"Integer\s*\(\s*\d{1,4300}\s*\)"
+    r"|Float\s*\(\s*'\d{0,4300}(?:\.\d{0,4300})?(?:[eE][+-]?\d{1,6})?'\s*\)"
+    r"|Symbol\s*\(\s*'[A-Za-z_][A-Za-z0-9_]{0,99}'\s*\)"
+    r"|[A-Za-z][A-Za-z0-9]{0,31}"      # a bare name (no underscores: no dunders)
+    r")\s*")
+_SCI = re.compile(r"([+-]?\d+(?:\.\d*)?)[eE]([+-]?\d+)")
+
+
+class EvalRefused(ValueError):
+    """sympy tried to evaluate a string that is not a number literal."""
+
+
+def _guarded(original):
+    def guarded_eval_expr(code, local_dict, global_dict):
+        if not isinstance(code, str) or _ALLOWED_EVAL.fullmatch(code) is None:
+            raise EvalRefused("refusing to evaluate a non-literal string")
+        return original(code, local_dict, global_dict)
+
+    guarded_eval_expr.upt_jax_guard = True
+    return guarded_eval_expr
+
+
+def install_eval_guard() -> None:
+    """Makes sympy's string evaluation accept literals only, for good (idempotent).
+
+    The pool's workers call this at start-up.
+    """
+    import sympy.parsing.sympy_parser as sympy_parser
+
+    if not getattr(sympy_parser.eval_expr, "upt_jax_guard", False):
+        sympy_parser.eval_expr = _guarded(sympy_parser.eval_expr)
+
+
+@contextlib.contextmanager
+def eval_guard():
+    """The guard for the duration of a block (restores sympy afterwards); not thread-safe."""
+    import sympy.parsing.sympy_parser as sympy_parser
+
+    original = sympy_parser.eval_expr
+    if getattr(original, "upt_jax_guard", False):
+        yield
+        return
+    sympy_parser.eval_expr = _guarded(original)
+    try:
+        yield
+    finally:
+        sympy_parser.eval_expr = original
+
+
+def _load_math_verify():
+    import math_verify
+    from math_verify import grader, parser
+
+    # We disable math-verify's SIGALRM timeouts on purpose (the pool kills workers);
+    # silence its one-time warning about that.
+    parser.TIMEOUT_WARNING_SHOWN = True
+    grader.TIMEOUT_WARNING_SHOWN = True
+    return math_verify
+
+
+def normalize_for_latex(answer: str) -> str:
+    """Strips ``$``/``\\(``/``\\[`` wrappers; ``4.5e33`` → ``4.5\\times10^{33}``."""
+    s = extract.strip_math_delimiters(answer)
+    m = _SCI.fullmatch(s)
+    if m:
+        s = f"{m.group(1)}\\times10^{{{m.group(2)}}}"
+    return s
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(answer: str):
+    math_verify = _load_math_verify()
+    config = [math_verify.LatexExtractionConfig(boxed_match_priority=0)]
+    return math_verify.parse("\\boxed{" + normalize_for_latex(answer) + "}",
+                             extraction_config=config, fallback_mode="first_match",
+                             parsing_timeout=None)
+
+
+def math_equivalent(prediction: str, gold: str) -> Reward:
+    """Whether two extracted answers are mathematically equal (math-verify).
+
+    Args:
+      prediction: the answer extracted from the model output (no surrounding text).
+      gold: the reference answer (``\\boxed{}`` and ``$`` wrappers are removed).
+
+    Returns:
+      ``Reward(1.0, "correct")`` or ``Reward(0.0, "wrong")``; ``extracted`` is
+      ``prediction``. Meant to run in a `VerifierPool` worker (it has no time limit of
+      its own).
+    """
+    math_verify = _load_math_verify()
+    boxed = extract.last_boxed(gold, max_chars=1 << 20) if "\\boxed" in gold else None
+    gold = boxed if boxed is not None else gold
+    with eval_guard():
+        gold_parsed, pred_parsed = _parse(gold), _parse(prediction)
+        if not gold_parsed:
+            # Unparseable reference: fall back to a normalised string comparison.
+            ok = " ".join(gold.split()) == " ".join(prediction.split())
+        else:
+            ok = math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=None)
+    return Reward(1.0 if ok else 0.0, "correct" if ok else "wrong", extracted=prediction)

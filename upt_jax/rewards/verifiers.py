@@ -1,0 +1,255 @@
+"""Verifiers: model output + reference → `Reward` (score, reason).
+
+| kind      | function          | what counts as correct                                   | where it runs |
+|-----------|-------------------|----------------------------------------------------------|---------------|
+| `math`    | `verify_math`     | last ``\\boxed{}`` (or fallback) equals the reference under math-verify | pool (fast path in-process) |
+| `integer` | `verify_integer`  | last ``\\boxed{}`` is exactly the reference integer (synthetic tasks) | in-process |
+| `exact`   | `verify_exact`    | extracted answer equals the reference after whitespace/case folding | in-process |
+| `choice`  | `verify_choice`   | the chosen letter (GPQA) equals the reference letter    | in-process |
+| `format`  | `verify_format`   | a complete ``\\boxed{}`` (optionally a ``<think>`` block) | in-process |
+
+The in-process verifiers only use `upt_jax.rewards.extract` (bounded, linear-time, no
+backtracking regex) and integer comparison, so their running time is bounded by
+construction; ``math`` needs sympy, which can hang, so it goes to a `VerifierPool`
+whose workers are killed at the time limit. `Verifier` batches all of this::
+
+  >>> with Verifier("math", timeout_s=5.0, num_workers=2) as verifier:
+  ...   rewards = verifier(["... so \\\\boxed{\\\\frac{1}{2}}", "I think 7"], ["0.5", "8"])
+  >>> [(r.score, r.reason) for r in rewards]
+  [(1.0, 'correct'), (0.0, 'wrong')]
+
+Nothing is ever ``eval``-ed or ``exec``-ed (see `upt_jax.rewards.math_equiv`).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from upt_jax.rewards import extract
+from upt_jax.rewards.types import Reward
+
+__all__ = [
+    "KINDS",
+    "prepare_math",
+    "verify_math",
+    "verify_integer",
+    "verify_exact",
+    "verify_choice",
+    "verify_format",
+    "Verifier",
+]
+
+KINDS = ("math", "integer", "exact", "choice", "format")
+
+
+def _found(answer: str | None, how: str) -> Reward | None:
+    if answer is None:
+        return Reward(0.0, "too_long" if how == "too_long" else "no_answer")
+    return None
+
+
+def prepare_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract.FALLBACKS,
+                 max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward | tuple[str, str]:
+    """The in-process half of `verify_math`.
+
+    Extracts the answer; decides at once when there is none or when both answers are
+    plain integers (no sympy needed). Otherwise returns ``(answer, gold)`` for
+    `upt_jax.rewards.math_equiv.math_equivalent` in a worker.
+    """
+    answer, how = extract.extract_answer(output, fallbacks, max_chars)
+    early = _found(answer, how)
+    if early is not None:
+        return early
+    pred_int, gold_int = extract.parse_integer(answer), extract.parse_integer(gold)
+    if pred_int is not None and gold_int is not None:
+        ok = pred_int == gold_int
+        return Reward(float(ok), "correct" if ok else "wrong", extracted=answer)
+    if gold_int is not None and len(answer) > 4 * len(gold) + 64:
+        # A huge expression against an integer reference: not worth a parse.
+        return Reward(0.0, "wrong", extracted=answer[:64])
+    return answer, gold
+
+
+def verify_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract.FALLBACKS,
+                max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward:
+    """`prepare_math`, then math-verify **in this process, without a time limit**.
+
+    For training and evaluation use `Verifier("math")`, which runs the math-verify part
+    in the worker pool under a time limit.
+    """
+    from upt_jax.rewards import math_equiv
+
+    prepared = prepare_math(output, gold, fallbacks=fallbacks, max_chars=max_chars)
+    if isinstance(prepared, Reward):
+        return prepared
+    return math_equiv.math_equivalent(*prepared)
+
+
+def verify_integer(output: str, gold: str | int, *, fallbacks: tuple[str, ...] = (),
+                   max_chars: int = 128) -> Reward:
+    """Exact integer comparison of the last ``\\boxed{}`` (the synthetic-task fast path).
+
+    Strict by default (no fallback): a demonstration-style output must end in a box.
+    """
+    answer, how = extract.extract_answer(output, fallbacks, max_chars)
+    early = _found(answer, how)
+    if early is not None:
+        return early
+    gold_int = gold if isinstance(gold, int) else extract.parse_integer(str(gold))
+    if gold_int is None:
+        raise ValueError(f"verify_integer needs an integer reference, got {gold!r}")
+    ok = extract.parse_integer(answer) == gold_int
+    return Reward(float(ok), "correct" if ok else "wrong", extracted=answer)
+
+
+def _with_extracted(reward: Reward, extracted: str) -> Reward:
+    """``reward`` with ``extracted`` filled in (timeouts and crashes come back without)."""
+    if reward.extracted is not None:
+        return reward
+    return dataclasses.replace(reward, extracted=extracted)
+
+
+def _fold(s: str) -> str:
+    return " ".join(extract.strip_math_delimiters(s).split()).casefold()
+
+
+def verify_exact(output: str, gold: str, *, extract_answer: bool = True,
+                 fallbacks: tuple[str, ...] = ("answer_is",),
+                 max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward:
+    """String equality after folding whitespace, case and ``$`` wrappers.
+
+    With ``extract_answer`` the boxed (or fallback) answer is compared, else the whole
+    output (only its last ``max_chars`` characters are looked at beyond the length check).
+    """
+    if extract_answer:
+        answer, how = extract.extract_answer(output, fallbacks, max_chars)
+        early = _found(answer, how)
+        if early is not None:
+            return early
+    else:
+        if len(output) > max_chars:
+            return Reward(0.0, "too_long")
+        answer = output
+    ok = _fold(answer) == _fold(gold)
+    return Reward(float(ok), "correct" if ok else "wrong", extracted=answer)
+
+
+def verify_choice(output: str, gold: str, *, choices: str = "ABCD",
+                  max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward:
+    """Multiple choice (GPQA): the extracted letter equals the reference letter."""
+    letter = extract.extract_choice(output, choices, max_chars)
+    if letter is None:
+        return Reward(0.0, "no_answer")
+    ok = letter == gold.strip().strip("()").upper()
+    return Reward(float(ok), "correct" if ok else "wrong", extracted=letter)
+
+
+def verify_format(output: str, gold: Any = None, *, require_boxed: bool = True,
+                  require_think: bool = False,
+                  max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward:
+    """1.0 when the output has the required structure (the reference is ignored).
+
+    Args:
+      require_boxed: a complete, balanced ``\\boxed{...}`` of at most ``max_chars``.
+      require_think: exactly one ``<think>...</think>`` block, at the start, with the
+        box (if required) after it.
+    """
+    boxed_at = 0
+    if require_boxed:
+        try:
+            content = extract.last_boxed(output, max_chars)
+        except extract.TooLong:
+            return Reward(0.0, "too_long")
+        if content is None:
+            return Reward(0.0, "bad_format", detail="no \\boxed{}")
+        boxed_at = output.rfind("\\boxed")
+    if require_think:
+        stripped = output.lstrip()
+        close = output.find("</think>")
+        if (not stripped.startswith("<think>") or close < 0
+                or output.count("<think>") != 1 or output.count("</think>") != 1
+                or (require_boxed and boxed_at < close)):
+            return Reward(0.0, "bad_format", detail="think block")
+    return Reward(1.0, "correct")
+
+
+class Verifier:
+    """A batched verifier of one kind, with its worker pool when it needs one.
+
+    Args:
+      kind: one of `KINDS`.
+      timeout_s: time limit per item in the pool.
+      num_workers: pool size (default ``min(4, cpu_count)``).
+      isolate: run every item in the pool, even for the in-process kinds.
+      pool: share an existing `VerifierPool` (not closed by `close`).
+      **options: keyword arguments of the verify function (``fallbacks``,
+        ``max_chars``, ``choices``, ``require_think``, ...).
+
+    Calling it on ``(outputs [B], golds [B])`` returns ``B`` `Reward` s;
+    `scores` returns them as a float32 array ``[B]``. ``stats`` counts reasons over the
+    verifier's lifetime (for the run's metrics).
+    """
+
+    def __init__(self, kind: str = "math", *, timeout_s: float = 5.0,
+                 num_workers: int | None = None, isolate: bool = False, pool=None,
+                 **options):
+        if kind not in KINDS:
+            raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
+        self.kind, self.timeout_s, self.num_workers = kind, timeout_s, num_workers
+        self.isolate, self.options = isolate, options
+        self._pool, self._own_pool = pool, pool is None
+        self.stats = collections.Counter()
+
+    @property
+    def pool(self):
+        if self._pool is None:
+            from upt_jax.rewards.pool import VerifierPool
+
+            self._pool = VerifierPool(self.num_workers, self.timeout_s)
+        return self._pool
+
+    def __call__(self, outputs: Sequence[str], golds: Sequence[Any]) -> list[Reward]:
+        if len(outputs) != len(golds):
+            raise ValueError(f"{len(outputs)} outputs but {len(golds)} references")
+        fn = {"math": verify_math, "integer": verify_integer, "exact": verify_exact,
+              "choice": verify_choice, "format": verify_format}[self.kind]
+        if self.isolate:
+            rewards = self.pool.map(fn, list(zip(outputs, golds)), self.options,
+                                    timeout_s=self.timeout_s)
+        elif self.kind == "math":
+            from upt_jax.rewards import math_equiv
+
+            rewards: list[Any] = [prepare_math(o, str(g), **self.options)
+                                  for o, g in zip(outputs, golds)]
+            todo = [i for i, r in enumerate(rewards) if not isinstance(r, Reward)]
+            if todo:
+                done = self.pool.map(math_equiv.math_equivalent, [rewards[i] for i in todo],
+                                     timeout_s=self.timeout_s)
+                for i, r in zip(todo, done):
+                    rewards[i] = _with_extracted(r, rewards[i][0])
+        else:
+            rewards = [fn(o, g, **self.options) for o, g in zip(outputs, golds)]
+        self.stats.update(r.reason for r in rewards)
+        return rewards
+
+    def scores(self, outputs: Sequence[str], golds: Sequence[Any]) -> np.ndarray:
+        """Rewards as a float32 array ``[B]``."""
+        return np.asarray([r.score for r in self(outputs, golds)], np.float32)
+
+    def metrics(self, prefix: str = "reward/") -> dict[str, int]:
+        """Reason counts so far, e.g. ``{"reward/timeout": 2, ...}``."""
+        return {f"{prefix}{k}": v for k, v in sorted(self.stats.items())}
+
+    def close(self) -> None:
+        if self._pool is not None and self._own_pool:
+            self._pool.close()
+        self._pool = None
+
+    def __enter__(self) -> "Verifier":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
