@@ -117,6 +117,56 @@ def process_logits(logits: jax.Array, temperature: float, top_k: int, top_p: flo
     return x
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+    """``argmax`` over the last axis (first index on ties) as two plain reductions.
+
+    Same result as ``jnp.argmax``, several times faster on XLA CPU inside a decode loop.
+    ``x: [B, V] → [B]`` int32.
+    """
+    iota = jnp.arange(x.shape[-1], dtype=jnp.int32)
+    hit = x == jnp.max(x, axis=-1, keepdims=True)
+    return jnp.min(jnp.where(hit, iota, x.shape[-1] - 1), axis=-1)
+
+
+def _prefix_sum(x: jax.Array) -> jax.Array:
+    """Inclusive prefix sum over the last axis (associative scan: fast on XLA CPU for short axes)."""
+    return jax.lax.associative_scan(jnp.add, x, axis=-1)
+
+
+def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64) -> jax.Array:
+    """Draw one index per row from ``softmax(logp)`` by inverting the CDF, in two levels.
+
+    One uniform ``u`` per row (instead of ``V`` Gumbel draws). The vocabulary is cut into blocks
+    of ``block`` entries: the block is the first whose cumulative mass exceeds ``u · total``,
+    then the entry inside it the same way. Work is ``O(V)`` with prefix sums only over
+    ``V / block`` and ``block`` entries.
+
+    Args:
+      key: PRNG key.
+      logp: ``[B, V]`` log-probs (very negative / −inf for removed entries; need not be normalised).
+    Returns:
+      ``[B]`` int32 token ids, each with probability ``softmax(logp)``.
+    """
+    b, v = logp.shape
+    nb = -(-v // block)
+    p = jnp.exp(logp - jnp.max(logp, axis=-1, keepdims=True))
+    p = jnp.pad(p, ((0, 0), (0, nb * block - v))).reshape(b, nb, block)
+    block_cdf = _prefix_sum(jnp.sum(p, axis=-1))  # [B, nb]
+    u = jax.random.uniform(key, (b, 1), jnp.float32) * block_cdf[:, -1:]
+    # first block whose cumulative mass exceeds u; never past the last block with mass
+    blk = jnp.sum(block_cdf <= u, axis=-1)
+    has_mass = jnp.sum(p, axis=-1) > 0
+    last_blk = nb - 1 - jnp.argmax(has_mass[:, ::-1], axis=-1)
+    blk = jnp.minimum(blk, last_blk)
+    before = jnp.where(blk > 0, jnp.take_along_axis(block_cdf, jnp.maximum(blk - 1, 0)[:, None], axis=-1)[:, 0], 0.0)
+    inner = jnp.take_along_axis(p, blk[:, None, None], axis=1)[:, 0]  # [B, block]
+    inner_cdf = _prefix_sum(inner)
+    idx = jnp.sum(inner_cdf <= (u[:, 0] - before)[:, None], axis=-1)
+    last_idx = block - 1 - jnp.argmax((inner > 0)[:, ::-1], axis=-1)
+    idx = jnp.minimum(idx, last_idx)
+    return (blk * block + idx).astype(jnp.int32)
+
+
 def round_up(x: int, buckets: Sequence[int] | int) -> int:
     """Smallest bucket ≥ x: from a sorted list, or a multiple of an int (at least 1)."""
     if isinstance(buckets, int):
@@ -161,6 +211,7 @@ class Sampler:
         n = params.n
         stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
         cache_dtype = self.cache_dtype
+        processing = params.temperature != 1.0 or params.top_k > 0 or params.top_p < 1.0
 
         def run(state, prompt, prompt_mask, max_new, key):
             model = nnx.merge(graphdef, state)
@@ -190,12 +241,15 @@ class Sampler:
                 key, sub = jax.random.split(c["key"])
                 model_logp = jax.nn.log_softmax(c["logits"], axis=-1)
                 if params.is_greedy:
-                    tok = jnp.argmax(c["logits"], axis=-1).astype(jnp.int32)
+                    tok = first_argmax(c["logits"])
                     samp_logp_all = model_logp
                 else:
-                    proc = process_logits(c["logits"], params.temperature, params.top_k, params.top_p)
-                    tok = jax.random.categorical(sub, proc, axis=-1).astype(jnp.int32)
-                    samp_logp_all = jax.nn.log_softmax(proc, axis=-1)
+                    if processing:
+                        proc = process_logits(c["logits"], params.temperature, params.top_k, params.top_p)
+                        samp_logp_all = jax.nn.log_softmax(proc, axis=-1)
+                    else:
+                        samp_logp_all = model_logp
+                    tok = sample_inverse_cdf(sub, samp_logp_all)
                 alive = ~c["done"]
                 tok = jnp.where(alive, tok, pad_id)
                 take = lambda a: jnp.take_along_axis(a, tok[:, None], axis=-1)[:, 0]

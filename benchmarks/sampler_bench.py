@@ -1,0 +1,88 @@
+"""Sampler throughput: upt_jax vs transformers ``generate`` (PyTorch CPU), same model, same batch.
+
+    python -m benchmarks.sampler_bench --config tiny --batch 32 --new-tokens 64
+
+Both sample with temperature 1 (no top-k/top-p), no stop token, from the same random Qwen2
+weights and the same prompts. New tokens per second is measured after a warm-up call;
+upt_jax's compile time is reported separately.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: int) -> dict:
+    import jax
+    import torch
+
+    from benchmarks.common import hf_qwen2, same_model_in_jax, set_torch_threads
+    from upt_jax.sampling import Sampler, SamplingParams
+
+    set_torch_threads()
+    hf = hf_qwen2(config)
+    model = same_model_in_jax(hf)
+    vocab = hf.config.vocab_size
+    rng = np.random.RandomState(0)
+    prompts = [rng.randint(1, vocab, prompt_len).tolist() for _ in range(batch)]
+
+    # upt_jax
+    sampler = Sampler(model, pad_id=0, batch_bucket=8)
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0)
+    first = sampler.generate(prompts, jax.random.key(0), params)
+    jax_times = []
+    for r in range(repeats):
+        out = sampler.generate(prompts, jax.random.key(r + 1), params)
+        jax_times.append(out.run_s)
+    jax_tps = out.new_tokens() / min(jax_times)
+
+    # transformers
+    ids = torch.tensor(prompts)
+    mask = torch.ones_like(ids)
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
+              min_new_tokens=new_tokens, pad_token_id=0, attention_mask=mask)
+    with torch.no_grad():
+        hf.generate(ids, **kw)  # warm-up
+        pt_times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            res = hf.generate(ids, **kw)
+            pt_times.append(time.perf_counter() - t0)
+    pt_new = (res.shape[1] - prompt_len) * batch
+    pt_tps = pt_new / min(pt_times)
+    return dict(config=config, batch=batch, new_tokens=new_tokens, prompt_len=prompt_len,
+                device=str(jax.devices()[0].platform), upt_jax_tokens_per_s=round(jax_tps, 1),
+                upt_jax_compile_s=round(first.compile_s, 2), transformers_tokens_per_s=round(pt_tps, 1),
+                ratio=round(jax_tps / pt_tps, 2))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--prompt-len", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", help="append results as JSON lines to this file")
+    a = ap.parse_args(argv)
+    rows = []
+    for c in a.config:
+        r = bench(c, a.batch, a.new_tokens, a.prompt_len, a.repeats)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps(r) + "\n")
+    print("\n| config | batch × new | upt_jax tok/s | transformers tok/s | ratio | upt_jax compile s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['config']} | {r['batch']} × {r['new_tokens']} | {r['upt_jax_tokens_per_s']} | "
+              f"{r['transformers_tokens_per_s']} | {r['ratio']}× | {r['upt_jax_compile_s']} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
