@@ -83,6 +83,8 @@ def linear_gate(p: jax.Array):
 def mix_gate(p: jax.Array, alpha: float = 1.0, beta: float = 1.0):
   """Always mix: constant ``(α, β)`` whatever the pass rate.
 
+  Math: ``α_i ≡ alpha``, ``β_i ≡ beta`` (e.g. ``L = L_RL + L_SFT`` on every question).
+
   Args:
     p: ``[B]`` pass rates (only the shape is used).
     alpha: RL weight.

@@ -236,6 +236,10 @@ def _term_rewards(term: Term, c: _Ctx):
 def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1):
   """Stage 1: batch-global, parameter-free quantities (advantages, gates).
 
+  Math: ``Â = estimator(rewards, groups, ...)`` (e.g. ``(r − μ_g)/(σ_g + ε)``),
+  ``g_i = gate(P_q(i))`` with ``P_q`` the pass rate of row ``i``'s question;
+  with KL in the reward, ``r_{i,t} = r_i 1[t = last] − β k_{i,t}`` first.
+
   Computes, for every term and row kind, the advantages ``[B, T]`` (or
   ``[B, T, V]``) of policy-independent estimators and the gate weights ``[B]``,
   and stores them in a copy of the batch under ``'upge/<term>/<role>/adv'`` and
@@ -416,6 +420,9 @@ def compute_loss(recipe: Recipe, logp: jax.Array, batch: dict, *,
 
 def denominators(recipe: Recipe, batch: dict, *, group_size: int = 1) -> dict:
   """The denominators ``{term: D_k}`` alone (no parameters needed).
+
+  Math: ``D_k = Σ_{row kinds} Σ_i 1[g_i > 0] d_i`` with ``d_i`` the aggregation's
+  per-row denominator (``|y_i|`` for token-mean, 1 for the seq-mean modes).
 
   They depend only on masks, row kinds and gates; compute them over the whole
   batch before a gradient-accumulation loop so that every micro-batch is

@@ -230,6 +230,9 @@ def ipo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask,
              ref_chosen_logp, ref_rejected_logp, *, beta: float = 0.1):
   """IPO as a UPGE loss: ``(loss_sum, denominator, metrics)``; see `ipo_advantages`.
 
+  Gradient equals that of ``mean_p (h_p − 1/(2β))²`` with ``h`` the difference of
+  length-averaged log-ratios of chosen and rejected responses.
+
   Args:
     chosen_logp, rejected_logp: ``[P, T]`` policy log-probs (differentiated).
     chosen_mask, rejected_mask: ``[P, T]`` masks.
@@ -247,6 +250,9 @@ def ipo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask,
 def simpo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
                beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0):
   """SimPO as a UPGE loss: ``(loss_sum, denominator, metrics)``; see `simpo_advantages`.
+
+  Gradient equals that of ``mean_p −log σ(β(mean_t log π(y_w) − mean_t log π(y_l)) − γ)``
+  (with label smoothing ``ε`` as in DPO).
 
   Args:
     chosen_logp, rejected_logp: ``[P, T]`` policy log-probs (differentiated).
@@ -266,6 +272,8 @@ def simpo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
 def orpo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
               lam: float = 0.1):
   """ORPO as a UPGE loss: ``(loss_sum, denominator, metrics)``; see `orpo_advantages`.
+
+  Gradient equals that of ``mean_p [−mean_t log π(y_w) − λ log σ(log odds(y_w) − log odds(y_l))]``.
 
   Args:
     chosen_logp, rejected_logp: ``[P, T]`` policy log-probs (differentiated).

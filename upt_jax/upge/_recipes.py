@@ -25,19 +25,19 @@ def _rl(stabiliser, reference, advantage, aggregation='token-mean', **agg):
 def sft() -> Recipe:
   """SFT: ``Â ≡ 1``, ``π_ref = π_θ`` (∇log π), token-mean; the NLL's gradient.
 
-  Batch: ``mask`` (rows are demonstrations or any target text).
+  Batch: ``mask [B, T]`` (rows are demonstrations or any target text).
   """
   return Recipe('sft', (Term('sft', rollout=_rl(_NONE, 'current', part('one'))),),
-                'supervised fine-tuning (NLL)', 'mask')
+                'supervised fine-tuning (NLL)', 'mask [B, T]')
 
 
 def reinforce() -> Recipe:
   """REINFORCE (Williams 1992): ``Â_i = r_i``, ∇log π, token-mean.
 
-  Batch: ``mask, rewards``.
+  Batch: ``mask [B, T], rewards [B]``.
   """
   return Recipe('reinforce', (Term('pg', rollout=_rl(_NONE, 'current', part('reinforce'))),),
-                'Williams 1992', 'mask, rewards')
+                'Williams 1992', 'mask [B, T], rewards [B]')
 
 
 def ppo(eps: float = 0.2, gamma: float = 1.0, lam: float = 0.95,
@@ -49,14 +49,14 @@ def ppo(eps: float = 0.2, gamma: float = 1.0, lam: float = 0.95,
   ``kl_coef > 0``, the InstructGPT KL-in-reward); no advantage whitening. The
   value loss is separate. ``dual_clip_c`` switches to dual-clip PPO.
 
-  Batch: ``mask, rewards, old_logp, values`` (+ ``ref_logp`` with KL).
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T], values [B, T]`` (+ ``ref_logp [B, T]`` with KL).
   """
   st = (part('dual_clip', eps_low=eps, eps_high=eps, c_dual=dual_clip_c) if dual_clip_c
         else part('ppo_clip', eps_low=eps, eps_high=eps),)
   kl = KLPenalty(kl_coef, kl_kind, 'reward') if kl_coef else None
   return Recipe('ppo', (Term('pg', rollout=_rl(st, 'behaviour', part('gae', gamma=gamma, lam=lam)),
                              kl=kl),),
-                'Schulman et al. 2017', 'mask, rewards, old_logp, values')
+                'Schulman et al. 2017', 'mask [B, T], rewards [B], old_logp [B, T], values [B, T]')
 
 
 def grpo(eps: float = 0.2, kl_coef: float = 0.0, kl_kind: str = 'k3',
@@ -66,12 +66,12 @@ def grpo(eps: float = 0.2, kl_coef: float = 0.0, kl_kind: str = 'k3',
   Optional KL to the reference model in the loss (``β · k3`` inside the
   per-sequence token mean, as in DeepSeekMath).
 
-  Batch: ``mask, rewards, old_logp`` (+ ``ref_logp`` with KL); ``group_size = G``.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T]`` (+ ``ref_logp [B, T]`` with KL); ``group_size = G``.
   """
   kl = KLPenalty(kl_coef, kl_kind, 'loss') if kl_coef else None
   return Recipe('grpo', (Term('pg', rollout=_rl(
       (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('grpo', eps=std_eps),
-      'seq-mean-token-mean'), kl=kl),), 'Shao et al. 2024', 'mask, rewards, old_logp; groups')
+      'seq-mean-token-mean'), kl=kl),), 'Shao et al. 2024', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
 def dr_grpo(eps: float = 0.2, max_len: int | None = None) -> Recipe:
@@ -79,11 +79,11 @@ def dr_grpo(eps: float = 0.2, max_len: int | None = None) -> Recipe:
 
   ``max_len=None`` uses ``L = T`` (the padded length).
 
-  Batch: ``mask, rewards, old_logp``; groups.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   return Recipe('dr_grpo', (Term('pg', rollout=_rl(
       (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('dr_grpo'),
-      'seq-mean-token-sum-norm', max_len=max_len)),), 'Liu et al. 2025', 'mask, rewards, old_logp; groups')
+      'seq-mean-token-sum-norm', max_len=max_len)),), 'Liu et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
 def dapo(eps_low: float = 0.2, eps_high: float = 0.28,
@@ -93,13 +93,13 @@ def dapo(eps_low: float = 0.2, eps_high: float = 0.28,
   ``dynamic_sampling=True`` drops groups whose rewards are all equal (from the
   sum and the denominator) instead of over-sampling.
 
-  Batch: ``mask, rewards, old_logp``; groups.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   p = _rl((part('ppo_clip', eps_low=eps_low, eps_high=eps_high),), 'behaviour',
           part('grpo', eps=1e-6))
   if dynamic_sampling:
     p = Parts(p.stabiliser, p.reference, p.advantage, p.aggregation, part('nonzero_variance'))
-  return Recipe('dapo', (Term('pg', rollout=p),), 'Yu et al. 2025', 'mask, rewards, old_logp; groups')
+  return Recipe('dapo', (Term('pg', rollout=p),), 'Yu et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
 def gspo(eps_low: float = 3e-4, eps_high: float = 4e-4) -> Recipe:
@@ -109,31 +109,31 @@ def gspo(eps_low: float = 3e-4, eps_high: float = 4e-4) -> Recipe:
   gradient ``s_i ∇log π``), aggregation seq-mean-token-mean (the token mean is
   the ``1/|y_i|`` of ``∇ log s_i``). With token-level advantages this is GSPO-token.
 
-  Batch: ``mask, rewards, old_logp``; groups.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   return Recipe('gspo', (Term('pg', rollout=_rl(
       (part('gspo_clip', eps_low=eps_low, eps_high=eps_high),), 'gspo', part('grpo', eps=1e-6),
-      'seq-mean-token-mean')),), 'Zheng et al. 2025', 'mask, rewards, old_logp; groups')
+      'seq-mean-token-mean')),), 'Zheng et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
 def cispo(eps_low: float = 1e9, eps_high: float = 0.28) -> Recipe:
   """CISPO (MiniMax-M1, 2025): ``sg(clip(r)) Â ∇log π`` — weight clipped, gradient kept.
 
-  Batch: ``mask, rewards, old_logp``; groups.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   return Recipe('cispo', (Term('pg', rollout=_rl(
       (part('cispo', eps_low=eps_low, eps_high=eps_high),), 'current', part('grpo', eps=1e-6))),),
-      'MiniMax 2025', 'mask, rewards, old_logp; groups')
+      'MiniMax 2025', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
 def rloo(eps: float = 0.2) -> Recipe:
   """RLOO (Ahmadian et al. 2024): leave-one-out baseline, PPO clip, token-mean.
 
-  Batch: ``mask, rewards, old_logp``; groups.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   return Recipe('rloo', (Term('pg', rollout=_rl(
       (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('rloo'))),),
-      'Ahmadian et al. 2024', 'mask, rewards, old_logp; groups')
+      'Ahmadian et al. 2024', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
 def reinforce_pp(eps: float = 0.2, baseline: bool = True, kl_coef: float = 0.0,
@@ -145,7 +145,7 @@ def reinforce_pp(eps: float = 0.2, baseline: bool = True, kl_coef: float = 0.0,
   return-to-go of token rewards with the ``k1`` KL folded in
   (``kl_coef``), whitened.
 
-  Batch: ``mask, rewards, old_logp`` (+ ``ref_logp`` with KL); groups for the baseline form.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T]`` (+ ``ref_logp [B, T]`` with KL); groups for the baseline form.
   """
   if baseline:
     a, kl = part('reinforce_pp_baseline', eps=1e-8), None
@@ -154,16 +154,16 @@ def reinforce_pp(eps: float = 0.2, baseline: bool = True, kl_coef: float = 0.0,
     kl = KLPenalty(kl_coef, kl_kind, 'reward') if kl_coef else None
   return Recipe('reinforce_pp', (Term('pg', rollout=_rl(
       (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', a), kl=kl),),
-      'Hu 2025', 'mask, rewards, old_logp')
+      'Hu 2025', 'mask [B, T], rewards [B], old_logp [B, T]')
 
 
 def remax() -> Recipe:
   """ReMax (Li et al. 2024): ``Â = r − r(greedy)``, ∇log π, token-mean.
 
-  Batch: ``mask, rewards, baseline_rewards``.
+  Batch: ``mask [B, T], rewards [B], baseline_rewards [B]``.
   """
   return Recipe('remax', (Term('pg', rollout=_rl(_NONE, 'current', part('remax'))),),
-                'Li et al. 2024', 'mask, rewards, baseline_rewards')
+                'Li et al. 2024', 'mask [B, T], rewards [B], baseline_rewards [B]')
 
 
 def _pref_recipe(name, adv, length_normalise, citation, notes):
@@ -175,36 +175,36 @@ def _pref_recipe(name, adv, length_normalise, citation, notes):
 def dpo(beta: float = 0.1, label_smoothing: float = 0.0) -> Recipe:
   """DPO (Rafailov et al. 2023), sigmoid loss with label smoothing: implicit advantage.
 
-  Batch: ``mask, ref_logp``; ``group_size=2`` rows per pair (chosen, rejected).
+  Batch: ``mask [B, T], ref_logp [B, T]``; ``group_size=2`` rows per pair (chosen, rejected).
   """
   return _pref_recipe('dpo', part('dpo', beta=beta, label_smoothing=label_smoothing), False,
-                      'Rafailov et al. 2023', 'mask, ref_logp')
+                      'Rafailov et al. 2023', 'mask [B, T], ref_logp [B, T]')
 
 
 def ipo(beta: float = 0.1) -> Recipe:
   """IPO (Azar et al. 2023) with length-averaged log-ratios: implicit advantage.
 
-  Batch: ``mask, ref_logp``; pairs as groups of 2.
+  Batch: ``mask [B, T], ref_logp [B, T]``; pairs as groups of 2.
   """
-  return _pref_recipe('ipo', part('ipo', beta=beta), True, 'Azar et al. 2023', 'mask, ref_logp')
+  return _pref_recipe('ipo', part('ipo', beta=beta), True, 'Azar et al. 2023', 'mask [B, T], ref_logp [B, T]')
 
 
 def simpo(beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0) -> Recipe:
   """SimPO (Meng et al. 2024): reference-free, length-normalised, margin ``γ``.
 
-  Batch: ``mask``; pairs as groups of 2.
+  Batch: ``mask [B, T]``; pairs as groups of 2.
   """
   return _pref_recipe('simpo', part('simpo', beta=beta, gamma=gamma,
                                     label_smoothing=label_smoothing), True,
-                      'Meng et al. 2024', 'mask')
+                      'Meng et al. 2024', 'mask [B, T]')
 
 
 def orpo(lam: float = 0.1) -> Recipe:
   """ORPO (Hong et al. 2024): chosen NLL plus ``λ`` odds-ratio term.
 
-  Batch: ``mask``; pairs as groups of 2.
+  Batch: ``mask [B, T]``; pairs as groups of 2.
   """
-  return _pref_recipe('orpo', part('orpo', lam=lam), True, 'Hong et al. 2024', 'mask')
+  return _pref_recipe('orpo', part('orpo', lam=lam), True, 'Hong et al. 2024', 'mask [B, T]')
 
 
 def distill_fkl(temperature: float = 1.0, top_k: int | None = None) -> Recipe:
@@ -213,11 +213,11 @@ def distill_fkl(temperature: float = 1.0, top_k: int | None = None) -> Recipe:
   ``logp`` is the student's full log-softmax ``[B, T, V]``; ``Â_v = p_T(v)``
   (top-``k`` renormalised if asked).
 
-  Batch: ``mask, teacher_logits [B, T, V]``.
+  Batch: ``mask [B, T], teacher_logits [B, T, V]``.
   """
   return Recipe('distill_fkl', (Term('distill', rollout=_rl(
       _NONE, 'current', part('teacher_probs', temperature=temperature, top_k=top_k))),),
-      'Hinton et al. 2015', 'mask, teacher_logits; logp is [B, T, V]')
+      'Hinton et al. 2015', 'mask [B, T], teacher_logits [B, T, V]; logp is [B, T, V]')
 
 
 def distill_on_policy() -> Recipe:
@@ -225,11 +225,11 @@ def distill_on_policy() -> Recipe:
 
   ``Â_t = −(log π_θ − log π_T)`` per sampled token (stop-gradient), ∇log π.
 
-  Batch: ``mask, teacher_logp``.
+  Batch: ``mask [B, T], teacher_logp [B, T]``.
   """
   return Recipe('distill_on_policy', (Term('distill', rollout=_rl(
       _NONE, 'current', part('teacher_log_ratio'))),),
-      'Agarwal et al. 2024; Thinking Machines 2025', 'mask, teacher_logp')
+      'Agarwal et al. 2024; Thinking Machines 2025', 'mask [B, T], teacher_logp [B, T]')
 
 
 def luffy(eps: float = 0.2, shaping_gamma: float = 0.1) -> Recipe:
@@ -240,14 +240,14 @@ def luffy(eps: float = 0.2, shaping_gamma: float = 0.1) -> Recipe:
   ``π_ref ≡ 1`` and policy shaping ``f(π) = π/(π+γ)``, no clip; token-mean over
   all tokens.
 
-  Batch: ``mask, rewards, old_logp, is_demo``; groups (e.g. ``n−1`` rollouts + 1 demo).
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T], is_demo [B]``; groups (e.g. ``n−1`` rollouts + 1 demo).
   """
   a = part('grpo', eps=1e-6)
   return Recipe('luffy', (Term(
       'pg',
       rollout=_rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', a),
       demo=_rl((part('policy_shaping', gamma=shaping_gamma),), 'unit', a)),),
-      'Yan et al. 2025', 'mask, rewards, old_logp, is_demo; groups hold the demo')
+      'Yan et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T], is_demo [B]; groups hold the demo')
 
 
 def srft(eps: float = 0.2, sft_coef: float = 0.5, sft_weight: str = 'identity',
@@ -261,7 +261,7 @@ def srft(eps: float = 0.2, sft_coef: float = 0.5, sft_weight: str = 'identity',
 
   ``f, g ∈ {'identity', 'exp_neg', 'exp'}`` (``exp_neg``: ``e^{−H̄}``).
 
-  Batch: ``mask, rewards, old_logp, entropy, is_demo``; groups.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T], entropy [B, T], is_demo [B]``; groups.
   """
   return Recipe('srft', (
       Term('sft', demo=_rl((part('entropy_weight', coef=sft_coef, form=sft_weight),),
@@ -270,7 +270,7 @@ def srft(eps: float = 0.2, sft_coef: float = 0.5, sft_weight: str = 'identity',
                               part('entropy_weight', coef=rl_coef, form=rl_weight,
                                    positive_only=True)),
                              'behaviour', part('grpo', eps=1e-6))),
-  ), 'Fu et al. 2025', 'mask, rewards, old_logp, entropy, is_demo; groups')
+  ), 'Fu et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T], entropy [B, T], is_demo [B]; groups')
 
 
 def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
@@ -288,14 +288,14 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
     token sum over all RL and SFT tokens divided by ``L · (number of routed rows)``
     (``L = max_len``, default ``T``).
 
-  Batch: ``mask, rewards, old_logp, is_demo``; a group is a question's rollouts and its demo.
+  Batch: ``mask [B, T], rewards [B], old_logp [B, T], is_demo [B]``; a group is a question's rollouts and its demo.
   """
   gkw = dict(gate_kwargs)
   if gate in ('hard', 'soft'):
     gkw.setdefault('gamma', gamma)
   g_rl = part('hpt', gate=gate, branch='rl', **gkw)
   g_sft = part('hpt', gate=gate, branch='sft', **gkw)
-  notes = 'mask, rewards, old_logp, is_demo; groups = rollouts + demo'
+  notes = 'mask [B, T], rewards [B], old_logp [B, T], is_demo [B]; groups = rollouts + demo'
   if variant == 'paper_text':
     rl = _rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('grpo', eps=1e-6))
     sf = _rl(_NONE, 'current', part('one'))
@@ -342,7 +342,11 @@ def get_recipe(name: str, **hparams) -> Recipe:
 
 
 def all_recipes() -> list[Recipe]:
-  """Every named recipe with default hyper-parameters (both HPT variants)."""
+  """Every named recipe with default hyper-parameters (both HPT variants).
+
+  Returns:
+    A list of `Recipe` s, in `RECIPES` order, ``hpt`` last as its two variants.
+  """
   out = [fn() for name, fn in RECIPES.items() if name != 'hpt']
   return out + [hpt('paper_text'), hpt('released_code')]
 
@@ -353,7 +357,11 @@ def _fmt_parts(p):
 
 
 def recipe_table() -> str:
-  """The Markdown table of every recipe and its four parts (``docs/recipes.md``)."""
+  """The Markdown table of every recipe and its four parts (``docs/recipes.md``).
+
+  Returns:
+    Markdown text: one row per recipe, loss term and row kind.
+  """
   lines = [
       '# Recipes',
       '',

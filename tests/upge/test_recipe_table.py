@@ -1,0 +1,33 @@
+"""docs/recipes.md is generated from the code and must not be stale."""
+
+import pathlib
+
+import upt_jax.upge as upge
+
+DOC = pathlib.Path(__file__).resolve().parents[2] / 'docs' / 'recipes.md'
+
+REQUIRED = ['sft', 'reinforce', 'ppo', 'grpo', 'dr_grpo', 'dapo', 'gspo', 'cispo', 'rloo',
+            'reinforce_pp', 'remax', 'dpo', 'ipo', 'simpo', 'orpo', 'distill_fkl',
+            'distill_on_policy', 'luffy', 'srft', 'hpt']
+
+
+def test_recipe_table_is_up_to_date():
+  assert DOC.exists(), 'run python tools/gen_recipe_table.py'
+  assert DOC.read_text() == upge.recipe_table(), (
+      'docs/recipes.md is stale: run python tools/gen_recipe_table.py')
+
+
+def test_every_recipe_is_in_the_table():
+  assert sorted(upge.RECIPES) == sorted(REQUIRED)
+  table = upge.recipe_table()
+  names = {line.split('|')[1].strip() for line in table.splitlines() if line.startswith('| ')}
+  for name in REQUIRED[:-1] + ['hpt', 'hpt_released_code']:
+    assert name in names, name
+
+
+def test_recipes_are_data():
+  # frozen, hashable (usable as static jit arguments), equal when built equal
+  r1, r2 = upge.get_recipe('dapo', eps_high=0.3), upge.get_recipe('dapo', eps_high=0.3)
+  assert r1 == r2 and hash(r1) == hash(r2)
+  assert upge.get_recipe('hpt_released_code') == upge.get_recipe('hpt', variant='released_code')
+  assert str(upge.part('ppo_clip', eps_low=0.2)) == 'ppo_clip(eps_low=0.2)'
