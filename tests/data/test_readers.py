@@ -52,7 +52,7 @@ def test_every_format_gives_the_same_records(sources, fmt):
     r = records[7]
     assert (r["question"], r["answer"], r["demonstration"]) == (
         "What is 7+7?", "14", "7+7=14\n\\boxed{14}")
-    assert r["chosen"] is None and r["rejected"] is None
+    assert r["chosen"] is None and r["rejected"] is None and r["verifier"] == "math"
     # explicit format name and auto-detection agree
     explicit, _ = readers.load_records(DataConfig(path=sources[fmt], format=fmt, task="hpt",
                                                   fields=FIELDS))

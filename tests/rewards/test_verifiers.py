@@ -79,3 +79,25 @@ def test_isolate_runs_in_process_kinds_in_the_pool():
         rewards = verifier(["\\boxed{5}", "\\boxed{6}"], ["5", "5"])
         assert verifier._pool is not None
     assert [r.score for r in rewards] == [1.0, 0.0]
+
+
+def test_routed_verifier_mixes_kinds_with_one_pool():
+    from upt_jax.data import load_benchmark, synthetic
+    from upt_jax.rewards import RoutedVerifier
+
+    gpqa = load_benchmark("gpqa_diamond")[0]
+    aime = load_benchmark("aime24")[0]
+    syn = synthetic.make_question("add_3", 0, 0)
+    records = [gpqa, aime, syn, aime]
+    outputs = [f"The answer is ({gpqa['answer']})", "\\boxed{\\frac{408}{2}}",
+               syn["demonstration"], "\\boxed{205}"]
+    with RoutedVerifier(timeout_s=5.0, num_workers=1,
+                        options={"math": {"fallbacks": ()}}) as router:
+        rewards = router(outputs, [r["answer"] for r in records],
+                         [r["verifier"] for r in records])
+        assert [r.reason for r in rewards] == ["correct", "correct", "correct", "wrong"]
+        assert router.metrics() == {"reward/choice/correct": 1, "reward/integer/correct": 1,
+                                    "reward/math/correct": 1, "reward/math/wrong": 1}
+        assert router._verifiers["math"]._pool is router._pool is not None
+    with pytest.raises(ValueError, match="unknown verifier kinds"):
+        RoutedVerifier(options={"regex": {}})

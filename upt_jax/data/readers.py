@@ -4,7 +4,8 @@ Every reader turns rows into *records*, plain dicts with the same keys whatever 
 source::
 
   {"id": str, "question": str, "answer": str | None, "demonstration": str | None,
-   "chosen": str | None, "rejected": str | None, "location": "file:line"}
+   "chosen": str | None, "rejected": str | None, "location": "file:line",
+   "verifier": "math"}
 
 Which source column feeds which key is the `FieldMap` of the `DataConfig`; the `task`
 decides which keys are required (``rl``/``eval``: question + answer; ``sft``: question +
@@ -107,6 +108,8 @@ class DataConfig:
       duplicate_ids: ``error``, ``skip`` (keep the first) or ``allow``; default
         ``error`` for rl/eval/hpt and ``allow`` for sft/dpo.
       tfds_data_dir: TFDS ``data_dir``.
+      verifier: the reward verifier kind stored in each record (``math``, ``exact``,
+        ``choice``, ``integer``; see `upt_jax.rewards.RoutedVerifier`).
     """
 
     path: str | Sequence[str] = ""
@@ -117,6 +120,7 @@ class DataConfig:
     skip_bad_rows: bool = False
     duplicate_ids: str | None = None
     tfds_data_dir: str | None = None
+    verifier: str = "math"
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -410,6 +414,7 @@ def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
     if record["id"] is None:
         record["id"] = "q-" + hashlib.sha1(record["question"].encode()).hexdigest()[:16]
     record["location"] = loc
+    record["verifier"] = config.verifier
     return record
 
 

@@ -179,7 +179,8 @@ def make_question(tier: str, seed: int, index: int) -> dict[str, Any]:
 
     Returns:
       ``{"id", "question", "answer", "demonstration", "tier", "level", "operands",
-      "chosen": None, "rejected": None, "location"}``; ``answer`` is the decimal string.
+      "verifier": "integer", "chosen": None, "rejected": None, "location"}``;
+      ``answer`` is the decimal string.
     """
     spec = TIERS[tier]
     rng = random.Random(f"upt_jax.synthetic/{seed}/{tier}/{index}")
@@ -209,6 +210,7 @@ def make_question(tier: str, seed: int, index: int) -> dict[str, Any]:
         "location": f"synthetic:{ident}",
         "tier": tier,
         "level": spec.level,
+        "verifier": "integer",
         "operands": tuple(operands),
     }
 

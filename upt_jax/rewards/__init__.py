@@ -4,6 +4,7 @@ Public API:
   Reward, REASONS                     the verdict type (score, reason, extracted, detail)
   Verifier                            batched verifier of one kind ("math", "integer",
                                       "exact", "choice", "format") with its pool
+  RoutedVerifier                      a mixed batch, each item with its own kind, one pool
   VerifierPool                        worker processes with a hard per-item time limit
   verify_math, verify_integer, verify_exact, verify_choice, verify_format, prepare_math
   math_equivalent                     math-verify equivalence of two extracted answers
@@ -21,6 +22,7 @@ from upt_jax.rewards.pool import VerifierPool
 from upt_jax.rewards.types import REASONS, Reward
 from upt_jax.rewards.verifiers import (
     KINDS,
+    RoutedVerifier,
     Verifier,
     prepare_math,
     verify_choice,
@@ -31,7 +33,7 @@ from upt_jax.rewards.verifiers import (
 )
 
 __all__ = [
-    "KINDS", "REASONS", "Reward", "Verifier", "VerifierPool", "extract_answer",
+    "KINDS", "REASONS", "Reward", "RoutedVerifier", "Verifier", "VerifierPool", "extract_answer",
     "extract_choice", "last_boxed", "math_equivalent", "parse_integer", "prepare_math",
     "strip_math_delimiters", "verify_choice", "verify_exact", "verify_format",
     "verify_integer", "verify_math",

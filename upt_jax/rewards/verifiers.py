@@ -40,6 +40,7 @@ __all__ = [
     "verify_choice",
     "verify_format",
     "Verifier",
+    "RoutedVerifier",
 ]
 
 KINDS = ("math", "integer", "exact", "choice", "format")
@@ -249,6 +250,77 @@ class Verifier:
         self._pool = None
 
     def __enter__(self) -> "Verifier":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RoutedVerifier:
+    """Scores a mixed batch, item ``i`` with verifier kind ``kinds[i]``; one shared pool.
+
+    For evaluation over several benchmarks at once (GPQA is ``choice``, the rest
+    ``math``) and for mixing synthetic (``integer``) and real (``math``) questions.
+    Records from `upt_jax.data` carry their kind in ``record["verifier"]``.
+
+    Args:
+      timeout_s, num_workers: of the shared pool (started on first need).
+      options: per-kind keyword arguments, e.g. ``{"math": {"fallbacks": ()}}``.
+    """
+
+    def __init__(self, *, timeout_s: float = 5.0, num_workers: int | None = None,
+                 options: dict[str, dict[str, Any]] | None = None):
+        self.timeout_s, self.num_workers = timeout_s, num_workers
+        self.options = dict(options or {})
+        unknown = set(self.options) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown verifier kinds {sorted(unknown)}; expected {KINDS}")
+        self._pool = None
+        self._verifiers: dict[str, Verifier] = {}
+
+    def _verifier(self, kind: str) -> Verifier:
+        if kind not in self._verifiers:
+            if kind not in KINDS:
+                raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
+            pool = None
+            if kind == "math" or self.options.get(kind, {}).get("isolate"):
+                if self._pool is None:
+                    from upt_jax.rewards.pool import VerifierPool
+
+                    self._pool = VerifierPool(self.num_workers, self.timeout_s)
+                pool = self._pool
+            self._verifiers[kind] = Verifier(kind, timeout_s=self.timeout_s, pool=pool,
+                                             **self.options.get(kind, {}))
+        return self._verifiers[kind]
+
+    def __call__(self, outputs: Sequence[str], golds: Sequence[Any],
+                 kinds: Sequence[str]) -> list[Reward]:
+        if not len(outputs) == len(golds) == len(kinds):
+            raise ValueError(f"{len(outputs)} outputs, {len(golds)} references, "
+                             f"{len(kinds)} kinds")
+        rewards: list[Any] = [None] * len(outputs)
+        for kind in dict.fromkeys(kinds):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            for i, r in zip(idx, self._verifier(kind)([outputs[i] for i in idx],
+                                                      [golds[i] for i in idx])):
+                rewards[i] = r
+        return rewards
+
+    def metrics(self, prefix: str = "reward/") -> dict[str, int]:
+        """Reason counts per kind, e.g. ``{"reward/math/timeout": 2, ...}``."""
+        out = {}
+        for kind, verifier in sorted(self._verifiers.items()):
+            out.update(verifier.metrics(f"{prefix}{kind}/"))
+        return out
+
+    def close(self) -> None:
+        for verifier in self._verifiers.values():
+            verifier.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> "RoutedVerifier":
         return self
 
     def __exit__(self, *exc) -> None:
