@@ -1,0 +1,106 @@
+"""Train state, optimiser and shardings.
+
+``TrainState`` is a pytree of arrays only (``step``, ``params``, ``opt_state``, ``rng``) so that
+it can be jitted with donated buffers, sharded by the partition rules and checkpointed by
+Orbax as is; the NNX graph definition travels beside it (static).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from upt_jax.models.partition import DEFAULT_RULES, Rules, param_shardings
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Attributes:
+      step: ``[]`` int32, number of updates applied (skipped updates included).
+      params: NNX ``State`` of the model's ``Param`` s.
+      opt_state: optax state.
+      rng: ``[2]`` uint32 raw PRNG key data (``jax.random.wrap_key_data`` gives the key).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+    @property
+    def key(self) -> jax.Array:
+        return jax.random.wrap_key_data(self.rng)
+
+
+def make_optimizer(learning_rate: float = 1e-5, *, schedule: str = "constant", warmup_steps: int = 0,
+                   total_steps: int = 1000, weight_decay: float = 0.0, b1: float = 0.9,
+                   b2: float = 0.999, eps: float = 1e-8, max_grad_norm: float | None = 1.0,
+                   name: str = "adamw") -> optax.GradientTransformation:
+    """``clip_by_global_norm`` → AdamW (or SGD) with a learning-rate schedule.
+
+    ``schedule``: ``constant`` (after linear warm-up), ``cosine`` or ``linear`` decay to 0 at
+    ``total_steps``.
+    """
+    if schedule == "constant":
+        lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                                   optax.constant_schedule(learning_rate)], [warmup_steps]) \
+            if warmup_steps else learning_rate
+    elif schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
+                                                max(total_steps, warmup_steps + 1), 0.0)
+    elif schedule == "linear":
+        lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                                   optax.linear_schedule(learning_rate, 0.0,
+                                                         max(total_steps - warmup_steps, 1))],
+                                  [warmup_steps])
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; expected constant, cosine or linear")
+    if name == "adamw":
+        opt = optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    elif name == "sgd":
+        opt = optax.sgd(lr)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; expected adamw or sgd")
+    chain = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
+    return optax.chain(*chain, opt)
+
+
+def state_shardings(abstract_state: TrainState, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> TrainState:
+    """Shardings for a ``TrainState``: params and the optimiser moments (which mirror the
+    parameter paths) by the partition rules; ``step``, ``rng`` and scalars replicated."""
+    replicated = NamedSharding(mesh, P())
+    return TrainState(step=replicated, params=param_shardings(abstract_state.params, mesh, rules),
+                      opt_state=param_shardings(abstract_state.opt_state, mesh, rules), rng=replicated)
+
+
+def create_train_state(model, tx: optax.GradientTransformation, *, seed: int = 0,
+                       mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES):
+    """``(graphdef, TrainState, shardings or None)`` from an NNX model.
+
+    With a mesh, the state is created directly with its shardings (optimiser state
+    initialised under ``jit`` with ``out_shardings``; nothing is materialised unsharded).
+    """
+    graphdef, params = nnx.split(model)
+    others = [type(v).__name__ for v in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+              if not isinstance(v, nnx.Param)]
+    if others:
+        raise ValueError(f"the model holds non-parameter state ({sorted(set(others))}); "
+                         "upt_jax train states hold Params only")
+    rng = jax.random.key_data(jax.random.key(seed))
+
+    def init(params):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          rng=rng)
+
+    if mesh is None:
+        return graphdef, init(params), None
+    abstract = jax.eval_shape(init, params)
+    shardings = state_shardings(abstract, mesh, rules)
+    params = jax.device_put(params, shardings.params)
+    state = jax.jit(init, out_shardings=shardings)(params)
+    return graphdef, state, shardings
