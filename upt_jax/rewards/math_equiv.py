@@ -104,13 +104,21 @@ def normalize_for_latex(answer: str) -> str:
     return s
 
 
-@functools.lru_cache(maxsize=4096)
 def _parse(answer: str):
     math_verify = _load_math_verify()
     config = [math_verify.LatexExtractionConfig(boxed_match_priority=0)]
     return math_verify.parse("\\boxed{" + normalize_for_latex(answer) + "}",
                              extraction_config=config, fallback_mode="first_match",
                              parsing_timeout=None)
+
+
+# References repeat across a group's rollouts; cache short strings only (bounded memory).
+_parse_cached = functools.lru_cache(maxsize=1024)(_parse)
+_CACHE_MAX_CHARS = 2048
+
+
+def _parse_maybe_cached(answer: str):
+    return _parse_cached(answer) if len(answer) <= _CACHE_MAX_CHARS else _parse(answer)
 
 
 def math_equivalent(prediction: str, gold: str) -> Reward:
@@ -129,7 +137,7 @@ def math_equivalent(prediction: str, gold: str) -> Reward:
     boxed = extract.last_boxed(gold, max_chars=1 << 20) if "\\boxed" in gold else None
     gold = boxed if boxed is not None else gold
     with eval_guard():
-        gold_parsed, pred_parsed = _parse(gold), _parse(prediction)
+        gold_parsed, pred_parsed = _parse_maybe_cached(gold), _parse_maybe_cached(prediction)
         if not gold_parsed:
             # Unparseable reference: fall back to a normalised string comparison.
             ok = " ".join(gold.split()) == " ".join(prediction.split())
