@@ -90,3 +90,31 @@ def test_spawn_start_method_and_close():
     assert all(not proc.is_alive() for proc in procs)
     with pytest.raises(RuntimeError, match="closed"):
         p.map(math_equivalent, [("1", "1")])
+
+
+SCRIPT = """
+print("TOP-LEVEL RAN", flush=True)
+from upt_jax.rewards import Verifier
+with Verifier("math", timeout_s=5.0, num_workers=2) as v:
+    print([r.reason for r in v(["\\\\boxed{\\\\frac12}", "\\\\boxed{2}"], ["0.5", "3"])])
+"""
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path, how):
+    """A training script without `if __name__ == "__main__":` must not run again in
+    every worker (the usual spawn/forkserver trap), nor fail when read from stdin."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train_without_guard.py"
+    script.write_text(SCRIPT)
+    if how == "file":
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+    else:
+        proc = subprocess.run([sys.executable, "-"], input=SCRIPT, capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("TOP-LEVEL RAN") == 1
+    assert "['correct', 'wrong']" in proc.stdout

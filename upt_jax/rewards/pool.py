@@ -13,9 +13,10 @@ and process sentinels at once, and
 
 Workers are started with ``forkserver`` (``spawn`` where it is unavailable), never
 ``fork``: the trainer has JAX initialised. The forkserver preloads the verifier modules
-(sympy, math-verify) once, so replacing a killed worker takes milliseconds. As with any
-``spawn``/``forkserver`` program, a script using the pool must guard its entry point
-with ``if __name__ == "__main__":``.
+(sympy, math-verify) once, so replacing a killed worker takes milliseconds. Workers do
+not re-import the parent's ``__main__`` (so a script without an
+``if __name__ == "__main__":`` guard is not re-run in them); the functions they run
+must therefore live in importable modules, not in the main script.
 
 Example::
 
@@ -30,11 +31,14 @@ Not thread-safe: one thread drives a pool.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
+import sys
 import time
+import types
 import weakref
 from typing import Any, Callable, Mapping, Sequence
 
@@ -56,6 +60,27 @@ class _Worker:
     ready: bool = False
     task: int | None = None        # index of the item being scored
     started: float = 0.0           # monotonic time the item was sent
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Starts workers without the parent's ``__main__``.
+
+    ``spawn``/``forkserver`` children normally re-import the parent's main script (as
+    ``__mp_main__``), which re-runs a training script that lacks an
+    ``if __name__ == "__main__":`` guard, and fails for ``python - < script``. The
+    workers need nothing from it (their target lives in `upt_jax.rewards._worker`), so
+    while a worker is being started ``__main__`` is a blank module.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is None:
+            del sys.modules["__main__"]
+        else:
+            sys.modules["__main__"] = main
 
 
 def _kill(worker: _Worker) -> None:
@@ -139,7 +164,8 @@ class VerifierPool:
             daemon=True,
             name="upt_jax-verifier",
         )
-        process.start()
+        with _main_module_hidden():
+            process.start()
         child_conn.close()
         return _Worker(process=process, conn=parent_conn)
 
