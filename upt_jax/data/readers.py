@@ -36,6 +36,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 from typing import Any, Iterator, Mapping, Sequence
 
 __all__ = [
@@ -63,6 +64,7 @@ TASK_FIELDS = {
 _DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "hpt": "error", "sft": "allow",
                        "dpo": "allow"}
 FORMATS = ("auto", "jsonl", "json", "parquet", "hf_disk", "tfds")
+_JSON_WS = re.compile(r"[ \t\n\r]*")
 
 
 class DataError(ValueError):
@@ -225,12 +227,9 @@ def _iter_json_array(path: str) -> Iterator[tuple[str, Any]]:
     with open(path, encoding="utf-8") as f:
         text = f.read()
     decoder = json.JSONDecoder()
-    ws = " \t\n\r"
 
     def skip_ws(i):
-        while i < len(text) and text[i] in ws:
-            i += 1
-        return i
+        return _JSON_WS.match(text, i).end()
 
     def fail(i, msg):
         line = text.count("\n", 0, i) + 1
