@@ -74,8 +74,13 @@ def test_wheel_contains_benchmark_files(tmp_path):
     shutil.copytree(os.path.join(repo, "upt_jax"), src / "upt_jax",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(os.path.join(repo, "setup.py"), src / "setup.py")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
-                    "--no-build-isolation", str(src), "-w", str(tmp_path / "out")],
+    try:
+        import setuptools  # noqa: F401 -- build offline with the installed setuptools
+        offline = ["--no-index", "--no-build-isolation"]
+    except ImportError:   # newer venvs lack setuptools: let pip fetch the build backend
+        offline = []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *offline,
+                    str(src), "-w", str(tmp_path / "out")],
                    check=True, capture_output=True, cwd=src)
     (wheel,) = glob.glob(str(tmp_path / "out" / "*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
