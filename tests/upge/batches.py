@@ -21,14 +21,15 @@ def ragged_mask(rng, b, t, min_len=1, holes=False):
   return mask
 
 
-def garbage(rng, x, mask, scale=30.0):
+def _garbage(rng, x, mask, scale=30.0):
   """Puts large random values on padded positions (they must never matter)."""
   m = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
   return np.where(m > 0, x, rng.normal(size=x.shape) * scale).astype(np.float32)
 
 
 def random_batch(seed, b=16, t=7, group_size=4, *, demo_last=False, vocab=None,
-                 old_noise=0.3, holes=False, binary_rewards=True, min_len=1):
+                 old_noise=0.3, holes=False, binary_rewards=True, min_len=1,
+                 pad_scale=30.0):
   """A random batch with every key any recipe may need.
 
   ``logp`` is log of probabilities in (0.02, 0.98); ``old_logp``/``ref_logp``
@@ -37,6 +38,7 @@ def random_batch(seed, b=16, t=7, group_size=4, *, demo_last=False, vocab=None,
   With ``vocab`` the batch also holds student/teacher logits ``[B, T, V]``.
   """
   rng = np.random.default_rng(seed)
+  garbage = lambda r, x, m: _garbage(r, x, m, pad_scale)
   mask = ragged_mask(rng, b, t, min_len=min_len, holes=holes)
   logp = np.log(rng.uniform(0.02, 0.98, size=(b, t))).astype(np.float32)
   old = logp + old_noise * rng.normal(size=(b, t)).astype(np.float32)

@@ -78,6 +78,22 @@ def reinforce_advantages(rewards: jax.Array) -> jax.Array:
   return sg(jnp.asarray(rewards, jnp.float32))
 
 
+def sign_advantages(rewards: jax.Array, threshold: float = 0.5) -> jax.Array:
+  """REINFORCE with ±1 outcomes: ``Â_i = +1`` if ``r_i > threshold`` else ``−1``: ``[B] → [B]``.
+
+  Positive samples are pushed up and negative samples pushed down with unit
+  weight (SRFT's self-rollout term: ``−log π(y⁺)`` and ``+log π(y⁻)``).
+
+  Args:
+    rewards: ``[B]`` rewards.
+    threshold: a sample is positive when its reward exceeds this.
+
+  Returns:
+    ``[B]`` advantages in {−1, +1}.
+  """
+  return jnp.where(sg(jnp.asarray(rewards, jnp.float32)) > threshold, 1.0, -1.0)
+
+
 def grpo_advantages(rewards: jax.Array, group_size: int, *, eps: float = 1e-6,
                     row_mask: jax.Array | None = None, ddof: int = 0) -> jax.Array:
   """GRPO group-normalised advantage: ``Â_i = (r_i − μ_g) / (σ_g + eps)``.

@@ -59,6 +59,7 @@ class _Ctx:
     self.rows = None
     self.rewards = None
     self.token_rewards = None
+    self.ref = None
 
   def get(self, key):
     if key not in self.batch:
@@ -79,12 +80,14 @@ def _st_none(c):
 
 
 def _st_ppo(c, eps_low=0.2, eps_high=None):
-  w = stab_lib.ppo_clip(c.log_ratio, c.adv, eps_low, eps_high)
+  # clips the row's likelihood factor ρ = π_θ/π_ref: the importance ratio for
+  # `behaviour`, π_θ itself for `unit` (SRFT's off-policy demo term).
+  w = stab_lib.ppo_clip(c.logp - c.ref, c.adv, eps_low, eps_high)
   return w, 1.0 - w
 
 
 def _st_dual(c, eps_low=0.2, eps_high=None, c_dual=3.0):
-  w = stab_lib.dual_clip(c.log_ratio, c.adv, eps_low, eps_high, c_dual)
+  w = stab_lib.dual_clip(c.logp - c.ref, c.adv, eps_low, eps_high, c_dual)
   return w, 1.0 - w
 
 
@@ -114,13 +117,13 @@ def _st_shaping(c, gamma=0.1):
   return stab_lib.policy_shaping(c.logp, gamma), jnp.zeros_like(c.mask)
 
 
-def _st_entropy_weight(c, coef=1.0, form='exp_neg', positive_only=False):
-  """SRFT-style row weight ``coef · f(sg(mean_t H))``, optionally only for rows with reward > 0."""
+def _st_entropy_weight(c, coef=1.0, form='exp_neg', positive_only=False, threshold=0.5):
+  """SRFT row weight ``coef · f(sg(mean_t H))``; with ``positive_only`` only rows with reward > threshold."""
   h = masked_mean(sg(c.get('entropy')), c.mask, axis=-1)
   f = {'exp_neg': jnp.exp(-h), 'exp': jnp.exp(h), 'identity': h}[form]
   w = coef * f
   if positive_only:
-    w = jnp.where(jnp.asarray(c.get('rewards')) > 0, w, 1.0)
+    w = jnp.where(jnp.asarray(c.get('rewards')) > threshold, w, 1.0)
   return jnp.broadcast_to(w[:, None], c.mask.shape), jnp.zeros_like(c.mask)
 
 
@@ -161,6 +164,7 @@ def _pref(fn, with_ref, **kw):
 ADVANTAGES = {
     'one': (lambda c, value=1.0: adv_lib.constant_advantages(c.mask[:, 0], value), False),
     'reinforce': (lambda c: adv_lib.reinforce_advantages(c.rewards), False),
+    'sign': (lambda c, threshold=0.5: adv_lib.sign_advantages(c.rewards, threshold), False),
     'grpo': (lambda c, eps=1e-6, ddof=0: adv_lib.grpo_advantages(
         c.rewards, c.group_size, eps=eps, row_mask=c.rows, ddof=ddof), False),
     'dr_grpo': (lambda c: adv_lib.dr_grpo_advantages(c.rewards, c.group_size, row_mask=c.rows), False),
@@ -244,7 +248,8 @@ def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1):
   ``[B, T, V]``) of policy-independent estimators and the gate weights ``[B]``,
   and stores them in a copy of the batch under ``'upge/<term>/<role>/adv'`` and
   ``'.../gate'``. Advantages are computed over the rows of the term that use
-  the same estimator (LUFFY: the union of rollouts and the demonstration).
+  the same estimator (LUFFY: the union of rollouts and the demonstration), or
+  over every row of the group when the advantage part has ``rows='all'``.
   Split the returned batch (along whole groups) into micro-batches freely.
 
   Args:
@@ -267,10 +272,15 @@ def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1):
     for role, parts in roles:
       fn, needs_policy = ADVANTAGES[parts.advantage.name]
       if not needs_policy:
-        # rows of every role of this term that use the same estimator
-        c.rows = sum(_role_rows(batch, r, b) for r, p in roles
-                     if p.advantage == parts.advantage)
-        a = fn(c, **parts.advantage.kw)
+        kw = parts.advantage.kw
+        if kw.pop('rows', 'term') == 'all':
+          # group statistics over every row of the group (SRFT's demo term)
+          c.rows = jnp.ones((b,), jnp.float32)
+        else:
+          # rows of every role of this term that use the same estimator
+          c.rows = sum(_role_rows(batch, r, b) for r, p in roles
+                       if p.advantage == parts.advantage)
+        a = fn(c, **kw)
         out[_key(term, role, 'adv')] = broadcast_to_tokens(a, mask)
         if parts.advantage.name in ('grpo', 'dr_grpo', 'rloo', 'reinforce_pp_baseline'):
           metrics[f'{term.name}/zero_var_frac'] = adv_lib.zero_variance_fraction(
@@ -336,6 +346,7 @@ def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
     gate = batch[_key(term, role, 'gate')] if parts.gate is not None else jnp.ones((b,))
     g = sg(jnp.asarray(gate, jnp.float32)) * rows
     ref = REFERENCES[parts.reference.name](c, **parts.reference.kw)
+    c.ref = ref
     stable = jnp.ones_like(mask)
     clipped = jnp.zeros_like(mask)
     for sp in parts.stabiliser:

@@ -250,27 +250,30 @@ def luffy(eps: float = 0.2, shaping_gamma: float = 0.1) -> Recipe:
       'Yan et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T], is_demo [B]; groups hold the demo')
 
 
-def srft(eps: float = 0.2, sft_coef: float = 0.5, sft_weight: str = 'identity',
-         rl_coef: float = 1.0, rl_weight: str = 'exp_neg') -> Recipe:
-  """SRFT (Fu et al. 2025): entropy-weighted demo SFT plus on-policy RL in one stage.
+def srft(eps: float = 0.2, sft_coef: float = 0.5, rl_coef: float = 0.1,
+         threshold: float = 0.5) -> Recipe:
+  """SRFT (Fu et al. 2025, Eq. 12): ``L = L_SFT^demo + L_RL^demo + L_RL^self``.
 
-  * ``sft`` term (demonstrations): NLL, token-mean, weighted per row by
-    ``sft_coef · f(sg(H̄))`` with ``H̄`` the mean token entropy of the policy on the row.
-  * ``pg`` term (rollouts): group-normalised advantage (rollouts only), PPO clip,
-    token-mean; rows with positive reward weighted by ``rl_coef · g(sg(H̄))``.
+  ``H̄_i`` is the mean token entropy of the policy on row ``i`` (``batch['entropy']``,
+  stop-gradient). Each term is a token mean over its own rows:
 
-  ``f, g ∈ {'identity', 'exp_neg', 'exp'}`` (``exp_neg``: ``e^{−H̄}``).
+  * ``sft`` (demos): NLL weighted by ``w_SFT = sft_coef · sg(exp(−H̄))``.
+  * ``rl_demo`` (demos): off-policy RL with ``π_ref ≡ 1`` (ratio ``π_θ``), PPO clip,
+    advantage group-normalised over the question's rollouts *and* its demo.
+  * ``rl_self`` (rollouts): ``±1`` REINFORCE (reward > ``threshold``: +1, else −1),
+    ∇log π, no ratio; positives weighted by ``w_RL = rl_coef · sg(exp(+H̄))``.
 
-  Batch: ``mask [B, T], rewards [B], old_logp [B, T], entropy [B, T], is_demo [B]``; groups.
+  Batch: ``mask [B, T], rewards [B], entropy [B, T], is_demo [B]``; groups = rollouts + demo.
   """
   return Recipe('srft', (
-      Term('sft', demo=_rl((part('entropy_weight', coef=sft_coef, form=sft_weight),),
+      Term('sft', demo=_rl((part('entropy_weight', coef=sft_coef, form='exp_neg'),),
                            'current', part('one'))),
-      Term('pg', rollout=_rl((part('ppo_clip', eps_low=eps, eps_high=eps),
-                              part('entropy_weight', coef=rl_coef, form=rl_weight,
-                                   positive_only=True)),
-                             'behaviour', part('grpo', eps=1e-6))),
-  ), 'Fu et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T], entropy [B, T], is_demo [B]; groups')
+      Term('rl_demo', demo=_rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'unit',
+                               part('grpo', eps=1e-6, rows='all'))),
+      Term('rl_self', rollout=_rl((part('entropy_weight', coef=rl_coef, form='exp',
+                                        positive_only=True, threshold=threshold),),
+                                  'current', part('sign', threshold=threshold))),
+  ), 'Fu et al. 2025', 'mask [B, T], rewards [B], entropy [B, T], is_demo [B]; groups = rollouts + demo')
 
 
 def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
