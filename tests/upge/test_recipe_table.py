@@ -31,3 +31,26 @@ def test_recipes_are_data():
   assert r1 == r2 and hash(r1) == hash(r2)
   assert upge.get_recipe('hpt_released_code') == upge.get_recipe('hpt', variant='released_code')
   assert str(upge.part('ppo_clip', eps_low=0.2)) == 'ppo_clip(eps_low=0.2)'
+
+
+def test_the_documented_mixed_batch_example_runs_and_accumulates_exactly():
+  import re
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from tests.upge.batches import random_batch
+
+  blocks = re.findall(r'```python\n(.*?)```', DOC.read_text(), re.S)
+  assert len(blocks) == 2
+  logp, b = random_batch(0, b=16, t=6, group_size=4, demo_last=True)
+  env = dict(mask=b['mask'], rewards=b['rewards'], old_logp=b['old_logp'], is_demo=b['is_demo'], G=4,
+             token_logp=lambda params, mb: params[mb['row']])
+  env['mask'] = b['mask']
+  exec(blocks[0], env)
+  batch = dict(env['batch'], row=jnp.arange(16))
+  full = jax.grad(lambda p: env['loss_fn'](p, batch)[0])(logp)
+  acc = sum(jax.grad(lambda p, mb=jax.tree.map(lambda x: x[i:i + 8], batch): env['loss_fn'](p, mb)[0])(logp)
+            for i in (0, 8))
+  np.testing.assert_allclose(acc, full, atol=1e-7)
+  exec(blocks[1], env)
+  assert isinstance(env['grpo_tis'], upge.Recipe)

@@ -12,6 +12,8 @@ A new method is a new combination — write it the same way in a notebook::
 
 from __future__ import annotations
 
+from upt_jax.upge import _loss
+from upt_jax.upge._aggregation import AGGREGATION_MODES
 from upt_jax.upge._parts import KLPenalty, Parts, Recipe, Term, part
 
 _NONE = (part('none'),)
@@ -374,6 +376,44 @@ def recipe_table() -> str:
       'Every recipe is one instance of the UPGE surrogate',
       '`L = − Σ_t w_t · sg(1_stable · Â_t) · exp(log π_θ − sg(log π_ref))`,',
       'one row per loss term and row kind (rollout / demo).',
+      '',
+      '## Using a recipe on a mixed batch (rollouts + demonstrations)',
+      '',
+      '```python',
+      'import upt_jax.upge as upge',
+      '',
+      "recipe = upge.get_recipe('luffy')        # or 'hpt', 'srft', or your own upge.Recipe",
+      'batch = dict(mask=mask,                  # [B, T]; B = questions * G, a question\'s rows contiguous',
+      '             rewards=rewards,            # [B] verifier rewards (demos: their reward, e.g. 1)',
+      '             old_logp=old_logp,          # [B, T] behaviour log-probs (any finite value on demo rows)',
+      '             is_demo=is_demo)            # [B] bool, True on demonstration rows',
+      'batch, _ = upge.prepare(recipe, batch, group_size=G)   # advantages and gates, whole batch',
+      'dens = upge.denominators(recipe, batch, group_size=G)  # parameter-free, whole batch',
+      '',
+      'def loss_fn(params, mb):                 # mb: any split of `batch` into whole groups',
+      '  logp = token_logp(params, mb)          # [b, T], the only differentiated input',
+      '  sums, _, metrics = upge.compute_loss(recipe, logp, mb, group_size=G)',
+      '  return upge.normalise(sums, dens), metrics   # Σ_k S_k / D_k: exact under accumulation',
+      '```',
+      '',
+      'Each row kind carries its own parts: a `Term` holds `rollout=Parts(...)` and',
+      '`demo=Parts(...)` (e.g. demo: `π_ref ≡ 1` with policy shaping; rollout: `old_logp` with',
+      'the PPO clip). A new method is a new combination of registered parts:',
+      '',
+      '```python',
+      "grpo_tis = upge.Recipe('grpo_tis', (upge.Term('pg', rollout=upge.Parts(",
+      "    stabiliser=(upge.part('ppo_clip', eps_low=0.2, eps_high=0.28), upge.part('tis', cap=2.0)),",
+      "    reference=upge.part('behaviour'), advantage=upge.part('grpo'),",
+      "    aggregation=upge.part('token-mean'))),))",
+      '```',
+      '',
+      f'Registered parts — stabilisers: {", ".join(f"`{k}`" for k in _loss.STABILISERS)}; '
+      f'references: {", ".join(f"`{k}`" for k in _loss.REFERENCES)}; '
+      f'advantages: {", ".join(f"`{k}`" for k in _loss.ADVANTAGES)}; '
+      f'aggregations: {", ".join(f"`{k}`" for k in AGGREGATION_MODES)}; '
+      f'gates: {", ".join(f"`{k}`" for k in _loss.GATE_PARTS)}.',
+      '',
+      '## Every recipe and its parts',
       '',
       '| recipe | term | rows | stabiliser `1_stable` | reference `π_ref` | advantage `Â` '
       '| aggregation `w_t` | gate | regularisers | batch |',
