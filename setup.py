@@ -36,7 +36,7 @@ setup(
     version="0.1.0",
     description="Unified post-training (SFT, DPO, PPO, GRPO, distillation, HPT) in JAX",
     python_requires=">=3.10",
-    packages=find_packages(include=["upt_jax", "upt_jax.*"]),
+    packages=find_packages(include=["upt_jax", "upt_jax.*", "experiments"]),
     include_package_data=True,
     package_data={"upt_jax": ["data/benchmarks/*", "data/benchmarks/**/*"]},
     install_requires=CORE,

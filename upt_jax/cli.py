@@ -1,11 +1,14 @@
-"""Command-line entry points: ``upt demo`` (and, as they land, ``train``, ``pipeline``, ``eval``).
+"""Command-line entry points.
 
     upt demo [--run-dir runs/demo] [--seed 0]
+    upt train --config experiments/grpo.py[:ARG] [--config.train.steps=10 ...]
+    upt pipeline --config experiments/sft_then_grpo.py [--config.sft.train.steps=5 ...]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -76,9 +79,57 @@ def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) ->
     return summary
 
 
+def load_config(argv: list[str]):
+    """Parse ``--config path.py[:arg]`` and ``--config.key=value`` overrides (ml_collections)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "experiment config file (experiments/NAME.py[:ARG])",
+                                    flag_values=fv, lock_config=False)
+    fv(["upt"] + list(argv))
+    if fv.config is None:
+        raise SystemExit("upt train: --config experiments/NAME.py is required")
+    return fv.config
+
+
+def train_command(argv: list[str]) -> int:
+    """``upt train``: run (or resume) one experiment; writes its run directory."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from upt_jax.train.trainer import train
+
+    config = load_config(argv)
+    t0 = time.time()
+    history = train(config)
+    last = history[-1] if history else {}
+    print(json.dumps({"run_dir": config.run_dir, "steps_run": len(history),
+                      "last": {k: last[k] for k in ("step", "loss", "reward/mean") if k in last},
+                      "seconds": round(time.time() - t0, 1)}))
+    return 0
+
+
+def pipeline_command(argv: list[str]) -> int:
+    """``upt pipeline``: run the stages of a pipeline config in order (resumable)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from upt_jax.train.pipeline import run_pipeline
+
+    reports = run_pipeline(load_config(argv))
+    print(json.dumps(reports, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        return train_command(argv[1:])
+    if argv and argv[0] == "pipeline":
+        return pipeline_command(argv[1:])
     parser = argparse.ArgumentParser(prog="upt", description="upt_jax: unified post-training in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("pipeline", help="run a stage pipeline: upt pipeline --config "
+                                    "experiments/sft_then_grpo.py")
+    sub.add_parser("train", help="run an experiment: upt train --config experiments/NAME.py "
+                                 "[--config.key=value ...]")
     p_demo = sub.add_parser("demo", help="the end-to-end demo on the built-in defaults")
     p_demo.add_argument("--run-dir", default="runs/demo")
     p_demo.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,19 @@
+"""The two-stage pipeline SFT → GRPO: GRPO starts from SFT's final parameters.
+
+    upt pipeline --config experiments/sft_then_grpo.py
+    upt pipeline --config experiments/sft_then_grpo.py --config.sft.train.steps=5 --config.grpo.train.steps=5
+
+A rerun after it finished only reports; after an interruption it resumes where it stopped.
+"""
+import ml_collections
+
+from experiments import grpo, sft
+
+
+def get_config(arg: str | None = None):
+    c = ml_collections.ConfigDict()
+    c.run_dir = "runs/sft_then_grpo"
+    c.order = ("sft", "grpo")
+    c.sft = sft.get_config()
+    c.grpo = grpo.get_config(arg)
+    return c

@@ -1,0 +1,78 @@
+"""The base experiment config (``ml_collections``) that every ``experiments/*.py`` extends.
+
+    config = base_config()
+    config.recipe.name = "grpo"
+    ...
+
+Every field is overridable from the command line: ``--config.train.steps=10``.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from upt_jax.data import synthetic
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults: GRPO on the built-in synthetic task with a tiny random model on CPU."""
+    c = ml_collections.ConfigDict()
+    c.name = "experiment"
+    c.seed = 0
+    c.run_dir = "runs/experiment"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.init = "preset"  # preset | hf | checkpoint
+    c.model.preset = "tiny"
+    c.model.overrides = ml_collections.ConfigDict(dict(num_layers=2), type_safe=False)
+    c.model.hf_dir = ""  # init=hf: a Hugging Face checkpoint directory
+    c.model.checkpoint = ""  # init=checkpoint: an upt_jax run directory (its latest params)
+    c.model.param_dtype = "float32"
+    c.model.dtype = "float32"
+    c.model.remat = "none"
+
+    c.tokenizer = "char"  # "char" (built-in) or a local tokenizer directory
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic"  # synthetic | file
+    c.data.tiers = synthetic.TRAIN_TIERS
+    c.data.n_per_tier = 2000
+    c.data.path = ""
+    c.data.format = "auto"
+    c.data.fields = ml_collections.ConfigDict(dict(question="question", answer="answer",
+                                                   demonstration="demonstration", id="id"))
+    c.data.skip_bad_rows = False
+    c.data.template = "zero"  # plain | zero | chat
+    c.data.system_prompt = ml_collections.FieldReference(None, field_type=str)
+    c.data.verifier = "integer"  # integer (synthetic) | math | exact | choice
+
+    c.recipe = ml_collections.ConfigDict()
+    c.recipe.name = "grpo"
+    c.recipe.hparams = ml_collections.ConfigDict(type_safe=False)
+    c.mode = "online"  # online (rollouts) | offline (demonstrations only, e.g. SFT)
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.n = 8
+    c.rollout.max_new_tokens = 64
+    c.rollout.temperature = 1.0
+    c.rollout.top_p = 1.0
+    c.rollout.top_k = 0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 20
+    c.train.questions_per_step = 8
+    c.train.microbatches = 1
+    c.train.update_epochs = 1
+    c.train.learning_rate = 1e-4
+    c.train.schedule = "constant"
+    c.train.warmup_steps = 0
+    c.train.weight_decay = 0.0
+    c.train.max_grad_norm = 1.0
+    c.train.skip_grad_norm = ml_collections.FieldReference(None, field_type=float)
+    c.train.max_nonfinite_in_a_row = 5
+    c.train.logprob_chunk = 128
+
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+    c.checkpoint = ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True))
+    c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=False, progress=True))
+    return c

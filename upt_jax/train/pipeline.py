@@ -1,0 +1,71 @@
+"""Stage pipelines: an ordered list of experiments, each starting from the previous stage's
+final parameters (fresh optimiser), run by one command and resumable.
+
+A pipeline config holds one sub-config per stage and their order::
+
+    c = ml_collections.ConfigDict()
+    c.run_dir = "runs/sft_then_grpo"
+    c.order = ("sft", "grpo")
+    c.sft = sft.get_config()
+    c.grpo = grpo.get_config()
+
+Stage ``k`` runs in ``<run_dir>/<name>``; when it finishes, ``DONE.json`` is written there.
+A rerun skips finished stages (reporting them) and resumes an unfinished one at its latest
+checkpoint, so a pipeline that stopped anywhere continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+log = logging.getLogger(__name__)
+
+DONE = "DONE.json"
+
+
+def stage_configs(config) -> list[tuple[str, object]]:
+    """``[(name, stage config)]`` with run directories and hand-offs filled in."""
+    if not config.get("order"):
+        raise ValueError("a pipeline config needs 'order', the list of stage names")
+    stages, previous = [], None
+    for name in config.order:
+        if name not in config:
+            raise ValueError(f"pipeline stage {name!r} has no sub-config 'config.{name}'")
+        c = config[name]
+        c.run_dir = os.path.join(config.run_dir, name)
+        c.name = name
+        if previous is not None:
+            c.model.init = "checkpoint"
+            c.model.checkpoint = previous
+        stages.append((name, c))
+        previous = c.run_dir
+    return stages
+
+
+def run_pipeline(config) -> list[dict]:
+    """Run the stages in order; returns one report per stage (``status``: ran / already done)."""
+    from upt_jax.train.trainer import train
+
+    reports = []
+    for name, c in stage_configs(config):
+        done_file = os.path.join(c.run_dir, DONE)
+        if os.path.exists(done_file):
+            with open(done_file) as f:
+                report = dict(json.load(f), status="already done")
+            print(f"[pipeline] stage {name}: already done ({report.get('steps')} steps) in {c.run_dir}")
+            reports.append(report)
+            continue
+        print(f"[pipeline] stage {name}: running in {c.run_dir}"
+              + (f", starting from {c.model.checkpoint}" if c.model.init == "checkpoint" else ""))
+        t0 = time.time()
+        history = train(c)
+        report = dict(stage=name, run_dir=c.run_dir, steps=c.train.steps,
+                      last={k: v for k, v in (history[-1] if history else {}).items()
+                            if k in ("step", "loss", "reward/mean")},
+                      seconds=round(time.time() - t0, 1))
+        with open(done_file, "w") as f:
+            json.dump(report, f, indent=2)
+        reports.append(dict(report, status="ran"))
+    return reports

@@ -1,0 +1,355 @@
+"""The training loop: rollout → reward → gate → update (online), or demonstrations → update
+(offline), with Orbax checkpoints, automatic resume and JSONL metrics.
+
+    from upt_jax.train.trainer import train
+    train(config)       # config: upt_jax.train.config.base_config() or an experiments/ module
+
+One step (online): take ``Q`` questions; sample ``n`` rollouts each with the current
+parameters (behaviour log-probs from the sampler); score them with the verifier; if the
+recipe has demonstration rows (HPT, LUFFY, SRFT) add each question's demonstration as the
+last row of its group; ``prepare`` (advantages, gates) runs on the whole batch inside the
+jitted step; then ``update_epochs`` updates. Offline: ``Q`` demonstrations per step.
+
+Reproducibility: the sampling key of step ``s`` is ``fold_in(state.rng, s)`` and the data
+iterator state is checkpointed, so a resumed run continues bitwise as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive updates were skipped for a non-finite loss or gradient."""
+
+
+# ----------------------------------------------------------------------------- builders
+def build_model(mc, *, vocab_size: int | None = None, special: dict | None = None, mesh=None):
+    """A model from ``config.model``: a preset (random init), a HF directory, or params from a
+    previous upt_jax run directory (``init=checkpoint``: stage hand-off)."""
+    from upt_jax.models import init_model, load_hf_checkpoint, preset
+    from upt_jax.models.partition import shard_model
+
+    if mc.init == "hf":
+        if not mc.hf_dir or not os.path.isdir(mc.hf_dir):
+            raise FileNotFoundError(f"config.model.hf_dir={mc.hf_dir!r} is not a directory")
+        return load_hf_checkpoint(mc.hf_dir, param_dtype=mc.param_dtype, dtype=mc.dtype, mesh=mesh,
+                                  remat=mc.remat)
+    if mc.init not in ("preset", "checkpoint"):
+        raise ValueError(f"config.model.init must be preset, hf or checkpoint, not {mc.init!r}")
+    overrides = dict(mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else mc.overrides)
+    if vocab_size is not None:
+        overrides.setdefault("vocab_size", vocab_size)
+    overrides.update({k: v for k, v in (special or {}).items() if v is not None})
+    cfg = preset(mc.preset, param_dtype=mc.param_dtype, dtype=mc.dtype, **overrides)
+    model = init_model(cfg, 0, remat=mc.remat)
+    if mc.init == "checkpoint":
+        from flax import nnx
+
+        from upt_jax.train.checkpoint import restore_params
+
+        directory = os.path.join(mc.checkpoint, "checkpoints") if os.path.isdir(
+            os.path.join(mc.checkpoint, "checkpoints")) else mc.checkpoint
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"config.model.checkpoint={mc.checkpoint!r} has no checkpoints")
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(model))
+        nnx.update(model, restore_params(directory, abstract))
+    if mesh is not None:
+        shard_model(model, mesh)
+    return model
+
+
+def load_records(config) -> list[dict]:
+    """Training records from ``config.data`` (synthetic tiers or a file)."""
+    from upt_jax.data import DataConfig, load_records as read, synthetic
+
+    dc = config.data
+    if dc.source == "synthetic":
+        return synthetic.SyntheticSource(tuple(dc.tiers), dc.n_per_tier, seed=config.seed)
+    if dc.source != "file":
+        raise ValueError(f"config.data.source must be synthetic or file, not {dc.source!r}")
+    task = "sft" if config.mode == "offline" else ("hpt" if _uses_demos(config) else "rl")
+    records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,
+                                     fields=dict(dc.fields.to_dict()), skip_bad_rows=dc.skip_bad_rows,
+                                     verifier=dc.verifier))
+    if stats.skipped:
+        log.warning("skipped %d malformed rows of %s: %s", stats.skipped, dc.path, stats.metrics())
+    if not records:
+        raise ValueError(f"no usable rows in {dc.path}")
+    return records
+
+
+def get_recipe(config):
+    from upt_jax import upge
+
+    hp = config.recipe.hparams.to_dict() if hasattr(config.recipe.hparams, "to_dict") else {}
+    return upge.get_recipe(config.recipe.name, **hp)
+
+
+def _uses_demos(config) -> bool:
+    return any(t.demo is not None for t in get_recipe(config).terms)
+
+
+def _validate(config, records) -> None:
+    n_devices = jax.device_count()
+    m = config.mesh
+    sizes = [m.data, m.fsdp, m.tensor]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if (-1 in sizes and n_devices % known) or (-1 not in sizes and known != n_devices):
+        raise ValueError(f"config.mesh data={m.data} fsdp={m.fsdp} tensor={m.tensor} does not fit "
+                         f"{n_devices} devices")
+    if config.mode == "online" and config.rollout.n < 1:
+        raise ValueError("config.rollout.n must be ≥ 1")
+    if config.train.questions_per_step < 1 or config.train.steps < 0:
+        raise ValueError("config.train.questions_per_step must be ≥ 1 and steps ≥ 0")
+    if config.train.questions_per_step % config.train.microbatches:
+        raise ValueError(f"questions_per_step={config.train.questions_per_step} is not divisible by "
+                         f"microbatches={config.train.microbatches}")
+    if len(records) < config.train.questions_per_step:
+        raise ValueError(f"{len(records)} training records < questions_per_step "
+                         f"{config.train.questions_per_step}")
+    os.makedirs(config.run_dir, exist_ok=True)
+    if not os.access(config.run_dir, os.W_OK):
+        raise PermissionError(f"run directory {config.run_dir} is not writable")
+
+
+# ----------------------------------------------------------------------------- the loop
+class Trainer:
+    """Holds everything one run needs; ``run()`` trains to ``config.train.steps``."""
+
+    def __init__(self, config):
+        from upt_jax.data import load_tokenizer, make_dataset
+        from upt_jax.models.partition import make_mesh
+        from upt_jax.rewards import Verifier
+        from upt_jax.sampling import Sampler
+        from upt_jax.train.checkpoint import Checkpointer
+        from upt_jax.train.state import create_train_state, make_optimizer
+        from upt_jax.train.step import make_train_step, upge_objective
+
+        self.config = config
+        self.tok = load_tokenizer(config.tokenizer)
+        self.records = load_records(config)
+        _validate(config, self.records)
+        self.recipe = get_recipe(config)
+        self.with_demos = _uses_demos(config)
+        self.online = config.mode == "online"
+        if config.mode not in ("online", "offline"):
+            raise ValueError(f"config.mode must be online or offline, not {config.mode!r}")
+        m = config.mesh
+        self.mesh = make_mesh(m.data, m.fsdp, m.tensor) if jax.device_count() > 1 else None
+        special = dict(eos_token_id=self.tok.eos_id, bos_token_id=self.tok.bos_id,
+                       pad_token_id=self.tok.pad_id)
+        model = build_model(config.model, vocab_size=self.tok.vocab_size, special=special, mesh=self.mesh)
+        t = config.train
+        self.tx = make_optimizer(t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
+                                 total_steps=t.steps * t.update_epochs, weight_decay=t.weight_decay,
+                                 max_grad_norm=t.max_grad_norm)
+        self.graphdef, self.state, self.shardings = create_train_state(model, self.tx, seed=config.seed,
+                                                                       mesh=self.mesh)
+        self.group_size = (config.rollout.n + int(self.with_demos)) if self.online else 1
+        rows = t.questions_per_step * self.group_size
+        if self.mesh is not None and rows % (self.mesh.shape["data"] * self.mesh.shape["fsdp"]):
+            raise ValueError(f"a step's {rows} rows (questions_per_step × group size) do not split over "
+                             f"the mesh's data × fsdp = {self.mesh.shape['data'] * self.mesh.shape['fsdp']}")
+        objective = upge_objective(self.recipe, group_size=self.group_size, chunk_size=t.logprob_chunk)
+        self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,
+                                       group_size=self.group_size, skip_grad_norm=t.skip_grad_norm,
+                                       mesh=self.mesh, shardings=self.shardings)
+        self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh) if self.online else None
+        self.verifier = Verifier(config.data.verifier) if self.online else None
+        self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
+                                    batch_size=t.questions_per_step, drop_remainder=True)
+        self.data_iter = iter(self.dataset)
+        self.ckpt = Checkpointer(os.path.join(config.run_dir, "checkpoints"), keep=config.checkpoint.keep,
+                                 save_every=config.checkpoint.every, async_save=config.checkpoint.async_save)
+        self.metrics_path = os.path.join(config.run_dir, "metrics.jsonl")
+        self.nonfinite_in_a_row = 0
+        self._resume()
+        with open(os.path.join(config.run_dir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    # ------------------------------------------------------------------ resume
+    def _resume(self):
+        from upt_jax.train.checkpoint import abstract_with_shardings
+
+        if self.ckpt.latest_step() is None:
+            if os.path.exists(self.metrics_path):
+                os.remove(self.metrics_path)  # a fresh run: stale metrics from a run that saved nothing
+            return
+        abstract = abstract_with_shardings(self.state, self.shardings)
+        self.state, extra = self.ckpt.restore(abstract)
+        self.data_iter = iter(self.dataset)
+        self.data_iter.set_state(extra["data_iterator"])
+        step = int(self.state.step)
+        log.info("resumed %s at step %d", self.config.run_dir, step)
+        if os.path.exists(self.metrics_path):  # drop metrics of steps after the checkpoint
+            with open(self.metrics_path) as f:
+                keep = [line for line in f if json.loads(line).get("step", 0) <= step]
+            with open(self.metrics_path, "w") as f:
+                f.writelines(keep)
+
+    # ------------------------------------------------------------------ one step
+    def _prompt_ids(self, question: str) -> list[int]:
+        from upt_jax.data.templates import render_prompt, separator
+
+        c = self.config.data
+        text = render_prompt(question, c.template, tokenizer=self.tok, system_prompt=c.system_prompt)
+        return self.tok.encode(text + separator(c.template))
+
+    def _demo_ids(self, record) -> list[int]:
+        demo = record.get("demonstration")
+        if not demo:
+            raise ValueError(f"record {record.get('id')} has no demonstration, which recipe "
+                             f"{self.recipe.name} needs")
+        return self.tok.encode(demo) + [self.tok.eos_id]
+
+    def _batch(self, records, key):
+        """Rows, rewards and host-side metrics for one step."""
+        from upt_jax.sampling import SamplingParams
+        from upt_jax.train.batching import pack_rows
+
+        prompts = [self._prompt_ids(r["question"]) for r in records]
+        timing, info = {}, {}
+        if not self.online:
+            demos = [self._demo_ids(r) for r in records]
+            rows = pack_rows(prompts, demos, pad_id=self.tok.pad_id)
+            info["response_length"] = float(np.mean([len(d) for d in demos]))
+            return rows, info, timing
+        rc = self.config.rollout
+        params = SamplingParams(max_new_tokens=rc.max_new_tokens, temperature=rc.temperature,
+                                top_k=rc.top_k, top_p=rc.top_p, n=rc.n, stop_token_ids=self.tok.stop_ids)
+        t0 = time.perf_counter()
+        out = self.sampler.generate(prompts, key, params, state=self.state.params)
+        timing["rollout_s"] = time.perf_counter() - t0
+        timing["rollout_compile_s"] = out.compile_s
+        t0 = time.perf_counter()
+        texts = [self.tok.decode(out.tokens[i, :out.lengths[i]]) for i in range(len(out.lengths))]
+        golds = [records[j]["answer"] for j in out.prompt_index]
+        rewards = self.verifier.scores(texts, golds)
+        timing["reward_s"] = time.perf_counter() - t0
+        q, n = len(records), rc.n
+        row_prompts, row_resp, row_logp, row_rollout_logp, row_rewards, is_demo = [], [], [], [], [], []
+        for j in range(q):
+            for i in range(j * n, (j + 1) * n):
+                row_prompts.append(prompts[j])
+                row_resp.append(out.tokens[i, :out.lengths[i]].tolist())
+                row_logp.append(out.logprobs[i, :out.lengths[i]])
+                row_rollout_logp.append(out.sampling_logprobs[i, :out.lengths[i]])
+                row_rewards.append(rewards[i])
+                is_demo.append(False)
+            if self.with_demos:
+                demo = self._demo_ids(records[j])
+                row_prompts.append(prompts[j])
+                row_resp.append(demo)
+                row_logp.append(np.zeros(len(demo), np.float32))  # unknown behaviour policy
+                row_rollout_logp.append(np.zeros(len(demo), np.float32))
+                row_rewards.append(1.0)  # a demonstration is correct
+                is_demo.append(True)
+        rows = pack_rows(row_prompts, row_resp, pad_id=self.tok.pad_id,
+                         response_values=dict(old_logp=row_logp, rollout_logp=row_rollout_logp))
+        rows["rewards"] = np.asarray(row_rewards, np.float32)
+        rows["is_demo"] = np.asarray(is_demo, bool)
+        pass_rate = rewards.reshape(q, n).mean(axis=1)
+        gamma = float(self.config.recipe.hparams.get("gamma", 0.0)) if "gamma" in self.config.recipe.hparams \
+            else 0.0
+        info.update({
+            "reward/mean": float(rewards.mean()),
+            "pass_rate/mean": float(pass_rate.mean()),
+            "pass_rate/all_zero_frac": float(np.mean(pass_rate == 0)),
+            "pass_rate/all_one_frac": float(np.mean(pass_rate == 1)),
+            "response_length": float(out.lengths.mean()),
+            "finished_frac": float(out.finished.mean()),
+        })
+        if self.with_demos:
+            info["gate/sft_frac"] = float(np.mean(pass_rate <= gamma))
+        return rows, info, timing
+
+    def train_step(self):
+        """One step: data → (rollouts, rewards) → update(s). Returns the metrics dict."""
+        t_start = time.perf_counter()
+        step = int(self.state.step) // max(1, self.config.train.update_epochs)
+        records = next(self.data_iter)
+        key = jax.random.fold_in(self.state.key, step)
+        rows, info, timing = self._batch(records, key)
+        rows.pop("truncated")
+        batch = {k: jnp.asarray(v) for k, v in rows.items()}
+        t0 = time.perf_counter()
+        for _ in range(self.config.train.update_epochs):
+            self.state, m = self.step_fn(self.state, batch)
+        m = jax.device_get(m)
+        timing["update_s"] = time.perf_counter() - t0
+        metrics = {k: float(v) for k, v in m.items()}
+        metrics.update(info)
+        metrics.update({f"time/{k}": v for k, v in timing.items()})
+        tokens = float(np.sum(rows["attention_mask"]))
+        metrics["time/step_s"] = time.perf_counter() - t_start
+        metrics["tokens_per_s"] = tokens / max(metrics["time/step_s"], 1e-9)
+        if self.verifier is not None:
+            metrics.update({k: float(v) for k, v in self.verifier.metrics().items()})
+        if metrics["skipped"]:
+            self.nonfinite_in_a_row += 1 if not np.isfinite(metrics["loss"]) or not np.isfinite(
+                metrics["grad_norm"]) else 0
+        else:
+            self.nonfinite_in_a_row = 0
+        metrics["step"] = int(self.state.step) // max(1, self.config.train.update_epochs)
+        return metrics
+
+    # ------------------------------------------------------------------ run
+    def _save(self, force=False):
+        step = int(self.state.step) // max(1, self.config.train.update_epochs)
+        extra = dict(data_iterator=self.data_iter.get_state(), config=json.loads(
+            self.config.to_json_best_effort()), step=step)
+        return self.ckpt.save(step, self.state, extra, force=force)
+
+    def run(self) -> list[dict]:
+        """Train until ``config.train.steps``; returns this call's metrics (one dict per step)."""
+        from tqdm.auto import tqdm
+
+        total = self.config.train.steps
+        start = int(self.state.step) // max(1, self.config.train.update_epochs)
+        history = []
+        bar = tqdm(total=total, initial=start, desc=self.config.name, disable=not self.config.log.progress)
+        try:
+            for _ in range(start, total):
+                metrics = self.train_step()
+                history.append(metrics)
+                with open(self.metrics_path, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                bar.update(1)
+                bar.set_postfix({k: round(metrics[k], 3) for k in ("loss", "reward/mean") if k in metrics})
+                if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_in_a_row:
+                    self.ckpt.wait()
+                    raise NonFiniteError(
+                        f"{self.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient "
+                        f"(last at step {metrics['step']}); the last good checkpoint is step "
+                        f"{self.ckpt.latest_step()} in {self.ckpt.directory}")
+                if not metrics["skipped"]:
+                    self._save()
+            self._save(force=True)
+            self.ckpt.wait()
+        finally:
+            bar.close()
+        return history
+
+    def close(self):
+        self.ckpt.close()
+        if self.verifier is not None:
+            self.verifier.close()
+
+
+def train(config) -> list[dict]:
+    """Run (or resume) the experiment ``config``; returns the metrics of the steps run now."""
+    trainer = Trainer(config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
