@@ -1,0 +1,448 @@
+"""Orbax checkpoints of a ``TrainState``: asynchronous, last-k, sharded restore, integrity checked.
+
+A checkpoint directory holds one sub-directory per saved step::
+
+    <directory>/<step>/
+        state/               TrainState: step [], params (NNX State), opt_state (optax), rng [2] uint32
+                             (Orbax StandardSave: OCDBT/zarr arrays + JSON metadata; nothing pickled)
+        extra/metadata       JSON: data-iterator state, resolved config, anything small
+        upt_manifest.json    size and SHA-256 of every file under state/ and extra/
+        commit_success.txt   Orbax's commit marker
+        _CHECKPOINT_METADATA Orbax's step metadata (commit time)
+
+**Atomicity.** Orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and renames it to
+``<step>`` only once every host has finished writing (on POSIX file systems; object stores use
+``commit_success.txt`` written last instead), so a process killed mid-save leaves a temporary
+directory that is never listed as a step. Such leftovers are logged (naming the step) and removed
+when a writable ``Checkpointer`` opens the directory.
+
+**Integrity.** The manifest is written by Orbax's ``post_finalization_callback``, which runs on the
+primary host after all data is written and *before* the rename, so it is committed atomically
+with the data it describes. ``restore`` checks, newest step first: the commit marker, the
+manifest, then every listed file's existence, size and SHA-256, and finally that Orbax can read
+the step. A step failing any check is logged as a warning naming the step and the reason and the
+previous step is tried; skipped steps are moved aside to ``<step>.corrupt`` (kept for inspection,
+invisible to Orbax) so that the resumed run can save those steps again. When no step is usable
+``CheckpointError`` lists every step with its reason. Nothing is ever unpickled: Orbax's array
+format is tensorstore (OCDBT/zarr) with JSON metadata and ``extra`` is JSON.
+
+**Asynchronous saves.** ``save`` returns once the arrays are copied to host memory, so the
+caller may donate or delete the device buffers right away; files are written, checksummed and
+committed in a background thread. ``wait()`` blocks until the last save is committed (and
+re-raises its error, if any); a new ``save`` waits for the previous one first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Checkpointer", "CheckpointError", "abstract_with_shardings", "restore_params",
+           "latest_checkpoint_dir", "verify_checkpoint", "write_manifest", "incomplete_saves"]
+
+STATE = "state"
+EXTRA = "extra"
+MANIFEST = "upt_manifest.json"
+COMMIT_MARKER = "commit_success.txt"  # orbax.checkpoint._src.path.atomicity_types.COMMIT_SUCCESS_FILE
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax.checkpoint._src.path.atomicity_types.TMP_DIR_SUFFIX
+CORRUPT_SUFFIX = ".corrupt"
+_MANIFEST_FORMAT = 1
+_CHUNK = 1 << 22
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint (none saved, or every candidate failed its integrity check)."""
+
+
+# ----------------------------------------------------------------------------- abstract trees
+def abstract_with_shardings(tree, shardings=None):
+    """``jax.ShapeDtypeStruct`` pytree to restore into, with shardings.
+
+    ``tree``: arrays or ``ShapeDtypeStruct`` s (e.g. a ``TrainState`` or ``jax.eval_shape`` of
+    one). ``shardings``: a pytree of ``Sharding`` s with ``tree`` 's structure (as
+    ``create_train_state`` returns), one ``Sharding`` for every leaf, or ``None`` to keep each
+    leaf's own sharding (a ``jax.Array`` 's, or a ``ShapeDtypeStruct`` 's if it has one).
+    Restoring into the result places every array directly on its devices.
+    """
+    def one(x, s=None):
+        s = s if s is not None else getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+
+    if shardings is None:
+        return jax.tree.map(one, tree)
+    if isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: one(x, shardings), tree)
+    return jax.tree.map(one, tree, shardings)
+
+
+def _with_default_sharding(abstract):
+    """Leaves without a sharding go to the first local device (Orbax would give numpy)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=getattr(x, "sharding", None) or device), abstract)
+
+
+# ----------------------------------------------------------------------------- integrity
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _item_files(step_dir: Path):
+    for item in (STATE, EXTRA):
+        root = step_dir / item
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                path = Path(dirpath) / name
+                yield path.relative_to(step_dir).as_posix(), path
+
+
+def write_manifest(step_dir: str | os.PathLike, step: int) -> None:
+    """Write ``upt_manifest.json`` (size and SHA-256 of every file under ``state/`` and
+    ``extra/``) into ``step_dir``, atomically (temporary file + rename)."""
+    step_dir = Path(step_dir)
+    files = {rel: {"size": path.stat().st_size, "sha256": _sha256(path)}
+             for rel, path in sorted(_item_files(step_dir))}
+    if not any(rel.startswith(STATE + "/") for rel in files):
+        raise CheckpointError(f"step {step}: no files under {step_dir / STATE} to record in the manifest")
+    manifest = {"format": _MANIFEST_FORMAT, "step": int(step), "orbax_version": ocp.__version__,
+                "time": time.time(), "files": files}
+    tmp = step_dir / (MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, step_dir / MANIFEST)
+
+
+def verify_checkpoint(step_dir: str | os.PathLike, *, checksums: bool = True) -> str | None:
+    """Why the committed step directory ``step_dir`` cannot be trusted, or ``None`` if it can.
+
+    Checks Orbax's commit marker, the manifest, and every file it lists (exists, same size,
+    same SHA-256 unless ``checksums=False``). Does not read the arrays through Orbax.
+    """
+    step_dir = Path(step_dir)
+    if not step_dir.is_dir():
+        return f"{step_dir} is not a directory"
+    if TMP_SUFFIX in step_dir.name:
+        return f"{step_dir.name} is an uncommitted temporary directory (the save never finished)"
+    if not (step_dir / COMMIT_MARKER).is_file():
+        return f"Orbax commit marker {COMMIT_MARKER} is missing (the save was not committed)"
+    try:
+        with open(step_dir / MANIFEST) as f:
+            manifest = json.load(f)
+        files = manifest["files"]
+        if manifest.get("format") != _MANIFEST_FORMAT or not isinstance(files, dict):
+            return f"{MANIFEST} has an unknown format"
+    except FileNotFoundError:
+        return f"integrity manifest {MANIFEST} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"integrity manifest {MANIFEST} is unreadable ({type(e).__name__}: {e})"
+    for item in (STATE, EXTRA):
+        if not (step_dir / item).is_dir():
+            return f"item directory {item}/ is missing"
+    for rel, want in files.items():
+        path = step_dir / rel
+        if not path.is_file():
+            return f"file {rel} is missing"
+        size = path.stat().st_size
+        if size != want["size"]:
+            return f"file {rel} has {size} bytes, {want['size']} were written (truncated or overwritten)"
+        if checksums and _sha256(path) != want["sha256"]:
+            return f"file {rel} fails its SHA-256 check (contents changed since the save)"
+    return None
+
+
+# ----------------------------------------------------------------------------- helpers
+def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
+    """Committed-looking step directories (``<int>``), oldest first."""
+    if not directory.is_dir():
+        return []
+    out = []
+    for p in directory.iterdir():
+        if p.is_dir() and p.name.isdigit() and (p.name == "0" or not p.name.startswith("0")):
+            out.append((int(p.name), p))
+    return sorted(out)
+
+
+def incomplete_saves(directory: str | os.PathLike) -> list[Path]:
+    """Temporary directories left by saves that never committed (e.g. the process was killed)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir() and TMP_SUFFIX in p.name)
+
+
+def _tmp_step(path: Path) -> str:
+    return path.name.split(TMP_SUFFIX)[0]
+
+
+def latest_checkpoint_dir(directory: str | os.PathLike, *, checksums: bool = False) -> Path | None:
+    """The newest step directory under ``directory`` that passes ``verify_checkpoint``, or
+    ``None``. ``checksums=False`` (default) checks sizes only, which is cheap."""
+    for _, path in reversed(_step_dirs(Path(directory))):
+        if verify_checkpoint(path, checksums=checksums) is None:
+            return path
+    return None
+
+
+def _is_primary() -> bool:
+    return jax.process_index() == 0
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from orbax.checkpoint import multihost
+
+        multihost.sync_global_processes(name)
+
+
+def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: int | None,
+                        checksums: bool, read):
+    """``(value, step, skipped)`` from the newest readable step (or exactly ``step``).
+
+    ``read(step)`` reads one step through Orbax. ``skipped``: ``[(step, reason)]`` of newer
+    steps that failed. Raises ``CheckpointError`` if none is usable.
+    """
+    manager.reload()
+    steps = sorted(manager.all_steps(), reverse=True)
+    for tmp in incomplete_saves(directory):
+        log.warning("checkpoint step %s in %s: incomplete save %s (the save never committed, e.g. the "
+                    "process died while writing); ignored", _tmp_step(tmp), directory, tmp.name)
+    if step is not None:
+        if step not in steps:
+            raise CheckpointError(f"no committed checkpoint for step {step} in {directory} "
+                                  f"(committed steps: {sorted(steps)})")
+        steps = [step]
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    skipped = []
+    for s in steps:
+        reason = verify_checkpoint(directory / str(s), checksums=checksums)
+        if reason is None:
+            try:
+                return read(s), s, skipped
+            except Exception as e:  # noqa: BLE001 - every failure is reported and skipped
+                first = (str(e).strip().splitlines() or [""])[0][:300]
+                reason = f"Orbax could not read it ({type(e).__name__}: {first})"
+        if step is not None:
+            raise CheckpointError(f"checkpoint step {s} in {directory} is unusable: {reason}")
+        log.warning("checkpoint step %d in %s is unusable: %s; trying the previous one",
+                    s, directory, reason)
+        skipped.append((s, reason))
+    listing = "; ".join(f"step {s}: {r}" for s, r in skipped)
+    raise CheckpointError(f"no usable checkpoint in {directory}: {listing}")
+
+
+# ----------------------------------------------------------------------------- Checkpointer
+class Checkpointer:
+    """Saves and restores ``TrainState`` s with Orbax, two items per step.
+
+    Items: ``state`` (the ``TrainState`` pytree: params, optimiser state, step, rng; arrays
+    saved with their shardings, restorable onto any mesh) and ``extra`` (JSON: the data
+    iterator's state, the resolved config, anything small).
+
+    Args:
+      directory: where the step directories live (created if missing).
+      keep: how many of the newest checkpoints to keep (``None``: all).
+      save_every: ``save(step, ...)`` writes when ``step % save_every == 0`` (``0``: only when
+        forced).
+      async_save: write in a background thread (``save`` returns after the device-to-host
+        copy); otherwise ``save`` returns once the checkpoint is committed.
+      checksums: record and verify SHA-256 of every file (sizes are always checked).
+      read_only: never write, delete, clean up or move anything.
+
+    Use as a context manager, or call ``close()``, so that the last save is committed.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3, save_every: int = 0,
+                 async_save: bool = True, checksums: bool = True, read_only: bool = False):
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be >= 1 or None, not {keep}")
+        if save_every < 0:
+            raise ValueError(f"save_every must be >= 0, not {save_every}")
+        self.directory = Path(directory).absolute()
+        self.keep, self.save_every, self.async_save = keep, save_every, async_save
+        self.checksums, self.read_only = checksums, read_only
+        self._pending_step: int | None = None
+        self.incomplete: list[Path] = []  # temporary directories of saves that never committed
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.incomplete = incomplete_saves(self.directory)
+            for tmp in self.incomplete:
+                log.warning("checkpoint step %s in %s: incomplete save %s (the save never committed, "
+                            "e.g. the process died while writing); removing it", _tmp_step(tmp),
+                            self.directory, tmp.name)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else keep,
+            save_interval_steps=0 if read_only else 1,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,
+            # always the async checkpointer: it is the one that runs post_finalization_callback;
+            # async_save=False waits for the commit inside save()
+            enable_async_checkpointing=True,
+            async_options=ocp.AsyncOptions(post_finalization_callback=self._write_manifest),
+        )
+        self._manager = ocp.CheckpointManager(self.directory, item_names=(STATE, EXTRA), options=options)
+
+    # -- writing
+    def should_save(self, step: int) -> bool:
+        """Whether ``save(step, ...)`` without ``force`` writes."""
+        return self.save_every > 0 and step % self.save_every == 0
+
+    def save(self, step: int, state, extra: dict | None = None, *, force: bool = False) -> bool:
+        """Save ``state`` (a ``TrainState`` or any array pytree) and ``extra`` (JSON-serialisable
+        dict) as step ``step``, when ``force`` or ``should_save(step)``.
+
+        Returns whether a save was started (``False`` too when ``step`` is already saved).
+        Asynchronous when ``async_save``: the arrays are copied to host before returning.
+        """
+        if self.read_only:
+            raise CheckpointError(f"{self.directory} was opened read-only")
+        step = int(step)
+        if not (force or self.should_save(step)):
+            return False
+        extra = {} if extra is None else extra
+        try:
+            json.dumps(extra, allow_nan=True)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"checkpoint extra must be JSON-serialisable: {e}") from e
+        self.wait()  # one save in flight at a time (the manifest callback knows which step)
+        if step in self._manager.all_steps():
+            log.info("checkpoint step %d already saved in %s", step, self.directory)
+            return False
+        self._pending_step = step
+        saved = self._manager.save(step, args=ocp.args.Composite(
+            **{STATE: ocp.args.StandardSave(state), EXTRA: ocp.args.JsonSave(extra)}), force=True)
+        if not self.async_save:
+            self.wait()
+        return bool(saved)
+
+    def _write_manifest(self) -> None:
+        """Orbax's post-finalisation callback (primary host, all hosts' data written, before the
+        commit rename): record the files of the pending step."""
+        step = self._pending_step
+        if step is None or not _is_primary():
+            return
+        tmp = self.directory / f"{step}{TMP_SUFFIX}"
+        if not tmp.is_dir():  # other naming (e.g. timestamped) or commit-file mode: in place
+            found = sorted(self.directory.glob(f"{step}{TMP_SUFFIX}*"))
+            tmp = found[-1] if found else self.directory / str(step)
+        write_manifest(tmp, step)
+
+    def wait(self) -> None:
+        """Block until the last save is committed; re-raise its error if it failed."""
+        self._manager.wait_until_finished()
+        self._manager.check_for_errors()
+
+    # -- reading
+    def all_steps(self) -> list[int]:
+        """Committed steps, oldest first (not yet integrity-checked)."""
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The newest committed step, or ``None`` (``restore`` may fall back to an older one if
+        this one fails its integrity check)."""
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict]:
+        """``(state, extra)`` from the newest usable step, or exactly ``step``.
+
+        ``abstract_state``: pytree of ``jax.ShapeDtypeStruct`` with shardings (see
+        ``abstract_with_shardings``); arrays land directly on those devices (leaves without a
+        sharding on the first local device). With ``step=None``, steps failing their integrity
+        check are logged, skipped and moved aside to ``<step>.corrupt``; with a given ``step``
+        a failure raises. Raises ``CheckpointError`` when nothing usable is found.
+        """
+        self.wait()
+        abstract_state = _with_default_sharding(abstract_state)
+
+        def read(s):
+            out = self._manager.restore(s, args=ocp.args.Composite(
+                **{STATE: ocp.args.StandardRestore(abstract_state), EXTRA: ocp.args.JsonRestore()}))
+            return out[STATE], dict(out[EXTRA] or {})
+
+        value, s, skipped = _restore_candidates(self._manager, self.directory, step, self.checksums, read)
+        if skipped:
+            log.warning("restored checkpoint step %d from %s after skipping unusable step(s) %s",
+                        s, self.directory, [k for k, _ in skipped])
+            if not self.read_only:
+                self._move_aside([k for k, _ in skipped])
+        return value
+
+    def _move_aside(self, steps: list[int]) -> None:
+        if _is_primary():
+            for s in steps:
+                src = self.directory / str(s)
+                dst, n = self.directory / f"{s}{CORRUPT_SUFFIX}", 1
+                while dst.exists():
+                    dst, n = self.directory / f"{s}{CORRUPT_SUFFIX}-{n}", n + 1
+                if src.exists():
+                    os.replace(src, dst)
+                    log.warning("moved unusable checkpoint step %d aside to %s", s, dst)
+        _sync("upt_checkpoint_move_aside")
+        self._manager.reload()
+
+    def close(self) -> None:
+        """Wait for the last save and release Orbax's threads."""
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Checkpointer({str(self.directory)!r}, keep={self.keep}, save_every={self.save_every}, "
+                f"async_save={self.async_save})")
+
+
+# ----------------------------------------------------------------------------- params only
+def restore_params(directory: str | os.PathLike, abstract_params, step: int | None = None, *,
+                   checksums: bool = True):
+    """The ``params`` of another run's checkpoint (stage hand-off: the next stage starts from
+    these with a fresh optimiser). Nothing in ``directory`` is modified.
+
+    ``abstract_params``: the params pytree (NNX ``State``) of ``ShapeDtypeStruct`` s or arrays,
+    with shardings where wanted (``abstract_with_shardings``). ``step=None``: the newest usable
+    step (unusable ones are logged and skipped). Only the ``state/params`` arrays are read.
+    """
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    target = {"params": _with_default_sharding(abstract_with_shardings(abstract_params))}
+    manager = ocp.CheckpointManager(directory, item_names=(STATE, EXTRA),
+                                    options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0,
+                                                                                 create=False))
+    try:
+        def read(s):
+            out = manager.restore(s, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True)}))
+            return out[STATE]["params"]
+
+        params, s, skipped = _restore_candidates(manager, directory, step, checksums, read)
+        if skipped:
+            log.warning("restored params of checkpoint step %d from %s after skipping unusable "
+                        "step(s) %s", s, directory, [k for k, _ in skipped])
+        return params
+    finally:
+        manager.close()
