@@ -19,7 +19,7 @@ from tests.upge import textbook as tb
 from tests.upge.batches import random_batch
 
 ATOL = 1e-6
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)
 
 
 def _loss(recipe, group_size, batch, entropy=None):
