@@ -112,3 +112,12 @@ def test_unknown_names_fail_loudly():
   logp, b = random_batch(0, b=4, t=3, group_size=1)
   with pytest.raises(KeyError, match='values'):
     upge.compute_loss(upge.get_recipe('ppo'), logp, {k: v for k, v in b.items() if k != 'values'})
+
+
+def test_srft_weights_use_the_entropy_argument_when_the_batch_has_none():
+  logp, b = random_batch(6, b=8, t=6, group_size=4, demo_last=True)
+  r = upge.get_recipe('srft')
+  without = {k: v for k, v in b.items() if k != 'entropy'}
+  g1 = jax.grad(_loss(r, b, 4))(logp)
+  g2 = jax.grad(lambda lp: _loss(r, without, 4, entropy=b['entropy'])(lp))(logp)
+  np.testing.assert_allclose(g1, g2, atol=1e-7)

@@ -22,7 +22,7 @@ Batch keys (all ``[B, ...]``; only those a recipe uses are needed):
 | ``teacher_logp`` | ``[B, T]`` | on-policy distillation |
 | ``teacher_logits`` | ``[B, T, V]`` | forward-KL distillation (then ``logp`` is ``[B, T, V]``) |
 | ``rollout_logp`` | ``[B, T]`` | TIS / IcePop (sampler log-probs) |
-| ``entropy`` | ``[B, T]`` | SRFT weights (stop-gradient) |
+| ``entropy`` | ``[B, T]`` | SRFT weights (stop-gradient; else `compute_loss`'s ``entropy``) |
 | ``is_demo`` | ``[B]`` bool | rows that are demonstrations (default: none) |
 
 For demonstration rows ``old_logp`` may hold any finite value (e.g. 0).
@@ -50,7 +50,7 @@ from upt_jax.upge._surrogate import token_metrics, upge_token_terms
 class _Ctx:
   """What part functions may read: batch arrays, sg(logp), the advantages."""
 
-  def __init__(self, batch, logp=None, group_size=1):
+  def __init__(self, batch, logp=None, group_size=1, entropy=None):
     self.batch = batch
     self.mask = jnp.asarray(batch['mask'], jnp.float32)
     self.logp = None if logp is None else sg(logp)
@@ -60,6 +60,7 @@ class _Ctx:
     self.rewards = None
     self.token_rewards = None
     self.ref = None
+    self.entropy = None if entropy is None else sg(entropy)
 
   def get(self, key):
     if key not in self.batch:
@@ -119,7 +120,8 @@ def _st_shaping(c, gamma=0.1):
 
 def _st_entropy_weight(c, coef=1.0, form='exp_neg', positive_only=False, threshold=0.5):
   """SRFT row weight ``coef · f(sg(mean_t H))``; with ``positive_only`` only rows with reward > threshold."""
-  h = masked_mean(sg(c.get('entropy')), c.mask, axis=-1)
+  ent = c.entropy if ('entropy' not in c.batch and c.entropy is not None) else c.get('entropy')
+  h = masked_mean(sg(ent), c.mask, axis=-1)
   f = {'exp_neg': jnp.exp(-h), 'exp': jnp.exp(h), 'identity': h}[form]
   w = coef * f
   if positive_only:
@@ -329,7 +331,7 @@ def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
   """
   mask = jnp.asarray(batch['mask'], jnp.float32)
   b = mask.shape[0]
-  c = _Ctx(batch, logp, group_size)
+  c = _Ctx(batch, logp, group_size, entropy)
   total = jnp.zeros((), jnp.float32)
   denom = jnp.zeros((), jnp.float32)
   metrics = {}
