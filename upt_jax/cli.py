@@ -3,6 +3,7 @@
     upt demo [--run-dir runs/demo] [--seed 0]
     upt train --config experiments/grpo.py[:ARG] [--config.train.steps=10 ...]
     upt pipeline --config experiments/sft_then_grpo.py [--config.sft.train.steps=5 ...]
+    upt eval --run-dir runs/NAME | --hf-dir DIR [--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]
 """
 from __future__ import annotations
 
@@ -118,16 +119,30 @@ def pipeline_command(argv: list[str]) -> int:
     return 0
 
 
+def eval_command(argv: list[str]) -> int:
+    """``upt eval``: pass@k / avg@k of a run directory's checkpoint or a HF directory
+    (writes results.json, results.md, passk.png; ``upt eval --help`` lists the options)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from upt_jax.eval.run import eval_main
+
+    eval_main(argv)
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         return train_command(argv[1:])
     if argv and argv[0] == "pipeline":
         return pipeline_command(argv[1:])
+    if argv and argv[0] == "eval":
+        return eval_command(argv[1:])
     parser = argparse.ArgumentParser(prog="upt", description="upt_jax: unified post-training in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("pipeline", help="run a stage pipeline: upt pipeline --config "
                                     "experiments/sft_then_grpo.py")
+    sub.add_parser("eval", help="evaluate a checkpoint: upt eval --run-dir runs/NAME | --hf-dir DIR "
+                                "[--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]")
     sub.add_parser("train", help="run an experiment: upt train --config experiments/NAME.py "
                                  "[--config.key=value ...]")
     p_demo = sub.add_parser("demo", help="the end-to-end demo on the built-in defaults")

@@ -1,0 +1,50 @@
+"""Evaluation: pass@k / avg@k over synthetic tiers and bundled benchmarks, tables and plots.
+
+Public API:
+  pass_at_k, pass_at_k_per_question, mean_pass_at_k    unbiased pass@k (Chen et al. 2021)
+  avg_at_k, default_ks                                 mean accuracy over k samples; 1, 2, 4, .., k
+  MeanStd, mean_std, aggregate_seeds, group_average    mean ± std over seeds, ID/OOD averages
+  evaluate, SuiteResult                                sample k per question, verify, per-suite results
+  synthetic_suites, benchmark_suites                   {name: records} for evaluate
+  results_table, suite_table, plot_pass_at_k           markdown tables, pass@k PNG
+  write_json, read_json, results_to_json               JSON output
+  load_run_model, load_hf_model                        models for `upt eval` (run dir / HF dir)
+"""
+from upt_jax.eval.evaluate import (
+    DEFAULT_EVAL_SEED,
+    SuiteResult,
+    benchmark_suites,
+    evaluate,
+    suite_key,
+    synthetic_suites,
+)
+from upt_jax.eval.metrics import (
+    MeanStd,
+    aggregate_seeds,
+    avg_at_k,
+    default_ks,
+    group_average,
+    mean_pass_at_k,
+    mean_std,
+    pass_at_k,
+    pass_at_k_per_question,
+)
+from upt_jax.eval.report import (
+    metric_value,
+    metric_values,
+    plot_pass_at_k,
+    read_json,
+    results_table,
+    results_to_json,
+    suite_table,
+    write_json,
+)
+from upt_jax.eval.run import load_hf_model, load_run_model
+
+__all__ = [
+    "DEFAULT_EVAL_SEED", "MeanStd", "SuiteResult", "aggregate_seeds", "avg_at_k", "benchmark_suites",
+    "default_ks", "evaluate", "group_average", "load_hf_model", "load_run_model", "mean_pass_at_k",
+    "mean_std", "metric_value", "metric_values", "pass_at_k", "pass_at_k_per_question",
+    "plot_pass_at_k", "read_json", "results_table", "results_to_json", "suite_key", "suite_table",
+    "synthetic_suites", "write_json",
+]

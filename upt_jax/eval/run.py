@@ -1,0 +1,241 @@
+"""``upt eval``: evaluate a run directory's latest checkpoint or a Hugging Face directory.
+
+    upt eval --run-dir runs/hpt --k 8 --n-per-tier 100 --out runs/hpt/eval
+    upt eval --hf-dir /models/qwen2.5-math-1.5b --benchmarks aime24 math500 --k 16 \\
+             --template chat --max-new-tokens 4096 --out eval/qwen
+
+Writes ``results.json`` (settings, model source, every `SuiteResult`), ``results.md``
+(summary tables) and ``passk.png`` (pass@k curves per suite) to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_run_model", "load_hf_model", "parse_tiers", "build_parser", "eval_main"]
+
+
+def _read_run_config(run_dir: Path):
+    import ml_collections
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no config.json (is it an upt_jax run directory?)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_run_model(run_dir: str | os.PathLike, *, step: int | None = None, tokenizer: str | None = None):
+    """``(model, tokenizer, config, step)`` from an upt_jax run directory.
+
+    The model is rebuilt from the run's saved ``config.json`` with the trainer's
+    ``build_model`` (same preset, overrides, dtypes and special token ids) and its parameters
+    are replaced by those of ``checkpoints/<step>`` (default: the newest step that restores;
+    unusable newer steps are logged and skipped). ``tokenizer`` overrides ``config.tokenizer``.
+    """
+    import jax
+    from flax import nnx
+
+    from upt_jax.data import load_tokenizer
+    from upt_jax.train.checkpoint import CheckpointError, restore_params
+    from upt_jax.train.trainer import build_model
+
+    run_dir = Path(run_dir)
+    config = _read_run_config(run_dir)
+    tok = load_tokenizer(tokenizer or config.get("tokenizer", "char"))
+    mc = config.model
+    if mc.init == "checkpoint":
+        # the architecture is the preset's; the previous stage's params are overwritten anyway
+        mc.init = "preset"
+    special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
+    model = build_model(mc, vocab_size=tok.vocab_size, special=special)
+    ckpt_dir = run_dir / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(model))
+    if step is not None:
+        candidates = [int(step)]
+    else:
+        candidates = sorted((int(p.name) for p in ckpt_dir.iterdir()
+                             if p.is_dir() and p.name.isdigit()), reverse=True)
+        if not candidates:
+            raise CheckpointError(f"no checkpoint in {ckpt_dir}")
+    errors = []
+    for s in candidates:
+        try:
+            params = restore_params(ckpt_dir, abstract, step=s)
+        except CheckpointError as e:
+            if step is not None:
+                raise
+            log.warning("skipping checkpoint step %d of %s: %s", s, run_dir, e)
+            errors.append(f"step {s}: {e}")
+            continue
+        nnx.update(model, params)
+        return model, tok, config, s
+    raise CheckpointError(f"no usable checkpoint in {ckpt_dir}: " + "; ".join(errors))
+
+
+def load_hf_model(hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dtype: str | None = None,
+                  tokenizer: str | None = None):
+    """``(model, tokenizer)`` from a Hugging Face directory (tokenizer from the same directory
+    unless ``tokenizer`` names another, or ``"char"``)."""
+    from upt_jax.data import load_tokenizer
+    from upt_jax.models import load_hf_checkpoint
+
+    model = load_hf_checkpoint(hf_dir, param_dtype=param_dtype, dtype=dtype)
+    return model, load_tokenizer(tokenizer or hf_dir)
+
+
+def parse_tiers(values: Sequence[str] | None) -> tuple[str, ...]:
+    """Tier names, comma or space separated; ``train``, ``ood``, ``all``, ``easy``, ``medium``,
+    ``hard`` expand to their groups."""
+    from upt_jax.data import synthetic
+
+    groups = {"train": synthetic.TRAIN_TIERS, "ood": synthetic.OOD_TIERS,
+              "all": synthetic.TRAIN_TIERS + synthetic.OOD_TIERS, "easy": synthetic.EASY_TIERS,
+              "medium": synthetic.MEDIUM_TIERS, "hard": synthetic.HARD_TIERS}
+    out: list[str] = []
+    for v in values or ():
+        for name in filter(None, (x.strip() for x in v.split(","))):
+            if name in groups:
+                out.extend(groups[name])
+            elif name in synthetic.TIERS:
+                out.append(name)
+            else:
+                raise SystemExit(f"upt eval: unknown tier {name!r}; tiers: {', '.join(synthetic.TIERS)} "
+                                 f"or groups {', '.join(groups)}")
+    return tuple(dict.fromkeys(out))
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    return [x.strip() for v in values or () for x in v.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from upt_jax.eval.evaluate import DEFAULT_EVAL_SEED
+
+    p = argparse.ArgumentParser(
+        prog="upt eval",
+        description="pass@k / avg@k of a run directory's checkpoint or a Hugging Face model on the "
+                    "synthetic tiers and/or the bundled benchmarks")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", help="an upt_jax run directory (config.json + checkpoints/)")
+    src.add_argument("--hf-dir", help="a Hugging Face checkpoint directory (with its tokenizer)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step of --run-dir (default: latest)")
+    p.add_argument("--tokenizer", default=None,
+                   help="override the tokenizer (\"char\" or a directory; default: the run's / the HF dir)")
+    p.add_argument("--tiers", nargs="*", default=None,
+                   help="synthetic tiers or groups (train, ood, all, easy, medium, hard); default: "
+                        "train + ood when no --benchmarks are given")
+    p.add_argument("--benchmarks", nargs="*", default=None,
+                   help="bundled benchmarks (aime24 aime25 amc23 math500 minerva olympiadbench gpqa_diamond)")
+    p.add_argument("--benchmark-limit", type=int, default=None, help="first N items of each benchmark")
+    p.add_argument("--k", type=int, default=8, help="samples per question")
+    p.add_argument("--n-per-tier", type=int, default=100, help="questions per synthetic tier")
+    p.add_argument("--data-seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of the synthetic questions")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--template", default=None, choices=("plain", "zero", "chat"),
+                   help="prompt template (default: the run's data.template, else zero)")
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--batch-questions", type=int, default=64, help="questions per generate call")
+    p.add_argument("--param-dtype", default="float32", help="--hf-dir only")
+    p.add_argument("--timeout-s", type=float, default=5.0, help="verifier time limit per answer")
+    p.add_argument("--name", default=None, help="row label in the tables (default: the directory name)")
+    p.add_argument("--out", default=None, help="output directory (default: <run-dir>/eval or ./eval)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def eval_main(argv: Sequence[str]) -> dict:
+    """Parse ``argv`` (after ``eval``), evaluate, write the three files; returns results.json's
+    content."""
+    import jax
+
+    from upt_jax.data import synthetic
+    from upt_jax.eval import report
+    from upt_jax.eval.evaluate import benchmark_suites, evaluate, synthetic_suites
+
+    args = build_parser().parse_args(list(argv))
+    if args.k < 1 or args.n_per_tier < 1:
+        raise SystemExit("upt eval: --k and --n-per-tier must be ≥ 1")
+    tiers = parse_tiers(args.tiers) if args.tiers is not None else (
+        () if args.benchmarks else synthetic.TRAIN_TIERS + synthetic.OOD_TIERS)
+    benchmarks = _split(args.benchmarks)
+    if not tiers and not benchmarks:
+        raise SystemExit("upt eval: nothing to evaluate (give --tiers and/or --benchmarks)")
+
+    t0 = time.time()
+    if args.run_dir:
+        model, tok, config, step = load_run_model(args.run_dir, step=args.step, tokenizer=args.tokenizer)
+        template = args.template or config.data.get("template", "zero")
+        system_prompt = args.system_prompt if args.system_prompt is not None else config.data.get("system_prompt")
+        source = {"run_dir": os.path.abspath(args.run_dir), "step": step, "experiment": config.get("name")}
+        name = args.name or Path(args.run_dir).resolve().name
+        out = args.out or os.path.join(args.run_dir, "eval")
+    else:
+        model, tok = load_hf_model(args.hf_dir, param_dtype=args.param_dtype, tokenizer=args.tokenizer)
+        template, system_prompt = args.template or "zero", args.system_prompt
+        source = {"hf_dir": os.path.abspath(args.hf_dir)}
+        name = args.name or Path(args.hf_dir).resolve().name
+        out = args.out or "eval"
+    load_s = time.time() - t0
+
+    suites = {}
+    if tiers:
+        suites.update(synthetic_suites(tiers, args.n_per_tier, args.data_seed))
+    if benchmarks:
+        try:
+            suites.update(benchmark_suites(benchmarks, args.benchmark_limit))
+        except KeyError as e:
+            raise SystemExit(f"upt eval: {e.args[0]}") from None
+    settings = dict(k=args.k, temperature=args.temperature, top_p=args.top_p,
+                    max_new_tokens=args.max_new_tokens, template=template, system_prompt=system_prompt,
+                    seed=args.seed, data_seed=args.data_seed, n_per_tier=args.n_per_tier, tiers=list(tiers),
+                    benchmarks=list(suites)[len(tiers):], benchmark_limit=args.benchmark_limit,
+                    batch_questions=args.batch_questions)
+    results = evaluate(model, tok, suites, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                       max_new_tokens=args.max_new_tokens, key=jax.random.key(args.seed), template=template,
+                       system_prompt=system_prompt, batch_questions=args.batch_questions,
+                       timeout_s=args.timeout_s, progress=not args.no_progress)
+    id_suites = [t for t in tiers if t in synthetic.TRAIN_TIERS]
+    ood_suites = [t for t in tiers if t in synthetic.OOD_TIERS]
+    runs = {name: results}
+    summary = {
+        "avg@k": {s: r.avg_at_k for s, r in results.items()},
+        f"pass@{args.k}": {s: r.pass_at_k[args.k] for s, r in results.items()},
+    }
+    for label, members in (("id", id_suites), ("ood", ood_suites)):
+        if members:
+            summary[f"{label}_avg@k"] = sum(results[s].avg_at_k for s in members) / len(members)
+            summary[f"{label}_pass@{args.k}"] = sum(results[s].pass_at_k[args.k] for s in members) / len(members)
+    payload = {"name": name, "source": source, "settings": settings, "summary": summary,
+               "results": results, "seconds": {"load": round(load_s, 2), "total": round(time.time() - t0, 2)},
+               "jax": {"version": jax.__version__, "backend": jax.default_backend()}}
+
+    os.makedirs(out, exist_ok=True)
+    report.write_json(os.path.join(out, "results.json"), payload)
+    groups = dict(id_suites=id_suites or None, ood_suites=ood_suites or None)
+    md = [f"# Evaluation: {name}", "",
+          f"Source: `{json.dumps(source)}`  ",
+          f"k={args.k}, temperature={args.temperature}, top_p={args.top_p}, "
+          f"max_new_tokens={args.max_new_tokens}, template={template}, seed={args.seed}, "
+          f"data_seed={args.data_seed}", "",
+          f"## avg@{args.k} (%)", "", report.results_table(runs, metric="avg@k", **groups),
+          f"## pass@{args.k} (%)", "", report.results_table(runs, metric=f"pass@{args.k}", **groups),
+          "## Per suite", "", report.suite_table(results)]
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(md))
+    report.plot_pass_at_k(runs, os.path.join(out, "passk.png"), title=name)
+    print(report.results_table(runs, metric="avg@k", **groups))
+    print(f"wrote {out}/results.json, results.md, passk.png in {time.time() - t0:.1f}s")
+    return json.loads(json.dumps(report.results_to_json(payload)))
