@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.recipe = ml_collections.ConfigDict()
     c.recipe.name = "grpo"
     c.recipe.hparams = ml_collections.ConfigDict(type_safe=False)
-    c.mode = "online"  # online (rollouts) | offline (demonstrations only, e.g. SFT)
+    c.mode = "online"  # online (rollouts) | offline (demonstrations: SFT) | preference (pairs: DPO)
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.n = 8
@@ -70,6 +70,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.skip_grad_norm = ml_collections.FieldReference(None, field_type=float)
     c.train.max_nonfinite_in_a_row = 5
     c.train.logprob_chunk = 128
+
+    c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2))  # PPO's value model
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 

@@ -24,6 +24,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from upt_jax.models.logprobs import sequence_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,42 @@ def _uses_demos(config) -> bool:
     return any(t.demo is not None for t in get_recipe(config).terms)
 
 
+def _advantage_parts(recipe):
+    return [p.advantage for t in recipe.terms for _, p in t.roles()]
+
+
+def needs_reference(recipe) -> bool:
+    """KL to a frozen reference, or a preference loss measured against one (DPO, IPO)."""
+    return any(t.kl is not None for t in recipe.terms) or any(
+        a.name in ("dpo", "ipo") for a in _advantage_parts(recipe))
+
+
+def critic_spec(recipe):
+    """``(gamma, lam, kl_penalty_or_None)`` when the recipe's advantage is GAE (PPO), else None."""
+    for t in recipe.terms:
+        for _, p in t.roles():
+            if p.advantage.name == "gae":
+                kw = p.advantage.kw
+                kl = t.kl if t.kl is not None and t.kl.where == "reward" else None
+                return kw.get("gamma", 1.0), kw.get("lam", 0.95), kl
+    return None
+
+
+def preference_pair(record) -> tuple[str, str]:
+    """``(chosen, rejected)`` of a record; a synthetic record without a rejected answer gets its
+    demonstration as ``chosen`` and the same demonstration ending in a wrong answer as ``rejected``."""
+    if record.get("chosen") and record.get("rejected"):
+        return record["chosen"], record["rejected"]
+    demo, answer = record.get("demonstration"), record.get("answer")
+    if not demo or answer is None:
+        raise ValueError(f"record {record.get('id')} has neither chosen/rejected nor a demonstration")
+    wrong = str(int(answer) + 1) if str(answer).lstrip("-").isdigit() else str(answer) + "0"
+    tail = "\\boxed{" + str(answer) + "}"
+    if tail not in demo:
+        raise ValueError(f"record {record.get('id')}: demonstration does not end in {tail}")
+    return demo, demo.replace(tail, "\\boxed{" + wrong + "}")
+
+
 def _validate(config, records) -> None:
     n_devices = jax.device_count()
     m = config.mesh
@@ -142,8 +181,9 @@ class Trainer:
         self.recipe = get_recipe(config)
         self.with_demos = _uses_demos(config)
         self.online = config.mode == "online"
-        if config.mode not in ("online", "offline"):
-            raise ValueError(f"config.mode must be online or offline, not {config.mode!r}")
+        if config.mode not in ("online", "offline", "preference"):
+            raise ValueError(f"config.mode must be online, offline or preference, not {config.mode!r}")
+        self.preference = config.mode == "preference"
         m = config.mesh
         self.mesh = make_mesh(m.data, m.fsdp, m.tensor) if jax.device_count() > 1 else None
         special = dict(eos_token_id=self.tok.eos_id, bos_token_id=self.tok.bos_id,
@@ -155,7 +195,10 @@ class Trainer:
                                  max_grad_norm=t.max_grad_norm)
         self.graphdef, self.state, self.shardings = create_train_state(model, self.tx, seed=config.seed,
                                                                        mesh=self.mesh)
-        self.group_size = (config.rollout.n + int(self.with_demos)) if self.online else 1
+        if self.online:
+            self.group_size = config.rollout.n + int(self.with_demos)
+        else:
+            self.group_size = 2 if self.preference else 1
         rows = t.questions_per_step * self.group_size
         if self.mesh is not None and rows % (self.mesh.shape["data"] * self.mesh.shape["fsdp"]):
             raise ValueError(f"a step's {rows} rows (questions_per_step × group size) do not split over "
@@ -165,6 +208,13 @@ class Trainer:
                                        group_size=self.group_size, skip_grad_norm=t.skip_grad_norm,
                                        mesh=self.mesh, shardings=self.shardings)
         self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh) if self.online else None
+        self._logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
+            nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk))
+        # the frozen reference: the initial parameters (a copy: the train state's are donated)
+        self.ref_params = jax.tree.map(jnp.copy, self.state.params) if needs_reference(self.recipe) else None
+        self.critic = critic_spec(self.recipe)
+        if self.critic is not None:
+            self._init_critic(model)
         self.verifier = Verifier(config.data.verifier) if self.online else None
         self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
                                     batch_size=t.questions_per_step, drop_remainder=True)
@@ -177,6 +227,49 @@ class Trainer:
         with open(os.path.join(config.run_dir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
+    # ------------------------------------------------------------------ critic (PPO)
+    def _init_critic(self, model):
+        from upt_jax.models.value import value_loss, value_model_from
+        from upt_jax.train.checkpoint import Checkpointer
+        from upt_jax.train.state import create_train_state, make_optimizer
+        from upt_jax.train.step import Objective, make_train_step
+
+        t, cc = self.config.train, self.config.critic
+        critic = value_model_from(model, seed=self.config.seed)
+        self.critic_tx = make_optimizer(cc.learning_rate, max_grad_norm=t.max_grad_norm)
+        self.critic_graphdef, self.critic_state, self.critic_shardings = create_train_state(
+            critic, self.critic_tx, seed=self.config.seed, mesh=self.mesh)
+
+        def sums(m, batch):
+            v = m(batch["tokens"], batch["attention_mask"])
+            s, _ = value_loss(v, batch["values"], batch["returns"], batch["mask"], clip=cc.clip)
+            return {"value": s}, {}
+
+        objective = Objective(denominators=lambda b: {"value": jnp.sum(b["mask"])}, sums=sums)
+        self.critic_step = make_train_step(self.critic_graphdef, self.critic_tx, objective,
+                                           num_microbatches=t.microbatches, group_size=self.group_size,
+                                           mesh=self.mesh, shardings=self.critic_shardings)
+        self.critic_ckpt = Checkpointer(os.path.join(self.config.run_dir, "checkpoints_critic"),
+                                        keep=self.config.checkpoint.keep, save_every=self.config.checkpoint.every,
+                                        async_save=self.config.checkpoint.async_save)
+        self._values_fn = jax.jit(lambda params, tokens, attn: nnx.merge(self.critic_graphdef, params)(
+            tokens, attn))
+
+    def _critic_inputs(self, batch):
+        """Old values and GAE returns for the critic (the same rewards the policy's GAE sees)."""
+        from upt_jax import upge
+
+        gamma, lam, kl = self.critic
+        values = self._values_fn(self.critic_state.params, batch["tokens"], batch["attention_mask"])
+        values = values * batch["mask"]
+        if kl is not None:
+            tok_rewards = upge.kl_penalised_rewards(batch["rewards"], batch["old_logp"], batch["ref_logp"],
+                                                    batch["mask"], kl.coef, kl.kind)
+        else:
+            tok_rewards = upge.last_token_rewards(batch["rewards"], batch["mask"])
+        _, returns = upge.gae_advantages(tok_rewards, values, batch["mask"], gamma, lam)
+        return values, returns
+
     # ------------------------------------------------------------------ resume
     def _resume(self):
         from upt_jax.train.checkpoint import abstract_with_shardings
@@ -187,6 +280,9 @@ class Trainer:
             return
         abstract = abstract_with_shardings(self.state, self.shardings)
         self.state, extra = self.ckpt.restore(abstract)
+        if self.critic is not None:
+            self.critic_state, _ = self.critic_ckpt.restore(
+                abstract_with_shardings(self.critic_state, self.critic_shardings), step=extra["step"])
         self.data_iter = iter(self.dataset)
         self.data_iter.set_state(extra["data_iterator"])
         step = int(self.state.step)
@@ -219,6 +315,12 @@ class Trainer:
 
         prompts = [self._prompt_ids(r["question"]) for r in records]
         timing, info = {}, {}
+        if self.preference:
+            pairs = [preference_pair(r) for r in records]
+            resp = [self.tok.encode(x) + [self.tok.eos_id] for pair in pairs for x in pair]
+            rows = pack_rows([p for p in prompts for _ in range(2)], resp, pad_id=self.tok.pad_id)
+            info["response_length"] = float(np.mean([len(x) for x in resp]))
+            return rows, info, timing
         if not self.online:
             demos = [self._demo_ids(r) for r in records]
             rows = pack_rows(prompts, demos, pad_id=self.tok.pad_id)
@@ -273,6 +375,14 @@ class Trainer:
             info["gate/sft_frac"] = float(np.mean(pass_rate <= gamma))
         return rows, info, timing
 
+    def _place(self, batch):
+        """Batch arrays onto the mesh, rows over ``('data', 'fsdp')`` (as the jitted steps expect)."""
+        if self.mesh is None:
+            return batch
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        return jax.device_put(batch, NamedSharding(self.mesh, P(("data", "fsdp"))))
+
     def train_step(self):
         """One step: data → (rollouts, rewards) → update(s). Returns the metrics dict."""
         t_start = time.perf_counter()
@@ -283,9 +393,23 @@ class Trainer:
         rows.pop("truncated")
         batch = {k: jnp.asarray(v) for k, v in rows.items()}
         t0 = time.perf_counter()
+        if self.ref_params is not None:
+            batch["ref_logp"] = self._logp_fn(self.ref_params, batch["tokens"], batch["attention_mask"]) \
+                * batch["mask"]
+        critic_m = {}
+        if self.critic is not None:
+            batch["values"], returns = self._critic_inputs(batch)
+            critic_batch = dict(tokens=batch["tokens"], attention_mask=batch["attention_mask"],
+                                mask=batch["mask"], values=batch["values"], returns=returns)
+        batch = self._place(batch)
+        if self.critic is not None:
+            critic_batch = self._place(critic_batch)
         for _ in range(self.config.train.update_epochs):
             self.state, m = self.step_fn(self.state, batch)
+            if self.critic is not None:
+                self.critic_state, critic_m = self.critic_step(self.critic_state, critic_batch)
         m = jax.device_get(m)
+        m.update({f"critic/{k}": v for k, v in jax.device_get(critic_m).items() if not k.startswith("denom")})
         timing["update_s"] = time.perf_counter() - t0
         metrics = {k: float(v) for k, v in m.items()}
         metrics.update(info)
@@ -308,6 +432,8 @@ class Trainer:
         step = int(self.state.step) // max(1, self.config.train.update_epochs)
         extra = dict(data_iterator=self.data_iter.get_state(), config=json.loads(
             self.config.to_json_best_effort()), step=step)
+        if self.critic is not None:
+            self.critic_ckpt.save(step, self.critic_state, dict(step=step), force=force)
         return self.ckpt.save(step, self.state, extra, force=force)
 
     def run(self) -> list[dict]:
@@ -336,12 +462,16 @@ class Trainer:
                     self._save()
             self._save(force=True)
             self.ckpt.wait()
+            if self.critic is not None:
+                self.critic_ckpt.wait()
         finally:
             bar.close()
         return history
 
     def close(self):
         self.ckpt.close()
+        if self.critic is not None:
+            self.critic_ckpt.close()
         if self.verifier is not None:
             self.verifier.close()
 
