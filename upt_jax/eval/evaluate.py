@@ -89,8 +89,12 @@ class SuiteResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SuiteResult":
+        """Inverse of `to_dict`, also after JSON (where NaN was written as null)."""
+        num = lambda v: float("nan") if v is None else float(v)  # noqa: E731
         d = dict(d)
-        d["pass_at_k"] = {int(j): float(v) for j, v in d["pass_at_k"].items()}
+        d["pass_at_k"] = {int(j): num(v) for j, v in d["pass_at_k"].items()}
+        for f in ("avg_at_k", "mean_response_length", "truncated_frac"):
+            d[f] = num(d[f])
         return cls(**d)
 
 
