@@ -26,4 +26,6 @@ def get_config(arg: str | None = None):
     c.run_dir = f"runs/{name}"
     c.recipe.name = name
     c.mode = "online"
+    if name == "dapo":
+        c.train.dynamic_sampling = True
     return c

@@ -178,3 +178,21 @@ def test_dpo_raises_the_chosen_margin(tmp_path):
     finally:
         t.close()
     assert after > before + 1e-3, (before, after)
+
+
+def test_dapo_dynamic_sampling_keeps_only_groups_with_signal(tmp_path):
+    c = shrink(grpo.get_config("dapo"), tmp_path / "dapo", steps=1)
+    assert c.train.dynamic_sampling
+    c.rollout.n = 4
+    c.train.dynamic_sampling_max_draws = 8
+    t = Trainer(c)
+    t.verifier = _CoinVerifier()
+    try:
+        rows, info, _ = t._batch(next(t.data_iter), jax.random.key(0))
+    finally:
+        t.close()
+    rewards = rows["rewards"].reshape(-1, 4)
+    assert rewards.shape[0] == c.train.questions_per_step
+    assert info["dynamic_sampling/groups_drawn"] >= rewards.shape[0]
+    if "dynamic_sampling/short" not in info:
+        assert np.all(np.ptp(rewards, axis=1) > 0), rewards

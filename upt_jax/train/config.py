@@ -69,6 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.max_grad_norm = 1.0
     c.train.skip_grad_norm = ml_collections.FieldReference(None, field_type=float)
     c.train.max_nonfinite_in_a_row = 5
+    c.train.dynamic_sampling = False  # DAPO: keep drawing until every group has reward variance
+    c.train.dynamic_sampling_max_draws = 4
     c.train.logprob_chunk = 128
 
     c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2))  # PPO's value model

@@ -308,6 +308,34 @@ class Trainer:
                              f"{self.recipe.name} needs")
         return self.tok.encode(demo) + [self.tok.eos_id]
 
+    def _rollouts(self, records, prompts, key, timing) -> list[dict]:
+        """Sample ``n`` responses per question and score them: one dict per question."""
+        from upt_jax.sampling import SamplingParams
+
+        rc = self.config.rollout
+        params = SamplingParams(max_new_tokens=rc.max_new_tokens, temperature=rc.temperature,
+                                top_k=rc.top_k, top_p=rc.top_p, n=rc.n, stop_token_ids=self.tok.stop_ids)
+        t0 = time.perf_counter()
+        out = self.sampler.generate(prompts, key, params, state=self.state.params)
+        timing["rollout_s"] += time.perf_counter() - t0
+        timing["rollout_compile_s"] += out.compile_s
+        t0 = time.perf_counter()
+        texts = [self.tok.decode(out.tokens[i, :out.lengths[i]]) for i in range(len(out.lengths))]
+        golds = [records[j]["answer"] for j in out.prompt_index]
+        rewards = self.verifier.scores(texts, golds)
+        timing["reward_s"] += time.perf_counter() - t0
+        n, groups = rc.n, []
+        for j, record in enumerate(records):
+            idx = range(j * n, (j + 1) * n)
+            groups.append(dict(
+                record=record, prompt=prompts[j], rewards=np.asarray(rewards[j * n:(j + 1) * n], np.float32),
+                responses=[out.tokens[i, :out.lengths[i]].tolist() for i in idx],
+                logp=[out.logprobs[i, :out.lengths[i]] for i in idx],
+                sampling_logp=[out.sampling_logprobs[i, :out.lengths[i]] for i in idx],
+                finished=[bool(out.finished[i]) for i in idx]))
+        self._last_groups = groups
+        return groups
+
     def _batch(self, records, key):
         """Rows, rewards and host-side metrics for one step."""
         from upt_jax.sampling import SamplingParams
@@ -326,31 +354,41 @@ class Trainer:
             rows = pack_rows(prompts, demos, pad_id=self.tok.pad_id)
             info["response_length"] = float(np.mean([len(d) for d in demos]))
             return rows, info, timing
-        rc = self.config.rollout
-        params = SamplingParams(max_new_tokens=rc.max_new_tokens, temperature=rc.temperature,
-                                top_k=rc.top_k, top_p=rc.top_p, n=rc.n, stop_token_ids=self.tok.stop_ids)
-        t0 = time.perf_counter()
-        out = self.sampler.generate(prompts, key, params, state=self.state.params)
-        timing["rollout_s"] = time.perf_counter() - t0
-        timing["rollout_compile_s"] = out.compile_s
-        t0 = time.perf_counter()
-        texts = [self.tok.decode(out.tokens[i, :out.lengths[i]]) for i in range(len(out.lengths))]
-        golds = [records[j]["answer"] for j in out.prompt_index]
-        rewards = self.verifier.scores(texts, golds)
-        timing["reward_s"] = time.perf_counter() - t0
-        q, n = len(records), rc.n
+        q, n = len(records), self.config.rollout.n
+        groups, drawn, tries = [], 0, 0
+        timing.update(rollout_s=0.0, rollout_compile_s=0.0, reward_s=0.0)
+        dynamic = self.config.train.dynamic_sampling
+        while True:
+            for g in self._rollouts(records, prompts, jax.random.fold_in(key, tries), timing):
+                drawn += 1
+                # DAPO dynamic sampling: a group whose rewards are all equal has no signal
+                if not dynamic or np.ptp(g["rewards"]) > 0:
+                    groups.append(g)
+            tries += 1
+            if len(groups) >= q or tries >= max(1, self.config.train.dynamic_sampling_max_draws):
+                break
+            records = next(self.data_iter)
+            prompts = [self._prompt_ids(r["question"]) for r in records]
+        if dynamic:
+            info["dynamic_sampling/groups_drawn"] = float(drawn)
+            info["dynamic_sampling/kept_frac"] = len(groups) / drawn
+            if len(groups) < q:  # out of draws: fill with signal-free groups (zero advantage)
+                log.warning("dynamic sampling kept %d of %d groups after %d draws", len(groups), q, tries)
+                info["dynamic_sampling/short"] = float(q - len(groups))
+                groups += [g for g in self._last_groups if np.ptp(g["rewards"]) == 0][: q - len(groups)]
+        groups = groups[:q]
         row_prompts, row_resp, row_logp, row_rollout_logp, row_rewards, is_demo = [], [], [], [], [], []
-        for j in range(q):
-            for i in range(j * n, (j + 1) * n):
-                row_prompts.append(prompts[j])
-                row_resp.append(out.tokens[i, :out.lengths[i]].tolist())
-                row_logp.append(out.logprobs[i, :out.lengths[i]])
-                row_rollout_logp.append(out.sampling_logprobs[i, :out.lengths[i]])
-                row_rewards.append(rewards[i])
+        for g in groups:
+            for i in range(n):
+                row_prompts.append(g["prompt"])
+                row_resp.append(g["responses"][i])
+                row_logp.append(g["logp"][i])
+                row_rollout_logp.append(g["sampling_logp"][i])
+                row_rewards.append(g["rewards"][i])
                 is_demo.append(False)
             if self.with_demos:
-                demo = self._demo_ids(records[j])
-                row_prompts.append(prompts[j])
+                demo = self._demo_ids(g["record"])
+                row_prompts.append(g["prompt"])
                 row_resp.append(demo)
                 row_logp.append(np.zeros(len(demo), np.float32))  # unknown behaviour policy
                 row_rollout_logp.append(np.zeros(len(demo), np.float32))
@@ -360,16 +398,18 @@ class Trainer:
                          response_values=dict(old_logp=row_logp, rollout_logp=row_rollout_logp))
         rows["rewards"] = np.asarray(row_rewards, np.float32)
         rows["is_demo"] = np.asarray(is_demo, bool)
-        pass_rate = rewards.reshape(q, n).mean(axis=1)
-        gamma = float(self.config.recipe.hparams.get("gamma", 0.0)) if "gamma" in self.config.recipe.hparams \
-            else 0.0
+        rewards = np.stack([g["rewards"] for g in groups])
+        pass_rate = (rewards > 0.5).mean(axis=1)
+        hp = self.config.recipe.hparams
+        gamma = float(hp["gamma"]) if "gamma" in hp else 0.0
+        lengths = np.asarray([len(x) for g in groups for x in g["responses"]])
         info.update({
             "reward/mean": float(rewards.mean()),
             "pass_rate/mean": float(pass_rate.mean()),
             "pass_rate/all_zero_frac": float(np.mean(pass_rate == 0)),
             "pass_rate/all_one_frac": float(np.mean(pass_rate == 1)),
-            "response_length": float(out.lengths.mean()),
-            "finished_frac": float(out.finished.mean()),
+            "response_length": float(lengths.mean()),
+            "finished_frac": float(np.mean([f for g in groups for f in g["finished"]])),
         })
         if self.with_demos:
             info["gate/sft_frac"] = float(np.mean(pass_rate <= gamma))
