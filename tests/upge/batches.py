@@ -27,7 +27,7 @@ def _garbage(rng, x, mask, scale=30.0):
   return np.where(m > 0, x, rng.normal(size=x.shape) * scale).astype(np.float32)
 
 
-def random_batch(seed, b=16, t=7, group_size=4, *, demo_last=False, vocab=None,
+def random_batch(seed, b=16, t=8, group_size=4, *, demo_last=False, vocab=None,
                  old_noise=0.3, holes=False, binary_rewards=True, min_len=1,
                  pad_scale=30.0):
   """A random batch with every key any recipe may need.
@@ -102,7 +102,7 @@ _BASE = {'grpo_kl': 'grpo', 'reinforce_pp_plain': 'reinforce_pp',
          'distill_fkl_topk': 'distill_fkl'}
 
 
-def recipe_case(key, seed=0, b=16, t=7):
+def recipe_case(key, seed=0, b=16, t=8):
   """``(recipe, logp, batch, group_size)`` for a `RECIPE_SETUPS` key.
 
   For vocabulary-level recipes ``logp`` is the student's log-softmax ``[B, T, V]``.

@@ -38,7 +38,7 @@ def _assert_grads(mine, textbook, args):
     np.testing.assert_allclose(a, b, rtol=0, atol=ATOL)
 
 
-def _batch(seed, b=16, t=9, g=4, **kw):
+def _batch(seed, b=16, t=8, g=4, **kw):
   return random_batch(seed, b=b, t=t, group_size=g, pad_scale=1.0, **kw)
 
 
@@ -106,7 +106,7 @@ def test_kl_estimators_equal_textbook(kind):
 
 # ----------------------------------------------------------------------------- rollouts + demonstrations
 
-def _with_demos(seed, num_groups=4, g=3, t=9):
+def _with_demos(seed, num_groups=4, g=3, t=8):
   """Textbook-style inputs (rollouts, one demo per question) and the library's combined batch."""
   logp, roll = _batch(seed, b=num_groups * g, t=t, g=g)
   demo_logp, demo = _batch(seed + 100, b=num_groups, t=t, g=1)
@@ -161,7 +161,7 @@ def test_srft_gradient_equals_textbook(seed):
 
 # ----------------------------------------------------------------------------- preference
 
-def _pairs(seed, p=6, t=9):
+def _pairs(seed, p=8, t=8):
   rng = np.random.default_rng(seed)
   cl, cb = _batch(seed, b=p, t=t, g=1)
   rl, rb = _batch(seed + 50, b=p, t=t, g=1)

@@ -22,9 +22,9 @@ SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
 @st.composite
 def ragged(draw, groups=False):
   """Ragged batches; shapes come from a small set so that XLA caches are reused."""
-  b = draw(st.sampled_from([3, 6]))
+  b = draw(st.sampled_from([6]))
   g = draw(st.sampled_from([d for d in (1, 2, 3) if b % d == 0])) if groups else 1
-  t = draw(st.sampled_from([1, 5, 8]))
+  t = draw(st.sampled_from([1, 8]))
   lengths = draw(hnp.arrays(np.int64, b, elements=st.integers(1, t)))
   mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
   vals = lambda lo, hi: draw(hnp.arrays(np.float32, (b, t), elements=st.floats(
