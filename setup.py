@@ -29,6 +29,8 @@ TEST = [
     "torch==2.13.0",
     # writes the `save_to_disk` fixtures the Arrow reader is tested on.
     "datasets>=3",
+    # the optional TensorBoard writer (extra "tb") is tested too.
+    "tensorboardX>=2.6",
 ]
 
 setup(
@@ -44,6 +46,7 @@ setup(
         "test": TEST,
         "dev": TEST + ["ruff", "jupytext"],
         "tfds": ["tensorflow-datasets"],
+        "tb": ["tensorboardX>=2.6"],
     },
     entry_points={"console_scripts": ["upt=upt_jax.cli:main"]},
 )

@@ -196,3 +196,18 @@ def test_dapo_dynamic_sampling_keeps_only_groups_with_signal(tmp_path):
     assert info["dynamic_sampling/groups_drawn"] >= rewards.shape[0]
     if "dynamic_sampling/short" not in info:
         assert np.all(np.ptp(rewards, axis=1) > 0), rewards
+
+
+def test_tensorboard_and_jsonl_metrics(tmp_path):
+    from upt_jax.train.metrics_log import read_metrics
+
+    c = shrink(sft.get_config(), tmp_path / "tb", steps=2)
+    c.log.tensorboard = True
+    train(c)
+    rows = read_metrics(str(tmp_path / "tb"))
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(np.isfinite(r["nll"]) and r["nll"] > 0 for r in rows)
+    events = os.listdir(tmp_path / "tb" / "tensorboard")
+    assert any(e.startswith("events.out.tfevents") for e in events)
+    size = sum(os.path.getsize(tmp_path / "tb" / "tensorboard" / e) for e in events)
+    assert size > 200  # scalars were written, not only the header

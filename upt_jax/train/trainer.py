@@ -221,7 +221,9 @@ class Trainer:
         self.data_iter = iter(self.dataset)
         self.ckpt = Checkpointer(os.path.join(config.run_dir, "checkpoints"), keep=config.checkpoint.keep,
                                  save_every=config.checkpoint.every, async_save=config.checkpoint.async_save)
-        self.metrics_path = os.path.join(config.run_dir, "metrics.jsonl")
+        from upt_jax.train.metrics_log import MetricsWriter
+
+        self.metrics_log = MetricsWriter(config.run_dir, tensorboard=config.log.tensorboard)
         self.nonfinite_in_a_row = 0
         self._resume()
         with open(os.path.join(config.run_dir, "config.json"), "w") as f:
@@ -275,8 +277,7 @@ class Trainer:
         from upt_jax.train.checkpoint import abstract_with_shardings
 
         if self.ckpt.latest_step() is None:
-            if os.path.exists(self.metrics_path):
-                os.remove(self.metrics_path)  # a fresh run: stale metrics from a run that saved nothing
+            self.metrics_log.reset()  # a fresh run: stale metrics from a run that saved nothing
             return
         abstract = abstract_with_shardings(self.state, self.shardings)
         self.state, extra = self.ckpt.restore(abstract)
@@ -287,11 +288,7 @@ class Trainer:
         self.data_iter.set_state(extra["data_iterator"])
         step = int(self.state.step)
         log.info("resumed %s at step %d", self.config.run_dir, step)
-        if os.path.exists(self.metrics_path):  # drop metrics of steps after the checkpoint
-            with open(self.metrics_path) as f:
-                keep = [line for line in f if json.loads(line).get("step", 0) <= step]
-            with open(self.metrics_path, "w") as f:
-                f.writelines(keep)
+        self.metrics_log.truncate_after(extra.get("step", step))
 
     # ------------------------------------------------------------------ one step
     def _prompt_ids(self, question: str) -> list[int]:
@@ -488,8 +485,7 @@ class Trainer:
             for _ in range(start, total):
                 metrics = self.train_step()
                 history.append(metrics)
-                with open(self.metrics_path, "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
+                self.metrics_log.write(metrics)
                 bar.update(1)
                 bar.set_postfix({k: round(metrics[k], 3) for k in ("loss", "reward/mean") if k in metrics})
                 if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_in_a_row:
@@ -509,6 +505,7 @@ class Trainer:
         return history
 
     def close(self):
+        self.metrics_log.close()
         self.ckpt.close()
         if self.critic is not None:
             self.critic_ckpt.close()

@@ -1,0 +1,60 @@
+"""Per-step metrics: JSONL always, TensorBoard when asked (``log.tensorboard=True``).
+
+``metrics.jsonl`` holds one JSON object per step; on resume the lines after the restored step
+are dropped (they belonged to steps that will be run again). TensorBoard event files go to
+``<run_dir>/tensorboard`` through ``tensorboardX`` (``pip install upt_jax[tb]``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+
+class MetricsWriter:
+    """Appends ``{"step": s, ...}`` dicts to ``<run_dir>/metrics.jsonl`` (and TensorBoard)."""
+
+    def __init__(self, run_dir: str, *, tensorboard: bool = False):
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self._tb = None
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError as e:  # a clear message before any compute
+                raise ImportError("log.tensorboard=True needs tensorboardX: pip install 'upt_jax[tb]'") from e
+            self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the lines of steps after ``step`` (a resumed run will log them again)."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+        with open(self.path, "w") as f:
+            f.writelines(keep)
+
+    def reset(self) -> None:
+        """A fresh run: remove a stale log left by a run that never checkpointed."""
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+    def write(self, metrics: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self._tb is not None:
+            step = int(metrics.get("step", 0))
+            for k, v in metrics.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    """The metrics of a run directory, one dict per step."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
