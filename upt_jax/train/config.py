@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.tokenizer = "char"  # "char" (built-in) or a local tokenizer directory
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"  # synthetic | file
+    c.data.source = "synthetic"  # synthetic | file | corpus (plain LM on synthetic.pretraining_corpus)
     c.data.tiers = synthetic.TRAIN_TIERS
     c.data.n_per_tier = 2000
     c.data.path = ""
@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.template = "zero"  # plain | zero | chat
     c.data.system_prompt = ml_collections.FieldReference(None, field_type=str)
     c.data.verifier = "integer"  # integer (synthetic) | math | exact | choice
+    # source=corpus (mode=offline): documents of synthetic.pretraining_corpus, every token trained on
+    c.data.corpus = ml_collections.ConfigDict(dict(
+        n_docs=20000, tiers=synthetic.EASY_TIERS, demo_fraction=0.75, facts_per_doc=12))
 
     c.recipe = ml_collections.ConfigDict()
     c.recipe.name = "grpo"

@@ -78,8 +78,10 @@ def load_records(config) -> list[dict]:
     dc = config.data
     if dc.source == "synthetic":
         return synthetic.SyntheticSource(tuple(dc.tiers), dc.n_per_tier, seed=config.seed)
+    if dc.source == "corpus":
+        return corpus_records(config)
     if dc.source != "file":
-        raise ValueError(f"config.data.source must be synthetic or file, not {dc.source!r}")
+        raise ValueError(f"config.data.source must be synthetic, file or corpus, not {dc.source!r}")
     task = "sft" if config.mode == "offline" else ("hpt" if _uses_demos(config) else "rl")
     records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,
                                      fields=dict(dc.fields.to_dict()), skip_bad_rows=dc.skip_bad_rows,
@@ -89,6 +91,21 @@ def load_records(config) -> list[dict]:
     if not records:
         raise ValueError(f"no usable rows in {dc.path}")
     return records
+
+
+def corpus_records(config) -> list[dict]:
+    """``config.data.source = "corpus"``: plain language-modelling records ``{"id", "text"}`` of
+    `synthetic.pretraining_corpus` (``config.data.corpus``: ``n_docs``, ``tiers`` (repeat a tier
+    to weight it), ``demo_fraction``, ``facts_per_doc``), rendered with ``config.data.template``
+    as the evaluation prompts are. Offline mode trains on every token of ``text`` (see
+    `Trainer._text_rows`)."""
+    from upt_jax.data import synthetic
+
+    cc = config.data.corpus
+    docs = synthetic.pretraining_corpus(int(cc.n_docs), seed=config.seed, tiers=tuple(cc.tiers),
+                                        demo_fraction=float(cc.demo_fraction),
+                                        facts_per_doc=int(cc.facts_per_doc), template=config.data.template)
+    return [{"id": f"corpus/{config.seed}/{i}", "text": d} for i, d in enumerate(docs)]
 
 
 def get_recipe(config):
@@ -146,6 +163,9 @@ def _validate(config, records) -> None:
     if (-1 in sizes and n_devices % known) or (-1 not in sizes and known != n_devices):
         raise ValueError(f"config.mesh data={m.data} fsdp={m.fsdp} tensor={m.tensor} does not fit "
                          f"{n_devices} devices")
+    if config.data.source == "corpus" and config.mode != "offline":
+        raise ValueError(f"config.data.source=corpus (language modelling) needs mode=offline, not "
+                         f"{config.mode!r}")
     if config.mode == "online" and config.rollout.n < 1:
         raise ValueError("config.rollout.n must be ≥ 1")
     if config.train.questions_per_step < 1 or config.train.steps < 0:
@@ -156,6 +176,11 @@ def _validate(config, records) -> None:
     if len(records) < config.train.questions_per_step:
         raise ValueError(f"{len(records)} training records < questions_per_step "
                          f"{config.train.questions_per_step}")
+    if "://" in str(config.run_dir):  # gs:// (and other object stores): Orbax writes there too
+        from etils import epath
+
+        epath.Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        return
     os.makedirs(config.run_dir, exist_ok=True)
     if not os.access(config.run_dir, os.W_OK):
         raise PermissionError(f"run directory {config.run_dir} is not writable")
@@ -226,8 +251,10 @@ class Trainer:
         self.metrics_log = MetricsWriter(config.run_dir, tensorboard=config.log.tensorboard)
         self.nonfinite_in_a_row = 0
         self._resume()
-        with open(os.path.join(config.run_dir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        if jax.process_index() == 0:  # one writer per run directory (multi-process runs)
+            from etils import epath
+
+            (epath.Path(config.run_dir) / "config.json").write_text(config.to_json_best_effort(indent=2))
 
     # ------------------------------------------------------------------ critic (PPO)
     def _init_critic(self, model):
@@ -277,7 +304,8 @@ class Trainer:
         from upt_jax.train.checkpoint import abstract_with_shardings
 
         if self.ckpt.latest_step() is None:
-            self.metrics_log.reset()  # a fresh run: stale metrics from a run that saved nothing
+            if jax.process_index() == 0:
+                self.metrics_log.reset()  # a fresh run: stale metrics from a run that saved nothing
             return
         abstract = abstract_with_shardings(self.state, self.shardings)
         self.state, extra = self.ckpt.restore(abstract)
@@ -288,7 +316,8 @@ class Trainer:
         self.data_iter.set_state(extra["data_iterator"])
         step = int(self.state.step)
         log.info("resumed %s at step %d", self.config.run_dir, step)
-        self.metrics_log.truncate_after(extra.get("step", step))
+        if jax.process_index() == 0:
+            self.metrics_log.truncate_after(extra.get("step", step))
 
     # ------------------------------------------------------------------ one step
     def _prompt_ids(self, question: str) -> list[int]:
@@ -304,6 +333,16 @@ class Trainer:
             raise ValueError(f"record {record.get('id')} has no demonstration, which recipe "
                              f"{self.recipe.name} needs")
         return self.tok.encode(demo) + [self.tok.eos_id]
+
+    def _text_rows(self, records):
+        """Language-modelling rows: ``text ⧺ EOS``, trained on every token but the first, which
+        is the one-column prompt (no BOS is added: prompts at rollout and evaluation time have
+        none either, so the model sees the same contexts)."""
+        from upt_jax.train.batching import pack_rows
+
+        ids = [self.tok.encode(r["text"]) + [self.tok.eos_id] for r in records]
+        rows = pack_rows([x[:1] for x in ids], [x[1:] for x in ids], pad_id=self.tok.pad_id, prompt_len=1)
+        return rows, {"response_length": float(np.mean([len(x) - 1 for x in ids]))}
 
     def _rollouts(self, records, prompts, key, timing) -> list[dict]:
         """Sample ``n`` responses per question and score them: one dict per question."""
@@ -338,8 +377,10 @@ class Trainer:
         from upt_jax.sampling import SamplingParams
         from upt_jax.train.batching import pack_rows
 
-        prompts = [self._prompt_ids(r["question"]) for r in records]
         timing, info = {}, {}
+        if not self.online and all("text" in r for r in records):
+            return self._text_rows(records) + (timing,)
+        prompts = [self._prompt_ids(r["question"]) for r in records]
         if self.preference:
             pairs = [preference_pair(r) for r in records]
             resp = [self.tok.encode(x) + [self.tok.eos_id] for pair in pairs for x in pair]
@@ -413,12 +454,24 @@ class Trainer:
         return rows, info, timing
 
     def _place(self, batch):
-        """Batch arrays onto the mesh, rows over ``('data', 'fsdp')`` (as the jitted steps expect)."""
+        """Batch arrays onto the mesh, rows over ``('data', 'fsdp')`` (as the jitted steps expect).
+
+        Host (numpy) arrays hold the same global batch on every process (same data order, same
+        sampling keys), so each process hands over the rows of its own devices; this also works
+        when the mesh spans several processes."""
         if self.mesh is None:
             return batch
         from jax.sharding import NamedSharding, PartitionSpec as P
 
-        return jax.device_put(batch, NamedSharding(self.mesh, P(("data", "fsdp"))))
+        sharding = NamedSharding(self.mesh, P(("data", "fsdp")))
+
+        def put(x):
+            if isinstance(x, jax.Array):
+                return jax.device_put(x, sharding)
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+        return jax.tree.map(put, batch)
 
     def train_step(self):
         """One step: data → (rollouts, rewards) → update(s). Returns the metrics dict."""
@@ -428,7 +481,7 @@ class Trainer:
         key = jax.random.fold_in(self.state.key, step)
         rows, info, timing = self._batch(records, key)
         rows.pop("truncated")
-        batch = {k: jnp.asarray(v) for k, v in rows.items()}
+        batch = self._place(rows) if self.mesh is not None else {k: jnp.asarray(v) for k, v in rows.items()}
         t0 = time.perf_counter()
         if self.ref_params is not None:
             batch["ref_logp"] = self._logp_fn(self.ref_params, batch["tokens"], batch["attention_mask"]) \
@@ -480,12 +533,14 @@ class Trainer:
         total = self.config.train.steps
         start = int(self.state.step) // max(1, self.config.train.update_epochs)
         history = []
-        bar = tqdm(total=total, initial=start, desc=self.config.name, disable=not self.config.log.progress)
+        bar = tqdm(total=total, initial=start, desc=self.config.name, disable=not self.config.log.progress
+                   or jax.process_index() != 0)
         try:
             for _ in range(start, total):
                 metrics = self.train_step()
                 history.append(metrics)
-                self.metrics_log.write(metrics)
+                if jax.process_index() == 0:
+                    self.metrics_log.write(metrics)
                 bar.update(1)
                 bar.set_postfix({k: round(metrics[k], 3) for k in ("loss", "reward/mean") if k in metrics})
                 if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_in_a_row:
