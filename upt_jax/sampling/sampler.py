@@ -167,6 +167,16 @@ def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64) -> jax.
     return (blk * block + idx).astype(jnp.int32)
 
 
+def _to_host(x) -> np.ndarray:
+    """Global value of ``x`` as numpy, gathered from every process when the mesh spans several
+    (an array sharded over other processes' devices is not fully addressable)."""
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 def round_up(x: int, buckets: Sequence[int] | int) -> int:
     """Smallest bucket ≥ x: from a sorted list, or a multiple of an int (at least 1)."""
     if isinstance(buckets, int):
@@ -239,22 +249,23 @@ class Sampler:
 
             def body(c):
                 key, sub = jax.random.split(c["key"])
-                model_logp = jax.nn.log_softmax(c["logits"], axis=-1)
+                logits = c["logits"]
+                take = lambda a, t: jnp.take_along_axis(a, t[:, None], axis=-1)[:, 0]
+                lse = jax.nn.logsumexp(logits, axis=-1)  # one pass over V for the model log-prob
                 if params.is_greedy:
-                    tok = first_argmax(c["logits"])
-                    samp_logp_all = model_logp
+                    tok = first_argmax(logits)
+                elif processing:
+                    proc = process_logits(logits, params.temperature, params.top_k, params.top_p)
+                    tok = sample_inverse_cdf(sub, proc)
                 else:
-                    if processing:
-                        proc = process_logits(c["logits"], params.temperature, params.top_k, params.top_p)
-                        samp_logp_all = jax.nn.log_softmax(proc, axis=-1)
-                    else:
-                        samp_logp_all = model_logp
-                    tok = sample_inverse_cdf(sub, samp_logp_all)
+                    tok = sample_inverse_cdf(sub, logits)  # unnormalised log-probs suffice
+                model_lp = take(logits, tok) - lse
+                samp_lp = take(proc, tok) - jax.nn.logsumexp(proc, axis=-1) if (
+                    processing and not params.is_greedy) else model_lp
                 alive = ~c["done"]
                 tok = jnp.where(alive, tok, pad_id)
-                take = lambda a: jnp.take_along_axis(a, tok[:, None], axis=-1)[:, 0]
-                lp = jnp.where(alive, take(model_logp), 0.0)
-                slp = jnp.where(alive, take(samp_logp_all), 0.0)
+                lp = jnp.where(alive, model_lp, 0.0)
+                slp = jnp.where(alive, samp_lp, 0.0)
                 s = c["step"]
                 tokens = jax.lax.dynamic_update_slice(c["tokens"], tok[:, None], (0, s))
                 logp = jax.lax.dynamic_update_slice(c["logp"], lp[:, None], (0, s))
@@ -319,18 +330,21 @@ class Sampler:
             tokens[i, p - len(q):] = q
             mask[i, p - len(q):] = 1
         tokens[num:, -1], mask[num:, -1] = self.pad_id, 1  # filler rows: one pad token
-        tok_j, mask_j = jnp.asarray(tokens), jnp.asarray(mask)
         if self.mesh is not None:
             from upt_jax.models.partition import batch_sharding
 
-            tok_j = jax.device_put(tok_j, batch_sharding(self.mesh))
-            mask_j = jax.device_put(mask_j, batch_sharding(self.mesh))
+            # every process holds the same global batch and hands over its devices' rows
+            # (works when the mesh spans several processes: no cross-process equality check)
+            put = lambda x: jax.make_array_from_callback(x.shape, batch_sharding(self.mesh), lambda i: x[i])
+            tok_j, mask_j = put(tokens), put(mask)
+        else:
+            tok_j, mask_j = jnp.asarray(tokens), jnp.asarray(mask)
         args = (state, tok_j, mask_j, jnp.asarray(params.max_new_tokens, jnp.int32), key)
         exe, compile_s = self._executable(params, b, p, l, args)
         t0 = time.perf_counter()
         out = jax.block_until_ready(exe(*args))
         run_s = time.perf_counter() - t0
-        toks, logp, slogp, lengths, done = (np.asarray(x) for x in out)
+        toks, logp, slogp, lengths, done = (_to_host(x) for x in out)
         keep = num * params.n
         cut = params.max_new_tokens
         return SampleOutput(tokens=toks[:keep, :cut], logprobs=logp[:keep, :cut],
