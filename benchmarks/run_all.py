@@ -1,0 +1,178 @@
+"""Run every benchmark and write BENCHMARKS.md (and benchmarks/results/*.json, scaling.png).
+
+    python -m benchmarks.run_all                 # tiny + small, CPU here; GPU/TPU where run
+    python -m benchmarks.run_all --quick         # tiny only, fewer repeats (a smoke run)
+
+Sections: sampler new tokens/s vs transformers ``generate``; update-step tokens/s and MFU vs
+PyTorch; one full HPT step split into rollout / reward / update with compile times apart;
+peak memory; and a scaling plot of update and rollout time against sequence length, group
+size and batch size. Every comparison is measured side by side in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def hpt_step_split(steps: int = 3) -> dict:
+    """Run a few HPT steps of the tiny synthetic config and split their time (from metrics.jsonl)."""
+    from experiments import hpt
+    from upt_jax.train import train
+
+    c = hpt.get_config()
+    c.run_dir = tempfile.mkdtemp(prefix="upt_bench_hpt_")
+    c.train.steps = steps
+    c.train.questions_per_step = 8
+    c.rollout.n = 8
+    c.rollout.max_new_tokens = 64
+    c.checkpoint.every = 0
+    c.log.progress = False
+    history = train(c)
+    warm = history[1:] or history
+    mean = lambda k: float(np.mean([m.get(k, 0.0) for m in warm]))
+    return dict(steps=steps, rows_per_step=8 * 9, rollout_s=round(mean("time/rollout_s"), 3),
+                reward_s=round(mean("time/reward_s"), 4), update_s=round(mean("time/update_s"), 3),
+                step_s=round(mean("time/step_s"), 3), first_step_s=round(history[0]["time/step_s"], 2),
+                rollout_compile_s=round(history[0].get("time/rollout_compile_s", 0.0), 2))
+
+
+def scaling(out_png: str, quick: bool) -> dict:
+    """Update and rollout time against sequence length, group size n and batch size (tiny config)."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.update_bench import G, bench_jax, make_batch
+    from upt_jax.models import init_model, preset
+    from upt_jax.sampling import Sampler, SamplingParams
+
+    cfg = preset("tiny")
+    res = {"seq": [], "n": [], "batch": []}
+    seqs = (64, 128, 256) if quick else (64, 128, 256, 512)
+    for t in seqs:
+        s, _, _ = bench_jax(cfg, make_batch(cfg.vocab_size, 8, t), 2)
+        sampler = Sampler(init_model(cfg, 0))
+        p = SamplingParams(max_new_tokens=t)
+        prompts = [[1] * 16 for _ in range(8)]
+        sampler.generate(prompts, jax.random.key(0), p)
+        r = sampler.generate(prompts, jax.random.key(1), p).run_s
+        res["seq"].append((t, s, r))
+    for n in ((2, 4, 8) if quick else (2, 4, 8, 16)):
+        sampler = Sampler(init_model(cfg, 0))
+        p = SamplingParams(max_new_tokens=64, n=n)
+        prompts = [[1] * 16 for _ in range(4)]
+        sampler.generate(prompts, jax.random.key(0), p)
+        r = sampler.generate(prompts, jax.random.key(1), p).run_s
+        s, _, _ = bench_jax(cfg, make_batch(cfg.vocab_size, 4 * n, 128), 2)
+        res["n"].append((n, s, r))
+    for b in ((4, 8, 16) if quick else (4, 8, 16, 32)):
+        s, _, _ = bench_jax(cfg, make_batch(cfg.vocab_size, b, 128), 2)
+        sampler = Sampler(init_model(cfg, 0))
+        p = SamplingParams(max_new_tokens=64)
+        prompts = [[1] * 16 for _ in range(b)]
+        sampler.generate(prompts, jax.random.key(0), p)
+        r = sampler.generate(prompts, jax.random.key(1), p).run_s
+        res["batch"].append((b, s, r))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    labels = {"seq": "sequence length (update) / new tokens (rollout)", "n": "group size n (4 questions)",
+              "batch": "batch size (rows)"}
+    for ax, (k, rows) in zip(axes, res.items()):
+        x = [r[0] for r in rows]
+        ax.plot(x, [r[1] for r in rows], "o-", label="update step")
+        ax.plot(x, [r[2] for r in rows], "s--", label="rollout")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(labels[k])
+        ax.set_ylabel("seconds")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"upt_jax tiny config on {jax.devices()[0].platform} (update: batch 8 unless varied)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    return res
+
+
+def machine() -> str:
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo"], capture_output=True,
+                               text=True).stdout.split(":")[-1].strip()
+        cpu = model or cpu
+    except OSError:
+        pass
+    return f"{jax.devices()[0].device_kind} ({jax.device_count()} device(s)); host {cpu}, {os.cpu_count()} cores"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    a = ap.parse_args(argv)
+    from benchmarks import sampler_bench, update_bench
+
+    configs = ["tiny"] if a.quick else ["tiny", "small"]
+    results_dir = os.path.join(HERE, "results")
+    os.makedirs(results_dir, exist_ok=True)
+    t0 = time.time()
+    samp = [sampler_bench.bench(c, 32, 64, 16, 2 if a.quick else 3) for c in configs]
+    upd = [update_bench.bench(c, 8, 256, 2 if a.quick else 3, "none") for c in configs]
+    hpt = hpt_step_split(3)
+    png = os.path.join(results_dir, "scaling.png")
+    scale = scaling(png, a.quick)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    all_results = dict(machine=machine(), sampler=samp, update=upd, hpt_step=hpt, scaling=scale,
+                       peak_rss_mb=round(peak_rss_mb, 1), seconds=round(time.time() - t0, 1))
+    with open(os.path.join(results_dir, "latest.json"), "w") as f:
+        json.dump(all_results, f, indent=2)
+
+    lines = ["# Benchmarks", "",
+             f"Generated by `python -m benchmarks.run_all{' --quick' if a.quick else ''}` on "
+             f"{all_results['machine']}. Every ratio is measured side by side in the same run; the "
+             "machines here are shared, so absolute CPU numbers are indicative only.", "",
+             "## Sampler: new tokens/s vs transformers `generate` (PyTorch CPU), batch 32 × 64 new tokens", "",
+             "| config | upt_jax tok/s | transformers tok/s | ratio | upt_jax compile s |", "|---|---|---|---|---|"]
+    for r in samp:
+        lines.append(f"| {r['config']} | {r['upt_jax_tokens_per_s']} | {r['transformers_tokens_per_s']} | "
+                     f"{r['ratio']}× | {r['upt_jax_compile_s']} |")
+    lines += ["", "## Update step (GRPO loss + AdamW): tokens/s and MFU vs PyTorch, batch 8 × 256", "",
+              "MFU = model FLOPs/s ÷ the fp32 matmul peak measured in the same run.", "",
+              "| config | upt_jax tok/s | PyTorch tok/s | ratio | upt_jax MFU | PyTorch MFU | matmul peak GFLOP/s "
+              "| compile s | XLA temp MB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in upd:
+        lines.append(f"| {r['config']} | {r['upt_jax_tokens_per_s']} | {r['torch_tokens_per_s']} | {r['ratio']}× | "
+                     f"{r['upt_jax_mfu']:.1%} | {r['torch_mfu']:.1%} | {r['matmul_peak_gflops']} | "
+                     f"{r['upt_jax_compile_s']} | {r['upt_jax_temp_mb']} |")
+    lines += ["", "## One HPT step (tiny model, 8 questions × (8 rollouts + 1 demo), 64 new tokens)", "",
+              "| rollout s | reward s | update s | step s | first step s (compiles) | rollout compile s |",
+              "|---|---|---|---|---|---|",
+              f"| {hpt['rollout_s']} | {hpt['reward_s']} | {hpt['update_s']} | {hpt['step_s']} | "
+              f"{hpt['first_step_s']} | {hpt['rollout_compile_s']} |", "",
+              f"Peak resident memory of the benchmark process: {all_results['peak_rss_mb']} MB.", "",
+              "## Scaling", "", "![scaling](benchmarks/results/scaling.png)", "",
+              f"Total benchmark time: {all_results['seconds']} s."]
+    with open(a.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return all_results
+
+
+if __name__ == "__main__":
+    main()
