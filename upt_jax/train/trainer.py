@@ -49,6 +49,8 @@ def build_model(mc, *, vocab_size: int | None = None, special: dict | None = Non
                                   remat=mc.remat)
     if mc.init not in ("preset", "checkpoint"):
         raise ValueError(f"config.model.init must be preset, hf or checkpoint, not {mc.init!r}")
+    if mc.init == "checkpoint":
+        _adopt_checkpoint_shape(mc)
     overrides = dict(mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else mc.overrides)
     if vocab_size is not None:
         overrides.setdefault("vocab_size", vocab_size)
@@ -69,6 +71,33 @@ def build_model(mc, *, vocab_size: int | None = None, special: dict | None = Non
     if mesh is not None:
         shard_model(model, mesh)
     return model
+
+
+def _adopt_checkpoint_shape(mc) -> None:
+    """``init=checkpoint``: the model's shape is the checkpoint's. When the run directory
+    ``mc.checkpoint`` (or the parent of a ``checkpoints/`` path) has a ``config.json``, its
+    ``model.preset`` and ``model.overrides`` replace ``mc``'s (in place, so the new run's saved
+    config records the shape it trains), e.g. a later stage started from the tiny base model of
+    ``experiments/pretrain_tiny.py`` needs no shape overrides."""
+    import ml_collections
+
+    root = mc.checkpoint.rstrip("/")
+    for d in (root, os.path.dirname(root)):
+        path = os.path.join(d, "config.json")
+        if os.path.isfile(path):
+            break
+    else:
+        return
+    with open(path) as f:
+        src = json.load(f).get("model") or {}
+    if "preset" not in src or "overrides" not in src:
+        return
+    ours = mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else dict(mc.overrides)
+    if src["preset"] != mc.preset or src["overrides"] != ours:
+        log.info("model shape from %s: preset %s, overrides %s (config had %s, %s)", path, src["preset"],
+                 src["overrides"], mc.preset, ours)
+        mc.preset = src["preset"]
+        mc.overrides = ml_collections.ConfigDict(src["overrides"], type_safe=False)
 
 
 def load_records(config) -> list[dict]:
