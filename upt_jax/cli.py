@@ -97,9 +97,11 @@ def load_config(argv: list[str]):
 def train_command(argv: list[str]) -> int:
     """``upt train``: run (or resume) one experiment; writes its run directory."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from upt_jax.train import distributed
     from upt_jax.train.trainer import train
 
     config = load_config(argv)
+    distributed.initialize()  # multi-process runs (SLURM, TPU slices, UPT_COORDINATOR); else nothing
     t0 = time.time()
     history = train(config)
     last = history[-1] if history else {}
@@ -112,9 +114,12 @@ def train_command(argv: list[str]) -> int:
 def pipeline_command(argv: list[str]) -> int:
     """``upt pipeline``: run the stages of a pipeline config in order (resumable)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from upt_jax.train import distributed
     from upt_jax.train.pipeline import run_pipeline
 
-    reports = run_pipeline(load_config(argv))
+    config = load_config(argv)
+    distributed.initialize()
+    reports = run_pipeline(config)
     print(json.dumps(reports, indent=2))
     return 0
 

@@ -1,0 +1,133 @@
+"""Multi-host stand-in: two local processes joined by ``jax.distributed`` (CPU, gloo).
+
+Each process has 2 simulated CPU devices; together they form the 2 (data) × 2 (tensor) mesh.
+``upt train`` runs two GRPO steps (sampling, sharded update, checkpoint), a second pair of
+processes resumes to step 3, and everything must agree with one process on 4 devices running the
+same 3 steps: the per-step metrics and the final parameters.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import grpo
+from upt_jax.train.trainer import Trainer
+
+from .test_trainer import TINY, shrink
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT_S = 150
+
+CONFIG = textwrap.dedent(f"""\
+    from experiments import grpo
+
+    def get_config():
+        c = grpo.get_config()
+        c.model.overrides = {TINY!r}
+        c.data.tiers = ("add_2",)
+        c.data.n_per_tier = 64
+        c.train.questions_per_step = 2
+        c.rollout.n = 2
+        c.rollout.max_new_tokens = 8
+        c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, 1, -1
+        c.checkpoint.every = 1
+        c.log.progress = False
+        return c
+    """)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int, **extra) -> dict:
+    env = dict(os.environ)
+    for k in ("UPT_COORDINATOR", "UPT_NUM_PROCESSES", "UPT_PROCESS_ID", "UPT_DISTRIBUTED"):
+        env.pop(k, None)
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+               PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""), **extra)
+    return env
+
+
+def _run(config_file, run_dir, steps, processes: int, devices_per_process: int, log_dir):
+    """``upt train`` in ``processes`` local processes; returns their stdout (killed on failure)."""
+    args = [sys.executable, "-m", "upt_jax.cli", "train", "--config", str(config_file),
+            f"--config.run_dir={run_dir}", f"--config.train.steps={steps}"]
+    port = _free_port()
+    procs, logs = [], []
+    try:
+        for i in range(processes):
+            extra = {} if processes == 1 else dict(
+                UPT_COORDINATOR=f"127.0.0.1:{port}", UPT_NUM_PROCESSES=str(processes), UPT_PROCESS_ID=str(i))
+            log = open(os.path.join(log_dir, f"p{i}-{steps}-{processes}.log"), "w+")
+            logs.append(log)
+            procs.append(subprocess.Popen(args, cwd=ROOT, env=_env(devices_per_process, **extra),
+                                          stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + TIMEOUT_S
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        outs = []
+        for p, log in zip(procs, logs):
+            log.seek(0)
+            outs.append(log.read())
+            assert p.returncode == 0, f"process exited with {p.returncode}:\n{outs[-1][-4000:]}"
+        return outs
+    except subprocess.TimeoutExpired:
+        tails = []
+        for log in logs:
+            log.seek(0)
+            tails.append(log.read()[-2000:])
+        pytest.fail(f"multi-process run did not finish in {TIMEOUT_S}s:\n" + "\n---\n".join(tails))
+    finally:
+        for p in procs:  # never leave a child behind (one waiting on a dead peer would hang)
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+
+
+def _metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
+    config_file = tmp_path / "tiny_grpo.py"
+    config_file.write_text(CONFIG)
+    multi, single = tmp_path / "multi", tmp_path / "single"
+
+    first = _run(config_file, multi, 2, processes=2, devices_per_process=2, log_dir=tmp_path)
+    assert all('"steps_run": 2' in out for out in first), first
+    assert sorted(os.listdir(multi / "checkpoints"))[-1] == "2"
+    second = _run(config_file, multi, 3, processes=2, devices_per_process=2, log_dir=tmp_path)
+    assert all('"steps_run": 1' in out for out in second), "the resumed run must continue at step 3"
+    assert "resumed" in second[0]
+    _run(config_file, single, 3, processes=1, devices_per_process=4, log_dir=tmp_path)
+
+    m_multi, m_single = _metrics(multi), _metrics(single)
+    assert [m["step"] for m in m_multi] == [1, 2, 3]  # process 0 alone wrote the log
+    for a, b in zip(m_multi, m_single):
+        assert a["reward/mean"] == b["reward/mean"]
+        np.testing.assert_allclose([a["loss"], a["grad_norm"]], [b["loss"], b["grad_norm"]], rtol=1e-5, atol=1e-7)
+
+    def final_params(run_dir):
+        c = shrink(grpo.get_config(), run_dir, steps=3)
+        t = Trainer(c)
+        try:
+            assert int(t.state.step) == 3
+            return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(t.state.params))]
+        finally:
+            t.close()
+
+    for x, y in zip(final_params(multi), final_params(single)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
