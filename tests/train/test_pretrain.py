@@ -92,3 +92,28 @@ def test_corpus_pretraining_lowers_nll_and_later_stages_adopt_its_shape(tmp_path
     same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), nnx.state(model, nnx.Param),
                         nnx.state(base, nnx.Param))
     assert all(jax.tree.leaves(same))
+
+
+def test_packed_corpus_rows(tmp_path):
+    c = pretrain_tiny.get_config()
+    c.data.corpus.n_docs = 200
+    c.data.corpus.pack_len = 512
+    plain = [r["text"] for r in trainer_lib.corpus_records(_unpacked(c))]
+    packed = trainer_lib.corpus_records(c)
+    assert [d for r in packed for d in r["text"]] == plain  # the same documents, in order
+    assert all(sum(len(d) + 1 for d in r["text"]) <= 512 for r in packed)
+    assert len(packed) < len(plain) / 2
+    tok = load_tokenizer("char")
+    t = trainer_lib.Trainer.__new__(trainer_lib.Trainer)
+    t.tok = tok
+    rows, _ = t._text_rows(packed[:2])
+    assert rows["tokens"].shape[1] == 1 + 512
+    ids = [i for d in packed[0]["text"] for i in tok.encode(d) + [tok.eos_id]]
+    assert rows["tokens"][0, :len(ids)].tolist() == ids
+    assert rows["mask"][0].sum() == len(ids) - 1
+
+
+def _unpacked(c):
+    u = c.copy_and_resolve_references()
+    u.data.corpus.pack_len = 0
+    return u

@@ -46,7 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.verifier = "integer"  # integer (synthetic) | math | exact | choice
     # source=corpus (mode=offline): documents of synthetic.pretraining_corpus, every token trained on
     c.data.corpus = ml_collections.ConfigDict(dict(
-        n_docs=20000, tiers=synthetic.EASY_TIERS, demo_fraction=0.75, facts_per_doc=12))
+        n_docs=20000, tiers=synthetic.EASY_TIERS, demo_fraction=0.75, facts_per_doc=12,
+        pack_len=0))  # pack_len > 0: consecutive documents share a row of about that many tokens
 
     c.recipe = ml_collections.ConfigDict()
     c.recipe.name = "grpo"

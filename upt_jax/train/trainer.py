@@ -134,7 +134,20 @@ def corpus_records(config) -> list[dict]:
     docs = synthetic.pretraining_corpus(int(cc.n_docs), seed=config.seed, tiers=tuple(cc.tiers),
                                         demo_fraction=float(cc.demo_fraction),
                                         facts_per_doc=int(cc.facts_per_doc), template=config.data.template)
-    return [{"id": f"corpus/{config.seed}/{i}", "text": d} for i, d in enumerate(docs)]
+    pack = int(cc.get("pack_len", 0) or 0)
+    if not pack:
+        return [{"id": f"corpus/{config.seed}/{i}", "text": d} for i, d in enumerate(docs)]
+    # packing: consecutive documents share a row while their characters (+ one EOS each) fit in
+    # pack_len (for the char tokenizer a character is a token), so rows carry little padding
+    records, group, used = [], [], 0
+    for d in docs:
+        if group and used + len(d) + 1 > pack:
+            records.append(group)
+            group, used = [], 0
+        group.append(d)
+        used += len(d) + 1
+    records.append(group)
+    return [{"id": f"corpus/{config.seed}/packed/{i}", "text": g} for i, g in enumerate(records)]
 
 
 def get_recipe(config):
@@ -364,12 +377,16 @@ class Trainer:
         return self.tok.encode(demo) + [self.tok.eos_id]
 
     def _text_rows(self, records):
-        """Language-modelling rows: ``text ⧺ EOS``, trained on every token but the first, which
-        is the one-column prompt (no BOS is added: prompts at rollout and evaluation time have
-        none either, so the model sees the same contexts)."""
+        """Language-modelling rows: ``text ⧺ EOS`` (a packed record: each document ⧺ EOS, one
+        after the other), trained on every token but the first, which is the one-column prompt
+        (no BOS is added: prompts at rollout and evaluation time have none either)."""
         from upt_jax.train.batching import pack_rows
 
-        ids = [self.tok.encode(r["text"]) + [self.tok.eos_id] for r in records]
+        def encode(text):  # one document, or a packed list of them, each ending in EOS
+            docs = [text] if isinstance(text, str) else list(text)
+            return [i for d in docs for i in self.tok.encode(d) + [self.tok.eos_id]]
+
+        ids = [encode(r["text"]) for r in records]
         rows = pack_rows([x[:1] for x in ids], [x[1:] for x in ids], pad_id=self.tok.pad_id, prompt_len=1)
         return rows, {"response_length": float(np.mean([len(x) - 1 for x in ids]))}
 
