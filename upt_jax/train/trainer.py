@@ -115,8 +115,8 @@ def load_records(config) -> list[dict]:
     records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,
                                      fields=dict(dc.fields.to_dict()), skip_bad_rows=dc.skip_bad_rows,
                                      verifier=dc.verifier))
-    if stats.skipped:
-        log.warning("skipped %d malformed rows of %s: %s", stats.skipped, dc.path, stats.metrics())
+    if stats.rows_skipped:
+        log.warning("skipped %d malformed rows of %s: %s", stats.rows_skipped, dc.path, stats.metrics())
     if not records:
         raise ValueError(f"no usable rows in {dc.path}")
     return records
@@ -197,10 +197,157 @@ def preference_pair(record) -> tuple[str, str]:
     return demo, demo.replace(tail, "\\boxed{" + wrong + "}")
 
 
-def _validate(config, records) -> None:
+_GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+
+
+def _mesh_sizes(config, n_devices: int) -> tuple[int, int, int]:
+    """``(data, fsdp, tensor)`` of ``config.mesh`` with its ``-1`` resolved (after the fit check)."""
+    sizes = [int(s) for s in (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    return tuple(n_devices // known if s == -1 else s for s in sizes)
+
+
+def _group_size(config, with_demos: bool) -> int:
+    if config.mode == "online":
+        return int(config.rollout.n) + int(with_demos)
+    return 2 if config.mode == "preference" else 1
+
+
+def _is_remote(path) -> bool:
+    return "://" in str(path)
+
+
+def _check_recipe(config) -> None:
+    """Rollouts per question against the recipe: group advantages and HPT's gate threshold."""
+    if config.mode != "online":
+        return
+    recipe = get_recipe(config)
+    n, with_demos = int(config.rollout.n), _uses_demos(config)
+    hp = config.recipe.hparams
+    hpt = recipe.name.startswith("hpt") or config.recipe.name.startswith("hpt")
+    for term in recipe.terms:
+        for role, parts in term.roles():
+            name = parts.advantage.name
+            if role != "rollout" or name not in _GROUP_ADVANTAGES:
+                continue
+            # HPT normalises over a question's rollouts only; LUFFY/SRFT over rollouts + demonstration
+            rows = n if hpt or not with_demos else n + 1
+            if rows < 2:
+                raise ValueError(
+                    f"config.rollout.n={n}: recipe {config.recipe.name!r} uses group-normalised advantages "
+                    f"({name}) over groups of {rows} row; a group of one has advantage 0 and learns "
+                    f"nothing. Use config.rollout.n ≥ 2")
+    if hpt and str(hp.get("gate", "hard")) in ("hard", "soft"):
+        gamma = float(hp.get("gamma", 0.0))
+        if not 0.0 <= gamma < 1.0:
+            rates = ", ".join(f"{k}/{n}" for k in range(min(n, 3) + 1)) + (", …, 1" if n > 3 else "")
+            raise ValueError(
+                f"config.recipe.hparams.gamma={gamma}: HPT's gate threshold must satisfy 0 ≤ γ < 1. With "
+                f"config.rollout.n={n} the pass rate P takes the values {rates}; "
+                + ("no P exceeds γ, so no question would ever be trained with RL" if gamma >= 1.0 else
+                   "every P exceeds γ, so no demonstration would ever be used"))
+
+
+def _check_paths(config) -> None:
+    """Every input path the config names exists (and holds what it must), before anything is read."""
+    import glob
+
+    mc = config.model
+    if mc.init == "hf":
+        d = mc.hf_dir
+        if not d or not os.path.isdir(d):
+            raise FileNotFoundError(f"config.model.hf_dir={d!r} is not a directory (model.init=hf)")
+        present = sorted(os.listdir(d))
+        if "config.json" not in present:
+            raise FileNotFoundError(f"config.model.hf_dir={d!r} has no config.json (found {present})")
+        if not any(p == "model.safetensors" or p == "model.safetensors.index.json" for p in present):
+            if any(p.endswith((".bin", ".pt", ".pth", ".pkl")) for p in present):
+                raise ValueError(f"config.model.hf_dir={d!r} holds only pickle-based weights ({present}); "
+                                 "upt_jax loads safetensors only and never unpickles (convert with "
+                                 "transformers: model.save_pretrained(dir, safe_serialization=True))")
+            raise FileNotFoundError(f"config.model.hf_dir={d!r} has no model.safetensors or "
+                                    f"model.safetensors.index.json (found {present})")
+    elif mc.init == "checkpoint" and not _is_remote(mc.checkpoint):
+        d = mc.checkpoint
+        if not d or not os.path.isdir(d):
+            raise FileNotFoundError(f"config.model.checkpoint={d!r} is not a directory (model.init=checkpoint "
+                                    "names a previous run directory or its checkpoints/)")
+        ckpts = os.path.join(d, "checkpoints") if os.path.isdir(os.path.join(d, "checkpoints")) else d
+        if not any(p.isdigit() for p in os.listdir(ckpts)):
+            raise FileNotFoundError(f"config.model.checkpoint={d!r} holds no saved step in {ckpts}")
+    tok = os.fspath(config.tokenizer)
+    if tok not in ("char", "builtin:char") and not os.path.isdir(tok):
+        raise FileNotFoundError(f"config.tokenizer={tok!r} is neither 'char' nor a local tokenizer directory")
+    if config.data.source == "file":
+        paths = config.data.path
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or [])
+        if not paths or not all(str(p) for p in paths):
+            raise ValueError("config.data.path is empty (data.source=file needs a file, a glob or a "
+                             "dataset directory)")
+        for p in map(str, paths):
+            if not _is_remote(p) and not os.path.exists(p) and not glob.glob(p):
+                raise FileNotFoundError(f"config.data.path: {p!r} does not exist (nor matches any file)")
+
+
+def _check_run_dir(config) -> None:
+    """The run directory can be created and written (probed with a file: ``os.access`` says yes
+    to root even on a read-only mount)."""
+    import tempfile
+
+    run_dir = config.run_dir
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".upt_write_probe"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"config.run_dir={run_dir!r} is not a writable directory "
+                              f"({type(e).__name__}: {e})") from e
+
+
+def checkpoint_bytes_estimate(config, vocab_size: int | None = None) -> int:
+    """Bytes one checkpoint takes, roughly: parameters in ``param_dtype`` plus the optimiser's two
+    float32 moments per parameter (AdamW), doubled for PPO's critic (a copy of the policy)."""
+    from upt_jax.models import ModelConfig, preset
+
+    mc = config.model
+    if mc.init == "hf":
+        cfg = ModelConfig.from_pretrained(mc.hf_dir, param_dtype=mc.param_dtype, dtype=mc.dtype)
+    else:
+        overrides = dict(mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else mc.overrides)
+        if vocab_size is not None:
+            overrides.setdefault("vocab_size", vocab_size)
+        cfg = preset(mc.preset, param_dtype=mc.param_dtype, dtype=mc.dtype, **overrides)
+    n = cfg.num_params()
+    per_param = np.dtype(jnp.dtype(mc.param_dtype)).itemsize + 2 * 4
+    copies = 2 if critic_spec(get_recipe(config)) is not None else 1
+    return int(n * per_param * copies)
+
+
+def _check_disk(config, vocab_size: int | None) -> None:
+    import shutil
+
+    need = checkpoint_bytes_estimate(config, vocab_size)
+    free = shutil.disk_usage(config.run_dir).free
+    if free < need * 1.1:
+        raise OSError(f"config.run_dir={config.run_dir!r}: {free / 2**20:.1f} MiB free, but one checkpoint "
+                      f"(parameters + optimiser state) needs about {need / 2**20:.1f} MiB; free space or "
+                      "point config.run_dir elsewhere")
+
+
+def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
+    """Checks that need no compute, each failing with a message naming its config key.
+
+    ``Trainer`` calls it twice: with the config alone before the tokenizer, the data or the model
+    is read (mesh vs devices, rollouts vs recipe and gate, batch divisibility, input paths, the
+    run directory), then with the records (enough of them) and the vocabulary size (free disk for
+    a checkpoint).
+    """
     n_devices = jax.device_count()
     m = config.mesh
     sizes = [m.data, m.fsdp, m.tensor]
+    if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
+        raise ValueError(f"config.mesh data={m.data} fsdp={m.fsdp} tensor={m.tensor}: each must be ≥ 1, "
+                         "and at most one may be -1 (the rest of the devices)")
     known = int(np.prod([s for s in sizes if s != -1]))
     if (-1 in sizes and n_devices % known) or (-1 not in sizes and known != n_devices):
         raise ValueError(f"config.mesh data={m.data} fsdp={m.fsdp} tensor={m.tensor} does not fit "
@@ -212,21 +359,37 @@ def _validate(config, records) -> None:
         raise ValueError("config.rollout.n must be ≥ 1")
     if config.train.questions_per_step < 1 or config.train.steps < 0:
         raise ValueError("config.train.questions_per_step must be ≥ 1 and steps ≥ 0")
+    if config.train.microbatches < 1:
+        raise ValueError(f"config.train.microbatches={config.train.microbatches} must be ≥ 1")
     if config.train.questions_per_step % config.train.microbatches:
         raise ValueError(f"questions_per_step={config.train.questions_per_step} is not divisible by "
                          f"microbatches={config.train.microbatches}")
-    if len(records) < config.train.questions_per_step:
+    if config.train.max_nonfinite_in_a_row < 1:
+        raise ValueError(f"config.train.max_nonfinite_in_a_row={config.train.max_nonfinite_in_a_row} "
+                         "must be ≥ 1")
+    if config.data.source != "corpus":
+        _check_recipe(config)
+        if n_devices > 1:
+            data, fsdp, _ = _mesh_sizes(config, n_devices)
+            rows = config.train.questions_per_step * _group_size(config, _uses_demos(config))
+            if rows % (data * fsdp):
+                raise ValueError(
+                    f"a step's {rows} rows (config.train.questions_per_step={config.train.questions_per_step}"
+                    f" × group size {rows // config.train.questions_per_step}) do not split over "
+                    f"config.mesh data × fsdp = {data * fsdp}")
+    if records is None:
+        _check_paths(config)
+    elif len(records) < config.train.questions_per_step:
         raise ValueError(f"{len(records)} training records < questions_per_step "
                          f"{config.train.questions_per_step}")
-    if "://" in str(config.run_dir):  # gs:// (and other object stores): Orbax writes there too
+    if _is_remote(config.run_dir):  # gs:// (and other object stores): Orbax writes there too
         from etils import epath
 
         epath.Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         return
-    os.makedirs(config.run_dir, exist_ok=True)
-    if not os.access(config.run_dir, os.W_OK):
-        raise PermissionError(f"run directory {config.run_dir} is not writable")
-
+    _check_run_dir(config)
+    if records is not None:
+        _check_disk(config, vocab_size)
 
 # ----------------------------------------------------------------------------- the loop
 class Trainer:
@@ -242,9 +405,10 @@ class Trainer:
         from upt_jax.train.step import make_train_step, upge_objective
 
         self.config = config
+        _validate(config)  # config, paths and run directory: before anything is read or built
         self.tok = load_tokenizer(config.tokenizer)
         self.records = load_records(config)
-        _validate(config, self.records)
+        _validate(config, self.records, vocab_size=self.tok.vocab_size)
         self.recipe = get_recipe(config)
         self.with_demos = _uses_demos(config)
         self.online = config.mode == "online"
