@@ -68,6 +68,7 @@ RL_CASES = {
     'reinforce_pp': ({}, 4, {}, lambda lp, b, g: tb.reinforce_pp(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
     'remax': ({}, 1, {}, lambda lp, b, g: tb.remax(lp, b['mask'], b['rewards'], b['baseline_rewards'])),
+    'rft': ({}, 1, {}, lambda lp, b, g: tb.rft(lp, b['mask'], b['rewards'])),
     'distill_on_policy': ({}, 1, {}, lambda lp, b, g: tb.distill_on_policy(lp, b['teacher_logp'], b['mask'])),
     'luffy': ({}, 4, {'demo_last': True}, lambda lp, b, g: tb.luffy(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),

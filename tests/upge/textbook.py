@@ -463,6 +463,19 @@ def remax(logp, mask, rewards, baseline_rewards):
     return _token_mean(-adv * _f32(logp), mask)
 
 
+def rft(logp, mask, rewards, *, threshold=0.5):
+    """Rejection-sampling fine-tuning: the NLL of the verifier-accepted rollouts only.
+
+    ``L = - sum_{i: r_i > tau} sum_t m log pi_theta(o_{i,t}) / sum_{i: r_i > tau} sum_t m``
+
+    Reference: Yuan et al. (2023), "Scaling Relationship on Learning Mathematical Reasoning
+    with Large Language Models", arXiv:2308.01825 (RFT: fine-tune on correct sampled paths);
+    Zelikman et al. (2022), STaR, arXiv:2203.14465. Aggregation: token-mean over kept rows.
+    """
+    keep = (_f32(rewards) > threshold).astype(jnp.float32)[:, None]
+    return _token_mean(-_f32(logp), _f32(mask) * keep)
+
+
 # ----------------------------------------------------------------------------------------
 # Preference optimisation (DPO family). Inputs are per-token log-probs; sequence
 # log-probabilities are masked sums (DPO) or masked means (IPO as in TRL, SimPO, ORPO).

@@ -211,7 +211,12 @@ def _gate_nonzero_variance(c):
   return (sd > 0).astype(jnp.float32)
 
 
-GATE_PARTS = {'hpt': _gate_hpt, 'nonzero_variance': _gate_nonzero_variance}
+def _gate_correct(c, threshold=0.5):
+  """RFT: keep a rollout only if the verifier accepted it (``r > threshold``)."""
+  return (jnp.asarray(c.get('rewards'), jnp.float32) > threshold).astype(jnp.float32)
+
+
+GATE_PARTS = {'hpt': _gate_hpt, 'nonzero_variance': _gate_nonzero_variance, 'correct': _gate_correct}
 
 
 # ----------------------------------------------------------------------------

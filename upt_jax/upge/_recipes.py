@@ -168,6 +168,22 @@ def remax() -> Recipe:
                 'Li et al. 2024', 'mask [B, T], rewards [B], baseline_rewards [B]')
 
 
+def rft(threshold: float = 0.5) -> Recipe:
+  """Online rejection-sampling fine-tuning (RFT; Yuan et al. 2023, Zelikman et al. 2022):
+  SFT on the policy's own verified-correct rollouts.
+
+  ``Â ≡ 1``, ``π_ref = π_θ`` (∇log π), token-mean over the tokens of rollouts whose reward
+  exceeds ``threshold`` (the ``correct`` gate removes the others from the sum and the
+  denominator): ``L = −Σ_{i: r_i > τ} Σ_t log π(o_{i,t}) / Σ_{i: r_i > τ} |o_i|``.
+
+  Batch: ``mask [B, T], rewards [B]``.
+  """
+  sf = _rl(_NONE, 'current', part('one'))
+  return Recipe('rft', (Term('sft', rollout=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation,
+                                                  part('correct', threshold=threshold))),),
+                'Yuan et al. 2023; Zelikman et al. 2022', 'mask [B, T], rewards [B]')
+
+
 def _pref_recipe(name, adv, length_normalise, citation, notes):
   agg = 'seq-mean-token-mean' if length_normalise else 'seq-mean-token-sum'
   return Recipe(name, (Term(name, rollout=_rl(_NONE, 'current', adv, agg, rows_per_example=2)),),
@@ -321,7 +337,7 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
 RECIPES = {
     'sft': sft, 'reinforce': reinforce, 'ppo': ppo, 'grpo': grpo, 'dr_grpo': dr_grpo,
     'dapo': dapo, 'gspo': gspo, 'cispo': cispo, 'rloo': rloo,
-    'reinforce_pp': reinforce_pp, 'remax': remax, 'dpo': dpo, 'ipo': ipo,
+    'reinforce_pp': reinforce_pp, 'remax': remax, 'rft': rft, 'dpo': dpo, 'ipo': ipo,
     'simpo': simpo, 'orpo': orpo, 'distill_fkl': distill_fkl,
     'distill_on_policy': distill_on_policy, 'luffy': luffy, 'srft': srft, 'hpt': hpt,
 }

@@ -1,0 +1,175 @@
+"""Reward-model training: Bradley–Terry on preference pairs (``config.mode = "reward_model"``).
+
+The reward model is the decoder (from ``config.model``: a preset, a HF directory or another
+run's checkpoint) with a scalar head read at the last token. Each step takes
+``questions_per_step`` pairs (chosen, rejected) — rows ``2i`` and ``2i + 1`` — through the same
+jitted, sharded, micro-batched update step as the policy trainer; every ``eval_every`` steps the
+pair accuracy on held-out pairs (a different seed) is logged. Checkpoints, resume and metrics
+behave as in ``upt_jax.train.trainer``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+log = logging.getLogger(__name__)
+
+
+def bt_objective(*, margin: float = 0.0, label_smoothing: float = 0.0):
+    """``Objective`` for a ``RewardModel`` on pairs (chosen rows even, rejected rows odd)."""
+    from upt_jax.models.reward import bradley_terry_loss
+    from upt_jax.train.step import Objective
+
+    def sums(model, batch):
+        r = model(batch["tokens"], batch["attention_mask"])
+        s, _, acc = bradley_terry_loss(r[0::2], r[1::2], margin=margin, label_smoothing=label_smoothing)
+        return {"bt": s}, {"pair_accuracy": acc, "reward_margin": jnp.mean(r[0::2] - r[1::2])}
+
+    return Objective(denominators=lambda b: {"bt": jnp.asarray(b["tokens"].shape[0] // 2, jnp.float32)},
+                     sums=sums)
+
+
+class RewardModelTrainer:
+    """Trains a ``RewardModel``; ``run()`` to ``config.train.steps``."""
+
+    def __init__(self, config):
+        from upt_jax.data import load_tokenizer, make_dataset
+        from upt_jax.models.partition import make_mesh
+        from upt_jax.models.reward import reward_model_from
+        from upt_jax.train.checkpoint import Checkpointer
+        from upt_jax.train.metrics_log import MetricsWriter
+        from upt_jax.train.state import create_train_state, make_optimizer
+        from upt_jax.train.step import make_train_step
+        from upt_jax.train.trainer import build_model, load_records
+
+        self.config = config
+        self.tok = load_tokenizer(config.tokenizer)
+        self.records = load_records(config)
+        t = config.train
+        if len(self.records) < t.questions_per_step:
+            raise ValueError(f"{len(self.records)} records < questions_per_step {t.questions_per_step}")
+        os.makedirs(config.run_dir, exist_ok=True)
+        m = config.mesh
+        self.mesh = make_mesh(m.data, m.fsdp, m.tensor) if jax.device_count() > 1 else None
+        special = dict(eos_token_id=self.tok.eos_id, bos_token_id=self.tok.bos_id, pad_token_id=self.tok.pad_id)
+        policy = build_model(config.model, vocab_size=self.tok.vocab_size, special=special)
+        model = reward_model_from(policy, seed=config.seed)
+        tx = make_optimizer(t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
+                            total_steps=t.steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm)
+        self.graphdef, self.state, self.shardings = create_train_state(model, tx, seed=config.seed, mesh=self.mesh)
+        rm = config.reward_model
+        self.step_fn = make_train_step(self.graphdef, tx, bt_objective(margin=rm.margin,
+                                                                       label_smoothing=rm.label_smoothing),
+                                       num_microbatches=t.microbatches, group_size=2, mesh=self.mesh,
+                                       shardings=self.shardings)
+        self.score_fn = jax.jit(lambda p, tokens, attn: nnx.merge(self.graphdef, p)(tokens, attn))
+        self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
+                                    batch_size=t.questions_per_step, drop_remainder=True)
+        self.data_iter = iter(self.dataset)
+        self.heldout = self._heldout_records(rm.eval_pairs)
+        self.ckpt = Checkpointer(os.path.join(config.run_dir, "checkpoints"), keep=config.checkpoint.keep,
+                                 save_every=config.checkpoint.every, async_save=config.checkpoint.async_save)
+        self.metrics_log = MetricsWriter(config.run_dir, tensorboard=config.log.tensorboard)
+        self._resume()
+        with open(os.path.join(config.run_dir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    def _heldout_records(self, n):
+        from upt_jax.data import synthetic
+
+        c = self.config.data
+        if c.source == "synthetic":  # a different seed: questions the model does not train on
+            src = synthetic.SyntheticSource(tuple(c.tiers), max(1, -(-n // len(c.tiers))), seed=self.config.seed + 7919)
+            return [src[i] for i in range(min(n, len(src)))]
+        return list(self.records[-n:])  # files: the last rows (exclude them from training data yourself)
+
+    def _resume(self):
+        from upt_jax.train.checkpoint import abstract_with_shardings
+
+        if self.ckpt.latest_step() is None:
+            self.metrics_log.reset()
+            return
+        self.state, extra = self.ckpt.restore(abstract_with_shardings(self.state, self.shardings))
+        self.data_iter = iter(self.dataset)
+        self.data_iter.set_state(extra["data_iterator"])
+        self.metrics_log.truncate_after(extra["step"])
+
+    def _pairs(self, records):
+        from upt_jax.data.templates import render_prompt, separator
+        from upt_jax.train.batching import pack_rows
+        from upt_jax.train.trainer import preference_pair
+
+        c = self.config.data
+        prompts, responses = [], []
+        for r in records:
+            p = self.tok.encode(render_prompt(r["question"], c.template, tokenizer=self.tok,
+                                              system_prompt=c.system_prompt) + separator(c.template))
+            for text in preference_pair(r):
+                prompts.append(p)
+                responses.append(self.tok.encode(text) + [self.tok.eos_id])
+        rows = pack_rows(prompts, responses, pad_id=self.tok.pad_id)
+        rows.pop("truncated")
+        return {k: jnp.asarray(v) for k, v in rows.items()}
+
+    def _place(self, batch):
+        if self.mesh is None:
+            return batch
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        return jax.device_put(batch, NamedSharding(self.mesh, P(("data", "fsdp"))))
+
+    def heldout_accuracy(self, params=None) -> float:
+        """Fraction of held-out pairs whose chosen response scores higher."""
+        params = self.state.params if params is None else params
+        b = self._pairs(self.heldout)
+        r = np.asarray(self.score_fn(params, b["tokens"], b["attention_mask"]))
+        return float(np.mean(r[0::2] > r[1::2]))
+
+    def run(self) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        t = self.config.train
+        history = []
+        start = int(self.state.step)
+        bar = tqdm(total=t.steps, initial=start, desc=self.config.name, disable=not self.config.log.progress)
+        try:
+            for _ in range(start, t.steps):
+                t0 = time.perf_counter()
+                batch = self._place(self._pairs(next(self.data_iter)))
+                self.state, m = self.step_fn(self.state, batch)
+                metrics = {k: float(v) for k, v in jax.device_get(m).items()}
+                step = int(self.state.step)
+                metrics["step"] = step
+                if step % max(1, self.config.reward_model.eval_every) == 0 or step == t.steps:
+                    metrics["heldout/pair_accuracy"] = self.heldout_accuracy()
+                metrics["time/step_s"] = time.perf_counter() - t0
+                self.metrics_log.write(metrics)
+                history.append(metrics)
+                bar.update(1)
+                extra = dict(data_iterator=self.data_iter.get_state(), step=step,
+                             config=json.loads(self.config.to_json_best_effort()))
+                self.ckpt.save(step, self.state, extra, force=step == t.steps)
+            self.ckpt.wait()
+        finally:
+            bar.close()
+        return history
+
+    def close(self):
+        self.metrics_log.close()
+        self.ckpt.close()
+
+
+def train_reward_model(config) -> list[dict]:
+    """Run (or resume) reward-model training; returns this call's metrics."""
+    trainer = RewardModelTrainer(config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
