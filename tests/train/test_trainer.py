@@ -211,3 +211,24 @@ def test_tensorboard_and_jsonl_metrics(tmp_path):
     assert any(e.startswith("events.out.tfevents") for e in events)
     size = sum(os.path.getsize(tmp_path / "tb" / "tensorboard" / e) for e in events)
     assert size > 200  # scalars were written, not only the header
+
+
+def test_rft_trains_only_on_verified_rollouts(tmp_path):
+    from experiments import rft
+    from upt_jax import upge
+
+    c = shrink(rft.get_config(), tmp_path / "rft", steps=1)
+    t = Trainer(c)
+    t.verifier = _CoinVerifier()
+    try:
+        rows, _, _ = t._batch(next(iter(t.dataset)), jax.random.key(0))
+        (m,) = t.run()
+    finally:
+        t.close()
+    rewards, mask = rows["rewards"], rows["mask"]
+    dens = upge.denominators(t.recipe, dict(mask=jax.numpy.asarray(mask), rewards=jax.numpy.asarray(rewards)),
+                             group_size=t.group_size)
+    # only the tokens of rollouts the verifier accepted count
+    assert float(dens["sft"]) == float(mask[rewards > 0.5].sum())
+    assert 0 < float(dens["sft"]) < float(mask.sum())
+    assert m["grad_norm"] > 0 and m["skipped"] == 0
