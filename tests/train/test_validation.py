@@ -174,14 +174,21 @@ def test_malformed_row_names_file_and_line_before_any_model_is_built(tmp_path, n
         Trainer(_file_config(tmp_path, path))
 
 
-def test_skipped_bad_rows_are_counted_and_reported(tmp_path, no_model, caplog):
-    path = _jsonl(tmp_path / "train.jsonl", GOOD[:2] + ['{"id": "q9", "question": "broken', "[1, 2]"] + GOOD[2:])
-    c = _file_config(tmp_path, path, **{"data.skip_bad_rows": True})
+def test_skipped_bad_rows_are_counted_in_the_metrics(tmp_path, caplog):
+    """``data.skip_bad_rows=True``: bad rows are logged and counted in every step's metrics."""
+    from upt_jax.train.metrics_log import read_metrics
+    from upt_jax.train.trainer import train
+
+    rows = [dict(r, demonstration=f"so \\boxed{{{r['answer']}}}") for r in GOOD]
+    path = _jsonl(tmp_path / "train.jsonl", rows[:2] + ['{"id": "q9", "question": "broken', "[1, 2]"] + rows[2:])
+    c = shrink(sft.get_config(), tmp_path / "run", steps=1)
+    c.data.source, c.data.path, c.data.skip_bad_rows = "file", path, True
     with caplog.at_level(logging.WARNING, logger="upt_jax.train.trainer"):
-        records = trainer_lib.load_records(c)
-    assert [r["id"] for r in records] == ["q0", "q1", "q2", "q3"]
+        train(c)
     msgs = [r.getMessage() for r in caplog.records]
     assert any("skipped 2 malformed rows" in m and "train.jsonl" in m for m in msgs), msgs
+    (m,) = read_metrics(str(tmp_path / "run"))
+    assert m["data/rows_read"] == 6 and m["data/rows_kept"] == 4 and m["data/rows_skipped"] == 2
 
 
 def test_duplicate_ids_are_detected_at_the_trainer(tmp_path, no_model):

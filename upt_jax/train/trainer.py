@@ -119,7 +119,16 @@ def load_records(config) -> list[dict]:
         log.warning("skipped %d malformed rows of %s: %s", stats.rows_skipped, dc.path, stats.metrics())
     if not records:
         raise ValueError(f"no usable rows in {dc.path}")
-    return records
+    return _Records(records, stats.metrics())
+
+
+class _Records(list):
+    """Records read from files, with the reader's counts (``data/rows_read``, ``data/rows_skipped``,
+    ``data/skipped/<reason>``), which every step's metrics carry."""
+
+    def __init__(self, records, data_metrics: dict):
+        super().__init__(records)
+        self.data_metrics = dict(data_metrics)
 
 
 def corpus_records(config) -> list[dict]:
@@ -713,6 +722,7 @@ class Trainer:
         timing["update_s"] = time.perf_counter() - t0
         metrics = {k: float(v) for k, v in m.items()}
         metrics.update(info)
+        metrics.update(getattr(self.records, "data_metrics", {}))  # rows read / skipped from files
         metrics.update({f"time/{k}": v for k, v in timing.items()})
         tokens = float(np.sum(rows["attention_mask"]))
         metrics["time/step_s"] = time.perf_counter() - t_start
