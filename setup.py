@@ -31,6 +31,10 @@ TEST = [
     "datasets>=3",
     # the optional TensorBoard writer (extra "tb") is tested too.
     "tensorboardX>=2.6",
+    # notebooks/ (jupytext percent .py paired with .ipynb) are executed by tests/test_notebooks.py
+    "jupytext>=1.16",
+    "nbclient>=0.10",
+    "ipykernel>=6.29",
 ]
 
 setup(
