@@ -1,5 +1,6 @@
 """Reward models: Bradley–Terry loss, and training lifts held-out pair accuracy above chance."""
 import jax.numpy as jnp
+import pytest
 import numpy as np
 
 from experiments import reward_model
@@ -51,3 +52,39 @@ def test_reward_model_learns_synthetic_pairs(tmp_path):
     c.train.steps = 13
     more = train_reward_model(c)
     assert [m["step"] for m in more] == [13]
+
+
+def test_rlhf_ppo_scores_rollouts_with_the_learned_reward(tmp_path):
+    from experiments import rlhf_ppo
+    from upt_jax.train.trainer import train
+
+    rm = shrink(reward_model.get_config(), tmp_path / "rm", steps=2)
+    train(rm)  # upt train dispatches mode=reward_model
+    c = shrink(rlhf_ppo.get_config(), tmp_path / "rlhf", steps=2)
+    c.reward.model_run_dir = str(tmp_path / "rm")
+    history = train(c)
+    for m in history:
+        # whitened learned rewards: mean 0, not the verifier's 0/1 (an untrained policy earns no 0/1 reward)
+        assert abs(m["reward/mean"]) < 1e-4
+        assert m["critic/loss"] > 0 and m["grad_norm"] > 0 and m["skipped"] == 0
+        assert m["kl_ref"] >= 0.0
+
+
+def test_learned_reward_normalisation(tmp_path):
+    from upt_jax.train.reward_model import LearnedReward
+    from upt_jax.train.trainer import train
+
+    rm = shrink(reward_model.get_config(), tmp_path / "rm", steps=1)
+    train(rm)
+    prompts = [[5, 6, 7], [8, 9], [10], [11, 12]]
+    responses = [[20, 21], [22], [23, 24, 25], [26]]
+    raw = LearnedReward(str(tmp_path / "rm"), pad_id=0).raw_scores(prompts, responses)
+    batch = LearnedReward(str(tmp_path / "rm"), pad_id=0, normalize="batch").scores(prompts, responses)
+    np.testing.assert_allclose(batch, (raw - raw.mean()) / (raw.std() + 1e-6), rtol=1e-5, atol=1e-6)
+    run = LearnedReward(str(tmp_path / "rm"), pad_id=0, normalize="running")
+    run.scores(prompts, responses)
+    again = run.scores(prompts, responses)
+    both = np.concatenate([raw, raw])
+    np.testing.assert_allclose(again, (raw - both.mean()) / (both.std(ddof=1) + 1e-6), rtol=1e-4, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="model_run_dir"):
+        LearnedReward(str(tmp_path / "nothing"), pad_id=0)

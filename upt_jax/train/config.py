@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.dynamic_sampling_max_draws = 4
     c.train.logprob_chunk = 128
 
+    # where rollout rewards come from: the data's verifier, or a trained reward model (RLHF)
+    c.reward = ml_collections.ConfigDict(dict(source="verifier", model_run_dir="", normalize="none"))
+
     c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2))  # PPO's value model
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -173,3 +173,64 @@ def train_reward_model(config) -> list[dict]:
         return trainer.run()
     finally:
         trainer.close()
+
+
+class LearnedReward:
+    """Scores rollouts with a trained reward model (RLHF), in place of a verifier.
+
+    Args:
+      run_dir: a ``reward_model`` run directory (its ``config.json`` and latest checkpoint).
+      normalize: ``none``; ``batch`` (whiten the step's scores: zero mean, unit std); or
+        ``running`` (subtract/divide by running mean and std over all scores seen so far).
+      pad_id: the tokenizer's pad id.
+    """
+
+    def __init__(self, run_dir: str, *, pad_id: int, normalize: str = "none"):
+        import ml_collections
+
+        from upt_jax.models.reward import reward_model_from
+        from upt_jax.train.checkpoint import abstract_with_shardings, restore_params
+        from upt_jax.train.trainer import build_model
+
+        if normalize not in ("none", "batch", "running"):
+            raise ValueError(f"reward.normalize must be none, batch or running, not {normalize!r}")
+        cfg_file = os.path.join(run_dir, "config.json")
+        if not os.path.exists(cfg_file):
+            raise FileNotFoundError(f"reward.model_run_dir={run_dir!r} has no config.json (train one with "
+                                    "experiments/reward_model.py)")
+        with open(cfg_file) as f:
+            rm_config = ml_collections.ConfigDict(json.load(f))
+        from upt_jax.data import load_tokenizer
+
+        tok = load_tokenizer(rm_config.tokenizer)
+        special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
+        model = reward_model_from(build_model(rm_config.model, vocab_size=tok.vocab_size, special=special))
+        graphdef, state = nnx.split(model)
+        params = restore_params(os.path.join(run_dir, "checkpoints"), abstract_with_shardings(state))
+        self.params, self.graphdef = params, graphdef
+        self.pad_id, self.normalize = pad_id, normalize
+        self._fn = jax.jit(lambda p, tokens, attn: nnx.merge(graphdef, p)(tokens, attn))
+        self._n, self._mean, self._m2 = 0, 0.0, 0.0
+
+    def raw_scores(self, prompts, responses) -> np.ndarray:
+        """``[B]`` reward-model scores of ``prompt_i ⧺ response_i`` (token-id lists)."""
+        from upt_jax.train.batching import pack_rows
+
+        rows = pack_rows(prompts, responses, pad_id=self.pad_id)
+        return np.asarray(self._fn(self.params, jnp.asarray(rows["tokens"]), jnp.asarray(rows["attention_mask"])),
+                          np.float32)
+
+    def scores(self, prompts, responses) -> np.ndarray:
+        """Normalised scores as configured."""
+        r = self.raw_scores(prompts, responses)
+        if self.normalize == "batch":
+            return ((r - r.mean()) / (r.std() + 1e-6)).astype(np.float32)
+        if self.normalize == "running":  # Welford over every score seen so far
+            for x in r:
+                self._n += 1
+                d = x - self._mean
+                self._mean += d / self._n
+                self._m2 += d * (x - self._mean)
+            std = (self._m2 / max(self._n - 1, 1)) ** 0.5
+            return ((r - self._mean) / (std + 1e-6)).astype(np.float32)
+        return r

@@ -456,6 +456,14 @@ class Trainer:
         if self.critic is not None:
             self._init_critic(model)
         self.verifier = Verifier(config.data.verifier) if self.online else None
+        self.learned_reward = None
+        if self.online and config.reward.source == "model":
+            from upt_jax.train.reward_model import LearnedReward
+
+            self.learned_reward = LearnedReward(config.reward.model_run_dir, pad_id=self.tok.pad_id,
+                                                normalize=config.reward.normalize)
+        elif config.reward.source != "verifier":
+            raise ValueError(f"config.reward.source must be verifier or model, not {config.reward.source!r}")
         self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
                                     batch_size=t.questions_per_step, drop_remainder=True)
         self.data_iter = iter(self.dataset)
@@ -577,7 +585,12 @@ class Trainer:
         t0 = time.perf_counter()
         texts = [self.tok.decode(out.tokens[i, :out.lengths[i]]) for i in range(len(out.lengths))]
         golds = [records[j]["answer"] for j in out.prompt_index]
-        rewards = self.verifier.scores(texts, golds)
+        if self.learned_reward is not None:  # RLHF: a trained reward model scores the rollouts
+            rewards = self.learned_reward.scores([prompts[j] for j in out.prompt_index],
+                                                 [out.tokens[i, :out.lengths[i]].tolist()
+                                                  for i in range(len(out.lengths))])
+        else:
+            rewards = self.verifier.scores(texts, golds)
         timing["reward_s"] += time.perf_counter() - t0
         n, groups = rc.n, []
         for j, record in enumerate(records):
