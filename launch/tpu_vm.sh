@@ -16,7 +16,8 @@
 # Options: --project P, --version RUNTIME (default tpu-ubuntu2204-base), --spot,
 # --entry train|pipeline, --worker N (logs: which worker; default 0), --dry-run (print the
 # commands instead of running them; needs no gcloud). Arguments after `--` go to `upt train`.
-# Run directories and checkpoints should be gs:// paths: every worker must see the same files.
+# The run directory (checkpoints, metrics) must be one every worker sees: a shared mount
+# (Filestore/NFS) or a gs:// bucket path.
 set -euo pipefail
 
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -62,8 +63,8 @@ if [[ "$ACTION" == run || "$ACTION" == all ]]; then
   [[ -n "$CONFIG" ]] || die "--config is required to run (e.g. experiments/grpo.py)"
   [[ -n "$RUN_DIR" ]] || die "--run-dir is required to run (a gs:// path every worker can reach)"
   [[ "$ENTRY" == train || "$ENTRY" == pipeline ]] || die "--entry must be train or pipeline, not '$ENTRY'"
-  [[ "$RUN_DIR" == gs://* ]] || echo "tpu_vm.sh: warning: --run-dir $RUN_DIR is not a gs:// path; every worker" \
-    "writes its own local copy and process 0's metrics stay on worker 0" >&2
+  [[ "$RUN_DIR" == gs://* || "$RUN_DIR" == /* ]] || echo "tpu_vm.sh: warning: --run-dir $RUN_DIR is" \
+    "relative: it resolves on each worker's own disk; use a bucket or a shared mount every worker sees" >&2
 fi
 [[ "$WORKER" =~ ^[0-9]+$ ]] || die "--worker must be a worker index, not '$WORKER'"
 
