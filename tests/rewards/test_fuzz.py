@@ -28,14 +28,20 @@ BUDGET_S = 30.0    # total scoring time of the fuzz test
 EXAMPLES = 120
 
 _counter = itertools.count()
-_clock = {}
 
 
 @pytest.fixture(scope="module")
 def verifier():
     with Verifier("math", timeout_s=LIMIT, num_workers=2) as v:
-        v(["\\boxed{1}"], ["1"])  # workers up
+        # the pool is up (integer answers are decided in-process and never start it)
+        assert v(["\\boxed{\\frac{1}{2}}"], ["0.5"])[0].reason == "correct"
         yield v
+
+
+@pytest.fixture
+def budget():
+    """Set up once per test (not per example): when the scoring budget started."""
+    return {"start": time.monotonic()}
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +140,10 @@ def _timed(verifier, outputs, golds):
           phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_fuzzed_outputs_and_references_return_in_time_and_run_nothing(verifier, marker_dir, data):
+def test_fuzzed_outputs_and_references_return_in_time_and_run_nothing(verifier, marker_dir, budget, data):
     output = data.draw(adversarial(marker_dir), label="output")
     gold = data.draw(st.one_of(st.sampled_from(GOLDS), adversarial(marker_dir)), label="gold")
-    start = _clock.setdefault("start", time.monotonic())
-    if time.monotonic() - start > BUDGET_S:
+    if time.monotonic() - budget["start"] > BUDGET_S:
         return  # out of budget: the remaining examples are only generated
     # as a model output against a normal reference, and as a reference (datasets are untrusted too)
     (r1, r2), elapsed = _timed(verifier, [output, "\\boxed{3}"], [gold, output])
@@ -161,7 +166,7 @@ def test_worker_killed_mid_item_is_replaced_and_the_next_item_is_scored():
     ``worker_died`` at once (not after the time limit), and the replaced pool scores the next."""
     limit = 20.0
     with Verifier("math", timeout_s=limit, num_workers=2) as v:
-        v(["\\boxed{1}"], ["1"])
+        assert v(["\\boxed{\\frac{1}{2}}"], ["0.5"])[0].reason == "correct"  # the pool is up
         before = list(v.pool.pids)
         out = {}
 
