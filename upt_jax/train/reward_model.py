@@ -119,11 +119,9 @@ class RewardModelTrainer:
         return {k: jnp.asarray(v) for k, v in rows.items()}
 
     def _place(self, batch):
-        if self.mesh is None:
-            return batch
-        from jax.sharding import NamedSharding, PartitionSpec as P
+        from upt_jax.train.step import place_batch
 
-        return jax.device_put(batch, NamedSharding(self.mesh, P(("data", "fsdp"))))
+        return place_batch(batch, self.mesh)
 
     def heldout_accuracy(self, params=None) -> float:
         """Fraction of held-out pairs whose chosen response scores higher."""

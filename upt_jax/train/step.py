@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -69,6 +70,26 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
 
 def _loss_view(batch):
     return {k: v for k, v in batch.items() if k not in ("tokens", "attention_mask")}
+
+
+def place_batch(batch: Batch, mesh: Mesh | None) -> Batch:
+    """Batch arrays onto ``mesh`` with rows over ``('data', 'fsdp')`` (what the jitted step expects).
+
+    Host (numpy) arrays must hold the same global batch on every process (same data order, same
+    sampling keys); each process hands over the rows of its own devices, so this also works when
+    the mesh spans several processes. ``jax.Array`` s are resharded. No mesh: unchanged.
+    """
+    if mesh is None:
+        return batch
+    sharding = NamedSharding(mesh, P(("data", "fsdp")))
+
+    def put(x):
+        if isinstance(x, jax.Array):
+            return jax.device_put(x, sharding)
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+    return jax.tree.map(put, batch)
 
 
 def split_microbatches(batch: Batch, num_microbatches: int, group_size: int = 1) -> Batch:

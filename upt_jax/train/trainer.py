@@ -686,24 +686,10 @@ class Trainer:
         return rows, info, timing
 
     def _place(self, batch):
-        """Batch arrays onto the mesh, rows over ``('data', 'fsdp')`` (as the jitted steps expect).
+        """Batch arrays onto the mesh, rows over ``('data', 'fsdp')`` (see ``place_batch``)."""
+        from upt_jax.train.step import place_batch
 
-        Host (numpy) arrays hold the same global batch on every process (same data order, same
-        sampling keys), so each process hands over the rows of its own devices; this also works
-        when the mesh spans several processes."""
-        if self.mesh is None:
-            return batch
-        from jax.sharding import NamedSharding, PartitionSpec as P
-
-        sharding = NamedSharding(self.mesh, P(("data", "fsdp")))
-
-        def put(x):
-            if isinstance(x, jax.Array):
-                return jax.device_put(x, sharding)
-            x = np.asarray(x)
-            return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
-
-        return jax.tree.map(put, batch)
+        return place_batch(batch, self.mesh)
 
     def train_step(self):
         """One step: data → (rollouts, rewards) → update(s). Returns the metrics dict."""
