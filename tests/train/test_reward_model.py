@@ -88,3 +88,35 @@ def test_learned_reward_normalisation(tmp_path):
     np.testing.assert_allclose(again, (raw - both.mean()) / (both.std(ddof=1) + 1e-6), rtol=1e-4, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="model_run_dir"):
         LearnedReward(str(tmp_path / "nothing"), pad_id=0)
+
+
+def test_corrupt_steps_labels_from_the_first_error():
+    import random
+
+    from upt_jax.data import synthetic
+    from upt_jax.train.prm import corrupt_steps, step_label_row
+
+    demo = synthetic.make_question("add_3", 0, 1)["demonstration"]
+    text, labels = corrupt_steps(demo, random.Random(0))
+    lines, orig = text.split("\n"), demo.split("\n")
+    k = next(i for i, (a, b) in enumerate(zip(lines, orig)) if a != b)
+    assert labels == [1] * k + [0] * (len(lines) - k)
+    assert sum(a != b for a, b in zip(text, demo)) == 1  # exactly one digit changed
+    ids = [5, 103, 6, 7, 103, 8, 3]  # three steps: two newlines, then the last token
+    tg, w = step_label_row(ids, [1, 0, 0], newline_id=103)
+    assert w.tolist() == [0, 1, 0, 0, 1, 0, 1] and tg.tolist() == [0, 1, 0, 0, 0, 0, 0]
+
+
+def test_prm_learns_step_labels(tmp_path):
+    from experiments import prm
+    from upt_jax.train.trainer import train
+
+    c = shrink(prm.get_config(), tmp_path / "prm", steps=10)
+    c.train.questions_per_step = 8
+    c.train.learning_rate = 3e-3
+    c.reward_model.eval_every = 10
+    c.reward_model.eval_pairs = 16
+    history = train(c)
+    assert [m["step"] for m in history] == list(range(1, 11))
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert 0.0 <= history[-1]["heldout/step_accuracy"] <= 1.0

@@ -1,4 +1,5 @@
-"""Reward-model training: Bradley–Terry on preference pairs (``config.mode = "reward_model"``).
+"""Reward-model training: Bradley–Terry on preference pairs (``config.mode = "reward_model"``), or
+a process reward model on step labels (``config.mode = "prm"``, see ``upt_jax.train.prm``).
 
 The reward model is the decoder (from ``config.model``: a preset, a HF directory or another
 run's checkpoint) with a scalar head read at the last token. Each step takes
@@ -65,11 +66,18 @@ class RewardModelTrainer:
                             total_steps=t.steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm)
         self.graphdef, self.state, self.shardings = create_train_state(model, tx, seed=config.seed, mesh=self.mesh)
         rm = config.reward_model
-        self.step_fn = make_train_step(self.graphdef, tx, bt_objective(margin=rm.margin,
-                                                                       label_smoothing=rm.label_smoothing),
-                                       num_microbatches=t.microbatches, group_size=2, mesh=self.mesh,
-                                       shardings=self.shardings)
+        self.process = config.mode == "prm"  # a process reward model (per-step labels)
+        if self.process:
+            from upt_jax.train.prm import prm_objective
+
+            objective, group = prm_objective(), 1
+        else:
+            objective, group = bt_objective(margin=rm.margin, label_smoothing=rm.label_smoothing), 2
+        self.step_fn = make_train_step(self.graphdef, tx, objective, num_microbatches=t.microbatches,
+                                       group_size=group, mesh=self.mesh, shardings=self.shardings)
         self.score_fn = jax.jit(lambda p, tokens, attn: nnx.merge(self.graphdef, p)(tokens, attn))
+        self.token_score_fn = jax.jit(lambda p, tokens, attn: nnx.merge(self.graphdef, p).token_scores(
+            tokens, attn))
         self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
                                     batch_size=t.questions_per_step, drop_remainder=True)
         self.data_iter = iter(self.dataset)
@@ -101,6 +109,44 @@ class RewardModelTrainer:
         self.data_iter.set_state(extra["data_iterator"])
         self.metrics_log.truncate_after(extra["step"])
 
+    def _rows(self, records, seed: int):
+        """Pairs (outcome RM) or step-labelled demonstrations (PRM) for ``records``."""
+        return self._steps(records, seed) if self.process else self._pairs(records)
+
+    def _steps(self, records, seed: int):
+        """Each demonstration, corrupted at a random step with probability ½, with step labels."""
+        import random
+
+        from upt_jax.data.templates import render_prompt, separator
+        from upt_jax.train.batching import pack_rows
+        from upt_jax.train.prm import corrupt_steps, step_label_row
+
+        c = self.config.data
+        rng = random.Random(seed)
+        newline = self.tok.encode("\n")
+        if len(newline) != 1:
+            raise ValueError("the PRM needs a tokenizer with a single newline token")
+        prompts, responses, targets, weights = [], [], [], []
+        for r in records:
+            demo = r.get("demonstration")
+            if not demo:
+                raise ValueError(f"record {r.get('id')} has no demonstration to label steps of")
+            if rng.random() < 0.5:
+                text, labels = corrupt_steps(demo, rng)
+            else:
+                text, labels = demo, [1] * (demo.count("\n") + 1)
+            ids = self.tok.encode(text) + [self.tok.eos_id]
+            tg, w = step_label_row(ids, labels, newline[0])
+            prompts.append(self.tok.encode(render_prompt(r["question"], c.template, tokenizer=self.tok,
+                                                         system_prompt=c.system_prompt) + separator(c.template)))
+            responses.append(ids)
+            targets.append(tg)
+            weights.append(w)
+        rows = pack_rows(prompts, responses, pad_id=self.tok.pad_id,
+                         response_values=dict(step_targets=targets, step_weights=weights))
+        rows.pop("truncated")
+        return {k: jnp.asarray(v) for k, v in rows.items()}
+
     def _pairs(self, records):
         from upt_jax.data.templates import render_prompt, separator
         from upt_jax.train.batching import pack_rows
@@ -124,8 +170,15 @@ class RewardModelTrainer:
         return place_batch(batch, self.mesh)
 
     def heldout_accuracy(self, params=None) -> float:
-        """Fraction of held-out pairs whose chosen response scores higher."""
+        """Held-out pairs whose chosen response scores higher (outcome RM), or held-out steps
+        classified correctly (PRM)."""
         params = self.state.params if params is None else params
+        if self.process:
+            from upt_jax.train.prm import prm_loss
+
+            b = self._steps(self.heldout, seed=self.config.seed + 104729)
+            logits = self.token_score_fn(params, b["tokens"], b["attention_mask"])
+            return float(prm_loss(logits, b["step_targets"], b["step_weights"])[2])
         b = self._pairs(self.heldout)
         r = np.asarray(self.score_fn(params, b["tokens"], b["attention_mask"]))
         return float(np.mean(r[0::2] > r[1::2]))
@@ -140,13 +193,15 @@ class RewardModelTrainer:
         try:
             for _ in range(start, t.steps):
                 t0 = time.perf_counter()
-                batch = self._place(self._pairs(next(self.data_iter)))
+                batch = self._place(self._rows(next(self.data_iter), seed=self.config.seed * 1000003 + start
+                                               + len(history)))
                 self.state, m = self.step_fn(self.state, batch)
                 metrics = {k: float(v) for k, v in jax.device_get(m).items()}
                 step = int(self.state.step)
                 metrics["step"] = step
                 if step % max(1, self.config.reward_model.eval_every) == 0 or step == t.steps:
-                    metrics["heldout/pair_accuracy"] = self.heldout_accuracy()
+                    metrics["heldout/step_accuracy" if self.process else "heldout/pair_accuracy"] = \
+                        self.heldout_accuracy()
                 metrics["time/step_s"] = time.perf_counter() - t0
                 self.metrics_log.write(metrics)
                 history.append(metrics)

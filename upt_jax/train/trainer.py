@@ -790,9 +790,9 @@ class Trainer:
 def train(config) -> list[dict]:
     """Run (or resume) the experiment ``config``; returns the metrics of the steps run now.
 
-    ``config.mode = "reward_model"`` trains a Bradley–Terry reward model instead
-    (``upt_jax.train.reward_model``)."""
-    if config.mode == "reward_model":
+    ``config.mode = "reward_model"`` trains a Bradley–Terry reward model instead, and
+    ``"prm"`` a process reward model (``upt_jax.train.reward_model``)."""
+    if config.mode in ("reward_model", "prm"):
         from upt_jax.train.reward_model import train_reward_model
 
         return train_reward_model(config)

@@ -1,0 +1,78 @@
+"""Process reward models (PRM): per-step correctness from the synthetic task's programmatic steps.
+
+A demonstration is one step per line. A *corrupted* demonstration changes one digit of one
+line's result (step ``k``); steps before ``k`` are labelled correct (1), step ``k`` and every
+later step wrong (0), as in process supervision (Lightman et al. 2023) where a solution is wrong
+from its first mistake on. The PRM is a ``RewardModel`` whose score at each step's last token
+(the newline, or EOS for the last step) is trained with binary cross-entropy on these labels.
+
+``config.mode = "prm"`` (``experiments/prm.py``) trains one; per-step accuracy on held-out
+demonstrations (a different seed, half of them corrupted) is logged.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def corrupt_steps(demonstration: str, rng: random.Random) -> tuple[str, list[int]]:
+    """``(text, labels)``: one line's first ``=``-result digit changed, labels 1 before it, 0 from it.
+
+    Lines without a computed result (headers such as ``46*7:``) are never chosen; the final
+    ``\\boxed{}`` line counts as a step (it inherits the error).
+    """
+    lines = demonstration.split("\n")
+    candidates = [i for i, line in enumerate(lines) if re.search(r"=\d", line)]
+    if not candidates:
+        raise ValueError("demonstration has no computed step to corrupt")
+    k = rng.choice(candidates)
+    m = re.search(r"=(\d)", lines[k])
+    pos = m.start(1)
+    digit = lines[k][pos]
+    wrong = rng.choice([d for d in "0123456789" if d != digit])
+    lines[k] = lines[k][:pos] + wrong + lines[k][pos + 1:]
+    return "\n".join(lines), [1] * k + [0] * (len(lines) - k)
+
+
+def step_label_row(response_ids: list[int], labels: list[int], newline_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token ``(targets, weights)`` ``[R]``: the label of step ``j`` at its last token.
+
+    Steps end at each newline and at the last token of the response (EOS)."""
+    targets = np.zeros(len(response_ids), np.float32)
+    weights = np.zeros(len(response_ids), np.float32)
+    ends = [i for i, t in enumerate(response_ids) if t == newline_id] + [len(response_ids) - 1]
+    if len(ends) != len(labels):
+        raise ValueError(f"{len(ends)} step ends but {len(labels)} labels")
+    for e, lab in zip(ends, labels):
+        targets[e], weights[e] = lab, 1.0
+    return targets, weights
+
+
+def prm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array):
+    """Binary cross-entropy at step ends.
+
+    Args:
+      logits, targets, weights: ``[B, T]`` (weights 1 at step ends).
+    Returns:
+      ``(loss_sum [], num_steps [], step_accuracy [])``.
+    """
+    bce = -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
+    n = jnp.sum(weights)
+    acc = jnp.sum(weights * ((logits > 0) == (targets > 0.5))) / jnp.maximum(n, 1.0)
+    return jnp.sum(weights * bce), n, acc
+
+
+def prm_objective():
+    """``Objective`` for a ``RewardModel`` on rows with ``step_targets``/``step_weights`` ``[B, T]``."""
+    from upt_jax.train.step import Objective
+
+    def sums(model, batch):
+        logits = model.token_scores(batch["tokens"], batch["attention_mask"])
+        s, _, acc = prm_loss(logits, batch["step_targets"], batch["step_weights"])
+        return {"prm": s}, {"step_accuracy": acc}
+
+    return Objective(denominators=lambda b: {"prm": jnp.sum(b["step_weights"])}, sums=sums)
