@@ -89,6 +89,19 @@ def test_rl_recipe_gradient_equals_textbook(name, seed):
     assert any(0 < f < 1 for f in fr), f'batch does not exercise the clip: {fr}'
 
 
+@pytest.mark.parametrize('seed', SEEDS)
+def test_grpo_process_gradient_equals_textbook(seed):
+  recipe = upge.get_recipe('grpo_process')
+  logp, batch = _batch(seed, g=4)
+  rng = np.random.RandomState(seed + 11)
+  mask = np.asarray(batch['mask'])
+  step_mask = (rng.rand(*mask.shape) < 0.35).astype(np.float32) * mask
+  batch = dict(batch, step_mask=jnp.asarray(step_mask),
+               step_rewards=jnp.asarray(rng.randn(*mask.shape).astype(np.float32)))
+  _assert_grads(_loss(recipe, 4, batch), lambda lp: tb.grpo_process(
+      lp, batch['old_logp'], batch['mask'], batch['step_rewards'], batch['step_mask'], group_size=4), (logp,))
+
+
 def test_gae_equals_textbook():
   logp, b = _batch(3, g=1)
   tok = upge.last_token_rewards(b['rewards'], b['mask'])
@@ -240,5 +253,5 @@ def test_generalized_jsd_gradient_equals_textbook(beta):
 
 
 def test_every_recipe_has_an_equivalence_test():
-  covered = set(RL_CASES) | {'hpt', 'srft', 'distill_fkl'} | {k.split('_')[0] for k in PREF}
+  covered = set(RL_CASES) | {'hpt', 'srft', 'distill_fkl', 'grpo_process'} | {k.split('_')[0] for k in PREF}
   assert set(upge.RECIPES) <= covered, set(upge.RECIPES) - covered

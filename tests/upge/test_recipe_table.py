@@ -8,7 +8,7 @@ DOC = pathlib.Path(__file__).resolve().parents[2] / 'docs' / 'recipes.md'
 
 REQUIRED = ['sft', 'reinforce', 'ppo', 'grpo', 'dr_grpo', 'dapo', 'gspo', 'cispo', 'rloo',
             'reinforce_pp', 'remax', 'dpo', 'ipo', 'simpo', 'orpo', 'distill_fkl',
-            'distill_on_policy', 'luffy', 'srft', 'rft', 'hpt']  # issue 3's list + rft (issue 11)
+            'distill_on_policy', 'luffy', 'srft', 'rft', 'grpo_process', 'hpt']  # issue 3's list + issue 11's
 
 
 def test_recipe_table_is_up_to_date():

@@ -463,6 +463,36 @@ def remax(logp, mask, rewards, baseline_rewards):
     return _token_mean(-adv * _f32(logp), mask)
 
 
+def grpo_process(logp, old_logp, mask, step_rewards, step_mask, *, group_size, clip_eps=0.2, eps=1e-6):
+    """GRPO with process supervision, written with explicit loops over groups, rows and steps.
+
+    For each question's group, collect the PRM rewards of all its steps,
+    ``r~ = (r - mean(R)) / (std(R) + eps)`` (std ddof=0); a token's advantage is the sum of
+    ``r~`` over the steps of its row whose last token is at or after it; then GRPO's clipped
+    objective with seq-mean-token-mean.
+
+    Reference: Shao et al. (2024), DeepSeekMath, arXiv:2402.03300, Sec. 4.1.3.
+    """
+    import numpy as _np
+
+    b, t = logp.shape
+    sm = _np.asarray(step_mask) * _np.asarray(mask)
+    sr = _np.asarray(step_rewards, _np.float64)
+    adv = _np.zeros((b, t))
+    for g0 in range(0, b, group_size):
+        vals = [sr[i, j] for i in range(g0, g0 + group_size) for j in range(t) if sm[i, j] > 0]
+        mu = _np.mean(vals) if vals else 0.0
+        sd = _np.std(vals) if vals else 0.0
+        for i in range(g0, g0 + group_size):
+            for j in range(t):
+                if _np.asarray(mask)[i, j] > 0:
+                    adv[i, j] = sum((sr[i, s] - mu) / (sd + eps) for s in range(j, t) if sm[i, s] > 0)
+    adv = jnp.asarray(adv, jnp.float32)
+    ratio = jnp.exp(_f32(logp) - _sg(_f32(old_logp)))
+    per_token = _ppo_clip_objective(ratio, adv, clip_eps, clip_eps)
+    return jnp.mean(_row_mean(-per_token, mask))
+
+
 def rft(logp, mask, rewards, *, threshold=0.5):
     """Rejection-sampling fine-tuning: the NLL of the verifier-accepted rollouts only.
 

@@ -208,6 +208,38 @@ def reward_to_go(token_rewards: jax.Array, mask: jax.Array,
   return out.T
 
 
+def process_advantages(step_rewards: jax.Array, step_mask: jax.Array, mask: jax.Array,
+                       group_size: int, eps: float = 1e-6) -> jax.Array:
+  """Process-supervised GRPO advantages (Shao et al. 2024, DeepSeekMath §4.1.3).
+
+  A process reward model scores each reasoning step; its score sits at the step's last
+  token (``step_mask``). Step rewards are normalised over all steps of the question's group,
+  then each token's advantage is the sum of the normalised rewards of the steps ending at or
+  after it:
+
+      r̃_s = (r_s − mean_group(r)) / (std_group(r) + ε),      Â_t = Σ_{s: end(s) ≥ t} r̃_s
+
+  Args:
+    step_rewards: ``[B, T]`` PRM scores at step ends (ignored elsewhere).
+    step_mask: ``[B, T]`` 1 at the last token of each step.
+    mask: ``[B, T]`` response mask.
+    group_size: ``G`` rows per question (contiguous).
+    eps: ``ε``.
+
+  Returns:
+    ``[B, T]`` advantages, no gradient, 0 on padding.
+  """
+  sm = jnp.asarray(step_mask, jnp.float32) * jnp.asarray(mask, jnp.float32)
+  r = sg(jnp.asarray(step_rewards, jnp.float32))
+  b, t = r.shape
+  rg, mg = r.reshape(b // group_size, group_size * t), sm.reshape(b // group_size, group_size * t)
+  n = jnp.maximum(jnp.sum(mg, 1, keepdims=True), 1.0)
+  mean = jnp.sum(rg * mg, 1, keepdims=True) / n
+  std = jnp.sqrt(jnp.sum(jnp.square(rg - mean) * mg, 1, keepdims=True) / n)
+  norm = (((rg - mean) / (std + eps)) * mg).reshape(b, t)
+  return reward_to_go(norm, mask)
+
+
 def gae_advantages(token_rewards: jax.Array, values: jax.Array, mask: jax.Array,
                    gamma: float = 1.0, lam: float = 0.95):
   """Generalised Advantage Estimation (Schulman et al. 2016) with a critic.

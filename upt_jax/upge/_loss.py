@@ -176,6 +176,8 @@ ADVANTAGES = {
         c.token_rewards, c.mask, eps=eps, row_mask=c.rows), False),
     'reinforce_pp_baseline': (lambda c, eps=1e-8: adv_lib.reinforce_pp_baseline_advantages(
         c.rewards, c.mask, c.group_size, eps=eps, row_mask=c.rows), False),
+    'process': (lambda c, eps=1e-6: adv_lib.process_advantages(
+        c.get('step_rewards'), c.get('step_mask'), c.mask, c.group_size, eps), False),
     'gae': (lambda c, gamma=1.0, lam=0.95: adv_lib.gae_advantages(
         c.token_rewards, c.get('values'), c.mask, gamma, lam)[0], False),
     'teacher_probs': (lambda c, temperature=1.0, top_k=None: _dense_teacher_probs(

@@ -168,6 +168,19 @@ def remax() -> Recipe:
                 'Li et al. 2024', 'mask [B, T], rewards [B], baseline_rewards [B]')
 
 
+def grpo_process(eps: float = 0.2, std_eps: float = 1e-6) -> Recipe:
+  """GRPO with process supervision (Shao et al. 2024, §4.1.3): per-step PRM rewards placed at
+  step ends, normalised over the group's steps; ``Â_t`` = sum of the normalised rewards of the
+  steps ending at or after ``t``; PPO clip, seq-mean-token-mean as GRPO.
+
+  Batch: ``mask [B, T], old_logp [B, T], step_rewards [B, T], step_mask [B, T]``; groups.
+  """
+  return Recipe('grpo_process', (Term('pg', rollout=_rl(
+      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('process', eps=std_eps),
+      'seq-mean-token-mean')),), 'Shao et al. 2024 (process supervision)',
+      'mask [B, T], old_logp [B, T], step_rewards [B, T], step_mask [B, T]; groups')
+
+
 def rft(threshold: float = 0.5) -> Recipe:
   """Online rejection-sampling fine-tuning (RFT; Yuan et al. 2023, Zelikman et al. 2022):
   SFT on the policy's own verified-correct rollouts.
@@ -337,7 +350,7 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
 RECIPES = {
     'sft': sft, 'reinforce': reinforce, 'ppo': ppo, 'grpo': grpo, 'dr_grpo': dr_grpo,
     'dapo': dapo, 'gspo': gspo, 'cispo': cispo, 'rloo': rloo,
-    'reinforce_pp': reinforce_pp, 'remax': remax, 'rft': rft, 'dpo': dpo, 'ipo': ipo,
+    'reinforce_pp': reinforce_pp, 'remax': remax, 'rft': rft, 'grpo_process': grpo_process, 'dpo': dpo, 'ipo': ipo,
     'simpo': simpo, 'orpo': orpo, 'distill_fkl': distill_fkl,
     'distill_on_policy': distill_on_policy, 'luffy': luffy, 'srft': srft, 'hpt': hpt,
 }
