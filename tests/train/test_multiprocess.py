@@ -21,7 +21,7 @@ import pytest
 from .test_trainer import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TIMEOUT_S = 150
+TIMEOUT_S = 240
 
 CONFIG = textwrap.dedent(f"""\
     from experiments import hpt
@@ -59,35 +59,42 @@ def _env(devices: int, **extra) -> dict:
     return env
 
 
-def _run(config_file, run_dir, steps, processes: int, devices_per_process: int, log_dir):
-    """``upt train`` in ``processes`` local processes; returns their stdout (killed on failure)."""
-    args = [sys.executable, "-m", "upt_jax.cli", "train", "--config", str(config_file),
-            f"--config.run_dir={run_dir}", f"--config.train.steps={steps}"]
-    port = _free_port()
-    procs, logs = [], []
+def _run(config_file, jobs, log_dir):
+    """Start ``upt train`` jobs side by side and wait for all of them.
+
+    ``jobs``: ``[(run_dir, steps, processes, devices_per_process)]``; a job with several
+    processes joins them on a fresh localhost port. Returns each job's list of process outputs.
+    Every child is killed if anything fails or runs past ``TIMEOUT_S``.
+    """
+    procs, logs, owner = [], [], []
     try:
-        for i in range(processes):
-            extra = {} if processes == 1 else dict(
-                UPT_COORDINATOR=f"127.0.0.1:{port}", UPT_NUM_PROCESSES=str(processes), UPT_PROCESS_ID=str(i))
-            log = open(os.path.join(log_dir, f"p{i}-{steps}-{processes}.log"), "w+")
-            logs.append(log)
-            procs.append(subprocess.Popen(args, cwd=ROOT, env=_env(devices_per_process, **extra),
-                                          stdout=log, stderr=subprocess.STDOUT))
+        for j, (run_dir, steps, processes, devices) in enumerate(jobs):
+            args = [sys.executable, "-m", "upt_jax.cli", "train", "--config", str(config_file),
+                    f"--config.run_dir={run_dir}", f"--config.train.steps={steps}"]
+            port = _free_port()
+            for i in range(processes):
+                extra = {} if processes == 1 else dict(
+                    UPT_COORDINATOR=f"127.0.0.1:{port}", UPT_NUM_PROCESSES=str(processes), UPT_PROCESS_ID=str(i))
+                log = open(os.path.join(log_dir, f"job{j}-steps{steps}-p{i}of{processes}.log"), "w+")
+                logs.append(log)
+                owner.append(j)
+                procs.append(subprocess.Popen(args, cwd=ROOT, env=_env(devices, **extra),
+                                              stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + TIMEOUT_S
         for p in procs:
             p.wait(timeout=max(1.0, deadline - time.monotonic()))
-        outs = []
-        for p, log in zip(procs, logs):
+        outs = [[] for _ in jobs]
+        for p, log, j in zip(procs, logs, owner):
             log.seek(0)
-            outs.append(log.read())
-            assert p.returncode == 0, f"process exited with {p.returncode}:\n{outs[-1][-4000:]}"
+            outs[j].append(log.read())
+            assert p.returncode == 0, f"job {jobs[j]}: a process exited with {p.returncode}:\n{outs[j][-1][-4000:]}"
         return outs
     except subprocess.TimeoutExpired:
         tails = []
         for log in logs:
             log.seek(0)
             tails.append(log.read()[-2000:])
-        pytest.fail(f"multi-process run did not finish in {TIMEOUT_S}s:\n" + "\n---\n".join(tails))
+        pytest.fail(f"the runs did not finish in {TIMEOUT_S}s:\n" + "\n---\n".join(tails))
     finally:
         for p in procs:  # never leave a child behind (one waiting on a dead peer would hang)
             if p.poll() is None:
@@ -117,13 +124,13 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
     config_file.write_text(CONFIG)
     multi, single = tmp_path / "multi", tmp_path / "single"
 
-    first = _run(config_file, multi, 2, processes=2, devices_per_process=2, log_dir=tmp_path)
+    # two processes × 2 devices for 2 steps, next to the one-process reference (4 devices, 3 steps)
+    first, _ = _run(config_file, [(multi, 2, 2, 2), (single, 3, 1, 4)], tmp_path)
     assert all('"steps_run": 2' in out for out in first), first
     assert sorted(os.listdir(multi / "checkpoints"))[-1] == "2"
-    second = _run(config_file, multi, 3, processes=2, devices_per_process=2, log_dir=tmp_path)
+    (second,) = _run(config_file, [(multi, 3, 2, 2)], tmp_path)  # new processes resume the run dir
     assert all('"steps_run": 1' in out for out in second), "the resumed run must continue at step 3"
     assert "resumed" in second[0]
-    _run(config_file, single, 3, processes=1, devices_per_process=4, log_dir=tmp_path)
 
     m_multi, m_single = _metrics(multi), _metrics(single)
     assert [m["step"] for m in m_multi] == [1, 2, 3]  # process 0 alone wrote the log
