@@ -7,7 +7,9 @@ import sympy
 
 from upt_jax.rewards import Reward, VerifierPool, math_equivalent
 
-LIMIT = 1.0
+# generous enough that sympy's first parses finish on a loaded 2-core CI machine, short enough
+# that the hung-item test stays quick
+LIMIT = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def test_hung_item_is_killed_replaced_and_scored_timeout(pool):
     out = pool.map(time.sleep, [(60,), (0.01,)])
     elapsed = time.monotonic() - start
     assert out[0] == Reward(0.0, "timeout") and out[1] is None   # time.sleep returns None
-    assert LIMIT <= elapsed < LIMIT + 1.0
+    assert LIMIT <= elapsed < LIMIT + 2.0
     assert len(set(pool.pids) - before) == 1                      # one worker replaced
     assert pool.map(math_equivalent, [("3", "3")])[0].reason == "correct"
 
@@ -65,7 +67,7 @@ def test_memory_limit_fails_the_item_not_the_host(pool):
 def test_items_run_in_parallel(pool):
     start = time.monotonic()
     pool.map(time.sleep, [(0.4,)] * 4)
-    assert time.monotonic() - start < 1.3        # 2 workers: ~0.8 s, not 1.6 s
+    assert time.monotonic() - start < 1.5        # 2 workers: ~0.8 s; one at a time would be 1.6 s
 
 
 def test_sympify_of_code_is_refused_in_workers(pool, tmp_path):

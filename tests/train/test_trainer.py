@@ -120,15 +120,17 @@ def test_config_errors_before_compute(tmp_path):
 
 
 class _CoinVerifier:
-    """Stands in for the verifier: deterministic pseudo-random 0/1 rewards (an untrained model
-    earns none, and PPO's critic needs something to fit)."""
+    """Stands in for the verifier: deterministic 0/1 rewards alternating over rollouts (an
+    untrained model earns none, and PPO's critic and RFT's gate need both kinds)."""
 
     def __init__(self):
         self.calls = 0
 
     def scores(self, outputs, golds):
         self.calls += 1
-        return np.asarray([(hash(o) + self.calls) % 2 for o in outputs], np.float32)
+        # alternating by position: every group of ≥ 2 rollouts has both rewards, in every process
+        # (not hash(): str hashes change with PYTHONHASHSEED)
+        return np.asarray([(i + self.calls) % 2 for i in range(len(outputs))], np.float32)
 
     def metrics(self):
         return {}

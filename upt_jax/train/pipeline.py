@@ -65,7 +65,10 @@ def run_pipeline(config) -> list[dict]:
                       last={k: v for k, v in (history[-1] if history else {}).items()
                             if k in ("step", "loss", "reward/mean")},
                       seconds=round(time.time() - t0, 1))
-        with open(done_file, "w") as f:
-            json.dump(report, f, indent=2)
+        import jax
+
+        if jax.process_index() == 0:  # one writer per run directory (multi-process runs)
+            with open(done_file, "w") as f:
+                json.dump(report, f, indent=2)
         reports.append(dict(report, status="ran"))
     return reports
