@@ -796,6 +796,10 @@ def train(config) -> list[dict]:
         from upt_jax.train.reward_model import train_reward_model
 
         return train_reward_model(config)
+    if config.mode == "star":
+        from upt_jax.train.star import run_star
+
+        return run_star(config)
     trainer = Trainer(config)
     try:
         return trainer.run()
