@@ -86,7 +86,7 @@ def test_learned_reward_normalisation(tmp_path):
     again = run.scores(prompts, responses)
     both = np.concatenate([raw, raw])
     np.testing.assert_allclose(again, (raw - both.mean()) / (both.std(ddof=1) + 1e-6), rtol=1e-4, atol=1e-5)
-    with pytest.raises(FileNotFoundError, match="model_run_dir"):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
         LearnedReward(str(tmp_path / "nothing"), pad_id=0)
 
 
@@ -120,3 +120,28 @@ def test_prm_learns_step_labels(tmp_path):
     assert [m["step"] for m in history] == list(range(1, 11))
     assert history[-1]["loss"] < history[0]["loss"]
     assert 0.0 <= history[-1]["heldout/step_accuracy"] <= 1.0
+
+
+def test_grpo_process_with_a_prm_in_the_loop(tmp_path):
+    from experiments import grpo, prm
+    from upt_jax.train.prm import step_ends
+    from upt_jax.train.trainer import Trainer, train
+
+    p = shrink(prm.get_config(), tmp_path / "prm", steps=1)
+    train(p)
+    c = shrink(grpo.get_config(), tmp_path / "gp", steps=1)
+    c.recipe.name = "grpo_process"
+    c.reward.prm_run_dir = str(tmp_path / "prm")
+    t = Trainer(c)
+    try:
+        rows, info, _ = t._batch(next(iter(t.dataset)), __import__("jax").random.key(0))
+        (m,) = t.run()
+    finally:
+        t.close()
+    ends = rows["step_mask"]
+    assert ends.sum() >= rows["mask"].shape[0]  # at least the last token of every row
+    assert np.all(ends <= rows["mask"]) and np.all((rows["step_rewards"] > 0) == (ends > 0))
+    assert 0 < info["prm/step_reward_mean"] < 1
+    assert m["grad_norm"] > 0 and m["skipped"] == 0
+    e = step_ends(np.array([[5, 103, 6, 0, 0]]), np.array([[1, 1, 1, 0, 0]]), 103)
+    assert e.tolist() == [[0, 1, 1, 0, 0]]

@@ -78,7 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.logprob_chunk = 128
 
     # where rollout rewards come from: the data's verifier, or a trained reward model (RLHF)
-    c.reward = ml_collections.ConfigDict(dict(source="verifier", model_run_dir="", normalize="none"))
+    # prm_run_dir: a process reward model whose per-step scores go into the batch (grpo_process)
+    c.reward = ml_collections.ConfigDict(dict(source="verifier", model_run_dir="", normalize="none",
+                                              prm_run_dir=""))
 
     c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2))  # PPO's value model
 

@@ -228,6 +228,29 @@ def train_reward_model(config) -> list[dict]:
         trainer.close()
 
 
+def load_reward_model(run_dir: str):
+    """``(graphdef, params)`` of a ``RewardModel`` trained in ``run_dir`` (``reward_model`` or
+    ``prm`` mode): rebuilt from its ``config.json``, parameters from its latest usable checkpoint."""
+    import ml_collections
+
+    from upt_jax.data import load_tokenizer
+    from upt_jax.models.reward import reward_model_from
+    from upt_jax.train.checkpoint import abstract_with_shardings, restore_params
+    from upt_jax.train.trainer import build_model
+
+    cfg_file = os.path.join(run_dir, "config.json")
+    if not os.path.exists(cfg_file):
+        raise FileNotFoundError(f"reward model run {run_dir!r} has no config.json (train one with "
+                                "experiments/reward_model.py or experiments/prm.py)")
+    with open(cfg_file) as f:
+        rm_config = ml_collections.ConfigDict(json.load(f))
+    tok = load_tokenizer(rm_config.tokenizer)
+    special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
+    model = reward_model_from(build_model(rm_config.model, vocab_size=tok.vocab_size, special=special))
+    graphdef, state = nnx.split(model)
+    return graphdef, restore_params(os.path.join(run_dir, "checkpoints"), abstract_with_shardings(state))
+
+
 class LearnedReward:
     """Scores rollouts with a trained reward model (RLHF), in place of a verifier.
 
@@ -239,27 +262,9 @@ class LearnedReward:
     """
 
     def __init__(self, run_dir: str, *, pad_id: int, normalize: str = "none"):
-        import ml_collections
-
-        from upt_jax.models.reward import reward_model_from
-        from upt_jax.train.checkpoint import abstract_with_shardings, restore_params
-        from upt_jax.train.trainer import build_model
-
         if normalize not in ("none", "batch", "running"):
             raise ValueError(f"reward.normalize must be none, batch or running, not {normalize!r}")
-        cfg_file = os.path.join(run_dir, "config.json")
-        if not os.path.exists(cfg_file):
-            raise FileNotFoundError(f"reward.model_run_dir={run_dir!r} has no config.json (train one with "
-                                    "experiments/reward_model.py)")
-        with open(cfg_file) as f:
-            rm_config = ml_collections.ConfigDict(json.load(f))
-        from upt_jax.data import load_tokenizer
-
-        tok = load_tokenizer(rm_config.tokenizer)
-        special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
-        model = reward_model_from(build_model(rm_config.model, vocab_size=tok.vocab_size, special=special))
-        graphdef, state = nnx.split(model)
-        params = restore_params(os.path.join(run_dir, "checkpoints"), abstract_with_shardings(state))
+        graphdef, params = load_reward_model(run_dir)
         self.params, self.graphdef = params, graphdef
         self.pad_id, self.normalize = pad_id, normalize
         self._fn = jax.jit(lambda p, tokens, attn: nnx.merge(graphdef, p)(tokens, attn))

@@ -462,7 +462,15 @@ class Trainer:
 
             self.learned_reward = LearnedReward(config.reward.model_run_dir, pad_id=self.tok.pad_id,
                                                 normalize=config.reward.normalize)
-        elif config.reward.source != "verifier":
+        self.process_reward = None
+        if self.online and config.reward.prm_run_dir:
+            from upt_jax.train.prm import ProcessReward
+
+            newline = self.tok.encode("\n")
+            if len(newline) != 1:
+                raise ValueError("config.reward.prm_run_dir needs a tokenizer with a single newline token")
+            self.process_reward = ProcessReward(config.reward.prm_run_dir, newline_id=newline[0])
+        if config.reward.source not in ("verifier", "model"):
             raise ValueError(f"config.reward.source must be verifier or model, not {config.reward.source!r}")
         self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
                                     batch_size=t.questions_per_step, drop_remainder=True)
@@ -668,6 +676,9 @@ class Trainer:
                          response_values=dict(old_logp=row_logp, rollout_logp=row_rollout_logp))
         rows["rewards"] = np.asarray(row_rewards, np.float32)
         rows["is_demo"] = np.asarray(is_demo, bool)
+        if self.process_reward is not None:  # per-step PRM rewards at step ends (grpo_process)
+            rows["step_rewards"], rows["step_mask"] = self.process_reward.step_rewards(rows)
+            info["prm/step_reward_mean"] = float(rows["step_rewards"].sum() / max(rows["step_mask"].sum(), 1))
         rewards = np.stack([g["rewards"] for g in groups])
         pass_rate = (rewards > 0.5).mean(axis=1)
         hp = self.config.recipe.hparams
