@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from upt_jax.eval import benchmark_suites, evaluate, metrics, synthetic_suites
-from upt_jax.eval.evaluate import DEFAULT_EVAL_SEED, _prompt_ids
+from upt_jax.eval.evaluate import DEFAULT_EVAL_SEED, SuiteResult, _prompt_ids
 from upt_jax.sampling import SampleOutput
 
 SAMPLING = dict(k=4, temperature=1.0, top_p=1.0, max_new_tokens=16)
@@ -164,3 +164,31 @@ def test_argument_checks(tok):
     assert sorted(res["add_2"].pass_at_k) == [1, 3]
     assert res["add_2"].pass_at_k[3] == 1.0 and res["add_2"].pass_at_k[1] == pytest.approx(1 / 3)
     assert metrics.default_ks(3) == (1, 2, 3)
+
+
+class _OracleScorer:
+    """Scores a response by whether it contains the gold answer (a perfect reward model), or
+    its opposite (an adversarial one)."""
+
+    def __init__(self, tok, suites, template, sign=1.0):
+        self.tok, self.sign = tok, sign
+        self.gold = {tuple(_prompt_ids(tok, r["question"], template, None)): r["answer"]
+                     for records in suites.values() for r in records}
+
+    def raw_scores(self, prompts, responses):
+        return np.asarray([self.sign * float("{" + self.gold[tuple(p)] + "}" in self.tok.decode(r))
+                           for p, r in zip(prompts, responses)], np.float32)
+
+
+def test_best_of_n_picks_the_scorers_choice(tok):
+    suites = synthetic_suites(["add_3"], n=6)
+    fake = ScriptedSampler(tok, suites, "zero", lambda r: 1)  # 1 correct sample of 4 per question
+    good = evaluate(None, tok, suites, key=jax.random.key(0), sampler=fake, scorer=_OracleScorer(tok, suites, "zero"),
+                    **SAMPLING)["add_3"]
+    assert good.avg_at_k == pytest.approx(0.25) and good.best_of_k == 1.0
+    bad = evaluate(None, tok, suites, key=jax.random.key(0), sampler=fake,
+                   scorer=_OracleScorer(tok, suites, "zero", sign=-1.0), **SAMPLING)["add_3"]
+    assert bad.best_of_k == 0.0
+    plain = evaluate(None, tok, suites, key=jax.random.key(0), sampler=fake, **SAMPLING)["add_3"]
+    assert plain.best_of_k is None
+    assert SuiteResult.from_dict(good.to_dict()).best_of_k == 1.0

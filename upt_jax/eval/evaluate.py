@@ -67,6 +67,8 @@ class SuiteResult:
       ids: ``[Q]`` record ids.
       examples: a few ``{"id", "question", "answer", "output", "reason"}`` for inspection.
       seconds: wall time spent sampling and verifying this suite.
+      best_of_k: accuracy when a scorer (e.g. a trained reward model) picks one of the ``k``
+        samples per question (best-of-n); ``None`` without a scorer.
     """
 
     name: str
@@ -81,6 +83,7 @@ class SuiteResult:
     ids: list[str]
     examples: list[dict] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    best_of_k: float | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -164,6 +167,7 @@ def evaluate(
     sampler=None,
     num_examples: int = 3,
     progress: bool = False,
+    scorer=None,
 ) -> dict[str, SuiteResult]:
     """Evaluate ``model`` on every suite: ``k`` samples per question, verified.
 
@@ -187,6 +191,9 @@ def evaluate(
         instead of ``Sampler(model)`` (reuse one to share compiled executables).
       num_examples: how many sampled outputs per suite to keep in ``examples``.
       progress: show a tqdm bar over batches.
+      scorer: best-of-n selection: an object with ``raw_scores(prompts, responses) -> [N]``
+        over token-id lists (e.g. ``upt_jax.train.reward_model.LearnedReward``); per question
+        the highest-scoring of its ``k`` samples is kept and ``best_of_k`` reports their accuracy.
 
     Returns:
       ``{name: SuiteResult}`` in the order of ``suites``.
@@ -224,6 +231,7 @@ def evaluate(
             records = list(records)
             skey = suite_key(key, name)
             correct = np.zeros((len(records), k), np.float64)
+            scores = np.full((len(records), k), -np.inf)
             lengths, finished = [], []
             reasons: collections.Counter = collections.Counter()
             examples: list[dict] = []
@@ -239,9 +247,15 @@ def evaluate(
                 golds = [batch[j]["answer"] for j in qidx]
                 kinds = [batch[j].get("verifier") or default_verifier for j in qidx]
                 rewards = verifier(texts, golds, kinds)
+                picked = None
+                if scorer is not None:
+                    picked = np.asarray(scorer.raw_scores(
+                        [prompts[j] for j in qidx], [out.tokens[i, :out.lengths[i]].tolist() for i in range(rows)]))
                 slot = collections.Counter()
                 for i, (j, r) in enumerate(zip(qidx, rewards)):
                     correct[start + j, slot[j]] = float(r.correct)
+                    if picked is not None:
+                        scores[start + j, slot[j]] = picked[i]
                     slot[j] += 1
                     reasons[r.reason] += 1
                     if len(examples) < num_examples and slot[j] == 1:
@@ -264,7 +278,9 @@ def evaluate(
                 truncated_frac=float(1.0 - finished_all.mean()) if finished_all.size else float("nan"),
                 reasons=dict(sorted(reasons.items())), correct_counts=counts.tolist(),
                 ids=[str(r.get("id", i)) for i, r in enumerate(records)], examples=examples,
-                seconds=time.perf_counter() - t0)
+                seconds=time.perf_counter() - t0,
+                best_of_k=(float(correct[np.arange(len(records)), np.argmax(scores, axis=1)].mean())
+                           if scorer is not None and len(records) else None))
             log.info("%s: avg@%d %.3f over %d questions (%.1fs)", name, k, results[name].avg_at_k,
                      len(records), results[name].seconds)
     finally:

@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-questions", type=int, default=64, help="questions per generate call")
     p.add_argument("--param-dtype", default="float32", help="--hf-dir only")
     p.add_argument("--timeout-s", type=float, default=5.0, help="verifier time limit per answer")
+    p.add_argument("--reward-model", default=None,
+                   help="a reward_model run directory: also report best-of-k (its top-scored sample)")
     p.add_argument("--name", default=None, help="row label in the tables (default: the directory name)")
     p.add_argument("--out", default=None, help="output directory (default: <run-dir>/eval or ./eval)")
     p.add_argument("--no-progress", action="store_true")
@@ -203,16 +205,22 @@ def eval_main(argv: Sequence[str]) -> dict:
                     seed=args.seed, data_seed=args.data_seed, n_per_tier=args.n_per_tier, tiers=list(tiers),
                     benchmarks=list(suites)[len(tiers):], benchmark_limit=args.benchmark_limit,
                     batch_questions=args.batch_questions)
+    scorer = None
+    if args.reward_model:
+        from upt_jax.train.reward_model import LearnedReward
+
+        scorer = LearnedReward(args.reward_model, pad_id=tok.pad_id)
     results = evaluate(model, tok, suites, k=args.k, temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=args.max_new_tokens, key=jax.random.key(args.seed), template=template,
                        system_prompt=system_prompt, batch_questions=args.batch_questions,
-                       timeout_s=args.timeout_s, progress=not args.no_progress)
+                       timeout_s=args.timeout_s, progress=not args.no_progress, scorer=scorer)
     id_suites = [t for t in tiers if t in synthetic.TRAIN_TIERS]
     ood_suites = [t for t in tiers if t in synthetic.OOD_TIERS]
     runs = {name: results}
     summary = {
         "avg@k": {s: r.avg_at_k for s, r in results.items()},
         f"pass@{args.k}": {s: r.pass_at_k[args.k] for s, r in results.items()},
+        **({f"best_of_{args.k}": {s: r.best_of_k for s, r in results.items()}} if scorer is not None else {}),
     }
     for label, members in (("id", id_suites), ("ood", ood_suites)):
         if members:
