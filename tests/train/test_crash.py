@@ -168,13 +168,15 @@ DEVICES = [1, pytest.param(8, marks=pytest.mark.slow)]
 
 @pytest.mark.parametrize("devices", DEVICES)
 def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, devices):
-    """SIGKILL ``upt train`` mid-checkpoint-write, mid-step and at a random moment, rerunning the
-    same command after each: the final parameters equal an uninterrupted run's, bitwise."""
+    """SIGKILL ``upt train`` mid-checkpoint-write and mid-step (seeded random step and delay; the
+    slow variant also at a random moment), rerunning the same command after each: the final
+    parameters equal an uninterrupted run's, bitwise."""
     rng = random.Random(1234)
     ref = Child(tmp_path / "ref", STEPS, tmp_path / "ref.log", devices)  # runs alongside the crashing one
     run = tmp_path / "crash"
     kills, mid_write = [], 0
-    plan = ["checkpoint", "step", "random"]
+    # make test (1 device): two kills; the slow 8-device variant adds a kill at a random moment
+    plan = ["checkpoint", "step"] + (["random"] if devices > 1 else [])
     attempt = 0
     while plan:
         kind = plan.pop(0)
@@ -211,7 +213,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, dev
     assert mid_write >= 1, f"no kill landed inside an asynchronous checkpoint write: {kills}"
     logs = [p.read_text(errors="replace") for p in sorted(tmp_path.glob("crash*.log"))] + [final.output()]
     assert any("incomplete save" in text for text in logs), "a killed save must be reported on resume"
-    assert sum("resumed" in text for text in logs) >= 2
+    assert sum("resumed" in text for text in logs) >= len(kills)
     assert not _tmp_dirs(run)
     _assert_same_run(run, tmp_path / "ref", STEPS)
 
