@@ -25,11 +25,25 @@ class MetricsWriter:
             self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
-        """Drop the lines of steps after ``step`` (a resumed run will log them again)."""
+        """Drop the lines of steps after ``step`` (a resumed run will log them again), and a
+        partial last line left by a crash mid-write (counted in the log as dropped)."""
         if not os.path.exists(self.path):
             return
+        keep, dropped = [], 0
         with open(self.path) as f:
-            keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    dropped += 1
+                    continue
+                if row.get("step", 0) <= step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+        if dropped:
+            import logging
+
+            logging.getLogger(__name__).warning("%s: dropped %d unreadable line(s) (a write cut short)",
+                                                self.path, dropped)
         with open(self.path, "w") as f:
             f.writelines(keep)
 
