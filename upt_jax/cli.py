@@ -27,7 +27,8 @@ def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) ->
     import jax.numpy as jnp
     import numpy as np
 
-    from upt_jax.data import char_tokenizer, render_prompt, synthetic
+    from upt_jax.data import char_tokenizer, synthetic
+    from upt_jax.data.templates import prompt_ids
     from upt_jax.models import init_model, load_hf_checkpoint, preset, save_hf_checkpoint
     from upt_jax.sampling import Sampler, SamplingParams
 
@@ -46,7 +47,7 @@ def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) ->
 
     loaded = load_hf_checkpoint(ckpt)
     questions = synthetic.generate("add_2", 4, seed=seed)
-    prompts = [tok.encode(render_prompt(q["question"], "zero")) for q in questions]
+    prompts = [prompt_ids(tok, q["question"], "zero") for q in questions]
     width = max(map(len, prompts))
     batch = np.zeros((len(prompts), width), np.int32)
     mask = np.zeros_like(batch)

@@ -71,6 +71,14 @@ def separator(template: str) -> str:
     return _SEPARATORS[template]
 
 
+def prompt_ids(tokenizer: "Tokenizer", question: str, template: str = "zero", *,
+               system_prompt: str | None = None) -> list[int]:
+    """Token ids of the prompt as training, sampling and evaluation all build it:
+    ``render_prompt(question) + separator(template)``, encoded without special tokens."""
+    text = render_prompt(question, template, tokenizer=tokenizer, system_prompt=system_prompt)
+    return tokenizer.encode(text + separator(template))
+
+
 def join(prompt: str, response: str, template: str = "zero") -> str:
     """``prompt + separator(template) + response``: the full text of a trajectory."""
     return prompt + separator(template) + response

@@ -137,11 +137,10 @@ def benchmark_suites(names: Sequence[str] | None = None, limit: int | None = Non
 
 
 def _prompt_ids(tokenizer, question: str, template: str, system_prompt: str | None) -> list[int]:
-    """The prompt exactly as the trainer builds it: template, then the separator."""
-    from upt_jax.data.templates import render_prompt, separator
+    """The prompt exactly as the trainer builds it (``upt_jax.data.templates.prompt_ids``)."""
+    from upt_jax.data.templates import prompt_ids
 
-    text = render_prompt(question, template, tokenizer=tokenizer, system_prompt=system_prompt)
-    return tokenizer.encode(text + separator(template))
+    return prompt_ids(tokenizer, question, template, system_prompt=system_prompt)
 
 
 def evaluate(

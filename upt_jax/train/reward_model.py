@@ -117,11 +117,9 @@ class RewardModelTrainer:
         """Each demonstration, corrupted at a random step with probability ½, with step labels."""
         import random
 
-        from upt_jax.data.templates import render_prompt, separator
         from upt_jax.train.batching import pack_rows
         from upt_jax.train.prm import corrupt_steps, step_label_row
 
-        c = self.config.data
         rng = random.Random(seed)
         newline = self.tok.encode("\n")
         if len(newline) != 1:
@@ -137,8 +135,7 @@ class RewardModelTrainer:
                 text, labels = demo, [1] * (demo.count("\n") + 1)
             ids = self.tok.encode(text) + [self.tok.eos_id]
             tg, w = step_label_row(ids, labels, newline[0])
-            prompts.append(self.tok.encode(render_prompt(r["question"], c.template, tokenizer=self.tok,
-                                                         system_prompt=c.system_prompt) + separator(c.template)))
+            prompts.append(self._prompt(r))
             responses.append(ids)
             targets.append(tg)
             weights.append(w)
@@ -147,16 +144,19 @@ class RewardModelTrainer:
         rows.pop("truncated")
         return {k: jnp.asarray(v) for k, v in rows.items()}
 
+    def _prompt(self, record) -> list[int]:
+        from upt_jax.data.templates import prompt_ids
+
+        c = self.config.data
+        return prompt_ids(self.tok, record["question"], c.template, system_prompt=c.system_prompt)
+
     def _pairs(self, records):
-        from upt_jax.data.templates import render_prompt, separator
         from upt_jax.train.batching import pack_rows
         from upt_jax.train.trainer import preference_pair
 
-        c = self.config.data
         prompts, responses = [], []
         for r in records:
-            p = self.tok.encode(render_prompt(r["question"], c.template, tokenizer=self.tok,
-                                              system_prompt=c.system_prompt) + separator(c.template))
+            p = self._prompt(r)
             for text in preference_pair(r):
                 prompts.append(p)
                 responses.append(self.tok.encode(text) + [self.tok.eos_id])

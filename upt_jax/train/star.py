@@ -26,22 +26,19 @@ log = logging.getLogger(__name__)
 HINT = " (Hint: the answer is {answer}.)"
 
 
-def _sample_correct(model, tok, records, config, key, *, hint: bool):
+def _sample_correct(sampler, tok, records, config, key, *, hint: bool):
     """``(kept, num_correct)``: the first verified-correct response per question, if any."""
-    from upt_jax.data.templates import render_prompt, separator
+    from upt_jax.data.templates import prompt_ids
     from upt_jax.rewards import Verifier
-    from upt_jax.sampling import Sampler, SamplingParams
+    from upt_jax.sampling import SamplingParams
 
     c = config.data
-    prompts = []
-    for r in records:
-        q = r["question"] + (HINT.format(answer=r["answer"]) if hint else "")
-        text = render_prompt(q, c.template, tokenizer=tok, system_prompt=c.system_prompt)
-        prompts.append(tok.encode(text + separator(c.template)))
+    prompts = [prompt_ids(tok, r["question"] + (HINT.format(answer=r["answer"]) if hint else ""), c.template,
+                          system_prompt=c.system_prompt) for r in records]
     rc = config.rollout
     params = SamplingParams(max_new_tokens=rc.max_new_tokens, temperature=rc.temperature, top_p=rc.top_p,
                             top_k=rc.top_k, n=rc.n, stop_token_ids=tok.stop_ids)
-    out = Sampler(model, pad_id=tok.pad_id).generate(prompts, key, params)
+    out = sampler.generate(prompts, key, params)
     texts = [tok.decode(out.tokens[i, :out.lengths[i]]) for i in range(len(out.lengths))]
     with Verifier(config.data.verifier) as v:
         scores = v.scores(texts, [records[j]["answer"] for j in out.prompt_index])
@@ -58,6 +55,7 @@ def run_star(config) -> list[dict]:
     from upt_jax.eval.run import load_run_model
     from upt_jax.train.trainer import build_model, load_records, train
     from upt_jax.data import load_tokenizer
+    from upt_jax.sampling import Sampler
 
     s = config.star
     source = load_records(config)
@@ -78,11 +76,12 @@ def run_star(config) -> list[dict]:
         else:
             model, _, _, _ = load_run_model(previous)
         key = jax.random.fold_in(jax.random.key(config.seed), r)
-        kept, n_correct = _sample_correct(model, tok, records, config, key, hint=False)
+        sampler = Sampler(model, pad_id=tok.pad_id)
+        kept, n_correct = _sample_correct(sampler, tok, records, config, key, hint=False)
         missing = [rec for j, rec in enumerate(records) if j not in kept]
         rationalised = {}
         if s.rationalise and missing:
-            rationalised, _ = _sample_correct(model, tok, missing, config, jax.random.fold_in(key, 1), hint=True)
+            rationalised, _ = _sample_correct(sampler, tok, missing, config, jax.random.fold_in(key, 1), hint=True)
         data = list(kept.values()) + list(rationalised.values())
         os.makedirs(round_dir, exist_ok=True)
         data_file = os.path.join(round_dir, "kept.jsonl")

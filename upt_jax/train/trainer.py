@@ -435,14 +435,7 @@ class Trainer:
                                  max_grad_norm=t.max_grad_norm)
         self.graphdef, self.state, self.shardings = create_train_state(model, self.tx, seed=config.seed,
                                                                        mesh=self.mesh)
-        if self.online:
-            self.group_size = config.rollout.n + int(self.with_demos)
-        else:
-            self.group_size = 2 if self.preference else 1
-        rows = t.questions_per_step * self.group_size
-        if self.mesh is not None and rows % (self.mesh.shape["data"] * self.mesh.shape["fsdp"]):
-            raise ValueError(f"a step's {rows} rows (questions_per_step × group size) do not split over "
-                             f"the mesh's data × fsdp = {self.mesh.shape['data'] * self.mesh.shape['fsdp']}")
+        self.group_size = _group_size(config, self.with_demos)  # rows vs mesh checked in _validate
         objective = upge_objective(self.recipe, group_size=self.group_size, chunk_size=t.logprob_chunk)
         self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,
                                        group_size=self.group_size, skip_grad_norm=t.skip_grad_norm,
@@ -552,11 +545,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _prompt_ids(self, question: str) -> list[int]:
-        from upt_jax.data.templates import render_prompt, separator
+        from upt_jax.data.templates import prompt_ids
 
         c = self.config.data
-        text = render_prompt(question, c.template, tokenizer=self.tok, system_prompt=c.system_prompt)
-        return self.tok.encode(text + separator(c.template))
+        return prompt_ids(self.tok, question, c.template, system_prompt=c.system_prompt)
 
     def _demo_ids(self, record) -> list[int]:
         demo = record.get("demonstration")
