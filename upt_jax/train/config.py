@@ -84,6 +84,14 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2))  # PPO's value model
 
+    # the frozen teacher of distillation recipes (distill_fkl, distill_on_policy): a previous
+    # upt_jax run directory (its latest params; its shape from its config.json) or a HF checkpoint.
+    # Any shape; the same tokenizer as the student (its vocabulary is checked). preset/overrides:
+    # only for a run directory without config.json.
+    c.teacher = ml_collections.ConfigDict(dict(
+        run_dir="", hf_dir="", param_dtype="float32", dtype="float32", remat="none", preset="tiny",
+        overrides=ml_collections.ConfigDict(dict(num_layers=2), type_safe=False)))
+
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
     c.checkpoint = ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True))

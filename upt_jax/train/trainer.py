@@ -257,25 +257,56 @@ def _check_recipe(config) -> None:
                    "every P exceeds γ, so no demonstration would ever be used"))
 
 
+def _check_hf_dir(d, key: str) -> None:
+    """``d`` (the value of config key ``key``) is a HF checkpoint directory with safetensors weights."""
+    if not d or not os.path.isdir(d):
+        raise FileNotFoundError(f"{key}={d!r} is not a directory")
+    present = sorted(os.listdir(d))
+    if "config.json" not in present:
+        raise FileNotFoundError(f"{key}={d!r} has no config.json (found {present})")
+    if not any(p == "model.safetensors" or p == "model.safetensors.index.json" for p in present):
+        if any(p.endswith((".bin", ".pt", ".pth", ".pkl")) for p in present):
+            raise ValueError(f"{key}={d!r} holds only pickle-based weights ({present}); "
+                             "upt_jax loads safetensors only and never unpickles (convert with "
+                             "transformers: model.save_pretrained(dir, safe_serialization=True))")
+        raise FileNotFoundError(f"{key}={d!r} has no model.safetensors or "
+                                f"model.safetensors.index.json (found {present})")
+
+
+def _check_teacher_paths(config) -> None:
+    """A distillation recipe's teacher (``config.teacher``) is named and exists."""
+    from upt_jax.train.step import teacher_inputs
+
+    if not teacher_inputs(get_recipe(config)).any:
+        return
+    tc = config.get("teacher") or {}
+    make = ("train one first, e.g. `upt train --config experiments/sft.py --config.run_dir={d}`, or point "
+            "config.teacher.run_dir at a previous upt_jax run (config.teacher.hf_dir at a Hugging Face "
+            "checkpoint)")
+    if tc.get("hf_dir"):
+        _check_hf_dir(tc.hf_dir, "config.teacher.hf_dir")
+        return
+    d = tc.get("run_dir", "")
+    what = f"recipe {config.recipe.name!r} distils from a teacher model"
+    if not d:
+        raise ValueError(f"config.teacher.run_dir is empty: {what}; " + make.format(d="runs/sft"))
+    if _is_remote(d):
+        return
+    if not os.path.isdir(d):
+        raise FileNotFoundError(f"config.teacher.run_dir={d!r} does not exist: {what}; " + make.format(d=d))
+    ckpts = os.path.join(d, "checkpoints") if os.path.isdir(os.path.join(d, "checkpoints")) else d
+    if not any(p.isdigit() for p in os.listdir(ckpts)):
+        raise FileNotFoundError(f"config.teacher.run_dir={d!r} holds no saved step in {ckpts}: {what}; "
+                                + make.format(d=d))
+
+
 def _check_paths(config) -> None:
     """Every input path the config names exists (and holds what it must), before anything is read."""
     import glob
 
     mc = config.model
     if mc.init == "hf":
-        d = mc.hf_dir
-        if not d or not os.path.isdir(d):
-            raise FileNotFoundError(f"config.model.hf_dir={d!r} is not a directory (model.init=hf)")
-        present = sorted(os.listdir(d))
-        if "config.json" not in present:
-            raise FileNotFoundError(f"config.model.hf_dir={d!r} has no config.json (found {present})")
-        if not any(p == "model.safetensors" or p == "model.safetensors.index.json" for p in present):
-            if any(p.endswith((".bin", ".pt", ".pth", ".pkl")) for p in present):
-                raise ValueError(f"config.model.hf_dir={d!r} holds only pickle-based weights ({present}); "
-                                 "upt_jax loads safetensors only and never unpickles (convert with "
-                                 "transformers: model.save_pretrained(dir, safe_serialization=True))")
-            raise FileNotFoundError(f"config.model.hf_dir={d!r} has no model.safetensors or "
-                                    f"model.safetensors.index.json (found {present})")
+        _check_hf_dir(mc.hf_dir, "config.model.hf_dir")
     elif mc.init == "checkpoint" and not _is_remote(mc.checkpoint):
         d = mc.checkpoint
         if not d or not os.path.isdir(d):
@@ -296,6 +327,7 @@ def _check_paths(config) -> None:
         for p in map(str, paths):
             if not _is_remote(p) and not os.path.exists(p) and not glob.glob(p):
                 raise FileNotFoundError(f"config.data.path: {p!r} does not exist (nor matches any file)")
+    _check_teacher_paths(config)
 
 
 def _check_run_dir(config) -> None:
@@ -445,6 +477,7 @@ class Trainer:
             nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk))
         # the frozen reference: the initial parameters (a copy: the train state's are donated)
         self.ref_params = jax.tree.map(jnp.copy, self.state.params) if needs_reference(self.recipe) else None
+        self._load_teacher(model.cfg.vocab_size, special)
         self.critic = critic_spec(self.recipe)
         if self.critic is not None:
             self._init_critic(model)
@@ -479,6 +512,85 @@ class Trainer:
             from etils import epath
 
             (epath.Path(config.run_dir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+    # ------------------------------------------------------------------ teacher (distillation)
+    def _load_teacher(self, vocab_size: int, special: dict) -> None:
+        """The frozen teacher of a distillation recipe (``config.teacher``), loaded once: any shape
+        (a run directory's shape comes from its config.json, as for ``model.init=checkpoint``), the
+        student's tokenizer. Sets ``teacher_params`` (None without a teacher) and the jitted
+        functions that give each step its ``teacher_logits`` (and ``teacher_ids`` for top-``k``) or
+        ``teacher_logp``."""
+        import ml_collections
+
+        from upt_jax.train.step import teacher_inputs, teacher_logits
+
+        self.teacher_needs = teacher_inputs(self.recipe)
+        self.teacher_params = None
+        tc = self.config.get("teacher")
+        if not self.teacher_needs.any:
+            if tc is not None and (tc.run_dir or tc.hf_dir):
+                log.warning("config.teacher is set but recipe %s uses no teacher: not loaded", self.recipe.name)
+            return
+        mc = ml_collections.ConfigDict(dict(
+            init="hf" if tc.hf_dir else "checkpoint", hf_dir=tc.hf_dir, checkpoint=tc.run_dir,
+            preset=tc.preset, overrides=ml_collections.ConfigDict(tc.overrides.to_dict(), type_safe=False),
+            param_dtype=tc.param_dtype, dtype=tc.dtype, remat=tc.remat))
+        self._check_teacher_tokenizer(tc)
+        teacher = build_model(mc, vocab_size=self.tok.vocab_size, special=special, mesh=self.mesh)
+        v_t, n = teacher.cfg.vocab_size, self.tok.vocab_size
+        key = "config.teacher." + ("hf_dir" if tc.hf_dir else "run_dir")
+        if v_t != vocab_size and min(v_t, vocab_size) < n:
+            raise ValueError(
+                f"{key}={tc.hf_dir or tc.run_dir!r}: the teacher's vocabulary has {v_t} entries, the "
+                f"student's {vocab_size} (tokenizer {self.config.tokenizer!r}: {n} tokens); distillation "
+                "needs one vocabulary (sizes may differ only in padding beyond the tokenizer's tokens)")
+        log.info("teacher from %s: %d parameters, vocabulary %d (student %d)", mc.hf_dir or mc.checkpoint,
+                 teacher.cfg.num_params(), v_t, vocab_size)
+        graphdef, self.teacher_params = nnx.split(teacher)
+        chunk, top_k = self.config.train.logprob_chunk, self.teacher_needs.top_k
+        self._teacher_logits_fn = jax.jit(lambda params, tokens, attn: teacher_logits(
+            nnx.merge(graphdef, params), tokens, attn, vocab_size=vocab_size, top_k=top_k, chunk_size=chunk))
+        self._teacher_logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
+            nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk))
+
+    def _check_teacher_tokenizer(self, tc) -> None:
+        """The teacher's tokenizer (a run's ``config.json`` entry, or a HF directory's own files) is the
+        student's: same size and the same ids for a probe text. Not checked when it cannot be read."""
+        from upt_jax.data import load_tokenizer
+
+        spec = None
+        if tc.hf_dir:
+            spec = tc.hf_dir if os.path.isfile(os.path.join(tc.hf_dir, "tokenizer_config.json")) else None
+        elif not _is_remote(tc.run_dir):
+            path = os.path.join(tc.run_dir, "config.json")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    spec = json.load(f).get("tokenizer")
+        if spec is None or (spec not in ("char", "builtin:char") and not os.path.isdir(spec)):
+            log.warning("teacher %s: its tokenizer %r cannot be read; only the vocabulary size is checked",
+                        tc.hf_dir or tc.run_dir, spec)
+            return
+        theirs, probe = load_tokenizer(spec), "Question: 12 + 7 * 3 = ?\nAnswer: \\boxed{33}"
+        if theirs.vocab_size != self.tok.vocab_size or theirs.encode(probe) != self.tok.encode(probe):
+            raise ValueError(
+                f"config.teacher.{'hf_dir' if tc.hf_dir else 'run_dir'}={tc.hf_dir or tc.run_dir!r} uses "
+                f"tokenizer {spec!r} ({theirs.vocab_size} tokens), the student config.tokenizer="
+                f"{self.config.tokenizer!r} ({self.tok.vocab_size} tokens); distillation needs one vocabulary")
+
+    def _teacher_batch(self, batch) -> dict:
+        """The teacher's inputs for this step's rows (frozen, no gradient): ``teacher_logits [B, L, V]``
+        (or ``[B, L, k]`` with ``teacher_ids [B, L, k]`` under the recipe's ``top_k``), and/or
+        ``teacher_logp [B, L]`` (the teacher's log-prob of each token, 0 off ``mask``)."""
+        out, tokens, attn = {}, batch["tokens"], batch["attention_mask"]
+        if self.teacher_needs.logits:
+            z = self._teacher_logits_fn(self.teacher_params, tokens, attn)
+            if self.teacher_needs.top_k:
+                out["teacher_logits"], out["teacher_ids"] = z
+            else:
+                out["teacher_logits"] = z
+        if self.teacher_needs.logp:
+            out["teacher_logp"] = self._teacher_logp_fn(self.teacher_params, tokens, attn) * batch["mask"]
+        return out
 
     # ------------------------------------------------------------------ critic (PPO)
     def _init_critic(self, model):
@@ -707,6 +819,8 @@ class Trainer:
         if self.ref_params is not None:
             batch["ref_logp"] = self._logp_fn(self.ref_params, batch["tokens"], batch["attention_mask"]) \
                 * batch["mask"]
+        if self.teacher_params is not None:
+            batch.update(self._teacher_batch(batch))
         critic_m = {}
         if self.critic is not None:
             batch["values"], returns = self._critic_inputs(batch)
