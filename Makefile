@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test test-slow clean
+.PHONY: demo test test-slow clean bench-tunix-env
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,22 @@ test: $(VENV)/.test
 
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q -m slow tests $(PYTEST_ARGS)
+
+# Tunix (PyPI google-tunix) for the side-by-side columns of benchmarks/ (benchmarks/tunix_bench.py
+# runs in it as a subprocess); its own venv, CPU jaxlib, never torch. upt_jax's venv never imports it.
+TUNIX_VENV ?= .venv-tunix
+TUNIX_PIP ?= "google-tunix==0.1.7" "jax[cpu]==0.10.2" "flax==0.12.8" optax
+
+$(TUNIX_VENV)/.tunix:
+	$(PYTHON) -m venv $(TUNIX_VENV)
+	$(TUNIX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TUNIX_VENV)/bin/python -m pip install -q $(TUNIX_PIP)
+	@if $(TUNIX_VENV)/bin/python -c "import torch" 2>/dev/null; then \
+		echo "$(TUNIX_VENV) pulled in torch; the Tunix env must stay JAX-only" >&2; exit 1; fi
+	$(TUNIX_VENV)/bin/python -c "import tunix.generate.sampler, tunix.models.qwen2.model, tunix.rl.trainer"
+	touch $@
+
+bench-tunix-env: $(TUNIX_VENV)/.tunix
 
 clean:
 	rm -rf $(VENV) runs

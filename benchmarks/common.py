@@ -1,10 +1,20 @@
-"""Shared helpers: the same random Qwen2 model in transformers (PyTorch CPU) and upt_jax."""
+"""Shared helpers: the same random Qwen2 model in transformers (PyTorch CPU) and upt_jax, and the
+Tunix side (``benchmarks/tunix_bench.py`` run in ``.venv-tunix`` as a subprocess; JSON back)."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import tempfile
 
 from upt_jax.models import PRESETS
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TUNIX_VENV = os.path.join(os.path.dirname(HERE), ".venv-tunix")
+TUNIX_SCRIPT = os.path.join(HERE, "tunix_bench.py")
+TUNIX_NOT_RUN = "not run (make bench-tunix-env)"
+TUNIX_SKIPPED = "skipped (--no-tunix)"
+TUNIX_RESULT_PREFIX = "TUNIX_RESULT "  # the line benchmarks/tunix_bench.py prints its result on
 
 
 def hf_qwen2(name: str, seed: int = 0):
@@ -32,7 +42,87 @@ def same_model_in_jax(hf_model, **load_kw):
         return load_hf_checkpoint(d, **load_kw)
 
 
+def run_tunix_on(hf_model, task: dict, **kw) -> dict:
+    """``run_tunix`` with the transformers model's weights saved for Tunix to load (``weights_dir``),
+    so all three sides run identical weights. Nothing is saved when Tunix's venv is missing."""
+    if not os.path.exists(kw.get("python") or os.path.join(TUNIX_VENV, "bin", "python")):
+        return {"status": TUNIX_NOT_RUN}
+    with tempfile.TemporaryDirectory() as d:
+        hf_model.save_pretrained(d)
+        return run_tunix(dict(task, weights_dir=d), **kw)
+
+
 def set_torch_threads():
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+
+
+def model_dict(cfg) -> dict:
+    """The Qwen2 shape of a upt_jax ``ModelConfig`` as plain JSON (what the Tunix side builds)."""
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+            "head_dim", "rope_theta", "rms_norm_eps", "tie_word_embeddings")
+    return {k: getattr(cfg, k) for k in keys}
+
+
+def parse_tunix_output(stdout: str) -> dict:
+    """The result dict from ``tunix_bench.py``'s stdout: its last ``TUNIX_RESULT {json}`` line.
+
+    Anything else Tunix or absl printed is ignored. Returns ``{"status": "failed: ..."}`` when no
+    such line (or no JSON object on it) is there.
+    """
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(TUNIX_RESULT_PREFIX):
+            try:
+                res = json.loads(line[len(TUNIX_RESULT_PREFIX):])
+            except ValueError as e:
+                return {"status": f"failed: bad result line ({e})"}
+            if not isinstance(res, dict):
+                return {"status": "failed: result is not a JSON object"}
+            res.setdefault("status", "ok")
+            return res
+    return {"status": "failed: no result line"}
+
+
+def run_tunix(task: dict, *, python: str | None = None, script: str = TUNIX_SCRIPT,
+              timeout: float = 3600) -> dict:
+    """Run one Tunix benchmark task in the Tunix venv (a subprocess) and return its result dict.
+
+    ``task`` goes to the script as JSON on stdin. ``python`` defaults to ``.venv-tunix/bin/python``;
+    when that is missing the result is ``{"status": TUNIX_NOT_RUN}`` and nothing runs. A failing
+    or hanging run gives ``{"status": "failed: ..."}`` rather than an exception, so the upt_jax
+    side of a benchmark still reports. ``status`` is ``"ok"`` on success.
+    """
+    python = python or os.path.join(TUNIX_VENV, "bin", "python")
+    if not os.path.exists(python):
+        return {"status": TUNIX_NOT_RUN}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    try:
+        proc = subprocess.run([python, script], input=json.dumps(task), capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=os.path.dirname(HERE))
+    except subprocess.TimeoutExpired:
+        return {"status": f"failed: timed out after {timeout:g} s"}
+    except OSError as e:
+        return {"status": f"failed: {e}"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1]
+        return {"status": f"failed (exit {proc.returncode}): {tail[-200:]}"}
+    return parse_tunix_output(proc.stdout)
+
+
+
+def tunix_cells(row: dict) -> tuple[str, str]:
+    """The "Tunix tok/s" and "upt_jax/Tunix" table cells of a benchmark row: the numbers, or the
+    reason there are none (``row["tunix_status"]``, e.g. "not run (make bench-tunix-env)")."""
+    if row.get("tunix_status") != "ok":
+        return row.get("tunix_status") or TUNIX_NOT_RUN, "–"
+    return str(row["tunix_tokens_per_s"]), f"{row['tunix_ratio']}×"
+
+
+def tunix_fields(res: dict, upt_jax_tps: float) -> dict:
+    """A ``run_tunix`` result as a benchmark row's ``tunix_*`` fields (``None`` where not run)."""
+    ok = res.get("status") == "ok"
+    return dict(tunix_status=res.get("status"), tunix_tokens_per_s=res["tokens_per_s"] if ok else None,
+                tunix_compile_s=res.get("compile_s") if ok else None,
+                tunix_ratio=round(upt_jax_tps / res["tokens_per_s"], 2) if ok else None,
+                tunix_versions=res.get("versions"))

@@ -1,10 +1,13 @@
-"""Sampler throughput: upt_jax vs transformers ``generate`` (PyTorch CPU), same model, same batch.
+"""Sampler throughput: upt_jax vs transformers ``generate`` (PyTorch CPU) and Tunix, same batch.
 
     python -m benchmarks.sampler_bench --config tiny --batch 32 --new-tokens 64
 
-Both sample with temperature 1 (no top-k/top-p), no stop token, from the same random Qwen2
-weights and the same prompts. New tokens per second is measured after a warm-up call;
-upt_jax's compile time is reported separately.
+All sample with temperature 1 (no top-k/top-p), no stop token, from the same random Qwen2
+weights and the same prompts: upt_jax, transformers and Tunix (``tunix.generate.Sampler`` on
+``tunix.models.qwen2``, run by ``benchmarks/tunix_bench.py`` in ``.venv-tunix`` as a subprocess,
+reading the weights with its own safetensors loader). New tokens per second is measured after a
+warm-up call; compile times are reported separately. Without ``.venv-tunix``
+(``make bench-tunix-env``) the Tunix column says "not run (make bench-tunix-env)".
 """
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ import time
 import numpy as np
 
 
-def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: int) -> dict:
+def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: int, tunix: bool = True) -> dict:
     import jax
     import torch
 
-    from benchmarks.common import hf_qwen2, same_model_in_jax, set_torch_threads
+    from benchmarks.common import (TUNIX_SKIPPED, hf_qwen2, model_dict, run_tunix_on, same_model_in_jax,
+                                   set_torch_threads, tunix_fields)
     from upt_jax.sampling import Sampler, SamplingParams
 
     set_torch_threads()
@@ -53,10 +57,15 @@ def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: in
             pt_times.append(time.perf_counter() - t0)
     pt_new = (res.shape[1] - prompt_len) * batch
     pt_tps = pt_new / min(pt_times)
+
+    # Tunix, in its own venv, on the same weights
+    tx = run_tunix_on(hf, dict(task="sampler", model=model_dict(model.cfg), batch=batch, new_tokens=new_tokens,
+                               prompt_len=prompt_len, repeats=repeats, prompts=prompts)) \
+        if tunix else {"status": TUNIX_SKIPPED}
     return dict(config=config, batch=batch, new_tokens=new_tokens, prompt_len=prompt_len,
                 device=str(jax.devices()[0].platform), upt_jax_tokens_per_s=round(jax_tps, 1),
                 upt_jax_compile_s=round(first.compile_s, 2), transformers_tokens_per_s=round(pt_tps, 1),
-                ratio=round(jax_tps / pt_tps, 2))
+                ratio=round(jax_tps / pt_tps, 2), **tunix_fields(tx, jax_tps))
 
 
 def main(argv=None):
@@ -66,21 +75,27 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix column")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     a = ap.parse_args(argv)
+    from benchmarks.common import tunix_cells
+
     rows = []
     for c in a.config:
-        r = bench(c, a.batch, a.new_tokens, a.prompt_len, a.repeats)
+        r = bench(c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix)
         rows.append(r)
         print(json.dumps(r), flush=True)
         if a.json:
             with open(a.json, "a") as f:
                 f.write(json.dumps(r) + "\n")
-    print("\n| config | batch × new | upt_jax tok/s | transformers tok/s | ratio | upt_jax compile s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| config | batch × new | upt_jax tok/s | transformers tok/s | ratio | Tunix tok/s | upt_jax/Tunix "
+          "| upt_jax compile s | Tunix compile s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        t_tps, t_ratio = tunix_cells(r)
         print(f"| {r['config']} | {r['batch']} × {r['new_tokens']} | {r['upt_jax_tokens_per_s']} | "
-              f"{r['transformers_tokens_per_s']} | {r['ratio']}× | {r['upt_jax_compile_s']} |")
+              f"{r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} "
+              f"| {r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |")
     return rows
 
 

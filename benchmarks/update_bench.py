@@ -1,4 +1,4 @@
-"""Update-step throughput and MFU: upt_jax vs PyTorch (transformers Qwen2 + GRPO loss + AdamW).
+"""Update-step throughput and MFU: upt_jax vs PyTorch (transformers Qwen2 + GRPO loss + AdamW) and Tunix.
 
     python -m benchmarks.update_bench --config tiny small --batch 8 --seq 256
 
@@ -8,6 +8,17 @@ backward, global-norm clipping and an AdamW step. Tokens/s counts every position
 MFU = model FLOPs per second / the fp32 matmul peak measured in the same run (a large
 jitted matmul), with model FLOPs = 6·N_matmul·tokens + 12·L·H·Dh·T·tokens (attention, fwd+bwd).
 Compile time is reported apart from step time.
+
+Tunix (run by ``benchmarks/tunix_bench.py`` in ``.venv-tunix``, a subprocess; without it the
+column says "not run (make bench-tunix-env)") runs the same batch, split into prompt (the first
+``seq // 4`` positions) and completion, through the update step its ``GRPOLearner`` runs:
+``tunix.rl.trainer.Trainer``'s jitted train step with ``algo_core.grpo_loss_fn`` (ε = 0.2, β = 0,
+sequence-mean-token-mean) and the same clip-by-global-norm + AdamW, on ``tunix.models.qwen2``
+with the same weights (read by Tunix's safetensors loader). Tunix's loss also computes the
+per-token entropy of the logits (a logged metric), which upt_jax and PyTorch do not. Each
+side's first-step loss is in the JSON (``first_loss``): PyTorch's and Tunix's agree (same
+weights, batch and clipped surrogate); upt_jax logs the surrogate without the constant of the
+clipped tokens (no gradient flows through them), so its value differs but not its gradient.
 """
 from __future__ import annotations
 
@@ -58,7 +69,8 @@ def make_batch(vocab: int, batch: int, seq: int, seed: int = 0):
     return dict(tokens=tokens, attention_mask=attn, mask=mask, rewards=rewards, old_logp=old_logp)
 
 
-def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128):
+def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128, info: dict | None = None,
+              model=None):
     import jax
     import jax.numpy as jnp
 
@@ -66,7 +78,7 @@ def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128):
     from upt_jax.models import init_model
     from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
 
-    model = init_model(cfg, 0, remat=remat)
+    model = model if model is not None else init_model(cfg, 0, remat=remat)
     tx = make_optimizer(1e-5, max_grad_norm=1.0)
     graphdef, state, _ = create_train_state(model, tx)
     step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("grpo"), group_size=G,
@@ -77,6 +89,8 @@ def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128):
     compile_s = time.perf_counter() - t0
     state, m = compiled(state, batch)
     jax.block_until_ready(state)
+    if info is not None:  # the loss of the first step (the same weights and batch on every side)
+        info["first_loss"] = float(m["loss"])
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -87,7 +101,7 @@ def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128):
     return min(times), compile_s, getattr(mem, "temp_size_in_bytes", 0)
 
 
-def bench_torch(hf_model, batch_np, steps: int):
+def bench_torch(hf_model, batch_np, steps: int, info: dict | None = None):
     import torch
 
     model = hf_model.train()
@@ -108,8 +122,11 @@ def bench_torch(hf_model, batch_np, steps: int):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        return float(loss.detach())
 
-    step()  # warm-up
+    first = step()  # warm-up
+    if info is not None:
+        info["first_loss"] = first
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -118,25 +135,40 @@ def bench_torch(hf_model, batch_np, steps: int):
     return min(times)
 
 
-def bench(config: str, batch: int, seq: int, steps: int, remat: str) -> dict:
+def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool = True) -> dict:
     import jax
 
-    from benchmarks.common import hf_qwen2, same_model_in_jax, set_torch_threads
+    from benchmarks.common import (TUNIX_SKIPPED, hf_qwen2, model_dict, run_tunix_on, same_model_in_jax,
+                                   set_torch_threads, tunix_fields)
 
     set_torch_threads()
     hf = hf_qwen2(config)
-    cfg = same_model_in_jax(hf).cfg
+    model = same_model_in_jax(hf, remat=remat)
+    cfg = model.cfg
     batch_np = make_batch(cfg.vocab_size, batch, seq)
     peak = matmul_peak_gflops()
-    jax_s, compile_s, temp_bytes = bench_jax(cfg, batch_np, steps, remat)
-    torch_s = bench_torch(hf, batch_np, steps)
+    jax_info = {}
+    jax_s, compile_s, temp_bytes = bench_jax(cfg, batch_np, steps, remat, info=jax_info, model=model)
+    if tunix:  # before bench_torch, which trains the transformers model in place
+        tunix_batch = {k: v.tolist() for k, v in batch_np.items()}
+        tunix_batch["prompt_len"] = seq // 4  # make_batch's prompt: the response mask starts there
+        tx = run_tunix_on(hf, dict(task="update", model=model_dict(cfg), batch=tunix_batch, group=G, steps=steps))
+    else:
+        tx = {"status": TUNIX_SKIPPED}
+    torch_info = {}
+    torch_s = bench_torch(hf, batch_np, steps, info=torch_info)
     tokens = batch * seq
     flops = train_flops_per_token(cfg, seq) * tokens
+    tunix_s = tokens / tx["tokens_per_s"] if tx.get("status") == "ok" else None
     return dict(config=config, batch=batch, seq=seq, device=str(jax.devices()[0].platform),
                 upt_jax_tokens_per_s=round(tokens / jax_s, 1), torch_tokens_per_s=round(tokens / torch_s, 1),
                 ratio=round(torch_s / jax_s, 2), upt_jax_mfu=round(flops / jax_s / 1e9 / peak, 3),
                 torch_mfu=round(flops / torch_s / 1e9 / peak, 3), matmul_peak_gflops=round(peak, 1),
-                upt_jax_compile_s=round(compile_s, 2), upt_jax_temp_mb=round(temp_bytes / 1e6, 1), remat=remat)
+                upt_jax_compile_s=round(compile_s, 2), upt_jax_temp_mb=round(temp_bytes / 1e6, 1), remat=remat,
+                **tunix_fields(tx, tokens / jax_s),
+                tunix_mfu=round(flops / tunix_s / 1e9 / peak, 3) if tunix_s else None,
+                first_loss=dict(upt_jax=jax_info.get("first_loss"), torch=torch_info.get("first_loss"),
+                                tunix=tx.get("first_loss")))
 
 
 def main(argv=None):
@@ -146,23 +178,29 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--remat", default="none")
+    ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix column")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     a = ap.parse_args(argv)
+    from benchmarks.common import tunix_cells
+
     rows = []
     for c in a.config:
-        r = bench(c, a.batch, a.seq, a.steps, a.remat)
+        r = bench(c, a.batch, a.seq, a.steps, a.remat, tunix=not a.no_tunix)
         rows.append(r)
         print(json.dumps(r), flush=True)
         if a.json:
             with open(a.json, "a") as f:
                 f.write(json.dumps(r) + "\n")
-    print("\n| config | batch × seq | upt_jax tok/s | PyTorch tok/s | ratio | upt_jax MFU | PyTorch MFU | "
-          "matmul peak GFLOP/s | compile s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| config | batch × seq | upt_jax tok/s | PyTorch tok/s | ratio | Tunix tok/s | upt_jax/Tunix | "
+          "upt_jax MFU | PyTorch MFU | Tunix MFU | matmul peak GFLOP/s | compile s | Tunix compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        t_tps, t_ratio = tunix_cells(r)
+        t_mfu = f"{r['tunix_mfu']:.1%}" if r["tunix_mfu"] is not None else "–"
         print(f"| {r['config']} | {r['batch']} × {r['seq']} | {r['upt_jax_tokens_per_s']} | "
-              f"{r['torch_tokens_per_s']} | {r['ratio']}× | {r['upt_jax_mfu']:.1%} | {r['torch_mfu']:.1%} | "
-              f"{r['matmul_peak_gflops']} | {r['upt_jax_compile_s']} |")
+              f"{r['torch_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_mfu']:.1%} | "
+              f"{r['torch_mfu']:.1%} | {t_mfu} | {r['matmul_peak_gflops']} | {r['upt_jax_compile_s']} | "
+              f"{r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |")
     return rows
 
 

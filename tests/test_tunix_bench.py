@@ -1,0 +1,184 @@
+"""The upt_jax side of the Tunix benchmark columns: the subprocess call, its JSON result, and
+the "not run" path when ``.venv-tunix`` is missing. Tunix itself is not needed: a fake script
+stands in for ``benchmarks/tunix_bench.py``."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from benchmarks import common
+from benchmarks.common import (TUNIX_NOT_RUN, parse_tunix_output, run_tunix, run_tunix_on, tunix_cells,
+                               tunix_fields)
+
+FAKE = textwrap.dedent('''
+    import json, sys
+    req = json.loads(sys.stdin.read())
+    print("absl: some log line Tunix prints first")
+    print("TUNIX_RESULT " + json.dumps({"tokens_per_s": 1.0, "note": "an earlier result line"}))
+    new = req["batch"] * req["new_tokens"]
+    print("TUNIX_RESULT " + json.dumps({"tokens_per_s": new / 0.5, "new_tokens": new, "compile_s": 1.25,
+                                        "echo": req, "versions": {"google-tunix": "0.1.7"}}))
+    print("W1123 trailing warning", file=sys.stderr)
+''')
+
+
+@pytest.fixture
+def fake_script(tmp_path):
+    p = tmp_path / "fake_tunix_bench.py"
+    p.write_text(FAKE)
+    return str(p)
+
+
+def _script(tmp_path, body):
+    p = tmp_path / "s.py"
+    p.write_text(textwrap.dedent(body))
+    return str(p)
+
+
+def test_missing_venv_is_not_run(tmp_path):
+    res = run_tunix({"task": "sampler"}, python=str(tmp_path / "no-venv" / "bin" / "python"))
+    assert res == {"status": TUNIX_NOT_RUN}
+    row = tunix_fields(res, upt_jax_tps=500.0)
+    assert row["tunix_tokens_per_s"] is None and row["tunix_ratio"] is None
+    assert tunix_cells(row) == ("not run (make bench-tunix-env)", "–")
+
+
+def test_default_python_is_the_tunix_venv(monkeypatch, tmp_path):
+    monkeypatch.setattr(common, "TUNIX_VENV", str(tmp_path / ".venv-tunix"))
+    assert run_tunix({"task": "update"}) == {"status": TUNIX_NOT_RUN}
+
+
+def test_missing_venv_saves_no_weights(tmp_path):
+    class NoSave:
+        def save_pretrained(self, d):
+            raise AssertionError("weights saved although Tunix cannot run")
+
+    res = run_tunix_on(NoSave(), {"task": "sampler"}, python=str(tmp_path / "missing"))
+    assert res == {"status": TUNIX_NOT_RUN}
+
+
+def test_fake_script_result_is_parsed(fake_script):
+    task = {"task": "sampler", "batch": 32, "new_tokens": 64, "prompts": [[1, 2, 3]] * 32}
+    res = run_tunix(task, python=sys.executable, script=fake_script)
+    assert res["status"] == "ok"
+    assert res["tokens_per_s"] == 32 * 64 / 0.5  # the last result line, computed from the task
+    assert res["new_tokens"] == 2048 and res["compile_s"] == 1.25
+    assert res["echo"] == task  # the task reached the script intact (stdin, JSON)
+    row = tunix_fields(res, upt_jax_tps=8192.0)
+    assert row["tunix_status"] == "ok" and row["tunix_tokens_per_s"] == 4096.0
+    assert row["tunix_ratio"] == 2.0 and row["tunix_compile_s"] == 1.25
+    assert row["tunix_versions"] == {"google-tunix": "0.1.7"}
+    assert tunix_cells(row) == ("4096.0", "2.0×")
+
+
+def test_run_tunix_on_passes_a_weights_dir(tmp_path, fake_script):
+    seen = {}
+
+    class FakeHF:
+        def save_pretrained(self, d):
+            seen["dir"] = d
+            (tmp_path / "saved").write_text(d)
+
+    res = run_tunix_on(FakeHF(), {"task": "sampler", "batch": 2, "new_tokens": 4}, python=sys.executable,
+                       script=fake_script)
+    assert res["status"] == "ok" and res["echo"]["weights_dir"] == seen["dir"]
+
+
+def test_failing_script_reports_exit_and_last_stderr_line(tmp_path):
+    s = _script(tmp_path, '''
+        import sys
+        print("Traceback ...", file=sys.stderr)
+        print("ModuleNotFoundError: No module named 'tunix'", file=sys.stderr)
+        sys.exit(3)
+    ''')
+    res = run_tunix({"task": "update"}, python=sys.executable, script=s)
+    assert res == {"status": "failed (exit 3): ModuleNotFoundError: No module named 'tunix'"}
+    assert tunix_cells(tunix_fields(res, 1.0)) == (res["status"], "–")
+
+
+def test_script_without_result_line(tmp_path):
+    s = _script(tmp_path, 'print("nothing useful")\n')
+    assert run_tunix({"task": "sampler"}, python=sys.executable, script=s) == {"status": "failed: no result line"}
+
+
+def test_hanging_script_times_out(tmp_path):
+    s = _script(tmp_path, 'import time\ntime.sleep(30)\n')
+    res = run_tunix({"task": "sampler"}, python=sys.executable, script=s, timeout=0.5)
+    assert res["status"].startswith("failed: timed out")
+
+
+def test_parse_tunix_output():
+    out = 'I1123 log\nTUNIX_RESULT {"tokens_per_s": 3.5}\nTUNIX_RESULT {"tokens_per_s": 7.0}\nlast log\n'
+    assert parse_tunix_output(out) == {"tokens_per_s": 7.0, "status": "ok"}
+    assert parse_tunix_output("TUNIX_RESULT {not json")["status"].startswith("failed: bad result line")
+    assert parse_tunix_output("TUNIX_RESULT [1, 2]") == {"status": "failed: result is not a JSON object"}
+    assert parse_tunix_output("") == {"status": "failed: no result line"}
+
+
+def test_model_dict_is_the_preset_shape():
+    from upt_jax.models import preset
+
+    d = common.model_dict(preset("small"))
+    assert d["vocab_size"] == 32000 and d["hidden_size"] == 512 and d["num_layers"] == 8
+    assert d["num_heads"] == 8 and d["num_kv_heads"] == 2 and d["intermediate_size"] == 2048
+    assert d["head_dim"] == 64 and d["tie_word_embeddings"] is False
+    json.dumps(d)  # goes to the subprocess as JSON
+
+
+def test_upt_jax_side_never_imports_tunix():
+    code = ("import sys; import benchmarks.common, benchmarks.sampler_bench, benchmarks.update_bench, "
+            "benchmarks.run_all, benchmarks.tunix_bench; "
+            "print(sorted(m for m in sys.modules if m == 'tunix' or m.startswith('tunix.')))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
+
+
+def test_id_tokenizer_round_trip():
+    from benchmarks.tunix_bench import _IdTokenizer
+
+    tok = _IdTokenizer(pad_id=0, eos_id=4096)
+    assert tok.encode("3 17 4095") == [3, 17, 4095]
+    assert tok.decode([3, 17, 4095]) == "3 17 4095"
+    assert tok.bos_id() is None and tok.eos_id() == 4096 and tok.pad_id() == 0
+
+
+def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
+    """BENCHMARKS.md's tables: numbers and ratio where Tunix ran, "not run (make bench-tunix-env)"
+    where its venv is missing (rows canned, as the benchmarks would return them)."""
+    from benchmarks import run_all, sampler_bench, update_bench
+
+    ok = {"status": "ok", "tokens_per_s": 2000.0, "compile_s": 3.5,
+          "versions": {"google-tunix": "0.1.7", "jax": "0.10.2", "flax": "0.12.8"}}
+    missing = run_tunix({"task": "sampler"}, python=str(tmp_path / "none"))
+
+    def samp(config, *a, **kw):
+        return dict(config=config, upt_jax_tokens_per_s=6000.0, transformers_tokens_per_s=3000.0, ratio=2.0,
+                    upt_jax_compile_s=1.0, **tunix_fields(ok if config == "tiny" else missing, 6000.0))
+
+    def upd(config, *a, **kw):
+        tx = ok if config == "tiny" else missing
+        return dict(config=config, upt_jax_tokens_per_s=1000.0, torch_tokens_per_s=500.0, ratio=2.0,
+                    upt_jax_mfu=0.3, torch_mfu=0.15, matmul_peak_gflops=400.0, upt_jax_compile_s=2.0,
+                    upt_jax_temp_mb=10.0, **tunix_fields(tx, 1000.0), tunix_mfu=0.6 if config == "tiny" else None,
+                    first_loss=dict(upt_jax=-0.001, torch=0.372, tunix=0.372 if config == "tiny" else None))
+
+    monkeypatch.setattr(sampler_bench, "bench", samp)
+    monkeypatch.setattr(update_bench, "bench", upd)
+    monkeypatch.setattr(run_all, "hpt_step_split", lambda steps: dict(
+        rollout_s=1, reward_s=0, update_s=1, step_s=2, first_step_s=3, rollout_compile_s=1))
+    monkeypatch.setattr(run_all, "scaling", lambda png, quick: {})
+    monkeypatch.setattr(run_all, "machine", lambda: "test machine")
+    monkeypatch.setattr(run_all, "HERE", str(tmp_path))
+    out = tmp_path / "BENCHMARKS.md"
+    run_all.main(["--out", str(out)])
+    text = out.read_text()
+    assert "| tiny | 6000.0 | 3000.0 | 2.0× | 2000.0 | 3.0× | 1.0 | 3.5 |" in text
+    assert "| small | 6000.0 | 3000.0 | 2.0× | not run (make bench-tunix-env) | – | 1.0 | – |" in text
+    assert "| tiny | 1000.0 | 500.0 | 2.0× | 2000.0 | 0.5× | 30.0% | 15.0% | 60.0% |" in text
+    assert "| small | 1000.0 | 500.0 | 2.0× | not run (make bench-tunix-env) | – | 30.0% | 15.0% | – |" in text
+    assert "Tunix (PyPI `google-tunix` 0.1.7, jax 0.10.2, flax 0.12.8)" in text
+    assert "First-step loss, tiny" in text and "First-step loss, small" not in text
