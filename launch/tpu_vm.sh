@@ -16,8 +16,8 @@
 # Options: --project P, --version RUNTIME (default tpu-ubuntu2204-base), --spot,
 # --entry train|pipeline, --worker N (logs: which worker; default 0), --dry-run (print the
 # commands instead of running them; needs no gcloud). Arguments after `--` go to `upt train`.
-# The run directory (checkpoints, metrics) must be one every worker sees: a shared mount
-# (Filestore/NFS) or a gs:// bucket path.
+# The run directory (checkpoints, metrics) must be one every worker sees: a gs:// bucket path
+# (setup installs gcsfs, through which etils.epath reaches gs://) or a shared mount (Filestore/NFS).
 set -euo pipefail
 
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -103,7 +103,7 @@ do_setup() {
   x "${GCLOUD[@]}" scp "$TARBALL" "$NAME:upt_jax.tar.gz" "${COMMON[@]}" --worker=all
   x "${GCLOUD[@]}" ssh "$NAME" "${COMMON[@]}" --worker=all --command="mkdir -p ~/$REMOTE_DIR \
 && tar xzf ~/upt_jax.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR \
-&& python3 -m pip install -q -e . 'jax[tpu]==0.10.2' \
+&& python3 -m pip install -q -e . 'jax[tpu]==0.10.2' gcsfs \
 -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 }
 

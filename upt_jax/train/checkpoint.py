@@ -26,6 +26,17 @@ invisible to Orbax) so that the resumed run can save those steps again. When no 
 ``CheckpointError`` lists every step with its reason. Nothing is ever unpickled: Orbax's array
 format is tensorstore (OCDBT/zarr) with JSON metadata and ``extra`` is JSON.
 
+**Bucket paths.** ``directory`` may be any path ``etils.epath.Path`` handles: local, or an object
+store such as ``gs://bucket/run/checkpoints`` (through fsspec: ``pip install gcsfs`` for ``gs://``).
+Every file operation here goes through ``epath``; Orbax writes the arrays with tensorstore's own
+GCS driver. On an object store Orbax writes a step in place and commits it by writing
+``commit_success.txt`` last, so an uncommitted save is a ``<step>`` directory without the marker:
+it is never restored, and is logged and removed like a local temporary directory. The manifest
+is one object PUT (atomic on object stores, no rename needed). Moving an unusable step aside is a
+copy and a delete there (not atomic; a move cut short is redone, as the leftover ``<step>`` still
+fails its check). Tested against a bucket emulated on local disk:
+``tests/train/test_remote_paths.py``.
+
 **Asynchronous saves.** ``save`` returns once the arrays are copied to host memory, so the
 caller may donate or delete the device buffers right away; files are written, checksummed and
 committed in a background thread. ``wait()`` blocks until the last save is committed (and
@@ -38,11 +49,14 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+from etils.epath import Path
+
+from upt_jax.train.metrics_log import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -94,37 +108,64 @@ def _with_default_sharding(abstract):
 # ----------------------------------------------------------------------------- integrity
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
 
 
+def _size(path: Path) -> int:
+    """Bytes in a file (``os.stat`` locally: epath's local ``stat`` also looks up the owner's
+    name, which fails for a uid without a passwd entry)."""
+    return path.stat().length if is_remote(path) else os.stat(path).st_size
+
+
+def _files_under(root: Path, prefix: str):
+    """``(relative name, path)`` of every file below ``root`` (``iterdir`` recursion rather than
+    ``walk``: fsspec's walk yields object-store paths without their ``gs://``)."""
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        rel = f"{prefix}/{path.name}"
+        if path.is_dir():
+            yield from _files_under(path, rel)
+        else:
+            yield rel, path
+
+
 def _item_files(step_dir: Path):
     for item in (STATE, EXTRA):
-        root = step_dir / item
-        for dirpath, _, files in os.walk(root):
-            for name in files:
-                path = Path(dirpath) / name
-                yield path.relative_to(step_dir).as_posix(), path
+        yield from _files_under(step_dir / item, item)
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    """``path`` as an ``epath.Path``, made absolute if local (``absolute()`` would mangle a
+    ``gs://`` path)."""
+    path = epath.Path(path)
+    return path if is_remote(path) else path.absolute()
 
 
 def write_manifest(step_dir: str | os.PathLike, step: int) -> None:
     """Write ``upt_manifest.json`` (size and SHA-256 of every file under ``state/`` and
-    ``extra/``) into ``step_dir``, atomically (temporary file + rename)."""
-    step_dir = Path(step_dir)
-    files = {rel: {"size": path.stat().st_size, "sha256": _sha256(path)}
+    ``extra/``) into ``step_dir``, atomically (locally a temporary file + rename; on an object
+    store one PUT)."""
+    step_dir = epath.Path(step_dir)
+    files = {rel: {"size": _size(path), "sha256": _sha256(path)}
              for rel, path in sorted(_item_files(step_dir))}
     if not any(rel.startswith(STATE + "/") for rel in files):
         raise CheckpointError(f"step {step}: no files under {step_dir / STATE} to record in the manifest")
     manifest = {"format": _MANIFEST_FORMAT, "step": int(step), "orbax_version": ocp.__version__,
                 "time": time.time(), "files": files}
+    text = json.dumps(manifest, indent=1)
+    if is_remote(step_dir):  # one object PUT: all or nothing, no rename needed
+        (step_dir / MANIFEST).write_text(text)
+        return
     tmp = step_dir / (MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
+    with tmp.open("w") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, step_dir / MANIFEST)
+    tmp.replace(step_dir / MANIFEST)
 
 
 def verify_checkpoint(step_dir: str | os.PathLike, *, checksums: bool = True) -> str | None:
@@ -133,7 +174,7 @@ def verify_checkpoint(step_dir: str | os.PathLike, *, checksums: bool = True) ->
     Checks Orbax's commit marker, the manifest, and every file it lists (exists, same size,
     same SHA-256 unless ``checksums=False``). Does not read the arrays through Orbax.
     """
-    step_dir = Path(step_dir)
+    step_dir = epath.Path(step_dir)
     if not step_dir.is_dir():
         return f"{step_dir} is not a directory"
     if TMP_SUFFIX in step_dir.name:
@@ -141,8 +182,7 @@ def verify_checkpoint(step_dir: str | os.PathLike, *, checksums: bool = True) ->
     if not (step_dir / COMMIT_MARKER).is_file():
         return f"Orbax commit marker {COMMIT_MARKER} is missing (the save was not committed)"
     try:
-        with open(step_dir / MANIFEST) as f:
-            manifest = json.load(f)
+        manifest = json.loads((step_dir / MANIFEST).read_text())
         files = manifest["files"]
         if manifest.get("format") != _MANIFEST_FORMAT or not isinstance(files, dict):
             return f"{MANIFEST} has an unknown format"
@@ -157,7 +197,7 @@ def verify_checkpoint(step_dir: str | os.PathLike, *, checksums: bool = True) ->
         path = step_dir / rel
         if not path.is_file():
             return f"file {rel} is missing"
-        size = path.stat().st_size
+        size = _size(path)
         if size != want["size"]:
             return f"file {rel} has {size} bytes, {want['size']} were written (truncated or overwritten)"
         if checksums and _sha256(path) != want["sha256"]:
@@ -178,11 +218,16 @@ def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
 
 
 def incomplete_saves(directory: str | os.PathLike) -> list[Path]:
-    """Temporary directories left by saves that never committed (e.g. the process was killed)."""
-    directory = Path(directory)
+    """Directories left by saves that never committed (e.g. the process was killed): temporary
+    ``<step>.orbax-checkpoint-tmp*`` directories, and on an object store (where Orbax writes in
+    place and commits with a marker file) ``<step>`` directories without the commit marker."""
+    directory = epath.Path(directory)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if p.is_dir() and TMP_SUFFIX in p.name)
+    found = [p for p in directory.iterdir() if p.is_dir() and TMP_SUFFIX in p.name]
+    if is_remote(directory):
+        found += [p for _, p in _step_dirs(directory) if not (p / COMMIT_MARKER).is_file()]
+    return sorted(found)
 
 
 def _tmp_step(path: Path) -> str:
@@ -192,7 +237,7 @@ def _tmp_step(path: Path) -> str:
 def latest_checkpoint_dir(directory: str | os.PathLike, *, checksums: bool = False) -> Path | None:
     """The newest step directory under ``directory`` that passes ``verify_checkpoint``, or
     ``None``. ``checksums=False`` (default) checks sizes only, which is cheap."""
-    for _, path in reversed(_step_dirs(Path(directory))):
+    for _, path in reversed(_step_dirs(epath.Path(directory))):
         if verify_checkpoint(path, checksums=checksums) is None:
             return path
     return None
@@ -273,7 +318,7 @@ class Checkpointer:
             raise ValueError(f"keep must be >= 1 or None, not {keep}")
         if save_every < 0:
             raise ValueError(f"save_every must be >= 0, not {save_every}")
-        self.directory = Path(directory).absolute()
+        self.directory = _absolute(directory)
         self.keep, self.save_every, self.async_save = keep, save_every, async_save
         self.checksums, self.read_only = checksums, read_only
         self._pending_step: int | None = None
@@ -392,7 +437,7 @@ class Checkpointer:
                 while dst.exists():
                     dst, n = self.directory / f"{s}{CORRUPT_SUFFIX}-{n}", n + 1
                 if src.exists():
-                    os.replace(src, dst)
+                    src.rename(dst)  # an object store copies, then deletes
                     log.warning("moved unusable checkpoint step %d aside to %s", s, dst)
         _sync("upt_checkpoint_move_aside")
         self._manager.reload()
@@ -425,7 +470,7 @@ def restore_params(directory: str | os.PathLike, abstract_params, step: int | No
     with shardings where wanted (``abstract_with_shardings``). ``step=None``: the newest usable
     step (unusable ones are logged and skipped). Only the ``state/params`` arrays are read.
     """
-    directory = Path(directory).absolute()
+    directory = _absolute(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     target = {"params": _with_default_sharding(abstract_with_shardings(abstract_params))}

@@ -12,6 +12,9 @@ A pipeline config holds one sub-config per stage and their order::
 Stage ``k`` runs in ``<run_dir>/<name>``; when it finishes, ``DONE.json`` is written there.
 A rerun skips finished stages (reporting them) and resumes an unfinished one at its latest
 checkpoint, so a pipeline that stopped anywhere continues where it stopped.
+
+``run_dir`` may be a bucket path (``gs://bucket/pipeline``): stage directories are joined as
+strings and ``DONE.json`` is read and written through ``etils.epath``.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import json
 import logging
 import os
 import time
+
+from etils import epath
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +55,9 @@ def run_pipeline(config) -> list[dict]:
 
     reports = []
     for name, c in stage_configs(config):
-        done_file = os.path.join(c.run_dir, DONE)
-        if os.path.exists(done_file):
-            with open(done_file) as f:
-                report = dict(json.load(f), status="already done")
+        done_file = epath.Path(c.run_dir) / DONE
+        if done_file.exists():
+            report = dict(json.loads(done_file.read_text()), status="already done")
             print(f"[pipeline] stage {name}: already done ({report.get('steps')} steps) in {c.run_dir}")
             reports.append(report)
             continue
@@ -68,7 +72,6 @@ def run_pipeline(config) -> list[dict]:
         import jax
 
         if jax.process_index() == 0:  # one writer per run directory (multi-process runs)
-            with open(done_file, "w") as f:
-                json.dump(report, f, indent=2)
+            done_file.write_text(json.dumps(report, indent=2))
         reports.append(dict(report, status="ran"))
     return reports

@@ -917,6 +917,11 @@ def train(config) -> list[dict]:
         from upt_jax.train.star import run_star
 
         return run_star(config)
+    if config.mode == "comparison":  # several arms × seeds, evaluated (experiments/paper_table.py)
+        from upt_jax.eval.comparison import run_comparison
+
+        run_comparison(config)
+        return []
     trainer = Trainer(config)
     try:
         return trainer.run()
