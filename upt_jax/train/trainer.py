@@ -62,15 +62,23 @@ def build_model(mc, *, vocab_size: int | None = None, special: dict | None = Non
 
         from upt_jax.train.checkpoint import restore_params
 
-        directory = os.path.join(mc.checkpoint, "checkpoints") if os.path.isdir(
-            os.path.join(mc.checkpoint, "checkpoints")) else mc.checkpoint
-        if not os.path.isdir(directory):
+        directory = _checkpoints_of(mc.checkpoint)
+        if not directory.is_dir():
             raise FileNotFoundError(f"config.model.checkpoint={mc.checkpoint!r} has no checkpoints")
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(model))
         nnx.update(model, restore_params(directory, abstract))
     if mesh is not None:
         shard_model(model, mesh)
     return model
+
+
+def _checkpoints_of(run_dir):
+    """The checkpoint directory of ``model.checkpoint`` (a run directory, local or ``gs://…``,
+    or its ``checkpoints/``), as an ``etils.epath.Path``."""
+    from etils import epath
+
+    d = epath.Path(run_dir)
+    return d / "checkpoints" if (d / "checkpoints").is_dir() else d
 
 
 def _adopt_checkpoint_shape(mc) -> None:
@@ -80,16 +88,16 @@ def _adopt_checkpoint_shape(mc) -> None:
     config records the shape it trains), e.g. a later stage started from the tiny base model of
     ``experiments/pretrain_tiny.py`` needs no shape overrides."""
     import ml_collections
+    from etils import epath
 
     root = mc.checkpoint.rstrip("/")
     for d in (root, os.path.dirname(root)):
-        path = os.path.join(d, "config.json")
-        if os.path.isfile(path):
+        path = epath.Path(d) / "config.json"
+        if path.is_file():
             break
     else:
         return
-    with open(path) as f:
-        src = json.load(f).get("model") or {}
+    src = json.loads(path.read_text()).get("model") or {}
     if "preset" not in src or "overrides" not in src:
         return
     ours = mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else dict(mc.overrides)
@@ -307,13 +315,15 @@ def _check_paths(config) -> None:
     mc = config.model
     if mc.init == "hf":
         _check_hf_dir(mc.hf_dir, "config.model.hf_dir")
-    elif mc.init == "checkpoint" and not _is_remote(mc.checkpoint):
+    elif mc.init == "checkpoint":  # local or a bucket path (gs://…)
+        from etils import epath
+
         d = mc.checkpoint
-        if not d or not os.path.isdir(d):
+        if not d or not epath.Path(d).is_dir():
             raise FileNotFoundError(f"config.model.checkpoint={d!r} is not a directory (model.init=checkpoint "
                                     "names a previous run directory or its checkpoints/)")
-        ckpts = os.path.join(d, "checkpoints") if os.path.isdir(os.path.join(d, "checkpoints")) else d
-        if not any(p.isdigit() for p in os.listdir(ckpts)):
+        ckpts = _checkpoints_of(d)
+        if not any(p.name.isdigit() for p in ckpts.iterdir()):
             raise FileNotFoundError(f"config.model.checkpoint={d!r} holds no saved step in {ckpts}")
     tok = os.fspath(config.tokenizer)
     if tok not in ("char", "builtin:char") and not os.path.isdir(tok):
@@ -332,16 +342,34 @@ def _check_paths(config) -> None:
 
 def _check_run_dir(config) -> None:
     """The run directory can be created and written (probed with a file: ``os.access`` says yes
-    to root even on a read-only mount)."""
+    to root even on a read-only mount; on a bucket path, ``gs://…``, with an object written
+    through ``etils.epath`` and deleted)."""
     import tempfile
 
     run_dir = config.run_dir
+    if _is_remote(run_dir):
+        _probe_remote_run_dir(run_dir)
+        return
     try:
         os.makedirs(run_dir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".upt_write_probe"):
             pass
     except OSError as e:
         raise PermissionError(f"config.run_dir={run_dir!r} is not a writable directory "
+                              f"({type(e).__name__}: {e})") from e
+
+
+def _probe_remote_run_dir(run_dir) -> None:
+    """A bucket run directory can be written: one object written and deleted through epath."""
+    from etils import epath
+
+    probe = epath.Path(run_dir) / f".upt_write_probe.{os.getpid()}.{jax.process_index()}"
+    try:
+        epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink(missing_ok=True)
+    except (OSError, ImportError, ValueError) as e:  # ImportError: no fsspec backend (gcsfs)
+        raise PermissionError(f"config.run_dir={run_dir!r} is not a writable bucket path "
                               f"({type(e).__name__}: {e})") from e
 
 
@@ -423,13 +451,8 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
     elif len(records) < config.train.questions_per_step:
         raise ValueError(f"{len(records)} training records < questions_per_step "
                          f"{config.train.questions_per_step}")
-    if _is_remote(config.run_dir):  # gs:// (and other object stores): Orbax writes there too
-        from etils import epath
-
-        epath.Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-        return
     _check_run_dir(config)
-    if records is not None:
+    if records is not None and not _is_remote(config.run_dir):  # no free-space check on a bucket
         _check_disk(config, vocab_size)
 
 # ----------------------------------------------------------------------------- the loop
