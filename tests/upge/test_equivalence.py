@@ -163,6 +163,26 @@ def test_hpt_gradient_equals_textbook(variant, seed):
 
 
 @pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('offline', ['rl', 'both'])
+def test_hpt_offline_signal_gradient_equals_textbook(offline, seed):
+  """The offline-signal ablation: off-policy RL on the demonstration instead of (or with) SFT."""
+  g = 3
+  logp, roll, demo_logp, demo, batch, combine, split = _with_demos(seed, g=g)
+  recipe = upge.get_recipe('hpt', offline=offline)
+  mine = lambda lp, dlp: _loss(recipe, g + 1, batch)(combine(lp, dlp))
+  theirs = lambda lp, dlp: tb.hpt(lp, roll['old_logp'], roll['mask'], roll['rewards'], dlp,
+                                  demo['mask'], group_size=g, offline=offline)
+  _assert_grads(mine, theirs, (logp, demo_logp))
+  sft_only = lambda lp, dlp: tb.hpt(lp, roll['old_logp'], roll['mask'], roll['rewards'], dlp,
+                                    demo['mask'], group_size=g)
+  d_mine = jax.grad(theirs, argnums=1)(logp, demo_logp)
+  d_sft = jax.grad(sft_only, argnums=1)(logp, demo_logp)
+  assert float(jnp.abs(d_mine - d_sft).max()) > 1e-4  # the demo gradient really changes
+  with pytest.raises(ValueError, match='paper_text'):
+    upge.get_recipe('hpt', variant='released_code', offline=offline)
+
+
+@pytest.mark.parametrize('seed', SEEDS)
 def test_srft_gradient_equals_textbook(seed):
   g = 3
   logp, roll, demo_logp, demo, batch, combine, split = _with_demos(seed, g=g)

@@ -834,7 +834,8 @@ def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, gr
 
 
 def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
-        variant="paper_text", gate=0.0, clip_eps=0.2, eps=1e-6, max_len=None):
+        variant="paper_text", gate=0.0, clip_eps=0.2, eps=1e-6, max_len=None, offline="sft",
+        shaping_gamma=0.1):
     """HPT: per-question switch between RL on the rollouts and SFT on the demonstration.
 
     For question j with G rollouts: ``P_j = mean_g(r > 0.5)``. If ``P_j > gate`` the
@@ -858,6 +859,13 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
       ``n_rows = G * (#RL-routed questions) + (#SFT-routed questions)``, the number of
       rows left in the batch after the switch (rollouts of SFT-routed questions are
       dropped, one demonstration row is added per SFT-routed question).
+
+    ``offline`` (paper_text only; the offline-signal ablation): what an SFT-routed question
+    learns from its demonstration: ``"sft"`` (``L_SFT`` above), ``"rl"`` (off-policy RL
+    on the demonstration as in LUFFY: ``pi_ref = 1``, shaped ``f(pi) = pi / (pi + shaping_gamma)``,
+    ``A_demo = (1 - mean(r_1..r_G, 1)) / (std(r_1..r_G, 1) + eps)`` over the question's rollouts
+    and its demo, ``L_RLdemo = - sum_{SFT demos} sum_t dm f(pi) A_demo / sum_{SFT demos} sum_t dm``)
+    or ``"both"`` (``L_SFT + L_RLdemo``).
 
     Reference: Lv et al. (2025), "Towards a Unified View of Large Language Model
     Post-Training", arXiv:2509.04419, Sec. 4 (Hybrid Post-Training: Eq. 11 and its
@@ -895,7 +903,15 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
         obj = _ppo_clip_objective(ratio, adv, clip_eps, clip_eps)
         l_rl = jnp.sum(-obj * rl_mask) / jnp.maximum(jnp.sum(rl_mask), 1.0)
         l_sft = jnp.sum(-demo_logp * sft_mask) / jnp.maximum(jnp.sum(sft_mask), 1.0)
-        return l_rl + l_sft
+        # off-policy RL on the demonstration: statistics over the G rollouts and the demo (r = 1)
+        union = jnp.concatenate([rewards.reshape(num_groups, group_size), jnp.ones((num_groups, 1))], 1)
+        u_mean = jnp.mean(union, axis=1)
+        u_std = jnp.sqrt(jnp.mean((union - u_mean[:, None]) ** 2, axis=1))
+        demo_adv = ((1.0 - u_mean) / (u_std + eps))[:, None]
+        prob = jnp.exp(demo_logp)
+        shaped = prob / (prob + shaping_gamma) * demo_adv
+        l_rl_demo = jnp.sum(-shaped * sft_mask) / jnp.maximum(jnp.sum(sft_mask), 1.0)
+        return l_rl + {"sft": l_sft, "rl": l_rl_demo, "both": l_sft + l_rl_demo}[offline]
     if variant == "released_code":
         horizon = logp.shape[1] if max_len is None else max_len
         adv = (rewards - mean)[:, None]

@@ -308,7 +308,8 @@ def srft(eps: float = 0.2, sft_coef: float = 0.5, rl_coef: float = 0.1,
 
 
 def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
-        max_len: int | None = None, gate: str = 'hard', **gate_kwargs) -> Recipe:
+        max_len: int | None = None, gate: str = 'hard', offline: str = 'sft',
+        shaping_gamma: float = 0.1, **gate_kwargs) -> Recipe:
   """HPT (Lv et al. 2025): per question, RL on its rollouts or SFT on its demonstration.
 
   The gate reads the question's pass rate ``P`` (rollouts with reward > 0.5);
@@ -322,6 +323,13 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
     token sum over all RL and SFT tokens divided by ``L · (number of routed rows)``
     (``L = max_len``, default ``T``).
 
+  ``offline`` (``paper_text`` only) is what an SFT-routed question learns from its
+  demonstration (the offline-signal ablation): ``'sft'`` (NLL, the paper),
+  ``'rl'`` (off-policy RL as LUFFY's demonstration term: ``π_ref ≡ 1``, shaping
+  ``f(π) = π/(π+shaping_gamma)``, advantage group-normalised over the question's
+  rollouts and demonstration, token-mean over routed demos) or ``'both'`` (the two
+  terms added).
+
   Batch: ``mask [B, T], rewards [B], old_logp [B, T], is_demo [B]``; a group is a question's rollouts and its demo.
   """
   gkw = dict(gate_kwargs)
@@ -331,13 +339,22 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
   g_sft = part('hpt', gate=gate, branch='sft', **gkw)
   notes = 'mask [B, T], rewards [B], old_logp [B, T], is_demo [B]; groups = rollouts + demo'
   if variant == 'paper_text':
+    if offline not in ('sft', 'rl', 'both'):
+      raise ValueError(f"HPT offline={offline!r}: 'sft', 'rl' or 'both'")
     rl = _rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('grpo', eps=1e-6))
     sf = _rl(_NONE, 'current', part('one'))
-    return Recipe('hpt', (
-        Term('rl', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl)),
-        Term('sft', demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft)),
-    ), 'Lv et al. 2025 (paper text, Eq. 11)', notes)
+    od = _rl((part('policy_shaping', gamma=shaping_gamma),), 'unit', part('grpo', eps=1e-6, rows='all'))
+    terms = [Term('rl', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl))]
+    if offline in ('sft', 'both'):
+      terms.append(Term('sft', demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft)))
+    if offline in ('rl', 'both'):
+      terms.append(Term('rl_demo', demo=Parts(od.stabiliser, od.reference, od.advantage, od.aggregation,
+                                              g_sft)))
+    name = 'hpt' if offline == 'sft' else f'hpt_offline_{offline}'
+    return Recipe(name, tuple(terms), 'Lv et al. 2025 (paper text, Eq. 11)', notes)
   if variant == 'released_code':
+    if offline != 'sft':
+      raise ValueError(f"HPT offline={offline!r} is defined for variant='paper_text' only")
     rl = _rl(_NONE, 'behaviour', part('dr_grpo'), 'seq-mean-token-sum-norm', max_len=max_len)
     sf = _rl(_NONE, 'current', part('one'), 'seq-mean-token-sum-norm', max_len=max_len)
     return Recipe('hpt_released_code', (Term(
