@@ -188,7 +188,9 @@ def round_up(x: int, buckets: Sequence[int] | int) -> int:
     return -(-x // step) * step
 
 
-DEFAULT_LEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+# half-octave length buckets: at most 1.5× padding (1.33× above 32) for ≤ 2 shapes per octave
+DEFAULT_LEN_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072,
+                       4096, 6144, 8192)
 
 
 class Sampler:

@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from upt_jax.sampling.sampler import round_up
+from upt_jax.sampling.sampler import DEFAULT_LEN_BUCKETS, round_up
 
-LEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+LEN_BUCKETS = DEFAULT_LEN_BUCKETS  # half-octave: a 332-token response pads to 384, not 512
 
 
 def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *, pad_id: int,
