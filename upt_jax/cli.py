@@ -1,6 +1,6 @@
 """Command-line entry points.
 
-    upt demo [--run-dir runs/demo] [--seed 0]
+    upt demo [--run-dir runs/paper_table_demo] [--plumbing]
     upt train --config experiments/grpo.py[:ARG] [--config.train.steps=10 ...]
     upt pipeline --config experiments/sft_then_grpo.py [--config.sft.train.steps=5 ...]
     upt eval --run-dir runs/NAME | --hf-dir DIR [--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]
@@ -13,6 +13,20 @@ import logging
 import os
 import sys
 import time
+
+
+def comparison_demo(run_dir: str | None = None) -> None:
+    """``make demo``: the reduced paper comparison (`experiments/paper_table.py:demo`): train the
+    tiny base model (or reuse it), then SFT, GRPO, SFT→GRPO, LUFFY, SRFT and HPT from it under
+    one budget, evaluate every tier, print the table and the paths of the plots."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from experiments import paper_table
+    from upt_jax.train.trainer import train
+
+    config = paper_table.get_config("demo")
+    if run_dir:
+        config.run_dir = run_dir
+    train(config)
 
 
 def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) -> dict:
@@ -151,13 +165,18 @@ def main(argv=None) -> int:
                                 "[--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]")
     sub.add_parser("train", help="run an experiment: upt train --config experiments/NAME.py "
                                  "[--config.key=value ...]")
-    p_demo = sub.add_parser("demo", help="the end-to-end demo on the built-in defaults")
-    p_demo.add_argument("--run-dir", default="runs/demo")
+    p_demo = sub.add_parser("demo", help="the reduced paper comparison on the built-in synthetic task "
+                                         "(--plumbing: export → reload → sample a random model)")
+    p_demo.add_argument("--run-dir", default=None)
     p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--plumbing", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "demo":
         t0 = time.time()
-        demo(args.run_dir, args.seed)
+        if args.plumbing:
+            demo(args.run_dir or "runs/demo", args.seed)
+        else:
+            comparison_demo(args.run_dir)
         print(f"done in {time.time() - t0:.1f}s")
     return 0
 

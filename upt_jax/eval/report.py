@@ -73,6 +73,7 @@ def results_table(
     percent: bool = True,
     digits: int = 1,
     title: str = "method",
+    groups: Sequence[tuple[str, Sequence[str]]] | None = None,
 ) -> str:
     """A markdown table: one row per method, one column per suite (+ ID / OOD averages).
 
@@ -96,19 +97,19 @@ def results_table(
         suites = list(dict.fromkeys(s for vals in per_method.values() for seed in vals for s in seed))
     suites = list(suites)
     scale = 100.0 if percent and metric != "length" else 1.0
-    groups = []
-    for label, members in (("ID avg", id_suites), ("OOD avg", ood_suites)):
+    columns = []
+    for label, members in (("ID avg", id_suites), ("OOD avg", ood_suites), *(groups or ())):
         if members is not None:
             present = [s for s in suites if s in set(members)]
-            groups.append((label, present))
-    header = [title] + suites + [g for g, _ in groups]
+            columns.append((label, present))
+    header = [title] + suites + [g for g, _ in columns]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for method, vals in per_method.items():
         agg = metrics.aggregate_seeds(vals)
         cells = [method]
         cells += [_cell(agg[s], scale, digits) if s in agg else "–" for s in suites]
-        cells += [_cell(metrics.group_average(vals, members), scale, digits) for _, members in groups]
+        cells += [_cell(metrics.group_average(vals, members), scale, digits) for _, members in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
