@@ -242,8 +242,24 @@ def checkpoint_steps(run_dir: str) -> list[int]:
     return sorted(int(p) for p in os.listdir(ck) if p.isdigit()) if os.path.isdir(ck) else []
 
 
+def job_order(config) -> list[tuple[str, int]]:
+    """``(arm, seed)`` in the order they run: the first table's arms, every seed; then the other
+    arms seed by seed, so that an interrupted comparison has whole tables for the seeds it ran."""
+    seeds = [int(s) for s in config.seeds]
+    arm_seeds = {a: [int(s) for s in (config.arms[a].get("seeds") or seeds)] for a in config.arms}
+    main = [k for k in (config.tables[0][1] if config.tables else ()) if k in arm_seeds]
+    rest = [a for a in arm_seeds if a not in main]
+    jobs = [(a, s) for a in main for s in arm_seeds[a]]
+    for s in sorted({s for a in rest for s in arm_seeds[a]}):
+        jobs += [(a, s) for a in rest if s in arm_seeds[a]]
+    return jobs
+
+
 def run_comparison(config) -> dict:
-    """Run every arm × seed, evaluate, write ``results.json``, ``REPORT.md`` and plots."""
+    """Run every arm × seed, evaluate, write ``results.json``, ``REPORT.md`` and plots.
+
+    Order: the main table's runs; then the accuracy curves, pass@k and plots; then the other
+    arms (ablations). The report and ``results.json`` are rewritten after every run."""
     from tqdm.auto import tqdm
 
     from upt_jax.eval.report import write_json
@@ -254,20 +270,26 @@ def run_comparison(config) -> dict:
         f.write(config.to_json_best_effort(indent=2))
     base_dir = ensure_base(config)
     ec = config.eval
-    suites = eval_suites(ec)
-    main = _eval_settings(ec, suites, ec.n_per_tier, ec.k)
-    arms = list(config.arms.keys())
-    seeds = [int(s) for s in config.seeds]
-    jobs = [(a, s) for a in arms for s in (config.arms[a].get("seeds") or seeds)]
+    main = _eval_settings(ec, eval_suites(ec), ec.n_per_tier, ec.k)
+    jobs = job_order(config)
+    main_arms = set(config.tables[0][1]) if config.tables else set(config.arms.keys())
     results: dict[str, Any] = {"settings": dict(main=main), "arms": {}, "seconds": {}}
-
-    print(f"[compare] base model {base_dir}; {len(arms)} arms, {len(jobs)} runs of "
+    print(f"[compare] base model {base_dir}; {len(config.arms)} arms, {len(jobs)} runs of "
           f"{config.budget.steps} steps", flush=True)
     samplers = SamplerPool()
     results["arms"][BASE] = dict(label=config.base.get("label", "base model"),
                                  seeds={"-": evaluate_run(base_dir, main, samplers=samplers)})
+    plots: dict[str, str] = {}
+
+    def finish_main():
+        results["curves"] = accuracy_curves(config, base_dir, samplers)
+        results["passk"] = pass_at_k_runs(config, base_dir, samplers)
+        plots.update(make_plots(config, results))
+
     bar = tqdm(jobs, desc="runs", disable=not config.get("progress", True))
-    for key, seed in bar:
+    for i, (key, seed) in enumerate(bar):
+        if key not in main_arms and "curves" not in results:
+            finish_main()
         bar.set_postfix_str(f"{key} seed {seed}")
         t0 = time.time()
         dirs = run_arm(config, key, seed)
@@ -277,14 +299,14 @@ def run_comparison(config) -> dict:
         entry["run_dirs"][str(seed)] = dirs
         results["seconds"][f"{key}/{seed}"] = dict(train=round(t1 - t0, 1), eval=round(time.time() - t1, 1))
         write_json(os.path.join(config.run_dir, "results.json"), results)  # partial, after every run
-        write_report(config, results, {})
+        write_report(config, results, plots)
     bar.close()
-
-    results["curves"] = accuracy_curves(config, base_dir, samplers)
-    results["passk"] = pass_at_k_runs(config, base_dir, samplers)
+    if "curves" not in results:
+        finish_main()
+    else:
+        plots.update(make_plots(config, results))
     results["seconds"]["total"] = round(time.time() - t_start, 1)
     write_json(os.path.join(config.run_dir, "results.json"), results)
-    plots = make_plots(config, results)
     report = write_report(config, results, plots)
     print(report, flush=True)
     print(f"[compare] report: {os.path.join(config.run_dir, 'REPORT.md')}; plots: "
