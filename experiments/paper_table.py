@@ -107,9 +107,10 @@ def get_config(arg: str | None = None):
         c.passk.tiers = ID_TIERS
     if variant == "smoke":  # the test suite: every code path in seconds (random tiny base)
         c.seeds = (0, 1)
-        c.budget = ml_collections.ConfigDict(dict(steps=2, questions_per_step=2, n=2, max_new_tokens=8,
+        # 8 rows (or groups of 3 × 8) per step: they split over the test suite's 8 CPU devices
+        c.budget = ml_collections.ConfigDict(dict(steps=2, questions_per_step=8, n=2, max_new_tokens=8,
                                                   temperature=1.0, learning_rate=1e-3))
-        c.base.overrides = (("train.steps", 3), ("train.questions_per_step", 4), ("data.corpus.n_docs", 64),
+        c.base.overrides = (("train.steps", 3), ("train.questions_per_step", 8), ("data.corpus.n_docs", 64),
                             ("checkpoint.every", 3))
         c.eval = ml_collections.ConfigDict(dict(id_tiers=("add_2", "add_4"), groups=(("OOD avg", ("add_8",)),),
                                                 n_per_tier=2, k=2, temperature=1.0, max_new_tokens=8,

@@ -1,6 +1,7 @@
 """The method comparison (`upt_jax.eval.comparison`, `experiments/paper_table.py`)."""
 import json
 import os
+import sys
 
 import pytest
 
@@ -47,6 +48,18 @@ def test_arms_are_what_their_labels_say():
     assert gates == {0.0, 0.125, 0.25} and c.budget.n == 8
 
 
+def test_job_order_main_table_first_then_ablations_seed_by_seed():
+    c = paper_table.get_config("full")
+    jobs = cmp.job_order(c)
+    main = [k for k in c.tables[0][1] if k in c.arms]
+    n_main = len(main) * len(c.seeds)
+    assert jobs[:n_main] == [(a, s) for a in main for s in c.seeds]
+    rest = jobs[n_main:]
+    assert [s for _, s in rest] == sorted(s for _, s in rest)  # all ablations at seed 0 first
+    assert {a for a, _ in rest} == set(paper_table.ABLATIONS)
+    assert len(jobs) == len(set(jobs)) == n_main + 2 * len(paper_table.ABLATIONS)
+
+
 def test_results_table_extra_group_columns():
     runs = {"A": [{"x": 0.5, "y": 0.1, "z": 0.0}, {"x": 0.7, "y": 0.3, "z": 0.2}]}
     table = results_table(runs, suites=["x", "y", "z"], id_suites=["x"], groups=[("rest", ["y", "z"])])
@@ -58,13 +71,13 @@ def test_results_table_extra_group_columns():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """The smoke comparison, reduced further: 3 arms (one a pipeline), HPT over 2 seeds."""
+    """The smoke comparison, reduced further: a pipeline arm and HPT over 2 seeds."""
     c = paper_table.get_config("smoke")
     c.run_dir = str(tmp_path_factory.mktemp("cmp") / "run")
     c.base.run_dir = os.path.join(c.run_dir, "base")
-    for key in ("hpt_offline_both", "hpt_released_code"):
+    for key in ("sft", "hpt_offline_both", "hpt_released_code"):
         del c.arms[key]
-    c.tables = (("Main", ("base", "sft", "sft_then_grpo", "hpt")),)
+    c.tables = (("Main", ("base", "sft_then_grpo", "hpt")),)
     results = trainer_lib.train(c)
     return c, results
 
@@ -73,7 +86,7 @@ def test_comparison_runs_evaluates_and_reports(smoke):
     c, _ = smoke
     with open(os.path.join(c.run_dir, "results.json")) as f:
         res = json.load(f)
-    assert set(res["arms"]) == {"base", "sft", "sft_then_grpo", "hpt"}
+    assert set(res["arms"]) == {"base", "sft_then_grpo", "hpt"}
     assert set(res["arms"]["hpt"]["seeds"]) == {"0", "1"}
     suites = cmp.eval_suites(c.eval)
     for key, entry in res["arms"].items():
@@ -109,8 +122,7 @@ def test_comparison_runs_evaluates_and_reports(smoke):
 def test_rerun_reuses_runs_and_cached_evaluations(smoke, monkeypatch):
     c, _ = smoke
     calls = []
-    import upt_jax.eval.evaluate as ev
-
+    ev = sys.modules["upt_jax.eval.evaluate"]  # the module (the package exports a function of that name)
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or {})
     before = {d: os.path.getsize(os.path.join(d, "metrics.jsonl")) for d in cmp.final_run_dirs(
         *cmp.arm_config(c, "hpt", 0))}

@@ -438,14 +438,14 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
                          "must be ≥ 1")
     if config.data.source != "corpus":
         _check_recipe(config)
-        if n_devices > 1:
-            data, fsdp, _ = _mesh_sizes(config, n_devices)
-            rows = config.train.questions_per_step * _group_size(config, _uses_demos(config))
-            if rows % (data * fsdp):
-                raise ValueError(
-                    f"a step's {rows} rows (config.train.questions_per_step={config.train.questions_per_step}"
-                    f" × group size {rows // config.train.questions_per_step}) do not split over "
-                    f"config.mesh data × fsdp = {data * fsdp}")
+    if n_devices > 1:
+        data, fsdp, _ = _mesh_sizes(config, n_devices)
+        group = 1 if config.data.source == "corpus" else _group_size(config, _uses_demos(config))
+        rows = config.train.questions_per_step * group
+        if rows % (data * fsdp):
+            raise ValueError(
+                f"a step's {rows} rows (config.train.questions_per_step={config.train.questions_per_step}"
+                f" × group size {group}) do not split over config.mesh data × fsdp = {data * fsdp}")
     if records is None:
         _check_paths(config)
     elif len(records) < config.train.questions_per_step:
