@@ -90,18 +90,16 @@ def get_config(arg: str | None = None):
         ("HPT: paper text vs released code", ("hpt", "hpt_released_code")),
     )
 
-    if variant == "demo":  # `make demo`: one seed, a quarter of the budget, no ablations
+    if variant == "demo":  # `make demo`: one seed, fewer steps and questions, no ablations
         c.seeds = (0,)
-        c.budget.steps = 16
+        c.budget.steps = 12
         c.budget.questions_per_step = 4
-        c.eval.n_per_tier = 12
+        c.eval.n_per_tier = 10
         c.eval.k = 2
         for key in ABLATIONS:
             del c.arms[key]
         c.tables = c.tables[:1]
-        c.curves.points = 2
-        c.curves.n_per_tier = 6
-        c.curves.k = 1
+        c.curves.arms = ()  # the accuracy-at-checkpoints plot is the full comparison's
         c.passk.k = 16
         c.passk.n_per_tier = 4
         c.passk.tiers = ID_TIERS

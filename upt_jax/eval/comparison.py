@@ -432,6 +432,28 @@ def _mean_over_seeds(runs: Sequence[Sequence[dict]], key: str, smooth: int = 1):
     return np.asarray(steps), v
 
 
+def _line_figure(path: str, series: Mapping[str, tuple], ylabel: str, title: str, *, ylim=None,
+                 marker=None) -> str:
+    """One panel, one line per ``{label: (steps, values)}``, against the update step (PNG, Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for label, (x, y) in series.items():
+        ax.plot(x, y, marker=marker, ms=3, label=label)
+    ax.set_xlabel("update step")
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def make_plots(config, results: dict) -> dict[str, str]:
     """Training curves, gate decisions, the ID-accuracy curves and pass@k (PNG, Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -471,38 +493,19 @@ def make_plots(config, results: dict) -> dict[str, str]:
     fig.savefig(paths["training curves"], dpi=100)
 
     gated = [k for k in metrics if any("gate/sft_frac" in r for rows in metrics[k] for r in rows)]
-    if gated:
-        fig = Figure(figsize=(7, 4), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.subplots()
-        for arm in gated:
-            m = _mean_over_seeds(metrics[arm], "gate/sft_frac", smooth)
-            if m is not None:
-                ax.plot(*m, label=config.arms[arm].label)
-        ax.set_xlabel("update step")
-        ax.set_ylabel("questions routed to SFT")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"HPT gate: fraction routed to SFT (mean over seeds, {smooth}-step average)", fontsize=10)
-        paths["gate"] = os.path.join(out_dir, "gate_sft_fraction.png")
-        fig.savefig(paths["gate"], dpi=100)
-
+    series = {config.arms[a].label: _mean_over_seeds(metrics[a], "gate/sft_frac", smooth) for a in gated}
+    series = {k: v for k, v in series.items() if v is not None}
+    if series:
+        paths["gate"] = _line_figure(
+            os.path.join(out_dir, "gate_sft_fraction.png"), series, "questions routed to SFT",
+            f"HPT gate: fraction routed to SFT (mean over seeds, {smooth}-step average)", ylim=(-0.02, 1.02))
     curves = results.get("curves") or {}
     if curves.get("points"):
-        fig = Figure(figsize=(7, 4), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.subplots()
-        for arm, pts in curves["points"].items():
-            s, v = np.asarray(pts, np.float64).T
-            ax.plot(s, 100 * v, marker="o", ms=3, label=config.arms[arm].label)
-        ax.set_xlabel("update step")
-        ax.set_ylabel(f"ID avg@{curves['settings']['k']} (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"accuracy on the training tiers during training (seed {curves['seed']})", fontsize=10)
-        paths["accuracy curves"] = os.path.join(out_dir, "accuracy_curves.png")
-        fig.savefig(paths["accuracy curves"], dpi=100)
+        series = {config.arms[a].label: (np.asarray(pts)[:, 0], 100 * np.asarray(pts)[:, 1])
+                  for a, pts in curves["points"].items()}
+        paths["accuracy curves"] = _line_figure(
+            os.path.join(out_dir, "accuracy_curves.png"), series, f"ID avg@{curves['settings']['k']} (%)",
+            f"accuracy on the training tiers during training (seed {curves['seed']})", marker="o")
 
     pk = results.get("passk") or {}
     if pk.get("results"):
