@@ -433,7 +433,7 @@ def _mean_over_seeds(runs: Sequence[Sequence[dict]], key: str, smooth: int = 1):
 
 
 def _line_figure(path: str, series: Mapping[str, tuple], ylabel: str, title: str, *, ylim=None,
-                 marker=None) -> str:
+                 marker=None, colors: Mapping[str, str] | None = None) -> str:
     """One panel, one line per ``{label: (steps, values)}``, against the update step (PNG, Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -442,7 +442,7 @@ def _line_figure(path: str, series: Mapping[str, tuple], ylabel: str, title: str
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for label, (x, y) in series.items():
-        ax.plot(x, y, marker=marker, ms=3, label=label)
+        ax.plot(x, y, marker=marker, ms=3, label=label, color=(colors or {}).get(label))
     ax.set_xlabel("update step")
     ax.set_ylabel(ylabel)
     if ylim is not None:
@@ -466,6 +466,8 @@ def make_plots(config, results: dict) -> dict[str, str]:
     metrics = {key: [read_metrics(d) for d in entry.get("run_dirs", {}).values()]
                for key, entry in results["arms"].items() if key != BASE}
     main = [k for k in (config.tables[0][1] if config.tables else ()) if k in metrics] or list(metrics)
+    order = main + [k for k in metrics if k not in main]
+    color = {config.arms[k].label: f"C{i % 10}" for i, k in enumerate(order)}  # one colour per arm
     smooth = int(config.get("plot_smooth", 5))
     paths = {}
 
@@ -474,12 +476,12 @@ def make_plots(config, results: dict) -> dict[str, str]:
     axes = fig.subplots(2, 2)
     for ax, (key, title) in zip(axes.flat, (("reward/mean", "training reward (rollouts)"),
                                             ("entropy", "policy entropy (trained tokens)"),
-                                            ("response_length", "response length (tokens)"),
+                                            ("response_length", "response length (SFT: demonstrations)"),
                                             ("nll", "NLL of trained tokens"))):
         for arm in main:
             m = _mean_over_seeds(metrics[arm], key, smooth)
             if m is not None:
-                ax.plot(*m, label=config.arms[arm].label)
+                ax.plot(*m, label=config.arms[arm].label, color=color[config.arms[arm].label])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("update step")
         ax.grid(alpha=0.3)
@@ -498,14 +500,15 @@ def make_plots(config, results: dict) -> dict[str, str]:
     if series:
         paths["gate"] = _line_figure(
             os.path.join(out_dir, "gate_sft_fraction.png"), series, "questions routed to SFT",
-            f"HPT gate: fraction routed to SFT (mean over seeds, {smooth}-step average)", ylim=(-0.02, 1.02))
+            f"HPT gate: fraction routed to SFT (mean over seeds, {smooth}-step average)", ylim=(-0.02, 1.02),
+            colors=color)
     curves = results.get("curves") or {}
     if curves.get("points"):
         series = {config.arms[a].label: (np.asarray(pts)[:, 0], 100 * np.asarray(pts)[:, 1])
                   for a, pts in curves["points"].items()}
         paths["accuracy curves"] = _line_figure(
             os.path.join(out_dir, "accuracy_curves.png"), series, f"ID avg@{curves['settings']['k']} (%)",
-            f"accuracy on the training tiers during training (seed {curves['seed']})", marker="o")
+            f"accuracy on the training tiers during training (seed {curves['seed']})", marker="o", colors=color)
 
     pk = results.get("passk") or {}
     if pk.get("results"):
