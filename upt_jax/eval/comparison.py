@@ -494,7 +494,9 @@ def make_plots(config, results: dict) -> dict[str, str]:
     paths["training curves"] = os.path.join(out_dir, "training_curves.png")
     fig.savefig(paths["training curves"], dpi=100)
 
-    gated = [k for k in metrics if any("gate/sft_frac" in r for rows in metrics[k] for r in rows)]
+    # HPT arms (LUFFY and SRFT log the same statistic, P ≤ γ, but nothing is routed by it)
+    gated = [k for k in order if config.arms[k].module == "hpt"
+             and any("gate/sft_frac" in r for rows in metrics[k] for r in rows)]
     series = {config.arms[a].label: _mean_over_seeds(metrics[a], "gate/sft_frac", smooth) for a in gated}
     series = {k: v for k, v in series.items() if v is not None}
     if series:
