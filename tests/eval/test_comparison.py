@@ -130,3 +130,27 @@ def test_rerun_reuses_runs_and_cached_evaluations(smoke, monkeypatch):
     assert calls == []  # every evaluation came from its cache
     for d, size in before.items():  # finished runs were not trained again
         assert os.path.getsize(os.path.join(d, "metrics.jsonl")) == size
+
+
+def test_published_tables_match_the_published_results():
+    """README and docs/paper_table.md quote docs/paper_table/results.json (the full run's output)."""
+    from upt_jax.eval.metrics import group_average
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(root, "docs", "paper_table", "results.json")) as f:
+        res = json.load(f)
+    c = paper_table.get_config("full")
+    readme = open(os.path.join(root, "README.md")).read()
+    doc = open(os.path.join(root, "docs", "paper_table.md")).read()
+    assert set(res["arms"]) == {"base"} | set(c.arms)
+    for key, entry in res["arms"].items():
+        seeds = [{s: r["avg_at_k"] for s, r in v.items()} for v in entry["seeds"].values()]
+        want = 1 if key == "base" else len(c.arms[key].seeds or c.seeds)
+        assert len(seeds) == want, key
+        ms = group_average(seeds, list(c.eval.id_tiers))
+        cell = ms.format(1, 100.0)
+        assert cell in doc, (key, cell)
+        if key in paper_table.MAIN:
+            assert cell in readme, (key, cell)
+        for _, tiers in c.eval.groups:  # nothing learned the hard or OOD tiers: the docs say 0
+            assert group_average(seeds, list(tiers)).mean == 0.0
