@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+# the test suite runs on 8 simulated CPU devices (sharding tests); `make demo` on the real device(s)
+TEST_XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-slow clean bench-tunix-env
 
@@ -23,10 +24,10 @@ demo: $(VENV)/.core
 	$(PY) -m upt_jax.cli demo
 
 test: $(VENV)/.test
-	$(PY) -m pytest -q -n 2 -m "not slow" tests $(PYTEST_ARGS)
+	XLA_FLAGS=$(TEST_XLA_FLAGS) $(PY) -m pytest -q -n 2 -m "not slow" tests $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.test
-	$(PY) -m pytest -q -m slow tests $(PYTEST_ARGS)
+	XLA_FLAGS=$(TEST_XLA_FLAGS) $(PY) -m pytest -q -m slow tests $(PYTEST_ARGS)
 
 # Tunix (PyPI google-tunix) for the side-by-side columns of benchmarks/ (benchmarks/tunix_bench.py
 # runs in it as a subprocess); its own venv, CPU jaxlib, never torch. upt_jax's venv never imports it.
