@@ -111,6 +111,20 @@ def run_tunix(task: dict, *, python: str | None = None, script: str = TUNIX_SCRI
 
 
 
+def run_configs(configs, bench, json_path: str | None = None) -> list[dict]:
+    """``bench(config)`` for each config name: each row printed as a JSON line (and appended to
+    ``json_path`` when given) as soon as it is measured; returns the rows."""
+    rows = []
+    for c in configs:
+        r = bench(c)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+        if json_path:
+            with open(json_path, "a") as f:
+                f.write(json.dumps(r) + "\n")
+    return rows
+
+
 def tunix_cells(row: dict) -> tuple[str, str]:
     """The "Tunix tok/s" and "upt_jax/Tunix" table cells of a benchmark row: the numbers, or the
     reason there are none (``row["tunix_status"]``, e.g. "not run (make bench-tunix-env)")."""

@@ -12,7 +12,6 @@ warm-up call; compile times are reported separately. Without ``.venv-tunix``
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -78,16 +77,9 @@ def main(argv=None):
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix column")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     a = ap.parse_args(argv)
-    from benchmarks.common import tunix_cells
+    from benchmarks.common import run_configs, tunix_cells
 
-    rows = []
-    for c in a.config:
-        r = bench(c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix)
-        rows.append(r)
-        print(json.dumps(r), flush=True)
-        if a.json:
-            with open(a.json, "a") as f:
-                f.write(json.dumps(r) + "\n")
+    rows = run_configs(a.config, lambda c: bench(c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix), a.json)
     print("\n| config | batch × new | upt_jax tok/s | transformers tok/s | ratio | Tunix tok/s | upt_jax/Tunix "
           "| upt_jax compile s | Tunix compile s |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -122,14 +122,11 @@ def ensure_base(config) -> str:
     from upt_jax.train.trainer import train
 
     d = config.base.run_dir
-    ck = os.path.join(d, "checkpoints")
-    done = os.path.isdir(ck) and any(p.isdigit() for p in os.listdir(ck))
-    if done and os.path.exists(os.path.join(d, "config.json")):
+    steps, want = checkpoint_steps(d), 0
+    if os.path.exists(os.path.join(d, "config.json")):  # finished: saved its configured last step
         with open(os.path.join(d, "config.json")) as f:
             want = int(json.load(f).get("train", {}).get("steps", 0))
-        steps = sorted(int(p) for p in os.listdir(ck) if p.isdigit())
-        done = bool(steps) and steps[-1] >= want
-    if done:
+    if steps and steps[-1] >= want:
         return d
     if not config.base.get("train_if_missing", True):
         raise FileNotFoundError(f"config.base.run_dir={d!r} holds no finished base model; train it with "
