@@ -128,7 +128,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
     a = ap.parse_args(argv)
-    from benchmarks import sampler_bench, update_bench
+    from benchmarks import memory_bench, sampler_bench, update_bench
     from benchmarks.common import tunix_cells
 
     configs = ["tiny"] if a.quick else ["tiny", "small"]
@@ -138,11 +138,12 @@ def main(argv=None):
     tunix = not a.no_tunix
     samp = [sampler_bench.bench(c, 32, 64, 16, 2 if a.quick else 3, tunix=tunix) for c in configs]
     upd = [update_bench.bench(c, 8, 256, 2 if a.quick else 3, "none", tunix=tunix) for c in configs]
+    mem = memory_bench.bench()
     hpt = hpt_step_split(3)
     png = os.path.join(results_dir, "scaling.png")
     scale = scaling(png, a.quick)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    all_results = dict(machine=machine(), sampler=samp, update=upd, hpt_step=hpt, scaling=scale,
+    all_results = dict(machine=machine(), sampler=samp, update=upd, logprob_memory=mem, hpt_step=hpt, scaling=scale,
                        peak_rss_mb=round(peak_rss_mb, 1), seconds=round(time.time() - t0, 1))
     with open(os.path.join(results_dir, "latest.json"), "w") as f:
         json.dump(all_results, f, indent=2)
@@ -206,6 +207,13 @@ def main(argv=None):
             lines.append(f"- First-step loss, {r['config']} (same weights and batch): PyTorch {fl['torch']:.6f}, "
                          f"Tunix {fl['tunix']:.6f}; upt_jax {fl['upt_jax']:.6f} (it logs the clipped "
                          "surrogate without the constant of the clipped tokens: same gradient, other value).")
+    lines += ["", f"## Memory: log-prob + entropy pass (forward + backward), vocabulary {mem['vocab']}", "",
+              f"Qwen2-0.5B's output head (hidden {mem['hidden']}) on {mem['batch']} × {mem['seq']} tokens "
+              "(`python -m benchmarks.memory_bench`): XLA's compiled temporary memory of value-and-grad "
+              f"through `token_logprobs`. The naive pass holds the {mem['logits_mb']} MB of fp32 logits "
+              "several times over; chunked, each chunk's logits are recomputed in the backward pass.", "",
+              "| naive MB | chunked MB (chunk 128) | chunked / naive | `remat=\"auto\"` MB |", "|---|---|---|---|",
+              f"| {mem['naive_mb']} | {mem['chunked_mb']} | {mem['chunked_over_naive']:.1%} | {mem['auto_mb']} |"]
     lines += ["", "## One HPT step (tiny model, 8 questions × (8 rollouts + 1 demo), 64 new tokens)", "",
               "| rollout s | reward s | update s | step s | first step s (compiles) | rollout compile s |",
               "|---|---|---|---|---|---|",

@@ -7,7 +7,10 @@ response, GRPO's clipped surrogate with group-normalised advantages (seq-mean-to
 backward, global-norm clipping and an AdamW step. Tokens/s counts every position of the batch.
 MFU = model FLOPs per second / the fp32 matmul peak measured in the same run (a large
 jitted matmul), with model FLOPs = 6·N_matmul·tokens + 12·L·H·Dh·T·tokens (attention, fwd+bwd).
-Compile time is reported apart from step time.
+Compile time is reported apart from step time. upt_jax runs with its default
+``train.logprob_remat="auto"``: the batch's ``[B, T, V]`` logits (262 MB for small) are under the
+1 GiB budget, so they are kept rather than recomputed in chunks (``--logits-remat always`` measures
+the chunked path).
 
 Tunix (run by ``benchmarks/tunix_bench.py`` in ``.venv-tunix``, a subprocess; without it the
 column says "not run (make bench-tunix-env)") runs the same batch, split into prompt (the first
@@ -69,7 +72,7 @@ def make_batch(vocab: int, batch: int, seq: int, seed: int = 0):
 
 
 def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128, info: dict | None = None,
-              model=None):
+              model=None, logits_remat: str = "auto"):
     import jax
     import jax.numpy as jnp
 
@@ -81,7 +84,7 @@ def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128, 
     tx = make_optimizer(1e-5, max_grad_norm=1.0)
     graphdef, state, _ = create_train_state(model, tx)
     step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("grpo"), group_size=G,
-                                                         chunk_size=chunk))
+                                                         chunk_size=chunk, logits_remat=logits_remat))
     batch = {k: jnp.asarray(v) for k, v in batch_np.items()}
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -134,7 +137,8 @@ def bench_torch(hf_model, batch_np, steps: int, info: dict | None = None):
     return min(times)
 
 
-def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool = True) -> dict:
+def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool = True,
+          logits_remat: str = "auto") -> dict:
     import jax
 
     from benchmarks.common import (TUNIX_SKIPPED, hf_qwen2, model_dict, run_tunix_on, same_model_in_jax,
@@ -147,7 +151,8 @@ def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool
     batch_np = make_batch(cfg.vocab_size, batch, seq)
     peak = matmul_peak_gflops()
     jax_info = {}
-    jax_s, compile_s, temp_bytes = bench_jax(cfg, batch_np, steps, remat, info=jax_info, model=model)
+    jax_s, compile_s, temp_bytes = bench_jax(cfg, batch_np, steps, remat, info=jax_info, model=model,
+                                                   logits_remat=logits_remat)
     if tunix:  # before bench_torch, which trains the transformers model in place
         tunix_batch = {k: v.tolist() for k, v in batch_np.items()}
         tunix_batch["prompt_len"] = seq // 4  # make_batch's prompt: the response mask starts there
@@ -164,6 +169,7 @@ def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool
                 ratio=round(torch_s / jax_s, 2), upt_jax_mfu=round(flops / jax_s / 1e9 / peak, 3),
                 torch_mfu=round(flops / torch_s / 1e9 / peak, 3), matmul_peak_gflops=round(peak, 1),
                 upt_jax_compile_s=round(compile_s, 2), upt_jax_temp_mb=round(temp_bytes / 1e6, 1), remat=remat,
+                logits_remat=logits_remat,
                 **tunix_fields(tx, tokens / jax_s),
                 tunix_mfu=round(flops / tunix_s / 1e9 / peak, 3) if tunix_s else None,
                 first_loss=dict(upt_jax=jax_info.get("first_loss"), torch=torch_info.get("first_loss"),
@@ -177,12 +183,15 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--remat", default="none")
+    ap.add_argument("--logits-remat", default="auto", choices=["auto", "always", "never"],
+                    help="upt_jax's train.logprob_remat (auto: keep the logits below 1 GiB)")
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix column")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     a = ap.parse_args(argv)
     from benchmarks.common import run_configs, tunix_cells
 
-    rows = run_configs(a.config, lambda c: bench(c, a.batch, a.seq, a.steps, a.remat, tunix=not a.no_tunix), a.json)
+    rows = run_configs(a.config, lambda c: bench(c, a.batch, a.seq, a.steps, a.remat, tunix=not a.no_tunix,
+                                                  logits_remat=a.logits_remat), a.json)
     print("\n| config | batch × seq | upt_jax tok/s | PyTorch tok/s | ratio | Tunix tok/s | upt_jax/Tunix | "
           "upt_jax MFU | PyTorch MFU | Tunix MFU | matmul peak GFLOP/s | compile s | Tunix compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

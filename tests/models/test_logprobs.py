@@ -18,7 +18,7 @@ def _inputs(b, t, d, v, seed=0):
 @pytest.mark.parametrize("t,chunk", [(37, 8), (64, 64), (50, 128), (1, 4)])
 def test_chunked_equals_naive_values_and_grads(t, chunk):
     h, w, tg = _inputs(3, t, 16, 101)
-    lp, ent = token_logprobs(h, w, tg, chunk_size=chunk, return_entropy=True)
+    lp, ent = token_logprobs(h, w, tg, chunk_size=chunk, return_entropy=True, remat="always")
     lp0, ent0 = naive_token_logprobs(h, w, tg, return_entropy=True)
     np.testing.assert_allclose(lp, lp0, atol=1e-5)
     np.testing.assert_allclose(ent, ent0, atol=1e-5)
@@ -29,7 +29,7 @@ def test_chunked_equals_naive_values_and_grads(t, chunk):
         a, e = fn(h, w)
         return jnp.sum(a * jnp.cos(jnp.arange(t))) + 0.3 * jnp.sum(e)
 
-    chunked = lambda h, w: token_logprobs(h, w, tg, chunk_size=chunk, return_entropy=True)
+    chunked = lambda h, w: token_logprobs(h, w, tg, chunk_size=chunk, return_entropy=True, remat="always")
     naive = lambda h, w: naive_token_logprobs(h, w, tg, return_entropy=True)
     g1 = jax.grad(lambda h, w: loss(chunked, h, w), argnums=(0, 1))(h, w)
     g0 = jax.grad(lambda h, w: loss(naive, h, w), argnums=(0, 1))(h, w)
@@ -39,7 +39,7 @@ def test_chunked_equals_naive_values_and_grads(t, chunk):
 
 def test_temperature():
     h, w, tg = _inputs(2, 9, 8, 33)
-    a = token_logprobs(h, w, tg, chunk_size=4, temperature=0.7)
+    a = token_logprobs(h, w, tg, chunk_size=4, temperature=0.7, remat="always")
     b = jax.nn.log_softmax(jnp.einsum("btd,dv->btv", h, w) / 0.7)
     np.testing.assert_allclose(a, jnp.take_along_axis(b, tg[..., None], -1)[..., 0], atol=1e-5)
 
@@ -53,7 +53,7 @@ def test_chunked_memory_at_least_4x_smaller_v32000_t512():
     h = jax.ShapeDtypeStruct((b, t, d), jnp.float32)
     w = jax.ShapeDtypeStruct((d, v), jnp.float32)
     tg = jax.ShapeDtypeStruct((b, t), jnp.int32)
-    chunked = lambda h, w, tg: token_logprobs(h, w, tg, chunk_size=64, return_entropy=True)
+    chunked = lambda h, w, tg: token_logprobs(h, w, tg, chunk_size=64, return_entropy=True, remat="always")
     naive = lambda h, w, tg: naive_token_logprobs(h, w, tg, return_entropy=True)
     fwd_c, fwd_n = _temp_bytes(chunked, h, w, tg), _temp_bytes(naive, h, w, tg)
     assert fwd_n >= 4 * fwd_c, (fwd_n, fwd_c)
@@ -77,3 +77,36 @@ def test_sequence_logprobs_aligned_with_tokens():
     ref = jnp.take_along_axis(ref, tokens[:, 1:, None], -1)[..., 0]
     np.testing.assert_allclose(lp[:, 1:], ref, atol=1e-5)
     assert np.all(np.asarray(lp[:, 0]) == 0) and np.all(np.asarray(ent[:, 0]) == 0)
+
+
+def test_auto_remat_chunks_only_above_the_budget(monkeypatch):
+    """remat="auto" keeps the logits (no recompute) while B·T·V fp32 fits AUTO_REMAT_BYTES, and
+    chunks + recomputes above it; "never" and "always" force one or the other."""
+    import upt_jax.models.logprobs as lp
+
+    b, t, d, v = 2, 512, 64, 32000
+    args = (jax.ShapeDtypeStruct((b, t, d), jnp.float32), jax.ShapeDtypeStruct((d, v), jnp.float32),
+            jax.ShapeDtypeStruct((b, t), jnp.int32))
+    grad = lambda remat: jax.grad(lambda h, w, tg: jnp.sum(token_logprobs(
+        h, w, tg, chunk_size=64, return_entropy=True, remat=remat)[0]), argnums=(0, 1))
+    logits = b * t * v * 4
+    never, always = _temp_bytes(grad("never"), *args), _temp_bytes(grad("always"), *args)
+    assert never >= logits and never >= 4 * always, (never, always)
+    assert lp.AUTO_REMAT_BYTES > logits  # the default budget keeps these logits
+    assert _temp_bytes(grad("auto"), *args) == never
+    monkeypatch.setattr(lp, "AUTO_REMAT_BYTES", logits - 1)
+    assert _temp_bytes(grad("auto"), *args) == always
+    with pytest.raises(ValueError, match="remat"):
+        token_logprobs(jnp.zeros((1, 2, 4)), jnp.zeros((4, 8)), jnp.zeros((1, 2), jnp.int32), remat=True)
+
+
+@pytest.mark.parametrize("remat", ["always", "never"])
+def test_remat_modes_same_values_and_grads(remat):
+    h, w, tg = _inputs(2, 9, 8, 33)
+    f = lambda h, w: sum(jnp.sum(x * (i + 1)) for i, x in enumerate(
+        token_logprobs(h, w, tg, chunk_size=4, return_entropy=True, remat=remat)))
+    g = lambda h, w: sum(jnp.sum(x * (i + 1)) for i, x in enumerate(
+        naive_token_logprobs(h, w, tg, return_entropy=True)))
+    np.testing.assert_allclose(f(h, w), g(h, w), rtol=1e-6)
+    for a, b in zip(jax.grad(f, argnums=(0, 1))(h, w), jax.grad(g, argnums=(0, 1))(h, w)):
+        np.testing.assert_allclose(a, b, atol=1e-6)

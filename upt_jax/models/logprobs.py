@@ -7,7 +7,10 @@ For hidden states ``h [B, T, D]`` and output kernel ``W [D, V]``:
 
 ``token_logprobs`` scans over chunks of ``C`` positions; each chunk's body is rematerialised
 (``jax.checkpoint``) so the backward pass recomputes its ``[B, C, V]`` logits instead of
-storing them: peak temporary memory is ``O(B·C·V)`` instead of ``O(B·T·V)``.
+storing them: peak temporary memory is ``O(B·C·V)`` instead of ``O(B·T·V)``. The recompute
+costs one more ``[B, T, D] × [D, V]`` matmul (≈ 10 % of a small model's update step), so by
+default (``remat="auto"``) it is only paid when the full fp32 logits would exceed
+``AUTO_REMAT_BYTES`` (1 GiB): below that, one unchunked pass that keeps them is faster.
 """
 from __future__ import annotations
 
@@ -15,6 +18,19 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+
+AUTO_REMAT_BYTES = 1 << 30  # remat="auto": chunk + recompute when B·T·V fp32 logits exceed this
+
+
+REMAT_MODES = ("auto", "always", "never")
+
+
+def remat_logits(remat: str, b: int, t: int, v: int) -> bool:
+    """Whether ``token_logprobs`` chunks and recomputes: ``remat`` ``"always"``/``"never"``, or
+    ``"auto"`` (when the ``[B, T, V]`` fp32 logits would take more than ``AUTO_REMAT_BYTES``)."""
+    if remat not in REMAT_MODES:
+        raise ValueError(f"remat must be one of {REMAT_MODES}, got {remat!r}")
+    return remat == "always" or (remat == "auto" and b * t * v * 4 > AUTO_REMAT_BYTES)
 
 
 def _chunk_stats(h, kernel, targets, temperature, with_entropy):
@@ -34,7 +50,7 @@ def _chunk_stats(h, kernel, targets, temperature, with_entropy):
 
 def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
                    chunk_size: int = 128, temperature: float = 1.0,
-                   return_entropy: bool = False):
+                   return_entropy: bool = False, remat: str = "auto"):
     """Chunked ``log softmax(h W / τ)[target]``.
 
     Args:
@@ -44,10 +60,16 @@ def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
       chunk_size: positions per chunk ``C`` (``T`` is padded up to a multiple of it).
       temperature: ``τ``; log-probs of the tempered distribution.
       return_entropy: also return the entropy of each position's distribution.
+      remat: ``"always"``: chunks, each recomputed in the backward pass (memory ``O(B·C·V)``;
+        forward-only passes pay nothing for it); ``"never"``: one pass holding ``[B, T, V]`` (no
+        recompute); ``"auto"``: ``"always"`` when the logits would exceed ``AUTO_REMAT_BYTES``.
     Returns:
       ``logp [B, T]`` fp32, and ``entropy [B, T]`` fp32 when ``return_entropy``.
     """
     b, t, d = hidden.shape
+    if not remat_logits(remat, b, t, kernel.shape[-1]):
+        return naive_token_logprobs(hidden, kernel, targets, temperature=temperature,
+                                    return_entropy=return_entropy)
     c = max(1, min(chunk_size, t))
     n = -(-t // c)
     pad = n * c - t
@@ -78,7 +100,7 @@ def naive_token_logprobs(hidden, kernel, targets, *, temperature: float = 1.0,
 
 def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Array] = None, *,
                       chunk_size: int = 128, temperature: float = 1.0,
-                      return_entropy: bool = False):
+                      return_entropy: bool = False, remat: str = "auto"):
     """Log-probs of each token given its prefix, aligned with ``tokens``.
 
     ``logp[b, t] = log π(tokens[b, t] | tokens[b, <t])`` for ``t ≥ 1``; ``logp[:, 0] = 0``
@@ -89,13 +111,14 @@ def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Arr
       model: a ``Transformer``.
       tokens: ``[B, T]`` int, left- or right-padded.
       attention_mask: ``[B, T]`` 0/1.
+      remat: see ``token_logprobs``.
     Returns:
       ``logp [B, T]`` (and ``entropy [B, T]``, entropy of the distribution that predicted
       token t, 0 at t = 0) in fp32.
     """
     hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
     out = token_logprobs(hidden[:, :-1], model.lm_head_kernel(), tokens[:, 1:], chunk_size=chunk_size,
-                         temperature=temperature, return_entropy=return_entropy)
+                         temperature=temperature, return_entropy=return_entropy, remat=remat)
     shift = lambda x: jnp.pad(x, ((0, 0), (1, 0)))
     if return_entropy:
         return shift(out[0]), shift(out[1])

@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.dynamic_sampling = False  # DAPO: keep drawing until every group has reward variance
     c.train.dynamic_sampling_max_draws = 4
     c.train.logprob_chunk = 128
+    # "auto": chunk + recompute the [B, T, V] logits in the backward pass only when they would
+    # exceed 1 GiB (otherwise keep them: one matmul fewer); "always" / "never"
+    c.train.logprob_remat = "auto"
 
     # where rollout rewards come from: the data's verifier, or a trained reward model (RLHF)
     # prm_run_dir: a process reward model whose per-step scores go into the batch (grpo_process)

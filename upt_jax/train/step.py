@@ -40,7 +40,7 @@ class Objective:
 
 
 def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
-                   with_entropy: bool = True) -> Objective:
+                   with_entropy: bool = True, logits_remat: str = "auto") -> Objective:
     """The UPGE ``recipe`` on token batches.
 
     Batch keys: ``tokens [B, L]``, ``attention_mask [B, L]``, ``mask [B, L]`` (1 on the tokens
@@ -57,6 +57,9 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     which is what the recipe's ``top_k`` means). Logged: ``distill/forward_kl``
     ``= mean_t Σ_v p_T(v) (log p_T(v) − log q_θ(v))``; with ``teacher_logp``,
     ``distill/reverse_kl`` ``= mean_t (log π_θ(o_t) − log π_T(o_t))`` on the batch's tokens.
+
+    ``logits_remat`` (``"auto"``, ``"always"``, ``"never"``): whether the token log-probs are
+    computed in rematerialised chunks (see ``upt_jax.models.logprobs.token_logprobs``).
     """
     from upt_jax import upge
 
@@ -78,7 +81,7 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
         mask = batch["mask"]
         if vocab_part is None:
             out = sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
-                                    return_entropy=with_entropy)
+                                    return_entropy=with_entropy, remat=logits_remat)
             logp, ent = out if with_entropy else (out, None)
         else:
             tau = float(vocab_part.kw.get("temperature", 1.0))

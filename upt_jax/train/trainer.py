@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from upt_jax.models.logprobs import sequence_logprobs
+from upt_jax.models.logprobs import REMAT_MODES, sequence_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +433,8 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
     if config.train.questions_per_step % config.train.microbatches:
         raise ValueError(f"questions_per_step={config.train.questions_per_step} is not divisible by "
                          f"microbatches={config.train.microbatches}")
+    if config.train.get("logprob_remat", "auto") not in REMAT_MODES:
+        raise ValueError(f"config.train.logprob_remat={config.train.logprob_remat!r}: one of {REMAT_MODES}")
     if config.train.max_nonfinite_in_a_row < 1:
         raise ValueError(f"config.train.max_nonfinite_in_a_row={config.train.max_nonfinite_in_a_row} "
                          "must be ≥ 1")
@@ -491,13 +493,15 @@ class Trainer:
         self.graphdef, self.state, self.shardings = create_train_state(model, self.tx, seed=config.seed,
                                                                        mesh=self.mesh)
         self.group_size = _group_size(config, self.with_demos)  # rows vs mesh checked in _validate
-        objective = upge_objective(self.recipe, group_size=self.group_size, chunk_size=t.logprob_chunk)
+        objective = upge_objective(self.recipe, group_size=self.group_size, chunk_size=t.logprob_chunk,
+                                   logits_remat=t.get("logprob_remat", "auto"))
         self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,
                                        group_size=self.group_size, skip_grad_norm=t.skip_grad_norm,
                                        mesh=self.mesh, shardings=self.shardings)
         self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh) if self.online else None
         self._logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
-            nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk))
+            nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk,
+            remat="always"))  # forward only: chunking costs no recompute and holds one chunk
         # the frozen reference: the initial parameters (a copy: the train state's are donated)
         self.ref_params = jax.tree.map(jnp.copy, self.state.params) if needs_reference(self.recipe) else None
         self._load_teacher(model.cfg.vocab_size, special)
@@ -574,7 +578,7 @@ class Trainer:
         self._teacher_logits_fn = jax.jit(lambda params, tokens, attn: teacher_logits(
             nnx.merge(graphdef, params), tokens, attn, vocab_size=vocab_size, top_k=top_k, chunk_size=chunk))
         self._teacher_logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
-            nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk))
+            nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk, remat="always"))
 
     def _check_teacher_tokenizer(self, tc) -> None:
         """The teacher's tokenizer (a run's ``config.json`` entry, or a HF directory's own files) is the
