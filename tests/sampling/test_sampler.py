@@ -35,6 +35,21 @@ def test_greedy_equals_repeated_full_forward_argmax(model):
         assert out.tokens[i].tolist() == seq[len(prompt):], i
 
 
+def test_bf16_model_samples_on_cpu(model):
+    """bf16 weights and compute, bf16 KV cache: prefill and decode run (XLA CPU's Eigen dot has no
+    bf16 × bf16 → fp32 kernel; the attention scores upcast there), and the sampled tokens' log-probs
+    match a bf16 forward recomputation to bf16 accuracy."""
+    m16 = init_model(CFG.replace(dtype="bfloat16", param_dtype="bfloat16"), 0)
+    out = Sampler(m16).generate(PROMPTS, jax.random.key(3), SamplingParams(max_new_tokens=8, n=2))
+    assert out.tokens.shape == (2 * len(PROMPTS), 8) and np.isfinite(out.logprobs).all()
+    recompute = jax.jit(lambda t: sequence_logprobs(m16, t))
+    for i in range(len(out.lengths)):
+        n = int(out.lengths[i])
+        seq = PROMPTS[out.prompt_index[i]] + out.tokens[i, :n].tolist()
+        lp = np.asarray(recompute(_right_padded(seq))[0, len(seq) - n:len(seq)])
+        np.testing.assert_allclose(lp, out.logprobs[i, :n], atol=0.1)
+
+
 def test_logprobs_equal_forward_recomputation(model):
     params = SamplingParams(max_new_tokens=20, temperature=0.8, top_k=30, top_p=0.9, n=3)
     out = Sampler(model).generate(PROMPTS, jax.random.key(1), params)

@@ -10,7 +10,10 @@ The position of a real token is the number of real tokens before it in its row
 unpadded sequence. Keys that are padding are never attended to.
 
 KV cache. ``KVCache`` is a pytree passed in and returned (no hidden state in the module):
-slot ``s`` of every row holds the token written at call step ``s``; ``cache.mask`` marks the
+slot ``s`` of every row holds the token written at call step ``s``; keys are stored
+``[B, K, Dh, S]`` and values ``[B, K, S, Dh]``, the layouts the two attention matmuls read, so a
+decode step never transposes the cache (with ``[B, S, K, Dh]`` XLA CPU copied every layer's
+whole cache into that layout at every step: a quarter of the decode time); ``cache.mask`` marks the
 slots that hold real tokens; ``cache.index`` is the next slot to write. Queries at slot ``i``
 attend to valid slots ``≤ i``. This is what the sampler's prefill + decode loop uses.
 """
@@ -88,7 +91,8 @@ class KVCache:
     """Per-layer keys and values for incremental decoding.
 
     Attributes:
-      k, v: tuples of ``L`` arrays ``[B, S, K, Dh]`` (compute dtype).
+      k: tuple of ``L`` arrays ``[B, K, Dh, S]`` (compute dtype), keys transposed.
+      v: tuple of ``L`` arrays ``[B, K, S, Dh]``.
       mask: ``[B, S]`` bool, slot holds a real (non-padding) token.
       index: ``[]`` int32, the next slot to write.
     """
@@ -102,9 +106,10 @@ class KVCache:
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
         """An empty cache of ``max_len`` slots."""
         dtype = dtype or cfg.jnp_dtype
-        shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-        return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+        k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
+        v_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+        return cls(k=tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers)),
+                   v=tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers)),
                    mask=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
 
     @property
@@ -153,7 +158,7 @@ class Attention(nnx.Module):
         """Args:
           x: ``[B, T, D]``; positions: ``[B, T]``; key_valid: ``[B, S]`` bool;
           query_slots: ``[T]``; key_slots: ``[S]``;
-          layer_cache: ``(k [B, S, K, Dh], v [B, S, K, Dh], index [])`` or None (then S = T).
+          layer_cache: ``(k [B, K, Dh, S], v [B, K, S, Dh], index [])`` or None (then S = T).
         Returns:
           ``([B, T, D], (k, v) updated cache arrays or None)``.
         """
@@ -166,12 +171,14 @@ class Attention(nnx.Module):
         q = apply_rope(q, positions, self.inv_freq)
         k = apply_rope(k, positions, self.inv_freq)
         new_cache = None
-        if layer_cache is not None:
+        if layer_cache is None:
+            out = attend(q, k, v, key_valid, query_slots, key_slots)
+        else:
             ck, cv, index = layer_cache
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
-            new_cache = (k, v)
-        out = attend(q, k, v, key_valid, query_slots, key_slots)
+            ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 3, 1).astype(ck.dtype), (0, 0, 0, index))
+            cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), (0, 0, index, 0))
+            new_cache = (ck, cv)
+            out = attend_cached(q, ck, cv, key_valid, query_slots, key_slots)
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), new_cache
 
 
@@ -188,13 +195,43 @@ def attend(q, k, v, key_valid, query_slots, key_slots):
     b, t, h, dh = q.shape
     kh = k.shape[2]
     qg = q.reshape(b, t, kh, h // kh, dh)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = _scores("btkgd,bskd->bkgts", qg, k)
+    probs = _masked_softmax(scores, dh, key_valid, query_slots, key_slots).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, dh)
+
+
+def attend_cached(q, k_t, v, key_valid, query_slots, key_slots):
+    """``attend`` over a ``KVCache`` layer: ``k_t [B, K, Dh, S]`` (transposed keys), ``v [B, K, S, Dh]``.
+
+    A one-token decode step runs two plain batched matmuls over ``(b, k)`` on the cache as stored;
+    a multi-token prefill goes through ``attend`` (one transpose of the cache per call).
+    """
+    b, t, h, dh = q.shape
+    kh = k_t.shape[1]
+    if t > 1:
+        return attend(q, k_t.transpose(0, 3, 1, 2), v.transpose(0, 2, 1, 3), key_valid, query_slots, key_slots)
+    q1 = q.reshape(b, kh, h // kh, dh)  # t = 1
+    scores = _scores("bkgd,bkds->bkgs", q1, k_t)[:, :, :, None]
+    probs = _masked_softmax(scores, dh, key_valid, query_slots, key_slots).astype(v.dtype)
+    return jnp.einsum("bkgs,bksd->bkgd", probs[:, :, :, 0], v).reshape(b, t, h, dh)
+
+
+def _scores(spec: str, q, k):
+    """``q · k`` accumulated and returned in fp32. XLA CPU's fallback (Eigen) dot has no
+    bf16 × bf16 → fp32 kernel and fails at run time for some shapes (bf16 prefill/decode), so
+    on CPU the operands are upcast first; accelerators take bf16 operands directly."""
+    if q.dtype != jnp.float32 and jax.default_backend() == "cpu":
+        q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+    return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
+
+
+def _masked_softmax(scores, dh, key_valid, query_slots, key_slots):
+    """``scores [B, K, G, T, S]`` fp32 → attention probabilities, invisible keys at 0."""
     scores = scores * (1.0 / math.sqrt(dh))
     visible = key_valid[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])  # [B,T,S]
     scores = jnp.where(visible[:, None, None], scores, _NEG)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, h, dh)
+    return jax.nn.softmax(scores, axis=-1)
 
 
 class MLP(nnx.Module):
