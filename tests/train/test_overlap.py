@@ -240,3 +240,8 @@ def test_a_short_run_with_two_chunks_trains_with_dynamic_sampling(tmp_path):
         assert m["dynamic_sampling/groups_drawn"] >= c.train.questions_per_step
         assert 0 <= m["time/reward_overlap_s"] <= m["time/reward_s"]
         assert m["time/rollout_s"] > 0
+
+
+def test_overlap_chunks_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="overlap_chunks"):
+        Trainer(_config(tmp_path, "bad", 0))
