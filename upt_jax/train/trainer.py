@@ -514,8 +514,15 @@ class Trainer:
             from concurrent.futures import ThreadPoolExecutor
 
             self._score_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upt_jax-reward")
-            # one chunk per compiled batch, not a chunk padded up to the default bucket of 8
-            sampler_kw["batch_bucket"] = -(-t.questions_per_step // self.overlap_chunks)
+            # one chunk per compiled batch (not padded up to the default bucket of 8), rounded up
+            # to the rows the mesh splits prompts over (the sampler pads to a multiple of those)
+            chunk = -(-t.questions_per_step // self.overlap_chunks)
+            shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"] if self.mesh is not None else 1
+            sampler_kw["batch_bucket"] = -(-chunk // shards) * shards
+            if chunk % shards:
+                log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
+                            "(a multiple of the mesh's data×fsdp=%d)", self.overlap_chunks, chunk,
+                            sampler_kw["batch_bucket"], shards)
         self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh, **sampler_kw) if self.online else None
         self._logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
             nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk))
