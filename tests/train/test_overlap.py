@@ -14,7 +14,7 @@ import pytest
 
 from experiments import grpo
 from upt_jax.train.overlap import chunk_bounds, pipelined_rollouts
-from upt_jax.train.trainer import Trainer, train
+from upt_jax.train.trainer import Trainer
 from tests.train.test_trainer import shrink
 
 WAIT = 30.0  # generous: only reached when the pipeline is broken (then the test fails, not hangs)
