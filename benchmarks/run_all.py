@@ -5,7 +5,8 @@
 
 Sections: sampler new tokens/s vs transformers ``generate`` and Tunix; update-step tokens/s
 and MFU vs PyTorch and Tunix (Tunix runs in its own venv, ``make bench-tunix-env``; without it
-its columns say "not run"); one full HPT step split into rollout / reward / update with compile times apart;
+its columns say "not run"); one full HPT step split into rollout / reward / update with compile times apart,
+and its rollout + reward with scoring overlapped in C = 1, 2, 4 chunks (``benchmarks/overlap_bench.py``);
 peak memory; and a scaling plot of update and rollout time against sequence length, group
 size and batch size. Every comparison is measured side by side in the same run.
 """
@@ -128,7 +129,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
     a = ap.parse_args(argv)
-    from benchmarks import memory_bench, sampler_bench, update_bench
+    from benchmarks import memory_bench, overlap_bench, sampler_bench, update_bench
     from benchmarks.common import tunix_cells
 
     configs = ["tiny"] if a.quick else ["tiny", "small"]
@@ -140,10 +141,12 @@ def main(argv=None):
     upd = [update_bench.bench(c, 8, 256, 2 if a.quick else 3, "none", tunix=tunix) for c in configs]
     mem = memory_bench.bench()
     hpt = hpt_step_split(3)
+    overlap = overlap_bench.bench((1, 2, 4), 2 if a.quick else 3)
     png = os.path.join(results_dir, "scaling.png")
     scale = scaling(png, a.quick)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    all_results = dict(machine=machine(), sampler=samp, update=upd, logprob_memory=mem, hpt_step=hpt, scaling=scale,
+    all_results = dict(machine=machine(), sampler=samp, update=upd, logprob_memory=mem, hpt_step=hpt,
+                       overlap=overlap, scaling=scale,
                        peak_rss_mb=round(peak_rss_mb, 1), seconds=round(time.time() - t0, 1))
     with open(os.path.join(results_dir, "latest.json"), "w") as f:
         json.dump(all_results, f, indent=2)
@@ -219,6 +222,14 @@ def main(argv=None):
               "|---|---|---|---|---|---|",
               f"| {hpt['rollout_s']} | {hpt['reward_s']} | {hpt['update_s']} | {hpt['step_s']} | "
               f"{hpt['first_step_s']} | {hpt['rollout_compile_s']} |", "",
+              "### Rollout + reward with scoring overlapped (`rollout.overlap_chunks`)", "",
+              "The same step's rollout + reward, its questions in C chunks: chunk k is scored in a thread "
+              "while chunk k+1 is sampled. Scored by the math verifier (math-verify in its "
+              f"{overlap['workers']}-process pool) on each rollout with a unique boxed answer appended, a "
+              "fraction (cheap) or a radical (a symbolic answer, tens of ms) (`benchmarks/overlap_bench.py`: "
+              "the tiny random model writes no answer of its own); "
+              f"mean of {overlap['repeats']} interleaved repeats after a warm-up.", "",
+              *overlap_bench.table(overlap), "",
               f"Peak resident memory of the benchmark process: {all_results['peak_rss_mb']} MB.", "",
               "## Scaling", "", "![scaling](benchmarks/results/scaling.png)", "",
               f"Total benchmark time: {all_results['seconds']} s."]

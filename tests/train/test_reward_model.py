@@ -62,8 +62,10 @@ def test_rlhf_ppo_scores_rollouts_with_the_learned_reward(tmp_path):
     train(rm)  # upt train dispatches mode=reward_model
     c = shrink(rlhf_ppo.get_config(), tmp_path / "rlhf", steps=2)
     c.reward.model_run_dir = str(tmp_path / "rm")
+    c.rollout.overlap_chunks = 2  # ignored: the reward model is a device program, scored serially
     history = train(c)
     for m in history:
+        assert m["time/reward_overlap_s"] == 0.0
         # whitened learned rewards: mean 0, not the verifier's 0/1 (an untrained policy earns no 0/1 reward)
         assert abs(m["reward/mean"]) < 1e-4
         assert m["critic/loss"] > 0 and m["grad_norm"] > 0 and m["skipped"] == 0

@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.temperature = 1.0
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0
+    # > 1: split a step's questions into this many chunks and score chunk k (verifier, in a
+    # thread) while chunk k+1 generates (upt_jax.train.overlap); 1 = generate all, then score
+    c.rollout.overlap_chunks = 1
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 20

@@ -498,7 +498,35 @@ class Trainer:
         self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,
                                        group_size=self.group_size, skip_grad_norm=t.skip_grad_norm,
                                        mesh=self.mesh, shardings=self.shardings)
-        self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh) if self.online else None
+        # rollout.overlap_chunks = C > 1: generation of chunk k+1 runs while chunk k is scored in
+        # self._score_executor (upt_jax.train.overlap). A learned reward model stays serial: it is
+        # a device program (launched from a second thread its order against the sampler's could
+        # differ between processes of a multi-host mesh: a collective deadlock) and reward.normalize
+        # = batch/running normalises over the whole step's scores.
+        self.overlap_chunks = int(config.rollout.get("overlap_chunks", 1))
+        if self.overlap_chunks < 1:
+            raise ValueError(f"config.rollout.overlap_chunks must be ≥ 1, got {self.overlap_chunks}")
+        if self.overlap_chunks > 1 and self.online and config.reward.source == "model":
+            log.warning("rollout.overlap_chunks=%d ignored: the learned reward model (reward.source=model) "
+                        "scores after generation, serially", self.overlap_chunks)
+        if not self.online or config.reward.source == "model":
+            self.overlap_chunks = 1
+        self._score_executor = None
+        sampler_kw = {}
+        if self.overlap_chunks > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._score_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upt_jax-reward")
+            # one chunk per compiled batch (not padded up to the default bucket of 8), rounded up
+            # to the rows the mesh splits prompts over (the sampler pads to a multiple of those)
+            chunk = -(-t.questions_per_step // self.overlap_chunks)
+            shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"] if self.mesh is not None else 1
+            sampler_kw["batch_bucket"] = -(-chunk // shards) * shards
+            if chunk % shards:
+                log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
+                            "(a multiple of the mesh's data×fsdp=%d)", self.overlap_chunks, chunk,
+                            sampler_kw["batch_bucket"], shards)
+        self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh, **sampler_kw) if self.online else None
         self._logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
             nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk,
             remat="always"))  # forward only: chunking costs no recompute and holds one chunk
@@ -711,35 +739,55 @@ class Trainer:
         return rows, {"response_length": float(np.mean([len(x) - 1 for x in ids]))}
 
     def _rollouts(self, records, prompts, key, timing) -> list[dict]:
-        """Sample ``n`` responses per question and score them: one dict per question."""
+        """Sample ``n`` responses per question and score them: one dict per question, in order.
+
+        With ``rollout.overlap_chunks = C > 1`` the questions go in ``C`` chunks (`chunk_bounds`):
+        chunk ``k`` is sampled with ``fold_in(key, k)`` and scored in ``self._score_executor``
+        while chunk ``k + 1`` is sampled (`pipelined_rollouts`). The sampler draws every row
+        from one key over the whole batch, so the tokens sampled with C > 1 differ from C = 1
+        (each C is deterministic given the key; greedy decoding gives the same tokens). Adds to
+        ``timing``: ``rollout_s`` (Σ generation), ``reward_s`` (Σ decoding + scoring) and
+        ``reward_overlap_s`` (the part of ``reward_s`` hidden behind generation).
+        """
         from upt_jax.sampling import SamplingParams
+        from upt_jax.train.overlap import chunk_bounds, pipelined_rollouts
 
         rc = self.config.rollout
         params = SamplingParams(max_new_tokens=rc.max_new_tokens, temperature=rc.temperature,
                                 top_k=rc.top_k, top_p=rc.top_p, n=rc.n, stop_token_ids=self.tok.stop_ids)
-        t0 = time.perf_counter()
-        out = self.sampler.generate(prompts, key, params, state=self.state.params)
-        timing["rollout_s"] += time.perf_counter() - t0
-        timing["rollout_compile_s"] += out.compile_s
-        t0 = time.perf_counter()
-        texts = [self.tok.decode(out.tokens[i, :out.lengths[i]]) for i in range(len(out.lengths))]
-        golds = [records[j]["answer"] for j in out.prompt_index]
-        if self.learned_reward is not None:  # RLHF: a trained reward model scores the rollouts
-            rewards = self.learned_reward.scores([prompts[j] for j in out.prompt_index],
-                                                 [out.tokens[i, :out.lengths[i]].tolist()
-                                                  for i in range(len(out.lengths))])
-        else:
-            rewards = self.verifier.scores(texts, golds)
-        timing["reward_s"] += time.perf_counter() - t0
+        bounds = chunk_bounds(len(prompts), self.overlap_chunks)
+
+        def generate(k, ab):
+            a, b = ab
+            chunk_key = key if len(bounds) == 1 else jax.random.fold_in(key, k)
+            return self.sampler.generate(prompts[a:b], chunk_key, params, state=self.state.params)
+
+        def score(k, ab, out):
+            a, _ = ab
+            responses = [out.tokens[i, :out.lengths[i]] for i in range(len(out.lengths))]
+            if self.learned_reward is not None:  # RLHF: a trained reward model scores the rollouts
+                return self.learned_reward.scores([prompts[a + j] for j in out.prompt_index],
+                                                  [r.tolist() for r in responses])
+            texts = [self.tok.decode(r) for r in responses]
+            golds = [records[a + j]["answer"] for j in out.prompt_index]
+            return self.verifier.scores(texts, golds)
+
+        results, t = pipelined_rollouts(generate, score, bounds, self._score_executor)
+        timing["rollout_s"] += t.generate_s
+        timing["rollout_compile_s"] += sum(out.compile_s for out, _ in results)
+        timing["reward_s"] += t.score_s
+        timing["reward_overlap_s"] = timing.get("reward_overlap_s", 0.0) + t.overlap_s
         n, groups = rc.n, []
-        for j, record in enumerate(records):
-            idx = range(j * n, (j + 1) * n)
-            groups.append(dict(
-                record=record, prompt=prompts[j], rewards=np.asarray(rewards[j * n:(j + 1) * n], np.float32),
-                responses=[out.tokens[i, :out.lengths[i]].tolist() for i in idx],
-                logp=[out.logprobs[i, :out.lengths[i]] for i in idx],
-                sampling_logp=[out.sampling_logprobs[i, :out.lengths[i]] for i in idx],
-                finished=[bool(out.finished[i]) for i in idx]))
+        for (a, b), (out, rewards) in zip(bounds, results):
+            for j in range(b - a):
+                idx = range(j * n, (j + 1) * n)
+                groups.append(dict(
+                    record=records[a + j], prompt=prompts[a + j],
+                    rewards=np.asarray(rewards[j * n:(j + 1) * n], np.float32),
+                    responses=[out.tokens[i, :out.lengths[i]].tolist() for i in idx],
+                    logp=[out.logprobs[i, :out.lengths[i]] for i in idx],
+                    sampling_logp=[out.sampling_logprobs[i, :out.lengths[i]] for i in idx],
+                    finished=[bool(out.finished[i]) for i in idx]))
         self._last_groups = groups
         return groups
 
@@ -923,6 +971,8 @@ class Trainer:
         return history
 
     def close(self):
+        if self._score_executor is not None:
+            self._score_executor.shutdown(wait=True, cancel_futures=True)
         self.metrics_log.close()
         self.ckpt.close()
         if self.critic is not None:
