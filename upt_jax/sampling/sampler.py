@@ -147,9 +147,14 @@ def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64) -> jax.
     Returns:
       ``[B]`` int32 token ids, each with probability ``softmax(logp)``.
     """
-    b, v = logp.shape
+    return sample_from_weights(key, jnp.exp(logp - jnp.max(logp, axis=-1, keepdims=True)), block)
+
+
+def sample_from_weights(key: jax.Array, p: jax.Array, block: int = 64) -> jax.Array:
+    """``sample_inverse_cdf`` on unnormalised probabilities ``p [B, V]`` (≥ 0, a positive sum per
+    row), e.g. ``exp(logits − max)`` already computed for the log-sum-exp: one ``exp`` pass fewer."""
+    b, v = p.shape
     nb = -(-v // block)
-    p = jnp.exp(logp - jnp.max(logp, axis=-1, keepdims=True))
     p = jnp.pad(p, ((0, 0), (0, nb * block - v))).reshape(b, nb, block)
     block_cdf = _prefix_sum(jnp.sum(p, axis=-1))  # [B, nb]
     u = jax.random.uniform(key, (b, 1), jnp.float32) * block_cdf[:, -1:]
@@ -253,14 +258,18 @@ class Sampler:
                 key, sub = jax.random.split(c["key"])
                 logits = c["logits"]
                 take = lambda a, t: jnp.take_along_axis(a, t[:, None], axis=-1)[:, 0]
-                lse = jax.nn.logsumexp(logits, axis=-1)  # one pass over V for the model log-prob
+                # one exp pass over V: the model log-prob's normaliser, and (temperature 1, no
+                # truncation) the weights the token is drawn from
+                top = jnp.max(logits, axis=-1, keepdims=True)
+                weights = jnp.exp(logits - top)
+                lse = top[:, 0] + jnp.log(jnp.sum(weights, axis=-1))
                 if params.is_greedy:
                     tok = first_argmax(logits)
                 elif processing:
                     proc = process_logits(logits, params.temperature, params.top_k, params.top_p)
                     tok = sample_inverse_cdf(sub, proc)
                 else:
-                    tok = sample_inverse_cdf(sub, logits)  # unnormalised log-probs suffice
+                    tok = sample_from_weights(sub, weights)
                 model_lp = take(logits, tok) - lse
                 samp_lp = take(proc, tok) - jax.nn.logsumexp(proc, axis=-1) if (
                     processing and not params.is_greedy) else model_lp
