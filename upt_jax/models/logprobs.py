@@ -19,6 +19,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from upt_jax.models.transformer import dense
+
 AUTO_REMAT_BYTES = 1 << 30  # remat="auto": chunk + recompute when B·T·V fp32 logits exceed this
 
 
@@ -35,7 +37,7 @@ def remat_logits(remat: str, b: int, t: int, v: int) -> bool:
 
 def _chunk_stats(h, kernel, targets, temperature, with_entropy):
     """h: [B, C, D], kernel: [D, V], targets: [B, C] → (logp [B, C], entropy [B, C] or None)."""
-    logits = jnp.einsum("bcd,dv->bcv", h, kernel.astype(h.dtype), preferred_element_type=jnp.float32)
+    logits = dense(h, kernel)  # [B, C, V] fp32
     if temperature != 1.0:
         logits = logits / temperature
     lse = jax.nn.logsumexp(logits, axis=-1)

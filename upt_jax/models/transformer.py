@@ -146,9 +146,55 @@ class RMSNorm(nnx.Module):
         return self.weight.value.astype(dt) * x32.astype(dt)
 
 
+@jax.custom_vjp
+def _dense_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x [..., D] · w [D, F] → [..., F]`` whose weight gradient ``xᵀ g`` reads ``xᵀ`` materialised.
+
+    Plain autodiff gives XLA CPU a dot contracting the token axis of both operands; its layout
+    assignment then transposes the ``[tokens, F]`` cotangent, fused with the elementwise
+    backward of SwiGLU into a slow strided loop (17 % of the small update step in the profile).
+    Transposing ``x`` (the smaller operand) behind an optimisation barrier leaves a canonical
+    ``[D, tokens] · [tokens, F]`` matmul: the MLP's forward + backward runs 1.8× faster.
+    """
+    return jnp.einsum("...d,df->...f", x, w)
+
+
+def _dense_cpu_fwd(x, w):
+    return _dense_cpu(x, w), (x, w)
+
+
+def _dense_cpu_bwd(res, g):
+    x, w = res
+    dx = jnp.einsum("...f,df->...d", g, w)
+    x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)  # [D, tokens]
+    return dx, (x_t @ g.reshape(-1, g.shape[-1])).astype(w.dtype)
+
+
+_dense_cpu.defvjp(_dense_cpu_fwd, _dense_cpu_bwd)
+
+
+def dense(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x [..., D] · w [D, F] → [..., F]`` (fp32 accumulation), through ``_dense_cpu`` on XLA CPU."""
+    if jax.default_backend() == "cpu" and x.dtype == w.dtype == jnp.float32:
+        return _dense_cpu(x, w)
+    return jnp.einsum("...d,df->...f", x, w.astype(x.dtype), preferred_element_type=jnp.float32)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None):
+    """The projections' ``dot_general``: ``_dense_cpu`` for ``x [..., D] · w [D, F]`` on XLA CPU,
+    ``jax.lax.dot_general`` everywhere else (accelerator compilers handle the transposes)."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    if (jax.default_backend() == "cpu" and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb
+            and not rb and rhs.ndim == 2 and precision is None and preferred_element_type is None
+            and out_sharding is None):
+        return _dense_cpu(lhs, rhs)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type, out_sharding=out_sharding)
+
+
 def _linear(cfg: ModelConfig, din: int, dout: int, bias: bool, rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(din, dout, use_bias=bias, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
-                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+                      kernel_init=nnx.initializers.normal(0.02), dot_general=dot_general, rngs=rngs)
 
 
 class Attention(nnx.Module):
