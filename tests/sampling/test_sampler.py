@@ -184,3 +184,18 @@ def test_bad_arguments(model):
         Sampler(model).generate([[1], []], jax.random.key(0), SamplingParams())
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0.0)
+
+
+def test_rows_keyed_by_global_index_independent_of_batching(model):
+    """Sample j of prompt i draws from fold_in(key, (offset + i)·n + j) only: chunks of the prompt
+    list (with their offsets) and another batch bucket give the tokens of one call; the offset
+    matters."""
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_k=40, n=2)
+    key = jax.random.key(11)
+    whole = Sampler(model).generate(PROMPTS, key, params)
+    parts = [Sampler(model, batch_bucket=1).generate(PROMPTS[a:b], key, params, prompt_offset=a)
+             for a, b in ((0, 1), (1, 4))]
+    np.testing.assert_array_equal(np.concatenate([p.tokens for p in parts]), whole.tokens)
+    np.testing.assert_allclose(np.concatenate([p.logprobs for p in parts]), whole.logprobs, atol=1e-5)
+    shifted = Sampler(model).generate(PROMPTS[1:], key, params)  # offset 0: other draws
+    assert not np.array_equal(shifted.tokens, whole.tokens[2:])

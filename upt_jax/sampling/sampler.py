@@ -133,7 +133,8 @@ def _prefix_sum(x: jax.Array) -> jax.Array:
     return jax.lax.associative_scan(jnp.add, x, axis=-1)
 
 
-def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64) -> jax.Array:
+def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64, *, u: jax.Array | None = None
+                       ) -> jax.Array:
     """Draw one index per row from ``softmax(logp)`` by inverting the CDF, in two levels.
 
     One uniform ``u`` per row (instead of ``V`` Gumbel draws). The vocabulary is cut into blocks
@@ -144,20 +145,23 @@ def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64) -> jax.
     Args:
       key: PRNG key.
       logp: ``[B, V]`` log-probs (very negative / −inf for removed entries; need not be normalised).
+      u: ``[B]`` uniforms in ``[0, 1)``, one per row, instead of drawing them from ``key``.
     Returns:
       ``[B]`` int32 token ids, each with probability ``softmax(logp)``.
     """
-    return sample_from_weights(key, jnp.exp(logp - jnp.max(logp, axis=-1, keepdims=True)), block)
+    return sample_from_weights(key, jnp.exp(logp - jnp.max(logp, axis=-1, keepdims=True)), block, u=u)
 
 
-def sample_from_weights(key: jax.Array, p: jax.Array, block: int = 64) -> jax.Array:
+def sample_from_weights(key: jax.Array, p: jax.Array, block: int = 64, *, u: jax.Array | None = None
+                        ) -> jax.Array:
     """``sample_inverse_cdf`` on unnormalised probabilities ``p [B, V]`` (≥ 0, a positive sum per
-    row), e.g. ``exp(logits − max)`` already computed for the log-sum-exp: one ``exp`` pass fewer."""
+    row), e.g. ``exp(logits − max)`` already computed for the log-sum-exp: one ``exp`` pass fewer.
+    ``u [B]``: the rows' uniforms in ``[0, 1)`` (default: drawn from ``key``)."""
     b, v = p.shape
     nb = -(-v // block)
     p = jnp.pad(p, ((0, 0), (0, nb * block - v))).reshape(b, nb, block)
     block_cdf = _prefix_sum(jnp.sum(p, axis=-1))  # [B, nb]
-    u = jax.random.uniform(key, (b, 1), jnp.float32) * block_cdf[:, -1:]
+    u = (jax.random.uniform(key, (b,), jnp.float32) if u is None else u)[:, None] * block_cdf[:, -1:]
     # first block whose cumulative mass exceeds u; never past the last block with mass
     blk = jnp.sum(block_cdf <= u, axis=-1)
     has_mass = jnp.sum(p, axis=-1) > 0
@@ -230,7 +234,7 @@ class Sampler:
         cache_dtype = self.cache_dtype
         processing = params.temperature != 1.0 or params.top_k > 0 or params.top_p < 1.0
 
-        def run(state, prompt, prompt_mask, max_new, key):
+        def run(state, prompt, prompt_mask, max_new, key, row_offset):
             model = nnx.merge(graphdef, state)
             cache = KVCache.init(cfg, b, p + l, cache_dtype)
             positions = positions_from_mask(prompt_mask)
@@ -245,8 +249,11 @@ class Sampler:
             cache = jax.tree.map(lambda x: rep(x) if x.ndim else x, cache)
             logits, next_pos = rep(logits), rep(next_pos)
             bn = b * n
+            # row r's draws come from fold_in(key, row_offset + r): independent of the batch it
+            # is sampled in (bucket padding, chunks of a prompt list, the mesh)
+            row_keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(row_offset + jnp.arange(bn))
             carry = dict(
-                step=jnp.zeros((), jnp.int32), cache=cache, logits=logits, pos=next_pos, key=key,
+                step=jnp.zeros((), jnp.int32), cache=cache, logits=logits, pos=next_pos,
                 tokens=jnp.full((bn, l), pad_id, jnp.int32), logp=jnp.zeros((bn, l), jnp.float32),
                 slogp=jnp.zeros((bn, l), jnp.float32), done=jnp.zeros((bn,), bool),
                 lengths=jnp.zeros((bn,), jnp.int32))
@@ -255,8 +262,8 @@ class Sampler:
                 return (c["step"] < max_new) & ~jnp.all(c["done"])
 
             def body(c):
-                key, sub = jax.random.split(c["key"])
                 logits = c["logits"]
+                u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, c["step"])))(row_keys)
                 take = lambda a, t: jnp.take_along_axis(a, t[:, None], axis=-1)[:, 0]
                 # one exp pass over V: the model log-prob's normaliser, and (temperature 1, no
                 # truncation) the weights the token is drawn from
@@ -267,9 +274,9 @@ class Sampler:
                     tok = first_argmax(logits)
                 elif processing:
                     proc = process_logits(logits, params.temperature, params.top_k, params.top_p)
-                    tok = sample_inverse_cdf(sub, proc)
+                    tok = sample_inverse_cdf(None, proc, u=u)
                 else:
-                    tok = sample_from_weights(sub, weights)
+                    tok = sample_from_weights(None, weights, u=u)
                 model_lp = take(logits, tok) - lse
                 samp_lp = take(proc, tok) - jax.nn.logsumexp(proc, axis=-1) if (
                     processing and not params.is_greedy) else model_lp
@@ -289,7 +296,7 @@ class Sampler:
                 logits = jnp.einsum("bd,dv->bv", hidden[:, -1], m.lm_head_kernel().astype(hidden.dtype),
                                     preferred_element_type=jnp.float32)
                 return dict(step=s + 1, cache=cache, logits=logits, pos=c["pos"] + alive.astype(jnp.int32),
-                            key=key, tokens=tokens, logp=logp, slogp=slogp, done=done, lengths=lengths)
+                            tokens=tokens, logp=logp, slogp=slogp, done=done, lengths=lengths)
 
             out = jax.lax.while_loop(cond, body, carry)
             return out["tokens"], out["logp"], out["slogp"], out["lengths"], out["done"]
@@ -311,7 +318,7 @@ class Sampler:
 
     # ------------------------------------------------------------------ public
     def generate(self, prompts: Sequence[Sequence[int]], key: jax.Array, params: SamplingParams, *,
-                 state=None) -> SampleOutput:
+                 state=None, prompt_offset: int = 0) -> SampleOutput:
         """Sample ``params.n`` continuations of every prompt.
 
         Args:
@@ -319,6 +326,10 @@ class Sampler:
           key: PRNG key; the output is a deterministic function of (key, prompts, params, state).
           params: ``SamplingParams``.
           state: NNX parameter state to use instead of the model's own.
+          prompt_offset: the index of ``prompts[0]`` in a longer list. Sample ``j`` of prompt
+            ``i`` draws from ``fold_in(key, (prompt_offset + i) · n + j)`` alone, so its tokens
+            do not depend on the other prompts in the call, the batch bucket or the mesh: a
+            list generated in chunks (each with its offset) gives what one call gives.
         Returns:
           a ``SampleOutput`` with ``len(prompts) · n`` rows, prompt-major (the n samples of
           prompt i are rows ``i·n .. i·n + n − 1``).
@@ -350,7 +361,8 @@ class Sampler:
             tok_j, mask_j = put(tokens), put(mask)
         else:
             tok_j, mask_j = jnp.asarray(tokens), jnp.asarray(mask)
-        args = (state, tok_j, mask_j, jnp.asarray(params.max_new_tokens, jnp.int32), key)
+        args = (state, tok_j, mask_j, jnp.asarray(params.max_new_tokens, jnp.int32), key,
+                jnp.asarray(prompt_offset * params.n, jnp.int32))
         exe, compile_s = self._executable(params, b, p, l, args)
         t0 = time.perf_counter()
         out = jax.block_until_ready(exe(*args))

@@ -742,10 +742,9 @@ class Trainer:
         """Sample ``n`` responses per question and score them: one dict per question, in order.
 
         With ``rollout.overlap_chunks = C > 1`` the questions go in ``C`` chunks (`chunk_bounds`):
-        chunk ``k`` is sampled with ``fold_in(key, k)`` and scored in ``self._score_executor``
-        while chunk ``k + 1`` is sampled (`pipelined_rollouts`). The sampler draws every row
-        from one key over the whole batch, so the tokens sampled with C > 1 differ from C = 1
-        (each C is deterministic given the key; greedy decoding gives the same tokens). Adds to
+        chunk ``k`` is sampled and scored in ``self._score_executor`` while chunk ``k + 1`` is
+        sampled (`pipelined_rollouts`). Each chunk passes its ``prompt_offset`` and the sampler
+        keys every row by its global index, so the tokens do not depend on C. Adds to
         ``timing``: ``rollout_s`` (Σ generation), ``reward_s`` (Σ decoding + scoring) and
         ``reward_overlap_s`` (the part of ``reward_s`` hidden behind generation).
         """
@@ -759,8 +758,7 @@ class Trainer:
 
         def generate(k, ab):
             a, b = ab
-            chunk_key = key if len(bounds) == 1 else jax.random.fold_in(key, k)
-            return self.sampler.generate(prompts[a:b], chunk_key, params, state=self.state.params)
+            return self.sampler.generate(prompts[a:b], key, params, state=self.state.params, prompt_offset=a)
 
         def score(k, ab, out):
             a, _ = ab
