@@ -65,8 +65,8 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
 def rope_tables(positions: jax.Array, inv_freq) -> tuple[jax.Array, jax.Array]:
     """``cos, sin`` ``[B, T, 1, Dh]`` fp32 of the rotary phases ``positions · inv_freq``.
 
-    Computed once per forward pass and shared by every layer (recomputing them in each layer's
-    fused kernels cost ~5 % of a CPU decode step).
+    Computed once per forward pass and shared by every layer (XLA may still recompute the cheap
+    cos/sin inside each layer's fused kernel).
     """
     freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)  # [B, T, Dh/2]
     emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]  # [B, T, 1, Dh]
