@@ -68,9 +68,10 @@ def test_on_policy_reverse_kl(teacher_run, tmp_path):
     c = _distill("on_policy", tmp_path / "rkl", teacher_run, steps=2)
     ms = train(c)
     for m in ms:
-        # mean_t (log π_θ − log π_T) on the student's samples; with teacher_logp of zeros it would be
-        # mean_t log π_θ < 0
-        assert np.isfinite(m["distill/reverse_kl"]) and m["distill/reverse_kl"] > 0.1, m
+        # mean_t (log π_θ − log π_T) on the student's samples: a sample estimate of KL ≥ 0 (it can dip
+        # a little below 0). With teacher_logp of zeros it would be mean_t log π_θ = −nll < −1
+        assert np.isfinite(m["distill/reverse_kl"]) and m["nll"] > 1.0, m
+        assert m["distill/reverse_kl"] > -0.5 and abs(m["distill/reverse_kl"] + m["nll"]) > 0.5, m
         assert "reward/mean" in m and m["skipped"] == 0 and m["grad_norm"] > 1e-3
 
 
