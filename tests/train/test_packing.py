@@ -165,3 +165,36 @@ def test_packed_update_equals_padded_with_microbatches_and_8_devices(microbatche
         np.testing.assert_allclose(b["grad_norm"], a["grad_norm"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
         np.testing.assert_allclose(b, a, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the trainer
+def test_trainer_with_packing_trains_as_without(tmp_path):
+    from experiments import hpt
+    from tests.train.test_trainer import shrink
+    from upt_jax.train.trainer import train
+
+    logs = {}
+    for pack in (False, True):
+        c = shrink(hpt.get_config(), tmp_path / f"pack_{pack}", steps=2)
+        c.checkpoint.every = 0
+        c.rollout.n = 3  # 2 questions × (3 rollouts + 1 demo) = 8 rows over data=2
+        c.train.pack_sequences = pack
+        logs[pack] = train(c)
+    for a, b in zip(logs[False], logs[True]):  # the same rollouts, the same update
+        assert b["skipped"] == 0 and np.isfinite(b["loss"]) and b["grad_norm"] > 0
+        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4)
+        np.testing.assert_allclose(b["grad_norm"], a["grad_norm"], rtol=1e-4)
+        assert b["pack/rows"] % 2 == 0 and b["pack/padding_frac"] < b["pack/padding_frac_unpacked"]
+        assert "pack/rows" not in a
+
+
+def test_vocabulary_level_distillation_refuses_packing(tmp_path):
+    from experiments import sft
+    from tests.train.test_trainer import shrink
+    from upt_jax.train.trainer import _validate
+
+    c = shrink(sft.get_config(), tmp_path / "run", steps=1)
+    c.recipe.name = "distill_fkl"
+    c.train.pack_sequences = True
+    with pytest.raises(ValueError, match="pack_sequences"):
+        _validate(c)

@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.dynamic_sampling = False  # DAPO: keep drawing until every group has reward variance
     c.train.dynamic_sampling_max_draws = 4
     c.train.logprob_chunk = 128
+    # update step on packed rows: several sequences per row (first-fit-decreasing, segment ids), the
+    # log-probs gathered back to the padded layout, so the loss is the same with less padding computed
+    c.train.pack_sequences = False
 
     # where rollout rewards come from: the data's verifier, or a trained reward model (RLHF)
     # prm_run_dir: a process reward model whose per-step scores go into the batch (grpo_process)
