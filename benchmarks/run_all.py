@@ -2,10 +2,12 @@
 
     python -m benchmarks.run_all                 # tiny + small, CPU here; GPU/TPU where run
     python -m benchmarks.run_all --quick         # tiny only, fewer repeats (a smoke run)
+    python -m benchmarks.run_all --hpt-only      # only the HPT step section, printed (no files written)
 
 Sections: sampler new tokens/s vs transformers ``generate`` and Tunix; update-step tokens/s
 and MFU vs PyTorch and Tunix (Tunix runs in its own venv, ``make bench-tunix-env``; without it
-its columns say "not run"); one full HPT step split into rollout / reward / update with compile times apart;
+its columns say "not run"); one full HPT step split into rollout / reward / update with compile times apart,
+and that step's update on padded rows vs packed rows (``train.pack_sequences``) on the same batch;
 peak memory; and a scaling plot of update and rollout time against sequence length, group
 size and batch size. Every comparison is measured side by side in the same run.
 """
@@ -46,6 +48,76 @@ def hpt_step_split(steps: int = 3) -> dict:
                 reward_s=round(mean("time/reward_s"), 4), update_s=round(mean("time/update_s"), 3),
                 step_s=round(mean("time/step_s"), 3), first_step_s=round(history[0]["time/step_s"], 2),
                 rollout_compile_s=round(history[0].get("time/rollout_compile_s", 0.0), 2))
+
+
+def hpt_update_packed_vs_padded(steps: int = 3, repeats: int = 3) -> dict:
+    """One batch of the HPT config above (8 questions × (8 rollouts + 1 demo)), updated on padded rows
+    and on packed rows (``train.pack_sequences``), each compiled first then timed ``repeats`` times
+    (best): the same batch, so the update times compare directly. Also the share of the model's
+    token slots that is padding in each layout, and the host time of packing."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments import hpt
+    from upt_jax.train.trainer import Trainer
+
+    c = hpt.get_config()
+    c.run_dir = tempfile.mkdtemp(prefix="upt_bench_hpt_pack_")
+    c.train.steps = steps
+    c.train.questions_per_step = 8
+    c.rollout.n = 8
+    c.rollout.max_new_tokens = 64
+    c.checkpoint.every = 0
+    c.log.progress = False
+    t = Trainer(c)
+    try:
+        for _ in range(steps - 1):  # a few steps in, as in hpt_step_split's warm steps
+            t.train_step()
+        rows, _, _ = t._batch(next(t.data_iter), jax.random.key(steps))
+        rows.pop("truncated")
+        t0 = time.perf_counter()
+        packed, info = t._pack(rows)
+        pack_s = time.perf_counter() - t0
+        out = dict(rows=int(rows["tokens"].shape[0]), row_len=int(rows["tokens"].shape[1]),
+                   packed_rows=int(info["pack/rows"]), packed_len=int(info["pack/len"]),
+                   padding_frac=round(info["pack/padding_frac_unpacked"], 3),
+                   packed_padding_frac=round(info["pack/padding_frac"], 3), pack_host_s=round(pack_s, 4))
+        for name, r in (("padded", rows), ("packed", packed)):
+            batch = t._place(r) if t.mesh is not None else {k: jnp.asarray(v) for k, v in r.items()}
+            if t.ref_params is not None:
+                batch["ref_logp"] = t._logp_fn(t.ref_params, batch["tokens"], batch["attention_mask"]) * batch["mask"]
+            times = []
+            for _ in range(repeats + 1):
+                t0 = time.perf_counter()
+                t.state, m = t.step_fn(t.state, batch)
+                jax.block_until_ready(m)
+                times.append(time.perf_counter() - t0)
+            out[f"{name}_first_s"] = round(times[0], 2)
+            out[f"{name}_update_s"] = round(min(times[1:]), 3)
+        out["speedup"] = round(out["padded_update_s"] / out["packed_update_s"], 2)
+        return out
+    finally:
+        t.close()
+
+
+def hpt_lines(hpt: dict, pack: dict) -> list[str]:
+    """The HPT section of BENCHMARKS.md."""
+    return ["## One HPT step (tiny model, 8 questions × (8 rollouts + 1 demo), 64 new tokens)", "",
+            "| rollout s | reward s | update s | step s | first step s (compiles) | rollout compile s |",
+            "|---|---|---|---|---|---|",
+            f"| {hpt['rollout_s']} | {hpt['reward_s']} | {hpt['update_s']} | {hpt['step_s']} | "
+            f"{hpt['first_step_s']} | {hpt['rollout_compile_s']} |", "",
+            "The update of one such batch on padded rows (each sequence in its own row, prompt and response "
+            "lengths bucketed) and on packed rows (`train.pack_sequences=True`: sequences first-fit-decreasing "
+            "into rows of a bucketed length, each attending to itself only; same loss and gradient), the same "
+            "batch, compiled first, best of 3:", "",
+            "| layout | rows × length | padding share | update s | first call s (compiles) |",
+            "|---|---|---|---|---|",
+            f"| padded | {pack['rows']} × {pack['row_len']} | {pack['padding_frac']:.1%} | {pack['padded_update_s']} | "
+            f"{pack['padded_first_s']} |",
+            f"| packed | {pack['packed_rows']} × {pack['packed_len']} | {pack['packed_padding_frac']:.1%} | "
+            f"{pack['packed_update_s']} | {pack['packed_first_s']} |", "",
+            f"Packing: {pack['speedup']}× faster update; packing on the host took {pack['pack_host_s']} s.", ""]
 
 
 def scaling(out_png: str, quick: bool) -> dict:
@@ -127,7 +199,14 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
+    ap.add_argument("--hpt-only", action="store_true",
+                    help="only the HPT step section (padded vs packed update), printed; no files written")
     a = ap.parse_args(argv)
+    if a.hpt_only:
+        res = dict(machine=machine(), hpt_step=hpt_step_split(3), hpt_update_packed=hpt_update_packed_vs_padded())
+        print(json.dumps(res, indent=2))
+        print("\n".join(hpt_lines(res["hpt_step"], res["hpt_update_packed"])))
+        return res
     from benchmarks import sampler_bench, update_bench
     from benchmarks.common import tunix_cells
 
@@ -139,10 +218,12 @@ def main(argv=None):
     samp = [sampler_bench.bench(c, 32, 64, 16, 2 if a.quick else 3, tunix=tunix) for c in configs]
     upd = [update_bench.bench(c, 8, 256, 2 if a.quick else 3, "none", tunix=tunix) for c in configs]
     hpt = hpt_step_split(3)
+    hpt_pack = hpt_update_packed_vs_padded()
     png = os.path.join(results_dir, "scaling.png")
     scale = scaling(png, a.quick)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    all_results = dict(machine=machine(), sampler=samp, update=upd, hpt_step=hpt, scaling=scale,
+    all_results = dict(machine=machine(), sampler=samp, update=upd, hpt_step=hpt,
+                       hpt_update_packed=hpt_pack, scaling=scale,
                        peak_rss_mb=round(peak_rss_mb, 1), seconds=round(time.time() - t0, 1))
     with open(os.path.join(results_dir, "latest.json"), "w") as f:
         json.dump(all_results, f, indent=2)
@@ -206,11 +287,7 @@ def main(argv=None):
             lines.append(f"- First-step loss, {r['config']} (same weights and batch): PyTorch {fl['torch']:.6f}, "
                          f"Tunix {fl['tunix']:.6f}; upt_jax {fl['upt_jax']:.6f} (it logs the clipped "
                          "surrogate without the constant of the clipped tokens: same gradient, other value).")
-    lines += ["", "## One HPT step (tiny model, 8 questions × (8 rollouts + 1 demo), 64 new tokens)", "",
-              "| rollout s | reward s | update s | step s | first step s (compiles) | rollout compile s |",
-              "|---|---|---|---|---|---|",
-              f"| {hpt['rollout_s']} | {hpt['reward_s']} | {hpt['update_s']} | {hpt['step_s']} | "
-              f"{hpt['first_step_s']} | {hpt['rollout_compile_s']} |", "",
+    lines += [""] + hpt_lines(hpt, hpt_pack) + [
               f"Peak resident memory of the benchmark process: {all_results['peak_rss_mb']} MB.", "",
               "## Scaling", "", "![scaling](benchmarks/results/scaling.png)", "",
               f"Total benchmark time: {all_results['seconds']} s."]
