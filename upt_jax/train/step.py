@@ -83,19 +83,12 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
 
     def sums(model, batch):
         mask = batch["mask"]
-        if vocab_part is None and "packed_tokens" in batch:
-            out = sequence_logprobs(model, batch["packed_tokens"], segment_ids=batch["packed_segment_ids"],
-                                    positions=batch["packed_positions"], chunk_size=chunk_size,
-                                    return_entropy=with_entropy)
-            out = jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
-            logp, ent = out if with_entropy else (out, None)
-        elif vocab_part is None:
-            out = sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
-                                    return_entropy=with_entropy)
-            logp, ent = out if with_entropy else (out, None)
-        elif "packed_tokens" in batch:
+        if vocab_part is not None and "packed_tokens" in batch:
             raise ValueError(f"recipe {recipe.name}: vocabulary-level distillation does not take packed "
                              "sequences (train.pack_sequences)")
+        if vocab_part is None:
+            out = _row_logprobs(model, batch, chunk_size, with_entropy)
+            logp, ent = out if with_entropy else (out, None)
         else:
             tau = float(vocab_part.kw.get("temperature", 1.0))
             logp, ent = vocab_logprobs(model, batch["tokens"], batch["attention_mask"],
@@ -113,6 +106,18 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
         return s, metrics
 
     return Objective(denominators=denominators, sums=sums, prepare=prepare)
+
+
+def _row_logprobs(model, batch, chunk_size, with_entropy):
+    """``sequence_logprobs`` of the batch's rows ``[B, L]`` (and entropies): computed on the padded
+    rows, or on the packed rows and gathered back (``unpack``) when the batch carries them."""
+    if "packed_tokens" not in batch:
+        return sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
+                                 return_entropy=with_entropy)
+    out = sequence_logprobs(model, batch["packed_tokens"], segment_ids=batch["packed_segment_ids"],
+                            positions=batch["packed_positions"], chunk_size=chunk_size,
+                            return_entropy=with_entropy)
+    return jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
 
 
 @dataclasses.dataclass(frozen=True)
