@@ -81,6 +81,14 @@ def test_every_token_lands_once_and_rows_fit(m, g, mult):
     np.testing.assert_array_equal(seen, p["packed_segment_ids"] > 0)  # every slot holds one token, once
 
 
+def test_packed_rows_are_never_longer_than_the_padded_rows():
+    attn = np.zeros((4, 40), np.int32)
+    attn[0, 3:38] = attn[1, 30:] = attn[2, 20:25] = 1  # 35 tokens: its bucket, 48, is wider than the rows
+    p = pack_sequences(np.ones_like(attn), attn)
+    assert p["packed_tokens"].shape == (2, 40)
+    np.testing.assert_array_equal(p["packed_segment_ids"], [[1] * 35 + [2] * 5, [1] * 10 + [0] * 30])
+
+
 def test_sequence_longer_than_pack_len_is_an_error():
     rows, _ = hpt_rows(0)
     with pytest.raises(ValueError, match="does not fit a packed row of 32"):

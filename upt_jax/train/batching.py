@@ -123,7 +123,9 @@ def pack_sequences(tokens: np.ndarray, attention_mask: np.ndarray, *, row_multip
       tokens, attention_mask: ``[B, L]``.
       row_multiple: ``n`` is a multiple of it.
       num_microbatches, group_size: ``M`` and ``G`` as in ``split_microbatches``.
-      pack_len: ``L_pack`` (default: the longest sequence rounded up to a bucket).
+      pack_len: ``L_pack`` (default: the longest sequence rounded up to a bucket, or ``L`` if that
+        is shorter: a padded row's ``P + R`` can be tighter than the bucket of the longest
+        ``prompt ⧺ response``, and packed rows are then never longer than the padded ones).
     Returns:
       ``packed_tokens``, ``packed_segment_ids``, ``packed_positions`` int32 ``[N = n·M, L_pack]``;
       ``pack_index`` int32 ``[B, L]`` (flat index ``row · L_pack + column`` of token ``(b, t)``
@@ -132,12 +134,12 @@ def pack_sequences(tokens: np.ndarray, attention_mask: np.ndarray, *, row_multip
     """
     tokens = np.asarray(tokens)
     attn = np.asarray(attention_mask).astype(bool)
-    b, _ = tokens.shape
+    b, width = tokens.shape
     m, g = num_microbatches, group_size
     if b % (m * g):
         raise ValueError(f"batch of {b} rows is not divisible into {m} micro-batches of whole groups of {g}")
     lengths = attn.sum(axis=1)
-    lp = pack_len or round_up(max(1, int(lengths.max())), buckets)
+    lp = pack_len or min(round_up(max(1, int(lengths.max())), buckets), width)
     group = np.arange(b) // g
     micro = group % m
     bins = []  # per micro-batch: lists of original rows
