@@ -50,20 +50,22 @@ def hpt_step_split(steps: int = 3) -> dict:
                 rollout_compile_s=round(history[0].get("time/rollout_compile_s", 0.0), 2))
 
 
-def hpt_update_packed_vs_padded(steps: int = 3, repeats: int = 3) -> dict:
+def hpt_update_packed_vs_padded(repeats: int = 3, experiment: str = "hpt") -> dict:
     """One batch of the HPT config above (8 questions × (8 rollouts + 1 demo)), updated on padded rows
-    and on packed rows (``train.pack_sequences``), each compiled first then timed ``repeats`` times
-    (best): the same batch, so the update times compare directly. Also the share of the model's
-    token slots that is padding in each layout, and the host time of packing."""
+    and on packed rows (``train.pack_sequences``): each compiled first (``*_first_s``), then timed
+    ``repeats`` times, the two layouts in turn (best of each): the same batch, so the update times
+    compare directly. Also the share of the model's token slots that is padding in each layout, and
+    the host time of packing. ``experiment``: another ``experiments`` module (e.g. ``grpo``)."""
+    import importlib
+
     import jax
     import jax.numpy as jnp
 
-    from experiments import hpt
     from upt_jax.train.trainer import Trainer
 
-    c = hpt.get_config()
+    c = importlib.import_module(f"experiments.{experiment}").get_config()
     c.run_dir = tempfile.mkdtemp(prefix="upt_bench_hpt_pack_")
-    c.train.steps = steps
+    c.train.steps = 1
     c.train.questions_per_step = 8
     c.rollout.n = 8
     c.rollout.max_new_tokens = 64
@@ -71,9 +73,7 @@ def hpt_update_packed_vs_padded(steps: int = 3, repeats: int = 3) -> dict:
     c.log.progress = False
     t = Trainer(c)
     try:
-        for _ in range(steps - 1):  # a few steps in, as in hpt_step_split's warm steps
-            t.train_step()
-        rows, _, _ = t._batch(next(t.data_iter), jax.random.key(steps))
+        rows, _, _ = t._batch(next(t.data_iter), jax.random.key(0))
         rows.pop("truncated")
         t0 = time.perf_counter()
         packed, info = t._pack(rows)
@@ -82,18 +82,21 @@ def hpt_update_packed_vs_padded(steps: int = 3, repeats: int = 3) -> dict:
                    packed_rows=int(info["pack/rows"]), packed_len=int(info["pack/len"]),
                    padding_frac=round(info["pack/padding_frac_unpacked"], 3),
                    packed_padding_frac=round(info["pack/padding_frac"], 3), pack_host_s=round(pack_s, 4))
+        batches, times = {}, {"padded": [], "packed": []}
         for name, r in (("padded", rows), ("packed", packed)):
             batch = t._place(r) if t.mesh is not None else {k: jnp.asarray(v) for k, v in r.items()}
             if t.ref_params is not None:
                 batch["ref_logp"] = t._logp_fn(t.ref_params, batch["tokens"], batch["attention_mask"]) * batch["mask"]
-            times = []
-            for _ in range(repeats + 1):
+            batches[name] = batch
+        for i in range(repeats + 1):
+            for name, batch in batches.items():
                 t0 = time.perf_counter()
                 t.state, m = t.step_fn(t.state, batch)
                 jax.block_until_ready(m)
-                times.append(time.perf_counter() - t0)
-            out[f"{name}_first_s"] = round(times[0], 2)
-            out[f"{name}_update_s"] = round(min(times[1:]), 3)
+                times[name].append(time.perf_counter() - t0)
+        for name, ts in times.items():
+            out[f"{name}_first_s"] = round(ts[0], 2)
+            out[f"{name}_update_s"] = round(min(ts[1:]), 3)
         out["speedup"] = round(out["padded_update_s"] / out["packed_update_s"], 2)
         return out
     finally:
@@ -110,7 +113,7 @@ def hpt_lines(hpt: dict, pack: dict) -> list[str]:
             "The update of one such batch on padded rows (each sequence in its own row, prompt and response "
             "lengths bucketed) and on packed rows (`train.pack_sequences=True`: sequences first-fit-decreasing "
             "into rows of a bucketed length, each attending to itself only; same loss and gradient), the same "
-            "batch, compiled first, best of 3:", "",
+            "batch, compiled first, then best of 3 taken in turn:", "",
             "| layout | rows × length | padding share | update s | first call s (compiles) |",
             "|---|---|---|---|---|",
             f"| padded | {pack['rows']} × {pack['row_len']} | {pack['padding_frac']:.1%} | {pack['padded_update_s']} | "
