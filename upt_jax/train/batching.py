@@ -71,7 +71,7 @@ PACKED_KEYS = ("packed_tokens", "packed_segment_ids", "packed_positions")  # row
 
 
 def row_bucket(n: int) -> int:
-    """Smallest ``m · 2^e ≥ n`` with ``8 ≤ m < 16`` (``n`` itself up to 8): at most 12.5 % empty
+    """Smallest ``m · 2^e ≥ n`` with ``8 ≤ m ≤ 16`` (``n`` itself up to 8): at most 12.5 % empty
     rows, and few distinct row counts (so few compiled shapes)."""
     if n <= 8:
         return max(1, n)
