@@ -2,11 +2,13 @@
 
     python -m benchmarks.run_all                 # tiny + small, CPU here; GPU/TPU where run
     python -m benchmarks.run_all --quick         # tiny only, fewer repeats (a smoke run)
+    python -m benchmarks.run_all --hpt-only      # only the HPT step section, printed (no files written)
 
 Sections: sampler new tokens/s vs transformers ``generate`` and Tunix; update-step tokens/s
 and MFU vs PyTorch and Tunix (Tunix runs in its own venv, ``make bench-tunix-env``; without it
 its columns say "not run"); one full HPT step split into rollout / reward / update with compile times apart,
 and its rollout + reward with scoring overlapped in C = 1, 2, 4 chunks (``benchmarks/overlap_bench.py``);
+and that step's update on padded rows vs packed rows (``train.pack_sequences``) on the same batch;
 peak memory; and a scaling plot of update and rollout time against sequence length, group
 size and batch size. Every comparison is measured side by side in the same run.
 """
@@ -47,6 +49,79 @@ def hpt_step_split(steps: int = 3) -> dict:
                 reward_s=round(mean("time/reward_s"), 4), update_s=round(mean("time/update_s"), 3),
                 step_s=round(mean("time/step_s"), 3), first_step_s=round(history[0]["time/step_s"], 2),
                 rollout_compile_s=round(history[0].get("time/rollout_compile_s", 0.0), 2))
+
+
+def hpt_update_packed_vs_padded(repeats: int = 3, experiment: str = "hpt") -> dict:
+    """One batch of the HPT config above (8 questions × (8 rollouts + 1 demo)), updated on padded rows
+    and on packed rows (``train.pack_sequences``): each compiled first (``*_first_s``), then timed
+    ``repeats`` times, the two layouts in turn (best of each): the same batch, so the update times
+    compare directly. Also the share of the model's token slots that is padding in each layout, and
+    the host time of packing. ``experiment``: another ``experiments`` module (e.g. ``grpo``)."""
+    import importlib
+
+    import jax
+    import jax.numpy as jnp
+
+    from upt_jax.train.trainer import Trainer
+
+    c = importlib.import_module(f"experiments.{experiment}").get_config()
+    c.run_dir = tempfile.mkdtemp(prefix="upt_bench_hpt_pack_")
+    c.train.steps = 1
+    c.train.questions_per_step = 8
+    c.rollout.n = 8
+    c.rollout.max_new_tokens = 64
+    c.checkpoint.every = 0
+    c.log.progress = False
+    t = Trainer(c)
+    try:
+        rows, _, _ = t._batch(next(t.data_iter), jax.random.key(0))
+        rows.pop("truncated")
+        t0 = time.perf_counter()
+        packed, info = t._pack(rows)
+        pack_s = time.perf_counter() - t0
+        out = dict(rows=int(rows["tokens"].shape[0]), row_len=int(rows["tokens"].shape[1]),
+                   packed_rows=int(info["pack/rows"]), packed_len=int(info["pack/len"]),
+                   padding_frac=round(info["pack/padding_frac_unpacked"], 3),
+                   packed_padding_frac=round(info["pack/padding_frac"], 3), pack_host_s=round(pack_s, 4))
+        batches, times = {}, {"padded": [], "packed": []}
+        for name, r in (("padded", rows), ("packed", packed)):
+            batch = t._place(r) if t.mesh is not None else {k: jnp.asarray(v) for k, v in r.items()}
+            if t.ref_params is not None:
+                batch["ref_logp"] = t._logp_fn(t.ref_params, batch["tokens"], batch["attention_mask"]) * batch["mask"]
+            batches[name] = batch
+        for i in range(repeats + 1):
+            for name, batch in batches.items():
+                t0 = time.perf_counter()
+                t.state, m = t.step_fn(t.state, batch)
+                jax.block_until_ready(m)
+                times[name].append(time.perf_counter() - t0)
+        for name, ts in times.items():
+            out[f"{name}_first_s"] = round(ts[0], 2)
+            out[f"{name}_update_s"] = round(min(ts[1:]), 3)
+        out["speedup"] = round(out["padded_update_s"] / out["packed_update_s"], 2)
+        return out
+    finally:
+        t.close()
+
+
+def hpt_lines(hpt: dict, pack: dict) -> list[str]:
+    """The HPT section of BENCHMARKS.md."""
+    return ["## One HPT step (tiny model, 8 questions × (8 rollouts + 1 demo), 64 new tokens)", "",
+            "| rollout s | reward s | update s | step s | first step s (compiles) | rollout compile s |",
+            "|---|---|---|---|---|---|",
+            f"| {hpt['rollout_s']} | {hpt['reward_s']} | {hpt['update_s']} | {hpt['step_s']} | "
+            f"{hpt['first_step_s']} | {hpt['rollout_compile_s']} |", "",
+            "The update of one such batch on padded rows (each sequence in its own row, prompt and response "
+            "lengths bucketed) and on packed rows (`train.pack_sequences=True`: sequences first-fit-decreasing "
+            "into rows of a bucketed length, each attending to itself only; same loss and gradient), the same "
+            "batch, compiled first, then best of 3 taken in turn:", "",
+            "| layout | rows × length | padding share | update s | first call s (compiles) |",
+            "|---|---|---|---|---|",
+            f"| padded | {pack['rows']} × {pack['row_len']} | {pack['padding_frac']:.1%} | {pack['padded_update_s']} | "
+            f"{pack['padded_first_s']} |",
+            f"| packed | {pack['packed_rows']} × {pack['packed_len']} | {pack['packed_padding_frac']:.1%} | "
+            f"{pack['packed_update_s']} | {pack['packed_first_s']} |", "",
+            f"Packing: {pack['speedup']}× faster update; packing on the host took {pack['pack_host_s']} s.", ""]
 
 
 def scaling(out_png: str, quick: bool) -> dict:
@@ -128,7 +203,14 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
+    ap.add_argument("--hpt-only", action="store_true",
+                    help="only the HPT step section (padded vs packed update), printed; no files written")
     a = ap.parse_args(argv)
+    if a.hpt_only:
+        res = dict(machine=machine(), hpt_step=hpt_step_split(3), hpt_update_packed=hpt_update_packed_vs_padded())
+        print(json.dumps(res, indent=2))
+        print("\n".join(hpt_lines(res["hpt_step"], res["hpt_update_packed"])))
+        return res
     from benchmarks import memory_bench, overlap_bench, sampler_bench, update_bench
     from benchmarks.common import tunix_cells
 
@@ -141,12 +223,13 @@ def main(argv=None):
     upd = [update_bench.bench(c, 8, 256, 2 if a.quick else 3, "none", tunix=tunix) for c in configs]
     mem = memory_bench.bench()
     hpt = hpt_step_split(3)
+    hpt_pack = hpt_update_packed_vs_padded()
     overlap = overlap_bench.bench((1, 2, 4), 2 if a.quick else 3)
     png = os.path.join(results_dir, "scaling.png")
     scale = scaling(png, a.quick)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     all_results = dict(machine=machine(), sampler=samp, update=upd, logprob_memory=mem, hpt_step=hpt,
-                       overlap=overlap, scaling=scale,
+                       hpt_update_packed=hpt_pack, overlap=overlap, scaling=scale,
                        peak_rss_mb=round(peak_rss_mb, 1), seconds=round(time.time() - t0, 1))
     with open(os.path.join(results_dir, "latest.json"), "w") as f:
         json.dump(all_results, f, indent=2)
@@ -217,11 +300,7 @@ def main(argv=None):
               "several times over; chunked, each chunk's logits are recomputed in the backward pass.", "",
               "| naive MB | chunked MB (chunk 128) | chunked / naive | `remat=\"auto\"` MB |", "|---|---|---|---|",
               f"| {mem['naive_mb']} | {mem['chunked_mb']} | {mem['chunked_over_naive']:.1%} | {mem['auto_mb']} |"]
-    lines += ["", "## One HPT step (tiny model, 8 questions × (8 rollouts + 1 demo), 64 new tokens)", "",
-              "| rollout s | reward s | update s | step s | first step s (compiles) | rollout compile s |",
-              "|---|---|---|---|---|---|",
-              f"| {hpt['rollout_s']} | {hpt['reward_s']} | {hpt['update_s']} | {hpt['step_s']} | "
-              f"{hpt['first_step_s']} | {hpt['rollout_compile_s']} |", "",
+    lines += [""] + hpt_lines(hpt, hpt_pack) + [
               "### Rollout + reward with scoring overlapped (`rollout.overlap_chunks`)", "",
               "The same step's rollout + reward, its questions in C chunks: chunk k is scored in a thread "
               "while chunk k+1 is sampled. Scored by the math verifier (math-verify in its "

@@ -170,6 +170,9 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     monkeypatch.setattr(update_bench, "bench", upd)
     monkeypatch.setattr(run_all, "hpt_step_split", lambda steps: dict(
         rollout_s=1, reward_s=0, update_s=1, step_s=2, first_step_s=3, rollout_compile_s=1))
+    monkeypatch.setattr(run_all, "hpt_update_packed_vs_padded", lambda: dict(
+        rows=72, row_len=288, packed_rows=36, packed_len=256, padding_frac=0.6, packed_padding_frac=0.2,
+        pack_host_s=0.01, padded_first_s=9, padded_update_s=8, packed_first_s=9, packed_update_s=4, speedup=2.0))
     monkeypatch.setattr(run_all, "scaling", lambda png, quick: {})
     monkeypatch.setattr(run_all, "machine", lambda: "test machine")
     monkeypatch.setattr(run_all, "HERE", str(tmp_path))
@@ -182,3 +185,4 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     assert "| small | 1000.0 | 500.0 | 2.0× | not run (make bench-tunix-env) | – | 30.0% | 15.0% | – |" in text
     assert "Tunix (PyPI `google-tunix` 0.1.7, jax 0.10.2, flax 0.12.8)" in text
     assert "First-step loss, tiny" in text and "First-step loss, small" not in text
+    assert "| padded | 72 × 288 | 60.0% | 8 | 9 |" in text and "| packed | 36 × 256 | 20.0% | 4 | 9 |" in text

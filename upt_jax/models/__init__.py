@@ -2,7 +2,7 @@
 Hugging Face safetensors import/export and partition rules."""
 from upt_jax.models.config import ModelConfig, preset, PRESETS
 from upt_jax.models.transformer import (
-    KVCache, Transformer, abstract_model, init_model, positions_from_mask)
+    KVCache, Transformer, abstract_model, init_model, positions_from_mask, positions_from_segments)
 from upt_jax.models.logprobs import naive_token_logprobs, sequence_logprobs, token_logprobs
 from upt_jax.models.hf_io import CheckpointError, load_hf_checkpoint, save_hf_checkpoint
 from upt_jax.models.reward import RewardModel, bradley_terry_loss, reward_model_from
@@ -12,7 +12,7 @@ from upt_jax.models.partition import (
 
 __all__ = [
     "ModelConfig", "preset", "PRESETS", "KVCache", "Transformer", "abstract_model", "init_model",
-    "positions_from_mask", "naive_token_logprobs", "sequence_logprobs", "token_logprobs",
+    "positions_from_mask", "positions_from_segments", "naive_token_logprobs", "sequence_logprobs", "token_logprobs",
     "CheckpointError", "load_hf_checkpoint", "save_hf_checkpoint", "DEFAULT_RULES", "MESH_AXES",
     "batch_sharding", "make_mesh", "ValueModel", "value_loss", "value_model_from",
     "RewardModel", "bradley_terry_loss", "reward_model_from", "param_shardings", "param_specs", "shard_model",

@@ -102,26 +102,40 @@ def naive_token_logprobs(hidden, kernel, targets, *, temperature: float = 1.0,
 
 def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Array] = None, *,
                       chunk_size: int = 128, temperature: float = 1.0,
-                      return_entropy: bool = False, remat: str = "auto"):
+                      return_entropy: bool = False, remat: str = "auto",
+                      segment_ids: Optional[jax.Array] = None, positions: Optional[jax.Array] = None):
     """Log-probs of each token given its prefix, aligned with ``tokens``.
 
     ``logp[b, t] = log π(tokens[b, t] | tokens[b, <t])`` for ``t ≥ 1``; ``logp[:, 0] = 0``
     (nothing predicts the first token). Combine with a response mask ``[B, T]`` aligned
     with ``tokens``.
 
+    Packed rows: with ``segment_ids [B, T]`` (0 = padding, see ``Transformer.hidden_states``) the
+    prefix is the token's own segment, and ``logp`` (and entropy) is 0 at the first token of each
+    segment and on padding, as at ``t = 0`` of an unpacked row.
+
     Args:
       model: a ``Transformer``.
-      tokens: ``[B, T]`` int, left- or right-padded.
+      tokens: ``[B, T]`` int, left- or right-padded (or packed).
       attention_mask: ``[B, T]`` 0/1.
       remat: see ``token_logprobs``.
+      segment_ids, positions: ``[B, T]`` int, packed rows (positions default to restarting at 0
+        in each segment).
     Returns:
       ``logp [B, T]`` (and ``entropy [B, T]``, entropy of the distribution that predicted
       token t, 0 at t = 0) in fp32.
     """
-    hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
+    if segment_ids is None:
+        hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask, positions=positions)
+    else:
+        hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
+                                        segment_ids=segment_ids)
     out = token_logprobs(hidden[:, :-1], model.lm_head_kernel(), tokens[:, 1:], chunk_size=chunk_size,
                          temperature=temperature, return_entropy=return_entropy, remat=remat)
     shift = lambda x: jnp.pad(x, ((0, 0), (1, 0)))
+    if segment_ids is not None:  # a segment's first token is not predicted from the previous segment
+        cont = shift((segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] > 0))
+        shift = lambda x: jnp.where(cont, jnp.pad(x, ((0, 0), (1, 0))), 0.0)
     if return_entropy:
         return shift(out[0]), shift(out[1])
     return shift(out)

@@ -16,6 +16,11 @@ decode step never transposes the cache (with ``[B, S, K, Dh]`` XLA CPU copied ev
 whole cache into that layout at every step: a quarter of the decode time); ``cache.mask`` marks the
 slots that hold real tokens; ``cache.index`` is the next slot to write. Queries at slot ``i``
 attend to valid slots ``≤ i``. This is what the sampler's prefill + decode loop uses.
+
+Packed rows (no cache). ``segment_ids [B, T]`` puts several sequences in one row: ``0`` on
+padding, ``1, 2, …`` on the tokens of each sequence (contiguous). A query attends only to the
+keys of its own segment, causally, and positions restart at 0 in each segment
+(``positions_from_segments``), so each sequence gets exactly what it gets alone in its row.
 """
 from __future__ import annotations
 
@@ -97,6 +102,17 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
     """``[B, T]`` 0/1 mask → ``[B, T]`` int32 positions (``cumsum - 1``, 0 on left padding)."""
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
+    """``[B, T]`` segment ids (contiguous runs) → ``[B, T]`` int32 positions that restart at 0
+    where the id changes: ``t − (first column of t's run)``. Padding (id 0) gets positions too;
+    nothing attends to it."""
+    seg = jnp.asarray(segment_ids)
+    t = jnp.arange(seg.shape[-1], dtype=jnp.int32)
+    start = jnp.concatenate([jnp.ones_like(seg[:, :1], bool), seg[:, 1:] != seg[:, :-1]], axis=-1)
+    first = jax.lax.cummax(jnp.where(start, t, 0), axis=seg.ndim - 1)
+    return (t - first).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -214,11 +230,12 @@ class Attention(nnx.Module):
             self.q_norm = self.k_norm = None
         self.inv_freq = tuple(float(f) for f in rope_inv_freq(cfg))  # static, hashable
 
-    def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None):
+    def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None, segment_ids=None):
         """Args:
           x: ``[B, T, D]``; rope: ``rope_tables(positions, inv_freq)``; key_valid: ``[B, S]`` bool;
           query_slots: ``[T]``; key_slots: ``[S]``;
-          layer_cache: ``(k [B, K, Dh, S], v [B, K, S, Dh], index [])`` or None (then S = T).
+          layer_cache: ``(k [B, K, Dh, S], v [B, K, S, Dh], index [])`` or None (then S = T);
+          segment_ids: ``[B, T]`` int or None (packed rows, no cache: same-segment keys only).
         Returns:
           ``([B, T, D], (k, v) updated cache arrays or None)``.
         """
@@ -231,7 +248,7 @@ class Attention(nnx.Module):
         q, k = rotate(q, *rope), rotate(k, *rope)
         new_cache = None
         if layer_cache is None:
-            out = attend(q, k, v, key_valid, query_slots, key_slots)
+            out = attend(q, k, v, key_valid, query_slots, key_slots, segment_ids)
         else:
             ck, cv, index = layer_cache
             ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 3, 1).astype(ck.dtype), (0, 0, 0, index))
@@ -241,13 +258,15 @@ class Attention(nnx.Module):
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), new_cache
 
 
-def attend(q, k, v, key_valid, query_slots, key_slots):
+def attend(q, k, v, key_valid, query_slots, key_slots, segment_ids=None):
     """Masked causal GQA: softmax in fp32.
 
     Args:
       q: ``[B, T, H, Dh]``; k, v: ``[B, S, K, Dh]``; key_valid: ``[B, S]`` bool;
       query_slots: ``[T]`` int; key_slots: ``[S]`` int (key s is visible to query t iff
-      ``key_valid[b, s]`` and ``key_slots[s] <= query_slots[t]``).
+      ``key_valid[b, s]`` and ``key_slots[s] <= query_slots[t]``);
+      segment_ids: None, or ``[B, T]`` int with ``S = T`` (no cache): key s is visible to query
+      t only if also ``segment_ids[b, s] == segment_ids[b, t]``.
     Returns:
       ``[B, T, H, Dh]``.
     """
@@ -255,7 +274,7 @@ def attend(q, k, v, key_valid, query_slots, key_slots):
     kh = k.shape[2]
     qg = q.reshape(b, t, kh, h // kh, dh)
     scores = _scores("btkgd,bskd->bkgts", qg, k)
-    probs = _masked_softmax(scores, dh, key_valid, query_slots, key_slots).astype(v.dtype)
+    probs = _masked_softmax(scores, dh, key_valid, query_slots, key_slots, segment_ids).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, dh)
 
@@ -285,10 +304,13 @@ def _scores(spec: str, q, k):
     return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
 
 
-def _masked_softmax(scores, dh, key_valid, query_slots, key_slots):
-    """``scores [B, K, G, T, S]`` fp32 → attention probabilities, invisible keys at 0."""
+def _masked_softmax(scores, dh, key_valid, query_slots, key_slots, segment_ids=None):
+    """``scores [B, K, G, T, S]`` fp32 → attention probabilities, invisible keys at 0
+    (``segment_ids [B, T]``, S = T: other segments' keys are invisible too)."""
     scores = scores * (1.0 / math.sqrt(dh))
     visible = key_valid[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])  # [B,T,S]
+    if segment_ids is not None:
+        visible = visible & (segment_ids[:, :, None] == segment_ids[:, None, :])
     scores = jnp.where(visible[:, None, None], scores, _NEG)
     return jax.nn.softmax(scores, axis=-1)
 
@@ -316,9 +338,9 @@ class Block(nnx.Module):
                                                 param_dtype=cfg.jnp_param_dtype)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None):
+    def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None, segment_ids=None):
         h, new_cache = self.self_attn(self.input_layernorm(x), rope, key_valid, query_slots,
-                                      key_slots, layer_cache)
+                                      key_slots, layer_cache, segment_ids)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x, new_cache
@@ -363,19 +385,30 @@ class Transformer(nnx.Module):
         return self.lm_head.kernel.value
 
     def hidden_states(self, tokens: jax.Array, *, attention_mask: Optional[jax.Array] = None,
-                      positions: Optional[jax.Array] = None, cache: Optional[KVCache] = None):
+                      positions: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
+                      segment_ids: Optional[jax.Array] = None):
         """Run the decoder.
 
         Args:
           tokens: ``[B, T]`` int.
-          attention_mask: ``[B, T]`` 0/1, 1 on real tokens (default all ones).
-          positions: ``[B, T]`` int (default ``positions_from_mask(attention_mask)``; with a
-            cache, pass the continuing positions).
+          attention_mask: ``[B, T]`` 0/1, 1 on real tokens (default all ones, or
+            ``segment_ids > 0``).
+          positions: ``[B, T]`` int (default ``positions_from_mask(attention_mask)``, or
+            ``positions_from_segments(segment_ids)``; with a cache, pass the continuing positions).
           cache: a ``KVCache``; the ``T`` new tokens are written at ``cache.index``.
+          segment_ids: ``[B, T]`` int, packed rows (0 = padding): a token attends only to earlier
+            tokens of its own segment. Not with a cache.
         Returns:
           ``(hidden [B, T, D] in the compute dtype, updated cache or None)``.
         """
         b, t = tokens.shape
+        if segment_ids is not None:
+            if cache is not None:
+                raise ValueError("segment_ids (packed rows) cannot be used with a KV cache")
+            if attention_mask is None:
+                attention_mask = (segment_ids > 0).astype(jnp.int32)
+            if positions is None:
+                positions = positions_from_segments(segment_ids)
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), jnp.int32)
         valid = attention_mask.astype(bool)
@@ -395,9 +428,9 @@ class Transformer(nnx.Module):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i], cache.index)
             if self.remat != "none" and cache is None:
                 fn = nnx.remat(lambda blk, *a: blk(*a), policy=REMAT_POLICIES[self.remat])
-                x, lc = fn(layer, x, rope, key_valid, query_slots, key_slots, None)
+                x, lc = fn(layer, x, rope, key_valid, query_slots, key_slots, None, segment_ids)
             else:
-                x, lc = layer(x, rope, key_valid, query_slots, key_slots, layer_cache)
+                x, lc = layer(x, rope, key_valid, query_slots, key_slots, layer_cache, segment_ids)
             if lc is not None:
                 new_k.append(lc[0])
                 new_v.append(lc[1])
@@ -406,10 +439,10 @@ class Transformer(nnx.Module):
             cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask=key_valid, index=cache.index + t)
         return x, cache
 
-    def __call__(self, tokens, *, attention_mask=None, positions=None, cache=None):
+    def __call__(self, tokens, *, attention_mask=None, positions=None, cache=None, segment_ids=None):
         """Full logits ``[B, T, V]`` (fp32) and the updated cache. Use for short T only."""
         h, cache = self.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
-                                      cache=cache)
+                                      cache=cache, segment_ids=segment_ids)
         logits = jnp.einsum("btd,dv->btv", h, self.lm_head_kernel().astype(h.dtype),
                             preferred_element_type=jnp.float32)
         return logits, cache

@@ -82,6 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
     # "auto": chunk + recompute the [B, T, V] logits in the backward pass only when they would
     # exceed 1 GiB (otherwise keep them: one matmul fewer); "always" / "never"
     c.train.logprob_remat = "auto"
+    # update step on packed rows: several sequences per row (first-fit-decreasing, segment ids), the
+    # log-probs gathered back to the padded layout, so the loss is the same with less padding computed
+    c.train.pack_sequences = False
 
     # where rollout rewards come from: the data's verifier, or a trained reward model (RLHF)
     # prm_run_dir: a process reward model whose per-step scores go into the batch (grpo_process)

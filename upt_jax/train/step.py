@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from upt_jax.models.logprobs import sequence_logprobs
+from upt_jax.train.batching import PACKED_KEYS, unpack
 from upt_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -48,6 +49,12 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     ``old_logp [B, L]``, ``ref_logp``, ``is_demo [B]``, ``teacher_logp [B, L]``, ...; see
     ``upt_jax.upge``).
 
+    Packed batches (``upt_jax.train.batching.pack_sequences``): with ``packed_tokens``,
+    ``packed_segment_ids``, ``packed_positions [N, L_pack]`` and ``pack_index``, ``pack_valid
+    [B, L]`` in the batch, the model runs on the packed rows and the token log-probs (and
+    entropies) are gathered back to ``[B, L]``; the loss is then computed exactly as without
+    packing (the gradient flows back through the gather). Not for vocabulary-level recipes.
+
     Vocabulary-level recipes (forward-KL distillation, ``distill_fkl``) get the student's log-softmax
     over the vocabulary instead of token log-probs (``vocab_logprobs``, at the recipe's temperature
     ``τ``) and need ``teacher_logits`` aligned with ``tokens`` (``teacher_logits``): either dense
@@ -70,7 +77,7 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
         return sparse_recipe if "teacher_ids" in batch else recipe
 
     def prepare(batch):
-        loss_batch = {k: v for k, v in batch.items() if k not in ("tokens", "attention_mask")}
+        loss_batch = _loss_view(batch)
         prepared, metrics = upge.prepare(pick(batch), loss_batch, group_size=group_size)
         return dict(batch, **prepared), metrics
 
@@ -79,9 +86,11 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
 
     def sums(model, batch):
         mask = batch["mask"]
+        if vocab_part is not None and "packed_tokens" in batch:
+            raise ValueError(f"recipe {recipe.name}: vocabulary-level distillation does not take packed "
+                             "sequences (train.pack_sequences)")
         if vocab_part is None:
-            out = sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
-                                    return_entropy=with_entropy, remat=logits_remat)
+            out = _row_logprobs(model, batch, chunk_size, with_entropy, logits_remat)
             logp, ent = out if with_entropy else (out, None)
         else:
             tau = float(vocab_part.kw.get("temperature", 1.0))
@@ -100,6 +109,18 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
         return s, metrics
 
     return Objective(denominators=denominators, sums=sums, prepare=prepare)
+
+
+def _row_logprobs(model, batch, chunk_size, with_entropy, remat="auto"):
+    """``sequence_logprobs`` of the batch's rows ``[B, L]`` (and entropies): computed on the padded
+    rows, or on the packed rows and gathered back (``unpack``) when the batch carries them."""
+    if "packed_tokens" not in batch:
+        return sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
+                                 return_entropy=with_entropy, remat=remat)
+    out = sequence_logprobs(model, batch["packed_tokens"], segment_ids=batch["packed_segment_ids"],
+                            positions=batch["packed_positions"], chunk_size=chunk_size,
+                            return_entropy=with_entropy, remat=remat)
+    return jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,8 +265,12 @@ def teacher_logits(model, tokens: jax.Array, attention_mask: jax.Array, *, vocab
     return _shift(values), _shift(ids.astype(jnp.int32))
 
 
+_MODEL_INPUTS = ("tokens", "attention_mask", "pack_index", "pack_valid") + PACKED_KEYS
+
+
 def _loss_view(batch):
-    return {k: v for k, v in batch.items() if k not in ("tokens", "attention_mask")}
+    """The batch without the model's inputs (what the loss builder reads)."""
+    return {k: v for k, v in batch.items() if k not in _MODEL_INPUTS}
 
 
 def place_batch(batch: Batch, mesh: Mesh | None) -> Batch:
@@ -272,11 +297,13 @@ def split_microbatches(batch: Batch, num_microbatches: int, group_size: int = 1)
     """``[B, ...] → [M, B/M, ...]``, micro-batch ``m`` holding groups ``m, m + M, m + 2M, …``.
 
     Whole groups of ``group_size`` contiguous rows stay together; taking every M-th group
-    keeps each device's slice of a batch-sharded array local to it.
+    keeps each device's slice of a batch-sharded array local to it. Packed rows (``PACKED_KEYS``,
+    ``[N, L_pack]``) are split with groups of 1: ``pack_sequences`` put micro-batch ``m``'s
+    rows at ``m, m + M, …``.
     """
-    m, g = num_microbatches, group_size
+    m = num_microbatches
 
-    def split(x):
+    def split(x, g):
         b = x.shape[0]
         if b % (m * g):
             raise ValueError(f"batch of {b} rows is not divisible into {m} micro-batches of whole "
@@ -285,7 +312,8 @@ def split_microbatches(batch: Batch, num_microbatches: int, group_size: int = 1)
         x = jnp.swapaxes(x, 0, 1)
         return x.reshape(m, b // m, *x.shape[3:])
 
-    return jax.tree.map(split, batch)
+    return {k: jax.tree.map(lambda x: split(x, 1 if k in PACKED_KEYS else group_size), v)
+            for k, v in batch.items()}
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objective, *,

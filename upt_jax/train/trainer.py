@@ -435,6 +435,12 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
                          f"microbatches={config.train.microbatches}")
     if config.train.get("logprob_remat", "auto") not in REMAT_MODES:
         raise ValueError(f"config.train.logprob_remat={config.train.logprob_remat!r}: one of {REMAT_MODES}")
+    if config.train.get("pack_sequences", False) and config.data.source != "corpus":
+        from upt_jax.train.step import teacher_inputs
+
+        if teacher_inputs(get_recipe(config)).logits:
+            raise ValueError(f"config.train.pack_sequences=True: recipe {config.recipe.name!r} trains on the "
+                             "teacher's vocabulary distribution, which packed rows do not carry; set it False")
     if config.train.max_nonfinite_in_a_row < 1:
         raise ValueError(f"config.train.max_nonfinite_in_a_row={config.train.max_nonfinite_in_a_row} "
                          "must be ≥ 1")
@@ -879,6 +885,21 @@ class Trainer:
 
         return place_batch(batch, self.mesh)
 
+    def _pack(self, rows) -> dict:
+        """``rows`` plus their sequences packed for the update step (``pack_sequences``: packed rows
+        split over data × fsdp and, per micro-batch, like ``split_microbatches``), and metrics."""
+        from upt_jax.train.batching import pack_sequences
+
+        d = 1 if self.mesh is None else self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        packed = pack_sequences(rows["tokens"], rows["attention_mask"], row_multiple=d,
+                                num_microbatches=self.config.train.microbatches, group_size=self.group_size)
+        real = float(np.sum(rows["attention_mask"]))
+        info = {"pack/rows": float(packed["packed_tokens"].shape[0]),
+                "pack/len": float(packed["packed_tokens"].shape[1]),
+                "pack/padding_frac": 1.0 - real / packed["packed_tokens"].size,
+                "pack/padding_frac_unpacked": 1.0 - real / rows["attention_mask"].size}
+        return dict(rows, **packed), info
+
     def train_step(self):
         """One step: data → (rollouts, rewards) → update(s). Returns the metrics dict."""
         t_start = time.perf_counter()
@@ -887,6 +908,11 @@ class Trainer:
         key = jax.random.fold_in(self.state.key, step)
         rows, info, timing = self._batch(records, key)
         rows.pop("truncated")
+        if self.config.train.get("pack_sequences", False):
+            t0 = time.perf_counter()
+            rows, pack_info = self._pack(rows)
+            info.update(pack_info)
+            timing["pack_s"] = time.perf_counter() - t0
         batch = self._place(rows) if self.mesh is not None else {k: jnp.asarray(v) for k, v in rows.items()}
         t0 = time.perf_counter()
         if self.ref_params is not None:
