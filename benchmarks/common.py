@@ -52,6 +52,25 @@ def run_tunix_on(hf_model, task: dict, **kw) -> dict:
         return run_tunix(dict(task, weights_dir=d), **kw)
 
 
+def hpt_bench_config(prefix: str, *, experiment: str = "hpt", steps: int = 1, questions: int = 8, n: int = 8,
+                     new_tokens: int = 64, **rollout):
+    """The benchmarks' HPT step: ``experiments.<experiment>`` with ``questions × n`` rollouts of
+    ``new_tokens``, a fresh temp run dir, no checkpoints or progress bar; ``rollout`` overrides."""
+    import importlib
+
+    c = importlib.import_module(f"experiments.{experiment}").get_config()
+    c.run_dir = tempfile.mkdtemp(prefix=prefix)
+    c.train.steps = steps
+    c.train.questions_per_step = questions
+    c.rollout.n = n
+    c.rollout.max_new_tokens = new_tokens
+    for k, v in rollout.items():
+        setattr(c.rollout, k, v)
+    c.checkpoint.every = 0
+    c.log.progress = False
+    return c
+
+
 def set_torch_threads():
     import torch
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 
 import numpy as np
@@ -64,7 +63,7 @@ def bench(chunks=(1, 2, 4), repeats: int = 3, answers=("fraction", "radical"), q
           new_tokens: int = 64) -> dict:
     import jax
 
-    from experiments import hpt
+    from benchmarks.common import hpt_bench_config
     from upt_jax.rewards.pool import VerifierPool
     from upt_jax.train.trainer import Trainer
 
@@ -74,14 +73,8 @@ def bench(chunks=(1, 2, 4), repeats: int = 3, answers=("fraction", "radical"), q
                results=[], reasons={})
     try:
         for c in chunks:
-            cfg = hpt.get_config()
-            cfg.run_dir = tempfile.mkdtemp(prefix=f"upt_bench_overlap{c}_")
-            cfg.train.questions_per_step = questions
-            cfg.rollout.n = n
-            cfg.rollout.max_new_tokens = new_tokens
-            cfg.rollout.overlap_chunks = c
-            cfg.checkpoint.every = 0
-            cfg.log.progress = False
+            cfg = hpt_bench_config(f"upt_bench_overlap{c}_", questions=questions, n=n, new_tokens=new_tokens,
+                                   overlap_chunks=c)
             trainers[c] = Trainer(cfg)
             trainers[c].verifier.close()
         records = next(iter(trainers[chunks[0]].dataset))

@@ -20,7 +20,6 @@ import os
 import platform
 import resource
 import subprocess
-import tempfile
 import time
 
 import numpy as np
@@ -31,18 +30,10 @@ ROOT = os.path.dirname(HERE)
 
 def hpt_step_split(steps: int = 3) -> dict:
     """Run a few HPT steps of the tiny synthetic config and split their time (from metrics.jsonl)."""
-    from experiments import hpt
+    from benchmarks.common import hpt_bench_config
     from upt_jax.train import train
 
-    c = hpt.get_config()
-    c.run_dir = tempfile.mkdtemp(prefix="upt_bench_hpt_")
-    c.train.steps = steps
-    c.train.questions_per_step = 8
-    c.rollout.n = 8
-    c.rollout.max_new_tokens = 64
-    c.checkpoint.every = 0
-    c.log.progress = False
-    history = train(c)
+    history = train(hpt_bench_config("upt_bench_hpt_", steps=steps))
     warm = history[1:] or history
     mean = lambda k: float(np.mean([m.get(k, 0.0) for m in warm]))
     return dict(steps=steps, rows_per_step=8 * 9, rollout_s=round(mean("time/rollout_s"), 3),
@@ -57,21 +48,13 @@ def hpt_update_packed_vs_padded(repeats: int = 3, experiment: str = "hpt") -> di
     ``repeats`` times, the two layouts in turn (best of each): the same batch, so the update times
     compare directly. Also the share of the model's token slots that is padding in each layout, and
     the host time of packing. ``experiment``: another ``experiments`` module (e.g. ``grpo``)."""
-    import importlib
-
     import jax
     import jax.numpy as jnp
 
+    from benchmarks.common import hpt_bench_config
     from upt_jax.train.trainer import Trainer
 
-    c = importlib.import_module(f"experiments.{experiment}").get_config()
-    c.run_dir = tempfile.mkdtemp(prefix="upt_bench_hpt_pack_")
-    c.train.steps = 1
-    c.train.questions_per_step = 8
-    c.rollout.n = 8
-    c.rollout.max_new_tokens = 64
-    c.checkpoint.every = 0
-    c.log.progress = False
+    c = hpt_bench_config("upt_bench_hpt_pack_", experiment=experiment)
     t = Trainer(c)
     try:
         rows, _, _ = t._batch(next(t.data_iter), jax.random.key(0))
