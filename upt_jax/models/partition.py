@@ -120,6 +120,11 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
 
 
+def batch_shards(mesh: Mesh | None) -> int:
+    """How many ways ``batch_sharding`` splits the batch rows (``data × fsdp``; 1 without a mesh)."""
+    return 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+
+
 def shard_model(model, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     """Place an NNX model's parameters on ``mesh`` as the rules say (in place; returns model)."""
     from flax import nnx

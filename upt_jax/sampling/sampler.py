@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from upt_jax.models.partition import batch_shards
 from upt_jax.models.transformer import KVCache, positions_from_mask
 
 _NEG_INF = -1e30
@@ -343,10 +344,7 @@ class Sampler:
             raise ValueError("empty prompt: every prompt needs at least one token")
         state = self.state if state is None else state
         num = len(prompts)
-        b = round_up(num, self.batch_bucket)
-        if self.mesh is not None:
-            shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-            b = round_up(b, int(np.lcm(shards, self.batch_bucket)))
+        b = round_up(num, int(np.lcm(batch_shards(self.mesh), self.batch_bucket)))  # splits over the mesh
         p = round_up(max(len(q) for q in prompts), self.len_buckets)
         l = round_up(params.max_new_tokens, self.len_buckets)
         tokens = np.full((b, p), self.pad_id, np.int32)

@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from upt_jax.models.logprobs import REMAT_MODES, sequence_logprobs
+from upt_jax.models.partition import batch_shards
 
 log = logging.getLogger(__name__)
 
@@ -526,7 +527,7 @@ class Trainer:
             # one chunk per compiled batch (not padded up to the default bucket of 8), rounded up
             # to the rows the mesh splits prompts over (the sampler pads to a multiple of those)
             chunk = -(-t.questions_per_step // self.overlap_chunks)
-            shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"] if self.mesh is not None else 1
+            shards = batch_shards(self.mesh)
             sampler_kw["batch_bucket"] = -(-chunk // shards) * shards
             if chunk % shards:
                 log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
@@ -890,8 +891,7 @@ class Trainer:
         split over data × fsdp and, per micro-batch, like ``split_microbatches``), and metrics."""
         from upt_jax.train.batching import pack_sequences
 
-        d = 1 if self.mesh is None else self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        packed = pack_sequences(rows["tokens"], rows["attention_mask"], row_multiple=d,
+        packed = pack_sequences(rows["tokens"], rows["attention_mask"], row_multiple=batch_shards(self.mesh),
                                 num_microbatches=self.config.train.microbatches, group_size=self.group_size)
         real = float(np.sum(rows["attention_mask"]))
         info = {"pack/rows": float(packed["packed_tokens"].shape[0]),
