@@ -40,6 +40,28 @@ def test_kv_cache_prefill_then_decode_equals_full_forward():
     assert int(cache.index) == tokens.shape[1]
 
 
+def test_rope_table_rows_equal_rope_tables_and_feed_hidden_states():
+    """The decode loop's gathered cos/sin rows (``rope_table`` + ``rope_from_table``) equal the
+    phases computed from the positions, with llama3 frequency scaling, and give the same hidden
+    states when passed as ``rope=``."""
+    from upt_jax.models.transformer import rope_from_table, rope_inv_freq, rope_table, rope_tables
+
+    cfg = preset("tiny", **SMALL, rope_scaling=(("rope_type", "llama3"), ("factor", 8.0), ("low_freq_factor", 1.0),
+                                                ("high_freq_factor", 4.0),
+                                                ("original_max_position_embeddings", 32)))
+    inv = rope_inv_freq(cfg)
+    positions = jnp.asarray([[0, 5, 63], [17, 2, 40]], jnp.int32)
+    for got, want in zip(rope_from_table(rope_table(inv, 64), positions), rope_tables(positions, inv)):
+        assert got.shape == want.shape == (2, 3, 1, cfg.head_dim)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    model = init_model(cfg, 0)
+    tokens, mask = _batch()
+    pos = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    want, _ = model.hidden_states(tokens, attention_mask=mask)
+    got, _ = model.hidden_states(tokens, attention_mask=mask, rope=rope_from_table(rope_table(inv, 16), pos))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_bf16_params_and_compute_close_to_fp32():
     cfg = preset("tiny", **SMALL)
     m32 = init_model(cfg, 0)

@@ -78,6 +78,19 @@ def rope_tables(positions: jax.Array, inv_freq) -> tuple[jax.Array, jax.Array]:
     return jnp.cos(emb), jnp.sin(emb)
 
 
+def rope_table(inv_freq, max_len: int) -> tuple[jax.Array, jax.Array]:
+    """``cos, sin`` ``[max_len, Dh]`` fp32 for positions ``0 .. max_len − 1``: a decode loop builds it
+    once and gathers its rows per step (``rope_from_table``) instead of evaluating cos/sin at
+    every step in every layer."""
+    cos, sin = rope_tables(jnp.arange(max_len, dtype=jnp.int32)[None], inv_freq)
+    return cos[0, :, 0], sin[0, :, 0]
+
+
+def rope_from_table(table: tuple[jax.Array, jax.Array], positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Rows of a ``rope_table`` for ``positions [B, T]`` → ``cos, sin [B, T, 1, Dh]`` (as ``rope_tables``)."""
+    return tuple(jnp.take(t, positions, axis=0)[:, :, None, :] for t in table)
+
+
 def rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """Rotary embedding with precomputed ``rope_tables``, "rotate-half" layout (as Hugging Face).
     ``x [B, T, N, Dh]`` → same shape and dtype."""
@@ -386,7 +399,7 @@ class Transformer(nnx.Module):
 
     def hidden_states(self, tokens: jax.Array, *, attention_mask: Optional[jax.Array] = None,
                       positions: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
-                      segment_ids: Optional[jax.Array] = None):
+                      segment_ids: Optional[jax.Array] = None, rope=None):
         """Run the decoder.
 
         Args:
@@ -398,6 +411,8 @@ class Transformer(nnx.Module):
           cache: a ``KVCache``; the ``T`` new tokens are written at ``cache.index``.
           segment_ids: ``[B, T]`` int, packed rows (0 = padding): a token attends only to earlier
             tokens of its own segment. Not with a cache.
+          rope: precomputed ``(cos, sin)`` ``[B, T, 1, Dh]`` for ``positions`` (e.g.
+            ``rope_from_table``); default computed from ``positions``.
         Returns:
           ``(hidden [B, T, D] in the compute dtype, updated cache or None)``.
         """
@@ -422,7 +437,8 @@ class Transformer(nnx.Module):
             query_slots = cache.index + jnp.arange(t)
             key_slots = jnp.arange(cache.max_len)
         x = self.embed_tokens(tokens)
-        rope = rope_tables(positions, self.layers[0].self_attn.inv_freq)  # shared by every layer
+        if rope is None:  # shared by every layer
+            rope = rope_tables(positions, self.layers[0].self_attn.inv_freq)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i], cache.index)

@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from upt_jax.models.partition import batch_shards
-from upt_jax.models.transformer import KVCache, positions_from_mask
+from upt_jax.models.transformer import KVCache, positions_from_mask, rope_from_table, rope_table
 
 _NEG_INF = -1e30
 
@@ -256,6 +256,9 @@ class Sampler:
             row_keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(row_offset + jnp.arange(bn))
             uniforms = jax.vmap(lambda k: jax.vmap(lambda s: jax.random.uniform(jax.random.fold_in(k, s)))(
                 jnp.arange(l)))(row_keys)  # [bn, l]
+            # cos/sin of every position once; each step gathers its rows (computed from the
+            # positions inside the loop, XLA re-evaluates them in every layer: ~7 % of a tiny step)
+            table = rope_table(model.layers[0].self_attn.inv_freq, p + l)
             carry = dict(
                 step=jnp.zeros((), jnp.int32), cache=cache, logits=logits, pos=next_pos,
                 tokens=jnp.full((bn, l), pad_id, jnp.int32), logp=jnp.zeros((bn, l), jnp.float32),
@@ -296,7 +299,8 @@ class Sampler:
                 done = c["done"] | (alive & jnp.any(tok[:, None] == stop_ids[None, :], axis=-1))
                 m = nnx.merge(graphdef, state)
                 hidden, cache = m.hidden_states(tok[:, None], attention_mask=alive[:, None].astype(jnp.int32),
-                                                positions=c["pos"][:, None], cache=c["cache"])
+                                                positions=c["pos"][:, None], cache=c["cache"],
+                                                rope=rope_from_table(table, c["pos"][:, None]))
                 logits = jnp.einsum("bd,dv->bv", hidden[:, -1], m.lm_head_kernel().astype(hidden.dtype),
                                     preferred_element_type=jnp.float32)
                 return dict(step=s + 1, cache=cache, logits=logits, pos=c["pos"] + alive.astype(jnp.int32),
