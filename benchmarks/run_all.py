@@ -223,13 +223,15 @@ def main(argv=None):
              "machines here are shared, so absolute CPU numbers are indicative only.", "",
              "## Sampler: new tokens/s vs transformers `generate` (PyTorch CPU) and Tunix, "
              "batch 32 × 64 new tokens", "",
-             "| config | upt_jax tok/s | transformers tok/s | ratio | Tunix tok/s | upt_jax/Tunix "
-             "| upt_jax compile s | Tunix compile s |", "|---|---|---|---|---|---|---|---|"]
+             "upt_jax samples with `streams=\"auto\"` (row chunks decoded concurrently in threads, same "
+             "tokens; the streams column); its one-stream tokens/s is measured in the same turns.", "",
+             "| config | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio | Tunix tok/s "
+             "| upt_jax/Tunix | upt_jax compile s | Tunix compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
     dash = lambda v, f="{}": "–" if v is None else f.format(v)
     for r in samp:
         t_tps, t_ratio = tunix_cells(r)
-        lines.append(f"| {r['config']} | {r['upt_jax_tokens_per_s']} | {r['transformers_tokens_per_s']} | "
-                     f"{r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} | "
+        lines.append(f"| {r['config']} | {r['upt_jax_tokens_per_s']} | {r['upt_jax_streams']} | "
+                     f"{r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} | "
                      f"{dash(r['tunix_compile_s'])} |")
     lines += ["", "## Update step (GRPO loss + AdamW): tokens/s and MFU vs PyTorch and Tunix, batch 8 × 256", "",
               "MFU = model FLOPs/s ÷ the fp32 matmul peak measured in the same run.", "",

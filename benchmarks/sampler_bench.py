@@ -32,28 +32,29 @@ def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: in
     rng = np.random.RandomState(0)
     prompts = [rng.randint(1, vocab, prompt_len).tolist() for _ in range(batch)]
 
-    # upt_jax
+    # upt_jax (streams="auto", and one stream) and transformers, warmed up, then timed in turn
+    # (repeat r times each of the three) so that all see the same load on a shared machine
     sampler = Sampler(model, pad_id=0, batch_bucket=8)
+    one_stream = Sampler(model, pad_id=0, batch_bucket=8, streams=1)
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0)
     first = sampler.generate(prompts, jax.random.key(0), params)
-    jax_times = []
-    for r in range(repeats):
-        out = sampler.generate(prompts, jax.random.key(r + 1), params)
-        jax_times.append(out.run_s)
-    jax_tps = out.new_tokens() / min(jax_times)
-
-    # transformers
+    one_stream.generate(prompts, jax.random.key(0), params)
     ids = torch.tensor(prompts)
     mask = torch.ones_like(ids)
     kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
               min_new_tokens=new_tokens, pad_token_id=0, attention_mask=mask)
+    jax_times, one_times, pt_times = [], [], []
     with torch.no_grad():
         hf.generate(ids, **kw)  # warm-up
-        pt_times = []
-        for _ in range(repeats):
+        for r in range(repeats):
+            out = sampler.generate(prompts, jax.random.key(r + 1), params)
+            jax_times.append(out.run_s)
+            one_times.append(one_stream.generate(prompts, jax.random.key(r + 1), params).run_s)
             t0 = time.perf_counter()
             res = hf.generate(ids, **kw)
             pt_times.append(time.perf_counter() - t0)
+    jax_tps = out.new_tokens() / min(jax_times)
+    one_tps = out.new_tokens() / min(one_times)
     pt_new = (res.shape[1] - prompt_len) * batch
     pt_tps = pt_new / min(pt_times)
 
@@ -63,6 +64,7 @@ def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: in
         if tunix else {"status": TUNIX_SKIPPED}
     return dict(config=config, batch=batch, new_tokens=new_tokens, prompt_len=prompt_len,
                 device=str(jax.devices()[0].platform), upt_jax_tokens_per_s=round(jax_tps, 1),
+                upt_jax_streams=sampler.streams, upt_jax_one_stream_tokens_per_s=round(one_tps, 1),
                 upt_jax_compile_s=round(first.compile_s, 2), transformers_tokens_per_s=round(pt_tps, 1),
                 ratio=round(jax_tps / pt_tps, 2), **tunix_fields(tx, jax_tps))
 
@@ -80,13 +82,13 @@ def main(argv=None):
     from benchmarks.common import run_configs, tunix_cells
 
     rows = run_configs(a.config, lambda c: bench(c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix), a.json)
-    print("\n| config | batch × new | upt_jax tok/s | transformers tok/s | ratio | Tunix tok/s | upt_jax/Tunix "
-          "| upt_jax compile s | Tunix compile s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| config | batch × new | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio "
+          "| Tunix tok/s | upt_jax/Tunix | upt_jax compile s | Tunix compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t_tps, t_ratio = tunix_cells(r)
         print(f"| {r['config']} | {r['batch']} × {r['new_tokens']} | {r['upt_jax_tokens_per_s']} | "
-              f"{r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} "
+              f"{r['upt_jax_streams']} | {r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} "
               f"| {r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |")
     return rows
 

@@ -156,7 +156,8 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     missing = run_tunix({"task": "sampler"}, python=str(tmp_path / "none"))
 
     def samp(config, *a, **kw):
-        return dict(config=config, upt_jax_tokens_per_s=6000.0, transformers_tokens_per_s=3000.0, ratio=2.0,
+        return dict(config=config, upt_jax_tokens_per_s=6000.0, upt_jax_streams=2,
+                    upt_jax_one_stream_tokens_per_s=5000.0, transformers_tokens_per_s=3000.0, ratio=2.0,
                     upt_jax_compile_s=1.0, **tunix_fields(ok if config == "tiny" else missing, 6000.0))
 
     def upd(config, *a, **kw):
@@ -179,8 +180,8 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     run_all.main(["--out", str(out)])
     text = out.read_text()
-    assert "| tiny | 6000.0 | 3000.0 | 2.0× | 2000.0 | 3.0× | 1.0 | 3.5 |" in text
-    assert "| small | 6000.0 | 3000.0 | 2.0× | not run (make bench-tunix-env) | – | 1.0 | – |" in text
+    assert "| tiny | 6000.0 | 2 | 5000.0 | 3000.0 | 2.0× | 2000.0 | 3.0× | 1.0 | 3.5 |" in text
+    assert "| small | 6000.0 | 2 | 5000.0 | 3000.0 | 2.0× | not run (make bench-tunix-env) | – | 1.0 | – |" in text
     assert "| tiny | 1000.0 | 500.0 | 2.0× | 2000.0 | 0.5× | 30.0% | 15.0% | 60.0% |" in text
     assert "| small | 1000.0 | 500.0 | 2.0× | not run (make bench-tunix-env) | – | 30.0% | 15.0% | – |" in text
     assert "Tunix (PyPI `google-tunix` 0.1.7, jax 0.10.2, flax 0.12.8)" in text

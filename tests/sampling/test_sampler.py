@@ -199,3 +199,50 @@ def test_rows_keyed_by_global_index_independent_of_batching(model):
     np.testing.assert_allclose(np.concatenate([p.logprobs for p in parts]), whole.logprobs, atol=1e-5)
     shifted = Sampler(model).generate(PROMPTS[1:], key, params)  # offset 0: other draws
     assert not np.array_equal(shifted.tokens, whole.tokens[2:])
+
+
+def test_streams_give_the_one_stream_output(model):
+    """Row chunks decoded concurrently in threads (``streams``) return exactly one stream's rows:
+    even and uneven chunks (20 prompts, bucket 8: 16 + 4, 8 + 8 + 4), n > 1, mixed prompt lengths, a stop
+    token, truncation; compile time reported once per executable."""
+    rng = np.random.RandomState(0)
+    prompts = [rng.randint(1, CFG.vocab_size, rng.randint(1, 9)).tolist() for _ in range(20)]
+    params = SamplingParams(max_new_tokens=9, temperature=0.8, top_p=0.9, n=2, stop_token_ids=(7,))
+    key = jax.random.key(5)
+    one = Sampler(model, streams=1).generate(prompts, key, params)
+    for streams, chunks, executables in ((2, [(0, 16), (16, 20)], 2), (3, [(0, 8), (8, 16), (16, 20)], 1)):
+        s = Sampler(model, streams=streams)
+        assert s._stream_chunks(20, 8) == chunks
+        out = s.generate(prompts, key, params)
+        assert s.num_compiles == executables and out.compile_s > 0  # one per row bucket
+        for f in ("tokens", "lengths", "finished", "prompt_index"):
+            np.testing.assert_array_equal(getattr(out, f), getattr(one, f), err_msg=f)
+        np.testing.assert_allclose(out.logprobs, one.logprobs, atol=1e-5)
+        np.testing.assert_allclose(out.sampling_logprobs, one.sampling_logprobs, atol=1e-5)
+    assert one.finished.any() and not one.finished.all()
+
+
+def test_stream_chunks_never_add_padded_rows(model):
+    s = Sampler(model, streams=2)
+    assert s._stream_chunks(32, 8) == [(0, 16), (16, 32)]
+    assert s._stream_chunks(12, 8) == [(0, 8), (8, 12)]  # 8 + 8 padded rows, as one call's 16
+    assert s._stream_chunks(8, 8) == [(0, 8)]  # halves would pad to 16 rows
+    assert s._stream_chunks(3, 1) == [(0, 2), (2, 3)]
+    assert Sampler(model, streams=1)._stream_chunks(32, 8) == [(0, 32)]
+    assert Sampler(model, streams=4)._stream_chunks(32, 8) == [(0, 8), (8, 16), (16, 24), (24, 32)]
+
+
+def test_auto_streams_rule(model, monkeypatch):
+    """``streams="auto"``: 2 on a multi-core CPU host for a small single-device model, else 1."""
+    import upt_jax.sampling.sampler as sampler_mod
+
+    monkeypatch.setattr(sampler_mod, "_host_cores", lambda: 2)
+    assert Sampler(model).streams == 2
+    assert Sampler(model, mesh=make_mesh(data=2, fsdp=2, tensor=2)).streams == 1
+    monkeypatch.setattr(sampler_mod, "AUTO_STREAMS_MAX_PARAM_BYTES", 1000)  # the model is larger
+    assert Sampler(model).streams == 1
+    monkeypatch.undo()
+    monkeypatch.setattr(sampler_mod, "_host_cores", lambda: 1)
+    assert Sampler(model).streams == 1
+    with pytest.raises(ValueError, match="streams"):
+        Sampler(model, streams=0)

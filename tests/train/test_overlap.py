@@ -250,3 +250,14 @@ def test_a_short_run_with_two_chunks_trains_with_dynamic_sampling(tmp_path):
 def test_overlap_chunks_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="overlap_chunks"):
         Trainer(_config(tmp_path, "bad", 0))
+
+
+def test_rollout_streams_reach_the_sampler(tmp_path):
+    """``rollout.streams`` (a string from the command line, or an int) sets the sampler's streams."""
+    t = Trainer(_config(tmp_path, "streams", 1, streams="3"))
+    try:
+        assert t.sampler.streams == 3
+    finally:
+        t.close()
+    with pytest.raises(ValueError, match="streams"):
+        Trainer(_config(tmp_path, "streams_bad", 1, streams="many"))

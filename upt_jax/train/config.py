@@ -63,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     # > 1: split a step's questions into this many chunks and score chunk k (verifier, in a
     # thread) while chunk k+1 generates (upt_jax.train.overlap); 1 = generate all, then score
     c.rollout.overlap_chunks = 1
+    # the sampler's concurrent row streams (upt_jax.sampling.Sampler(streams=)): "auto" = 2 on a
+    # multi-core CPU host for a small single-device model, else 1; or an int ≥ 1
+    c.rollout.streams = "auto"
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 20

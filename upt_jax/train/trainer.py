@@ -519,7 +519,8 @@ class Trainer:
         if not self.online or config.reward.source == "model":
             self.overlap_chunks = 1
         self._score_executor = None
-        sampler_kw = {}
+        streams = config.rollout.get("streams", "auto")  # a command-line override arrives as a string
+        sampler_kw = {"streams": int(streams) if isinstance(streams, str) and streams.isdigit() else streams}
         if self.overlap_chunks > 1:
             from concurrent.futures import ThreadPoolExecutor
 
