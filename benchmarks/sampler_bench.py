@@ -2,7 +2,9 @@
 
     python -m benchmarks.sampler_bench --config tiny --batch 32 --new-tokens 64
 
-All sample with temperature 1 (no top-k/top-p), no stop token, from the same random Qwen2
+    python -m benchmarks.sampler_bench --config tiny --top-k 50 --top-p 0.95 --no-tunix
+
+All sample with temperature 1 (no top-k/top-p unless given), no stop token, from the same random Qwen2
 weights and the same prompts: upt_jax, transformers and Tunix (``tunix.generate.Sampler`` on
 ``tunix.models.qwen2``, run by ``benchmarks/tunix_bench.py`` in ``.venv-tunix`` as a subprocess,
 reading the weights with its own safetensors loader). New tokens per second is measured after a
@@ -17,7 +19,8 @@ import time
 import numpy as np
 
 
-def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: int, tunix: bool = True) -> dict:
+def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: int, tunix: bool = True,
+          top_k: int = 0, top_p: float = 1.0) -> dict:
     import jax
     import torch
 
@@ -36,12 +39,12 @@ def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: in
     # (repeat r times each of the three) so that all see the same load on a shared machine
     sampler = Sampler(model, pad_id=0, batch_bucket=8)
     one_stream = Sampler(model, pad_id=0, batch_bucket=8, streams=1)
-    params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0)
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_k=top_k, top_p=top_p)
     first = sampler.generate(prompts, jax.random.key(0), params)
     one_stream.generate(prompts, jax.random.key(0), params)
     ids = torch.tensor(prompts)
     mask = torch.ones_like(ids)
-    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
+    kw = dict(do_sample=True, temperature=1.0, top_k=top_k, top_p=top_p, max_new_tokens=new_tokens,
               min_new_tokens=new_tokens, pad_token_id=0, attention_mask=mask)
     jax_times, one_times, pt_times = [], [], []
     with torch.no_grad():
@@ -62,7 +65,7 @@ def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: in
     tx = run_tunix_on(hf, dict(task="sampler", model=model_dict(model.cfg), batch=batch, new_tokens=new_tokens,
                                prompt_len=prompt_len, repeats=repeats, prompts=prompts)) \
         if tunix else {"status": TUNIX_SKIPPED}
-    return dict(config=config, batch=batch, new_tokens=new_tokens, prompt_len=prompt_len,
+    return dict(config=config, batch=batch, new_tokens=new_tokens, prompt_len=prompt_len, top_k=top_k, top_p=top_p,
                 device=str(jax.devices()[0].platform), upt_jax_tokens_per_s=round(jax_tps, 1),
                 upt_jax_streams=sampler.streams, upt_jax_one_stream_tokens_per_s=round(one_tps, 1),
                 upt_jax_compile_s=round(first.compile_s, 2), transformers_tokens_per_s=round(pt_tps, 1),
@@ -76,12 +79,16 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--top-k", type=int, default=0, help="top-k truncation on both sides (0: off; Tunix skipped)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="top-p truncation on both sides (1: off; Tunix skipped)")
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix column")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     a = ap.parse_args(argv)
     from benchmarks.common import run_configs, tunix_cells
 
-    rows = run_configs(a.config, lambda c: bench(c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix), a.json)
+    rows = run_configs(a.config, lambda c: bench(
+        c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix and a.top_k == 0 and a.top_p == 1.0,
+        top_k=a.top_k, top_p=a.top_p), a.json)
     print("\n| config | batch × new | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio "
           "| Tunix tok/s | upt_jax/Tunix | upt_jax compile s | Tunix compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

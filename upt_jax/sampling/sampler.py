@@ -101,6 +101,10 @@ class SampleOutput:
 def process_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
     """Temperature, then top-k, then top-p (nucleus) truncation; removed entries → −inf.
 
+    Both truncations keep the entries at or above a per-row threshold found by ``_descend_threshold``
+    (32 masked counts or sums over ``V``, no sort: ``lax.top_k`` and ``sort`` made a top-k decode
+    step about 6× slower on CPU). Ties at the threshold are kept.
+
     Args:
       logits: ``[B, V]`` fp32.
     Returns:
@@ -108,17 +112,43 @@ def process_logits(logits: jax.Array, temperature: float, top_k: int, top_p: flo
     """
     x = logits / temperature if temperature not in (0.0, 1.0) else logits
     v = x.shape[-1]
-    if 0 < top_k < v:
-        kth = jax.lax.top_k(x, top_k)[0][:, -1:]
-        x = jnp.where(x < kth, _NEG_INF, x)
-    if top_p < 1.0:
-        sorted_x = jnp.sort(x, axis=-1)[:, ::-1]
-        probs = jax.nn.softmax(sorted_x, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each entry
-        keep_sorted = before < top_p  # the smallest prefix reaching top_p (top-1 always kept)
-        threshold = jnp.min(jnp.where(keep_sorted, sorted_x, jnp.inf), axis=-1, keepdims=True)
-        x = jnp.where(x < threshold, _NEG_INF, x)
+    if 0 < top_k < v:  # the k-th largest value: the largest t with ≥ k entries ≥ t
+        x = _keep_at_or_above(x, _descend_threshold(x, lambda kept: jnp.sum(kept, axis=-1) >= top_k))
+    if top_p < 1.0:  # the smallest set of largest entries with mass ≥ top_p (the top-1 always kept)
+        probs = jax.nn.softmax(x, axis=-1)
+        x = _keep_at_or_above(x, _descend_threshold(
+            x, lambda kept: jnp.sum(jnp.where(kept, probs, 0.0), axis=-1) >= top_p))
     return x
+
+
+def _order_key(x: jax.Array) -> jax.Array:
+    """fp32 → uint32 with the same order (sign bit flipped for positives, all bits for negatives;
+    −0 taken as +0, as ``<`` does)."""
+    x = x.astype(jnp.float32)
+    u = jax.lax.bitcast_convert_type(jnp.where(x == 0, jnp.float32(0), x), jnp.uint32)
+    return jnp.where(u >> 31 == 1, ~u, u | jnp.uint32(1 << 31))
+
+
+def _descend_threshold(x: jax.Array, enough) -> jax.Array:
+    """The largest per-row ``t`` (an order key, see ``_order_key``) with ``enough(key(x) ≥ t)``.
+
+    ``enough`` maps a ``[B, V]`` bool mask to ``[B]`` bool and must be monotone (true for a mask,
+    true for every larger one); where it is false even for the all-true mask (a top-p mass lost to
+    rounding), ``t = 0`` keeps every entry. The answer is built
+    bit by bit from the top (32 masked reductions over ``V``): it is always some entry's key, and
+    that entry is the threshold a sort would find.
+    Returns ``[B, 1]`` uint32.
+    """
+    keys = _order_key(x)
+    t = jnp.zeros(x.shape[:-1] + (1,), jnp.uint32)
+    for bit in range(31, -1, -1):
+        cand = t | jnp.uint32(1 << bit)
+        t = jnp.where(enough(keys >= cand)[..., None], cand, t)
+    return t
+
+
+def _keep_at_or_above(x: jax.Array, threshold_key: jax.Array) -> jax.Array:
+    return jnp.where(_order_key(x) >= threshold_key, x, _NEG_INF)
 
 
 def first_argmax(x: jax.Array) -> jax.Array:
