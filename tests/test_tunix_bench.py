@@ -169,8 +169,9 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
 
     monkeypatch.setattr(sampler_bench, "bench", samp)
     monkeypatch.setattr(update_bench, "bench", upd)
-    monkeypatch.setattr(run_all, "hpt_step_split", lambda steps: dict(
-        rollout_s=1, reward_s=0, update_s=1, step_s=2, first_step_s=3, rollout_compile_s=1))
+    monkeypatch.setattr(run_all, "hpt_step_split", lambda: dict(
+        steps=5, warm_steps=2, compile_steps=3, compile_s=9.0, rollout_s=1, reward_s=0, update_s=1, step_s=2,
+        first_step_s=3, rollout_compile_s=1))
     monkeypatch.setattr(run_all, "hpt_update_packed_vs_padded", lambda: dict(
         rows=72, row_len=288, packed_rows=36, packed_len=256, padding_frac=0.6, packed_padding_frac=0.2,
         pack_host_s=0.01, padded_first_s=9, padded_update_s=8, packed_first_s=9, packed_update_s=4, speedup=2.0))
