@@ -100,7 +100,8 @@ def decode_roofline(config: str, batch: int, prompt_len: int, new_tokens: int, d
     model = init_model(cfg, 0)
     rng = np.random.RandomState(0)
     prompts = [rng.randint(1, cfg.vocab_size, prompt_len).tolist() for _ in range(batch)]
-    sampler = Sampler(model, pad_id=0, batch_bucket=1)
+    # one stream: the roofline bounds one decode loop's step (CPU's auto streams would split it)
+    sampler = Sampler(model, pad_id=0, batch_bucket=1, streams=1)
 
     def run(n: int, key: int) -> float:
         params = SamplingParams(max_new_tokens=n, temperature=1.0)

@@ -8,7 +8,7 @@ from benchmarks import accel_bench
 def test_smoke_run_reports_mfu_and_roofline(tmp_path):
     out = tmp_path / "accel.json"
     r = accel_bench.main(["--config", "tiny", "--batch", "4", "--seq", "32", "--steps", "1",
-                          "--decode-batch", "2", "--prompt-len", "8", "--new-tokens", "4",
+                          "--decode-batch", "2", "--prompt-len", "8", "--new-tokens", "16",
                           "--dtype", "float32", "--peak-n", "256", "--bandwidth-mb", "16", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(r))
     u, d = r["update"], r["decode"]
