@@ -64,7 +64,7 @@ def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: in
     # Tunix, in its own venv, on the same weights
     tx = run_tunix_on(hf, dict(task="sampler", model=model_dict(model.cfg), batch=batch, new_tokens=new_tokens,
                                prompt_len=prompt_len, repeats=repeats, prompts=prompts)) \
-        if tunix else {"status": TUNIX_SKIPPED}
+        if tunix and top_k == 0 and top_p == 1.0 else {"status": TUNIX_SKIPPED}  # Tunix: no truncation
     return dict(config=config, batch=batch, new_tokens=new_tokens, prompt_len=prompt_len, top_k=top_k, top_p=top_p,
                 device=str(jax.devices()[0].platform), upt_jax_tokens_per_s=round(jax_tps, 1),
                 upt_jax_streams=sampler.streams, upt_jax_one_stream_tokens_per_s=round(one_tps, 1),
@@ -87,7 +87,7 @@ def main(argv=None):
     from benchmarks.common import run_configs, tunix_cells
 
     rows = run_configs(a.config, lambda c: bench(
-        c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix and a.top_k == 0 and a.top_p == 1.0,
+        c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix,
         top_k=a.top_k, top_p=a.top_p), a.json)
     print("\n| config | batch × new | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio "
           "| Tunix tok/s | upt_jax/Tunix | upt_jax compile s | Tunix compile s |")

@@ -113,11 +113,12 @@ def process_logits(logits: jax.Array, temperature: float, top_k: int, top_p: flo
     x = logits / temperature if temperature not in (0.0, 1.0) else logits
     v = x.shape[-1]
     if 0 < top_k < v:  # the k-th largest value: the largest t with ≥ k entries ≥ t
-        x = _keep_at_or_above(x, _descend_threshold(x, lambda kept: jnp.sum(kept, axis=-1) >= top_k))
+        keys = _order_key(x)
+        x = jnp.where(keys >= _descend_threshold(keys, lambda kept: jnp.sum(kept, axis=-1) >= top_k), x, _NEG_INF)
     if top_p < 1.0:  # the smallest set of largest entries with mass ≥ top_p (the top-1 always kept)
-        probs = jax.nn.softmax(x, axis=-1)
-        x = _keep_at_or_above(x, _descend_threshold(
-            x, lambda kept: jnp.sum(jnp.where(kept, probs, 0.0), axis=-1) >= top_p))
+        keys, probs = _order_key(x), jax.nn.softmax(x, axis=-1)
+        enough = lambda kept: jnp.sum(jnp.where(kept, probs, 0.0), axis=-1) >= top_p
+        x = jnp.where(keys >= _descend_threshold(keys, enough), x, _NEG_INF)
     return x
 
 
@@ -129,26 +130,21 @@ def _order_key(x: jax.Array) -> jax.Array:
     return jnp.where(u >> 31 == 1, ~u, u | jnp.uint32(1 << 31))
 
 
-def _descend_threshold(x: jax.Array, enough) -> jax.Array:
-    """The largest per-row ``t`` (an order key, see ``_order_key``) with ``enough(key(x) ≥ t)``.
+def _descend_threshold(keys: jax.Array, enough) -> jax.Array:
+    """The largest per-row ``t`` with ``enough(keys ≥ t)``, for order ``keys [B, V]`` (``_order_key``).
 
     ``enough`` maps a ``[B, V]`` bool mask to ``[B]`` bool and must be monotone (true for a mask,
     true for every larger one); where it is false even for the all-true mask (a top-p mass lost to
-    rounding), ``t = 0`` keeps every entry. The answer is built
-    bit by bit from the top (32 masked reductions over ``V``): it is always some entry's key, and
-    that entry is the threshold a sort would find.
+    rounding), ``t = 0`` keeps every entry. The answer is built bit by bit from the top (32 masked
+    reductions over ``V``): it is always some entry's key, and that entry is the threshold a sort
+    would find.
     Returns ``[B, 1]`` uint32.
     """
-    keys = _order_key(x)
-    t = jnp.zeros(x.shape[:-1] + (1,), jnp.uint32)
+    t = jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32)
     for bit in range(31, -1, -1):
         cand = t | jnp.uint32(1 << bit)
         t = jnp.where(enough(keys >= cand)[..., None], cand, t)
     return t
-
-
-def _keep_at_or_above(x: jax.Array, threshold_key: jax.Array) -> jax.Array:
-    return jnp.where(_order_key(x) >= threshold_key, x, _NEG_INF)
 
 
 def first_argmax(x: jax.Array) -> jax.Array:
@@ -229,6 +225,21 @@ def round_up(x: int, buckets: Sequence[int] | int) -> int:
             return b
     step = buckets[-1]
     return -(-x // step) * step
+
+
+def chunk_bounds(num: int, chunks: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """``[start, stop)`` of at most ``chunks`` contiguous pieces of ``range(num)``.
+
+    Every piece but the last holds ``ceil(num / chunks)`` items rounded up to a multiple of
+    ``multiple`` (so all pieces fit one compiled batch shape), the last the rest; at least one
+    piece, never an empty one.
+    """
+    if num < 1:
+        raise ValueError(f"nothing to split: num={num}")
+    if chunks < 1:
+        raise ValueError(f"chunks must be ≥ 1, got {chunks}")
+    size = round_up(-(-num // min(chunks, num)), multiple)
+    return [(a, min(a + size, num)) for a in range(0, num, size)]
 
 
 # half-octave length buckets: at most 1.5× padding (1.33× above 32) for ≤ 2 shapes per octave
@@ -417,14 +428,15 @@ class Sampler:
         p = round_up(max(len(q) for q in prompts), self.len_buckets)  # one prompt bucket for all chunks
         l = round_up(params.max_new_tokens, self.len_buckets)
         chunks = self._stream_chunks(num, unit)
-        ready = [self._prepare(prompts[a:z], unit, p, l, params, state, key, prompt_offset + a) for a, z in chunks]
-        run = lambda exe_args: jax.block_until_ready(exe_args[0](*exe_args[1]))
+        exes, argss, compile_ss = zip(*(self._prepare(prompts[a:z], unit, p, l, params, state, key,
+                                                      prompt_offset + a) for a, z in chunks))
+        run = lambda exe, args: jax.block_until_ready(exe(*args))
         t0 = time.perf_counter()
-        if len(ready) == 1:
-            outs = [run(ready[0])]
+        if len(chunks) == 1:
+            outs = [run(exes[0], argss[0])]
         else:  # XLA CPU executes a call on the calling thread: one thread per stream
-            with ThreadPoolExecutor(len(ready), thread_name_prefix="upt-sampler") as pool:
-                outs = list(pool.map(run, ready))
+            with ThreadPoolExecutor(len(chunks), thread_name_prefix="upt-sampler") as pool:
+                outs = list(pool.map(run, exes, argss))
         run_s = time.perf_counter() - t0
         cut = params.max_new_tokens
         parts = []
@@ -434,14 +446,13 @@ class Sampler:
         toks, logp, slogp, lengths, done = (np.concatenate(xs) for xs in zip(*parts))
         return SampleOutput(tokens=toks[:, :cut], logprobs=logp[:, :cut], sampling_logprobs=slogp[:, :cut],
                             lengths=lengths, finished=done, prompt_index=np.repeat(np.arange(num), params.n),
-                            compile_s=sum(r[2] for r in ready), run_s=run_s)
+                            compile_s=sum(compile_ss), run_s=run_s)
 
     def _stream_chunks(self, num: int, unit: int) -> list[tuple[int, int]]:
         """``[start, stop)`` prompt ranges, one per stream: ``self.streams`` chunks of a multiple
         of ``unit`` prompts (the last takes the rest), or the whole list when splitting would
         add padded rows or leave a single chunk."""
-        size = round_up(-(-num // self.streams), unit)
-        chunks = [(a, min(a + size, num)) for a in range(0, num, size)]
+        chunks = chunk_bounds(num, self.streams, unit)
         if len(chunks) < 2 or sum(round_up(z - a, unit) for a, z in chunks) > round_up(num, unit):
             return [(0, num)]
         return chunks

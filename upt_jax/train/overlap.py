@@ -23,6 +23,8 @@ import dataclasses
 import time
 from typing import Any, Callable, Sequence
 
+from upt_jax.sampling.sampler import chunk_bounds
+
 __all__ = ["PipelineTiming", "chunk_bounds", "pipelined_rollouts"]
 
 
@@ -43,20 +45,6 @@ class PipelineTiming:
     score_s: float = 0.0
     overlap_s: float = 0.0
     events: list = dataclasses.field(default_factory=list)
-
-
-def chunk_bounds(num: int, chunks: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` of ``min(chunks, num)`` contiguous pieces of ``range(num)``.
-
-    Every piece but the last holds ``ceil(num / chunks)`` items (so all pieces fit one
-    compiled batch shape), the last the rest; at least one piece.
-    """
-    if num < 1:
-        raise ValueError(f"nothing to split: num={num}")
-    if chunks < 1:
-        raise ValueError(f"chunks must be ≥ 1, got {chunks}")
-    size = -(-num // min(chunks, num))
-    return [(a, min(a + size, num)) for a in range(0, num, size)]
 
 
 def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
