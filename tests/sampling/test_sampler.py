@@ -55,7 +55,8 @@ def test_logprobs_equal_forward_recomputation(model):
     out = Sampler(model).generate(PROMPTS, jax.random.key(1), params)
     assert out.tokens.shape == (len(PROMPTS) * 3, 20)
     worst = 0.0
-    recompute = jax.jit(lambda t: sequence_logprobs(model, t))
+    # the behaviour log-probs are the policy's at the sampling temperature (untruncated)
+    recompute = jax.jit(lambda t: sequence_logprobs(model, t, temperature=params.temperature))
     for i in range(len(out.lengths)):
         n = int(out.lengths[i])
         seq = PROMPTS[out.prompt_index[i]] + out.tokens[i, :n].tolist()

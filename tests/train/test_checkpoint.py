@@ -260,3 +260,23 @@ def test_no_good_checkpoint_raises_a_clear_error(tmp_path, states):
     assert latest_checkpoint_dir(tmp_path / "run") is None
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
         restore_params(tmp_path / "run", states[0].params)
+
+
+def test_a_non_finite_checkpoint_is_never_resumed_from(tmp_path, states, caplog):
+    """A step whose arrays hold NaN (written before the update step checked its result, or by
+    another program) passes every file check but is refused on restore: the previous step is
+    used, with a warning naming the step and the array (regression: it was loaded silently)."""
+    bad = states[1].replace(params=jax.tree.map(lambda x: x * jnp.nan, states[1].params))
+    _save_steps(tmp_path, [states[0], bad], [1, 2])
+    with caplog.at_level(logging.WARNING, logger=LOGGER), Checkpointer(tmp_path, save_every=1) as ck:
+        restored, extra = ck.restore(abstract_with_shardings(states[0]))
+    _assert_bitwise_equal(states[0], restored)
+    assert extra == {"step": 1}
+    msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("step 2" in m and "not finite" in m and "params" in m for m in msgs), msgs
+    # params-only restore (stage hand-off) refuses it too, and an explicit step raises
+    _save_steps(tmp_path / "b", [states[0], bad], [1, 2])
+    params = restore_params(tmp_path / "b", abstract_with_shardings(states[0].params))
+    _assert_bitwise_equal(states[0].params, params)
+    with pytest.raises(CheckpointError, match="step 2 .* unusable: restored values are not finite"):
+        restore_params(tmp_path / "b", abstract_with_shardings(states[0].params), step=2)

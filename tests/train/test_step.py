@@ -92,3 +92,36 @@ def test_grad_norm_bound_skips():
     new, m = step(state, rl_batch(CFG.vocab_size, group_size=G))
     assert int(m["skipped"]) == 1 and float(m["grad_norm"]) > 1e-6
     assert _max_diff(new.params, state.params) == 0.0
+
+
+@pytest.mark.parametrize("lr,why", [(float("nan"), "nonfinite"), (1e30, "nonfinite"),
+                                    (1e3, "update_too_large")])
+def test_a_diverged_result_is_never_applied(lr, why):
+    """The loss and gradient are finite, but the learning rate makes the updated parameters NaN
+    (lr = nan), overflows the update's norm (1e30) or moves the parameters by far more than their
+    own size (1e3): the step keeps the old state bitwise and says why (regression: such updates
+    used to be applied and checkpointed)."""
+    recipe = upge.get_recipe("sft")
+    model = init_model(CFG, 0)
+    tx = make_optimizer(lr, max_grad_norm=1.0)
+    graphdef, state, _ = create_train_state(model, tx)
+    step = make_train_step(graphdef, tx, upge_objective(recipe), skip_update_ratio=1.0, donate=False)
+    new, m = step(state, rl_batch(CFG.vocab_size, group_size=G))
+    assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["grad_norm"]))
+    assert int(m["skipped"]) == 1 and int(new.step) == 1
+    assert int(m[why]) == 1 and (why == "update_too_large") == (int(m["nonfinite"]) == 0)
+    assert _max_diff(new.params, state.params) == 0.0 and _max_diff(new.opt_state, state.opt_state) == 0.0
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(new.params))
+
+
+def test_update_ratio_bound_keeps_ordinary_updates():
+    """The default bound (‖Δθ‖ ≤ ‖θ‖) never stops an ordinary step: the update is applied and the
+    reported norms say how far it is from the bound."""
+    model = init_model(CFG, 0)
+    tx = make_optimizer(1e-2, max_grad_norm=1.0)
+    graphdef, state, _ = create_train_state(model, tx)
+    step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("sft")), skip_update_ratio=1.0,
+                           donate=False)
+    new, m = step(state, rl_batch(CFG.vocab_size, group_size=G))
+    assert int(m["skipped"]) == 0 and _max_diff(new.params, state.params) > 0
+    assert 0 < float(m["update_norm"]) < 0.5 * float(m["param_norm"])

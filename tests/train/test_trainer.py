@@ -234,3 +234,32 @@ def test_rft_trains_only_on_verified_rollouts(tmp_path):
     assert float(dens["sft"]) == float(mask[rewards > 0.5].sum())
     assert 0 < float(dens["sft"]) < float(mask.sum())
     assert m["grad_norm"] > 0 and m["skipped"] == 0
+
+
+@pytest.mark.parametrize("lr", [float("nan"), 1e30])
+def test_a_diverging_run_saves_no_broken_checkpoint(tmp_path, lr):
+    """`upt train --config experiments/sft.py --config.train.learning_rate=nan ...` used to end rc 0
+    with every parameter NaN in the saved steps. Now no diverged update is applied or saved: after
+    max_nonfinite_in_a_row diverged steps the run stops with NonFiniteError, and every checkpoint
+    in the run directory is finite (here none was saved, so the message says so)."""
+    from upt_jax.train.checkpoint import Checkpointer, abstract_with_shardings, nonfinite_reason
+    from upt_jax.train.trainer import NonFiniteError
+
+    c = shrink(sft.get_config(), tmp_path, steps=4)
+    c.train.learning_rate = lr
+    c.train.max_nonfinite_in_a_row = 3
+    with pytest.raises(NonFiniteError, match="3 updates in a row diverged .* no checkpoint was saved"):
+        train(c)
+    ckpts = tmp_path / "checkpoints"
+    assert not ckpts.exists() or not [p for p in os.listdir(ckpts) if p.isdigit()]
+    # a run that diverges after good steps keeps its last good (finite) checkpoint
+    c2 = shrink(sft.get_config(), tmp_path / "later", steps=2)
+    train(c2)
+    c2.train.steps, c2.train.learning_rate, c2.train.max_nonfinite_in_a_row = 6, lr, 2
+    with pytest.raises(NonFiniteError, match="last good checkpoint is step 2"):
+        train(c2)
+    t = Trainer(c2)
+    try:
+        assert int(t.state.step) == 2 and nonfinite_reason(t.state) is None
+    finally:
+        t.close()

@@ -7,10 +7,14 @@ prefilled cache ``n`` times (one prefill serves all ``n`` samples of a prompt) a
 ``max_new_tokens``.
 
 Returned per sampled token:
-  * ``logprobs``: log π_θ(o_t | ·) under the model itself (temperature 1, no truncation): the
-    behaviour log-probs that importance ratios need, equal to what a forward pass recomputes;
+  * ``logprobs``: log π_θ^τ(o_t | ·) = log softmax(z_t / τ)[o_t], the policy at the sampling
+    temperature τ without truncation (τ = 1 for greedy decoding): the behaviour log-probs that
+    importance ratios need, equal to what a forward pass at temperature τ recomputes
+    (``sequence_logprobs(..., temperature=τ)``, see `policy_temperature`). As in verl and TRL,
+    the trainer computes log π_θ, ratios and entropies at the same τ, so the step-0 ratio is 1
+    and the gradient is the gradient of the policy the rollouts were drawn from;
   * ``sampling_logprobs``: log-prob under the processed distribution the token was drawn
-    from (temperature, top-k, top-p), which differs whenever processing is on.
+    from (temperature, top-k, top-p), which differs from ``logprobs`` whenever truncation is on.
 
 Shapes are rounded up to buckets (batch, prompt length, generation length) and compiled
 executables are cached per bucket, so repeated calls do not recompile; compile time is
@@ -67,13 +71,24 @@ class SamplingParams:
         return self.greedy or self.temperature == 0
 
 
+def policy_temperature(params: SamplingParams) -> float:
+    """The temperature τ of the policy the rollouts of ``params`` come from: ``params.temperature``,
+    or 1 for greedy decoding (an argmax has no temperature; its log-probs are the model's own).
+
+    The sampler's ``logprobs`` are log softmax(z / τ); a trainer that computes its log π_θ at the
+    same τ (``sequence_logprobs(..., temperature=τ)``) has ratio 1 at the first update.
+    """
+    return 1.0 if params.is_greedy else float(params.temperature)
+
+
 @dataclasses.dataclass
 class SampleOutput:
     """Generated continuations, row ``i`` belongs to prompt ``prompt_index[i]``.
 
     Attributes:
       tokens: ``[N, L]`` int32 (``N = num_prompts · n``), pad after the end.
-      logprobs: ``[N, L]`` fp32 model log-probs of the tokens (0 after the end).
+      logprobs: ``[N, L]`` fp32 log-probs of the tokens under the policy at the sampling
+        temperature τ, untruncated (`policy_temperature`; 0 after the end).
       sampling_logprobs: ``[N, L]`` fp32 log-probs under the processed sampling distribution.
       lengths: ``[N]`` number of generated tokens (stop token included).
       finished: ``[N]`` bool, a stop token was produced.
@@ -308,7 +323,10 @@ class Sampler:
         n = params.n
         stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
         cache_dtype = self.cache_dtype
-        processing = params.temperature != 1.0 or params.top_k > 0 or params.top_p < 1.0
+        # top-k / top-p: the token is drawn from a truncated distribution; temperature alone
+        # samples from the policy at τ itself (the weights of its log-sum-exp pass)
+        truncating = params.top_k > 0 or params.top_p < 1.0
+        tau = policy_temperature(params)
 
         def run(state, prompt, prompt_mask, max_new, key, row_offset):
             model = nnx.merge(graphdef, state)
@@ -347,21 +365,24 @@ class Sampler:
                 logits = c["logits"]
                 u = jax.lax.dynamic_slice_in_dim(uniforms, c["step"], 1, axis=1)[:, 0]
                 take = lambda a, t: jnp.take_along_axis(a, t[:, None], axis=-1)[:, 0]
-                # one exp pass over V: the model log-prob's normaliser, and (temperature 1, no
-                # truncation) the weights the token is drawn from
-                top = jnp.max(logits, axis=-1, keepdims=True)
-                weights = jnp.exp(logits - top)
+                # the policy's logits at the sampling temperature τ (the policy the trainer's
+                # log-probs, ratios and entropies are computed at)
+                scaled = logits / tau if tau != 1.0 else logits
+                # one exp pass over V: the policy log-prob's normaliser, and (no truncation) the
+                # weights the token is drawn from
+                top = jnp.max(scaled, axis=-1, keepdims=True)
+                weights = jnp.exp(scaled - top)
                 lse = top[:, 0] + jnp.log(jnp.sum(weights, axis=-1))
                 if params.is_greedy:
                     tok = first_argmax(logits)
-                elif processing:
-                    proc = process_logits(logits, params.temperature, params.top_k, params.top_p)
+                elif truncating:
+                    proc = process_logits(scaled, 1.0, params.top_k, params.top_p)
                     tok = sample_inverse_cdf(None, proc, u=u)
                 else:
                     tok = sample_from_weights(None, weights, u=u)
-                model_lp = take(logits, tok) - lse
+                model_lp = take(scaled, tok) - lse
                 samp_lp = take(proc, tok) - jax.nn.logsumexp(proc, axis=-1) if (
-                    processing and not params.is_greedy) else model_lp
+                    truncating and not params.is_greedy) else model_lp
                 alive = ~c["done"]
                 tok = jnp.where(alive, tok, pad_id)
                 lp = jnp.where(alive, model_lp, 0.0)

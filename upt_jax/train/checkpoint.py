@@ -19,8 +19,8 @@ when a writable ``Checkpointer`` opens the directory.
 **Integrity.** The manifest is written by Orbax's ``post_finalization_callback``, which runs on the
 primary host after all data is written and *before* the rename, so it is committed atomically
 with the data it describes. ``restore`` checks, newest step first: the commit marker, the
-manifest, then every listed file's existence, size and SHA-256, and finally that Orbax can read
-the step. A step failing any check is logged as a warning naming the step and the reason and the
+manifest, then every listed file's existence, size and SHA-256, that Orbax can read the step,
+and that every restored floating-point array is finite. A step failing any check is logged as a warning naming the step and the reason and the
 previous step is tried; skipped steps are moved aside to ``<step>.corrupt`` (kept for inspection,
 invisible to Orbax) so that the resumed run can save those steps again. When no step is usable
 ``CheckpointError`` lists every step with its reason. Nothing is ever unpickled: Orbax's array
@@ -278,10 +278,14 @@ def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: i
         reason = verify_checkpoint(directory / str(s), checksums=checksums)
         if reason is None:
             try:
-                return read(s), s, skipped
+                value = read(s)
             except Exception as e:  # noqa: BLE001 - every failure is reported and skipped
                 first = (str(e).strip().splitlines() or [""])[0][:300]
                 reason = f"Orbax could not read it ({type(e).__name__}: {first})"
+            else:
+                reason = nonfinite_reason(value)
+                if reason is None:
+                    return value, s, skipped
         if step is not None:
             raise CheckpointError(f"checkpoint step {s} in {directory} is unusable: {reason}")
         log.warning("checkpoint step %d in %s is unusable: %s; trying the previous one",
@@ -289,6 +293,23 @@ def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: i
         skipped.append((s, reason))
     listing = "; ".join(f"step {s}: {r}" for s, r in skipped)
     raise CheckpointError(f"no usable checkpoint in {directory}: {listing}")
+
+
+def nonfinite_reason(tree) -> str | None:
+    """``None`` when every floating-point array of ``tree`` is finite, else a reason naming how many
+    arrays hold NaN/inf and the first one's path (a checkpoint written before the update step's
+    finiteness check, or by another program, is never resumed from silently)."""
+    import jax.numpy as jnp
+
+    flat = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not flat:
+        return None
+    finite = jax.device_get(jax.jit(lambda xs: [jnp.all(jnp.isfinite(x)) for x in xs])([x for _, x in flat]))
+    bad = [jax.tree_util.keystr(p) for (p, _), ok in zip(flat, finite) if not ok]
+    if not bad:
+        return None
+    return f"restored values are not finite ({len(bad)} of {len(flat)} arrays hold NaN or inf, e.g. {bad[0]})"
 
 
 # ----------------------------------------------------------------------------- Checkpointer

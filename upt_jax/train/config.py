@@ -78,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.weight_decay = 0.0
     c.train.max_grad_norm = 1.0
     c.train.skip_grad_norm = ml_collections.FieldReference(None, field_type=float)
+    # skip (never apply, never save) an update with ‖Δθ‖ > skip_update_ratio · ‖θ‖ (a divergence,
+    # e.g. learning_rate=1e30); None: no bound. Non-finite results are always skipped.
+    c.train.skip_update_ratio = ml_collections.FieldReference(1.0, field_type=float)
     c.train.max_nonfinite_in_a_row = 5
     c.train.dynamic_sampling = False  # DAPO: keep drawing until every group has reward variance
     c.train.dynamic_sampling_max_draws = 4

@@ -8,8 +8,10 @@ An ``Objective`` splits a loss into parameter-free denominators and differentiab
 whole groups and ``∇ Σ_k S_k(mb) / D_k`` is accumulated over them (``lax.scan``), so the
 update is the same for every ``M`` and every sharding of the batch (up to float summation
 order). The update is skipped (parameters and optimiser state kept, ``step`` still advances
-and ``skipped=1`` is reported) when the loss or gradient is not finite, or when the pre-clip
-gradient norm exceeds ``skip_grad_norm``.
+and ``skipped=1`` is reported) when the loss or gradient is not finite, when the updated
+parameters or optimiser state are not finite (e.g. a NaN learning rate), when the update is
+larger than ``skip_update_ratio`` times the parameters, or when the pre-clip gradient norm
+exceeds ``skip_grad_norm``.
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ class Objective:
 
 
 def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
-                   with_entropy: bool = True, logits_remat: str = "auto") -> Objective:
+                   with_entropy: bool = True, logits_remat: str = "auto",
+                   temperature: float = 1.0) -> Objective:
     """The UPGE ``recipe`` on token batches.
 
     Batch keys: ``tokens [B, L]``, ``attention_mask [B, L]``, ``mask [B, L]`` (1 on the tokens
@@ -67,6 +70,12 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
 
     ``logits_remat`` (``"auto"``, ``"always"``, ``"never"``): whether the token log-probs are
     computed in rematerialised chunks (see ``upt_jax.models.logprobs.token_logprobs``).
+
+    ``temperature`` ``τ``: the policy being trained is ``π_θ^τ = softmax(z / τ)``, the distribution
+    the rollouts were sampled from (``upt_jax.sampling.policy_temperature``); its token log-probs,
+    importance ratios (against the sampler's ``old_logp``, also at ``τ``) and entropies are all at
+    ``τ``, as verl and TRL compute them. ``τ = 1`` for offline data. Vocabulary-level distillation
+    keeps its own recipe temperature.
     """
     from upt_jax import upge
 
@@ -90,7 +99,7 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
             raise ValueError(f"recipe {recipe.name}: vocabulary-level distillation does not take packed "
                              "sequences (train.pack_sequences)")
         if vocab_part is None:
-            out = _row_logprobs(model, batch, chunk_size, with_entropy, logits_remat)
+            out = _row_logprobs(model, batch, chunk_size, with_entropy, logits_remat, temperature)
             logp, ent = out if with_entropy else (out, None)
         else:
             tau = float(vocab_part.kw.get("temperature", 1.0))
@@ -111,15 +120,16 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     return Objective(denominators=denominators, sums=sums, prepare=prepare)
 
 
-def _row_logprobs(model, batch, chunk_size, with_entropy, remat="auto"):
-    """``sequence_logprobs`` of the batch's rows ``[B, L]`` (and entropies): computed on the padded
-    rows, or on the packed rows and gathered back (``unpack``) when the batch carries them."""
+def _row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0):
+    """``sequence_logprobs`` of the batch's rows ``[B, L]`` (and entropies) at ``temperature``:
+    computed on the padded rows, or on the packed rows and gathered back (``unpack``) when the
+    batch carries them."""
     if "packed_tokens" not in batch:
         return sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
-                                 return_entropy=with_entropy, remat=remat)
+                                 temperature=temperature, return_entropy=with_entropy, remat=remat)
     out = sequence_logprobs(model, batch["packed_tokens"], segment_ids=batch["packed_segment_ids"],
                             positions=batch["packed_positions"], chunk_size=chunk_size,
-                            return_entropy=with_entropy, remat=remat)
+                            temperature=temperature, return_entropy=with_entropy, remat=remat)
     return jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
 
 
@@ -293,6 +303,16 @@ def place_batch(batch: Batch, mesh: Mesh | None) -> Batch:
     return jax.tree.map(put, batch)
 
 
+def tree_all_finite(tree) -> jax.Array:
+    """``[]`` bool: every floating-point leaf of ``tree`` is finite (integer leaves and PRNG keys
+    are not checked)."""
+    leaves = [x for x in jax.tree.leaves(tree)
+              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not leaves:
+        return jnp.ones((), bool)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def split_microbatches(batch: Batch, num_microbatches: int, group_size: int = 1) -> Batch:
     """``[B, ...] → [M, B/M, ...]``, micro-batch ``m`` holding groups ``m, m + M, m + 2M, …``.
 
@@ -318,8 +338,8 @@ def split_microbatches(batch: Batch, num_microbatches: int, group_size: int = 1)
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objective, *,
                     num_microbatches: int = 1, group_size: int = 1,
-                    skip_grad_norm: float | None = None, mesh: Mesh | None = None,
-                    shardings: TrainState | None = None, donate: bool = True):
+                    skip_grad_norm: float | None = None, skip_update_ratio: float | None = None,
+                    mesh: Mesh | None = None, shardings: TrainState | None = None, donate: bool = True):
     """A jitted ``(state, batch) -> (state, metrics)``.
 
     Args:
@@ -329,12 +349,19 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
       num_microbatches: ``M``; the batch must split into ``M`` sets of whole groups.
       group_size: rows per question/pair (micro-batches never split a group).
       skip_grad_norm: skip the update when the pre-clip gradient norm exceeds this.
+      skip_update_ratio: skip the update when ``‖Δθ‖ > skip_update_ratio · ‖θ‖`` (global norms):
+        a step that moves the parameters by as much as their own size is a divergence (e.g. a
+        learning rate of 1e30), never a step worth keeping. ``None``: no bound.
       mesh, shardings: with a mesh, ``in_shardings``/``out_shardings`` are explicit: the state
         as ``shardings`` (from ``create_train_state``), batch arrays over ``('data', 'fsdp')``.
       donate: donate the incoming state's buffers.
     Returns:
-      the jitted step. Metrics: ``loss``, ``grad_norm`` (pre-clip), ``skipped``, ``lr`` when
+      the jitted step. Metrics: ``loss``, ``grad_norm`` (pre-clip), ``skipped``, ``nonfinite``
+      (the loss, the gradient, or the updated parameters / optimiser state held a NaN or inf),
+      ``update_too_large`` (``skip_update_ratio``), ``param_norm``, ``update_norm``, ``lr`` when
       the optimiser exposes it, plus the objective's metrics (means over micro-batches).
+      A skipped update keeps the incoming parameters and optimiser state, so a state this step
+      returns is always finite when the incoming one was.
     """
 
     def step(state: TrainState, batch: Batch):
@@ -370,10 +397,20 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
+        # the result itself is checked, not only its inputs: a NaN/inf learning rate or an
+        # overflow inside the optimiser makes finite gradients into non-finite parameters
+        param_norm, update_norm = optax.global_norm(state.params), optax.global_norm(updates)
+        finite_result = tree_all_finite(new_params) & tree_all_finite(new_opt) & jnp.isfinite(update_norm)
+        nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite_result)
+        too_large = jnp.zeros((), bool) if skip_update_ratio is None else (
+            update_norm > skip_update_ratio * param_norm)
+        ok = ok & ~nonfinite & ~too_large
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
                                   opt_state=keep(new_opt, state.opt_state))
-        metrics.update(loss=loss, grad_norm=grad_norm, skipped=(~ok).astype(jnp.int32))
+        metrics.update(loss=loss, grad_norm=grad_norm, skipped=(~ok).astype(jnp.int32),
+                       nonfinite=nonfinite.astype(jnp.int32), update_too_large=too_large.astype(jnp.int32),
+                       param_norm=param_norm, update_norm=update_norm)
         metrics.update({f"denominator/{k}": v for k, v in dens.items()})
         return new_state, metrics
 

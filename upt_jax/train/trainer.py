@@ -218,6 +218,16 @@ def preference_pair(record) -> tuple[str, str]:
 _GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
 
 
+def rollout_temperature(config) -> float:
+    """The temperature τ of the policy an online run trains: its rollouts' sampling temperature
+    (1 for greedy rollouts, see `upt_jax.sampling.policy_temperature`); 1 for offline and
+    preference data, which no sampler drew."""
+    if config.mode != "online":
+        return 1.0
+    t = float(config.rollout.temperature)
+    return 1.0 if t == 0.0 else t
+
+
 def _mesh_sizes(config, n_devices: int) -> tuple[int, int, int]:
     """``(data, fsdp, tensor)`` of ``config.mesh`` with its ``-1`` resolved (after the fit check)."""
     sizes = [int(s) for s in (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)]
@@ -500,10 +510,14 @@ class Trainer:
         self.graphdef, self.state, self.shardings = create_train_state(model, self.tx, seed=config.seed,
                                                                        mesh=self.mesh)
         self.group_size = _group_size(config, self.with_demos)  # rows vs mesh checked in _validate
+        # online: the policy trained is the one the rollouts come from, π_θ at the rollout
+        # temperature τ (log-probs, ratios, entropies, the reference's log-probs all at τ)
+        self.temperature = rollout_temperature(config)
         objective = upge_objective(self.recipe, group_size=self.group_size, chunk_size=t.logprob_chunk,
-                                   logits_remat=t.get("logprob_remat", "auto"))
+                                   logits_remat=t.get("logprob_remat", "auto"), temperature=self.temperature)
         self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,
                                        group_size=self.group_size, skip_grad_norm=t.skip_grad_norm,
+                                       skip_update_ratio=t.get("skip_update_ratio", 1.0),
                                        mesh=self.mesh, shardings=self.shardings)
         # rollout.overlap_chunks = C > 1: generation of chunk k+1 runs while chunk k is scored in
         # self._score_executor (upt_jax.train.overlap). A learned reward model stays serial: it is
@@ -537,6 +551,7 @@ class Trainer:
         self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh, **sampler_kw) if self.online else None
         self._logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
             nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk,
+            temperature=self.temperature,
             remat="always"))  # forward only: chunking costs no recompute and holds one chunk
         # the frozen reference: the initial parameters (a copy: the train state's are donated)
         self.ref_params = jax.tree.map(jnp.copy, self.state.params) if needs_reference(self.recipe) else None
@@ -676,6 +691,7 @@ class Trainer:
         objective = Objective(denominators=lambda b: {"value": jnp.sum(b["mask"])}, sums=sums)
         self.critic_step = make_train_step(self.critic_graphdef, self.critic_tx, objective,
                                            num_microbatches=t.microbatches, group_size=self.group_size,
+                                           skip_update_ratio=t.get("skip_update_ratio", 1.0),
                                            mesh=self.mesh, shardings=self.critic_shardings)
         self.critic_ckpt = Checkpointer(os.path.join(self.config.run_dir, "checkpoints_critic"),
                                         keep=self.config.checkpoint.keep, save_every=self.config.checkpoint.every,
@@ -945,10 +961,13 @@ class Trainer:
         metrics["tokens_per_s"] = tokens / max(metrics["time/step_s"], 1e-9)
         if self.verifier is not None:
             metrics.update({k: float(v) for k, v in self.verifier.metrics().items()})
-        if metrics["skipped"]:
-            self.nonfinite_in_a_row += 1 if not np.isfinite(metrics["loss"]) or not np.isfinite(
-                metrics["grad_norm"]) else 0
-        else:
+        # a divergence (non-finite loss, gradient or result, or an update larger than the
+        # parameters) counts towards the stop; a skip for skip_grad_norm alone does not
+        diverged = metrics["nonfinite"] or metrics["update_too_large"] or metrics.get(
+            "critic/nonfinite", 0) or metrics.get("critic/update_too_large", 0)
+        if diverged:
+            self.nonfinite_in_a_row += 1
+        elif not metrics["skipped"]:
             self.nonfinite_in_a_row = 0
         metrics["step"] = int(self.state.step) // max(1, self.config.train.update_epochs)
         return metrics
@@ -982,9 +1001,12 @@ class Trainer:
                 if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_in_a_row:
                     self.ckpt.wait()
                     raise NonFiniteError(
-                        f"{self.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient "
-                        f"(last at step {metrics['step']}); the last good checkpoint is step "
-                        f"{self.ckpt.latest_step()} in {self.ckpt.directory}")
+                        f"{self.nonfinite_in_a_row} updates in a row diverged (a non-finite loss, gradient "
+                        f"or updated parameters, or an update larger than train.skip_update_ratio × the "
+                        f"parameters; last at step {metrics['step']}) and none was applied; "
+                        + (f"the last good checkpoint is step {self.ckpt.latest_step()} in {self.ckpt.directory}"
+                           if self.ckpt.latest_step() is not None else
+                           f"no checkpoint was saved in {self.ckpt.directory}"))
                 if not metrics["skipped"]:
                     self._save()
             self._save(force=True)
