@@ -40,6 +40,7 @@ import dataclasses
 import random
 from typing import Any, Sequence
 
+from upt_jax.data import tasks as _tasks
 from upt_jax.data import templates as templates_lib
 
 __all__ = [
@@ -103,8 +104,13 @@ _SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
 # ----------------------------------------------------------------------------- procedures
 
 
-def _column_add(operands: Sequence[int], lines: list[str]) -> int:
-    """Column addition of any number of operands, right to left."""
+def _no_label(operand: int, column: int) -> str:
+    return ""
+
+
+def _column_add(operands: Sequence[int], lines: list[str], label=_no_label) -> int:
+    """Column addition of any number of operands, right to left. ``label(operand, column)`` is
+    written before each digit a step reads (column 0 = units; `upt_jax.data.hinted`'s index hints)."""
     strs = [str(x) for x in operands]
     width = max(len(s) for s in strs)
     padded = [s.rjust(width, "0") for s in strs]
@@ -113,7 +119,8 @@ def _column_add(operands: Sequence[int], lines: list[str]) -> int:
         digits = [p[j] for p in padded]
         total = sum(int(d) for d in digits) + carry
         so_far = str(total % 10) + so_far
-        lines.append(f"{'+'.join(digits)}+{carry}={total}, carry {total // 10}, so far {so_far}")
+        read = "+".join(label(k, width - 1 - j) + d for k, d in enumerate(digits))
+        lines.append(f"{read}+{carry}={total}, carry {total // 10}, so far {so_far}")
         carry = total // 10
     if carry:
         so_far = str(carry) + so_far
@@ -121,13 +128,14 @@ def _column_add(operands: Sequence[int], lines: list[str]) -> int:
     return int(so_far)
 
 
-def _column_mul_digit(a: int, d: int, lines: list[str]) -> int:
-    """``a * d`` for a single digit ``d``."""
+def _column_mul_digit(a: int, d: int, lines: list[str], label=_no_label) -> int:
+    """``a * d`` for a single digit ``d`` (``label`` as in `_column_add`; ``d`` is operand 1's
+    column 0)."""
     carry, so_far = 0, ""
-    for ch in reversed(str(a)):
+    for j, ch in enumerate(reversed(str(a))):
         p = int(ch) * d + carry
         so_far = str(p % 10) + so_far
-        lines.append(f"{ch}*{d}+{carry}={p}, carry {p // 10}, so far {so_far}")
+        lines.append(f"{label(0, j)}{ch}*{label(1, 0)}{d}+{carry}={p}, carry {p // 10}, so far {so_far}")
         carry = p // 10
     if carry:
         so_far = str(carry) + so_far
@@ -148,22 +156,23 @@ def _long_mul(a: int, b: int, lines: list[str]) -> int:
     return _column_add(shifted, lines)
 
 
-def _column_sub(a: int, b: int, lines: list[str]) -> int:
-    """``a - b`` for ``a >= b``, borrowing."""
+def _column_sub(a: int, b: int, lines: list[str], label=_no_label) -> int:
+    """``a - b`` for ``a >= b``, borrowing (``label`` as in `_column_add`)."""
     sa = str(a)
     sb = str(b).rjust(len(sa), "0")
     borrow, so_far = 0, ""
     for j in range(len(sa) - 1, -1, -1):
         t, s = int(sa[j]), int(sb[j])
         v = t - s - borrow
+        col = len(sa) - 1 - j
+        head = f"{label(0, col)}{t}-{label(1, col)}{s}-{borrow}"
         if v >= 0:
             so_far = str(v) + so_far
-            lines.append(f"{t}-{s}-{borrow}={v}, borrow 0, so far {so_far}")
+            lines.append(f"{head}={v}, borrow 0, so far {so_far}")
             borrow = 0
         else:
             so_far = str(v + 10) + so_far
-            lines.append(f"{t}-{s}-{borrow}<0, 1{t}-{s}-{borrow}={v + 10}, borrow 1, "
-                         f"so far {so_far}")
+            lines.append(f"{head}<0, 1{t}-{s}-{borrow}={v + 10}, borrow 1, so far {so_far}")
             borrow = 1
     if len(so_far) > 1 and so_far[0] == "0":
         lines.append(f"drop leading zeros, {int(so_far)}")
@@ -178,8 +187,8 @@ def make_question(tier: str, seed: int, index: int) -> dict[str, Any]:
     """Item ``index`` of ``tier`` for ``seed``: a record with its demonstration.
 
     Returns:
-      ``{"id", "question", "answer", "demonstration", "tier", "level", "operands",
-      "verifier": "integer", "chosen": None, "rejected": None, "location"}``;
+      ``{"id", "question", "answer", "demonstration", "tier", "level", "task": "arith",
+      "operands", "verifier": "integer", "chosen": None, "rejected": None, "location"}``;
       ``answer`` is the decimal string.
     """
     spec = TIERS[tier]
@@ -210,6 +219,7 @@ def make_question(tier: str, seed: int, index: int) -> dict[str, Any]:
         "location": f"synthetic:{ident}",
         "tier": tier,
         "level": spec.level,
+        "task": "arith",
         "verifier": "integer",
         "operands": tuple(operands),
     }
@@ -222,28 +232,15 @@ def generate(tier: str, n: int, seed: int = 0, start: int = 0) -> list[dict[str,
     return [make_question(tier, seed, i) for i in range(start, start + n)]
 
 
-class SyntheticSource:
-    """A random-access source interleaving tiers: item ``i`` is item ``i // k`` of tier
-    ``tiers[i % k]``. Generated on access; use as ``make_dataset(SyntheticSource(...))``."""
+class SyntheticSource(_tasks.TierSource):
+    """`upt_jax.data.tasks.TierSource` over tiers of this family only: item ``i`` is item
+    ``i // k`` of tier ``tiers[i % k]``."""
 
     def __init__(self, tiers: Sequence[str], n_per_tier: int, seed: int = 0):
         for t in tiers:
             if t not in TIERS:
                 raise KeyError(f"unknown tier {t!r}; tiers are {tuple(TIERS)}")
-        self.tiers, self.n_per_tier, self.seed = tuple(tiers), int(n_per_tier), int(seed)
-
-    def __len__(self) -> int:
-        return len(self.tiers) * self.n_per_tier
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        i %= len(self)
-        k = len(self.tiers)
-        return make_question(self.tiers[i % k], self.seed, i // k)
-
-    def __repr__(self) -> str:
-        return f"SyntheticSource(tiers={self.tiers}, n_per_tier={self.n_per_tier}, seed={self.seed})"
+        super().__init__(tiers, n_per_tier, seed)
 
 
 def synthetic_records(tiers: Sequence[str] = TRAIN_TIERS, n_per_tier: int = 1000,
@@ -294,14 +291,36 @@ def pretraining_corpus(
     Returns:
       ``n_docs`` strings (no BOS/EOS: the tokenizing code adds them).
     """
-    docs = []
-    for i in range(n_docs):
-        rng = random.Random(f"upt_jax.pretrain/{seed}/{i}")
-        if rng.random() < demo_fraction:
-            tier = tiers[rng.randrange(len(tiers))]
-            item = make_question(tier, seed=-1 - seed, index=rng.randrange(1 << 30))
-            prompt = templates_lib.render_prompt(item["question"], template, tokenizer=tokenizer)
-            docs.append(templates_lib.join(prompt, item["demonstration"], template))
-        else:
-            docs.append("\n".join(arithmetic_facts(rng, facts_per_doc)))
-    return docs
+    return [corpus_document(random.Random(f"upt_jax.pretrain/{seed}/{i}"), tiers, template, seed=seed,
+                            demo_fraction=demo_fraction, facts_per_doc=facts_per_doc, tokenizer=tokenizer)
+            for i in range(n_docs)]
+
+
+def corpus_document(rng: random.Random, tiers: Sequence[str], template: str = "zero", *, seed: int = 0,
+                    demo_fraction: float = 0.75, facts_per_doc: int = 12, tokenizer=None,
+                    make=make_question, facts=arithmetic_facts) -> str:
+    """One document of `pretraining_corpus` drawn from ``rng``: a question of ``tiers`` (drawn with
+    ``make(tier, seed=-1 - seed, index)``, a stream apart from `generate`'s) rendered with
+    ``template`` and its demonstration (probability ``demo_fraction``), else ``facts_per_doc``
+    one-column facts (``facts(rng, n)``), one per line."""
+    if rng.random() < demo_fraction:
+        tier = tiers[rng.randrange(len(tiers))]
+        item = make(tier, seed=-1 - seed, index=rng.randrange(1 << 30))
+        prompt = templates_lib.render_prompt(item["question"], template, tokenizer=tokenizer)
+        return templates_lib.join(prompt, item["demonstration"], template)
+    return "\n".join(facts(rng, facts_per_doc))
+
+
+def _make_record(tier: str, seed: int, index: int) -> dict[str, Any]:
+    return make_question(tier, seed, index)
+
+
+# the family as a `upt_jax.data.tasks.TaskFamily` (its corpus draws the same documents as
+# `pretraining_corpus`)
+ARITH = _tasks.register_task(_tasks.TaskFamily(
+    name="arith", tiers=tuple(_tasks.TaskTier(t.name, t.level, f"{t.op} of {'x'.join(map(str, t.digits))} digits")
+                              for t in TIERS.values()),
+    make_record=_make_record, verifier="integer", corpus_doc=corpus_document,
+    corpus_stream="upt_jax.pretrain",
+    description="Column arithmetic in plain notation (the historical built-in task: a digit's column "
+                "is found by counting back a content-dependent distance)."), replace=True)

@@ -110,16 +110,18 @@ def suite_key(key, name: str):
 
 def synthetic_suites(tiers: Sequence[str] | None = None, n: int = 100,
                      seed: int = DEFAULT_EVAL_SEED) -> dict[str, list[dict]]:
-    """``{tier: n records}`` of the built-in synthetic tasks (default: train + OOD tiers).
+    """``{tier: n records}`` of registered task tiers (`upt_jax.data.tasks`; default: the built-in
+    ``arith`` family's train + OOD tiers; ``"module:tier"`` imports a user's family first).
 
-    Records carry ``verifier="integer"``. ``seed`` defaults to `DEFAULT_EVAL_SEED`, a draw
+    Records carry their family's verifier. ``seed`` defaults to `DEFAULT_EVAL_SEED`, a draw
     apart from the training stream (small tiers such as ``add_2`` have few distinct
     questions, so some overlap with training questions is still expected there).
     """
-    from upt_jax.data import synthetic
+    from upt_jax.data import synthetic, tasks
 
     tiers = tuple(synthetic.TRAIN_TIERS + synthetic.OOD_TIERS) if tiers is None else tuple(tiers)
-    return {t: synthetic.generate(t, n, seed) for t in tiers}
+    names = [tasks.resolve_tier(t) for t in tiers]
+    return {t: tasks.generate(t, n, seed) for t in names}
 
 
 def benchmark_suites(names: Sequence[str] | None = None, limit: int | None = None

@@ -95,22 +95,28 @@ def load_hf_model(hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dt
 
 def parse_tiers(values: Sequence[str] | None) -> tuple[str, ...]:
     """Tier names, comma or space separated; ``train``, ``ood``, ``all``, ``easy``, ``medium``,
-    ``hard`` expand to their groups."""
-    from upt_jax.data import synthetic
+    ``hard`` expand to the built-in ``arith`` family's groups; a task family's name (``arith_hint``)
+    to all its tiers and ``family/level`` (``arith_hint/sft``) to its tiers at that level;
+    ``module:tier`` imports a user's task module first (`upt_jax.data.tasks`)."""
+    from upt_jax.data import synthetic, tasks
 
     groups = {"train": synthetic.TRAIN_TIERS, "ood": synthetic.OOD_TIERS,
               "all": synthetic.TRAIN_TIERS + synthetic.OOD_TIERS, "easy": synthetic.EASY_TIERS,
               "medium": synthetic.MEDIUM_TIERS, "hard": synthetic.HARD_TIERS}
+    for family in tasks.task_names():
+        fam = tasks.get_task(family)
+        groups[family] = fam.tier_names
+        groups.update({f"{family}/{lv}": fam.tiers_at(lv) for lv in tasks.LEVELS if fam.tiers_at(lv)})
     out: list[str] = []
     for v in values or ():
         for name in filter(None, (x.strip() for x in v.split(","))):
             if name in groups:
                 out.extend(groups[name])
-            elif name in synthetic.TIERS:
-                out.append(name)
-            else:
-                raise SystemExit(f"upt eval: unknown tier {name!r}; tiers: {', '.join(synthetic.TIERS)} "
-                                 f"or groups {', '.join(groups)}")
+                continue
+            try:
+                out.append(tasks.resolve_tier(name))
+            except KeyError as e:
+                raise SystemExit(f"upt eval: {e.args[0]}; or groups {', '.join(groups)}") from None
     return tuple(dict.fromkeys(out))
 
 
@@ -214,8 +220,10 @@ def eval_main(argv: Sequence[str]) -> dict:
                        max_new_tokens=args.max_new_tokens, key=jax.random.key(args.seed), template=template,
                        system_prompt=system_prompt, batch_questions=args.batch_questions,
                        timeout_s=args.timeout_s, progress=not args.no_progress, scorer=scorer)
-    id_suites = [t for t in tiers if t in synthetic.TRAIN_TIERS]
-    ood_suites = [t for t in tiers if t in synthetic.OOD_TIERS]
+    from upt_jax.data import tasks
+
+    ood_suites = [t for t in tiers if tasks.task_of(t).level(t) == "ood"]
+    id_suites = [t for t in tiers if t not in ood_suites]
     runs = {name: results}
     summary = {
         "avg@k": {s: r.avg_at_k for s, r in results.items()},

@@ -90,11 +90,11 @@ class RewardModelTrainer:
             f.write(config.to_json_best_effort(indent=2))
 
     def _heldout_records(self, n):
-        from upt_jax.data import synthetic
+        from upt_jax.data import tasks
 
         c = self.config.data
         if c.source == "synthetic":  # a different seed: questions the model does not train on
-            src = synthetic.SyntheticSource(tuple(c.tiers), max(1, -(-n // len(c.tiers))), seed=self.config.seed + 7919)
+            src = tasks.TierSource(tuple(c.tiers), max(1, -(-n // len(c.tiers))), seed=self.config.seed + 7919)
             return [src[i] for i in range(min(n, len(src)))]
         return list(self.records[-n:])  # files: the last rows (exclude them from training data yourself)
 

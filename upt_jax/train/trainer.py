@@ -111,11 +111,11 @@ def _adopt_checkpoint_shape(mc) -> None:
 
 def load_records(config) -> list[dict]:
     """Training records from ``config.data`` (synthetic tiers or a file)."""
-    from upt_jax.data import DataConfig, load_records as read, synthetic
+    from upt_jax.data import DataConfig, load_records as read, tasks
 
     dc = config.data
-    if dc.source == "synthetic":
-        return synthetic.SyntheticSource(tuple(dc.tiers), dc.n_per_tier, seed=config.seed)
+    if dc.source == "synthetic":  # tiers of any registered task family (upt_jax.data.tasks)
+        return tasks.TierSource(tuple(dc.tiers), dc.n_per_tier, seed=config.seed)
     if dc.source == "corpus":
         return corpus_records(config)
     if dc.source != "file":
@@ -142,16 +142,22 @@ class _Records(list):
 
 def corpus_records(config) -> list[dict]:
     """``config.data.source = "corpus"``: plain language-modelling records ``{"id", "text"}`` of
-    `synthetic.pretraining_corpus` (``config.data.corpus``: ``n_docs``, ``tiers`` (repeat a tier
-    to weight it), ``demo_fraction``, ``facts_per_doc``), rendered with ``config.data.template``
-    as the evaluation prompts are. Offline mode trains on every token of ``text`` (see
-    `Trainer._text_rows`)."""
-    from upt_jax.data import synthetic
+    the pre-training corpus of the task family that owns ``config.data.corpus.tiers``
+    (`upt_jax.data.tasks.TaskFamily.corpus`; the built-in ``arith`` family's is
+    `synthetic.pretraining_corpus`), with ``config.data.corpus``'s ``n_docs``, ``tiers`` (repeat a
+    tier to weight it), ``demo_fraction`` and ``facts_per_doc``, rendered with
+    ``config.data.template`` as the evaluation prompts are. Offline mode trains on every token of
+    ``text`` (see `Trainer._text_rows`)."""
+    from upt_jax.data import tasks
 
     cc = config.data.corpus
-    docs = synthetic.pretraining_corpus(int(cc.n_docs), seed=config.seed, tiers=tuple(cc.tiers),
-                                        demo_fraction=float(cc.demo_fraction),
-                                        facts_per_doc=int(cc.facts_per_doc), template=config.data.template)
+    tiers = tuple(tasks.resolve_tier(t) for t in cc.tiers)
+    families = {tasks.task_of(t).name for t in tiers}
+    if len(families) != 1:
+        raise ValueError(f"config.data.corpus.tiers={tiers}: tiers of one task family, not {sorted(families)}")
+    docs = tasks.task_of(tiers[0]).corpus(int(cc.n_docs), seed=config.seed, tiers=tiers,
+                                          template=config.data.template, demo_fraction=float(cc.demo_fraction),
+                                          facts_per_doc=int(cc.facts_per_doc))
     pack = int(cc.get("pack_len", 0) or 0)
     if not pack:
         return [{"id": f"corpus/{config.seed}/{i}", "text": d} for i, d in enumerate(docs)]

@@ -1,0 +1,104 @@
+"""Column arithmetic with index hints: every digit carries the label of its column.
+
+The plain format of `upt_jax.data.synthetic` asks a small model to find column ``j``'s digits by
+counting back a distance that depends on the content (the lengths of the lines written so far),
+which a 2-layer character model learns late and unreliably: an audit of its base model found the
+wrong-operand-digit error to be nearly its only one (add_3: 58 of 64 greedy decodes). Here, as
+with the index hints of Zhou et al. (2023, "What Algorithms can Transformers Learn?"), each digit
+of the question is preceded by a label naming its operand and column, and each step of the
+demonstration writes the labels of the digits it reads, so every lookup is "the digit after the
+one occurrence of this label in the question" (what an induction head does)::
+
+    What is C4B7+N5M6?                       (47 + 56; B/M = units, C/N = tens)
+    B7+M6+0=13, carry 1, so far 3
+    C4+N5+1=10, carry 1, so far 03
+    carry 1, so far 103
+    \\boxed{103}
+
+Labels: the first operand's columns (units first) are ``BCDEFGHIJK``, the second's
+``MNOPRSTUVX`` (the capitals of the prompt templates' words, ``Question``, ``Answer``, ``Let's``
+and ``What``, are never labels, so every label occurs once in a question). Multiplication by one
+digit labels that digit ``M``; subtraction borrows as in the plain format.
+
+Tiers (`HINT_TIERS`; the levels are where the shipped base model is expected to sit, see the
+family's docs): ``hadd_2``, ``hadd_3`` (base, in the corpus); ``hmul_2x1`` (in the corpus, only
+partly learned: ``rl``); ``hadd_4``, ``hmul_3x1`` (one column beyond the corpus: ``sft``);
+``hadd_6``, ``hsub_3``, ``hmul_4x1`` (held out: ``ood``).
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+from upt_jax.data import synthetic, tasks
+from upt_jax.data.synthetic import arithmetic_facts, corpus_document
+
+__all__ = ["LABELS", "HINT_TIERS", "ARITH_HINT", "hinted", "make_hinted_question"]
+
+LABELS = ("BCDEFGHIJK", "MNOPRSTUVX")
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
+
+# name: (op, digits of each operand, level)
+HINT_TIERS = {
+    "hadd_2": ("add", (2, 2), "base"),
+    "hadd_3": ("add", (3, 3), "base"),
+    "hmul_2x1": ("mul", (2, 1), "rl"),
+    "hadd_4": ("add", (4, 4), "sft"),
+    "hmul_3x1": ("mul", (3, 1), "sft"),
+    "hadd_6": ("add", (6, 6), "ood"),
+    "hsub_3": ("sub", (3, 3), "ood"),
+    "hmul_4x1": ("mul", (4, 1), "ood"),
+}
+CORPUS_TIERS = ("hadd_2", "hadd_3", "hmul_2x1")
+
+
+def hinted(x: int, operand: int) -> str:
+    """``x`` with each digit preceded by its column's label: ``hinted(47, 0) == "C4B7"``."""
+    s = str(x)
+    labels = LABELS[operand]
+    if len(s) > len(labels):
+        raise ValueError(f"{x}: at most {len(labels)} digits take index hints")
+    return "".join(labels[len(s) - 1 - i] + ch for i, ch in enumerate(s))
+
+
+def _label(operand: int, column: int) -> str:
+    return LABELS[operand][column]
+
+
+def make_hinted_question(tier: str, seed: int, index: int) -> dict[str, Any]:
+    """Item ``index`` of hinted ``tier`` for ``seed``: ``question``, ``answer``, ``demonstration``,
+    ``operands`` (the demonstration ends in ``\\boxed{answer}``)."""
+    op, digits, _ = HINT_TIERS[tier]
+    rng = random.Random(f"upt_jax.hinted/{seed}/{tier}/{index}")
+    a, b = (rng.randint(10 ** (d - 1), 10 ** d - 1) for d in digits)
+    if op == "sub" and a < b:
+        a, b = b, a
+    lines: list[str] = []
+    if op == "add":
+        result = synthetic._column_add((a, b), lines, label=_label)
+    elif op == "sub":
+        result = synthetic._column_sub(a, b, lines, label=_label)
+    else:
+        result = synthetic._column_mul_digit(a, b, lines, label=_label)
+    expected = {"add": a + b, "sub": a - b, "mul": a * b}[op]
+    assert result == expected, (tier, a, b, result)
+    lines.append(f"\\boxed{{{result}}}")
+    return {"question": f"What is {hinted(a, 0)}{_SYMBOL[op]}{hinted(b, 1)}?", "answer": str(result),
+            "demonstration": "\n".join(lines), "operands": (a, b)}
+
+
+def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero", *, seed: int = 0,
+                **options) -> str:
+    """A pre-training document: a hinted question of ``tiers`` and its demonstration, or one-column
+    facts (the plain format's: the per-column arithmetic is the same)."""
+    return corpus_document(rng, tiers, template, seed=seed, make=make_hinted_question,
+                           facts=arithmetic_facts, **options)
+
+
+ARITH_HINT = tasks.register_task(tasks.TaskFamily(
+    name="arith_hint",
+    tiers=tuple(tasks.TaskTier(name, level, f"{op} of {'x'.join(map(str, d))} digits, index-hinted")
+                for name, (op, d, level) in HINT_TIERS.items()),
+    make_record=make_hinted_question, verifier="integer", corpus_doc=_corpus_doc,
+    description="Column arithmetic whose digits carry their column's label (index hints): every step "
+                "reads its inputs by a content lookup."), replace=True)
