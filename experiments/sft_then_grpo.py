@@ -4,6 +4,12 @@
     upt pipeline --config experiments/sft_then_grpo.py --config.sft.train.steps=5 --config.grpo.train.steps=5
 
 A rerun after it finished only reports; after an interruption it resumes where it stopped.
+
+From a Hugging Face model (GRPO takes the SFT run's model, tokenizer and template from its
+model.json, as they are left at their defaults here):
+
+    upt pipeline --config experiments/sft_then_grpo.py --config.sft.model.init=hf \
+        --config.sft.model.hf_dir=DIR --config.sft.tokenizer=DIR --config.sft.data.template=chat
 """
 import ml_collections
 

@@ -4,6 +4,9 @@
     upt train --config experiments/grpo.py[:ARG] [--config.train.steps=10 ...]
     upt pipeline --config experiments/sft_then_grpo.py [--config.sft.train.steps=5 ...]
     upt eval --run-dir runs/NAME | --hf-dir DIR [--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]
+
+train, pipeline and eval take ``-v`` / ``--verbose``: every library's INFO log lines (Orbax,
+JAX, transformers), which are off by default.
 """
 from __future__ import annotations
 
@@ -95,6 +98,32 @@ def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) ->
     return summary
 
 
+_VERBOSE_FLAGS = ("-v", "--verbose")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(argv: list[str]) -> list[str]:
+    """Configure logging for a command and return ``argv`` without ``-v`` / ``--verbose``.
+
+    By default the console shows upt_jax's own INFO lines (resume, where the model's shape and
+    tokenizer come from, ...) and other libraries' warnings, but not their chatter: Orbax's
+    absl log (dozens of lines per checkpoint, its warnings included; upt_jax reports unusable
+    checkpoints itself), JAX's and etils' INFO lines, transformers' advice such as
+    "PyTorch was not found". ``-v`` / ``--verbose`` brings back every library's INFO lines.
+    """
+    verbose = any(a in _VERBOSE_FLAGS for a in argv)
+    argv = [a for a in argv if a not in _VERBOSE_FLAGS]
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=_LOG_FORMAT)
+    logging.getLogger("upt_jax").setLevel(logging.INFO)
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.set_verbosity_error()
+        logging.getLogger("absl").setLevel(logging.ERROR)
+    return argv
+
+
 def load_config(argv: list[str]):
     """Parse ``--config path.py[:arg]`` and ``--config.key=value`` overrides (ml_collections)."""
     from absl import flags
@@ -111,7 +140,7 @@ def load_config(argv: list[str]):
 
 def train_command(argv: list[str]) -> int:
     """``upt train``: run (or resume) one experiment; writes its run directory."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = setup_logging(argv)
     from upt_jax.train import distributed
     from upt_jax.train.trainer import train
 
@@ -128,7 +157,7 @@ def train_command(argv: list[str]) -> int:
 
 def pipeline_command(argv: list[str]) -> int:
     """``upt pipeline``: run the stages of a pipeline config in order (resumable)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = setup_logging(argv)
     from upt_jax.train import distributed
     from upt_jax.train.pipeline import run_pipeline
 
@@ -142,7 +171,7 @@ def pipeline_command(argv: list[str]) -> int:
 def eval_command(argv: list[str]) -> int:
     """``upt eval``: pass@k / avg@k of a run directory's checkpoint or a HF directory
     (writes results.json, results.md, passk.png; ``upt eval --help`` lists the options)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = setup_logging(argv)
     from upt_jax.eval.run import eval_main
 
     eval_main(argv)
@@ -151,6 +180,8 @@ def eval_command(argv: list[str]) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) > 1 and argv[0] in _VERBOSE_FLAGS:  # `upt -v train ...` as `upt train -v ...`
+        argv = [argv[1], argv[0], *argv[2:]]
     if argv and argv[0] == "train":
         return train_command(argv[1:])
     if argv and argv[0] == "pipeline":

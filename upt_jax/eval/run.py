@@ -35,51 +35,25 @@ def _read_run_config(run_dir: Path):
 def load_run_model(run_dir: str | os.PathLike, *, step: int | None = None, tokenizer: str | None = None):
     """``(model, tokenizer, config, step)`` from an upt_jax run directory.
 
-    The model is rebuilt from the run's saved ``config.json`` with the trainer's
-    ``build_model`` (same preset, overrides, dtypes and special token ids) and its parameters
-    are replaced by those of ``checkpoints/<step>`` (default: the newest step that restores;
-    unusable newer steps are logged and skipped). ``tokenizer`` overrides ``config.tokenizer``.
+    The model is rebuilt with the architecture the run recorded (its ``model.json``; for older
+    runs its ``config.json``) and the params of ``checkpoints/<step>`` (default: the newest step
+    that restores; unusable newer steps are logged and skipped), by the same
+    ``run_model.model_from_run`` as a stage hand-off. The tokenizer is the one the run recorded;
+    ``tokenizer`` overrides it (an error if it has more tokens than the model's vocabulary).
     """
-    import jax
-    from flax import nnx
-
     from upt_jax.data import load_tokenizer
-    from upt_jax.train.checkpoint import CheckpointError, restore_params
-    from upt_jax.train.trainer import build_model
+    from upt_jax.train.run_model import model_from_run, recorded_tokenizer
 
     run_dir = Path(run_dir)
     config = _read_run_config(run_dir)
-    tok = load_tokenizer(tokenizer or config.get("tokenizer", "char"))
-    mc = config.model
-    if mc.init == "checkpoint":
-        # the architecture is the preset's; the previous stage's params are overwritten anyway
-        mc.init = "preset"
-    special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
-    model = build_model(mc, vocab_size=tok.vocab_size, special=special)
-    ckpt_dir = run_dir / "checkpoints"
-    if not ckpt_dir.is_dir():
+    if not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(model))
-    if step is not None:
-        candidates = [int(step)]
-    else:
-        candidates = sorted((int(p.name) for p in ckpt_dir.iterdir()
-                             if p.is_dir() and p.name.isdigit()), reverse=True)
-        if not candidates:
-            raise CheckpointError(f"no checkpoint in {ckpt_dir}")
-    errors = []
-    for s in candidates:
-        try:
-            params = restore_params(ckpt_dir, abstract, step=s)
-        except CheckpointError as e:
-            if step is not None:
-                raise
-            log.warning("skipping checkpoint step %d of %s: %s", s, run_dir, e)
-            errors.append(f"step {s}: {e}")
-            continue
-        nnx.update(model, params)
-        return model, tok, config, s
-    raise CheckpointError(f"no usable checkpoint in {ckpt_dir}: " + "; ".join(errors))
+    spec = tokenizer or (recorded_tokenizer(run_dir) or {}).get("tokenizer") or config.get("tokenizer", "char")
+    tok = load_tokenizer(spec)
+    special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
+    model, step = model_from_run(run_dir, key="--run-dir", step=step, vocab_size=tok.vocab_size,
+                                 special=special, tokenizer=f"tokenizer {spec!r}")
+    return model, tok, config, step
 
 
 def load_hf_model(hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dtype: str | None = None,

@@ -230,6 +230,33 @@ class ModelConfig:
             out.update(attention_bias=self.qkv_bias)
         return out
 
+    # ---------------------------------------------------------------- exact record
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-ready values (``rope_scaling`` and ``hf_extra`` as dicts, a tuple
+        ``eos_token_id`` as a list): ``from_dict`` gives back an equal config. Unlike
+        ``to_hf_dict`` it keeps what ``config.json`` cannot say (e.g. a Qwen2 without q/k/v bias)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["rope_scaling"] = self.rope_scaling_dict or None
+        out["hf_extra"] = {k: _thaw(v) for k, v in self.hf_extra}
+        if isinstance(self.eos_token_id, tuple):
+            out["eos_token_id"] = list(self.eos_token_id)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **replace) -> "ModelConfig":
+        """The config ``to_dict`` wrote; ``replace`` sets fields (e.g. ``param_dtype``). Unknown
+        keys are an error (a record from a newer upt_jax)."""
+        d = dict(d, **replace)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"model record has unknown fields {unknown}")
+        d["rope_scaling"] = tuple(sorted((d.get("rope_scaling") or {}).items())) or None
+        d["hf_extra"] = tuple(sorted((k, _freeze(v)) for k, v in (d.get("hf_extra") or {}).items()))
+        if isinstance(d.get("eos_token_id"), list):
+            d["eos_token_id"] = tuple(d["eos_token_id"])
+        return cls(**d)
+
 
 def _freeze(v):
     if isinstance(v, dict):

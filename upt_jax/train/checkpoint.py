@@ -483,13 +483,14 @@ class Checkpointer:
 
 # ----------------------------------------------------------------------------- params only
 def restore_params(directory: str | os.PathLike, abstract_params, step: int | None = None, *,
-                   checksums: bool = True):
+                   checksums: bool = True, return_step: bool = False):
     """The ``params`` of another run's checkpoint (stage hand-off: the next stage starts from
     these with a fresh optimiser). Nothing in ``directory`` is modified.
 
     ``abstract_params``: the params pytree (NNX ``State``) of ``ShapeDtypeStruct`` s or arrays,
     with shardings where wanted (``abstract_with_shardings``). ``step=None``: the newest usable
     step (unusable ones are logged and skipped). Only the ``state/params`` arrays are read.
+    ``return_step``: return ``(params, the step restored)``.
     """
     directory = _absolute(directory)
     if not directory.is_dir():
@@ -509,6 +510,6 @@ def restore_params(directory: str | os.PathLike, abstract_params, step: int | No
         if skipped:
             log.warning("restored params of checkpoint step %d from %s after skipping unusable "
                         "step(s) %s", s, directory, [k for k, _ in skipped])
-        return params
+        return (params, s) if return_step else params
     finally:
         manager.close()

@@ -10,6 +10,9 @@ A pipeline config holds one sub-config per stage and their order::
     c.grpo = grpo.get_config()
 
 Stage ``k`` runs in ``<run_dir>/<name>``; when it finishes, ``DONE.json`` is written there.
+Stage ``k + 1`` has ``model.init = checkpoint`` on stage ``k``'s directory, so it rebuilds the
+architecture stage ``k`` recorded in its ``model.json`` (``run_model.model_from_run``) and takes
+its tokenizer and prompt template unless its own config sets them (``run_model.carry_tokenizer``).
 A rerun skips finished stages (reporting them) and resumes an unfinished one at its latest
 checkpoint, so a pipeline that stopped anywhere continues where it stopped.
 

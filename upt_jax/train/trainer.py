@@ -38,8 +38,13 @@ class NonFiniteError(RuntimeError):
 
 # ----------------------------------------------------------------------------- builders
 def build_model(mc, *, vocab_size: int | None = None, special: dict | None = None, mesh=None):
-    """A model from ``config.model``: a preset (random init), a HF directory, or params from a
-    previous upt_jax run directory (``init=checkpoint``: stage hand-off)."""
+    """A model from ``config.model``: a preset (random init), a HF directory, or the model saved in
+    a previous upt_jax run directory (``init=checkpoint``: stage hand-off), rebuilt with the
+    architecture recorded there (``run_model.model_from_run``) and its newest usable params.
+
+    ``vocab_size`` and ``special`` (token ids) come from the run's tokenizer: a preset's vocabulary
+    and special ids; for ``init=checkpoint`` the tokenizer must fit the recorded vocabulary.
+    """
     from upt_jax.models import init_model, load_hf_checkpoint, preset
     from upt_jax.models.partition import shard_model
 
@@ -51,23 +56,19 @@ def build_model(mc, *, vocab_size: int | None = None, special: dict | None = Non
     if mc.init not in ("preset", "checkpoint"):
         raise ValueError(f"config.model.init must be preset, hf or checkpoint, not {mc.init!r}")
     if mc.init == "checkpoint":
+        from upt_jax.train.run_model import model_from_run
+
         _adopt_checkpoint_shape(mc)
+        model, _ = model_from_run(mc.checkpoint, key="config.model.checkpoint", param_dtype=mc.param_dtype,
+                                  dtype=mc.dtype, remat=mc.remat, mesh=mesh, vocab_size=vocab_size,
+                                  special=special, tokenizer="config.tokenizer")
+        return model
     overrides = dict(mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else mc.overrides)
     if vocab_size is not None:
         overrides.setdefault("vocab_size", vocab_size)
     overrides.update({k: v for k, v in (special or {}).items() if v is not None})
     cfg = preset(mc.preset, param_dtype=mc.param_dtype, dtype=mc.dtype, **overrides)
     model = init_model(cfg, 0, remat=mc.remat)
-    if mc.init == "checkpoint":
-        from flax import nnx
-
-        from upt_jax.train.checkpoint import restore_params
-
-        directory = _checkpoints_of(mc.checkpoint)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"config.model.checkpoint={mc.checkpoint!r} has no checkpoints")
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(model))
-        nnx.update(model, restore_params(directory, abstract))
     if mesh is not None:
         shard_model(model, mesh)
     return model
@@ -76,37 +77,31 @@ def build_model(mc, *, vocab_size: int | None = None, special: dict | None = Non
 def _checkpoints_of(run_dir):
     """The checkpoint directory of ``model.checkpoint`` (a run directory, local or ``gs://…``,
     or its ``checkpoints/``), as an ``etils.epath.Path``."""
-    from etils import epath
+    from upt_jax.train.run_model import checkpoints_dir
 
-    d = epath.Path(run_dir)
-    return d / "checkpoints" if (d / "checkpoints").is_dir() else d
+    return checkpoints_dir(run_dir)
 
 
 def _adopt_checkpoint_shape(mc) -> None:
-    """``init=checkpoint``: the model's shape is the checkpoint's. When the run directory
-    ``mc.checkpoint`` (or the parent of a ``checkpoints/`` path) has a ``config.json``, its
-    ``model.preset`` and ``model.overrides`` replace ``mc``'s (in place, so the new run's saved
-    config records the shape it trains), e.g. a later stage started from the tiny base model of
-    ``experiments/pretrain_tiny.py`` needs no shape overrides."""
+    """``init=checkpoint``: the model's shape is the one recorded in the run directory
+    ``mc.checkpoint`` (``model.json``; ``config.json`` for older runs). When that shape comes from
+    a preset (through any chain of runs), the preset and overrides replace ``mc``'s, in place, so
+    that the new run's saved config agrees with the model it trains (a model from a HF directory
+    has no preset: its ``model.json`` alone describes it)."""
     import ml_collections
-    from etils import epath
 
-    root = mc.checkpoint.rstrip("/")
-    for d in (root, os.path.dirname(root)):
-        path = epath.Path(d) / "config.json"
-        if path.is_file():
-            break
-    else:
+    from upt_jax.train.run_model import lineage_preset, source_of
+
+    found = lineage_preset(source_of(mc)["parent"])
+    if found is None:
         return
-    src = json.loads(path.read_text()).get("model") or {}
-    if "preset" not in src or "overrides" not in src:
-        return
+    name, overrides = found
     ours = mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else dict(mc.overrides)
-    if src["preset"] != mc.preset or src["overrides"] != ours:
-        log.info("model shape from %s: preset %s, overrides %s (config had %s, %s)", path, src["preset"],
-                 src["overrides"], mc.preset, ours)
-        mc.preset = src["preset"]
-        mc.overrides = ml_collections.ConfigDict(src["overrides"], type_safe=False)
+    if name != mc.preset or overrides != ours:
+        log.info("model shape from %s: preset %s, overrides %s (config had %s, %s)", mc.checkpoint, name,
+                 overrides, mc.preset, ours)
+        mc.preset = name
+        mc.overrides = ml_collections.ConfigDict(overrides, type_safe=False)
 
 
 def load_records(config) -> list[dict]:
@@ -398,6 +393,11 @@ def checkpoint_bytes_estimate(config, vocab_size: int | None = None) -> int:
     mc = config.model
     if mc.init == "hf":
         cfg = ModelConfig.from_pretrained(mc.hf_dir, param_dtype=mc.param_dtype, dtype=mc.dtype)
+    elif mc.init == "checkpoint":  # the architecture the run directory recorded
+        from upt_jax.train.run_model import recorded_model_config
+
+        cfg, _ = recorded_model_config(mc.checkpoint, key="config.model.checkpoint", param_dtype=mc.param_dtype,
+                                       dtype=mc.dtype, vocab_size=vocab_size)
     else:
         overrides = dict(mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else mc.overrides)
         if vocab_size is not None:
@@ -490,11 +490,13 @@ class Trainer:
         from upt_jax.rewards import Verifier
         from upt_jax.sampling import Sampler
         from upt_jax.train.checkpoint import Checkpointer
+        from upt_jax.train.run_model import carry_tokenizer, record_for, write_record
         from upt_jax.train.state import create_train_state, make_optimizer
         from upt_jax.train.step import make_train_step, upge_objective
 
         self.config = config
         _validate(config)  # config, paths and run directory: before anything is read or built
+        carry_tokenizer(config)  # init=checkpoint: the parent run's tokenizer and template
         self.tok = load_tokenizer(config.tokenizer)
         self.records = load_records(config)
         _validate(config, self.records, vocab_size=self.tok.vocab_size)
@@ -596,11 +598,12 @@ class Trainer:
             from etils import epath
 
             (epath.Path(config.run_dir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+        write_record(config.run_dir, record_for(config, model, self.tok))  # model.json (process 0)
 
     # ------------------------------------------------------------------ teacher (distillation)
     def _load_teacher(self, vocab_size: int, special: dict) -> None:
         """The frozen teacher of a distillation recipe (``config.teacher``), loaded once: any shape
-        (a run directory's shape comes from its config.json, as for ``model.init=checkpoint``), the
+        (a run directory's is the one it recorded, as for ``model.init=checkpoint``), the
         student's tokenizer. Sets ``teacher_params`` (None without a teacher) and the jitted
         functions that give each step its ``teacher_logits`` (and ``teacher_ids`` for top-``k``) or
         ``teacher_logp``."""
@@ -615,12 +618,18 @@ class Trainer:
             if tc is not None and (tc.run_dir or tc.hf_dir):
                 log.warning("config.teacher is set but recipe %s uses no teacher: not loaded", self.recipe.name)
             return
-        mc = ml_collections.ConfigDict(dict(
-            init="hf" if tc.hf_dir else "checkpoint", hf_dir=tc.hf_dir, checkpoint=tc.run_dir,
-            preset=tc.preset, overrides=ml_collections.ConfigDict(tc.overrides.to_dict(), type_safe=False),
-            param_dtype=tc.param_dtype, dtype=tc.dtype, remat=tc.remat))
         self._check_teacher_tokenizer(tc)
-        teacher = build_model(mc, vocab_size=self.tok.vocab_size, special=special, mesh=self.mesh)
+        if tc.hf_dir:
+            mc = ml_collections.ConfigDict(dict(init="hf", hf_dir=tc.hf_dir, param_dtype=tc.param_dtype,
+                                                dtype=tc.dtype, remat=tc.remat))
+            teacher = build_model(mc, mesh=self.mesh)
+        else:  # the architecture recorded in the run directory (its preset/overrides: only without one)
+            from upt_jax.train.run_model import model_from_run
+
+            teacher, _ = model_from_run(tc.run_dir, key="config.teacher.run_dir", param_dtype=tc.param_dtype,
+                                        dtype=tc.dtype, remat=tc.remat, mesh=self.mesh,
+                                        vocab_size=self.tok.vocab_size, special=special, check_vocab=False,
+                                        fallback=(tc.preset, tc.overrides.to_dict()))
         v_t, n = teacher.cfg.vocab_size, self.tok.vocab_size
         key = "config.teacher." + ("hf_dir" if tc.hf_dir else "run_dir")
         if v_t != vocab_size and min(v_t, vocab_size) < n:
@@ -628,7 +637,7 @@ class Trainer:
                 f"{key}={tc.hf_dir or tc.run_dir!r}: the teacher's vocabulary has {v_t} entries, the "
                 f"student's {vocab_size} (tokenizer {self.config.tokenizer!r}: {n} tokens); distillation "
                 "needs one vocabulary (sizes may differ only in padding beyond the tokenizer's tokens)")
-        log.info("teacher from %s: %d parameters, vocabulary %d (student %d)", mc.hf_dir or mc.checkpoint,
+        log.info("teacher from %s: %d parameters, vocabulary %d (student %d)", tc.hf_dir or tc.run_dir,
                  teacher.cfg.num_params(), v_t, vocab_size)
         graphdef, self.teacher_params = nnx.split(teacher)
         chunk, top_k = self.config.train.logprob_chunk, self.teacher_needs.top_k
@@ -638,18 +647,17 @@ class Trainer:
             nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk, remat="always"))
 
     def _check_teacher_tokenizer(self, tc) -> None:
-        """The teacher's tokenizer (a run's ``config.json`` entry, or a HF directory's own files) is the
+        """The teacher's tokenizer (the one a run recorded, or a HF directory's own files) is the
         student's: same size and the same ids for a probe text. Not checked when it cannot be read."""
         from upt_jax.data import load_tokenizer
+
+        from upt_jax.train.run_model import recorded_tokenizer
 
         spec = None
         if tc.hf_dir:
             spec = tc.hf_dir if os.path.isfile(os.path.join(tc.hf_dir, "tokenizer_config.json")) else None
         elif not _is_remote(tc.run_dir):
-            path = os.path.join(tc.run_dir, "config.json")
-            if os.path.isfile(path):
-                with open(path) as f:
-                    spec = json.load(f).get("tokenizer")
+            spec = (recorded_tokenizer(tc.run_dir) or {}).get("tokenizer")
         if spec is None or (spec not in ("char", "builtin:char") and not os.path.isdir(spec)):
             log.warning("teacher %s: its tokenizer %r cannot be read; only the vocabulary size is checked",
                         tc.hf_dir or tc.run_dir, spec)

@@ -1,0 +1,335 @@
+"""The model a run trains, recorded in its run directory, and the one way to rebuild it.
+
+When a run starts, process 0 writes ``<run_dir>/model.json`` (through ``etils.epath``, so a
+``gs://`` run directory works too)::
+
+    {"format": 1,
+     "model": {...},            # ModelConfig.to_dict(): model_type, sizes, vocab_size, RoPE,
+                                #   tie, bias flags, special token ids, param_dtype/dtype, HF extras
+     "source": {...},           # where the architecture came from, one of
+                                #   {"init": "hf", "hf_dir": "/abs/dir"}
+                                #   {"init": "preset", "preset": "tiny", "overrides": {...}}
+                                #   {"init": "checkpoint", "checkpoint": "/abs/run", "parent": {its source}}
+     "tokenizer": "char" | "/abs/tokenizer/dir",
+     "tokenizer_vocab_size": 300,
+     "template": "zero" | "plain" | "chat", "system_prompt": null | "...",
+     "chat_template": null | "..."}   # the tokenizer's chat template (what "chat" renders)
+
+`model_from_run` rebuilds a run's model from it (the recorded architecture, the newest usable
+checkpoint's params) for every reader of a run directory: ``model.init = checkpoint``
+(``trainer.build_model``, which ``upt pipeline`` stages hand off through), a distillation
+teacher (``config.teacher.run_dir``) and ``upt eval --run-dir`` (``eval.run.load_run_model``).
+Run directories written before ``model.json`` existed fall back to their ``config.json``: the
+HF directory they were initialised from if it still exists, else ``model.preset`` +
+``model.overrides``.
+
+`carry_tokenizer` gives a run that starts from a run directory the tokenizer and prompt
+template recorded there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import jax
+from etils import epath
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MODEL_FILE", "run_root", "checkpoints_dir", "read_record", "make_record", "record_for",
+           "write_record", "source_of", "lineage_preset", "recorded_model_config", "model_from_run",
+           "recorded_tokenizer", "carry_tokenizer", "tokenizer_spec"]
+
+MODEL_FILE = "model.json"
+_FORMAT = 1
+_DEFAULT_TOKENIZER = "char"
+_DEFAULT_TEMPLATE = "zero"
+_PROBE = "Question: 12 + 7 * 3 = ?\nAnswer: \\boxed{33}"
+
+
+def _is_remote(path) -> bool:
+    return "://" in str(path)
+
+
+# ----------------------------------------------------------------------------- locating
+def run_root(path) -> epath.Path:
+    """The run directory of ``path``: ``path`` itself, or its parent when ``path`` is the run's
+    ``checkpoints/`` (the parent holds ``model.json`` or ``config.json`` and ``path`` neither)."""
+    p = epath.Path(str(path).rstrip("/"))
+    if not ((p / MODEL_FILE).is_file() or (p / "config.json").is_file()):
+        if (p.parent / MODEL_FILE).is_file() or (p.parent / "config.json").is_file():
+            return p.parent
+    return p
+
+
+def checkpoints_dir(path) -> epath.Path:
+    """The checkpoint directory of a run directory (local or ``gs://…``) or of its
+    ``checkpoints/`` itself."""
+    d = epath.Path(path)
+    return d / "checkpoints" if (d / "checkpoints").is_dir() else d
+
+
+def _read_json(path: epath.Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_record(path) -> dict | None:
+    """``model.json`` of the run directory ``path`` (or of the run whose ``checkpoints/`` it is),
+    or ``None`` when the run has none (written before upt_jax recorded it)."""
+    file = run_root(path) / MODEL_FILE
+    record = _read_json(file)
+    if record is not None and record.get("format") != _FORMAT:
+        raise ValueError(f"{file} has format {record.get('format')!r}; this upt_jax reads format {_FORMAT}")
+    return record
+
+
+def _absolute(path) -> str:
+    """A local path made absolute; a remote one (``gs://…``) as given."""
+    path = os.fspath(path)
+    return path if _is_remote(path) else os.path.abspath(path)
+
+
+def tokenizer_spec(spec) -> str:
+    """A tokenizer as a run records it: ``"char"``, or a directory (made absolute if local)."""
+    spec = os.fspath(spec)
+    return "char" if spec in ("char", "builtin:char") else _absolute(spec)
+
+
+# ----------------------------------------------------------------------------- writing
+def make_record(cfg, *, source: dict, tokenizer: str, tok, template: str,
+                system_prompt: str | None) -> dict:
+    """The ``model.json`` of a run: its resolved ``ModelConfig`` ``cfg``, where it came from
+    (``source``), its tokenizer (the spec ``tokenizer`` and the loaded ``tok``) and prompt
+    template."""
+    return {"format": _FORMAT, "model": cfg.to_dict(), "source": source,
+            "tokenizer": tokenizer_spec(tokenizer), "tokenizer_vocab_size": int(tok.vocab_size),
+            "template": template, "system_prompt": system_prompt,
+            "chat_template": getattr(tok.hf, "chat_template", None) or None}
+
+
+def write_record(run_dir, record: dict) -> None:
+    """Write ``<run_dir>/model.json`` (process 0 only: one writer per run directory)."""
+    if jax.process_index() == 0:
+        (epath.Path(run_dir) / MODEL_FILE).write_text(json.dumps(record, indent=2))
+
+
+def source_of(mc) -> dict:
+    """The ``source`` entry of ``model.json`` for ``config.model`` = ``mc`` (``init=checkpoint``:
+    the parent run and, nested, where its architecture came from)."""
+    if mc.init == "hf":
+        return {"init": "hf", "hf_dir": _absolute(mc.hf_dir)}
+    if mc.init == "checkpoint":
+        root = run_root(mc.checkpoint)
+        record = read_record(root)
+        parent = record["source"] if record else _legacy_source(_read_json(root / "config.json"))
+        return {"init": "checkpoint", "checkpoint": _absolute(str(root)), "parent": parent}
+    return {"init": "preset", "preset": mc.preset, "overrides": _plain(mc.overrides)}
+
+
+def _plain(overrides) -> dict:
+    return dict(overrides.to_dict() if hasattr(overrides, "to_dict") else overrides or {})
+
+
+def _legacy_source(config: dict | None) -> dict | None:
+    """A ``source`` entry from an old run's ``config.json``."""
+    m = (config or {}).get("model") or {}
+    if m.get("init") == "hf":
+        return {"init": "hf", "hf_dir": m.get("hf_dir")}
+    if "preset" in m:
+        return {"init": "preset", "preset": m["preset"], "overrides": m.get("overrides") or {}}
+    return None
+
+
+def lineage_preset(source: dict | None) -> tuple[str, dict] | None:
+    """``(preset, overrides)`` when the architecture of a run with this ``source`` comes from a
+    preset (through any chain of ``init=checkpoint`` runs), else ``None`` (a HF directory)."""
+    while source and source.get("init") == "checkpoint":
+        source = source.get("parent")
+    if source and source.get("init") == "preset":
+        return source["preset"], dict(source.get("overrides") or {})
+    return None
+
+
+# ----------------------------------------------------------------------------- rebuilding
+def recorded_model_config(path, *, key: str, param_dtype: str | None = None, dtype: str | None = None,
+                          vocab_size: int | None = None, special: dict | None = None,
+                          fallback: tuple[str, dict] | None = None):
+    """``(ModelConfig, where)``: the architecture of the model saved in the run directory ``path``
+    (``key`` names the config key or flag that gave it, for errors), and the file it was read from.
+
+    From ``model.json``; for an older run directory from its ``config.json`` (``model.init=hf``:
+    the HF directory's ``config.json`` if it still exists; else ``model.preset`` +
+    ``model.overrides`` with ``vocab_size`` and the ``special`` token ids of the caller's
+    tokenizer, as those runs were built). ``fallback`` (``(preset, overrides)``) is used when the
+    directory records neither; without it that is an error. ``param_dtype`` / ``dtype``, when
+    given, replace the recorded ones (a later stage may train in another precision).
+    """
+    from upt_jax.models import ModelConfig, preset
+
+    root = run_root(path)
+    dtypes = {k: v for k, v in (("param_dtype", param_dtype), ("dtype", dtype)) if v}
+    record = read_record(root)
+    if record is not None:
+        return ModelConfig.from_dict(record["model"], **dtypes), str(root / MODEL_FILE)
+    config = _read_json(root / "config.json")
+    m = (config or {}).get("model") or {}
+    dtypes = {"param_dtype": m.get("param_dtype", "float32"), "dtype": m.get("dtype"), **dtypes}
+    if m.get("init") == "hf":
+        hf_dir = m.get("hf_dir") or ""
+        if not os.path.isfile(os.path.join(hf_dir, "config.json")):
+            raise FileNotFoundError(
+                f"{key}={str(path)!r}: {root} has no {MODEL_FILE} and its config.json says the model "
+                f"came from the Hugging Face directory model.hf_dir={hf_dir!r}, which no longer holds a "
+                "config.json; the architecture of its checkpoints is unknown")
+        return (ModelConfig.from_pretrained(hf_dir, param_dtype=dtypes["param_dtype"], dtype=dtypes["dtype"]),
+                f"{root / 'config.json'} (model.hf_dir={hf_dir})")
+    if "preset" in m:
+        name, overrides, where = m["preset"], _plain(m.get("overrides")), str(root / "config.json")
+    elif fallback is not None:
+        (name, overrides), where = fallback, f"{key.rsplit('.', 1)[0]}.preset/overrides"
+    else:
+        raise FileNotFoundError(
+            f"{key}={str(path)!r}: {root} records no model architecture (neither {MODEL_FILE} nor a "
+            "config.json with model.preset/overrides or model.hf_dir), so the shape of its checkpoints "
+            "is unknown; point it at an upt_jax run directory")
+    overrides = dict(overrides)
+    if vocab_size is not None:
+        overrides.setdefault("vocab_size", vocab_size)
+    overrides.update({k: v for k, v in (special or {}).items() if v is not None})
+    overrides.update({k: v for k, v in dtypes.items() if v})
+    return preset(name, **overrides), where
+
+
+def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str | None = None,
+                   dtype: str | None = None, remat: str = "none", mesh=None, vocab_size: int | None = None,
+                   special: dict | None = None, fallback: tuple[str, dict] | None = None,
+                   check_vocab: bool = True, tokenizer: str = "the tokenizer"):
+    """``(model, step)``: the model saved in the run directory ``path`` (or its ``checkpoints/``),
+    with the recorded architecture (`recorded_model_config`) and the params of checkpoint ``step``
+    (default: the newest usable one; older steps are tried when a newer one fails its integrity
+    check), sharded over ``mesh`` if given.
+
+    ``vocab_size``: the caller's tokenizer's size (``tokenizer`` names it in errors); with
+    ``check_vocab`` a tokenizer with more tokens than the model has embedding rows is an error.
+    Raises ``CheckpointError`` naming ``key`` when the params do not restore into the rebuilt model.
+    """
+    from flax import nnx
+
+    from upt_jax.models import init_model
+    from upt_jax.models.partition import shard_model
+    from upt_jax.train.checkpoint import CheckpointError, restore_params
+
+    cfg, where = recorded_model_config(path, key=key, param_dtype=param_dtype, dtype=dtype,
+                                       vocab_size=vocab_size, special=special, fallback=fallback)
+    if check_vocab and vocab_size is not None and vocab_size > cfg.vocab_size:
+        raise ValueError(
+            f"{key}={str(path)!r}: the model ({where}) has {cfg.vocab_size} embedding rows but "
+            f"{tokenizer} has {vocab_size} tokens; use the tokenizer the run was trained with")
+    log.info("model from %s: %s, %d layers, hidden %d, vocabulary %d (architecture from %s)", path,
+             cfg.model_type, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, where)
+    model = init_model(cfg, 0, remat=remat)  # random init, every param overwritten below
+    directory = checkpoints_dir(path)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(model))
+    try:
+        params, step = restore_params(directory, abstract, step=step, return_step=True)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{key}={str(path)!r}: cannot restore the {cfg.model_type} model of {cfg.num_layers} layers, "
+            f"hidden {cfg.hidden_size}, vocabulary {cfg.vocab_size} that {where} describes from "
+            f"{directory}: {e}") from e
+    nnx.update(model, params)
+    if mesh is not None:
+        shard_model(model, mesh)
+    return model, step
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def recorded_tokenizer(path) -> dict | None:
+    """What the run directory ``path`` recorded about its tokenizer and prompts: ``tokenizer``,
+    ``template``, ``system_prompt`` and, from ``model.json`` only, ``tokenizer_vocab_size`` and
+    ``chat_template``; ``None`` when it records nothing (no ``model.json`` nor ``config.json``)."""
+    root = run_root(path)
+    record = read_record(root)
+    if record is not None:
+        return {k: record.get(k) for k in ("tokenizer", "tokenizer_vocab_size", "template", "system_prompt",
+                                           "chat_template")}
+    config = _read_json(root / "config.json")
+    if config is None or "tokenizer" not in config:
+        return None
+    data = config.get("data") or {}
+    return {"tokenizer": config["tokenizer"], "tokenizer_vocab_size": None,
+            "template": data.get("template"), "system_prompt": data.get("system_prompt"),
+            "chat_template": None}
+
+
+def _loadable(spec: str) -> bool:
+    return spec == "char" or (not _is_remote(spec) and os.path.isdir(spec))
+
+
+def carry_tokenizer(config) -> None:
+    """``config.model.init = checkpoint``: the tokenizer and prompt template the parent run
+    recorded, applied to ``config`` in place (so this run's ``config.json`` records them too).
+
+    * ``config.tokenizer`` left at its default (``char``) while the parent used another: the
+      parent's, with one INFO line (an error if that tokenizer is no longer there).
+    * ``config.tokenizer`` set to one that differs from the parent's (another vocabulary size,
+      another encoding of a probe text, or another chat template under ``data.template=chat``):
+      an error naming both.
+    * ``data.template`` left at its default (``zero``) while the parent used another, and
+      ``data.system_prompt`` left unset while the parent had one: the parent's, with an INFO line.
+    """
+    mc = config.model
+    if mc.init != "checkpoint" or not mc.checkpoint:
+        return
+    rec = recorded_tokenizer(mc.checkpoint)
+    if rec is None or not rec.get("tokenizer"):
+        return
+    where = f"config.model.checkpoint={mc.checkpoint!r}"
+    theirs, ours = tokenizer_spec(rec["tokenizer"]), tokenizer_spec(config.tokenizer)
+    if theirs != ours:
+        if ours == _DEFAULT_TOKENIZER:
+            if not _loadable(theirs):
+                raise FileNotFoundError(
+                    f"{where} was trained with tokenizer {theirs!r}, which is not a local directory any more; "
+                    "set config.tokenizer to (a copy of) that tokenizer")
+            log.info("config.tokenizer=%s: the tokenizer %s was trained with (config.tokenizer was left at "
+                     "its default)", theirs, where)
+            config.tokenizer = theirs
+        else:
+            _check_same_tokenizer(config, rec, where)
+    data = config.data
+    if rec.get("template") and data.template == _DEFAULT_TEMPLATE and rec["template"] != data.template:
+        log.info("config.data.template=%s: the prompt template %s was trained with (config.data.template "
+                 "was left at its default)", rec["template"], where)
+        data.template = rec["template"]
+    if rec.get("system_prompt") is not None and data.get("system_prompt") is None:
+        log.info("config.data.system_prompt: the system prompt %s was trained with", where)
+        data.system_prompt = rec["system_prompt"]
+
+
+def _check_same_tokenizer(config, rec: dict, where: str) -> None:
+    """``config.tokenizer`` (set explicitly) encodes as the parent's recorded tokenizer does."""
+    from upt_jax.data import load_tokenizer
+
+    theirs = tokenizer_spec(rec["tokenizer"])
+    ours = load_tokenizer(config.tokenizer)
+    if _loadable(theirs):
+        ref = load_tokenizer(theirs)
+        n, chat = ref.vocab_size, getattr(ref.hf, "chat_template", None) or None
+        same_ids = ref.encode(_PROBE) == ours.encode(_PROBE)
+    else:  # gone: compare with what was recorded
+        n, chat, same_ids = rec.get("tokenizer_vocab_size"), rec.get("chat_template"), True
+    chat_differs = (config.data.template == "chat" and rec.get("chat_template") is not None
+                    and (getattr(ours.hf, "chat_template", None) or None) != (rec.get("chat_template") or chat))
+    if (n is not None and n != ours.vocab_size) or not same_ids or chat_differs:
+        what = ("another chat template" if chat_differs and same_ids and n == ours.vocab_size
+                else f"{ours.vocab_size} tokens vs {n}" if n != ours.vocab_size else "other ids for the same text")
+        raise ValueError(
+            f"config.tokenizer={os.fspath(config.tokenizer)!r} is not the tokenizer {theirs!r} that {where} was "
+            f"trained with ({what}); leave config.tokenizer at its default to use the recorded one")
+
+
+def record_for(config, model, tok) -> dict:
+    """The ``model.json`` of the run ``config`` with its built ``model`` and tokenizer ``tok``."""
+    return make_record(model.cfg, source=source_of(config.model), tokenizer=config.tokenizer, tok=tok,
+                       template=config.data.template, system_prompt=config.data.get("system_prompt"))
