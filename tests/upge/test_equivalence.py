@@ -163,6 +163,30 @@ def test_hpt_gradient_equals_textbook(variant, seed):
 
 
 @pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('routing', ['mixed', 'sft_only'])
+@pytest.mark.parametrize('sft_loss_coef', [None, 0.3])
+def test_hpt_released_code_gradient_equals_textbook(routing, sft_loss_coef, seed):
+  """Released code: per-routed-row RL sum plus ``sft_loss_coef`` × the demos' pooled NLL token mean."""
+  g = 3
+  logp, roll, demo_logp, demo, batch, combine, split = _with_demos(seed, g=g)
+  if routing == 'sft_only':  # nothing solved: every question learns from its demonstration
+    roll['rewards'] = jnp.zeros_like(roll['rewards'])
+    batch['rewards'] = combine(roll['rewards'], jnp.ones(demo_logp.shape[0]))
+  kw = {} if sft_loss_coef is None else {'sft_loss_coef': sft_loss_coef}
+  recipe = upge.get_recipe('hpt', variant='released_code', **kw)
+  mine = lambda lp, dlp: _loss(recipe, g + 1, batch)(combine(lp, dlp))
+  theirs = lambda lp, dlp: tb.hpt(lp, roll['old_logp'], roll['mask'], roll['rewards'], dlp,
+                                  demo['mask'], group_size=g, variant='released_code', **kw)
+  if routing == 'mixed':
+    _assert_grads(mine, theirs, (logp, demo_logp))
+  else:
+    (g1, d1), (g2, d2) = (jax.grad(f, argnums=(0, 1))(logp, demo_logp) for f in (mine, theirs))
+    assert float(jnp.abs(g1).max()) == 0.0 and float(jnp.abs(g2).max()) == 0.0
+    assert float(jnp.abs(d2).max()) > 1e-4
+    np.testing.assert_allclose(d1, d2, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize('seed', SEEDS)
 @pytest.mark.parametrize('offline', ['rl', 'both'])
 def test_hpt_offline_signal_gradient_equals_textbook(offline, seed):
   """The offline-signal ablation: off-policy RL on the demonstration instead of (or with) SFT."""
