@@ -234,3 +234,11 @@ def test_rft_trains_only_on_verified_rollouts(tmp_path):
     assert float(dens["sft"]) == float(mask[rewards > 0.5].sum())
     assert 0 < float(dens["sft"]) < float(mask.sum())
     assert m["grad_norm"] > 0 and m["skipped"] == 0
+
+
+def test_progress_bar_shows_the_objective_reward_and_accuracy():
+    from upt_jax.train.trainer import progress_postfix
+
+    m = {"loss": 0.41234, "surrogate": -1.0, "reward/mean": 0.5, "dpo/rollout/accuracy": 0.75, "grad_norm": 3.0}
+    assert progress_postfix(m) == {"loss": 0.412, "reward": 0.5, "acc": 0.75}
+    assert progress_postfix({"loss": 2.0, "surrogate": -1.0}) == {"loss": 2.0}  # SFT: the NLL
