@@ -299,10 +299,10 @@ def main(argv=None):
               ]
     for r in upd:
         fl = r.get("first_loss") or {}
-        if fl.get("tunix") is not None:
-            lines.append(f"- First-step loss, {r['config']} (same weights and batch): PyTorch {fl['torch']:.6f}, "
-                         f"Tunix {fl['tunix']:.6f}; upt_jax {fl['upt_jax']:.6f} (it logs the clipped "
-                         "surrogate without the constant of the clipped tokens: same gradient, other value).")
+        if fl.get("torch") is not None and fl.get("upt_jax") is not None:
+            tunix = f", Tunix {fl['tunix']:.6f}" if fl.get("tunix") is not None else ""
+            lines.append(f"- First-step loss, {r['config']} (same weights and batch; GRPO's clipped objective "
+                         f"on every side): PyTorch {fl['torch']:.6f}{tunix}, upt_jax {fl['upt_jax']:.6f}.")
     lines += ["", f"## Memory: log-prob + entropy pass (forward + backward), vocabulary {mem['vocab']}", "",
               f"Qwen2-0.5B's output head (hidden {mem['hidden']}) on {mem['batch']} × {mem['seq']} tokens "
               "(`python -m benchmarks.memory_bench`): XLA's compiled temporary memory of value-and-grad "

@@ -19,9 +19,10 @@ column says "not run (make bench-tunix-env)") runs the same batch, split into pr
 sequence-mean-token-mean) and the same clip-by-global-norm + AdamW, on ``tunix.models.qwen2``
 with the same weights (read by Tunix's safetensors loader). Tunix's loss also computes the
 per-token entropy of the logits (a logged metric), which upt_jax and PyTorch do not. Each
-side's first-step loss is in the JSON (``first_loss``): PyTorch's and Tunix's agree (same
-weights, batch and clipped surrogate); upt_jax logs the surrogate without the constant of the
-clipped tokens (no gradient flows through them), so its value differs but not its gradient.
+side's first-step loss is in the JSON (``first_loss``): all three are GRPO's clipped objective
+``−min(ρÂ, clip(ρ)Â)`` on the same weights and batch (upt_jax's logged ``loss`` is the method's
+objective; the UPGE surrogate it differentiates, same gradient, other value, is
+``first_loss.upt_jax_surrogate``).
 """
 from __future__ import annotations
 
@@ -93,6 +94,7 @@ def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128, 
     jax.block_until_ready(state)
     if info is not None:  # the loss of the first step (the same weights and batch on every side)
         info["first_loss"] = float(m["loss"])
+        info["first_surrogate"] = float(m["surrogate"])
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -173,7 +175,7 @@ def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool
                 **tunix_fields(tx, tokens / jax_s),
                 tunix_mfu=round(flops / tunix_s / 1e9 / peak, 3) if tunix_s else None,
                 first_loss=dict(upt_jax=jax_info.get("first_loss"), torch=torch_info.get("first_loss"),
-                                tunix=tx.get("first_loss")))
+                                tunix=tx.get("first_loss"), upt_jax_surrogate=jax_info.get("first_surrogate")))
 
 
 def main(argv=None):

@@ -165,7 +165,7 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
         return dict(config=config, upt_jax_tokens_per_s=1000.0, torch_tokens_per_s=500.0, ratio=2.0,
                     upt_jax_mfu=0.3, torch_mfu=0.15, matmul_peak_gflops=400.0, upt_jax_compile_s=2.0,
                     upt_jax_temp_mb=10.0, **tunix_fields(tx, 1000.0), tunix_mfu=0.6 if config == "tiny" else None,
-                    first_loss=dict(upt_jax=-0.001, torch=0.372, tunix=0.372 if config == "tiny" else None))
+                    first_loss=dict(upt_jax=0.372, torch=0.372, tunix=0.372 if config == "tiny" else None))
 
     monkeypatch.setattr(sampler_bench, "bench", samp)
     monkeypatch.setattr(update_bench, "bench", upd)
@@ -186,5 +186,8 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     assert "| tiny | 1000.0 | 500.0 | 2.0× | 2000.0 | 0.5× | 30.0% | 15.0% | 60.0% |" in text
     assert "| small | 1000.0 | 500.0 | 2.0× | not run (make bench-tunix-env) | – | 30.0% | 15.0% | – |" in text
     assert "Tunix (PyPI `google-tunix` 0.1.7, jax 0.10.2, flax 0.12.8)" in text
-    assert "First-step loss, tiny" in text and "First-step loss, small" not in text
+    assert ("First-step loss, tiny (same weights and batch; GRPO's clipped objective on every side): "
+            "PyTorch 0.372000, Tunix 0.372000, upt_jax 0.372000.") in text
+    assert "First-step loss, small (same weights and batch; GRPO's clipped objective on every side): " \
+           "PyTorch 0.372000, upt_jax 0.372000." in text  # no Tunix run: PyTorch and upt_jax still compared
     assert "| padded | 72 × 288 | 60.0% | 8 | 9 |" in text and "| packed | 36 × 256 | 20.0% | 4 | 9 |" in text

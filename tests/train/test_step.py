@@ -6,6 +6,7 @@ import pytest
 
 from upt_jax import upge
 from upt_jax.models import init_model, make_mesh, preset
+from upt_jax.models.logprobs import sequence_logprobs
 from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
 from tests.train.batches import rl_batch
 
@@ -125,3 +126,51 @@ def test_update_ratio_bound_keeps_ordinary_updates():
     new, m = step(state, rl_batch(CFG.vocab_size, group_size=G))
     assert int(m["skipped"]) == 0 and _max_diff(new.params, state.params) > 0
     assert 0 < float(m["update_norm"]) < 0.5 * float(m["param_norm"])
+
+
+def _first_step(recipe, batch, group_size, microbatches=1):
+    """The first update's metrics, and the token log-probs of the weights it started from."""
+    model = init_model(CFG, 0)
+    logp = np.asarray(sequence_logprobs(model, batch["tokens"], batch["attention_mask"]))
+    tx = make_optimizer(1e-2)
+    graphdef, state, _ = create_train_state(model, tx)
+    step = make_train_step(graphdef, tx, upge_objective(recipe, group_size=group_size, chunk_size=8),
+                           num_microbatches=microbatches, group_size=group_size, donate=False)
+    _, m = step(state, batch)
+    return logp, jax.device_get(m)
+
+
+@pytest.mark.parametrize("name", ["sft", "grpo", "dpo"])
+@pytest.mark.parametrize("microbatches", [1, 2])
+def test_logged_first_step_loss_is_the_textbook_objective(name, microbatches):
+    """``loss`` is the method's objective (not the surrogate's value: −1 for SFT, ≈ 0 for GRPO),
+    computed here from the model's log-probs directly; ``surrogate`` is the differentiated value."""
+    g = {"sft": 1, "grpo": G, "dpo": 2}[name]
+    batch = rl_batch(CFG.vocab_size, groups=8 // g if name != "grpo" else 4, group_size=g, seed=3)
+    m = np.asarray(batch["mask"])
+    if name == "dpo":  # rows 2p (chosen), 2p + 1 (rejected); a reference model's log-probs
+        batch["ref_logp"] = batch["old_logp"] + 0.5
+    logp, metrics = _first_step(upge.get_recipe(name), batch, g, microbatches)
+    if name == "sft":  # the NLL, a token mean
+        want = np.sum(-logp * m) / np.sum(m)
+        surrogate = -1.0
+    elif name == "grpo":  # −min(ρÂ, clip(ρ, 0.8, 1.2)Â), token mean per sequence, mean over sequences
+        r = np.asarray(batch["rewards"]).reshape(-1, g)
+        adv = ((r - r.mean(1, keepdims=True)) / (r.std(1, keepdims=True) + 1e-6)).reshape(-1, 1)
+        ratio = np.exp(np.where(m > 0, logp - np.asarray(batch["old_logp"]), 0.0))
+        per_tok = -np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv)
+        assert np.any((ratio < 0.8) & (m > 0)), "the batch must exercise the clip"
+        want = np.mean(np.sum(per_tok * m, 1) / np.sum(m, 1))
+        surrogate = None
+    else:  # −log σ(β[(log π − log π_ref)(y_w) − (log π − log π_ref)(y_l)]), mean over pairs, β = 0.1
+        seq = np.sum((logp - np.asarray(batch["ref_logp"])) * m, 1)
+        h = 0.1 * (seq[0::2] - seq[1::2])
+        want = np.mean(np.log1p(np.exp(-h)))
+        np.testing.assert_allclose(metrics["dpo/rollout/accuracy"], np.mean(h > 0), rtol=1e-6)
+        surrogate = None
+    np.testing.assert_allclose(metrics["loss"], want, rtol=1e-5)
+    np.testing.assert_allclose(metrics[f"loss/{name}" if name != "grpo" else "loss/pg"], want, rtol=1e-5)
+    assert "surrogate" in metrics and np.isfinite(metrics["surrogate"])
+    if surrogate is not None:
+        np.testing.assert_allclose(metrics["surrogate"], surrogate, rtol=1e-6)
+    assert abs(float(metrics["surrogate"]) - float(want)) > 1e-3  # the two are really different numbers

@@ -263,3 +263,11 @@ def test_a_diverging_run_saves_no_broken_checkpoint(tmp_path, lr):
         assert int(t.state.step) == 2 and nonfinite_reason(t.state) is None
     finally:
         t.close()
+
+
+def test_progress_bar_shows_the_objective_reward_and_accuracy():
+    from upt_jax.train.trainer import progress_postfix
+
+    m = {"loss": 0.41234, "surrogate": -1.0, "reward/mean": 0.5, "dpo/rollout/accuracy": 0.75, "grad_norm": 3.0}
+    assert progress_postfix(m) == {"loss": 0.412, "reward": 0.5, "acc": 0.75}
+    assert progress_postfix({"loss": 2.0, "surrogate": -1.0}) == {"loss": 2.0}  # SFT: the NLL

@@ -42,6 +42,13 @@ def _batch(seed, b=16, t=8, g=4, **kw):
   return random_batch(seed, b=b, t=t, group_size=g, pad_scale=1.0, **kw)
 
 
+def _assert_objective(recipe, group_size, batch, logp, expected):
+  """The logged ``objective`` (not the surrogate's value) is the textbook loss value."""
+  _, _, m = upge.compute_loss(recipe, logp, batch, group_size=group_size)
+  np.testing.assert_allclose(m['objective'], expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(sum(v for k, v in m.items() if k.startswith('loss/')), m['objective'], rtol=1e-6)
+
+
 def _clip_fraction(recipe, logp, batch, g):
   _, _, m = upge.compute_loss(recipe, logp, batch, group_size=g)
   return [float(v) for k, v in m.items() if k.endswith('clip_frac')]
@@ -83,6 +90,11 @@ def test_rl_recipe_gradient_equals_textbook(name, seed):
   recipe = upge.get_recipe(_BASE.get(name, name), **kwargs)
   logp, batch = _batch(seed, g=g, **bkw)
   _assert_grads(_loss(recipe, g, batch), lambda lp: textbook(lp, batch, g), (logp,))
+  if name == 'distill_on_policy':  # the textbook writes its policy-gradient loss; the objective is the KL
+    value = tb._token_mean(logp - batch['teacher_logp'], batch['mask'])
+  else:
+    value = textbook(logp, batch, g)
+  _assert_objective(recipe, g, batch, logp, value)
   if any(isinstance(s, upge.Part) and 'clip' in s.name
          for t in recipe.terms for _, p in t.roles() for s in p.stabiliser):
     fr = _clip_fraction(recipe, logp, batch, g)
@@ -98,8 +110,10 @@ def test_grpo_process_gradient_equals_textbook(seed):
   step_mask = (rng.rand(*mask.shape) < 0.35).astype(np.float32) * mask
   batch = dict(batch, step_mask=jnp.asarray(step_mask),
                step_rewards=jnp.asarray(rng.randn(*mask.shape).astype(np.float32)))
-  _assert_grads(_loss(recipe, 4, batch), lambda lp: tb.grpo_process(
-      lp, batch['old_logp'], batch['mask'], batch['step_rewards'], batch['step_mask'], group_size=4), (logp,))
+  theirs = lambda lp: tb.grpo_process(
+      lp, batch['old_logp'], batch['mask'], batch['step_rewards'], batch['step_mask'], group_size=4)
+  _assert_grads(_loss(recipe, 4, batch), theirs, (logp,))
+  _assert_objective(recipe, 4, batch, logp, theirs(logp))
 
 
 def test_gae_equals_textbook():
@@ -157,9 +171,35 @@ def test_hpt_gradient_equals_textbook(variant, seed):
   theirs = lambda lp, dlp: tb.hpt(lp, roll['old_logp'], roll['mask'], roll['rewards'], dlp,
                                   demo['mask'], group_size=g, variant=variant)
   _assert_grads(mine, theirs, (logp, demo_logp))
+  _assert_objective(recipe, g + 1, batch, combine(logp, demo_logp), theirs(logp, demo_logp))
   # both routes are exercised
   gd, dd = jax.grad(theirs, argnums=(0, 1))(logp, demo_logp)
   assert float(jnp.abs(gd).sum()) > 0 and float(jnp.abs(dd).sum()) > 0
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('routing', ['mixed', 'sft_only'])
+@pytest.mark.parametrize('sft_loss_coef', [None, 0.3])
+def test_hpt_released_code_gradient_equals_textbook(routing, sft_loss_coef, seed):
+  """Released code: per-routed-row RL sum plus ``sft_loss_coef`` × the demos' pooled NLL token mean."""
+  g = 3
+  logp, roll, demo_logp, demo, batch, combine, split = _with_demos(seed, g=g)
+  if routing == 'sft_only':  # nothing solved: every question learns from its demonstration
+    roll['rewards'] = jnp.zeros_like(roll['rewards'])
+    batch['rewards'] = combine(roll['rewards'], jnp.ones(demo_logp.shape[0]))
+  kw = {} if sft_loss_coef is None else {'sft_loss_coef': sft_loss_coef}
+  recipe = upge.get_recipe('hpt', variant='released_code', **kw)
+  mine = lambda lp, dlp: _loss(recipe, g + 1, batch)(combine(lp, dlp))
+  theirs = lambda lp, dlp: tb.hpt(lp, roll['old_logp'], roll['mask'], roll['rewards'], dlp,
+                                  demo['mask'], group_size=g, variant='released_code', **kw)
+  if routing == 'mixed':
+    _assert_grads(mine, theirs, (logp, demo_logp))
+  else:
+    (g1, d1), (g2, d2) = (jax.grad(f, argnums=(0, 1))(logp, demo_logp) for f in (mine, theirs))
+    assert float(jnp.abs(g1).max()) == 0.0 and float(jnp.abs(g2).max()) == 0.0
+    assert float(jnp.abs(d2).max()) > 1e-4
+    np.testing.assert_allclose(d1, d2, rtol=0, atol=ATOL)
+  _assert_objective(recipe, g + 1, batch, combine(logp, demo_logp), theirs(logp, demo_logp))
 
 
 @pytest.mark.parametrize('seed', SEEDS)
@@ -173,6 +213,7 @@ def test_hpt_offline_signal_gradient_equals_textbook(offline, seed):
   theirs = lambda lp, dlp: tb.hpt(lp, roll['old_logp'], roll['mask'], roll['rewards'], dlp,
                                   demo['mask'], group_size=g, offline=offline)
   _assert_grads(mine, theirs, (logp, demo_logp))
+  _assert_objective(recipe, g + 1, batch, combine(logp, demo_logp), theirs(logp, demo_logp))
   sft_only = lambda lp, dlp: tb.hpt(lp, roll['old_logp'], roll['mask'], roll['rewards'], dlp,
                                     demo['mask'], group_size=g)
   d_mine = jax.grad(theirs, argnums=1)(logp, demo_logp)
@@ -191,6 +232,7 @@ def test_srft_gradient_equals_textbook(seed):
   theirs = lambda lp, dlp: tb.srft(lp, roll['mask'], roll['rewards'], roll['entropy'], dlp,
                                    demo['mask'], demo['entropy'], group_size=g)
   _assert_grads(mine, theirs, (logp, demo_logp))
+  _assert_objective(recipe, g + 1, batch, combine(logp, demo_logp), theirs(logp, demo_logp))
 
 
 # ----------------------------------------------------------------------------- preference
@@ -244,6 +286,7 @@ def test_preference_gradient_equals_textbook(name, seed):
   _assert_grads(via_fn, theirs, (cl, rl))
   # the standalone function reports the method's own loss value
   np.testing.assert_allclose(standalone(cl, rl, cb, rb)[2]['objective'], theirs(cl, rl), rtol=1e-5)
+  _assert_objective(recipe, 2, batch, _interleave(cl, rl), theirs(cl, rl))
 
 
 # ----------------------------------------------------------------------------- distillation
@@ -257,6 +300,8 @@ def test_distill_fkl_gradient_equals_textbook(top_k, seed):
   via_recipe = lambda s: _loss(recipe, 1, batch)(jax.nn.log_softmax(s, axis=-1))
   theirs = lambda s: tb.distill_fkl(s, b['teacher_logits'], b['mask'], top_k=top_k)
   _assert_grads(via_recipe, theirs, (b['student_logits'],))
+  _assert_objective(recipe, 1, batch, jax.nn.log_softmax(b['student_logits'], axis=-1),
+                    theirs(b['student_logits']))
   via_fn = lambda s: upge.normalise(*upge.forward_kl_loss(s, b['teacher_logits'], b['mask'], top_k=top_k)[:2])
   _assert_grads(via_fn, theirs, (b['student_logits'],))
   np.testing.assert_allclose(

@@ -350,7 +350,27 @@ def test_hpt_released_code_normalisation():
     # A = r - mean = +/- 0.5, no clip: grad = -A * ratio / denom.
     close(g, [[0.0, 0.0], [0.0, 0.0], [-0.5 * math.exp(0.5) / denom, -0.5 / denom],
               [0.5 / denom, 0.0]])
-    close(gd, [[-1.0 / denom, -1.0 / denom], [0.0, 0.0]])
+    # SFT: the NLL token mean pooled over the routed demo tokens (q0's 2 tokens).
+    close(gd, [[-0.5, -0.5], [0.0, 0.0]])
+    # sft_loss_coef scales the demonstration part only
+    fn3 = lambda lp, dlp: tb.hpt(lp, old, mask, rewards, dlp, demo_mask, group_size=2,
+                                 variant="released_code", sft_loss_coef=0.25)
+    g3, gd3 = jax.grad(fn3, argnums=(0, 1))(logp, demo_logp)
+    close(g3, g)
+    close(gd3, [[-0.125, -0.125], [0.0, 0.0]])
+
+
+def test_hpt_released_code_sft_only_pools_demo_tokens():
+    # nothing solved: both questions route to SFT; demos of 2 and 1 tokens -> each of the
+    # 3 tokens weighs 1/3 (a pooled token mean, not a per-row mean or a sum / (L * rows)).
+    logp, mask, _, demo_logp, demo_mask = _hpt_inputs()
+    rewards = f32([0.0, 0.0, 0.0, 0.0])
+    fn = lambda lp, dlp: tb.hpt(lp, lp, mask, rewards, dlp, demo_mask, group_size=2,
+                                variant="released_code")
+    g, gd = jax.grad(fn, argnums=(0, 1))(logp, demo_logp)
+    close(g, jnp.zeros_like(logp))
+    close(gd, [[-1.0 / 3, -1.0 / 3], [-1.0 / 3, 0.0]])
+    close(fn(logp, demo_logp), 2.0)  # NLL of every demo token is 2
 
 
 def test_all_losses_are_float32_scalars():

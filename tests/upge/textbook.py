@@ -835,13 +835,13 @@ def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, gr
 
 def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
         variant="paper_text", gate=0.0, clip_eps=0.2, eps=1e-6, max_len=None, offline="sft",
-        shaping_gamma=0.1):
+        shaping_gamma=0.1, sft_loss_coef=1.0):
     """HPT: per-question switch between RL on the rollouts and SFT on the demonstration.
 
     For question j with G rollouts: ``P_j = mean_g(r > 0.5)``. If ``P_j > gate`` the
     question contributes its G rollouts to the RL term (alpha=1, beta=0); otherwise
     (``P_j <= gate``) it contributes its demonstration to the SFT term (alpha=0, beta=1);
-    ``L = L_RL + L_SFT``. Default ``gate = 0``.
+    ``L = L_RL + sft_loss_coef * L_SFT`` (the paper: coefficient 1). Default ``gate = 0``.
 
     ``variant="paper_text"`` (paper Eq. 11 / the GRPO-style text):
       ``A_i = (r_i - mean_g) / (std_g + eps)`` (ddof=0), PPO clip ``eps_c = 0.2``;
@@ -850,15 +850,23 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
       ``L_SFT = - sum_{SFT demos} sum_t dm demo_logp / sum_{SFT demos} sum_t dm``
       (token-mean over the demonstrations of SFT-routed questions; 0 if none).
 
-    ``variant="released_code"`` (as SPEC.md describes the authors' released script:
-    ``grpo_use_std=False``, ``loss_remove_clip=True``, ``loss_remove_token_mean=True``):
-      ``A_i = r_i - mean_g`` and no clip (ratio ``rho = exp(logp - old_logp)``);
-      ``L = [ - sum_{RL rows} sum_t m rho A - sum_{SFT demos} sum_t dm demo_logp ]
-            / (L_const * n_rows)``
+    ``variant="released_code"`` (the authors' released script ``exp_scripts/train.sh``:
+    ``offline_loss_type=sft``, ``grpo_use_std=False``, ``loss_remove_clip=True``,
+    ``loss_remove_token_mean=True``, ``sft_loss_coef=1.0``; the loss is built in
+    ``mix_src/mix_actor.py::MIXDataParallelPPOActor.update_policy`` as
+    ``pg_loss + sft_loss_coef * sft_loss``):
+      RL part (``core_algos.compute_policy_loss`` on the on-policy rows):
+      ``A_i = r_i - mean_g`` and no clip (ratio ``rho = exp(logp - old_logp)``),
+      ``L_RL = - sum_{RL rows} sum_t m rho A / (L_const * n_rows)``
       with ``L_const = max_len`` (default ``T = logp.shape[1]``) and
       ``n_rows = G * (#RL-routed questions) + (#SFT-routed questions)``, the number of
       rows left in the batch after the switch (rollouts of SFT-routed questions are
-      dropped, one demonstration row is added per SFT-routed question).
+      dropped, one demonstration row is added per SFT-routed question);
+      SFT part (``mix_core_alg.compute_sft_pure_loss`` on the demonstration rows): the
+      NLL averaged over all demonstration tokens of SFT-routed questions together,
+      ``L_SFT = - sum_{SFT demos} sum_t dm demo_logp / sum_{SFT demos} sum_t dm``
+      (0 if there are none);
+      ``L = L_RL + sft_loss_coef * L_SFT`` (the coefficient scales the SFT part only).
 
     ``offline`` (paper_text only; the offline-signal ablation): what an SFT-routed question
     learns from its demonstration: ``"sft"`` (``L_SFT`` above), ``"rl"`` (off-policy RL
@@ -870,7 +878,9 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
     Reference: Lv et al. (2025), "Towards a Unified View of Large Language Model
     Post-Training", arXiv:2509.04419, Sec. 4 (Hybrid Post-Training: Eq. 11 and its
     algorithm box); released code github.com/TsinghuaC3I/Unify-Post-Training
-    (``exp_scripts/train.sh``, ``verl/trainer/ppo/core_algos.py::compute_policy_loss``).
+    (``exp_scripts/train.sh``, ``hpt/verl/verl/mix_src/mix_actor.py``,
+    ``mix_src/mix_core_alg.py::compute_sft_pure_loss``,
+    ``verl/trainer/ppo/core_algos.py::compute_policy_loss``).
 
     Args:
       logp, old_logp, mask: ``[B, T]`` rollouts, ``B = num_groups * group_size``.
@@ -879,6 +889,7 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
         (``demo_logp`` differentiated).
       variant: ``"paper_text"`` or ``"released_code"``.
       gate: the threshold gamma on P.
+      sft_loss_coef: multiplies the SFT part (the released ``sft_loss_coef``, default 1).
     """
     logp = _f32(logp)
     demo_logp = _f32(demo_logp)
@@ -911,12 +922,15 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
         prob = jnp.exp(demo_logp)
         shaped = prob / (prob + shaping_gamma) * demo_adv
         l_rl_demo = jnp.sum(-shaped * sft_mask) / jnp.maximum(jnp.sum(sft_mask), 1.0)
+        l_sft = sft_loss_coef * l_sft
         return l_rl + {"sft": l_sft, "rl": l_rl_demo, "both": l_sft + l_rl_demo}[offline]
     if variant == "released_code":
         horizon = logp.shape[1] if max_len is None else max_len
         adv = (rewards - mean)[:, None]
-        rl_sum = jnp.sum(-ratio * adv * rl_mask)
-        sft_sum = jnp.sum(-demo_logp * sft_mask)
         n_rows = group_size * jnp.sum(rl_q) + jnp.sum(sft_q)
-        return (rl_sum + sft_sum) / (horizon * n_rows)
+        pg_loss = jnp.sum(-ratio * adv * rl_mask) / (horizon * n_rows)
+        n_demo_tokens = jnp.sum(sft_mask)
+        sft_loss = jnp.where(n_demo_tokens > 0,
+                             jnp.sum(-demo_logp * sft_mask) / jnp.maximum(n_demo_tokens, 1.0), 0.0)
+        return pg_loss + sft_loss_coef * sft_loss
     raise ValueError(f"unknown HPT variant: {variant!r}")

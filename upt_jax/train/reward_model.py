@@ -186,6 +186,8 @@ class RewardModelTrainer:
     def run(self) -> list[dict]:
         from tqdm.auto import tqdm
 
+        from upt_jax.train.trainer import progress_postfix
+
         t = self.config.train
         history = []
         start = int(self.state.step)
@@ -206,6 +208,7 @@ class RewardModelTrainer:
                 self.metrics_log.write(metrics)
                 history.append(metrics)
                 bar.update(1)
+                bar.set_postfix(progress_postfix(metrics))
                 extra = dict(data_iterator=self.data_iter.get_state(), step=step,
                              config=json.loads(self.config.to_json_best_effort()))
                 self.ckpt.save(step, self.state, extra, force=step == t.steps)

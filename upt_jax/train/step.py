@@ -336,6 +336,17 @@ def split_microbatches(batch: Batch, num_microbatches: int, group_size: int = 1)
             for k, v in batch.items()}
 
 
+def _term_objectives(m: dict, sums: dict, dens: dict) -> dict:
+    """A micro-batch's metrics with ``loss/<k> = S^obj_k(mb) / D_k`` (the global ``D_k``): the
+    term's objective sum ``objective_sum/<k>`` when the objective logs one (``upge.compute_loss``),
+    else its surrogate sum. Summed over micro-batches they give the whole batch's value exactly."""
+    out = {k: v for k, v in m.items() if not k.startswith(("objective_sum/", "loss/")) and k != "objective"}
+    for k in sums:
+        s = m.get(f"objective_sum/{k}", jax.lax.stop_gradient(sums[k]))
+        out[f"loss/{k}"] = jnp.where(dens[k] > 0, s / jnp.where(dens[k] > 0, dens[k], 1.0), 0.0)
+    return out
+
+
 def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objective, *,
                     num_microbatches: int = 1, group_size: int = 1,
                     skip_grad_norm: float | None = None, skip_update_ratio: float | None = None,
@@ -356,10 +367,13 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
         as ``shardings`` (from ``create_train_state``), batch arrays over ``('data', 'fsdp')``.
       donate: donate the incoming state's buffers.
     Returns:
-      the jitted step. Metrics: ``loss``, ``grad_norm`` (pre-clip), ``skipped``, ``nonfinite``
-      (the loss, the gradient, or the updated parameters / optimiser state held a NaN or inf),
-      ``update_too_large`` (``skip_update_ratio``), ``param_norm``, ``update_norm``, ``lr`` when
-      the optimiser exposes it, plus the objective's metrics (means over micro-batches).
+      the jitted step. Metrics: ``loss`` (the method's objective ``Σ_k S^obj_k / D_k``, e.g. the
+      NLL for SFT, the clipped PPO objective for GRPO; ``loss/<k>`` per term; a term whose
+      objective does not log ``objective_sum/<k>`` counts its surrogate), ``surrogate`` (the
+      differentiated ``Σ_k S_k / D_k``), ``grad_norm`` (pre-clip), ``skipped``, ``nonfinite``
+      (the surrogate, the gradient, or the updated parameters / optimiser state held a NaN or
+      inf), ``update_too_large`` (``skip_update_ratio``), ``param_norm``, ``update_norm``, ``lr``
+      when the optimiser exposes it, plus the objective's metrics (means over micro-batches).
       A skipped update keeps the incoming parameters and optimiser state, so a state this step
       returns is always finite when the incoming one was.
     """
@@ -377,7 +391,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
             sums, m = objective.sums(model, mb)
             loss = sum(jnp.where(dens[k] > 0, sums[k] / jnp.where(dens[k] > 0, dens[k], 1.0), 0.0)
                        for k in sums)
-            return loss, m
+            return loss, _term_objectives(m, sums, dens)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -389,7 +403,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
 
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
         (grads, loss), mb_metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), mbs)
-        metrics.update(jax.tree.map(lambda x: jnp.mean(x, axis=0), mb_metrics))
+        # per-term objectives are each micro-batch's share S^obj_k(mb) / D_k: summed, exact
+        metrics.update({k: jnp.sum(v, axis=0) if k.startswith("loss/") else jnp.mean(v, axis=0)
+                        for k, v in mb_metrics.items()})
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         if skip_grad_norm is not None:
@@ -408,9 +424,10 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
                                   opt_state=keep(new_opt, state.opt_state))
-        metrics.update(loss=loss, grad_norm=grad_norm, skipped=(~ok).astype(jnp.int32),
-                       nonfinite=nonfinite.astype(jnp.int32), update_too_large=too_large.astype(jnp.int32),
-                       param_norm=param_norm, update_norm=update_norm)
+        metrics.update(loss=sum(metrics[f"loss/{k}"] for k in dens), surrogate=loss, grad_norm=grad_norm,
+                       skipped=(~ok).astype(jnp.int32), nonfinite=nonfinite.astype(jnp.int32),
+                       update_too_large=too_large.astype(jnp.int32), param_norm=param_norm,
+                       update_norm=update_norm)
         metrics.update({f"denominator/{k}": v for k, v in dens.items()})
         return new_state, metrics
 

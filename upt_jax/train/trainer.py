@@ -32,6 +32,15 @@ from upt_jax.models.partition import batch_shards
 log = logging.getLogger(__name__)
 
 
+def progress_postfix(metrics: dict) -> dict:
+    """The progress bar's numbers: ``loss`` (the method's objective: the NLL for SFT, the clipped
+    PPO objective, the DPO loss, ...), ``reward`` (mean rollout reward) and ``acc`` (a pair or step
+    accuracy: DPO-family terms, reward models, PRMs) where the step has them."""
+    out = {"loss": metrics.get("loss"), "reward": metrics.get("reward/mean"),
+           "acc": next((v for k, v in metrics.items() if k.endswith("accuracy")), None)}
+    return {k: round(float(v), 3) for k, v in out.items() if v is not None}
+
+
 class NonFiniteError(RuntimeError):
     """Too many consecutive updates were skipped for a non-finite loss or gradient."""
 
@@ -1011,7 +1020,7 @@ class Trainer:
                 if jax.process_index() == 0:
                     self.metrics_log.write(metrics)
                 bar.update(1)
-                bar.set_postfix({k: round(metrics[k], 3) for k in ("loss", "reward/mean") if k in metrics})
+                bar.set_postfix(progress_postfix(metrics))
                 if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_in_a_row:
                     self.ckpt.wait()
                     raise NonFiniteError(

@@ -42,7 +42,7 @@ from upt_jax.upge import _references as ref_lib
 from upt_jax.upge import _regularisers as reg
 from upt_jax.upge import _stabilisers as stab_lib
 from upt_jax.upge._common import (broadcast_to_tokens, group_view, masked_mean,
-                                  sg)
+                                  safe_div, sg)
 from upt_jax.upge._parts import Part, Recipe, Term
 from upt_jax.upge._surrogate import token_metrics, upge_token_terms
 
@@ -61,6 +61,8 @@ class _Ctx:
     self.token_rewards = None
     self.ref = None
     self.entropy = None if entropy is None else sg(entropy)
+    self.row_objective = None  # [B] per-row objective of pairwise losses (set by their advantage)
+    self.pair_margin = None
 
   def get(self, key):
     if key not in self.batch:
@@ -157,7 +159,8 @@ def _pref(fn, with_ref, **kw):
     lw, ll = _pairs(c, 'logp')
     mw, ml = _pairs(c, 'mask')
     args = (lw, ll, mw, ml) + (_pairs(c, 'ref_logp') if with_ref else ())
-    aw, al, _, _ = fn(*args, **kw)
+    aw, al, h, loss = fn(*args, **kw)
+    c.row_objective, c.pair_margin = jnp.repeat(loss, 2), jnp.repeat(h, 2)  # both rows of a pair
     return jnp.stack([aw, al], axis=1).reshape(-1)
   return run
 
@@ -219,6 +222,71 @@ def _gate_correct(c, threshold=0.5):
 
 
 GATE_PARTS = {'hpt': _gate_hpt, 'nonzero_variance': _gate_nonzero_variance, 'correct': _gate_correct}
+
+
+# ----------------------------------------------------------------------------
+# Objective values: what each term's method minimises (logged; never differentiated).
+# ----------------------------------------------------------------------------
+
+def _ppo_value(v, a, eps_low=0.2, eps_high=None):
+  """The PPO objective's likelihood factor ``min(v Â, clip(v, 1−ε_low, 1+ε_high) Â) / Â``."""
+  eps_high = eps_low if eps_high is None else eps_high
+  cv = jnp.clip(v, 1.0 - eps_low, 1.0 + eps_high)
+  return jnp.where(a >= 0, jnp.minimum(v, cv), jnp.maximum(v, cv))
+
+
+def _value_dual(v, w, c, eps_low=0.2, eps_high=None, c_dual=3.0):
+  base = _ppo_value(v, c.adv, eps_low, eps_high)
+  return jnp.where(c.adv < 0, jnp.minimum(base, c_dual), base)  # max(min(vÂ, clip(v)Â), cÂ) / Â
+
+
+def _value_weight(v, w, c, **_):
+  return v * w
+
+
+# stabiliser name -> (v, its weight, ctx, **kw) -> the objective's factor after the stabiliser,
+# starting from v = π_θ / π_ref (the importance ratio; π_θ for `unit`; s_i for `gspo`).
+STABILISER_VALUES = {
+    'none': lambda v, w, c: v,
+    'ppo_clip': lambda v, w, c, eps_low=0.2, eps_high=None: _ppo_value(v, c.adv, eps_low, eps_high),
+    'gspo_clip': lambda v, w, c, eps_low=3e-4, eps_high=4e-4: _ppo_value(v, c.adv, eps_low, eps_high),
+    'dual_clip': _value_dual,
+    'policy_shaping': lambda v, w, c, gamma=0.1: v / (v + gamma),  # LUFFY's f(π) = π/(π+γ)
+    'cispo': _value_weight, 'tis': _value_weight, 'icepop': _value_weight,
+    'entropy_weight': _value_weight,
+}
+
+
+def _objective_terms(parts, c, ref, adv, stable, weights):
+  """Per-token values ``o_{i,t}`` of the term's objective (``[B, T]``, no gradient).
+
+  Aggregated with the surrogate's weights, ``Σ w o / D`` is the method's own loss:
+
+  * ``teacher_probs`` (forward KL): ``o = Σ_v p_T(v) (log p_T(v) − log q_θ(v))``;
+  * ``teacher_log_ratio`` (on-policy distillation): ``o = log π_θ − log π_T = −Â``;
+  * reference ``current`` (score-function objectives): ``o = −1_stable Â log π_θ``
+    (SFT/RFT: the NLL; REINFORCE, ReMax, CISPO: ``−w Â log π``);
+  * other references: ``o = −Â f(ρ)`` with ``ρ = π_θ/π_ref`` and ``f`` the stabilisers'
+    values in turn (`STABILISER_VALUES`): the clipped PPO objective ``min(ρÂ, clip(ρ)Â)``,
+    dual clip, LUFFY's shaped ``π/(π+γ)``, weights (TIS, IcePop, SRFT) multiplying.
+
+  Pairwise losses (DPO, IPO, SimPO, ORPO) have row values instead (``c.row_objective``); their
+  token values are 0.
+  """
+  name = parts.advantage.name
+  if c.row_objective is not None:
+    return jnp.zeros_like(c.mask)
+  if name == 'teacher_probs':
+    p = adv
+    return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - c.logp), 0.0), axis=-1)
+  if name == 'teacher_log_ratio':
+    return -stable * adv
+  if parts.reference.name == 'current':
+    return -stable * adv * jnp.where(c.mask > 0, c.logp, 0.0)
+  v = jnp.exp(jnp.where(c.mask > 0, c.logp - sg(ref), 0.0))
+  for sp, w in zip(parts.stabiliser, weights):
+    v = STABILISER_VALUES[sp.name](v, w, c, **sp.kw)
+  return -adv * v
 
 
 # ----------------------------------------------------------------------------
@@ -333,6 +401,10 @@ def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
     group_size: rows per question (preference pairs: 2).
     entropy: ``[B, T]`` differentiable token entropies (for the entropy bonus).
 
+  The term's objective value (what the method minimises, e.g. the NLL for SFT, the clipped
+  PPO objective, the DPO loss; see `_objective_terms`) is aggregated the same way, with the
+  same ``D``: ``metrics['objective_sum/<term>']`` is its sum ``S^obj`` (no gradient).
+
   Returns:
     ``(loss_sum [], denominator [], metrics)``.
   """
@@ -340,12 +412,14 @@ def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
   b = mask.shape[0]
   c = _Ctx(batch, logp, group_size, entropy)
   total = jnp.zeros((), jnp.float32)
+  objective = jnp.zeros((), jnp.float32)
   denom = jnp.zeros((), jnp.float32)
   metrics = {}
   vocab_level = jnp.ndim(logp) > 2
   for role, parts in term.roles():
     rows = _role_rows(batch, role, b)
     fn, needs_policy = ADVANTAGES[parts.advantage.name]
+    c.row_objective = c.pair_margin = None
     if needs_policy:
       c.rows = rows
       a = broadcast_to_tokens(fn(c, **parts.advantage.kw), mask)
@@ -358,21 +432,29 @@ def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
     c.ref = ref
     stable = jnp.ones_like(mask)
     clipped = jnp.zeros_like(mask)
+    weights = []
     for sp in parts.stabiliser:
       w_s, c_s = STABILISERS[sp.name](c, **sp.kw)
+      weights.append(w_s)
       stable = stable * w_s
       clipped = jnp.maximum(clipped, c_s)
     agg = parts.aggregation.kw
     w, d = _aggregation.aggregation_weights(mask, parts.aggregation.name, **agg)
     w = w * g[:, None]
     tok = upge_token_terms(logp, ref, a, stable, mask)
+    obj = _objective_terms(parts, c, ref, c.adv, stable, weights)
     if term.kl is not None and term.kl.where == 'loss':
-      tok = tok + reg.kl_loss_terms(logp, c.get('ref_logp'), mask, term.kl.coef, term.kl.kind)
+      kl = reg.kl_loss_terms(logp, c.get('ref_logp'), mask, term.kl.coef, term.kl.kind)
+      tok, obj = tok + kl, obj + sg(kl)
     if term.entropy_coef:
       if entropy is None:
         raise ValueError(f'term {term.name!r} has an entropy bonus: pass entropy=')
-      tok = tok + reg.entropy_bonus_terms(entropy, mask, term.entropy_coef)
+      bonus = reg.entropy_bonus_terms(entropy, mask, term.entropy_coef)
+      tok, obj = tok + bonus, obj + sg(bonus)
     total = total + jnp.sum(jnp.where(w > 0, w * tok, 0.0))
+    objective = objective + jnp.sum(jnp.where(w > 0, w * obj, 0.0))
+    if c.row_objective is not None:
+      objective = objective + jnp.sum(g * d * c.row_objective)
     denom = denom + jnp.sum(d * (g > 0))
     valid = mask * (g[:, None] > 0)
     m = token_metrics(valid, advantages=None if vocab_level else a,
@@ -380,7 +462,12 @@ def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
                       old_logp=batch.get('old_logp') if parts.reference.name in ('behaviour', 'gspo') else None)
     m['clip_frac'] = masked_mean(clipped, valid)
     m['tokens'] = jnp.sum(valid)
+    if c.pair_margin is not None:  # pairwise losses: mean margin and accuracy over the pairs
+      used = (g > 0).astype(jnp.float32)
+      m['margin'] = masked_mean(c.pair_margin, used)
+      m['accuracy'] = masked_mean((c.pair_margin > 0).astype(jnp.float32), used)
     metrics.update({f'{term.name}/{role}/{k}': v for k, v in m.items()})
+  metrics[f'objective_sum/{term.name}'] = term.coef * sg(objective)
   return term.coef * total, denom, metrics
 
 
@@ -416,6 +503,12 @@ def compute_loss(recipe: Recipe, logp: jax.Array, batch: dict, *,
     group_size: rows per question ``G`` (2 for preference pairs).
     entropy: ``[B, T]`` differentiable entropies, for entropy bonuses.
 
+  The surrogate's value is not the method's objective (it is ``−1`` for SFT, ``≈ 0`` for
+  GRPO); the metrics carry the objective, aggregated exactly like the surrogate:
+  ``objective_sum/<term>`` is its sum ``S^obj_k`` (add over micro-batches, divide by the
+  global ``D_k``), ``loss/<term>`` ``= S^obj_k / D_k`` on this batch and ``objective``
+  ``= Σ_k loss/<term>`` (the NLL for SFT, the clipped PPO objective, the DPO loss, ...).
+
   Returns:
     ``(loss_sums: dict[str, []], denominators: dict[str, []], metrics: dict[str, []])``.
   """
@@ -427,6 +520,8 @@ def compute_loss(recipe: Recipe, logp: jax.Array, batch: dict, *,
     s, d, m = term_loss(term, logp, batch, group_size=group_size, entropy=entropy)
     sums[term.name], dens[term.name] = s, d
     metrics.update(m)
+    metrics[f'loss/{term.name}'] = safe_div(m[f'objective_sum/{term.name}'], d)
+  metrics['objective'] = sum(metrics[f'loss/{k}'] for k in sums)
   mask = jnp.asarray(batch['mask'], jnp.float32)
   if jnp.ndim(logp) == 2:
     metrics['nll'] = masked_mean(-sg(logp), mask)

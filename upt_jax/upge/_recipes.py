@@ -309,7 +309,7 @@ def srft(eps: float = 0.2, sft_coef: float = 0.5, rl_coef: float = 0.1,
 
 def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
         max_len: int | None = None, gate: str = 'hard', offline: str = 'sft',
-        shaping_gamma: float = 0.1, **gate_kwargs) -> Recipe:
+        shaping_gamma: float = 0.1, sft_loss_coef: float = 1.0, **gate_kwargs) -> Recipe:
   """HPT (Lv et al. 2025): per question, RL on its rollouts or SFT on its demonstration.
 
   The gate reads the question's pass rate ``P`` (rollouts with reward > 0.5);
@@ -318,10 +318,23 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
 
   * ``variant='paper_text'`` (Eq. 11): RL term with PPO clip and
     ``(r − mean)/(std + 1e-6)``, token-mean over the rollouts of RL-routed
-    questions; SFT term token-mean over demos of SFT-routed questions; L = L_RL + L_SFT.
-  * ``variant='released_code'``: no clip (plain ratio), ``Â = r − mean_g``, one term:
-    token sum over all RL and SFT tokens divided by ``L · (number of routed rows)``
-    (``L = max_len``, default ``T``).
+    questions; SFT term token-mean over demos of SFT-routed questions;
+    L = L_RL + sft_loss_coef · L_SFT (the paper: coefficient 1).
+  * ``variant='released_code'`` (``mix_actor.py``, ``offline_loss_type='sft'``, as
+    ``exp_scripts/train.sh`` runs it): ``L = L_RL + sft_loss_coef · L_SFT``.
+
+    - ``rl``: no clip (plain ratio), ``Â = r − mean_g``, token sum over the rollouts of
+      RL-routed questions divided by ``L · n`` (``L = max_len``, default ``T``; ``n`` =
+      routed rows: the rollouts of RL-routed questions plus one demonstration per
+      SFT-routed question — the demos sit in the denominator with ``Â ≡ 0``).
+    - ``sft``: the NLL token mean pooled over the demonstration tokens of SFT-routed
+      questions (``compute_sft_pure_loss``), times ``sft_loss_coef`` (default 1.0, the
+      released default; it multiplies only this term).
+
+    The released code adds, per micro-batch, the RL sum ``Σ/L`` (not divided by rows)
+    and the micro-batch's SFT token mean, and sums micro-batch gradients; its RL:SFT
+    weight so depends on the micro-batching: with one micro-batch of ``R`` rows per
+    device it is ``R`` times this one's (``sft_loss_coef = c / R`` reproduces a released ``c``).
 
   ``offline`` (``paper_text`` only) is what an SFT-routed question learns from its
   demonstration (the offline-signal ablation): ``'sft'`` (NLL, the paper),
@@ -346,7 +359,8 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
     od = _rl((part('policy_shaping', gamma=shaping_gamma),), 'unit', part('grpo', eps=1e-6, rows='all'))
     terms = [Term('rl', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl))]
     if offline in ('sft', 'both'):
-      terms.append(Term('sft', demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft)))
+      terms.append(Term('sft', demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft),
+                        coef=sft_loss_coef))
     if offline in ('rl', 'both'):
       terms.append(Term('rl_demo', demo=Parts(od.stabiliser, od.reference, od.advantage, od.aggregation,
                                               g_sft)))
@@ -356,11 +370,15 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
     if offline != 'sft':
       raise ValueError(f"HPT offline={offline!r} is defined for variant='paper_text' only")
     rl = _rl(_NONE, 'behaviour', part('dr_grpo'), 'seq-mean-token-sum-norm', max_len=max_len)
-    sf = _rl(_NONE, 'current', part('one'), 'seq-mean-token-sum-norm', max_len=max_len)
-    return Recipe('hpt_released_code', (Term(
-        'hpt', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl),
-        demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft)),),
-        'Lv et al. 2025 (released code)', notes)
+    # a routed demo counts one row in the RL denominator and adds nothing to its sum
+    seat = _rl(_NONE, 'current', part('one', value=0.0), 'seq-mean-token-sum-norm', max_len=max_len)
+    sf = _rl(_NONE, 'current', part('one'))
+    return Recipe('hpt_released_code', (
+        Term('rl', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl),
+             demo=Parts(seat.stabiliser, seat.reference, seat.advantage, seat.aggregation, g_sft)),
+        Term('sft', demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft),
+             coef=sft_loss_coef),
+    ), 'Lv et al. 2025 (released code)', notes)
   raise ValueError(f"unknown HPT variant {variant!r}: 'paper_text' or 'released_code'")
 
 
@@ -478,5 +496,16 @@ def recipe_table() -> str:
         cells = _fmt_parts(p)
         lines.append(f'| {r.name} | {t.name} | {role} | ' + ' | '.join(f'`{x}`' if x else '' for x in cells)
                      + f" | {'; '.join(reg)} | {r.notes} |")
+  lines += [
+      '',
+      '## Conventions',
+      '',
+      '* `hpt_released_code` is the released code\'s loss (`mix_actor.py`, `offline_loss_type=sft`):',
+      '  `L = −Σ_{RL rows, t} Â ρ / (L · n) + sft_loss_coef · NLL`, with `n` the routed rows (the',
+      '  rollouts of RL-routed questions plus one demonstration per SFT-routed question: the `rl`',
+      '  term\'s demo rows carry `Â ≡ 0` and only count in `n`) and `NLL` the token mean pooled over',
+      '  the demonstration tokens of SFT-routed questions. `sft_loss_coef` (default 1.0, as released)',
+      '  scales the `sft` term only (in `hpt` too).',
+  ]
   lines.append('')
   return '\n'.join(lines)
