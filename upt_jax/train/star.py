@@ -56,7 +56,9 @@ def run_star(config) -> list[dict]:
     from upt_jax.train.trainer import build_model, load_records, train
     from upt_jax.data import load_tokenizer
     from upt_jax.sampling import Sampler
+    from upt_jax.train import schema
 
+    schema.validate(config)  # every key in its domain, before anything is read or built
     s = config.star
     source = load_records(config)
     records = [source[i] for i in range(min(s.questions, len(source)))]

@@ -412,6 +412,10 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
     run directory), then with the records (enough of them) and the vocabulary size (free disk for
     a checkpoint).
     """
+    if records is None:  # every key in its domain (upt_jax.train.schema), before anything else
+        from upt_jax.train import schema
+
+        schema.validate(config)
     n_devices = jax.device_count()
     m = config.mesh
     sizes = [m.data, m.fsdp, m.tensor]
