@@ -50,10 +50,12 @@ class RewardModelTrainer:
         from upt_jax.train.state import create_train_state, make_optimizer
         from upt_jax.train.step import make_train_step
         from upt_jax.train.trainer import build_model, load_records
+        from upt_jax.train.vocab import check_tokenizer_fits
 
         schema.validate(config)  # every key in its domain, before anything is read or built
         self.config = config
         self.tok = load_tokenizer(config.tokenizer)
+        check_tokenizer_fits(config, self.tok.vocab_size)
         self.records = load_records(config)
         t = config.train
         if len(self.records) < t.questions_per_step:
