@@ -163,8 +163,7 @@ CASES = {  # name: (key, value, what the message must say)
     "schedule_unknown": ("train.schedule", "cosin", r"one of constant, cosine, linear"),
     "verifier_unknown": ("data.verifier", "maths", r"one of math, integer, exact, choice"),
     "checkpoint_keep_zero": ("checkpoint.keep", 0, r"an int ≥ 1"),
-    "checkpoint_every_zero": ("checkpoint.every", 0, r"an int ≥ 1"),
-    "checkpoint_every_negative": ("checkpoint.every", -5, r"an int ≥ 1"),
+    "checkpoint_every_negative": ("checkpoint.every", -5, r"an int ≥ 0"),  # 0: at the last step only
     "max_new_tokens_zero": ("rollout.max_new_tokens", 0, r"an int ≥ 1"),
     "temperature_negative": ("rollout.temperature", -1.0, r"a finite float ≥ 0"),
     "top_p_zero": ("rollout.top_p", 0.0, r"a finite float in \(0, 1\]"),

@@ -365,7 +365,7 @@ def _spec():
         ("mesh.data", number(int, lo=1, **mesh), "devices along the data axis"),
         ("mesh.fsdp", number(int, lo=1, **mesh), "devices parameters and optimiser state are sharded over"),
         ("mesh.tensor", number(int, lo=1, **mesh), "tensor-parallel devices"),
-        ("checkpoint.every", number(int, lo=1), "save every this many steps (and at the last step)"),
+        ("checkpoint.every", number(int, lo=0), "save every this many steps and at the last (0: at the last only)"),
         ("checkpoint.keep", number(int, lo=1), "newest checkpoints kept"),
         ("checkpoint.async_save", flag(), "write checkpoints in the background"),
         ("log.every", number(int, lo=1), "(not read: every step is logged)"),
@@ -376,7 +376,7 @@ def _spec():
 
 MODES = ("online", "offline", "preference", "reward_model", "prm", "star")
 
-# keys of optional sections: (path, domain, doc, default); present in the configs of the modes that read them
+# optional sections: the modes whose configs hold (and need) them
 _SECTIONS = {
     "reward_model": ("reward_model", "prm"),
     "star": ("star",),
@@ -384,6 +384,7 @@ _SECTIONS = {
 
 
 def _section_spec():
+    """``(path, domain, doc, default)`` of the optional sections' keys (defaults: the experiments')."""
     return [
         ("reward_model.margin", number(float, lo=0), "Bradley–Terry: the margin the chosen score must clear", 0.0),
         ("reward_model.label_smoothing", number(float, lo=0, hi=0.5, hi_open=True),
