@@ -265,12 +265,16 @@ def eval_command(argv: list[str]) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("train", "pipeline"):
-        from upt_jax.train.schema import ConfigError
-
         try:
             return (train_command if argv[0] == "train" else pipeline_command)(argv[1:])
-        except ConfigError as e:  # a config value outside its key's domain: the message says which
-            print(f"upt {argv[0]}: {e}", file=sys.stderr)
+        except ValueError as e:
+            # imported only now: importing upt_jax.train first would install absl's root log handler
+            # before the command's logging.basicConfig, silencing every INFO line of the run
+            from upt_jax.train.schema import ConfigError
+
+            if not isinstance(e, ConfigError):
+                raise
+            print(f"upt {argv[0]}: {e}", file=sys.stderr)  # a config value outside its key's domain
             return 2
     if argv and argv[0] == "eval":
         return eval_command(argv[1:])
