@@ -152,8 +152,8 @@ def _streams_test(v) -> bool:
     return _is_int(v) and v >= 1
 
 
-def _open(entries_of: Callable, what: str) -> Domain:
-    """An open dict: a mapping whose keys are the entries ``entries_of(config)`` names."""
+def _open(what: str) -> Domain:
+    """An open dict: a mapping (its entries are checked against ``Key.entries``)."""
     return Domain(dict, f"a dict of {what}", lambda v: isinstance(v, Mapping) or hasattr(v, "to_dict"),
                   False, ({"no_such_key": 1},))
 
@@ -281,7 +281,7 @@ def _spec():
         ("model.init", choice(("preset", "hf", "checkpoint")),
          "the policy's weights: a preset (random), model.hf_dir, or model.checkpoint (a previous run)"),
         ("model.preset", choice(PRESETS), "the architecture of init=preset (shape overrides in model.overrides)"),
-        ("model.overrides", _open(_overrides_entries("model"), "ModelConfig fields"),
+        ("model.overrides", _open("ModelConfig fields"),
          "ModelConfig fields over the preset (model.overrides.* below)", _overrides_entries("model")),
         ("model.hf_dir", text(), "init=hf: a Hugging Face checkpoint directory (config.json + safetensors)"),
         ("model.checkpoint", text(), "init=checkpoint: a previous upt_jax run directory (its latest params)"),
@@ -297,7 +297,7 @@ def _spec():
         ("data.path", Domain(object, "a path, a glob, a dataset directory or a list of them", _data_path_test,
                              False, (None, 3)), "source=file: the training data"),
         ("data.format", choice(FORMATS), "source=file: the reader (auto: from the file extension)"),
-        ("data.fields", _open(_fields_entries, "record key → source column"),
+        ("data.fields", _open("record key → source column"),
          "source=file: the source column of each record key (data.fields.* below)", _fields_entries),
         ("data.skip_bad_rows", flag(), "source=file: log, count and skip malformed rows instead of failing"),
         ("data.template", choice(TEMPLATES), "the prompt: plain, zero (zero-shot CoT) or chat (chat template)"),
@@ -311,7 +311,7 @@ def _spec():
          "source=corpus: > 0 packs consecutive documents into rows of about this many tokens"),
         ("recipe.name", choice(recipe_names()),
          "the loss (an upt_jax.upge recipe; hpt_released_code = hpt with variant=released_code)"),
-        ("recipe.hparams", _open(_hparams_entries, "the recipe's hyper-parameters"),
+        ("recipe.hparams", _open("the recipe's hyper-parameters"),
          "the recipe constructor's keyword arguments (recipe.hparams.* below; unset: its default)",
          _hparams_entries),
         ("mode", choice(MODES), "online (rollouts), offline (demonstrations), preference (pairs), "
@@ -360,7 +360,7 @@ def _spec():
         ("teacher.dtype", dtypes, "the teacher's compute dtype"),
         ("teacher.remat", choice(REMAT_POLICIES), "the teacher's rematerialisation"),
         ("teacher.preset", choice(PRESETS), "the teacher's architecture (a run directory without config.json)"),
-        ("teacher.overrides", _open(_overrides_entries("teacher"), "ModelConfig fields"),
+        ("teacher.overrides", _open("ModelConfig fields"),
          "the teacher's ModelConfig fields over teacher.preset", _overrides_entries("teacher")),
         ("mesh.data", number(int, lo=1, **mesh), "devices along the data axis"),
         ("mesh.fsdp", number(int, lo=1, **mesh), "devices parameters and optimiser state are sharded over"),
