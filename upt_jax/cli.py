@@ -1,7 +1,8 @@
 """Command-line entry points.
 
     upt demo [--run-dir runs/paper_table_demo] [--plumbing]
-    upt train --config experiments/grpo.py[:ARG] [--config.train.steps=10 ...]
+    upt train --config experiments/grpo.py[:ARG] [--config.train.steps=10 ...]   (or --config grpo[:ARG])
+    upt train --config grpo --help          # every config key: type, allowed values, default, doc
     upt pipeline --config experiments/sft_then_grpo.py [--config.sft.train.steps=5 ...]
     upt eval --run-dir runs/NAME | --hf-dir DIR [--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]
 
@@ -124,22 +125,131 @@ def setup_logging(argv: list[str]) -> list[str]:
     return argv
 
 
+def shipped_experiments_dir() -> str:
+    """The directory of the shipped ``experiments/*.py`` (the ``experiments`` package, wherever it
+    is installed; else beside ``upt_jax``)."""
+    try:
+        import experiments
+
+        return os.path.dirname(os.path.abspath(experiments.__file__))
+    except ImportError:
+        import upt_jax
+
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(upt_jax.__file__))), "experiments")
+
+
+def resolve_config_file(spec: str) -> str:
+    """``--config``'s value as ``PATH[:ARG]``: a file path from the working directory, or a shipped
+    experiment by short name (``grpo``, ``grpo:dapo``, ``hpt:released_code``); ``experiments/NAME.py``
+    that is not a file here is the shipped one too, so the README's commands work from any directory."""
+    path, sep, arg = spec.partition(":")
+    if os.path.isfile(path):
+        return os.path.abspath(path) + sep + arg
+    shipped = shipped_experiments_dir()
+    name = path[:-3] if path.endswith(".py") else path
+    if "/" not in name or os.path.dirname(name) == "experiments":
+        candidate = os.path.join(shipped, os.path.basename(name) + ".py")
+        if os.path.isfile(candidate):
+            return candidate + sep + arg
+    known = sorted(f[:-3] for f in os.listdir(shipped) if f.endswith(".py") and f != "__init__.py") \
+        if os.path.isdir(shipped) else []
+    raise SystemExit(f"upt: --config {spec!r}: {path!r} is not a file (from {os.getcwd()}) nor a shipped "
+                     f"experiment ({', '.join(known)})")
+
+
+def _config_spec(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``(the --config value, the other arguments)``."""
+    rest, spec, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--config", "-config") and i + 1 < len(argv):
+            spec, i = argv[i + 1], i + 2
+            continue
+        if a.startswith(("--config=", "-config=")):
+            spec = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return spec, rest
+
+
+def _open_overrides(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Splits ``--config.PATH=VALUE`` overrides of open-dict entries (``recipe.hparams.*``,
+    ``model.overrides.*``, ``data.fields.*``: keys ml_collections cannot know) from the rest."""
+    from upt_jax.train import schema
+
+    mine, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        name, eq, value = a.partition("=")
+        path = name[len("--config."):] if name.startswith("--config.") else None
+        if path is not None and schema.open_key(path):
+            if not eq:  # --config.PATH VALUE, or a bare boolean --config.PATH
+                if i + 1 < len(args) and not args[i + 1].startswith("-"):
+                    value, i = args[i + 1], i + 1
+                else:
+                    value = "true"
+            mine.append((path, value))
+        else:
+            rest.append(a)
+        i += 1
+    return mine, rest
+
+
 def load_config(argv: list[str]):
-    """Parse ``--config path.py[:arg]`` and ``--config.key=value`` overrides (ml_collections)."""
+    """The config of ``--config FILE_OR_NAME[:ARG]`` with the ``--config.key=value`` overrides of
+    ``argv`` (not ``sys.argv``) applied. ``FILE_OR_NAME``: see `resolve_config_file`. Overrides of
+    a recipe's hyper-parameters (``--config.recipe.hparams.kl_coef=0.04``), of ``model.overrides``
+    and ``data.fields`` entries are typed by the schema (``upt_jax.train.schema``) and may name any
+    key it lists, set in the file or not."""
     from absl import flags
     from ml_collections import config_flags
 
+    from upt_jax.train import schema
+
+    spec, rest = _config_spec(list(argv))
+    if spec is None:
+        raise SystemExit("upt: --config FILE or a shipped experiment's name (e.g. --config grpo) is required; "
+                         "--help lists every config key")
+    path = resolve_config_file(spec)
+    open_overrides, rest = _open_overrides(rest)
+    args = ["upt", "--config", path] + rest
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "experiment config file (experiments/NAME.py[:ARG])",
-                                    flag_values=fv, lock_config=False)
-    fv(["upt"] + list(argv))
-    if fv.config is None:
-        raise SystemExit("upt train: --config experiments/NAME.py is required")
-    return fv.config
+                                    flag_values=fv, lock_config=False, sys_argv=args)
+    fv(args)
+    config = fv.config
+    for key, value in open_overrides:  # after the rest: a recipe's hyper-parameters follow recipe.name
+        schema.apply_override(config, key, value)
+    return config
+
+
+def _wants_help(argv: list[str]) -> bool:
+    return any(a in ("--help", "-h", "--helpfull", "-help") for a in argv)
+
+
+def config_help(command: str, argv: list[str]) -> str:
+    """``upt train|pipeline [--config F] --help``: every config key (type, allowed values, the
+    default in this config, a one-line doc); without ``--config``, ``base_config()``'s and every
+    recipe's hyper-parameters."""
+    from upt_jax.train import schema
+
+    argv = [a for a in argv if not _wants_help([a])]
+    usage = (f"usage: upt {command} --config FILE_OR_NAME[:ARG] [--config.KEY=VALUE ...]\n"
+             "  FILE_OR_NAME: a config file (from the working directory) or a shipped experiment: "
+             + ", ".join(sorted(f[:-3] for f in os.listdir(shipped_experiments_dir())
+                                if f.endswith(".py") and f != "__init__.py")) + "\n")
+    if _config_spec(argv)[0] is None:
+        return usage + "\nconfig keys (base_config(); each experiment changes some defaults):\n" + schema.describe()
+    config = load_config(argv)
+    return usage + f"\nconfig keys of {_config_spec(argv)[0]} (KEY=DEFAULT  TYPE: ALLOWED):\n" + schema.describe(config)
 
 
 def train_command(argv: list[str]) -> int:
     """``upt train``: run (or resume) one experiment; writes its run directory."""
+    if _wants_help(argv):
+        print(config_help("train", argv))
+        return 0
     argv = setup_logging(argv)
     from upt_jax.train import distributed
     from upt_jax.train.trainer import train
@@ -157,6 +267,9 @@ def train_command(argv: list[str]) -> int:
 
 def pipeline_command(argv: list[str]) -> int:
     """``upt pipeline``: run the stages of a pipeline config in order (resumable)."""
+    if _wants_help(argv):
+        print(config_help("pipeline", argv))
+        return 0
     argv = setup_logging(argv)
     from upt_jax.train import distributed
     from upt_jax.train.pipeline import run_pipeline
@@ -182,10 +295,18 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) > 1 and argv[0] in _VERBOSE_FLAGS:  # `upt -v train ...` as `upt train -v ...`
         argv = [argv[1], argv[0], *argv[2:]]
-    if argv and argv[0] == "train":
-        return train_command(argv[1:])
-    if argv and argv[0] == "pipeline":
-        return pipeline_command(argv[1:])
+    if argv and argv[0] in ("train", "pipeline"):
+        try:
+            return (train_command if argv[0] == "train" else pipeline_command)(argv[1:])
+        except ValueError as e:
+            # imported only now: importing upt_jax.train first would install absl's root log handler
+            # before the command's logging set-up, silencing every INFO line of the run
+            from upt_jax.train.schema import ConfigError
+
+            if not isinstance(e, ConfigError):
+                raise
+            print(f"upt {argv[0]}: {e}", file=sys.stderr)  # a config value outside its key's domain
+            return 2
     if argv and argv[0] == "eval":
         return eval_command(argv[1:])
     parser = argparse.ArgumentParser(prog="upt", description="upt_jax: unified post-training in JAX")
@@ -194,8 +315,8 @@ def main(argv=None) -> int:
                                     "experiments/sft_then_grpo.py")
     sub.add_parser("eval", help="evaluate a checkpoint: upt eval --run-dir runs/NAME | --hf-dir DIR "
                                 "[--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]")
-    sub.add_parser("train", help="run an experiment: upt train --config experiments/NAME.py "
-                                 "[--config.key=value ...]")
+    sub.add_parser("train", help="run an experiment: upt train --config experiments/NAME.py (or NAME) "
+                                 "[--config.key=value ...]; upt train --config NAME --help lists the keys")
     p_demo = sub.add_parser("demo", help="the reduced paper comparison on the built-in synthetic task "
                                          "(--plumbing: export → reload → sample a random model)")
     p_demo.add_argument("--run-dir", default=None)

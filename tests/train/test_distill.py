@@ -9,7 +9,7 @@ from flax import nnx
 
 from experiments import distill, sft
 from upt_jax import upge
-from upt_jax.models import init_model, preset
+from upt_jax.models import init_model, preset, save_hf_checkpoint
 from upt_jax.train.step import upge_objective, teacher_logits
 from upt_jax.train.trainer import train
 from tests.train.batches import rl_batch
@@ -119,10 +119,11 @@ def test_missing_teacher_fails_before_any_compute(tmp_path):
 
 
 def test_teacher_of_another_vocabulary_is_refused(tmp_path):
-    other = shrink(sft.get_config(), tmp_path / "teacher64", steps=0, model=dict(TEACHER, vocab_size=64))
-    train(other)  # saves its random initial parameters as a run
-    c = _distill("fkl", tmp_path / "run", str(tmp_path / "teacher64"), steps=1)
-    with pytest.raises(ValueError, match=r"config\.teacher\.run_dir=.*vocabulary has 64 entries"):
+    # a HF checkpoint: a run cannot train a 64-row embedding on the 105-token tokenizer (refused)
+    save_hf_checkpoint(init_model(preset("tiny", **dict(TEACHER, vocab_size=64)), 0), tmp_path / "teacher64")
+    c = _distill("fkl", tmp_path / "run", "", steps=1)
+    c.teacher.hf_dir = str(tmp_path / "teacher64")
+    with pytest.raises(ValueError, match=r"config\.teacher\.hf_dir=.*vocabulary has 64 entries"):
         train(c)
 
 

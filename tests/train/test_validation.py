@@ -61,7 +61,7 @@ CASES = {
     "mesh_vs_devices": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"mesh.data": 3}),
                         ValueError, r"config\.mesh data=3 .* does not fit 8 devices"),
     "mesh_zero": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"mesh.fsdp": 0}),
-                  ValueError, r"config\.mesh .*each must be ≥ 1"),
+                  ValueError, r"config\.mesh\.fsdp=0: must be an int ≥ 1, or -1"),
     "rows_vs_mesh": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1),
                                     **{"train.questions_per_step": 1, "rollout.n": 3}),
                      ValueError, r"3 rows \(config\.train\.questions_per_step=1 × group size 3\) do not split "

@@ -54,10 +54,14 @@ def stage_configs(config) -> list[tuple[str, object]]:
 
 def run_pipeline(config) -> list[dict]:
     """Run the stages in order; returns one report per stage (``status``: ran / already done)."""
+    from upt_jax.train import schema
     from upt_jax.train.trainer import train
 
+    stages = stage_configs(config)
+    for name, c in stages:  # every stage's keys, before the first stage trains
+        schema.validate(c, prefix=f"config.{name}.")
     reports = []
-    for name, c in stage_configs(config):
+    for name, c in stages:
         done_file = epath.Path(c.run_dir) / DONE
         if done_file.exists():
             report = dict(json.loads(done_file.read_text()), status="already done")

@@ -44,14 +44,18 @@ class RewardModelTrainer:
         from upt_jax.data import load_tokenizer, make_dataset
         from upt_jax.models.partition import make_mesh
         from upt_jax.models.reward import reward_model_from
+        from upt_jax.train import schema
         from upt_jax.train.checkpoint import Checkpointer
         from upt_jax.train.metrics_log import MetricsWriter
         from upt_jax.train.state import create_train_state, make_optimizer
         from upt_jax.train.step import make_train_step
         from upt_jax.train.trainer import build_model, load_records
+        from upt_jax.train.vocab import check_tokenizer_fits
 
+        schema.validate(config)  # every key in its domain, before anything is read or built
         self.config = config
         self.tok = load_tokenizer(config.tokenizer)
+        check_tokenizer_fits(config, self.tok.vocab_size)
         self.records = load_records(config)
         t = config.train
         if len(self.records) < t.questions_per_step:

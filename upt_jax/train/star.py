@@ -56,11 +56,15 @@ def run_star(config) -> list[dict]:
     from upt_jax.train.trainer import build_model, load_records, train
     from upt_jax.data import load_tokenizer
     from upt_jax.sampling import Sampler
+    from upt_jax.train import schema
+    from upt_jax.train.vocab import check_tokenizer_fits
 
+    schema.validate(config)  # every key in its domain, before anything is read or built
     s = config.star
     source = load_records(config)
     records = [source[i] for i in range(min(s.questions, len(source)))]
     tok = load_tokenizer(config.tokenizer)
+    check_tokenizer_fits(config, tok.vocab_size)
     reports, previous = [], None
     for r in range(1, s.rounds + 1):
         round_dir = os.path.join(config.run_dir, f"round_{r}")

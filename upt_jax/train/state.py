@@ -37,6 +37,9 @@ class TrainState:
         return jax.random.wrap_key_data(self.rng)
 
 
+SCHEDULES = ("constant", "cosine", "linear")  # make_optimizer's learning-rate schedules
+
+
 def make_optimizer(learning_rate: float = 1e-5, *, schedule: str = "constant", warmup_steps: int = 0,
                    total_steps: int = 1000, weight_decay: float = 0.0, b1: float = 0.9,
                    b2: float = 0.999, eps: float = 1e-8, max_grad_norm: float | None = 1.0,
@@ -59,7 +62,7 @@ def make_optimizer(learning_rate: float = 1e-5, *, schedule: str = "constant", w
                                                          max(total_steps - warmup_steps, 1))],
                                   [warmup_steps])
     else:
-        raise ValueError(f"unknown schedule {schedule!r}; expected constant, cosine or linear")
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     if name == "adamw":
         opt = optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     elif name == "sgd":

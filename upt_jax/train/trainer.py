@@ -435,8 +435,12 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
     ``Trainer`` calls it twice: with the config alone before the tokenizer, the data or the model
     is read (mesh vs devices, rollouts vs recipe and gate, batch divisibility, input paths, the
     run directory), then with the records (enough of them) and the vocabulary size (free disk for
-    a checkpoint).
+    a checkpoint; the tokenizer fits the model).
     """
+    if records is None:  # every key in its domain (upt_jax.train.schema), before anything else
+        from upt_jax.train import schema
+
+        schema.validate(config)
     n_devices = jax.device_count()
     m = config.mesh
     sizes = [m.data, m.fsdp, m.tensor]
@@ -486,6 +490,10 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
         raise ValueError(f"{len(records)} training records < questions_per_step "
                          f"{config.train.questions_per_step}")
     _check_run_dir(config)
+    if vocab_size is not None:
+        from upt_jax.train.vocab import check_tokenizer_fits
+
+        check_tokenizer_fits(config, vocab_size)
     if records is not None and not _is_remote(config.run_dir):  # no free-space check on a bucket
         _check_disk(config, vocab_size)
 
