@@ -94,14 +94,22 @@ def verify_integer(output: str, gold: str | int, *, fallbacks: tuple[str, ...] =
     """Exact integer comparison of the last ``\\boxed{}`` (the synthetic-task fast path).
 
     Strict by default (no fallback): a demonstration-style output must end in a box.
+
+    A reference that is not an integer (``"1/2"``, ``"5.0"``, ``"nan"``) is a data error,
+    which `upt_jax.data.load_records` rejects at read time; one that gets here anyway
+    scores 0 with reason ``bad_reference`` (counted in `Verifier.metrics`) rather than
+    stopping a run mid-step.
     """
+    if isinstance(gold, int) and not isinstance(gold, bool):
+        gold_int = gold
+    else:
+        gold_int = extract.parse_integer(gold) if isinstance(gold, str) else None
+    if gold_int is None:
+        return Reward(0.0, "bad_reference", detail=f"not an integer reference: {gold!r:.80}")
     answer, how = extract.extract_answer(output, fallbacks, max_chars)
     early = _found(answer, how)
     if early is not None:
         return early
-    gold_int = gold if isinstance(gold, int) else extract.parse_integer(str(gold))
-    if gold_int is None:
-        raise ValueError(f"verify_integer needs an integer reference, got {gold!r}")
     ok = extract.parse_integer(answer) == gold_int
     return Reward(float(ok), "correct" if ok else "wrong", extracted=answer)
 
