@@ -367,7 +367,8 @@ def test_non_finite_answers_are_bad_rows(tmp_path, answer):
 
 
 def test_non_finite_looking_words_are_kept_where_no_number_is_expected(tmp_path):
-    """"Nan" is a fine answer for the ``exact`` verifier; "1e999" is a finite number for ``math``."""
+    """'Nan' is a fine answer for the ``exact`` verifier; "1e999" is a finite number for
+    ``math`` (only the JSON *number* 1e999 overflows to infinity)."""
     path = _one_row(tmp_path, '{"id": "b", "question": "q", "answer": "Nan"}')
     records, _ = readers.load_records(DataConfig(path=path, verifier="exact"))
     assert records[1]["answer"] == "Nan"
@@ -432,7 +433,8 @@ def test_lone_surrogate_is_a_bad_row_with_its_line(tmp_path):
 
 def test_json_array_that_is_not_utf8_names_the_line(tmp_path):
     path = tmp_path / "enc.json"
-    path.write_bytes(b'[\n{"question": "1", "answer": "1"},\n{"question": "\xff", "answer": "1"}\n]')
+    path.write_bytes(b'[\n{"question": "1", "answer": "1"},\n'
+                     b'{"question": "\xff", "answer": "1"}\n]')
     with pytest.raises(DataError, match=rf"^{path}:3: not UTF-8"):
         readers.load_records(DataConfig(path=str(path)))
 

@@ -76,7 +76,8 @@ def test_strict_differs_from_default_on_the_table_only_where_the_default_is_leni
 def test_math_strict_kind_through_the_pool_and_the_router():
     outputs = [f"so \\boxed{{{p}}}" for p, _ in HACKS + GENUINE[:3]]
     golds = [g for _, g in HACKS + GENUINE[:3]]
-    with Verifier("math_strict", num_workers=1) as strict, Verifier("math", pool=strict.pool) as lax:
+    with Verifier("math_strict", num_workers=1) as strict, \
+            Verifier("math", pool=strict.pool) as lax:
         assert [r.score for r in strict(outputs, golds)] == [0.0] * 3 + [1.0] * 3
         assert [r.score for r in lax(outputs, golds)] == [1.0] * 6
     with Verifier("math", strict=True, isolate=True, num_workers=1) as isolated:

@@ -505,8 +505,8 @@ def _as_text(key: str, column: str, value: Any, loc: str, verifier: str) -> str:
                 return str(int(value))       # 5.0 is exactly 5 (documented in the module)
             raise _BadRow("non_integer_answer",
                           f"{field} is the float {value!r}, not an integer (floats are exact "
-                          f"integers only up to 2**53); DataConfig.verifier='integer' needs "
-                          "an integer such as 42")
+                          "integers only up to 2**53); DataConfig.verifier='integer' "
+                          "(data.verifier) needs an integer such as 42")
         text = str(value)
     elif isinstance(value, str):
         text = value
@@ -515,14 +515,14 @@ def _as_text(key: str, column: str, value: Any, loc: str, verifier: str) -> str:
     if key == "answer" and verifier in _NUMERIC_VERIFIERS:
         if _NON_FINITE_WORD.fullmatch(text.strip()):
             raise _BadRow("non_finite_answer", f"{field} is not finite ({text!r}); "
-                                               f"DataConfig.verifier={verifier!r} can never "
-                                               "match it")
+                                               f"DataConfig.verifier={verifier!r} "
+                                               "(data.verifier) can never match it")
         if verifier == "integer" and extract.parse_integer(text) is None:
             shown = text if len(text) <= 40 else text[:40] + "..."
             raise _BadRow("non_integer_answer",
                           f"{field} is {shown!r}, not an integer of at most 100 digits; "
-                          "DataConfig.verifier='integer' needs an integer such as 42 (or use "
-                          "verifier 'math')")
+                          "DataConfig.verifier='integer' (data.verifier) needs an integer "
+                          "such as 42 (or use verifier 'math')")
     return text
 
 

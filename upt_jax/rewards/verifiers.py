@@ -3,7 +3,7 @@
 | kind      | function          | what counts as correct                                   | where it runs |
 |-----------|-------------------|----------------------------------------------------------|---------------|
 | `math`    | `verify_math`     | last ``\\boxed{}`` (or fallback) equals the reference under math-verify | pool (fast path in-process) |
-| `math_strict` | `verify_math(strict=True)` | as `math`, but only equal values: no 6-decimal rounding, no percent conversion, no ``x=2`` for ``2`` | pool (fast path in-process) |
+| `math_strict` | `verify_math(strict=True)` | as `math`, only equal values (see below) | pool (fast path in-process) |
 | `integer` | `verify_integer`  | last ``\\boxed{}`` is exactly the reference integer (synthetic tasks) | in-process |
 | `exact`   | `verify_exact`    | extracted answer equals the reference after whitespace/case folding | in-process |
 | `choice`  | `verify_choice`   | the chosen letter (GPQA) equals the reference letter    | in-process |
