@@ -341,3 +341,213 @@ def test_tfds_rows_are_decoded(monkeypatch):
     assert calls == {"name": "gsm8k", "split": "test", "data_dir": "/d", "shuffle": False}
     assert records[0]["question"] == "1+1" and records[0]["answer"] == "2"
     assert records[0]["location"] == "tfds:gsm8k/test: row 0"
+
+
+# ----------------------------------------------------------------------------- hostile inputs
+# Issue #20 item 5: each of these escaped the reader (or was silently kept) before.
+
+
+def _one_row(tmp_path, text, name="one.jsonl"):
+    """A JSONL file whose line 2 is ``text`` (line 1 is a good row)."""
+    path = tmp_path / name
+    path.write_text('{"id": "ok", "question": "1+1", "answer": "2"}\n' + text + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("answer", ["NaN", "Infinity", "-Infinity", "1e999", '"nan"', '"Infinity"',
+                                    '"-inf"'])
+def test_non_finite_answers_are_bad_rows(tmp_path, answer):
+    path = _one_row(tmp_path, '{"id": "b", "question": "q", "answer": %s}' % answer)
+    with pytest.raises(DataError, match=rf"^{path}:2: field 'answer' \(column 'answer'\) is not "
+                                        r"finite"):
+        readers.load_records(DataConfig(path=path))
+    records, stats = readers.load_records(DataConfig(path=path, skip_bad_rows=True))
+    assert [r["id"] for r in records] == ["ok"]
+    assert stats.skipped_by_reason == {"non_finite_answer": 1}
+
+
+def test_non_finite_looking_words_are_kept_where_no_number_is_expected(tmp_path):
+    """'Nan' is a fine answer for the ``exact`` verifier; "1e999" is a finite number for
+    ``math`` (only the JSON *number* 1e999 overflows to infinity)."""
+    path = _one_row(tmp_path, '{"id": "b", "question": "q", "answer": "Nan"}')
+    records, _ = readers.load_records(DataConfig(path=path, verifier="exact"))
+    assert records[1]["answer"] == "Nan"
+    path = _one_row(tmp_path, '{"id": "b", "question": "q", "answer": "1e999"}')
+    records, _ = readers.load_records(DataConfig(path=path, verifier="math"))
+    assert records[1]["answer"] == "1e999"
+
+
+@pytest.mark.parametrize("answer", ['"5.5"', "5.5", '"1e3"', '"1/2"', '"5.0"', '"x"', "1e20",
+                                    '"' + "9" * 101 + '"'])
+def test_non_integer_answers_are_bad_rows_for_the_integer_verifier(tmp_path, answer):
+    path = _one_row(tmp_path, '{"id": "b", "question": "q", "answer": %s}' % answer)
+    with pytest.raises(DataError, match=rf"^{path}:2: field 'answer' \(column 'answer'\) .*"
+                                        r"DataConfig.verifier='integer'"):
+        readers.load_records(DataConfig(path=path, verifier="integer"))
+    _, stats = readers.load_records(DataConfig(path=path, verifier="integer", skip_bad_rows=True))
+    assert stats.skipped_by_reason == {"non_integer_answer": 1}
+    readers.load_records(DataConfig(path=path, verifier="math"))     # fine for math
+
+
+def test_integral_float_answer_is_written_as_an_integer_for_the_integer_verifier(tmp_path):
+    """A float-typed 5.0 (pandas turns an integer column with a gap into floats) is exactly 5:
+    it is stored as "5", which the integer verifier reads; other verifiers keep "5.0"."""
+    path = _one_row(tmp_path, '{"id": "b", "question": "q", "answer": 5.0}\n'
+                              '{"id": "c", "question": "r", "answer": -12}')
+    records, _ = readers.load_records(DataConfig(path=path, verifier="integer"))
+    assert [r["answer"] for r in records] == ["2", "5", "-12"]
+    from upt_jax.rewards import Verifier
+
+    assert Verifier("integer")(["\\boxed{5}"], [records[1]["answer"]])[0].correct
+    records, _ = readers.load_records(DataConfig(path=path, verifier="math"))
+    assert records[1]["answer"] == "5.0"
+
+
+def test_deeply_nested_row_is_a_bad_row_with_its_line(tmp_path):
+    path = _one_row(tmp_path, '{"question": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(DataError, match=rf"^{path}:2: nested too deeply"):
+        readers.load_records(DataConfig(path=path))
+    records, stats = readers.load_records(DataConfig(path=path, skip_bad_rows=True))
+    assert len(records) == 1 and stats.skipped_by_reason == {"too_deep": 1}
+
+
+def test_deeply_nested_json_array_element_names_its_line(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('[\n{"question": "1", "answer": "1"},\n{"question": ' + "[" * 100_000
+                    + "]" * 100_000 + "}\n]\n")
+    # like a syntax error, it leaves the rest of the array unreadable: never skipped
+    with pytest.raises(DataError, match=rf"^{path}:3: nested too deeply"):
+        readers.load_records(DataConfig(path=str(path), skip_bad_rows=True))
+
+
+def test_lone_surrogate_is_a_bad_row_with_its_line(tmp_path):
+    # no id column: the id is a hash of the question, which used to raise UnicodeEncodeError
+    path = _one_row(tmp_path, '{"question": "2+2 \\ud800", "answer": "4"}')
+    with pytest.raises(DataError, match=rf"^{path}:2: field 'question' \(column 'question'\) is "
+                                        r"not valid Unicode \(lone surrogate U\+D800 at "
+                                        r"character 4\)"):
+        readers.load_records(DataConfig(path=path))
+    records, stats = readers.load_records(DataConfig(path=path, skip_bad_rows=True))
+    assert len(records) == 1 and stats.skipped_by_reason == {"bad_encoding": 1}
+
+
+def test_json_array_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "enc.json"
+    path.write_bytes(b'[\n{"question": "1", "answer": "1"},\n'
+                     b'{"question": "\xff", "answer": "1"}\n]')
+    with pytest.raises(DataError, match=rf"^{path}:3: not UTF-8"):
+        readers.load_records(DataConfig(path=str(path)))
+
+
+def test_corrupt_parquet_names_the_file(tmp_path):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"PAR1" + b"garbage" * 10 + b"PAR1")
+    # a corrupt file is a whole-file error: skip_bad_rows does not hide it
+    with pytest.raises(DataError, match=rf"^{path}: cannot read this parquet file: "):
+        readers.load_records(DataConfig(path=str(path), skip_bad_rows=True))
+
+
+def test_truncated_parquet_names_the_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.Table.from_pylist([{"question": str(i), "answer": "1"} for i in range(50)]),
+                   good)
+    path = tmp_path / "cut.parquet"
+    data = good.read_bytes()
+    path.write_bytes(data[:len(data) // 2] + data[-8:])     # footer kept, pages cut
+    with pytest.raises(DataError, match=rf"^{path}"):
+        readers.load_records(DataConfig(path=str(path)))
+
+
+def test_parquet_corrupt_mid_file_names_the_file_and_row(tmp_path):
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.Table.from_pylist([{"question": f"q{i} " * 20, "answer": str(i)}
+                                         for i in range(3000)]), good, row_group_size=1000,
+                   compression="snappy")
+    data = bytearray(good.read_bytes())
+    rng = random.Random(0)
+    for i in range(len(data) // 2, len(data) // 2 + 2000):   # a data page, length kept
+        data[i] = rng.randrange(256)
+    path = tmp_path / "mid.parquet"
+    path.write_bytes(bytes(data))
+    # the footer is intact: the error comes while iterating, not on opening
+    with pytest.raises(DataError, match=rf"^{path}: cannot read this parquet file"
+                                        r"( from row \d+ on)?: OSError: "):
+        readers.load_records(DataConfig(path=str(path), skip_bad_rows=True))
+
+
+def test_corrupt_arrow_file_in_a_saved_dataset_names_the_file(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list(ROWS[:3]).save_to_disk(str(tmp_path / "hf"))
+    (arrow,) = (tmp_path / "hf").glob("*.arrow")
+    arrow.write_bytes(b"not arrow at all" * 4)
+    with pytest.raises(DataError, match=rf"^{arrow}: cannot read this Arrow file: "):
+        readers.load_records(DataConfig(path=str(tmp_path / "hf"), fields=FIELDS,
+                                        skip_bad_rows=True))
+
+
+@pytest.mark.parametrize("name, content", [("e.jsonl", ""), ("e.jsonl", "\n  \n"),
+                                           ("e.json", "[]"), ("e.json", "  [ ]\n")])
+def test_empty_file_is_an_error_naming_it(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=rf"^{path}: no rows \(an empty file\)"):
+        readers.load_records(DataConfig(path=str(path), skip_bad_rows=True))
+
+
+def test_empty_file_among_others_is_an_error_naming_it(tmp_path):
+    _write_jsonl(tmp_path / "a-0.jsonl", ROWS[:3])
+    (tmp_path / "a-1.jsonl").write_text("")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'a-1.jsonl'}: no rows"):
+        readers.load_records(DataConfig(path=str(tmp_path / "a-*.jsonl"), fields=FIELDS))
+
+
+def test_empty_parquet_is_an_error_naming_it(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"question": pa.array([], pa.string()),
+                             "answer": pa.array([], pa.string())}), path)
+    with pytest.raises(DataError, match=rf"^{path}: no rows"):
+        readers.load_records(DataConfig(path=str(path)))
+
+
+def test_all_rows_skipped_is_an_error_naming_the_path(tmp_path, bad_file):
+    path = tmp_path / "allbad.jsonl"
+    path.write_text(BAD_JSONL.split("\n")[1] + "\n" + BAD_JSONL.split("\n")[2] + "\n")
+    with pytest.raises(DataError, match=rf"^{path}: no usable rows: all 2 rows were skipped "
+                                        r"\(bad_json: 1, missing_field: 1\); first: "):
+        readers.load_records(_rl(str(path), skip_bad_rows=True))
+
+
+def test_row_over_max_row_chars_is_a_bad_row(tmp_path):
+    assert DataConfig().max_row_chars == 1_000_000
+    big = "x" * 1_000_001
+    path = _one_row(tmp_path, json.dumps({"id": "b", "question": big, "answer": "1"}))
+    with pytest.raises(DataError, match=rf"^{path}:2: row has 1,000,003 characters of text, more "
+                                        r"than DataConfig.max_row_chars=1,000,000"):
+        readers.load_records(DataConfig(path=path))
+    records, stats = readers.load_records(DataConfig(path=path, skip_bad_rows=True))
+    assert len(records) == 1 and stats.skipped_by_reason == {"row_too_long": 1}
+    records, _ = readers.load_records(DataConfig(path=path, max_row_chars=None))   # no limit
+    assert len(records[1]["question"]) == 1_000_001
+    small = _one_row(tmp_path, '{"id": "b", "question": "a long question", "answer": "1"}',
+                     name="small.jsonl")
+    with pytest.raises(DataError, match="more than DataConfig.max_row_chars=10"):
+        readers.load_records(DataConfig(path=small, max_row_chars=10))
+
+
+def test_config_rejects_bad_limits_and_unknown_verifiers():
+    with pytest.raises(ValueError, match="DataConfig.max_row_chars must be a positive"):
+        DataConfig(max_row_chars=0)
+    with pytest.raises(ValueError, match="DataConfig.verifier: unknown verifier kind 'regex'"):
+        DataConfig(verifier="regex")

@@ -17,9 +17,17 @@ def test_verify_integer(output, gold, expected):
     assert verify_integer(output, gold) == expected
 
 
-def test_verify_integer_needs_an_integer_reference():
-    with pytest.raises(ValueError, match="integer reference"):
-        verify_integer("\\boxed{1}", "1/2")
+@pytest.mark.parametrize("gold", ["1/2", "5.0", "nan", "", 5.0, None])
+def test_integer_verifier_scores_a_bad_reference_zero_and_counts_it(gold):
+    """A malformed reference is a data error (the reader rejects it); if one gets here
+    anyway it scores 0 as ``bad_reference`` instead of crashing the run mid-step."""
+    reward = verify_integer("\\boxed{5}", gold)
+    assert (reward.score, reward.reason) == (0.0, "bad_reference")
+    assert repr(gold) in reward.detail
+    verifier = Verifier("integer")
+    rewards = verifier(["\\boxed{5}", "no box", "\\boxed{5}"], [gold, gold, "5"])
+    assert [r.reason for r in rewards] == ["bad_reference", "bad_reference", "correct"]
+    assert verifier.metrics() == {"reward/bad_reference": 2, "reward/correct": 1}
 
 
 def test_prepare_math_decides_integers_in_process():

@@ -10,10 +10,27 @@ source::
 Which source column feeds which key is the `FieldMap` of the `DataConfig`; the `task`
 decides which keys are required (``rl``/``eval``: question + answer; ``sft``: question +
 demonstration; ``hpt``: question + answer + demonstration; ``dpo``: question + chosen +
-rejected). A malformed row (bad JSON, missing field, wrong type, empty demonstration,
-duplicate question id) raises `DataError` naming the file and line (or row), or, with
-``skip_bad_rows=True``, is skipped and counted in `ReadStats` (``stats.metrics()`` is a
-dict for the training loop's metrics).
+rejected). A malformed row raises `DataError` naming the file and line (or row), or, with
+``skip_bad_rows=True``, is skipped and counted in `ReadStats` under its reason
+(``stats.metrics()`` is a dict for the training loop's metrics):
+
+- ``bad_json``, ``bad_encoding`` (not UTF-8, or a lone surrogate such as ``"\\ud800"``),
+  ``too_deep`` (nesting beyond Python's recursion limit), ``wrong_type``, ``missing_field``,
+  ``empty_<key>``, ``duplicate_id``;
+- ``non_finite_answer``: ``NaN``, ``Infinity`` or an overflowing ``1e999`` JSON number, or,
+  for the numeric verifiers (``math``, ``math_strict``, ``integer``), the strings ``"nan"``,
+  ``"inf"``, ``"infinity"`` (any case or sign): a reference that can never be matched;
+- ``non_integer_answer``: for ``verifier="integer"``, an answer the integer verifier cannot
+  read (``"5.5"``, ``"1e3"``, ``"5.0"``, more than 100 digits). A float-*typed* integral
+  value (``5.0`` in JSON, or a parquet float column, as pandas makes of an integer column
+  with gaps) is exactly that integer and is stored as ``"5"``; beyond 2**53 a float may
+  no longer be the integer that was meant, so it is a bad row;
+- ``row_too_long``: more than ``max_row_chars`` characters of text in the record.
+
+Whole-file failures (a syntax error, deep nesting or bad UTF-8 in a JSON *array*, whose
+rest is then unreadable; a corrupt parquet or Arrow file; a file with no rows) always
+raise `DataError` naming the file (and line where there is one). So does a dataset whose
+every row was skipped.
 
 Records then go through `make_dataset`, a grain pipeline: shard, shuffle (a fresh
 permutation each epoch, from the seed), repeat, batch. Its iterator's ``get_state()`` is
@@ -35,9 +52,12 @@ import dataclasses
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 from typing import Any, Iterator, Mapping, Sequence
+
+from upt_jax.rewards import extract
 
 __all__ = [
     "DataError",
@@ -65,6 +85,11 @@ _DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "hpt": "error", "sft": "a
                        "dpo": "allow"}
 FORMATS = ("auto", "jsonl", "json", "parquet", "hf_disk", "tfds")
 _JSON_WS = re.compile(r"[ \t\n\r]*")
+# Verifier kinds whose reference is a number: for them "nan"/"inf" answers are bad rows.
+_NUMERIC_VERIFIERS = ("math", "math_strict", "integer")
+_NON_FINITE_WORD = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+# Floats represent every integer up to this exactly; beyond, 1e20 may not be what was meant.
+_MAX_EXACT_FLOAT_INT = 2 ** 53
 
 
 class DataError(ValueError):
@@ -110,8 +135,12 @@ class DataConfig:
       duplicate_ids: ``error``, ``skip`` (keep the first) or ``allow``; default
         ``error`` for rl/eval/hpt and ``allow`` for sft/dpo.
       tfds_data_dir: TFDS ``data_dir``.
-      verifier: the reward verifier kind stored in each record (``math``, ``exact``,
-        ``choice``, ``integer``; see `upt_jax.rewards.RoutedVerifier`).
+      verifier: the reward verifier kind stored in each record (``math``, ``math_strict``,
+        ``exact``, ``choice``, ``integer``; see `upt_jax.rewards.RoutedVerifier`). The
+        numeric kinds also decide which answers are bad rows (see the module docstring).
+      max_row_chars: the most characters of text (question, answer, demonstration,
+        chosen, rejected and id together) a record may have; a longer row is a bad row
+        (``row_too_long``). ``None``: no limit.
     """
 
     path: str | Sequence[str] = ""
@@ -123,14 +152,25 @@ class DataConfig:
     duplicate_ids: str | None = None
     tfds_data_dir: str | None = None
     verifier: str = "math"
+    max_row_chars: int | None = 1_000_000
 
     def __post_init__(self):
+        from upt_jax.rewards.verifiers import KINDS
+
         if self.format not in FORMATS:
             raise ValueError(f"unknown format {self.format!r}; expected one of {FORMATS}")
         if self.task not in TASK_FIELDS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {tuple(TASK_FIELDS)}")
         if self.duplicate_ids not in (None, "error", "skip", "allow"):
             raise ValueError(f"duplicate_ids must be error/skip/allow, not {self.duplicate_ids!r}")
+        if self.verifier not in KINDS:
+            raise ValueError(f"DataConfig.verifier: unknown verifier kind {self.verifier!r}; "
+                             f"expected one of {KINDS}")
+        if self.max_row_chars is not None and (
+                not isinstance(self.max_row_chars, int) or isinstance(self.max_row_chars, bool)
+                or self.max_row_chars <= 0):
+            raise ValueError("DataConfig.max_row_chars must be a positive number of characters "
+                             f"or None (no limit), not {self.max_row_chars!r}")
         if isinstance(self.fields, Mapping):
             object.__setattr__(self, "fields", FieldMap(**self.fields))
         for key in TASK_FIELDS[self.task]:
@@ -216,16 +256,28 @@ def _iter_jsonl(path: str) -> Iterator[tuple[str, Any]]:
             except json.JSONDecodeError as e:
                 yield loc, _BadRow("bad_json", f"{loc}: bad JSON: {e.msg} (column {e.colno})")
                 continue
+            except RecursionError:
+                yield loc, _BadRow("too_deep", f"{loc}: nested too deeply to parse (beyond "
+                                               "Python's recursion limit)")
+                continue
             yield loc, row
 
 
 def _iter_json_array(path: str) -> Iterator[tuple[str, Any]]:
     """Elements of a top-level JSON array, each with the line it starts on.
 
-    A syntax error makes the rest of the file unreadable, so it always raises.
+    A syntax error, bad UTF-8 or nesting too deep to parse makes the rest of the file
+    unreadable, so it always raises (naming the line).
     """
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 ({e.reason}); a JSON array cannot be "
+                        "read past it") from None
+    del data
     decoder = json.JSONDecoder()
 
     def skip_ws(i):
@@ -250,6 +302,9 @@ def _iter_json_array(path: str) -> Iterator[tuple[str, Any]]:
             row, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as e:
             fail(e.pos, e.msg)
+        except RecursionError:
+            raise DataError(f"{path}:{line}: nested too deeply to parse (beyond Python's "
+                            "recursion limit); a JSON array cannot be read past it") from None
         yield f"{path}:{line}", row
         i = skip_ws(end)
         if i < len(text) and text[i] == ",":
@@ -262,34 +317,71 @@ def _iter_json_array(path: str) -> Iterator[tuple[str, Any]]:
             fail(i, "expected ',' or ']'")
 
 
-def _iter_arrow_table_batches(batches, name: str) -> Iterator[tuple[str, Any]]:
+def _unreadable(path: str, kind: str, error: BaseException, row: int | None = None) -> DataError:
+    """A whole-file error: corrupt files are not skipped (what follows is unknown)."""
+    at = "" if not row else f" from row {row} on"
+    return DataError(f"{path}: cannot read this {kind} file{at}: {type(error).__name__}: {error}")
+
+
+def _iter_arrow_table_batches(batches, name: str, kind: str) -> Iterator[tuple[str, Any]]:
+    import pyarrow as pa
+
     index = 0
-    for batch in batches:
-        for row in batch.to_pylist():
+    batches = iter(batches)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            rows = batch.to_pylist()
+        except (pa.ArrowException, OSError, RecursionError) as e:
+            raise _unreadable(name, kind, e, index) from None
+        for row in rows:
             yield f"{name}: row {index}", row
             index += 1
 
 
 def _iter_parquet(path: str) -> Iterator[tuple[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    yield from _iter_arrow_table_batches(pq.ParquetFile(path).iter_batches(batch_size=1024),
-                                         path)
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, "parquet", e) from None
+    yield from _iter_arrow_table_batches(batches, path, "parquet")
 
 
 def _iter_arrow_file(path: str) -> Iterator[tuple[str, Any]]:
     import pyarrow as pa
 
-    with pa.memory_map(path) as source:
+    try:
+        source = pa.memory_map(path)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, "Arrow", e) from None
+    with source:
         try:
-            reader = pa.ipc.open_stream(source)
+            batches = pa.ipc.open_stream(source)
         except pa.ArrowInvalid:
             source.seek(0)
-            reader = pa.ipc.open_file(source)
+            try:
+                reader = pa.ipc.open_file(source)
+            except (pa.ArrowException, OSError) as e:
+                raise _unreadable(path, "Arrow", e) from None
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            yield from _iter_arrow_table_batches(batches, path)
-            return
-        yield from _iter_arrow_table_batches(reader, path)
+        except (pa.ArrowException, OSError) as e:
+            raise _unreadable(path, "Arrow", e) from None
+        yield from _iter_arrow_table_batches(batches, path, "Arrow")
+
+
+def _read_json_file(path: str, key: str) -> Any:
+    """``json.load(path)[key]`` of a metadata file, or a `DataError` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)[key]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a datasets metadata file ({type(e).__name__}: {e}); "
+                        "expected a save_to_disk directory") from None
 
 
 def _iter_hf_disk(directory: str, split: str | None) -> Iterator[tuple[str, Any]]:
@@ -299,8 +391,7 @@ def _iter_hf_disk(directory: str, split: str | None) -> Iterator[tuple[str, Any]
     """
     dict_json = os.path.join(directory, "dataset_dict.json")
     if os.path.exists(dict_json):
-        with open(dict_json) as f:
-            splits = json.load(f)["splits"]
+        splits = _read_json_file(dict_json, "splits")
         if split is None:
             if "train" not in splits:
                 raise DataError(f"{directory}: a DatasetDict with splits {splits}; set "
@@ -311,8 +402,12 @@ def _iter_hf_disk(directory: str, split: str | None) -> Iterator[tuple[str, Any]
         directory = os.path.join(directory, split)
     state_json = os.path.join(directory, "state.json")
     if os.path.exists(state_json):
-        with open(state_json) as f:
-            files = [os.path.join(directory, d["filename"]) for d in json.load(f)["_data_files"]]
+        try:
+            files = [os.path.join(directory, d["filename"])
+                     for d in _read_json_file(state_json, "_data_files")]
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{state_json}: malformed _data_files ({type(e).__name__}: {e})"
+                            ) from None
     else:
         files = sorted(glob.glob(os.path.join(directory, "*.arrow")))
     if not files:
@@ -347,23 +442,42 @@ def _iter_tfds(name: str, split: str | None, data_dir: str | None) -> Iterator[t
         yield f"tfds:{name}/{split}: row {index}", _to_python(row)
 
 
+def _nonempty(rows: Iterator[tuple[str, Any]], name: str, what: str):
+    """``rows``, then a `DataError` naming ``name`` if there were none (a truncated
+    download or a wrong path pattern, not a dataset)."""
+    empty = True
+    for item in rows:
+        empty = False
+        yield item
+    if empty:
+        raise DataError(f"{name}: no rows (an empty {what}); fix or remove it from "
+                        "DataConfig.path")
+
+
 def read_rows(config: DataConfig) -> Iterator[tuple[str, Any]]:
-    """Raw rows as ``(location, row)``; a row that could not be decoded is a `_BadRow`."""
+    """Raw rows as ``(location, row)``; a row that could not be decoded is a `_BadRow`.
+
+    Raises:
+      DataError: for a file that cannot be read at all or has no rows, naming it.
+    """
     if config.format == "tfds":
-        yield from _iter_tfds(os.fspath(config.path), config.split, config.tfds_data_dir)
+        name, split = os.fspath(config.path), config.split or "train"
+        yield from _nonempty(_iter_tfds(name, split, config.tfds_data_dir),
+                             f"tfds:{name}/{split}", "dataset")
         return
     for path in _expand_paths(config.path):
         fmt = config.format if config.format != "auto" else _detect_format(path)
         if fmt == "jsonl":
-            yield from _iter_jsonl(path)
+            rows = _iter_jsonl(path)
         elif fmt == "json":
-            yield from _iter_json_array(path)
+            rows = _iter_json_array(path)
         elif fmt == "parquet":
-            yield from _iter_parquet(path)
+            rows = _iter_parquet(path)
         elif fmt == "hf_disk":
-            yield from _iter_hf_disk(path, config.split)
+            rows = _iter_hf_disk(path, config.split)
         else:
             raise ValueError(f"format {fmt!r} needs a single name, not files")
+        yield from _nonempty(rows, path, "dataset" if fmt == "hf_disk" else "file")
 
 
 # ----------------------------------------------------------------------------- records
@@ -378,14 +492,60 @@ def _get(row: Mapping[str, Any], column: str) -> tuple[bool, Any]:
     return True, value
 
 
-def _as_text(key: str, column: str, value: Any, loc: str) -> str:
-    if isinstance(value, str):
-        return value
+def _as_text(key: str, column: str, value: Any, loc: str, verifier: str) -> str:
+    """A field's value as text; numbers the verifier could never match are bad rows."""
+    field = f"{loc}: field {key!r} (column {column!r})"
     # Numeric answers and ids (GSM8K-style integers) are fine; bools are not numbers here.
     if key in ("answer", "id") and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise _BadRow("wrong_type", f"{loc}: field {key!r} (column {column!r}) must be a string, "
-                                f"got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _BadRow(f"non_finite_{key}", f"{field} is not finite ({value!r}; JSON NaN, "
+                                               "Infinity and numbers beyond 1.8e308 read so)")
+        if isinstance(value, float) and key == "answer" and verifier == "integer":
+            if value.is_integer() and abs(value) <= _MAX_EXACT_FLOAT_INT:
+                return str(int(value))       # 5.0 is exactly 5 (documented in the module)
+            raise _BadRow("non_integer_answer",
+                          f"{field} is the float {value!r}, not an integer (floats are exact "
+                          "integers only up to 2**53); DataConfig.verifier='integer' "
+                          "(data.verifier) needs an integer such as 42")
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise _BadRow("wrong_type", f"{field} must be a string, got {type(value).__name__}")
+    if key == "answer" and verifier in _NUMERIC_VERIFIERS:
+        if _NON_FINITE_WORD.fullmatch(text.strip()):
+            raise _BadRow("non_finite_answer", f"{field} is not finite ({text!r}); "
+                                               f"DataConfig.verifier={verifier!r} "
+                                               "(data.verifier) can never match it")
+        if verifier == "integer" and extract.parse_integer(text) is None:
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise _BadRow("non_integer_answer",
+                          f"{field} is {shown!r}, not an integer of at most 100 digits; "
+                          "DataConfig.verifier='integer' (data.verifier) needs an integer "
+                          "such as 42 (or use verifier 'math')")
+    return text
+
+
+def _check_text(record: dict[str, Any], loc: str, config: DataConfig) -> None:
+    """Row size within ``max_row_chars``; every field valid Unicode (no lone surrogates,
+    which JSON ``"\\ud800"`` escapes produce and UTF-8 cannot encode)."""
+    texts = [(key, value) for key, value in record.items() if isinstance(value, str)]
+    total = sum(len(value) for _, value in texts)
+    if config.max_row_chars is not None and total > config.max_row_chars:
+        sizes = ", ".join(f"{key} {len(value):,}" for key, value in texts)
+        raise _BadRow("row_too_long", f"{loc}: row has {total:,} characters of text, more than "
+                                      f"DataConfig.max_row_chars={config.max_row_chars:,} "
+                                      f"({sizes})")
+    for key, value in texts:
+        if value.isascii():
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise _BadRow("bad_encoding",
+                          f"{loc}: field {key!r} (column {getattr(config.fields, key)!r}) is not "
+                          f"valid Unicode (lone surrogate U+{ord(value[e.start]):04X} at "
+                          f"character {e.start})") from None
 
 
 def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
@@ -405,7 +565,8 @@ def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
                               f"{loc}: missing field {key!r} (column {column!r})")
             record[key] = None
             continue
-        record[key] = _as_text(key, column, value, loc)
+        record[key] = _as_text(key, column, value, loc, config.verifier)
+    _check_text(record, loc, config)
     for key in required:
         if not record[key].strip():
             raise _BadRow(f"empty_{key}", f"{loc}: empty {key!r} (a {config.task} dataset "
@@ -425,7 +586,8 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
 
     Raises:
       DataError: on the first malformed row (``file:line: what is wrong``), unless
-        ``config.skip_bad_rows``.
+        ``config.skip_bad_rows``; on a file that cannot be read or has no rows; when no
+        row is left (every row skipped).
     """
     duplicates = config.duplicate_ids or _DEFAULT_DUPLICATES[config.task]
     stats = ReadStats()
@@ -451,7 +613,18 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
             continue
         records.append(record)
     stats.rows_kept = len(records)
+    if not records:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(stats.skipped_by_reason.items()))
+        first = f"; first: {stats.examples[0]}" if stats.examples else ""
+        raise DataError(f"{_describe(config.path)}: no usable rows: all {stats.rows_read} rows "
+                        f"were skipped ({reasons}){first}")
     return records, stats
+
+
+def _describe(path: str | Sequence[str]) -> str:
+    if isinstance(path, (str, os.PathLike)):
+        return os.fspath(path)
+    return ", ".join(os.fspath(p) for p in path)
 
 
 # ----------------------------------------------------------------------------- iteration

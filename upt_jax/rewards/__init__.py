@@ -2,8 +2,8 @@
 
 Public API:
   Reward, REASONS                     the verdict type (score, reason, extracted, detail)
-  Verifier                            batched verifier of one kind ("math", "integer",
-                                      "exact", "choice", "format") with its pool
+  Verifier                            batched verifier of one kind ("math", "math_strict",
+                                      "integer", "exact", "choice", "format") with its pool
   RoutedVerifier                      a mixed batch, each item with its own kind, one pool
   VerifierPool                        worker processes with a hard per-item time limit
   verify_math, verify_integer, verify_exact, verify_choice, verify_format, prepare_math

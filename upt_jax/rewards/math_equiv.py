@@ -17,6 +17,21 @@ No code is ever run from a model output:
 
 math-verify's own signal-based timeouts are disabled: the pool enforces the limit by
 killing the worker, which also stops C code that a signal cannot interrupt.
+
+Two modes:
+
+- default (``strict=False``): math-verify's defaults, which are lenient: numbers are
+  compared rounded to 6 decimals (``0.1000001`` counts for ``0.1``, ``0.333333`` for
+  ``\\frac13``), a percentage is also its fraction (``100\\%`` counts for ``1``), and an
+  equation counts for its right-hand side (``x=2`` for ``2``).
+- ``strict=True`` (the ``math_strict`` verifier kind): only equal values count, closing
+  that reward-hacking surface for RL. Numbers must agree to `STRICT_FLOAT_ROUNDING`
+  decimals (a double's precision) instead of 6; a percent sign is read as a unit, like
+  ``\\text{cm}`` (``50\\%`` counts for ``50``, not for ``0.5``); an equation counts only
+  for an equation (``x=2`` for ``x=2``; ``2`` still counts for a reference ``x=2``).
+  Equal forms still count: ``1/2``, ``0.5`` and ``\\frac{1}{2}``; ``2.0`` and ``2``;
+  ``2\\sqrt2`` and ``\\sqrt8``; sets in any order; units. Both modes are math-verify
+  with different settings, plus two checks on what it parsed.
 """
 from __future__ import annotations
 
@@ -27,7 +42,12 @@ import re
 from upt_jax.rewards import extract
 from upt_jax.rewards.types import Reward
 
-__all__ = ["eval_guard", "install_eval_guard", "normalize_for_latex", "math_equivalent"]
+__all__ = ["eval_guard", "install_eval_guard", "normalize_for_latex", "math_equivalent",
+           "STRICT_FLOAT_ROUNDING"]
+
+# Decimals to which strict mode compares numbers (math-verify's default is 6): a double
+# carries 15-17 significant digits, so this is equality up to how floats are stored.
+STRICT_FLOAT_ROUNDING = 15
 
 # The only strings sympy's parser may evaluate: what sympy itself builds internally when
 # latex2sympy creates numbers (`Integer("12")` goes through sympify → parse_expr) and when
@@ -121,12 +141,42 @@ def _parse_maybe_cached(answer: str):
     return _parse_cached(answer) if len(answer) <= _CACHE_MAX_CHARS else _parse(answer)
 
 
-def math_equivalent(prediction: str, gold: str) -> Reward:
+def _without_percent(expr):
+    """``expr`` with every ``x\\%`` (latex2sympy's ``x * UnevaluatedExpr(1/100)``) read as
+    ``x``: in strict mode a percent sign is a unit, not a conversion."""
+    from math_verify import grader
+    from sympy import Basic
+
+    if not isinstance(expr, Basic):
+        return expr
+    return expr.replace(lambda e: grader.get_pct_val(e) is not None, grader.get_pct_val)
+
+
+def _strict_verify(math_verify, gold_parsed: list, pred_parsed: list) -> bool:
+    from math_verify import grader
+    from sympy import Basic
+
+    def has_relation(parsed):
+        return any(isinstance(x, Basic) and grader.is_relation(x) for x in parsed)
+
+    # math-verify takes the right-hand side of a predicted equation when the reference is
+    # not one (`x=2` for `2`, also `1=2` for `2`): strict mode does not.
+    if has_relation(pred_parsed) and not has_relation(gold_parsed):
+        return False
+    return math_verify.verify([_without_percent(x) for x in gold_parsed],
+                              [_without_percent(x) for x in pred_parsed],
+                              float_rounding=STRICT_FLOAT_ROUNDING, timeout_seconds=None)
+
+
+def math_equivalent(prediction: str, gold: str, *, strict: bool = False) -> Reward:
     """Whether two extracted answers are mathematically equal (math-verify).
 
     Args:
       prediction: the answer extracted from the model output (no surrounding text).
       gold: the reference answer (``\\boxed{}`` and ``$`` wrappers are removed).
+      strict: only equal values count: no 6-decimal rounding, no percent conversion, no
+        equation for a number (see the module docstring). Default: math-verify's
+        lenient defaults.
 
     Returns:
       ``Reward(1.0, "correct")`` or ``Reward(0.0, "wrong")``; ``extracted`` is
@@ -141,6 +191,8 @@ def math_equivalent(prediction: str, gold: str) -> Reward:
         if not gold_parsed:
             # Unparseable reference: fall back to a normalised string comparison.
             ok = " ".join(gold.split()) == " ".join(prediction.split())
+        elif strict:
+            ok = _strict_verify(math_verify, gold_parsed, pred_parsed)
         else:
             ok = math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=None)
     return Reward(1.0 if ok else 0.0, "correct" if ok else "wrong", extracted=prediction)

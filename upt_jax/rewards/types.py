@@ -15,6 +15,8 @@ REASONS = (
     "timeout",       # the worker ran past the time limit and was killed
     "worker_died",   # the worker process died (crash, out of memory) on this item
     "error",         # the verifier raised; the exception type is in `detail`
+    "bad_reference", # the reference itself is malformed (a data error), e.g. a non-integer
+                     # reference for the integer verifier; what it is is in `detail`
 )
 
 

@@ -3,6 +3,7 @@
 | kind      | function          | what counts as correct                                   | where it runs |
 |-----------|-------------------|----------------------------------------------------------|---------------|
 | `math`    | `verify_math`     | last ``\\boxed{}`` (or fallback) equals the reference under math-verify | pool (fast path in-process) |
+| `math_strict` | `verify_math(strict=True)` | as `math`, only equal values (see below) | pool (fast path in-process) |
 | `integer` | `verify_integer`  | last ``\\boxed{}`` is exactly the reference integer (synthetic tasks) | in-process |
 | `exact`   | `verify_exact`    | extracted answer equals the reference after whitespace/case folding | in-process |
 | `choice`  | `verify_choice`   | the chosen letter (GPQA) equals the reference letter    | in-process |
@@ -17,6 +18,13 @@ whose workers are killed at the time limit. `Verifier` batches all of this::
   ...   rewards = verifier(["... so \\\\boxed{\\\\frac{1}{2}}", "I think 7"], ["0.5", "8"])
   >>> [(r.score, r.reason) for r in rewards]
   [(1.0, 'correct'), (0.0, 'wrong')]
+
+``math`` keeps math-verify's lenient defaults, under which ``0.1000001`` counts for 0.1,
+``100\\%`` for 1 and ``x=2`` for 2: a surface a policy can learn to exploit. For RL on
+numeric answers prefer ``math_strict`` (``Verifier("math_strict")``, or
+``Verifier("math", strict=True)``, or ``data.verifier="math_strict"`` in a config),
+which still accepts equal forms (``1/2`` = ``0.5`` = ``\\frac{1}{2}``, ``2.0`` = ``2``,
+units); see `upt_jax.rewards.math_equiv`.
 
 Nothing is ever ``eval``-ed or ``exec``-ed (see `upt_jax.rewards.math_equiv`).
 """
@@ -43,7 +51,8 @@ __all__ = [
     "RoutedVerifier",
 ]
 
-KINDS = ("math", "integer", "exact", "choice", "format")
+KINDS = ("math", "math_strict", "integer", "exact", "choice", "format")
+_MATH_KINDS = ("math", "math_strict")
 
 
 def _found(answer: str | None, how: str) -> Reward | None:
@@ -75,9 +84,11 @@ def prepare_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract
 
 
 def verify_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract.FALLBACKS,
-                max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward:
+                max_chars: int = extract.DEFAULT_MAX_CHARS, strict: bool = False) -> Reward:
     """`prepare_math`, then math-verify **in this process, without a time limit**.
 
+    ``strict``: only equal values count (the ``math_strict`` kind; see
+    `upt_jax.rewards.math_equiv`). `prepare_math`'s integer fast path is exact either way.
     For training and evaluation use `Verifier("math")`, which runs the math-verify part
     in the worker pool under a time limit.
     """
@@ -86,7 +97,7 @@ def verify_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract.
     prepared = prepare_math(output, gold, fallbacks=fallbacks, max_chars=max_chars)
     if isinstance(prepared, Reward):
         return prepared
-    return math_equiv.math_equivalent(*prepared)
+    return math_equiv.math_equivalent(*prepared, strict=strict)
 
 
 def verify_integer(output: str, gold: str | int, *, fallbacks: tuple[str, ...] = (),
@@ -94,14 +105,22 @@ def verify_integer(output: str, gold: str | int, *, fallbacks: tuple[str, ...] =
     """Exact integer comparison of the last ``\\boxed{}`` (the synthetic-task fast path).
 
     Strict by default (no fallback): a demonstration-style output must end in a box.
+
+    A reference that is not an integer (``"1/2"``, ``"5.0"``, ``"nan"``) is a data error,
+    which `upt_jax.data.load_records` rejects at read time; one that gets here anyway
+    scores 0 with reason ``bad_reference`` (counted in `Verifier.metrics`) rather than
+    stopping a run mid-step.
     """
+    if isinstance(gold, int) and not isinstance(gold, bool):
+        gold_int = gold
+    else:
+        gold_int = extract.parse_integer(gold) if isinstance(gold, str) else None
+    if gold_int is None:
+        return Reward(0.0, "bad_reference", detail=f"not an integer reference: {gold!r:.80}")
     answer, how = extract.extract_answer(output, fallbacks, max_chars)
     early = _found(answer, how)
     if early is not None:
         return early
-    gold_int = gold if isinstance(gold, int) else extract.parse_integer(str(gold))
-    if gold_int is None:
-        raise ValueError(f"verify_integer needs an integer reference, got {gold!r}")
     ok = extract.parse_integer(answer) == gold_int
     return Reward(float(ok), "correct" if ok else "wrong", extracted=answer)
 
@@ -181,13 +200,13 @@ class Verifier:
     """A batched verifier of one kind, with its worker pool when it needs one.
 
     Args:
-      kind: one of `KINDS`.
+      kind: one of `KINDS`; ``"math_strict"`` is ``"math"`` with ``strict=True``.
       timeout_s: time limit per item in the pool.
       num_workers: pool size (default ``min(4, cpu_count)``).
       isolate: run every item in the pool, even for the in-process kinds.
       pool: share an existing `VerifierPool` (not closed by `close`).
       **options: keyword arguments of the verify function (``fallbacks``,
-        ``max_chars``, ``choices``, ``require_think``, ...).
+        ``max_chars``, ``choices``, ``require_think``, ``strict`` for ``math``, ...).
 
     Calling it on ``(outputs [B], golds [B])`` returns ``B`` `Reward` s;
     `scores` returns them as a float32 array ``[B]``. ``stats`` counts reasons over the
@@ -199,6 +218,10 @@ class Verifier:
                  **options):
         if kind not in KINDS:
             raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
+        if kind == "math_strict":
+            if options.get("strict", True) is not True:
+                raise ValueError("math_strict is strict: use kind 'math' for strict=False")
+            options = dict(options, strict=True)
         self.kind, self.timeout_s, self.num_workers = kind, timeout_s, num_workers
         self.isolate, self.options = isolate, options
         self._pool, self._own_pool = pool, pool is None
@@ -215,20 +238,22 @@ class Verifier:
     def __call__(self, outputs: Sequence[str], golds: Sequence[Any]) -> list[Reward]:
         if len(outputs) != len(golds):
             raise ValueError(f"{len(outputs)} outputs but {len(golds)} references")
-        fn = {"math": verify_math, "integer": verify_integer, "exact": verify_exact,
-              "choice": verify_choice, "format": verify_format}[self.kind]
+        fn = {"math": verify_math, "math_strict": verify_math, "integer": verify_integer,
+              "exact": verify_exact, "choice": verify_choice, "format": verify_format}[self.kind]
         if self.isolate:
             rewards = self.pool.map(fn, list(zip(outputs, golds)), self.options,
                                     timeout_s=self.timeout_s)
-        elif self.kind == "math":
+        elif self.kind in _MATH_KINDS:
             from upt_jax.rewards import math_equiv
 
-            rewards: list[Any] = [prepare_math(o, str(g), **self.options)
+            options = dict(self.options)
+            strict = {"strict": True} if options.pop("strict", False) else None
+            rewards: list[Any] = [prepare_math(o, str(g), **options)
                                   for o, g in zip(outputs, golds)]
             todo = [i for i, r in enumerate(rewards) if not isinstance(r, Reward)]
             if todo:
                 done = self.pool.map(math_equiv.math_equivalent, [rewards[i] for i in todo],
-                                     timeout_s=self.timeout_s)
+                                     strict, timeout_s=self.timeout_s)
                 for i, r in zip(todo, done):
                     rewards[i] = _with_extracted(r, rewards[i][0])
         else:
@@ -260,7 +285,8 @@ class RoutedVerifier:
     """Scores a mixed batch, item ``i`` with verifier kind ``kinds[i]``; one shared pool.
 
     For evaluation over several benchmarks at once (GPQA is ``choice``, the rest
-    ``math``) and for mixing synthetic (``integer``) and real (``math``) questions.
+    ``math``) and for mixing synthetic (``integer``) and real (``math`` or
+    ``math_strict``) questions.
     Records from `upt_jax.data` carry their kind in ``record["verifier"]``.
 
     Args:
@@ -283,7 +309,7 @@ class RoutedVerifier:
             if kind not in KINDS:
                 raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
             pool = None
-            if kind == "math" or self.options.get(kind, {}).get("isolate"):
+            if kind in _MATH_KINDS or self.options.get(kind, {}).get("isolate"):
                 if self._pool is None:
                     from upt_jax.rewards.pool import VerifierPool
 
