@@ -1,7 +1,8 @@
 """The base model of the index-hinted arithmetic family (`upt_jax.data.hinted`, tiers ``hadd_*``,
 ``hmul_*``, ``hsub_*``): plain language modelling on its corpus (hinted base-tier demonstrations
 and one-column facts) at a constant learning rate, stopped once the base tiers are learned
-(`upt_jax.studies.base_model.pretrain_until`), not after a fixed number of steps.
+(`upt_jax.studies.base_model.pretrain_until`: constant rate until the transition, then a
+linear cool-down), not after a fixed number of steps.
 
     python -m experiments.pretrain_hint [RUN_DIR]          # → runs/pretrain_hint
 
@@ -34,7 +35,8 @@ def get_config(arg: str | None = None):
 def criterion():
     from upt_jax.studies.base_model import StopCriterion
 
-    return StopCriterion(tiers=STOP_TIERS, target=0.9, patience=2, eval_every=100, max_steps=3000, n_eval=64)
+    return StopCriterion(tiers=STOP_TIERS, transition=0.3, target=0.85, cooldown_frac=0.5, patience=2,
+                         eval_every=100, max_steps=3000, n_eval=64)
 
 
 if __name__ == "__main__":

@@ -59,11 +59,13 @@ def sft_config(run_dir, hf_dir, steps=2):
 
 def grpo_config(run_dir, parent, steps=1):
     """GRPO started from ``parent`` with the tokenizer and template left at their defaults."""
-    c = shrink(grpo.get_config(), run_dir, steps=steps)
+    from upt_jax.cli import load_config
+
+    # what `upt train --config grpo --config.recipe.hparams.kl_coef=0.04 ...` parses
+    c = shrink(load_config(["--config", "grpo", "--config.recipe.hparams.kl_coef=0.04"]), run_dir, steps=steps)
+    assert c.recipe.hparams.kl_coef == 0.04
     c.model.init, c.model.checkpoint = "checkpoint", str(parent)
     c.data.n_per_tier = 8
-    # TODO(after merge): --config.recipe.hparams.kl_coef=0.04 on the command line
-    c.recipe.hparams.kl_coef = 0.04
     return c
 
 

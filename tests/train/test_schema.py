@@ -161,7 +161,7 @@ CASES = {  # name: (key, value, what the message must say)
     "learning_rate_inf": ("train.learning_rate", math.inf, r"a finite float > 0"),
     "update_epochs_zero": ("train.update_epochs", 0, r"an int ≥ 1"),
     "schedule_unknown": ("train.schedule", "cosin", r"one of constant, cosine, linear"),
-    "verifier_unknown": ("data.verifier", "maths", r"one of math, integer, exact, choice"),
+    "verifier_unknown": ("data.verifier", "maths", r"one of math, math_strict, integer, exact, choice"),
     "checkpoint_keep_zero": ("checkpoint.keep", 0, r"an int ≥ 1"),
     "checkpoint_every_negative": ("checkpoint.every", -5, r"an int ≥ 0"),  # 0: at the last step only
     "max_new_tokens_zero": ("rollout.max_new_tokens", 0, r"an int ≥ 1"),

@@ -87,17 +87,19 @@ def test_model_vocabulary_larger_than_the_tokenizer_is_fine(tmp_path, stop_at_bu
         Trainer(c)
 
 
-def test_checkpoint_trained_with_another_tokenizer_is_an_error(tmp_path, stop_at_build):
+def test_checkpoint_trained_with_another_tokenizer_is_carried_not_replaced_by_char(tmp_path, stop_at_build):
+    """A later stage that leaves config.tokenizer at its default takes the tokenizer its checkpoint
+    was trained with (the run-to-run hand-off), never the built-in 105 characters on a 487-token
+    model; a different tokenizer set explicitly is an error (tests/train/test_hf_handoff.py)."""
     prev = tmp_path / "prev"
     os.makedirs(prev / "checkpoints" / "1")
     tok = _tokenizer(tmp_path / "tok", extra=382)
     (prev / "config.json").write_text(json.dumps({"tokenizer": tok, "model": {"preset": "tiny",
                                                                                "overrides": {"num_layers": 1}}}))
     c = _config(tmp_path, init="checkpoint", checkpoint=str(prev))
-    with pytest.raises(ValueError, match=re.escape(
-            f"config.tokenizer='char' has 105 tokens but config.model.checkpoint='{prev}' was trained with "
-            f"tokenizer '{tok}' (487 tokens). Set --config.tokenizer={tok}")):
+    with pytest.raises(Built):
         Trainer(c)
+    assert c.tokenizer == tok
 
 
 def test_preset_vocabulary_override_smaller_than_the_tokenizer_is_an_error(tmp_path, stop_at_build):

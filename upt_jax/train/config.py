@@ -41,9 +41,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.fields = ml_collections.ConfigDict(dict(question="question", answer="answer",
                                                    demonstration="demonstration", id="id"))
     c.data.skip_bad_rows = False
+    # a record whose text fields hold more characters is a bad row (None: no limit)
+    c.data.max_row_chars = ml_collections.FieldReference(1_000_000, field_type=int)
     c.data.template = "zero"  # plain | zero | chat
     c.data.system_prompt = ml_collections.FieldReference(None, field_type=str)
-    c.data.verifier = "integer"  # integer (synthetic) | math | exact | choice
+    c.data.verifier = "integer"  # integer (synthetic) | math | math_strict | exact | choice
     # source=corpus (mode=offline): documents of synthetic.pretraining_corpus, every token trained on
     c.data.corpus = ml_collections.ConfigDict(dict(
         n_docs=20000, tiers=synthetic.EASY_TIERS, demo_fraction=0.75, facts_per_doc=12,
@@ -73,7 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.microbatches = 1
     c.train.update_epochs = 1
     c.train.learning_rate = 1e-4
-    c.train.schedule = "constant"
+    c.train.schedule = "constant"  # constant | cosine | linear | wsd (constant, then decay_steps to 0)
+    c.train.decay_steps = 0  # schedule=wsd: the last decay_steps of train.steps decay linearly to 0
     c.train.warmup_steps = 0
     c.train.weight_decay = 0.0
     c.train.max_grad_norm = 1.0

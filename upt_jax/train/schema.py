@@ -136,6 +136,24 @@ def names(valid, what: str) -> Domain:
                   False, ((), ("no_such_tier",), None))
 
 
+def task_tiers() -> Domain:
+    """A non-empty tuple of registered task tiers (`upt_jax.data.tasks`: any family's tier names, or
+    ``module:tier``, which imports a user's task module)."""
+    from upt_jax.data import tasks
+
+    def known(t) -> bool:
+        try:
+            tasks.resolve_tier(t)
+            return True
+        except (KeyError, TypeError):
+            return False
+
+    return Domain(tuple, "a non-empty tuple of task tiers (upt_jax.data.tasks; 'module:tier' imports a user's "
+                         "task module): " + ", ".join(tasks.tier_names()),
+                  lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(known(x) for x in v),
+                  False, ((), ("no_such_tier",), None))
+
+
 def anything(kind=object, allowed: str = "any value") -> Domain:
     return Domain(kind, allowed, lambda v: True, True, ())
 
@@ -262,7 +280,6 @@ def _hparams_entries(config) -> dict[str, Key]:
 
 def _spec():
     """``(path, domain, doc[, entries])`` of every ``base_config()`` key, in its order."""
-    from upt_jax.data import synthetic
     from upt_jax.data.readers import FORMATS
     from upt_jax.data.templates import TEMPLATES
     from upt_jax.models.config import PRESETS
@@ -273,7 +290,7 @@ def _spec():
 
     dtypes = choice(("float32", "bfloat16", "float16"))
     mesh = dict(also=(-1,), also_text="-1 (the devices the other axes leave; at most one axis)")
-    tiers = names(synthetic.TIERS, "synthetic tiers")
+    tiers = task_tiers()
     return [
         ("name", text(nonempty=True), "the run's name (progress bar, logs)"),
         ("seed", number(int, lo=0), "seeds the model's initialisation, the data order and sampling"),
@@ -300,6 +317,8 @@ def _spec():
         ("data.fields", _open("record key → source column"),
          "source=file: the source column of each record key (data.fields.* below)", _fields_entries),
         ("data.skip_bad_rows", flag(), "source=file: log, count and skip malformed rows instead of failing"),
+        ("data.max_row_chars", number(int, lo=1, none="no limit"),
+         "source=file: a record whose text fields hold more characters is a bad row"),
         ("data.template", choice(TEMPLATES), "the prompt: plain, zero (zero-shot CoT) or chat (chat template)"),
         ("data.system_prompt", text(none="no system message"), "template=chat: the system message"),
         ("data.verifier", choice(KINDS), "how a rollout's answer is scored (integer: the synthetic task)"),
@@ -331,15 +350,21 @@ def _spec():
         ("train.microbatches", number(int, lo=1), "gradient accumulation: a step's rows in this many micro-batches"),
         ("train.update_epochs", number(int, lo=1), "optimiser updates per step on the same batch (PPO epochs)"),
         ("train.learning_rate", number(float, lo=0, lo_open=True), "AdamW peak learning rate"),
-        ("train.schedule", choice(SCHEDULES), "learning rate after warm-up: constant, or cosine/linear decay to 0"),
+        ("train.schedule", choice(SCHEDULES),
+         "learning rate after warm-up: constant, cosine/linear decay to 0, or wsd (constant, then "
+         "train.decay_steps of linear decay to 0)"),
         ("train.warmup_steps", number(int, lo=0), "linear warm-up from 0 over this many updates"),
+        ("train.decay_steps", number(int, lo=0), "schedule=wsd: the last steps of train.steps, decaying to 0"),
         ("train.weight_decay", number(float, lo=0), "AdamW decoupled weight decay"),
         ("train.max_grad_norm", number(float, lo=0, lo_open=True, none="no clipping"),
          "clip the global gradient norm to this"),
         ("train.skip_grad_norm", number(float, lo=0, lo_open=True, none="never skip"),
          "skip an update whose pre-clip gradient norm exceeds this"),
+        ("train.skip_update_ratio", number(float, lo=0, lo_open=True, none="no bound"),
+         "skip (never apply, never save) an update with ‖Δθ‖ > this × ‖θ‖ (a divergence, e.g. lr=1e30)"),
         ("train.max_nonfinite_in_a_row", number(int, lo=1),
-         "stop after this many consecutive updates skipped for a non-finite loss or gradient"),
+         "stop after this many consecutive diverged updates (non-finite loss, gradient or result, or "
+         "over skip_update_ratio)"),
         ("train.dynamic_sampling", flag(), "DAPO: keep drawing questions until every group has reward variance"),
         ("train.dynamic_sampling_max_draws", number(int, lo=1), "dynamic_sampling: draws per step at most"),
         ("train.logprob_chunk", number(int, lo=1), "sequence positions per chunk of the log-prob computation"),
@@ -459,6 +484,9 @@ _HPARAMS: dict = {
               "keep the teacher's k likeliest entries per position (renormalised)"),
     "shaping_gamma": (number(float, **_POS), "policy shaping f(π) = π / (π + γ) on demonstration tokens"),
     "sft_coef": (number(float, **_NONNEG), "weight of the demonstration NLL: sft_coef · exp(−H̄)"),
+    "sft_loss_coef": (number(float, **_NONNEG),
+                      "HPT: weight of the SFT term (token mean over routed demonstrations), as the released "
+                      "code's sft_loss_coef"),
     "rl_coef": (number(float, **_NONNEG), "weight of positive self-rollouts: rl_coef · exp(+H̄)"),
     ("simpo", "gamma"): (number(float), "SimPO's target reward margin γ"),
     ("simpo", "beta"): (number(float, **_POS), "SimPO's reward scale β"),

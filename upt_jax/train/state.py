@@ -37,19 +37,27 @@ class TrainState:
         return jax.random.wrap_key_data(self.rng)
 
 
-SCHEDULES = ("constant", "cosine", "linear")  # make_optimizer's learning-rate schedules
+SCHEDULES = ("constant", "cosine", "linear", "wsd")  # make_optimizer's learning-rate schedules
 
 
 def make_optimizer(learning_rate: float = 1e-5, *, schedule: str = "constant", warmup_steps: int = 0,
                    total_steps: int = 1000, weight_decay: float = 0.0, b1: float = 0.9,
                    b2: float = 0.999, eps: float = 1e-8, max_grad_norm: float | None = 1.0,
-                   name: str = "adamw") -> optax.GradientTransformation:
+                   name: str = "adamw", decay_steps: int = 0) -> optax.GradientTransformation:
     """``clip_by_global_norm`` → AdamW (or SGD) with a learning-rate schedule.
 
     ``schedule``: ``constant`` (after linear warm-up), ``cosine`` or ``linear`` decay to 0 at
-    ``total_steps``.
+    ``total_steps``, or ``wsd`` (warmup–stable–decay: constant after warm-up, then linear to 0
+    over the last ``decay_steps`` of ``total_steps``; a run trained at a constant rate can be
+    resumed with ``wsd`` to cool down from where it stopped).
     """
-    if schedule == "constant":
+    if schedule == "wsd":
+        stable_end = max(total_steps - decay_steps, warmup_steps)
+        lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                                   optax.constant_schedule(learning_rate),
+                                   optax.linear_schedule(learning_rate, 0.0, max(decay_steps, 1))],
+                                  [warmup_steps, stable_end])
+    elif schedule == "constant":
         lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
                                    optax.constant_schedule(learning_rate)], [warmup_steps]) \
             if warmup_steps else learning_rate

@@ -127,7 +127,7 @@ def load_records(config) -> list[dict]:
     task = "sft" if config.mode == "offline" else ("hpt" if _uses_demos(config) else "rl")
     records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,
                                      fields=dict(dc.fields.to_dict()), skip_bad_rows=dc.skip_bad_rows,
-                                     verifier=dc.verifier))
+                                     verifier=dc.verifier, max_row_chars=dc.get("max_row_chars", 1_000_000)))
     if stats.rows_skipped:
         log.warning("skipped %d malformed rows of %s: %s", stats.rows_skipped, dc.path, stats.metrics())
     if not records:
@@ -531,7 +531,7 @@ class Trainer:
         t = config.train
         self.tx = make_optimizer(t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
                                  total_steps=t.steps * t.update_epochs, weight_decay=t.weight_decay,
-                                 max_grad_norm=t.max_grad_norm)
+                                 max_grad_norm=t.max_grad_norm, decay_steps=t.get("decay_steps", 0) * t.update_epochs)
         self.graphdef, self.state, self.shardings = create_train_state(model, self.tx, seed=config.seed,
                                                                        mesh=self.mesh)
         self.group_size = _group_size(config, self.with_demos)  # rows vs mesh checked in _validate
