@@ -34,8 +34,9 @@ def test_golden_run_reproduces(tmp_path):
     print(f"golden run compared {how}; {len(problems)} differences", *notes, sep="\n")
     if mode != "bitwise":
         warnings.warn(f"golden run compared {how}", UserWarning)
+    more = f"\n… {len(problems) - 40} more" if len(problems) > 40 else ""
     assert not problems, (f"the golden run differs from tests/golden/golden.json (compared {how}):\n"
-                          + "\n".join(problems[:40]) + (f"\n… {len(problems) - 40} more" if len(problems) > 40 else ""))
+                          + "\n".join(problems[:40]) + more)
 
 
 # ----------------------------------------------------------------------------- compare itself
@@ -69,3 +70,12 @@ def test_compare_is_bitwise_on_the_recorded_host_and_tolerant_elsewhere():
 @pytest.mark.parametrize("host", [{"jax": "0.10.3"}, {"jaxlib": "0.10.3"}])
 def test_compare_needs_the_same_jax_for_bitwise(host):
     assert compare(_doc(), _doc(**host))[0] == "tolerance"
+
+
+def test_compare_tolerates_a_sum_that_cancels_at_the_leafs_scale():
+    rec, now = _doc(), _doc(isa_flags=["avx2"])
+    rec["regimes"]["sft"]["params"]["w"]["sum"] = 0.0  # e.g. [0.5, -0.5]
+    now["regimes"]["sft"]["params"]["w"]["sum"] = 1e-9
+    assert compare(rec, now) == ("tolerance", [], [])
+    now["regimes"]["sft"]["params"]["w"]["sum"] = 1e-3
+    assert len(compare(rec, now)[1]) == 1
