@@ -79,3 +79,14 @@ def test_compare_tolerates_a_sum_that_cancels_at_the_leafs_scale():
     assert compare(rec, now) == ("tolerance", [], [])
     now["regimes"]["sft"]["params"]["w"]["sum"] = 1e-3
     assert len(compare(rec, now)[1]) == 1
+
+
+def test_regimes_that_sample_are_compared_on_the_recorded_host_only():
+    rec, now = _doc(), _doc(isa_flags=["avx2"])
+    rec["regimes"]["grpo"] = json.loads(json.dumps(rec["regimes"]["sft"]))
+    now["regimes"]["grpo"] = json.loads(json.dumps(now["regimes"]["sft"]))
+    now["regimes"]["grpo"]["metrics"][0]["loss"] = 0.9  # a flipped token changes everything after it
+    mode, problems, notes = compare(rec, now)
+    assert mode == "tolerance" and problems == [] and any("grpo" in n for n in notes)
+    mode, problems, _ = compare(rec, json.loads(json.dumps(dict(now, host=rec["host"]))))
+    assert mode == "bitwise" and any("grpo" in p for p in problems)
