@@ -236,13 +236,25 @@ def test_rft_trains_only_on_verified_rollouts(tmp_path):
     assert m["grad_norm"] > 0 and m["skipped"] == 0
 
 
-@pytest.mark.parametrize("lr", [float("nan"), 1e30])
+def test_a_nan_learning_rate_is_refused_before_anything_is_built(tmp_path):
+    """`--config.train.learning_rate=nan` used to train and checkpoint all-NaN parameters (rc 0)."""
+    from upt_jax.train.schema import ConfigError
+
+    c = shrink(sft.get_config(), tmp_path, steps=4)
+    c.train.learning_rate = float("nan")
+    with pytest.raises(ConfigError, match="config.train.learning_rate=nan: must be a finite float > 0"):
+        train(c)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("lr", [1e30, 1e3])
 def test_a_diverging_run_saves_no_broken_checkpoint(tmp_path, lr):
-    """`upt train --config experiments/sft.py --config.train.learning_rate=nan ...` used to end rc 0
-    with every parameter NaN in the saved steps. Now no diverged update is applied or saved: after
-    max_nonfinite_in_a_row diverged steps the run stops with NonFiniteError, and every checkpoint
-    in the run directory is finite (here none was saved, so the message says so)."""
-    from upt_jax.train.checkpoint import Checkpointer, abstract_with_shardings, nonfinite_reason
+    """`upt train --config experiments/sft.py --config.train.learning_rate=1e30 ...` used to end rc 0
+    with every parameter NaN in the saved steps (a NaN rate is now refused by the config schema;
+    the step's own finiteness check is tested in test_step.py). Now no diverged update is applied
+    or saved: after max_nonfinite_in_a_row diverged steps the run stops with NonFiniteError, and
+    every checkpoint in the run directory is finite (here none was saved, so the message says so)."""
+    from upt_jax.train.checkpoint import nonfinite_reason
     from upt_jax.train.trainer import NonFiniteError
 
     c = shrink(sft.get_config(), tmp_path, steps=4)

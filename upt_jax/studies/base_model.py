@@ -105,6 +105,7 @@ def pretrain_until(config, criterion: StopCriterion, *, progress: bool = False) 
     """
     from upt_jax.data import tasks
 
+    config = config.copy_and_resolve_references()  # the phases change schedule and steps: not the caller's
     if config.train.schedule != "constant":
         raise ValueError(f"config.train.schedule={config.train.schedule!r}: pretrain_until runs 'constant' "
                          "(with warmup_steps), then cools down with 'wsd' itself")
