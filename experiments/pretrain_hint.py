@@ -4,7 +4,8 @@ and one-column facts) at a constant learning rate, stopped once the base tiers a
 (`upt_jax.studies.base_model.pretrain_until`: constant rate until the transition, then a
 linear cool-down), not after a fixed number of steps.
 
-    python -m experiments.pretrain_hint [RUN_DIR]          # → runs/pretrain_hint
+    python -m experiments.pretrain_hint [RUN_DIR] [SEED]            # → runs/pretrain_hint
+    python -m experiments.pretrain_hint RUN_DIR SEED --cosine=800   # fixed steps, cosine, then eval
 
 Everything but the corpus, the schedule and the stopping rule is `experiments/pretrain_tiny.py`'s
 (the same model shape, learning rate, batch and warmup).
@@ -39,16 +40,39 @@ def criterion():
                          eval_every=100, max_steps=3000, n_eval=64)
 
 
+def fixed_cosine(config, steps: int = 800, tiers=("hadd_2", "hadd_3", "hmul_2x1", "hadd_4", "hmul_3x1"),
+                 n_eval: int = 64) -> dict:
+    """The comparison point: ``steps`` steps on a cosine schedule (as `pretrain_tiny`), then the
+    greedy accuracy of each of ``tiers`` on ``n_eval`` held-out questions (seed 4242)."""
+    from upt_jax.data import tasks
+    from upt_jax.eval.evaluate import evaluate
+    from upt_jax.eval.run import load_run_model
+    from upt_jax.train.trainer import train
+
+    config.train.schedule, config.train.steps, config.checkpoint.every = "cosine", steps, 200
+    train(config)
+    model, tok, _, _ = load_run_model(config.run_dir)
+    suites = {t: tasks.generate(t, n_eval, seed=4242) for t in tiers}
+    return {t: r.avg_at_k for t, r in evaluate(model, tok, suites, k=1, temperature=0.0,
+                                                 max_new_tokens=192).items()}
+
+
 if __name__ == "__main__":
+    import json
     import logging
 
     from upt_jax.studies.base_model import pretrain_until
 
     logging.basicConfig(level=logging.WARNING)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     config = get_config()
-    if len(sys.argv) > 1:
-        config.run_dir = sys.argv[1]
-    if len(sys.argv) > 2:
-        config.seed = int(sys.argv[2])
-    result = pretrain_until(config, criterion(), progress=True)
-    print(f"stopped at step {result.step}; converged: {result.converged}")
+    if args:
+        config.run_dir = args[0]
+    if len(args) > 1:
+        config.seed = int(args[1])
+    fixed = [a for a in sys.argv[1:] if a.startswith("--cosine=")]
+    if fixed:  # python -m experiments.pretrain_hint RUN_DIR SEED --cosine=800
+        print(json.dumps(fixed_cosine(config, int(fixed[0].split("=", 1)[1]))))
+    else:
+        result = pretrain_until(config, criterion(), progress=True)
+        print(f"stopped at step {result.step}; converged: {result.converged}")
