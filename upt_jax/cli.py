@@ -8,6 +8,9 @@
 
 train, pipeline and eval take ``-v`` / ``--verbose``: every library's INFO log lines (Orbax,
 JAX, transformers), which are off by default.
+
+Exit status of train and pipeline: 0 when done; 1 with one line naming the directory and its free
+space when a checkpoint could not be written; 2 for a config value outside its key's domain.
 """
 from __future__ import annotations
 
@@ -122,7 +125,15 @@ def setup_logging(argv: list[str]) -> list[str]:
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.set_verbosity_error()
         logging.getLogger("absl").setLevel(logging.ERROR)
+        logging.getLogger("absl").addFilter(_orbax_tracebacks)
     return argv
+
+
+def _orbax_tracebacks(record: logging.LogRecord) -> bool:
+    """Drops Orbax's error records that carry a traceback (without ``-v``): they are a failed
+    background save logged from each of Orbax's threads, tens of lines each, and the same error
+    reaches upt_jax, which reports it once (``CheckpointSaveError``: step, directory, free space)."""
+    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
 
 
 def shipped_experiments_dir() -> str:
@@ -298,11 +309,15 @@ def main(argv=None) -> int:
     if argv and argv[0] in ("train", "pipeline"):
         try:
             return (train_command if argv[0] == "train" else pipeline_command)(argv[1:])
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:
             # imported only now: importing upt_jax.train first would install absl's root log handler
             # before the command's logging set-up, silencing every INFO line of the run
+            from upt_jax.train.checkpoint import CheckpointSaveError
             from upt_jax.train.schema import ConfigError
 
+            if isinstance(e, CheckpointSaveError):  # e.g. a full disk: one line, no traceback
+                print(f"upt {argv[0]}: {e}", file=sys.stderr)
+                return 1
             if not isinstance(e, ConfigError):
                 raise
             print(f"upt {argv[0]}: {e}", file=sys.stderr)  # a config value outside its key's domain

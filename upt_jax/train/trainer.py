@@ -418,15 +418,46 @@ def checkpoint_bytes_estimate(config, vocab_size: int | None = None) -> int:
     return int(n * per_param * copies)
 
 
+def _checkpoint_dirs(config) -> list[str]:
+    """The run's checkpoint directories: the policy's, and the critic's for PPO."""
+    dirs = [os.path.join(config.run_dir, "checkpoints")]
+    if critic_spec(get_recipe(config)) is not None:
+        dirs.append(os.path.join(config.run_dir, "checkpoints_critic"))
+    return dirs
+
+
+def _remove_incomplete_saves(config) -> None:
+    """Leftovers of saves that never committed (a killed process, a write that failed on a full
+    disk) are removed before the free-space check, so they neither count against it nor make the
+    rerun of the same command fail (the ``Checkpointer`` would remove them only later)."""
+    from upt_jax.train.checkpoint import remove_incomplete_saves
+
+    for d in _checkpoint_dirs(config):
+        if os.path.isdir(d):
+            remove_incomplete_saves(d)
+
+
 def _check_disk(config, vocab_size: int | None) -> None:
+    """Free space for ``checkpoint.keep + 1`` checkpoints: ``keep`` are kept and the next one is
+    written before the oldest is deleted. Checkpoints already saved (up to ``keep``) occupy their
+    space already, so a resumed run needs room for the rest only."""
     import shutil
 
-    need = checkpoint_bytes_estimate(config, vocab_size)
+    one = checkpoint_bytes_estimate(config, vocab_size)  # the critic's copy included (PPO)
+    keep = int(config.checkpoint.keep)
+    ckpts = os.path.join(config.run_dir, "checkpoints")
+    saved = min(keep, sum(1 for p in os.listdir(ckpts) if p.isdigit())) if os.path.isdir(ckpts) else 0
+    copies = keep + 1 - saved
+    need = one * copies
     free = shutil.disk_usage(config.run_dir).free
     if free < need * 1.1:
-        raise OSError(f"config.run_dir={config.run_dir!r}: {free / 2**20:.1f} MiB free, but one checkpoint "
-                      f"(parameters + optimiser state) needs about {need / 2**20:.1f} MiB; free space or "
-                      "point config.run_dir elsewhere")
+        raise OSError(
+            f"config.run_dir={config.run_dir!r}: {free / 2**20:.1f} MiB free, but {copies} more checkpoint(s) "
+            f"need about {need / 2**20:.1f} MiB: config.checkpoint.keep={keep} kept plus one being written"
+            + (f", {saved} already saved" if saved else "")
+            + f", {one / 2**20:.1f} MiB each (parameters + optimiser state"
+            + (", policy and critic" if critic_spec(get_recipe(config)) is not None else "")
+            + "); free space, lower config.checkpoint.keep or point config.run_dir elsewhere")
 
 
 def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
@@ -495,6 +526,7 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
 
         check_tokenizer_fits(config, vocab_size)
     if records is not None and not _is_remote(config.run_dir):  # no free-space check on a bucket
+        _remove_incomplete_saves(config)  # a failed save's leftovers first: they hold space
         _check_disk(config, vocab_size)
 
 # ----------------------------------------------------------------------------- the loop
@@ -1012,8 +1044,17 @@ class Trainer:
             self.critic_ckpt.save(step, self.critic_state, dict(step=step), force=force)
         return self.ckpt.save(step, self.state, extra, force=force)
 
+    def _check_saves(self) -> None:
+        """Between steps: a background save that has failed raises its ``CheckpointSaveError``
+        now (naming the directory and its free space), not at the end of the run."""
+        if self.ckpt.save_failed() or (self.critic is not None and self.critic_ckpt.save_failed()):
+            self.ckpt.wait()
+            if self.critic is not None:
+                self.critic_ckpt.wait()
+
     def run(self) -> list[dict]:
-        """Train until ``config.train.steps``; returns this call's metrics (one dict per step)."""
+        """Train until ``config.train.steps``; returns this call's metrics (one dict per step).
+        A background save that failed raises ``CheckpointSaveError`` before the next step."""
         from tqdm.auto import tqdm
 
         total = self.config.train.steps
@@ -1023,6 +1064,7 @@ class Trainer:
                    or jax.process_index() != 0)
         try:
             for _ in range(start, total):
+                self._check_saves()
                 metrics = self.train_step()
                 history.append(metrics)
                 if jax.process_index() == 0:
