@@ -9,8 +9,10 @@
 train, pipeline and eval take ``-v`` / ``--verbose``: every library's INFO log lines (Orbax,
 JAX, transformers), which are off by default.
 
-Exit status of train and pipeline: 0 when done; 1 with one line naming the directory and its free
-space when a checkpoint could not be written; 2 for a config value outside its key's domain.
+Exit status of train and pipeline: 0 when done, and also when stopped by SIGTERM/SIGINT after
+saving a checkpoint (one line says so; rerunning the same command resumes; see
+`upt_jax.train.preemption`); 1 with one line naming the directory and its free space when a
+checkpoint could not be written; 2 for a config value outside its key's domain.
 """
 from __future__ import annotations
 
@@ -263,16 +265,21 @@ def train_command(argv: list[str]) -> int:
         return 0
     argv = setup_logging(argv)
     from upt_jax.train import distributed
+    from upt_jax.train.preemption import Preempted
     from upt_jax.train.trainer import train
 
     config = load_config(argv)
     distributed.initialize()  # multi-process runs (SLURM, TPU slices, UPT_COORDINATOR); else nothing
     t0 = time.time()
-    history = train(config)
+    stopped = None
+    try:
+        history = train(config)
+    except Preempted as e:  # a checkpoint of the step reached is committed: not a failure
+        history, stopped = e.history, {"signal": e.signal, "step": e.step}
     last = history[-1] if history else {}
     print(json.dumps({"run_dir": config.run_dir, "steps_run": len(history),
                       "last": {k: last[k] for k in ("step", "loss", "reward/mean") if k in last},
-                      "seconds": round(time.time() - t0, 1)}))
+                      "seconds": round(time.time() - t0, 1), **({"stopped": stopped} if stopped else {})}))
     return 0
 
 
@@ -284,10 +291,15 @@ def pipeline_command(argv: list[str]) -> int:
     argv = setup_logging(argv)
     from upt_jax.train import distributed
     from upt_jax.train.pipeline import run_pipeline
+    from upt_jax.train.preemption import Preempted
 
     config = load_config(argv)
     distributed.initialize()
-    reports = run_pipeline(config)
+    try:
+        reports = run_pipeline(config)
+    except Preempted as e:  # the stage's checkpoint is committed; the next stages did not start
+        print(json.dumps({"stopped": {"signal": e.signal, "step": e.step}}))
+        return 0
     print(json.dumps(reports, indent=2))
     return 0
 

@@ -1044,19 +1044,67 @@ class Trainer:
             self.critic_ckpt.save(step, self.critic_state, dict(step=step), force=force)
         return self.ckpt.save(step, self.state, extra, force=force)
 
-    def _check_saves(self) -> None:
-        """Between steps: a background save that has failed raises its ``CheckpointSaveError``
-        now (naming the directory and its free space), not at the end of the run."""
-        if self.ckpt.save_failed() or (self.critic is not None and self.critic_ckpt.save_failed()):
+    def _stop_request(self, stop) -> int:
+        """Between steps (and before the first): raise ``CheckpointSaveError`` when a background
+        save has failed, else return the number of the signal that stops the run (0: none).
+
+        With several processes both come from one all-gather, so every process stops after the
+        same step (and saves the same step) and none is left in a collective the others left;
+        a single process reads its own flags (no collective)."""
+        from upt_jax.train.checkpoint import CheckpointSaveError
+
+        failed = self.ckpt.save_failed() or (self.critic is not None and self.critic_ckpt.save_failed())
+        signum = stop.requested
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            codes = np.asarray(multihost_utils.process_allgather(np.int32(signum | (int(failed) << 8))))
+            failed, signum = bool(np.any(codes >> 8)), int(np.max(codes & 0xFF))
+        if failed:
+            self.ckpt.wait()  # raises this process's CheckpointSaveError
+            if self.critic is not None:
+                self.critic_ckpt.wait()
+            raise CheckpointSaveError("a checkpoint save failed on another process of this run (see its "
+                                      "log); stopping before the next step, as every process does")
+        return signum
+
+    def _preempt(self, signum: int, start: int, history: list[dict]):
+        """Stop on signal ``signum``: save the step just trained, wait until it is committed and
+        raise ``Preempted`` (the command line exits 0)."""
+        from upt_jax.train.preemption import Preempted, signal_name
+
+        step = int(self.state.step) // max(1, self.config.train.update_epochs)
+        name = signal_name(signum)
+        if step > start:
+            self._save(force=True)
             self.ckpt.wait()
             if self.critic is not None:
                 self.critic_ckpt.wait()
+            msg = f"stopped by {name} at step {step}; checkpoint saved; rerun the same command to resume"
+        elif step > 0:
+            msg = (f"stopped by {name} at step {step}, before this run trained a step (checkpoint step {step} "
+                   "is where it started); rerun the same command to resume")
+        else:
+            msg = f"stopped by {name} before the first step; nothing to save; rerun the same command to start"
+        log.warning("%s", msg)
+        raise Preempted(msg, signal_name=name, step=step, history=history)
 
     def run(self) -> list[dict]:
         """Train until ``config.train.steps``; returns this call's metrics (one dict per step).
-        A background save that failed raises ``CheckpointSaveError`` before the next step."""
+
+        Between steps: a background save that failed raises ``CheckpointSaveError`` (naming the
+        directory and its free space); a SIGTERM or SIGINT received meanwhile saves the step just
+        trained, waits for the save and raises ``upt_jax.train.preemption.Preempted`` (see that
+        module: a second signal exits at once, ``checkpoint.preemption_grace_s`` bounds the wait).
+        """
         from tqdm.auto import tqdm
 
+        from upt_jax.train import preemption
+
+        with preemption.stop_signals(self.config.checkpoint.get("preemption_grace_s")) as stop:
+            return self._run(stop, tqdm)
+
+    def _run(self, stop, tqdm) -> list[dict]:
         total = self.config.train.steps
         start = int(self.state.step) // max(1, self.config.train.update_epochs)
         history = []
@@ -1064,7 +1112,9 @@ class Trainer:
                    or jax.process_index() != 0)
         try:
             for _ in range(start, total):
-                self._check_saves()
+                signum = self._stop_request(stop)
+                if signum:
+                    self._preempt(signum, start, history)
                 metrics = self.train_step()
                 history.append(metrics)
                 if jax.process_index() == 0:
@@ -1119,8 +1169,13 @@ def train(config) -> list[dict]:
 
         run_comparison(config)
         return []
-    trainer = Trainer(config)
-    try:
-        return trainer.run()
-    finally:
-        trainer.close()
+    from upt_jax.train import preemption
+
+    # a SIGTERM/SIGINT while the trainer is being built (model, restore, first compiles) is kept
+    # for the loop's first check, which stops before the first step
+    with preemption.stop_signals(config.checkpoint.get("preemption_grace_s")):
+        trainer = Trainer(config)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
