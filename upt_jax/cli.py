@@ -8,6 +8,11 @@
 
 train, pipeline and eval take ``-v`` / ``--verbose``: every library's INFO log lines (Orbax,
 JAX, transformers), which are off by default.
+
+Exit status of train and pipeline: 0 when done, and also when stopped by SIGTERM/SIGINT after
+saving a checkpoint (one line says so; rerunning the same command resumes; see
+`upt_jax.train.preemption`); 1 with one line naming the directory and its free space when a
+checkpoint could not be written; 2 for a config value outside its key's domain.
 """
 from __future__ import annotations
 
@@ -122,7 +127,15 @@ def setup_logging(argv: list[str]) -> list[str]:
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.set_verbosity_error()
         logging.getLogger("absl").setLevel(logging.ERROR)
+        logging.getLogger("absl").addFilter(_orbax_tracebacks)
     return argv
+
+
+def _orbax_tracebacks(record: logging.LogRecord) -> bool:
+    """Drops Orbax's error records that carry a traceback (without ``-v``): they are a failed
+    background save logged from each of Orbax's threads, tens of lines each, and the same error
+    reaches upt_jax, which reports it once (``CheckpointSaveError``: step, directory, free space)."""
+    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
 
 
 def shipped_experiments_dir() -> str:
@@ -252,16 +265,21 @@ def train_command(argv: list[str]) -> int:
         return 0
     argv = setup_logging(argv)
     from upt_jax.train import distributed
+    from upt_jax.train.preemption import Preempted
     from upt_jax.train.trainer import train
 
     config = load_config(argv)
     distributed.initialize()  # multi-process runs (SLURM, TPU slices, UPT_COORDINATOR); else nothing
     t0 = time.time()
-    history = train(config)
+    stopped = None
+    try:
+        history = train(config)
+    except Preempted as e:  # a checkpoint of the step reached is committed: not a failure
+        history, stopped = e.history, {"signal": e.signal, "step": e.step}
     last = history[-1] if history else {}
     print(json.dumps({"run_dir": config.run_dir, "steps_run": len(history),
                       "last": {k: last[k] for k in ("step", "loss", "reward/mean") if k in last},
-                      "seconds": round(time.time() - t0, 1)}))
+                      "seconds": round(time.time() - t0, 1), **({"stopped": stopped} if stopped else {})}))
     return 0
 
 
@@ -273,10 +291,15 @@ def pipeline_command(argv: list[str]) -> int:
     argv = setup_logging(argv)
     from upt_jax.train import distributed
     from upt_jax.train.pipeline import run_pipeline
+    from upt_jax.train.preemption import Preempted
 
     config = load_config(argv)
     distributed.initialize()
-    reports = run_pipeline(config)
+    try:
+        reports = run_pipeline(config)
+    except Preempted as e:  # the stage's checkpoint is committed; the next stages did not start
+        print(json.dumps({"stopped": {"signal": e.signal, "step": e.step}}))
+        return 0
     print(json.dumps(reports, indent=2))
     return 0
 
@@ -298,11 +321,15 @@ def main(argv=None) -> int:
     if argv and argv[0] in ("train", "pipeline"):
         try:
             return (train_command if argv[0] == "train" else pipeline_command)(argv[1:])
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:
             # imported only now: importing upt_jax.train first would install absl's root log handler
             # before the command's logging set-up, silencing every INFO line of the run
+            from upt_jax.train.checkpoint import CheckpointSaveError
             from upt_jax.train.schema import ConfigError
 
+            if isinstance(e, CheckpointSaveError):  # e.g. a full disk: one line, no traceback
+                print(f"upt {argv[0]}: {e}", file=sys.stderr)
+                return 1
             if not isinstance(e, ConfigError):
                 raise
             print(f"upt {argv[0]}: {e}", file=sys.stderr)  # a config value outside its key's domain

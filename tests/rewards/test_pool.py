@@ -120,3 +120,107 @@ def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path, how):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("TOP-LEVEL RAN") == 1
     assert "['correct', 'wrong']" in proc.stdout
+
+
+def spin_forever():
+    """A hung item that keeps a CPU busy in Python code (a parser in a loop)."""
+    while True:
+        pass
+
+
+ORPHAN = """
+import os, sys, time
+from upt_jax.rewards import VerifierPool
+from tests.rewards.test_pool import spin_forever
+if __name__ == "__main__":
+    pool = VerifierPool(num_workers=2, timeout_s=60.0, preload=())
+    pool.map(abs, [(1,), (2,)])                                # both workers are up
+    print("READY", flush=True)
+    # one item spins in Python, one in C holding the GIL (no Python thread can run in that worker)
+    pool.map(spin_forever, [()], timeout_s=60.0) if sys.argv[1] == "python" else \\
+        pool.map(sum, [(range(10**15),)], timeout_s=1.0)
+"""
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.add(c)
+            todo.append(c)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+@pytest.mark.parametrize("hang", ["python", "c"])
+def test_workers_forkserver_and_tracker_die_when_the_owner_is_killed(tmp_path, hang):
+    """SIGKILL the process that owns a pool while a worker is stuck on a hung item: the worker,
+    the forkserver and the resource tracker are all gone within seconds (the lifeline watchdog
+    for a hang in Python code; the CPU-time backstop, 2 × the item's 1 s limit + 1 s, for a hang
+    in C code that holds the GIL)."""
+    import signal
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    (tmp_path / "orphan.py").write_text(ORPHAN)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "orphan.py"), hang], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started: set[int] = set()
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(0.5)                                            # the item is running
+        started = _descendants(proc.pid)
+        assert len(started) >= 4, started                          # forkserver, tracker, 2 workers
+        busy = [p for p in started if _cpu_ticks(p) > 0]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and any(_alive(p) for p in started):
+            time.sleep(0.1)
+        left = sorted(p for p in started if _alive(p))
+        assert not left, f"still running after the owner died: {[_cmdline(p) for p in left]} (busy: {busy})"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in started:  # never leave a stray process behind, whatever failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except OSError:
+        return "?"

@@ -1,6 +1,7 @@
-"""What survives a failure: SIGKILL at random points (mid-step, mid-checkpoint-write), a corrupted
-latest checkpoint, and a run of non-finite updates. Every crashed or damaged run must finish with
-bitwise the parameters of an uninterrupted run.
+"""What survives a failure: SIGKILL at random points (mid-step, mid-checkpoint-write), SIGTERM and
+SIGINT (preemption, Ctrl-C: save and exit 0), a checkpoint write that fails on a full disk, a
+corrupted latest checkpoint, and a run of non-finite updates. Every crashed, stopped or damaged run
+must finish with bitwise the parameters of an uninterrupted run.
 
 The crash tests run ``python -m upt_jax.cli train`` in subprocesses (a SIGKILL is a real process
 death: no ``finally``, no flush, no Orbax finalisation). Every child of a test gets the same
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -58,12 +60,17 @@ def _env(devices):
 
 
 class Child:
-    """One ``upt train`` process; its output goes to a log file (a full pipe would block it)."""
+    """One ``upt train`` process; its output goes to a log file (a full pipe would block it).
+    ``extra``: more ``--config.KEY=VALUE`` arguments; ``prelude``: Python run in the child before
+    the command line (fault injection)."""
 
-    def __init__(self, run_dir, steps, log_path, devices):
+    def __init__(self, run_dir, steps, log_path, devices, extra=(), prelude=None):
         self.run_dir, self.log_path = Path(run_dir), Path(log_path)
         self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(_argv(run_dir, steps, devices), cwd=ROOT, env=_env(devices),
+        argv = _argv(run_dir, steps, devices) + list(extra)
+        if prelude is not None:  # python -c: the working directory (ROOT) is on sys.path, as for -m
+            argv[1:3] = ["-c", prelude + "\nimport sys\nfrom upt_jax.cli import main\nsys.exit(main(sys.argv[1:]))"]
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=_env(devices),
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait(self, timeout=WAIT_S):
@@ -216,6 +223,109 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, dev
     assert sum("resumed" in text for text in logs) >= len(kills)
     assert not _tmp_dirs(run)
     _assert_same_run(run, tmp_path / "ref", STEPS)
+
+
+def _stopped_at(child, name) -> int:
+    """The step ``upt train`` reported saving when it stopped on signal ``name``."""
+    found = re.findall(rf"stopped by {name} at step (\d+); checkpoint saved; rerun the same command", child.output())
+    assert len(found) == 1, f"no single stop line for {name}:\n{child.output()[-3000:]}"
+    return int(found[0])
+
+
+@pytest.mark.parametrize("devices", DEVICES)
+def test_sigterm_and_sigint_save_the_step_reached_exit_0_and_resume_bitwise(tmp_path, devices):
+    """SIGTERM (preemption) or SIGINT (Ctrl-C) to ``upt train`` while the trainer is being built,
+    during the first step's XLA compile, and mid-run: each run exits 0 after saving the step it
+    reached (``checkpoint.every=4``: the stop's own save is what keeps the other steps), with one
+    line saying so; rerunning the same command resumes, and the last run ends with bitwise the
+    parameters (and per-step losses) of an uninterrupted run."""
+    rng = random.Random(4321)
+    every = ["--config.checkpoint.every=4"]
+    ref = Child(tmp_path / "ref", STEPS, tmp_path / "ref.log", devices)  # saves every step: any is comparable
+    run = tmp_path / "stop"
+
+    # 1. while the trainer is being built (its run directory exists, nothing compiled yet)
+    child = Child(run, STEPS, tmp_path / "stop1.log", devices, every)
+    _wait_for(child, run.is_dir, "the run directory")
+    child.proc.send_signal(signal.SIGTERM)
+    child.finish()
+    assert "stopped by SIGTERM before the first step; nothing to save" in child.output(), child.output()[-3000:]
+    assert _committed(run) == [] and _metric_lines(run) == 0
+
+    # 2. during the first step, which is mostly XLA compiling (Ctrl-C once segfaulted there)
+    (run / "config.json").unlink()  # run 1 wrote it; the new child writes it again when it is built
+    child = Child(run, STEPS, tmp_path / "stop2.log", devices, every)
+    _wait_for(child, (run / "config.json").exists, "the trainer to be built")  # written last in __init__
+    time.sleep(0.3)
+    assert _metric_lines(run) == 0, "the first step finished too soon to be stopped while compiling"
+    child.proc.send_signal(signal.SIGINT)
+    child.finish()
+    stopped = _stopped_at(child, "SIGINT")
+    assert stopped == _metric_lines(run) == 1 and _committed(run) == [1]
+
+    # 3. mid-run, between or inside steps
+    child = Child(run, STEPS, tmp_path / "stop3.log", devices, every)
+    _wait_for(child, lambda: _metric_lines(run) >= stopped + 2, f"step {stopped + 2}")
+    time.sleep(rng.uniform(0.0, 0.3))
+    child.proc.send_signal(signal.SIGTERM)
+    child.finish()
+    stopped = _stopped_at(child, "SIGTERM")
+    assert stopped == _metric_lines(run) < STEPS and _committed(run)[-1] == stopped
+    assert "at step 1" in child.output()  # resumed from the step the SIGINT saved
+
+    final = Child(run, STEPS, tmp_path / "final.log", devices, every)
+    final.finish()
+    ref.finish()
+    assert f"at step {stopped}" in final.output()
+    for log in tmp_path.glob("stop*.log"):
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text and "Segmentation" not in text, text[-3000:]
+    _assert_same_run(run, tmp_path / "ref", STEPS)
+
+
+# a full disk in the background save: the manifest (the last file a save writes, from Orbax's
+# commit thread) fails with ENOSPC for step 3, half written; no root or small file system needed
+ENOSPC = """
+import errno
+from upt_jax.train import checkpoint
+_write = checkpoint.write_manifest
+def full_disk(step_dir, step):
+    if step == 3:
+        with open(f"{step_dir}/upt_manifest.json.tmp", "w") as f:
+            f.write('{"format": 1, "fi')
+        raise OSError(errno.ENOSPC, "No space left on device", f"{step_dir}/upt_manifest.json.tmp")
+    return _write(step_dir, step)
+checkpoint.write_manifest = full_disk
+"""
+
+
+def test_a_save_failing_with_enospc_stops_the_run_with_one_message_and_the_same_command_resumes(tmp_path):
+    """A background checkpoint write fails with ENOSPC: ``upt train`` stops at the next step
+    (no further step is trained) with exit 1 and one line naming the step, the checkpoint path,
+    the error and the free space (no tracebacks); the same command, rerun once the disk has room,
+    removes the failed save's temporary directory, resumes from the last committed step and ends
+    with bitwise an uninterrupted run's parameters."""
+    steps = 6
+    ref = Child(tmp_path / "ref", steps, tmp_path / "ref.log", 1)
+    run = tmp_path / "full"
+    child = Child(run, steps, tmp_path / "full.log", 1, prelude=ENOSPC)
+    rc = child.wait()
+    out = child.output()
+    assert rc == 1, out[-3000:]
+    assert "Traceback" not in out and len(out.strip().splitlines()) <= 3, out[-3000:]
+    line = next(x for x in out.splitlines() if "saving checkpoint step 3" in x)
+    assert line.startswith("upt train: saving checkpoint step 3 in " + str(run / "checkpoints"))
+    assert "No space left on device" in line and "MiB free on" in line and "last committed step is 2" in line
+    assert _metric_lines(run) <= 4  # step 4 ran while step 3 was written; its own save found the failure
+    assert _committed(run) == [1, 2] and _tmp_dirs(run) == ["3" + TMP_SUFFIX]
+
+    again = Child(run, steps, tmp_path / "again.log", 1)
+    again.finish()
+    ref.finish()
+    text = again.output()
+    assert f"incomplete save 3{TMP_SUFFIX}" in text and "at step 2" in text, text[-3000:]
+    assert not _tmp_dirs(run)
+    _assert_same_run(run, tmp_path / "ref", steps)
 
 
 def _truncate_largest_file(step_dir: Path) -> Path:

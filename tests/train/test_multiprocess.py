@@ -4,10 +4,13 @@ Each process has 2 simulated CPU devices; together they form the 2 (data) × 2 (
 ``upt train`` runs two HPT steps (sampling, verifying, gating, a sharded update with a non-zero
 gradient: the untrained model fails, so demonstrations are trained on; checkpoint), a second pair of
 processes resumes to step 3, and everything must agree with one process on 4 devices running the
-same 3 steps: the per-step metrics and the final parameters.
+same 3 steps: the per-step metrics and the final parameters. Then SIGTERM reaches one process only
+(the other never sees it): both stop after the same step, save that step and exit 0.
 """
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -59,18 +62,19 @@ def _env(devices: int, **extra) -> dict:
     return env
 
 
-def _run(config_file, jobs, log_dir):
+def _run(config_file, jobs, log_dir, extra=(), during=None):
     """Start ``upt train`` jobs side by side and wait for all of them.
 
     ``jobs``: ``[(run_dir, steps, processes, devices_per_process)]``; a job with several
-    processes joins them on a fresh localhost port. Returns each job's list of process outputs.
-    Every child is killed if anything fails or runs past ``TIMEOUT_S``.
+    processes joins them on a fresh localhost port. ``extra``: more arguments for every process;
+    ``during(procs)``: called once all are started (to signal one). Returns each job's list of
+    process outputs. Every child is killed if anything fails or runs past ``TIMEOUT_S``.
     """
     procs, logs, owner = [], [], []
     try:
         for j, (run_dir, steps, processes, devices) in enumerate(jobs):
             args = [sys.executable, "-m", "upt_jax.cli", "train", "--config", str(config_file),
-                    f"--config.run_dir={run_dir}", f"--config.train.steps={steps}"]
+                    f"--config.run_dir={run_dir}", f"--config.train.steps={steps}", *extra]
             port = _free_port()
             for i in range(processes):
                 extra = {} if processes == 1 else dict(
@@ -80,6 +84,8 @@ def _run(config_file, jobs, log_dir):
                 owner.append(j)
                 procs.append(subprocess.Popen(args, cwd=ROOT, env=_env(devices, **extra),
                                               stdout=log, stderr=subprocess.STDOUT))
+        if during is not None:
+            during(procs)
         deadline = time.monotonic() + TIMEOUT_S
         for p in procs:
             p.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -145,3 +151,22 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
     assert len(leaves_a) == len(leaves_b) > 0
     for x, y in zip(leaves_a, leaves_b):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+    # preemption: SIGTERM to process 1 only, mid-run; saves only when stopped (checkpoint.every=100)
+    def sigterm_process_1(procs):
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(_metrics(multi)) < 4:  # step 4: the resumed processes are training
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "no step 4"
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)
+
+    (third,) = _run(config_file, [(multi, 8, 2, 2)], tmp_path, extra=["--config.checkpoint.every=100"],
+                    during=sigterm_process_1)
+    stops = [re.findall(r"stopped by SIGTERM at step (\d+); checkpoint saved", out) for out in third]
+    assert all(len(s) == 1 for s in stops), third
+    (p0,), (p1,) = stops
+    assert p0 == p1, f"the processes stopped after different steps: {p0}, {p1}"
+    stopped = int(p0)
+    assert 4 <= stopped < 8 and all('"stopped": {"signal": "SIGTERM"' in out for out in third)
+    assert stopped in {int(d) for d in os.listdir(multi / "checkpoints") if d.isdigit()}
+    assert [m["step"] for m in _metrics(multi)] == list(range(1, stopped + 1))

@@ -135,8 +135,64 @@ def test_too_little_disk_for_a_checkpoint(tmp_path, no_model, monkeypatch):
         return type(u)(u.total, u.total - need // 2, need // 2)
 
     monkeypatch.setattr(shutil, "disk_usage", usage)
-    with pytest.raises(OSError, match=r"config\.run_dir=.*MiB free, but one checkpoint .*needs about"):
+    with pytest.raises(OSError, match=r"config\.run_dir=.*MiB free, but 3 more checkpoint\(s\) need about"):
         Trainer(c)
+
+
+def _free(monkeypatch, free_bytes):
+    """``shutil.disk_usage`` reports ``free_bytes()`` free (a function: it may look at the disk)."""
+    real = shutil.disk_usage
+
+    def usage(path):
+        u = real(path)
+        free = int(free_bytes())
+        return type(u)(u.total, u.total - free, free)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+
+
+def test_disk_check_sizes_keep_plus_one_checkpoints(tmp_path, monkeypatch):
+    """``checkpoint.keep`` are kept and one more is written before the oldest is deleted: room for
+    one checkpoint is not enough for keep = 2; a resumed run whose saved checkpoints already take
+    their space needs room for the rest only."""
+    c = shrink(sft.get_config(), tmp_path / "run", steps=1)
+    c.checkpoint.keep = 2
+    one = trainer_lib.checkpoint_bytes_estimate(c, vocab_size=105)
+    os.makedirs(c.run_dir)
+    _free(monkeypatch, lambda: 2.5 * one)
+    with pytest.raises(OSError, match=r"but 3 more checkpoint\(s\) need about .*config\.checkpoint\.keep=2 "
+                                      r"kept plus one being written"):
+        trainer_lib._check_disk(c, vocab_size=105)
+    for step in (4, 5):  # two saved already (an older run of this directory)
+        os.makedirs(os.path.join(c.run_dir, "checkpoints", str(step)))
+    trainer_lib._check_disk(c, vocab_size=105)
+    _free(monkeypatch, lambda: 0.5 * one)
+    with pytest.raises(OSError, match=r"but 1 more checkpoint\(s\) need about .*2 already saved"):
+        trainer_lib._check_disk(c, vocab_size=105)
+
+
+def test_leftovers_of_a_failed_save_are_removed_before_the_disk_check(tmp_path, monkeypatch):
+    """A save that failed on a full disk leaves its temporary directory, which holds space: it is
+    removed before the free-space check, so rerunning the same command is not refused."""
+    from upt_jax.train.checkpoint import TMP_SUFFIX
+
+    c = shrink(sft.get_config(), tmp_path / "run", steps=1)
+    one = trainer_lib.checkpoint_bytes_estimate(c, vocab_size=105)
+    leftover = tmp_path / "run" / "checkpoints" / f"3{TMP_SUFFIX}"
+    (leftover / "state").mkdir(parents=True)
+    (leftover / "state" / "half_written").write_bytes(b"\0" * 1024)
+    _free(monkeypatch, lambda: one if leftover.exists() else 100 * one)  # its space comes back
+
+    class Built(Exception):
+        pass
+
+    def build_model(*a, **k):
+        raise Built  # every check passed
+
+    monkeypatch.setattr(trainer_lib, "build_model", build_model)
+    with pytest.raises(Built):
+        Trainer(c)
+    assert not leftover.exists()
 
 
 def test_checkpoint_estimate_counts_params_and_adam_moments():

@@ -11,6 +11,11 @@ and process sentinels at once, and
   replaced; its item gets ``Reward(0, "worker_died")``;
 - an exception inside the verifier gives ``Reward(0, "error", detail=<type>)``.
 
+Workers die with the process that owns the pool, however it ends (SIGKILL included): each
+watches a lifeline pipe whose only write end the owner holds, and runs each item under a
+kernel-enforced CPU-time backstop (see `upt_jax.rewards._worker`). The forkserver and the
+resource tracker then exit too (they live while any worker holds their pipes).
+
 Workers are started with ``forkserver`` (``spawn`` where it is unavailable), never
 ``fork``: the trainer has JAX initialised. The forkserver preloads the verifier modules
 (sympy, math-verify) once, so replacing a killed worker takes milliseconds. Workers do
@@ -95,7 +100,7 @@ def _kill(worker: _Worker) -> None:
         pass
 
 
-def _shutdown(workers: list[_Worker]) -> None:
+def _shutdown(workers: list[_Worker], lifeline=()) -> None:
     for w in workers:
         try:
             w.conn.send(None)
@@ -112,6 +117,8 @@ def _shutdown(workers: list[_Worker]) -> None:
             except OSError:
                 pass
     workers.clear()
+    for conn in lifeline:
+        conn.close()
 
 
 class VerifierPool:
@@ -151,8 +158,11 @@ class VerifierPool:
             self._ctx.set_forkserver_preload(["upt_jax.rewards._worker", *self.preload])
         self.stats = collections.Counter()   # timeouts, deaths, restarts: for logging
         self._startup_failures = 0
+        # the lifeline: workers get the read end; the write end never leaves this process, so
+        # the kernel closes it (EOF in every worker) when this process dies
+        self._lifeline, self._lifeline_w = self._ctx.Pipe(duplex=False)
         self._workers: list[_Worker] = [self._start() for _ in range(self.num_workers)]
-        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers, (self._lifeline, self._lifeline_w))
 
     # ------------------------------------------------------------------ processes
 
@@ -160,7 +170,7 @@ class VerifierPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=_worker.worker_main,
-            args=(child_conn, self.memory_limit_mb, self.preload),
+            args=(child_conn, self.memory_limit_mb, self.preload, self._lifeline),
             daemon=True,
             name="upt_jax-verifier",
         )
@@ -226,7 +236,7 @@ class VerifierPool:
                 if pending and w.ready and w.task is None:
                     i = pending.popleft()
                     try:
-                        w.conn.send((i, fn, tuple(args[i]), kwargs))
+                        w.conn.send((i, fn, tuple(args[i]), kwargs, limit))
                     except (OSError, ValueError):   # died while idle: requeue, not its fault
                         pending.appendleft(i)
                         continue

@@ -41,6 +41,12 @@ fails its check). Tested against a bucket emulated on local disk:
 caller may donate or delete the device buffers right away; files are written, checksummed and
 committed in a background thread. ``wait()`` blocks until the last save is committed (and
 re-raises its error, if any); a new ``save`` waits for the previous one first.
+
+**A failed save** (a full disk: ``ENOSPC``) raises `CheckpointSaveError`, one message naming the
+step, the checkpoint directory, the error and the free space there: from ``wait()``, from the next
+``save``, and from ``save_failed()``/``wait()`` as soon as the background thread has ended (the
+trainer checks after every step, so it stops at the next step). Its temporary directory is
+removed when the run restarts (`remove_incomplete_saves`, before the trainer's free-space check).
 """
 from __future__ import annotations
 
@@ -60,8 +66,9 @@ from upt_jax.train.metrics_log import is_remote
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Checkpointer", "CheckpointError", "abstract_with_shardings", "restore_params",
-           "latest_checkpoint_dir", "verify_checkpoint", "write_manifest", "incomplete_saves"]
+__all__ = ["Checkpointer", "CheckpointError", "CheckpointSaveError", "abstract_with_shardings",
+           "restore_params", "latest_checkpoint_dir", "verify_checkpoint", "write_manifest",
+           "incomplete_saves", "remove_incomplete_saves"]
 
 STATE = "state"
 EXTRA = "extra"
@@ -75,6 +82,11 @@ _CHUNK = 1 << 22
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint (none saved, or every candidate failed its integrity check)."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint could not be written (e.g. the disk is full); the message names the step, the
+    directory, the error and the free space there."""
 
 
 # ----------------------------------------------------------------------------- abstract trees
@@ -234,6 +246,39 @@ def _tmp_step(path: Path) -> str:
     return path.name.split(TMP_SUFFIX)[0]
 
 
+def remove_incomplete_saves(directory: str | os.PathLike) -> list[Path]:
+    """Log and remove what `incomplete_saves` finds in ``directory`` (the primary process
+    removes, every process waits for it); returns what was found. A writable `Checkpointer`
+    does this when it opens; the trainer calls it earlier, before its free-space check, so that
+    a save that failed on a full disk does not keep its own space and block the rerun."""
+    directory = _absolute(directory)
+    found = incomplete_saves(directory)
+    for tmp in found:
+        log.warning("checkpoint step %s in %s: incomplete save %s (the save never committed: the process "
+                    "died or the write failed); removing it", _tmp_step(tmp), directory, tmp.name)
+    if found and _is_primary():
+        for tmp in found:
+            tmp.rmtree(missing_ok=True)
+    if found:
+        _sync("upt_checkpoint_remove_incomplete")
+    return found
+
+
+def _free_space(directory: Path) -> str:
+    """``"N MiB free on <directory>"`` locally; empty on an object store or when unknown."""
+    if is_remote(directory):
+        return ""
+    import shutil
+
+    probe = Path(directory)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB free on {directory}"
+    except OSError:
+        return ""
+
+
 def latest_checkpoint_dir(directory: str | os.PathLike, *, checksums: bool = False) -> Path | None:
     """The newest step directory under ``directory`` that passes ``verify_checkpoint``, or
     ``None``. ``checksums=False`` (default) checks sizes only, which is cheap."""
@@ -343,14 +388,12 @@ class Checkpointer:
         self.keep, self.save_every, self.async_save = keep, save_every, async_save
         self.checksums, self.read_only = checksums, read_only
         self._pending_step: int | None = None
+        self._in_flight = False  # a save started that wait() has not yet seen finish
+        self._error: CheckpointSaveError | None = None  # the failed save's error, raised again
         self.incomplete: list[Path] = []  # temporary directories of saves that never committed
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.incomplete = incomplete_saves(self.directory)
-            for tmp in self.incomplete:
-                log.warning("checkpoint step %s in %s: incomplete save %s (the save never committed, "
-                            "e.g. the process died while writing); removing it", _tmp_step(tmp),
-                            self.directory, tmp.name)
+            self.incomplete = remove_incomplete_saves(self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else keep,
             save_interval_steps=0 if read_only else 1,
@@ -391,8 +434,13 @@ class Checkpointer:
             log.info("checkpoint step %d already saved in %s", step, self.directory)
             return False
         self._pending_step = step
-        saved = self._manager.save(step, args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardSave(state), EXTRA: ocp.args.JsonSave(extra)}), force=True)
+        self._in_flight = True
+        try:
+            saved = self._manager.save(step, args=ocp.args.Composite(
+                **{STATE: ocp.args.StandardSave(state), EXTRA: ocp.args.JsonSave(extra)}), force=True)
+        except Exception as e:  # noqa: BLE001 - a synchronous part of the save failed (no space for the directory)
+            self._in_flight = False
+            raise self._failed(e) from e
         if not self.async_save:
             self.wait()
         return bool(saved)
@@ -410,9 +458,48 @@ class Checkpointer:
         write_manifest(tmp, step)
 
     def wait(self) -> None:
-        """Block until the last save is committed; re-raise its error if it failed."""
-        self._manager.wait_until_finished()
-        self._manager.check_for_errors()
+        """Block until the last save is committed; raise `CheckpointSaveError` if it failed
+        (again on every later call: a failed save is not forgotten)."""
+        if self._error is not None:
+            raise self._error
+        try:
+            self._manager.wait_until_finished()
+            self._manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001 - any error of the background save
+            raise self._failed(e) from e
+        finally:
+            self._in_flight = False
+
+    def save_failed(self) -> bool:
+        """Whether the last save has failed, without blocking: ``False`` while it is still being
+        written or once it committed. Cheap (no I/O): the trainer asks after every step. After
+        ``True``, ``wait()`` raises the error."""
+        if self._error is not None:
+            return True
+        if not self._in_flight or self._manager.is_saving_in_progress():
+            return False
+        try:
+            self.wait()  # the background thread has ended: returns at once
+        except CheckpointSaveError:
+            return True
+        return False
+
+    def _failed(self, e: BaseException) -> CheckpointSaveError:
+        """The one message a failed save gets (kept, and raised by every later ``wait``)."""
+        step = self._pending_step
+        tmp = self.directory / f"{step}{TMP_SUFFIX}"
+        free = _free_space(self.directory)
+        latest = self.latest_step()
+        msg = (f"saving checkpoint step {step} in {self.directory} failed ({type(e).__name__}: "
+               f"{str(e).strip().splitlines()[0] if str(e).strip() else repr(e)})"
+               + (f"; {free}" if free else "")
+               + ("; the last committed step is " + str(latest) if latest is not None else
+                  "; no step is committed yet")
+               + f". Its unfinished files ({tmp.name}) are removed when the run restarts: free space "
+               "and rerun the same command to resume")
+        self._error = CheckpointSaveError(msg)
+        self._error.__cause__ = e
+        return self._error
 
     # -- reading
     def all_steps(self) -> list[int]:
@@ -464,9 +551,14 @@ class Checkpointer:
         self._manager.reload()
 
     def close(self) -> None:
-        """Wait for the last save and release Orbax's threads."""
+        """Wait for the last save and release Orbax's threads. A failed save raises here only if
+        no ``wait``/``save``/``save_failed`` has reported it yet."""
+        reported = self._error is not None
         try:
             self.wait()
+        except CheckpointSaveError:
+            if not reported:
+                raise
         finally:
             self._manager.close()
 

@@ -112,6 +112,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
-    c.checkpoint = ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True))
+    # preemption_grace_s: after a SIGTERM/SIGINT, the step and its checkpoint must finish within
+    # this many seconds, else the process exits without that save (upt_jax.train.preemption)
+    c.checkpoint = ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True, preemption_grace_s=120.0))
     c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=False, progress=True))
     return c

@@ -393,6 +393,9 @@ def _spec():
         ("checkpoint.every", number(int, lo=0), "save every this many steps and at the last (0: at the last only)"),
         ("checkpoint.keep", number(int, lo=1), "newest checkpoints kept"),
         ("checkpoint.async_save", flag(), "write checkpoints in the background"),
+        ("checkpoint.preemption_grace_s", number(float, lo=0, lo_open=True),
+         "after SIGTERM/SIGINT: seconds for the current step and its checkpoint before exiting without "
+         "that save (set it below the scheduler's kill delay: SLURM KillWait, Kubernetes grace)"),
         ("log.every", number(int, lo=1), "(not read: every step is logged)"),
         ("log.tensorboard", flag(), "also write TensorBoard event files (tensorboardX)"),
         ("log.progress", flag(), "show a progress bar"),

@@ -418,15 +418,46 @@ def checkpoint_bytes_estimate(config, vocab_size: int | None = None) -> int:
     return int(n * per_param * copies)
 
 
+def _checkpoint_dirs(config) -> list[str]:
+    """The run's checkpoint directories: the policy's, and the critic's for PPO."""
+    dirs = [os.path.join(config.run_dir, "checkpoints")]
+    if critic_spec(get_recipe(config)) is not None:
+        dirs.append(os.path.join(config.run_dir, "checkpoints_critic"))
+    return dirs
+
+
+def _remove_incomplete_saves(config) -> None:
+    """Leftovers of saves that never committed (a killed process, a write that failed on a full
+    disk) are removed before the free-space check, so they neither count against it nor make the
+    rerun of the same command fail (the ``Checkpointer`` would remove them only later)."""
+    from upt_jax.train.checkpoint import remove_incomplete_saves
+
+    for d in _checkpoint_dirs(config):
+        if os.path.isdir(d):
+            remove_incomplete_saves(d)
+
+
 def _check_disk(config, vocab_size: int | None) -> None:
+    """Free space for ``checkpoint.keep + 1`` checkpoints: ``keep`` are kept and the next one is
+    written before the oldest is deleted. Checkpoints already saved (up to ``keep``) occupy their
+    space already, so a resumed run needs room for the rest only."""
     import shutil
 
-    need = checkpoint_bytes_estimate(config, vocab_size)
+    one = checkpoint_bytes_estimate(config, vocab_size)  # the critic's copy included (PPO)
+    keep = int(config.checkpoint.keep)
+    ckpts = os.path.join(config.run_dir, "checkpoints")
+    saved = min(keep, sum(1 for p in os.listdir(ckpts) if p.isdigit())) if os.path.isdir(ckpts) else 0
+    copies = keep + 1 - saved
+    need = one * copies
     free = shutil.disk_usage(config.run_dir).free
     if free < need * 1.1:
-        raise OSError(f"config.run_dir={config.run_dir!r}: {free / 2**20:.1f} MiB free, but one checkpoint "
-                      f"(parameters + optimiser state) needs about {need / 2**20:.1f} MiB; free space or "
-                      "point config.run_dir elsewhere")
+        raise OSError(
+            f"config.run_dir={config.run_dir!r}: {free / 2**20:.1f} MiB free, but {copies} more checkpoint(s) "
+            f"need about {need / 2**20:.1f} MiB: config.checkpoint.keep={keep} kept plus one being written"
+            + (f", {saved} already saved" if saved else "")
+            + f", {one / 2**20:.1f} MiB each (parameters + optimiser state"
+            + (", policy and critic" if critic_spec(get_recipe(config)) is not None else "")
+            + "); free space, lower config.checkpoint.keep or point config.run_dir elsewhere")
 
 
 def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
@@ -495,6 +526,7 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
 
         check_tokenizer_fits(config, vocab_size)
     if records is not None and not _is_remote(config.run_dir):  # no free-space check on a bucket
+        _remove_incomplete_saves(config)  # a failed save's leftovers first: they hold space
         _check_disk(config, vocab_size)
 
 # ----------------------------------------------------------------------------- the loop
@@ -1012,10 +1044,67 @@ class Trainer:
             self.critic_ckpt.save(step, self.critic_state, dict(step=step), force=force)
         return self.ckpt.save(step, self.state, extra, force=force)
 
+    def _stop_request(self, stop) -> int:
+        """Between steps (and before the first): raise ``CheckpointSaveError`` when a background
+        save has failed, else return the number of the signal that stops the run (0: none).
+
+        With several processes both come from one all-gather, so every process stops after the
+        same step (and saves the same step) and none is left in a collective the others left;
+        a single process reads its own flags (no collective)."""
+        from upt_jax.train.checkpoint import CheckpointSaveError
+
+        failed = self.ckpt.save_failed() or (self.critic is not None and self.critic_ckpt.save_failed())
+        signum = stop.requested
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            codes = np.asarray(multihost_utils.process_allgather(np.int32(signum | (int(failed) << 8))))
+            failed, signum = bool(np.any(codes >> 8)), int(np.max(codes & 0xFF))
+        if failed:
+            self.ckpt.wait()  # raises this process's CheckpointSaveError
+            if self.critic is not None:
+                self.critic_ckpt.wait()
+            raise CheckpointSaveError("a checkpoint save failed on another process of this run (see its "
+                                      "log); stopping before the next step, as every process does")
+        return signum
+
+    def _preempt(self, signum: int, start: int, history: list[dict]):
+        """Stop on signal ``signum``: save the step just trained, wait until it is committed and
+        raise ``Preempted`` (the command line exits 0)."""
+        from upt_jax.train.preemption import Preempted, signal_name
+
+        step = int(self.state.step) // max(1, self.config.train.update_epochs)
+        name = signal_name(signum)
+        if step > start:
+            self._save(force=True)
+            self.ckpt.wait()
+            if self.critic is not None:
+                self.critic_ckpt.wait()
+            msg = f"stopped by {name} at step {step}; checkpoint saved; rerun the same command to resume"
+        elif step > 0:
+            msg = (f"stopped by {name} at step {step}, before this run trained a step (checkpoint step {step} "
+                   "is where it started); rerun the same command to resume")
+        else:
+            msg = f"stopped by {name} before the first step; nothing to save; rerun the same command to start"
+        log.warning("%s", msg)
+        raise Preempted(msg, signal_name=name, step=step, history=history)
+
     def run(self) -> list[dict]:
-        """Train until ``config.train.steps``; returns this call's metrics (one dict per step)."""
+        """Train until ``config.train.steps``; returns this call's metrics (one dict per step).
+
+        Between steps: a background save that failed raises ``CheckpointSaveError`` (naming the
+        directory and its free space); a SIGTERM or SIGINT received meanwhile saves the step just
+        trained, waits for the save and raises ``upt_jax.train.preemption.Preempted`` (see that
+        module: a second signal exits at once, ``checkpoint.preemption_grace_s`` bounds the wait).
+        """
         from tqdm.auto import tqdm
 
+        from upt_jax.train import preemption
+
+        with preemption.stop_signals(self.config.checkpoint.get("preemption_grace_s")) as stop:
+            return self._run(stop, tqdm)
+
+    def _run(self, stop, tqdm) -> list[dict]:
         total = self.config.train.steps
         start = int(self.state.step) // max(1, self.config.train.update_epochs)
         history = []
@@ -1023,6 +1112,9 @@ class Trainer:
                    or jax.process_index() != 0)
         try:
             for _ in range(start, total):
+                signum = self._stop_request(stop)
+                if signum:
+                    self._preempt(signum, start, history)
                 metrics = self.train_step()
                 history.append(metrics)
                 if jax.process_index() == 0:
@@ -1077,8 +1169,13 @@ def train(config) -> list[dict]:
 
         run_comparison(config)
         return []
-    trainer = Trainer(config)
-    try:
-        return trainer.run()
-    finally:
-        trainer.close()
+    from upt_jax.train import preemption
+
+    # a SIGTERM/SIGINT while the trainer is being built (model, restore, first compiles) is kept
+    # for the loop's first check, which stops before the first step
+    with preemption.stop_signals(config.checkpoint.get("preemption_grace_s")):
+        trainer = Trainer(config)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
