@@ -28,7 +28,8 @@ def comparison_demo(run_dir: str | None = None) -> None:
     """``make demo``: the reduced paper comparison (`experiments/paper_table.py:demo`): train the
     tiny base model (or reuse it), then SFT, GRPO, SFT→GRPO, LUFFY, SRFT and HPT from it under
     one budget, evaluate every tier, print the table and the paths of the plots."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging([])  # Orbax's absl lines (e.g. "Given directory is read only" per base-model load) off
+    logging.getLogger("upt_jax").setLevel(logging.WARNING)  # the demo prints its own progress and table
     from experiments import paper_table
     from upt_jax.train.trainer import train
 
