@@ -108,7 +108,8 @@ def bad_configs():
         else:
             failures.append(f"{path}={value!r}: accepted")
     walked = len(cases) - len(ISSUE20_CASES)
-    note = f"{walked} out-of-domain values of {len(schema.keys())} schema keys + {len(ISSUE20_CASES)} issue #20 cases; " \
+    note = f"{walked} out-of-domain values of {len(schema.keys())} schema keys + " \
+           f"{len(ISSUE20_CASES)} issue #20 cases; " \
            f"{type_refused} refused by ConfigDict's type check, the rest by schema.validate"
     return attempted, handled, note, failures
 
@@ -217,7 +218,8 @@ def bad_rows():
                 handled += 1
             else:
                 failures.append(f"empty file: {e}")
-    note = f"{len(BAD_ROWS)} kinds of bad row + an empty file; DataError names file:line, skip_bad_rows skips and counts"
+    note = f"{len(BAD_ROWS)} kinds of bad row + an empty file; DataError names file:line, " \
+           "skip_bad_rows skips and counts"
     return attempted, handled, note, failures
 
 
