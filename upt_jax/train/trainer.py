@@ -232,10 +232,11 @@ def rollout_temperature(config) -> float:
     """The temperature τ of the policy an online run trains: its rollouts' sampling temperature
     (1 for greedy rollouts, see `upt_jax.sampling.policy_temperature`); 1 for offline and
     preference data, which no sampler drew."""
+    from upt_jax.sampling import SamplingParams, policy_temperature
+
     if config.mode != "online":
         return 1.0
-    t = float(config.rollout.temperature)
-    return 1.0 if t == 0.0 else t
+    return policy_temperature(SamplingParams(temperature=float(config.rollout.temperature)))
 
 
 def _mesh_sizes(config, n_devices: int) -> tuple[int, int, int]:
