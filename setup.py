@@ -44,7 +44,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["upt_jax", "upt_jax.*", "experiments"]),
     include_package_data=True,
-    package_data={"upt_jax": ["data/benchmarks/*", "data/benchmarks/**/*"]},
+    package_data={"upt_jax": ["data/benchmarks/*", "data/benchmarks/**/*", "bases/*/*"]},
     install_requires=CORE,
     extras_require={
         "test": TEST,

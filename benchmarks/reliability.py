@@ -42,23 +42,9 @@ if str(ROOT) not in sys.path:
 
 def host() -> str:
     """``<device kind> (<n> device(s)); host <CPU model>, <cores> cores, ISA <flags>``."""
-    import jax
+    from upt_jax.hostinfo import host as _host
 
-    cpu = platform.processor() or platform.machine()
-    isa = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        for line in info.splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-        isa = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
-    except OSError:
-        pass
-    return (f"{jax.devices()[0].device_kind} ({jax.device_count()} device(s)); host {cpu}, "
-            f"{os.cpu_count()} cores, {platform.machine()} {isa}".rstrip())
+    return _host()
 
 
 # ----------------------------------------------------------------------------- 1. configs

@@ -5,11 +5,18 @@ and one-column facts) at a constant learning rate, stopped once the base tiers a
 linear cool-down), not after a fixed number of steps.
 
     python -m experiments.pretrain_hint [RUN_DIR] [SEED]            # → runs/pretrain_hint
+    python -m experiments.pretrain_hint RUN_DIR --ship              # measure it, write upt_jax/bases/arith_hint
+    python -m experiments.pretrain_hint RUN_DIR --check             # a rebuild against the shipped record
     python -m experiments.pretrain_hint RUN_DIR SEED --cosine=800   # fixed steps, cosine, then eval
+
+``--check`` measures the run with the shipped record's protocol and exits 1 when a tier's rate
+differs from the record by more than 5 points (`upt_jax.studies.base_model.compare_to_record`).
 
 Everything but the corpus, the schedule and the stopping rule is `experiments/pretrain_tiny.py`'s
 (the same model shape, learning rate, batch and warmup).
 """
+import json
+import os
 import sys
 
 from experiments import pretrain_tiny
@@ -36,7 +43,7 @@ def get_config(arg: str | None = None):
 def criterion():
     from upt_jax.studies.base_model import StopCriterion
 
-    return StopCriterion(tiers=STOP_TIERS, transition=0.3, target=0.85, cooldown_frac=0.5, patience=2,
+    return StopCriterion(tiers=STOP_TIERS, transition=0.3, target=0.85, cooldown_frac=1.0, patience=2,
                          eval_every=100, max_steps=3000, n_eval=64)
 
 
@@ -57,8 +64,51 @@ def fixed_cosine(config, steps: int = 800, tiers=("hadd_2", "hadd_3", "hmul_2x1"
                                                  max_new_tokens=192).items()}
 
 
+FAMILY, BASE = "arith_hint", "upt_jax/bases/arith_hint"
+TOLERANCE = 0.05
+
+
+def measure(run_dir: str) -> dict:
+    """The per-tier rates of the model in ``run_dir`` under the shipping protocol: greedy on every
+    tier of the family, pass@64 on its SFT and OOD tiers."""
+    from upt_jax.data import tasks
+    from upt_jax.eval.run import load_run_model
+    from upt_jax.studies.base_model import measure_tiers
+
+    model, tok, _, _ = load_run_model(run_dir)
+    family = tasks.get_task(FAMILY)
+    return measure_tiers(model, tok, [t.name for t in family.tiers], pass_tiers=family.tiers_at("sft"),
+                         template=get_config().data.template)
+
+
+def ship(run_dir: str, out_dir: str = BASE) -> dict:
+    """Measure the model in ``run_dir`` and write it as the shipped base model ``out_dir``."""
+    from upt_jax.hostinfo import host
+    from upt_jax.studies.base_model import ship_base
+
+    history = os.path.join(run_dir, "pretrain_history.json")
+    extra = {"config": "experiments/pretrain_hint.py", "host": host()}
+    if os.path.exists(history):
+        with open(history) as f:
+            extra["pretrain"] = {k: v for k, v in json.load(f).items() if k != "run_dir"}
+    with open(os.path.join(run_dir, "config.json")) as f:
+        extra["seed"] = json.load(f).get("seed")
+    return ship_base(run_dir, out_dir, family=FAMILY, measured=measure(run_dir),
+                     command=f"python -m experiments.pretrain_hint RUN_DIR {extra['seed']}", extra=extra)
+
+
+def check(run_dir: str, base: str = BASE) -> list[str]:
+    """Disagreements (> `TOLERANCE`) between the model in ``run_dir`` and the shipped record."""
+    from upt_jax.studies.base_model import compare_to_record
+
+    with open(os.path.join(base, "record.json")) as f:
+        record = json.load(f)
+    measured = measure(run_dir)
+    print(json.dumps(measured, indent=1))
+    return compare_to_record(measured, record, tolerance=TOLERANCE)
+
+
 if __name__ == "__main__":
-    import json
     import logging
 
     from upt_jax.studies.base_model import pretrain_until
@@ -71,7 +121,13 @@ if __name__ == "__main__":
     if len(args) > 1:
         config.seed = int(args[1])
     fixed = [a for a in sys.argv[1:] if a.startswith("--cosine=")]
-    if fixed:  # python -m experiments.pretrain_hint RUN_DIR SEED --cosine=800
+    if "--ship" in sys.argv:
+        print(json.dumps(ship(config.run_dir)["measured"], indent=1))
+    elif "--check" in sys.argv:
+        problems = check(config.run_dir)
+        print("\n".join(problems) or f"matches the shipped record within {TOLERANCE:.2f} on every tier")
+        sys.exit(1 if problems else 0)
+    elif fixed:  # python -m experiments.pretrain_hint RUN_DIR SEED --cosine=800
         print(json.dumps(fixed_cosine(config, int(fixed[0].split("=", 1)[1]))))
     else:
         result = pretrain_until(config, criterion(), progress=True)

@@ -2,6 +2,7 @@
 cool-down (schedule=wsd) over cooldown_frac of phase 1; resumable from its history; the wsd
 schedule itself; experiments/pretrain_hint.py is a valid config for it."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -57,3 +58,75 @@ def test_constant_schedule_is_required():
     c.train.schedule = "cosine"
     with pytest.raises(ValueError, match="pretrain_until runs 'constant'"):
         pretrain_until(c, pretrain_hint.criterion())
+
+
+def _tiny_run(tmp_path):
+    """A 2-step hinted pre-training run (random-ish weights are all the shipping tests need)."""
+    from upt_jax.train.trainer import train
+
+    c = pretrain_hint.get_config()
+    c.run_dir, c.model.overrides = str(tmp_path / "run"), dict(SMALL)
+    c.data.corpus.n_docs, c.train.questions_per_step, c.train.warmup_steps, c.train.steps = 16, 8, 1, 2
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
+    c.checkpoint.every = 2
+    train(c)
+    return c
+
+
+def test_a_shipped_base_loads_like_its_run_and_refuses_damaged_weights(tmp_path):
+    import jax
+    from flax import nnx
+
+    from upt_jax.studies.base_model import compare_to_record, ship_base
+    from upt_jax.train import run_model
+    from upt_jax.train.checkpoint import CheckpointError
+    from upt_jax.train.trainer import Trainer
+
+    c = _tiny_run(tmp_path)
+    measured = {"hadd_2": {"greedy": 0.5, "n": 4}, "hadd_4": {"greedy": 0.0, "n": 4, "pass@64": 0.0}}
+    out = str(tmp_path / "base")
+    record = ship_base(c.run_dir, out, family="arith_hint", measured=measured, command="test")
+    assert record["step"] == 2 and len(record["weights_sha256"]) == 64
+    assert run_model.is_weights_dir(out) and not run_model.is_weights_dir(c.run_dir)
+    run, _ = run_model.model_from_run(c.run_dir, key="k")
+    shipped, step = run_model.model_from_run(out, key="k")
+    assert step == 2
+    for a, b in zip(jax.tree.leaves(nnx.state(run)), jax.tree.leaves(nnx.state(shipped))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bitwise
+    # a later stage starts from it as from a run directory, with the recorded tokenizer/template
+    c2 = pretrain_hint.get_config()
+    c2.run_dir, c2.model.init, c2.model.checkpoint = str(tmp_path / "next"), "checkpoint", out
+    c2.mesh.data, c2.mesh.fsdp, c2.mesh.tensor = -1, 1, 1
+    t = Trainer(c2)
+    try:
+        for a, b in zip(jax.tree.leaves(t.state.params), jax.tree.leaves(nnx.state(run))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    finally:
+        t.close()
+    # the record check: within tolerance, outside it, and a tier the rebuild did not measure
+    assert compare_to_record(measured, record) == []
+    off = {"hadd_2": {"greedy": 0.6, "n": 4}, "hadd_4": {"greedy": 0.0, "n": 4}}
+    problems = compare_to_record(off, record, tolerance=0.05)
+    assert len(problems) == 2 and "hadd_2 greedy" in problems[0] and "not measured" in problems[1]
+    # one flipped byte in the weights: refused, naming the checksum
+    path = tmp_path / "base" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        run_model.model_from_run(out, key="k")
+
+
+def test_shipped_bases_match_their_checksums_and_record_every_tier():
+    from upt_jax import bases
+    from upt_jax.data import tasks
+
+    assert "arith_hint" in bases.names()
+    for name in bases.names():
+        d = bases.base_dir(name)  # verifies the SHA-256
+        record = bases.base_record(name)
+        family = tasks.get_task(record["family"])
+        assert set(record["measured"]) == {t.name for t in family.tiers}
+        for tier in family.tiers_at("sft"):
+            assert f"pass@{record['protocol']['pass_k']}" in record["measured"][tier]
+        assert record["step"] > 0 and set(os.listdir(d)) >= {"model.json", "model.safetensors", "record.json"}

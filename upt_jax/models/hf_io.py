@@ -101,7 +101,8 @@ class _Reader:
 
 def load_hf_checkpoint(directory: str | os.PathLike, *, param_dtype: str = "float32",
                        dtype: str | None = None, mesh: Mesh | None = None,
-                       rules: Rules = DEFAULT_RULES, remat: str = "none") -> Transformer:
+                       rules: Rules = DEFAULT_RULES, remat: str = "none",
+                       cfg: ModelConfig | None = None) -> Transformer:
     """Load a Hugging Face checkpoint directory into a (sharded) ``Transformer``.
 
     Args:
@@ -109,11 +110,15 @@ def load_hf_checkpoint(directory: str | os.PathLike, *, param_dtype: str = "floa
       param_dtype: storage dtype of the loaded parameters (``"float32"``/``"bfloat16"``).
       dtype: compute dtype (default ``param_dtype``).
       mesh: if given, each parameter is placed with the sharding the ``rules`` name.
+      cfg: the architecture, when it is known from elsewhere (a shipped upt_jax model directory's
+        ``model.json`` records special token ids that ``config.json`` does not); default: read
+        ``config.json``.
     Raises:
       CheckpointError: missing files or tensors, or a tensor whose shape disagrees with config.json.
     """
     directory = os.fspath(directory)
-    cfg = ModelConfig.from_pretrained(directory, param_dtype=param_dtype, dtype=dtype)
+    if cfg is None:
+        cfg = ModelConfig.from_pretrained(directory, param_dtype=param_dtype, dtype=dtype)
     graphdef, abstract_state = nnx.split(abstract_model(cfg, remat=remat))
     shardings = param_shardings(abstract_state, mesh, rules) if mesh is not None else None
     files = _tensor_files(directory)

@@ -27,7 +27,8 @@ from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StopCriterion", "PretrainResult", "pretrain_until"]
+__all__ = ["StopCriterion", "PretrainResult", "pretrain_until", "PROTOCOL", "measure_tiers", "ship_base",
+           "compare_to_record"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,3 +171,89 @@ def _train_and_evaluate(config, criterion, suites, state, save, progress, until)
     finally:
         trainer.close()
     return step
+
+
+# ----------------------------------------------------------------------------- a shipped base model
+# How a shipped base model's per-tier rates are measured (and re-measured by a rebuild): greedy
+# accuracy, the sampled accuracy at the rollout temperature (what RL sharpens), and pass@64 (whether
+# a tier is within the model's reach at all).
+PROTOCOL = dict(n_greedy=256, n_sampled=128, sampled_k=8, n_pass=32, pass_k=64, temperature=1.0, eval_seed=4242,
+                max_new_tokens=192)
+
+
+def measure_tiers(model, tok, tiers: Sequence[str], *, pass_tiers: Sequence[str] = (), template: str = "zero",
+                  protocol: dict | None = None, key=None) -> dict[str, dict]:
+    """Per-tier rates of ``model`` under ``protocol`` (default `PROTOCOL`), on held-out questions
+    (``eval_seed``): ``greedy`` accuracy on ``n_greedy`` questions; ``avg@k`` (``k = sampled_k``)
+    at ``temperature`` on the first ``n_sampled``; and for ``pass_tiers`` ``pass@K`` (``K =
+    pass_k``) at ``temperature`` on the first ``n_pass`` — a tier at pass@64 = 0 is out of the
+    model's reach, not merely below its greedy mode.
+
+    Returns ``{tier: {"greedy", "n", "avg@8", "n_sampled"[, "pass@64", "n_pass"]}}``.
+    """
+    import jax
+
+    from upt_jax.data import tasks
+    from upt_jax.eval.evaluate import evaluate
+
+    p = {**PROTOCOL, **(protocol or {})}
+    key = key if key is not None else jax.random.key(0)
+    suites = {t: tasks.generate(t, max(p["n_greedy"], p["n_sampled"], p["n_pass"]), seed=p["eval_seed"])
+              for t in tiers}
+    common = dict(max_new_tokens=p["max_new_tokens"], template=template)
+    out = {t: {"greedy": float(r.avg_at_k), "n": r.num_questions}
+           for t, r in evaluate(model, tok, {t: s[:p["n_greedy"]] for t, s in suites.items()}, k=1,
+                                temperature=0.0, **common).items()}
+    k = p["sampled_k"]
+    for t, r in evaluate(model, tok, {t: s[:p["n_sampled"]] for t, s in suites.items()}, k=k,
+                         temperature=p["temperature"], pass_ks=(k,), key=key, **common).items():
+        out[t].update({f"avg@{k}": float(r.avg_at_k), "n_sampled": r.num_questions})
+    if pass_tiers:
+        k = p["pass_k"]
+        for t, r in evaluate(model, tok, {t: suites[t][:p["n_pass"]] for t in pass_tiers}, k=k,
+                             temperature=p["temperature"], pass_ks=(k,), key=jax.random.fold_in(key, 1),
+                             **common).items():
+            out[t].update({f"pass@{k}": float(r.pass_at_k[k]), "n_pass": r.num_questions})
+    return out
+
+
+def ship_base(run_dir, out_dir, *, family: str, measured: dict, protocol: dict | None = None,
+              command: str = "", extra: dict | None = None) -> dict:
+    """Write the model of ``run_dir`` (its newest checkpoint) as a shipped model directory:
+    ``model.json`` (the architecture, tokenizer and template, as the run recorded them),
+    ``model.safetensors`` (HF tensor names; `run_model.model_from_run` loads the directory like a
+    run directory) and ``record.json`` (the weights' SHA-256, the family, the step, ``measured``
+    per-tier rates under ``protocol``, the command that made it, and ``extra``). Returns the record."""
+    import shutil
+
+    from upt_jax.models.hf_io import save_hf_checkpoint
+    from upt_jax.train import run_model
+
+    model, step = run_model.model_from_run(run_dir, key="run_dir")
+    os.makedirs(out_dir, exist_ok=True)
+    save_hf_checkpoint(model, out_dir)
+    os.remove(os.path.join(out_dir, "config.json"))  # model.json is the architecture; one source only
+    shutil.copyfile(os.path.join(run_model.run_root(run_dir), run_model.MODEL_FILE),
+                    os.path.join(out_dir, run_model.MODEL_FILE))
+    record = {"family": family, "step": int(step), "protocol": {**PROTOCOL, **(protocol or {})},
+              "measured": measured, "command": command, **(extra or {}),
+              "weights_sha256": run_model.file_sha256(os.path.join(out_dir, run_model.WEIGHTS_FILE))}
+    with open(os.path.join(out_dir, run_model.RECORD_FILE), "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+def compare_to_record(measured: dict, record: dict, *, tolerance: float = 0.05) -> list[str]:
+    """The disagreements between ``measured`` (`measure_tiers`) and a shipped ``record``: one line
+    per tier and rate that differs by more than ``tolerance`` (absolute), or is missing. Empty:
+    the rebuild matches the record."""
+    problems = []
+    for tier, rec in record["measured"].items():
+        got = measured.get(tier)
+        for rate in [k for k in rec if k == "greedy" or k.startswith(("avg@", "pass@"))]:
+            if got is None or rate not in got:
+                problems.append(f"{tier} {rate}: recorded {rec[rate]:.3f}, not measured")
+            elif abs(got[rate] - rec[rate]) > tolerance:
+                problems.append(f"{tier} {rate}: recorded {rec[rate]:.3f}, measured {got[rate]:.3f} "
+                                f"(|Δ| > {tolerance:.2f})")
+    return problems

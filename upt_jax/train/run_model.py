@@ -36,11 +36,14 @@ from etils import epath
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODEL_FILE", "run_root", "checkpoints_dir", "read_record", "make_record", "record_for",
+__all__ = ["MODEL_FILE", "WEIGHTS_FILE", "RECORD_FILE", "is_weights_dir", "file_sha256", "verify_weights",
+           "run_root", "checkpoints_dir", "read_record", "make_record", "record_for",
            "write_record", "source_of", "lineage_preset", "recorded_model_config", "model_from_run",
            "recorded_tokenizer", "carry_tokenizer", "tokenizer_spec"]
 
 MODEL_FILE = "model.json"
+WEIGHTS_FILE = "model.safetensors"  # a weights directory (`is_weights_dir`): no checkpoints/
+RECORD_FILE = "record.json"  # what a shipped model was measured at, and its weights' checksum
 _FORMAT = 1
 _DEFAULT_TOKENIZER = "char"
 _DEFAULT_TEMPLATE = "zero"
@@ -227,6 +230,13 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
             f"{tokenizer} has {vocab_size} tokens; use the tokenizer the run was trained with")
     log.info("model from %s: %s, %d layers, hidden %d, vocabulary %d (architecture from %s)", path,
              cfg.model_type, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, where)
+    if is_weights_dir(path):  # a shipped model: model.json + model.safetensors (+ record.json)
+        from upt_jax.models.hf_io import load_hf_checkpoint
+
+        root = run_root(path)
+        verify_weights(root)
+        model = load_hf_checkpoint(str(root), cfg=cfg, remat=remat, mesh=mesh)
+        return model, int((_read_json(root / RECORD_FILE) or {}).get("step", 0))
     model = init_model(cfg, 0, remat=remat)  # random init, every param overwritten below
     directory = checkpoints_dir(path)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(model))
@@ -241,6 +251,41 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
     if mesh is not None:
         shard_model(model, mesh)
     return model, step
+
+
+# ----------------------------------------------------------------------------- weights dirs
+def is_weights_dir(path) -> bool:
+    """``path`` is a model directory without checkpoints: ``model.json`` and ``model.safetensors``
+    (HF tensor names), as `upt_jax.studies.base_model.ship_base` writes the shipped base models."""
+    root = run_root(path)
+    return ((root / MODEL_FILE).is_file() and (root / WEIGHTS_FILE).is_file()
+            and not (root / "checkpoints").is_dir())
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 hex digest of the file ``path`` (local or remote)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with epath.Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_weights(root) -> None:
+    """Raise ``CheckpointError`` when ``<root>/record.json`` records a ``weights_sha256`` that
+    ``<root>/model.safetensors`` does not have (a truncated copy, a partial download, an edit)."""
+    from upt_jax.train.checkpoint import CheckpointError
+
+    root = epath.Path(root)
+    expected = (_read_json(root / RECORD_FILE) or {}).get("weights_sha256")
+    if expected is None:
+        return
+    got = file_sha256(root / WEIGHTS_FILE)
+    if got != expected:
+        raise CheckpointError(f"{root / WEIGHTS_FILE}: SHA-256 {got} differs from the {expected} that "
+                              f"{root / RECORD_FILE} records; the weights file is damaged or was replaced")
 
 
 # ----------------------------------------------------------------------------- tokenizer

@@ -343,9 +343,12 @@ def _check_paths(config) -> None:
         d = mc.checkpoint
         if not d or not epath.Path(d).is_dir():
             raise FileNotFoundError(f"config.model.checkpoint={d!r} is not a directory (model.init=checkpoint "
-                                    "names a previous run directory or its checkpoints/)")
+                                    "names a previous run directory or its checkpoints/, or a shipped model "
+                                    "directory such as upt_jax.bases.base_dir('arith_hint'))")
+        from upt_jax.train.run_model import is_weights_dir
+
         ckpts = _checkpoints_of(d)
-        if not any(p.name.isdigit() for p in ckpts.iterdir()):
+        if not is_weights_dir(d) and not any(p.name.isdigit() for p in ckpts.iterdir()):
             raise FileNotFoundError(f"config.model.checkpoint={d!r} holds no saved step in {ckpts}")
     tok = os.fspath(config.tokenizer)
     if tok not in ("char", "builtin:char") and not os.path.isdir(tok):
