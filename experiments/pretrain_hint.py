@@ -23,9 +23,9 @@ from experiments import pretrain_tiny
 from upt_jax.data import hinted
 
 RUN_DIR = "runs/pretrain_hint"
-# the base tiers the stopping criterion watches; hmul_2x1 is in the corpus too but is meant to
-# stay partly solved (an RL tier)
-STOP_TIERS = ("hadd_2", "hadd_3")
+# the tiers the stopping criterion watches (greedily): hmul_2x1's demonstrations slip 40 % of the
+# time (hinted.CORPUS_SLIPS), which lowers its sampled accuracy, not its greedy one
+STOP_TIERS = ("hadd_2", "hadd_3", "hmul_2x1")
 
 
 def get_config(arg: str | None = None):
@@ -43,8 +43,8 @@ def get_config(arg: str | None = None):
 def criterion():
     from upt_jax.studies.base_model import StopCriterion
 
-    return StopCriterion(tiers=STOP_TIERS, transition=0.3, target=0.85, cooldown_frac=1.0, patience=2,
-                         eval_every=100, max_steps=3000, n_eval=64)
+    return StopCriterion(tiers=STOP_TIERS, transition=0.3, target=0.85, cooldown_frac=1.0, min_cooldown=1500,
+                         patience=2, eval_every=100, max_steps=3000, n_eval=64)
 
 
 def fixed_cosine(config, steps: int = 800, tiers=("hadd_2", "hadd_3", "hmul_2x1", "hadd_4", "hmul_3x1"),

@@ -1,6 +1,7 @@
 """Task families (upt_jax.data.tasks): the built-in arith family is the historical synthetic task,
 the index-hinted family's lookups are unique and its demonstrations verify, and a family defined
 in a module outside upt_jax runs through pre-training, GRPO and evaluation by its tier names."""
+import random
 import re
 
 import pytest
@@ -90,3 +91,32 @@ def test_a_user_family_runs_through_pretraining_grpo_and_evaluation(tmp_path):
     assert suites["count_3"][0]["task"] == "count"
     results = evaluate(model, tok, suites, k=2, max_new_tokens=16, default_verifier="integer")
     assert results["count_3"].num_questions == 4
+
+
+def test_hinted_corpus_slips_only_its_rl_tier_at_the_recorded_rate_and_each_slip_is_consistent():
+    import re
+
+    from upt_jax.data import hinted
+
+    assert hinted.CORPUS_SLIPS == {"hmul_2x1": 0.4}
+    docs = hinted.ARITH_HINT.corpus(3000, 0, tiers=hinted.CORPUS_TIERS)
+    wrong = {"+": [], "*": []}
+    for d in docs:
+        m = re.search(r"What is ([A-Z0-9]+)([+*])([A-Z0-9]+)\?", d)
+        if m is None or "boxed" not in d:
+            continue
+        a, b = (int(re.sub("[A-Z]", "", x)) for x in (m.group(1), m.group(3)))
+        boxed = int(re.search(r"\\boxed\{(\d+)\}", d).group(1))
+        wrong[m.group(2)].append(boxed != (a * b if m.group(2) == "*" else a + b))
+        # every demonstration, slipped or not, is consistent: the boxed answer is the last "so far"
+        assert boxed == int(re.findall(r"so far (\d+)", d)[-1])
+    assert not any(wrong["+"])  # addition never slips
+    rate = sum(wrong["*"]) / len(wrong["*"])
+    assert len(wrong["*"]) > 500 and abs(rate - 0.4) < 0.05, rate
+    # a slip writes one column's product 1 off (later columns follow from its carry)
+    item = hinted.make_hinted_question("hmul_2x1", 0, 7)
+    good, bad = item["demonstration"].splitlines(), hinted.slipped(item, random.Random(3))["demonstration"].splitlines()
+    products = [(int(re.search(r"=(\d+),", g).group(1)), int(re.search(r"=(\d+),", s).group(1)))
+                for g, s in zip(good, bad) if "*" in g]
+    first = next(i for i, (x, y) in enumerate(products) if x != y)
+    assert abs(products[first][0] - products[first][1]) == 1

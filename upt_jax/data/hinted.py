@@ -49,7 +49,13 @@ HINT_TIERS = {
     "hsub_3": ("sub", (3, 3), "ood"),
     "hmul_4x1": ("mul", (4, 1), "ood"),
 }
-CORPUS_TIERS = ("hadd_2", "hadd_3", "hmul_2x1")
+# the pre-training corpus's tiers, repeated to weight them (2-digit addition is learned first)
+CORPUS_TIERS = ("hadd_2", "hadd_3", "hadd_3", "hmul_2x1", "hmul_2x1")
+# the RL tier is intermediate by construction, not by where training happened to stop: 40 % of its
+# corpus demonstrations make one arithmetic slip, so a converged base model samples a wrong product
+# about that often at temperature 1 (its greedy answer stays right); a verifier's reward can remove
+# the slips, and the rate reproduces across pre-training seeds because it is the data's
+CORPUS_SLIPS = {"hmul_2x1": 0.4}
 
 
 def hinted(x: int, operand: int) -> str:
@@ -87,12 +93,29 @@ def make_hinted_question(tier: str, seed: int, index: int) -> dict[str, Any]:
             "demonstration": "\n".join(lines), "operands": (a, b)}
 
 
+def slipped(item: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """``item`` (a ``mul`` question) with a demonstration that makes one arithmetic slip: one
+    column's product written 1 off (column and sign drawn from ``rng``), carried through to a wrong
+    boxed answer, as a careless solver writes it."""
+    a, b = item["operands"]
+    lines: list[str] = []
+    result = synthetic._column_mul_digit(a, b, lines, label=_label,
+                                         slip=(rng.randrange(len(str(a))), rng.choice((-1, 1))))
+    lines.append(f"\\boxed{{{result}}}")
+    return {**item, "demonstration": "\n".join(lines)}
+
+
 def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero", *, seed: int = 0,
                 **options) -> str:
     """A pre-training document: a hinted question of ``tiers`` and its demonstration, or one-column
-    facts (the plain format's: the per-column arithmetic is the same)."""
-    return corpus_document(rng, tiers, template, seed=seed, make=make_hinted_question,
-                           facts=arithmetic_facts, **options)
+    facts (the plain format's: the per-column arithmetic is the same). A demonstration of a tier in
+    `CORPUS_SLIPS` makes one arithmetic slip with that probability."""
+    def make(tier, seed, index):
+        item = make_hinted_question(tier, seed, index)
+        slip = CORPUS_SLIPS.get(tier, 0.0)
+        return slipped(item, rng) if slip and rng.random() < slip else item
+
+    return corpus_document(rng, tiers, template, seed=seed, make=make, facts=arithmetic_facts, **options)
 
 
 ARITH_HINT = tasks.register_task(tasks.TaskFamily(

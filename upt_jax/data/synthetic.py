@@ -128,12 +128,15 @@ def _column_add(operands: Sequence[int], lines: list[str], label=_no_label) -> i
     return int(so_far)
 
 
-def _column_mul_digit(a: int, d: int, lines: list[str], label=_no_label) -> int:
+def _column_mul_digit(a: int, d: int, lines: list[str], label=_no_label, slip: tuple[int, int] | None = None) -> int:
     """``a * d`` for a single digit ``d`` (``label`` as in `_column_add`; ``d`` is operand 1's
-    column 0)."""
+    column 0). ``slip=(j, δ)``: column ``j``'s product is written ``δ`` off (an arithmetic slip,
+    carried through consistently, so the result is wrong)."""
     carry, so_far = 0, ""
     for j, ch in enumerate(reversed(str(a))):
         p = int(ch) * d + carry
+        if slip is not None and j == slip[0]:
+            p = p + slip[1] if p + slip[1] >= 0 else p - slip[1]
         so_far = str(p % 10) + so_far
         lines.append(f"{label(0, j)}{ch}*{label(1, 0)}{d}+{carry}={p}, carry {p // 10}, so far {so_far}")
         carry = p // 10

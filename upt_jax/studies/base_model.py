@@ -44,6 +44,8 @@ class StopCriterion:
         fraction of the steps phase 1 took (rounded up to ``eval_every``): at a constant rate the
         learned tiers keep oscillating (an audit run of the hinted family: 3-digit tier between 28 %
         and 52 % over its last 1,000 of 3,000 constant-rate steps).
+      min_cooldown: phase 2 lasts at least this many steps (a model whose transition came early
+        still gets a full cool-down: seeds then agree on the tiers that are learned late).
       patience: evaluations in a row for ``transition``.
       eval_every: steps between evaluations.
       max_steps: phase 1 gives up here and cools down anyway (``converged`` then says the rest).
@@ -56,6 +58,7 @@ class StopCriterion:
     transition: float = 0.3
     target: float = 0.85
     cooldown_frac: float = 0.5
+    min_cooldown: int = 0
     patience: int = 2
     eval_every: int = 100
     max_steps: int = 3000
@@ -71,7 +74,7 @@ class StopCriterion:
             raise ValueError(f"StopCriterion: thresholds in (0, 1], cooldown_frac > 0, counts ≥ 1 ({self})")
 
     def cooldown_steps(self, stable_steps: int) -> int:
-        n = max(1, int(self.cooldown_frac * stable_steps))
+        n = max(1, int(self.cooldown_frac * stable_steps), self.min_cooldown)
         return -(-n // self.eval_every) * self.eval_every
 
 
