@@ -50,11 +50,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import re
 from typing import Any, Mapping, Sequence
 
+from upt_jax.data import layouts
 from upt_jax.data.sources import FORMATS, DataError, _BadRow, read_rows
 from upt_jax.rewards import extract
 
@@ -82,6 +84,7 @@ TASK_FIELDS = {
 # Where one row per question is expected (the HPT gate and GRPO groups key on the id).
 _DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "hpt": "error", "sft": "allow",
                        "dpo": "allow"}
+_DUPLICATE_ALIASES = {"keep": "allow", "drop": "skip"}  # data.duplicates' words
 # Verifier kinds whose reference is a number: for them "nan"/"inf" answers are bad rows.
 _NUMERIC_VERIFIERS = ("math", "math_strict", "integer")
 _NON_FINITE_WORD = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
@@ -119,8 +122,9 @@ class DataConfig:
       fields: the `FieldMap`.
       split: split of a saved ``DatasetDict`` or of a TFDS dataset.
       skip_bad_rows: skip and count malformed rows instead of raising.
-      duplicate_ids: ``error``, ``skip`` (keep the first) or ``allow``; default
-        ``error`` for rl/eval/hpt and ``allow`` for sft/dpo.
+      duplicate_ids: ``error``, ``skip`` / ``drop`` (keep the first) or ``allow`` / ``keep``;
+        default ``error`` for rl/eval/hpt and ``allow`` for sft/dpo (the trainer passes
+        ``data.duplicates``, default ``keep``). Every repeat is counted (``data/duplicates``).
       tfds_data_dir: TFDS ``data_dir``.
       verifier: the reward verifier kind stored in each record (``math``, ``math_strict``,
         ``exact``, ``choice``, ``integer``; see `upt_jax.rewards.RoutedVerifier`). The
@@ -148,8 +152,8 @@ class DataConfig:
             raise ValueError(f"unknown format {self.format!r}; expected one of {FORMATS}")
         if self.task not in TASK_FIELDS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {tuple(TASK_FIELDS)}")
-        if self.duplicate_ids not in (None, "error", "skip", "allow"):
-            raise ValueError(f"duplicate_ids must be error/skip/allow, not {self.duplicate_ids!r}")
+        if self.duplicate_ids not in (None, "error", "skip", "allow", "keep", "drop"):
+            raise ValueError(f"duplicate_ids must be error/skip (drop)/allow (keep), not {self.duplicate_ids!r}")
         if self.verifier not in KINDS:
             raise ValueError(f"DataConfig.verifier: unknown verifier kind {self.verifier!r}; "
                              f"expected one of {KINDS}")
@@ -180,6 +184,7 @@ class ReadStats:
     rows_read: int = 0
     rows_kept: int = 0
     rows_skipped: int = 0
+    duplicates: int = 0  # rows whose id was seen before (kept, dropped or an error, by the policy)
     skipped_by_reason: collections.Counter = dataclasses.field(
         default_factory=collections.Counter)
     examples: list = dataclasses.field(default_factory=list)  # first skipped-row messages
@@ -192,7 +197,7 @@ class ReadStats:
 
     def metrics(self, prefix: str = "data/") -> dict[str, int]:
         out = {f"{prefix}rows_read": self.rows_read, f"{prefix}rows_kept": self.rows_kept,
-               f"{prefix}rows_skipped": self.rows_skipped}
+               f"{prefix}rows_skipped": self.rows_skipped, f"{prefix}duplicates": self.duplicates}
         for reason, n in sorted(self.skipped_by_reason.items()):
             out[f"{prefix}skipped/{reason}"] = n
         return out
@@ -248,6 +253,8 @@ def _check_text(record: dict[str, Any], loc: str, config: DataConfig) -> None:
     """Row size within ``max_row_chars``; every field valid Unicode (no lone surrogates,
     which JSON ``"\\ud800"`` escapes produce and UTF-8 cannot encode)."""
     texts = [(key, value) for key, value in record.items() if isinstance(value, str)]
+    texts += [(f"{key}[{i}]", m["content"]) for key, turns in record.items() if isinstance(turns, list)
+              for i, m in enumerate(turns)]
     total = sum(len(value) for _, value in texts)
     if config.max_row_chars is not None and total > config.max_row_chars:
         sizes = ", ".join(f"{key} {len(value):,}" for key, value in texts)
@@ -261,17 +268,38 @@ def _check_text(record: dict[str, Any], loc: str, config: DataConfig) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
             raise _BadRow("bad_encoding",
-                          f"{loc}: field {key!r} (column {getattr(config.fields, key)!r}) is not "
+                          f"{loc}: field {key!r} (column {getattr(config.fields, key, key)!r}) is not "
                           f"valid Unicode (lone surrogate U+{ord(value[e.start]):04X} at "
                           f"character {e.start})") from None
 
 
+def _columns(row: Mapping[str, Any], fields: FieldMap) -> dict[str, Any]:
+    """The row's top-level fields other than the text a native row's `FieldMap` reads as the
+    prompt and responses (``answer`` and ``id`` stay: reward functions may read them)."""
+    used = {c.split(".")[0] for c in (fields.question, fields.demonstration, fields.chosen, fields.rejected) if c}
+    return {k: v for k, v in row.items() if k not in used}
+
+
+def _prompt_key(record: dict[str, Any]) -> str:
+    """What a record's id hashes when the row has none: its question, or its chat prompt."""
+    turns = record.get("prompt_messages")
+    return record["question"] if not turns else json.dumps(turns, sort_keys=True, ensure_ascii=False)
+
+
 def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
-    """One source row → one record; raises `_BadRow` with a ``loc:`` message."""
+    """One source row → one record; raises `_BadRow` with a ``loc:`` message. With the default
+    `FieldMap`, the row's layout (chat ``messages``, TRL prompt/completion, preferences, …) is
+    recognised first (`upt_jax.data.layouts`)."""
     if isinstance(row, _BadRow):
         raise row
     if not isinstance(row, Mapping):
         raise _BadRow("wrong_type", f"{loc}: a row must be an object, got {type(row).__name__}")
+    extras: dict[str, Any] = {}
+    if config.fields == FieldMap():
+        try:
+            row, extras = layouts.canonical(row, loc)
+        except layouts.BadLayout as e:
+            raise _BadRow(e.reason, str(e)) from None
     required = TASK_FIELDS[config.task]
     record: dict[str, Any] = {}
     for key in RECORD_KEYS:
@@ -284,13 +312,15 @@ def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
             record[key] = None
             continue
         record[key] = _as_text(key, column, value, loc, config.verifier)
-    _check_text(record, loc, config)
+    _check_text(dict(record, **{k: v for k, v in extras.items() if k.endswith("messages")}), loc, config)
     for key in required:
         if not record[key].strip():
             raise _BadRow(f"empty_{key}", f"{loc}: empty {key!r} (a {config.task} dataset "
                                           f"needs a non-empty {key})")
+    extras.setdefault("columns", _columns(row, config.fields))
+    record.update(extras)
     if record["id"] is None:
-        record["id"] = "q-" + hashlib.sha1(record["question"].encode()).hexdigest()[:16]
+        record["id"] = "q-" + hashlib.sha1(_prompt_key(record).encode()).hexdigest()[:16]
     record["location"] = loc
     record["verifier"] = config.verifier
     return record
@@ -307,7 +337,8 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
         ``config.skip_bad_rows``; on a file that cannot be read or has no rows; when no
         row is left (every row skipped).
     """
-    duplicates = config.duplicate_ids or _DEFAULT_DUPLICATES[config.task]
+    duplicates = _DUPLICATE_ALIASES.get(config.duplicate_ids, config.duplicate_ids) \
+        or _DEFAULT_DUPLICATES[config.task]
     stats = ReadStats()
     records: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
@@ -316,6 +347,8 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
         try:
             record = normalize_row(row, loc, config)
             first = seen.get(record["id"])
+            if first is not None:
+                stats.duplicates += 1
             if first is not None and duplicates != "allow":
                 bad = _BadRow("duplicate_id", f"{loc}: duplicate question id "
                                               f"{record['id']!r} (first at {first})")
@@ -324,6 +357,9 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
                     continue
                 raise bad
             seen.setdefault(record["id"], loc)
+            if config.task == "sft" and record.get("label") is False:  # an unpaired negative: not a target
+                stats.skip("negative_label", f"{loc}: labelled false (an SFT dataset trains on label=true only)")
+                continue
         except _BadRow as bad:
             if not config.skip_bad_rows:
                 raise DataError(str(bad)) from None

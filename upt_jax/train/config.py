@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.fields = ml_collections.ConfigDict(dict(question="question", answer="answer",
                                                    demonstration="demonstration", id="id"))
     c.data.skip_bad_rows = False
+    c.data.duplicates = "keep"  # keep | drop | error: rows that repeat a question (counted: data/duplicates)
     # a record whose text fields hold more characters is a bad row (None: no limit)
     c.data.max_row_chars = ml_collections.FieldReference(1_000_000, field_type=int)
     c.data.template = "zero"  # plain | zero | chat
@@ -97,8 +98,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     # where rollout rewards come from: the data's verifier, or a trained reward model (RLHF)
     # prm_run_dir: a process reward model whose per-step scores go into the batch (grpo_process)
+    # functions: reward functions fn(prompts, completions, **columns) -> list[float] by import path
+    # ("my_rewards:length_penalty") or built-in name ("math", "format", ...), summed with weights (default
+    # all 1), each call limited to timeout_s in the worker pool (upt_jax.rewards.functions); () = data.verifier
     c.reward = ml_collections.ConfigDict(dict(source="verifier", model_run_dir="", normalize="none",
-                                              prm_run_dir=""))
+                                              prm_run_dir="", functions=(), weights=(), timeout_s=5.0))
 
     c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2))  # PPO's value model
 
