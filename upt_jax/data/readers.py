@@ -77,12 +77,13 @@ RECORD_KEYS = ("id", "question", "answer", "demonstration", "chosen", "rejected"
 TASK_FIELDS = {
     "rl": ("question", "answer"),
     "eval": ("question", "answer"),
+    "prompt": ("question",),  # prompts scored by reward functions (no reference needed)
     "sft": ("question", "demonstration"),
     "hpt": ("question", "answer", "demonstration"),
     "dpo": ("question", "chosen", "rejected"),
 }
 # Where one row per question is expected (the HPT gate and GRPO groups key on the id).
-_DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "hpt": "error", "sft": "allow",
+_DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "prompt": "error", "hpt": "error", "sft": "allow",
                        "dpo": "allow"}
 _DUPLICATE_ALIASES = {"keep": "allow", "drop": "skip"}  # data.duplicates' words
 # Verifier kinds whose reference is a number: for them "nan"/"inf" answers are bad rows.
@@ -118,7 +119,8 @@ class DataConfig:
       format: ``auto`` (from the extension), ``jsonl``, ``json``, ``parquet``,
         ``hf_disk`` (``datasets.Dataset.save_to_disk``) or ``tfds`` (needs the ``tfds``
         extra; TensorFlow is imported only then).
-      task: ``rl``, ``eval``, ``sft``, ``hpt`` or ``dpo``: which fields are required.
+      task: ``rl``, ``eval``, ``prompt`` (question only), ``sft``, ``hpt`` or ``dpo``: which
+        fields are required.
       fields: the `FieldMap`.
       split: split of a saved ``DatasetDict`` or of a TFDS dataset.
       skip_bad_rows: skip and count malformed rows instead of raising.

@@ -95,6 +95,12 @@ def base_config() -> ml_collections.ConfigDict:
     # update step on packed rows: several sequences per row (first-fit-decreasing, segment ids), the
     # log-probs gathered back to the padded layout, so the loss is the same with less padding computed
     c.train.pack_sequences = False
+    # in-training evaluation (upt_jax.train.in_training): every eval_every steps (0: never), eval_n questions
+    # × eval_k samples from eval_path (else fresh synthetic draws, else the training file's first rows)
+    c.train.eval_every = 0
+    c.train.eval_path = ""
+    c.train.eval_n = 32
+    c.train.eval_k = 1
 
     # where rollout rewards come from: the data's verifier, or a trained reward model (RLHF)
     # prm_run_dir: a process reward model whose per-step scores go into the batch (grpo_process)
@@ -119,5 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
     # preemption_grace_s: after a SIGTERM/SIGINT, the step and its checkpoint must finish within
     # this many seconds, else the process exits without that save (upt_jax.train.preemption)
     c.checkpoint = ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True, preemption_grace_s=120.0))
-    c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=False, progress=True))
+    # completions: every rollout to <run_dir>/completions.jsonl; show_completions=N: log two every N steps
+    c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=False, progress=True, completions=True,
+                                           show_completions=0))
     return c

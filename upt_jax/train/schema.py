@@ -381,6 +381,10 @@ def _spec():
         ("train.logprob_remat", choice(REMAT_MODES),
          "recompute the [B, T, V] logits in the backward pass: auto (when over 1 GiB), always or never"),
         ("train.pack_sequences", flag(), "pack several sequences per row for the update (segment ids)"),
+        ("train.eval_every", number(int, lo=0), "evaluate the policy every N steps and after the last (0: never)"),
+        ("train.eval_path", text(), "eval_every: the evaluation file ('': synthetic tiers, else the training file)"),
+        ("train.eval_n", number(int, lo=1), "eval_every: questions per evaluation suite"),
+        ("train.eval_k", number(int, lo=1), "eval_every: samples per question (1: greedy)"),
         ("reward.source", choice(("verifier", "model")),
          "rollout rewards: the data's verifier, or a trained reward model (reward.model_run_dir)"),
         ("reward.model_run_dir", text(), "source=model: a reward-model run directory (experiments/reward_model.py)"),
@@ -418,6 +422,8 @@ def _spec():
         ("log.every", number(int, lo=1), "(not read: every step is logged)"),
         ("log.tensorboard", flag(), "also write TensorBoard event files (tensorboardX)"),
         ("log.progress", flag(), "show a progress bar"),
+        ("log.completions", flag(), "online: write every rollout to <run_dir>/completions.jsonl"),
+        ("log.show_completions", number(int, lo=0), "log two of the step's completions every N steps (0: never)"),
     ]
 
 

@@ -658,6 +658,9 @@ class Trainer:
 
         self.metrics_log = MetricsWriter(config.run_dir, tensorboard=config.log.tensorboard)
         self.nonfinite_in_a_row = 0
+        from upt_jax.train.in_training import StepHooks
+
+        self.hooks = StepHooks(self)  # completions.jsonl, in-training evaluation (train.eval_every)
         self._resume()
         if jax.process_index() == 0:  # one writer per run directory (multi-process runs)
             from etils import epath
@@ -800,6 +803,7 @@ class Trainer:
         if self.ckpt.latest_step() is None:
             if jax.process_index() == 0:
                 self.metrics_log.reset()  # a fresh run: stale metrics from a run that saved nothing
+                self.hooks.truncate_after(None)
             return
         abstract = abstract_with_shardings(self.state, self.shardings)
         self.state, extra = self.ckpt.restore(abstract)
@@ -812,6 +816,7 @@ class Trainer:
         log.info("resumed %s at step %d", self.config.run_dir, step)
         if jax.process_index() == 0:
             self.metrics_log.truncate_after(extra.get("step", step))
+            self.hooks.truncate_after(extra.get("step", step))
 
     # ------------------------------------------------------------------ one step
     def _prompt_ids(self, question) -> list[int]:
@@ -946,6 +951,7 @@ class Trainer:
                 info["dynamic_sampling/short"] = float(q - len(groups))
                 groups += [g for g in self._last_groups if np.ptp(g["rewards"]) == 0][: q - len(groups)]
         groups = groups[:q]
+        self._step_groups = groups  # the step's rollouts (completions.jsonl)
         row_prompts, row_resp, row_logp, row_rollout_logp, row_rewards, is_demo = [], [], [], [], [], []
         for g in groups:
             for i in range(n):
@@ -1145,6 +1151,7 @@ class Trainer:
                 if signum:
                     self._preempt(signum, start, history)
                 metrics = self.train_step()
+                self.hooks.after_step(self, metrics)
                 history.append(metrics)
                 if jax.process_index() == 0:
                     self.metrics_log.write(metrics)
@@ -1180,6 +1187,8 @@ class Trainer:
             self.verifier.close()
         if getattr(self, "reward_fns", None) is not None:
             self.reward_fns.close()
+        if getattr(self, "hooks", None) is not None:
+            self.hooks.close()
 
 
 def train(config) -> list[dict]:
