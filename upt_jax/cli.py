@@ -5,6 +5,7 @@
     upt train --config grpo --help          # every config key: type, allowed values, default, doc
     upt pipeline --config experiments/sft_then_grpo.py [--config.sft.train.steps=5 ...]
     upt eval --run-dir runs/NAME | --hf-dir DIR [--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]
+    upt export RUN_DIR OUT_DIR [--step N] [--dtype bfloat16]   # a Hugging Face directory
 
 train, pipeline and eval take ``-v`` / ``--verbose``: every library's INFO log lines (Orbax,
 JAX, transformers), which are off by default.
@@ -315,6 +316,27 @@ def eval_command(argv: list[str]) -> int:
     return 0
 
 
+def export_command(argv: list[str]) -> int:
+    """``upt export RUN_DIR OUT_DIR [--step N] [--dtype bfloat16]``: a run directory's checkpoint
+    as a Hugging Face directory (weights, tokenizer, chat template, generation_config.json;
+    `upt_jax.train.export`)."""
+    argv = setup_logging(argv)
+    p = argparse.ArgumentParser(prog="upt export", description="write a Hugging Face directory "
+                                "(config.json, safetensors, tokenizer, chat template, generation_config.json) "
+                                "from an upt_jax run directory's checkpoint")
+    p.add_argument("run_dir", help="an upt_jax run directory")
+    p.add_argument("out_dir", help="the Hugging Face directory to write")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest usable one)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="stored dtype of the weights (default: the params' own)")
+    args = p.parse_args(argv)
+    from upt_jax.train.export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, step=args.step, dtype=args.dtype)
+    print(json.dumps({"exported": os.path.abspath(out), "files": sorted(os.listdir(out))}))
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) > 1 and argv[0] in _VERBOSE_FLAGS:  # `upt -v train ...` as `upt train -v ...`
@@ -337,12 +359,16 @@ def main(argv=None) -> int:
             return 2
     if argv and argv[0] == "eval":
         return eval_command(argv[1:])
+    if argv and argv[0] == "export":
+        return export_command(argv[1:])
     parser = argparse.ArgumentParser(prog="upt", description="upt_jax: unified post-training in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("pipeline", help="run a stage pipeline: upt pipeline --config "
                                     "experiments/sft_then_grpo.py")
     sub.add_parser("eval", help="evaluate a checkpoint: upt eval --run-dir runs/NAME | --hf-dir DIR "
                                 "[--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]")
+    sub.add_parser("export", help="a run's checkpoint as a Hugging Face directory: upt export RUN_DIR OUT_DIR "
+                                  "[--step N] [--dtype bfloat16]")
     sub.add_parser("train", help="run an experiment: upt train --config experiments/NAME.py (or NAME) "
                                  "[--config.key=value ...]; upt train --config NAME --help lists the keys")
     p_demo = sub.add_parser("demo", help="the reduced paper comparison on the built-in synthetic task "

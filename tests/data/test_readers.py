@@ -159,7 +159,7 @@ def test_skip_bad_rows_counts_them(bad_file):
     assert records[1]["answer"] == "8"
     assert (stats.rows_read, stats.rows_kept, stats.rows_skipped) == (8, 2, 6)
     assert stats.metrics() == {
-        "data/rows_read": 8, "data/rows_kept": 2, "data/rows_skipped": 6,
+        "data/rows_read": 8, "data/rows_kept": 2, "data/rows_skipped": 6, "data/duplicates": 1,
         "data/skipped/bad_json": 1, "data/skipped/duplicate_id": 1,
         "data/skipped/missing_field": 1, "data/skipped/wrong_type": 3,
     }

@@ -15,7 +15,7 @@ ARGS = ["--tiers", "add_2", "sub_3", "--k", "2", "--n-per-tier", "3", "--max-new
 
 
 def _check_outputs(out, k=2, suites=("add_2", "sub_3")):
-    assert sorted(os.listdir(out)) == ["passk.png", "results.json", "results.md"]
+    assert sorted(os.listdir(out)) == ["completions.jsonl", "passk.png", "results.json", "results.md"]
     with open(os.path.join(out, "results.json")) as f:
         data = json.load(f)
     assert list(data["results"]) == list(suites)

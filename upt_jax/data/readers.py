@@ -49,14 +49,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import glob
 import hashlib
 import json
 import math
 import os
 import re
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from upt_jax.data import layouts
+from upt_jax.data.sources import FORMATS, DataError, _BadRow, read_rows
 from upt_jax.rewards import extract
 
 __all__ = [
@@ -76,30 +77,20 @@ RECORD_KEYS = ("id", "question", "answer", "demonstration", "chosen", "rejected"
 TASK_FIELDS = {
     "rl": ("question", "answer"),
     "eval": ("question", "answer"),
+    "prompt": ("question",),  # prompts scored by reward functions (no reference needed)
     "sft": ("question", "demonstration"),
     "hpt": ("question", "answer", "demonstration"),
     "dpo": ("question", "chosen", "rejected"),
 }
 # Where one row per question is expected (the HPT gate and GRPO groups key on the id).
-_DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "hpt": "error", "sft": "allow",
+_DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "prompt": "error", "hpt": "error", "sft": "allow",
                        "dpo": "allow"}
-FORMATS = ("auto", "jsonl", "json", "parquet", "hf_disk", "tfds")
-_JSON_WS = re.compile(r"[ \t\n\r]*")
+_DUPLICATE_ALIASES = {"keep": "allow", "drop": "skip"}  # data.duplicates' words
 # Verifier kinds whose reference is a number: for them "nan"/"inf" answers are bad rows.
 _NUMERIC_VERIFIERS = ("math", "math_strict", "integer")
 _NON_FINITE_WORD = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 # Floats represent every integer up to this exactly; beyond, 1e20 may not be what was meant.
 _MAX_EXACT_FLOAT_INT = 2 ** 53
-
-
-class DataError(ValueError):
-    """A malformed dataset row or file; the message starts with ``file:line``."""
-
-
-class _BadRow(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,12 +119,14 @@ class DataConfig:
       format: ``auto`` (from the extension), ``jsonl``, ``json``, ``parquet``,
         ``hf_disk`` (``datasets.Dataset.save_to_disk``) or ``tfds`` (needs the ``tfds``
         extra; TensorFlow is imported only then).
-      task: ``rl``, ``eval``, ``sft``, ``hpt`` or ``dpo``: which fields are required.
+      task: ``rl``, ``eval``, ``prompt`` (question only), ``sft``, ``hpt`` or ``dpo``: which
+        fields are required.
       fields: the `FieldMap`.
       split: split of a saved ``DatasetDict`` or of a TFDS dataset.
       skip_bad_rows: skip and count malformed rows instead of raising.
-      duplicate_ids: ``error``, ``skip`` (keep the first) or ``allow``; default
-        ``error`` for rl/eval/hpt and ``allow`` for sft/dpo.
+      duplicate_ids: ``error``, ``skip`` / ``drop`` (keep the first) or ``allow`` / ``keep``;
+        default ``error`` for rl/eval/hpt and ``allow`` for sft/dpo (the trainer passes
+        ``data.duplicates``, default ``keep``). Every repeat is counted (``data/duplicates``).
       tfds_data_dir: TFDS ``data_dir``.
       verifier: the reward verifier kind stored in each record (``math``, ``math_strict``,
         ``exact``, ``choice``, ``integer``; see `upt_jax.rewards.RoutedVerifier`). The
@@ -161,8 +154,8 @@ class DataConfig:
             raise ValueError(f"unknown format {self.format!r}; expected one of {FORMATS}")
         if self.task not in TASK_FIELDS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {tuple(TASK_FIELDS)}")
-        if self.duplicate_ids not in (None, "error", "skip", "allow"):
-            raise ValueError(f"duplicate_ids must be error/skip/allow, not {self.duplicate_ids!r}")
+        if self.duplicate_ids not in (None, "error", "skip", "allow", "keep", "drop"):
+            raise ValueError(f"duplicate_ids must be error/skip (drop)/allow (keep), not {self.duplicate_ids!r}")
         if self.verifier not in KINDS:
             raise ValueError(f"DataConfig.verifier: unknown verifier kind {self.verifier!r}; "
                              f"expected one of {KINDS}")
@@ -193,6 +186,7 @@ class ReadStats:
     rows_read: int = 0
     rows_kept: int = 0
     rows_skipped: int = 0
+    duplicates: int = 0  # rows whose id was seen before (kept, dropped or an error, by the policy)
     skipped_by_reason: collections.Counter = dataclasses.field(
         default_factory=collections.Counter)
     examples: list = dataclasses.field(default_factory=list)  # first skipped-row messages
@@ -205,279 +199,10 @@ class ReadStats:
 
     def metrics(self, prefix: str = "data/") -> dict[str, int]:
         out = {f"{prefix}rows_read": self.rows_read, f"{prefix}rows_kept": self.rows_kept,
-               f"{prefix}rows_skipped": self.rows_skipped}
+               f"{prefix}rows_skipped": self.rows_skipped, f"{prefix}duplicates": self.duplicates}
         for reason, n in sorted(self.skipped_by_reason.items()):
             out[f"{prefix}skipped/{reason}"] = n
         return out
-
-
-# ----------------------------------------------------------------------------- raw rows
-
-
-def _expand_paths(path: str | Sequence[str]) -> list[str]:
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    out = []
-    for p in paths:
-        p = os.fspath(p)
-        matches = sorted(glob.glob(p)) if glob.has_magic(p) else [p]
-        if not matches:
-            raise FileNotFoundError(f"no file matches {p!r}")
-        out.extend(matches)
-    return out
-
-
-def _detect_format(path: str) -> str:
-    if os.path.isdir(path):
-        return "hf_disk"
-    lower = path.lower()
-    if lower.endswith((".jsonl", ".jsonl.txt", ".ndjson")):
-        return "jsonl"
-    if lower.endswith(".parquet"):
-        return "parquet"
-    if lower.endswith(".json"):
-        # Many ".json" files are really JSON lines: look at the first character.
-        with open(path, "rb") as f:
-            head = f.read(4096).lstrip()
-        return "json" if head.startswith(b"[") else "jsonl"
-    raise DataError(f"{path}: cannot tell the format from the name; set DataConfig.format")
-
-
-def _iter_jsonl(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            loc = f"{path}:{lineno}"
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                yield loc, _BadRow("bad_encoding", f"{loc}: not UTF-8 ({e.reason})")
-                continue
-            except json.JSONDecodeError as e:
-                yield loc, _BadRow("bad_json", f"{loc}: bad JSON: {e.msg} (column {e.colno})")
-                continue
-            except RecursionError:
-                yield loc, _BadRow("too_deep", f"{loc}: nested too deeply to parse (beyond "
-                                               "Python's recursion limit)")
-                continue
-            yield loc, row
-
-
-def _iter_json_array(path: str) -> Iterator[tuple[str, Any]]:
-    """Elements of a top-level JSON array, each with the line it starts on.
-
-    A syntax error, bad UTF-8 or nesting too deep to parse makes the rest of the file
-    unreadable, so it always raises (naming the line).
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 ({e.reason}); a JSON array cannot be "
-                        "read past it") from None
-    del data
-    decoder = json.JSONDecoder()
-
-    def skip_ws(i):
-        return _JSON_WS.match(text, i).end()
-
-    def fail(i, msg):
-        line = text.count("\n", 0, i) + 1
-        col = i - (text.rfind("\n", 0, i) + 1) + 1
-        raise DataError(f"{path}:{line}: bad JSON: {msg} (column {col})")
-
-    i = skip_ws(0)
-    if i >= len(text) or text[i] != "[":
-        fail(i, "expected a top-level array '['")
-    i = skip_ws(i + 1)
-    if i < len(text) and text[i] == "]":
-        return
-    line, line_pos = 1, 0
-    while True:
-        line += text.count("\n", line_pos, i)
-        line_pos = i
-        try:
-            row, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            fail(e.pos, e.msg)
-        except RecursionError:
-            raise DataError(f"{path}:{line}: nested too deeply to parse (beyond Python's "
-                            "recursion limit); a JSON array cannot be read past it") from None
-        yield f"{path}:{line}", row
-        i = skip_ws(end)
-        if i < len(text) and text[i] == ",":
-            i = skip_ws(i + 1)
-        elif i < len(text) and text[i] == "]":
-            if skip_ws(i + 1) != len(text):
-                fail(skip_ws(i + 1), "extra data after the array")
-            return
-        else:
-            fail(i, "expected ',' or ']'")
-
-
-def _unreadable(path: str, kind: str, error: BaseException, row: int | None = None) -> DataError:
-    """A whole-file error: corrupt files are not skipped (what follows is unknown)."""
-    at = "" if not row else f" from row {row} on"
-    return DataError(f"{path}: cannot read this {kind} file{at}: {type(error).__name__}: {error}")
-
-
-def _iter_arrow_table_batches(batches, name: str, kind: str) -> Iterator[tuple[str, Any]]:
-    import pyarrow as pa
-
-    index = 0
-    batches = iter(batches)
-    while True:
-        try:
-            batch = next(batches, None)
-            if batch is None:
-                return
-            rows = batch.to_pylist()
-        except (pa.ArrowException, OSError, RecursionError) as e:
-            raise _unreadable(name, kind, e, index) from None
-        for row in rows:
-            yield f"{name}: row {index}", row
-            index += 1
-
-
-def _iter_parquet(path: str) -> Iterator[tuple[str, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
-    except (pa.ArrowException, OSError) as e:
-        raise _unreadable(path, "parquet", e) from None
-    yield from _iter_arrow_table_batches(batches, path, "parquet")
-
-
-def _iter_arrow_file(path: str) -> Iterator[tuple[str, Any]]:
-    import pyarrow as pa
-
-    try:
-        source = pa.memory_map(path)
-    except (pa.ArrowException, OSError) as e:
-        raise _unreadable(path, "Arrow", e) from None
-    with source:
-        try:
-            batches = pa.ipc.open_stream(source)
-        except pa.ArrowInvalid:
-            source.seek(0)
-            try:
-                reader = pa.ipc.open_file(source)
-            except (pa.ArrowException, OSError) as e:
-                raise _unreadable(path, "Arrow", e) from None
-            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        except (pa.ArrowException, OSError) as e:
-            raise _unreadable(path, "Arrow", e) from None
-        yield from _iter_arrow_table_batches(batches, path, "Arrow")
-
-
-def _read_json_file(path: str, key: str) -> Any:
-    """``json.load(path)[key]`` of a metadata file, or a `DataError` naming it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)[key]
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a datasets metadata file ({type(e).__name__}: {e}); "
-                        "expected a save_to_disk directory") from None
-
-
-def _iter_hf_disk(directory: str, split: str | None) -> Iterator[tuple[str, Any]]:
-    """A ``datasets.Dataset`` (or ``DatasetDict``) written by ``save_to_disk``.
-
-    Read with pyarrow directly, so the ``datasets`` package is not needed.
-    """
-    dict_json = os.path.join(directory, "dataset_dict.json")
-    if os.path.exists(dict_json):
-        splits = _read_json_file(dict_json, "splits")
-        if split is None:
-            if "train" not in splits:
-                raise DataError(f"{directory}: a DatasetDict with splits {splits}; set "
-                                "DataConfig.split")
-            split = "train"
-        if split not in splits:
-            raise DataError(f"{directory}: no split {split!r}; splits are {splits}")
-        directory = os.path.join(directory, split)
-    state_json = os.path.join(directory, "state.json")
-    if os.path.exists(state_json):
-        try:
-            files = [os.path.join(directory, d["filename"])
-                     for d in _read_json_file(state_json, "_data_files")]
-        except (KeyError, TypeError) as e:
-            raise DataError(f"{state_json}: malformed _data_files ({type(e).__name__}: {e})"
-                            ) from None
-    else:
-        files = sorted(glob.glob(os.path.join(directory, "*.arrow")))
-    if not files:
-        raise DataError(f"{directory}: no .arrow files (expected a datasets save_to_disk "
-                        "directory)")
-    for path in files:
-        yield from _iter_arrow_file(path)
-
-
-def _to_python(x):
-    """TFDS numpy values → str / int / float / list."""
-    if isinstance(x, bytes):
-        return x.decode("utf-8")
-    if isinstance(x, dict):
-        return {k: _to_python(v) for k, v in x.items()}
-    if hasattr(x, "tolist"):
-        return _to_python(x.tolist())
-    if isinstance(x, list):
-        return [_to_python(v) for v in x]
-    return x
-
-
-def _iter_tfds(name: str, split: str | None, data_dir: str | None) -> Iterator[tuple[str, Any]]:
-    try:
-        import tensorflow_datasets as tfds  # the optional `tfds` extra
-    except ImportError as e:
-        raise ImportError("format='tfds' needs TensorFlow Datasets: pip install "
-                          "'upt_jax[tfds]'") from e
-    split = split or "train"
-    ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
-    for index, row in enumerate(tfds.as_numpy(ds)):
-        yield f"tfds:{name}/{split}: row {index}", _to_python(row)
-
-
-def _nonempty(rows: Iterator[tuple[str, Any]], name: str, what: str):
-    """``rows``, then a `DataError` naming ``name`` if there were none (a truncated
-    download or a wrong path pattern, not a dataset)."""
-    empty = True
-    for item in rows:
-        empty = False
-        yield item
-    if empty:
-        raise DataError(f"{name}: no rows (an empty {what}); fix or remove it from "
-                        "DataConfig.path")
-
-
-def read_rows(config: DataConfig) -> Iterator[tuple[str, Any]]:
-    """Raw rows as ``(location, row)``; a row that could not be decoded is a `_BadRow`.
-
-    Raises:
-      DataError: for a file that cannot be read at all or has no rows, naming it.
-    """
-    if config.format == "tfds":
-        name, split = os.fspath(config.path), config.split or "train"
-        yield from _nonempty(_iter_tfds(name, split, config.tfds_data_dir),
-                             f"tfds:{name}/{split}", "dataset")
-        return
-    for path in _expand_paths(config.path):
-        fmt = config.format if config.format != "auto" else _detect_format(path)
-        if fmt == "jsonl":
-            rows = _iter_jsonl(path)
-        elif fmt == "json":
-            rows = _iter_json_array(path)
-        elif fmt == "parquet":
-            rows = _iter_parquet(path)
-        elif fmt == "hf_disk":
-            rows = _iter_hf_disk(path, config.split)
-        else:
-            raise ValueError(f"format {fmt!r} needs a single name, not files")
-        yield from _nonempty(rows, path, "dataset" if fmt == "hf_disk" else "file")
 
 
 # ----------------------------------------------------------------------------- records
@@ -530,6 +255,8 @@ def _check_text(record: dict[str, Any], loc: str, config: DataConfig) -> None:
     """Row size within ``max_row_chars``; every field valid Unicode (no lone surrogates,
     which JSON ``"\\ud800"`` escapes produce and UTF-8 cannot encode)."""
     texts = [(key, value) for key, value in record.items() if isinstance(value, str)]
+    texts += [(f"{key}[{i}]", m["content"]) for key, turns in record.items() if isinstance(turns, list)
+              for i, m in enumerate(turns)]
     total = sum(len(value) for _, value in texts)
     if config.max_row_chars is not None and total > config.max_row_chars:
         sizes = ", ".join(f"{key} {len(value):,}" for key, value in texts)
@@ -543,17 +270,38 @@ def _check_text(record: dict[str, Any], loc: str, config: DataConfig) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
             raise _BadRow("bad_encoding",
-                          f"{loc}: field {key!r} (column {getattr(config.fields, key)!r}) is not "
+                          f"{loc}: field {key!r} (column {getattr(config.fields, key, key)!r}) is not "
                           f"valid Unicode (lone surrogate U+{ord(value[e.start]):04X} at "
                           f"character {e.start})") from None
 
 
+def _columns(row: Mapping[str, Any], fields: FieldMap) -> dict[str, Any]:
+    """The row's top-level fields other than the text a native row's `FieldMap` reads as the
+    prompt and responses (``answer`` and ``id`` stay: reward functions may read them)."""
+    used = {c.split(".")[0] for c in (fields.question, fields.demonstration, fields.chosen, fields.rejected) if c}
+    return {k: v for k, v in row.items() if k not in used}
+
+
+def _prompt_key(record: dict[str, Any]) -> str:
+    """What a record's id hashes when the row has none: its question, or its chat prompt."""
+    turns = record.get("prompt_messages")
+    return record["question"] if not turns else json.dumps(turns, sort_keys=True, ensure_ascii=False)
+
+
 def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
-    """One source row → one record; raises `_BadRow` with a ``loc:`` message."""
+    """One source row → one record; raises `_BadRow` with a ``loc:`` message. With the default
+    `FieldMap`, the row's layout (chat ``messages``, TRL prompt/completion, preferences, …) is
+    recognised first (`upt_jax.data.layouts`)."""
     if isinstance(row, _BadRow):
         raise row
     if not isinstance(row, Mapping):
         raise _BadRow("wrong_type", f"{loc}: a row must be an object, got {type(row).__name__}")
+    extras: dict[str, Any] = {}
+    if config.fields == FieldMap():
+        try:
+            row, extras = layouts.canonical(row, loc)
+        except layouts.BadLayout as e:
+            raise _BadRow(e.reason, str(e)) from None
     required = TASK_FIELDS[config.task]
     record: dict[str, Any] = {}
     for key in RECORD_KEYS:
@@ -566,13 +314,15 @@ def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
             record[key] = None
             continue
         record[key] = _as_text(key, column, value, loc, config.verifier)
-    _check_text(record, loc, config)
+    _check_text(dict(record, **{k: v for k, v in extras.items() if k.endswith("messages")}), loc, config)
     for key in required:
         if not record[key].strip():
             raise _BadRow(f"empty_{key}", f"{loc}: empty {key!r} (a {config.task} dataset "
                                           f"needs a non-empty {key})")
+    extras.setdefault("columns", _columns(row, config.fields))
+    record.update(extras)
     if record["id"] is None:
-        record["id"] = "q-" + hashlib.sha1(record["question"].encode()).hexdigest()[:16]
+        record["id"] = "q-" + hashlib.sha1(_prompt_key(record).encode()).hexdigest()[:16]
     record["location"] = loc
     record["verifier"] = config.verifier
     return record
@@ -589,7 +339,8 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
         ``config.skip_bad_rows``; on a file that cannot be read or has no rows; when no
         row is left (every row skipped).
     """
-    duplicates = config.duplicate_ids or _DEFAULT_DUPLICATES[config.task]
+    duplicates = _DUPLICATE_ALIASES.get(config.duplicate_ids, config.duplicate_ids) \
+        or _DEFAULT_DUPLICATES[config.task]
     stats = ReadStats()
     records: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
@@ -598,6 +349,8 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
         try:
             record = normalize_row(row, loc, config)
             first = seen.get(record["id"])
+            if first is not None:
+                stats.duplicates += 1
             if first is not None and duplicates != "allow":
                 bad = _BadRow("duplicate_id", f"{loc}: duplicate question id "
                                               f"{record['id']!r} (first at {first})")
@@ -606,6 +359,9 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
                     continue
                 raise bad
             seen.setdefault(record["id"], loc)
+            if config.task == "sft" and record.get("label") is False:  # an unpaired negative: not a target
+                stats.skip("negative_label", f"{loc}: labelled false (an SFT dataset trains on label=true only)")
+                continue
         except _BadRow as bad:
             if not config.skip_bad_rows:
                 raise DataError(str(bad)) from None

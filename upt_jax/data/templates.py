@@ -18,7 +18,7 @@ Example::
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
     from upt_jax.data.tokenizer import Tokenizer
@@ -71,10 +71,22 @@ def separator(template: str) -> str:
     return _SEPARATORS[template]
 
 
-def prompt_ids(tokenizer: "Tokenizer", question: str, template: str = "zero", *,
+def prompt_ids(tokenizer: "Tokenizer", question, template: str = "zero", *,
                system_prompt: str | None = None) -> list[int]:
     """Token ids of the prompt as training, sampling and evaluation all build it:
-    ``render_prompt(question) + separator(template)``, encoded without special tokens."""
+    ``render_prompt(question) + separator(template)``, encoded without special tokens.
+
+    ``question``: the text, or a record (`upt_jax.data.readers`): its chat prompt
+    (``prompt_messages``, from a ``messages`` or conversational row; needs ``template="chat"``)
+    when it has one, else its ``question``."""
+    if isinstance(question, Mapping):
+        turns = question.get("prompt_messages")
+        if turns:
+            if template != "chat":
+                raise ValueError(f"record {question.get('id')} ({question.get('location')}) has a chat prompt; "
+                                 f"set data.template=chat (not {template!r}) to render it with the chat template")
+            return tokenizer.encode(tokenizer.apply_chat_template(turns, system_prompt=system_prompt))
+        question = question["question"]
     text = render_prompt(question, template, tokenizer=tokenizer, system_prompt=system_prompt)
     return tokenizer.encode(text + separator(template))
 

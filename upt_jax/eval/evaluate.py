@@ -84,6 +84,7 @@ class SuiteResult:
     examples: list[dict] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     best_of_k: float | None = None
+    mean_reward: float | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -145,6 +146,20 @@ def _prompt_ids(tokenizer, question: str, template: str, system_prompt: str | No
     return prompt_ids(tokenizer, question, template, system_prompt=system_prompt)
 
 
+def _score(verifier, reward_fns, records, texts, default_verifier: str) -> list:
+    """One `Reward` per sample: the verifier of each record's kind, or ``reward_fns``' weighted
+    sum (reason ``correct`` when > 0.5, else ``wrong``; a failed call is counted by ``reward_fns``)."""
+    from upt_jax.rewards import Reward
+
+    if reward_fns is None:
+        kinds = [r.get("verifier") or default_verifier for r in records]
+        return verifier(texts, [r["answer"] for r in records], kinds)
+    from upt_jax.rewards.functions import prompt_of
+
+    scores = reward_fns.scores([prompt_of(r) for r in records], texts, records)
+    return [Reward(float(x), "correct" if x > 0.5 else "wrong") for x in scores]
+
+
 def evaluate(
     model,
     tokenizer,
@@ -169,6 +184,8 @@ def evaluate(
     num_examples: int = 3,
     progress: bool = False,
     scorer=None,
+    reward_fns=None,
+    completions: list | None = None,
 ) -> dict[str, SuiteResult]:
     """Evaluate ``model`` on every suite: ``k`` samples per question, verified.
 
@@ -195,6 +212,12 @@ def evaluate(
       scorer: best-of-n selection: an object with ``raw_scores(prompts, responses) -> [N]``
         over token-id lists (e.g. ``upt_jax.train.reward_model.LearnedReward``); per question
         the highest-scoring of its ``k`` samples is kept and ``best_of_k`` reports their accuracy.
+      reward_fns: a `upt_jax.rewards.RewardFunctions` (not closed) that scores every sample
+        instead of the verifiers: a sample counts as correct when its reward is > 0.5, and
+        ``mean_reward`` is the suite's mean reward (records then need no ``answer``).
+      completions: a list that receives one dict per sample (``suite``, ``id``, ``sample``,
+        ``prompt``, ``answer``, ``completion``, ``reward``, ``reason``): what ``upt eval`` writes to
+        ``completions.jsonl``.
 
     Returns:
       ``{name: SuiteResult}`` in the order of ``suites``.
@@ -217,7 +240,7 @@ def evaluate(
     sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                         top_k=top_k, n=k, stop_token_ids=tuple(tokenizer.stop_ids))
     own_verifier = verifier is None
-    if own_verifier:
+    if own_verifier and reward_fns is None:
         verifier = RoutedVerifier(timeout_s=timeout_s, num_workers=num_workers)
     bar = None
     if progress:
@@ -235,19 +258,18 @@ def evaluate(
             scores = np.full((len(records), k), -np.inf)
             lengths, finished = [], []
             reasons: collections.Counter = collections.Counter()
+            total_reward = 0.0
             examples: list[dict] = []
             for b, start in enumerate(range(0, len(records), batch_questions)):
                 batch = records[start:start + batch_questions]
-                prompts = [_prompt_ids(tokenizer, r["question"], template, system_prompt) for r in batch]
+                prompts = [_prompt_ids(tokenizer, r, template, system_prompt) for r in batch]
                 out = sampler.generate(prompts, jax.random.fold_in(skey, b), sp, state=params)
                 rows = len(out.lengths)
                 if rows != len(batch) * k:
                     raise RuntimeError(f"the sampler returned {rows} rows for {len(batch)} prompts × {k}")
                 texts = [tokenizer.decode(out.tokens[i, :out.lengths[i]]) for i in range(rows)]
                 qidx = np.asarray(out.prompt_index)
-                golds = [batch[j]["answer"] for j in qidx]
-                kinds = [batch[j].get("verifier") or default_verifier for j in qidx]
-                rewards = verifier(texts, golds, kinds)
+                rewards = _score(verifier, reward_fns, [batch[j] for j in qidx], texts, default_verifier)
                 picked = None
                 if scorer is not None:
                     picked = np.asarray(scorer.raw_scores(
@@ -259,6 +281,12 @@ def evaluate(
                         scores[start + j, slot[j]] = picked[i]
                     slot[j] += 1
                     reasons[r.reason] += 1
+                    total_reward += r.score
+                    if completions is not None:
+                        completions.append({"suite": name, "id": str(batch[j].get("id", start + j)),
+                                            "sample": slot[j] - 1, "prompt": batch[j]["question"],
+                                            "answer": batch[j].get("answer"), "completion": texts[i],
+                                            "reward": float(r.score), "reason": r.reason})
                     if len(examples) < num_examples and slot[j] == 1:
                         examples.append({"id": str(batch[j].get("id", start + j)),
                                          "question": batch[j]["question"],
@@ -281,12 +309,13 @@ def evaluate(
                 ids=[str(r.get("id", i)) for i, r in enumerate(records)], examples=examples,
                 seconds=time.perf_counter() - t0,
                 best_of_k=(float(correct[np.arange(len(records)), np.argmax(scores, axis=1)].mean())
-                           if scorer is not None and len(records) else None))
+                           if scorer is not None and len(records) else None),
+                mean_reward=total_reward / max(1, len(records) * k) if reward_fns is not None else None)
             log.info("%s: avg@%d %.3f over %d questions (%.1fs)", name, k, results[name].avg_at_k,
                      len(records), results[name].seconds)
     finally:
         if bar is not None:
             bar.close()
-        if own_verifier:
+        if own_verifier and verifier is not None:
             verifier.close()
     return results

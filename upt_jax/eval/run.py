@@ -3,6 +3,9 @@
     upt eval --run-dir runs/hpt --k 8 --n-per-tier 100 --out runs/hpt/eval
     upt eval --hf-dir /models/qwen2.5-math-1.5b --benchmarks aime24 math500 --k 16 \\
              --template chat --max-new-tokens 4096 --out eval/qwen
+    upt eval --run-dir runs/grpo --data my_eval.jsonl --reward my_rewards:score --k 4
+
+Writes ``completions.jsonl`` too: every sample with its prompt, completion and reward.
 
 Writes ``results.json`` (settings, model source, every `SuiteResult`), ``results.md``
 (summary tables) and ``passk.png`` (pass@k curves per suite) to ``--out``.
@@ -19,7 +22,8 @@ from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_run_model", "load_hf_model", "parse_tiers", "build_parser", "eval_main"]
+__all__ = ["load_run_model", "load_hf_model", "hf_template", "data_suites", "parse_tiers", "build_parser",
+           "eval_main"]
 
 
 def _read_run_config(run_dir: Path):
@@ -65,6 +69,36 @@ def load_hf_model(hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dt
 
     model = load_hf_checkpoint(hf_dir, param_dtype=param_dtype, dtype=dtype)
     return model, load_tokenizer(tokenizer or hf_dir)
+
+
+def hf_template(hf_dir, tok) -> str:
+    """The prompt template of a Hugging Face directory: the one ``upt export`` recorded in its
+    ``upt_jax_export.json``; else ``chat`` when its tokenizer has a chat template (other than the
+    built-in character tokenizer's: the synthetic task's models are trained on ``zero``); else ``zero``."""
+    from upt_jax.data.tokenizer import CHAR_CHAT_TEMPLATE
+
+    note = Path(hf_dir) / "upt_jax_export.json"
+    if note.is_file():
+        recorded = json.loads(note.read_text()).get("template")
+        if recorded:
+            return recorded
+    chat = getattr(tok.hf, "chat_template", None)
+    return "chat" if chat and chat != CHAR_CHAT_TEMPLATE else "zero"
+
+
+def data_suites(paths: Sequence[str], *, verifier: str = "math", need_answer: bool = True) -> dict[str, list[dict]]:
+    """``{file stem: records}`` of the user's evaluation files (any layout `upt_jax.data.layouts`
+    reads; repeated questions kept). ``need_answer=False`` (reward functions score them): rows need
+    only a prompt."""
+    from upt_jax.data import DataConfig, load_records
+
+    out = {}
+    for path in paths:
+        name = Path(path.rstrip("/")).name.split(".")[0]
+        cfg = DataConfig(path=path, task="eval" if need_answer else "prompt", verifier=verifier,
+                         duplicate_ids="keep")
+        out[name if name not in out else path] = load_records(cfg)[0]
+    return out
 
 
 def parse_tiers(values: Sequence[str] | None) -> tuple[str, ...]:
@@ -117,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", nargs="*", default=None,
                    help="bundled benchmarks (aime24 aime25 amc23 math500 minerva olympiadbench gpqa_diamond)")
     p.add_argument("--benchmark-limit", type=int, default=None, help="first N items of each benchmark")
+    p.add_argument("--data", nargs="*", default=None,
+                   help="your evaluation sets: JSONL/JSON/parquet files or saved datasets, any layout "
+                        "upt_jax.data.layouts reads (a suite per file, named by its stem)")
+    p.add_argument("--verifier", default="math", help="--data: how answers are scored without --reward "
+                                                      "(math, math_strict, integer, exact, choice, format)")
+    p.add_argument("--reward", nargs="*", default=None,
+                   help="score with reward functions instead of the verifiers: 'module:function' or a "
+                        "built-in name (upt_jax.rewards.functions); a sample counts as correct when > 0.5")
+    p.add_argument("--reward-weights", nargs="*", type=float, default=None, help="one weight per --reward")
     p.add_argument("--k", type=int, default=8, help="samples per question")
     p.add_argument("--n-per-tier", type=int, default=100, help="questions per synthetic tier")
     p.add_argument("--data-seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of the synthetic questions")
@@ -125,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--template", default=None, choices=("plain", "zero", "chat"),
-                   help="prompt template (default: the run's data.template, else zero)")
+                   help="prompt template (default: the run's data.template; for --hf-dir the template an "
+                        "upt export recorded, else chat when the tokenizer has a chat template, else zero)")
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--batch-questions", type=int, default=64, help="questions per generate call")
     p.add_argument("--param-dtype", default="float32", help="--hf-dir only")
@@ -151,10 +195,10 @@ def eval_main(argv: Sequence[str]) -> dict:
     if args.k < 1 or args.n_per_tier < 1:
         raise SystemExit("upt eval: --k and --n-per-tier must be ≥ 1")
     tiers = parse_tiers(args.tiers) if args.tiers is not None else (
-        () if args.benchmarks else synthetic.TRAIN_TIERS + synthetic.OOD_TIERS)
+        () if args.benchmarks or args.data else synthetic.TRAIN_TIERS + synthetic.OOD_TIERS)
     benchmarks = _split(args.benchmarks)
-    if not tiers and not benchmarks:
-        raise SystemExit("upt eval: nothing to evaluate (give --tiers and/or --benchmarks)")
+    if not tiers and not benchmarks and not args.data:
+        raise SystemExit("upt eval: nothing to evaluate (give --tiers, --benchmarks and/or --data)")
 
     t0 = time.time()
     if args.run_dir:
@@ -166,7 +210,7 @@ def eval_main(argv: Sequence[str]) -> dict:
         out = args.out or os.path.join(args.run_dir, "eval")
     else:
         model, tok = load_hf_model(args.hf_dir, param_dtype=args.param_dtype, tokenizer=args.tokenizer)
-        template, system_prompt = args.template or "zero", args.system_prompt
+        template, system_prompt = args.template or hf_template(args.hf_dir, tok), args.system_prompt
         source = {"hf_dir": os.path.abspath(args.hf_dir)}
         name = args.name or Path(args.hf_dir).resolve().name
         out = args.out or "eval"
@@ -180,20 +224,34 @@ def eval_main(argv: Sequence[str]) -> dict:
             suites.update(benchmark_suites(benchmarks, args.benchmark_limit))
         except KeyError as e:
             raise SystemExit(f"upt eval: {e.args[0]}") from None
+    if args.data:
+        suites.update(data_suites(args.data, verifier=args.verifier, need_answer=not args.reward))
     settings = dict(k=args.k, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, template=template, system_prompt=system_prompt,
                     seed=args.seed, data_seed=args.data_seed, n_per_tier=args.n_per_tier, tiers=list(tiers),
                     benchmarks=list(suites)[len(tiers):], benchmark_limit=args.benchmark_limit,
-                    batch_questions=args.batch_questions)
+                    batch_questions=args.batch_questions, data=list(args.data or []),
+                    reward=list(args.reward or []), reward_weights=args.reward_weights)
     scorer = None
     if args.reward_model:
         from upt_jax.train.reward_model import LearnedReward
 
         scorer = LearnedReward(args.reward_model, pad_id=tok.pad_id)
-    results = evaluate(model, tok, suites, k=args.k, temperature=args.temperature, top_p=args.top_p,
-                       max_new_tokens=args.max_new_tokens, key=jax.random.key(args.seed), template=template,
-                       system_prompt=system_prompt, batch_questions=args.batch_questions,
-                       timeout_s=args.timeout_s, progress=not args.no_progress, scorer=scorer)
+    reward_fns = None
+    if args.reward:
+        from upt_jax.rewards.functions import RewardFunctions
+
+        reward_fns = RewardFunctions(args.reward, args.reward_weights, timeout_s=args.timeout_s, where="--reward")
+    completions: list[dict] = []
+    try:
+        results = evaluate(model, tok, suites, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                           max_new_tokens=args.max_new_tokens, key=jax.random.key(args.seed), template=template,
+                           system_prompt=system_prompt, batch_questions=args.batch_questions,
+                           timeout_s=args.timeout_s, progress=not args.no_progress, scorer=scorer,
+                           reward_fns=reward_fns, completions=completions)
+    finally:
+        if reward_fns is not None:
+            reward_fns.close()
     from upt_jax.data import tasks
 
     ood_suites = [t for t in tiers if tasks.task_of(t).level(t) == "ood"]
@@ -214,6 +272,8 @@ def eval_main(argv: Sequence[str]) -> dict:
 
     os.makedirs(out, exist_ok=True)
     report.write_json(os.path.join(out, "results.json"), payload)
+    with open(os.path.join(out, "completions.jsonl"), "w") as f:  # every sample: prompt, completion, reward
+        f.writelines(json.dumps(c, ensure_ascii=False, default=str) + "\n" for c in completions)
     groups = dict(id_suites=id_suites or None, ood_suites=ood_suites or None)
     md = [f"# Evaluation: {name}", "",
           f"Source: `{json.dumps(source)}`  ",
@@ -227,5 +287,5 @@ def eval_main(argv: Sequence[str]) -> dict:
         f.write("\n".join(md))
     report.plot_pass_at_k(runs, os.path.join(out, "passk.png"), title=name)
     print(report.results_table(runs, metric="avg@k", **groups))
-    print(f"wrote {out}/results.json, results.md, passk.png in {time.time() - t0:.1f}s")
+    print(f"wrote {out}/results.json, results.md, passk.png, completions.jsonl in {time.time() - t0:.1f}s")
     return json.loads(json.dumps(report.results_to_json(payload)))

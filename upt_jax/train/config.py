@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.fields = ml_collections.ConfigDict(dict(question="question", answer="answer",
                                                    demonstration="demonstration", id="id"))
     c.data.skip_bad_rows = False
+    c.data.duplicates = "keep"  # keep | drop | error: rows that repeat a question (counted: data/duplicates)
     # a record whose text fields hold more characters is a bad row (None: no limit)
     c.data.max_row_chars = ml_collections.FieldReference(1_000_000, field_type=int)
     c.data.template = "zero"  # plain | zero | chat
@@ -94,11 +95,20 @@ def base_config() -> ml_collections.ConfigDict:
     # update step on packed rows: several sequences per row (first-fit-decreasing, segment ids), the
     # log-probs gathered back to the padded layout, so the loss is the same with less padding computed
     c.train.pack_sequences = False
+    # in-training evaluation (upt_jax.train.in_training): every eval_every steps (0: never), eval_n questions
+    # × eval_k samples from eval_path (else fresh synthetic draws, else the training file's first rows)
+    c.train.eval_every = 0
+    c.train.eval_path = ""
+    c.train.eval_n = 32
+    c.train.eval_k = 1
 
     # where rollout rewards come from: the data's verifier, or a trained reward model (RLHF)
     # prm_run_dir: a process reward model whose per-step scores go into the batch (grpo_process)
+    # functions: reward functions fn(prompts, completions, **columns) -> list[float] by import path
+    # ("my_rewards:length_penalty") or built-in name ("math", "format", ...), summed with weights (default
+    # all 1), each call limited to timeout_s in the worker pool (upt_jax.rewards.functions); () = data.verifier
     c.reward = ml_collections.ConfigDict(dict(source="verifier", model_run_dir="", normalize="none",
-                                              prm_run_dir=""))
+                                              prm_run_dir="", functions=(), weights=(), timeout_s=5.0))
 
     c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2))  # PPO's value model
 
@@ -115,5 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
     # preemption_grace_s: after a SIGTERM/SIGINT, the step and its checkpoint must finish within
     # this many seconds, else the process exits without that save (upt_jax.train.preemption)
     c.checkpoint = ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True, preemption_grace_s=120.0))
-    c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=False, progress=True))
+    # completions: every rollout to <run_dir>/completions.jsonl; show_completions=N: log two every N steps
+    c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=False, progress=True, completions=True,
+                                           show_completions=0))
     return c

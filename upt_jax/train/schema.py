@@ -164,6 +164,14 @@ def _data_path_test(v) -> bool:
     return isinstance(v, (tuple, list)) and all(isinstance(p, (str, os.PathLike)) for p in v)
 
 
+def _reward_functions_test(v) -> bool:
+    return isinstance(v, (tuple, list)) and all(isinstance(f, str) and f.strip() for f in v)
+
+
+def _weights_test(v) -> bool:
+    return isinstance(v, (tuple, list)) and all(_is_real(w) and math.isfinite(w) for w in v)
+
+
 def _streams_test(v) -> bool:
     if isinstance(v, str):
         return v == "auto" or (v.isdigit() and int(v) >= 1)
@@ -317,6 +325,8 @@ def _spec():
         ("data.fields", _open("record key → source column"),
          "source=file: the source column of each record key (data.fields.* below)", _fields_entries),
         ("data.skip_bad_rows", flag(), "source=file: log, count and skip malformed rows instead of failing"),
+        ("data.duplicates", choice(("keep", "drop", "error")),
+         "source=file: rows repeating a question id: keep (counted, logged), drop (all but the first) or error"),
         ("data.max_row_chars", number(int, lo=1, none="no limit"),
          "source=file: a record whose text fields hold more characters is a bad row"),
         ("data.template", choice(TEMPLATES), "the prompt: plain, zero (zero-shot CoT) or chat (chat template)"),
@@ -371,11 +381,24 @@ def _spec():
         ("train.logprob_remat", choice(REMAT_MODES),
          "recompute the [B, T, V] logits in the backward pass: auto (when over 1 GiB), always or never"),
         ("train.pack_sequences", flag(), "pack several sequences per row for the update (segment ids)"),
+        ("train.eval_every", number(int, lo=0), "evaluate the policy every N steps and after the last (0: never)"),
+        ("train.eval_path", text(), "eval_every: the evaluation file ('': synthetic tiers, else the training file)"),
+        ("train.eval_n", number(int, lo=1), "eval_every: questions per evaluation suite"),
+        ("train.eval_k", number(int, lo=1), "eval_every: samples per question (1: greedy)"),
         ("reward.source", choice(("verifier", "model")),
          "rollout rewards: the data's verifier, or a trained reward model (reward.model_run_dir)"),
         ("reward.model_run_dir", text(), "source=model: a reward-model run directory (experiments/reward_model.py)"),
         ("reward.normalize", choice(("none", "batch", "running")),
          "source=model: whiten the scores per step (batch), by running statistics, or not"),
+        ("reward.functions", Domain(tuple, "a tuple of reward functions: 'module:function' or a built-in name "
+                                           "(math, math_strict, integer, exact, choice, format); () = data.verifier",
+                                    _reward_functions_test, False, (3, None)),
+         "fn(prompts, completions, **columns) -> list[float], summed with reward.weights "
+         "(upt_jax.rewards.functions)"),
+        ("reward.weights", Domain(tuple, "a tuple of finite floats, one per reward.functions entry; () = all 1",
+                                  _weights_test, False, ((math.nan,), None)),
+         "the weight of each reward function"),
+        ("reward.timeout_s", number(float, lo=0, lo_open=True), "the time limit of one reward-function call"),
         ("reward.prm_run_dir", text(), "a process reward model's run directory (per-step scores: grpo_process)"),
         ("critic.learning_rate", number(float, lo=0, lo_open=True), "PPO's value model: learning rate"),
         ("critic.clip", number(float, lo=0, lo_open=True, none="unclipped"), "PPO's value model: value clip ε"),
@@ -399,6 +422,8 @@ def _spec():
         ("log.every", number(int, lo=1), "(not read: every step is logged)"),
         ("log.tensorboard", flag(), "also write TensorBoard event files (tensorboardX)"),
         ("log.progress", flag(), "show a progress bar"),
+        ("log.completions", flag(), "online: write every rollout to <run_dir>/completions.jsonl"),
+        ("log.show_completions", number(int, lo=0), "log two of the step's completions every N steps (0: never)"),
     ]
 
 

@@ -124,14 +124,22 @@ def load_records(config) -> list[dict]:
         return corpus_records(config)
     if dc.source != "file":
         raise ValueError(f"config.data.source must be synthetic, file or corpus, not {dc.source!r}")
-    task = "sft" if config.mode == "offline" else ("hpt" if _uses_demos(config) else "rl")
+    task = {"offline": "sft", "preference": "dpo"}.get(config.mode, "hpt" if _uses_demos(config) else "rl")
     records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,
                                      fields=dict(dc.fields.to_dict()), skip_bad_rows=dc.skip_bad_rows,
+                                     duplicate_ids=dc.get("duplicates", "keep"),
                                      verifier=dc.verifier, max_row_chars=dc.get("max_row_chars", 1_000_000)))
     if stats.rows_skipped:
-        log.warning("skipped %d malformed rows of %s: %s", stats.rows_skipped, dc.path, stats.metrics())
+        log.warning("skipped %d rows of %s: %s", stats.rows_skipped, dc.path, stats.metrics())
+    if stats.duplicates:
+        log.info("%s: %d rows repeat an earlier question (data.duplicates=%s)", dc.path, stats.duplicates,
+                 dc.get("duplicates", "keep"))
     if not records:
         raise ValueError(f"no usable rows in {dc.path}")
+    chat = next((r for r in records if r.get("prompt_messages")), None)
+    if chat is not None and dc.template != "chat":
+        raise ValueError(f"config.data.template={dc.template!r}: {chat['location']} is a chat row ({chat['layout']}); "
+                         "set config.data.template=chat to render it with the tokenizer's chat template")
     return _Records(records, stats.metrics())
 
 
@@ -620,7 +628,14 @@ class Trainer:
         self.critic = critic_spec(self.recipe)
         if self.critic is not None:
             self._init_critic(model)
-        self.verifier = Verifier(config.data.verifier) if self.online else None
+        self.reward_fns = None  # reward.functions: the user's reward functions (upt_jax.rewards.functions)
+        if self.online and config.reward.source == "verifier" and config.reward.get("functions"):
+            from upt_jax.rewards.functions import RewardFunctions
+
+            rc = config.reward
+            self.reward_fns = RewardFunctions(list(rc.functions), list(rc.weights), timeout_s=rc.timeout_s,
+                                              where="config.reward.functions")
+        self.verifier = Verifier(config.data.verifier) if self.online and self.reward_fns is None else None
         self.learned_reward = None
         if self.online and config.reward.source == "model":
             from upt_jax.train.reward_model import LearnedReward
@@ -646,6 +661,9 @@ class Trainer:
 
         self.metrics_log = MetricsWriter(config.run_dir, tensorboard=config.log.tensorboard)
         self.nonfinite_in_a_row = 0
+        from upt_jax.train.in_training import StepHooks
+
+        self.hooks = StepHooks(self)  # completions.jsonl, in-training evaluation (train.eval_every)
         self._resume()
         if jax.process_index() == 0:  # one writer per run directory (multi-process runs)
             from etils import epath
@@ -788,6 +806,7 @@ class Trainer:
         if self.ckpt.latest_step() is None:
             if jax.process_index() == 0:
                 self.metrics_log.reset()  # a fresh run: stale metrics from a run that saved nothing
+                self.hooks.truncate_after(None)
             return
         abstract = abstract_with_shardings(self.state, self.shardings)
         self.state, extra = self.ckpt.restore(abstract)
@@ -800,9 +819,11 @@ class Trainer:
         log.info("resumed %s at step %d", self.config.run_dir, step)
         if jax.process_index() == 0:
             self.metrics_log.truncate_after(extra.get("step", step))
+            self.hooks.truncate_after(extra.get("step", step))
 
     # ------------------------------------------------------------------ one step
-    def _prompt_ids(self, question: str) -> list[int]:
+    def _prompt_ids(self, question) -> list[int]:
+        """``question``: a record (its chat prompt when it has one) or a question's text."""
         from upt_jax.data.templates import prompt_ids
 
         c = self.config.data
@@ -858,6 +879,11 @@ class Trainer:
                 return self.learned_reward.scores([prompts[a + j] for j in out.prompt_index],
                                                   [r.tolist() for r in responses])
             texts = [self.tok.decode(r) for r in responses]
+            if self.reward_fns is not None:
+                from upt_jax.rewards.functions import prompt_of
+
+                rows = [records[a + j] for j in out.prompt_index]
+                return self.reward_fns.scores([prompt_of(r) for r in rows], texts, rows)
             golds = [records[a + j]["answer"] for j in out.prompt_index]
             return self.verifier.scores(texts, golds)
 
@@ -888,17 +914,22 @@ class Trainer:
         timing, info = {}, {}
         if not self.online and all("text" in r for r in records):
             return self._text_rows(records) + (timing,)
-        prompts = [self._prompt_ids(r["question"]) for r in records]
+        prompts = [self._prompt_ids(r) for r in records]
         if self.preference:
             pairs = [preference_pair(r) for r in records]
             resp = [self.tok.encode(x) + [self.tok.eos_id] for pair in pairs for x in pair]
             rows = pack_rows([p for p in prompts for _ in range(2)], resp, pad_id=self.tok.pad_id)
             info["response_length"] = float(np.mean([len(x) for x in resp]))
             return rows, info, timing
-        if not self.online:
-            demos = [self._demo_ids(r) for r in records]
-            rows = pack_rows(prompts, demos, pad_id=self.tok.pad_id)
-            info["response_length"] = float(np.mean([len(d) for d in demos]))
+        if not self.online:  # SFT: a chat row trains on its assistant turns only (upt_jax.data.chat)
+            from upt_jax.data.chat import sft_example
+
+            c = self.config.data
+            ex = [sft_example(self.tok, r, template=c.template, system_prompt=c.system_prompt) for r in records]
+            rows = pack_rows([e[0] for e in ex], [e[1] for e in ex], pad_id=self.tok.pad_id,
+                             response_values=dict(loss_mask=[e[2] for e in ex]))
+            rows["mask"] = rows["mask"] * rows.pop("loss_mask")
+            info["response_length"] = float(np.mean([len(e[1]) for e in ex]))
             return rows, info, timing
         q, n = len(records), self.config.rollout.n
         groups, drawn, tries = [], 0, 0
@@ -914,7 +945,7 @@ class Trainer:
             if len(groups) >= q or tries >= max(1, self.config.train.dynamic_sampling_max_draws):
                 break
             records = next(self.data_iter)
-            prompts = [self._prompt_ids(r["question"]) for r in records]
+            prompts = [self._prompt_ids(r) for r in records]
         if dynamic:
             info["dynamic_sampling/groups_drawn"] = float(drawn)
             info["dynamic_sampling/kept_frac"] = len(groups) / drawn
@@ -923,6 +954,7 @@ class Trainer:
                 info["dynamic_sampling/short"] = float(q - len(groups))
                 groups += [g for g in self._last_groups if np.ptp(g["rewards"]) == 0][: q - len(groups)]
         groups = groups[:q]
+        self._step_groups = groups  # the step's rollouts (completions.jsonl)
         row_prompts, row_resp, row_logp, row_rollout_logp, row_rewards, is_demo = [], [], [], [], [], []
         for g in groups:
             for i in range(n):
@@ -1028,6 +1060,8 @@ class Trainer:
         metrics["tokens_per_s"] = tokens / max(metrics["time/step_s"], 1e-9)
         if self.verifier is not None:
             metrics.update({k: float(v) for k, v in self.verifier.metrics().items()})
+        if self.reward_fns is not None:
+            metrics.update(self.reward_fns.metrics())  # reward/<name>, reward/<name>/timeout, ...
         # a divergence (non-finite loss, gradient or result, or an update larger than the
         # parameters) counts towards the stop; a skip for skip_grad_norm alone does not
         diverged = metrics["nonfinite"] or metrics["update_too_large"] or metrics.get(
@@ -1120,6 +1154,7 @@ class Trainer:
                 if signum:
                     self._preempt(signum, start, history)
                 metrics = self.train_step()
+                self.hooks.after_step(self, metrics)
                 history.append(metrics)
                 if jax.process_index() == 0:
                     self.metrics_log.write(metrics)
@@ -1153,6 +1188,10 @@ class Trainer:
             self.critic_ckpt.close()
         if self.verifier is not None:
             self.verifier.close()
+        if getattr(self, "reward_fns", None) is not None:
+            self.reward_fns.close()
+        if getattr(self, "hooks", None) is not None:
+            self.hooks.close()
 
 
 def train(config) -> list[dict]:
