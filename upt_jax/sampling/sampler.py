@@ -14,7 +14,11 @@ Returned per sampled token:
     the trainer computes log π_θ, ratios and entropies at the same τ, so the step-0 ratio is 1
     and the gradient is the gradient of the policy the rollouts were drawn from;
   * ``sampling_logprobs``: log-prob under the processed distribution the token was drawn
-    from (temperature, top-k, top-p), which differs from ``logprobs`` whenever truncation is on.
+    from (temperature, top-k, top-p), which differs from ``logprobs`` whenever truncation is on;
+  * ``thresholds``: the kept set of that distribution as one number per token, a threshold on
+    the tempered logits ``z / τ`` (see `kept_set_threshold`): a trainer that renormalises its
+    π_θ^τ over ``{v : z_v / τ ≥ threshold}`` (``sequence_logprobs(..., kept_threshold=)``)
+    recomputes ``sampling_logprobs`` exactly, so the policy it trains is the one sampled.
 
 Shapes are rounded up to buckets (batch, prompt length, generation length) and compiled
 executables are cached per bucket, so repeated calls do not recompile; compile time is
@@ -90,6 +94,8 @@ class SampleOutput:
       logprobs: ``[N, L]`` fp32 log-probs of the tokens under the policy at the sampling
         temperature τ, untruncated (`policy_temperature`; 0 after the end).
       sampling_logprobs: ``[N, L]`` fp32 log-probs under the processed sampling distribution.
+      thresholds: ``[N, L]`` fp32 kept-set threshold of each token's sampling distribution on the
+        tempered logits (`kept_set_threshold`; ``−inf``: nothing removed, and after the end).
       lengths: ``[N]`` number of generated tokens (stop token included).
       finished: ``[N]`` bool, a stop token was produced.
       prompt_index: ``[N]`` index of the prompt each row continues.
@@ -104,6 +110,7 @@ class SampleOutput:
     prompt_index: np.ndarray
     compile_s: float = 0.0
     run_s: float = 0.0
+    thresholds: np.ndarray | None = None
 
     def new_tokens(self) -> int:
         return int(self.lengths.sum())
@@ -135,6 +142,27 @@ def process_logits(logits: jax.Array, temperature: float, top_k: int, top_p: flo
         enough = lambda kept: jnp.sum(jnp.where(kept, probs, 0.0), axis=-1) >= top_p
         x = jnp.where(keys >= _descend_threshold(keys, enough), x, _NEG_INF)
     return x
+
+
+def kept_set_threshold(scaled: jax.Array, processed: jax.Array) -> jax.Array:
+    """One number per row that recovers the kept set of ``processed = process_logits(scaled, ...)``.
+
+    Math: ``θ = (min_{v kept} s_v + max_{v removed} s_v) / 2`` on the tempered logits ``s``, so the
+    kept set is ``{v : s_v ≥ θ}`` (ties at the cut are kept, hence min kept > max removed); ``−inf``
+    when nothing was removed. The midpoint keeps the set the same for any recomputation of ``s``
+    within half the gap at the cut (a trainer's forward pass differs from the decode's in the last
+    bits).
+
+    Args:
+      scaled: ``[B, V]`` tempered logits ``z / τ``.
+      processed: ``[B, V]`` the same after truncation (removed entries ``−1e30``).
+    Returns:
+      ``[B]`` fp32 thresholds.
+    """
+    kept = processed > _NEG_INF
+    lo = jnp.min(jnp.where(kept, scaled, jnp.inf), axis=-1)
+    hi = jnp.max(jnp.where(kept, -jnp.inf, scaled), axis=-1)
+    return jnp.where(jnp.isfinite(hi), 0.5 * (lo + hi), -jnp.inf).astype(jnp.float32)
 
 
 def _order_key(x: jax.Array) -> jax.Array:
@@ -355,7 +383,8 @@ class Sampler:
             carry = dict(
                 step=jnp.zeros((), jnp.int32), cache=cache, logits=logits, pos=next_pos,
                 tokens=jnp.full((bn, l), pad_id, jnp.int32), logp=jnp.zeros((bn, l), jnp.float32),
-                slogp=jnp.zeros((bn, l), jnp.float32), done=jnp.zeros((bn,), bool),
+                slogp=jnp.zeros((bn, l), jnp.float32), thr=jnp.full((bn, l), -jnp.inf, jnp.float32),
+                done=jnp.zeros((bn,), bool),
                 lengths=jnp.zeros((bn,), jnp.int32))
 
             def cond(c):
@@ -381,8 +410,8 @@ class Sampler:
                 else:
                     tok = sample_from_weights(None, weights, u=u)
                 model_lp = take(scaled, tok) - lse
-                samp_lp = take(proc, tok) - jax.nn.logsumexp(proc, axis=-1) if (
-                    truncating and not params.is_greedy) else model_lp
+                cut = truncating and not params.is_greedy
+                samp_lp = take(proc, tok) - jax.nn.logsumexp(proc, axis=-1) if cut else model_lp
                 alive = ~c["done"]
                 tok = jnp.where(alive, tok, pad_id)
                 lp = jnp.where(alive, model_lp, 0.0)
@@ -391,6 +420,10 @@ class Sampler:
                 tokens = jax.lax.dynamic_update_slice(c["tokens"], tok[:, None], (0, s))
                 logp = jax.lax.dynamic_update_slice(c["logp"], lp[:, None], (0, s))
                 slogp = jax.lax.dynamic_update_slice(c["slogp"], slp[:, None], (0, s))
+                thr = c["thr"]
+                if cut:
+                    th = jnp.where(alive, kept_set_threshold(scaled, proc), -jnp.inf)
+                    thr = jax.lax.dynamic_update_slice(thr, th[:, None], (0, s))
                 lengths = c["lengths"] + alive.astype(jnp.int32)
                 done = c["done"] | (alive & jnp.any(tok[:, None] == stop_ids[None, :], axis=-1))
                 m = nnx.merge(graphdef, state)
@@ -400,10 +433,10 @@ class Sampler:
                 logits = jnp.einsum("bd,dv->bv", hidden[:, -1], m.lm_head_kernel().astype(hidden.dtype),
                                     preferred_element_type=jnp.float32)
                 return dict(step=s + 1, cache=cache, logits=logits, pos=c["pos"] + alive.astype(jnp.int32),
-                            tokens=tokens, logp=logp, slogp=slogp, done=done, lengths=lengths)
+                            tokens=tokens, logp=logp, slogp=slogp, thr=thr, done=done, lengths=lengths)
 
             out = jax.lax.while_loop(cond, body, carry)
-            return out["tokens"], out["logp"], out["slogp"], out["lengths"], out["done"]
+            return out["tokens"], out["logp"], out["slogp"], out["thr"], out["lengths"], out["done"]
 
         return jax.jit(run)
 
@@ -464,10 +497,10 @@ class Sampler:
         for (a, z), out in zip(chunks, outs):
             keep = (z - a) * params.n
             parts.append([_to_host(x)[:keep] for x in out])
-        toks, logp, slogp, lengths, done = (np.concatenate(xs) for xs in zip(*parts))
+        toks, logp, slogp, thr, lengths, done = (np.concatenate(xs) for xs in zip(*parts))
         return SampleOutput(tokens=toks[:, :cut], logprobs=logp[:, :cut], sampling_logprobs=slogp[:, :cut],
                             lengths=lengths, finished=done, prompt_index=np.repeat(np.arange(num), params.n),
-                            compile_s=sum(compile_ss), run_s=run_s)
+                            compile_s=sum(compile_ss), run_s=run_s, thresholds=thr[:, :cut])
 
     def _stream_chunks(self, num: int, unit: int) -> list[tuple[int, int]]:
         """``[start, stop)`` prompt ranges, one per stream: ``self.streams`` chunks of a multiple
