@@ -70,7 +70,7 @@ RL_CASES = {
     'gspo': ({}, 4, {'old_noise': 1e-3}, lambda lp, b, g: tb.gspo(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
     'cispo': ({}, 4, {}, lambda lp, b, g: tb.cispo(lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
-    'rloo': ({}, 4, {'binary_rewards': False}, lambda lp, b, g: tb.rloo(
+    'rloo_ppo': ({}, 4, {'binary_rewards': False}, lambda lp, b, g: tb.rloo(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
     'reinforce_pp': ({}, 4, {}, lambda lp, b, g: tb.reinforce_pp(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
@@ -258,23 +258,27 @@ PREF = {
                   lambda cl, rl, cb, rb: tb.dpo(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'], rb['ref_logp']),
                   lambda cl, rl, cb, rb: upge.dpo_loss(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'],
                                                        rb['ref_logp'])),
-    'ipo': ({}, True,
-            lambda cl, rl, cb, rb: tb.ipo(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'], rb['ref_logp']),
-            lambda cl, rl, cb, rb: upge.ipo_loss(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'], rb['ref_logp'])),
+    'ipo_length_avg': ({}, True,
+                       lambda cl, rl, cb, rb: tb.ipo(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'], rb['ref_logp']),
+                       lambda cl, rl, cb, rb: upge.ipo_loss(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'],
+                                                            rb['ref_logp'], length_average=True)),
     'simpo': ({}, False,
               lambda cl, rl, cb, rb: tb.simpo(cl, rl, cb['mask'], rb['mask']),
               lambda cl, rl, cb, rb: upge.simpo_loss(cl, rl, cb['mask'], rb['mask'])),
-    'orpo': ({}, False,
+    'orpo_pairmean': ({}, False,
              lambda cl, rl, cb, rb: tb.orpo(cl, rl, cb['mask'], rb['mask']),
              lambda cl, rl, cb, rb: upge.orpo_loss(cl, rl, cb['mask'], rb['mask'])),
 }
+
+
+_PREF_RECIPE = {'dpo_plain': 'dpo'}
 
 
 @pytest.mark.parametrize('seed', SEEDS)
 @pytest.mark.parametrize('name', sorted(PREF))
 def test_preference_gradient_equals_textbook(name, seed):
   kwargs, with_ref, textbook, standalone = PREF[name]
-  recipe = upge.get_recipe(name.split('_')[0], **kwargs)
+  recipe = upge.get_recipe(_PREF_RECIPE.get(name, name), **kwargs)
   cl, rl, cb, rb = _pairs(seed)
   batch = {'mask': _interleave(cb['mask'], rb['mask'])}
   if with_ref:
@@ -318,5 +322,5 @@ def test_generalized_jsd_gradient_equals_textbook(beta):
 
 
 def test_every_recipe_has_an_equivalence_test():
-  covered = set(RL_CASES) | {'hpt', 'srft', 'distill_fkl', 'grpo_process'} | {k.split('_')[0] for k in PREF}
+  covered = set(RL_CASES) | {'hpt', 'srft', 'distill_fkl', 'grpo_process'} | {_PREF_RECIPE.get(k, k) for k in PREF}
   assert set(upge.RECIPES) <= covered, set(upge.RECIPES) - covered

@@ -257,6 +257,11 @@ STABILISER_VALUES = {
 }
 
 
+# advantage name -> (ctx, adv, stable) -> [B, T] objective values, for terms whose objective is not
+# one of the forms below (KL-Cov's penalty: `_wiring`)
+OBJECTIVE_VALUES = {}
+
+
 def _objective_terms(parts, c, ref, adv, stable, weights):
   """Per-token values ``o_{i,t}`` of the term's objective (``[B, T]``, no gradient).
 
@@ -276,6 +281,8 @@ def _objective_terms(parts, c, ref, adv, stable, weights):
   name = parts.advantage.name
   if c.row_objective is not None:
     return jnp.zeros_like(c.mask)
+  if name in OBJECTIVE_VALUES:
+    return OBJECTIVE_VALUES[name](c, adv, stable)
   if name == 'teacher_probs':
     p = adv
     return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - c.logp), 0.0), axis=-1)
