@@ -20,7 +20,8 @@ Conventions (see ``tests/upge/SPEC.md``):
   are a prefix (right padding). Padded tokens contribute nothing to any loss.
 * Groups: ``B = num_groups * group_size`` with the rows of one question contiguous, i.e.
   ``rewards.reshape(num_groups, group_size)``.
-* Group statistics use the population standard deviation (``ddof=0``).
+* Group statistics use the population standard deviation (``ddof=0``) by default; every
+  group-normalised function takes ``ddof`` (0 or 1) and ``eps`` (SPEC ``std_ddof``, ``std_eps``).
 * Every loss returns a float32 scalar.
 
 Aggregation modes used below (``l`` is a per-token loss term):
@@ -40,6 +41,22 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from tests.upge.textbook_common import (
+    _f32,
+    _group_mean_std,
+    _ppo_clip_objective,
+    _row_mean,
+    _seq_avg,
+    _seq_sum,
+    _sg,
+    _token_mean,
+)
+# The 2024-26 losses (issue #24) live in modules of their own, re-exported here so that
+# ``textbook.<name>`` is the one place the tests look.
+from tests.upge.textbook_pg import clip_cov, gpg, kl_cov, opd_pg, rloo_paper, token_covariance
+from tests.upge.textbook_pref import ipo_paper, kto, orpo_paper
+from tests.upge.textbook_trust import dppo_kl, dppo_tv, gmpo, sapo
 
 __all__ = [
     "k1",
@@ -67,44 +84,20 @@ __all__ = [
     "luffy",
     "srft",
     "hpt",
+    "kto",
+    "sapo",
+    "gmpo",
+    "gpg",
+    "clip_cov",
+    "kl_cov",
+    "token_covariance",
+    "dppo_tv",
+    "dppo_kl",
+    "rloo_paper",
+    "ipo_paper",
+    "orpo_paper",
+    "opd_pg",
 ]
-
-_sg = jax.lax.stop_gradient
-
-
-# ----------------------------------------------------------------------------------------
-# Small helpers (masked reductions and group statistics). They are plain arithmetic; the
-# recipe functions below spell out their own formulas.
-# ----------------------------------------------------------------------------------------
-
-
-def _f32(x):
-    return jnp.asarray(x, dtype=jnp.float32)
-
-
-def _token_mean(x, mask):
-    """``sum(m * x) / sum(m)``; 0 if the mask is empty."""
-    mask = _f32(mask)
-    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def _row_mean(x, mask):
-    """Per-row ``sum_t m x / sum_t m`` -> ``[B]`` (0 for an empty row)."""
-    mask = _f32(mask)
-    return jnp.sum(x * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
-
-
-def _group_mean_std(rewards, group_size):
-    """Per-row group mean and population std (ddof=0) of the rewards, each ``[B]``."""
-    r = _f32(rewards).reshape(-1, group_size)
-    mean = jnp.mean(r, axis=1)
-    std = jnp.sqrt(jnp.mean((r - mean[:, None]) ** 2, axis=1))
-    return jnp.repeat(mean, group_size), jnp.repeat(std, group_size)
-
-
-def _ppo_clip_objective(ratio, adv, eps_low, eps_high):
-    """PPO clipped objective ``min(ratio * A, clip(ratio, 1-eps_low, 1+eps_high) * A)``."""
-    return jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv)
 
 
 # ----------------------------------------------------------------------------------------
@@ -283,10 +276,10 @@ def ppo(logp, old_logp, mask, rewards, values, *, gamma=1.0, lam=0.95, clip_eps=
 
 
 def grpo(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, beta=0.0, ref_logp=None,
-         eps=1e-6):
+         eps=1e-6, ddof=0):
     """GRPO (outcome supervision) with optional k3 KL penalty in the loss.
 
-    ``A_i = (r_i - mean_g(r)) / (std_g(r) + eps)``, std with ddof=0;
+    ``A_i = (r_i - mean_g(r)) / (std_g(r) + eps)``, std with ``ddof`` (default 0);
     ``J = (1/G) sum_i (1/|o_i|) sum_t [ min(rho A_i, clip(rho, 1-eps_c, 1+eps_c) A_i)
                                          - beta * D_KL^{k3}(pi_theta || pi_ref) ]``
     and ``L = -J`` averaged over all ``B`` rows (seq-mean-token-mean).
@@ -303,9 +296,10 @@ def grpo(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, beta=0.0, r
       beta: KL coefficient (0 disables the term; then ``ref_logp`` may be None).
       ref_logp: ``[B, T]`` reference log-probs (constant) for the k3 term.
       eps: added to the group std.
+      ddof: 0 (population std, default) or 1 (sample std), SPEC ``std_ddof``.
     """
     logp = _f32(logp)
-    mean, std = _group_mean_std(_sg(rewards), group_size)
+    mean, std = _group_mean_std(_sg(rewards), group_size, ddof)
     adv = ((_f32(rewards) - mean) / (std + eps))[:, None]
     ratio = jnp.exp(logp - _sg(_f32(old_logp)))
     per_token = _ppo_clip_objective(ratio, _sg(adv), clip_eps, clip_eps)
@@ -339,7 +333,8 @@ def dr_grpo(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, max_len=
     return jnp.mean(per_row)
 
 
-def dapo(logp, old_logp, mask, rewards, *, group_size, eps_low=0.2, eps_high=0.28, eps=1e-6):
+def dapo(logp, old_logp, mask, rewards, *, group_size, eps_low=0.2, eps_high=0.28, eps=1e-6,
+         ddof=0):
     """DAPO policy loss: clip-higher and token-level (token-mean) aggregation.
 
     ``A_i = (r_i - mean_g(r)) / (std_g(r) + eps)``;
@@ -352,14 +347,15 @@ def dapo(logp, old_logp, mask, rewards, *, group_size, eps_low=0.2, eps_high=0.2
     sampling and the overlong penalty act on data/rewards and are not part of this loss.
     """
     logp = _f32(logp)
-    mean, std = _group_mean_std(_sg(rewards), group_size)
+    mean, std = _group_mean_std(_sg(rewards), group_size, ddof)
     adv = _sg((_f32(rewards) - mean) / (std + eps))[:, None]
     ratio = jnp.exp(logp - _sg(_f32(old_logp)))
     per_token = _ppo_clip_objective(ratio, adv, eps_low, eps_high)
     return _token_mean(-per_token, mask)
 
 
-def gspo(logp, old_logp, mask, rewards, *, group_size, eps_low=3e-4, eps_high=4e-4, eps=1e-6):
+def gspo(logp, old_logp, mask, rewards, *, group_size, eps_low=3e-4, eps_high=4e-4, eps=1e-6,
+         ddof=0):
     """GSPO: sequence-level, length-normalised importance ratio with sequence clipping.
 
     ``s_i = (pi_theta(y_i|x) / pi_old(y_i|x))^{1/|y_i|}
@@ -373,7 +369,7 @@ def gspo(logp, old_logp, mask, rewards, *, group_size, eps_low=3e-4, eps_high=4e
     the length-normalised sequence ratio ``s_i``).
     """
     logp = _f32(logp)
-    mean, std = _group_mean_std(_sg(rewards), group_size)
+    mean, std = _group_mean_std(_sg(rewards), group_size, ddof)
     adv = _sg((_f32(rewards) - mean) / (std + eps))
     log_s = _row_mean(logp - _sg(_f32(old_logp)), mask)
     s = jnp.exp(log_s)
@@ -381,7 +377,8 @@ def gspo(logp, old_logp, mask, rewards, *, group_size, eps_low=3e-4, eps_high=4e
     return jnp.mean(-per_seq)
 
 
-def cispo(logp, old_logp, mask, rewards, *, group_size, eps_low=1e9, eps_high=0.28, eps=1e-6):
+def cispo(logp, old_logp, mask, rewards, *, group_size, eps_low=1e9, eps_high=0.28, eps=1e-6,
+          ddof=0):
     """CISPO: clipped, stop-gradient importance-sampling weight on a REINFORCE term.
 
     ``r_t = exp(logp - old_logp)``, ``w_t = sg(clip(r_t, 1-eps_low, 1+eps_high))``;
@@ -395,7 +392,7 @@ def cispo(logp, old_logp, mask, rewards, *, group_size, eps_low=1e9, eps_high=0.
     clipped IS weight). Aggregation: token-mean.
     """
     logp = _f32(logp)
-    mean, std = _group_mean_std(_sg(rewards), group_size)
+    mean, std = _group_mean_std(_sg(rewards), group_size, ddof)
     adv = _sg((_f32(rewards) - mean) / (std + eps))[:, None]
     ratio = jnp.exp(_sg(logp) - _sg(_f32(old_logp)))
     weight = _sg(jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high))
@@ -463,11 +460,12 @@ def remax(logp, mask, rewards, baseline_rewards):
     return _token_mean(-adv * _f32(logp), mask)
 
 
-def grpo_process(logp, old_logp, mask, step_rewards, step_mask, *, group_size, clip_eps=0.2, eps=1e-6):
+def grpo_process(logp, old_logp, mask, step_rewards, step_mask, *, group_size, clip_eps=0.2, eps=1e-6,
+                 ddof=0):
     """GRPO with process supervision, written with explicit loops over groups, rows and steps.
 
     For each question's group, collect the PRM rewards of all its steps,
-    ``r~ = (r - mean(R)) / (std(R) + eps)`` (std ddof=0); a token's advantage is the sum of
+    ``r~ = (r - mean(R)) / (std(R) + eps)`` (std ``ddof``, default 0); a token's advantage is the sum of
     ``r~`` over the steps of its row whose last token is at or after it; then GRPO's clipped
     objective with seq-mean-token-mean.
 
@@ -482,7 +480,7 @@ def grpo_process(logp, old_logp, mask, step_rewards, step_mask, *, group_size, c
     for g0 in range(0, b, group_size):
         vals = [sr[i, j] for i in range(g0, g0 + group_size) for j in range(t) if sm[i, j] > 0]
         mu = _np.mean(vals) if vals else 0.0
-        sd = _np.std(vals) if vals else 0.0
+        sd = _np.std(vals, ddof=ddof) if len(vals) > ddof else 0.0
         for i in range(g0, g0 + group_size):
             for j in range(t):
                 if _np.asarray(mask)[i, j] > 0:
@@ -510,15 +508,6 @@ def rft(logp, mask, rewards, *, threshold=0.5):
 # Preference optimisation (DPO family). Inputs are per-token log-probs; sequence
 # log-probabilities are masked sums (DPO) or masked means (IPO as in TRL, SimPO, ORPO).
 # ----------------------------------------------------------------------------------------
-
-
-def _seq_sum(logp, mask):
-    return jnp.sum(_f32(logp) * _f32(mask), axis=-1)
-
-
-def _seq_avg(logp, mask):
-    mask = _f32(mask)
-    return jnp.sum(_f32(logp) * mask, axis=-1) / jnp.sum(mask, axis=-1)
 
 
 def dpo(chosen_logp, rejected_logp, chosen_mask, rejected_mask, ref_chosen_logp,
@@ -709,14 +698,14 @@ def distill_jsd(student_logits, teacher_logits, mask, beta=0.5, *, temperature=1
 
 
 def luffy(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, shaping_gamma=0.1,
-          eps=1e-6):
+          eps=1e-6, ddof=0):
     """LUFFY: mixed-policy GRPO with one off-policy demonstration per group.
 
     Layout: each group of ``group_size`` contiguous rows holds ``group_size - 1`` on-policy
     rollouts followed by the demonstration (last row of the group).
 
     * Advantage over the union of rollouts and demonstration:
-      ``A_i = (r_i - mean(group)) / (std(group) + eps)``, std ddof=0.
+      ``A_i = (r_i - mean(group)) / (std(group) + eps)``, std ``ddof`` (default 0).
     * Rollout tokens: ``min(rho A_i, clip(rho, 1-eps_c, 1+eps_c) A_i)`` with
       ``rho = exp(logp - old_logp)``.
     * Demonstration tokens: behaviour policy unknown, ``pi_ref = 1`` so the ratio is
@@ -732,7 +721,7 @@ def luffy(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, shaping_ga
     logp = _f32(logp)
     mask = _f32(mask)
     batch = logp.shape[0]
-    mean, std = _group_mean_std(_sg(rewards), group_size)
+    mean, std = _group_mean_std(_sg(rewards), group_size, ddof)
     adv = _sg((_f32(rewards) - mean) / (std + eps))[:, None]
     is_demo = (jnp.arange(batch) % group_size == group_size - 1)[:, None]
     # On-policy rollouts: PPO clip.
@@ -746,7 +735,7 @@ def luffy(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, shaping_ga
 
 
 def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, group_size,
-         demo_rewards=None, clip_eps=0.2, sft_coef=0.5, rl_coef=0.1, eps=1e-6):
+         demo_rewards=None, clip_eps=0.2, sft_coef=0.5, rl_coef=0.1, eps=1e-6, ddof=0):
     """SRFT: single-stage SFT + RL with entropy-aware weights (as stated in the paper).
 
     Inputs: ``B = num_groups * group_size`` on-policy rollouts (``logp``, ``mask``,
@@ -763,7 +752,7 @@ def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, gr
        ``w_SFT,j = sft_coef * exp(-H_demo_j)`` (stop-gradient; sft_coef = 0.5):
        ``sum_{j,t} dm w_SFT,j (-demo_logp) / sum dm``.
     2. ``L_RL^demo``: demonstrations joined to their question's group for the advantage,
-       ``A_j = (R_demo_j - mean(G rollouts + demo)) / (std(...) + eps)`` (ddof=0); the
+       ``A_j = (R_demo_j - mean(G rollouts + demo)) / (std(...) + eps)`` (``ddof``, default 0); the
        behaviour policy of a demo is unknown and set to 1, so the ratio is
        ``pi_theta(y_t) = exp(demo_logp)``; PPO-clipped:
        ``- sum dm min(pi A_j, clip(pi, 1-eps_c, 1+eps_c) A_j) / sum dm``.
@@ -815,7 +804,7 @@ def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, gr
     for j in range(num_groups):
         union = jnp.concatenate([r_groups[j], demo_rewards[j:j + 1]])
         mean = jnp.mean(union)
-        std = jnp.sqrt(jnp.mean((union - mean) ** 2))
+        std = jnp.sqrt(jnp.sum((union - mean) ** 2) / (group_size + 1 - ddof))
         demo_adv.append((demo_rewards[j] - mean) / (std + eps))
     demo_adv = _sg(jnp.stack(demo_adv))[:, None]
     prob = jnp.exp(demo_logp)
@@ -835,7 +824,7 @@ def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, gr
 
 def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
         variant="paper_text", gate=0.0, clip_eps=0.2, eps=1e-6, max_len=None, offline="sft",
-        shaping_gamma=0.1, sft_loss_coef=1.0):
+        shaping_gamma=0.1, sft_loss_coef=1.0, ddof=0):
     """HPT: per-question switch between RL on the rollouts and SFT on the demonstration.
 
     For question j with G rollouts: ``P_j = mean_g(r > 0.5)``. If ``P_j > gate`` the
@@ -844,7 +833,7 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
     ``L = L_RL + sft_loss_coef * L_SFT`` (the paper: coefficient 1). Default ``gate = 0``.
 
     ``variant="paper_text"`` (paper Eq. 11 / the GRPO-style text):
-      ``A_i = (r_i - mean_g) / (std_g + eps)`` (ddof=0), PPO clip ``eps_c = 0.2``;
+      ``A_i = (r_i - mean_g) / (std_g + eps)`` (``ddof``, default 0), PPO clip ``eps_c = 0.2``;
       ``L_RL = - sum_{RL rows} sum_t m min(rho A, clip(rho) A) / sum_{RL rows} sum_t m``
       (token-mean over the rollouts of RL-routed questions; 0 if there are none);
       ``L_SFT = - sum_{SFT demos} sum_t dm demo_logp / sum_{SFT demos} sum_t dm``
@@ -906,7 +895,7 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
     rl_mask = mask * rl_rows
     sft_mask = demo_mask * sft_q[:, None]
 
-    mean, std = _group_mean_std(rewards, group_size)
+    mean, std = _group_mean_std(rewards, group_size, ddof)
     ratio = jnp.exp(logp - _sg(_f32(old_logp)))
 
     if variant == "paper_text":
@@ -917,7 +906,7 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
         # off-policy RL on the demonstration: statistics over the G rollouts and the demo (r = 1)
         union = jnp.concatenate([rewards.reshape(num_groups, group_size), jnp.ones((num_groups, 1))], 1)
         u_mean = jnp.mean(union, axis=1)
-        u_std = jnp.sqrt(jnp.mean((union - u_mean[:, None]) ** 2, axis=1))
+        u_std = jnp.sqrt(jnp.sum((union - u_mean[:, None]) ** 2, axis=1) / (group_size + 1 - ddof))
         demo_adv = ((1.0 - u_mean) / (u_std + eps))[:, None]
         prob = jnp.exp(demo_logp)
         shaped = prob / (prob + shaping_gamma) * demo_adv
