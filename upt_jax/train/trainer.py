@@ -1038,6 +1038,8 @@ class Trainer:
         if self.ref_params is not None:
             batch["ref_logp"] = self._logp_fn(self.ref_params, batch["tokens"], batch["attention_mask"]) \
                 * batch["mask"]
+        if any(a.name == "clip_cov" for a in _advantage_parts(self.recipe)):  # Clip-Cov's draw: the step's key
+            batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
         if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient
             batch, z0 = with_reference_point(batch, self._logp_fn, self.state.params, self.ref_params)
             info["kto/z0"] = float(z0)

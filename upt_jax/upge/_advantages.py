@@ -154,27 +154,32 @@ def rloo_advantages(rewards: jax.Array, group_size: int, *,
   return jnp.where(n > 1, r - others, 0.0) * m
 
 
-def gpg_advantages(rewards: jax.Array, group_size: int, *,
-                   row_mask: jax.Array | None = None) -> jax.Array:
+def gpg_advantages(rewards: jax.Array, group_size: int, *, row_mask: jax.Array | None = None,
+                   scale_by_std: bool = False, eps: float = 1e-6, ddof: int = 0) -> jax.Array:
   """GPG (Chu et al. 2025): group-centred reward, scaled for the groups that carry no signal.
 
-  Math: ``Â_i = α (r_i − μ_g)`` with ``α = B / (B − M)``, ``B`` the rows taking part and ``M``
-  those in groups whose rewards are all equal (their ``Â = 0``): the gradient of the rows with
-  signal is rescaled as if the whole batch had it (no std division, ``F_norm = 1``).
+  Math: ``Â_i = α (r_i − μ_g) / F_norm`` with ``α = B / (B − M)``, ``B`` the rows taking part
+  and ``M`` those in groups whose rewards are all equal (their ``Â = 0``; ``α = 1`` when every
+  group is so): the gradient of the rows with signal is rescaled as if the whole batch had it.
+  ``F_norm = 1`` (the paper's best), or ``σ_g + eps`` with ``scale_by_std``.
 
   Args:
     rewards: ``[B]`` rewards, groups contiguous.
     group_size: ``G``.
     row_mask: ``[B]`` rows taking part.
+    scale_by_std: divide by the group std (``ddof`` degrees of freedom) plus ``eps``.
+    eps, ddof: see ``scale_by_std``.
 
   Returns:
     ``[B]`` advantages (0 on rows outside ``row_mask``).
   """
   r = sg(jnp.asarray(rewards, jnp.float32))
   rows = _rows(row_mask, r.shape[0])
-  _, sd, _ = group_statistics(r, group_size, row_mask)
+  _, sd, _ = group_statistics(r, group_size, row_mask, ddof)
   b, flat = jnp.sum(rows), jnp.sum(rows * (sd == 0))
-  return safe_div(b, b - flat) * dr_grpo_advantages(r, group_size, row_mask=row_mask)
+  alpha = jnp.where(flat < b, safe_div(b, b - flat), 1.0)
+  norm = sd + eps if scale_by_std else 1.0
+  return alpha * dr_grpo_advantages(r, group_size, row_mask=row_mask) / norm
 
 
 def remax_advantages(rewards: jax.Array, baseline_rewards: jax.Array) -> jax.Array:

@@ -1,8 +1,6 @@
-"""Small builders the recipe modules share: a term's `Parts` from part names, a gate added."""
+"""Small builders the recipe modules share: a term's `Parts` from part names."""
 
 from __future__ import annotations
-
-import dataclasses
 
 from upt_jax.upge._parts import Part, Parts, Recipe, Term, part
 
@@ -13,11 +11,6 @@ def rl(stabiliser, reference, advantage, aggregation='token-mean', **agg) -> Par
   """`Parts` from a stabiliser tuple, a reference name, an advantage `Part` and an aggregation name."""
   return Parts(stabiliser=tuple(stabiliser), reference=part(reference),
                advantage=advantage, aggregation=part(aggregation, **agg))
-
-
-def gated(parts: Parts, gate: Part) -> Parts:
-  """``parts`` with a gate (a per-row weight computed in `prepare`)."""
-  return dataclasses.replace(parts, gate=gate)
 
 
 def group_norm(std_eps: float = 1e-6, std_ddof: int = 0, **kw) -> Part:

@@ -11,9 +11,11 @@ those with ``ω_low < Cov < ω_high``), KL-Cov adds ``β |log π_θ − log π_o
 (the ``r·N`` tokens of largest covariance; ``N`` = the batch's tokens).
 
 The selection is batch-global, so it is made in `upt_jax.upge.prepare` on the whole batch,
-before any micro-batching, from the behaviour log-probs ``old_logp`` (the policy's own at a
-step's first update, where the papers compute it; with several update epochs the selection
-stays that of the rollout policy). Everything here is stop-gradient.
+before any micro-batching, from the policy's log-probs given to it (``prepare(..., logp=)``;
+`compute_loss` on an unprepared batch gives its own), else from the behaviour log-probs
+``old_logp``, which are the policy's own at a step's first update (the trainer's case; with
+several update epochs the selection stays that of the rollout policy). Everything here is
+stop-gradient.
 """
 
 from __future__ import annotations
@@ -54,23 +56,27 @@ def _lowest(key, chosen, k):
 
 
 def clip_cov_selection(cov: jax.Array, mask: jax.Array, uniforms: jax.Array, ratio: float = 2e-4,
-                       cov_low: float = 1.0, cov_high: float = 5.0) -> jax.Array:
+                       cov_low: float = 1.0, cov_high: float = 5.0, budget_mask: jax.Array | None = None
+                       ) -> jax.Array:
   """Clip-Cov: ``min(⌊r·N⌋ ∨ 1, |C|)`` tokens drawn uniformly from ``C = {t : ω_low < Cov_t < ω_high}``.
 
-  Drawing without replacement is taking the candidates with the smallest of i.i.d. uniforms.
+  Drawing without replacement is taking the candidates with the smallest of i.i.d. uniforms
+  (ties by the lower row-major index).
 
   Args:
     cov: ``[B, T]`` (`token_covariance`).
-    mask: ``[B, T]``.
+    mask: ``[B, T]`` tokens that may be candidates.
     uniforms: ``[B, T]`` i.i.d. uniforms in ``[0, 1)``: the draw.
     ratio: ``r`` (paper: 2e-4).
     cov_low, cov_high: ``ω_low``, ``ω_high`` (paper: 1 and 5).
+    budget_mask: ``[B, T]`` the ``N`` tokens of ``r·N`` (default ``mask``).
 
   Returns:
     ``[B, T]`` 0/1, the tokens whose gradient is removed.
   """
   candidates = (jnp.asarray(mask) > 0) & (cov > cov_low) & (cov < cov_high)
-  return _lowest(jnp.asarray(uniforms, jnp.float32), candidates, _budget(mask, ratio))
+  n = _budget(mask if budget_mask is None else budget_mask, ratio)
+  return _lowest(jnp.asarray(uniforms, jnp.float32), candidates, n)
 
 
 def kl_cov_selection(cov: jax.Array, mask: jax.Array, ratio: float = 2e-4) -> jax.Array:
@@ -79,7 +85,7 @@ def kl_cov_selection(cov: jax.Array, mask: jax.Array, ratio: float = 2e-4) -> ja
   Args:
     cov: ``[B, T]`` (`token_covariance`).
     mask: ``[B, T]``.
-    ratio: ``r`` (paper: 2e-3 for Qwen2.5-7B, 2e-4 for 32B).
+    ratio: ``r`` (paper: 2e-3 for Qwen2.5-7B, 2e-4 for 32B; verl's default 2e-4).
   """
   valid = jnp.asarray(mask) > 0
   return _lowest(-cov, valid, _budget(mask, ratio))

@@ -140,7 +140,7 @@ def _log_odds(avg_logp):
 
 
 def orpo_advantages(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
-                    lam: float = 0.1, nll: bool = True):
+                    lam: float = 0.1):
   """ORPO's implicit advantage (Hong et al. 2024): SFT plus an odds-ratio term.
 
   Math: ``a = mean_t log π(y)``, ``odds(y) = e^a / (1 − e^a)``,
@@ -149,15 +149,12 @@ def orpo_advantages(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
 
       Â_w = 1 + λ σ(−z) / (1 − e^{a_w}),      Â_l = −λ σ(−z) / (1 − e^{a_l})
 
-  per token with token-mean aggregation per response, mean over pairs. ``nll=False``: the
-  odds-ratio term alone, ``ℓ = −λ log σ(z)`` (``Â_w`` without its 1; the paper's NLL is then a
-  separate term, a token mean over every chosen token of the batch).
+  per token with token-mean aggregation per response, mean over pairs (the paper's Eq. 6).
 
   Args:
     chosen_logp, rejected_logp: ``[P, T]`` policy log-probs.
     chosen_mask, rejected_mask: ``[P, T]`` masks.
     lam: ``λ``.
-    nll: include the chosen response's mean NLL in the pair's loss.
 
   Returns:
     ``(adv_chosen [P], adv_rejected [P], z [P], loss [P])``.
@@ -166,10 +163,9 @@ def orpo_advantages(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
   al = sequence_logps(sg(rejected_logp), rejected_mask, True)
   z = _log_odds(aw) - _log_odds(al)
   s = jax.nn.sigmoid(-z)
-  sft = 1.0 if nll else 0.0
-  adv_w = sft + lam * s / (-jnp.expm1(aw))
+  adv_w = 1.0 + lam * s / (-jnp.expm1(aw))
   adv_l = -lam * s / (-jnp.expm1(al))
-  return adv_w, adv_l, z, -sft * aw - lam * jax.nn.log_sigmoid(z)
+  return adv_w, adv_l, z, -aw - lam * jax.nn.log_sigmoid(z)
 
 
 def preference_surrogate(chosen_logp, rejected_logp, chosen_mask, rejected_mask,
@@ -282,8 +278,7 @@ def simpo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
 
 def orpo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
               lam: float = 0.1):
-  """ORPO with the NLL averaged per pair (the ``orpo_pairmean`` recipe) as a UPGE loss:
-  ``(loss_sum, denominator, metrics)``; see `orpo_advantages`.
+  """ORPO as a UPGE loss: ``(loss_sum, denominator, metrics)``; see `orpo_advantages`.
 
   Gradient equals that of ``mean_p [−mean_t log π(y_w) − λ log σ(log odds(y_w) − log odds(y_l))]``.
 

@@ -15,32 +15,36 @@ CONVENTIONS = {
     'grpo': _STD,
     'dapo': _STD, 'gspo': _STD, 'cispo': _STD, 'luffy': _STD, 'srft': _STD + ' (its `rl_demo` term)',
     'hpt': _STD + ' (`paper_text`; `released_code` divides by no std)',
-    'grpo_process': 'std over the group\'s steps: `std_ddof`, `std_eps` as `grpo`',
-    'rloo': 'the paper\'s estimator: per-sequence REINFORCE (token sum of log π, mean over sequences), '
+    'grpo_process': "std over the group's steps: `std_ddof`, `std_eps` as `grpo`",
+    'rloo': "the paper's estimator: per-sequence REINFORCE (token sum of log π, mean over sequences), "
             'no ratio, no clip; `rloo_ppo` is the PPO-clipped token-mean form used before',
-    'rloo_ppo': 'the leave-one-out advantage inside PPO\'s clipped ratio, token-mean (as verl\'s `adv_estimator=rloo` with its PPO loss)',
-    'ipo': 'the paper\'s sequence log-ratios (sums over tokens); `ipo_length_avg` is TRL\'s token means',
-    'ipo_length_avg': 'TRL\'s `loss_type="ipo"`: log-ratios averaged over each response\'s tokens',
-    'orpo': 'the released code: NLL token mean pooled over every chosen token of the batch, plus '
-            'λ · mean over pairs of −log σ(log-odds ratio); `orpo_pairmean` averages the NLL per pair',
-    'orpo_pairmean': 'the NLL token mean of each chosen response, averaged over pairs with the odds-ratio term',
+    'rloo_ppo': "the leave-one-out advantage inside PPO's clipped ratio, token-mean (as verl's "
+                '`adv_estimator=rloo` with its PPO loss)',
+    'ipo': "the paper's sequence log-ratios (sums over tokens); `ipo_length_avg` is TRL's token means",
+    'ipo_length_avg': "TRL's `loss_type=\"ipo\"`: log-ratios averaged over each response's tokens",
+    'orpo': "the paper's Eq. 6: mean over pairs of the chosen NLL (a token mean within the pair) plus "
+            "λ · −log σ(log-odds ratio); the released code and TRL pool the NLL over the batch's chosen tokens",
     'sapo': 'τ_pos = 1, τ_neg = 1.05; group-normalised advantage; token mean per sequence, mean over '
-            'sequences (the paper\'s objective); ' + _STD,
+            "sequences (the paper's objective); " + _STD,
     'gmpo': 'the clip is in log space, ε = 0.4 both sides; clipped tokens carry no gradient and their clipped '
             'log-ratio enters the geometric mean; one term per sequence; ' + _STD,
-    'gpg': 'α = B/(B − M) with M the rows of groups whose rewards are all equal (the released code\'s count); '
-           'F_norm = 1; token-mean over the batch',
-    'clip_cov': 'covariances and the draw are made once per batch in `prepare`, from `old_logp` (the '
-                'policy\'s own at a step\'s first update), so micro-batching cannot change them; the draw is '
-                '`batch["clip_cov_uniforms"]` or a seeded hash of the batch; no PPO clip (the paper; `eps` adds '
-                'it); selected tokens get Â = 0, so their loss value is 0 too (as verl)',
-    'kl_cov': 'selection as `clip_cov` (from `old_logp`, in `prepare`); r = 2e-3 and β = 1 (the 7B runs); '
-              'no PPO clip; the penalty is its own term, a token mean over the same tokens',
-    'dppo_tv': 'δ = 0.15; Dr.GRPO advantage and token sum / L as the authors\' runs; the ratio weight is not '
-               'truncated unless `is_cap` (the runs set C = 10⁴); the mask is against `old_logp`',
-    'dppo_kl': 'δ = 0.05; otherwise as `dppo_tv`',
-    'distill_grpo': 'KDRL\'s joint loss: GRPO token-mean plus β × reverse KL (the k2 estimator\'s gradient '
-                    'on the student\'s samples); β constant (KDRL anneals 5e-3 → 1e-3: set it per stage)',
+    'gpg': 'α = B/(B − M) with M the rows of groups whose rewards are all equal (α = 1 if all are); F_norm = 1 '
+           "(`scale_by_std`: σ_g + `std_eps`); token-mean over the batch; verl's α counts non-zero rewards "
+           'instead (not followed)',
+    'clip_cov': "PPO clip ε = 0.2 (their code; their 7B script sets 1.0); the covariance (means over the "
+                "batch's tokens) and the draw are made once per batch in `prepare`, so micro-batching cannot "
+                "change them, from the policy's log-probs (`compute_loss` on a whole batch) or `old_logp` (the "
+                "trainer: the policy's own at a step's first update); tokens the clip holds are no candidates; "
+                'the draw is `batch["clip_cov_uniforms"]` (the trainer draws it from its step key) or a seeded '
+                'hash of the batch; selected tokens get Â = 0, so their loss value is 0 too (as their code)',
+    'kl_cov': 'selection as `clip_cov` (in `prepare`; ties to the lower row-major index); r = 2e-4 (verl, and '
+              "the paper's 32B runs; its 7B runs used 2e-3) and β = 1; no PPO clip; the penalty is its own "
+              'term, a token mean over the same tokens; d|x|/dx = sign(x), 0 at 0',
+    'dppo_tv': "δ = 0.15; Dr.GRPO advantage and token sum / L as the authors' runs; truncated IS weight "
+               "min(r, C), C = 20 (verl; the authors' runs set 10⁴); the mask is against `old_logp`",
+    'dppo_kl': 'δ = 0.05, D with the 10⁻⁸ of their code; otherwise as `dppo_tv`',
+    'opd_pg': "one PPO-clipped term: each sampled token's reverse-KL reward, measured with the behaviour "
+              'log-probs, plus α × the group-normalised outcome advantage (α = 1); token-mean',
     'kto': 'z₀ = max(0, mean over mismatched (prompt, completion) pairs of Σ log π/π_ref) is a batch input '
            '(`kto_z0`, no gradient, computed by the trainer as TRL does); the loss is the mean over all rows',
     'hpt_released_code': 'see below',

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from upt_jax.upge import _recipes_2025 as new
 from upt_jax.upge._build import NONE as _NONE
-from upt_jax.upge._build import gated, group_norm, pref_recipe
+from upt_jax.upge._build import group_norm, pref_recipe
 from upt_jax.upge._build import rl as _rl
 from upt_jax.upge._parts import KLPenalty, Parts, Recipe, Term, part
 
@@ -236,22 +236,13 @@ def simpo(beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0) -
 
 
 def orpo(lam: float = 0.1) -> Recipe:
-  """ORPO (Hong et al. 2024, Eq. 6): ``L_SFT + λ L_OR``, as the released code computes them.
-
-  * ``sft``: the NLL token mean over every chosen token of the batch (the chosen rows, by the
-    ``pair_chosen`` gate; the causal-LM loss of ``outputs_pos.loss``);
-  * ``or``: ``−λ log σ(log odds(y_w) − log odds(y_l))``, odds from length-averaged
-    log-probs, mean over pairs.
-
-  (`new.orpo_pairmean` averages the NLL per pair inside one term, as this recipe did before.)
+  """ORPO (Hong et al. 2024, Eq. 6): ``mean_pairs [L_SFT + λ L_OR]``, the chosen NLL a token mean
+  within each pair (the paper's ``1/m``), the odds from length-averaged log-probs. (The released
+  code and TRL pool the NLL over the batch's chosen tokens instead.)
 
   Batch: ``mask [B, T]``; pairs as groups of 2.
   """
-  return Recipe('orpo', (
-      Term('sft', rollout=gated(_rl(_NONE, 'current', part('one')), part('pair_chosen'))),
-      Term('or', rollout=_rl(_NONE, 'current', part('orpo', lam=lam, nll=False), 'seq-mean-token-mean',
-                             rows_per_example=2)),
-  ), 'Hong et al. 2024', 'mask [B, T]; pairs as groups of 2 rows (chosen, rejected)')
+  return pref_recipe('orpo', part('orpo', lam=lam), True, 'Hong et al. 2024', 'mask [B, T]')
 
 
 def distill_fkl(temperature: float = 1.0, top_k: int | None = None) -> Recipe:

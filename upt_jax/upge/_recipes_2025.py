@@ -1,4 +1,4 @@
-"""Recipes of the 2025–26 losses (issue #24), and the earlier forms of ``rloo``, ``ipo``, ``orpo``.
+"""Recipes of the 2025–26 losses (issue #24), and the earlier forms of ``rloo`` and ``ipo``.
 
 Each is a few lines choosing UPGE parts (the parts themselves: `_trust`, `_cov`, `_kto`,
 registered by `_wiring`). `RECIPES` is merged into `upt_jax.upge.RECIPES`.
@@ -44,38 +44,41 @@ def gmpo(eps_low: float = 0.4, eps_high: float = 0.4, std_eps: float = 1e-6, std
       'Zhao et al. 2025 (GMPO)', _PG)
 
 
-def gpg() -> Recipe:
+def gpg(scale_by_std: bool = False, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
   """GPG (Chu et al. 2025): plain policy gradient with a corrected group advantage.
 
-  ``L = −Σ_{i,t} Â_i log π_θ(o_{i,t}) / Σ_i |o_i|``, ``Â_i = α (r_i − μ_g)`` with
-  ``α = B/(B − M)`` (``M`` rows in groups whose rewards are all equal): ∇log π, no ratio, no
-  clip, no KL, token-mean.
+  ``L = −Σ_{i,t} Â_i log π_θ(o_{i,t}) / Σ_i |o_i|``, ``Â_i = α (r_i − μ_g) / F_norm`` with
+  ``α = B/(B − M)`` (``M`` rows in groups whose rewards are all equal) and ``F_norm = 1`` (or
+  ``σ_g + std_eps`` with ``scale_by_std``): ∇log π, no ratio, no clip, no KL, token-mean.
 
   Batch: ``mask [B, T], rewards [B]``; groups.
   """
-  return Recipe('gpg', (Term('pg', rollout=rl(NONE, 'current', part('gpg'))),),
+  adv = part('gpg', scale_by_std=scale_by_std or None, eps=std_eps if scale_by_std else None,
+             ddof=std_ddof or None)
+  return Recipe('gpg', (Term('pg', rollout=rl(NONE, 'current', adv)),),
                 'Chu et al. 2025 (GPG)', 'mask [B, T], rewards [B]; groups')
 
 
-def clip_cov(ratio: float = 2e-4, cov_low: float = 1.0, cov_high: float = 5.0, eps: float | None = None,
+def clip_cov(ratio: float = 2e-4, cov_low: float = 1.0, cov_high: float = 5.0, eps: float | None = 0.2,
              seed: int = 0, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
   """Clip-Cov (Cui et al. 2025): no gradient for ``r·N`` random tokens of high covariance.
 
-  ``L = −Σ_t 1[t ∉ I] r_t Â_t / N`` (token-mean, ratio against ``old_logp``, group-normalised
-  ``Â``); ``I`` holds ``max(1, ⌊r·N⌋)`` tokens drawn at random among those with
-  ``ω_low < Cov_t < ω_high`` (`upt_jax.upge._cov`), chosen in `prepare` from ``old_logp``.
-  The draw: ``batch['clip_cov_uniforms'] [B, T]`` if given, else from ``seed`` and a hash of
-  the batch. ``eps``: also the PPO clip (the paper has none).
+  ``L = −Σ_{t ∉ I} min(ρ_t Â_t, clip(ρ_t, 1 ± ε) Â_t) / N`` (PPO clip ``eps``, None: off;
+  token-mean over all ``N`` tokens; group-normalised ``Â``); ``I`` holds ``max(1, ⌊r·N⌋)``
+  tokens drawn at random among those with ``ω_low < Cov_t < ω_high`` that the clip does not
+  already hold (`upt_jax.upge._cov`), chosen in `prepare` on the whole batch. The draw:
+  ``batch['clip_cov_uniforms'] [B, T]`` (the trainer draws them from its step key), else from
+  ``seed`` and a hash of the batch.
 
   Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   st = (part('ppo_clip', eps_low=eps, eps_high=eps),) if eps else NONE
   adv = part('clip_cov', ratio=ratio, cov_low=cov_low, cov_high=cov_high, seed=seed, eps=std_eps,
-             ddof=std_ddof or None)
+             ddof=std_ddof or None, clip_low=eps or None, clip_high=eps or None)
   return Recipe('clip_cov', (Term('pg', rollout=rl(st, 'behaviour', adv)),), 'Cui et al. 2025 (Clip-Cov)', _PG)
 
 
-def kl_cov(ratio: float = 2e-3, ppo_kl_coef: float = 1.0, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
+def kl_cov(ratio: float = 2e-4, ppo_kl_coef: float = 1.0, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
   """KL-Cov (Cui et al. 2025): ``β |log π_θ − log π_old|`` on the ``r·N`` tokens of largest covariance.
 
   ``L = Σ_t (−r_t Â_t + β 1[t ∈ I] |log π_θ − log π_old|) / N``: term ``pg`` (ratio, no clip,
@@ -100,12 +103,12 @@ def _dppo(name, divergence, delta_low, delta_high, is_cap, max_len):
                 'Qi et al. 2026 (DPPO)', _PG)
 
 
-def dppo_tv(delta_low: float = 0.15, delta_high: float = 0.15, is_cap: float | None = None,
+def dppo_tv(delta_low: float = 0.15, delta_high: float = 0.15, is_cap: float | None = 20.0,
             max_len: int | None = None) -> Recipe:
   """DPPO-Binary-TV (Qi et al. 2026): a trust region on the sampled token's TV, not its ratio.
 
-  ``L = −Σ M_t sg(w_t) Â log π_θ(o_t)`` with ``w_t = min(r_t, C)`` (``C = is_cap``; None: no
-  truncation, as the paper's runs) and ``M_t = 0`` when the update would move
+  ``L = −Σ M_t sg(w_t) Â log π_θ(o_t)`` with ``w_t = min(r_t, C)`` (truncated IS, ``C = is_cap``,
+  the paper's Sec. 5.4; None: no truncation) and ``M_t = 0`` when the update would move
   ``π_θ(o_t) − π_old(o_t)`` past ``δ`` (``Â > 0``: ``> δ_high``; ``Â ≤ 0``: ``< −δ_low``);
   ``Â = r − mean_g`` and token sum / ``L`` (Dr.GRPO, as the authors run it).
 
@@ -114,7 +117,7 @@ def dppo_tv(delta_low: float = 0.15, delta_high: float = 0.15, is_cap: float | N
   return _dppo('dppo_tv', 'tv', delta_low, delta_high, is_cap, max_len)
 
 
-def dppo_kl(delta_low: float = 0.05, delta_high: float = 0.05, is_cap: float | None = None,
+def dppo_kl(delta_low: float = 0.05, delta_high: float = 0.05, is_cap: float | None = 20.0,
             max_len: int | None = None) -> Recipe:
   """DPPO-Binary-KL (Qi et al. 2026): as `dppo_tv` with ``KL(Bern(π_old(o_t)) ‖ Bern(π_θ(o_t)))``.
 
@@ -125,22 +128,21 @@ def dppo_kl(delta_low: float = 0.05, delta_high: float = 0.05, is_cap: float | N
   return _dppo('dppo_kl', 'kl', delta_low, delta_high, is_cap, max_len)
 
 
-def distill_grpo(distill_coef: float = 5e-3, eps: float = 0.2, std_eps: float = 1e-6,
-                 std_ddof: int = 0) -> Recipe:
-  """On-policy distillation mixed with GRPO (KDRL, Xu et al. 2025): ``L = L_GRPO + β · RKL``.
+def opd_pg(alpha: float = 1.0, eps: float = 0.2, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
+  """On-policy distillation mixed with a GRPO outcome term, one coefficient ``alpha``.
 
-  ``pg``: GRPO's clipped ratio with group-normalised ``Â``, token-mean over the group's tokens
-  (KDRL's normalisation); ``distill``: the reverse KL to the teacher on the same tokens
-  (``Â_t = −(log π_θ − log π_T)``, ∇log π: the ``k2`` estimator's gradient), token-mean,
-  coefficient ``β = distill_coef`` (KDRL's initial 5e-3).
+  Per-token advantage ``Â_t = −(log π_old(o_t) − log π_T(o_t)) + α (r − μ_g)/(σ_g + ε)``: the
+  sampled token's reverse-KL reward (Agarwal et al. 2024; Thinking Machines 2025), measured with
+  the behaviour log-probs, plus GRPO's outcome advantage; PPO clip on the ratio against
+  ``old_logp``; token-mean. ``alpha = 0`` on-policy is `distill_on_policy`.
 
   Batch: ``mask [B, T], rewards [B], old_logp [B, T], teacher_logp [B, T]``; groups.
   """
-  return Recipe('distill_grpo', (
-      Term('pg', rollout=rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour',
-                            group_norm(std_eps, std_ddof))),
-      Term('distill', rollout=rl(NONE, 'current', part('teacher_log_ratio')), coef=distill_coef),
-  ), 'Xu et al. 2025 (KDRL)', _PG.replace('; groups', ', teacher_logp [B, T]; groups'))
+  return Recipe('opd_pg', (Term('pg', rollout=rl(
+      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour',
+      part('opd', alpha=alpha, eps=std_eps, ddof=std_ddof or None))),),
+      'Agarwal et al. 2024; Thinking Machines 2025 (on-policy distillation) + Shao et al. 2024',
+      _PG.replace('; groups', ', teacher_logp [B, T]; groups'))
 
 
 def kto(beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Recipe:
@@ -177,18 +179,9 @@ def ipo_length_avg(beta: float = 0.1) -> Recipe:
                      'Azar et al. 2023 (TRL: length-averaged)', 'mask [B, T], ref_logp [B, T]')
 
 
-def orpo_pairmean(lam: float = 0.1) -> Recipe:
-  """ORPO with the chosen NLL averaged per pair in one term (``orpo``'s earlier form).
-
-  Batch: ``mask [B, T]``; pairs as groups of 2.
-  """
-  return pref_recipe('orpo_pairmean', part('orpo', lam=lam), True, 'Hong et al. 2024 (NLL per pair)',
-                     'mask [B, T]')
-
-
 RECIPES = {
     'sapo': sapo, 'gmpo': gmpo, 'gpg': gpg, 'clip_cov': clip_cov, 'kl_cov': kl_cov, 'dppo_tv': dppo_tv,
-    'dppo_kl': dppo_kl, 'distill_grpo': distill_grpo, 'kto': kto, 'rloo_ppo': rloo_ppo,
-    'ipo_length_avg': ipo_length_avg, 'orpo_pairmean': orpo_pairmean,
+    'dppo_kl': dppo_kl, 'opd_pg': opd_pg, 'kto': kto, 'rloo_ppo': rloo_ppo,
+    'ipo_length_avg': ipo_length_avg,
 }
 

@@ -134,13 +134,12 @@ def binary_tv(logp: jax.Array, old_logp: jax.Array) -> jax.Array:
 def binary_kl(logp: jax.Array, old_logp: jax.Array) -> jax.Array:
   """``KL(Bern(μ) ‖ Bern(π))`` with ``μ = π_old(o_t)``, ``π = π_θ(o_t)``: ``[B, T]``, no gradient.
 
-  Math: ``μ log(μ/π) + (1 − μ) log((1 − μ)/(1 − π))`` (the sampled token against the rest).
+  Math: ``μ log(μ/π) + (1 − μ) log((1 − μ + 10⁻⁸)/(1 − π + 10⁻⁸))`` (the sampled token against
+  the rest; the 10⁻⁸ as the authors' code, finite when a probability is 1).
   """
   lp, lo = sg(logp), sg(old_logp)
-  mu = jnp.exp(lo)
-  tiny = jnp.finfo(jnp.float32).tiny
-  rest = jnp.log(jnp.maximum(-jnp.expm1(lo), tiny)) - jnp.log(jnp.maximum(-jnp.expm1(lp), tiny))
-  return mu * (lo - lp) + (1.0 - mu) * rest
+  mu, p = jnp.exp(lo), jnp.exp(lp)
+  return mu * (lo - lp) + (1.0 - mu) * jnp.log((1.0 - mu + 1e-8) / (1.0 - p + 1e-8))
 
 
 def dppo_mask(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array, divergence: str = 'tv',

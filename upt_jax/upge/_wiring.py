@@ -7,8 +7,8 @@ Importing this module (``upt_jax.upge`` does) adds:
   the gradient of KL-Cov's ``|log π_θ − log π_old|``);
 * references: ``gmpo`` (GMPO's clipped geometric-mean sequence ratio);
 * advantages: ``gpg`` (GPG), ``clip_cov`` (group-normalised, 0 on Clip-Cov's selected
-  tokens), ``kl_cov`` (``−β`` on KL-Cov's selected tokens), ``kto`` (KTO's implicit advantage);
-* gates: ``pair_chosen`` (the chosen row of each preference pair: ORPO's NLL term).
+  tokens), ``kl_cov`` (``−β`` on KL-Cov's selected tokens), ``opd`` (on-policy distillation's
+  reverse-KL reward plus a group-normalised outcome advantage), ``kto`` (KTO's implicit advantage).
 
 Each wrapper reads the context ``c`` of `_loss` (``c.logp`` = ``sg(log π_θ)``, ``c.adv``,
 ``c.rewards``, ``c.rows``, ``c.group_size``, ``c.get(key)`` for batch arrays).
@@ -22,6 +22,7 @@ from upt_jax.upge import _advantages as adv_lib
 from upt_jax.upge import _cov
 from upt_jax.upge import _kto
 from upt_jax.upge import _loss
+from upt_jax.upge import _stabilisers as stab_lib
 from upt_jax.upge import _trust
 from upt_jax.upge._common import broadcast_to_tokens, sg
 
@@ -56,25 +57,42 @@ def _grpo(c, eps, ddof):
   return adv_lib.grpo_advantages(c.rewards, c.group_size, eps=eps, row_mask=c.rows, ddof=ddof)
 
 
-def _selection_mask(c):
-  return c.mask * c.rows[:, None]
+def _cov_inputs(c, eps, ddof):
+  """``(mask, Â [B, T], log π [B, T])`` of the covariance: the term's rows, the group-normalised
+  advantage and the policy's log-probs given to `prepare` (``old_logp`` when none: the policy's
+  own at a step's first update)."""
+  m = c.mask * c.rows[:, None]
+  lp = _old(c) if c.logp is None else c.logp
+  return m, broadcast_to_tokens(_grpo(c, eps, ddof), c.mask), lp
 
 
-def _adv_clip_cov(c, ratio=2e-4, cov_low=1.0, cov_high=5.0, seed=0, eps=1e-6, ddof=0):
-  """Group-normalised advantages, 0 on the tokens Clip-Cov selects (their gradient is removed)."""
-  m = _selection_mask(c)
-  a = broadcast_to_tokens(_grpo(c, eps, ddof), c.mask)
+def _adv_clip_cov(c, ratio=2e-4, cov_low=1.0, cov_high=5.0, seed=0, eps=1e-6, ddof=0, clip_low=None,
+                  clip_high=None):
+  """Group-normalised advantages, 0 on the tokens Clip-Cov selects (value and gradient removed).
+
+  Tokens the PPO clip (``clip_low``, ``clip_high``) already holds are not candidates.
+  """
+  m, a, lp = _cov_inputs(c, eps, ddof)
+  if clip_low is not None:
+    m = m * stab_lib.ppo_clip(lp - _old(c), a, clip_low, clip_high)
   u = c.batch['clip_cov_uniforms'] if 'clip_cov_uniforms' in c.batch else _cov.selection_uniforms(
       c.get('old_logp'), m, seed)
-  sel = _cov.clip_cov_selection(_cov.token_covariance(a, _old(c), m), m, u, ratio, cov_low, cov_high)
+  sel = _cov.clip_cov_selection(_cov.token_covariance(a, lp, c.mask * c.rows[:, None]), m, u, ratio,
+                                cov_low, cov_high, budget_mask=c.mask * c.rows[:, None])
   return a * (1.0 - sel)
 
 
-def _adv_kl_cov(c, ratio=2e-3, coef=1.0, eps=1e-6, ddof=0):
+def _adv_kl_cov(c, ratio=2e-4, coef=1.0, eps=1e-6, ddof=0):
   """``−β`` on the tokens KL-Cov selects (largest covariance of the group-normalised advantage), else 0."""
-  m = _selection_mask(c)
-  a = broadcast_to_tokens(_grpo(c, eps, ddof), c.mask)
-  return -coef * _cov.kl_cov_selection(_cov.token_covariance(a, _old(c), m), m, ratio)
+  m, a, lp = _cov_inputs(c, eps, ddof)
+  return -coef * _cov.kl_cov_selection(_cov.token_covariance(a, lp, m), m, ratio)
+
+
+def _adv_opd(c, alpha=1.0, eps=1e-6, ddof=0):
+  """``Â_t = −(log π_old − log π_T) + α (r − μ_g)/(σ_g + ε)``: the sampled token's reverse-KL reward
+  (behaviour log-probs) plus the group-normalised outcome advantage."""
+  kl = jnp.where(c.mask > 0, -(_old(c) - sg(c.get('teacher_logp'))), 0.0)
+  return kl + alpha * broadcast_to_tokens(_grpo(c, eps, ddof), c.mask)
 
 
 def _adv_kto(c, beta=0.1, desirable_weight=1.0, undesirable_weight=1.0):
@@ -92,13 +110,6 @@ def _objective_kl_cov(c, adv, stable):
   return jnp.where(c.mask > 0, -adv * jnp.abs(c.log_ratio), 0.0)
 
 
-# ----------------------------------------------------------------------------- gates
-
-def _gate_pair_chosen(c):
-  """1 on the first row of each group (the chosen response of a preference pair), else 0."""
-  return (jnp.arange(c.mask.shape[0]) % c.group_size == 0).astype(jnp.float32)
-
-
 _loss.STABILISERS.update(sapo=_st_sapo, gmpo_clip=_st_gmpo_clip, dppo=_st_dppo, log_ratio_sign=_st_log_ratio_sign)
 _loss.STABILISER_VALUES.update(
     sapo=lambda v, w, c, tau_pos=1.0, tau_neg=1.05: _trust.sapo_gate_value(v, c.adv, tau_pos, tau_neg),
@@ -107,10 +118,11 @@ _loss.STABILISER_VALUES.update(
 _loss.REFERENCES['gmpo'] = lambda c, eps_low=0.4, eps_high=0.4: _trust.gmpo_reference(
     c.logp, _old(c), c.adv, c.mask, eps_low, eps_high)
 _loss.ADVANTAGES.update(
-    gpg=(lambda c: adv_lib.gpg_advantages(c.rewards, c.group_size, row_mask=c.rows), False),
+    gpg=(lambda c, scale_by_std=False, eps=1e-6, ddof=0: adv_lib.gpg_advantages(
+        c.rewards, c.group_size, row_mask=c.rows, scale_by_std=scale_by_std, eps=eps, ddof=ddof), False),
+    opd=(_adv_opd, False),
     clip_cov=(_adv_clip_cov, False),
     kl_cov=(_adv_kl_cov, False),
     kto=(_adv_kto, True),
 )
 _loss.OBJECTIVE_VALUES['kl_cov'] = _objective_kl_cov
-_loss.GATE_PARTS['pair_chosen'] = _gate_pair_chosen
