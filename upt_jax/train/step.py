@@ -204,7 +204,7 @@ def teacher_inputs(recipe) -> TeacherInputs:
     """The teacher inputs ``recipe`` needs (none for recipes without a distillation term)."""
     names = {p.advantage.name for t in recipe.terms for _, p in t.roles()}
     probs = _teacher_probs_part(recipe)
-    return TeacherInputs(logits=probs is not None, logp="teacher_log_ratio" in names,
+    return TeacherInputs(logits=probs is not None, logp=bool(names & {"teacher_log_ratio", "opd"}),
                          top_k=None if probs is None else probs.kw.get("top_k"))
 
 

@@ -228,7 +228,7 @@ def preference_pair(record) -> tuple[str, str]:
     return demo, demo.replace(tail, "\\boxed{" + wrong + "}")
 
 
-_GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+_GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "gpg", "clip_cov", "kl_cov", "opd")
 
 
 def rollout_temperature(config) -> float:
