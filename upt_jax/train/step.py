@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from upt_jax.models.logprobs import sequence_logprobs
 from upt_jax.train.batching import PACKED_KEYS, pack, unpack
+from upt_jax.train.mismatch import finish_mismatch, over_microbatches, rollout_mismatch
 from upt_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -77,13 +78,8 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     ``τ``, as verl and TRL compute them. ``τ = 1`` for offline data. Vocabulary-level distillation
     keeps its own recipe temperature.
 
-    Truncated sampling: with ``rollout_threshold [B, L]`` in the batch (the sampler's per-token
-    top-k/top-p kept-set thresholds, aligned with ``tokens``; ``−inf`` where nothing was removed)
-    π_θ^τ is renormalised over each token's kept set (``sequence_logprobs(..., kept_threshold=)``):
-    the policy trained is the one the tokens were drawn from, and against the sampler's
-    ``sampling_logprobs`` as ``old_logp`` the first update's ratio is 1. With ``rollout_logp [B, L]``
-    (the sampler's log-probs of the distribution it drew from) the sampler-vs-trainer mismatch on
-    the rollout rows' tokens is logged (`rollout_mismatch`).
+    ``rollout_threshold [B, L]``: π_θ^τ renormalised over each token's top-k/top-p kept set (the policy
+    sampled). ``rollout_logp [B, L]``: the sampler-vs-trainer mismatch is logged (`rollout_mismatch`).
     """
     from upt_jax import upge
 
@@ -117,8 +113,7 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
         r = pick(batch)
         s, _, metrics = upge.compute_loss(r, logp, _loss_view(batch), group_size=group_size, entropy=ent)
         if vocab_part is None and "rollout_logp" in batch:  # online: the trainer's log π_θ vs the sampler's
-            rows = 1.0 - jnp.asarray(batch.get("is_demo", jnp.zeros(mask.shape[:1], bool)), jnp.float32)
-            metrics.update(rollout_mismatch(logp, batch["rollout_logp"], mask * rows[:, None]))
+            metrics.update(rollout_mismatch(logp, batch))
         if vocab_part is not None:
             top_k = _teacher_probs_part(r).kw.get("top_k")
             metrics["distill/forward_kl"] = forward_kl_value(
@@ -132,57 +127,20 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
 
 
 def _row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0):
-    """``sequence_logprobs`` of the batch's rows ``[B, L]`` (and entropies) at ``temperature``:
-    computed on the padded rows, or on the packed rows and gathered back (``unpack``) when the
-    batch carries them; renormalised over the kept sets of ``rollout_threshold`` when present."""
+    """``sequence_logprobs`` of the rows ``[B, L]`` (and entropies) at ``temperature``, on the padded
+    or the packed rows (gathered back, ``unpack``), over the kept sets of ``rollout_threshold``."""
     thr = batch.get("rollout_threshold")
     if "packed_tokens" not in batch:
         return sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
                                  temperature=temperature, return_entropy=with_entropy, remat=remat,
                                  kept_threshold=thr)
-    if thr is not None:
-        thr = pack(thr, batch["pack_index"], batch["pack_valid"], batch["packed_tokens"].shape, -jnp.inf)
+    thr = thr if thr is None else pack(thr, batch["pack_index"], batch["pack_valid"], batch["packed_tokens"].shape,
+                                       -jnp.inf)
     out = sequence_logprobs(model, batch["packed_tokens"], segment_ids=batch["packed_segment_ids"],
                             positions=batch["packed_positions"], chunk_size=chunk_size,
                             temperature=temperature, return_entropy=with_entropy, remat=remat,
                             kept_threshold=thr)
     return jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
-
-
-_MB_SUMS = ("mismatch/abs_sum", "mismatch/kl_k3_sum", "mismatch/tokens")  # added over micro-batches
-
-
-def rollout_mismatch(logp: jax.Array, rollout_logp: jax.Array, mask: jax.Array) -> dict:
-    """Sampler-vs-trainer mismatch on the sampled tokens, as sums that add over micro-batches.
-
-    Math: ``Δ_t = log π_trainer(o_t) − log π_rollout(o_t)`` (``logp`` the trainer's, no gradient;
-    ``rollout_logp`` the distribution the sampler drew ``o_t`` from) and the ``k3`` estimate of
-    ``KL(π_rollout ‖ π_trainer)`` on those samples, ``e^{Δ} − 1 − Δ``. Returns
-    ``mismatch/abs_max`` (reduce with max), ``mismatch/abs_sum``, ``mismatch/kl_k3_sum`` and
-    ``mismatch/tokens`` (reduce with sums); `finish_mismatch` turns them into means.
-
-    Args:
-      logp, rollout_logp: ``[B, T]``.
-      mask: ``[B, T]`` the sampled tokens (rollout rows' response tokens).
-    """
-    from upt_jax import upge
-
-    d = jnp.where(mask > 0, jax.lax.stop_gradient(logp) - rollout_logp, 0.0)
-    k3 = upge.kl_estimate(rollout_logp, jax.lax.stop_gradient(logp), "k3")
-    return {"mismatch/abs_max": jnp.max(jnp.abs(d)), "mismatch/abs_sum": jnp.sum(jnp.abs(d)),
-            "mismatch/kl_k3_sum": upge.masked_sum(k3, mask), "mismatch/tokens": jnp.sum(mask)}
-
-
-def finish_mismatch(metrics: dict) -> dict:
-    """`rollout_mismatch`'s sums (already reduced over micro-batches) → ``mismatch/abs_max``,
-    ``mismatch/abs_mean`` and ``mismatch/kl_k3`` (means over the sampled tokens)."""
-    if "mismatch/tokens" not in metrics:
-        return metrics
-    out = {k: v for k, v in metrics.items() if k not in _MB_SUMS}
-    n = jnp.maximum(metrics["mismatch/tokens"], 1.0)
-    out["mismatch/abs_mean"] = metrics["mismatch/abs_sum"] / n
-    out["mismatch/kl_k3"] = metrics["mismatch/kl_k3_sum"] / n
-    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,14 +357,6 @@ def _term_objectives(m: dict, sums: dict, dens: dict) -> dict:
     return out
 
 
-def _over_microbatches(k: str, v: jax.Array) -> jax.Array:
-    """A metric ``[M, ...]`` of ``M`` micro-batches reduced: sums for ``loss/*`` and `rollout_mismatch`'s
-    sums, the max for ``mismatch/abs_max``, else the mean."""
-    if k.startswith("loss/") or k in _MB_SUMS:
-        return jnp.sum(v, axis=0)
-    return jnp.max(v, axis=0) if k == "mismatch/abs_max" else jnp.mean(v, axis=0)
-
-
 def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objective, *,
                     num_microbatches: int = 1, group_size: int = 1,
                     skip_grad_norm: float | None = None, skip_update_ratio: float | None = None,
@@ -465,7 +415,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
         (grads, loss), mb_metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), mbs)
         # per-term objectives are each micro-batch's share S^obj_k(mb) / D_k: summed, exact; the
         # sampler-vs-trainer mismatch: sums and a max over micro-batches, exact
-        metrics.update(finish_mismatch({k: _over_microbatches(k, v) for k, v in mb_metrics.items()}))
+        metrics.update(finish_mismatch({k: over_microbatches(k, v) for k, v in mb_metrics.items()}))
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         if skip_grad_norm is not None:
