@@ -1,7 +1,11 @@
-"""DPO (and IPO/SimPO/ORPO) on offline preference pairs.
+"""DPO (and IPO/SimPO/ORPO/KTO) on offline preference data.
 
     upt train --config experiments/dpo.py                  # dpo
-    upt train --config experiments/dpo.py:simpo            # ipo | simpo | orpo
+    upt train --config experiments/dpo.py:simpo            # ipo | simpo | orpo | kto
+
+KTO reads unpaired rows: with ``data.source=file`` a JSONL of ``question`` (map TRL's ``prompt``
+with ``--config.data.fields.question=prompt``), ``completion`` and ``label`` (desirable or not);
+on the synthetic task step rows alternate the chosen and the rejected answer.
 
 On the synthetic task a pair is (the demonstration, the same demonstration ending in a wrong
 answer); with a real dataset set ``data.source=file`` and map ``chosen``/``rejected`` columns.
@@ -9,7 +13,7 @@ The reference model is the initial policy (frozen).
 """
 from upt_jax.train.config import base_config
 
-VARIANTS = ("dpo", "ipo", "simpo", "orpo")
+VARIANTS = ("dpo", "ipo", "simpo", "orpo", "kto")
 
 
 def get_config(arg: str | None = None):

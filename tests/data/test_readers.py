@@ -248,6 +248,24 @@ def test_dpo_needs_chosen_and_rejected(tmp_path):
         readers.load_records(DataConfig(path=path, task="dpo"))
 
 
+def test_kto_reads_unpaired_labelled_completions(tmp_path):
+    """TRL's unpaired layout (prompt, completion, label); labels as bools, 0/1 or true/false;
+    anything else is a counted bad row, never a silent label."""
+    rows = [{"prompt": "q1", "completion": "good", "label": True},
+            {"prompt": "q1", "completion": "bad", "label": 0},
+            {"prompt": "q2", "completion": "fine", "label": "True"},
+            {"prompt": "q3", "completion": "meh", "label": "maybe"},
+            {"prompt": "q4", "completion": "", "label": False}]
+    path = _write_jsonl(tmp_path / "kto.jsonl", rows)
+    fields = FieldMap(question="prompt")
+    with pytest.raises(DataError, match=r"kto\.jsonl:4: field 'label' .* is 'maybe'"):
+        readers.load_records(DataConfig(path=path, task="kto", fields=fields))
+    records, stats = readers.load_records(DataConfig(path=path, task="kto", fields=fields, skip_bad_rows=True))
+    assert [(r["question"], r["completion"], r["label"]) for r in records] == [
+        ("q1", "good", True), ("q1", "bad", False), ("q2", "fine", True)]
+    assert stats.metrics()["data/skipped/bad_label"] == 1 and stats.metrics()["data/skipped/empty_completion"] == 1
+
+
 # ----------------------------------------------------------------------------- iteration
 
 RECORDS = [{"id": str(i)} for i in range(10)]

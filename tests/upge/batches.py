@@ -63,6 +63,10 @@ def random_batch(seed, b=16, t=8, group_size=4, *, demo_last=False, vocab=None,
       rollout_logp=garbage(rng, old + 0.2 * rng.normal(size=(b, t)).astype(np.float32), mask),
       is_demo=is_demo,
   )
+  # KTO: unpaired labels and the batch's reference point z0 (own stream: the draws above are unchanged)
+  kto_rng = np.random.default_rng(seed + 7919)
+  batch['kto_label'] = kto_rng.integers(0, 2, size=b).astype(np.float32)
+  batch['kto_z0'] = np.full(b, kto_rng.uniform(0.0, 0.5), np.float32)
   if vocab:
     batch['student_logits'] = rng.normal(size=(b, t, vocab)).astype(np.float32) * 2
     batch['teacher_logits'] = rng.normal(size=(b, t, vocab)).astype(np.float32) * 2
@@ -82,13 +86,24 @@ RECIPE_SETUPS = {
     'gspo': ({}, 4, {'old_noise': 4e-4}),
     'cispo': ({}, 4, {}),
     'rloo': ({}, 4, {}),
+    'rloo_ppo': ({}, 4, {}),
     'reinforce_pp': ({}, 4, {}),
     'reinforce_pp_plain': ({'baseline': False, 'kl_coef': 0.05}, 4, {}),
     'remax': ({}, 1, {}),
     'dpo': ({'label_smoothing': 0.1}, 2, {}),
     'ipo': ({}, 2, {}),
+    'ipo_length_avg': ({}, 2, {}),
     'simpo': ({}, 2, {}),
     'orpo': ({}, 2, {}),
+    'kto': ({}, 1, {}),
+    'sapo': ({}, 4, {}),
+    'gmpo': ({}, 4, {}),
+    'gpg': ({}, 4, {}),
+    'clip_cov': ({'ratio': 0.05, 'cov_low': 0.0, 'cov_high': 10.0}, 4, {}),
+    'kl_cov': ({'ratio': 0.05}, 4, {}),
+    'dppo_tv': ({}, 4, {}),
+    'dppo_kl': ({'is_cap': 2.0}, 4, {}),
+    'opd_pg': ({'alpha': 0.5}, 4, {}),
     'distill_fkl': ({}, 1, {'vocab': 11}),
     'distill_fkl_topk': ({'top_k': 3}, 1, {'vocab': 11}),
     'distill_on_policy': ({}, 1, {}),

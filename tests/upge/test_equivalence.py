@@ -70,7 +70,7 @@ RL_CASES = {
     'gspo': ({}, 4, {'old_noise': 1e-3}, lambda lp, b, g: tb.gspo(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
     'cispo': ({}, 4, {}, lambda lp, b, g: tb.cispo(lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
-    'rloo': ({}, 4, {'binary_rewards': False}, lambda lp, b, g: tb.rloo(
+    'rloo_ppo': ({}, 4, {'binary_rewards': False}, lambda lp, b, g: tb.rloo(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
     'reinforce_pp': ({}, 4, {}, lambda lp, b, g: tb.reinforce_pp(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
@@ -79,8 +79,34 @@ RL_CASES = {
     'distill_on_policy': ({}, 1, {}, lambda lp, b, g: tb.distill_on_policy(lp, b['teacher_logp'], b['mask'])),
     'luffy': ({}, 4, {'demo_last': True}, lambda lp, b, g: tb.luffy(
         lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
+    # issue 24: the papers' rloo, the 2025-26 losses (SPEC.md rows), the std estimator as a hyper-parameter
+    'rloo': ({}, 4, {'binary_rewards': False}, lambda lp, b, g: tb.rloo_paper(
+        lp, b['mask'], b['rewards'], group_size=g)),
+    'sapo': ({}, 4, {}, lambda lp, b, g: tb.sapo(lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
+    'gmpo': ({}, 4, {}, lambda lp, b, g: tb.gmpo(lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
+    'gpg': ({}, 4, {}, lambda lp, b, g: tb.gpg(lp, b['mask'], b['rewards'], group_size=g)),
+    'gpg_std': ({'scale_by_std': True, 'std_ddof': 1}, 4, {}, lambda lp, b, g: tb.gpg(
+        lp, b['mask'], b['rewards'], group_size=g, scale_by_std=True, ddof=1)),
+    'clip_cov': ({'ratio': 0.1, 'cov_low': 0.0, 'cov_high': 10.0}, 4, {}, lambda lp, b, g: tb.clip_cov(
+        lp, b['old_logp'], b['mask'], b['rewards'], jax.random.key(5), group_size=g, clip_ratio=0.1,
+        cov_low=0.0, cov_high=10.0)),
+    'kl_cov': ({'ratio': 0.1}, 4, {}, lambda lp, b, g: tb.kl_cov(
+        lp, b['old_logp'], b['mask'], b['rewards'], group_size=g, kl_cov_ratio=0.1)),
+    'dppo_tv': ({}, 4, {}, lambda lp, b, g: tb.dppo_tv(lp, b['old_logp'], b['mask'], b['rewards'], group_size=g)),
+    'dppo_kl': ({'is_cap': 1.5}, 4, {}, lambda lp, b, g: tb.dppo_kl(
+        lp, b['old_logp'], b['mask'], b['rewards'], group_size=g, is_cap=1.5)),
+    'opd_pg': ({'alpha': 0.5}, 4, {}, lambda lp, b, g: tb.opd_pg(
+        lp, b['old_logp'], b['teacher_logp'], b['mask'], b['rewards'], group_size=g, alpha=0.5)),
+    'kto': ({}, 1, {}, lambda lp, b, g: tb.kto(lp, b['ref_logp'], b['mask'], b['kto_label'],
+                                               kl_ref=b['kto_z0'][0])),
+    'grpo_ddof1': ({'std_ddof': 1, 'std_eps': 1e-4}, 4, {}, lambda lp, b, g: tb.grpo(
+        lp, b['old_logp'], b['mask'], b['rewards'], group_size=g, ddof=1, eps=1e-4)),
+    'sapo_ddof1': ({'std_ddof': 1}, 4, {}, lambda lp, b, g: tb.sapo(
+        lp, b['old_logp'], b['mask'], b['rewards'], group_size=g, ddof=1)),
 }
-_BASE = {'grpo_kl': 'grpo'}
+_BASE = {'grpo_kl': 'grpo', 'gpg_std': 'gpg', 'grpo_ddof1': 'grpo', 'sapo_ddof1': 'sapo'}
+# masks other than clips that the batch must exercise (some tokens kept, some not): metric suffix
+_MASKED = {'dppo_tv': 'clip_frac', 'dppo_kl': 'clip_frac'}
 
 
 @pytest.mark.parametrize('seed', SEEDS)
@@ -89,16 +115,29 @@ def test_rl_recipe_gradient_equals_textbook(name, seed):
   kwargs, g, bkw, textbook = RL_CASES[name]
   recipe = upge.get_recipe(_BASE.get(name, name), **kwargs)
   logp, batch = _batch(seed, g=g, **bkw)
+  if name == 'clip_cov':  # the textbook's draw: jax.random.uniform(key, [B, T]) with its key
+    batch = dict(batch, clip_cov_uniforms=jax.random.uniform(jax.random.key(5), batch['mask'].shape))
   _assert_grads(_loss(recipe, g, batch), lambda lp: textbook(lp, batch, g), (logp,))
   if name == 'distill_on_policy':  # the textbook writes its policy-gradient loss; the objective is the KL
     value = tb._token_mean(logp - batch['teacher_logp'], batch['mask'])
   else:
     value = textbook(logp, batch, g)
   _assert_objective(recipe, g, batch, logp, value)
-  if any(isinstance(s, upge.Part) and 'clip' in s.name
-         for t in recipe.terms for _, p in t.roles() for s in p.stabiliser):
+  if name in _MASKED or any(isinstance(s, upge.Part) and 'clip' in s.name
+                            for t in recipe.terms for _, p in t.roles() for s in p.stabiliser):
     fr = _clip_fraction(recipe, logp, batch, g)
     assert any(0 < f < 1 for f in fr), f'batch does not exercise the clip: {fr}'
+
+
+@pytest.mark.parametrize('name,off', [('clip_cov', {'cov_low': 1e8, 'cov_high': 1e9}), ('kl_cov', {'ppo_kl_coef': 0.0})])
+def test_covariance_selection_is_exercised(name, off):
+  """The equivalence batches select tokens: turning the selection off changes the gradient."""
+  kwargs, g, bkw, _ = RL_CASES[name]
+  logp, batch = _batch(0, g=g, **bkw)
+  batch = dict(batch, clip_cov_uniforms=jax.random.uniform(jax.random.key(5), batch['mask'].shape))
+  grad = lambda r: jax.grad(_loss(r, g, batch))(logp)
+  on, without = grad(upge.get_recipe(name, **kwargs)), grad(upge.get_recipe(name, **dict(kwargs, **off)))
+  assert float(jnp.abs(on - without).max()) > 1e-3
 
 
 @pytest.mark.parametrize('seed', SEEDS)
@@ -259,22 +298,32 @@ PREF = {
                   lambda cl, rl, cb, rb: upge.dpo_loss(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'],
                                                        rb['ref_logp'])),
     'ipo': ({}, True,
-            lambda cl, rl, cb, rb: tb.ipo(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'], rb['ref_logp']),
+            lambda cl, rl, cb, rb: tb.ipo_paper(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'], rb['ref_logp']),
             lambda cl, rl, cb, rb: upge.ipo_loss(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'], rb['ref_logp'])),
+    'ipo_length_avg': ({}, True,
+                       lambda cl, rl, cb, rb: tb.ipo(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'], rb['ref_logp']),
+                       lambda cl, rl, cb, rb: upge.ipo_loss(cl, rl, cb['mask'], rb['mask'], cb['ref_logp'],
+                                                            rb['ref_logp'], length_average=True)),
     'simpo': ({}, False,
               lambda cl, rl, cb, rb: tb.simpo(cl, rl, cb['mask'], rb['mask']),
               lambda cl, rl, cb, rb: upge.simpo_loss(cl, rl, cb['mask'], rb['mask'])),
     'orpo': ({}, False,
              lambda cl, rl, cb, rb: tb.orpo(cl, rl, cb['mask'], rb['mask']),
              lambda cl, rl, cb, rb: upge.orpo_loss(cl, rl, cb['mask'], rb['mask'])),
+    'orpo_paper': ({}, False,  # the paper's Eq. 6 (issue 24): the `orpo` default
+                   lambda cl, rl, cb, rb: tb.orpo_paper(cl, rl, cb['mask'], rb['mask']),
+                   lambda cl, rl, cb, rb: upge.orpo_loss(cl, rl, cb['mask'], rb['mask'])),
 }
+
+
+_PREF_RECIPE = {'dpo_plain': 'dpo', 'orpo_paper': 'orpo'}
 
 
 @pytest.mark.parametrize('seed', SEEDS)
 @pytest.mark.parametrize('name', sorted(PREF))
 def test_preference_gradient_equals_textbook(name, seed):
   kwargs, with_ref, textbook, standalone = PREF[name]
-  recipe = upge.get_recipe(name.split('_')[0], **kwargs)
+  recipe = upge.get_recipe(_PREF_RECIPE.get(name, name), **kwargs)
   cl, rl, cb, rb = _pairs(seed)
   batch = {'mask': _interleave(cb['mask'], rb['mask'])}
   if with_ref:
@@ -318,5 +367,5 @@ def test_generalized_jsd_gradient_equals_textbook(beta):
 
 
 def test_every_recipe_has_an_equivalence_test():
-  covered = set(RL_CASES) | {'hpt', 'srft', 'distill_fkl', 'grpo_process'} | {k.split('_')[0] for k in PREF}
+  covered = set(RL_CASES) | {'hpt', 'srft', 'distill_fkl', 'grpo_process'} | {_PREF_RECIPE.get(k, k) for k in PREF}
   assert set(upge.RECIPES) <= covered, set(upge.RECIPES) - covered

@@ -8,7 +8,10 @@ DOC = pathlib.Path(__file__).resolve().parents[2] / 'docs' / 'recipes.md'
 
 REQUIRED = ['sft', 'reinforce', 'ppo', 'grpo', 'dr_grpo', 'dapo', 'gspo', 'cispo', 'rloo',
             'reinforce_pp', 'remax', 'dpo', 'ipo', 'simpo', 'orpo', 'distill_fkl',
-            'distill_on_policy', 'luffy', 'srft', 'rft', 'grpo_process', 'hpt']  # issue 3's list + issue 11's
+            'distill_on_policy', 'luffy', 'srft', 'rft', 'grpo_process',  # issue 3's list + issue 11's
+            'kto', 'sapo', 'gmpo', 'gpg', 'clip_cov', 'kl_cov', 'dppo_tv', 'dppo_kl', 'opd_pg',  # issue 24
+            'rloo_ppo', 'ipo_length_avg',  # issue 24: the earlier forms as variants
+            'hpt']
 
 
 def test_recipe_table_is_up_to_date():

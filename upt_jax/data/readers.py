@@ -4,13 +4,14 @@ Every reader turns rows into *records*, plain dicts with the same keys whatever 
 source::
 
   {"id": str, "question": str, "answer": str | None, "demonstration": str | None,
-   "chosen": str | None, "rejected": str | None, "location": "file:line",
-   "verifier": "math"}
+   "chosen": str | None, "rejected": str | None, "completion": str | None,
+   "label": bool | None, "location": "file:line", "verifier": "math"}
 
 Which source column feeds which key is the `FieldMap` of the `DataConfig`; the `task`
 decides which keys are required (``rl``/``eval``: question + answer; ``sft``: question +
 demonstration; ``hpt``: question + answer + demonstration; ``dpo``: question + chosen +
-rejected). A malformed row raises `DataError` naming the file and line (or row), or, with
+rejected; ``kto``: question + completion + label, unpaired rows as TRL's ``prompt``,
+``completion``, ``label``: a bool, 0/1 or ``"true"``/``"false"``, else a ``bad_label`` row). A malformed row raises `DataError` naming the file and line (or row), or, with
 ``skip_bad_rows=True``, is skipped and counted in `ReadStats` under its reason
 (``stats.metrics()`` is a dict for the training loop's metrics):
 
@@ -72,7 +73,7 @@ __all__ = [
     "load_dataset",
 ]
 
-RECORD_KEYS = ("id", "question", "answer", "demonstration", "chosen", "rejected")
+RECORD_KEYS = ("id", "question", "answer", "demonstration", "chosen", "rejected", "completion", "label")
 # Required record keys for each use of a dataset.
 TASK_FIELDS = {
     "rl": ("question", "answer"),
@@ -81,10 +82,11 @@ TASK_FIELDS = {
     "sft": ("question", "demonstration"),
     "hpt": ("question", "answer", "demonstration"),
     "dpo": ("question", "chosen", "rejected"),
+    "kto": ("question", "completion", "label"),
 }
 # Where one row per question is expected (the HPT gate and GRPO groups key on the id).
 _DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "prompt": "error", "hpt": "error", "sft": "allow",
-                       "dpo": "allow"}
+                       "dpo": "allow", "kto": "allow"}
 _DUPLICATE_ALIASES = {"keep": "allow", "drop": "skip"}  # data.duplicates' words
 # Verifier kinds whose reference is a number: for them "nan"/"inf" answers are bad rows.
 _NUMERIC_VERIFIERS = ("math", "math_strict", "integer")
@@ -107,6 +109,8 @@ class FieldMap:
     demonstration: str | None = "demonstration"
     chosen: str | None = "chosen"
     rejected: str | None = "rejected"
+    completion: str | None = "completion"
+    label: str | None = "label"
     id: str | None = "id"
 
 
@@ -119,8 +123,8 @@ class DataConfig:
       format: ``auto`` (from the extension), ``jsonl``, ``json``, ``parquet``,
         ``hf_disk`` (``datasets.Dataset.save_to_disk``) or ``tfds`` (needs the ``tfds``
         extra; TensorFlow is imported only then).
-      task: ``rl``, ``eval``, ``prompt`` (question only), ``sft``, ``hpt`` or ``dpo``: which
-        fields are required.
+      task: ``rl``, ``eval``, ``prompt`` (question only), ``sft``, ``hpt``, ``dpo`` or ``kto``:
+        which fields are required.
       fields: the `FieldMap`.
       split: split of a saved ``DatasetDict`` or of a TFDS dataset.
       skip_bad_rows: skip and count malformed rows instead of raising.
@@ -288,6 +292,21 @@ def _prompt_key(record: dict[str, Any]) -> str:
     return record["question"] if not turns else json.dumps(turns, sort_keys=True, ensure_ascii=False)
 
 
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _as_label(column: str, value: Any, loc: str) -> bool:
+    """KTO's label: desirable (True) or not; a bool, 0/1 or true/false/yes/no (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _BadRow("bad_label", f"{loc}: field 'label' (column {column!r}) is {value!r}, not a bool, 0/1 or "
+                               "true/false (desirable or undesirable)")
+
+
 def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
     """One source row → one record; raises `_BadRow` with a ``loc:`` message. With the default
     `FieldMap`, the row's layout (chat ``messages``, TRL prompt/completion, preferences, …) is
@@ -313,10 +332,11 @@ def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
                               f"{loc}: missing field {key!r} (column {column!r})")
             record[key] = None
             continue
-        record[key] = _as_text(key, column, value, loc, config.verifier)
+        record[key] = _as_label(column, value, loc) if key == "label" else _as_text(
+            key, column, value, loc, config.verifier)
     _check_text(dict(record, **{k: v for k, v in extras.items() if k.endswith("messages")}), loc, config)
     for key in required:
-        if not record[key].strip():
+        if key != "label" and not record[key].strip():
             raise _BadRow(f"empty_{key}", f"{loc}: empty {key!r} (a {config.task} dataset "
                                           f"needs a non-empty {key})")
     extras.setdefault("columns", _columns(row, config.fields))

@@ -5,6 +5,11 @@ For hidden states ``h [B, T, D]`` and output kernel ``W [D, V]``:
     log π(o_t) = (h_t · W)[o_t] − logsumexp_v (h_t · W)[v]          (divided by a temperature τ)
     H_t        = logsumexp(z_t) − Σ_v softmax(z_t)_v · z_t[v]         (token entropy)
 
+Truncated sampling (top-k / top-p): with ``kept_threshold θ [B, T]`` (the sampler's
+``thresholds``) the distribution is renormalised over the kept set ``K_t = {v : z_t[v]/τ ≥ θ_t}``
+(the largest entry always kept): ``log π̃(o_t) = z_t[o_t]/τ − logsumexp_{v∈K_t} z_t[v]/τ``, the
+policy the token was drawn from; ``θ = −inf`` keeps every entry.
+
 ``token_logprobs`` scans over chunks of ``C`` positions; each chunk's body is rematerialised
 (``jax.checkpoint``) so the backward pass recomputes its ``[B, C, V]`` logits instead of
 storing them: peak temporary memory is ``O(B·C·V)`` instead of ``O(B·T·V)``. The recompute
@@ -35,24 +40,36 @@ def remat_logits(remat: str, b: int, t: int, v: int) -> bool:
     return remat == "always" or (remat == "auto" and b * t * v * 4 > AUTO_REMAT_BYTES)
 
 
-def _chunk_stats(h, kernel, targets, temperature, with_entropy):
-    """h: [B, C, D], kernel: [D, V], targets: [B, C] → (logp [B, C], entropy [B, C] or None)."""
+def kept_logits(logits: jax.Array, threshold: jax.Array) -> jax.Array:
+    """``logits [..., V]`` with the entries below ``threshold [...]`` set to ``−inf`` (the largest
+    entry always kept, so no row is empty): the logits of the top-k/top-p kept set."""
+    thr = jnp.minimum(threshold[..., None], jnp.max(logits, axis=-1, keepdims=True))
+    return jnp.where(logits >= thr, logits, -jnp.inf)
+
+
+def _chunk_stats(h, kernel, targets, temperature, with_entropy, threshold=None):
+    """h: [B, C, D], kernel: [D, V], targets: [B, C], threshold: [B, C] or None
+    → (logp [B, C], entropy [B, C] or None)."""
     logits = dense(h, kernel)  # [B, C, V] fp32
     if temperature != 1.0:
         logits = logits / temperature
+    if threshold is not None:
+        logits = kept_logits(logits, threshold)
     lse = jax.nn.logsumexp(logits, axis=-1)
     tgt = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     logp = tgt - lse
     if not with_entropy:
         return logp, None
     probs = jnp.exp(logits - lse[..., None])
-    entropy = lse - jnp.sum(probs * logits, axis=-1)
+    plogits = probs * logits if threshold is None else jnp.where(probs > 0, probs * logits, 0.0)  # 0·(−inf)
+    entropy = lse - jnp.sum(plogits, axis=-1)
     return logp, entropy
 
 
 def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
                    chunk_size: int = 128, temperature: float = 1.0,
-                   return_entropy: bool = False, remat: str = "auto"):
+                   return_entropy: bool = False, remat: str = "auto",
+                   kept_threshold: Optional[jax.Array] = None):
     """Chunked ``log softmax(h W / τ)[target]``.
 
     Args:
@@ -65,28 +82,34 @@ def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
       remat: ``"always"``: chunks, each recomputed in the backward pass (memory ``O(B·C·V)``;
         forward-only passes pay nothing for it); ``"never"``: one pass holding ``[B, T, V]`` (no
         recompute); ``"auto"``: ``"always"`` when the logits would exceed ``AUTO_REMAT_BYTES``.
+      kept_threshold: ``[B, T]`` top-k/top-p kept-set thresholds on ``z / τ`` (``−inf``: all kept);
+        log-probs and entropies are then those of the renormalised kept set (module docstring).
     Returns:
       ``logp [B, T]`` fp32, and ``entropy [B, T]`` fp32 when ``return_entropy``.
     """
     b, t, d = hidden.shape
     if not remat_logits(remat, b, t, kernel.shape[-1]):
         return naive_token_logprobs(hidden, kernel, targets, temperature=temperature,
-                                    return_entropy=return_entropy)
+                                    return_entropy=return_entropy, kept_threshold=kept_threshold)
     c = max(1, min(chunk_size, t))
     n = -(-t // c)
     pad = n * c - t
+    thr = jnp.full((b, t), -jnp.inf, jnp.float32) if kept_threshold is None else kept_threshold
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
         targets = jnp.pad(targets, ((0, 0), (0, pad)))
+        thr = jnp.pad(thr, ((0, 0), (0, pad)), constant_values=-jnp.inf)
     hs = hidden.reshape(b, n, c, d).swapaxes(0, 1)  # [n, B, C, D]
     ts = targets.reshape(b, n, c).swapaxes(0, 1)  # [n, B, C]
+    ths = thr.reshape(b, n, c).swapaxes(0, 1)  # [n, B, C]
+    cut = kept_threshold is not None
 
     @jax.checkpoint
-    def body(h, tg):
-        logp, ent = _chunk_stats(h, kernel, tg, temperature, return_entropy)
+    def body(h, tg, th):
+        logp, ent = _chunk_stats(h, kernel, tg, temperature, return_entropy, th if cut else None)
         return (logp, ent) if return_entropy else (logp,)
 
-    outs = jax.lax.map(lambda xs: body(*xs), (hs, ts))
+    outs = jax.lax.map(lambda xs: body(*xs), (hs, ts, ths))
     unchunk = lambda x: x.swapaxes(0, 1).reshape(b, n * c)[:, :t]
     if return_entropy:
         return unchunk(outs[0]), unchunk(outs[1])
@@ -94,16 +117,17 @@ def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
 
 
 def naive_token_logprobs(hidden, kernel, targets, *, temperature: float = 1.0,
-                         return_entropy: bool = False):
+                         return_entropy: bool = False, kept_threshold=None):
     """Reference implementation holding the full ``[B, T, V]`` logits (tests, benchmarks)."""
-    logp, ent = _chunk_stats(hidden, kernel, targets, temperature, return_entropy)
+    logp, ent = _chunk_stats(hidden, kernel, targets, temperature, return_entropy, kept_threshold)
     return (logp, ent) if return_entropy else logp
 
 
 def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Array] = None, *,
                       chunk_size: int = 128, temperature: float = 1.0,
                       return_entropy: bool = False, remat: str = "auto",
-                      segment_ids: Optional[jax.Array] = None, positions: Optional[jax.Array] = None):
+                      segment_ids: Optional[jax.Array] = None, positions: Optional[jax.Array] = None,
+                      kept_threshold: Optional[jax.Array] = None):
     """Log-probs of each token given its prefix, aligned with ``tokens``.
 
     ``logp[b, t] = log π(tokens[b, t] | tokens[b, <t])`` for ``t ≥ 1``; ``logp[:, 0] = 0``
@@ -121,6 +145,9 @@ def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Arr
       remat: see ``token_logprobs``.
       segment_ids, positions: ``[B, T]`` int, packed rows (positions default to restarting at 0
         in each segment).
+      kept_threshold: ``[B, T]`` aligned with ``tokens``: the kept-set threshold of the distribution
+        ``tokens[b, t]`` was drawn from (the sampler's ``thresholds``; ``−inf`` on prompt, padding
+        and untruncated tokens); see ``token_logprobs``.
     Returns:
       ``logp [B, T]`` (and ``entropy [B, T]``, entropy of the distribution that predicted
       token t, 0 at t = 0) in fp32.
@@ -131,7 +158,8 @@ def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Arr
         hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
                                         segment_ids=segment_ids)
     out = token_logprobs(hidden[:, :-1], model.lm_head_kernel(), tokens[:, 1:], chunk_size=chunk_size,
-                         temperature=temperature, return_entropy=return_entropy, remat=remat)
+                         temperature=temperature, return_entropy=return_entropy, remat=remat,
+                         kept_threshold=None if kept_threshold is None else kept_threshold[:, 1:])
     shift = lambda x: jnp.pad(x, ((0, 0), (1, 0)))
     if segment_ids is not None:  # a segment's first token is not predicted from the previous segment
         cont = shift((segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] > 0))

@@ -14,7 +14,11 @@ Returned per sampled token:
     the trainer computes log π_θ, ratios and entropies at the same τ, so the step-0 ratio is 1
     and the gradient is the gradient of the policy the rollouts were drawn from;
   * ``sampling_logprobs``: log-prob under the processed distribution the token was drawn
-    from (temperature, top-k, top-p), which differs from ``logprobs`` whenever truncation is on.
+    from (temperature, top-k, top-p), which differs from ``logprobs`` whenever truncation is on;
+  * ``thresholds``: the kept set of that distribution as one number per token, a threshold on
+    the tempered logits ``z / τ`` (see `kept_set_threshold`): a trainer that renormalises its
+    π_θ^τ over ``{v : z_v / τ ≥ threshold}`` (``sequence_logprobs(..., kept_threshold=)``)
+    recomputes ``sampling_logprobs`` exactly, so the policy it trains is the one sampled.
 
 Shapes are rounded up to buckets (batch, prompt length, generation length) and compiled
 executables are cached per bucket, so repeated calls do not recompile; compile time is
@@ -36,9 +40,7 @@ from flax import nnx
 
 from upt_jax.models.partition import batch_shards
 from upt_jax.models.transformer import KVCache, positions_from_mask, rope_from_table, rope_table
-
-_NEG_INF = -1e30
-
+from upt_jax.sampling.truncation import kept_set_threshold, process_logits  # noqa: F401 (public here too)
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
@@ -90,6 +92,8 @@ class SampleOutput:
       logprobs: ``[N, L]`` fp32 log-probs of the tokens under the policy at the sampling
         temperature τ, untruncated (`policy_temperature`; 0 after the end).
       sampling_logprobs: ``[N, L]`` fp32 log-probs under the processed sampling distribution.
+      thresholds: ``[N, L]`` fp32 kept-set threshold of each token's sampling distribution on the
+        tempered logits (`kept_set_threshold`; ``−inf``: nothing removed, and after the end).
       lengths: ``[N]`` number of generated tokens (stop token included).
       finished: ``[N]`` bool, a stop token was produced.
       prompt_index: ``[N]`` index of the prompt each row continues.
@@ -104,62 +108,13 @@ class SampleOutput:
     prompt_index: np.ndarray
     compile_s: float = 0.0
     run_s: float = 0.0
+    thresholds: np.ndarray | None = None
 
     def new_tokens(self) -> int:
         return int(self.lengths.sum())
 
     def sequences(self) -> list[list[int]]:
         return [self.tokens[i, : self.lengths[i]].tolist() for i in range(len(self.lengths))]
-
-
-# ----------------------------------------------------------------------------- processing
-def process_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
-    """Temperature, then top-k, then top-p (nucleus) truncation; removed entries → −inf.
-
-    Both truncations keep the entries at or above a per-row threshold found by ``_descend_threshold``
-    (32 masked counts or sums over ``V``, no sort: ``lax.top_k`` and ``sort`` made a top-k decode
-    step about 6× slower on CPU). Ties at the threshold are kept.
-
-    Args:
-      logits: ``[B, V]`` fp32.
-    Returns:
-      ``[B, V]`` processed logits; ``log_softmax`` of them is the sampling distribution.
-    """
-    x = logits / temperature if temperature not in (0.0, 1.0) else logits
-    v = x.shape[-1]
-    if 0 < top_k < v:  # the k-th largest value: the largest t with ≥ k entries ≥ t
-        keys = _order_key(x)
-        x = jnp.where(keys >= _descend_threshold(keys, lambda kept: jnp.sum(kept, axis=-1) >= top_k), x, _NEG_INF)
-    if top_p < 1.0:  # the smallest set of largest entries with mass ≥ top_p (the top-1 always kept)
-        keys, probs = _order_key(x), jax.nn.softmax(x, axis=-1)
-        enough = lambda kept: jnp.sum(jnp.where(kept, probs, 0.0), axis=-1) >= top_p
-        x = jnp.where(keys >= _descend_threshold(keys, enough), x, _NEG_INF)
-    return x
-
-
-def _order_key(x: jax.Array) -> jax.Array:
-    """fp32 → uint32 with the same order (sign bit flipped for positives, all bits for negatives;
-    −0 taken as +0, as ``<`` does)."""
-    x = x.astype(jnp.float32)
-    u = jax.lax.bitcast_convert_type(jnp.where(x == 0, jnp.float32(0), x), jnp.uint32)
-    return jnp.where(u >> 31 == 1, ~u, u | jnp.uint32(1 << 31))
-
-
-def _descend_threshold(keys: jax.Array, enough) -> jax.Array:
-    """The largest per-row ``t`` with ``enough(keys ≥ t)``, for order ``keys [B, V]`` (``_order_key``).
-
-    ``enough`` maps a ``[B, V]`` bool mask to ``[B]`` bool and must be monotone (true for a mask,
-    true for every larger one); where it is false even for the all-true mask (a top-p mass lost to
-    rounding), ``t = 0`` keeps every entry. The answer is built bit by bit from the top (32 masked
-    reductions over ``V``): it is always some entry's key, and that entry is the threshold a sort
-    would find.
-    Returns ``[B, 1]`` uint32.
-    """
-    t = jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32)
-    for bit in range(31, -1, -1):
-        cand = t | jnp.uint32(1 << bit)
-        t = jnp.where(enough(keys >= cand)[..., None], cand, t)
-    return t
 
 
 def first_argmax(x: jax.Array) -> jax.Array:
@@ -355,7 +310,8 @@ class Sampler:
             carry = dict(
                 step=jnp.zeros((), jnp.int32), cache=cache, logits=logits, pos=next_pos,
                 tokens=jnp.full((bn, l), pad_id, jnp.int32), logp=jnp.zeros((bn, l), jnp.float32),
-                slogp=jnp.zeros((bn, l), jnp.float32), done=jnp.zeros((bn,), bool),
+                slogp=jnp.zeros((bn, l), jnp.float32), thr=jnp.full((bn, l), -jnp.inf, jnp.float32),
+                done=jnp.zeros((bn,), bool),
                 lengths=jnp.zeros((bn,), jnp.int32))
 
             def cond(c):
@@ -381,8 +337,8 @@ class Sampler:
                 else:
                     tok = sample_from_weights(None, weights, u=u)
                 model_lp = take(scaled, tok) - lse
-                samp_lp = take(proc, tok) - jax.nn.logsumexp(proc, axis=-1) if (
-                    truncating and not params.is_greedy) else model_lp
+                cut = truncating and not params.is_greedy
+                samp_lp = take(proc, tok) - jax.nn.logsumexp(proc, axis=-1) if cut else model_lp
                 alive = ~c["done"]
                 tok = jnp.where(alive, tok, pad_id)
                 lp = jnp.where(alive, model_lp, 0.0)
@@ -391,6 +347,10 @@ class Sampler:
                 tokens = jax.lax.dynamic_update_slice(c["tokens"], tok[:, None], (0, s))
                 logp = jax.lax.dynamic_update_slice(c["logp"], lp[:, None], (0, s))
                 slogp = jax.lax.dynamic_update_slice(c["slogp"], slp[:, None], (0, s))
+                thr = c["thr"]
+                if cut:
+                    th = jnp.where(alive, kept_set_threshold(scaled, proc), -jnp.inf)
+                    thr = jax.lax.dynamic_update_slice(thr, th[:, None], (0, s))
                 lengths = c["lengths"] + alive.astype(jnp.int32)
                 done = c["done"] | (alive & jnp.any(tok[:, None] == stop_ids[None, :], axis=-1))
                 m = nnx.merge(graphdef, state)
@@ -400,10 +360,10 @@ class Sampler:
                 logits = jnp.einsum("bd,dv->bv", hidden[:, -1], m.lm_head_kernel().astype(hidden.dtype),
                                     preferred_element_type=jnp.float32)
                 return dict(step=s + 1, cache=cache, logits=logits, pos=c["pos"] + alive.astype(jnp.int32),
-                            tokens=tokens, logp=logp, slogp=slogp, done=done, lengths=lengths)
+                            tokens=tokens, logp=logp, slogp=slogp, thr=thr, done=done, lengths=lengths)
 
             out = jax.lax.while_loop(cond, body, carry)
-            return out["tokens"], out["logp"], out["slogp"], out["lengths"], out["done"]
+            return out["tokens"], out["logp"], out["slogp"], out["thr"], out["lengths"], out["done"]
 
         return jax.jit(run)
 
@@ -464,10 +424,10 @@ class Sampler:
         for (a, z), out in zip(chunks, outs):
             keep = (z - a) * params.n
             parts.append([_to_host(x)[:keep] for x in out])
-        toks, logp, slogp, lengths, done = (np.concatenate(xs) for xs in zip(*parts))
+        toks, logp, slogp, thr, lengths, done = (np.concatenate(xs) for xs in zip(*parts))
         return SampleOutput(tokens=toks[:, :cut], logprobs=logp[:, :cut], sampling_logprobs=slogp[:, :cut],
                             lengths=lengths, finished=done, prompt_index=np.repeat(np.arange(num), params.n),
-                            compile_s=sum(compile_ss), run_s=run_s)
+                            compile_s=sum(compile_ss), run_s=run_s, thresholds=thr[:, :cut])
 
     def _stream_chunks(self, num: int, unit: int) -> list[tuple[int, int]]:
         """``[start, stop)`` prompt ranges, one per stream: ``self.streams`` chunks of a multiple

@@ -174,3 +174,13 @@ def unpack(x, index, valid):
     import jax.numpy as jnp
 
     return jnp.where(valid, x.reshape(-1)[index], jnp.zeros((), x.dtype))
+
+
+def pack(x, index, valid, shape, fill=0.0):
+    """The inverse of `unpack`: padded per-token values ``x [B, L]`` into the packed layout
+    ``shape = [N, L_pack]`` (``fill`` where no valid token lands)."""
+    import jax.numpy as jnp
+
+    size = shape[0] * shape[1]
+    flat = jnp.full((size,), fill, x.dtype)
+    return flat.at[jnp.where(valid, index, size)].set(x, mode="drop").reshape(shape)

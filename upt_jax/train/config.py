@@ -63,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.temperature = 1.0
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0
+    # with top_k/top_p: train the truncated policy the rollouts were drawn from (π_θ renormalised
+    # over each token's kept set, recorded by the sampler), so the first update's ratio is 1
+    c.rollout.kept_set_replay = True
     # > 1: split a step's questions into this many chunks and score chunk k (verifier, in a
     # thread) while chunk k+1 generates (upt_jax.train.overlap); 1 = generate all, then score
     c.rollout.overlap_chunks = 1

@@ -26,7 +26,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from upt_jax.models.logprobs import sequence_logprobs
-from upt_jax.train.batching import PACKED_KEYS, unpack
+from upt_jax.train.batching import PACKED_KEYS, pack, unpack
+from upt_jax.train.mismatch import finish_mismatch, over_microbatches, rollout_mismatch
 from upt_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -76,6 +77,9 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     importance ratios (against the sampler's ``old_logp``, also at ``τ``) and entropies are all at
     ``τ``, as verl and TRL compute them. ``τ = 1`` for offline data. Vocabulary-level distillation
     keeps its own recipe temperature.
+
+    ``rollout_threshold [B, L]``: π_θ^τ renormalised over each token's top-k/top-p kept set (the policy
+    sampled). ``rollout_logp [B, L]``: the sampler-vs-trainer mismatch is logged (`rollout_mismatch`).
     """
     from upt_jax import upge
 
@@ -108,6 +112,8 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
             ent = ent if with_entropy else None
         r = pick(batch)
         s, _, metrics = upge.compute_loss(r, logp, _loss_view(batch), group_size=group_size, entropy=ent)
+        if vocab_part is None and "rollout_logp" in batch:  # online: the trainer's log π_θ vs the sampler's
+            metrics.update(rollout_mismatch(logp, batch))
         if vocab_part is not None:
             top_k = _teacher_probs_part(r).kw.get("top_k")
             metrics["distill/forward_kl"] = forward_kl_value(
@@ -121,15 +127,19 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
 
 
 def _row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0):
-    """``sequence_logprobs`` of the batch's rows ``[B, L]`` (and entropies) at ``temperature``:
-    computed on the padded rows, or on the packed rows and gathered back (``unpack``) when the
-    batch carries them."""
+    """``sequence_logprobs`` of the rows ``[B, L]`` (and entropies) at ``temperature``, on the padded
+    or the packed rows (gathered back, ``unpack``), over the kept sets of ``rollout_threshold``."""
+    thr = batch.get("rollout_threshold")
     if "packed_tokens" not in batch:
         return sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
-                                 temperature=temperature, return_entropy=with_entropy, remat=remat)
+                                 temperature=temperature, return_entropy=with_entropy, remat=remat,
+                                 kept_threshold=thr)
+    thr = thr if thr is None else pack(thr, batch["pack_index"], batch["pack_valid"], batch["packed_tokens"].shape,
+                                       -jnp.inf)
     out = sequence_logprobs(model, batch["packed_tokens"], segment_ids=batch["packed_segment_ids"],
                             positions=batch["packed_positions"], chunk_size=chunk_size,
-                            temperature=temperature, return_entropy=with_entropy, remat=remat)
+                            temperature=temperature, return_entropy=with_entropy, remat=remat,
+                            kept_threshold=thr)
     return jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
 
 
@@ -152,7 +162,7 @@ def teacher_inputs(recipe) -> TeacherInputs:
     """The teacher inputs ``recipe`` needs (none for recipes without a distillation term)."""
     names = {p.advantage.name for t in recipe.terms for _, p in t.roles()}
     probs = _teacher_probs_part(recipe)
-    return TeacherInputs(logits=probs is not None, logp="teacher_log_ratio" in names,
+    return TeacherInputs(logits=probs is not None, logp=bool(names & {"teacher_log_ratio", "opd"}),
                          top_k=None if probs is None else probs.kw.get("top_k"))
 
 
@@ -275,7 +285,7 @@ def teacher_logits(model, tokens: jax.Array, attention_mask: jax.Array, *, vocab
     return _shift(values), _shift(ids.astype(jnp.int32))
 
 
-_MODEL_INPUTS = ("tokens", "attention_mask", "pack_index", "pack_valid") + PACKED_KEYS
+_MODEL_INPUTS = ("tokens", "attention_mask", "pack_index", "pack_valid", "rollout_threshold") + PACKED_KEYS
 
 
 def _loss_view(batch):
@@ -403,9 +413,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
 
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
         (grads, loss), mb_metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), mbs)
-        # per-term objectives are each micro-batch's share S^obj_k(mb) / D_k: summed, exact
-        metrics.update({k: jnp.sum(v, axis=0) if k.startswith("loss/") else jnp.mean(v, axis=0)
-                        for k, v in mb_metrics.items()})
+        # per-term objectives are each micro-batch's share S^obj_k(mb) / D_k: summed, exact; the
+        # sampler-vs-trainer mismatch: sums and a max over micro-batches, exact
+        metrics.update(finish_mismatch({k: over_microbatches(k, v) for k, v in mb_metrics.items()}))
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         if skip_grad_norm is not None:

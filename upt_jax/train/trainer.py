@@ -28,6 +28,7 @@ from flax import nnx
 
 from upt_jax.models.logprobs import REMAT_MODES, sequence_logprobs
 from upt_jax.models.partition import batch_shards
+from upt_jax.train.kto import examples, kto_rows, uses_kto, with_reference_point
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ def load_records(config) -> list[dict]:
     if dc.source != "file":
         raise ValueError(f"config.data.source must be synthetic, file or corpus, not {dc.source!r}")
     task = {"offline": "sft", "preference": "dpo"}.get(config.mode, "hpt" if _uses_demos(config) else "rl")
+    if config.mode == "preference" and uses_kto(get_recipe(config)):
+        task = "kto"  # unpaired (prompt, completion, label) rows
     records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,
                                      fields=dict(dc.fields.to_dict()), skip_bad_rows=dc.skip_bad_rows,
                                      duplicate_ids=dc.get("duplicates", "keep"),
@@ -204,7 +207,7 @@ def _advantage_parts(recipe):
 def needs_reference(recipe) -> bool:
     """KL to a frozen reference, or a preference loss measured against one (DPO, IPO)."""
     return any(t.kl is not None for t in recipe.terms) or any(
-        a.name in ("dpo", "ipo") for a in _advantage_parts(recipe))
+        a.name in ("dpo", "ipo", "kto") for a in _advantage_parts(recipe))
 
 
 def critic_spec(recipe):
@@ -233,7 +236,7 @@ def preference_pair(record) -> tuple[str, str]:
     return demo, demo.replace(tail, "\\boxed{" + wrong + "}")
 
 
-_GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+_GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "gpg", "clip_cov", "kl_cov", "opd")
 
 
 def rollout_temperature(config) -> float:
@@ -247,6 +250,27 @@ def rollout_temperature(config) -> float:
     return policy_temperature(SamplingParams(temperature=float(config.rollout.temperature)))
 
 
+def kept_set_replay(config) -> bool:
+    """Whether an online run trains the top-k/top-p truncated policy its rollouts were drawn from
+    (``rollout.kept_set_replay`` and truncation on, not greedy): π_θ^τ renormalised over each
+    token's kept set, behaviour log-probs the sampler's ``sampling_logprobs``."""
+    r = config.rollout
+    truncating = int(r.top_k) > 0 or float(r.top_p) < 1.0
+    return bool(r.get("kept_set_replay", True)) and truncating and float(r.temperature) > 0
+
+
+def kept_set_rows(rows: dict, replay: bool) -> dict:
+    """The batch keys of ``rows`` (``pack_rows`` output with ``old_logp``, ``rollout_logp`` and
+    ``rollout_threshold``) for kept-set replay: with ``replay``, ``old_logp`` becomes the sampled
+    distribution's log-probs (``rollout_logp``) and ``rollout_threshold`` holds each token's kept-set
+    threshold (``−inf`` off the response tokens); without, ``rollout_threshold`` is dropped."""
+    thr = rows.pop("rollout_threshold")
+    if not replay:
+        return {}
+    return {"old_logp": rows["rollout_logp"], "rollout_threshold": np.where(rows["mask"] > 0, thr, -np.inf)
+            .astype(np.float32)}
+
+
 def _mesh_sizes(config, n_devices: int) -> tuple[int, int, int]:
     """``(data, fsdp, tensor)`` of ``config.mesh`` with its ``-1`` resolved (after the fit check)."""
     sizes = [int(s) for s in (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)]
@@ -257,7 +281,9 @@ def _mesh_sizes(config, n_devices: int) -> tuple[int, int, int]:
 def _group_size(config, with_demos: bool) -> int:
     if config.mode == "online":
         return int(config.rollout.n) + int(with_demos)
-    return 2 if config.mode == "preference" else 1
+    if config.mode == "preference":
+        return 1 if uses_kto(get_recipe(config)) else 2  # KTO: unpaired rows
+    return 1
 
 
 def _is_remote(path) -> bool:
@@ -902,6 +928,7 @@ class Trainer:
                     responses=[out.tokens[i, :out.lengths[i]].tolist() for i in idx],
                     logp=[out.logprobs[i, :out.lengths[i]] for i in idx],
                     sampling_logp=[out.sampling_logprobs[i, :out.lengths[i]] for i in idx],
+                    thresholds=[out.thresholds[i, :out.lengths[i]] for i in idx],
                     finished=[bool(out.finished[i]) for i in idx]))
         self._last_groups = groups
         return groups
@@ -915,6 +942,13 @@ class Trainer:
         if not self.online and all("text" in r for r in records):
             return self._text_rows(records) + (timing,)
         prompts = [self._prompt_ids(r) for r in records]
+        if self.preference and uses_kto(self.recipe):
+            ex = examples(records, preference_pair)
+            resp = [self.tok.encode(x) + [self.tok.eos_id] for x, _ in ex]
+            rows = kto_rows(prompts, resp, [y for _, y in ex], pad_id=self.tok.pad_id)
+            info["response_length"] = float(np.mean([len(x) for x in resp]))
+            info["kto/desirable_frac"] = float(np.mean([y for _, y in ex]))
+            return rows, info, timing
         if self.preference:
             pairs = [preference_pair(r) for r in records]
             resp = [self.tok.encode(x) + [self.tok.eos_id] for pair in pairs for x in pair]
@@ -956,12 +990,14 @@ class Trainer:
         groups = groups[:q]
         self._step_groups = groups  # the step's rollouts (completions.jsonl)
         row_prompts, row_resp, row_logp, row_rollout_logp, row_rewards, is_demo = [], [], [], [], [], []
+        row_threshold = []
         for g in groups:
             for i in range(n):
                 row_prompts.append(g["prompt"])
                 row_resp.append(g["responses"][i])
                 row_logp.append(g["logp"][i])
                 row_rollout_logp.append(g["sampling_logp"][i])
+                row_threshold.append(g["thresholds"][i])
                 row_rewards.append(g["rewards"][i])
                 is_demo.append(False)
             if self.with_demos:
@@ -970,10 +1006,13 @@ class Trainer:
                 row_resp.append(demo)
                 row_logp.append(np.zeros(len(demo), np.float32))  # unknown behaviour policy
                 row_rollout_logp.append(np.zeros(len(demo), np.float32))
+                row_threshold.append(np.full(len(demo), -np.inf, np.float32))  # the whole vocabulary
                 row_rewards.append(1.0)  # a demonstration is correct
                 is_demo.append(True)
         rows = pack_rows(row_prompts, row_resp, pad_id=self.tok.pad_id,
-                         response_values=dict(old_logp=row_logp, rollout_logp=row_rollout_logp))
+                         response_values=dict(old_logp=row_logp, rollout_logp=row_rollout_logp,
+                                              rollout_threshold=row_threshold))
+        rows.update(kept_set_rows(rows, kept_set_replay(self.config)))
         rows["rewards"] = np.asarray(row_rewards, np.float32)
         rows["is_demo"] = np.asarray(is_demo, bool)
         if self.process_reward is not None:  # per-step PRM rewards at step ends (grpo_process)
@@ -1034,6 +1073,11 @@ class Trainer:
         if self.ref_params is not None:
             batch["ref_logp"] = self._logp_fn(self.ref_params, batch["tokens"], batch["attention_mask"]) \
                 * batch["mask"]
+        if any(a.name == "clip_cov" for a in _advantage_parts(self.recipe)):  # Clip-Cov's draw: the step's key
+            batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
+        if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient
+            batch, z0 = with_reference_point(batch, self._logp_fn, self.state.params, self.ref_params)
+            info["kto/z0"] = float(z0)
         if self.teacher_params is not None:
             batch.update(self._teacher_batch(batch))
         critic_m = {}
@@ -1044,11 +1088,14 @@ class Trainer:
         batch = self._place(batch)
         if self.critic is not None:
             critic_batch = self._place(critic_batch)
+        first = None
         for _ in range(self.config.train.update_epochs):
             self.state, m = self.step_fn(self.state, batch)
+            first = m if first is None else first
             if self.critic is not None:
                 self.critic_state, critic_m = self.critic_step(self.critic_state, critic_batch)
-        m = jax.device_get(m)
+        # the sampler-vs-trainer mismatch is the first update's (the parameters that sampled)
+        m = dict(jax.device_get(m), **{k: v for k, v in jax.device_get(first).items() if k.startswith("mismatch/")})
         m.update({f"critic/{k}": v for k, v in jax.device_get(critic_m).items() if not k.startswith("denom")})
         timing["update_s"] = time.perf_counter() - t0
         metrics = {k: float(v) for k, v in m.items()}

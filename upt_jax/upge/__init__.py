@@ -11,12 +11,13 @@ Four interchangeable parts plus aggregation, all pure functions on arrays:
 * advantages ``Â``: `constant_advantages`, `reinforce_advantages`, `gae_advantages`,
   `grpo_advantages`, `dr_grpo_advantages`, `rloo_advantages`,
   `reinforce_pp_advantages`, `reinforce_pp_baseline_advantages`,
-  `remax_advantages`, `teacher_log_ratio_advantages`;
+  `remax_advantages`, `teacher_log_ratio_advantages`, `gpg_advantages`;
 * aggregation ``w_t``: `aggregation_weights`, `aggregate`, `normalise`.
 
 The surrogate: `upge_token_terms`, `policy_gradient_loss`. Regularisers:
 `kl_estimate`, `kl_loss_terms`, `kl_penalised_rewards`, `entropy_bonus_terms`.
-Preference (`dpo_loss`, `ipo_loss`, `simpo_loss`, `orpo_loss`) and distillation
+Preference (`dpo_loss`, `ipo_loss`, `simpo_loss`, `orpo_loss`; KTO's
+`kto_advantages`, `kto_reference_point`) and distillation
 (`forward_kl_loss`, `reverse_kl_loss`, `generalized_jsd_loss`) terms. Recipes as
 data: `Recipe`, `Term`, `Parts`, `part`, `get_recipe`, `RECIPES`; the loss
 builder `prepare` → `compute_loss` → `normalise`. Gates: `pass_rate`,
@@ -27,7 +28,8 @@ This package imports nothing else from `upt_jax`.
 
 from upt_jax.upge._advantages import (constant_advantages, dr_grpo_advantages,
                                       gae_advantages, group_statistics,
-                                      grpo_advantages, last_token_rewards,
+                                      gpg_advantages, grpo_advantages,
+                                      last_token_rewards,
                                       reinforce_advantages,
                                       reinforce_pp_advantages,
                                       reinforce_pp_baseline_advantages,
@@ -51,8 +53,10 @@ from upt_jax.upge._preference import (dpo_advantages, dpo_loss, ipo_advantages,
                                       ipo_loss, orpo_advantages, orpo_loss,
                                       preference_surrogate, sequence_logps,
                                       simpo_advantages, simpo_loss)
-from upt_jax.upge._recipes import (RECIPES, all_recipes, get_recipe,
-                                   recipe_table)
+from upt_jax.upge import _wiring  # registers the 2025–26 losses' parts  # noqa: F401
+from upt_jax.upge._kto import kto_advantages, kto_reference_point
+from upt_jax.upge._recipe_table import recipe_table
+from upt_jax.upge._recipes import RECIPES, all_recipes, get_recipe
 from upt_jax.upge._references import (behaviour_reference,
                                       current_policy_reference, gspo_reference,
                                       sequence_log_ratio, unit_reference)

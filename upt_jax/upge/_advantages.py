@@ -154,6 +154,34 @@ def rloo_advantages(rewards: jax.Array, group_size: int, *,
   return jnp.where(n > 1, r - others, 0.0) * m
 
 
+def gpg_advantages(rewards: jax.Array, group_size: int, *, row_mask: jax.Array | None = None,
+                   scale_by_std: bool = False, eps: float = 1e-6, ddof: int = 0) -> jax.Array:
+  """GPG (Chu et al. 2025): group-centred reward, scaled for the groups that carry no signal.
+
+  Math: ``Â_i = α (r_i − μ_g) / F_norm`` with ``α = B / (B − M)``, ``B`` the rows taking part
+  and ``M`` those in groups whose rewards are all equal (their ``Â = 0``; ``α = 1`` when every
+  group is so): the gradient of the rows with signal is rescaled as if the whole batch had it.
+  ``F_norm = 1`` (the paper's best), or ``σ_g + eps`` with ``scale_by_std``.
+
+  Args:
+    rewards: ``[B]`` rewards, groups contiguous.
+    group_size: ``G``.
+    row_mask: ``[B]`` rows taking part.
+    scale_by_std: divide by the group std (``ddof`` degrees of freedom) plus ``eps``.
+    eps, ddof: see ``scale_by_std``.
+
+  Returns:
+    ``[B]`` advantages (0 on rows outside ``row_mask``).
+  """
+  r = sg(jnp.asarray(rewards, jnp.float32))
+  rows = _rows(row_mask, r.shape[0])
+  _, sd, _ = group_statistics(r, group_size, row_mask, ddof)
+  b, flat = jnp.sum(rows), jnp.sum(rows * (sd == 0))
+  alpha = jnp.where(flat < b, safe_div(b, b - flat), 1.0)
+  norm = sd + eps if scale_by_std else 1.0
+  return alpha * dr_grpo_advantages(r, group_size, row_mask=row_mask) / norm
+
+
 def remax_advantages(rewards: jax.Array, baseline_rewards: jax.Array) -> jax.Array:
   """ReMax: ``Â_i = r_i − r(greedy_i)``, the reward of the greedy response as baseline.
 
@@ -209,7 +237,7 @@ def reward_to_go(token_rewards: jax.Array, mask: jax.Array,
 
 
 def process_advantages(step_rewards: jax.Array, step_mask: jax.Array, mask: jax.Array,
-                       group_size: int, eps: float = 1e-6) -> jax.Array:
+                       group_size: int, eps: float = 1e-6, ddof: int = 0) -> jax.Array:
   """Process-supervised GRPO advantages (Shao et al. 2024, DeepSeekMath §4.1.3).
 
   A process reward model scores each reasoning step; its score sits at the step's last
@@ -225,6 +253,7 @@ def process_advantages(step_rewards: jax.Array, step_mask: jax.Array, mask: jax.
     mask: ``[B, T]`` response mask.
     group_size: ``G`` rows per question (contiguous).
     eps: ``ε``.
+    ddof: degrees of freedom of the std over the group's steps (0: population).
 
   Returns:
     ``[B, T]`` advantages, no gradient, 0 on padding.
@@ -235,7 +264,7 @@ def process_advantages(step_rewards: jax.Array, step_mask: jax.Array, mask: jax.
   rg, mg = r.reshape(b // group_size, group_size * t), sm.reshape(b // group_size, group_size * t)
   n = jnp.maximum(jnp.sum(mg, 1, keepdims=True), 1.0)
   mean = jnp.sum(rg * mg, 1, keepdims=True) / n
-  std = jnp.sqrt(jnp.sum(jnp.square(rg - mean) * mg, 1, keepdims=True) / n)
+  std = jnp.sqrt(safe_div(jnp.sum(jnp.square(rg - mean) * mg, 1, keepdims=True), n - ddof))
   norm = (((rg - mean) / (std + eps)) * mg).reshape(b, t)
   return reward_to_go(norm, mask)
 

@@ -43,6 +43,8 @@ from upt_jax.upge import _regularisers as reg
 from upt_jax.upge import _stabilisers as stab_lib
 from upt_jax.upge._common import (broadcast_to_tokens, group_view, masked_mean,
                                   safe_div, sg)
+from upt_jax.upge._objective import (OBJECTIVE_VALUES, STABILISER_VALUES,  # noqa: F401
+                                     _value_weight, objective_terms)
 from upt_jax.upge._parts import Part, Recipe, Term
 from upt_jax.upge._surrogate import token_metrics, upge_token_terms
 
@@ -225,71 +227,6 @@ GATE_PARTS = {'hpt': _gate_hpt, 'nonzero_variance': _gate_nonzero_variance, 'cor
 
 
 # ----------------------------------------------------------------------------
-# Objective values: what each term's method minimises (logged; never differentiated).
-# ----------------------------------------------------------------------------
-
-def _ppo_value(v, a, eps_low=0.2, eps_high=None):
-  """The PPO objective's likelihood factor ``min(v Â, clip(v, 1−ε_low, 1+ε_high) Â) / Â``."""
-  eps_high = eps_low if eps_high is None else eps_high
-  cv = jnp.clip(v, 1.0 - eps_low, 1.0 + eps_high)
-  return jnp.where(a >= 0, jnp.minimum(v, cv), jnp.maximum(v, cv))
-
-
-def _value_dual(v, w, c, eps_low=0.2, eps_high=None, c_dual=3.0):
-  base = _ppo_value(v, c.adv, eps_low, eps_high)
-  return jnp.where(c.adv < 0, jnp.minimum(base, c_dual), base)  # max(min(vÂ, clip(v)Â), cÂ) / Â
-
-
-def _value_weight(v, w, c, **_):
-  return v * w
-
-
-# stabiliser name -> (v, its weight, ctx, **kw) -> the objective's factor after the stabiliser,
-# starting from v = π_θ / π_ref (the importance ratio; π_θ for `unit`; s_i for `gspo`).
-STABILISER_VALUES = {
-    'none': lambda v, w, c: v,
-    'ppo_clip': lambda v, w, c, eps_low=0.2, eps_high=None: _ppo_value(v, c.adv, eps_low, eps_high),
-    'gspo_clip': lambda v, w, c, eps_low=3e-4, eps_high=4e-4: _ppo_value(v, c.adv, eps_low, eps_high),
-    'dual_clip': _value_dual,
-    'policy_shaping': lambda v, w, c, gamma=0.1: v / (v + gamma),  # LUFFY's f(π) = π/(π+γ)
-    'cispo': _value_weight, 'tis': _value_weight, 'icepop': _value_weight,
-    'entropy_weight': _value_weight,
-}
-
-
-def _objective_terms(parts, c, ref, adv, stable, weights):
-  """Per-token values ``o_{i,t}`` of the term's objective (``[B, T]``, no gradient).
-
-  Aggregated with the surrogate's weights, ``Σ w o / D`` is the method's own loss:
-
-  * ``teacher_probs`` (forward KL): ``o = Σ_v p_T(v) (log p_T(v) − log q_θ(v))``;
-  * ``teacher_log_ratio`` (on-policy distillation): ``o = log π_θ − log π_T = −Â``;
-  * reference ``current`` (score-function objectives): ``o = −1_stable Â log π_θ``
-    (SFT/RFT: the NLL; REINFORCE, ReMax, CISPO: ``−w Â log π``);
-  * other references: ``o = −Â f(ρ)`` with ``ρ = π_θ/π_ref`` and ``f`` the stabilisers'
-    values in turn (`STABILISER_VALUES`): the clipped PPO objective ``min(ρÂ, clip(ρ)Â)``,
-    dual clip, LUFFY's shaped ``π/(π+γ)``, weights (TIS, IcePop, SRFT) multiplying.
-
-  Pairwise losses (DPO, IPO, SimPO, ORPO) have row values instead (``c.row_objective``); their
-  token values are 0.
-  """
-  name = parts.advantage.name
-  if c.row_objective is not None:
-    return jnp.zeros_like(c.mask)
-  if name == 'teacher_probs':
-    p = adv
-    return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - c.logp), 0.0), axis=-1)
-  if name == 'teacher_log_ratio':
-    return -stable * adv
-  if parts.reference.name == 'current':
-    return -stable * adv * jnp.where(c.mask > 0, c.logp, 0.0)
-  v = jnp.exp(jnp.where(c.mask > 0, c.logp - sg(ref), 0.0))
-  for sp, w in zip(parts.stabiliser, weights):
-    v = STABILISER_VALUES[sp.name](v, w, c, **sp.kw)
-  return -adv * v
-
-
-# ----------------------------------------------------------------------------
 # Stage 1: prepare (batch-global, parameter-free).
 # ----------------------------------------------------------------------------
 
@@ -314,7 +251,7 @@ def _term_rewards(term: Term, c: _Ctx):
   return r, adv_lib.last_token_rewards(r, c.mask)
 
 
-def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1):
+def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1, logp: jax.Array | None = None):
   """Stage 1: batch-global, parameter-free quantities (advantages, gates).
 
   Math: ``Â = estimator(rewards, groups, ...)`` (e.g. ``(r − μ_g)/(σ_g + ε)``),
@@ -333,6 +270,9 @@ def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1):
     recipe: the `Recipe`.
     batch: dict of ``[B, ...]`` arrays (see the module docstring).
     group_size: rows per question ``G`` (2 for preference pairs).
+    logp: ``[B, T]`` the current policy's log-probs (no gradient), for batch statistics that
+      read the policy (Clip-Cov's and KL-Cov's covariances); ``None``: those use
+      ``old_logp``, the policy's own at a step's first update.
 
   Returns:
     ``(prepared_batch, metrics)``; metrics hold ``<term>/zero_var_frac`` and
@@ -343,7 +283,7 @@ def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1):
   mask = jnp.asarray(batch['mask'], jnp.float32)
   b = mask.shape[0]
   for term in recipe.terms:
-    c = _Ctx(batch, None, group_size)
+    c = _Ctx(batch, logp, group_size)
     c.rewards, c.token_rewards = _term_rewards(term, c)
     roles = term.roles()
     for role, parts in roles:
@@ -402,7 +342,7 @@ def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
     entropy: ``[B, T]`` differentiable token entropies (for the entropy bonus).
 
   The term's objective value (what the method minimises, e.g. the NLL for SFT, the clipped
-  PPO objective, the DPO loss; see `_objective_terms`) is aggregated the same way, with the
+  PPO objective, the DPO loss; see `objective_terms`) is aggregated the same way, with the
   same ``D``: ``metrics['objective_sum/<term>']`` is its sum ``S^obj`` (no gradient).
 
   Returns:
@@ -442,7 +382,7 @@ def term_loss(term: Term, logp: jax.Array, batch: dict, *, group_size: int = 1,
     w, d = _aggregation.aggregation_weights(mask, parts.aggregation.name, **agg)
     w = w * g[:, None]
     tok = upge_token_terms(logp, ref, a, stable, mask)
-    obj = _objective_terms(parts, c, ref, c.adv, stable, weights)
+    obj = objective_terms(parts, c, ref, c.adv, stable, weights)
     if term.kl is not None and term.kl.where == 'loss':
       kl = reg.kl_loss_terms(logp, c.get('ref_logp'), mask, term.kl.coef, term.kl.kind)
       tok, obj = tok + kl, obj + sg(kl)
@@ -484,7 +424,8 @@ def compute_loss(recipe: Recipe, logp: jax.Array, batch: dict, *,
   micro-batch.
 
   If ``batch`` has not been through `prepare`, it is prepared here (on this
-  batch alone — fine for a whole batch, wrong for a micro-batch of it).
+  batch alone, with ``logp`` as the policy — fine for a whole batch, wrong for a
+  micro-batch of it).
 
   Example (GRPO, G rollouts per question)::
 
@@ -514,7 +455,7 @@ def compute_loss(recipe: Recipe, logp: jax.Array, batch: dict, *,
   """
   metrics = {}
   if not _is_prepared(recipe, batch):
-    batch, metrics = prepare(recipe, batch, group_size=group_size)
+    batch, metrics = prepare(recipe, batch, group_size=group_size, logp=logp)
   sums, dens = {}, {}
   for term in recipe.terms:
     s, d, m = term_loss(term, logp, batch, group_size=group_size, entropy=entropy)

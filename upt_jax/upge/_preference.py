@@ -10,8 +10,8 @@ the UPGE surrogate with
 * advantage: the **implicit advantage** ``Â_w = −ℓ'(h) ∂h/∂ log π(y_w)`` on the
   chosen tokens and ``Â_l = −ℓ'(h) ∂h/∂ log π(y_l)`` on the rejected ones,
   computed from the *stop-gradient* margin,
-* aggregation: token sum (DPO) or token mean (IPO, SimPO, ORPO) per response,
-  mean over pairs.
+* aggregation: token sum (DPO, IPO) or token mean (SimPO, ORPO, TRL's IPO) per
+  response, mean over pairs.
 
 Inputs are ``[P, T]`` arrays for ``P`` pairs. Each loss returns
 ``(loss_sum, denominator, metrics)`` with ``denominator = P`` (pairs with a
@@ -81,26 +81,30 @@ def dpo_advantages(chosen_logp, rejected_logp, chosen_mask, rejected_mask,
 
 
 def ipo_advantages(chosen_logp, rejected_logp, chosen_mask, rejected_mask,
-                   ref_chosen_logp, ref_rejected_logp, *, beta: float = 0.1):
-  """IPO's implicit advantage (Azar et al. 2023), length-averaged log-ratios as in TRL.
+                   ref_chosen_logp, ref_rejected_logp, *, beta: float = 0.1,
+                   length_average: bool = False):
+  """IPO's implicit advantage (Azar et al. 2023).
 
-  Math: ``h = mean_t(log π − log π_ref)(y_w) − mean_t(log π − log π_ref)(y_l)``,
-  ``ℓ = (h − 1/(2β))²``, so ``Â_w = −2(h − 1/(2β))``, ``Â_l = −Â_w`` per token
-  with token-mean aggregation per response.
+  Math: ``h = (log π − log π_ref)(y_w) − (log π − log π_ref)(y_l)`` with sequence
+  log-likelihoods (the paper's; ``length_average=True``: token means, as TRL),
+  ``ℓ = (h − 1/(2β))²``, so ``Â_w = −2(h − 1/(2β))``, ``Â_l = −Â_w`` per token, with
+  token-sum aggregation per response (token-mean with ``length_average``).
 
   Args:
     chosen_logp, rejected_logp: ``[P, T]`` policy log-probs.
     chosen_mask, rejected_mask: ``[P, T]`` masks.
     ref_chosen_logp, ref_rejected_logp: ``[P, T]`` reference log-probs.
-    beta: ``β`` (target margin ``1/(2β)``).
+    beta: ``β`` (the paper's ``τ``; target margin ``1/(2β)``).
+    length_average: log-ratios averaged over each response's tokens (TRL) instead of summed.
 
   Returns:
     ``(adv_chosen [P], adv_rejected [P], h [P], loss [P])``.
   """
-  h = ((sequence_logps(sg(chosen_logp), chosen_mask, True)
-        - sequence_logps(ref_chosen_logp, chosen_mask, True))
-       - (sequence_logps(sg(rejected_logp), rejected_mask, True)
-          - sequence_logps(ref_rejected_logp, rejected_mask, True)))
+  avg = length_average
+  h = ((sequence_logps(sg(chosen_logp), chosen_mask, avg)
+        - sequence_logps(ref_chosen_logp, chosen_mask, avg))
+       - (sequence_logps(sg(rejected_logp), rejected_mask, avg)
+          - sequence_logps(ref_rejected_logp, rejected_mask, avg)))
   g = h - 1.0 / (2.0 * beta)
   return -2.0 * g, 2.0 * g, h, jnp.square(g)
 
@@ -145,7 +149,7 @@ def orpo_advantages(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,
 
       Â_w = 1 + λ σ(−z) / (1 − e^{a_w}),      Â_l = −λ σ(−z) / (1 − e^{a_l})
 
-  per token with token-mean aggregation per response, mean over pairs.
+  per token with token-mean aggregation per response, mean over pairs (the paper's Eq. 6).
 
   Args:
     chosen_logp, rejected_logp: ``[P, T]`` policy log-probs.
@@ -227,24 +231,27 @@ def dpo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask,
 
 
 def ipo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask,
-             ref_chosen_logp, ref_rejected_logp, *, beta: float = 0.1):
+             ref_chosen_logp, ref_rejected_logp, *, beta: float = 0.1,
+             length_average: bool = False):
   """IPO as a UPGE loss: ``(loss_sum, denominator, metrics)``; see `ipo_advantages`.
 
-  Gradient equals that of ``mean_p (h_p − 1/(2β))²`` with ``h`` the difference of
-  length-averaged log-ratios of chosen and rejected responses.
+  Gradient equals that of ``mean_p (h_p − 1/(2β))²`` with ``h`` the difference of the
+  chosen and rejected responses' log-ratios (sequence sums; token means with
+  ``length_average``, as TRL).
 
   Args:
     chosen_logp, rejected_logp: ``[P, T]`` policy log-probs (differentiated).
     chosen_mask, rejected_mask: ``[P, T]`` masks.
     ref_chosen_logp, ref_rejected_logp: ``[P, T]`` reference log-probs.
     beta: ``β``.
+    length_average: token-mean log-ratios (the ``ipo_length_avg`` recipe).
 
   Returns:
     ``(loss_sum [], denominator [], metrics)``.
   """
   out = ipo_advantages(chosen_logp, rejected_logp, chosen_mask, rejected_mask,
-                       ref_chosen_logp, ref_rejected_logp, beta=beta)
-  return _finish(chosen_logp, rejected_logp, chosen_mask, rejected_mask, out, True)
+                       ref_chosen_logp, ref_rejected_logp, beta=beta, length_average=length_average)
+  return _finish(chosen_logp, rejected_logp, chosen_mask, rejected_mask, out, length_average)
 
 
 def simpo_loss(chosen_logp, rejected_logp, chosen_mask, rejected_mask, *,

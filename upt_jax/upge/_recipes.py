@@ -12,16 +12,11 @@ A new method is a new combination — write it the same way in a notebook::
 
 from __future__ import annotations
 
-from upt_jax.upge import _loss
-from upt_jax.upge._aggregation import AGGREGATION_MODES
+from upt_jax.upge import _recipes_2025 as new
+from upt_jax.upge._build import NONE as _NONE
+from upt_jax.upge._build import group_norm, pref_recipe
+from upt_jax.upge._build import rl as _rl
 from upt_jax.upge._parts import KLPenalty, Parts, Recipe, Term, part
-
-_NONE = (part('none'),)
-
-
-def _rl(stabiliser, reference, advantage, aggregation='token-mean', **agg):
-  return Parts(stabiliser=tuple(stabiliser), reference=part(reference),
-               advantage=advantage, aggregation=part(aggregation, **agg))
 
 
 def sft() -> Recipe:
@@ -62,17 +57,19 @@ def ppo(eps: float = 0.2, gamma: float = 1.0, lam: float = 0.95,
 
 
 def grpo(eps: float = 0.2, kl_coef: float = 0.0, kl_kind: str = 'k3',
-         std_eps: float = 1e-6) -> Recipe:
+         std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
   """GRPO (Shao et al. 2024): group-normalised advantage, PPO clip, seq-mean-token-mean.
 
   Optional KL to the reference model in the loss (``β · k3`` inside the
   per-sequence token mean, as in DeepSeekMath).
+  ``std_eps``, ``std_ddof``: the ``ε`` and degrees of freedom of the group reward std
+  (``ddof=0``: population std, as the paper; 1: Bessel's, as ``torch.std``).
 
   Batch: ``mask [B, T], rewards [B], old_logp [B, T]`` (+ ``ref_logp [B, T]`` with KL); ``group_size = G``.
   """
   kl = KLPenalty(kl_coef, kl_kind, 'loss') if kl_coef else None
   return Recipe('grpo', (Term('pg', rollout=_rl(
-      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('grpo', eps=std_eps),
+      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', group_norm(std_eps, std_ddof),
       'seq-mean-token-mean'), kl=kl),), 'Shao et al. 2024', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
@@ -89,53 +86,64 @@ def dr_grpo(eps: float = 0.2, max_len: int | None = None) -> Recipe:
 
 
 def dapo(eps_low: float = 0.2, eps_high: float = 0.28,
-         dynamic_sampling: bool = False) -> Recipe:
+         dynamic_sampling: bool = False, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
   """DAPO (Yu et al. 2025): clip-higher, token-mean, group-normalised advantage.
 
   ``dynamic_sampling=True`` drops groups whose rewards are all equal (from the
   sum and the denominator) instead of over-sampling.
+  ``std_eps``, ``std_ddof``: the ``ε`` and degrees of freedom of the group reward std
+  (``ddof=0``: population std, as the paper; 1: Bessel's, as ``torch.std``).
 
   Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   p = _rl((part('ppo_clip', eps_low=eps_low, eps_high=eps_high),), 'behaviour',
-          part('grpo', eps=1e-6))
+          group_norm(std_eps, std_ddof))
   if dynamic_sampling:
     p = Parts(p.stabiliser, p.reference, p.advantage, p.aggregation, part('nonzero_variance'))
   return Recipe('dapo', (Term('pg', rollout=p),), 'Yu et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
-def gspo(eps_low: float = 3e-4, eps_high: float = 4e-4) -> Recipe:
+def gspo(eps_low: float = 3e-4, eps_high: float = 4e-4, std_eps: float = 1e-6,
+         std_ddof: int = 0) -> Recipe:
   """GSPO (Zheng et al. 2025): sequence ratio ``s_i``, sequence clip, one term per sequence.
 
   ``π_ref`` is GSPO's length-normalised sequence reference (value ``s_i``,
   gradient ``s_i ∇log π``), aggregation seq-mean-token-mean (the token mean is
   the ``1/|y_i|`` of ``∇ log s_i``). With token-level advantages this is GSPO-token.
+  ``std_eps``, ``std_ddof``: the ``ε`` and degrees of freedom of the group reward std
+  (``ddof=0``: population std, as the paper; 1: Bessel's, as ``torch.std``).
 
   Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   return Recipe('gspo', (Term('pg', rollout=_rl(
-      (part('gspo_clip', eps_low=eps_low, eps_high=eps_high),), 'gspo', part('grpo', eps=1e-6),
+      (part('gspo_clip', eps_low=eps_low, eps_high=eps_high),), 'gspo', group_norm(std_eps, std_ddof),
       'seq-mean-token-mean')),), 'Zheng et al. 2025', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
-def cispo(eps_low: float = 1e9, eps_high: float = 0.28) -> Recipe:
+def cispo(eps_low: float = 1e9, eps_high: float = 0.28, std_eps: float = 1e-6,
+          std_ddof: int = 0) -> Recipe:
   """CISPO (MiniMax-M1, 2025): ``sg(clip(r)) Â ∇log π`` — weight clipped, gradient kept.
+  ``std_eps``, ``std_ddof``: the ``ε`` and degrees of freedom of the group reward std
+  (``ddof=0``: population std, as the paper; 1: Bessel's, as ``torch.std``).
 
   Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
   """
   return Recipe('cispo', (Term('pg', rollout=_rl(
-      (part('cispo', eps_low=eps_low, eps_high=eps_high),), 'current', part('grpo', eps=1e-6))),),
+      (part('cispo', eps_low=eps_low, eps_high=eps_high),), 'current', group_norm(std_eps, std_ddof))),),
       'MiniMax 2025', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
 
 
-def rloo(eps: float = 0.2) -> Recipe:
-  """RLOO (Ahmadian et al. 2024): leave-one-out baseline, PPO clip, token-mean.
+def rloo() -> Recipe:
+  """RLOO (Ahmadian et al. 2024, Eq. 6): per-sequence REINFORCE with a leave-one-out baseline.
 
-  Batch: ``mask [B, T], rewards [B], old_logp [B, T]``; groups.
+  ``L = −(1/B) Σ_i (r_i − mean_{j≠i} r_j) log π_θ(y_i)``, ``log π_θ(y_i) = Σ_t log π_θ(o_{i,t})``:
+  ∇log π (no ratio, no clip), token sum per sequence, mean over sequences. (`new.rloo_ppo` is
+  the PPO-clipped, token-mean form this recipe had before.)
+
+  Batch: ``mask [B, T], rewards [B]``; groups.
   """
-  return Recipe('rloo', (Term('pg', rollout=_rl(
-      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('rloo'))),),
-      'Ahmadian et al. 2024', 'mask [B, T], rewards [B], old_logp [B, T]; groups')
+  return Recipe('rloo', (Term('pg', rollout=_rl(_NONE, 'current', part('rloo'), 'seq-mean-token-sum')),),
+                'Ahmadian et al. 2024', 'mask [B, T], rewards [B]; groups')
 
 
 def reinforce_pp(eps: float = 0.2, baseline: bool = True, kl_coef: float = 0.0,
@@ -168,15 +176,16 @@ def remax() -> Recipe:
                 'Li et al. 2024', 'mask [B, T], rewards [B], baseline_rewards [B]')
 
 
-def grpo_process(eps: float = 0.2, std_eps: float = 1e-6) -> Recipe:
+def grpo_process(eps: float = 0.2, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
   """GRPO with process supervision (Shao et al. 2024, §4.1.3): per-step PRM rewards placed at
   step ends, normalised over the group's steps; ``Â_t`` = sum of the normalised rewards of the
-  steps ending at or after ``t``; PPO clip, seq-mean-token-mean as GRPO.
+  steps ending at or after ``t``; PPO clip, seq-mean-token-mean as GRPO. ``std_eps``,
+  ``std_ddof``: the ``ε`` and degrees of freedom of the std over the group's steps.
 
   Batch: ``mask [B, T], old_logp [B, T], step_rewards [B, T], step_mask [B, T]``; groups.
   """
   return Recipe('grpo_process', (Term('pg', rollout=_rl(
-      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('process', eps=std_eps),
+      (part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('process', eps=std_eps, ddof=std_ddof or None),
       'seq-mean-token-mean')),), 'Shao et al. 2024 (process supervision)',
       'mask [B, T], old_logp [B, T], step_rewards [B, T], step_mask [B, T]; groups')
 
@@ -197,27 +206,23 @@ def rft(threshold: float = 0.5) -> Recipe:
                 'Yuan et al. 2023; Zelikman et al. 2022', 'mask [B, T], rewards [B]')
 
 
-def _pref_recipe(name, adv, length_normalise, citation, notes):
-  agg = 'seq-mean-token-mean' if length_normalise else 'seq-mean-token-sum'
-  return Recipe(name, (Term(name, rollout=_rl(_NONE, 'current', adv, agg, rows_per_example=2)),),
-                citation, notes + '; pairs as groups of 2 rows (chosen, rejected)')
-
-
 def dpo(beta: float = 0.1, label_smoothing: float = 0.0) -> Recipe:
   """DPO (Rafailov et al. 2023), sigmoid loss with label smoothing: implicit advantage.
 
   Batch: ``mask [B, T], ref_logp [B, T]``; ``group_size=2`` rows per pair (chosen, rejected).
   """
-  return _pref_recipe('dpo', part('dpo', beta=beta, label_smoothing=label_smoothing), False,
+  return pref_recipe('dpo', part('dpo', beta=beta, label_smoothing=label_smoothing), False,
                       'Rafailov et al. 2023', 'mask [B, T], ref_logp [B, T]')
 
 
 def ipo(beta: float = 0.1) -> Recipe:
-  """IPO (Azar et al. 2023) with length-averaged log-ratios: implicit advantage.
+  """IPO (Azar et al. 2023, Eq. 17): ``(h − 1/(2β))²`` with ``h`` the difference of the chosen and
+  rejected sequence log-ratios ``log π/π_ref`` (sums over tokens); implicit advantage, token sum.
+  (`new.ipo_length_avg` is TRL's token-mean form, which this recipe was before.)
 
   Batch: ``mask [B, T], ref_logp [B, T]``; pairs as groups of 2.
   """
-  return _pref_recipe('ipo', part('ipo', beta=beta), True, 'Azar et al. 2023', 'mask [B, T], ref_logp [B, T]')
+  return pref_recipe('ipo', part('ipo', beta=beta), False, 'Azar et al. 2023', 'mask [B, T], ref_logp [B, T]')
 
 
 def simpo(beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0) -> Recipe:
@@ -225,17 +230,19 @@ def simpo(beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0) -
 
   Batch: ``mask [B, T]``; pairs as groups of 2.
   """
-  return _pref_recipe('simpo', part('simpo', beta=beta, gamma=gamma,
+  return pref_recipe('simpo', part('simpo', beta=beta, gamma=gamma,
                                     label_smoothing=label_smoothing), True,
                       'Meng et al. 2024', 'mask [B, T]')
 
 
 def orpo(lam: float = 0.1) -> Recipe:
-  """ORPO (Hong et al. 2024): chosen NLL plus ``λ`` odds-ratio term.
+  """ORPO (Hong et al. 2024, Eq. 6): ``mean_pairs [L_SFT + λ L_OR]``, the chosen NLL a token mean
+  within each pair (the paper's ``1/m``), the odds from length-averaged log-probs. (The released
+  code and TRL pool the NLL over the batch's chosen tokens instead.)
 
   Batch: ``mask [B, T]``; pairs as groups of 2.
   """
-  return _pref_recipe('orpo', part('orpo', lam=lam), True, 'Hong et al. 2024', 'mask [B, T]')
+  return pref_recipe('orpo', part('orpo', lam=lam), True, 'Hong et al. 2024', 'mask [B, T]')
 
 
 def distill_fkl(temperature: float = 1.0, top_k: int | None = None) -> Recipe:
@@ -263,17 +270,19 @@ def distill_on_policy() -> Recipe:
       'Agarwal et al. 2024; Thinking Machines 2025', 'mask [B, T], teacher_logp [B, T]')
 
 
-def luffy(eps: float = 0.2, shaping_gamma: float = 0.1) -> Recipe:
+def luffy(eps: float = 0.2, shaping_gamma: float = 0.1, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
   """LUFFY (Yan et al. 2025): rollouts and a demonstration in one group.
 
   Advantages are group-normalised over the union (the demo is a member of its
   group); rollouts use the PPO clip with ``old_logp``; the demonstration uses
   ``π_ref ≡ 1`` and policy shaping ``f(π) = π/(π+γ)``, no clip; token-mean over
   all tokens.
+  ``std_eps``, ``std_ddof``: the ``ε`` and degrees of freedom of the group reward std
+  (``ddof=0``: population std, as the paper; 1: Bessel's, as ``torch.std``).
 
   Batch: ``mask [B, T], rewards [B], old_logp [B, T], is_demo [B]``; groups (e.g. ``n−1`` rollouts + 1 demo).
   """
-  a = part('grpo', eps=1e-6)
+  a = group_norm(std_eps, std_ddof)
   return Recipe('luffy', (Term(
       'pg',
       rollout=_rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', a),
@@ -282,7 +291,7 @@ def luffy(eps: float = 0.2, shaping_gamma: float = 0.1) -> Recipe:
 
 
 def srft(eps: float = 0.2, sft_coef: float = 0.5, rl_coef: float = 0.1,
-         threshold: float = 0.5) -> Recipe:
+         threshold: float = 0.5, std_eps: float = 1e-6, std_ddof: int = 0) -> Recipe:
   """SRFT (Fu et al. 2025, Eq. 12): ``L = L_SFT^demo + L_RL^demo + L_RL^self``.
 
   ``H̄_i`` is the mean token entropy of the policy on row ``i`` (``batch['entropy']``,
@@ -294,13 +303,15 @@ def srft(eps: float = 0.2, sft_coef: float = 0.5, rl_coef: float = 0.1,
   * ``rl_self`` (rollouts): ``±1`` REINFORCE (reward > ``threshold``: +1, else −1),
     ∇log π, no ratio; positives weighted by ``w_RL = rl_coef · sg(exp(+H̄))``.
 
+  ``std_eps``, ``std_ddof``: the ``rl_demo`` advantage's group std (see `grpo`).
+
   Batch: ``mask [B, T], rewards [B], entropy [B, T], is_demo [B]``; groups = rollouts + demo.
   """
   return Recipe('srft', (
       Term('sft', demo=_rl((part('entropy_weight', coef=sft_coef, form='exp_neg'),),
                            'current', part('one'))),
       Term('rl_demo', demo=_rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'unit',
-                               part('grpo', eps=1e-6, rows='all'))),
+                               group_norm(std_eps, std_ddof, rows='all'))),
       Term('rl_self', rollout=_rl((part('entropy_weight', coef=rl_coef, form='exp',
                                         positive_only=True, threshold=threshold),),
                                   'current', part('sign', threshold=threshold))),
@@ -309,7 +320,8 @@ def srft(eps: float = 0.2, sft_coef: float = 0.5, rl_coef: float = 0.1,
 
 def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
         max_len: int | None = None, gate: str = 'hard', offline: str = 'sft',
-        shaping_gamma: float = 0.1, sft_loss_coef: float = 1.0, **gate_kwargs) -> Recipe:
+        shaping_gamma: float = 0.1, sft_loss_coef: float = 1.0, std_eps: float = 1e-6,
+        std_ddof: int = 0, **gate_kwargs) -> Recipe:
   """HPT (Lv et al. 2025): per question, RL on its rollouts or SFT on its demonstration.
 
   The gate reads the question's pass rate ``P`` (rollouts with reward > 0.5);
@@ -343,6 +355,9 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
   rollouts and demonstration, token-mean over routed demos) or ``'both'`` (the two
   terms added).
 
+  ``std_eps``, ``std_ddof``: the group std of ``paper_text``'s advantages (see `grpo`;
+  ``released_code`` divides by no std).
+
   Batch: ``mask [B, T], rewards [B], old_logp [B, T], is_demo [B]``; a group is a question's rollouts and its demo.
   """
   gkw = dict(gate_kwargs)
@@ -354,9 +369,9 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
   if variant == 'paper_text':
     if offline not in ('sft', 'rl', 'both'):
       raise ValueError(f"HPT offline={offline!r}: 'sft', 'rl' or 'both'")
-    rl = _rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', part('grpo', eps=1e-6))
+    rl = _rl((part('ppo_clip', eps_low=eps, eps_high=eps),), 'behaviour', group_norm(std_eps, std_ddof))
     sf = _rl(_NONE, 'current', part('one'))
-    od = _rl((part('policy_shaping', gamma=shaping_gamma),), 'unit', part('grpo', eps=1e-6, rows='all'))
+    od = _rl((part('policy_shaping', gamma=shaping_gamma),), 'unit', group_norm(std_eps, std_ddof, rows='all'))
     terms = [Term('rl', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl))]
     if offline in ('sft', 'both'):
       terms.append(Term('sft', demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft),
@@ -387,7 +402,7 @@ RECIPES = {
     'dapo': dapo, 'gspo': gspo, 'cispo': cispo, 'rloo': rloo,
     'reinforce_pp': reinforce_pp, 'remax': remax, 'rft': rft, 'grpo_process': grpo_process, 'dpo': dpo, 'ipo': ipo,
     'simpo': simpo, 'orpo': orpo, 'distill_fkl': distill_fkl,
-    'distill_on_policy': distill_on_policy, 'luffy': luffy, 'srft': srft, 'hpt': hpt,
+    'distill_on_policy': distill_on_policy, 'luffy': luffy, 'srft': srft, **new.RECIPES, 'hpt': hpt,
 }
 
 
@@ -418,94 +433,3 @@ def all_recipes() -> list[Recipe]:
   """
   out = [fn() for name, fn in RECIPES.items() if name != 'hpt']
   return out + [hpt('paper_text'), hpt('released_code')]
-
-
-def _fmt_parts(p):
-  st = ' · '.join(str(s) for s in p.stabiliser)
-  return st, str(p.reference), str(p.advantage), str(p.aggregation), str(p.gate) if p.gate else ''
-
-
-def recipe_table() -> str:
-  """The Markdown table of every recipe and its four parts (``docs/recipes.md``).
-
-  Returns:
-    Markdown text: one row per recipe, loss term and row kind.
-  """
-  lines = [
-      '# Recipes',
-      '',
-      'Generated from `upt_jax.upge` by `python tools/gen_recipe_table.py`; do not edit by hand',
-      '(`tests/upge/test_recipe_table.py` fails when this file is stale).',
-      '',
-      'Every recipe is one instance of the UPGE surrogate',
-      '`L = − Σ_t w_t · sg(1_stable · Â_t) · exp(log π_θ − sg(log π_ref))`,',
-      'one row per loss term and row kind (rollout / demo).',
-      '',
-      '## Using a recipe on a mixed batch (rollouts + demonstrations)',
-      '',
-      '```python',
-      'import upt_jax.upge as upge',
-      '',
-      "recipe = upge.get_recipe('luffy')        # or 'hpt', 'srft', or your own upge.Recipe",
-      'batch = dict(mask=mask,                  # [B, T]; B = questions * G, a question\'s rows contiguous',
-      '             rewards=rewards,            # [B] verifier rewards (demos: their reward, e.g. 1)',
-      '             old_logp=old_logp,          # [B, T] behaviour log-probs (any finite value on demo rows)',
-      '             is_demo=is_demo)            # [B] bool, True on demonstration rows',
-      'batch, _ = upge.prepare(recipe, batch, group_size=G)   # advantages and gates, whole batch',
-      'dens = upge.denominators(recipe, batch, group_size=G)  # parameter-free, whole batch',
-      '',
-      'def loss_fn(params, mb):                 # mb: any split of `batch` into whole groups',
-      '  logp = token_logp(params, mb)          # [b, T], the only differentiated input',
-      '  sums, _, metrics = upge.compute_loss(recipe, logp, mb, group_size=G)',
-      '  return upge.normalise(sums, dens), metrics   # Σ_k S_k / D_k: exact under accumulation',
-      '```',
-      '',
-      'Each row kind carries its own parts: a `Term` holds `rollout=Parts(...)` and',
-      '`demo=Parts(...)` (e.g. demo: `π_ref ≡ 1` with policy shaping; rollout: `old_logp` with',
-      'the PPO clip). A new method is a new combination of registered parts:',
-      '',
-      '```python',
-      "grpo_tis = upge.Recipe('grpo_tis', (upge.Term('pg', rollout=upge.Parts(",
-      "    stabiliser=(upge.part('ppo_clip', eps_low=0.2, eps_high=0.28), upge.part('tis', cap=2.0)),",
-      "    reference=upge.part('behaviour'), advantage=upge.part('grpo'),",
-      "    aggregation=upge.part('token-mean'))),))",
-      '```',
-      '',
-      f'Registered parts — stabilisers: {", ".join(f"`{k}`" for k in _loss.STABILISERS)}; '
-      f'references: {", ".join(f"`{k}`" for k in _loss.REFERENCES)}; '
-      f'advantages: {", ".join(f"`{k}`" for k in _loss.ADVANTAGES)}; '
-      f'aggregations: {", ".join(f"`{k}`" for k in AGGREGATION_MODES)}; '
-      f'gates: {", ".join(f"`{k}`" for k in _loss.GATE_PARTS)}.',
-      '',
-      '## Every recipe and its parts',
-      '',
-      '| recipe | term | rows | stabiliser `1_stable` | reference `π_ref` | advantage `Â` '
-      '| aggregation `w_t` | gate | regularisers | batch |',
-      '|---|---|---|---|---|---|---|---|---|---|',
-  ]
-  for r in all_recipes():
-    for t in r.terms:
-      reg = []
-      if t.kl is not None:
-        reg.append(f'KL {t.kl}')
-      if t.entropy_coef:
-        reg.append(f'entropy {t.entropy_coef}')
-      if t.coef != 1.0:
-        reg.append(f'coef {t.coef}')
-      for role, p in t.roles():
-        cells = _fmt_parts(p)
-        lines.append(f'| {r.name} | {t.name} | {role} | ' + ' | '.join(f'`{x}`' if x else '' for x in cells)
-                     + f" | {'; '.join(reg)} | {r.notes} |")
-  lines += [
-      '',
-      '## Conventions',
-      '',
-      '* `hpt_released_code` is the released code\'s loss (`mix_actor.py`, `offline_loss_type=sft`):',
-      '  `L = −Σ_{RL rows, t} Â ρ / (L · n) + sft_loss_coef · NLL`, with `n` the routed rows (the',
-      '  rollouts of RL-routed questions plus one demonstration per SFT-routed question: the `rl`',
-      '  term\'s demo rows carry `Â ≡ 0` and only count in `n`) and `NLL` the token mean pooled over',
-      '  the demonstration tokens of SFT-routed questions. `sft_loss_coef` (default 1.0, as released)',
-      '  scales the `sft` term only (in `hpt` too).',
-  ]
-  lines.append('')
-  return '\n'.join(lines)

@@ -1,0 +1,23 @@
+"""What the trainer provides for issue #24's recipes: a teacher for opd_pg, a reference model for
+KTO, and a clear error for group advantages over groups of one rollout."""
+import pytest
+
+from upt_jax import upge
+from upt_jax.train.step import teacher_inputs
+from upt_jax.train.trainer import _check_recipe, needs_reference
+
+
+def test_opd_pg_gets_the_teachers_logprobs_and_kto_a_reference():
+    assert teacher_inputs(upge.get_recipe("opd_pg")).logp
+    assert not teacher_inputs(upge.get_recipe("sapo")).any
+    assert needs_reference(upge.get_recipe("kto")) and not needs_reference(upge.get_recipe("gpg"))
+
+
+@pytest.mark.parametrize("name", ["gpg", "clip_cov", "kl_cov", "opd_pg", "sapo", "gmpo", "rloo"])
+def test_group_advantages_refuse_groups_of_one(name):
+    from experiments import grpo
+
+    c = grpo.get_config()
+    c.recipe.name, c.rollout.n = name, 1
+    with pytest.raises(ValueError, match=r"config\.rollout\.n=1"):
+        _check_recipe(c)
