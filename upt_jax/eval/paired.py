@@ -95,8 +95,10 @@ def paired_difference(base, arms: Sequence, *, n_boot: int = 2000, seed: int = 0
     seeds, questions = draw(s), rng.integers(0, q, size=(n_boot, q))
     base_seeds = draw(sb)
     # replicate r: over resampled questions, the mean of the arm's resampled seeds minus the base's
-    reps = np.asarray([arm_acc[seeds[r]][:, questions[r]].mean() - base_acc[base_seeds[r]][:, questions[r]].mean()
-                       for r in range(n_boot)])
+    reps = np.concatenate([
+        arm_acc[seeds[c, :, None], questions[c, None, :]].mean(axis=(1, 2))
+        - base_acc[base_seeds[c, :, None], questions[c, None, :]].mean(axis=(1, 2))
+        for c in np.array_split(np.arange(n_boot), max(1, n_boot * max(s, sb) * q // 4_000_000))])
     lo, hi = np.percentile(reps, [2.5, 97.5])
     arm_mean, base_mean = float(arm_acc.mean()), float(base_acc.mean())
     return PairedDifference(delta=arm_mean - base_mean, se=float(reps.std(ddof=1)), ci95=(float(lo), float(hi)),
