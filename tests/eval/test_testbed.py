@@ -28,10 +28,8 @@ def test_every_arm_starts_from_the_shipped_base_with_its_methods_budget(variant)
         stages = [ac[s] for s in ac.order] if kind == "pipeline" else [ac]
         assert sum(s.train.steps for s in stages) == b.steps, key
         assert stages[0].model.init == "checkpoint" and stages[0].model.checkpoint == c.base.run_dir
-        for s in stages:
-            method = "sft" if s.recipe.name == "sft" else c.arms[key].get("method", key.split("_")[0])
-            assert s.train.learning_rate == testbed.METHODS["sft" if s.recipe.name == "sft" else
-                                                            {"sft_then_grpo": "grpo"}.get(key, method)]["learning_rate"]
+        for s in stages:  # each stage at its method's rate (the SFT control and SFT stages at SFT's)
+            assert s.train.learning_rate == testbed.METHODS[s.recipe.name]["learning_rate"], key
             if s.mode == "online":
                 assert s.train.questions_per_step == b.questions_per_step and s.rollout.n == b.n
             trainer_lib._check_recipe(s)
@@ -250,3 +248,10 @@ def test_the_sweep_scores_each_rate_on_the_validation_split(tmp_path):
     with open(tmp_path / "sweep" / "results.json") as f:
         ids = json.load(f)["arms"]["base"]["seeds"]["-"]["hmul_2x1"]["ids"]
     assert all(i.startswith(f"hmul_2x1/{testbed_sweep.VALIDATION_SEED}/") for i in ids)
+
+
+def test_a_missing_base_with_nothing_to_train_it_is_a_clear_error(tmp_path):
+    c = testbed.get_config("demo")
+    c.base.run_dir = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="neither a shipped model directory"):
+        cmp.ensure_base(c)

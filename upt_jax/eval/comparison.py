@@ -203,9 +203,10 @@ def ensure_base(config) -> str:
             want = int(json.load(f).get("train", {}).get("steps", 0))
     if steps and steps[-1] >= want:
         return d
-    if not config.base.get("train_if_missing", True):
-        raise FileNotFoundError(f"config.base.run_dir={d!r} holds no finished base model; train it with "
-                                "`upt train --config experiments/pretrain_tiny.py`")
+    if not config.base.get("module") or not config.base.get("train_if_missing", True):
+        raise FileNotFoundError(f"config.base.run_dir={d!r} is neither a shipped model directory (upt_jax.bases) "
+                                "nor a finished run; train it first (e.g. `upt train --config "
+                                "experiments/pretrain_tiny.py`) or set config.base.module to train it here")
     module = importlib.import_module(f"experiments.{config.base.module}")
     c = module.get_config(config.base.get("arg") or None)
     c.run_dir = d
