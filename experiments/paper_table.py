@@ -9,7 +9,7 @@ off-policy RL, both), HPT's "paper text" vs "released code" variants, pass@k up 
 the base model, GRPO, SFT and HPT, and plots.
 
     upt train --config experiments/paper_table.py            # the full comparison (3 seeds)
-    upt train --config experiments/paper_table.py:demo       # `make demo`: reduced, < 10 min on 2 cores
+    upt train --config experiments/paper_table.py:demo       # reduced, < 10 min on 2 cores (the former make demo)
     upt train --config experiments/paper_table.py --config.seeds="(0,1,2,3,4)"
 
 Outputs in ``run_dir``: ``REPORT.md`` (the tables), ``results.json`` (every number) and

@@ -15,6 +15,26 @@ def test_demo_end_to_end(tmp_path):
         assert json.load(f)["params"] == summary["params"]
 
 
+def test_make_demo_is_the_testbed_demo_and_names_the_arms_that_beat_the_base(tmp_path, monkeypatch, capsys):
+    """`upt demo` (`make demo`) runs experiments/testbed.py:demo from the shipped base and ends with
+    one sentence naming the arms that beat the base by more than 2 SE (the comparison itself is
+    tests/eval/test_testbed.py's)."""
+    from upt_jax import bases
+    from upt_jax.eval import comparison
+
+    entry = lambda d, se: {"base": 0.5, "arm": 0.5 + d, "diff": d, "se": se, "seeds": ["0"]}  # noqa: E731
+    seen = []
+    monkeypatch.setattr(comparison, "run_comparison", lambda c: seen.append(c) or {"paired": {"vs_base": {
+        "grpo": {"hmul_2x1": entry(0.12, 0.03)}, "sft": {"hadd_4": entry(0.01, 0.01)}}}})
+    cli.comparison_demo(str(tmp_path / "demo"))
+    (c,) = seen
+    assert c.name == "testbed_demo" and c.run_dir == str(tmp_path / "demo")
+    assert c.base.run_dir == bases.base_dir("arith_hint") and {"grpo", "sft"} <= set(c.arms)
+    out = capsys.readouterr().out
+    assert "Beat the base model by more than 2 standard errors on some tier: GRPO (hmul_2x1)." in out
+    assert os.path.join(str(tmp_path / "demo"), "summary.json") in out
+
+
 # ----------------------------------------------------------------------------- config loading (issue #18)
 import importlib  # noqa: E402
 import subprocess  # noqa: E402

@@ -1,6 +1,6 @@
 """Command-line entry points.
 
-    upt demo [--run-dir runs/paper_table_demo] [--plumbing]
+    upt demo [--run-dir runs/testbed_demo] [--plumbing]
     upt train --config experiments/grpo.py[:ARG] [--config.train.steps=10 ...]   (or --config grpo[:ARG])
     upt train --config grpo --help          # every config key: type, allowed values, default, doc
     upt pipeline --config experiments/sft_then_grpo.py [--config.sft.train.steps=5 ...]
@@ -25,19 +25,26 @@ import sys
 import time
 
 
-def comparison_demo(run_dir: str | None = None) -> None:
-    """``make demo``: the reduced paper comparison (`experiments/paper_table.py:demo`): train the
-    tiny base model (or reuse it), then SFT, GRPO, SFT→GRPO, LUFFY, SRFT and HPT from it under
-    one budget, evaluate every tier, print the table and the paths of the plots."""
+def comparison_demo(run_dir: str | None = None) -> dict:
+    """``make demo``: the reduced testbed comparison (`experiments/testbed.py:demo`): from the
+    shipped ``arith_hint`` base model (no base training), GRPO on its RL tier (with replay), GRPO's
+    SFT control and SFT on its SFT tiers under one budget; evaluate every tier on the base's
+    questions, print the paired table and one sentence naming the arms that beat the base by more
+    than 2 SE (or saying none did); ``<run_dir>/summary.json`` holds the paired differences.
+    Returns the comparison's results."""
     setup_logging([])  # Orbax's absl lines (e.g. "Given directory is read only" per base-model load) off
     logging.getLogger("upt_jax").setLevel(logging.WARNING)  # the demo prints its own progress and table
-    from experiments import paper_table
-    from upt_jax.train.trainer import train
+    from experiments import testbed
+    from upt_jax.eval.comparison import run_comparison
+    from upt_jax.eval.comparison_report import beats_sentence
 
-    config = paper_table.get_config("demo")
+    config = testbed.get_config("demo")
     if run_dir:
-        config.run_dir = run_dir
-    train(config)
+        testbed.set_run_dir(config, run_dir)
+    results = run_comparison(config)
+    print(beats_sentence(config, results["paired"]), flush=True)
+    print(f"paired differences: {os.path.join(config.run_dir, 'summary.json')}", flush=True)
+    return results
 
 
 def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) -> dict:
@@ -371,7 +378,7 @@ def main(argv=None) -> int:
                                   "[--step N] [--dtype bfloat16]")
     sub.add_parser("train", help="run an experiment: upt train --config experiments/NAME.py (or NAME) "
                                  "[--config.key=value ...]; upt train --config NAME --help lists the keys")
-    p_demo = sub.add_parser("demo", help="the reduced paper comparison on the built-in synthetic task "
+    p_demo = sub.add_parser("demo", help="the reduced testbed comparison from the shipped arith_hint base "
                                          "(--plumbing: export → reload → sample a random model)")
     p_demo.add_argument("--run-dir", default=None)
     p_demo.add_argument("--seed", type=int, default=0)

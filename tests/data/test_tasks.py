@@ -120,3 +120,15 @@ def test_hinted_corpus_slips_only_its_rl_tier_at_the_recorded_rate_and_each_slip
                 for g, s in zip(good, bad) if "*" in g]
     first = next(i for i, (x, y) in enumerate(products) if x != y)
     assert abs(products[first][0] - products[first][1]) == 1
+
+
+def test_a_repeated_tier_is_weighted_with_distinct_questions():
+    """A replay mix names a tier twice: it is drawn twice as often, never the same item twice."""
+    src = tasks.TierSource(("hmul_2x1", "hadd_2", "hmul_2x1"), 50, seed=3)
+    recs = [src[i] for i in range(len(src))]
+    by_tier = {t: [r["id"] for r in recs if r["tier"] == t] for t in ("hmul_2x1", "hadd_2")}
+    assert len(by_tier["hmul_2x1"]) == 100 and len(by_tier["hadd_2"]) == 50
+    assert len(set(by_tier["hmul_2x1"])) == 100  # distinct items, 0..99 of the tier
+    assert sorted(by_tier["hmul_2x1"]) == sorted(r["id"] for r in tasks.generate("hmul_2x1", 100, seed=3))
+    once = tasks.TierSource(("hmul_2x1", "hadd_2"), 50, seed=3)  # a tier named once: item i // k
+    assert [once[i]["id"] for i in range(4)] == ["hmul_2x1/3/0", "hadd_2/3/0", "hmul_2x1/3/1", "hadd_2/3/1"]

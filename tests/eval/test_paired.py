@@ -54,3 +54,18 @@ def test_suite_results_pair_by_id_and_ignore_unshared_questions():
     assert d.n_questions == 3 and d.delta == pytest.approx((0.5 + 0 + 0.5) / 3)
     with pytest.raises(ValueError, match="share no question"):
         paired_difference(_result(["x"], [1], 1), [arm])
+
+
+def test_arm_against_arm_resamples_both_arms_seeds():
+    """HPT against GRPO: the 'base' is another arm's seeds, whose seed-to-seed noise enters the SE."""
+    rng = np.random.default_rng(1)
+    qs = [f"q{i}" for i in range(80)]
+    other = [{k: 0.5 + s for k in qs} for s in (-0.1, 0.0, 0.1)]  # its seeds disagree
+    arm = [{k: float(rng.uniform(0.55, 0.65)) for k in qs} for _ in range(3)]
+    d = paired_difference(other, arm)
+    want = np.mean([[a[k] for k in qs] for a in arm]) - 0.5
+    assert d.delta == pytest.approx(want) and d.n_seeds == 3
+    assert d.se > paired_difference({k: 0.5 for k in qs}, arm).se + 0.02  # the other arm's seeds count
+    one = paired_difference([other[1]], arm)  # a one-seed list is the single result
+    assert (one.delta, one.se) == pytest.approx((paired_difference(other[1], arm).delta,
+                                                 paired_difference(other[1], arm).se))

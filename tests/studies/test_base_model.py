@@ -130,3 +130,23 @@ def test_shipped_bases_match_their_checksums_and_record_every_tier():
         for tier in family.tiers_at("sft"):
             assert f"pass@{record['protocol']['pass_k']}" in record["measured"][tier]
         assert record["step"] > 0 and set(os.listdir(d)) >= {"model.json", "model.safetensors", "record.json"}
+
+
+def test_a_shipped_base_loads_for_evaluation_like_a_run_directory():
+    """`upt eval --run-dir` and the comparison's evaluation read a shipped model directory (no
+    config.json, no checkpoints/): its weights, its recorded template and its record's step."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from upt_jax import bases
+    from upt_jax.eval.run import load_run_model
+    from upt_jax.train import run_model
+
+    d = bases.base_dir("arith_hint")
+    model, tok, config, step = load_run_model(d)
+    assert step == bases.base_record("arith_hint")["step"] and config.data.template == "zero"
+    assert tok.vocab_size <= model.cfg.vocab_size and config.name == "arith_hint"
+    direct, _ = run_model.model_from_run(d, key="k")
+    for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(direct))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -236,8 +236,8 @@ def generate(tier: str, n: int, seed: int = 0, start: int = 0) -> list[dict[str,
 
 
 class SyntheticSource(_tasks.TierSource):
-    """`upt_jax.data.tasks.TierSource` over tiers of this family only: item ``i`` is item
-    ``i // k`` of tier ``tiers[i % k]``."""
+    """`upt_jax.data.tasks.TierSource` over tiers of this family only: item ``i`` is drawn from
+    tier ``tiers[i % k]`` (item ``i // k`` when each tier is named once)."""
 
     def __init__(self, tiers: Sequence[str], n_per_tier: int, seed: int = 0):
         for t in tiers:

@@ -228,8 +228,12 @@ def generate(tier: str, n: int, seed: int = 0, start: int = 0) -> list[dict[str,
 
 
 class TierSource:
-    """A random-access source interleaving tiers (of any families): item ``i`` is item ``i // k``
-    of tier ``tiers[i % k]``. Generated on access; use as ``make_dataset(TierSource(...))``."""
+    """A random-access source interleaving tiers (of any families): item ``i`` is drawn from tier
+    ``tiers[i % k]``. A tier named ``m`` times is weighted ``m`` times (a replay mix such as
+    ``("hmul_2x1", "hmul_2x1", "hadd_2", "hadd_3")``) and its ``m`` slots draw distinct items: slot
+    ``r`` (the ``r``-th occurrence of the tier) of round ``i // k`` gives item ``(i // k) · m + r``.
+    ``n_per_tier`` is the rounds, so a tier named ``m`` times contributes ``m · n_per_tier`` items.
+    Generated on access; use as ``make_dataset(TierSource(...))``."""
 
     def __init__(self, tiers: Iterable[str], n_per_tier: int, seed: int = 0):
         self.tiers = tuple(resolve_tier(t) for t in tiers)
@@ -237,6 +241,8 @@ class TierSource:
             raise ValueError("no tiers")
         self.families = tuple(task_of(t) for t in self.tiers)
         self.n_per_tier, self.seed = int(n_per_tier), int(seed)
+        # per slot: (how many slots name its tier, which of them it is)
+        self._slots = tuple((self.tiers.count(t), self.tiers[:j].count(t)) for j, t in enumerate(self.tiers))
 
     def __len__(self) -> int:
         return len(self.tiers) * self.n_per_tier
@@ -246,7 +252,8 @@ class TierSource:
             raise IndexError(i)
         i %= len(self)
         k = len(self.tiers)
-        return self.families[i % k].record(self.tiers[i % k], self.seed, i // k)
+        m, r = self._slots[i % k]
+        return self.families[i % k].record(self.tiers[i % k], self.seed, (i // k) * m + r)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(tiers={self.tiers}, n_per_tier={self.n_per_tier}, seed={self.seed})"

@@ -62,34 +62,44 @@ def accuracy_by_id(result) -> dict[str, float]:
     return {str(i): c / k for i, c in zip(r["ids"], r["correct_counts"])}
 
 
+def _as_acc(x) -> dict[str, float]:
+    return dict(x) if isinstance(x, Mapping) and "correct_counts" not in x else accuracy_by_id(x)
+
+
 def paired_difference(base, arms: Sequence, *, n_boot: int = 2000, seed: int = 0) -> PairedDifference:
     """The paired difference of ``arms`` (one result per training seed) against ``base``.
 
     Args:
-      base: the base model's result: a ``SuiteResult``, its dict, or ``{id: accuracy}``.
+      base: the base model's result: a ``SuiteResult``, its dict, or ``{id: accuracy}``; or a list
+        of them, one per training seed of another arm (arm against arm, e.g. HPT against GRPO:
+        the bootstrap then resamples the base's seeds too, independently of the arm's).
       arms: the arm's results, one per training seed, same kinds.
       n_boot: bootstrap replicates.
       seed: the bootstrap's random seed.
     Returns:
-      a `PairedDifference` over the questions every result holds (raises if none).
+      a `PairedDifference` over the questions every result holds (raises if none); its
+      ``n_seeds`` counts the arm's seeds.
     """
-    as_acc = lambda x: dict(x) if isinstance(x, Mapping) and "correct_counts" not in x else accuracy_by_id(x)
-    b = as_acc(base)
-    a = [as_acc(x) for x in arms]
-    if not a:
-        raise ValueError("paired_difference: no arm results")
-    ids = sorted(set(b).intersection(*a))
+    bases = [_as_acc(x) for x in base] if isinstance(base, (list, tuple)) else [_as_acc(base)]
+    a = [_as_acc(x) for x in arms]
+    if not a or not bases:
+        raise ValueError("paired_difference: no arm results" if not a else "paired_difference: no base results")
+    ids = sorted(set(bases[0]).intersection(*bases[1:], *a))
     if not ids:
         raise ValueError("paired_difference: the base and the arms share no question id")
-    base_acc = np.asarray([b[i] for i in ids], np.float64)  # [Q]
+    base_acc = np.asarray([[b[i] for i in ids] for b in bases], np.float64)  # [Sb, Q]
     arm_acc = np.asarray([[x[i] for i in ids] for x in a], np.float64)  # [S, Q]
-    diff = arm_acc - base_acc[None, :]  # [S, Q]
-    s, q = diff.shape
+    (s, q), sb = arm_acc.shape, base_acc.shape[0]
     rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, s, size=(n_boot, s)) if s > 1 else np.zeros((n_boot, 1), np.int64)
-    questions = rng.integers(0, q, size=(n_boot, q))
-    # replicate r: mean over resampled seeds and resampled questions of diff[seed, question]
-    reps = np.asarray([diff[seeds[r]][:, questions[r]].mean() for r in range(n_boot)])
+    draw = lambda n: rng.integers(0, n, size=(n_boot, n)) if n > 1 else np.zeros((n_boot, 1), np.int64)  # noqa: E731
+    seeds, questions = draw(s), rng.integers(0, q, size=(n_boot, q))
+    base_seeds = draw(sb)
+    # replicate r: over resampled questions, the mean of the arm's resampled seeds minus the base's
+    reps = np.concatenate([
+        arm_acc[seeds[c, :, None], questions[c, None, :]].mean(axis=(1, 2))
+        - base_acc[base_seeds[c, :, None], questions[c, None, :]].mean(axis=(1, 2))
+        for c in np.array_split(np.arange(n_boot), max(1, n_boot * max(s, sb) * q // 4_000_000))])
     lo, hi = np.percentile(reps, [2.5, 97.5])
-    return PairedDifference(delta=float(diff.mean()), se=float(reps.std(ddof=1)), ci95=(float(lo), float(hi)),
-                            base=float(base_acc.mean()), arm=float(arm_acc.mean()), n_questions=q, n_seeds=s)
+    arm_mean, base_mean = float(arm_acc.mean()), float(base_acc.mean())
+    return PairedDifference(delta=arm_mean - base_mean, se=float(reps.std(ddof=1)), ci95=(float(lo), float(hi)),
+                            base=base_mean, arm=arm_mean, n_questions=q, n_seeds=s)

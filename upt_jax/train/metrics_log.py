@@ -175,3 +175,21 @@ def read_metrics(run_dir: str) -> list[dict]:
         with epath.Path(run_dir, METRICS).open() as f:
             lines = list(f)
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def per_tier_means(prefix: str, tiers, values) -> dict[str, float]:
+    """``{f"{prefix}/{tier}": mean of values[tiers == tier]}`` over the tiers present.
+
+    Args:
+      prefix: the metric's name, e.g. ``"reward"`` (→ ``reward/hmul_2x1``).
+      tiers: ``[G]`` the tier of each group or row; ``None`` (records from a file) is left out.
+      values: ``[G, ...]`` the values of each group (e.g. its ``[n]`` rewards); a group's values
+        all count, so tiers are weighted by their samples.
+    """
+    import numpy as np
+
+    out: dict[str, list] = {}
+    for tier, v in zip(tiers, values):
+        if tier is not None:
+            out.setdefault(str(tier), []).append(np.asarray(v, np.float64).reshape(-1))
+    return {f"{prefix}/{t}": float(np.concatenate(vs).mean()) for t, vs in out.items()}

@@ -935,8 +935,8 @@ class Trainer:
 
     def _batch(self, records, key):
         """Rows, rewards and host-side metrics for one step."""
-        from upt_jax.sampling import SamplingParams
         from upt_jax.train.batching import pack_rows
+        from upt_jax.train.metrics_log import per_tier_means
 
         timing, info = {}, {}
         if not self.online and all("text" in r for r in records):
@@ -1031,6 +1031,7 @@ class Trainer:
             "response_length": float(lengths.mean()),
             "finished_frac": float(np.mean([f for g in groups for f in g["finished"]])),
         })
+        info.update(per_tier_means("reward", [g["record"].get("tier") for g in groups], rewards))
         if self.with_demos:
             info["gate/sft_frac"] = float(np.mean(pass_rate <= gamma))
         return rows, info, timing

@@ -1,0 +1,159 @@
+"""The method comparison on the testbed (issue #17): SFT, GRPO (and its SFT control), SFT→GRPO,
+LUFFY, SRFT and HPT, each from the shipped ``arith_hint`` base model (`upt_jax.bases`; no base
+training), evaluated on the same questions as the base, with paired differences and their SEs.
+
+    upt train --config experiments/testbed.py                  # full: 3 seeds, every arm
+    upt train --config experiments/testbed.py:demo             # `make demo`: GRPO, its SFT control, SFT
+    upt train --config experiments/testbed.py --config.seeds="(0,1,2,3,4)"
+    python -m experiments.testbed_sweep RUN_DIR                # the per-method learning-rate sweep
+
+The family's tiers (`upt_jax.data.hinted`) play fixed roles: ``hadd_2``, ``hadd_3`` are solved by
+the base (``base``); ``hmul_2x1`` is intermediate at T = 1 by construction (``rl``: 40 % of its
+corpus demonstrations slip, a verifier's reward can remove the slips); ``hadd_4``, ``hmul_3x1``
+have pass@64 = 0 at base (``sft``: only demonstrations can teach them); ``hadd_6``, ``hsub_3``,
+``hmul_4x1`` are never trained on (``ood``). What each arm trains on (a tier named twice is drawn
+twice as often, `upt_jax.data.tasks.TierSource`):
+
+* GRPO: `RL_MIX`, the RL tier with the base tiers replayed in the batch (the pilots of issue #17:
+  without replay the solved tiers fell 32 points);
+* SFT (and the SFT stage of SFT→GRPO): `SFT_MIX`, the SFT tiers' demonstrations with 60 % replay of
+  the corpus's tiers;
+* the hybrids (LUFFY, SRFT, HPT) and the GRPO stage of SFT→GRPO: `HYBRID_MIX`, the RL tier, the SFT
+  tiers (with their demonstrations) and the base tiers;
+* GRPO's SFT control: `RL_MIX`'s questions, in the same order, learned from their demonstrations.
+
+Every arm gets the same steps and questions per step; SFT stages train on ``n`` times as many
+demonstrations per step (as many sequences per update as an RL step has rollouts). Learning rates
+are per method (`METHODS`), a first guess from the pilots until `experiments/testbed_sweep.py` has
+chosen them on a validation split. Evaluation: avg@k at T = 1 (the rollout temperature) on every
+tier, ``eval.base_k`` samples per question for the base; outputs as `upt_jax.eval.comparison`
+(``summary.json``: each arm's paired difference against the base per tier and group).
+"""
+import os
+
+import ml_collections
+
+from upt_jax.data import tasks
+
+FAMILY = "arith_hint"
+BASE_TIERS, RL_TIERS, SFT_TIERS, OOD_TIERS = (tasks.get_task(FAMILY).tiers_at(level)
+                                               for level in ("base", "rl", "sft", "ood"))
+RL_MIX = RL_TIERS * 2 + BASE_TIERS  # 50 % RL tier, 50 % replay
+SFT_MIX = SFT_TIERS + BASE_TIERS + RL_TIERS  # 40 % new, 60 % replay
+HYBRID_MIX = RL_TIERS * 2 + SFT_TIERS + BASE_TIERS  # a third each
+ID_TIERS = BASE_TIERS + RL_TIERS + SFT_TIERS
+
+# per method: the learning rate (a first guess: the pilots of issue #17 found GRPO with replay
+# working at 3e-5 to 5e-5 and SFT at 3e-4 with 60 % replay; the hybrids, which mix both kinds of
+# term under one rate, start between) and the grid `testbed_sweep` tries around it
+METHODS = dict(
+    sft=dict(learning_rate=3e-4, grid=(1e-4, 3e-4, 1e-3)),
+    grpo=dict(learning_rate=4e-5, grid=(2e-5, 4e-5, 8e-5)),
+    luffy=dict(learning_rate=1e-4, grid=(3e-5, 1e-4, 3e-4)),
+    srft=dict(learning_rate=1e-4, grid=(3e-5, 1e-4, 3e-4)),
+    hpt=dict(learning_rate=1e-4, grid=(3e-5, 1e-4, 3e-4)),
+)
+MAIN = ("base", "sft", "grpo", "sft_then_grpo", "luffy", "srft", "hpt")
+
+
+def _sft_stage(c, tiers=SFT_MIX) -> dict:
+    """An SFT stage: its mix, SFT's rate, n × questions_per_step demonstrations per step."""
+    return dict(tiers=tuple(tiers), learning_rate=METHODS["sft"]["learning_rate"],
+                questions_per_step=int(c.budget.questions_per_step) * int(c.budget.n))
+
+
+def _arm(label, module, arg="", *, method, tiers, hparams=None, **extra):
+    return dict(label=label, module=module, arg=arg, hparams=dict(hparams or {}), overrides=(), seeds=(),
+                tiers=tuple(tiers), learning_rate=METHODS[method]["learning_rate"], **extra)
+
+
+def arms(c) -> dict:
+    """The arms of the full comparison (``c.budget`` sets the SFT stages' demonstrations per step)."""
+    sft = _sft_stage(c)
+    return dict(
+        sft=dict(_arm("SFT", "sft", method="sft", tiers=SFT_MIX), questions_per_step=sft["questions_per_step"]),
+        grpo=_arm("GRPO", "grpo", method="grpo", tiers=RL_MIX, sft_control=dict(
+            learning_rate=METHODS["sft"]["learning_rate"], label="SFT control (GRPO's questions)")),
+        sft_then_grpo=_arm("SFT→GRPO", "sft_then_grpo", method="grpo", tiers=HYBRID_MIX, stages=dict(sft=sft)),
+        luffy=_arm("LUFFY", "luffy", method="luffy", tiers=HYBRID_MIX),
+        srft=_arm("SRFT", "srft", method="srft", tiers=HYBRID_MIX),
+        hpt=_arm("HPT", "hpt", method="hpt", tiers=HYBRID_MIX, hparams=dict(gamma=0.0)),
+    )
+
+
+def set_run_dir(c, run_dir: str):
+    """``c.run_dir = run_dir``, and a base model trained for the comparison (the smoke variant's)
+    moves with it (a shipped base stays where it is)."""
+    if c.base.get("module"):
+        c.base.run_dir = os.path.join(run_dir, "base")
+    c.run_dir = run_dir
+    return c
+
+
+def get_config(arg: str | None = None):
+    variant = arg or "full"
+    if variant not in ("full", "demo", "smoke"):
+        raise ValueError(f"experiments/testbed.py: variant {variant!r}: full, demo or smoke")
+    from upt_jax import bases
+
+    c = ml_collections.ConfigDict()
+    c.mode = "comparison"
+    c.name = f"testbed_{variant}"
+    c.title = "SFT, GRPO, SFT→GRPO, LUFFY, SRFT and HPT on the index-hinted arithmetic testbed"
+    c.run_dir = f"runs/testbed_{variant}" if variant != "full" else "runs/testbed"
+    c.progress = True
+    c.plot_smooth = 5
+    c.seeds = (0, 1, 2)
+    c.base = ml_collections.ConfigDict(dict(run_dir=bases.base_dir(FAMILY), label="base model (shipped)"),
+                                       type_safe=False)
+    # what every arm gets; the learning rate here is only a default (each arm sets its method's)
+    # steps: the full comparison's time on 2 cores is estimated at about 75 min (docs/testbed.md)
+    c.budget = ml_collections.ConfigDict(dict(
+        steps=120, questions_per_step=8, n=8, max_new_tokens=192, temperature=1.0, learning_rate=4e-5))
+    c.eval = ml_collections.ConfigDict(dict(
+        id_tiers=ID_TIERS, groups=(("base tiers", BASE_TIERS), ("RL tier", RL_TIERS), ("SFT tiers", SFT_TIERS),
+                                   ("OOD avg", OOD_TIERS)),
+        n_per_tier=64, k=4, base_k=16, temperature=1.0, max_new_tokens=256, seed=1_000_003), type_safe=False)
+    c.curves = ml_collections.ConfigDict(dict(arms=("sft", "grpo", "grpo_sft_control", "hpt"), points=3,
+                                              tiers=ID_TIERS, n_per_tier=32, k=2))
+    c.passk = ml_collections.ConfigDict(dict(arms=("base", "sft", "sft_then_grpo", "hpt"), k=16, tiers=SFT_TIERS,
+                                             n_per_tier=16))
+    c.arms = ml_collections.ConfigDict(arms(c), type_safe=False)
+    c.tables = (("Main table (cf. the HPT paper's Table 2)", MAIN),)
+    c.paired_against = ("hpt", ("sft", "grpo", "sft_then_grpo", "luffy", "srft"))
+
+    if variant == "demo":  # `make demo`: the two effects the testbed is built to show, one seed
+        c.seeds = (0,)
+        c.budget.steps = 60  # the pilots' GRPO budget (+14 to +22 points on a 50 % tier with replay)
+        for key in ("sft_then_grpo", "luffy", "srft", "hpt"):
+            del c.arms[key]
+        c.tables = (("Main table", ("base", "sft", "grpo")),)
+        c.paired_against = ()
+        c.eval.n_per_tier, c.eval.k, c.eval.base_k = 48, 4, 16
+        c.curves.arms = ()
+        c.passk.arms = ()
+    if variant == "smoke":  # the test suite: every code path in seconds, from a random tiny base
+        c.seeds = (0, 1)
+        c.base = ml_collections.ConfigDict(dict(
+            run_dir=f"{c.run_dir}/base", module="pretrain_hint", arg="", train_if_missing=True, label="base model",
+            overrides=(("train.steps", 2), ("train.questions_per_step", 8), ("data.corpus.n_docs", 32),
+                       ("checkpoint.every", 2), ("model.overrides", dict(
+                           num_layers=1, hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1,
+                           head_dim=16)))), type_safe=False)
+        # 8 questions × 2 rollouts (+ 1 demonstration): rows split over the test suite's 8 CPU devices
+        c.budget = ml_collections.ConfigDict(dict(steps=2, questions_per_step=8, n=2, max_new_tokens=8,
+                                                  temperature=1.0, learning_rate=1e-3))
+        c.arms = ml_collections.ConfigDict(arms(c), type_safe=False)
+        for key in ("sft_then_grpo", "luffy", "srft"):
+            del c.arms[key]
+        c.arms.sft.seeds = c.arms.hpt.seeds = (0,)  # GRPO and its control: both seeds
+        c.eval.update(dict(n_per_tier=3, k=2, base_k=3, max_new_tokens=8, groups=(("RL tier", RL_TIERS),
+                                                                                 ("OOD avg", OOD_TIERS[:1]))))
+        c.eval.id_tiers = BASE_TIERS[:1] + RL_TIERS + SFT_TIERS[:1]
+        c.curves = ml_collections.ConfigDict(dict(arms=("grpo",), points=2, tiers=RL_TIERS + SFT_TIERS[:1],
+                                                  n_per_tier=2, k=1))
+        c.passk = ml_collections.ConfigDict(dict(arms=("base", "hpt"), k=2, tiers=SFT_TIERS[:1], n_per_tier=2))
+        c.tables = (("Main", ("base", "sft", "grpo", "hpt")),)
+        c.paired_against = ("hpt", ("sft", "grpo"))
+        c.progress = False
+    return c

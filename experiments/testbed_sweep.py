@@ -1,0 +1,107 @@
+"""The per-method learning-rate sweep of the testbed comparison (`experiments/testbed.py`): each
+method (`testbed.METHODS`: SFT, GRPO, LUFFY, SRFT, HPT) trained at every rate of its grid with the
+comparison's budget (the same steps, questions and rollouts for every method), on the same tiers
+as in the comparison, and scored on a *validation split*: questions drawn with another seed
+(`VALIDATION_SEED`) than the comparison's test questions, so the rates are not chosen on the
+numbers they will be reported with.
+
+    python -m experiments.testbed_sweep RUN_DIR                         # every method, seed 0
+    python -m experiments.testbed_sweep RUN_DIR --methods grpo,hpt --seeds 0,1
+    python -m experiments.testbed_sweep RUN_DIR --variant smoke         # the test suite's
+
+Writes ``RUN_DIR/sweep.json``: per method, per rate, the paired difference against the base on
+every tier and group (`upt_jax.eval.comparison_report`), the score (the paired difference on the
+``ID avg`` group: every tier trained on, so a rate that gains on its target tiers by forgetting the
+solved ones scores low) and the best rate; plus the comparison's own outputs (``REPORT.md``,
+``summary.json``, plots). Resumable: a rerun reuses finished runs and cached evaluations. SFT→GRPO
+has no rate of its own (its stages use SFT's and GRPO's).
+"""
+import argparse
+import os
+import sys
+
+import ml_collections
+
+from experiments import testbed
+
+VALIDATION_SEED = 2_000_003  # the test questions use upt_jax.eval.evaluate.DEFAULT_EVAL_SEED
+SCORE = "ID avg"
+
+
+def _key(method: str, lr: float) -> str:
+    return f"{method}_lr{lr:g}".replace(".", "p")  # a config key has no dots
+
+
+def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None):
+    """The sweep as a comparison config: one arm per (method, rate); ``arg`` is the testbed's
+    variant (``full``, ``smoke``); ``grids``: ``{method: rates}`` instead of `testbed.METHODS`'."""
+    c = testbed.get_config(arg or "full")
+    methods = tuple(methods or testbed.METHODS)
+    unknown = set(methods) - set(testbed.METHODS)
+    if unknown:
+        raise ValueError(f"testbed_sweep: unknown methods {sorted(unknown)}; methods: {tuple(testbed.METHODS)}")
+    template = testbed.arms(c)
+    arms = {}
+    for m in methods:
+        for lr in (grids or {}).get(m, testbed.METHODS[m]["grid"]):
+            arm = {k: v for k, v in template[m].items() if k != "sft_control"}
+            arms[_key(m, lr)] = dict(arm, label=f"{arm['label']} lr {lr:g}", learning_rate=float(lr), method=m)
+    c.name = f"testbed_sweep_{arg or 'full'}"
+    c.title = "Learning-rate sweep on the testbed's validation split"
+    testbed.set_run_dir(c, c.run_dir.replace("testbed", "testbed_sweep"))
+    c.seeds = tuple(int(s) for s in seeds)
+    c.arms = ml_collections.ConfigDict(arms, type_safe=False)
+    c.eval.data_seed = VALIDATION_SEED
+    c.curves.arms = ()
+    c.passk.arms = ()
+    c.paired_against = ()
+    c.tables = tuple((m, ("base",) + tuple(k for k in arms if arms[k]["method"] == m)) for m in methods)
+    return c
+
+
+def sweep_results(config, results: dict) -> dict:
+    """``{"validation_seed", "score", "budget", "methods": {method: {"rates": {rate: {tier/group:
+    entry}}, "scores": {rate: ID-avg difference}, "best": rate}}}`` from a comparison's results."""
+    vs_base = results["paired"]["vs_base"]
+    out = {"validation_seed": int(config.eval.data_seed), "score": f"paired difference on {SCORE}",
+           "seeds": list(config.seeds), "budget": config.budget.to_dict(), "methods": {}}
+    for key, arm in config.arms.items():
+        if key not in vs_base:
+            continue
+        m = out["methods"].setdefault(arm.method, {"rates": {}, "scores": {}})
+        rate = f"{arm.learning_rate:g}"
+        m["rates"][rate] = vs_base[key]
+        m["scores"][rate] = vs_base[key][SCORE]["diff"]
+    for m in out["methods"].values():
+        m["best"] = float(max(m["scores"], key=m["scores"].get))
+    return out
+
+
+def run(config) -> dict:
+    """Run the sweep (resumable) and write ``<run_dir>/sweep.json``; returns its content."""
+    from upt_jax.eval.comparison import run_comparison
+    from upt_jax.eval.report import write_json
+
+    out = sweep_results(config, run_comparison(config))
+    write_json(os.path.join(config.run_dir, "sweep.json"), out)
+    for name, m in out["methods"].items():
+        scores = ", ".join(f"{r}: {100 * s:+.1f}" for r, s in m["scores"].items())
+        print(f"[sweep] {name}: {SCORE} paired difference by rate {scores} → best {m['best']:g}", flush=True)
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m experiments.testbed_sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("--variant", default="full", choices=("full", "smoke"))
+    p.add_argument("--methods", default=",".join(testbed.METHODS), help="comma-separated")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    a = p.parse_args(argv)
+    c = get_config(a.variant, methods=[m for m in a.methods.split(",") if m],
+                   seeds=[int(s) for s in a.seeds.split(",") if s])
+    testbed.set_run_dir(c, a.run_dir)
+    return run(c)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

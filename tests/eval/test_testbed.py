@@ -1,0 +1,257 @@
+"""The testbed comparison (`experiments/testbed.py`): its arms and their SFT control, the paired
+differences of summary.json against a hand computation on the cached per-question counts, and
+the learning-rate sweep (`experiments/testbed_sweep.py`)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import testbed, testbed_sweep
+from upt_jax import bases
+from upt_jax.eval import comparison as cmp
+from upt_jax.eval.comparison_report import arm_sentence, beats_sentence, groups_of
+from upt_jax.train import trainer as trainer_lib
+
+ENTRY = {"base", "arm", "diff", "se", "seeds"}
+
+
+@pytest.mark.parametrize("variant", ["full", "demo"])
+def test_every_arm_starts_from_the_shipped_base_with_its_methods_budget(variant):
+    c = cmp.with_sft_controls(testbed.get_config(variant))
+    b = c.budget
+    assert c.base.run_dir == bases.base_dir("arith_hint") and not c.base.get("module")  # no base training
+    assert {"sft", "grpo", "grpo_sft_control"} <= set(c.arms) and c.eval.temperature == b.temperature == 1.0
+    assert set(cmp.eval_suites(c.eval)) == set(testbed.ID_TIERS + testbed.OOD_TIERS)  # every tier evaluated
+    for key in c.arms:
+        kind, ac = cmp.arm_config(c, key, 0)
+        stages = [ac[s] for s in ac.order] if kind == "pipeline" else [ac]
+        assert sum(s.train.steps for s in stages) == b.steps, key
+        assert stages[0].model.init == "checkpoint" and stages[0].model.checkpoint == c.base.run_dir
+        for s in stages:  # each stage at its method's rate (the SFT control and SFT stages at SFT's)
+            assert s.train.learning_rate == testbed.METHODS[s.recipe.name]["learning_rate"], key
+            if s.mode == "online":
+                assert s.train.questions_per_step == b.questions_per_step and s.rollout.n == b.n
+            trainer_lib._check_recipe(s)
+    tiers = lambda key, stage=None: tuple(  # noqa: E731
+        (lambda k, c_: (c_[stage] if stage else c_).data.tiers)(*cmp.arm_config(c, key, 0)))
+    assert tiers("grpo") == testbed.RL_MIX and tiers("sft") == testbed.SFT_MIX
+    if "hpt" in c.arms:
+        assert tiers("hpt") == tiers("luffy") == tiers("srft") == testbed.HYBRID_MIX
+        assert tiers("sft_then_grpo", "sft") == testbed.SFT_MIX
+    # 50 % of GRPO's questions replay the solved tiers; 60 % of SFT's
+    assert sum(t in testbed.BASE_TIERS for t in testbed.RL_MIX) / len(testbed.RL_MIX) == 0.5
+    assert sum(t not in testbed.SFT_TIERS for t in testbed.SFT_MIX) / len(testbed.SFT_MIX) == 0.6
+
+
+def test_the_sft_control_learns_the_rl_arms_questions_in_the_same_order():
+    c = cmp.with_sft_controls(testbed.get_config("full"))
+    (_, rl), (_, ctl) = cmp.arm_config(c, "grpo", 1), cmp.arm_config(c, "grpo_sft_control", 1)
+    assert ctl.recipe.name == "sft" and ctl.mode == "offline" and rl.mode == "online"
+    assert ctl.train.learning_rate == testbed.METHODS["sft"]["learning_rate"]
+    for key in ("seed", "data.tiers", "train.steps", "train.questions_per_step", "model.checkpoint"):
+        get = lambda x: x.get(key) if "." not in key else x[key.split(".")[0]][key.split(".")[1]]  # noqa: E731
+        assert get(ctl) == get(rl), key
+    from upt_jax.data import make_dataset
+
+    def batches(cfg, n=3):
+        it = iter(make_dataset(trainer_lib.load_records(cfg), seed=cfg.seed, num_epochs=None,
+                               batch_size=cfg.train.questions_per_step, drop_remainder=True))
+        return [[r["id"] for r in next(it)] for _ in range(n)]
+
+    assert batches(rl) == batches(ctl)
+    assert c.tables[0][1].index("grpo_sft_control") == c.tables[0][1].index("grpo") + 1
+    again = cmp.with_sft_controls(c)  # idempotent
+    assert list(again.arms) == list(c.arms) and again.tables == c.tables
+
+
+def test_an_sft_control_of_a_pipeline_or_an_sft_arm_is_refused():
+    c = testbed.get_config("full")
+    c.arms.sft_then_grpo.sft_control = True
+    with pytest.raises(ValueError, match="one-stage RL arm"):
+        cmp.with_sft_controls(c)
+    c = testbed.get_config("full")
+    c.arms.sft.sft_control = True
+    with pytest.raises(ValueError, match="mode 'offline'"):
+        cmp.with_sft_controls(c)
+
+
+def _entry(diff, se):
+    return {"base": 0.5, "arm": 0.5 + diff, "diff": diff, "se": se, "seeds": ["0", "1"]}
+
+
+def test_sentences_name_the_arms_that_beat_the_base_by_two_se():
+    c = testbed.get_config("demo")
+    won = {"hmul_2x1": _entry(0.12, 0.03), "hadd_2": _entry(-0.01, 0.01)}
+    lost = {"hmul_2x1": _entry(0.05, 0.03), "hadd_4": _entry(0.0, 0.0)}
+    assert arm_sentence("GRPO", won, ["hadd_2", "hmul_2x1"]).startswith(
+        "**GRPO** beats the base by more than 2 SE on hmul_2x1 (+12.0 ± 3.0)")
+    assert "on no tier (closest: hmul_2x1 +5.0 ± 3.0" in arm_sentence("SFT", lost, ["hmul_2x1", "hadd_4"])
+    assert beats_sentence(c, {"vs_base": {"grpo": won, "sft": lost}}) == (
+        "Beat the base model by more than 2 standard errors on some tier: GRPO (hmul_2x1).")
+    assert beats_sentence(c, {"vs_base": {"sft": lost}}).startswith("No arm beats the base model")
+    # a group beating the base is not a tier beating it
+    assert beats_sentence(c, {"vs_base": {"sft": {"ID avg": _entry(0.2, 0.01)}}}).startswith("No arm")
+
+
+def test_a_shipped_base_is_evaluated_into_the_comparisons_directory_and_may_not_change(tmp_path):
+    import shutil
+
+    c = testbed.get_config("demo")
+    testbed.set_run_dir(c, str(tmp_path / "run"))
+    os.makedirs(c.run_dir)
+    cmp.check_same_base(c, c.base.run_dir)  # records the checksum
+    copy = tmp_path / "rebuilt"
+    shutil.copytree(c.base.run_dir, copy)
+    record = json.loads((copy / "record.json").read_text())
+    record["weights_sha256"] = "0" * 64
+    (copy / "record.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="rebuilt base"):
+        cmp.check_same_base(c, str(copy))
+    settings = dict(suites=["hadd_2"], n=1, k=1, temperature=1.0, max_new_tokens=4, seed=0)
+    res = cmp.base_eval(c, c.base.run_dir, settings, None)
+    assert res["hadd_2"]["num_questions"] == 1
+    assert os.listdir(os.path.join(c.run_dir, "base_eval")) and "eval" not in os.listdir(c.base.run_dir)
+
+
+# ----------------------------------------------------------------------------- the smoke comparison
+class _LengthVerifier:
+    """Stands in for the evaluation's verifier: a sample is 'correct' when its text has an even
+    length, so a random tiny model gets per-question counts that vary between models, seeds and
+    questions (it never answers right), and the paired differences are not all 0."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, texts, golds, kinds):
+        from upt_jax.rewards import Reward
+
+        return [Reward(float(len(t) % 2 == 0), "correct" if len(t) % 2 == 0 else "wrong") for t in texts]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    import upt_jax.rewards
+
+    c = testbed.get_config("smoke")
+    testbed.set_run_dir(c, str(tmp_path_factory.mktemp("testbed") / "run"))
+    del c.arms["sft"]
+    c.tables = (("Main", ("base", "grpo", "hpt")),)
+    c.paired_against = ("hpt", ("grpo", "grpo_sft_control"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(upt_jax.rewards, "RoutedVerifier", _LengthVerifier)
+        results = cmp.run_comparison(c)
+    return cmp.with_sft_controls(c), results
+
+
+def _hand(results, arm, tiers, against="base"):
+    """The paired difference computed by hand from results.json's per-question counts."""
+    def acc(seed_res):  # {id: correct / k} over the tiers
+        return {i: n / r["k"] for t in tiers for r in [seed_res[t]] for i, n in zip(r["ids"], r["correct_counts"])}
+
+    arms = [acc(s) for s in results["arms"][arm]["seeds"].values()]
+    base = [acc(s) for s in results["arms"][against]["seeds"].values()]
+    ids = sorted(base[0])
+    a = np.mean([[x[i] for i in ids] for x in arms], axis=0)
+    b = np.mean([[x[i] for i in ids] for x in base], axis=0)
+    return float(np.mean(b)), float(np.mean(a)), float(np.mean(a - b))
+
+
+def test_summary_holds_each_arms_paired_difference_as_computed_by_hand(smoke):
+    c, _ = smoke
+    with open(os.path.join(c.run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(c.run_dir, "results.json")) as f:
+        results = json.load(f)
+    assert set(summary) == {"grpo", "grpo_sft_control", "hpt"}
+    suites = cmp.eval_suites(c.eval)
+    groups = dict(groups_of(c.eval))
+    assert set(groups) == {"ID avg", "RL tier", "OOD avg"}
+    diffs = [e["diff"] for entries in summary.values() for e in entries.values()]
+    assert len(set(diffs)) > 3 and any(e["se"] > 0 for entries in summary.values() for e in entries.values())
+    for arm, entries in summary.items():
+        assert set(entries) == set(suites) | set(groups)
+        assert entries["hmul_2x1"]["seeds"] == [str(s) for s in (c.arms[arm].seeds or c.seeds)]
+        for name, e in entries.items():
+            assert set(e) == ENTRY and e["se"] >= 0
+            base, armv, diff = _hand(results, arm, groups.get(name, [name]))
+            assert (e["base"], e["arm"], e["diff"]) == pytest.approx((base, armv, diff), abs=1e-12), (arm, name)
+    # the base has base_k samples per question, the arms k; both on the same questions
+    base_res = results["arms"]["base"]["seeds"]["-"]["hmul_2x1"]
+    arm_res = results["arms"]["grpo"]["seeds"]["0"]["hmul_2x1"]
+    assert (base_res["k"], arm_res["k"]) == (c.eval.base_k, c.eval.k) and base_res["ids"] == arm_res["ids"]
+    # HPT against each baseline: HPT's seeds against the baseline's
+    vs = results["paired"]["vs"]["hpt"]
+    assert set(vs) == {"grpo", "grpo_sft_control"}
+    for other, entries in vs.items():
+        for name, e in entries.items():
+            _, _, diff = _hand(results, "hpt", groups.get(name, [name]), against=other)
+            assert e["diff"] == pytest.approx(diff, abs=1e-12)
+
+
+def test_report_says_for_each_arm_whether_it_beats_the_base_and_plots_per_tier(smoke):
+    c, _ = smoke
+    report = open(os.path.join(c.run_dir, "REPORT.md")).read()
+    assert "## Paired differences against the base model" in report and "## HPT against each baseline" in report
+    for label in ("GRPO", "HPT", "SFT control (GRPO's questions)"):
+        assert sum(line.startswith(f"- **{label}** beats the base by more than 2 SE on ") for line in
+                   report.splitlines()) == 1, label
+    assert "| SFT control (GRPO's questions) | – | sft | hmul_2x1 ×2, hadd_2, hadd_3 |" in report
+    for name in ("tier_rewards", "tier_accuracy_curves", "training_curves", "accuracy_curves"):
+        with open(os.path.join(c.run_dir, "plots", f"{name}.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    rows = cmp.read_metrics(smoke[1]["arms"]["grpo"]["run_dirs"]["0"])
+    assert all("reward/hmul_2x1" in r or "reward/hadd_2" in r for r in rows)
+    curves = smoke[1]["curves"]["tiers"]["grpo"]
+    assert set(curves) == set(c.curves.tiers) and [s for s, _ in curves["hmul_2x1"]][0] == 0
+
+
+def test_the_sweep_has_one_arm_per_method_and_rate_and_picks_the_best_id_average():
+    """The fast twin of the sweep's run below: its config and its scoring, on made-up results."""
+    c = testbed_sweep.get_config("full", methods=("sft", "grpo"), grids={"sft": (1e-4, 1e-3), "grpo": (2e-5,)})
+    assert set(c.arms) == {"sft_lr0p0001", "sft_lr0p001", "grpo_lr2e-05"} and c.seeds == (0,)
+    assert c.eval.data_seed == testbed_sweep.VALIDATION_SEED and c.run_dir == "runs/testbed_sweep"
+    for key in c.arms:  # the comparison's arm of that method, at the sweep's rate and the same budget
+        kind, ac = cmp.arm_config(c, key, 0)
+        assert ac.train.learning_rate == c.arms[key].learning_rate and ac.train.steps == c.budget.steps
+        assert tuple(ac.data.tiers) == (testbed.SFT_MIX if key.startswith("sft") else testbed.RL_MIX)
+        assert "sft_control" not in c.arms[key]
+    diffs = {"sft_lr0p0001": 0.02, "sft_lr0p001": 0.05, "grpo_lr2e-05": -0.01}
+    results = {"paired": {"vs_base": {k: {"ID avg": _entry(d, 0.01), "hadd_2": _entry(0.0, 0.0)}
+                                      for k, d in diffs.items()}}}
+    out = testbed_sweep.sweep_results(c, results)
+    assert out["methods"]["sft"]["best"] == 1e-3 and out["methods"]["grpo"]["best"] == 2e-5
+    assert out["methods"]["sft"]["scores"] == {"0.0001": 0.02, "0.001": 0.05}
+    assert out["validation_seed"] == testbed_sweep.VALIDATION_SEED and out["budget"]["steps"] == c.budget.steps
+    with pytest.raises(ValueError, match="unknown methods"):
+        testbed_sweep.get_config("full", methods=("sft_then_grpo",))
+
+
+@pytest.mark.slow
+def test_the_sweep_scores_each_rate_on_the_validation_split(tmp_path):
+    c = testbed_sweep.get_config("smoke", methods=("sft",), grids={"sft": (1e-3, 1e-2)})
+    testbed.set_run_dir(c, str(tmp_path / "sweep"))
+    assert c.eval.data_seed == testbed_sweep.VALIDATION_SEED != testbed.get_config("smoke").eval.get("data_seed")
+    assert [c.arms[k].learning_rate for k in c.tables[0][1][1:]] == [1e-3, 1e-2]
+    out = testbed_sweep.run(c)
+    with open(tmp_path / "sweep" / "sweep.json") as f:
+        assert json.load(f) == json.loads(json.dumps(out))
+    m = out["methods"]["sft"]
+    assert set(m["scores"]) == {"0.001", "0.01"} and m["best"] in (1e-3, 1e-2)
+    assert m["scores"][f"{m['best']:g}"] == max(m["scores"].values())
+    for rate, entries in m["rates"].items():
+        assert entries["ID avg"]["diff"] == m["scores"][rate]
+    # validation questions: drawn with the validation seed, not the test questions' seed
+    with open(tmp_path / "sweep" / "results.json") as f:
+        ids = json.load(f)["arms"]["base"]["seeds"]["-"]["hmul_2x1"]["ids"]
+    assert all(i.startswith(f"hmul_2x1/{testbed_sweep.VALIDATION_SEED}/") for i in ids)
+
+
+def test_a_missing_base_with_nothing_to_train_it_is_a_clear_error(tmp_path):
+    c = testbed.get_config("demo")
+    c.base.run_dir = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="neither a shipped model directory"):
+        cmp.ensure_base(c)
