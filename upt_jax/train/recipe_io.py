@@ -65,7 +65,9 @@ def write_recorded(run_dir, recipe) -> None:
             log.warning("recipe %s: part %s was registered in __main__; a new process cannot import it, so "
                         "this run can be resumed only from this process (define it in a module)",
                         recipe.name, p["name"])
-    (epath.Path(run_dir) / RECIPE_FILE).write_text(json.dumps(data, indent=2))
+    path, text = epath.Path(run_dir) / RECIPE_FILE, json.dumps(data, indent=2)
+    if not (path.exists() and path.read_text() == text):  # a resumed run's readers never see a partial file
+        path.write_text(text)
 
 
 def given_or_recorded(config, recipe=None):

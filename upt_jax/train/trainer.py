@@ -219,7 +219,6 @@ def preference_pair(record) -> tuple[str, str]:
     return demo, demo.replace(tail, "\\boxed{" + wrong + "}")
 
 
-
 def rollout_temperature(config) -> float:
     """The temperature τ of the policy an online run trains: its rollouts' sampling temperature
     (1 for greedy rollouts, see `upt_jax.sampling.policy_temperature`); 1 for offline and
