@@ -34,13 +34,12 @@ def comparison_demo(run_dir: str | None = None) -> dict:
     Returns the comparison's results."""
     setup_logging([])  # Orbax's absl lines (e.g. "Given directory is read only" per base-model load) off
     logging.getLogger("upt_jax").setLevel(logging.WARNING)  # the demo prints its own progress and table
-    from experiments import testbed
     from upt_jax.eval.comparison import run_comparison
     from upt_jax.eval.comparison_report import beats_sentence
 
-    config = testbed.get_config("demo")
-    if run_dir:
-        testbed.set_run_dir(config, run_dir)
+    config = load_config(["--config", "testbed:demo"])  # the shipped config file, loaded by path
+    if run_dir:  # the demo's base is the shipped one: nothing else moves with the run directory
+        config.run_dir = run_dir
     results = run_comparison(config)
     print(beats_sentence(config, results["paired"]), flush=True)
     print(f"paired differences: {os.path.join(config.run_dir, 'summary.json')}", flush=True)
@@ -149,15 +148,16 @@ def _orbax_tracebacks(record: logging.LogRecord) -> bool:
 
 def shipped_experiments_dir() -> str:
     """The directory of the shipped ``experiments/*.py`` (the ``experiments`` package, wherever it
-    is installed; else beside ``upt_jax``)."""
-    try:
-        import experiments
+    is installed; else beside ``upt_jax``). Found by path, not imported: the library never imports
+    its config files."""
+    import importlib.util
 
-        return os.path.dirname(os.path.abspath(experiments.__file__))
-    except ImportError:
-        import upt_jax
+    spec = importlib.util.find_spec("experiments")
+    if spec is not None and spec.submodule_search_locations:
+        return os.path.abspath(list(spec.submodule_search_locations)[0])
+    import upt_jax  # not installed: beside the package
 
-        return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(upt_jax.__file__))), "experiments")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(upt_jax.__file__))), "experiments")
 
 
 def resolve_config_file(spec: str) -> str:

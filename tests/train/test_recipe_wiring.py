@@ -4,7 +4,11 @@ import pytest
 
 from upt_jax import upge
 from upt_jax.train.step import teacher_inputs
-from upt_jax.train.trainer import _check_recipe, needs_reference
+from upt_jax.train.trainer import _check_recipe
+
+
+def needs_reference(recipe) -> bool:
+    return upge.requirements(recipe).reference
 
 
 def test_opd_pg_gets_the_teachers_logprobs_and_kto_a_reference():

@@ -26,48 +26,14 @@ __all__ = ["load_run_model", "load_hf_model", "hf_template", "data_suites", "par
            "eval_main"]
 
 
-def _read_run_config(run_dir: Path):
-    import ml_collections
-
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no config.json (is it an upt_jax run directory?)")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def load_run_model(run_dir: str | os.PathLike, *, step: int | None = None, tokenizer: str | None = None):
-    """``(model, tokenizer, config, step)`` from an upt_jax run directory, or a shipped model
-    directory (`upt_jax.bases`: ``model.json`` + ``model.safetensors``; its ``config`` then holds
-    only ``name``, ``tokenizer`` and ``data.template`` / ``data.system_prompt``, its step the record's).
+    """``(model, tokenizer, config, step)`` from an upt_jax run directory or a shipped
+    model directory (`upt_jax.bases`): see
+    `upt_jax.train.run_model.load_run_model` (imported when called: ``upt eval`` loads no JAX
+    before it needs it)."""
+    from upt_jax.train.run_model import load_run_model as load
 
-    The model is rebuilt with the architecture the run recorded (its ``model.json``; for older
-    runs its ``config.json``) and the params of ``checkpoints/<step>`` (default: the newest step
-    that restores; unusable newer steps are logged and skipped), by the same
-    ``run_model.model_from_run`` as a stage hand-off. The tokenizer is the one the run recorded;
-    ``tokenizer`` overrides it (an error if it has more tokens than the model's vocabulary).
-    """
-    import ml_collections
-
-    from upt_jax.data import load_tokenizer
-    from upt_jax.train.run_model import is_weights_dir, model_from_run, recorded_tokenizer
-
-    run_dir = Path(run_dir)
-    if is_weights_dir(run_dir):  # a shipped model (upt_jax.bases): model.json + model.safetensors
-        rec = recorded_tokenizer(run_dir) or {}
-        config = ml_collections.ConfigDict(dict(name=run_dir.resolve().name, tokenizer=rec.get("tokenizer") or "char",
-                                                data=dict(template=rec.get("template") or "zero",
-                                                          system_prompt=rec.get("system_prompt"))))
-    else:
-        config = _read_run_config(run_dir)
-        if not (run_dir / "checkpoints").is_dir():
-            raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
-    spec = tokenizer or (recorded_tokenizer(run_dir) or {}).get("tokenizer") or config.get("tokenizer", "char")
-    tok = load_tokenizer(spec)
-    special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
-    model, step = model_from_run(run_dir, key="--run-dir", step=step, vocab_size=tok.vocab_size,
-                                 special=special, tokenizer=f"tokenizer {spec!r}")
-    return model, tok, config, step
+    return load(run_dir, step=step, tokenizer=tokenizer)
 
 
 def load_hf_model(hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dtype: str | None = None,

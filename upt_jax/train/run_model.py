@@ -18,7 +18,7 @@ When a run starts, process 0 writes ``<run_dir>/model.json`` (through ``etils.ep
 `model_from_run` rebuilds a run's model from it (the recorded architecture, the newest usable
 checkpoint's params) for every reader of a run directory: ``model.init = checkpoint``
 (``trainer.build_model``, which ``upt pipeline`` stages hand off through), a distillation
-teacher (``config.teacher.run_dir``) and ``upt eval --run-dir`` (``eval.run.load_run_model``).
+teacher (``config.teacher.run_dir``) and ``upt eval --run-dir`` / STaR rounds (`load_run_model`).
 Run directories written before ``model.json`` existed fall back to their ``config.json``: the
 HF directory they were initialised from if it still exists, else ``model.preset`` +
 ``model.overrides``.
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MODEL_FILE", "WEIGHTS_FILE", "RECORD_FILE", "is_weights_dir", "file_sha256", "verify_weights",
            "run_root", "checkpoints_dir", "read_record", "make_record", "record_for",
-           "write_record", "source_of", "lineage_preset", "recorded_model_config", "model_from_run",
+           "write_record", "source_of", "lineage_preset", "recorded_model_config", "model_from_run", "load_run_model",
            "recorded_tokenizer", "carry_tokenizer", "tokenizer_spec"]
 
 MODEL_FILE = "model.json"
@@ -378,3 +378,48 @@ def record_for(config, model, tok) -> dict:
     """The ``model.json`` of the run ``config`` with its built ``model`` and tokenizer ``tok``."""
     return make_record(model.cfg, source=source_of(config.model), tokenizer=config.tokenizer, tok=tok,
                        template=config.data.template, system_prompt=config.data.get("system_prompt"))
+
+
+def _read_run_config(run_dir):
+    import ml_collections
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no config.json (is it an upt_jax run directory?)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_run_model(run_dir, *, step: int | None = None, tokenizer: str | None = None):
+    """``(model, tokenizer, config, step)`` from an upt_jax run directory, or a shipped model
+    directory (`upt_jax.bases`: ``model.json`` + ``model.safetensors``; its ``config`` then holds
+    only ``name``, ``tokenizer`` and ``data.template`` / ``data.system_prompt``, its step the record's).
+
+    The model is rebuilt with the architecture the run recorded (its ``model.json``; for older
+    runs its ``config.json``) and the params of ``checkpoints/<step>`` (default: the newest step
+    that restores; unusable newer steps are logged and skipped), by the same `model_from_run` as a
+    stage hand-off. The tokenizer is the one the run recorded; ``tokenizer`` overrides it (an
+    error if it has more tokens than the model's vocabulary).
+    """
+    from pathlib import Path
+
+    from upt_jax.data import load_tokenizer
+
+    run_dir = Path(run_dir)
+    if is_weights_dir(run_dir):  # a shipped model (upt_jax.bases): model.json + model.safetensors
+        import ml_collections
+
+        rec = recorded_tokenizer(run_dir) or {}
+        config = ml_collections.ConfigDict(dict(name=run_dir.resolve().name, tokenizer=rec.get("tokenizer") or "char",
+                                                data=dict(template=rec.get("template") or "zero",
+                                                          system_prompt=rec.get("system_prompt"))))
+    else:
+        config = _read_run_config(run_dir)
+        if not (run_dir / "checkpoints").is_dir():
+            raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
+    spec = tokenizer or (recorded_tokenizer(run_dir) or {}).get("tokenizer") or config.get("tokenizer", "char")
+    tok = load_tokenizer(spec)
+    special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
+    model, step = model_from_run(run_dir, key="--run-dir", step=step, vocab_size=tok.vocab_size,
+                                 special=special, tokenizer=f"tokenizer {spec!r}")
+    return model, tok, config, step

@@ -639,11 +639,12 @@ def is_pipeline(config) -> bool:
     return "order" in config
 
 
-def validate(config, prefix: str = "config.") -> None:
+def validate(config, prefix: str = "config.", recipe=None) -> None:
     """Every key of ``config`` is a schema key and its value is in the key's domain; raises
     ``ConfigError`` naming the ``config.`` key and the allowed values. Reads no file, builds
     nothing. A pipeline config: every stage (``config.<stage>.…``); a comparison config
-    (``mode=comparison``): nothing here (each arm is validated when it runs)."""
+    (``mode=comparison``): nothing here (each arm is validated when it runs). ``recipe``: a recipe
+    value the run trains (``train.recipe_io``): ``recipe.name`` may name it, with no hparams."""
     if is_pipeline(config):
         for name in config.order:
             if name in config:
@@ -668,7 +669,8 @@ def validate(config, prefix: str = "config.") -> None:
             continue
         if path not in values:  # an older config without the key: the code's default applies
             continue
-        key.check(values[path], prefix)
+        if not (path == "recipe.name" and recipe is not None and values[path] == recipe.name):
+            key.check(values[path], prefix)
         if key.entries is not None:
             if path == "recipe.hparams":
                 continue
@@ -677,8 +679,10 @@ def validate(config, prefix: str = "config.") -> None:
                 if k not in entries:
                     raise ConfigError(f"{prefix}{path}.{k}: not one of its keys: {', '.join(entries)}")
                 entries[k].check(v, prefix)
-    if "recipe" in config:
+    if "recipe" in config and (recipe is None or config.recipe.name in recipe_names()):
         _check_hparams(config, prefix)
+    elif "recipe" in config and _plain(config.recipe.get("hparams")):
+        raise ConfigError(f"{prefix}recipe.hparams: recipe {recipe.name!r} is a value; it takes no hparams")
     if values.get("data.system_prompt") is not None and values.get("data.template") != "chat":
         raise ConfigError(f"{prefix}data.system_prompt is set but {prefix}data.template="
                           f"{values.get('data.template')!r}: only the chat template has a system message")

@@ -52,7 +52,7 @@ def _sample_correct(sampler, tok, records, config, key, *, hint: bool):
 
 def run_star(config) -> list[dict]:
     """Run (or resume) ``config.star.rounds`` rounds; returns one report per round."""
-    from upt_jax.eval.run import load_run_model
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.train.trainer import build_model, load_records, train
     from upt_jax.data import load_tokenizer
     from upt_jax.sampling import Sampler

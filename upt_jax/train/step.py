@@ -159,31 +159,33 @@ class TeacherInputs:
 
 
 def teacher_inputs(recipe) -> TeacherInputs:
-    """The teacher inputs ``recipe`` needs (none for recipes without a distillation term)."""
-    names = {p.advantage.name for t in recipe.terms for _, p in t.roles()}
+    """The teacher inputs ``recipe`` needs (``upge.requirements``: none without a distillation term)."""
+    from upt_jax import upge
+
+    req = upge.requirements(recipe)
     probs = _teacher_probs_part(recipe)
-    return TeacherInputs(logits=probs is not None, logp=bool(names & {"teacher_log_ratio", "opd"}),
+    return TeacherInputs(logits=req.teacher_logits, logp=req.teacher_logp,
                          top_k=None if probs is None else probs.kw.get("top_k"))
 
 
 def _teacher_probs_part(recipe):
-    """The recipe's vocabulary-level advantage part (``teacher_probs``), or None."""
-    for t in recipe.terms:
-        for _, p in t.roles():
-            if p.advantage.name == "teacher_probs":
-                return p.advantage
-    return None
+    """The recipe's vocabulary-level part (e.g. ``teacher_probs``: ``upge.requirements``), or None."""
+    from upt_jax import upge
+
+    return upge.requirements(recipe).vocab_part
 
 
 def _without_top_k(recipe):
-    """``recipe`` with ``top_k`` dropped from its ``teacher_probs`` parts."""
+    """``recipe`` with ``top_k`` dropped from its vocabulary-level parts."""
     from upt_jax import upge
 
+    vocab = _teacher_probs_part(recipe)
+
     def fix(parts):
-        if parts is None or parts.advantage.name != "teacher_probs":
+        if parts is None or vocab is None or parts.advantage.name != vocab.name:
             return parts
         kw = {k: v for k, v in parts.advantage.kw.items() if k != "top_k"}
-        return dataclasses.replace(parts, advantage=upge.part("teacher_probs", **kw))
+        return dataclasses.replace(parts, advantage=upge.part(vocab.name, **kw))
 
     terms = tuple(dataclasses.replace(t, rollout=fix(t.rollout), demo=fix(t.demo)) for t in recipe.terms)
     return dataclasses.replace(recipe, terms=terms)

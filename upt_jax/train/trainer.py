@@ -114,8 +114,9 @@ def _adopt_checkpoint_shape(mc) -> None:
         mc.overrides = ml_collections.ConfigDict(overrides, type_safe=False)
 
 
-def load_records(config) -> list[dict]:
-    """Training records from ``config.data`` (synthetic tiers or a file)."""
+def load_records(config, recipe=None) -> list[dict]:
+    """Training records from ``config.data`` (synthetic tiers or a file) for the run's recipe
+    (``recipe``, default `get_recipe`: demonstrations are required when it trains on them)."""
     from upt_jax.data import DataConfig, load_records as read, tasks
 
     dc = config.data
@@ -125,8 +126,8 @@ def load_records(config) -> list[dict]:
         return corpus_records(config)
     if dc.source != "file":
         raise ValueError(f"config.data.source must be synthetic, file or corpus, not {dc.source!r}")
-    task = {"offline": "sft", "preference": "dpo"}.get(config.mode, "hpt" if _uses_demos(config) else "rl")
-    if config.mode == "preference" and uses_kto(get_recipe(config)):
+    task = {"offline": "sft", "preference": "dpo"}.get(config.mode, "hpt" if _uses_demos(config, recipe) else "rl")
+    if config.mode == "preference" and uses_kto(get_recipe(config, recipe)):
         task = "kto"  # unpaired (prompt, completion, label) rows
     records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,
                                      fields=dict(dc.fields.to_dict()), skip_bad_rows=dc.skip_bad_rows,
@@ -189,36 +190,29 @@ def corpus_records(config) -> list[dict]:
     return [{"id": f"corpus/{config.seed}/packed/{i}", "text": g} for i, g in enumerate(records)]
 
 
-def get_recipe(config):
+def get_recipe(config, recipe=None):
+    """The recipe a run of ``config`` trains (``recipe`` when given; see `recipe_io.get_recipe`)."""
+    from upt_jax.train.recipe_io import get_recipe as resolve
+
+    return resolve(config, recipe)
+
+
+def _uses_demos(config, recipe=None) -> bool:
     from upt_jax import upge
 
-    hp = config.recipe.hparams.to_dict() if hasattr(config.recipe.hparams, "to_dict") else {}
-    return upge.get_recipe(config.recipe.name, **hp)
-
-
-def _uses_demos(config) -> bool:
-    return any(t.demo is not None for t in get_recipe(config).terms)
-
-
-def _advantage_parts(recipe):
-    return [p.advantage for t in recipe.terms for _, p in t.roles()]
-
-
-def needs_reference(recipe) -> bool:
-    """KL to a frozen reference, or a preference loss measured against one (DPO, IPO)."""
-    return any(t.kl is not None for t in recipe.terms) or any(
-        a.name in ("dpo", "ipo", "kto") for a in _advantage_parts(recipe))
+    return upge.requirements(get_recipe(config, recipe)).demos
 
 
 def critic_spec(recipe):
-    """``(gamma, lam, kl_penalty_or_None)`` when the recipe's advantage is GAE (PPO), else None."""
-    for t in recipe.terms:
-        for _, p in t.roles():
-            if p.advantage.name == "gae":
-                kw = p.advantage.kw
-                kl = t.kl if t.kl is not None and t.kl.where == "reward" else None
-                return kw.get("gamma", 1.0), kw.get("lam", 0.95), kl
-    return None
+    """``(gamma, lam, kl_penalty_or_None)`` when a part of the recipe reads a critic's values (GAE,
+    PPO), else None."""
+    from upt_jax import upge
+
+    use = upge.requirements(recipe).critic
+    if use is None:
+        return None
+    kw = use.part.kw
+    return kw.get("gamma", 1.0), kw.get("lam", 0.95), use.kl
 
 
 def preference_pair(record) -> tuple[str, str]:
@@ -234,9 +228,6 @@ def preference_pair(record) -> tuple[str, str]:
     if tail not in demo:
         raise ValueError(f"record {record.get('id')}: demonstration does not end in {tail}")
     return demo, demo.replace(tail, "\\boxed{" + wrong + "}")
-
-
-_GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "gpg", "clip_cov", "kl_cov", "opd")
 
 
 def rollout_temperature(config) -> float:
@@ -290,32 +281,32 @@ def _is_remote(path) -> bool:
     return "://" in str(path)
 
 
-def _check_recipe(config) -> None:
-    """Rollouts per question against the recipe: group advantages and HPT's gate threshold."""
+def _check_recipe(config, recipe=None) -> None:
+    """Rollouts per question against what the recipe's parts need (``upge.requirements``): groups
+    big enough for their baselines, and pass-rate thresholds (HPT's gate γ) a pass rate can cross."""
+    from upt_jax import upge
+    from upt_jax.train.schema import recipe_names
+
     if config.mode != "online":
         return
-    recipe = get_recipe(config)
-    n, with_demos = int(config.rollout.n), _uses_demos(config)
-    hp = config.recipe.hparams
-    hpt = recipe.name.startswith("hpt") or config.recipe.name.startswith("hpt")
-    for term in recipe.terms:
-        for role, parts in term.roles():
-            name = parts.advantage.name
-            if role != "rollout" or name not in _GROUP_ADVANTAGES:
-                continue
-            # HPT normalises over a question's rollouts only; LUFFY/SRFT over rollouts + demonstration
-            rows = n if hpt or not with_demos else n + 1
-            if rows < 2:
-                raise ValueError(
-                    f"config.rollout.n={n}: recipe {config.recipe.name!r} uses group-normalised advantages "
-                    f"({name}) over groups of {rows} row; a group of one has advantage 0 and learns "
-                    f"nothing. Use config.rollout.n ≥ 2")
-    if hpt and str(hp.get("gate", "hard")) in ("hard", "soft"):
-        gamma = float(hp.get("gamma", 0.0))
+    req = upge.requirements(get_recipe(config, recipe))
+    n = int(config.rollout.n)
+    for use in req.groups:
+        # rows of the group the part reads: the rollouts, plus the demonstration where it shares
+        # the estimator (LUFFY, SRFT); HPT's RL term normalises over the rollouts only
+        rows = n + int(req.demos and use.with_demo)
+        if use.role == "rollout" and rows < use.min_rows:
+            what = "group-normalised advantages" if use.kind == "advantage" else "a group gate"
+            raise ValueError(
+                f"config.rollout.n={n}: recipe {config.recipe.name!r} uses {what} "
+                f"({use.part.name}) over groups of {rows} row; a group of one has advantage 0 and learns "
+                f"nothing. Use config.rollout.n ≥ 2")
+    for gate, gamma in req.thresholds:
+        key = "config.recipe.hparams.gamma" if config.recipe.name in recipe_names() else f"gate {gate}: γ"
         if not 0.0 <= gamma < 1.0:
             rates = ", ".join(f"{k}/{n}" for k in range(min(n, 3) + 1)) + (", …, 1" if n > 3 else "")
             raise ValueError(
-                f"config.recipe.hparams.gamma={gamma}: HPT's gate threshold must satisfy 0 ≤ γ < 1. With "
+                f"{key}={gamma}: gate {gate.name}'s pass-rate threshold must satisfy 0 ≤ γ < 1. With "
                 f"config.rollout.n={n} the pass rate P takes the values {rates}; "
                 + ("no P exceeds γ, so no question would ever be trained with RL" if gamma >= 1.0 else
                    "every P exceeds γ, so no demonstration would ever be used"))
@@ -337,11 +328,11 @@ def _check_hf_dir(d, key: str) -> None:
                                 f"model.safetensors.index.json (found {present})")
 
 
-def _check_teacher_paths(config) -> None:
+def _check_teacher_paths(config, recipe=None) -> None:
     """A distillation recipe's teacher (``config.teacher``) is named and exists."""
     from upt_jax.train.step import teacher_inputs
 
-    if not teacher_inputs(get_recipe(config)).any:
+    if not teacher_inputs(get_recipe(config, recipe)).any:
         return
     tc = config.get("teacher") or {}
     make = ("train one first, e.g. `upt train --config experiments/sft.py --config.run_dir={d}`, or point "
@@ -364,7 +355,7 @@ def _check_teacher_paths(config) -> None:
                                 + make.format(d=d))
 
 
-def _check_paths(config) -> None:
+def _check_paths(config, recipe=None) -> None:
     """Every input path the config names exists (and holds what it must), before anything is read."""
     import glob
 
@@ -396,7 +387,7 @@ def _check_paths(config) -> None:
         for p in map(str, paths):
             if not _is_remote(p) and not os.path.exists(p) and not glob.glob(p):
                 raise FileNotFoundError(f"config.data.path: {p!r} does not exist (nor matches any file)")
-    _check_teacher_paths(config)
+    _check_teacher_paths(config, recipe)
 
 
 def _check_run_dir(config) -> None:
@@ -432,7 +423,7 @@ def _probe_remote_run_dir(run_dir) -> None:
                               f"({type(e).__name__}: {e})") from e
 
 
-def checkpoint_bytes_estimate(config, vocab_size: int | None = None) -> int:
+def checkpoint_bytes_estimate(config, vocab_size: int | None = None, recipe=None) -> int:
     """Bytes one checkpoint takes, roughly: parameters in ``param_dtype`` plus the optimiser's two
     float32 moments per parameter (AdamW), doubled for PPO's critic (a copy of the policy)."""
     from upt_jax.models import ModelConfig, preset
@@ -452,36 +443,36 @@ def checkpoint_bytes_estimate(config, vocab_size: int | None = None) -> int:
         cfg = preset(mc.preset, param_dtype=mc.param_dtype, dtype=mc.dtype, **overrides)
     n = cfg.num_params()
     per_param = np.dtype(jnp.dtype(mc.param_dtype)).itemsize + 2 * 4
-    copies = 2 if critic_spec(get_recipe(config)) is not None else 1
+    copies = 2 if critic_spec(get_recipe(config, recipe)) is not None else 1
     return int(n * per_param * copies)
 
 
-def _checkpoint_dirs(config) -> list[str]:
+def _checkpoint_dirs(config, recipe=None) -> list[str]:
     """The run's checkpoint directories: the policy's, and the critic's for PPO."""
     dirs = [os.path.join(config.run_dir, "checkpoints")]
-    if critic_spec(get_recipe(config)) is not None:
+    if critic_spec(get_recipe(config, recipe)) is not None:
         dirs.append(os.path.join(config.run_dir, "checkpoints_critic"))
     return dirs
 
 
-def _remove_incomplete_saves(config) -> None:
+def _remove_incomplete_saves(config, recipe=None) -> None:
     """Leftovers of saves that never committed (a killed process, a write that failed on a full
     disk) are removed before the free-space check, so they neither count against it nor make the
     rerun of the same command fail (the ``Checkpointer`` would remove them only later)."""
     from upt_jax.train.checkpoint import remove_incomplete_saves
 
-    for d in _checkpoint_dirs(config):
+    for d in _checkpoint_dirs(config, recipe):
         if os.path.isdir(d):
             remove_incomplete_saves(d)
 
 
-def _check_disk(config, vocab_size: int | None) -> None:
+def _check_disk(config, vocab_size: int | None, recipe=None) -> None:
     """Free space for ``checkpoint.keep + 1`` checkpoints: ``keep`` are kept and the next one is
     written before the oldest is deleted. Checkpoints already saved (up to ``keep``) occupy their
     space already, so a resumed run needs room for the rest only."""
     import shutil
 
-    one = checkpoint_bytes_estimate(config, vocab_size)  # the critic's copy included (PPO)
+    one = checkpoint_bytes_estimate(config, vocab_size, recipe)  # the critic's copy included (PPO)
     keep = int(config.checkpoint.keep)
     ckpts = os.path.join(config.run_dir, "checkpoints")
     saved = min(keep, sum(1 for p in os.listdir(ckpts) if p.isdigit())) if os.path.isdir(ckpts) else 0
@@ -494,22 +485,24 @@ def _check_disk(config, vocab_size: int | None) -> None:
             f"need about {need / 2**20:.1f} MiB: config.checkpoint.keep={keep} kept plus one being written"
             + (f", {saved} already saved" if saved else "")
             + f", {one / 2**20:.1f} MiB each (parameters + optimiser state"
-            + (", policy and critic" if critic_spec(get_recipe(config)) is not None else "")
+            + (", policy and critic" if critic_spec(get_recipe(config, recipe)) is not None else "")
             + "); free space, lower config.checkpoint.keep or point config.run_dir elsewhere")
 
 
-def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
+def _validate(config, records=None, *, vocab_size: int | None = None, recipe=None) -> None:
     """Checks that need no compute, each failing with a message naming its config key.
 
     ``Trainer`` calls it twice: with the config alone before the tokenizer, the data or the model
     is read (mesh vs devices, rollouts vs recipe and gate, batch divisibility, input paths, the
     run directory), then with the records (enough of them) and the vocabulary size (free disk for
-    a checkpoint; the tokenizer fits the model).
+    a checkpoint; the tokenizer fits the model). ``recipe``: the run's recipe when it is a value
+    (``Trainer(config, recipe=...)`` or recorded in the run directory, see `recipe_io`).
     """
     if records is None:  # every key in its domain (upt_jax.train.schema), before anything else
         from upt_jax.train import schema
 
-        schema.validate(config)
+        schema.validate(config, recipe=recipe)
+    recipe = get_recipe(config, recipe)
     n_devices = jax.device_count()
     m = config.mesh
     sizes = [m.data, m.fsdp, m.tensor]
@@ -537,24 +530,24 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
     if config.train.get("pack_sequences", False) and config.data.source != "corpus":
         from upt_jax.train.step import teacher_inputs
 
-        if teacher_inputs(get_recipe(config)).logits:
+        if teacher_inputs(recipe).logits:
             raise ValueError(f"config.train.pack_sequences=True: recipe {config.recipe.name!r} trains on the "
                              "teacher's vocabulary distribution, which packed rows do not carry; set it False")
     if config.train.max_nonfinite_in_a_row < 1:
         raise ValueError(f"config.train.max_nonfinite_in_a_row={config.train.max_nonfinite_in_a_row} "
                          "must be ≥ 1")
     if config.data.source != "corpus":
-        _check_recipe(config)
+        _check_recipe(config, recipe)
     if n_devices > 1:
         data, fsdp, _ = _mesh_sizes(config, n_devices)
-        group = 1 if config.data.source == "corpus" else _group_size(config, _uses_demos(config))
+        group = 1 if config.data.source == "corpus" else _group_size(config, _uses_demos(config, recipe))
         rows = config.train.questions_per_step * group
         if rows % (data * fsdp):
             raise ValueError(
                 f"a step's {rows} rows (config.train.questions_per_step={config.train.questions_per_step}"
                 f" × group size {group}) do not split over config.mesh data × fsdp = {data * fsdp}")
     if records is None:
-        _check_paths(config)
+        _check_paths(config, recipe)
     elif len(records) < config.train.questions_per_step:
         raise ValueError(f"{len(records)} training records < questions_per_step "
                          f"{config.train.questions_per_step}")
@@ -564,31 +557,44 @@ def _validate(config, records=None, *, vocab_size: int | None = None) -> None:
 
         check_tokenizer_fits(config, vocab_size)
     if records is not None and not _is_remote(config.run_dir):  # no free-space check on a bucket
-        _remove_incomplete_saves(config)  # a failed save's leftovers first: they hold space
-        _check_disk(config, vocab_size)
+        _remove_incomplete_saves(config, recipe)  # a failed save's leftovers first: they hold space
+        _check_disk(config, vocab_size, recipe)
 
 # ----------------------------------------------------------------------------- the loop
 class Trainer:
-    """Holds everything one run needs; ``run()`` trains to ``config.train.steps``."""
+    """Holds everything one run needs; ``run()`` trains to ``config.train.steps``.
 
-    def __init__(self, config):
+    ``recipe``: an ``upt_jax.upge.Recipe`` value to train instead of ``config.recipe`` (e.g. one
+    composed in a notebook); the run's config then names it, and ``<run_dir>/recipe.json`` records
+    it so that ``upt train --config ... --config.recipe.name=NAME`` resumes it in a new process
+    (`upt_jax.train.recipe_io`). A run resumed from a checkpoint must train the recipe it recorded.
+    """
+
+    def __init__(self, config, recipe=None):
+        from upt_jax import upge
         from upt_jax.data import load_tokenizer, make_dataset
         from upt_jax.models.partition import make_mesh
         from upt_jax.rewards import Verifier
         from upt_jax.sampling import Sampler
+        from upt_jax.train import recipe_io
         from upt_jax.train.checkpoint import Checkpointer
         from upt_jax.train.run_model import carry_tokenizer, record_for, write_record
         from upt_jax.train.state import create_train_state, make_optimizer
         from upt_jax.train.step import make_train_step, upge_objective
 
+        if recipe is not None:
+            config = recipe_io.config_for(config, recipe)
         self.config = config
-        _validate(config)  # config, paths and run directory: before anything is read or built
+        recipe = recipe_io.given_or_recorded(config, recipe)
+        _validate(config, recipe=recipe)  # config, paths and run directory: before anything is read or built
+        self.recipe = get_recipe(config, recipe)
+        recipe_io.check_resumed(config.run_dir, self.recipe)  # a resumed run trains the recipe it recorded
         carry_tokenizer(config)  # init=checkpoint: the parent run's tokenizer and template
         self.tok = load_tokenizer(config.tokenizer)
-        self.records = load_records(config)
-        _validate(config, self.records, vocab_size=self.tok.vocab_size)
-        self.recipe = get_recipe(config)
-        self.with_demos = _uses_demos(config)
+        self.records = load_records(config, self.recipe)
+        _validate(config, self.records, vocab_size=self.tok.vocab_size, recipe=self.recipe)
+        self.requirements = upge.requirements(self.recipe)
+        self.with_demos = self.requirements.demos
         self.online = config.mode == "online"
         if config.mode not in ("online", "offline", "preference"):
             raise ValueError(f"config.mode must be online, offline or preference, not {config.mode!r}")
@@ -649,7 +655,7 @@ class Trainer:
             temperature=self.temperature,
             remat="always"))  # forward only: chunking costs no recompute and holds one chunk
         # the frozen reference: the initial parameters (a copy: the train state's are donated)
-        self.ref_params = jax.tree.map(jnp.copy, self.state.params) if needs_reference(self.recipe) else None
+        self.ref_params = jax.tree.map(jnp.copy, self.state.params) if self.requirements.reference else None
         self._load_teacher(model.cfg.vocab_size, special)
         self.critic = critic_spec(self.recipe)
         if self.critic is not None:
@@ -695,6 +701,7 @@ class Trainer:
             from etils import epath
 
             (epath.Path(config.run_dir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+        recipe_io.write_recorded(config.run_dir, self.recipe)  # recipe.json (process 0)
         write_record(config.run_dir, record_for(config, model, self.tok))  # model.json (process 0)
 
     # ------------------------------------------------------------------ teacher (distillation)

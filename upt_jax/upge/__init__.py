@@ -23,6 +23,11 @@ data: `Recipe`, `Term`, `Parts`, `part`, `get_recipe`, `RECIPES`; the loss
 builder `prepare` → `compute_loss` → `normalise`. Gates: `pass_rate`,
 `hard_gate`, `soft_gate`, `linear_gate`, `mix_gate`.
 
+Recipes are values: `recipe_to_dict` / `recipe_from_dict` (plain JSON-able data);
+`register_stabiliser`, `register_reference`, `register_advantage`, `register_gate`
+add a part without editing the library, each with its `Needs`; `requirements`
+says what a recipe needs (batch keys, reference, teacher, critic, groups, demos).
+
 This package imports nothing else from `upt_jax`.
 """
 
@@ -48,6 +53,7 @@ from upt_jax.upge._gates import (hard_gate, linear_gate, mix_gate, pass_rate,
                                  soft_gate)
 from upt_jax.upge._loss import (ADVANTAGES, GATE_PARTS, REFERENCES, STABILISERS,
                                 compute_loss, denominators, prepare, term_loss)
+from upt_jax.upge._needs import NEEDS, Needs
 from upt_jax.upge._parts import KLPenalty, Part, Parts, Recipe, Term, part
 from upt_jax.upge._preference import (dpo_advantages, dpo_loss, ipo_advantages,
                                       ipo_loss, orpo_advantages, orpo_loss,
@@ -57,12 +63,18 @@ from upt_jax.upge import _wiring  # registers the 2025–26 losses' parts  # noq
 from upt_jax.upge._kto import kto_advantages, kto_reference_point
 from upt_jax.upge._recipe_table import recipe_table
 from upt_jax.upge._recipes import RECIPES, all_recipes, get_recipe
+from upt_jax.upge._registry import (PartContext, register_advantage,
+                                    register_gate, register_reference,
+                                    register_stabiliser)
+from upt_jax.upge._requirements import (CriticUse, GroupUse, Requirements,
+                                        requirements)
 from upt_jax.upge._references import (behaviour_reference,
                                       current_policy_reference, gspo_reference,
                                       sequence_log_ratio, unit_reference)
 from upt_jax.upge._regularisers import (KL_ESTIMATORS, entropy_bonus_terms,
                                         entropy_from_logits, kl_estimate,
                                         kl_loss_terms, kl_penalised_rewards)
+from upt_jax.upge._serialise import recipe_from_dict, recipe_to_dict
 from upt_jax.upge._stabilisers import (cispo_weight, dual_clip, gspo_clip,
                                        icepop, no_stabiliser, policy_shaping,
                                        ppo_clip, truncated_is)

@@ -37,6 +37,7 @@ from upt_jax.upge import _advantages as adv_lib
 from upt_jax.upge import _aggregation
 from upt_jax.upge import _distill
 from upt_jax.upge import _gates
+from upt_jax.upge import _needs
 from upt_jax.upge import _preference
 from upt_jax.upge import _references as ref_lib
 from upt_jax.upge import _regularisers as reg
@@ -299,9 +300,8 @@ def prepare(recipe: Recipe, batch: dict, *, group_size: int = 1, logp: jax.Array
                        if p.advantage == parts.advantage)
         a = fn(c, **kw)
         out[_key(term, role, 'adv')] = broadcast_to_tokens(a, mask)
-        if parts.advantage.name in ('grpo', 'dr_grpo', 'rloo', 'reinforce_pp_baseline'):
-          metrics[f'{term.name}/zero_var_frac'] = adv_lib.zero_variance_fraction(
-              c.rewards, group_size, c.rows)
+        if _needs.group_baseline(parts.advantage.name, kw):  # a reward baseline over the group
+          metrics[f'{term.name}/zero_var_frac'] = adv_lib.zero_variance_fraction(c.rewards, group_size, c.rows)
       if parts.gate is not None:
         g = GATE_PARTS[parts.gate.name](c, **parts.gate.kw)
         out[_key(term, role, 'gate')] = g

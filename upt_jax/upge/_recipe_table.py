@@ -3,7 +3,7 @@ the convention choices where a paper, its released code and the peers differ."""
 
 from __future__ import annotations
 
-from upt_jax.upge import _loss
+from upt_jax.upge import _registry
 from upt_jax.upge._aggregation import AGGREGATION_MODES
 from upt_jax.upge._recipes import all_recipes
 
@@ -102,11 +102,11 @@ def recipe_table() -> str:
       "    aggregation=upge.part('token-mean'))),))",
       '```',
       '',
-      f'Registered parts — stabilisers: {", ".join(f"`{k}`" for k in _loss.STABILISERS)}; '
-      f'references: {", ".join(f"`{k}`" for k in _loss.REFERENCES)}; '
-      f'advantages: {", ".join(f"`{k}`" for k in _loss.ADVANTAGES)}; '
+      f'Registered parts — stabilisers: {", ".join(f"`{k}`" for k in _registry.library_parts("stabiliser"))}; '
+      f'references: {", ".join(f"`{k}`" for k in _registry.library_parts("reference"))}; '
+      f'advantages: {", ".join(f"`{k}`" for k in _registry.library_parts("advantage"))}; '
       f'aggregations: {", ".join(f"`{k}`" for k in AGGREGATION_MODES)}; '
-      f'gates: {", ".join(f"`{k}`" for k in _loss.GATE_PARTS)}.',
+      f'gates: {", ".join(f"`{k}`" for k in _registry.library_parts("gate"))}.',
       '',
       '## Every recipe and its parts',
       '',

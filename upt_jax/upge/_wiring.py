@@ -22,6 +22,7 @@ from upt_jax.upge import _advantages as adv_lib
 from upt_jax.upge import _cov
 from upt_jax.upge import _kto
 from upt_jax.upge import _loss
+from upt_jax.upge import _needs
 from upt_jax.upge import _stabilisers as stab_lib
 from upt_jax.upge import _trust
 from upt_jax.upge._common import broadcast_to_tokens, sg
@@ -126,3 +127,16 @@ _loss.ADVANTAGES.update(
     kto=(_adv_kto, True),
 )
 _loss.OBJECTIVE_VALUES['kl_cov'] = _objective_kl_cov
+
+# what each new part reads (`_needs`): a trainer provides a reference model for ``ref_logp``, a
+# teacher for ``teacher_logp`` and groups of rows for group statistics from these, not from names
+_needs.NEEDS['stabiliser'].update(sapo=_needs.Needs(), gmpo_clip=_needs.Needs(), dppo=_needs.Needs(('old_logp',)),
+                                  log_ratio_sign=_needs.Needs())
+_needs.NEEDS['reference']['gmpo'] = _needs.Needs(('old_logp',))
+_needs.NEEDS['advantage'].update(
+    gpg=_needs.Needs(('rewards',), groups=2),
+    opd=_needs.Needs(('rewards', 'old_logp', 'teacher_logp'), groups=2),
+    clip_cov=_needs.Needs(('rewards', 'old_logp'), groups=2),
+    kl_cov=_needs.Needs(('rewards', 'old_logp'), groups=2),
+    kto=_needs.Needs(('ref_logp', 'kto_label', 'kto_z0')),
+)

@@ -1,0 +1,164 @@
+"""The layout's arrows only point down (issue #19): no module of ``upt_jax`` imports a module of a
+higher layer, ``eval`` never imports ``train``, the library never imports ``experiments/`` (config
+files, loaded by path), and no two modules import each other, directly or through others.
+
+Imports are read from the source (``ast``), function-local ones included: an import inside a
+function is still an arrow. Known violations are listed below, each with why it is there and what
+removes it; the lists may only shrink: a listed violation that is gone fails the test until it is
+removed from the list, and any violation not listed fails it.
+"""
+import ast
+from pathlib import Path
+
+import upt_jax
+
+PACKAGE = Path(upt_jax.__file__).parent
+
+# the first name under upt_jax -> its layer; a module may import its own layer and those below
+LAYERS = {"upge": 0, "models": 1, "sampling": 2, "rewards": 2, "data": 2, "train": 3, "eval": 4,
+          "studies": 5, "cli": 6}
+FORBIDDEN = {("eval", "train"): "evaluation never imports training (issue #19)"}
+
+# (importer, imported) -> why it is still there
+KNOWN_LAYER_VIOLATIONS = {
+    ("upt_jax.train.trainer", "upt_jax.eval.comparison"):
+        "train(config) runs mode=comparison; goes when the comparison moves to studies/",
+    ("upt_jax.eval.comparison", "upt_jax.train.trainer"):
+        "the comparison trains its arms; it is a study (studies/, above train)",
+    ("upt_jax.eval.comparison", "upt_jax.train.pipeline"):
+        "the comparison runs pipeline arms; it is a study (studies/, above train)",
+    ("upt_jax.eval.run", "upt_jax.train.run_model"):
+        "upt eval --run-dir rebuilds a run's model; goes with 'one way to get a model' (below train)",
+    ("upt_jax.eval.run", "upt_jax.train.reward_model"):
+        "upt eval scores with a learned reward model; goes with 'one way to get a model'",
+}
+
+# sets of modules that import each other (strongly connected) -> why
+KNOWN_CYCLES = {
+    frozenset({"upt_jax.data.tasks", "upt_jax.data.synthetic", "upt_jax.data.hinted"}):
+        "tasks imports its built-in task families to register them; they import tasks' registry",
+    frozenset({"upt_jax.train.trainer", "upt_jax.train.star", "upt_jax.train.reward_model", "upt_jax.train.prm",
+               "upt_jax.train.pipeline", "upt_jax.eval.comparison", "upt_jax.eval.run"}):
+        "train(config) dispatches every mode (reward model, PRM, STaR, comparison) and those regimes import "
+        "the trainer; goes with the regimes/ layer on one loop (issue #19)",
+}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every module ``name`` imports (any depth in the file): ``from a import b`` is an import of
+    module ``a.b`` when that is a module, else of ``a``; relative imports resolved."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            subs = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known}
+            out |= subs if len(subs) == len(node.names) else subs | {base}
+    return out - {name}
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def _layer(module: str) -> tuple[str, int] | None:
+    parts = module.split(".")
+    if parts[0] != "upt_jax" or len(parts) < 2:
+        return None  # upt_jax/__init__.py, or outside the package
+    return parts[1], LAYERS[parts[1]]
+
+
+def layer_violations(g) -> dict[tuple[str, str], str]:
+    out = {}
+    for a, targets in g.items():
+        la = _layer(a)
+        for b in targets:
+            if b == "experiments" or b.startswith("experiments."):
+                out[(a, b)] = "the library imports a config file"
+                continue
+            lb = _layer(b)
+            if la is None or lb is None:
+                continue
+            if lb[1] > la[1]:
+                out[(a, b)] = f"{la[0]} (layer {la[1]}) imports {lb[0]} (layer {lb[1]})"
+            elif (la[0], lb[0]) in FORBIDDEN:
+                out[(a, b)] = FORBIDDEN[(la[0], lb[0])]
+    return out
+
+
+def cycles(g) -> set[frozenset]:
+    """The strongly connected sets of more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), set()
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in g.get(v, ()):
+            if w not in g:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.add(frozenset(comp))
+
+    for v in g:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_every_package_has_a_layer():
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} | {"cli"} \
+        == set(LAYERS)
+
+
+def test_the_parser_sees_function_local_and_relative_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from upt_jax.train import trainer\n    import upt_jax.upge as u\n"
+                 "from . import sibling\nfrom .sibling import name\n")
+    got = imports("upt_jax.eval.m", f, {"upt_jax.train.trainer", "upt_jax.eval.sibling"})
+    assert got == {"upt_jax.train.trainer", "upt_jax.upge", "upt_jax.eval.sibling"}
+
+
+def test_no_import_from_a_higher_layer():
+    found = layer_violations(graph())
+    new = {k: v for k, v in found.items() if k not in KNOWN_LAYER_VIOLATIONS}
+    gone = set(KNOWN_LAYER_VIOLATIONS) - set(found)
+    assert not new, "imports against the layers (move the code down a layer instead):\n" + "\n".join(
+        f"  {a} -> {b}: {why}" for (a, b), why in sorted(new.items()))
+    assert not gone, f"fixed, remove from KNOWN_LAYER_VIOLATIONS: {sorted(gone)}"
+
+
+def test_no_import_cycle():
+    found = cycles(graph())
+    new, gone = found - set(KNOWN_CYCLES), set(KNOWN_CYCLES) - found
+    assert not new, "modules that import each other (a cycle that grew is listed here too):\n" + "\n".join(
+        f"  {sorted(c)}" for c in new)
+    assert not gone, "cycles broken or shrunk: update KNOWN_CYCLES to " + str([sorted(c) for c in gone])
