@@ -15,8 +15,8 @@ import upt_jax
 PACKAGE = Path(upt_jax.__file__).parent
 
 # the first name under upt_jax -> its layer; a module may import its own layer and those below
-LAYERS = {"upge": 0, "models": 1, "sampling": 2, "rewards": 2, "data": 2, "train": 3, "eval": 4,
-          "studies": 5, "cli": 6}
+LAYERS = {"upge": 0, "hostinfo": 0, "models": 1, "sampling": 2, "rewards": 2, "data": 2, "train": 3,
+          "bases": 3, "eval": 4, "studies": 5, "cli": 6}
 FORBIDDEN = {("eval", "train"): "evaluation never imports training (issue #19)"}
 
 # (importer, imported) -> why it is still there
@@ -31,6 +31,13 @@ KNOWN_LAYER_VIOLATIONS = {
         "upt eval --run-dir rebuilds a run's model; goes with 'one way to get a model' (below train)",
     ("upt_jax.eval.run", "upt_jax.train.reward_model"):
         "upt eval scores with a learned reward model; goes with 'one way to get a model'",
+    ("upt_jax.eval.comparison_eval", "upt_jax.train.run_model"):
+        "the comparison's evaluation checks its base's checksum; a study (studies/, above train)",
+    ("upt_jax.train.in_training", "upt_jax.eval.evaluate"):
+        "in-training evaluation (train.eval_every); goes when evaluate() (sampling + verifying, no "
+        "training) moves below train",
+    ("upt_jax.train.in_training", "upt_jax.eval.run"):
+        "in-training evaluation reads the user's eval file with eval.run.data_suites; moves with evaluate()",
 }
 
 # sets of modules that import each other (strongly connected) -> why
@@ -38,9 +45,13 @@ KNOWN_CYCLES = {
     frozenset({"upt_jax.data.tasks", "upt_jax.data.synthetic", "upt_jax.data.hinted"}):
         "tasks imports its built-in task families to register them; they import tasks' registry",
     frozenset({"upt_jax.train.trainer", "upt_jax.train.star", "upt_jax.train.reward_model", "upt_jax.train.prm",
-               "upt_jax.train.pipeline", "upt_jax.eval.comparison", "upt_jax.eval.run"}):
+               "upt_jax.train.pipeline", "upt_jax.eval.comparison", "upt_jax.eval.run",
+               # grew when the comparison was split in four and in-training evaluation landed
+               "upt_jax.eval.comparison_eval", "upt_jax.eval.comparison_plots", "upt_jax.eval.comparison_report",
+               "upt_jax.train.in_training"}):
         "train(config) dispatches every mode (reward model, PRM, STaR, comparison) and those regimes import "
-        "the trainer; goes with the regimes/ layer on one loop (issue #19)",
+        "the trainer; the trainer evaluates in training through eval; goes with the regimes/ layer on one "
+        "loop and evaluate() below train (issue #19)",
 }
 
 
@@ -135,7 +146,7 @@ def cycles(g) -> set[frozenset]:
 
 
 def test_every_package_has_a_layer():
-    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} | {"cli"} \
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} | {"cli", "hostinfo"} \
         == set(LAYERS)
 
 

@@ -56,7 +56,7 @@ def export_run(run_dir, out_dir, *, step: int | None = None, dtype: str | None =
       dtype: the stored dtype of the weights (``"bfloat16"``, ``"float32"``; default: the params').
       max_shard_bytes: the most bytes per safetensors file (more: shards and an index).
     """
-    from upt_jax.eval.run import load_run_model
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.models import save_hf_checkpoint
     from upt_jax.train.run_model import recorded_tokenizer
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from upt_jax import upge
 from upt_jax.models.logprobs import REMAT_MODES, sequence_logprobs
 from upt_jax.models.partition import batch_shards
 from upt_jax.train.kto import examples, kto_rows, uses_kto, with_reference_point
@@ -1081,7 +1082,7 @@ class Trainer:
         if self.ref_params is not None:
             batch["ref_logp"] = self._logp_fn(self.ref_params, batch["tokens"], batch["attention_mask"]) \
                 * batch["mask"]
-        if any(a.name == "clip_cov" for a in _advantage_parts(self.recipe)):  # Clip-Cov's draw: the step's key
+        if "clip_cov_uniforms" in upge.requirements(self.recipe).batch:  # Clip-Cov's draw: the step's key
             batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
         if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient
             batch, z0 = with_reference_point(batch, self._logp_fn, self.state.params, self.ref_params)

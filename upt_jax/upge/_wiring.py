@@ -136,7 +136,8 @@ _needs.NEEDS['reference']['gmpo'] = _needs.Needs(('old_logp',))
 _needs.NEEDS['advantage'].update(
     gpg=_needs.Needs(('rewards',), groups=2),
     opd=_needs.Needs(('rewards', 'old_logp', 'teacher_logp'), groups=2),
-    clip_cov=_needs.Needs(('rewards', 'old_logp'), groups=2),
+    # clip_cov_uniforms [B, T]: the random draw, given by the trainer from its step key
+    clip_cov=_needs.Needs(('rewards', 'old_logp', 'clip_cov_uniforms'), groups=2),
     kl_cov=_needs.Needs(('rewards', 'old_logp'), groups=2),
     kto=_needs.Needs(('ref_logp', 'kto_label', 'kto_z0')),
 )
