@@ -45,19 +45,27 @@ def load_run_model(run_dir: str | os.PathLike, *, step: int | None = None, token
     ``run_model.model_from_run`` as a stage hand-off. The tokenizer is the one the run recorded;
     ``tokenizer`` overrides it (an error if it has more tokens than the model's vocabulary).
     """
-    from upt_jax.data import load_tokenizer
-    from upt_jax.train.run_model import model_from_run, recorded_tokenizer
+    from upt_jax.train.run_model import model_from_run
 
     run_dir = Path(run_dir)
-    config = _read_run_config(run_dir)
     if not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} has no checkpoints/ directory")
-    spec = tokenizer or (recorded_tokenizer(run_dir) or {}).get("tokenizer") or config.get("tokenizer", "char")
-    tok = load_tokenizer(spec)
+    tok, config, spec = run_tokenizer(run_dir, tokenizer)
     special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
     model, step = model_from_run(run_dir, key="--run-dir", step=step, vocab_size=tok.vocab_size,
                                  special=special, tokenizer=f"tokenizer {spec!r}")
     return model, tok, config, step
+
+
+def run_tokenizer(run_dir: str | os.PathLike, tokenizer: str | None = None):
+    """``(tokenizer, config, spec)`` of an upt_jax run directory: the tokenizer it recorded (or
+    ``tokenizer``), its ``config.json`` and the tokenizer's spec."""
+    from upt_jax.data import load_tokenizer
+    from upt_jax.train.run_model import recorded_tokenizer
+
+    config = _read_run_config(Path(run_dir))
+    spec = tokenizer or (recorded_tokenizer(run_dir) or {}).get("tokenizer") or config.get("tokenizer", "char")
+    return load_tokenizer(spec), config, spec
 
 
 def load_hf_model(hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dtype: str | None = None,

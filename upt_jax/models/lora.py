@@ -221,16 +221,18 @@ def set_dropout_key(model, key: jax.Array) -> None:
             m.lora_dropout_key = jax.random.fold_in(key, i)
 
 
-def merge_lora(model: Transformer) -> Transformer:
+def merge_lora(model: Transformer, *, adapters: bool = True) -> Transformer:
     """A plain ``Transformer`` (no adapters) with ``W' = W + (α / r) A B`` in every adapted layer
-    (QLoRA: ``W`` dequantised); its logits equal the adapted model's up to float rounding. Other
+    (QLoRA: ``W`` dequantised); its logits equal the adapted model's up to float rounding.
+    ``adapters=False``: the base alone, ``W' = W`` (what the adapters were trained on). Other
     parameters are shared with ``model``."""
     model = nnx.merge(*nnx.split(model))
     for _, m in lora_layers(model):
         w = m.base_kernel()
-        merged = (w.astype(jnp.float32) + m.lora_scale * (m.lora_a[...] @ m.lora_b[...])).astype(w.dtype)
+        if adapters:
+            w = (w.astype(jnp.float32) + m.lora_scale * (m.lora_a[...] @ m.lora_b[...])).astype(w.dtype)
         for name in ("lora_a", "lora_b", "lora_scale", "lora_dropout", "lora_enabled"):
             delattr(m, name)
-        m.kernel = nnx.Param(merged)
+        m.kernel = nnx.Param(w)
         m.__class__ = nnx.Linear
     return model
