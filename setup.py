@@ -19,6 +19,8 @@ CORE = [
     "numpy>=1.26",
     # parquet and `datasets.save_to_disk` (Arrow) readers.
     "pyarrow>=14",
+    # QLoRA: the frozen base's int8/int4/nf4 quantisation (upt_jax.models.lora).
+    "qwix==0.1.8",
 ]
 
 TEST = [
@@ -27,6 +29,8 @@ TEST = [
     "hypothesis>=6.100",
     # CPU build from local disk; used only for parity tests against transformers.
     "torch==2.13.0",
+    # the PEFT-layout LoRA export is loaded back with peft in the parity tests.
+    "peft>=0.17",
     # writes the `save_to_disk` fixtures the Arrow reader is tested on.
     "datasets>=3",
     # the optional TensorBoard writer (extra "tb") is tested too.

@@ -5,7 +5,7 @@
     upt train --config grpo --help          # every config key: type, allowed values, default, doc
     upt pipeline --config experiments/sft_then_grpo.py [--config.sft.train.steps=5 ...]
     upt eval --run-dir runs/NAME | --hf-dir DIR [--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]
-    upt export RUN_DIR OUT_DIR [--step N] [--dtype bfloat16]   # a Hugging Face directory
+    upt export RUN_DIR OUT_DIR [--step N] [--dtype bfloat16] [--merge-lora]   # a Hugging Face directory
 
 train, pipeline and eval take ``-v`` / ``--verbose``: every library's INFO log lines (Orbax,
 JAX, transformers), which are off by default.
@@ -324,9 +324,9 @@ def eval_command(argv: list[str]) -> int:
 
 
 def export_command(argv: list[str]) -> int:
-    """``upt export RUN_DIR OUT_DIR [--step N] [--dtype bfloat16]``: a run directory's checkpoint
-    as a Hugging Face directory (weights, tokenizer, chat template, generation_config.json;
-    `upt_jax.train.export`)."""
+    """``upt export RUN_DIR OUT_DIR [--step N] [--dtype bfloat16] [--merge-lora]``: a run directory's
+    checkpoint as a Hugging Face directory (weights, tokenizer, chat template, generation_config.json;
+    `upt_jax.train.export`); a LoRA run's adapters in the PEFT layout, or merged (``--merge-lora``)."""
     argv = setup_logging(argv)
     p = argparse.ArgumentParser(prog="upt export", description="write a Hugging Face directory "
                                 "(config.json, safetensors, tokenizer, chat template, generation_config.json) "
@@ -336,10 +336,13 @@ def export_command(argv: list[str]) -> int:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest usable one)")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="stored dtype of the weights (default: the params' own)")
+    p.add_argument("--merge-lora", action="store_true",
+                   help="a LoRA run: the full model with the adapters merged into the base weights "
+                        "(default: the adapters in the PEFT layout, adapter_config.json + adapter_model.safetensors)")
     args = p.parse_args(argv)
     from upt_jax.train.export import export_run
 
-    out = export_run(args.run_dir, args.out_dir, step=args.step, dtype=args.dtype)
+    out = export_run(args.run_dir, args.out_dir, step=args.step, dtype=args.dtype, merge_lora=args.merge_lora)
     print(json.dumps({"exported": os.path.abspath(out), "files": sorted(os.listdir(out))}))
     return 0
 

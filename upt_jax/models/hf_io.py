@@ -188,6 +188,9 @@ def save_hf_checkpoint(model: Transformer, directory: str | os.PathLike, *,
     """
     from safetensors.numpy import save_file
 
+    if jax.tree.leaves(nnx.state(model, nnx.LoRAParam)):
+        raise ValueError("the model has LoRA adapters: merge them first (upt_jax.models.lora.merge_lora) or "
+                         "write them in the PEFT layout (upt_jax.models.peft_io.save_peft_adapter)")
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     cfg: ModelConfig = model.cfg

@@ -4,9 +4,11 @@ A rule is ``(regex, PartitionSpec)``; a parameter's path is its NNX state path j
 ``/`` (e.g. ``layers/3/self_attn/q_proj/kernel``) and the first rule whose regex
 ``re.search``-matches it gives its spec. Kernels are stored ``[in, out]``: column-parallel
 layers (q/k/v, gate/up, lm_head) shard ``out`` over ``tensor`` and ``in`` over ``fsdp``;
-row-parallel layers (o, down) the other way round. A mesh axis that does not divide the
-dimension it would shard is dropped for that parameter (replicated on that dimension) so
-that any config loads on any mesh; ``resolve_spec`` reports what it did.
+row-parallel layers (o, down) the other way round. LoRA factors (``lora_a [in, r]``,
+``lora_b [r, out]``) take their kernel's ``in`` / ``out`` sharding with the rank replicated, and
+QLoRA's quantised kernels (``kernel/qvalue``, ``kernel/scale``) their kernel's spec. A mesh
+axis that does not divide the dimension it would shard is dropped for that parameter
+(replicated on that dimension) so that any config loads on any mesh; ``resolve_spec`` reports what it did.
 """
 from __future__ import annotations
 
@@ -26,12 +28,17 @@ Rules = Sequence[tuple[str, P]]
 
 DEFAULT_RULES: Rules = (
     (r"embed_tokens/embedding$", P("tensor", "fsdp")),
-    (r"self_attn/(q|k|v)_proj/kernel$", P("fsdp", "tensor")),
+    (r"self_attn/(q|k|v)_proj/kernel(/qvalue|/scale)?$", P("fsdp", "tensor")),
     (r"self_attn/(q|k|v)_proj/bias$", P("tensor")),
-    (r"self_attn/o_proj/kernel$", P("tensor", "fsdp")),
-    (r"mlp/(gate|up)_proj/kernel$", P("fsdp", "tensor")),
+    (r"self_attn/o_proj/kernel(/qvalue|/scale)?$", P("tensor", "fsdp")),
+    (r"mlp/(gate|up)_proj/kernel(/qvalue|/scale)?$", P("fsdp", "tensor")),
     (r"mlp/(gate|up)_proj/bias$", P("tensor")),
-    (r"mlp/down_proj/kernel$", P("tensor", "fsdp")),
+    (r"mlp/down_proj/kernel(/qvalue|/scale)?$", P("tensor", "fsdp")),
+    # LoRA factors A [in, r], B [r, out]: the kernel's in/out sharding, rank replicated
+    (r"(self_attn/(q|k|v)|mlp/(gate|up))_proj/lora_a$", P("fsdp", None)),
+    (r"(self_attn/(q|k|v)|mlp/(gate|up))_proj/lora_b$", P(None, "tensor")),
+    (r"(self_attn/o|mlp/down)_proj/lora_a$", P("tensor", None)),
+    (r"(self_attn/o|mlp/down)_proj/lora_b$", P(None, "fsdp")),
     (r"lm_head/kernel$", P("fsdp", "tensor")),
     (r"value_head/kernel$", P("fsdp", None)),
     (r".*", P()),  # norms, remaining biases, scalars: replicated

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from upt_jax.data import synthetic
+from upt_jax.models.lora import DEFAULT_TARGETS
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -29,6 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.param_dtype = "float32"
     c.model.dtype = "float32"
     c.model.remat = "none"
+    # LoRA adapters (upt_jax.models.lora, docs/lora.md): rank 0 trains every weight; rank r > 0
+    # trains only the adapters of the linear layers whose path matches targets; quantize stores
+    # the frozen base in int8/int4/nf4 (QLoRA)
+    c.model.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0, targets=DEFAULT_TARGETS,
+                                                  quantize="none", block_size=64))
 
     c.tokenizer = "char"  # "char" (built-in) or a local tokenizer directory
 

@@ -210,7 +210,8 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
     """``(model, step)``: the model saved in the run directory ``path`` (or its ``checkpoints/``),
     with the recorded architecture (`recorded_model_config`) and the params of checkpoint ``step``
     (default: the newest usable one; older steps are tried when a newer one fails its integrity
-    check), sharded over ``mesh`` if given.
+    check), sharded over ``mesh`` if given. A LoRA run (``model.json`` records ``lora``) gives its
+    base model with the adapters merged in (`upt_jax.train.lora_state.merged_model_from_run`).
 
     ``vocab_size``: the caller's tokenizer's size (``tokenizer`` names it in errors); with
     ``check_vocab`` a tokenizer with more tokens than the model has embedding rows is an error.
@@ -230,6 +231,11 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
             f"{tokenizer} has {vocab_size} tokens; use the tokenizer the run was trained with")
     log.info("model from %s: %s, %d layers, hidden %d, vocabulary %d (architecture from %s)", path,
              cfg.model_type, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, where)
+    record = read_record(run_root(path))
+    if (record or {}).get("lora"):  # a LoRA run: its base from the recorded source, adapters merged
+        from upt_jax.train.lora_state import merged_model_from_run
+
+        return merged_model_from_run(path, key=key, step=step, remat=remat, cfg=cfg, mesh=mesh)
     if is_weights_dir(path):  # a shipped model: model.json + model.safetensors (+ record.json)
         from upt_jax.models.hf_io import load_hf_checkpoint
 
@@ -376,8 +382,14 @@ def _check_same_tokenizer(config, rec: dict, where: str) -> None:
 
 def record_for(config, model, tok) -> dict:
     """The ``model.json`` of the run ``config`` with its built ``model`` and tokenizer ``tok``."""
-    return make_record(model.cfg, source=source_of(config.model), tokenizer=config.tokenizer, tok=tok,
-                       template=config.data.template, system_prompt=config.data.get("system_prompt"))
+    from upt_jax.train.lora_state import lora_config
+
+    record = make_record(model.cfg, source=source_of(config.model), tokenizer=config.tokenizer, tok=tok,
+                         template=config.data.template, system_prompt=config.data.get("system_prompt"))
+    lora = lora_config(config)
+    if lora is not None:  # checkpoints hold the adapters only: the base is rebuilt from "source"
+        record["lora"] = lora.to_dict()
+    return record
 
 
 def _read_run_config(run_dir):
@@ -388,6 +400,18 @@ def _read_run_config(run_dir):
         raise FileNotFoundError(f"{run_dir} has no config.json (is it an upt_jax run directory?)")
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
+
+
+def run_tokenizer(run_dir, tokenizer: str | None = None):
+    """``(tokenizer, config, spec)`` of an upt_jax run directory: the tokenizer it recorded (or
+    ``tokenizer``), its ``config.json`` and the tokenizer's spec."""
+    from pathlib import Path
+
+    from upt_jax.data import load_tokenizer
+
+    config = _read_run_config(Path(run_dir))
+    spec = tokenizer or (recorded_tokenizer(run_dir) or {}).get("tokenizer") or config.get("tokenizer", "char")
+    return load_tokenizer(spec), config, spec
 
 
 def load_run_model(run_dir, *, step: int | None = None, tokenizer: str | None = None):

@@ -124,6 +124,21 @@ def text(*, nonempty: bool = False, none: str = "") -> Domain:
                   bool(none), outside)
 
 
+def _regex() -> Domain:
+    """A non-empty string that compiles as a Python regex."""
+    import re
+
+    def test(v):
+        if not isinstance(v, str) or not v.strip():
+            return False
+        try:
+            return re.compile(v) is not None
+        except re.error:
+            return False
+
+    return Domain(str, "a non-empty Python regex", test, False, (" ", "(", None))
+
+
 def flag() -> Domain:
     return Domain(bool, "True or False", lambda v: isinstance(v, bool), False, (None, "yes"))
 
@@ -291,6 +306,7 @@ def _spec():
     from upt_jax.data.readers import FORMATS
     from upt_jax.data.templates import TEMPLATES
     from upt_jax.models.config import PRESETS
+    from upt_jax.models.lora import QUANT_TYPES
     from upt_jax.models.logprobs import REMAT_MODES
     from upt_jax.models.transformer import REMAT_POLICIES
     from upt_jax.rewards.verifiers import KINDS
@@ -313,6 +329,12 @@ def _spec():
         ("model.param_dtype", dtypes, "storage dtype of the weights"),
         ("model.dtype", dtypes, "compute dtype of matmuls and activations"),
         ("model.remat", choice(REMAT_POLICIES), "activation rematerialisation of each layer in the backward pass"),
+        ("model.lora.rank", number(int, lo=0), "LoRA adapters' rank r (0: no adapters, every weight is trained)"),
+        ("model.lora.alpha", number(float, lo=0, lo_open=True), "LoRA α: the adapters' update is scaled by α / r"),
+        ("model.lora.dropout", number(float, lo=0, hi=1, hi_open=True), "dropout on the adapters' input (training)"),
+        ("model.lora.targets", _regex(), "regex searched in each linear layer's path (layers/3/mlp/up_proj)"),
+        ("model.lora.quantize", choice(QUANT_TYPES), "QLoRA: the frozen base kernels stored in int8, int4 or nf4"),
+        ("model.lora.block_size", number(int, lo=1), "QLoRA: input rows per quantisation scale"),
         ("tokenizer", text(nonempty=True),
          "'char' (built-in, 105 tokens) or a local tokenizer directory; must fit the model's vocabulary"),
         ("data.source", choice(("synthetic", "file", "corpus")),

@@ -89,24 +89,39 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh, rules: Rules = DEFAU
                       opt_state=param_shardings(abstract_state.opt_state, mesh, rules), rng=replicated)
 
 
+def trainable_split(params, trainable=None):
+    """``(trainable, frozen)`` parts of a params ``State`` by the NNX filter ``trainable``
+    (``None``: everything is trained, ``frozen`` is ``None``)."""
+    if trainable is None:
+        return params, None
+    return nnx.split_state(params, trainable, ...)
+
+
 def create_train_state(model, tx: optax.GradientTransformation, *, seed: int = 0,
-                       mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES):
+                       mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES, trainable=None):
     """``(graphdef, TrainState, shardings or None)`` from an NNX model.
 
     With a mesh, the state is created directly with its shardings (optimiser state
     initialised under ``jit`` with ``out_shardings``; nothing is materialised unsharded).
+
+    ``trainable``: an NNX filter (e.g. ``nnx.LoRAParam``) of the variables that are trained; the
+    optimiser state covers only those, the rest of ``params`` is frozen (it may then hold
+    non-``Param`` variables, such as QLoRA's quantised kernels). ``None``: every ``Param``.
     """
     graphdef, params = nnx.split(model)
-    others = [type(v).__name__ for v in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    train, frozen = trainable_split(params, trainable)
+    others = [type(v).__name__ for v in jax.tree.leaves(train, is_leaf=lambda x: isinstance(x, nnx.Variable))
               if not isinstance(v, nnx.Param)]
     if others:
         raise ValueError(f"the model holds non-parameter state ({sorted(set(others))}); "
                          "upt_jax train states hold Params only")
+    if trainable is not None and not jax.tree.leaves(train):
+        raise ValueError(f"no variable of the model matches the trainable filter {trainable}")
     rng = jax.random.key_data(jax.random.key(seed))
 
     def init(params):
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          rng=rng)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=tx.init(trainable_split(params, trainable)[0]), rng=rng)
 
     if mesh is None:
         return graphdef, init(params), None

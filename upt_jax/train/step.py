@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from upt_jax.models.logprobs import sequence_logprobs
 from upt_jax.train.batching import PACKED_KEYS, pack, unpack
 from upt_jax.train.mismatch import finish_mismatch, over_microbatches, rollout_mismatch
-from upt_jax.train.state import TrainState
+from upt_jax.train.state import TrainState, trainable_split
 
 Batch = dict[str, jax.Array]
 
@@ -362,7 +362,8 @@ def _term_objectives(m: dict, sums: dict, dens: dict) -> dict:
 def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objective, *,
                     num_microbatches: int = 1, group_size: int = 1,
                     skip_grad_norm: float | None = None, skip_update_ratio: float | None = None,
-                    mesh: Mesh | None = None, shardings: TrainState | None = None, donate: bool = True):
+                    mesh: Mesh | None = None, shardings: TrainState | None = None, donate: bool = True,
+                    trainable=None, model_hook: Callable[[Any, jax.Array], None] | None = None):
     """A jitted ``(state, batch) -> (state, metrics)``.
 
     Args:
@@ -378,6 +379,12 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
       mesh, shardings: with a mesh, ``in_shardings``/``out_shardings`` are explicit: the state
         as ``shardings`` (from ``create_train_state``), batch arrays over ``('data', 'fsdp')``.
       donate: donate the incoming state's buffers.
+      trainable: the NNX filter of the trained variables, as given to ``create_train_state``
+        (e.g. ``nnx.LoRAParam``): gradients, optimiser and norms cover those only, the rest of
+        ``state.params`` passes through unchanged. ``None``: every parameter.
+      model_hook: ``hook(model, key)`` called on each micro-batch's merged model before the loss,
+        with ``key = fold_in(fold_in(state.key, state.step), m)`` for micro-batch ``m`` (LoRA
+        dropout: ``upt_jax.models.lora.set_dropout_key``).
     Returns:
       the jitted step. Metrics: ``loss`` (the method's objective ``Σ_k S^obj_k / D_k``, e.g. the
       NLL for SFT, the clipped PPO objective for GRPO; ``loss/<k>`` per term; a term whose
@@ -397,9 +404,12 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
             metrics.update(prep_metrics)
         dens = objective.denominators(batch)
         mbs = split_microbatches(batch, num_microbatches, group_size)
+        params, frozen = trainable_split(state.params, trainable)
 
-        def loss_fn(params, mb):
-            model = nnx.merge(graphdef, params)
+        def loss_fn(params, mb, i):
+            model = nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, frozen)
+            if model_hook is not None:
+                model_hook(model, jax.random.fold_in(jax.random.fold_in(state.key, state.step), i))
             sums, m = objective.sums(model, mb)
             loss = sum(jnp.where(dens[k] > 0, sums[k] / jnp.where(dens[k] > 0, dens[k], 1.0), 0.0)
                        for k in sums)
@@ -407,14 +417,15 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-        def accumulate(carry, mb):
+        def accumulate(carry, mb_i):
             g_acc, l_acc = carry
-            (loss, m), g = grad_fn(state.params, mb)
+            (loss, m), g = grad_fn(params, *mb_i)
             g_acc = jax.tree.map(lambda a, b: a + b.astype(a.dtype), g_acc, g)
             return (g_acc, l_acc + loss), m
 
-        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-        (grads, loss), mb_metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), mbs)
+        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        (grads, loss), mb_metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)),
+                                                 (mbs, jnp.arange(num_microbatches)))
         # per-term objectives are each micro-batch's share S^obj_k(mb) / D_k: summed, exact; the
         # sampler-vs-trainer mismatch: sums and a max over micro-batches, exact
         metrics.update(finish_mismatch({k: over_microbatches(k, v) for k, v in mb_metrics.items()}))
@@ -422,19 +433,21 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         if skip_grad_norm is not None:
             ok = ok & (grad_norm <= skip_grad_norm)
-        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
-        updates, new_opt = tx.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+        updates, new_opt = tx.update(grads, state.opt_state, params)
+        new_params = optax.apply_updates(params, updates)
         # the result itself is checked, not only its inputs: a NaN/inf learning rate or an
         # overflow inside the optimiser makes finite gradients into non-finite parameters
-        param_norm, update_norm = optax.global_norm(state.params), optax.global_norm(updates)
+        param_norm, update_norm = optax.global_norm(params), optax.global_norm(updates)
         finite_result = tree_all_finite(new_params) & tree_all_finite(new_opt) & jnp.isfinite(update_norm)
         nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite_result)
         too_large = jnp.zeros((), bool) if skip_update_ratio is None else (
             update_norm > skip_update_ratio * param_norm)
         ok = ok & ~nonfinite & ~too_large
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-        new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
+        new_params = keep(new_params, params)
+        new_state = state.replace(step=state.step + 1,
+                                  params=new_params if frozen is None else nnx.merge_state(new_params, frozen),
                                   opt_state=keep(new_opt, state.opt_state))
         metrics.update(loss=sum(metrics[f"loss/{k}"] for k in dens), surrogate=loss, grad_norm=grad_norm,
                        skipped=(~ok).astype(jnp.int32), nonfinite=nonfinite.astype(jnp.int32),

@@ -30,6 +30,7 @@ from upt_jax import upge
 from upt_jax.models.logprobs import REMAT_MODES, sequence_logprobs
 from upt_jax.models.partition import batch_shards
 from upt_jax.train.kto import examples, kto_rows, uses_kto, with_reference_point
+from upt_jax.train import lora_state
 
 log = logging.getLogger(__name__)
 
@@ -444,6 +445,9 @@ def checkpoint_bytes_estimate(config, vocab_size: int | None = None, recipe=None
         cfg = preset(mc.preset, param_dtype=mc.param_dtype, dtype=mc.dtype, **overrides)
     n = cfg.num_params()
     per_param = np.dtype(jnp.dtype(mc.param_dtype)).itemsize + 2 * 4
+    lora = lora_state.lora_config(config)
+    if lora is not None:  # adapters alone (float32, two moments), at most every projection's
+        n, per_param = lora_state.adapter_params_bound(cfg, lora.rank), 3 * 4
     copies = 2 if critic_spec(get_recipe(config, recipe)) is not None else 1
     return int(n * per_param * copies)
 
@@ -605,12 +609,13 @@ class Trainer:
         special = dict(eos_token_id=self.tok.eos_id, bos_token_id=self.tok.bos_id,
                        pad_token_id=self.tok.pad_id)
         model = build_model(config.model, vocab_size=self.tok.vocab_size, special=special, mesh=self.mesh)
+        model, self.lora = lora_state.adapt(model, config)  # model.lora: adapters (None: full fine-tuning)
         t = config.train
         self.tx = make_optimizer(t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
                                  total_steps=t.steps * t.update_epochs, weight_decay=t.weight_decay,
                                  max_grad_norm=t.max_grad_norm, decay_steps=t.get("decay_steps", 0) * t.update_epochs)
-        self.graphdef, self.state, self.shardings = create_train_state(model, self.tx, seed=config.seed,
-                                                                       mesh=self.mesh)
+        self.graphdef, self.state, self.shardings = create_train_state(
+            model, self.tx, seed=config.seed, mesh=self.mesh, trainable=lora_state.trainable(self.lora))
         self.group_size = _group_size(config, self.with_demos)  # rows vs mesh checked in _validate
         # online: the policy trained is the one the rollouts come from, π_θ at the rollout
         # temperature τ (log-probs, ratios, entropies, the reference's log-probs all at τ)
@@ -620,7 +625,9 @@ class Trainer:
         self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,
                                        group_size=self.group_size, skip_grad_norm=t.skip_grad_norm,
                                        skip_update_ratio=t.get("skip_update_ratio", 1.0),
-                                       mesh=self.mesh, shardings=self.shardings)
+                                       mesh=self.mesh, shardings=self.shardings,
+                                       trainable=lora_state.trainable(self.lora),
+                                       model_hook=lora_state.dropout_hook(self.lora))
         # rollout.overlap_chunks = C > 1: generation of chunk k+1 runs while chunk k is scored in
         # self._score_executor (upt_jax.train.overlap). A learned reward model stays serial: it is
         # a device program (launched from a second thread its order against the sampler's could
@@ -655,12 +662,16 @@ class Trainer:
             nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk,
             temperature=self.temperature,
             remat="always"))  # forward only: chunking costs no recompute and holds one chunk
-        # the frozen reference: the initial parameters (a copy: the train state's are donated)
-        self.ref_params = jax.tree.map(jnp.copy, self.state.params) if self.requirements.reference else None
+        # the frozen reference: the initial parameters (a copy: the train state's are donated); with
+        # adapters, the train state's own params with the adapters switched off (no copy)
+        ref = self.requirements.reference
+        self.ref_params = jax.tree.map(jnp.copy, self.state.params) if ref and self.lora is None else None
+        self._ref_off_fn = None if not ref or self.lora is None else lora_state.reference_logp_fn(
+            model, chunk_size=t.logprob_chunk, temperature=self.temperature)
         self._load_teacher(model.cfg.vocab_size, special)
         self.critic = critic_spec(self.recipe)
-        if self.critic is not None:
-            self._init_critic(model)
+        if self.critic is not None:  # with adapters, a fully trained critic from the base weights
+            self._init_critic(model if self.lora is None else lora_state.merge_lora(model))
         self.reward_fns = None  # reward.functions: the user's reward functions (upt_jax.rewards.functions)
         if self.online and config.reward.source == "verifier" and config.reward.get("functions"):
             from upt_jax.rewards.functions import RewardFunctions
@@ -842,8 +853,10 @@ class Trainer:
                 self.metrics_log.reset()  # a fresh run: stale metrics from a run that saved nothing
                 self.hooks.truncate_after(None)
             return
-        abstract = abstract_with_shardings(self.state, self.shardings)
-        self.state, extra = self.ckpt.restore(abstract)
+        abstract = abstract_with_shardings(lora_state.saved_state(self.state, self.lora),
+                                           lora_state.saved_state(self.shardings, self.lora))
+        restored, extra = self.ckpt.restore(abstract)
+        self.state = lora_state.with_base(restored, self.state, self.lora)  # adapters: base not saved
         if self.critic is not None:
             self.critic_state, _ = self.critic_ckpt.restore(
                 abstract_with_shardings(self.critic_state, self.critic_shardings), step=extra["step"])
@@ -1082,6 +1095,9 @@ class Trainer:
         if self.ref_params is not None:
             batch["ref_logp"] = self._logp_fn(self.ref_params, batch["tokens"], batch["attention_mask"]) \
                 * batch["mask"]
+        elif self._ref_off_fn is not None:
+            batch["ref_logp"] = self._ref_off_fn(self.state.params, batch["tokens"], batch["attention_mask"]) \
+                * batch["mask"]
         if "clip_cov_uniforms" in upge.requirements(self.recipe).batch:  # Clip-Cov's draw: the step's key
             batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
         if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient
@@ -1136,7 +1152,7 @@ class Trainer:
             self.config.to_json_best_effort()), step=step)
         if self.critic is not None:
             self.critic_ckpt.save(step, self.critic_state, dict(step=step), force=force)
-        return self.ckpt.save(step, self.state, extra, force=force)
+        return self.ckpt.save(step, lora_state.saved_state(self.state, self.lora), extra, force=force)
 
     def _stop_request(self, stop) -> int:
         """Between steps (and before the first): raise ``CheckpointSaveError`` when a background
