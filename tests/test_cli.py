@@ -25,13 +25,16 @@ def test_make_demo_is_the_testbed_demo_and_names_the_arms_that_beat_the_base(tmp
     entry = lambda d, se: {"base": 0.5, "arm": 0.5 + d, "diff": d, "se": se, "seeds": ["0"]}  # noqa: E731
     seen = []
     monkeypatch.setattr(comparison, "run_comparison", lambda c: seen.append(c) or {"paired": {"vs_base": {
-        "grpo": {"hmul_2x1": entry(0.12, 0.03)}, "sft": {"hadd_4": entry(0.01, 0.01)}}}})
+        "grpo": {"hmul_2x1": entry(0.12, 0.03)}, "grpo_sft_control": {"hmul_2x1": entry(0.13, 0.03)},
+        "sft": {"hadd_4": entry(0.01, 0.01)}}}})
     cli.comparison_demo(str(tmp_path / "demo"))
     (c,) = seen
     assert c.name == "testbed_demo" and c.run_dir == str(tmp_path / "demo")
     assert c.base.run_dir == bases.base_dir("arith_hint") and {"grpo", "sft"} <= set(c.arms)
     out = capsys.readouterr().out
-    assert "Beat the base model by more than 2 standard errors on some tier: GRPO (hmul_2x1)." in out
+    # the SFT control the comparison adds to GRPO is named too (the demo once crashed here)
+    assert ("Beat the base model by more than 2 standard errors on some tier: GRPO (hmul_2x1); "
+            "SFT control (GRPO's questions) (hmul_2x1).") in out
     assert os.path.join(str(tmp_path / "demo"), "summary.json") in out
 
 
