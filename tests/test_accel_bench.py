@@ -2,9 +2,12 @@
 smoke size and reports consistent numbers; the real run needs a GPU/TPU."""
 import json
 
+import pytest
+
 from benchmarks import accel_bench
 
 
+@pytest.mark.slow  # 23 s: the accelerator benchmark's CPU smoke (make test-slow)
 def test_smoke_run_reports_mfu_and_roofline(tmp_path):
     out = tmp_path / "accel.json"
     r = accel_bench.main(["--config", "tiny", "--batch", "4", "--seq", "32", "--steps", "1",

@@ -146,6 +146,7 @@ def test_id_tokenizer_round_trip():
     assert tok.bos_id() is None and tok.eos_id() == 4096 and tok.pad_id() == 0
 
 
+@pytest.mark.slow  # 58 s: benchmark plumbing; the parsing tests above stay in make test
 def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     """BENCHMARKS.md's tables: numbers and ratio where Tunix ran, "not run (make bench-tunix-env)"
     where its venv is missing (rows canned, as the benchmarks would return them)."""

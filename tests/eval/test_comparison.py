@@ -82,6 +82,7 @@ def smoke(tmp_path_factory):
     return c, results
 
 
+@pytest.mark.slow  # the old paper_table smoke comparison (64 s fixture); tests/eval/test_testbed.py runs the comparison path in make test
 def test_comparison_runs_evaluates_and_reports(smoke):
     c, _ = smoke
     with open(os.path.join(c.run_dir, "results.json")) as f:
@@ -119,6 +120,7 @@ def test_comparison_runs_evaluates_and_reports(smoke):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
 
 
+@pytest.mark.slow  # shares the slow smoke fixture above
 def test_rerun_reuses_runs_and_cached_evaluations(smoke, monkeypatch):
     c, _ = smoke
     calls = []

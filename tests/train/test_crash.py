@@ -336,6 +336,7 @@ def _truncate_largest_file(step_dir: Path) -> Path:
     return victim
 
 
+@pytest.mark.slow  # 47 s end to end; restoring past a damaged step is tests/train/test_checkpoint.py's in make test
 @pytest.mark.parametrize("devices", DEVICES)
 def test_truncated_latest_checkpoint_is_reported_skipped_and_the_run_still_matches(tmp_path, devices):
     """Truncate a file of the latest checkpoint, rerun ``upt train``: it logs the skip, resumes

@@ -248,9 +248,13 @@ def test_skipped_bad_rows_are_counted_in_the_metrics(tmp_path, caplog):
 
 
 def test_duplicate_ids_are_detected_at_the_trainer(tmp_path, no_model):
+    # repeats are a policy (data.duplicates: keep by default, drop, error: issue #21); under "error"
+    # the first repeat stops the run before any model is built, naming its file and line
     path = _jsonl(tmp_path / "train.jsonl", GOOD + [dict(GOOD[0], question="Another question?")])
+    c = _file_config(tmp_path, path)
+    c.data.duplicates = "error"
     with pytest.raises(Exception, match=r"train\.jsonl:5: duplicate question id 'q0'"):
-        Trainer(_file_config(tmp_path, path))
+        Trainer(c)
 
 
 def test_empty_demonstration_rejected_for_sft_at_the_trainer(tmp_path, no_model):

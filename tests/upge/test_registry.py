@@ -98,18 +98,21 @@ def test_every_registered_part_declares_its_needs():
 
 
 def _old_rules(recipe):
-  """What the trainer read from part names before `requirements` (the names it matched)."""
+  """What the trainer read from part names before `requirements` (the names it matched, with the
+  2025–26 parts the losses branch added to those lists: kto's reference, opd's teacher, and the
+  group advantages gpg, clip_cov, kl_cov and opd)."""
   adv = [(t, r, p) for t in recipe.terms for r, p in t.roles()]
   names = {p.advantage.name for _, _, p in adv}
   return dict(
-      reference=any(t.kl is not None for t in recipe.terms) or bool(names & {'dpo', 'ipo'}),
+      reference=any(t.kl is not None for t in recipe.terms) or bool(names & {'dpo', 'ipo', 'kto'}),
       critic=next(((p.advantage.kw.get('gamma', 1.0), p.advantage.kw.get('lam', 0.95),
                     t.kl if t.kl is not None and t.kl.where == 'reward' else None)
                    for t, _, p in adv if p.advantage.name == 'gae'), None),
-      teacher_logits='teacher_probs' in names, teacher_logp='teacher_log_ratio' in names,
+      teacher_logits='teacher_probs' in names, teacher_logp=bool(names & {'teacher_log_ratio', 'opd'}),
       demos=any(t.demo is not None for t in recipe.terms),
       groups=sorted((t.name, p.advantage.name) for t, r, p in adv
-                    if r == 'rollout' and p.advantage.name in ('grpo', 'dr_grpo', 'rloo', 'reinforce_pp_baseline')))
+                    if r == 'rollout' and p.advantage.name in ('grpo', 'dr_grpo', 'rloo', 'reinforce_pp_baseline',
+                                                               'gpg', 'clip_cov', 'kl_cov', 'opd')))
 
 
 RECIPES = upge.all_recipes() + [upge.get_recipe('grpo', kl_coef=0.04), upge.get_recipe('ppo', kl_coef=0.1),

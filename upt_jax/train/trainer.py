@@ -136,7 +136,9 @@ def load_records(config, recipe=None) -> list[dict]:
                                      duplicate_ids=dc.get("duplicates", "keep"),
                                      verifier=dc.verifier, max_row_chars=dc.get("max_row_chars", 1_000_000)))
     if stats.rows_skipped:
-        log.warning("skipped %d rows of %s: %s", stats.rows_skipped, dc.path, stats.metrics())
+        dropped = dc.get("duplicates", "keep") == "drop" and stats.duplicates
+        log.warning("skipped %d malformed%s rows of %s: %s", stats.rows_skipped, " or repeated" if dropped else "",
+                    dc.path, stats.metrics())
     if stats.duplicates:
         log.info("%s: %d rows repeat an earlier question (data.duplicates=%s)", dc.path, stats.duplicates,
                  dc.get("duplicates", "keep"))
