@@ -1,6 +1,6 @@
 """The reward-function API (issue #21, item 1): ``fn(prompts, completions, **columns) -> list[float]``
-named by import path or built-in name, or passed as a callable (a closure reaches the workers by
-cloudpickle); weights; each call time-limited in the worker pool; per-reward metrics; a function that
+named by import path or built-in name, or passed as a callable (a closure runs in the calling
+process: nothing is unpickled); weights; each call time-limited in the worker pool; per-reward metrics; a function that
 hangs is killed within its limit, counted, and the rest of the batch is scored; in a training run a
 user module's reward reading an extra dataset column gives exactly the rewards it should."""
 import json
@@ -36,7 +36,7 @@ def test_columns_are_answer_and_the_rows_other_fields():
 def test_weighted_sum_builtins_user_module_and_a_notebook_closure():
     scale = 3.0
 
-    def scaled(prompts, completions, bonus, **_):  # a closure: sent by value (cloudpickle)
+    def scaled(prompts, completions, bonus, **_):  # a closure: called in this process
         return [scale * b for b in bonus]
 
     completions = ["so \\boxed{2}", "\\boxed{5}"]
@@ -63,6 +63,30 @@ def test_a_hanging_reward_is_killed_within_its_limit_and_counted():
     np.testing.assert_array_equal(parts["hang_when_asked"], [0.5, 0.0])
     np.testing.assert_array_equal(parts["broken"], [0.0, 0.0])
     assert m["reward/hang_when_asked/timeout"] == 1 and m["reward/broken/error"] == 2
+
+
+def test_a_closure_that_hangs_or_raises_is_timed_out_in_process_and_never_pickled():
+    import threading
+
+    release = threading.Event()
+
+    def slow(prompts, completions, **_):  # a closure: runs in this process, on a daemon thread
+        if completions[0] == "hang":
+            release.wait(30)
+        if completions[0] == "boom":
+            raise RuntimeError("boom")
+        return [0.25]
+
+    with RewardFunctions([slow], timeout_s=0.5) as rf:
+        t0 = time.monotonic()
+        parts = rf.per_function(["a", "b", "c"], ["ok", "hang", "boom"], RECORDS + RECORDS[:1])
+        took = time.monotonic() - t0
+        m = rf.metrics()
+        assert rf._pool is None  # no worker was started for it
+    release.set()
+    assert took < 0.5 + 3.0
+    np.testing.assert_array_equal(parts["slow"], [0.25, 0.0, 0.0])
+    assert m["reward/slow/timeout"] == 1 and m["reward/slow/error"] == 1
 
 
 def test_weights_must_match():

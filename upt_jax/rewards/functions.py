@@ -29,9 +29,12 @@ complete ``\\boxed{}``) — the same interface. From Python, pass the callables 
 **How a function reaches the workers.** Workers are separate processes (started by the
 forkserver; never forked from the trainer). A function of an importable module is sent by
 reference and imported in the worker (its module's directory is put on the worker's
-``sys.path``). A function defined in a notebook, a script's ``__main__``, a lambda or a closure
-cannot be imported there, so it is sent by value with ``cloudpickle`` (a dependency of grain):
-the globals it uses travel with it; the modules it uses must be importable in the worker.
+``sys.path``); a call that exceeds ``timeout_s`` is killed with its worker. A function defined in
+a notebook, a script's ``__main__``, a lambda or a closure cannot be imported there, and nothing
+is ever unpickled, so it runs in the calling process instead, one call at a time on a daemon
+thread: a call past ``timeout_s`` counts as ``timeout`` and scores 0, but its thread cannot be
+killed and keeps running. Put a function that may hang in a module (``%%writefile my_rewards.py``
+in a notebook) to have it killed.
 
 Example::
 
@@ -46,7 +49,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import importlib
 import numbers
 import os
@@ -149,12 +151,13 @@ def resolve(spec: str | RewardFn, where: str = "reward.functions") -> tuple[str,
 @dataclasses.dataclass(frozen=True)
 class _Ref:
     """A reward function as a worker gets it: by import (``module``, ``qualname``, ``path``: a
-    directory for the worker's ``sys.path``) or by value (``blob``: cloudpickle bytes)."""
+    directory for the worker's ``sys.path``); ``local``: a function that cannot be imported
+    (notebook, ``__main__``, lambda, closure), called in this process instead (never pickled)."""
 
     module: str = ""
     qualname: str = ""
     path: str = ""
-    blob: bytes = b""
+    local: Any = dataclasses.field(default=None, compare=False)
 
 
 def _importable(fn) -> bool:
@@ -168,35 +171,59 @@ def _importable(fn) -> bool:
 
 
 def _ref(fn) -> _Ref:
-    if _importable(fn):
-        file = getattr(sys.modules[fn.__module__], "__file__", None) or ""
-        root = os.path.dirname(os.path.abspath(file))
-        for _ in range(fn.__module__.count(".")):  # the directory the top-level package is in
-            root = os.path.dirname(root)
-        return _Ref(module=fn.__module__, qualname=fn.__qualname__, path=root if file else "")
-    import cloudpickle
-
-    return _Ref(blob=cloudpickle.dumps(fn))
+    if not _importable(fn):
+        return _Ref(local=fn)
+    file = getattr(sys.modules[fn.__module__], "__file__", None) or ""
+    root = os.path.dirname(os.path.abspath(file))
+    for _ in range(fn.__module__.count(".")):  # the directory the top-level package is in
+        root = os.path.dirname(root)
+    return _Ref(module=fn.__module__, qualname=fn.__qualname__, path=root if file else "")
 
 
 _LOADED: dict = {}  # in a worker: _Ref → function
 
 
 def _load(ref: _Ref):
-    key = ref if not ref.blob else hashlib.sha1(ref.blob).hexdigest()
-    if key not in _LOADED:
-        if ref.blob:
-            import cloudpickle
+    if ref.local is not None:
+        return ref.local
+    if ref not in _LOADED:
+        if ref.path and ref.path not in sys.path:
+            sys.path.append(ref.path)
+        fn = importlib.import_module(ref.module)
+        for part in ref.qualname.split("."):
+            fn = getattr(fn, part)
+        _LOADED[ref] = fn
+    return _LOADED[ref]
 
-            fn = cloudpickle.loads(ref.blob)
+
+def _call_in_process(args: Sequence[tuple], timeout_s: float) -> list:
+    """`call_one` on each of ``args`` in this process, each on a daemon thread given ``timeout_s``:
+    the value, or ``Reward(0, "timeout" | "error")`` as the worker pool reports them (a timed-out
+    thread is abandoned, not killed)."""
+    import threading
+
+    from upt_jax.rewards.types import Reward
+
+    out = []
+    for a in args:
+        box: dict = {}
+
+        def run(a=a, box=box):
+            try:
+                box["value"] = call_one(*a)
+            except Exception as e:  # noqa: BLE001 -- reported as the pool reports a worker's exception
+                box["error"] = type(e).__name__
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            out.append(Reward(0.0, "timeout"))
+        elif "error" in box:
+            out.append(Reward(0.0, "error", detail=box["error"]))
         else:
-            if ref.path and ref.path not in sys.path:
-                sys.path.append(ref.path)
-            fn = importlib.import_module(ref.module)
-            for part in ref.qualname.split("."):
-                fn = getattr(fn, part)
-        _LOADED[key] = fn
-    return _LOADED[key]
+            out.append(box["value"])
+    return out
 
 
 def call_one(ref: _Ref, prompt, completion: str, columns: Mapping[str, Any]) -> float:
@@ -282,8 +309,9 @@ class RewardFunctions:
         columns = [{k: c.get(k) for k in keys} for c in columns]
         out = {}
         for name, ref in zip(self.names, self._refs):
-            results = self.pool.map(call_one, [(ref, p, c, col) for p, c, col in zip(prompts, completions, columns)],
-                                    timeout_s=self.timeout_s)
+            args = [(ref, p, c, col) for p, c, col in zip(prompts, completions, columns)]
+            results = (_call_in_process(args, self.timeout_s) if ref.local is not None
+                       else self.pool.map(call_one, args, timeout_s=self.timeout_s))
             scores = np.zeros(len(results), np.float32)
             for i, r in enumerate(results):
                 if isinstance(r, Reward):  # timeout, worker_died, error (the exception's type in detail)
