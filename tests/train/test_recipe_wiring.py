@@ -17,6 +17,15 @@ def test_opd_pg_gets_the_teachers_logprobs_and_kto_a_reference():
     assert needs_reference(upge.get_recipe("kto")) and not needs_reference(upge.get_recipe("gpg"))
 
 
+def test_clip_cov_gets_the_trainers_random_draw_and_kto_its_unpaired_rows():
+    from upt_jax.train.kto import uses_kto
+
+    # the trainer draws clip_cov_uniforms from its step key when the recipe's needs name them
+    assert "clip_cov_uniforms" in upge.requirements(upge.get_recipe("clip_cov")).batch
+    assert "clip_cov_uniforms" not in upge.requirements(upge.get_recipe("kl_cov")).batch
+    assert uses_kto(upge.get_recipe("kto")) and not uses_kto(upge.get_recipe("dpo"))
+
+
 @pytest.mark.parametrize("name", ["gpg", "clip_cov", "kl_cov", "opd_pg", "sapo", "gmpo", "rloo"])
 def test_group_advantages_refuse_groups_of_one(name):
     from experiments import grpo

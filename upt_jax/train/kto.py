@@ -21,8 +21,11 @@ _KL_KEYS = ("kl_tokens", "kl_attention_mask", "kl_mask")
 
 
 def uses_kto(recipe) -> bool:
-    """Whether ``recipe`` has KTO's implicit-advantage part (its rows are unpaired and labelled)."""
-    return any(p.advantage.name == "kto" for t in recipe.terms for _, p in t.roles())
+    """Whether a part of ``recipe`` reads KTO's labels (``kto_label``: its rows are unpaired and
+    labelled), from the parts' declared needs (``upge.requirements``), not their names."""
+    from upt_jax import upge
+
+    return "kto_label" in upge.requirements(recipe).batch
 
 
 def examples(records, pair_of) -> list[tuple[str, bool]]:

@@ -1100,7 +1100,7 @@ class Trainer:
         elif self._ref_off_fn is not None:
             batch["ref_logp"] = self._ref_off_fn(self.state.params, batch["tokens"], batch["attention_mask"]) \
                 * batch["mask"]
-        if "clip_cov_uniforms" in upge.requirements(self.recipe).batch:  # Clip-Cov's draw: the step's key
+        if "clip_cov_uniforms" in self.requirements.batch:  # Clip-Cov's draw: the step's key
             batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
         if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient
             batch, z0 = with_reference_point(batch, self._logp_fn, self.state.params, self.ref_params)
