@@ -124,7 +124,7 @@ def arm_config(config, key: str, seed: int):
     import ml_collections
 
     arm = config.arms[key]
-    module = importlib.import_module(f"experiments.{arm.module}")
+    module = _experiment(arm.module)
     c = module.get_config(arm.get("arg") or None)
     run_dir = os.path.join(config.run_dir, key, f"seed{seed}")
     steps = int(config.budget.steps)
@@ -151,6 +151,12 @@ def arm_config(config, key: str, seed: int):
     return kind, c
 
 
+def _experiment(name: str):
+    """The ``experiments/<name>.py`` module an arm or the base names (the one place the comparison
+    imports experiment configs: issue #19 moves it to loading by path)."""
+    return importlib.import_module(f"experiments.{name}")
+
+
 def with_sft_controls(config):
     """``config`` with an SFT control arm ``<key>_sft_control`` for every arm that sets
     ``sft_control``: SFT on the same tiers (so the same questions, in the same order), seeds,
@@ -165,7 +171,7 @@ def with_sft_controls(config):
         ctl = f"{key}_sft_control"
         if not spec or ctl in config.arms:
             continue
-        c = importlib.import_module(f"experiments.{arm.module}").get_config(arm.get("arg") or None)
+        c = _experiment(arm.module).get_config(arm.get("arg") or None)
         if "order" in c or c.get("mode") != "online":
             raise ValueError(f"arms.{key}.sft_control: an SFT control is for a one-stage RL arm (mode online), "
                              f"not {'a pipeline' if 'order' in c else 'mode ' + repr(c.get('mode'))}")
@@ -207,7 +213,7 @@ def ensure_base(config) -> str:
         raise FileNotFoundError(f"config.base.run_dir={d!r} is neither a shipped model directory (upt_jax.bases) "
                                 "nor a finished run; train it first (e.g. `upt train --config "
                                 "experiments/pretrain_tiny.py`) or set config.base.module to train it here")
-    module = importlib.import_module(f"experiments.{config.base.module}")
+    module = _experiment(config.base.module)
     c = module.get_config(config.base.get("arg") or None)
     c.run_dir = d
     for k, v in config.base.get("overrides") or ():
