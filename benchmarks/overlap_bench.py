@@ -6,7 +6,7 @@
 The HPT step of ``benchmarks.run_all`` (tiny model, 8 questions × 8 rollouts, 64 new tokens)
 with ``rollout.overlap_chunks = C``. One trainer per C, all in this process; the repeats
 interleave the C values (C=1, C=2, …, C=1, C=2, …) so that a busy shared machine slows all of
-them alike. Each call is ``Trainer._rollouts`` (generate + decode + score) timed from outside.
+them alike. Each call is ``Trainer.rollouts`` (generate + decode + score) timed from outside.
 
 The verifier must be slow enough to matter: the tiny random model never writes a ``\\boxed{}``
 answer (the synthetic integer check rejects it in microseconds), so each rollout is scored by
@@ -78,7 +78,7 @@ def bench(chunks=(1, 2, 4), repeats: int = 3, answers=("fraction", "radical"), q
             trainers[c] = Trainer(cfg)
             trainers[c].verifier.close()
         records = next(iter(trainers[chunks[0]].dataset))
-        prompts = [trainers[chunks[0]]._prompt_ids(r["question"]) for r in records]
+        prompts = [trainers[chunks[0]].prompt_ids(r["question"]) for r in records]
         for kind in answers:
             for t in trainers.values():
                 t.verifier = BoxedMath(pool, kind)
@@ -87,7 +87,7 @@ def bench(chunks=(1, 2, 4), repeats: int = 3, answers=("fraction", "radical"), q
                 for c, t in trainers.items():
                     timing = dict(rollout_s=0.0, rollout_compile_s=0.0, reward_s=0.0)
                     t0 = time.perf_counter()
-                    groups = t._rollouts(records, prompts, jax.random.key(r), timing)
+                    groups = t.rollouts(records, prompts, jax.random.key(r), timing)
                     wall = time.perf_counter() - t0
                     assert len(groups) == questions
                     if r:

@@ -78,10 +78,10 @@ def hpt_update_packed_vs_padded(repeats: int = 3, experiment: str = "hpt") -> di
     c = hpt_bench_config("upt_bench_hpt_pack_", experiment=experiment)
     t = Trainer(c)
     try:
-        rows, _, _ = t._batch(next(t.data_iter), jax.random.key(0))
+        rows, _, _ = t.batch(next(t.data_iter), jax.random.key(0))
         rows.pop("truncated")
         t0 = time.perf_counter()
-        packed, info = t._pack(rows)
+        packed, info = t.pack(rows)
         pack_s = time.perf_counter() - t0
         out = dict(rows=int(rows["tokens"].shape[0]), row_len=int(rows["tokens"].shape[1]),
                    packed_rows=int(info["pack/rows"]), packed_len=int(info["pack/len"]),
@@ -89,10 +89,8 @@ def hpt_update_packed_vs_padded(repeats: int = 3, experiment: str = "hpt") -> di
                    packed_padding_frac=round(info["pack/padding_frac"], 3), pack_host_s=round(pack_s, 4))
         batches, times = {}, {"padded": [], "packed": []}
         for name, r in (("padded", rows), ("packed", packed)):
-            batch = t._place(r) if t.mesh is not None else {k: jnp.asarray(v) for k, v in r.items()}
-            if t.ref_params is not None:
-                batch["ref_logp"] = t._logp_fn(t.ref_params, batch["tokens"], batch["attention_mask"]) * batch["mask"]
-            batches[name] = batch
+            batch = t.place(r) if t.mesh is not None else {k: jnp.asarray(v) for k, v in r.items()}
+            batches[name], _, _ = t.frozen_inputs(batch, jax.random.key(0))  # the reference's log-probs
         for i in range(repeats + 1):
             for name, batch in batches.items():
                 t0 = time.perf_counter()

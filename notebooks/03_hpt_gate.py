@@ -52,7 +52,7 @@ try:
         m = trainer.train_step()
         history.append(m)
         # the step's groups: one per question, with the verifier's reward for each rollout
-        pass_rates.append([float(np.mean(g["rewards"] > 0.5)) for g in trainer._last_groups])
+        pass_rates.append([float(np.mean(g["rewards"] > 0.5)) for g in trainer.last_groups])
         print(f"step {m['step']}: NLL {m['nll']:.3f}  pass rate {m['pass_rate/mean']:.2f}  "
               f"gate fraction to SFT {m['gate/sft_frac']:.2f}  RL tokens {m['denominator/rl']:.0f}  "
               f"SFT tokens {m['denominator/sft']:.0f}")

@@ -47,14 +47,15 @@ KNOWN_CYCLES = {
         "model_from_run; goes with 'one way to get a model' (issue #19)",
     frozenset({"upt_jax.data.tasks", "upt_jax.data.synthetic", "upt_jax.data.hinted"}):
         "tasks imports its built-in task families to register them; they import tasks' registry",
-    frozenset({"upt_jax.train.trainer", "upt_jax.train.star", "upt_jax.train.reward_model", "upt_jax.train.prm",
-               "upt_jax.train.pipeline", "upt_jax.eval.comparison", "upt_jax.eval.run",
-               # grew when the comparison was split in four and in-training evaluation landed
-               "upt_jax.eval.comparison_eval", "upt_jax.eval.comparison_plots", "upt_jax.eval.comparison_report",
-               "upt_jax.train.in_training"}):
-        "train(config) dispatches every mode (reward model, PRM, STaR, comparison) and those regimes import "
-        "the trainer; the trainer evaluates in training through eval; goes with the regimes/ layer on one "
-        "loop and evaluate() below train (issue #19)",
+    frozenset({"upt_jax.train.trainer", "upt_jax.train.star", "upt_jax.train.pipeline", "upt_jax.eval.comparison",
+               "upt_jax.eval.comparison_plots", "upt_jax.eval.comparison_report"}):
+        "train(config) dispatches every mode (STaR, comparison) and those regimes import the trainer; "
+        "shrank when the trainer was split (the reward model, PRM, in-training evaluation and eval.run left "
+        "it: they import the split modules below the façade); goes with the regimes/ layer on one loop "
+        "(issue #19)",
+    frozenset({"upt_jax.train.reward_model", "upt_jax.train.prm"}):
+        "the reward-model trainer trains PRMs with prm's objective and prm's ProcessReward loads through "
+        "reward_model; goes with one loop for reward models and PRMs (a regime each)",
 }
 
 

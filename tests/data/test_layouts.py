@@ -167,7 +167,7 @@ def test_sft_trainer_on_a_messages_file_masks_user_turns(tmp_path, caplog):
         t = Trainer(c)
     try:
         assert any("2 rows repeat an earlier question" in r.getMessage() for r in caplog.records)
-        rows, _, _ = t._batch(list(t.records), jax.random.key(0))
+        rows, _, _ = t.batch(list(t.records), jax.random.key(0))
         for i, rec in enumerate(t.records):
             trained = t.tok.decode(rows["tokens"][i][rows["mask"][i] > 0], skip_special_tokens=False)
             turns = [m["content"] for m in rec["messages"] if m["role"] == "assistant"]

@@ -8,6 +8,7 @@ import pytest
 from experiments import paper_table
 from upt_jax.eval import comparison as cmp
 from upt_jax.eval.report import results_table
+from upt_jax.train import checks
 from upt_jax.train import trainer as trainer_lib
 
 
@@ -26,7 +27,7 @@ def test_every_arm_gets_the_same_budget_from_the_same_base(variant):
                 assert tuple(s.data.tiers) == tuple(c.eval.id_tiers)
                 if s.mode == "online":
                     assert s.rollout.n == b.n and s.rollout.max_new_tokens == b.max_new_tokens
-                trainer_lib._check_recipe(s)  # γ vs n, group sizes: valid before any compute
+                checks.check_recipe(s)  # γ vs n, group sizes: valid before any compute
             # every arm starts from the base model (a pipeline's first stage; later stages hand off)
             assert stages[0].model.init == "checkpoint" and stages[0].model.checkpoint == c.base.run_dir
             assert ac.run_dir == os.path.join(c.run_dir, key, f"seed{seed}")

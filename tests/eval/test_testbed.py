@@ -11,6 +11,7 @@ from experiments import testbed, testbed_sweep
 from upt_jax import bases
 from upt_jax.eval import comparison as cmp
 from upt_jax.eval.comparison_report import arm_sentence, beats_sentence, groups_of
+from upt_jax.train import checks
 from upt_jax.train import trainer as trainer_lib
 
 ENTRY = {"base", "arm", "diff", "se", "seeds"}
@@ -32,7 +33,7 @@ def test_every_arm_starts_from_the_shipped_base_with_its_methods_budget(variant)
             assert s.train.learning_rate == testbed.METHODS[s.recipe.name]["learning_rate"], key
             if s.mode == "online":
                 assert s.train.questions_per_step == b.questions_per_step and s.rollout.n == b.n
-            trainer_lib._check_recipe(s)
+            checks.check_recipe(s)
     tiers = lambda key, stage=None: tuple(  # noqa: E731
         (lambda k, c_: (c_[stage] if stage else c_).data.tiers)(*cmp.arm_config(c, key, 0)))
     assert tiers("grpo") == testbed.RL_MIX and tiers("sft") == testbed.SFT_MIX

@@ -122,13 +122,13 @@ def test_training_rewards_come_from_the_users_functions(user_file, tmp_path):
     t = Trainer(c)
     try:
         seen, history = [], []
-        original = t._rollouts
+        original = t.rollouts
 
         def spy(records, prompts, key, timing):
             groups = original(records, prompts, key, timing)
             seen.extend(groups)
             return groups
-        t._rollouts = spy
+        t.rollouts = spy
         history = t.run()
     finally:
         t.close()

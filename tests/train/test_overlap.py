@@ -162,9 +162,9 @@ def _config(tmp_path, name, chunks, **rollout):
 
 def _draw(t, key):
     records = next(iter(t.dataset))
-    prompts = [t._prompt_ids(r["question"]) for r in records]
+    prompts = [t.prompt_ids(r["question"]) for r in records]
     timing = dict(rollout_s=0.0, rollout_compile_s=0.0, reward_s=0.0)
-    return records, t._rollouts(records, prompts, key, timing), timing
+    return records, t.rollouts(records, prompts, key, timing), timing
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_two_chunks_give_the_same_groups_as_one_when_greedy(greedy_trainers):
     """Greedy: C = 2 reproduces C = 1 exactly, groups in question order, verifier counts complete."""
     key = jax.random.key(3)
     (r1, g1, t1), (r2, g2, t2) = (_draw(greedy_trainers[c], key) for c in (1, 2))
-    assert greedy_trainers[2]._score_executor is not None and greedy_trainers[1]._score_executor is None
+    assert greedy_trainers[2].score_executor is not None and greedy_trainers[1].score_executor is None
     assert [g["record"] for g in g2] == list(r2) == list(r1), "groups in question order"
     for a, b in zip(g1, g2):
         assert a["prompt"] == b["prompt"] and a["responses"] == b["responses"]
@@ -212,7 +212,7 @@ def test_sampled_chunks_give_the_same_tokens_as_one_call(tmp_path):
         for t in ts.values():
             t.close()
     with pytest.raises(RuntimeError):  # close() shut the scoring thread pool down
-        ts[2]._score_executor.submit(print)
+        ts[2].score_executor.submit(print)
 
 
 def test_a_verifier_error_reaches_the_caller(greedy_trainers, monkeypatch):

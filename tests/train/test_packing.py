@@ -199,10 +199,10 @@ def test_trainer_with_packing_trains_as_without(tmp_path):
 def test_vocabulary_level_distillation_refuses_packing(tmp_path):
     from experiments import sft
     from tests.train.test_trainer import shrink
-    from upt_jax.train.trainer import _validate
+    from upt_jax.train.trainer import validate
 
     c = shrink(sft.get_config(), tmp_path / "run", steps=1)
     c.recipe.name = "distill_fkl"
     c.train.pack_sequences = True
     with pytest.raises(ValueError, match="pack_sequences"):
-        _validate(c)
+        validate(c)

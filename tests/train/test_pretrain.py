@@ -12,6 +12,7 @@ from flax import nnx
 from experiments import grpo, pretrain_tiny
 from upt_jax.data import load_tokenizer, synthetic
 from upt_jax.train import trainer as trainer_lib
+from upt_jax.train.rows import text_rows
 
 SMALL = dict(num_layers=1, hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16)
 
@@ -40,7 +41,7 @@ def test_pretrain_tiny_config_is_valid(tmp_path):
     c.data.corpus.n_docs = 64
     records = trainer_lib.load_records(c)
     assert len(records) == 64 and all(r["text"] for r in records)
-    trainer_lib._validate(c, records)  # mesh, batch and run directory fit
+    trainer_lib.validate(c, records)  # mesh, batch and run directory fit
     trainer_lib.get_recipe(c)
     # the default run is sized for a 2-core CPU
     assert c.train.steps * c.train.questions_per_step <= 20000
@@ -50,7 +51,7 @@ def test_pretrain_tiny_config_is_valid(tmp_path):
     # a corpus source outside offline mode is refused
     c.mode = "online"
     with pytest.raises(ValueError, match="mode=offline"):
-        trainer_lib._validate(c, records)
+        trainer_lib.validate(c, records)
     # from_base points a later experiment at the base model
     g = pretrain_tiny.from_base(grpo.get_config(), "runs/x")
     assert (g.model.init, g.model.checkpoint) == ("checkpoint", "runs/x")
@@ -59,9 +60,7 @@ def test_pretrain_tiny_config_is_valid(tmp_path):
 
 def test_text_rows_train_every_token_but_the_first(tmp_path):
     tok = load_tokenizer("char")
-    t = trainer_lib.Trainer.__new__(trainer_lib.Trainer)
-    t.tok = tok
-    rows, info = t._text_rows([{"text": "1+2+0=3"}, {"text": "7*6+4=46\n1+1+0=2"}])
+    rows, info = text_rows(tok, [{"text": "1+2+0=3"}, {"text": "7*6+4=46\n1+1+0=2"}])
     assert rows["tokens"].shape[1] == 1 + 16  # a one-column prompt, the rest in a length bucket
     for i, text in enumerate(["1+2+0=3", "7*6+4=46\n1+1+0=2"]):
         ids = tok.encode(text) + [tok.eos_id]
@@ -104,9 +103,7 @@ def test_packed_corpus_rows(tmp_path):
     assert all(sum(len(d) + 1 for d in r["text"]) <= 512 for r in packed)
     assert len(packed) < len(plain) / 2
     tok = load_tokenizer("char")
-    t = trainer_lib.Trainer.__new__(trainer_lib.Trainer)
-    t.tok = tok
-    rows, _ = t._text_rows(packed[:2])
+    rows, _ = text_rows(tok, packed[:2])
     assert rows["tokens"].shape[1] == 1 + 512
     ids = [i for d in packed[0]["text"] for i in tok.encode(d) + [tok.eos_id]]
     assert rows["tokens"][0, :len(ids)].tolist() == ids

@@ -4,7 +4,7 @@ import pytest
 
 from upt_jax import upge
 from upt_jax.train.step import teacher_inputs
-from upt_jax.train.trainer import _check_recipe
+from upt_jax.train.checks import check_recipe
 
 
 def needs_reference(recipe) -> bool:
@@ -33,4 +33,4 @@ def test_group_advantages_refuse_groups_of_one(name):
     c = grpo.get_config()
     c.recipe.name, c.rollout.n = name, 1
     with pytest.raises(ValueError, match=r"config\.rollout\.n=1"):
-        _check_recipe(c)
+        check_recipe(c)

@@ -298,7 +298,7 @@ def test_train_on_a_bucket_run_dir_checkpoints_resumes_and_hands_off(bucket):
     from experiments import sft
     from tests.train.test_trainer import shrink
     from upt_jax.data import load_tokenizer
-    from upt_jax.train.trainer import _validate, build_model, train
+    from upt_jax.train.trainer import validate, build_model, train
 
     run_dir, local = f"{BUCKET}/runs/sft", bucket / "runs" / "sft"
     c = shrink(sft.get_config(), run_dir, steps=1)
@@ -318,7 +318,7 @@ def test_train_on_a_bucket_run_dir_checkpoints_resumes_and_hands_off(bucket):
     for source in (run_dir, str(bucket.parent.parent / "copy")):
         nxt = shrink(sft.get_config(), f"{BUCKET}/runs/next", steps=1)
         nxt.model.init, nxt.model.checkpoint, nxt.model.overrides = "checkpoint", source, {}
-        _validate(nxt)
+        validate(nxt)
         models.append(build_model(nxt.model, vocab_size=load_tokenizer(nxt.tokenizer).vocab_size))
         assert nxt.model.overrides.to_dict() == c.model.overrides.to_dict()
     assert _equal(nnx.state(models[0]), nnx.state(models[1]))

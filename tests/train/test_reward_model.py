@@ -33,7 +33,7 @@ def test_reward_model_learns_synthetic_pairs(tmp_path):
     c.reward_model.eval_pairs = 32
     t = RewardModelTrainer(c)
     try:
-        first = t._pairs(next(iter(t.dataset)))  # the first step's pairs (same seed as the run)
+        first = t.pairs(next(iter(t.dataset)))  # the first step's pairs (same seed as the run)
 
         def accuracy_and_loss(params):
             r = np.asarray(t.score_fn(params, first["tokens"], first["attention_mask"]))
@@ -136,7 +136,7 @@ def test_grpo_process_with_a_prm_in_the_loop(tmp_path):
     c.reward.prm_run_dir = str(tmp_path / "prm")
     t = Trainer(c)
     try:
-        rows, info, _ = t._batch(next(iter(t.dataset)), __import__("jax").random.key(0))
+        rows, info, _ = t.batch(next(iter(t.dataset)), __import__("jax").random.key(0))
         (m,) = t.run()
     finally:
         t.close()

@@ -42,7 +42,7 @@ def test_grpo_logs_the_reward_of_each_tier(tmp_path):
     try:
         batches = iter(t.dataset)
         for step in range(3):  # the step's host-side metrics (train_step adds them to the logged ones)
-            _, m, _ = t._batch(next(batches), jax.random.key(step))
+            _, m, _ = t.batch(next(batches), jax.random.key(step))
             tiers = {k for k in m if k.startswith("reward/") and k != "reward/mean"}
             assert tiers and tiers <= {"reward/add_2", "reward/add_8"}
             seen |= tiers

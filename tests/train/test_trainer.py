@@ -167,11 +167,11 @@ def test_dpo_raises_the_chosen_margin(tmp_path):
     t = Trainer(c)
     try:
         records = next(iter(t.dataset))  # the first step's pairs (same seed as the run)
-        rows, _, _ = t._batch(records, None)
+        rows, _, _ = t.batch(records, None)
         tokens, attn, mask = (jax.numpy.asarray(rows[k]) for k in ("tokens", "attention_mask", "mask"))
 
         def margin(params):
-            lp = np.asarray(t._logp_fn(params, tokens, attn) * mask).sum(-1)
+            lp = np.asarray(t.logp_fn(params, tokens, attn) * mask).sum(-1)
             return float(np.mean(lp[0::2] - lp[1::2]))  # chosen rows are even, rejected odd
 
         before = margin(t.ref_params)
@@ -190,7 +190,7 @@ def test_dapo_dynamic_sampling_keeps_only_groups_with_signal(tmp_path):
     t = Trainer(c)
     t.verifier = _CoinVerifier()
     try:
-        rows, info, _ = t._batch(next(t.data_iter), jax.random.key(0))
+        rows, info, _ = t.batch(next(t.data_iter), jax.random.key(0))
     finally:
         t.close()
     rewards = rows["rewards"].reshape(-1, 4)
@@ -223,7 +223,7 @@ def test_rft_trains_only_on_verified_rollouts(tmp_path):
     t = Trainer(c)
     t.verifier = _CoinVerifier()
     try:
-        rows, _, _ = t._batch(next(iter(t.dataset)), jax.random.key(0))
+        rows, _, _ = t.batch(next(iter(t.dataset)), jax.random.key(0))
         (m,) = t.run()
     finally:
         t.close()

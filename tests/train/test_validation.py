@@ -10,6 +10,7 @@ import pytest
 
 from experiments import grpo, hpt, sft
 from tests.train.test_trainer import shrink
+from upt_jax.train import checks
 from upt_jax.train import trainer as trainer_lib
 from upt_jax.train.trainer import Trainer
 
@@ -162,13 +163,13 @@ def test_disk_check_sizes_keep_plus_one_checkpoints(tmp_path, monkeypatch):
     _free(monkeypatch, lambda: 2.5 * one)
     with pytest.raises(OSError, match=r"but 3 more checkpoint\(s\) need about .*config\.checkpoint\.keep=2 "
                                       r"kept plus one being written"):
-        trainer_lib._check_disk(c, vocab_size=105)
+        checks.check_disk(c, vocab_size=105)
     for step in (4, 5):  # two saved already (an older run of this directory)
         os.makedirs(os.path.join(c.run_dir, "checkpoints", str(step)))
-    trainer_lib._check_disk(c, vocab_size=105)
+    checks.check_disk(c, vocab_size=105)
     _free(monkeypatch, lambda: 0.5 * one)
     with pytest.raises(OSError, match=r"but 1 more checkpoint\(s\) need about .*2 already saved"):
-        trainer_lib._check_disk(c, vocab_size=105)
+        checks.check_disk(c, vocab_size=105)
 
 
 def test_leftovers_of_a_failed_save_are_removed_before_the_disk_check(tmp_path, monkeypatch):

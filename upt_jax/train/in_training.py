@@ -61,7 +61,7 @@ class StepHooks:
         from upt_jax.rewards.functions import prompt_of
 
         out = []
-        for g in getattr(trainer, "_step_groups", None) or ():
+        for g in getattr(trainer, "step_groups", None) or ():
             for resp, reward, done in zip(g["responses"], g["rewards"], g["finished"]):
                 out.append({"step": step, "id": g["record"].get("id"), "prompt": prompt_of(g["record"]),
                             "completion": trainer.tok.decode(resp), "reward": float(reward), "finished": done,

@@ -2,7 +2,7 @@
 
 A record read with ``task="kto"`` (`upt_jax.data.readers`) is one row: its ``question`` as the
 prompt, its ``completion`` as the response and its ``label`` (desirable or not). A record with a
-chosen/rejected pair instead (the synthetic task's, see ``trainer.preference_pair``) gives one
+chosen/rejected pair instead (the synthetic task's, see ``records.preference_pair``) gives one
 row too: its chosen response (desirable) at even positions of the step, its rejected one
 (undesirable) at odd positions, so a step holds both kinds.
 

@@ -14,7 +14,7 @@ rollout + reward wall time goes from ``G + R`` to about ``G + R / C`` when scori
 takes no longer than generating one (smaller generation batches may cost some throughput).
 
 `pipelined_rollouts` is the whole mechanism, with no model in it (unit-tested with fake
-generate and score functions); the trainer's ``_rollouts`` supplies the sampler and verifier.
+generate and score functions); `upt_jax.train.rollouts.rollouts` supplies the sampler and the scorer.
 """
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ class RewardModelTrainer:
         from upt_jax.train.metrics_log import MetricsWriter
         from upt_jax.train.state import create_train_state, make_optimizer
         from upt_jax.train.step import make_train_step
-        from upt_jax.train.trainer import build_model, load_records
+        from upt_jax.train.model_source import build_model
+        from upt_jax.train.records import load_records
         from upt_jax.train.vocab import check_tokenizer_fits
 
         schema.validate(config)  # every key in its domain, before anything is read or built
@@ -115,7 +116,7 @@ class RewardModelTrainer:
 
     def _rows(self, records, seed: int):
         """Pairs (outcome RM) or step-labelled demonstrations (PRM) for ``records``."""
-        return self._steps(records, seed) if self.process else self._pairs(records)
+        return self._steps(records, seed) if self.process else self.pairs(records)
 
     def _steps(self, records, seed: int):
         """Each demonstration, corrupted at a random step with probability ½, with step labels."""
@@ -154,9 +155,9 @@ class RewardModelTrainer:
         c = self.config.data
         return prompt_ids(self.tok, record["question"], c.template, system_prompt=c.system_prompt)
 
-    def _pairs(self, records):
+    def pairs(self, records):
         from upt_jax.train.batching import pack_rows
-        from upt_jax.train.trainer import preference_pair
+        from upt_jax.train.records import preference_pair
 
         prompts, responses = [], []
         for r in records:
@@ -183,14 +184,14 @@ class RewardModelTrainer:
             b = self._steps(self.heldout, seed=self.config.seed + 104729)
             logits = self.token_score_fn(params, b["tokens"], b["attention_mask"])
             return float(prm_loss(logits, b["step_targets"], b["step_weights"])[2])
-        b = self._pairs(self.heldout)
+        b = self.pairs(self.heldout)
         r = np.asarray(self.score_fn(params, b["tokens"], b["attention_mask"]))
         return float(np.mean(r[0::2] > r[1::2]))
 
     def run(self) -> list[dict]:
         from tqdm.auto import tqdm
 
-        from upt_jax.train.trainer import progress_postfix
+        from upt_jax.train.loop import progress_postfix
 
         t = self.config.train
         history = []
@@ -243,7 +244,7 @@ def load_reward_model(run_dir: str):
     from upt_jax.data import load_tokenizer
     from upt_jax.models.reward import reward_model_from
     from upt_jax.train.checkpoint import abstract_with_shardings, restore_params
-    from upt_jax.train.trainer import build_model
+    from upt_jax.train.model_source import build_model
 
     cfg_file = os.path.join(run_dir, "config.json")
     if not os.path.exists(cfg_file):

@@ -17,7 +17,7 @@ When a run starts, process 0 writes ``<run_dir>/model.json`` (through ``etils.ep
 
 `model_from_run` rebuilds a run's model from it (the recorded architecture, the newest usable
 checkpoint's params) for every reader of a run directory: ``model.init = checkpoint``
-(``trainer.build_model``, which ``upt pipeline`` stages hand off through), a distillation
+(``model_source.build_model``, which ``upt pipeline`` stages hand off through), a distillation
 teacher (``config.teacher.run_dir``) and ``upt eval --run-dir`` / STaR rounds (`load_run_model`).
 Run directories written before ``model.json`` existed fall back to their ``config.json``: the
 HF directory they were initialised from if it still exists, else ``model.preset`` +

@@ -53,7 +53,9 @@ def _sample_correct(sampler, tok, records, config, key, *, hint: bool):
 def run_star(config) -> list[dict]:
     """Run (or resume) ``config.star.rounds`` rounds; returns one report per round."""
     from upt_jax.train.run_model import load_run_model
-    from upt_jax.train.trainer import build_model, load_records, train
+    from upt_jax.train.model_source import build_model
+    from upt_jax.train.records import load_records
+    from upt_jax.train.trainer import train
     from upt_jax.data import load_tokenizer
     from upt_jax.sampling import Sampler
     from upt_jax.train import schema
