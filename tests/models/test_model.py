@@ -163,14 +163,14 @@ def test_bad_config_and_mesh_errors():
 def test_cpu_dense_custom_vjp_equals_autodiff():
     """The projections' CPU dot (weight gradient from a materialised xᵀ) has autodiff's gradients,
     through nnx.Linear and through the log-prob head, for 3-d inputs."""
-    from upt_jax.models.transformer import _dense_cpu, dense, dot_general
+    from upt_jax.models.transformer import dense_cpu, dense, dot_general
 
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     x, w = jax.random.normal(k1, (3, 5, 16)), jax.random.normal(k2, (16, 24)) * 0.1
     probe = jax.random.normal(k3, (3, 5, 24))
     loss = lambda f: lambda x, w: jnp.sum(jnp.tanh(f(x, w)) * probe)
     ref = jax.grad(loss(lambda x, w: jnp.einsum("btd,df->btf", x, w)), argnums=(0, 1))(x, w)
-    for f in (_dense_cpu, dense, lambda x, w: dot_general(x, w, (((2,), (0,)), ((), ())))):
+    for f in (dense_cpu, dense, lambda x, w: dot_general(x, w, (((2,), (0,)), ((), ())))):
         got = jax.grad(loss(f), argnums=(0, 1))(x, w)
         for a, b in zip(got, ref):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

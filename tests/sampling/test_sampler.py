@@ -246,7 +246,7 @@ def test_streams_give_the_one_stream_output(model):
     one = Sampler(model, streams=1).generate(prompts, key, params)
     for streams, chunks, executables in ((2, [(0, 16), (16, 20)], 2), (3, [(0, 8), (8, 16), (16, 20)], 1)):
         s = Sampler(model, streams=streams)
-        assert s._stream_chunks(20, 8) == chunks
+        assert s.stream_chunks(20, 8) == chunks
         out = s.generate(prompts, key, params)
         assert s.num_compiles == executables and out.compile_s > 0  # one per row bucket
         for f in ("tokens", "lengths", "finished", "prompt_index"):
@@ -258,12 +258,12 @@ def test_streams_give_the_one_stream_output(model):
 
 def test_stream_chunks_never_add_padded_rows(model):
     s = Sampler(model, streams=2)
-    assert s._stream_chunks(32, 8) == [(0, 16), (16, 32)]
-    assert s._stream_chunks(12, 8) == [(0, 8), (8, 12)]  # 8 + 8 padded rows, as one call's 16
-    assert s._stream_chunks(8, 8) == [(0, 8)]  # halves would pad to 16 rows
-    assert s._stream_chunks(3, 1) == [(0, 2), (2, 3)]
-    assert Sampler(model, streams=1)._stream_chunks(32, 8) == [(0, 32)]
-    assert Sampler(model, streams=4)._stream_chunks(32, 8) == [(0, 8), (8, 16), (16, 24), (24, 32)]
+    assert s.stream_chunks(32, 8) == [(0, 16), (16, 32)]
+    assert s.stream_chunks(12, 8) == [(0, 8), (8, 12)]  # 8 + 8 padded rows, as one call's 16
+    assert s.stream_chunks(8, 8) == [(0, 8)]  # halves would pad to 16 rows
+    assert s.stream_chunks(3, 1) == [(0, 2), (2, 3)]
+    assert Sampler(model, streams=1).stream_chunks(32, 8) == [(0, 32)]
+    assert Sampler(model, streams=4).stream_chunks(32, 8) == [(0, 8), (8, 16), (16, 24), (24, 32)]
 
 
 def test_auto_streams_rule(model, monkeypatch):

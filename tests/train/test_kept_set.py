@@ -108,14 +108,14 @@ def test_packed_rows_renormalise_the_same(model):
     tau, top_k, top_p = SETTINGS["top_p"]
     _, b = _rows(model, tau, top_k, top_p)
     packed = pack_sequences(np.asarray(b["tokens"]), np.asarray(b["attention_mask"]), group_size=G)
-    from upt_jax.train.step import _row_logprobs
+    from upt_jax.train.step import row_logprobs
 
-    lp = _row_logprobs(model, dict(b, **{k: jnp.asarray(v) for k, v in packed.items()}), 128, False,
+    lp = row_logprobs(model, dict(b, **{k: jnp.asarray(v) for k, v in packed.items()}), 128, False,
                        temperature=tau)
     assert _max_abs(lp - b["rollout_logp"], b["mask"]) <= 1e-5
     # and without the thresholds the packed path is the untruncated policy
     no_thr = {k: v for k, v in b.items() if k != "rollout_threshold"}
-    lp0 = _row_logprobs(model, dict(no_thr, **{k: jnp.asarray(v) for k, v in packed.items()}), 128, False,
+    lp0 = row_logprobs(model, dict(no_thr, **{k: jnp.asarray(v) for k, v in packed.items()}), 128, False,
                         temperature=tau)
     assert _max_abs(lp0 - b["rollout_logp"], b["mask"]) > 1e-3
 

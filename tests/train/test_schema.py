@@ -45,7 +45,7 @@ def _set(c, path, value):
 # ----------------------------------------------------------------------------- the table
 def test_schema_names_exactly_the_keys_of_base_config():
     table = {p for p, k in schema.keys().items() if not k.section}
-    flat = set(schema._flatten(base_config()))
+    flat = set(schema.flatten(base_config()))
     assert flat - table == set(), f"base_config keys missing from upt_jax/train/schema.py: {sorted(flat - table)}"
     assert table - flat == set(), f"schema keys not in base_config(): {sorted(table - flat)}"
     for path, key in schema.keys().items():
@@ -71,7 +71,7 @@ def test_every_recipe_hyperparameter_is_in_the_schema(name):
     hp = schema.recipe_hparams(name)
     assert {k: v.default for k, v in hp.items() if k in params} == params
     for k, key in hp.items():
-        assert key.doc and key.domain.allowed != "any value", f"{name}.{k}: add it to schema._HPARAMS"
+        assert key.doc and key.domain.allowed != "any value", f"{name}.{k}: add it to schema_hparams._HPARAMS"
         assert key.default in key.domain, f"{name}.{k}"
     cfg = base_config()
     cfg.recipe.name = name

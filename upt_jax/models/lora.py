@@ -20,7 +20,7 @@ pass; the adapters stay float32.
 Why not qwix's ``LoraProvider``: it intercepts one method per model by patching ``jax.lax`` /
 ``jnp.einsum`` process-wide. Intercepting ``__call__`` leaves ``hidden_states`` (what the
 log-probs and the sampler call) without adapters, silently; intercepting ``hidden_states``
-fails on XLA CPU, where the projections' matmul runs inside a ``custom_vjp`` (``transformer._dense_cpu``)
+fails on XLA CPU, where the projections' matmul runs inside a ``custom_vjp`` (``transformer.dense_cpu``)
 and the provider mutates the module from inside that trace (``TraceContextError``). Reproduction:
 ``docs/lora.md``. Quantisation uses qwix's own numerics.
 """

@@ -34,98 +34,10 @@ import numpy as np
 from flax import nnx
 
 from upt_jax.models.config import ModelConfig
+from upt_jax.models.rope import (apply_rope, positions_from_mask, positions_from_segments,  # noqa: F401
+                                rope_from_table, rope_inv_freq, rope_table, rope_tables, rotate)
 
 _NEG = -0.7 * float(np.finfo(np.float32).max)
-
-
-# ----------------------------------------------------------------------------- RoPE
-def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
-    """Inverse frequencies ``[Dh/2]`` (float32), with ``linear`` or ``llama3`` scaling.
-
-    ``llama3`` (Meta, 2024): wavelengths longer than ``orig_ctx / low_freq_factor`` are divided
-    by ``factor``, shorter than ``orig_ctx / high_freq_factor`` kept, and those in between
-    interpolated smoothly.
-    """
-    dim = cfg.head_dim
-    inv = (1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim)))
-    inv = inv.astype(np.float32)
-    sc = cfg.rope_scaling_dict
-    kind = sc.get("rope_type", "default")
-    if kind == "linear":
-        inv = inv / np.float32(sc["factor"])
-    elif kind == "llama3":
-        factor = sc["factor"]
-        low, high = sc.get("low_freq_factor", 1.0), sc.get("high_freq_factor", 4.0)
-        old_ctx = sc["original_max_position_embeddings"]
-        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
-        wavelen = 2 * math.pi / inv
-        scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
-        smooth = (old_ctx / wavelen - low) / (high - low)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
-        inv = np.where(medium, smoothed, scaled).astype(np.float32)
-    return inv
-
-
-def rope_tables(positions: jax.Array, inv_freq) -> tuple[jax.Array, jax.Array]:
-    """``cos, sin`` ``[B, T, 1, Dh]`` fp32 of the rotary phases ``positions · inv_freq``.
-
-    Computed once per forward pass and shared by every layer (XLA may still recompute the cheap
-    cos/sin inside each layer's fused kernel).
-    """
-    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)  # [B, T, Dh/2]
-    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]  # [B, T, 1, Dh]
-    return jnp.cos(emb), jnp.sin(emb)
-
-
-def rope_table(inv_freq, max_len: int) -> tuple[jax.Array, jax.Array]:
-    """``cos, sin`` ``[max_len, Dh]`` fp32 for positions ``0 .. max_len − 1``: a decode loop builds it
-    once and gathers its rows per step (``rope_from_table``) instead of evaluating cos/sin at
-    every step in every layer."""
-    cos, sin = rope_tables(jnp.arange(max_len, dtype=jnp.int32)[None], inv_freq)
-    return cos[0, :, 0], sin[0, :, 0]
-
-
-def rope_from_table(table: tuple[jax.Array, jax.Array], positions: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Rows of a ``rope_table`` for ``positions [B, T]`` → ``cos, sin [B, T, 1, Dh]`` (as ``rope_tables``)."""
-    return tuple(jnp.take(t, positions, axis=0)[:, :, None, :] for t in table)
-
-
-def rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotary embedding with precomputed ``rope_tables``, "rotate-half" layout (as Hugging Face).
-    ``x [B, T, N, Dh]`` → same shape and dtype."""
-    half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos.astype(x.dtype) + rotated * sin.astype(x.dtype)
-
-
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-    """Rotary embedding, "rotate-half" layout (as Hugging Face).
-
-    Args:
-      x: ``[B, T, N, Dh]``.
-      positions: ``[B, T]`` int.
-      inv_freq: ``[Dh/2]``.
-    Returns:
-      ``[B, T, N, Dh]`` in ``x.dtype``.
-    """
-    return rotate(x, *rope_tables(positions, inv_freq))
-
-
-def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
-    """``[B, T]`` 0/1 mask → ``[B, T]`` int32 positions (``cumsum - 1``, 0 on left padding)."""
-    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
-
-
-def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
-    """``[B, T]`` segment ids (contiguous runs) → ``[B, T]`` int32 positions that restart at 0
-    where the id changes: ``t − (first column of t's run)``. Padding (id 0) gets positions too;
-    nothing attends to it."""
-    seg = jnp.asarray(segment_ids)
-    t = jnp.arange(seg.shape[-1], dtype=jnp.int32)
-    start = jnp.concatenate([jnp.ones_like(seg[:, :1], bool), seg[:, 1:] != seg[:, :-1]], axis=-1)
-    first = jax.lax.cummax(jnp.where(start, t, 0), axis=seg.ndim - 1)
-    return (t - first).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -176,7 +88,7 @@ class RMSNorm(nnx.Module):
 
 
 @jax.custom_vjp
-def _dense_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
+def dense_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
     """``x [..., D] · w [D, F] → [..., F]`` whose weight gradient ``xᵀ g`` reads ``xᵀ`` materialised.
 
     Plain autodiff gives XLA CPU a dot contracting the token axis of both operands; its layout
@@ -189,7 +101,7 @@ def _dense_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _dense_cpu_fwd(x, w):
-    return _dense_cpu(x, w), (x, w)
+    return dense_cpu(x, w), (x, w)
 
 
 def _dense_cpu_bwd(res, g):
@@ -199,24 +111,24 @@ def _dense_cpu_bwd(res, g):
     return dx, (x_t @ g.reshape(-1, g.shape[-1])).astype(w.dtype)
 
 
-_dense_cpu.defvjp(_dense_cpu_fwd, _dense_cpu_bwd)
+dense_cpu.defvjp(_dense_cpu_fwd, _dense_cpu_bwd)
 
 
 def dense(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x [..., D] · w [D, F] → [..., F]`` (fp32 accumulation), through ``_dense_cpu`` on XLA CPU."""
+    """``x [..., D] · w [D, F] → [..., F]`` (fp32 accumulation), through ``dense_cpu`` on XLA CPU."""
     if jax.default_backend() == "cpu" and x.dtype == w.dtype == jnp.float32:
-        return _dense_cpu(x, w)
+        return dense_cpu(x, w)
     return jnp.einsum("...d,df->...f", x, w.astype(x.dtype), preferred_element_type=jnp.float32)
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None):
-    """The projections' ``dot_general``: ``_dense_cpu`` for ``x [..., D] · w [D, F]`` on XLA CPU,
+    """The projections' ``dot_general``: ``dense_cpu`` for ``x [..., D] · w [D, F]`` on XLA CPU,
     ``jax.lax.dot_general`` everywhere else (accelerator compilers handle the transposes)."""
     (lc, rc), (lb, rb) = dimension_numbers
     if (jax.default_backend() == "cpu" and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb
             and not rb and rhs.ndim == 2 and precision is None and preferred_element_type is None
             and out_sharding is None):
-        return _dense_cpu(lhs, rhs)
+        return dense_cpu(lhs, rhs)
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type, out_sharding=out_sharding)
 

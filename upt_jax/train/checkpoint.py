@@ -50,253 +50,26 @@ removed when the run restarts (`remove_incomplete_saves`, before the trainer's f
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import time
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
-from etils import epath
 from etils.epath import Path
 
-from upt_jax.train.metrics_log import is_remote
+from upt_jax.train.checkpoint_files import (COMMIT_MARKER, CORRUPT_SUFFIX, EXTRA, MANIFEST, STATE, TMP_SUFFIX,
+                                           CheckpointError, CheckpointSaveError, abstract_with_shardings,
+                                           absolute_path, free_space, incomplete_saves, is_primary,
+                                           latest_checkpoint_dir, nonfinite_reason, remove_incomplete_saves, sync,
+                                           tmp_step, verify_checkpoint, with_default_sharding, write_manifest)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Checkpointer", "CheckpointError", "CheckpointSaveError", "abstract_with_shardings",
            "restore_params", "latest_checkpoint_dir", "verify_checkpoint", "write_manifest",
-           "incomplete_saves", "remove_incomplete_saves"]
-
-STATE = "state"
-EXTRA = "extra"
-MANIFEST = "upt_manifest.json"
-COMMIT_MARKER = "commit_success.txt"  # orbax.checkpoint._src.path.atomicity_types.COMMIT_SUCCESS_FILE
-TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax.checkpoint._src.path.atomicity_types.TMP_DIR_SUFFIX
-CORRUPT_SUFFIX = ".corrupt"
-_MANIFEST_FORMAT = 1
-_CHUNK = 1 << 22
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint (none saved, or every candidate failed its integrity check)."""
-
-
-class CheckpointSaveError(CheckpointError):
-    """A checkpoint could not be written (e.g. the disk is full); the message names the step, the
-    directory, the error and the free space there."""
-
-
-# ----------------------------------------------------------------------------- abstract trees
-def abstract_with_shardings(tree, shardings=None):
-    """``jax.ShapeDtypeStruct`` pytree to restore into, with shardings.
-
-    ``tree``: arrays or ``ShapeDtypeStruct`` s (e.g. a ``TrainState`` or ``jax.eval_shape`` of
-    one). ``shardings``: a pytree of ``Sharding`` s with ``tree`` 's structure (as
-    ``create_train_state`` returns), one ``Sharding`` for every leaf, or ``None`` to keep each
-    leaf's own sharding (a ``jax.Array`` 's, or a ``ShapeDtypeStruct`` 's if it has one).
-    Restoring into the result places every array directly on its devices.
-    """
-    def one(x, s=None):
-        s = s if s is not None else getattr(x, "sharding", None)
-        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
-
-    if shardings is None:
-        return jax.tree.map(one, tree)
-    if isinstance(shardings, jax.sharding.Sharding):
-        return jax.tree.map(lambda x: one(x, shardings), tree)
-    return jax.tree.map(one, tree, shardings)
-
-
-def _with_default_sharding(abstract):
-    """Leaves without a sharding go to the first local device (Orbax would give numpy)."""
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-        x.shape, x.dtype, sharding=getattr(x, "sharding", None) or device), abstract)
-
-
-# ----------------------------------------------------------------------------- integrity
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _size(path: Path) -> int:
-    """Bytes in a file (``os.stat`` locally: epath's local ``stat`` also looks up the owner's
-    name, which fails for a uid without a passwd entry)."""
-    return path.stat().length if is_remote(path) else os.stat(path).st_size
-
-
-def _files_under(root: Path, prefix: str):
-    """``(relative name, path)`` of every file below ``root`` (``iterdir`` recursion rather than
-    ``walk``: fsspec's walk yields object-store paths without their ``gs://``)."""
-    if not root.is_dir():
-        return
-    for path in root.iterdir():
-        rel = f"{prefix}/{path.name}"
-        if path.is_dir():
-            yield from _files_under(path, rel)
-        else:
-            yield rel, path
-
-
-def _item_files(step_dir: Path):
-    for item in (STATE, EXTRA):
-        yield from _files_under(step_dir / item, item)
-
-
-def _absolute(path: str | os.PathLike) -> Path:
-    """``path`` as an ``epath.Path``, made absolute if local (``absolute()`` would mangle a
-    ``gs://`` path)."""
-    path = epath.Path(path)
-    return path if is_remote(path) else path.absolute()
-
-
-def write_manifest(step_dir: str | os.PathLike, step: int) -> None:
-    """Write ``upt_manifest.json`` (size and SHA-256 of every file under ``state/`` and
-    ``extra/``) into ``step_dir``, atomically (locally a temporary file + rename; on an object
-    store one PUT)."""
-    step_dir = epath.Path(step_dir)
-    files = {rel: {"size": _size(path), "sha256": _sha256(path)}
-             for rel, path in sorted(_item_files(step_dir))}
-    if not any(rel.startswith(STATE + "/") for rel in files):
-        raise CheckpointError(f"step {step}: no files under {step_dir / STATE} to record in the manifest")
-    manifest = {"format": _MANIFEST_FORMAT, "step": int(step), "orbax_version": ocp.__version__,
-                "time": time.time(), "files": files}
-    text = json.dumps(manifest, indent=1)
-    if is_remote(step_dir):  # one object PUT: all or nothing, no rename needed
-        (step_dir / MANIFEST).write_text(text)
-        return
-    tmp = step_dir / (MANIFEST + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(step_dir / MANIFEST)
-
-
-def verify_checkpoint(step_dir: str | os.PathLike, *, checksums: bool = True) -> str | None:
-    """Why the committed step directory ``step_dir`` cannot be trusted, or ``None`` if it can.
-
-    Checks Orbax's commit marker, the manifest, and every file it lists (exists, same size,
-    same SHA-256 unless ``checksums=False``). Does not read the arrays through Orbax.
-    """
-    step_dir = epath.Path(step_dir)
-    if not step_dir.is_dir():
-        return f"{step_dir} is not a directory"
-    if TMP_SUFFIX in step_dir.name:
-        return f"{step_dir.name} is an uncommitted temporary directory (the save never finished)"
-    if not (step_dir / COMMIT_MARKER).is_file():
-        return f"Orbax commit marker {COMMIT_MARKER} is missing (the save was not committed)"
-    try:
-        manifest = json.loads((step_dir / MANIFEST).read_text())
-        files = manifest["files"]
-        if manifest.get("format") != _MANIFEST_FORMAT or not isinstance(files, dict):
-            return f"{MANIFEST} has an unknown format"
-    except FileNotFoundError:
-        return f"integrity manifest {MANIFEST} is missing"
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"integrity manifest {MANIFEST} is unreadable ({type(e).__name__}: {e})"
-    for item in (STATE, EXTRA):
-        if not (step_dir / item).is_dir():
-            return f"item directory {item}/ is missing"
-    for rel, want in files.items():
-        path = step_dir / rel
-        if not path.is_file():
-            return f"file {rel} is missing"
-        size = _size(path)
-        if size != want["size"]:
-            return f"file {rel} has {size} bytes, {want['size']} were written (truncated or overwritten)"
-        if checksums and _sha256(path) != want["sha256"]:
-            return f"file {rel} fails its SHA-256 check (contents changed since the save)"
-    return None
-
-
-# ----------------------------------------------------------------------------- helpers
-def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
-    """Committed-looking step directories (``<int>``), oldest first."""
-    if not directory.is_dir():
-        return []
-    out = []
-    for p in directory.iterdir():
-        if p.is_dir() and p.name.isdigit() and (p.name == "0" or not p.name.startswith("0")):
-            out.append((int(p.name), p))
-    return sorted(out)
-
-
-def incomplete_saves(directory: str | os.PathLike) -> list[Path]:
-    """Directories left by saves that never committed (e.g. the process was killed): temporary
-    ``<step>.orbax-checkpoint-tmp*`` directories, and on an object store (where Orbax writes in
-    place and commits with a marker file) ``<step>`` directories without the commit marker."""
-    directory = epath.Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if p.is_dir() and TMP_SUFFIX in p.name]
-    if is_remote(directory):
-        found += [p for _, p in _step_dirs(directory) if not (p / COMMIT_MARKER).is_file()]
-    return sorted(found)
-
-
-def _tmp_step(path: Path) -> str:
-    return path.name.split(TMP_SUFFIX)[0]
-
-
-def remove_incomplete_saves(directory: str | os.PathLike) -> list[Path]:
-    """Log and remove what `incomplete_saves` finds in ``directory`` (the primary process
-    removes, every process waits for it); returns what was found. A writable `Checkpointer`
-    does this when it opens; the trainer calls it earlier, before its free-space check, so that
-    a save that failed on a full disk does not keep its own space and block the rerun."""
-    directory = _absolute(directory)
-    found = incomplete_saves(directory)
-    for tmp in found:
-        log.warning("checkpoint step %s in %s: incomplete save %s (the save never committed: the process "
-                    "died or the write failed); removing it", _tmp_step(tmp), directory, tmp.name)
-    if found and _is_primary():
-        for tmp in found:
-            tmp.rmtree(missing_ok=True)
-    if found:
-        _sync("upt_checkpoint_remove_incomplete")
-    return found
-
-
-def _free_space(directory: Path) -> str:
-    """``"N MiB free on <directory>"`` locally; empty on an object store or when unknown."""
-    if is_remote(directory):
-        return ""
-    import shutil
-
-    probe = Path(directory)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB free on {directory}"
-    except OSError:
-        return ""
-
-
-def latest_checkpoint_dir(directory: str | os.PathLike, *, checksums: bool = False) -> Path | None:
-    """The newest step directory under ``directory`` that passes ``verify_checkpoint``, or
-    ``None``. ``checksums=False`` (default) checks sizes only, which is cheap."""
-    for _, path in reversed(_step_dirs(epath.Path(directory))):
-        if verify_checkpoint(path, checksums=checksums) is None:
-            return path
-    return None
-
-
-def _is_primary() -> bool:
-    return jax.process_index() == 0
-
-
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from orbax.checkpoint import multihost
-
-        multihost.sync_global_processes(name)
+           "incomplete_saves", "remove_incomplete_saves", "nonfinite_reason", "MANIFEST", "COMMIT_MARKER", "STATE",
+           "EXTRA", "TMP_SUFFIX", "CORRUPT_SUFFIX"]
 
 
 def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: int | None,
@@ -310,7 +83,7 @@ def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: i
     steps = sorted(manager.all_steps(), reverse=True)
     for tmp in incomplete_saves(directory):
         log.warning("checkpoint step %s in %s: incomplete save %s (the save never committed, e.g. the "
-                    "process died while writing); ignored", _tmp_step(tmp), directory, tmp.name)
+                    "process died while writing); ignored", tmp_step(tmp), directory, tmp.name)
     if step is not None:
         if step not in steps:
             raise CheckpointError(f"no committed checkpoint for step {step} in {directory} "
@@ -340,22 +113,6 @@ def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: i
     raise CheckpointError(f"no usable checkpoint in {directory}: {listing}")
 
 
-def nonfinite_reason(tree) -> str | None:
-    """``None`` when every floating-point array of ``tree`` is finite, else a reason naming how many
-    arrays hold NaN/inf and the first one's path (a checkpoint written before the update step's
-    finiteness check, or by another program, is never resumed from silently)."""
-    import jax.numpy as jnp
-
-    flat = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
-    if not flat:
-        return None
-    finite = jax.device_get(jax.jit(lambda xs: [jnp.all(jnp.isfinite(x)) for x in xs])([x for _, x in flat]))
-    bad = [jax.tree_util.keystr(p) for (p, _), ok in zip(flat, finite) if not ok]
-    if not bad:
-        return None
-    return f"restored values are not finite ({len(bad)} of {len(flat)} arrays hold NaN or inf, e.g. {bad[0]})"
-
 
 # ----------------------------------------------------------------------------- Checkpointer
 class Checkpointer:
@@ -384,7 +141,7 @@ class Checkpointer:
             raise ValueError(f"keep must be >= 1 or None, not {keep}")
         if save_every < 0:
             raise ValueError(f"save_every must be >= 0, not {save_every}")
-        self.directory = _absolute(directory)
+        self.directory = absolute_path(directory)
         self.keep, self.save_every, self.async_save = keep, save_every, async_save
         self.checksums, self.read_only = checksums, read_only
         self._pending_step: int | None = None
@@ -449,7 +206,7 @@ class Checkpointer:
         """Orbax's post-finalisation callback (primary host, all hosts' data written, before the
         commit rename): record the files of the pending step."""
         step = self._pending_step
-        if step is None or not _is_primary():
+        if step is None or not is_primary():
             return
         tmp = self.directory / f"{step}{TMP_SUFFIX}"
         if not tmp.is_dir():  # other naming (e.g. timestamped) or commit-file mode: in place
@@ -488,7 +245,7 @@ class Checkpointer:
         """The one message a failed save gets (kept, and raised by every later ``wait``)."""
         step = self._pending_step
         tmp = self.directory / f"{step}{TMP_SUFFIX}"
-        free = _free_space(self.directory)
+        free = free_space(self.directory)
         latest = self.latest_step()
         msg = (f"saving checkpoint step {step} in {self.directory} failed ({type(e).__name__}: "
                f"{str(e).strip().splitlines()[0] if str(e).strip() else repr(e)})"
@@ -522,7 +279,7 @@ class Checkpointer:
         a failure raises. Raises ``CheckpointError`` when nothing usable is found.
         """
         self.wait()
-        abstract_state = _with_default_sharding(abstract_state)
+        abstract_state = with_default_sharding(abstract_state)
 
         def read(s):
             out = self._manager.restore(s, args=ocp.args.Composite(
@@ -538,7 +295,7 @@ class Checkpointer:
         return value
 
     def _move_aside(self, steps: list[int]) -> None:
-        if _is_primary():
+        if is_primary():
             for s in steps:
                 src = self.directory / str(s)
                 dst, n = self.directory / f"{s}{CORRUPT_SUFFIX}", 1
@@ -547,7 +304,7 @@ class Checkpointer:
                 if src.exists():
                     src.rename(dst)  # an object store copies, then deletes
                     log.warning("moved unusable checkpoint step %d aside to %s", s, dst)
-        _sync("upt_checkpoint_move_aside")
+        sync("upt_checkpoint_move_aside")
         self._manager.reload()
 
     def close(self) -> None:
@@ -584,10 +341,10 @@ def restore_params(directory: str | os.PathLike, abstract_params, step: int | No
     step (unusable ones are logged and skipped). Only the ``state/params`` arrays are read.
     ``return_step``: return ``(params, the step restored)``.
     """
-    directory = _absolute(directory)
+    directory = absolute_path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
-    target = {"params": _with_default_sharding(abstract_with_shardings(abstract_params))}
+    target = {"params": with_default_sharding(abstract_with_shardings(abstract_params))}
     manager = ocp.CheckpointManager(directory, item_names=(STATE, EXTRA),
                                     options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0,
                                                                                  create=False))

@@ -67,7 +67,7 @@ def check_hf_dir(d, key: str) -> None:
 
 def check_teacher_paths(config, recipe=None) -> None:
     """A distillation recipe's teacher (``config.teacher``) is named and exists."""
-    from upt_jax.train.step import teacher_inputs
+    from upt_jax.train.distill import teacher_inputs
 
     if not teacher_inputs(get_recipe(config, recipe)).any:
         return
@@ -265,7 +265,7 @@ def validate(config, records=None, *, vocab_size: int | None = None, recipe=None
     if config.train.get("logprob_remat", "auto") not in REMAT_MODES:
         raise ValueError(f"config.train.logprob_remat={config.train.logprob_remat!r}: one of {REMAT_MODES}")
     if config.train.get("pack_sequences", False) and config.data.source != "corpus":
-        from upt_jax.train.step import teacher_inputs
+        from upt_jax.train.distill import teacher_inputs
 
         if teacher_inputs(recipe).logits:
             raise ValueError(f"config.train.pack_sequences=True: recipe {config.recipe.name!r} trains on the "

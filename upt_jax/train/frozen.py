@@ -27,7 +27,7 @@ class Teacher:
     under the recipe's ``top_k``) and/or ``teacher_logp``."""
 
     def __init__(self, model, needs, *, vocab_size: int, chunk_size: int):
-        from upt_jax.train.step import teacher_logits
+        from upt_jax.models.vocab_logprobs import teacher_logits
 
         self.needs = needs
         graphdef, self.params = nnx.split(model)
@@ -57,7 +57,7 @@ def load_teacher(config, recipe, tok, *, vocab_size: int, special: dict, mesh=No
     """The `Teacher` of ``recipe`` (None when it uses none; a configured teacher is then ignored,
     with a warning). ``vocab_size``: the student model's; ``tok``: the student's tokenizer."""
     from upt_jax.train.model_source import teacher_model
-    from upt_jax.train.step import teacher_inputs
+    from upt_jax.train.distill import teacher_inputs
 
     needs = teacher_inputs(recipe)
     tc = config.get("teacher")

@@ -26,7 +26,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from upt_jax.models.logprobs import sequence_logprobs
+from upt_jax.models.vocab_logprobs import teacher_logits, vocab_logprobs  # noqa: F401 (public here too)
 from upt_jax.train.batching import PACKED_KEYS, pack, unpack
+from upt_jax.train.distill import (TeacherInputs, forward_kl_value, teacher_inputs,  # noqa: F401 (public here too)
+                                   teacher_probs_part, without_top_k)
 from upt_jax.train.mismatch import finish_mismatch, over_microbatches, rollout_mismatch
 from upt_jax.train.state import TrainState, trainable_split
 
@@ -83,8 +86,8 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     """
     from upt_jax import upge
 
-    vocab_part = _teacher_probs_part(recipe)
-    sparse_recipe = _without_top_k(recipe) if vocab_part is not None else None
+    vocab_part = teacher_probs_part(recipe)
+    sparse_recipe = without_top_k(recipe) if vocab_part is not None else None
 
     def pick(batch):  # teacher logits already cut to their top-k: the recipe must not cut again
         return sparse_recipe if "teacher_ids" in batch else recipe
@@ -103,7 +106,7 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
             raise ValueError(f"recipe {recipe.name}: vocabulary-level distillation does not take packed "
                              "sequences (train.pack_sequences)")
         if vocab_part is None:
-            out = _row_logprobs(model, batch, chunk_size, with_entropy, logits_remat, temperature)
+            out = row_logprobs(model, batch, chunk_size, with_entropy, logits_remat, temperature)
             logp, ent = out if with_entropy else (out, None)
         else:
             tau = float(vocab_part.kw.get("temperature", 1.0))
@@ -115,7 +118,7 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
         if vocab_part is None and "rollout_logp" in batch:  # online: the trainer's log π_θ vs the sampler's
             metrics.update(rollout_mismatch(logp, batch))
         if vocab_part is not None:
-            top_k = _teacher_probs_part(r).kw.get("top_k")
+            top_k = teacher_probs_part(r).kw.get("top_k")
             metrics["distill/forward_kl"] = forward_kl_value(
                 logp, batch["teacher_logits"], mask, temperature=tau, top_k=top_k)
         if "teacher_logp" in batch and vocab_part is None:
@@ -126,7 +129,7 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     return Objective(denominators=denominators, sums=sums, prepare=prepare)
 
 
-def _row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0):
+def row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0):
     """``sequence_logprobs`` of the rows ``[B, L]`` (and entropies) at ``temperature``, on the padded
     or the packed rows (gathered back, ``unpack``), over the kept sets of ``rollout_threshold``."""
     thr = batch.get("rollout_threshold")
@@ -142,149 +145,6 @@ def _row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperat
                             kept_threshold=thr)
     return jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
 
-
-@dataclasses.dataclass(frozen=True)
-class TeacherInputs:
-    """What of a teacher model a recipe reads: ``teacher_logits`` (vocabulary-level forward KL;
-    ``top_k``: only the teacher's ``k`` most likely entries, sent with ``teacher_ids``) and/or
-    ``teacher_logp`` (on-policy distillation: the teacher's log-prob of each token)."""
-
-    logits: bool = False
-    logp: bool = False
-    top_k: int | None = None
-
-    @property
-    def any(self) -> bool:
-        return self.logits or self.logp
-
-
-def teacher_inputs(recipe) -> TeacherInputs:
-    """The teacher inputs ``recipe`` needs (``upge.requirements``: none without a distillation term)."""
-    from upt_jax import upge
-
-    req = upge.requirements(recipe)
-    probs = _teacher_probs_part(recipe)
-    return TeacherInputs(logits=req.teacher_logits, logp=req.teacher_logp,
-                         top_k=None if probs is None else probs.kw.get("top_k"))
-
-
-def _teacher_probs_part(recipe):
-    """The recipe's vocabulary-level part (e.g. ``teacher_probs``: ``upge.requirements``), or None."""
-    from upt_jax import upge
-
-    return upge.requirements(recipe).vocab_part
-
-
-def _without_top_k(recipe):
-    """``recipe`` with ``top_k`` dropped from its vocabulary-level parts."""
-    from upt_jax import upge
-
-    vocab = _teacher_probs_part(recipe)
-
-    def fix(parts):
-        if parts is None or vocab is None or parts.advantage.name != vocab.name:
-            return parts
-        kw = {k: v for k, v in parts.advantage.kw.items() if k != "top_k"}
-        return dataclasses.replace(parts, advantage=upge.part(vocab.name, **kw))
-
-    terms = tuple(dataclasses.replace(t, rollout=fix(t.rollout), demo=fix(t.demo)) for t in recipe.terms)
-    return dataclasses.replace(recipe, terms=terms)
-
-
-def forward_kl_value(logq: jax.Array, teacher_logits: jax.Array, mask: jax.Array, *,
-                     temperature: float = 1.0, top_k: int | None = None) -> jax.Array:
-    """``mean_t Σ_v p_T(v) (log p_T(v) − log q(v))`` over ``mask`` (no gradient).
-
-    ``logq`` and ``teacher_logits`` are ``[B, T, V]`` (or both ``[B, T, k]``, gathered at the same
-    ids); ``p_T = softmax(teacher_logits / τ)``, renormalised over the top-``k`` when asked.
-    """
-    from upt_jax import upge
-
-    p, idx = upge.forward_kl_advantages(teacher_logits, temperature=temperature, top_k=top_k)
-    logq = jax.lax.stop_gradient(logq)
-    if idx is not None:
-        logq = jnp.take_along_axis(logq, idx, axis=-1)
-    kl = jnp.sum(p * (jnp.log(jnp.maximum(p, 1e-30)) - logq), axis=-1)
-    return upge.masked_mean(kl, mask)
-
-
-def _chunked(fn, hidden, extra, chunk_size):
-    """``fn(h [B, C, D], x [B, C, ...]) -> pytree of [B, C, ...]`` over position chunks of ``hidden
-    [B, T, D]`` and ``extra [B, T, ...]`` (or None); each chunk rematerialised in the backward pass."""
-    b, t, d = hidden.shape
-    c = max(1, min(chunk_size, t))
-    n = -(-t // c)
-    pad = n * c - t
-    split = lambda x: jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2)).reshape(
-        b, n, c, *x.shape[2:]).swapaxes(0, 1)
-    xs = (split(hidden), None if extra is None else split(extra))
-    outs = jax.lax.map(lambda a: jax.checkpoint(fn)(*a), xs)
-    return jax.tree.map(lambda y: y.swapaxes(0, 1).reshape(b, n * c, *y.shape[3:])[:, :t], outs)
-
-
-def _shift(x, value=0):
-    """Position ``t`` of the result holds ``x``'s position ``t − 1`` (aligned with the token it predicts)."""
-    return jnp.pad(x, ((0, 0), (1, 0)) + ((0, 0),) * (x.ndim - 2), constant_values=value)
-
-
-def vocab_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, *, ids: jax.Array | None = None,
-                   temperature: float = 1.0, chunk_size: int = 128):
-    """The student's log-softmax over the vocabulary, aligned with ``tokens``.
-
-    ``logq[b, t, v] = log softmax(z_{b, t−1} / τ)[v]``, the distribution that predicts ``tokens[b, t]``
-    (``0`` at ``t = 0``); ``H[b, t]`` its entropy.
-
-    Args:
-      model: a ``Transformer`` (differentiated through).
-      tokens, attention_mask: ``[B, T]``.
-      ids: ``None`` for the whole vocabulary, or ``[B, T, k]`` int entries to gather (computed in
-        chunks of ``chunk_size`` positions: peak ``O(B·C·V)`` instead of ``O(B·T·V)``).
-      temperature: ``τ``.
-    Returns:
-      ``(logq [B, T, V] or [B, T, k], entropy [B, T])`` in fp32.
-    """
-    hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
-    kernel = model.lm_head_kernel()
-
-    def chunk(h, x):
-        z = jnp.einsum("bcd,dv->bcv", h, kernel.astype(h.dtype), preferred_element_type=jnp.float32)
-        logq = jax.nn.log_softmax(z / temperature, axis=-1)
-        ent = -jnp.sum(jnp.exp(logq) * logq, axis=-1)
-        return (logq if x is None else jnp.take_along_axis(logq, x, axis=-1)), ent
-
-    if ids is None:
-        logq, ent = chunk(hidden[:, :-1], None)
-    else:
-        logq, ent = _chunked(chunk, hidden[:, :-1], ids[:, 1:], chunk_size)
-    return _shift(logq), _shift(ent)
-
-
-def teacher_logits(model, tokens: jax.Array, attention_mask: jax.Array, *, vocab_size: int,
-                   top_k: int | None = None, chunk_size: int = 128):
-    """A (frozen) teacher's next-token logits, aligned with ``tokens`` like `vocab_logprobs`.
-
-    Only the first ``min(V_teacher, vocab_size)`` entries are used (models of one tokenizer may pad
-    their vocabularies differently, e.g. Qwen2.5-7B 152064 vs 1.5B 151936); a smaller teacher
-    vocabulary is padded with ``−1e9`` (probability 0) up to the student's ``vocab_size``.
-
-    Args:
-      model: the teacher ``Transformer``.
-      tokens, attention_mask: ``[B, T]``.
-      vocab_size: the student's ``V``.
-      top_k: ``None``: dense logits; ``k``: only the ``k`` largest, computed in position chunks.
-    Returns:
-      ``logits [B, T, V]`` fp32, or ``(values [B, T, k] fp32, ids [B, T, k] int32)``; position 0 is 0.
-    """
-    hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
-    hidden = jax.lax.stop_gradient(hidden[:, :-1])
-    kernel = model.lm_head_kernel()[:, :vocab_size]
-    logits = lambda h: jnp.einsum("bcd,dv->bcv", h, kernel.astype(h.dtype), preferred_element_type=jnp.float32)
-    if top_k is None:
-        z = logits(hidden)
-        z = jnp.pad(z, ((0, 0), (0, 0), (0, vocab_size - z.shape[-1])), constant_values=-1e9)
-        return _shift(z)
-    values, ids = _chunked(lambda h, _: jax.lax.top_k(logits(h), top_k), hidden, None, chunk_size)
-    return _shift(values), _shift(ids.astype(jnp.int32))
 
 
 _MODEL_INPUTS = ("tokens", "attention_mask", "pack_index", "pack_valid", "rollout_threshold") + PACKED_KEYS

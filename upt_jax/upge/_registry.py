@@ -2,7 +2,7 @@
 
 A part is a function of the loss builder's context ``c`` (`PartContext`) and
 its keyword arguments, registered under a name that recipes use in
-``part(name, **kwargs)``. The registries are the dicts of `_loss`
+``part(name, **kwargs)``. The registries are the dicts of `_part_tables`
 (``STABILISERS``, ``REFERENCES``, ``ADVANTAGES``, ``GATE_PARTS``); these
 functions wrap them, add the part's `Needs` declaration and remember where a
 user's part comes from (``module:qualname``), so that a recipe recorded with
@@ -29,13 +29,14 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from upt_jax.upge import _loss
+from upt_jax.upge import _objective
+from upt_jax.upge import _part_tables as _tables
 from upt_jax.upge._needs import NEEDS, Declaration, Needs
 
-PartContext = _loss._Ctx  # pylint: disable=protected-access
+PartContext = _tables.PartContext
 
-_REGISTRIES = {'stabiliser': _loss.STABILISERS, 'reference': _loss.REFERENCES,
-               'advantage': _loss.ADVANTAGES, 'gate': _loss.GATE_PARTS}
+_REGISTRIES = {'stabiliser': _tables.STABILISERS, 'reference': _tables.REFERENCES,
+               'advantage': _tables.ADVANTAGES, 'gate': _tables.GATE_PARTS}
 KINDS = tuple(_REGISTRIES)
 
 # (kind, name) -> 'module:qualname' of each part registered through register_*
@@ -80,7 +81,7 @@ def register_stabiliser(name: str, fn: Callable, *, needs: Declaration = Needs()
     overwrite: replace a part registered under ``name`` (else that is an error).
   """
   _register('stabiliser', name, fn, fn, needs, overwrite)
-  _loss.STABILISER_VALUES[name] = value or _loss._value_weight  # pylint: disable=protected-access
+  _objective.STABILISER_VALUES[name] = value or _objective._value_weight  # pylint: disable=protected-access
 
 
 def register_reference(name: str, fn: Callable, *, needs: Declaration = Needs(),
