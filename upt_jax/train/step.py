@@ -92,9 +92,13 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     def pick(batch):  # teacher logits already cut to their top-k: the recipe must not cut again
         return sparse_recipe if "teacher_ids" in batch else recipe
 
+    sft_gate = sft_gate_metric(recipe)
+
     def prepare(batch):
         loss_batch = _loss_view(batch)
         prepared, metrics = upge.prepare(pick(batch), loss_batch, group_size=group_size)
+        if sft_gate is not None:  # the routing the loss applied, logged as it was applied
+            metrics["gate/sft_frac"] = metrics[sft_gate]
         return dict(batch, **prepared), metrics
 
     def denominators(batch):
@@ -127,6 +131,15 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
         return s, metrics
 
     return Objective(denominators=denominators, sums=sums, prepare=prepare)
+
+
+def sft_gate_metric(recipe) -> str | None:
+    """The metric of ``recipe``'s gate on demonstration rows (HPT's SFT branch: ``β = g(P)`` per
+    question, the same for every row of a group), ``"<term>/demo/gate_mean"``: its mean over the
+    batch is the fraction of the step routed to SFT, logged as ``gate/sft_frac``. None when no
+    demonstration term is gated."""
+    return next((f"{t.name}/{role}/gate_mean" for t in recipe.terms for role, parts in t.roles()
+                 if role == "demo" and parts.gate is not None), None)
 
 
 def row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0):

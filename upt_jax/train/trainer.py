@@ -294,12 +294,7 @@ class Trainer(Loop):
         if self.process_reward is not None:  # per-step PRM rewards at step ends (grpo_process)
             rows["step_rewards"], rows["step_mask"] = self.process_reward.step_rewards(rows)
             info["prm/step_reward_mean"] = float(rows["step_rewards"].sum() / max(rows["step_mask"].sum(), 1))
-        info.update(rows_lib.group_metrics(groups))
-        if self.with_demos:
-            hp = self.config.recipe.hparams
-            gamma = float(hp["gamma"]) if "gamma" in hp else 0.0
-            pass_rate = (np.stack([g["rewards"] for g in groups]) > 0.5).mean(axis=1)
-            info["gate/sft_frac"] = float(np.mean(pass_rate <= gamma))
+        info.update(rows_lib.group_metrics(groups))  # gate/sft_frac: the jitted step's gate (step.sft_gate_metric)
         return rows, info, timing
 
     def place(self, batch):
