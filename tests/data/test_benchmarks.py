@@ -53,7 +53,7 @@ def test_answers_and_verifier_kinds():
 
 
 def test_strip_wrappers():
-    s = benchmark_sets._strip_wrappers
+    s = benchmark_sets.strip_wrappers
     assert s("\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
     assert s("$\\boxed{3}$") == "3"
     assert s("\\boxed{1}, \\boxed{2}") == "\\boxed{1}, \\boxed{2}"   # not one wrapper

@@ -100,11 +100,11 @@ def test_a_sample_through_the_math_verify_pool():
 
 def test_example_demonstration():
     lines = []
-    assert synthetic._column_add([347, 586], lines) == 933
+    assert synthetic.column_add([347, 586], lines) == 933
     assert lines == ["7+6+0=13, carry 1, so far 3", "4+8+1=13, carry 1, so far 33",
                      "3+5+1=9, carry 0, so far 933"]
     lines = []
-    assert synthetic._column_sub(523, 518, lines) == 5
+    assert synthetic.column_sub(523, 518, lines) == 5
     assert lines[-1] == "drop leading zeros, 5"
 
 

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from upt_jax.data import tokenizer as tok_lib
 
-ALL_CHARS = tok_lib._CHAR_SET
+ALL_CHARS = tok_lib.CHAR_SET
 
 
 @pytest.fixture(scope="module")

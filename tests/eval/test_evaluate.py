@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from upt_jax.eval import benchmark_suites, evaluate, metrics, synthetic_suites
-from upt_jax.eval.evaluate import DEFAULT_EVAL_SEED, SuiteResult, _prompt_ids
+from upt_jax.eval.evaluate import DEFAULT_EVAL_SEED, SuiteResult, eval_prompt_ids
 from upt_jax.sampling import SampleOutput
 
 SAMPLING = dict(k=4, temperature=1.0, top_p=1.0, max_new_tokens=16)
@@ -78,7 +78,7 @@ class ScriptedSampler:
         self.tok, self.by_prompt = tok, {}
         for records in suites.values():
             for r in records:
-                self.by_prompt[tuple(_prompt_ids(tok, r["question"], template, None))] = r
+                self.by_prompt[tuple(eval_prompt_ids(tok, r["question"], template, None))] = r
         self.correct_per_question = correct_per_question
         self.calls = []
 
@@ -172,7 +172,7 @@ class _OracleScorer:
 
     def __init__(self, tok, suites, template, sign=1.0):
         self.tok, self.sign = tok, sign
-        self.gold = {tuple(_prompt_ids(tok, r["question"], template, None)): r["answer"]
+        self.gold = {tuple(eval_prompt_ids(tok, r["question"], template, None)): r["answer"]
                      for records in suites.values() for r in records}
 
     def raw_scores(self, prompts, responses):

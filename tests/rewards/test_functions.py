@@ -82,7 +82,7 @@ def test_a_closure_that_hangs_or_raises_is_timed_out_in_process_and_never_pickle
         parts = rf.per_function(["a", "b", "c"], ["ok", "hang", "boom"], RECORDS + RECORDS[:1])
         took = time.monotonic() - t0
         m = rf.metrics()
-        assert rf._pool is None  # no worker was started for it
+        assert rf.running_pool is None  # no worker was started for it
     release.set()
     assert took < 0.5 + 3.0
     np.testing.assert_array_equal(parts["slow"], [0.25, 0.0, 0.0])

@@ -45,7 +45,7 @@ def test_dead_worker_is_replaced(pool):
 
 
 def test_worker_killed_from_outside_is_replaced(pool):
-    victim = pool._workers[0].process
+    victim = pool.processes[0]
     victim.kill()
     victim.join()
     out = pool.map(math_equivalent, [("1", "1"), ("2", "2"), ("3", "4")])
@@ -87,7 +87,7 @@ def test_fork_is_refused():
 def test_spawn_start_method_and_close():
     p = VerifierPool(num_workers=1, timeout_s=5.0, start_method="spawn")
     assert p.map(math_equivalent, [("\\frac{1}{2}", "0.5")])[0].reason == "correct"
-    procs = [w.process for w in p._workers]
+    procs = p.processes
     p.close()
     assert all(not proc.is_alive() for proc in procs)
     with pytest.raises(RuntimeError, match="closed"):

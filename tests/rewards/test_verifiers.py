@@ -85,7 +85,7 @@ def test_verifier_kinds_and_validation():
 def test_isolate_runs_in_process_kinds_in_the_pool():
     with Verifier("integer", isolate=True, num_workers=1) as verifier:
         rewards = verifier(["\\boxed{5}", "\\boxed{6}"], ["5", "5"])
-        assert verifier._pool is not None
+        assert verifier.running_pool is not None
     assert [r.score for r in rewards] == [1.0, 0.0]
 
 
@@ -106,6 +106,6 @@ def test_routed_verifier_mixes_kinds_with_one_pool():
         assert [r.reason for r in rewards] == ["correct", "correct", "correct", "wrong"]
         assert router.metrics() == {"reward/choice/correct": 1, "reward/integer/correct": 1,
                                     "reward/math/correct": 1, "reward/math/wrong": 1}
-        assert router._verifiers["math"]._pool is router._pool is not None
+        assert router.verifier("math").running_pool is router.running_pool is not None
     with pytest.raises(ValueError, match="unknown verifier kinds"):
         RoutedVerifier(options={"regex": {}})

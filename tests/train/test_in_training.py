@@ -7,7 +7,7 @@ import numpy as np
 
 from experiments import grpo, sft
 from tests.train.test_trainer import shrink
-from upt_jax.train.in_training import StepHooks, _step_of
+from upt_jax.train.in_training import StepHooks, step_of
 from upt_jax.train.trainer import train
 
 
@@ -40,6 +40,6 @@ def test_resume_drops_the_completions_of_later_steps(tmp_path):
     hooks = StepHooks.__new__(StepHooks)
     hooks.path = str(path)
     hooks.truncate_after(2)
-    assert [_step_of(x) for x in open(path)] == [1, 1, 2]
+    assert [step_of(x) for x in open(path)] == [1, 1, 2]
     hooks.truncate_after(None)
     assert path.read_text() == ""

@@ -66,7 +66,7 @@ def _canonical(name: str) -> str:
     raise KeyError(f"unknown benchmark {name!r}; available: {benchmark_names()}")
 
 
-def _strip_wrappers(answer: str) -> str:
+def strip_wrappers(answer: str) -> str:
     """``\\boxed{x}`` → ``x`` and ``$x$`` → ``x`` when they wrap the whole answer."""
     s = answer.strip()
     if s.endswith("$."):
@@ -106,7 +106,7 @@ def load_benchmark(name: str) -> list[dict[str, Any]]:
         records.append({
             "id": f"{info.name}/{row.get('id', index)}",
             "question": row["prompt"],
-            "answer": _strip_wrappers(str(row["answer"])),
+            "answer": strip_wrappers(str(row["answer"])),
             "demonstration": None,
             "chosen": None,
             "rejected": None,

@@ -81,9 +81,9 @@ def make_hinted_question(tier: str, seed: int, index: int) -> dict[str, Any]:
         a, b = b, a
     lines: list[str] = []
     if op == "add":
-        result = synthetic._column_add((a, b), lines, label=_label)
+        result = synthetic.column_add((a, b), lines, label=_label)
     elif op == "sub":
-        result = synthetic._column_sub(a, b, lines, label=_label)
+        result = synthetic.column_sub(a, b, lines, label=_label)
     else:
         result = synthetic._column_mul_digit(a, b, lines, label=_label)
     expected = {"add": a + b, "sub": a - b, "mul": a * b}[op]

@@ -108,7 +108,7 @@ def _no_label(operand: int, column: int) -> str:
     return ""
 
 
-def _column_add(operands: Sequence[int], lines: list[str], label=_no_label) -> int:
+def column_add(operands: Sequence[int], lines: list[str], label=_no_label) -> int:
     """Column addition of any number of operands, right to left. ``label(operand, column)`` is
     written before each digit a step reads (column 0 = units; `upt_jax.data.hinted`'s index hints)."""
     strs = [str(x) for x in operands]
@@ -129,7 +129,7 @@ def _column_add(operands: Sequence[int], lines: list[str], label=_no_label) -> i
 
 
 def _column_mul_digit(a: int, d: int, lines: list[str], label=_no_label, slip: tuple[int, int] | None = None) -> int:
-    """``a * d`` for a single digit ``d`` (``label`` as in `_column_add`; ``d`` is operand 1's
+    """``a * d`` for a single digit ``d`` (``label`` as in `column_add`; ``d`` is operand 1's
     column 0). ``slip=(j, δ)``: column ``j``'s product is written ``δ`` off (an arithmetic slip,
     carried through consistently, so the result is wrong)."""
     carry, so_far = 0, ""
@@ -156,11 +156,11 @@ def _long_mul(a: int, b: int, lines: list[str]) -> int:
         lines.append(f"shift {k}, {p * 10 ** k}")
         shifted.append(p * 10 ** k)
     lines.append("+".join(str(s) for s in shifted) + ":")
-    return _column_add(shifted, lines)
+    return column_add(shifted, lines)
 
 
-def _column_sub(a: int, b: int, lines: list[str], label=_no_label) -> int:
-    """``a - b`` for ``a >= b``, borrowing (``label`` as in `_column_add`)."""
+def column_sub(a: int, b: int, lines: list[str], label=_no_label) -> int:
+    """``a - b`` for ``a >= b``, borrowing (``label`` as in `column_add`)."""
     sa = str(a)
     sb = str(b).rjust(len(sa), "0")
     borrow, so_far = 0, ""
@@ -201,10 +201,10 @@ def make_question(tier: str, seed: int, index: int) -> dict[str, Any]:
         operands[0], operands[1] = operands[1], operands[0]
     lines: list[str] = []
     if spec.op == "add":
-        result = _column_add(operands, lines)
+        result = column_add(operands, lines)
         expected = sum(operands)
     elif spec.op == "sub":
-        result = _column_sub(operands[0], operands[1], lines)
+        result = column_sub(operands[0], operands[1], lines)
         expected = operands[0] - operands[1]
     else:
         result = _long_mul(operands[0], operands[1], lines)

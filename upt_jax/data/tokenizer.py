@@ -39,7 +39,7 @@ CHAR_SPECIAL_TOKENS = (
         "<pad>", "<unk>", "<bos>", "<eos>",
         "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
 )
-_CHAR_SET = (
+CHAR_SET = (
         string.digits + string.ascii_lowercase + string.ascii_uppercase
         + "+-*/=^()[]{}<>.,:;!?'\"\\_$%&|~#@` \n\t"
 )
@@ -59,7 +59,7 @@ _KNOWN_END_MARKERS = (
 
 def char_vocabulary() -> dict[str, int]:
     """The built-in vocabulary: special tokens, then one token per character."""
-    tokens = list(CHAR_SPECIAL_TOKENS) + list(_CHAR_SET)
+    tokens = list(CHAR_SPECIAL_TOKENS) + list(CHAR_SET)
     assert len(set(tokens)) == len(tokens)
     return {t: i for i, t in enumerate(tokens)}
 

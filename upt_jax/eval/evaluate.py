@@ -139,7 +139,7 @@ def benchmark_suites(names: Sequence[str] | None = None, limit: int | None = Non
     return out
 
 
-def _prompt_ids(tokenizer, question: str, template: str, system_prompt: str | None) -> list[int]:
+def eval_prompt_ids(tokenizer, question: str, template: str, system_prompt: str | None) -> list[int]:
     """The prompt exactly as the trainer builds it (``upt_jax.data.templates.prompt_ids``)."""
     from upt_jax.data.templates import prompt_ids
 
@@ -262,7 +262,7 @@ def evaluate(
             examples: list[dict] = []
             for b, start in enumerate(range(0, len(records), batch_questions)):
                 batch = records[start:start + batch_questions]
-                prompts = [_prompt_ids(tokenizer, r, template, system_prompt) for r in batch]
+                prompts = [eval_prompt_ids(tokenizer, r, template, system_prompt) for r in batch]
                 out = sampler.generate(prompts, jax.random.fold_in(skey, b), sp, state=params)
                 rows = len(out.lengths)
                 if rows != len(batch) * k:

@@ -290,6 +290,11 @@ class RewardFunctions:
         self._counts = collections.Counter()
 
     @property
+    def running_pool(self):
+        """The worker pool when one has been started (or was given), else None."""
+        return self._pool
+
+    @property
     def pool(self):
         if self._pool is None:
             from upt_jax.rewards.pool import VerifierPool

@@ -185,6 +185,11 @@ class VerifierPool:
         self.stats["restarts"] += 1
 
     @property
+    def processes(self) -> list:
+        """The current worker processes (``multiprocessing.Process``; replaced workers are new ones)."""
+        return [w.process for w in self._workers]
+
+    @property
     def pids(self) -> list[int]:
         """Process ids of the current workers (replaced workers get new ones)."""
         return [w.process.pid for w in self._workers]

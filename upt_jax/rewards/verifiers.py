@@ -228,6 +228,11 @@ class Verifier:
         self.stats = collections.Counter()
 
     @property
+    def running_pool(self):
+        """The worker pool when one has been started (or was given), else None."""
+        return self._pool
+
+    @property
     def pool(self):
         if self._pool is None:
             from upt_jax.rewards.pool import VerifierPool
@@ -304,7 +309,13 @@ class RoutedVerifier:
         self._pool = None
         self._verifiers: dict[str, Verifier] = {}
 
-    def _verifier(self, kind: str) -> Verifier:
+    @property
+    def running_pool(self):
+        """The worker pool the math (and isolated) kinds share, once one of them ran; else None."""
+        return self._pool
+
+    def verifier(self, kind: str) -> Verifier:
+        """The `Verifier` of ``kind`` (made on first use)."""
         if kind not in self._verifiers:
             if kind not in KINDS:
                 raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
@@ -327,7 +338,7 @@ class RoutedVerifier:
         rewards: list[Any] = [None] * len(outputs)
         for kind in dict.fromkeys(kinds):
             idx = [i for i, k in enumerate(kinds) if k == kind]
-            for i, r in zip(idx, self._verifier(kind)([outputs[i] for i in idx],
+            for i, r in zip(idx, self.verifier(kind)([outputs[i] for i in idx],
                                                       [golds[i] for i in idx])):
                 rewards[i] = r
         return rewards

@@ -53,7 +53,7 @@ class StepHooks:
         if self.path is None or not os.path.exists(self.path):
             return
         with open(self.path) as f:
-            kept = [line for line in f if step is not None and _step_of(line) <= step]
+            kept = [line for line in f if step is not None and step_of(line) <= step]
         with open(self.path, "w") as f:
             f.writelines(kept)
 
@@ -141,7 +141,7 @@ class StepHooks:
             self._verifier = None
 
 
-def _step_of(line: str) -> int:
+def step_of(line: str) -> int:
     try:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
