@@ -37,7 +37,8 @@ def upt_jax_blocks() -> list[tuple[str, str]]:
 
 def commands(body: str) -> list[list[str]]:
     lines = body.replace("\\\n", " ").splitlines()
-    return [shlex.split(line.replace("$MODEL", MODEL), comments=True) for line in lines if line.strip()]
+    argvs = [shlex.split(line.replace("$MODEL", MODEL), comments=True) for line in lines]
+    return [a for a in argvs if a]  # comment lines hold none
 
 
 def test_the_doc_has_the_five_tasks_on_three_sides():
@@ -111,3 +112,37 @@ def test_the_python_blocks_run(tmp_path, monkeypatch):
 
     g = jax.grad(objective)(logp)
     assert np.isfinite(float(objective(logp))) and float(jnp.abs(g).sum()) > 0
+
+
+def readme_five_minutes() -> list[tuple[str, str]]:
+    readme = DOC.parents[1] / "README.md"
+    section = re.search(r"^## Your own model in five minutes\n(.*?)(?=^## )", readme.read_text(), re.M | re.S).group(1)
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", section, re.S)]
+
+
+def test_the_readmes_five_minutes_parse_and_run(monkeypatch):
+    """README's first section: each command parses as `upt` parses it; the Python snippet runs (the
+    training and the loading stubbed)."""
+    import upt_jax.eval as ev
+    import upt_jax.train.trainer as trainer
+
+    (bash, cmds), (py, snippet) = readme_five_minutes()
+    assert (bash, py) == ("bash", "python")
+    kinds = []
+    for argv in commands(cmds):
+        kinds.append(argv[1])
+        if argv[1] == "train":
+            schema.validate(cli.load_config(argv[2:]))
+        elif argv[1] == "eval":
+            build_parser().parse_args(argv[2:])
+        else:
+            assert argv[1:] == ["export", "runs/grpo", "exports/grpo"]
+    assert kinds == ["train", "train", "eval", "export"]
+    trained = []
+    monkeypatch.setattr(trainer, "train", lambda config: trained.append(config) or [{"step": 1}])
+    monkeypatch.setattr(ev, "load_run_model", lambda run_dir: ("model", "tok", "config", 1))
+    ns = {}
+    exec(snippet, ns)
+    (config,) = trained
+    schema.validate(config)
+    assert config.reward.functions == ("my_rewards:length_penalty",) and ns["history"] == [{"step": 1}]
