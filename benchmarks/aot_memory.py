@@ -103,10 +103,10 @@ def abstract_state(config, cfg, mesh):
     """``(graphdef, abstract TrainState, its shardings, optimiser)`` as the trainer builds them."""
     import jax
     import jax.numpy as jnp
+    from flax import nnx
 
     from upt_jax.models.transformer import abstract_model
     from upt_jax.train.state import TrainState, make_optimizer, state_shardings
-    from flax import nnx
 
     t = config.train
     tx = make_optimizer(t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,

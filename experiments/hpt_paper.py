@@ -42,6 +42,8 @@ DIFFERENCES = (
     "reward_impl_version=6 (the released math reward with its format check) → data.verifier=math (math-verify)",
     "max_prompt_length=1024 (longer prompts dropped by verl's dataset) is not enforced",
     "vLLM rollouts → upt_jax.sampling (one prefill per prompt, KV cache, no paged attention)",
+    "Qwen2.5-Math-7B's config.json says max_position_embeddings=4096 while a row reaches 1024 + 8192 positions: "
+    "nothing checks it here (RoPE runs on past it); whether to edit config.json is the user's call",
 )
 
 # the paper's evaluation: AIME24/25 and AMC avg@32, the others one sample, all at T = 0.6, top-p 0.95
