@@ -6,6 +6,12 @@ the LUFFY/HPT parquet (OpenR1-Math-46k), sharded over an fsdp mesh, then the pap
     upt train --config experiments/hpt_paper.py \\
       --config.model.hf_dir=/models/Qwen2.5-Math-7B --config.tokenizer=/models/Qwen2.5-Math-7B \\
       --config.data.path=/data/openr1.parquet --config.run_dir=gs://bucket/runs/hpt_paper
+    # a Cloud TPU slice or a SLURM GPU job (launch/): every worker runs the same command
+    launch/tpu_vm.sh run --name upt-v5p --zone us-east5-a --config experiments/hpt_paper.py \
+      --run-dir gs://bucket/runs/hpt_paper -- --config.model.hf_dir=/models/Qwen2.5-Math-7B \
+      --config.tokenizer=/models/Qwen2.5-Math-7B --config.data.path=/data/openr1.parquet
+    launch/slurm_gpu.sh --nodes 1 --gpus-per-node 8 --partition gpu --config experiments/hpt_paper.py \
+      --run-dir /shared/runs/hpt_paper -- --config.model.hf_dir=... --config.tokenizer=... --config.data.path=...
     # the paper's evaluation of the last checkpoint (the `upt eval` commands of EVAL_PROTOCOL)
     python -m experiments.hpt_paper eval runs/hpt_paper [--dry-run]
     # the same at test scale: a tiny local HF Qwen2 and a small parquet (tests/test_hpt_paper.py)
@@ -24,6 +30,9 @@ Released code → this config (what differs is listed in ``DIFFERENCES``):
 | `total_training_steps=500`, `save_freq=50` | `train.steps=500`, `checkpoint.every=50` |
 | fp32 master weights, bf16 compute (FSDP mixed precision), gradient checkpointing | `param_dtype=float32`, `dtype=bfloat16`, `remat=full` |
 | FSDP over 8 GPUs | `mesh.fsdp=-1` (every device), `mesh.data=1` |
+
+At 7B the sampler fits an 80 GB device but the update step at 9216 tokens per row does not: the
+attention scores are materialised (docs/scale.md, ``python -m benchmarks.aot_memory``).
 """
 from __future__ import annotations
 
