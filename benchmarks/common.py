@@ -159,3 +159,14 @@ def tunix_fields(res: dict, upt_jax_tps: float) -> dict:
                 tunix_compile_s=res.get("compile_s") if ok else None,
                 tunix_ratio=round(upt_jax_tps / res["tokens_per_s"], 2) if ok else None,
                 tunix_versions=res.get("versions"))
+
+
+def compiled_memory(compiled) -> dict[str, int]:
+    """XLA's ``memory_analysis()`` of a compiled program, per device, in bytes: ``argument``,
+    ``output``, ``alias`` (outputs written into donated arguments), ``temp``, ``code`` (generated
+    code) and ``peak ≈ argument + output − alias + temp``."""
+    mem = compiled.memory_analysis()
+    sizes = dict(argument=mem.argument_size_in_bytes, output=mem.output_size_in_bytes,
+                 alias=mem.alias_size_in_bytes, temp=mem.temp_size_in_bytes, code=mem.generated_code_size_in_bytes)
+    sizes["peak"] = sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"]
+    return {k: int(v) for k, v in sizes.items()}

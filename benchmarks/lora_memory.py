@@ -23,6 +23,7 @@ def setting(preset: str, mode: str, *, rank: int = 16, batch: int = 4, seq: int 
     import jax.numpy as jnp
     from flax import nnx
 
+    from benchmarks.common import compiled_memory
     from upt_jax import upge
     from upt_jax.models import init_model, preset as get_preset
     from upt_jax.models.lora import LoraConfig, apply_lora
@@ -47,14 +48,12 @@ def setting(preset: str, mode: str, *, rank: int = 16, batch: int = 4, seq: int 
     batch_arrays = dict(tokens=tokens, attention_mask=tokens, mask=tokens)
     step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("sft"), with_entropy=False),
                            trainable=trainable)
-    mem = step.lower(state, batch_arrays).compile().memory_analysis()
+    mem = compiled_memory(step.lower(state, batch_arrays).compile())
     nbytes = lambda tree: sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
     trained = trainable_split(params, trainable)[0]
-    peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-            + mem.temp_size_in_bytes)
     gb = lambda b: round(b / 2**30, 3)
     sizes = dict(param_bytes=nbytes(params), opt_state_bytes=nbytes(state.opt_state),
-                 temp_bytes=int(mem.temp_size_in_bytes), peak_bytes=int(peak))
+                 temp_bytes=mem["temp"], peak_bytes=mem["peak"])
     return dict(mode=mode, rank=0 if lora is None else rank, params=sum(x.size for x in jax.tree.leaves(params)),
                 trainable_params=sum(x.size for x in jax.tree.leaves(trained)), **sizes,
                 **{k.replace("_bytes", "_gib"): gb(v) for k, v in sizes.items()})

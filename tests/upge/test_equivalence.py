@@ -369,3 +369,26 @@ def test_generalized_jsd_gradient_equals_textbook(beta):
 def test_every_recipe_has_an_equivalence_test():
   covered = set(RL_CASES) | {'hpt', 'srft', 'distill_fkl', 'grpo_process'} | {_PREF_RECIPE.get(k, k) for k in PREF}
   assert set(upge.RECIPES) <= covered, set(upge.RECIPES) - covered
+
+
+@pytest.mark.parametrize('variant', ['paper_text', 'released_code'])
+def test_hpt_entropy_bonus_is_the_token_mean_over_routed_rows(variant):
+  """``entropy_coef=c`` (the released code's ``entropy_coeff``) adds ``−c · Σ H m / Σ m`` over every
+  routed row: the rollouts of RL-routed questions (P > γ) and the demos of SFT-routed ones."""
+  g, c = 3, 0.01
+  logp, roll, demo_logp, demo, batch, combine, split = _with_demos(0, g=g)
+  passed = (np.asarray(roll['rewards']).reshape(-1, g) > 0.5).mean(1) > 0.0  # P > γ = 0
+  routed = combine(jnp.repeat(jnp.asarray(passed), g), jnp.asarray(~passed))[:, None] * batch['mask']
+  lp = combine(logp, demo_logp)
+
+  def loss(ent, coef):
+    sums, dens, _ = upge.compute_loss(upge.get_recipe('hpt', variant=variant, entropy_coef=coef), lp, batch,
+                                      group_size=g + 1, entropy=ent)
+    return upge.normalise(sums, dens)
+
+  ent = batch['entropy']
+  textbook = lambda e: -c * jnp.sum(e * routed) / jnp.sum(routed)
+  np.testing.assert_allclose(loss(ent, c) - loss(ent, 0.0), textbook(ent), rtol=1e-5, atol=1e-7)
+  _assert_grads(lambda e: loss(e, c), textbook, (ent,))
+  assert 0 < float(passed.sum()) < len(passed)  # both routes hold rows
+  assert [t.name for t in upge.get_recipe('hpt', variant=variant, entropy_coef=c).terms][-1] == 'entropy_bonus'

@@ -72,6 +72,9 @@ _HPARAMS: dict = {
     ("hpt", "max_len"): (number(int, lo=1, none="the padded length T"), "released_code: the L of token-sum / L"),
     ("hpt", "threshold"): (number(float), "a rollout counts as passed when its reward exceeds this"),
     ("hpt", "temperature"): (number(float, **_POS), "gate=soft: α = σ((P − γ) / temperature)"),
+    ("hpt", "entropy_coef"): (number(float, **_NONNEG),
+                              "entropy bonus −c · (token mean of H over every routed row), as the released "
+                              "code's entropy_coeff (0: none)"),
     ("hpt", "alpha"): (number(float), "gate=mix: the constant RL weight α"),
     ("hpt", "beta"): (number(float), "gate=mix: the constant SFT weight β"),
 }

@@ -12,6 +12,8 @@ A new method is a new combination — write it the same way in a notebook::
 
 from __future__ import annotations
 
+import dataclasses
+
 from upt_jax.upge import _recipes_2025 as new
 from upt_jax.upge._build import NONE as _NONE
 from upt_jax.upge._build import group_norm, pref_recipe
@@ -321,7 +323,7 @@ def srft(eps: float = 0.2, sft_coef: float = 0.5, rl_coef: float = 0.1,
 def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
         max_len: int | None = None, gate: str = 'hard', offline: str = 'sft',
         shaping_gamma: float = 0.1, sft_loss_coef: float = 1.0, std_eps: float = 1e-6,
-        std_ddof: int = 0, **gate_kwargs) -> Recipe:
+        std_ddof: int = 0, entropy_coef: float = 0.0, **gate_kwargs) -> Recipe:
   """HPT (Lv et al. 2025): per question, RL on its rollouts or SFT on its demonstration.
 
   The gate reads the question's pass rate ``P`` (rollouts with reward > 0.5);
@@ -358,6 +360,12 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
   ``std_eps``, ``std_ddof``: the group std of ``paper_text``'s advantages (see `grpo`;
   ``released_code`` divides by no std).
 
+  ``entropy_coef`` ``c > 0`` adds a term ``entropy_bonus = −c · Σ_{routed rows, t} H_t / Σ_{routed
+  rows, t} 1``: the entropy token mean pooled over every routed row (the rollouts of RL-routed
+  questions and the demonstrations of SFT-routed ones), as the released code's
+  ``entropy_coeff`` (``masked_mean(entropy, response_mask)`` over the micro-batch's rows; it
+  ran 0.001). Its policy-gradient part is 0 (advantage ≡ 0); only the bonus carries gradient.
+
   Batch: ``mask [B, T], rewards [B], old_logp [B, T], is_demo [B]``; a group is a question's rollouts and its demo.
   """
   gkw = dict(gate_kwargs)
@@ -380,7 +388,8 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
       terms.append(Term('rl_demo', demo=Parts(od.stabiliser, od.reference, od.advantage, od.aggregation,
                                               g_sft)))
     name = 'hpt' if offline == 'sft' else f'hpt_offline_{offline}'
-    return Recipe(name, tuple(terms), 'Lv et al. 2025 (paper text, Eq. 11)', notes)
+    return _with_entropy_bonus(Recipe(name, tuple(terms), 'Lv et al. 2025 (paper text, Eq. 11)', notes),
+                               entropy_coef, g_rl, g_sft)
   if variant == 'released_code':
     if offline != 'sft':
       raise ValueError(f"HPT offline={offline!r} is defined for variant='paper_text' only")
@@ -388,13 +397,24 @@ def hpt(variant: str = 'paper_text', gamma: float = 0.0, eps: float = 0.2,
     # a routed demo counts one row in the RL denominator and adds nothing to its sum
     seat = _rl(_NONE, 'current', part('one', value=0.0), 'seq-mean-token-sum-norm', max_len=max_len)
     sf = _rl(_NONE, 'current', part('one'))
-    return Recipe('hpt_released_code', (
+    return _with_entropy_bonus(Recipe('hpt_released_code', (
         Term('rl', rollout=Parts(rl.stabiliser, rl.reference, rl.advantage, rl.aggregation, g_rl),
              demo=Parts(seat.stabiliser, seat.reference, seat.advantage, seat.aggregation, g_sft)),
         Term('sft', demo=Parts(sf.stabiliser, sf.reference, sf.advantage, sf.aggregation, g_sft),
              coef=sft_loss_coef),
-    ), 'Lv et al. 2025 (released code)', notes)
+    ), 'Lv et al. 2025 (released code)', notes), entropy_coef, g_rl, g_sft)
   raise ValueError(f"unknown HPT variant {variant!r}: 'paper_text' or 'released_code'")
+
+
+def _with_entropy_bonus(recipe: Recipe, coef: float, g_rl, g_sft) -> Recipe:
+  """``recipe`` plus HPT's ``entropy_bonus`` term (token mean over every routed row), when ``coef``."""
+  if not coef:
+    return recipe
+  zero = _rl(_NONE, 'current', part('one', value=0.0))
+  term = Term('entropy_bonus', rollout=Parts(zero.stabiliser, zero.reference, zero.advantage, zero.aggregation, g_rl),
+              demo=Parts(zero.stabiliser, zero.reference, zero.advantage, zero.aggregation, g_sft),
+              entropy_coef=coef)
+  return dataclasses.replace(recipe, terms=recipe.terms + (term,))
 
 
 RECIPES = {
