@@ -174,7 +174,7 @@ def compile_sampler(config, cfg, sh: dict, state_parts=None) -> dict:
     prompt = jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=batch_sharding(sh["mesh"]))
     args = (placed, prompt, prompt, jnp.asarray(sh["l"], jnp.int32), jax.random.key(0), jnp.asarray(0, jnp.int32))
     t0 = time.perf_counter()
-    compiled = sampler._build(params, b, p, sh["l"]).lower(*args).compile()
+    compiled = sampler.program(params, b, p, sh["l"]).lower(*args).compile()
     return _row("sampler", compiled, time.perf_counter() - t0, rows=b * sh["n"], seq=p + sh["l"], prompts=b)
 
 

@@ -82,6 +82,7 @@ def test_every_upt_command_parses(tmp_path, monkeypatch):
 def test_the_python_blocks_run(tmp_path, monkeypatch):
     from tests.upge.batches import random_batch
     import upt_jax.train.trainer as trainer
+    from upt_jax.train.checks import validate
 
     monkeypatch.chdir(tmp_path)
     (reward, _), (loss, _) = [(b, lang) for lang, b in upt_jax_blocks() if lang == "python"]
@@ -93,7 +94,7 @@ def test_the_python_blocks_run(tmp_path, monkeypatch):
 
     class Trainer:  # the snippet's Trainer(config, recipe=recipe).run(): checked, not trained
         def __init__(self, config, recipe=None):
-            trainer._validate(config, recipe=recipe)  # the schema, the recipe vs the config's rollouts
+            validate(config, recipe=recipe)  # the schema, the recipe vs the config's rollouts
             self.config, self.recipe = config, recipe
 
         def run(self):

@@ -207,6 +207,11 @@ class Sampler:
 
         return jax.jit(run)
 
+    def program(self, params: SamplingParams, b: int, p: int, l: int):
+        """The jitted sampling program for ``b`` prompts of ``p`` tokens and the length bucket
+        ``l`` (what `generate` compiles), for ahead-of-time ``.lower(*args).compile()``."""
+        return self._build(params, b, p, l)
+
     def _executable(self, params, b, p, l, args):
         # max_new_tokens is a runtime argument: only its bucket ``l`` selects the executable
         params = dataclasses.replace(params, max_new_tokens=l)
