@@ -37,6 +37,7 @@ from upt_jax.train.kto import uses_kto
 from upt_jax.train.loop import Loop, NonFiniteError, progress_postfix
 from upt_jax.train.model_source import build_model
 from upt_jax.train.records import corpus_records, load_records, preference_pair
+from upt_jax.train.overlap import overlap_settings
 from upt_jax.train.rollouts import new_timing, sampling_params
 from upt_jax.train.rows import kept_set_rows
 from upt_jax.train.run_spec import (critic_spec, get_recipe, group_size, kept_set_replay, rollout_temperature,
@@ -105,35 +106,8 @@ class Trainer(Loop):
         self.step_fn = stages.policy_step(config, self.recipe, self.graphdef, self.tx, group_size=self.group_size,
                                           temperature=self.temperature, mesh=self.mesh, shardings=self.shardings,
                                           lora=self.lora)
-        # rollout.overlap_chunks = C > 1: generation of chunk k+1 runs while chunk k is scored in
-        # self.score_executor (upt_jax.train.overlap). A learned reward model stays serial: it is
-        # a device program (launched from a second thread its order against the sampler's could
-        # differ between processes of a multi-host mesh: a collective deadlock) and reward.normalize
-        # = batch/running normalises over the whole step's scores.
-        self.overlap_chunks = int(config.rollout.get("overlap_chunks", 1))
-        if self.overlap_chunks < 1:
-            raise ValueError(f"config.rollout.overlap_chunks must be ≥ 1, got {self.overlap_chunks}")
-        if self.overlap_chunks > 1 and self.online and config.reward.source == "model":
-            log.warning("rollout.overlap_chunks=%d ignored: the learned reward model (reward.source=model) "
-                        "scores after generation, serially", self.overlap_chunks)
-        if not self.online or config.reward.source == "model":
-            self.overlap_chunks = 1
-        self.score_executor = None
-        streams = config.rollout.get("streams", "auto")  # a command-line override arrives as a string
-        sampler_kw = {"streams": int(streams) if isinstance(streams, str) and streams.isdigit() else streams}
-        if self.overlap_chunks > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.score_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upt_jax-reward")
-            # one chunk per compiled batch (not padded up to the default bucket of 8), rounded up
-            # to the rows the mesh splits prompts over (the sampler pads to a multiple of those)
-            chunk = -(-t.questions_per_step // self.overlap_chunks)
-            shards = batch_shards(self.mesh)
-            sampler_kw["batch_bucket"] = -(-chunk // shards) * shards
-            if chunk % shards:
-                log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
-                            "(a multiple of the mesh's data×fsdp=%d)", self.overlap_chunks, chunk,
-                            sampler_kw["batch_bucket"], shards)
+        # rollout.overlap_chunks: scoring overlapped with generation (upt_jax.train.overlap)
+        self.overlap_chunks, self.score_executor, sampler_kw = overlap_settings(config, self.mesh, self.online)
         self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh, **sampler_kw) if self.online else None
         self.logp_fn = stages.policy_logp_fn(self.graphdef, chunk_size=t.logprob_chunk, temperature=self.temperature)
         # the frozen reference: the initial parameters (a copy: the train state's are donated); with
