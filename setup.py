@@ -46,7 +46,8 @@ setup(
     version="0.1.0",
     description="Unified post-training (SFT, DPO, PPO, GRPO, distillation, HPT) in JAX",
     python_requires=">=3.10",
-    packages=find_packages(include=["upt_jax", "upt_jax.*", "experiments"]),
+    # experiments/ are config files loaded by path (upt_jax.config_files), not an installed package
+    packages=find_packages(include=["upt_jax", "upt_jax.*"]),
     include_package_data=True,
     package_data={"upt_jax": ["data/benchmarks/*", "data/benchmarks/**/*", "bases/*/*"]},
     install_requires=CORE,

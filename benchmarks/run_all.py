@@ -70,7 +70,6 @@ def hpt_update_packed_vs_padded(repeats: int = 3, experiment: str = "hpt") -> di
     compare directly. Also the share of the model's token slots that is padding in each layout, and
     the host time of packing. ``experiment``: another ``experiments`` module (e.g. ``grpo``)."""
     import jax
-    import jax.numpy as jnp
 
     from benchmarks.common import hpt_bench_config
     from upt_jax.train.trainer import Trainer
@@ -89,8 +88,7 @@ def hpt_update_packed_vs_padded(repeats: int = 3, experiment: str = "hpt") -> di
                    packed_padding_frac=round(info["pack/padding_frac"], 3), pack_host_s=round(pack_s, 4))
         batches, times = {}, {"padded": [], "packed": []}
         for name, r in (("padded", rows), ("packed", packed)):
-            batch = t.place(r) if t.mesh is not None else {k: jnp.asarray(v) for k, v in r.items()}
-            batches[name], _, _ = t.frozen_inputs(batch, jax.random.key(0))  # the reference's log-probs
+            batches[name] = t.frozen_inputs(t.place(r), jax.random.key(0)).policy  # the reference's log-probs
         for i in range(repeats + 1):
             for name, batch in batches.items():
                 t0 = time.perf_counter()

@@ -37,8 +37,10 @@ to 152064 / 151936 entries, which is allowed) by changing the config:
 """
 import os
 
-from experiments import pretrain_tiny
+from upt_jax.config_files import sibling
 from upt_jax.train.config import base_config
+
+pretrain_tiny = sibling(__file__, "pretrain_tiny")  # loaded by path: experiments/ is not a package
 
 VARIANTS = ("fkl", "on_policy")
 TEACHER_RUN_DIR = "runs/sft"  # `upt train --config experiments/sft.py --config.run_dir=runs/sft`

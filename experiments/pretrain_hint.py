@@ -19,8 +19,10 @@ import json
 import os
 import sys
 
-from experiments import pretrain_tiny
+from upt_jax.config_files import sibling
 from upt_jax.data import hinted
+
+pretrain_tiny = sibling(__file__, "pretrain_tiny")  # loaded by path: experiments/ is not a package
 
 RUN_DIR = "runs/pretrain_hint"
 # the tiers the stopping criterion watches (greedily): hmul_2x1's demonstrations slip 40 % of the

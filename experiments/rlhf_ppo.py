@@ -6,7 +6,9 @@ KL to the frozen reference folded into the reward (InstructGPT), reward whitenin
 """
 import ml_collections
 
-from experiments import ppo
+from upt_jax.config_files import sibling
+
+ppo = sibling(__file__, "ppo")  # loaded by path: experiments/ is not a package
 
 
 def get_config(arg: str | None = None):

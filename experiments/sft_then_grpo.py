@@ -13,7 +13,9 @@ model.json, as they are left at their defaults here):
 """
 import ml_collections
 
-from experiments import grpo, sft
+from upt_jax.config_files import sibling
+
+grpo, sft = sibling(__file__, "grpo"), sibling(__file__, "sft")  # by path: experiments/ is not a package
 
 
 def get_config(arg: str | None = None):

@@ -22,7 +22,9 @@ import sys
 
 import ml_collections
 
-from experiments import testbed
+from upt_jax.config_files import sibling
+
+testbed = sibling(__file__, "testbed")  # loaded by path: experiments/ is not a package
 
 VALIDATION_SEED = 2_000_003  # the test questions use upt_jax.eval.evaluate.DEFAULT_EVAL_SEED
 SCORE = "ID avg"

@@ -15,7 +15,7 @@ import upt_jax
 PACKAGE = Path(upt_jax.__file__).parent
 
 # the first name under upt_jax -> its layer; a module may import its own layer and those below
-LAYERS = {"upge": 0, "hostinfo": 0, "models": 1, "sampling": 2, "rewards": 2, "data": 2, "train": 3,
+LAYERS = {"upge": 0, "hostinfo": 0, "config_files": 0, "models": 1, "sampling": 2, "rewards": 2, "data": 2, "train": 3,
           "bases": 3, "eval": 4, "studies": 5, "cli": 6}
 FORBIDDEN = {("eval", "train"): "evaluation never imports training (issue #19)"}
 
@@ -149,9 +149,48 @@ def cycles(g) -> set[frozenset]:
     return found
 
 
+_BY_NAME = {"import_module", "find_spec", "__import__", "import_string"}
+
+
+def imports_by_name(path: Path) -> list[str]:
+    """The module names ``path`` imports (or looks up) by a string: ``importlib.import_module(
+    "x.y")``, ``find_spec(f"x.{name}")``, ``__import__("x")``; an f-string by its literal head."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        f = node.func
+        if (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)) not in _BY_NAME:
+            continue
+        arg = node.args[0]
+        if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+            arg = arg.values[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            out.append(arg.value)
+    return out
+
+
+def test_the_library_never_imports_experiments():
+    """experiments/ are config files loaded by path (`upt_jax.config_files`): no module of upt_jax
+    imports them, by an import statement or by name, and setup.py does not install them."""
+    by_name = {name: hits for name, path in modules().items()
+               if (hits := [m for m in imports_by_name(path) if m.split(".")[0] == "experiments"])}
+    by_statement = {k: v for k, v in layer_violations(graph()).items() if v == "the library imports a config file"}
+    assert not by_name and not by_statement, (by_name, by_statement)
+    setup = (PACKAGE.parent / "setup.py").read_text()
+    assert '"experiments"' not in setup, "setup.py installs experiments/ as a package"
+
+
+def test_the_parser_sees_imports_by_name(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import importlib\ndef f(name):\n    importlib.import_module(f'experiments.{name}')\n"
+                 "    importlib.util.find_spec('experiments')\n    __import__('os')\n")
+    assert imports_by_name(f) == ["experiments.", "experiments", "os"]
+
+
 def test_every_package_has_a_layer():
-    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} | {"cli", "hostinfo"} \
-        == set(LAYERS)
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} \
+        | {"cli", "hostinfo", "config_files"} == set(LAYERS)
 
 
 def test_the_parser_sees_function_local_and_relative_imports(tmp_path):
@@ -177,3 +216,13 @@ def test_no_import_cycle():
     assert not new, "modules that import each other (a cycle that grew is listed here too):\n" + "\n".join(
         f"  {sorted(c)}" for c in new)
     assert not gone, "cycles broken or shrunk: update KNOWN_CYCLES to " + str([sorted(c) for c in gone])
+
+
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_over_450_lines():
+    """Each module of upt_jax stays ≤ 450 lines (split by responsibility, not by line count); the
+    formatter (ruff.toml: 4 spaces, 120 columns) must not push one over either, so leave room."""
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by responsibility): {long}"

@@ -24,6 +24,9 @@ import os
 import sys
 import time
 
+from upt_jax.config_files import (experiment_names, load_config_file, resolve_config_file,  # noqa: F401
+                                  shipped_experiments_dir)
+
 
 def comparison_demo(run_dir: str | None = None) -> dict:
     """``make demo``: the reduced testbed comparison (`experiments/testbed.py:demo`): from the
@@ -146,39 +149,6 @@ def _orbax_tracebacks(record: logging.LogRecord) -> bool:
     return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
 
 
-def shipped_experiments_dir() -> str:
-    """The directory of the shipped ``experiments/*.py`` (the ``experiments`` package, wherever it
-    is installed; else beside ``upt_jax``). Found by path, not imported: the library never imports
-    its config files."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("experiments")
-    if spec is not None and spec.submodule_search_locations:
-        return os.path.abspath(list(spec.submodule_search_locations)[0])
-    import upt_jax  # not installed: beside the package
-
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(upt_jax.__file__))), "experiments")
-
-
-def resolve_config_file(spec: str) -> str:
-    """``--config``'s value as ``PATH[:ARG]``: a file path from the working directory, or a shipped
-    experiment by short name (``grpo``, ``grpo:dapo``, ``hpt:released_code``); ``experiments/NAME.py``
-    that is not a file here is the shipped one too, so the README's commands work from any directory."""
-    path, sep, arg = spec.partition(":")
-    if os.path.isfile(path):
-        return os.path.abspath(path) + sep + arg
-    shipped = shipped_experiments_dir()
-    name = path[:-3] if path.endswith(".py") else path
-    if "/" not in name or os.path.dirname(name) == "experiments":
-        candidate = os.path.join(shipped, os.path.basename(name) + ".py")
-        if os.path.isfile(candidate):
-            return candidate + sep + arg
-    known = sorted(f[:-3] for f in os.listdir(shipped) if f.endswith(".py") and f != "__init__.py") \
-        if os.path.isdir(shipped) else []
-    raise SystemExit(f"upt: --config {spec!r}: {path!r} is not a file (from {os.getcwd()}) nor a shipped "
-                     f"experiment ({', '.join(known)})")
-
-
 def _config_spec(argv: list[str]) -> tuple[str | None, list[str]]:
     """``(the --config value, the other arguments)``."""
     rest, spec, i = [], None, 0
@@ -224,9 +194,6 @@ def load_config(argv: list[str]):
     a recipe's hyper-parameters (``--config.recipe.hparams.kl_coef=0.04``), of ``model.overrides``
     and ``data.fields`` entries are typed by the schema (``upt_jax.train.schema``) and may name any
     key it lists, set in the file or not."""
-    from absl import flags
-    from ml_collections import config_flags
-
     from upt_jax.train import schema
 
     spec, rest = _config_spec(list(argv))
@@ -235,12 +202,7 @@ def load_config(argv: list[str]):
                          "--help lists every config key")
     path = resolve_config_file(spec)
     open_overrides, rest = _open_overrides(rest)
-    args = ["upt", "--config", path] + rest
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "experiment config file (experiments/NAME.py[:ARG])",
-                                    flag_values=fv, lock_config=False, sys_argv=args)
-    fv(args)
-    config = fv.config
+    config = load_config_file(path, rest)  # by path (upt_jax.config_files)
     for key, value in open_overrides:  # after the rest: a recipe's hyper-parameters follow recipe.name
         schema.apply_override(config, key, value)
     return config
@@ -259,8 +221,7 @@ def config_help(command: str, argv: list[str]) -> str:
     argv = [a for a in argv if not _wants_help([a])]
     usage = (f"usage: upt {command} --config FILE_OR_NAME[:ARG] [--config.KEY=VALUE ...]\n"
              "  FILE_OR_NAME: a config file (from the working directory) or a shipped experiment: "
-             + ", ".join(sorted(f[:-3] for f in os.listdir(shipped_experiments_dir())
-                                if f.endswith(".py") and f != "__init__.py")) + "\n")
+             + ", ".join(experiment_names(shipped_experiments_dir())) + "\n")
     if _config_spec(argv)[0] is None:
         return usage + "\nconfig keys (base_config(); each experiment changes some defaults):\n" + schema.describe()
     config = load_config(argv)

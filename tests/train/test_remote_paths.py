@@ -323,3 +323,20 @@ def test_train_on_a_bucket_run_dir_checkpoints_resumes_and_hands_off(bucket):
         assert nxt.model.overrides.to_dict() == c.model.overrides.to_dict()
     assert _equal(nnx.state(models[0]), nnx.state(models[1]))
     assert not epath.Path(f"{BUCKET}/runs/next").exists()  # the write probe left nothing behind
+
+
+def test_a_reward_model_on_a_bucket_run_dir_writes_its_config_and_loads_back(bucket):
+    """The reward-model trainer writes config.json through the run directory's filesystem layer
+    (epath, as the policy does; it used open()), and a learned reward loads from the bucket."""
+    from experiments import reward_model
+    from tests.train.test_trainer import shrink
+    from upt_jax.train.reward_model import load_reward_model, train_reward_model
+
+    run_dir, local = f"{BUCKET}/runs/rm", bucket / "runs" / "rm"
+    c = shrink(reward_model.get_config(), run_dir, steps=1)
+    assert [m["step"] for m in train_reward_model(c)] == [1]
+    assert json.loads((local / "config.json").read_text())["run_dir"] == run_dir
+    assert [r["step"] for r in read_metrics(run_dir)] == [1]
+    assert sorted(os.listdir(local / "checkpoints")) == ["1"]
+    _, params = load_reward_model(run_dir)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))

@@ -1,4 +1,6 @@
 """Reward models: Bradley–Terry loss, and training lifts held-out pair accuracy above chance."""
+import os
+
 import jax.numpy as jnp
 import pytest
 import numpy as np
@@ -147,3 +149,58 @@ def test_grpo_process_with_a_prm_in_the_loop(tmp_path):
     assert m["grad_norm"] > 0 and m["skipped"] == 0
     e = step_ends(np.array([[5, 103, 6, 0, 0]]), np.array([[1, 1, 1, 0, 0]]), 103)
     assert e.tolist() == [[0, 1, 1, 0, 0]]
+
+
+# ----------------------------------------------------------------------------- the policy's loop
+# (config key overrides, the error, its message): each rejected by a policy run and a reward-model
+# run alike, before any model is built
+INVALID = {
+    "mesh_vs_devices": ({"mesh.data": 3}, ValueError, r"config\.mesh data=3 .* does not fit 8 devices"),
+    "microbatches": ({"train.questions_per_step": 3, "train.microbatches": 2}, ValueError,
+                     r"questions_per_step=3 is not divisible by microbatches=2"),
+    "max_nonfinite": ({"train.max_nonfinite_in_a_row": 0}, ValueError, r"config\.train\.max_nonfinite_in_a_row=0"),
+    "data_path_missing": ({"data.source": "file", "data.path": "/nonexistent/train*.jsonl"}, FileNotFoundError,
+                          r"config\.data\.path: .*train\*\.jsonl.* does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+@pytest.mark.parametrize("mode", ["reward_model", "prm"])
+def test_a_reward_model_run_rejects_an_invalid_config_like_a_policy_run(tmp_path, monkeypatch, case, mode):
+    from experiments import prm, sft
+    from tests.train.test_validation import _set
+    from upt_jax.train import model_source, trainer
+    from upt_jax.train.trainer import Trainer
+
+    for module in (model_source, trainer):
+        monkeypatch.setattr(module, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    keys, exc, message = INVALID[case]
+    experiment = reward_model if mode == "reward_model" else prm
+    for make, config in ((Trainer, _set(shrink(sft.get_config(), tmp_path / "policy", 1), **keys)),
+                         (RewardModelTrainer, _set(shrink(experiment.get_config(), tmp_path / mode, 1), **keys))):
+        with pytest.raises(exc, match=message):
+            make(config)
+
+
+def test_a_diverging_reward_model_run_stops_like_a_policy_run(tmp_path):
+    """As `tests.train.test_trainer.test_a_diverging_run_saves_no_broken_checkpoint`: no diverged
+    update is applied or saved, and max_nonfinite_in_a_row diverged steps stop the run."""
+    from upt_jax.train.loop import NonFiniteError
+
+    c = shrink(reward_model.get_config(), tmp_path / "rm", steps=4)
+    c.train.learning_rate = 1e30
+    c.train.max_nonfinite_in_a_row = 3
+    t = RewardModelTrainer(c)
+    try:
+        with pytest.raises(NonFiniteError, match="3 updates in a row diverged .* no checkpoint was saved"):
+            t.run()
+        assert int(t.state.step) == 3
+    finally:
+        t.close()
+    ckpts = tmp_path / "rm" / "checkpoints"
+    assert not ckpts.exists() or not [p for p in os.listdir(ckpts) if p.isdigit()]
+    good = shrink(reward_model.get_config(), tmp_path / "later", steps=1)
+    train_reward_model(good)  # a good step, then diverging ones: the last good checkpoint is kept
+    good.train.steps, good.train.learning_rate, good.train.max_nonfinite_in_a_row = 4, 1e30, 2
+    with pytest.raises(NonFiniteError, match="last good checkpoint is step 1"):
+        train_reward_model(good)

@@ -6,8 +6,9 @@ A comparison config (see ``experiments/testbed.py``, ``experiments/paper_table.p
 * ``base``: the base model every arm starts from: a shipped model directory
   (`upt_jax.bases.base_dir`) or a run directory (trained first with ``base.module`` when it has
   no checkpoint and ``base.train_if_missing``);
-* ``arms``: ``{key: {label, module, arg, hparams, overrides, seeds}}``: an ``experiments/``
-  module (``sft``, ``grpo``, ``hpt``, …, or the pipeline ``sft_then_grpo``) with its argument,
+* ``arms``: ``{key: {label, module, arg, hparams, overrides, seeds}}``: an experiment config file
+  (``sft``, ``grpo``, ``hpt``, …, or the pipeline ``sft_then_grpo``: ``<experiments_dir>/<module>.py``,
+  loaded by path; ``experiments_dir`` defaults to the shipped ``experiments/``) with its argument,
   recipe hyper-parameters, config overrides ``((dotted key, value), …)`` and, optionally, its
   own seeds (default: ``seeds``); and optionally ``tiers`` (what it trains on; default
   ``eval.id_tiers``; a tier named twice is weighted twice), ``learning_rate`` (default the
@@ -36,7 +37,6 @@ seeds, the paired differences and one sentence per arm) and ``plots/*.png``.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import logging
 import os
@@ -124,8 +124,7 @@ def arm_config(config, key: str, seed: int):
     import ml_collections
 
     arm = config.arms[key]
-    module = _experiment(arm.module)
-    c = module.get_config(arm.get("arg") or None)
+    c = _experiment(config, arm.module, arm.get("arg"))
     run_dir = os.path.join(config.run_dir, key, f"seed{seed}")
     steps = int(config.budget.steps)
     if "order" in c:  # a pipeline: the budget's steps are split over its stages
@@ -151,10 +150,13 @@ def arm_config(config, key: str, seed: int):
     return kind, c
 
 
-def _experiment(name: str):
-    """The ``experiments/<name>.py`` module an arm or the base names (the one place the comparison
-    imports experiment configs: issue #19 moves it to loading by path)."""
-    return importlib.import_module(f"experiments.{name}")
+def _experiment(config, name: str, arg: str | None = None):
+    """The config of ``<experiments dir>/<name>.py[:arg]`` that an arm or the base names, loaded by
+    path (`upt_jax.config_files.experiment_config`, as ``upt train --config`` loads a file); the
+    directory is ``config.experiments_dir`` when set, else the shipped experiments."""
+    from upt_jax.config_files import experiment_config
+
+    return experiment_config(name, arg or None, root=config.get("experiments_dir") or None)
 
 
 def with_sft_controls(config):
@@ -171,7 +173,7 @@ def with_sft_controls(config):
         ctl = f"{key}_sft_control"
         if not spec or ctl in config.arms:
             continue
-        c = _experiment(arm.module).get_config(arm.get("arg") or None)
+        c = _experiment(config, arm.module, arm.get("arg"))
         if "order" in c or c.get("mode") != "online":
             raise ValueError(f"arms.{key}.sft_control: an SFT control is for a one-stage RL arm (mode online), "
                              f"not {'a pipeline' if 'order' in c else 'mode ' + repr(c.get('mode'))}")
@@ -213,8 +215,7 @@ def ensure_base(config) -> str:
         raise FileNotFoundError(f"config.base.run_dir={d!r} is neither a shipped model directory (upt_jax.bases) "
                                 "nor a finished run; train it first (e.g. `upt train --config "
                                 "experiments/pretrain_tiny.py`) or set config.base.module to train it here")
-    module = _experiment(config.base.module)
-    c = module.get_config(config.base.get("arg") or None)
+    c = _experiment(config, config.base.module, config.base.get("arg"))
     c.run_dir = d
     for k, v in config.base.get("overrides") or ():
         _set_dotted(c, k, v)

@@ -1,9 +1,10 @@
 """The frozen models' inputs to a step (no gradient flows into them): the reference's log-probs
 (``ref_logp``), KTO's reference point, the distillation teacher's logits or log-probs (`Teacher`)
 and PPO's critic values and GAE returns (`Critic`, trained beside the policy by its own step).
-`frozen_inputs` is the stage between the assembled rows and the update."""
+`frozen_inputs` is the stage between the assembled rows and the update; it gives a `Batch`."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Callable
@@ -17,7 +18,19 @@ from upt_jax.train.kto import with_reference_point
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Teacher", "load_teacher", "Critic", "frozen_inputs"]
+__all__ = ["Batch", "Teacher", "load_teacher", "Critic", "frozen_inputs"]
+
+
+@dataclasses.dataclass(eq=False)
+class Batch:
+    """The update's inputs, on the device(s): ``policy`` (the jitted policy step's batch: the rows'
+    columns ``[B, L]``/``[B]`` and the frozen models' inputs), ``critic`` (PPO's critic's update
+    batch: ``tokens``, ``attention_mask``, ``mask``, ``values``, ``returns`` ``[B, L]``; None
+    without a critic) and ``info`` (host metrics of the stage, e.g. ``kto/z0``)."""
+
+    policy: dict
+    critic: dict | None = None
+    info: dict = dataclasses.field(default_factory=dict)
 
 
 class Teacher:
@@ -159,8 +172,8 @@ class Critic:
 
 def frozen_inputs(batch: dict, *, params, key: jax.Array, logp_fn: Callable, ref_params=None,
                   ref_off_fn: Callable | None = None, uniforms: bool = False, teacher: Teacher | None = None,
-                  critic: Critic | None = None) -> tuple[dict, dict | None, dict]:
-    """The step's batch with the frozen models' inputs added, before the update:
+                  critic: Critic | None = None, mesh=None) -> Batch:
+    """The step's batch (on the device(s)) with the frozen models' inputs added, before the update:
 
     * ``ref_logp [B, L]``: the reference's log-probs (``logp_fn`` on ``ref_params``, or with LoRA
       ``ref_off_fn`` on the policy's ``params`` with the adapters off), 0 off ``mask``;
@@ -168,8 +181,10 @@ def frozen_inputs(batch: dict, *, params, key: jax.Array, logp_fn: Callable, ref
     * KTO's ``kto_z0`` from its mismatched pairs (when the batch has ``kl_tokens``);
     * the `Teacher`'s inputs; the `Critic`'s ``values``.
 
-    Returns ``(batch, critic_batch or None, info)``: ``critic_batch`` is the critic's update batch
-    (with GAE ``returns``), ``info`` host metrics (``kto/z0``)."""
+    Returns a `Batch`, placed on ``mesh`` (`upt_jax.train.step.place_batch`): its ``critic`` is the
+    critic's update batch (with GAE ``returns``), its ``info`` host metrics (``kto/z0``)."""
+    from upt_jax.train.step import place_batch
+
     info = {}
     if ref_params is not None:
         batch["ref_logp"] = logp_fn(ref_params, batch["tokens"], batch["attention_mask"]) * batch["mask"]
@@ -185,6 +200,6 @@ def frozen_inputs(batch: dict, *, params, key: jax.Array, logp_fn: Callable, ref
     critic_batch = None
     if critic is not None:
         batch["values"], returns = critic.inputs(batch)
-        critic_batch = dict(tokens=batch["tokens"], attention_mask=batch["attention_mask"], mask=batch["mask"],
-                            values=batch["values"], returns=returns)
-    return batch, critic_batch, info
+        critic_batch = place_batch(dict(tokens=batch["tokens"], attention_mask=batch["attention_mask"],
+                                        mask=batch["mask"], values=batch["values"], returns=returns), mesh)
+    return Batch(policy=place_batch(batch, mesh), critic=critic_batch, info=info)

@@ -2,8 +2,9 @@
 the step just trained and stops it (`upt_jax.train.preemption`); each step is trained, handed to
 the step hooks, logged (JSONL, TensorBoard) and saved; too many diverged updates in a row stop it
 (`NonFiniteError`). `Loop` is a mixin: the class using it provides ``config``, ``state``, ``ckpt``,
-``metrics_log``, ``hooks``, ``nonfinite_in_a_row``, ``train_step()`` and ``save(force)``, and may
-add checkpointers (`checkpointers`)."""
+``metrics_log``, ``nonfinite_in_a_row``, ``train_step()`` (which calls `count_divergence`) and
+``save(force)``, and may add ``hooks`` (`upt_jax.train.in_training.StepHooks`) and checkpointers
+(`checkpointers`). The policy's `Trainer`, the reward-model and the PRM trainer run on it."""
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,30 @@ class NonFiniteError(RuntimeError):
 class Loop:
     """The loop of a trainer (see the module docstring)."""
 
+    hooks = None  # called after each step: hooks.after_step(trainer, metrics)
+
     def step_number(self) -> int:
         """The number of steps trained (an online step of ``update_epochs`` updates counts once)."""
         return int(self.state.step) // max(1, self.config.train.update_epochs)
+
+    def count_divergence(self, metrics: dict) -> None:
+        """Count a diverged update (a non-finite loss, gradient or result, or an update larger than
+        the parameters; the critic's too) towards the stop; an applied update resets the count, a
+        skip for ``skip_grad_norm`` alone neither counts nor resets."""
+        diverged = metrics["nonfinite"] or metrics["update_too_large"] or metrics.get(
+            "critic/nonfinite", 0) or metrics.get("critic/update_too_large", 0)
+        if diverged:
+            self.nonfinite_in_a_row += 1
+        elif not metrics["skipped"]:
+            self.nonfinite_in_a_row = 0
+
+    def write_config(self) -> None:
+        """``<run_dir>/config.json`` (process 0: one writer per run directory), through
+        ``etils.epath`` (a ``gs://`` run directory works)."""
+        if jax.process_index() == 0:
+            from etils import epath
+
+            (epath.Path(self.config.run_dir) / "config.json").write_text(self.config.to_json_best_effort(indent=2))
 
     def checkpointers(self) -> list:
         """Every `Checkpointer` the run saves to (the policy's first)."""
@@ -113,7 +135,8 @@ class Loop:
                 if signum:
                     self.preempt(signum, start, history)
                 metrics = self.train_step()
-                self.hooks.after_step(self, metrics)
+                if self.hooks is not None:
+                    self.hooks.after_step(self, metrics)
                 history.append(metrics)
                 if jax.process_index() == 0:
                     self.metrics_log.write(metrics)

@@ -20,12 +20,48 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import time
 from typing import Any, Callable, Sequence
 
+from upt_jax.models.partition import batch_shards
 from upt_jax.sampling.sampler import chunk_bounds
 
-__all__ = ["PipelineTiming", "chunk_bounds", "pipelined_rollouts"]
+log = logging.getLogger(__name__)
+
+__all__ = ["PipelineTiming", "chunk_bounds", "pipelined_rollouts", "overlap_settings"]
+
+
+def overlap_settings(config, mesh, online: bool) -> tuple[int, Any, dict]:
+    """``(chunks, executor, sampler_kw)`` of a run: ``rollout.overlap_chunks`` (1 offline and with
+    a learned reward model), the scoring thread (None for one chunk) and the `Sampler`'s keyword
+    arguments (``streams``; with chunks, ``batch_bucket``: one chunk per compiled batch).
+
+    A learned reward model stays serial: it is a device program (launched from a second thread its
+    order against the sampler's could differ between processes of a multi-host mesh: a collective
+    deadlock) and ``reward.normalize = batch/running`` normalises over the whole step's scores."""
+    chunks = int(config.rollout.get("overlap_chunks", 1))
+    if chunks < 1:
+        raise ValueError(f"config.rollout.overlap_chunks must be ≥ 1, got {chunks}")
+    if chunks > 1 and online and config.reward.source == "model":
+        log.warning("rollout.overlap_chunks=%d ignored: the learned reward model (reward.source=model) "
+                    "scores after generation, serially", chunks)
+    if not online or config.reward.source == "model":
+        chunks = 1
+    streams = config.rollout.get("streams", "auto")  # a command-line override arrives as a string
+    sampler_kw = {"streams": int(streams) if isinstance(streams, str) and streams.isdigit() else streams}
+    if chunks == 1:
+        return chunks, None, sampler_kw
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="upt_jax-reward")
+    # one chunk per compiled batch (not padded up to the default bucket of 8), rounded up to the
+    # rows the mesh splits prompts over (the sampler pads to a multiple of those)
+    chunk = -(-config.train.questions_per_step // chunks)
+    shards = batch_shards(mesh)
+    sampler_kw["batch_bucket"] = -(-chunk // shards) * shards
+    if chunk % shards:
+        log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
+                    "(a multiple of the mesh's data×fsdp=%d)", chunks, chunk, sampler_kw["batch_bucket"], shards)
+    return chunks, executor, sampler_kw
 
 
 @dataclasses.dataclass

@@ -5,8 +5,10 @@ The reward model is the decoder (from ``config.model``: a preset, a HF directory
 run's checkpoint) with a scalar head read at the last token. Each step takes
 ``questions_per_step`` pairs (chosen, rejected) — rows ``2i`` and ``2i + 1`` — through the same
 jitted, sharded, micro-batched update step as the policy trainer; every ``eval_every`` steps the
-pair accuracy on held-out pairs (a different seed) is logged. Checkpoints, resume and metrics
-behave as in ``upt_jax.train.trainer``.
+pair accuracy on held-out pairs (a different seed) is logged. It runs on the policy's loop
+(`upt_jax.train.loop.Loop`): the same config checks (`upt_jax.train.checks.validate`), non-finite
+guard, preemption and stop handling, checkpoints, resume, metrics and ``config.json`` writer (a
+``gs://`` run directory works).
 """
 from __future__ import annotations
 
@@ -15,10 +17,14 @@ import logging
 import os
 import time
 
+from etils import epath
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from upt_jax.train.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +43,27 @@ def bt_objective(*, margin: float = 0.0, label_smoothing: float = 0.0):
                      sums=sums)
 
 
-class RewardModelTrainer:
-    """Trains a ``RewardModel``; ``run()`` to ``config.train.steps``."""
+class RewardModelTrainer(Loop):
+    """Trains a ``RewardModel``; ``run()`` to ``config.train.steps`` (`Loop.run`)."""
 
     def __init__(self, config):
         from upt_jax.data import load_tokenizer, make_dataset
         from upt_jax.models.partition import make_mesh
         from upt_jax.models.reward import reward_model_from
-        from upt_jax.train import schema
+        from upt_jax.train.checks import validate
         from upt_jax.train.checkpoint import Checkpointer
         from upt_jax.train.metrics_log import MetricsWriter
         from upt_jax.train.state import create_train_state, make_optimizer
         from upt_jax.train.step import make_train_step
         from upt_jax.train.model_source import build_model
         from upt_jax.train.records import load_records
-        from upt_jax.train.vocab import check_tokenizer_fits
 
-        schema.validate(config)  # every key in its domain, before anything is read or built
+        validate(config)  # the policy's checks: config, paths and run directory, before anything is read
         self.config = config
         self.tok = load_tokenizer(config.tokenizer)
-        check_tokenizer_fits(config, self.tok.vocab_size)
         self.records = load_records(config)
+        validate(config, self.records, vocab_size=self.tok.vocab_size)  # records, tokenizer, free disk
         t = config.train
-        if len(self.records) < t.questions_per_step:
-            raise ValueError(f"{len(self.records)} records < questions_per_step {t.questions_per_step}")
-        os.makedirs(config.run_dir, exist_ok=True)
         m = config.mesh
         self.mesh = make_mesh(m.data, m.fsdp, m.tensor) if jax.device_count() > 1 else None
         special = dict(eos_token_id=self.tok.eos_id, bos_token_id=self.tok.bos_id, pad_token_id=self.tok.pad_id)
@@ -90,9 +92,9 @@ class RewardModelTrainer:
         self.ckpt = Checkpointer(os.path.join(config.run_dir, "checkpoints"), keep=config.checkpoint.keep,
                                  save_every=config.checkpoint.every, async_save=config.checkpoint.async_save)
         self.metrics_log = MetricsWriter(config.run_dir, tensorboard=config.log.tensorboard)
-        self._resume()
-        with open(os.path.join(config.run_dir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        self.nonfinite_in_a_row = 0
+        self.resume()
+        self.write_config()
 
     def _heldout_records(self, n):
         from upt_jax.data import tasks
@@ -103,16 +105,30 @@ class RewardModelTrainer:
             return [src[i] for i in range(min(n, len(src)))]
         return list(self.records[-n:])  # files: the last rows (exclude them from training data yourself)
 
-    def _resume(self):
+    def step_number(self) -> int:
+        return int(self.state.step)  # one update per step (train.update_epochs is the policy's)
+
+    def resume(self):
+        """Restore the newest checkpoint (the state and the data iterator), if any, and cut the
+        metrics log back to it."""
         from upt_jax.train.checkpoint import abstract_with_shardings
 
         if self.ckpt.latest_step() is None:
-            self.metrics_log.reset()
+            if jax.process_index() == 0:
+                self.metrics_log.reset()
             return
         self.state, extra = self.ckpt.restore(abstract_with_shardings(self.state, self.shardings))
         self.data_iter = iter(self.dataset)
         self.data_iter.set_state(extra["data_iterator"])
-        self.metrics_log.truncate_after(extra["step"])
+        if jax.process_index() == 0:
+            self.metrics_log.truncate_after(extra["step"])
+
+    def save(self, force=False):
+        """Save the step just trained, when due or ``force``."""
+        step = self.step_number()
+        extra = dict(data_iterator=self.data_iter.get_state(), step=step,
+                     config=json.loads(self.config.to_json_best_effort()))
+        return self.ckpt.save(step, self.state, extra, force=force)
 
     def _rows(self, records, seed: int):
         """Pairs (outcome RM) or step-labelled demonstrations (PRM) for ``records``."""
@@ -188,39 +204,21 @@ class RewardModelTrainer:
         r = np.asarray(self.score_fn(params, b["tokens"], b["attention_mask"]))
         return float(np.mean(r[0::2] > r[1::2]))
 
-    def run(self) -> list[dict]:
-        from tqdm.auto import tqdm
-
-        from upt_jax.train.loop import progress_postfix
-
-        t = self.config.train
-        history = []
-        start = int(self.state.step)
-        bar = tqdm(total=t.steps, initial=start, desc=self.config.name, disable=not self.config.log.progress)
-        try:
-            for _ in range(start, t.steps):
-                t0 = time.perf_counter()
-                batch = self._place(self._rows(next(self.data_iter), seed=self.config.seed * 1000003 + start
-                                               + len(history)))
-                self.state, m = self.step_fn(self.state, batch)
-                metrics = {k: float(v) for k, v in jax.device_get(m).items()}
-                step = int(self.state.step)
-                metrics["step"] = step
-                if step % max(1, self.config.reward_model.eval_every) == 0 or step == t.steps:
-                    metrics["heldout/step_accuracy" if self.process else "heldout/pair_accuracy"] = \
-                        self.heldout_accuracy()
-                metrics["time/step_s"] = time.perf_counter() - t0
-                self.metrics_log.write(metrics)
-                history.append(metrics)
-                bar.update(1)
-                bar.set_postfix(progress_postfix(metrics))
-                extra = dict(data_iterator=self.data_iter.get_state(), step=step,
-                             config=json.loads(self.config.to_json_best_effort()))
-                self.ckpt.save(step, self.state, extra, force=step == t.steps)
-            self.ckpt.wait()
-        finally:
-            bar.close()
-        return history
+    def train_step(self) -> dict:
+        """One update on the next ``questions_per_step`` pairs (PRM: demonstrations); the metrics,
+        with the held-out accuracy every ``reward_model.eval_every`` steps and at the last."""
+        t0 = time.perf_counter()
+        seed = self.config.seed * 1000003 + self.step_number()
+        batch = self._place(self._rows(next(self.data_iter), seed=seed))
+        self.state, m = self.step_fn(self.state, batch)
+        metrics = {k: float(v) for k, v in jax.device_get(m).items()}
+        step = self.step_number()
+        metrics["step"] = step
+        if step % max(1, self.config.reward_model.eval_every) == 0 or step == self.config.train.steps:
+            metrics["heldout/step_accuracy" if self.process else "heldout/pair_accuracy"] = self.heldout_accuracy()
+        metrics["time/step_s"] = time.perf_counter() - t0
+        self.count_divergence(metrics)
+        return metrics
 
     def close(self):
         self.metrics_log.close()
@@ -228,12 +226,16 @@ class RewardModelTrainer:
 
 
 def train_reward_model(config) -> list[dict]:
-    """Run (or resume) reward-model training; returns this call's metrics."""
-    trainer = RewardModelTrainer(config)
-    try:
-        return trainer.run()
-    finally:
-        trainer.close()
+    """Run (or resume) reward-model training; returns this call's metrics. A SIGTERM/SIGINT while
+    the trainer is being built stops the loop before its first step, as for the policy."""
+    from upt_jax.train import preemption
+
+    with preemption.stop_signals(config.checkpoint.get("preemption_grace_s")):
+        trainer = RewardModelTrainer(config)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
 
 
 def load_reward_model(run_dir: str):
@@ -246,17 +248,16 @@ def load_reward_model(run_dir: str):
     from upt_jax.train.checkpoint import abstract_with_shardings, restore_params
     from upt_jax.train.model_source import build_model
 
-    cfg_file = os.path.join(run_dir, "config.json")
-    if not os.path.exists(cfg_file):
+    cfg_file = epath.Path(run_dir) / "config.json"  # local or gs://
+    if not cfg_file.is_file():
         raise FileNotFoundError(f"reward model run {run_dir!r} has no config.json (train one with "
                                 "experiments/reward_model.py or experiments/prm.py)")
-    with open(cfg_file) as f:
-        rm_config = ml_collections.ConfigDict(json.load(f))
+    rm_config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
     tok = load_tokenizer(rm_config.tokenizer)
     special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
     model = reward_model_from(build_model(rm_config.model, vocab_size=tok.vocab_size, special=special))
     graphdef, state = nnx.split(model)
-    return graphdef, restore_params(os.path.join(run_dir, "checkpoints"), abstract_with_shardings(state))
+    return graphdef, restore_params(str(epath.Path(run_dir) / "checkpoints"), abstract_with_shardings(state))
 
 
 class LearnedReward:

@@ -1,34 +1,68 @@
 """The online-RL stages' first two: rollout and score. ``n`` responses per question from the
-sampler with the current parameters, each scored by the verifier, the user's reward functions or
-a learned reward model (`Scorer`), grouped per question (`Group`); `draw_groups` repeats the draw
-for DAPO's dynamic sampling.
+sampler with the current parameters (`sample` → `Rollouts`), each scored by the verifier, the
+user's reward functions or a learned reward model (`score` with a `Scorer` → `ScoredRollouts`, one
+`Group` per question); `rollouts` runs both, chunk by chunk with scoring overlapped with
+generation; `draw_groups` repeats the draw for DAPO's dynamic sampling.
 
     scorer = Scorer(tok, verifier=Verifier("math"))
-    groups = rollouts(sampler, params, scorer, records, prompts, key, sampling_params(config, tok))
-    groups, info = draw_groups(lambda r, p, k: rollouts(...), records, prompts, key, q=len(records))
+    scored = score(scorer, sample(sampler, params, records, prompts, key, sampling_params(config, tok)))
+    scored = rollouts(sampler, params, scorer, records, prompts, key, sampling_params(config, tok))
+    scored = draw_groups(lambda r, p, k: rollouts(...), records, prompts, key, q=len(records))
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, TypedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Group", "Scorer", "sampling_params", "rollouts", "draw_groups", "new_timing"]
+__all__ = ["Rollouts", "Group", "ScoredRollouts", "Scorer", "sampling_params", "sample", "score", "rollouts",
+           "draw_groups", "new_timing"]
 
 
-class Group(TypedDict):
-    """One question's rollouts (``n`` of them), in sampling order.
+@dataclasses.dataclass(frozen=True)
+class Rollouts:
+    """Sampled, not yet scored: ``Q`` questions × ``n`` responses, row ``i · n + j`` the ``j``-th
+    response to question ``i``.
 
-    Keys: ``record`` (the training record), ``prompt`` (its token ids), ``rewards`` ``[n]`` float32,
+    ``records``/``prompts``: the ``Q`` questions (records, token ids); ``responses``: ``Q · n``
+    token-id lists; ``logp``, ``sampling_logp``, ``thresholds``: ``Q · n`` float32 arrays
+    ``[len(response)]`` (behaviour log-probs at the policy's temperature, the sampled
+    distribution's log-probs, each token's kept-set threshold); ``finished``: ``Q · n`` bools
+    (ended with a stop token); ``compile_s``: the sampler's compile time."""
+
+    records: Sequence[dict]
+    prompts: Sequence[list[int]]
+    n: int
+    responses: list[list[int]]
+    logp: list[np.ndarray]
+    sampling_logp: list[np.ndarray]
+    thresholds: list[np.ndarray]
+    finished: list[bool]
+    compile_s: float = 0.0
+
+    def __post_init__(self):
+        rows = len(self.records) * self.n
+        if len(self.prompts) != len(self.records) or any(
+                len(x) != rows for x in (self.responses, self.logp, self.sampling_logp, self.thresholds,
+                                         self.finished)):
+            raise ValueError(f"Rollouts: {len(self.records)} records, {len(self.prompts)} prompts and n={self.n} "
+                             f"need {rows} responses, log-probs, thresholds and finished flags each")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Group(Mapping):
+    """One question's scored rollouts (``n`` of them), in sampling order; read as a mapping too
+    (``group["rewards"]``).
+
+    ``record`` (the training record), ``prompt`` (its token ids), ``rewards`` ``[n]`` float32,
     ``responses`` (``n`` token-id lists), ``logp``, ``sampling_logp``, ``thresholds`` (``n``
-    float32 arrays ``[len(response)]``: behaviour log-probs at the policy's temperature, the
-    sampled distribution's log-probs, each token's kept-set threshold), ``finished`` (``n`` bools:
-    ended with a stop token)."""
+    float32 arrays ``[len(response)]``, as in `Rollouts`), ``finished`` (``n`` bools)."""
 
     record: dict
     prompt: list[int]
@@ -38,6 +72,35 @@ class Group(TypedDict):
     sampling_logp: list[np.ndarray]
     thresholds: list[np.ndarray]
     finished: list[bool]
+
+    def __getitem__(self, key: str):
+        if key not in _GROUP_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(_GROUP_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_GROUP_FIELDS)
+
+
+_GROUP_FIELDS = tuple(f.name for f in dataclasses.fields(Group))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoredRollouts(Sequence):
+    """A step's scored rollouts: a sequence of `Group` s (one per question, in order) and the
+    draw's host metrics ``info`` (``dynamic_sampling/*``)."""
+
+    groups: tuple[Group, ...]
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __getitem__(self, i):
+        return self.groups[i]
+
+    def __len__(self) -> int:
+        return len(self.groups)
 
 
 @dataclasses.dataclass
@@ -77,10 +140,43 @@ def new_timing() -> dict:
     return dict(rollout_s=0.0, rollout_compile_s=0.0, reward_s=0.0)
 
 
+def sample(sampler, params, records: Sequence[dict], prompts: Sequence[list[int]], key: jax.Array, sampling, *,
+           prompt_offset: int = 0) -> Rollouts:
+    """The rollout stage: ``sampling.n`` responses to each of ``prompts`` sampled with ``params``
+    (the sampler keys each row by its global index ``prompt_offset + i``, so a question's tokens
+    do not depend on how the questions are chunked)."""
+    out = sampler.generate(prompts, key, sampling, state=params, prompt_offset=prompt_offset)
+    rows = range(len(out.lengths))
+    return Rollouts(records=list(records), prompts=list(prompts), n=sampling.n,
+                    responses=[out.tokens[i, :out.lengths[i]].tolist() for i in rows],
+                    logp=[out.logprobs[i, :out.lengths[i]] for i in rows],
+                    sampling_logp=[out.sampling_logprobs[i, :out.lengths[i]] for i in rows],
+                    thresholds=[out.thresholds[i, :out.lengths[i]] for i in rows],
+                    finished=[bool(out.finished[i]) for i in rows], compile_s=out.compile_s)
+
+
+def score(scorer: Callable, rollouts: Rollouts, rewards: np.ndarray | None = None) -> ScoredRollouts:
+    """The score stage: ``rollouts`` grouped per question with their rewards, from ``scorer``
+    (`Scorer`: ``scorer(records, prompts, responses) → [Q · n]``) or given as ``rewards``."""
+    n, q = rollouts.n, len(rollouts.records)
+    if rewards is None:
+        idx = [i // n for i in range(q * n)]
+        rewards = scorer([rollouts.records[i] for i in idx], [rollouts.prompts[i] for i in idx],
+                         [np.asarray(r, np.int32) for r in rollouts.responses])
+    groups = []
+    for j in range(q):
+        s = slice(j * n, (j + 1) * n)
+        groups.append(Group(record=rollouts.records[j], prompt=rollouts.prompts[j],
+                            rewards=np.asarray(rewards[s], np.float32), responses=rollouts.responses[s],
+                            logp=rollouts.logp[s], sampling_logp=rollouts.sampling_logp[s],
+                            thresholds=rollouts.thresholds[s], finished=rollouts.finished[s]))
+    return ScoredRollouts(tuple(groups))
+
+
 def rollouts(sampler, params, scorer: Callable, records: list[dict], prompts: list[list[int]], key: jax.Array,
-             sampling, *, chunks: int = 1, executor=None, timing: dict | None = None) -> list[Group]:
-    """Sample ``sampling.n`` responses per question with ``params`` and score them: one `Group` per
-    question, in order.
+             sampling, *, chunks: int = 1, executor=None, timing: dict | None = None) -> ScoredRollouts:
+    """`sample` and `score`: ``sampling.n`` responses per question with ``params``, scored, one
+    `Group` per question, in order.
 
     With ``chunks = C > 1`` the questions go in ``C`` chunks (`chunk_bounds`): chunk ``k`` is
     sampled and scored on ``executor`` while chunk ``k + 1`` is sampled (`pipelined_rollouts`).
@@ -96,42 +192,25 @@ def rollouts(sampler, params, scorer: Callable, records: list[dict], prompts: li
 
     def generate(k, ab):
         a, b = ab
-        return sampler.generate(prompts[a:b], key, sampling, state=params, prompt_offset=a)
+        return sample(sampler, params, records[a:b], prompts[a:b], key, sampling, prompt_offset=a)
 
-    def score(k, ab, out):
-        a, _ = ab
-        responses = [out.tokens[i, :out.lengths[i]] for i in range(len(out.lengths))]
-        return scorer([records[a + j] for j in out.prompt_index], [prompts[a + j] for j in out.prompt_index],
-                      responses)
-
-    results, t = pipelined_rollouts(generate, score, bounds, executor)
+    results, t = pipelined_rollouts(generate, lambda k, ab, r: score(scorer, r), bounds, executor)
     timing["rollout_s"] += t.generate_s
-    timing["rollout_compile_s"] += sum(out.compile_s for out, _ in results)
+    timing["rollout_compile_s"] += sum(r.compile_s for r, _ in results)
     timing["reward_s"] += t.score_s
     timing["reward_overlap_s"] = timing.get("reward_overlap_s", 0.0) + t.overlap_s
-    n, groups = sampling.n, []
-    for (a, b), (out, rewards) in zip(bounds, results):
-        for j in range(b - a):
-            idx = range(j * n, (j + 1) * n)
-            groups.append(Group(
-                record=records[a + j], prompt=prompts[a + j],
-                rewards=np.asarray(rewards[j * n:(j + 1) * n], np.float32),
-                responses=[out.tokens[i, :out.lengths[i]].tolist() for i in idx],
-                logp=[out.logprobs[i, :out.lengths[i]] for i in idx],
-                sampling_logp=[out.sampling_logprobs[i, :out.lengths[i]] for i in idx],
-                thresholds=[out.thresholds[i, :out.lengths[i]] for i in idx],
-                finished=[bool(out.finished[i]) for i in idx]))
-    return groups
+    return ScoredRollouts(tuple(g for _, scored in results for g in scored))
 
 
 def draw_groups(draw: Callable, records: list[dict], prompts: list[list[int]], key: jax.Array, *, q: int,
                 dynamic: bool = False, max_draws: int = 1, more: Callable | None = None
-                ) -> tuple[list[Group], dict]:
+                ) -> ScoredRollouts:
     """The step's ``q`` groups: ``draw(records, prompts, key_i) → groups`` once, or with DAPO's
     dynamic sampling (``dynamic``) again on ``more() → (records, prompts)`` until ``q`` groups
     whose rewards are not all equal (a group without signal) are kept or ``max_draws`` draws were
     made; then topped up with the last draw's signal-free groups (zero advantage). Draw ``i`` uses
-    ``fold_in(key, i)``. Returns the groups and ``dynamic_sampling/*`` metrics."""
+    ``fold_in(key, i)`` (the first too). Returns the groups with ``dynamic_sampling/*`` metrics as
+    their ``info``."""
     groups, info, drawn, tries, last = [], {}, 0, 0, []
     while True:
         last = draw(records, prompts, jax.random.fold_in(key, tries))
@@ -150,4 +229,4 @@ def draw_groups(draw: Callable, records: list[dict], prompts: list[list[int]], k
             log.warning("dynamic sampling kept %d of %d groups after %d draws", len(groups), q, tries)
             info["dynamic_sampling/short"] = float(q - len(groups))
             groups += [g for g in last if np.ptp(g["rewards"]) == 0][: q - len(groups)]
-    return groups[:q], info
+    return ScoredRollouts(tuple(groups[:q]), info)

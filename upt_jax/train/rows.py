@@ -1,9 +1,13 @@
 """Rows for the update step: the online stage that assembles a step's groups (rollouts, and each
-question's demonstration where the recipe trains on one) into rows, and the offline row builders
-(SFT demonstrations, preference pairs, KTO's unpaired rows, language-modelling text). Each returns
-``pack_rows`` output (``tokens``, ``attention_mask``, ``mask`` ``[B, L]`` …) as numpy arrays, and
-`pack_for_update` packs them for the update when ``train.pack_sequences`` is on."""
+question's demonstration where the recipe trains on one) into rows (`assemble_rows`), and the
+offline row builders (SFT demonstrations, preference pairs, KTO's unpaired rows, language-modelling
+text). Each returns `Rows` (``pack_rows`` output: ``tokens``, ``attention_mask``, ``mask``
+``[B, L]`` …, numpy arrays) and host metrics, and `pack_for_update` packs them for the update when
+``train.pack_sequences`` is on."""
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import MutableMapping
 
 import numpy as np
 
@@ -11,11 +15,80 @@ from upt_jax.train.batching import pack_rows
 from upt_jax.train.kto import examples, kto_rows
 from upt_jax.train.records import preference_pair
 
-__all__ = ["text_rows", "preference_rows", "kto_preference_rows", "sft_rows", "demo_ids", "group_rows",
+__all__ = ["Rows", "assemble_rows", "text_rows", "preference_rows", "kto_preference_rows", "sft_rows", "demo_ids", "group_rows",
            "group_metrics", "kept_set_rows", "pack_for_update"]
 
+ROW_KEYS = ("tokens", "attention_mask", "mask")
 
-def text_rows(tok, records) -> tuple[dict, dict]:
+
+@dataclasses.dataclass(eq=False)
+class Rows(MutableMapping):
+    """A step's rows on the host, before they are placed: numpy ``columns``, each with the rows
+    first (``[B, L]`` or ``[B]``), read and written as a mapping (``rows["tokens"]``).
+
+    Always ``tokens``, ``attention_mask`` (1 on real tokens) and ``mask`` (1 on the tokens trained
+    on) ``[B, L]``; then what the rows' kind adds: rollouts ``old_logp``, ``rollout_logp`` ``[B, L]``,
+    ``rewards``, ``is_demo`` ``[B]`` (`group_rows`); ``truncated`` ``[B]`` until the step drops it."""
+
+    columns: dict
+
+    def __post_init__(self):
+        missing = [k for k in ROW_KEYS if k not in self.columns]
+        if missing:
+            raise ValueError(f"Rows need {list(ROW_KEYS)}; missing {missing}")
+        shapes = {k: np.shape(self.columns[k]) for k in ROW_KEYS}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"Rows: {list(ROW_KEYS)} must have one shape [B, L], got {shapes}")
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.columns["tokens"]
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        return self.columns["attention_mask"]
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.columns["mask"]
+
+    def __getitem__(self, key):
+        return self.columns[key]
+
+    def __setitem__(self, key, value):
+        self.columns[key] = value
+
+    def __delitem__(self, key):
+        del self.columns[key]
+
+    def __iter__(self):
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+
+def assemble_rows(groups, tok, *, demos: bool = False, recipe_name: str = "", replay: bool = False,
+                  process_reward=None) -> tuple[Rows, dict]:
+    """The online stage after scoring: a step's groups (`upt_jax.train.rollouts.ScoredRollouts`)
+    as `Rows` (`group_rows`; with ``demos`` each question's demonstration last in its group,
+    ``recipe_name`` naming the recipe in the error when a record has none; ``replay``: kept-set
+    replay) and host metrics (`group_metrics`, the draw's ``info``). The gate that routes a group
+    to the RL or the SFT term is applied in the jitted loss, from these rows.
+
+    ``process_reward`` (a `upt_jax.train.prm.ProcessReward`): per-step PRM rewards at step ends,
+    ``step_rewards``/``step_mask`` ``[B, L]``, and ``prm/step_reward_mean``."""
+    info = dict(getattr(groups, "info", {}))
+    ids = [demo_ids(tok, g["record"], recipe_name) for g in groups] if demos else None
+    rows = group_rows(groups, pad_id=tok.pad_id, demos=ids, replay=replay)
+    if process_reward is not None:  # per-step PRM rewards at step ends (grpo_process)
+        rows["step_rewards"], rows["step_mask"] = process_reward.step_rewards(rows)
+        info["prm/step_reward_mean"] = float(rows["step_rewards"].sum() / max(rows["step_mask"].sum(), 1))
+    info.update(group_metrics(groups))  # gate/sft_frac: the jitted step's gate (step.sft_gate_metric)
+    return rows, info
+
+
+def text_rows(tok, records) -> tuple[Rows, dict]:
     """Language-modelling rows: ``text ⧺ EOS`` (a packed record: each document ⧺ EOS, one
     after the other), trained on every token but the first, which is the one-column prompt
     (no BOS is added: prompts at rollout and evaluation time have none either)."""
@@ -25,34 +98,34 @@ def text_rows(tok, records) -> tuple[dict, dict]:
         return [i for d in docs for i in tok.encode(d) + [tok.eos_id]]
 
     ids = [encode(r["text"]) for r in records]
-    rows = pack_rows([x[:1] for x in ids], [x[1:] for x in ids], pad_id=tok.pad_id, prompt_len=1)
+    rows = Rows(pack_rows([x[:1] for x in ids], [x[1:] for x in ids], pad_id=tok.pad_id, prompt_len=1))
     return rows, {"response_length": float(np.mean([len(x) - 1 for x in ids]))}
 
 
-def preference_rows(tok, records, prompts) -> tuple[dict, dict]:
+def preference_rows(tok, records, prompts) -> tuple[Rows, dict]:
     """Rows ``2i`` (chosen) and ``2i + 1`` (rejected) of each record's `preference_pair`."""
     pairs = [preference_pair(r) for r in records]
     resp = [tok.encode(x) + [tok.eos_id] for pair in pairs for x in pair]
-    rows = pack_rows([p for p in prompts for _ in range(2)], resp, pad_id=tok.pad_id)
+    rows = Rows(pack_rows([p for p in prompts for _ in range(2)], resp, pad_id=tok.pad_id))
     return rows, {"response_length": float(np.mean([len(x) for x in resp]))}
 
 
-def kto_preference_rows(tok, records, prompts) -> tuple[dict, dict]:
+def kto_preference_rows(tok, records, prompts) -> tuple[Rows, dict]:
     """KTO's unpaired rows (`upt_jax.train.kto`): a (prompt, completion, desirable) row each."""
     ex = examples(records, preference_pair)
     resp = [tok.encode(x) + [tok.eos_id] for x, _ in ex]
-    rows = kto_rows(prompts, resp, [y for _, y in ex], pad_id=tok.pad_id)
+    rows = Rows(kto_rows(prompts, resp, [y for _, y in ex], pad_id=tok.pad_id))
     return rows, {"response_length": float(np.mean([len(x) for x in resp])),
                   "kto/desirable_frac": float(np.mean([y for _, y in ex]))}
 
 
-def sft_rows(tok, records, *, template: str, system_prompt) -> tuple[dict, dict]:
+def sft_rows(tok, records, *, template: str, system_prompt) -> tuple[Rows, dict]:
     """Demonstration rows; a chat row trains on its assistant turns only (`upt_jax.data.chat`)."""
     from upt_jax.data.chat import sft_example
 
     ex = [sft_example(tok, r, template=template, system_prompt=system_prompt) for r in records]
-    rows = pack_rows([e[0] for e in ex], [e[1] for e in ex], pad_id=tok.pad_id,
-                     response_values=dict(loss_mask=[e[2] for e in ex]))
+    rows = Rows(pack_rows([e[0] for e in ex], [e[1] for e in ex], pad_id=tok.pad_id,
+                          response_values=dict(loss_mask=[e[2] for e in ex])))
     rows["mask"] = rows["mask"] * rows.pop("loss_mask")
     return rows, {"response_length": float(np.mean([len(e[1]) for e in ex]))}
 
@@ -65,7 +138,7 @@ def demo_ids(tok, record, recipe_name: str) -> list[int]:
     return tok.encode(demo) + [tok.eos_id]
 
 
-def group_rows(groups, *, pad_id: int, demos: list | None = None, replay: bool = False) -> dict:
+def group_rows(groups, *, pad_id: int, demos: list | None = None, replay: bool = False) -> Rows:
     """The rows of a step's groups: each group's ``n`` rollouts, then its demonstration
     (``demos[g]``, token ids) when ``demos`` is given: rows ``[G · (n + 1), L]``, a
     demonstration last in its group, with behaviour log-probs 0 (unknown behaviour policy),
@@ -89,8 +162,8 @@ def group_rows(groups, *, pad_id: int, demos: list | None = None, replay: bool =
             threshold.append(np.full(len(demo), -np.inf, np.float32))  # the whole vocabulary
             rewards.append(1.0)  # a demonstration is correct
             is_demo.append(True)
-    rows = pack_rows(prompts, resp, pad_id=pad_id,
-                     response_values=dict(old_logp=logp, rollout_logp=rollout_logp, rollout_threshold=threshold))
+    rows = Rows(pack_rows(prompts, resp, pad_id=pad_id, response_values=dict(
+        old_logp=logp, rollout_logp=rollout_logp, rollout_threshold=threshold)))
     rows.update(kept_set_rows(rows, replay))
     rows["rewards"] = np.asarray(rewards, np.float32)
     rows["is_demo"] = np.asarray(is_demo, bool)
@@ -129,7 +202,7 @@ def kept_set_rows(rows: dict, replay: bool) -> dict:
             .astype(np.float32)}
 
 
-def pack_for_update(rows: dict, *, row_multiple: int, num_microbatches: int, group_size: int) -> tuple[dict, dict]:
+def pack_for_update(rows: Rows, *, row_multiple: int, num_microbatches: int, group_size: int) -> tuple[Rows, dict]:
     """``rows`` plus their sequences packed for the update step (``pack_sequences``: packed rows
     split over data × fsdp (``row_multiple``) and, per micro-batch, like ``split_microbatches``),
     and ``pack/*`` metrics."""
@@ -142,4 +215,4 @@ def pack_for_update(rows: dict, *, row_multiple: int, num_microbatches: int, gro
             "pack/len": float(packed["packed_tokens"].shape[1]),
             "pack/padding_frac": 1.0 - real / packed["packed_tokens"].size,
             "pack/padding_frac_unpacked": 1.0 - real / rows["attention_mask"].size}
-    return dict(rows, **packed), info
+    return Rows(dict(rows, **packed)), info

@@ -31,8 +31,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+
 import jax
 from etils import epath
+
+# the run directory's files and its tokenizer record, re-exported: one module to import from
+from upt_jax.train.run_files import (FORMAT, MODEL_FILE, RECORD_FILE, WEIGHTS_FILE, absolute_path,  # noqa: F401
+                                     checkpoints_dir, file_sha256, is_weights_dir, read_json, read_record, run_root,
+                                     tokenizer_spec, verify_weights)
+from upt_jax.train.tokenizer_record import carry_tokenizer, recorded_tokenizer  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -41,61 +48,6 @@ __all__ = ["MODEL_FILE", "WEIGHTS_FILE", "RECORD_FILE", "is_weights_dir", "file_
            "write_record", "source_of", "lineage_preset", "recorded_model_config", "model_from_run", "load_run_model",
            "recorded_tokenizer", "carry_tokenizer", "tokenizer_spec"]
 
-MODEL_FILE = "model.json"
-WEIGHTS_FILE = "model.safetensors"  # a weights directory (`is_weights_dir`): no checkpoints/
-RECORD_FILE = "record.json"  # what a shipped model was measured at, and its weights' checksum
-_FORMAT = 1
-_DEFAULT_TOKENIZER = "char"
-_DEFAULT_TEMPLATE = "zero"
-_PROBE = "Question: 12 + 7 * 3 = ?\nAnswer: \\boxed{33}"
-
-
-def _is_remote(path) -> bool:
-    return "://" in str(path)
-
-
-# ----------------------------------------------------------------------------- locating
-def run_root(path) -> epath.Path:
-    """The run directory of ``path``: ``path`` itself, or its parent when ``path`` is the run's
-    ``checkpoints/`` (the parent holds ``model.json`` or ``config.json`` and ``path`` neither)."""
-    p = epath.Path(str(path).rstrip("/"))
-    if not ((p / MODEL_FILE).is_file() or (p / "config.json").is_file()):
-        if (p.parent / MODEL_FILE).is_file() or (p.parent / "config.json").is_file():
-            return p.parent
-    return p
-
-
-def checkpoints_dir(path) -> epath.Path:
-    """The checkpoint directory of a run directory (local or ``gs://…``) or of its
-    ``checkpoints/`` itself."""
-    d = epath.Path(path)
-    return d / "checkpoints" if (d / "checkpoints").is_dir() else d
-
-
-def _read_json(path: epath.Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def read_record(path) -> dict | None:
-    """``model.json`` of the run directory ``path`` (or of the run whose ``checkpoints/`` it is),
-    or ``None`` when the run has none (written before upt_jax recorded it)."""
-    file = run_root(path) / MODEL_FILE
-    record = _read_json(file)
-    if record is not None and record.get("format") != _FORMAT:
-        raise ValueError(f"{file} has format {record.get('format')!r}; this upt_jax reads format {_FORMAT}")
-    return record
-
-
-def _absolute(path) -> str:
-    """A local path made absolute; a remote one (``gs://…``) as given."""
-    path = os.fspath(path)
-    return path if _is_remote(path) else os.path.abspath(path)
-
-
-def tokenizer_spec(spec) -> str:
-    """A tokenizer as a run records it: ``"char"``, or a directory (made absolute if local)."""
-    spec = os.fspath(spec)
-    return "char" if spec in ("char", "builtin:char") else _absolute(spec)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -104,7 +56,7 @@ def make_record(cfg, *, source: dict, tokenizer: str, tok, template: str,
     """The ``model.json`` of a run: its resolved ``ModelConfig`` ``cfg``, where it came from
     (``source``), its tokenizer (the spec ``tokenizer`` and the loaded ``tok``) and prompt
     template."""
-    return {"format": _FORMAT, "model": cfg.to_dict(), "source": source,
+    return {"format": FORMAT, "model": cfg.to_dict(), "source": source,
             "tokenizer": tokenizer_spec(tokenizer), "tokenizer_vocab_size": int(tok.vocab_size),
             "template": template, "system_prompt": system_prompt,
             "chat_template": getattr(tok.hf, "chat_template", None) or None}
@@ -120,12 +72,12 @@ def source_of(mc) -> dict:
     """The ``source`` entry of ``model.json`` for ``config.model`` = ``mc`` (``init=checkpoint``:
     the parent run and, nested, where its architecture came from)."""
     if mc.init == "hf":
-        return {"init": "hf", "hf_dir": _absolute(mc.hf_dir)}
+        return {"init": "hf", "hf_dir": absolute_path(mc.hf_dir)}
     if mc.init == "checkpoint":
         root = run_root(mc.checkpoint)
         record = read_record(root)
-        parent = record["source"] if record else _legacy_source(_read_json(root / "config.json"))
-        return {"init": "checkpoint", "checkpoint": _absolute(str(root)), "parent": parent}
+        parent = record["source"] if record else _legacy_source(read_json(root / "config.json"))
+        return {"init": "checkpoint", "checkpoint": absolute_path(str(root)), "parent": parent}
     return {"init": "preset", "preset": mc.preset, "overrides": _plain(mc.overrides)}
 
 
@@ -174,7 +126,7 @@ def recorded_model_config(path, *, key: str, param_dtype: str | None = None, dty
     record = read_record(root)
     if record is not None:
         return ModelConfig.from_dict(record["model"], **dtypes), str(root / MODEL_FILE)
-    config = _read_json(root / "config.json")
+    config = read_json(root / "config.json")
     m = (config or {}).get("model") or {}
     dtypes = {"param_dtype": m.get("param_dtype", "float32"), "dtype": m.get("dtype"), **dtypes}
     if m.get("init") == "hf":
@@ -242,7 +194,7 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
         root = run_root(path)
         verify_weights(root)
         model = load_hf_checkpoint(str(root), cfg=cfg, remat=remat, mesh=mesh)
-        return model, int((_read_json(root / RECORD_FILE) or {}).get("step", 0))
+        return model, int((read_json(root / RECORD_FILE) or {}).get("step", 0))
     model = init_model(cfg, 0, remat=remat)  # random init, every param overwritten below
     directory = checkpoints_dir(path)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(model))
@@ -257,127 +209,6 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
     if mesh is not None:
         shard_model(model, mesh)
     return model, step
-
-
-# ----------------------------------------------------------------------------- weights dirs
-def is_weights_dir(path) -> bool:
-    """``path`` is a model directory without checkpoints: ``model.json`` and ``model.safetensors``
-    (HF tensor names), as `upt_jax.studies.base_model.ship_base` writes the shipped base models."""
-    root = run_root(path)
-    return ((root / MODEL_FILE).is_file() and (root / WEIGHTS_FILE).is_file()
-            and not (root / "checkpoints").is_dir())
-
-
-def file_sha256(path) -> str:
-    """The SHA-256 hex digest of the file ``path`` (local or remote)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with epath.Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_weights(root) -> None:
-    """Raise ``CheckpointError`` when ``<root>/record.json`` records a ``weights_sha256`` that
-    ``<root>/model.safetensors`` does not have (a truncated copy, a partial download, an edit)."""
-    from upt_jax.train.checkpoint import CheckpointError
-
-    root = epath.Path(root)
-    expected = (_read_json(root / RECORD_FILE) or {}).get("weights_sha256")
-    if expected is None:
-        return
-    got = file_sha256(root / WEIGHTS_FILE)
-    if got != expected:
-        raise CheckpointError(f"{root / WEIGHTS_FILE}: SHA-256 {got} differs from the {expected} that "
-                              f"{root / RECORD_FILE} records; the weights file is damaged or was replaced")
-
-
-# ----------------------------------------------------------------------------- tokenizer
-def recorded_tokenizer(path) -> dict | None:
-    """What the run directory ``path`` recorded about its tokenizer and prompts: ``tokenizer``,
-    ``template``, ``system_prompt`` and, from ``model.json`` only, ``tokenizer_vocab_size`` and
-    ``chat_template``; ``None`` when it records nothing (no ``model.json`` nor ``config.json``)."""
-    root = run_root(path)
-    record = read_record(root)
-    if record is not None:
-        return {k: record.get(k) for k in ("tokenizer", "tokenizer_vocab_size", "template", "system_prompt",
-                                           "chat_template")}
-    config = _read_json(root / "config.json")
-    if config is None or "tokenizer" not in config:
-        return None
-    data = config.get("data") or {}
-    return {"tokenizer": config["tokenizer"], "tokenizer_vocab_size": None,
-            "template": data.get("template"), "system_prompt": data.get("system_prompt"),
-            "chat_template": None}
-
-
-def _loadable(spec: str) -> bool:
-    return spec == "char" or (not _is_remote(spec) and os.path.isdir(spec))
-
-
-def carry_tokenizer(config) -> None:
-    """``config.model.init = checkpoint``: the tokenizer and prompt template the parent run
-    recorded, applied to ``config`` in place (so this run's ``config.json`` records them too).
-
-    * ``config.tokenizer`` left at its default (``char``) while the parent used another: the
-      parent's, with one INFO line (an error if that tokenizer is no longer there).
-    * ``config.tokenizer`` set to one that differs from the parent's (another vocabulary size,
-      another encoding of a probe text, or another chat template under ``data.template=chat``):
-      an error naming both.
-    * ``data.template`` left at its default (``zero``) while the parent used another, and
-      ``data.system_prompt`` left unset while the parent had one: the parent's, with an INFO line.
-    """
-    mc = config.model
-    if mc.init != "checkpoint" or not mc.checkpoint:
-        return
-    rec = recorded_tokenizer(mc.checkpoint)
-    if rec is None or not rec.get("tokenizer"):
-        return
-    where = f"config.model.checkpoint={mc.checkpoint!r}"
-    theirs, ours = tokenizer_spec(rec["tokenizer"]), tokenizer_spec(config.tokenizer)
-    if theirs != ours:
-        if ours == _DEFAULT_TOKENIZER:
-            if not _loadable(theirs):
-                raise FileNotFoundError(
-                    f"{where} was trained with tokenizer {theirs!r}, which is not a local directory any more; "
-                    "set config.tokenizer to (a copy of) that tokenizer")
-            log.info("config.tokenizer=%s: the tokenizer %s was trained with (config.tokenizer was left at "
-                     "its default)", theirs, where)
-            config.tokenizer = theirs
-        else:
-            _check_same_tokenizer(config, rec, where)
-    data = config.data
-    if rec.get("template") and data.template == _DEFAULT_TEMPLATE and rec["template"] != data.template:
-        log.info("config.data.template=%s: the prompt template %s was trained with (config.data.template "
-                 "was left at its default)", rec["template"], where)
-        data.template = rec["template"]
-    if rec.get("system_prompt") is not None and data.get("system_prompt") is None:
-        log.info("config.data.system_prompt: the system prompt %s was trained with", where)
-        data.system_prompt = rec["system_prompt"]
-
-
-def _check_same_tokenizer(config, rec: dict, where: str) -> None:
-    """``config.tokenizer`` (set explicitly) encodes as the parent's recorded tokenizer does."""
-    from upt_jax.data import load_tokenizer
-
-    theirs = tokenizer_spec(rec["tokenizer"])
-    ours = load_tokenizer(config.tokenizer)
-    if _loadable(theirs):
-        ref = load_tokenizer(theirs)
-        n, chat = ref.vocab_size, getattr(ref.hf, "chat_template", None) or None
-        same_ids = ref.encode(_PROBE) == ours.encode(_PROBE)
-    else:  # gone: compare with what was recorded
-        n, chat, same_ids = rec.get("tokenizer_vocab_size"), rec.get("chat_template"), True
-    chat_differs = (config.data.template == "chat" and rec.get("chat_template") is not None
-                    and (getattr(ours.hf, "chat_template", None) or None) != (rec.get("chat_template") or chat))
-    if (n is not None and n != ours.vocab_size) or not same_ids or chat_differs:
-        what = ("another chat template" if chat_differs and same_ids and n == ours.vocab_size
-                else f"{ours.vocab_size} tokens vs {n}" if n != ours.vocab_size else "other ids for the same text")
-        raise ValueError(
-            f"config.tokenizer={os.fspath(config.tokenizer)!r} is not the tokenizer {theirs!r} that {where} was "
-            f"trained with ({what}); leave config.tokenizer at its default to use the recorded one")
 
 
 def record_for(config, model, tok) -> dict:

@@ -25,20 +25,20 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from upt_jax import upge
-from upt_jax.models.logprobs import sequence_logprobs
 from upt_jax.models.partition import batch_shards
 from upt_jax.train import lora_state
 from upt_jax.train import rows as rows_lib
 from upt_jax.train.checks import checkpoint_bytes_estimate, validate
-from upt_jax.train.frozen import Critic, frozen_inputs, load_teacher
+from upt_jax.train import stages
+from upt_jax.train.frozen import Critic, load_teacher
 from upt_jax.train.kto import uses_kto
 from upt_jax.train.loop import Loop, NonFiniteError, progress_postfix
 from upt_jax.train.model_source import build_model
 from upt_jax.train.records import corpus_records, load_records, preference_pair
-from upt_jax.train.rollouts import Scorer, draw_groups, new_timing, rollouts, sampling_params
+from upt_jax.train.overlap import overlap_settings
+from upt_jax.train.rollouts import new_timing, sampling_params
 from upt_jax.train.rows import kept_set_rows
 from upt_jax.train.run_spec import (critic_spec, get_recipe, group_size, kept_set_replay, rollout_temperature,
                                     uses_demos)
@@ -68,10 +68,9 @@ class Trainer(Loop):
         from upt_jax.train import recipe_io
         from upt_jax.train.checkpoint import Checkpointer
         from upt_jax.train.run_model import carry_tokenizer, record_for, write_record
-        from upt_jax.train.state import create_train_state, make_optimizer
+        from upt_jax.train.state import create_train_state
         from upt_jax.train.in_training import StepHooks
         from upt_jax.train.metrics_log import MetricsWriter
-        from upt_jax.train.step import make_train_step, upge_objective
 
         if recipe is not None:
             config = recipe_io.config_for(config, recipe)
@@ -97,57 +96,20 @@ class Trainer(Loop):
         model = build_model(config.model, vocab_size=self.tok.vocab_size, special=special, mesh=self.mesh)
         model, self.lora = lora_state.adapt(model, config)  # model.lora: adapters (None: full fine-tuning)
         t = config.train
-        self.tx = make_optimizer(t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
-                                 total_steps=t.steps * t.update_epochs, weight_decay=t.weight_decay,
-                                 max_grad_norm=t.max_grad_norm, decay_steps=t.get("decay_steps", 0) * t.update_epochs)
+        self.tx = stages.optimizer(config)
         self.graphdef, self.state, self.shardings = create_train_state(
             model, self.tx, seed=config.seed, mesh=self.mesh, trainable=lora_state.trainable(self.lora))
         self.group_size = group_size(config, self.with_demos)  # rows vs mesh checked in validate
         # online: the policy trained is the one the rollouts come from, π_θ at the rollout
         # temperature τ (log-probs, ratios, entropies, the reference's log-probs all at τ)
         self.temperature = rollout_temperature(config)
-        objective = upge_objective(self.recipe, group_size=self.group_size, chunk_size=t.logprob_chunk,
-                                   logits_remat=t.get("logprob_remat", "auto"), temperature=self.temperature)
-        self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,
-                                       group_size=self.group_size, skip_grad_norm=t.skip_grad_norm,
-                                       skip_update_ratio=t.get("skip_update_ratio", 1.0),
-                                       mesh=self.mesh, shardings=self.shardings,
-                                       trainable=lora_state.trainable(self.lora),
-                                       model_hook=lora_state.dropout_hook(self.lora))
-        # rollout.overlap_chunks = C > 1: generation of chunk k+1 runs while chunk k is scored in
-        # self.score_executor (upt_jax.train.overlap). A learned reward model stays serial: it is
-        # a device program (launched from a second thread its order against the sampler's could
-        # differ between processes of a multi-host mesh: a collective deadlock) and reward.normalize
-        # = batch/running normalises over the whole step's scores.
-        self.overlap_chunks = int(config.rollout.get("overlap_chunks", 1))
-        if self.overlap_chunks < 1:
-            raise ValueError(f"config.rollout.overlap_chunks must be ≥ 1, got {self.overlap_chunks}")
-        if self.overlap_chunks > 1 and self.online and config.reward.source == "model":
-            log.warning("rollout.overlap_chunks=%d ignored: the learned reward model (reward.source=model) "
-                        "scores after generation, serially", self.overlap_chunks)
-        if not self.online or config.reward.source == "model":
-            self.overlap_chunks = 1
-        self.score_executor = None
-        streams = config.rollout.get("streams", "auto")  # a command-line override arrives as a string
-        sampler_kw = {"streams": int(streams) if isinstance(streams, str) and streams.isdigit() else streams}
-        if self.overlap_chunks > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.score_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upt_jax-reward")
-            # one chunk per compiled batch (not padded up to the default bucket of 8), rounded up
-            # to the rows the mesh splits prompts over (the sampler pads to a multiple of those)
-            chunk = -(-t.questions_per_step // self.overlap_chunks)
-            shards = batch_shards(self.mesh)
-            sampler_kw["batch_bucket"] = -(-chunk // shards) * shards
-            if chunk % shards:
-                log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
-                            "(a multiple of the mesh's data×fsdp=%d)", self.overlap_chunks, chunk,
-                            sampler_kw["batch_bucket"], shards)
+        self.step_fn = stages.policy_step(config, self.recipe, self.graphdef, self.tx, group_size=self.group_size,
+                                          temperature=self.temperature, mesh=self.mesh, shardings=self.shardings,
+                                          lora=self.lora)
+        # rollout.overlap_chunks: scoring overlapped with generation (upt_jax.train.overlap)
+        self.overlap_chunks, self.score_executor, sampler_kw = overlap_settings(config, self.mesh, self.online)
         self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh, **sampler_kw) if self.online else None
-        self.logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
-            nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk,
-            temperature=self.temperature,
-            remat="always"))  # forward only: chunking costs no recompute and holds one chunk
+        self.logp_fn = stages.policy_logp_fn(self.graphdef, chunk_size=t.logprob_chunk, temperature=self.temperature)
         # the frozen reference: the initial parameters (a copy: the train state's are donated); with
         # adapters, the train state's own params with the adapters switched off (no copy)
         ref = self.requirements.reference
@@ -193,10 +155,7 @@ class Trainer(Loop):
         self.nonfinite_in_a_row = 0
         self.hooks = StepHooks(self)  # completions.jsonl, in-training evaluation (train.eval_every)
         self.resume()
-        if jax.process_index() == 0:  # one writer per run directory (multi-process runs)
-            from etils import epath
-
-            (epath.Path(config.run_dir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+        self.write_config()  # config.json (process 0)
         recipe_io.write_recorded(config.run_dir, self.recipe)  # recipe.json (process 0)
         write_record(config.run_dir, record_for(config, model, self.tok))  # model.json (process 0)
 
@@ -251,14 +210,14 @@ class Trainer(Loop):
         c = self.config.data
         return prompt_ids(self.tok, question, c.template, system_prompt=c.system_prompt)
 
-    def rollouts(self, records, prompts, key, timing) -> list[dict]:
+    def rollouts(self, records, prompts, key, timing) -> stages.ScoredRollouts:
         """Rollout and score (`upt_jax.train.rollouts.rollouts`) with the current parameters; the
         groups are kept as ``last_groups``."""
-        scorer = Scorer(self.tok, verifier=self.verifier, reward_fns=self.reward_fns,
-                        learned_reward=self.learned_reward)
-        self.last_groups = rollouts(self.sampler, self.state.params, scorer, records, prompts, key,
-                                    sampling_params(self.config, self.tok), chunks=self.overlap_chunks,
-                                    executor=self.score_executor, timing=timing)
+        scorer = stages.Scorer(self.tok, verifier=self.verifier, reward_fns=self.reward_fns,
+                               learned_reward=self.learned_reward)
+        self.last_groups = stages.rollouts(self.sampler, self.state.params, scorer, records, prompts, key,
+                                           sampling_params(self.config, self.tok), chunks=self.overlap_chunks,
+                                           executor=self.score_executor, timing=timing)
         return self.last_groups
 
     def batch(self, records, key):
@@ -284,49 +243,34 @@ class Trainer(Loop):
             return nxt, [self.prompt_ids(r) for r in nxt]
 
         t = self.config.train
-        groups, info = draw_groups(lambda r, p, k: self.rollouts(r, p, k, timing), records, prompts, key,
-                                   q=len(records), dynamic=t.dynamic_sampling, max_draws=t.dynamic_sampling_max_draws,
-                                   more=more)
+        groups = stages.draw_groups(lambda r, p, k: self.rollouts(r, p, k, timing), records, prompts, key,
+                                    q=len(records), dynamic=t.dynamic_sampling,
+                                    max_draws=t.dynamic_sampling_max_draws, more=more)
         self.step_groups = groups  # the step's rollouts (completions.jsonl)
-        demos = [rows_lib.demo_ids(self.tok, g["record"], self.recipe.name) for g in groups] \
-            if self.with_demos else None
-        rows = rows_lib.group_rows(groups, pad_id=self.tok.pad_id, demos=demos, replay=kept_set_replay(self.config))
-        if self.process_reward is not None:  # per-step PRM rewards at step ends (grpo_process)
-            rows["step_rewards"], rows["step_mask"] = self.process_reward.step_rewards(rows)
-            info["prm/step_reward_mean"] = float(rows["step_rewards"].sum() / max(rows["step_mask"].sum(), 1))
-        info.update(rows_lib.group_metrics(groups))  # gate/sft_frac: the jitted step's gate (step.sft_gate_metric)
+        rows, info = stages.assemble_rows(groups, self.tok, demos=self.with_demos, recipe_name=self.recipe.name,
+                                          replay=kept_set_replay(self.config), process_reward=self.process_reward)
         return rows, info, timing
 
-    def place(self, batch):
-        """Batch arrays onto the mesh, rows over ``('data', 'fsdp')`` (see ``place_batch``)."""
-        from upt_jax.train.step import place_batch
-
-        return place_batch(batch, self.mesh)
+    def place(self, rows) -> dict:
+        """Rows as device arrays, over the mesh's ``('data', 'fsdp')`` (`stages.to_device`)."""
+        return stages.to_device(rows, self.mesh)
 
     def pack(self, rows) -> tuple[dict, dict]:
         """``rows`` packed for the update step (`rows.pack_for_update`) and ``pack/*`` metrics."""
         return rows_lib.pack_for_update(rows, row_multiple=batch_shards(self.mesh),
                                         num_microbatches=self.config.train.microbatches, group_size=self.group_size)
 
-    def frozen_inputs(self, batch, key):
-        """The frozen models' inputs added to a placed batch (`frozen.frozen_inputs`)."""
-        return frozen_inputs(batch, params=self.state.params, key=key, logp_fn=self.logp_fn,
-                             ref_params=self.ref_params, ref_off_fn=self.ref_off_fn,
-                             uniforms="clip_cov_uniforms" in self.requirements.batch, teacher=self.teacher,
-                             critic=self.critic)
+    def frozen_inputs(self, batch, key) -> stages.Batch:
+        """The frozen models' inputs added to a placed batch, placed (`frozen.frozen_inputs`)."""
+        return stages.frozen_inputs(batch, params=self.state.params, key=key, logp_fn=self.logp_fn,
+                                    ref_params=self.ref_params, ref_off_fn=self.ref_off_fn,
+                                    uniforms="clip_cov_uniforms" in self.requirements.batch, teacher=self.teacher,
+                                    critic=self.critic, mesh=self.mesh)
 
-    def update(self, batch, critic_batch=None) -> dict:
-        """``update_epochs`` updates of the policy (and the critic) on the placed ``batch``; the last
-        update's metrics, with the first's sampler-vs-trainer ``mismatch/*`` (the parameters that
-        sampled) and ``critic/*``."""
-        first, critic_m = None, {}
-        for _ in range(self.config.train.update_epochs):
-            self.state, m = self.step_fn(self.state, batch)
-            first = m if first is None else first
-            if self.critic is not None:
-                critic_m = self.critic.update(critic_batch)
-        m = dict(jax.device_get(m), **{k: v for k, v in jax.device_get(first).items() if k.startswith("mismatch/")})
-        m.update({f"critic/{k}": v for k, v in jax.device_get(critic_m).items() if not k.startswith("denom")})
+    def update(self, batch: stages.Batch) -> dict:
+        """``update_epochs`` updates of the policy (and the critic) on ``batch`` (`stages.update`)."""
+        self.state, m = stages.update(self.step_fn, self.state, batch, epochs=self.config.train.update_epochs,
+                                      critic=self.critic)
         return m
 
     def train_step(self):
@@ -342,14 +286,11 @@ class Trainer(Loop):
             rows, pack_info = self.pack(rows)
             info.update(pack_info)
             timing["pack_s"] = time.perf_counter() - t0
-        batch = self.place(rows) if self.mesh is not None else {k: jnp.asarray(v) for k, v in rows.items()}
+        batch = self.place(rows)
         t0 = time.perf_counter()
-        batch, critic_batch, frozen_info = self.frozen_inputs(batch, key)
-        info.update(frozen_info)
-        batch = self.place(batch)
-        if critic_batch is not None:
-            critic_batch = self.place(critic_batch)
-        m = self.update(batch, critic_batch)
+        batch = self.frozen_inputs(batch, key)
+        info.update(batch.info)
+        m = self.update(batch)
         timing["update_s"] = time.perf_counter() - t0
         metrics = {k: float(v) for k, v in m.items()}
         metrics.update(info)
@@ -362,14 +303,7 @@ class Trainer(Loop):
             metrics.update({k: float(v) for k, v in self.verifier.metrics().items()})
         if self.reward_fns is not None:
             metrics.update(self.reward_fns.metrics())  # reward/<name>, reward/<name>/timeout, ...
-        # a divergence (non-finite loss, gradient or result, or an update larger than the
-        # parameters) counts towards the stop; a skip for skip_grad_norm alone does not
-        diverged = metrics["nonfinite"] or metrics["update_too_large"] or metrics.get(
-            "critic/nonfinite", 0) or metrics.get("critic/update_too_large", 0)
-        if diverged:
-            self.nonfinite_in_a_row += 1
-        elif not metrics["skipped"]:
-            self.nonfinite_in_a_row = 0
+        self.count_divergence(metrics)  # a divergence counts towards the stop (Loop)
         metrics["step"] = self.step_number()
         return metrics
 
