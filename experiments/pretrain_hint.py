@@ -79,7 +79,7 @@ def measure(run_dir: str) -> dict:
 
     model, tok, _, _ = load_run_model(run_dir)
     family = tasks.get_task(FAMILY)
-    return measure_tiers(model, tok, [t.name for t in family.tiers], pass_tiers=family.tiers_at("sft"),
+    return measure_tiers(model, tok, [t.name for t in family.tiers], pass_tiers=family.tiers_at("sft") + family.tiers_at("ood"),
                          template=get_config().data.template)
 
 

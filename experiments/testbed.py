@@ -9,21 +9,26 @@ training), evaluated on the same questions as the base, with paired differences 
 
 The family's tiers (`upt_jax.data.hinted`) play fixed roles: ``hadd_2``, ``hadd_3`` are solved by
 the base (``base``); ``hmul_2x1`` is intermediate at T = 1 by construction (``rl``: 40 % of its
-corpus demonstrations slip, a verifier's reward can remove the slips); ``hadd_4``, ``hmul_3x1``
-have pass@64 = 0 at base (``sft``: only demonstrations can teach them); ``hadd_6``, ``hsub_3``,
-``hmul_4x1`` are never trained on (``ood``). What each arm trains on (a tier named twice is drawn
+corpus demonstrations slip, a verifier's reward can remove the slips); ``hsub_3`` has pass@64 = 0
+at base (``sft``: a new operation on the corpus's labels, only its demonstrations can teach it);
+``hadd_4``, ``hmul_3x1``, ``hadd_6``, ``hmul_4x1`` are never trained on (``ood``: more columns than
+the corpus; ``hadd_4`` was the SFT tier until SFT on it was found to blur the solved tiers, see
+docs/testbed.md). What each arm trains on (a tier named twice is drawn
 twice as often, `upt_jax.data.tasks.TierSource`):
 
 * GRPO: `RL_MIX`, the RL tier with the base tiers replayed in the batch (the pilots of issue #17:
   without replay the solved tiers fell 32 points);
-* SFT (and the SFT stage of SFT→GRPO): `SFT_MIX`, the SFT tiers' demonstrations with 60 % replay of
+* SFT (and the SFT stage of SFT→GRPO): `SFT_MIX`, the SFT tier's demonstrations with 75 % replay of
   the corpus's tiers;
 * the hybrids (LUFFY, SRFT, HPT) and the GRPO stage of SFT→GRPO: `HYBRID_MIX`, the RL tier, the SFT
   tiers (with their demonstrations) and the base tiers;
 * GRPO's SFT control: `RL_MIX`'s questions, in the same order, learned from their demonstrations.
 
-Every arm gets the same steps and questions per step; SFT stages train on ``n`` times as many
-demonstrations per step (as many sequences per update as an RL step has rollouts). Learning rates
+Every arm gets the same steps and questions per step, and the same schedule: a constant rate, then a
+linear cool-down to 0 over the last ``budget.decay_frac`` of its steps (as the base's pre-training
+ended; SFT at a constant rate leaves the solved tiers blurred at T = 1, docs/testbed.md). SFT stages
+train on ``n`` times as many demonstrations per step (as many sequences per update as an RL step
+has rollouts). Learning rates
 are per method (`METHODS`), a first guess from the pilots until `experiments/testbed_sweep.py` has
 chosen them on a validation split. Evaluation: avg@k at T = 1 (the rollout temperature) on every
 tier, ``eval.base_k`` samples per question for the base; outputs as `upt_jax.eval.comparison`
@@ -39,21 +44,25 @@ FAMILY = "arith_hint"
 BASE_TIERS, RL_TIERS, SFT_TIERS, OOD_TIERS = (tasks.get_task(FAMILY).tiers_at(level)
                                                for level in ("base", "rl", "sft", "ood"))
 RL_MIX = RL_TIERS * 2 + BASE_TIERS  # 50 % RL tier, 50 % replay
-SFT_MIX = SFT_TIERS + BASE_TIERS + RL_TIERS  # 40 % new, 60 % replay
+SFT_MIX = SFT_TIERS + BASE_TIERS + RL_TIERS  # 25 % new, 75 % replay
 HYBRID_MIX = RL_TIERS * 2 + SFT_TIERS + BASE_TIERS  # a third each
 ID_TIERS = BASE_TIERS + RL_TIERS + SFT_TIERS
 
 # per method: the learning rate (a first guess: the pilots of issue #17 found GRPO with replay
-# working at 3e-5 to 5e-5 and SFT at 3e-4 with 60 % replay; the hybrids, which mix both kinds of
-# term under one rate, start between) and the grid `testbed_sweep` tries around it
+# working at 3e-5 to 5e-5; SFT on the SFT tier needs 1e-3 and the cool-down — at 1e-4 and 3e-4 the
+# solved tiers were still blurred after 120 steps, docs/testbed.md; the hybrids, which mix both
+# kinds of term under one rate, start between) and the grid `testbed_sweep` tries around it
 METHODS = dict(
-    sft=dict(learning_rate=3e-4, grid=(1e-4, 3e-4, 1e-3)),
+    sft=dict(learning_rate=1e-3, grid=(3e-4, 1e-3, 3e-3)),
     grpo=dict(learning_rate=4e-5, grid=(2e-5, 4e-5, 8e-5)),
     luffy=dict(learning_rate=1e-4, grid=(3e-5, 1e-4, 3e-4)),
     srft=dict(learning_rate=1e-4, grid=(3e-5, 1e-4, 3e-4)),
     hpt=dict(learning_rate=1e-4, grid=(3e-5, 1e-4, 3e-4)),
 )
 MAIN = ("base", "sft", "grpo", "sft_then_grpo", "luffy", "srft", "hpt")
+# GRPO's SFT control learns from 8 demonstrations per step (GRPO's questions), not SFT's 64: the
+# pilots' rate for that batch (3e-4: +13.5 points on the RL tier, solved tiers unchanged)
+SFT_CONTROL_RATE = 3e-4
 
 
 def _sft_stage(c, tiers=SFT_MIX) -> dict:
@@ -73,7 +82,7 @@ def arms(c) -> dict:
     return dict(
         sft=dict(_arm("SFT", "sft", method="sft", tiers=SFT_MIX), questions_per_step=sft["questions_per_step"]),
         grpo=_arm("GRPO", "grpo", method="grpo", tiers=RL_MIX, sft_control=dict(
-            learning_rate=METHODS["sft"]["learning_rate"], label="SFT control (GRPO's questions)")),
+            learning_rate=SFT_CONTROL_RATE, label="SFT control (GRPO's questions)")),
         sft_then_grpo=_arm("SFT→GRPO", "sft_then_grpo", method="grpo", tiers=HYBRID_MIX, stages=dict(sft=sft)),
         luffy=_arm("LUFFY", "luffy", method="luffy", tiers=HYBRID_MIX),
         srft=_arm("SRFT", "srft", method="srft", tiers=HYBRID_MIX),
@@ -109,7 +118,8 @@ def get_config(arg: str | None = None):
     # what every arm gets; the learning rate here is only a default (each arm sets its method's)
     # steps: the full comparison's time on 2 cores is estimated at about 75 min (docs/testbed.md)
     c.budget = ml_collections.ConfigDict(dict(
-        steps=120, questions_per_step=8, n=8, max_new_tokens=192, temperature=1.0, learning_rate=4e-5))
+        steps=120, questions_per_step=8, n=8, max_new_tokens=192, temperature=1.0, learning_rate=4e-5,
+        decay_frac=0.5))
     c.eval = ml_collections.ConfigDict(dict(
         id_tiers=ID_TIERS, groups=(("base tiers", BASE_TIERS), ("RL tier", RL_TIERS), ("SFT tiers", SFT_TIERS),
                                    ("OOD avg", OOD_TIERS)),
@@ -124,7 +134,7 @@ def get_config(arg: str | None = None):
 
     if variant == "demo":  # `make demo`: the two effects the testbed is built to show, one seed
         c.seeds = (0,)
-        c.budget.steps = 60  # the pilots' GRPO budget (+14 to +22 points on a 50 % tier with replay)
+        # the full budget (SFT needs its 120 steps: at 60 the solved tiers are still blurred)
         for key in ("sft_then_grpo", "luffy", "srft", "hpt"):
             del c.arms[key]
         c.tables = (("Main table", ("base", "sft", "grpo")),)

@@ -22,8 +22,16 @@ digit labels that digit ``M``; subtraction borrows as in the plain format.
 
 Tiers (`HINT_TIERS`; the levels are where the shipped base model is expected to sit, see the
 family's docs): ``hadd_2``, ``hadd_3`` (base, in the corpus); ``hmul_2x1`` (in the corpus, only
-partly learned: ``rl``); ``hadd_4``, ``hmul_3x1`` (one column beyond the corpus: ``sft``);
-``hadd_6``, ``hsub_3``, ``hmul_4x1`` (held out: ``ood``).
+partly learned: ``rl``); ``hsub_3`` (a new operation on the corpus's labels, its one-column facts
+in the corpus: ``sft``); ``hadd_4``, ``hmul_3x1``, ``hadd_6``, ``hmul_4x1`` (more columns than the
+corpus, ``hadd_4``/``hadd_6`` with labels it never saw: held out, ``ood``).
+
+Why ``hsub_3`` and not ``hadd_4`` is the SFT tier (docs/testbed.md, "Why the SFT arm collapsed"):
+SFT on ``hadd_4``/``hmul_3x1`` demonstrations has to build new lookups (labels ``E``/``P`` the base
+never saw, a third multiplicand column), and while it does, the shared lookup circuit blurs: the
+solved tiers lose 15–50 points at T = 1 within 120 steps at any rate tried, their greedy answers
+intact. Subtraction reuses the corpus's labels and facts and only adds the borrow's notation; SFT
+teaches it (0 → 33 % at T = 1) with the solved tiers within 5 points.
 """
 from __future__ import annotations
 
@@ -43,10 +51,10 @@ HINT_TIERS = {
     "hadd_2": ("add", (2, 2), "base"),
     "hadd_3": ("add", (3, 3), "base"),
     "hmul_2x1": ("mul", (2, 1), "rl"),
-    "hadd_4": ("add", (4, 4), "sft"),
-    "hmul_3x1": ("mul", (3, 1), "sft"),
+    "hsub_3": ("sub", (3, 3), "sft"),
+    "hadd_4": ("add", (4, 4), "ood"),
+    "hmul_3x1": ("mul", (3, 1), "ood"),
     "hadd_6": ("add", (6, 6), "ood"),
-    "hsub_3": ("sub", (3, 3), "ood"),
     "hmul_4x1": ("mul", (4, 1), "ood"),
 }
 # the pre-training corpus's tiers, repeated to weight them (2-digit addition is learned first)

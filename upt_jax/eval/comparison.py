@@ -16,7 +16,9 @@ A comparison config (see ``experiments/testbed.py``, ``experiments/paper_table.p
   and ``sft_control`` (True or ``{learning_rate, label, overrides}``: add an SFT arm
   ``<key>_sft_control`` on the same tiers, seeds and budget, so that what RL adds is visible);
 * ``budget``: what every arm gets: update steps, questions per step, rollouts per question,
-  response length, learning rate (unless the arm sets its own), rollout temperature;
+  response length, learning rate (unless the arm sets its own), rollout temperature, and
+  ``decay_frac`` (default 0: a constant rate; ``f > 0``: constant, then linear to 0 over the last
+  ``f`` of each stage's steps, ``train.schedule=wsd``);
 * ``eval`` (avg@k on ``id_tiers``, the tiers trained on, and on each of ``groups``,
   ``((label, tiers), …)``; ``data_seed`` draws the questions (default
   `upt_jax.eval.evaluate.DEFAULT_EVAL_SEED`; another one is a validation split), ``seed`` the
@@ -105,7 +107,9 @@ def _apply_budget(c, config, seed: int, run_dir: str, steps: int, settings: Mapp
     c.train.steps = int(steps)
     c.train.questions_per_step = int(settings["questions_per_step"])
     c.train.learning_rate = float(settings["learning_rate"])
-    c.train.schedule = "constant"
+    decay = int(round(float(b.get("decay_frac", 0.0)) * int(steps)))
+    c.train.schedule = "wsd" if decay else "constant"  # constant, then linear to 0 over the last `decay`
+    c.train.decay_steps = decay
     c.train.warmup_steps = 0
     c.rollout.n = int(b.n)
     c.rollout.max_new_tokens = int(b.max_new_tokens)
