@@ -147,3 +147,22 @@ def test_grpo_process_with_a_prm_in_the_loop(tmp_path):
     assert m["grad_norm"] > 0 and m["skipped"] == 0
     e = step_ends(np.array([[5, 103, 6, 0, 0]]), np.array([[1, 1, 1, 0, 0]]), 103)
     assert e.tolist() == [[0, 1, 1, 0, 0]]
+
+
+def test_reward_models_read_their_rows_from_files(tmp_path):
+    """mode=reward_model reads preference pairs and mode=prm demonstrations from a file (both were
+    read as RL rows, which asked for an 'answer' column a preference file does not have)."""
+    import json
+
+    from experiments import prm
+    from upt_jax.train.trainer import load_records, preference_pair
+
+    pairs, demos = tmp_path / "pairs.jsonl", tmp_path / "demos.jsonl"
+    pairs.write_text(json.dumps({"prompt": "What is 1+1?", "chosen": "\\boxed{2}", "rejected": "\\boxed{3}"}) + "\n")
+    demos.write_text(json.dumps({"prompt": "What is 1+1?", "completion": "1+1=2\n\\boxed{2}"}) + "\n")
+    c = reward_model.get_config()
+    c.data.source, c.data.path = "file", str(pairs)
+    assert preference_pair(load_records(c)[0]) == ("\\boxed{2}", "\\boxed{3}")
+    c = prm.get_config()
+    c.data.source, c.data.path = "file", str(demos)
+    assert load_records(c)[0]["demonstration"] == "1+1=2\n\\boxed{2}"
