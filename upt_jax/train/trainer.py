@@ -354,8 +354,10 @@ def _check_teacher_paths(config, recipe=None) -> None:
         return
     if not os.path.isdir(d):
         raise FileNotFoundError(f"config.teacher.run_dir={d!r} does not exist: {what}; " + make.format(d=d))
+    from upt_jax.train.run_model import is_weights_dir
+
     ckpts = os.path.join(d, "checkpoints") if os.path.isdir(os.path.join(d, "checkpoints")) else d
-    if not any(p.isdigit() for p in os.listdir(ckpts)):
+    if not is_weights_dir(d) and not any(p.isdigit() for p in os.listdir(ckpts)):  # a shipped model: a teacher
         raise FileNotFoundError(f"config.teacher.run_dir={d!r} holds no saved step in {ckpts}: {what}; "
                                 + make.format(d=d))
 
