@@ -166,10 +166,12 @@ def _logprob_sums(model, tokens, attn, mask) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(logp * mask).sum(axis=1), mask.sum(axis=1)
 
 
-def preference_accuracy(run_dir: str, ref_dir: str, pairs: list[dict], *, reference: bool) -> dict[str, float]:
-    """``{pair id: 1 | ½ | 0}``: whether the policy in ``run_dir`` ranks each pair's chosen response
-    above its rejected one by its implicit reward: ``log π_θ(y) − log π_ref(y)`` (summed over the
-    response; ``reference``: DPO, IPO, KTO) or the mean token log-prob (SimPO, ORPO)."""
+def preference_accuracy(run_dir: str, ref_dir: str, pairs: list[dict], *, reference: bool
+                        ) -> tuple[dict[str, float], dict[str, float]]:
+    """``({pair id: 1 | ½ | 0}, {pair id: margin})``: whether the policy in ``run_dir`` ranks each
+    pair's chosen response above its rejected one by its implicit reward, and by how much (the
+    chosen's reward minus the rejected's): ``log π_θ(y) − log π_ref(y)`` (summed over the response;
+    ``reference``: DPO, IPO, KTO) or the mean token log-prob (SimPO, ORPO), without β."""
     from upt_jax.train.run_model import load_run_model
 
     model, tok, cfg, _ = load_run_model(run_dir)
@@ -182,7 +184,8 @@ def preference_accuracy(run_dir: str, ref_dir: str, pairs: list[dict], *, refere
     else:
         s = s / np.maximum(n, 1)
     margin = s[0::2] - s[1::2]
-    return {p["id"]: float(np.where(m > 0, 1.0, np.where(m < 0, 0.0, 0.5))) for p, m in zip(pairs, margin)}
+    return ({p["id"]: float(np.where(m > 0, 1.0, np.where(m < 0, 0.0, 0.5))) for p, m in zip(pairs, margin)},
+            {p["id"]: float(m) for p, m in zip(pairs, margin)})
 
 
 def forward_kl(student_dir: str, teacher_dir: str, records: list[dict]) -> dict[str, float]:

@@ -123,7 +123,9 @@ def measure(check, c, prep: dict, base_dir: str, finals: dict[int, str], scale: 
         reference = check.arg in ("dpo", "ipo", "kto")
         base = lm.preference_accuracy(base_dir, base_dir, heldout, reference=reference)
         arms = [lm.preference_accuracy(d, base_dir, heldout, reference=reference) for d in dirs]
-        return [paired_row(METRICS["preference"], base, arms)] + _accuracy_rows(c, start, dirs, scale)
+        return [paired_row(METRICS["preference"], base[0], [a[0] for a in arms]),
+                paired_row(METRICS["margin"], base[1], [a[1] for a in arms], unit="raw")
+                ] + _accuracy_rows(c, start, dirs, scale)
     if check.metric == "distill":
         records = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
         base = lm.forward_kl(start, base_dir, records)
