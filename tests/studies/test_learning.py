@@ -22,7 +22,8 @@ KEYS = [c.key for c in learning.CHECKS]
 def test_the_checks_cover_every_regime_the_issue_names():
     assert {"sft", "rft", "star", "grpo", "dr_grpo", "grpo_lora", "ppo", "dpo", "ipo", "simpo", "orpo", "kto",
             "distill_fkl", "distill_on_policy", "luffy", "srft", "hpt", "reward_model", "rlhf_ppo", "prm"} <= set(KEYS)
-    assert [c.key for c in learning.checks("dpo, grpo")] == ["grpo", "dpo"]  # CHECKS' order
+    assert [c.key for c in learning.checks("dpo, grpo,dpo")] == ["dpo", "grpo"]  # the order asked, once each
+    assert [c.key for c in learning.checks()] == KEYS
     with pytest.raises(KeyError, match="unknown learning checks"):
         learning.checks("grpo,nope")
     with pytest.raises(ValueError, match="metric"):

@@ -160,8 +160,8 @@ SMOKE = Scale(steps=1, n_eval=3, k=2, base_k=2, n_guard=2, max_new_tokens=8, pai
 
 
 def checks(only=None) -> list[Check]:
-    """The checks named in ``only`` (names or a comma-separated string; None: all), in `CHECKS`'s
-    order; a name that is no check raises ``KeyError`` listing the known ones."""
+    """The checks named in ``only`` (names or a comma-separated string, in that order; None: all, in
+    `CHECKS`'s order); a name that is no check raises ``KeyError`` listing the known ones."""
     if only is None:
         return list(CHECKS)
     names = [x.strip() for x in (only.split(",") if isinstance(only, str) else only) if x.strip()]
@@ -169,7 +169,7 @@ def checks(only=None) -> list[Check]:
     unknown = [x for x in names if x not in known]
     if unknown:
         raise KeyError(f"unknown learning checks {unknown}; known: {', '.join(known)}")
-    return [c for c in CHECKS if c.key in names]
+    return [known[x] for x in dict.fromkeys(names)]
 
 
 def study_config(check: Check, run_dir: str, *, base: Mapping[str, Any], seeds, scale: Scale = FULL):
