@@ -154,3 +154,27 @@ def test_learning_check(tmp_path_factory, key):
                                seeds=(0, 1, 2))
     assert r["rows"][0]["shown"], r["rows"][0]
     assert all(row["shown"] for row in r["rows"] if row["direction"] == 0), r["rows"]
+
+
+def test_a_stop_request_ends_the_study_and_a_failure_does_not(tmp_path, monkeypatch):
+    """A failing check is recorded and the study goes on; a preempted one (SIGTERM: the trainer saved
+    its step and raised Preempted) ends the study instead of starting the next check."""
+    from upt_jax.train.preemption import Preempted
+
+    ran = []
+
+    def fake(check, run_dir, **kw):
+        ran.append(check.key)
+        if check.key == "sft":
+            raise ValueError("boom")
+        if check.key == "dpo":
+            raise Preempted(signal_name="SIGTERM", step=1)
+        return dict(key=check.key, label=check.label, metric=check.metric, rows=[], wall_s=0.0, seeds=[0],
+                    budget=dict(steps=1, questions_per_step=1, n=1, learning_rate=1.0), note="")
+
+    monkeypatch.setattr(learning_run, "run_check", fake)
+    with pytest.raises(Preempted):
+        learning_run.run_study(str(tmp_path), only="sft,grpo,dpo,prm", seeds=(0,))
+    assert ran == ["sft", "grpo", "dpo"]
+    results = json.loads((tmp_path / "results.json").read_text())["checks"]
+    assert results["sft"]["error"] == "ValueError: boom" and "rows" in results["grpo"] and "dpo" not in results

@@ -77,10 +77,12 @@ def _prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
 
 
 def _final_dir(check, dirs: list[str]) -> str:
-    if check.module == "star":  # STaR's model is its last round's SFT run
-        with open(os.path.join(dirs[-1], "config.json")) as f:
-            rounds = int(json.load(f)["star"]["rounds"])
-        return os.path.join(dirs[-1], f"round_{rounds}")
+    if check.module == "star":  # STaR's model is its last round's SFT run (run_dir/round_<r>)
+        rounds = [int(p.split("_")[1]) for p in os.listdir(dirs[-1]) if p.startswith("round_")
+                  and os.path.isdir(os.path.join(dirs[-1], p, "checkpoints"))]
+        if not rounds:
+            raise FileNotFoundError(f"{dirs[-1]}: STaR trained no round (every round kept nothing?)")
+        return os.path.join(dirs[-1], f"round_{max(rounds)}")
     return dirs[-1]
 
 
@@ -205,6 +207,7 @@ def run_study(run_dir: str, *, only=None, seeds=(0, 1, 2), scale: Scale = FULL, 
     e.g. docs/learning.md, when given). A check that fails is recorded with its error and the
     study goes on. Returns the results."""
     from upt_jax.studies.learning_report import write_report
+    from upt_jax.train.preemption import Preempted
 
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "results.json")
@@ -216,6 +219,8 @@ def run_study(run_dir: str, *, only=None, seeds=(0, 1, 2), scale: Scale = FULL, 
         print(f"[learning] {check.key}: seeds {list(seeds)}", flush=True)
         try:
             results["checks"][check.key] = run_check(check, run_dir, seeds=seeds, scale=scale, base=base)
+        except Preempted:  # SIGTERM / Ctrl-C: the run saved its step; the study stops (a rerun resumes)
+            raise
         except Exception as e:  # noqa: BLE001 — one regime's failure is reported, not the study's end
             log.exception("learning check %s failed", check.key)
             results["checks"][check.key] = dict(key=check.key, label=check.label, metric=check.metric,
