@@ -168,7 +168,7 @@ def test_a_stop_request_ends_the_study_and_a_failure_does_not(tmp_path, monkeypa
         if check.key == "sft":
             raise ValueError("boom")
         if check.key == "dpo":
-            raise Preempted(signal_name="SIGTERM", step=1)
+            raise Preempted("stopped", signal_name="SIGTERM", step=1)
         return dict(key=check.key, label=check.label, metric=check.metric, rows=[], wall_s=0.0, seeds=[0],
                     budget=dict(steps=1, questions_per_step=1, n=1, learning_rate=1.0), note="")
 
