@@ -90,7 +90,7 @@ def write_report(results: dict, path: str, *, doc: str | None = None) -> str:
     from upt_jax.hostinfo import host
 
     body = "\n\n".join([
-        f"Commit `{commit()}`; host: {host()}.", table(results),
+        f"Commit `{results.get('commit') or commit()}`; host: {host()}.", table(results),
         "Paired Δ: the mean over held-out items of (after − base), pooled over the seeds, with a two-level "
         "bootstrap SE (seeds and items; `upt_jax.eval.paired`); accuracies and pair accuracies in points, "
         "KL in nats per token. *effect*: **yes** when Δ is beyond 2 SE in the direction the regime should "

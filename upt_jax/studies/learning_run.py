@@ -215,6 +215,9 @@ def run_study(run_dir: str, *, only=None, seeds=(0, 1, 2), scale: Scale = FULL, 
     if os.path.exists(path):
         with open(path) as f:
             results = json.load(f)
+    from upt_jax.studies.learning_report import commit
+
+    results["commit"] = commit()  # of the code this call runs (HEAD may move while it runs)
     for check in checks(only):
         print(f"[learning] {check.key}: seeds {list(seeds)}", flush=True)
         try:
