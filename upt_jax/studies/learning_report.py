@@ -84,13 +84,23 @@ def _notes(results: dict) -> str:
     return "\n".join(out)
 
 
+def _commits(results: dict) -> str:
+    """``Commit `abc1234``` or, when checks ran at several commits, each with its checks."""
+    by: dict[str, list[str]] = {}
+    for key, r in results.get("checks", {}).items():
+        by.setdefault(r.get("commit") or "unknown", []).append(key)
+    if len(by) <= 1:
+        return f"Commit `{next(iter(by), commit())}`"
+    return "Commits: " + "; ".join(f"`{c}` ({', '.join(keys)})" for c, keys in by.items())
+
+
 def write_report(results: dict, path: str, *, doc: str | None = None) -> str:
     """Write the table (with the commit, the host and each check's budget) to ``path``; with
     ``doc``, also replace the generated part of that page (or create it). Returns the markdown."""
     from upt_jax.hostinfo import host
 
     body = "\n\n".join([
-        f"Commit `{results.get('commit') or commit()}`; host: {host()}.", table(results),
+        f"{_commits(results)}; host: {host()}.", table(results),
         "Paired Δ: the mean over held-out items of (after − base), pooled over the seeds, with a two-level "
         "bootstrap SE (seeds and items; `upt_jax.eval.paired`); accuracies and pair accuracies in points, "
         "KL in nats per token. *effect*: **yes** when Δ is beyond 2 SE in the direction the regime should "

@@ -218,11 +218,12 @@ def run_study(run_dir: str, *, only=None, seeds=(0, 1, 2), scale: Scale = FULL, 
             results = json.load(f)
     from upt_jax.studies.learning_report import commit
 
-    results["commit"] = commit()  # of the code this call runs (HEAD may move while it runs)
+    sha = commit()  # of the code this call runs (HEAD may move while it runs)
     for check in checks(only):
         print(f"[learning] {check.key}: seeds {list(seeds)}", flush=True)
         try:
-            results["checks"][check.key] = run_check(check, run_dir, seeds=seeds, scale=scale, base=base)
+            results["checks"][check.key] = dict(run_check(check, run_dir, seeds=seeds, scale=scale, base=base),
+                                                commit=sha)
         except Preempted:  # SIGTERM / Ctrl-C: the run saved its step; the study stops (a rerun resumes)
             raise
         except Exception as e:  # noqa: BLE001 — one regime's failure is reported, not the study's end
