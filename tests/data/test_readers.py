@@ -264,6 +264,10 @@ def test_kto_reads_unpaired_labelled_completions(tmp_path):
     assert [(r["question"], r["completion"], r["label"]) for r in records] == [
         ("q1", "good", True), ("q1", "bad", False), ("q2", "fine", True)]
     assert stats.metrics()["data/skipped/bad_label"] == 1 and stats.metrics()["data/skipped/empty_completion"] == 1
+    # the same rows without a field map: the layout is recognised (it used to ask for a 'completion' column)
+    ok = _write_jsonl(tmp_path / "kto_ok.jsonl", [dict(r, label=bool(r["label"])) for r in rows[:2]])
+    auto, _ = readers.load_records(DataConfig(path=ok, task="kto"))
+    assert [(r["question"], r["completion"], r["label"]) for r in auto] == [("q1", "good", True), ("q1", "bad", False)]
 
 
 # ----------------------------------------------------------------------------- iteration

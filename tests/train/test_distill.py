@@ -134,3 +134,16 @@ def test_config_variants():
     assert rkl.rollout.max_new_tokens >= 384 and fkl.teacher.run_dir == distill.TEACHER_RUN_DIR
     with pytest.raises(ValueError, match="unknown variant"):
         distill.get_config("jsd")
+
+
+def test_a_shipped_model_directory_is_a_teacher(tmp_path):
+    """upt_jax.bases promises that whatever reads a run directory reads a shipped model directory, a
+    teacher included (its path check asked for a checkpoints/ step and refused one)."""
+    from upt_jax import bases
+    from upt_jax.train.checks import check_teacher_paths
+
+    c = _distill("fkl", tmp_path / "run", bases.base_dir("arith_hint"), steps=1)
+    check_teacher_paths(c)
+    c.teacher.run_dir = str(tmp_path)  # an empty directory is still refused
+    with pytest.raises(FileNotFoundError, match="holds no saved step"):
+        check_teacher_paths(c)

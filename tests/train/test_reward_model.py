@@ -204,3 +204,22 @@ def test_a_diverging_reward_model_run_stops_like_a_policy_run(tmp_path):
     good.train.steps, good.train.learning_rate, good.train.max_nonfinite_in_a_row = 4, 1e30, 2
     with pytest.raises(NonFiniteError, match="last good checkpoint is step 1"):
         train_reward_model(good)
+
+
+def test_reward_models_read_their_rows_from_files(tmp_path):
+    """mode=reward_model reads preference pairs and mode=prm demonstrations from a file (both were
+    read as RL rows, which asked for an 'answer' column a preference file does not have)."""
+    import json
+
+    from experiments import prm
+    from upt_jax.train.trainer import load_records, preference_pair
+
+    pairs, demos = tmp_path / "pairs.jsonl", tmp_path / "demos.jsonl"
+    pairs.write_text(json.dumps({"prompt": "What is 1+1?", "chosen": "\\boxed{2}", "rejected": "\\boxed{3}"}) + "\n")
+    demos.write_text(json.dumps({"prompt": "What is 1+1?", "completion": "1+1=2\n\\boxed{2}"}) + "\n")
+    c = reward_model.get_config()
+    c.data.source, c.data.path = "file", str(pairs)
+    assert preference_pair(load_records(c)[0]) == ("\\boxed{2}", "\\boxed{3}")
+    c = prm.get_config()
+    c.data.source, c.data.path = "file", str(demos)
+    assert load_records(c)[0]["demonstration"] == "1+1=2\n\\boxed{2}"

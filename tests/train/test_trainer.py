@@ -152,6 +152,7 @@ def test_ppo_trains_policy_and_critic(tmp_path):
     finally:
         t.close()
     assert all(m["critic/loss"] > 0 for m in metrics), "returns are non-zero, so the value loss is"
+    assert all(np.isfinite(m["critic/explained_variance"]) and m["critic/explained_variance"] <= 1 for m in metrics)
     assert all(m["grad_norm"] > 0 and m["critic/grad_norm"] > 0 for m in metrics)
     moved = max(float(np.abs(a - b).max()) for a, b in zip(_leaves(critic0), _leaves(t.critic_state.params)))
     assert moved > 1e-4
@@ -283,3 +284,17 @@ def test_progress_bar_shows_the_objective_reward_and_accuracy():
     m = {"loss": 0.41234, "surrogate": -1.0, "reward/mean": 0.5, "dpo/rollout/accuracy": 0.75, "grad_norm": 3.0}
     assert progress_postfix(m) == {"loss": 0.412, "reward": 0.5, "acc": 0.75}
     assert progress_postfix({"loss": 2.0, "surrogate": -1.0}) == {"loss": 2.0}  # SFT: the NLL
+
+
+def test_explained_variance_against_its_definition():
+    from upt_jax.models import explained_variance
+
+    rng = np.random.default_rng(0)
+    returns = rng.normal(size=(3, 6)).astype(np.float32)
+    mask = (rng.random((3, 6)) > 0.3).astype(np.float32)
+    values = returns + 0.5 * rng.normal(size=(3, 6)).astype(np.float32)
+    r, v = returns[mask > 0], values[mask > 0]
+    assert float(explained_variance(values, returns, mask)) == pytest.approx(1 - np.var(r - v) / np.var(r), rel=1e-5)
+    assert float(explained_variance(returns, returns, mask)) == pytest.approx(1.0)  # a perfect critic
+    assert float(explained_variance(np.zeros_like(values), returns, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(explained_variance(values, np.ones_like(returns), mask)) == 0.0  # constant returns: 0, not NaN

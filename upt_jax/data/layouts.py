@@ -152,6 +152,8 @@ def canonical(row: Mapping[str, Any], loc: str) -> tuple[dict[str, Any], dict[st
         column = "target" if layout == "prompt_only" else "completion"
         demo, demo_turns = _response(row.get(column), f"{loc}: {column!r}")
         flat.update(question=question, demonstration=demo)
+        if layout == "unpaired":  # KTO reads the completion and its label; an SFT dataset the demonstration
+            flat.update(completion=demo, label=row["label"])
         conversation = prompt_turns + demo_turns if prompt_turns is not None and demo_turns is not None else None
         extras.update(prompt_messages=prompt_turns, messages=conversation)
         if layout == "unpaired":

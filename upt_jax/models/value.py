@@ -52,3 +52,20 @@ def value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Array, mas
         clipped = old_values + jnp.clip(values - old_values, -clip, clip)
         err = jnp.maximum(err, jnp.square(clipped - returns))
     return jnp.sum(0.5 * err * m), jnp.sum(m)
+
+
+def explained_variance(values: jax.Array, returns: jax.Array, mask: jax.Array) -> jax.Array:
+    """``1 − Var(R − V) / Var(R)`` over the tokens of ``mask`` (the fraction of the returns'
+    variance the critic's values explain: 1 perfect, 0 no better than a constant, < 0 worse; 0 when
+    the returns do not vary).
+
+    Args:
+      values, returns, mask: ``[B, T]`` (values before the critic's update on this batch).
+    Returns:
+      ``[]`` fp32.
+    """
+    m = mask.astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(m), 1.0)
+    var = lambda x: jnp.sum(m * jnp.square(x - jnp.sum(m * x) / n)) / n  # noqa: E731
+    var_r = var(returns)
+    return jnp.where(var_r > 0, 1.0 - var(returns - values) / jnp.where(var_r > 0, var_r, 1.0), 0.0)

@@ -12,6 +12,7 @@ import numpy as np
 from upt_jax.models.logprobs import REMAT_MODES
 from upt_jax.train import lora_state
 from upt_jax.train.model_source import preset_config
+from upt_jax.train.run_model import is_weights_dir
 from upt_jax.train.run_spec import critic_spec, get_recipe, group_size, is_remote, mesh_sizes, uses_demos
 
 __all__ = ["validate", "check_recipe", "check_hf_dir", "check_paths", "check_run_dir", "checkpoint_bytes_estimate",
@@ -87,7 +88,7 @@ def check_teacher_paths(config, recipe=None) -> None:
     if not os.path.isdir(d):
         raise FileNotFoundError(f"config.teacher.run_dir={d!r} does not exist: {what}; " + make.format(d=d))
     ckpts = os.path.join(d, "checkpoints") if os.path.isdir(os.path.join(d, "checkpoints")) else d
-    if not any(p.isdigit() for p in os.listdir(ckpts)):
+    if not is_weights_dir(d) and not any(p.isdigit() for p in os.listdir(ckpts)):  # a shipped model: a teacher
         raise FileNotFoundError(f"config.teacher.run_dir={d!r} holds no saved step in {ckpts}: {what}; "
                                 + make.format(d=d))
 

@@ -123,7 +123,7 @@ class Critic:
     of the recipe's GAE part (`run_spec.critic_spec`)."""
 
     def __init__(self, config, model, spec, *, group_size: int, mesh=None):
-        from upt_jax.models.value import value_loss, value_model_from
+        from upt_jax.models.value import explained_variance, value_loss, value_model_from
         from upt_jax.train.checkpoint import Checkpointer
         from upt_jax.train.state import create_train_state, make_optimizer
         from upt_jax.train.step import Objective, make_train_step
@@ -137,7 +137,9 @@ class Critic:
         def sums(m, batch):
             v = m(batch["tokens"], batch["attention_mask"])
             s, _ = value_loss(v, batch["values"], batch["returns"], batch["mask"], clip=cc.clip)
-            return {"value": s}, {}
+            # of the values the policy's GAE used (before this update): logged as critic/explained_variance
+            return {"value": s}, {"explained_variance": explained_variance(batch["values"], batch["returns"],
+                                                                           batch["mask"])}
 
         objective = Objective(denominators=lambda b: {"value": jnp.sum(b["mask"])}, sums=sums)
         self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,

@@ -24,7 +24,8 @@ def load_records(config, recipe=None) -> list[dict]:
         return corpus_records(config)
     if dc.source != "file":
         raise ValueError(f"config.data.source must be synthetic, file or corpus, not {dc.source!r}")
-    task = {"offline": "sft", "preference": "dpo"}.get(config.mode, "hpt" if uses_demos(config, recipe) else "rl")
+    task = {"offline": "sft", "preference": "dpo", "reward_model": "dpo", "prm": "sft"}.get(
+        config.mode, "hpt" if uses_demos(config, recipe) else "rl")  # a reward model reads pairs, a PRM demos
     if config.mode == "preference" and uses_kto(get_recipe(config, recipe)):
         task = "kto"  # unpaired (prompt, completion, label) rows
     records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,

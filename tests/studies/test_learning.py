@@ -1,0 +1,196 @@
+"""The learning checks (issue #22, `upt_jax.studies.learning`): every check builds a valid training
+config from the shipped base; the paired rows against a hand computation; the implicit-reward
+preference accuracy; smokes of the checks on a tiny random base (one per kind of metric in the
+default suite, every check under ``slow``); and the full checks (3 seeds, the shipped base) under
+``slow``, each asserting its regime's effect beyond 2 SE."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import learning as bench
+from upt_jax import bases
+from upt_jax.eval import comparison as cmp
+from upt_jax.studies import learning, learning_report, learning_run
+from upt_jax.train import checks, schema
+from upt_jax.train import trainer as trainer_lib
+
+KEYS = [c.key for c in learning.CHECKS]
+
+
+def test_the_checks_cover_every_regime_the_issue_names():
+    assert {"sft", "rft", "star", "grpo", "dr_grpo", "grpo_lora", "ppo", "dpo", "ipo", "simpo", "orpo", "kto",
+            "distill_fkl", "distill_on_policy", "luffy", "srft", "hpt", "reward_model", "rlhf_ppo", "prm"} <= set(KEYS)
+    assert [c.key for c in learning.checks("dpo, grpo,dpo")] == ["dpo", "grpo"]  # the order asked, once each
+    assert [c.key for c in learning.checks()] == KEYS
+    with pytest.raises(KeyError, match="unknown learning checks"):
+        learning.checks("grpo,nope")
+    with pytest.raises(ValueError, match="metric"):
+        learning.Check("x", "X", "sft", metric="vibes")
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_every_check_trains_its_regime_from_the_shipped_base(key):
+    check = learning.checks(key)[0]
+    base = learning_run.shipped_base()
+    c = learning.study_config(check, "/tmp/learning_cfg", base=base, seeds=(0, 1, 2))
+    kind, tc = cmp.arm_config(c, key, 1)
+    assert kind == "train" and tc.seed == 1 and tc.run_dir == f"/tmp/learning_cfg/{key}/seed1"
+    assert tc.model.init == "checkpoint" and tc.model.checkpoint == bases.base_dir("arith_hint")
+    assert tc.train.steps == check.steps and tc.train.learning_rate == check.learning_rate
+    assert tuple(tc.data.tiers) == learning.RL_MIX and tc.rollout.temperature == 1.0
+    schema.validate(tc)
+    checks.check_recipe(tc)  # group sizes fit the recipe's parts
+    for k, v in check.overrides:  # the regime's own settings reach the training config
+        node = tc
+        for part in k.split("."):
+            node = node[part]
+        assert node == v, k
+    if key == "grpo_lora":
+        assert tc.model.lora.rank == 16 and tc.recipe.name == "grpo"
+    if check.metric == "preference":
+        assert tc.mode == "preference" and tc.recipe.name == check.arg
+    if key == "hpt":
+        assert tc.recipe.hparams.gamma == 0.0
+
+
+def test_paired_rows_against_a_hand_computation():
+    base = {"a": 0.5, "b": 0.25, "c": 1.0}
+    arms = [{"a": 1.0, "b": 0.5, "c": 1.0}, {"a": 0.75, "b": 0.5, "c": 1.0}]
+    row = learning_run.paired_row("m", base, arms)
+    want = np.mean([np.mean([a[i] for a in arms]) - base[i] for i in base])
+    assert row["diff"] == pytest.approx(want) and row["base"] == pytest.approx(np.mean(list(base.values())))
+    assert row["seeds"] == 2 and row["n"] == 3 and row["se"] > 0 and row["direction"] == 1
+    # each seed paired with its own base (its own reward model / initial head): mean of the differences
+    bases_ = [{"a": 0.0, "b": 0.0}, {"a": 1.0, "b": 1.0}]
+    arms_ = [{"a": 0.5, "b": 0.5}, {"a": 2.0, "b": 2.0}]
+    row = learning_run.paired_row("m", bases_, arms_, unit="raw")
+    assert row["diff"] == pytest.approx(0.75) and row["base"] == pytest.approx(0.5) and row["after"] == 1.25
+    # a guard that did not move is kept; one that fell by more than 2 SE is not; lower-is-better metrics
+    flat = learning_run.paired_row("g", base, [base, base], direction=0)
+    assert flat["shown"] and flat["diff"] == 0
+    fell = learning_run.paired_row("g", {str(i): 1.0 for i in range(20)}, [{str(i): 0.0 for i in range(20)}],
+                                   direction=0)
+    assert not fell["shown"]
+    lower = learning_run.paired_row("kl", {str(i): 1.0 + i % 3 for i in range(20)},
+                                    [{str(i): 0.5 + i % 3 for i in range(20)}], direction=-1)
+    assert lower["diff"] == pytest.approx(-0.5) and lower["shown"]
+
+
+def test_the_report_says_what_ran_failed_or_did_not(tmp_path):
+    row = dict(metric="m", unit="pct", base=0.6, after=0.7, diff=0.1, se=0.02, n=64, seeds=3, direction=1, shown=True)
+    guard = dict(row, metric="solved", diff=-0.1, direction=0, shown=False)
+    results = {"checks": {
+        "grpo": dict(key="grpo", label="GRPO", metric="accuracy", rows=[row, guard], wall_s=90.0, seeds=[0, 1, 2],
+                     budget=dict(steps=30, questions_per_step=8, n=8, learning_rate=4e-5, tiers=[]), note=""),
+        "dpo": dict(key="dpo", label="DPO", metric="preference", error="ValueError: boom", seeds=[0])}}
+    doc = tmp_path / "learning.md"
+    doc.write_text("# Learning checks\n\nintro kept\n\n" + learning_report.BEGIN + "\nold\n" + learning_report.END
+                   + "\n\noutro kept\n")
+    learning_report.write_report(results, str(tmp_path / "LEARNING.md"), doc=str(doc))
+    text = doc.read_text()
+    assert "intro kept" in text and "outro kept" in text and "\nold\n" not in text
+    assert "| GRPO | m | 60.0 % | 70.0 % | +10.0 ± 2.0 | **yes** | 3 | 1.5 min |" in text
+    assert "**dropped > 2 SE**" in text and "**failed**: ValueError: boom" in text
+    assert "| PPO (critic, GAE) | — | | | | not run | | |" in text and "Commit `" in text
+
+
+# ----------------------------------------------------------------------------- smokes (a tiny random base)
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("learning"))
+
+
+def _smoke(smoke_dir, key):
+    r = learning_run.run_check(learning.checks(key)[0], smoke_dir, seeds=(0,), scale=learning.SMOKE,
+                               base=bench.smoke_base(smoke_dir))
+    assert r["key"] == key and r["rows"] and r["seconds"].keys() == {"0"}
+    for row in r["rows"]:
+        assert np.isfinite(row["diff"]) and np.isfinite(row["base"]) and row["seeds"] == 1, row
+    return r
+
+
+# one check per kind of metric in the default suite (the rest under slow: every smoke compiles its own
+# trainer and sampler, 10–40 s each on 2 cores)
+FAST_SMOKES = ("sft", "dpo", "distill_fkl", "prm")
+
+
+@pytest.mark.parametrize("key", FAST_SMOKES)
+def test_smoke(smoke_dir, key):
+    r = _smoke(smoke_dir, key)
+    if key == "dpo":  # at the reference every pair ties: ½; the pairs are counted
+        assert r["rows"][0]["base"] == 0.5 and r["data"]["train"]["questions"] == learning.SMOKE.pair_questions
+        pairs = [json.loads(x) for x in open(os.path.join(smoke_dir, "pairs", "pairs.jsonl"))]
+        assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    if key == "distill_fkl":  # the student starts away from its teacher
+        assert r["rows"][0]["unit"] == "nats" and r["rows"][0]["base"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", [k for k in KEYS if k not in FAST_SMOKES])
+def test_smoke_slow(smoke_dir, key):
+    if key == "star":  # a random base solves nothing, not even with the answer as a hint: a clear error
+        with pytest.raises(FileNotFoundError, match="kept nothing"):
+            _smoke(smoke_dir, key)
+        done = json.loads(open(os.path.join(smoke_dir, "star", "seed0", "round_1", "DONE.json")).read())
+        assert done["kept"] == 0 and done["questions"] == learning.SMOKE.star_questions
+        return
+    r = _smoke(smoke_dir, key)
+    if key == "ppo":
+        assert "explained variance" in r["rows"][-1]["metric"]
+    if key == "rlhf_ppo":
+        assert os.path.isdir(os.path.join(smoke_dir, "reward_model", "seed0", "checkpoints"))
+
+
+def test_the_command_writes_the_table(smoke_dir, tmp_path):
+    doc = tmp_path / "learning.md"  # the smoke's SFT run is finished: the command only measures and writes
+    bench.main([smoke_dir, "--smoke", "--only", "sft", "--seeds", "1", "--doc", str(doc)])
+    results = json.loads(open(os.path.join(smoke_dir, "results.json")).read())
+    assert list(results["checks"]) == ["sft"] and "| SFT |" in doc.read_text()
+
+
+# ----------------------------------------------------------------------------- the checks (shipped base)
+# the first 3-seed run (docs/learning.md) did not show these regimes' effect; why is written there
+NOT_SHOWN = {
+    "simpo": "the base already ranks 97 % of held-out pairs right by mean log-prob (ceiling)",
+    "orpo": "the base already ranks 97 % of held-out pairs right by mean log-prob (ceiling)",
+    "reward_model": "fits its 180 training pairs, chance on new questions (budget/testbed)",
+    "prm": "held-out step accuracy at chance after 150 steps (budget/testbed)",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.xfail(reason=NOT_SHOWN[k], strict=False))
+                                 if k in NOT_SHOWN else k for k in KEYS])
+def test_learning_check(tmp_path_factory, key):
+    """The regime moves its metric beyond 2 SE in the intended direction (3 seeds), and no solved
+    tier drops by more than 2 SE."""
+    r = learning_run.run_check(learning.checks(key)[0], str(tmp_path_factory.mktemp("learning_full")),
+                               seeds=(0, 1, 2))
+    assert r["rows"][0]["shown"], r["rows"][0]
+    assert all(row["shown"] for row in r["rows"] if row["direction"] == 0), r["rows"]
+
+
+def test_a_stop_request_ends_the_study_and_a_failure_does_not(tmp_path, monkeypatch):
+    """A failing check is recorded and the study goes on; a preempted one (SIGTERM: the trainer saved
+    its step and raised Preempted) ends the study instead of starting the next check."""
+    from upt_jax.train.preemption import Preempted
+
+    ran = []
+
+    def fake(check, run_dir, **kw):
+        ran.append(check.key)
+        if check.key == "sft":
+            raise ValueError("boom")
+        if check.key == "dpo":
+            raise Preempted("stopped", signal_name="SIGTERM", step=1)
+        return dict(key=check.key, label=check.label, metric=check.metric, rows=[], wall_s=0.0, seeds=[0],
+                    budget=dict(steps=1, questions_per_step=1, n=1, learning_rate=1.0), note="")
+
+    monkeypatch.setattr(learning_run, "run_check", fake)
+    with pytest.raises(Preempted):
+        learning_run.run_study(str(tmp_path), only="sft,grpo,dpo,prm", seeds=(0,))
+    assert ran == ["sft", "grpo", "dpo"]
+    results = json.loads((tmp_path / "results.json").read_text())["checks"]
+    assert results["sft"]["error"] == "ValueError: boom" and "rows" in results["grpo"] and "dpo" not in results

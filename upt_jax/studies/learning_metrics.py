@@ -1,0 +1,289 @@
+"""What the learning checks measure, per held-out item, so that `upt_jax.eval.paired` can pair an
+item's value after training with its value before (`upt_jax.studies.learning`), and the data some
+checks prepare from the base model.
+
+Every measure returns ``{item id: value}``:
+
+* `preference_accuracy`: per held-out pair, 1 when the implicit reward ranks the chosen response
+  above the rejected one, 0 when below, ½ on a tie (the reference-based rewards of DPO, IPO and KTO,
+  ``log π_θ(y) − log π_ref(y)``, are exactly 0 for both responses at the start: ½);
+* `forward_kl`: per held-out demonstration, ``mean_t KL(p_T(·|x, y_<t) ‖ q_θ(·|x, y_<t))`` (nats/token);
+* `pair_accuracy` (reward model) and `step_accuracy` (PRM): per held-out pair / demonstration;
+* `learned_reward`: per held-out question, the mean reward-model score of the policy's samples,
+  with the verifier's accuracy of the same samples.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import random
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["sample_completions", "preference_pairs", "read_jsonl", "perturbed_student", "preference_accuracy",
+           "forward_kl", "pair_accuracy", "step_accuracy", "learned_reward", "explained_variance_change"]
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write_jsonl(path: str, rows) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+
+
+def sample_completions(model_dir: str, records: list[dict], *, k: int, max_new_tokens: int, seed: int,
+                       samplers=None) -> list[dict]:
+    """``k`` samples at T = 1 per record from the model in ``model_dir`` (a run or shipped model
+    directory), verified: `upt_jax.eval.evaluate.evaluate`'s ``completions`` rows (``id``,
+    ``completion``, ``reward``, ``reason``). ``samplers``: a `comparison_eval.SamplerPool` to reuse."""
+    import jax
+
+    from upt_jax.eval.evaluate import evaluate
+    from upt_jax.train.run_model import load_run_model
+
+    m, tok, cfg, _ = load_run_model(model_dir)
+    sampler, params = samplers.get(m, tok.pad_id) if samplers is not None else (None, None)
+    out: list[dict] = []
+    evaluate(m, tok, {"samples": records}, k=k, temperature=1.0, max_new_tokens=max_new_tokens,
+             key=jax.random.key(seed), template=cfg.data.get("template", "zero"), default_verifier="integer",
+             completions=out, sampler=sampler, params=params)
+    return out
+
+
+def preference_pairs(base_dir: str, out_dir: str, *, tier: str, n_train: int, n_heldout: int, k: int,
+                     max_new_tokens: int, eval_seed: int, demo_fallback: bool = False, samplers=None) -> dict:
+    """Preference data from the base model's own samples on ``tier``: per question, ``k`` samples
+    at T = 1; a question with a correct and an incorrect sample gives the pair (first correct,
+    first incorrect). Training questions are drawn with seed 0 (minus any held-out question), the
+    held-out ones with ``eval_seed``. Writes ``pairs.jsonl`` (prompt, chosen, rejected), ``kto.jsonl``
+    (the pairs as unpaired labelled rows) and ``heldout.jsonl`` in ``out_dir`` (kept: a rerun reuses
+    them) and returns the counts (``stats.json``): questions without a pair are skipped and counted
+    (``all_correct``, ``all_wrong``); with ``demo_fallback`` an all-wrong question takes its
+    demonstration as the chosen response (``chosen_from_demo``)."""
+    from upt_jax.data import tasks
+
+    stats_file = os.path.join(out_dir, "stats.json")
+    if os.path.exists(stats_file):
+        with open(stats_file) as f:
+            return json.load(f)
+    os.makedirs(out_dir, exist_ok=True)
+    heldout_q = tasks.generate(tier, n_heldout, seed=eval_seed)
+    seen = {r["question"] for r in heldout_q}
+    train_q = [r for r in tasks.generate(tier, n_train + n_heldout, seed=0) if r["question"] not in seen][:n_train]
+    stats: dict = {"tier": tier, "k": k}
+    for split, records in (("train", train_q), ("heldout", heldout_q)):
+        by_id = collections.defaultdict(list)
+        for row in sample_completions(base_dir, records, k=k, max_new_tokens=max_new_tokens,
+                                      seed=eval_seed + (split == "train"), samplers=samplers):
+            by_id[row["id"]].append(row)
+        pairs, counts = [], collections.Counter(questions=len(records))
+        for r in records:
+            samples = by_id[str(r["id"])]
+            good = [s["completion"] for s in samples if s["reason"] == "correct"]
+            bad = [s["completion"] for s in samples if s["reason"] != "correct"]
+            if good and bad:
+                counts["pairs"] += 1
+            elif bad and demo_fallback and r.get("demonstration"):
+                good = [r["demonstration"]]
+                counts["chosen_from_demo"] += 1
+            else:
+                counts["all_correct" if good else "all_wrong"] += 1
+                continue
+            pairs.append(dict(id=str(r["id"]), prompt=r["question"], chosen=good[0], rejected=bad[0]))
+        stats[split] = dict(counts)
+        if not pairs:
+            raise ValueError(f"preference_pairs: no {split} question of {tier} has both a correct and an incorrect "
+                             f"sample among {k} ({dict(counts)})")
+        _write_jsonl(os.path.join(out_dir, "pairs.jsonl" if split == "train" else "heldout.jsonl"), pairs)
+        if split == "train":
+            _write_jsonl(os.path.join(out_dir, "kto.jsonl"), [
+                dict(id=f"{p['id']}/{lab}", prompt=p["prompt"], completion=p[lab], label=lab == "chosen")
+                for p in pairs for lab in ("chosen", "rejected")])
+    log.info("preference pairs from %s on %s: %s", base_dir, tier, stats)
+    with open(stats_file, "w") as f:
+        json.dump(stats, f, indent=2)
+    return stats
+
+
+def perturbed_student(base_dir: str, out_dir: str, *, noise: float, seed: int = 0) -> str:
+    """A shipped-model directory in ``out_dir`` holding the base model with every weight matrix
+    perturbed, ``W + noise · rms(W) · ε`` (ε standard normal, per element, key ``seed``): a student
+    that starts away from its teacher (the base). Written once; returns ``out_dir``."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from upt_jax.models.hf_io import save_hf_checkpoint
+    from upt_jax.train import run_model
+
+    if run_model.is_weights_dir(out_dir):
+        return out_dir
+    model, _ = run_model.model_from_run(base_dir, key="base")
+    state = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    new = [x + noise * jnp.sqrt(jnp.mean(jnp.square(x))) * jax.random.normal(kk, x.shape, x.dtype)
+           if x.ndim >= 2 else x for x, kk in zip(leaves, keys)]
+    nnx.update(model, jax.tree.unflatten(treedef, new))
+    os.makedirs(out_dir, exist_ok=True)
+    save_hf_checkpoint(model, out_dir)
+    os.remove(os.path.join(out_dir, "config.json"))  # model.json is the architecture (as bases ship)
+    with open(os.path.join(run_model.run_root(base_dir), run_model.MODEL_FILE)) as f:
+        record = json.load(f)
+    with open(os.path.join(out_dir, run_model.MODEL_FILE), "w") as f:
+        json.dump(record, f, indent=2)
+    return out_dir
+
+
+def _rows(tok, template: str, questions, responses):
+    from upt_jax.data.templates import prompt_ids
+    from upt_jax.train.batching import pack_rows
+
+    prompts = [prompt_ids(tok, q, template) for q in questions]
+    rows = pack_rows(prompts, [tok.encode(r) + [tok.eos_id] for r in responses], pad_id=tok.pad_id)
+    return rows["tokens"], rows["attention_mask"], rows["mask"]
+
+
+def _logprob_sums(model, tokens, attn, mask) -> tuple[np.ndarray, np.ndarray]:
+    """``(Σ_t log π(y_t), number of response tokens)`` per row ``[N]``."""
+    import jax
+    from flax import nnx
+
+    from upt_jax.models.logprobs import sequence_logprobs
+
+    graphdef, state = nnx.split(model)
+    logp = jax.jit(lambda s, t, a: sequence_logprobs(nnx.merge(graphdef, s), t, a))(state, tokens, attn)
+    return np.asarray(logp * mask).sum(axis=1), mask.sum(axis=1)
+
+
+def preference_accuracy(run_dir: str, ref_dir: str, pairs: list[dict], *, reference: bool
+                        ) -> tuple[dict[str, float], dict[str, float]]:
+    """``({pair id: 1 | ½ | 0}, {pair id: margin})``: whether the policy in ``run_dir`` ranks each
+    pair's chosen response above its rejected one by its implicit reward, and by how much (the
+    chosen's reward minus the rejected's): ``log π_θ(y) − log π_ref(y)`` (summed over the response;
+    ``reference``: DPO, IPO, KTO) or the mean token log-prob (SimPO, ORPO), without β."""
+    from upt_jax.train.run_model import load_run_model
+
+    model, tok, cfg, _ = load_run_model(run_dir)
+    template = cfg.data.get("template", "zero")
+    questions = [p["prompt"] for p in pairs for _ in range(2)]
+    tokens, attn, mask = _rows(tok, template, questions, [p[x] for p in pairs for x in ("chosen", "rejected")])
+    s, n = _logprob_sums(model, tokens, attn, mask)
+    if reference:
+        s = s - _logprob_sums(load_run_model(ref_dir)[0], tokens, attn, mask)[0]
+    else:
+        s = s / np.maximum(n, 1)
+    margin = s[0::2] - s[1::2]
+    return ({p["id"]: float(np.where(m > 0, 1.0, np.where(m < 0, 0.0, 0.5))) for p, m in zip(pairs, margin)},
+            {p["id"]: float(m) for p, m in zip(pairs, margin)})
+
+
+def forward_kl(student_dir: str, teacher_dir: str, records: list[dict]) -> dict[str, float]:
+    """``{record id: mean over its demonstration's tokens of KL(p_teacher ‖ q_student)}`` (nats),
+    teacher-forced on the records' demonstrations."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from upt_jax.train.run_model import load_run_model
+
+    student, tok, cfg, _ = load_run_model(student_dir)
+    teacher = load_run_model(teacher_dir)[0]
+    tokens, attn, mask = _rows(tok, cfg.data.get("template", "zero"), [r["question"] for r in records],
+                               [r["demonstration"] for r in records])
+
+    def logits(model):
+        graphdef, state = nnx.split(model)
+        return jax.jit(lambda s, t, a: jax.nn.log_softmax(nnx.merge(graphdef, s)(t, attention_mask=a)[0][:, :-1]))(
+            state, tokens, attn)
+
+    lp_t, lq = logits(teacher), logits(student)
+    kl = np.asarray(jnp.sum(jnp.exp(lp_t) * (lp_t - lq), axis=-1))  # [N, T-1]: predicting token t+1
+    w = mask[:, 1:]
+    return {str(r["id"]): float((kl[i] * w[i]).sum() / max(w[i].sum(), 1)) for i, r in enumerate(records)}
+
+
+def _scorer(graphdef, params, method: str = "__call__"):
+    import jax
+    from flax import nnx
+
+    return jax.jit(lambda p, t, a: getattr(nnx.merge(graphdef, p), method)(t, a))
+
+
+def pair_accuracy(graphdef, params, tok, template: str, pairs: list[dict]) -> dict[str, float]:
+    """``{pair id: 1 | ½ | 0}``: the reward model ``(graphdef, params)`` scores the chosen response
+    above (tie, below) the rejected one."""
+    tokens, attn, _ = _rows(tok, template, [p["prompt"] for p in pairs for _ in range(2)],
+                            [p[x] for p in pairs for x in ("chosen", "rejected")])
+    r = np.asarray(_scorer(graphdef, params)(params, tokens, attn))
+    d = r[0::2] - r[1::2]
+    return {p["id"]: float(np.where(x > 0, 1.0, np.where(x < 0, 0.0, 0.5))) for p, x in zip(pairs, d)}
+
+
+def step_accuracy(graphdef, params, tok, template: str, records: list[dict], *, seed: int) -> dict[str, float]:
+    """``{record id: fraction of its steps the PRM classifies right}`` on the records'
+    demonstrations, each corrupted at one step with probability ½ (`upt_jax.train.prm.corrupt_steps`;
+    ``seed`` fixes which, so before and after see the same labels)."""
+    from upt_jax.data.templates import prompt_ids
+    from upt_jax.train.batching import pack_rows
+    from upt_jax.train.prm import corrupt_steps, step_label_row
+
+    rng = random.Random(seed)
+    newline = tok.encode("\n")[0]
+    prompts, responses, targets, weights = [], [], [], []
+    for r in records:
+        demo = r["demonstration"]
+        text, labels = corrupt_steps(demo, rng) if rng.random() < 0.5 else (demo, [1] * (demo.count("\n") + 1))
+        ids = tok.encode(text) + [tok.eos_id]
+        tg, w = step_label_row(ids, labels, newline)
+        prompts.append(prompt_ids(tok, r["question"], template))
+        responses.append(ids)
+        targets.append(tg)
+        weights.append(w)
+    rows = pack_rows(prompts, responses, pad_id=tok.pad_id, response_values=dict(t=targets, w=weights))
+    logits = np.asarray(_scorer(graphdef, params, "token_scores")(params, rows["tokens"], rows["attention_mask"]))
+    right = ((logits > 0) == (rows["t"] > 0.5)) * rows["w"]
+    return {str(r["id"]): float(right[i].sum() / max(rows["w"][i].sum(), 1)) for i, r in enumerate(records)}
+
+
+def learned_reward(policy_dir: str, rm_dir: str, records: list[dict], *, k: int, max_new_tokens: int,
+                   seed: int, samplers=None) -> tuple[dict[str, float], dict[str, float]]:
+    """``({id: mean reward-model score}, {id: verifier accuracy})`` of ``k`` samples at T = 1 per
+    record from the policy in ``policy_dir``, scored by the reward model trained in ``rm_dir``."""
+    from upt_jax.data.templates import prompt_ids
+    from upt_jax.train.reward_model import LearnedReward
+    from upt_jax.train.run_model import load_run_model
+
+    _, tok, cfg, _ = load_run_model(policy_dir)
+    rows = sample_completions(policy_dir, records, k=k, max_new_tokens=max_new_tokens, seed=seed, samplers=samplers)
+    question = {str(r["id"]): r["question"] for r in records}
+    rm = LearnedReward(rm_dir, pad_id=tok.pad_id)
+    template = cfg.data.get("template", "zero")
+    scores = rm.raw_scores([prompt_ids(tok, question[x["id"]], template) for x in rows],
+                           [tok.encode(x["completion"]) + [tok.eos_id] for x in rows])
+    by_id, acc = collections.defaultdict(list), collections.defaultdict(list)
+    for x, s in zip(rows, scores):
+        by_id[x["id"]].append(float(s))
+        acc[x["id"]].append(float(x["reason"] == "correct"))
+    return ({i: float(np.mean(v)) for i, v in by_id.items()}, {i: float(np.mean(v)) for i, v in acc.items()})
+
+
+def explained_variance_change(run_dir: str, window: int = 5) -> tuple[float, float]:
+    """``(first, last)``: the critic's explained variance of the returns (``critic/explained_variance``
+    in ``metrics.jsonl``) averaged over the first and the last ``window`` steps of a PPO run."""
+    ev = [m["critic/explained_variance"] for m in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+          if "critic/explained_variance" in m]
+    if not ev:
+        raise ValueError(f"{run_dir}/metrics.jsonl logs no critic/explained_variance (not a PPO run?)")
+    w = max(1, min(window, len(ev) // 2 or 1))
+    return float(np.mean(ev[:w])), float(np.mean(ev[-w:]))
