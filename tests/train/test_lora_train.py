@@ -69,6 +69,18 @@ def test_dpo_reference_is_the_base_with_adapters_off(tmp_path):
     _only_adapters_moved(before, after)
 
 
+def test_kto_reference_point_is_the_base_with_adapters_off(tmp_path):
+    """KTO's z₀ (the KL of the policy to the reference on mismatched pairs) reads the reference as
+    the base with the adapters off: at step 1 (B = 0) the policy is the base, so z₀ = 0 exactly;
+    it ran the frozen reference's log-probs through ``ref_params`` (None under LoRA) before."""
+    c = _lora(dpo.get_config("kto"), tmp_path / "kto", 2)
+    before, after, metrics, t = _run(c)
+    assert t.ref_params is None
+    assert abs(metrics[0]["kto/z0"]) < 1e-5 and np.isfinite(metrics[1]["kto/z0"])  # two compiled paths: ~1e-7
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    _only_adapters_moved(before, after)
+
+
 def test_grpo_with_kl_and_hpt_update_only_the_adapters(tmp_path):
     c = _lora(grpo.get_config(), tmp_path / "grpo", 2, dropout=0.1)
     c.recipe.hparams.kl_coef = 0.05  # a KL to the reference (the base, adapters off)

@@ -195,7 +195,9 @@ def frozen_inputs(batch: dict, *, params, key: jax.Array, logp_fn: Callable, ref
     if uniforms:  # Clip-Cov's draw: the step's key
         batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
     if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient
-        batch, z0 = with_reference_point(batch, logp_fn, params, ref_params)
+        off = None if ref_params is not None or ref_off_fn is None else (  # LoRA: the base, adapters off
+            lambda tokens, attn: ref_off_fn(params, tokens, attn))
+        batch, z0 = with_reference_point(batch, logp_fn, params, ref_params, ref_logp_fn=off)
         info["kto/z0"] = float(z0)
     if teacher is not None:
         batch.update(teacher.inputs(batch))

@@ -53,17 +53,20 @@ def kto_rows(prompts: list[list[int]], completions: list[list[int]], labels: lis
     return rows
 
 
-def with_reference_point(batch: dict, logp_fn, params, ref_params):
+def with_reference_point(batch: dict, logp_fn, params, ref_params, *, ref_logp_fn=None):
     """``batch`` without the mismatched rows, with ``kto_z0 [B]`` (``z₀`` on every row); and ``z₀``.
 
-    ``logp_fn(params, tokens, attention_mask) -> [B, L]`` token log-probs (the trainer's).
+    ``logp_fn(params, tokens, attention_mask) -> [B, L]`` token log-probs (the trainer's); the
+    reference's are ``logp_fn(ref_params, …)``, or ``ref_logp_fn(tokens, attention_mask)`` when
+    given (LoRA: the policy with its adapters off, no second copy of the model).
     """
     from upt_jax import upge
 
     kl = {k: batch[k] for k in _KL_KEYS}
     out = {k: v for k, v in batch.items() if k not in _KL_KEYS}
     lp = logp_fn(params, kl["kl_tokens"], kl["kl_attention_mask"])
-    ref = logp_fn(ref_params, kl["kl_tokens"], kl["kl_attention_mask"])
+    ref = (ref_logp_fn(kl["kl_tokens"], kl["kl_attention_mask"]) if ref_logp_fn is not None
+           else logp_fn(ref_params, kl["kl_tokens"], kl["kl_attention_mask"]))
     z0 = upge.kto_reference_point(lp, ref, kl["kl_mask"])
     out["kto_z0"] = jnp.full(kl["kl_mask"].shape[:1], z0, jnp.float32)
     return out, z0
