@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from experiments import dpo, grpo, hpt, sft
+from experiments import dpo, grpo, hpt, luffy, sft, srft
 from tests.train.test_trainer import _CoinVerifier, shrink
 from upt_jax.train.trainer import Trainer, train
 
@@ -81,7 +81,7 @@ def test_kto_reference_point_is_the_base_with_adapters_off(tmp_path):
     _only_adapters_moved(before, after)
 
 
-def test_grpo_with_kl_and_hpt_update_only_the_adapters(tmp_path):
+def test_grpo_with_kl_and_the_hybrids_update_only_the_adapters(tmp_path):
     c = _lora(grpo.get_config(), tmp_path / "grpo", 2, dropout=0.1)
     c.recipe.hparams.kl_coef = 0.05  # a KL to the reference (the base, adapters off)
     c.rollout.temperature = 1.0
@@ -91,6 +91,10 @@ def test_grpo_with_kl_and_hpt_update_only_the_adapters(tmp_path):
     before, after, metrics, _ = _run(_lora(hpt.get_config(), tmp_path / "hpt", 1))
     assert metrics[0]["grad_norm"] > 0  # an untrained model routes every question to SFT
     _only_adapters_moved(before, after)
+    for name, exp in (("luffy", luffy), ("srft", srft)):  # the other hybrids: demos beside rollouts
+        before, after, metrics, _ = _run(_lora(exp.get_config(), tmp_path / name, 1))
+        assert np.isfinite(metrics[0]["loss"]) and metrics[0]["grad_norm"] > 0, name
+        _only_adapters_moved(before, after)
 
 
 def _final(c):
