@@ -260,3 +260,20 @@ def test_a_missing_base_with_nothing_to_train_it_is_a_clear_error(tmp_path):
     c.base.run_dir = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="neither a shipped model directory"):
         cmp.ensure_base(c)
+
+
+def test_evaluating_a_shipped_model_directory_never_writes_into_it(tmp_path, monkeypatch):
+    """The shipped base is package data: an evaluation without a cache directory is not cached
+    there (a learning check once left ``bases/arith_hint/eval/`` behind, and it was committed)."""
+    import shutil
+
+    from upt_jax.eval import comparison_eval
+
+    base = tmp_path / "arith_hint"
+    shutil.copytree(bases.base_dir("arith_hint"), base)
+    settings = dict(suites=["hadd_2"], n=2, k=1, temperature=0.0, max_new_tokens=8, seed=0)
+    first = comparison_eval.evaluate_run(str(base), settings)
+    assert sorted(os.listdir(base)) == ["model.json", "model.safetensors", "record.json"]
+    again = comparison_eval.evaluate_run(str(base), settings, cache_dir=str(tmp_path / "cache"))
+    same = lambda r: (r["hadd_2"]["correct_counts"], r["hadd_2"]["ids"])  # noqa: E731 (not its timing)
+    assert same(again) == same(first) and os.listdir(tmp_path / "cache")  # with a cache directory: cached there

@@ -74,7 +74,9 @@ def evaluate_run(run_dir: str, settings: dict, *, step: int | None = None, cache
                  progress: bool = False, samplers: SamplerPool | None = None, cache_dir: str | None = None) -> dict:
     """``{suite: SuiteResult.to_dict()}`` of the run's checkpoint ``step`` (default latest; a
     shipped model directory has one), cached in ``<cache_dir>/<hash>.json`` (default
-    ``<run_dir>/eval``), the hash of the settings, the step and a shipped model's checksum."""
+    ``<run_dir>/eval``), the hash of the settings, the step and a shipped model's checksum. A
+    shipped model directory (`is_weights_dir`, package data) is never written to: without a
+    ``cache_dir`` its evaluation is not cached."""
     import jax
 
     from upt_jax.eval.evaluate import DEFAULT_EVAL_SEED, evaluate, synthetic_suites
@@ -87,6 +89,7 @@ def evaluate_run(run_dir: str, settings: dict, *, step: int | None = None, cache
         ident["weights_sha256"] = sha
     tag = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
     path = os.path.join(cache_dir or os.path.join(run_dir, "eval"), f"{tag}.json")
+    cache = cache and (cache_dir is not None or sha is None)  # never write into a shipped model's directory
     if cache and os.path.exists(path):
         try:
             with open(path) as f:
@@ -101,6 +104,8 @@ def evaluate_run(run_dir: str, settings: dict, *, step: int | None = None, cache
                    template=cfg.data.get("template", "zero"), default_verifier="integer",
                    progress=progress, sampler=sampler, params=params)
     out = results_to_json({s: r for s, r in res.items()})
+    if not cache:
+        return out
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
