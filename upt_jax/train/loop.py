@@ -26,6 +26,20 @@ def progress_postfix(metrics: dict) -> dict:
     return {k: round(float(v), 3) for k, v in out.items() if v is not None}
 
 
+def run_trainer(make, config) -> list[dict]:
+    """``make(config).run()``, then ``close()``: the metrics of this call. A SIGTERM/SIGINT while
+    the trainer is being built (model, restore, first compiles) is kept for the loop's first
+    check, which stops before the first step. Policy, reward-model and PRM runs alike."""
+    from upt_jax.train import preemption
+
+    with preemption.stop_signals(config.checkpoint.get("preemption_grace_s")):
+        trainer = make(config)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
+
+
 class NonFiniteError(RuntimeError):
     """Too many consecutive updates were skipped for a non-finite loss or gradient."""
 

@@ -228,14 +228,9 @@ class RewardModelTrainer(Loop):
 def train_reward_model(config) -> list[dict]:
     """Run (or resume) reward-model training; returns this call's metrics. A SIGTERM/SIGINT while
     the trainer is being built stops the loop before its first step, as for the policy."""
-    from upt_jax.train import preemption
+    from upt_jax.train.loop import run_trainer
 
-    with preemption.stop_signals(config.checkpoint.get("preemption_grace_s")):
-        trainer = RewardModelTrainer(config)
-        try:
-            return trainer.run()
-        finally:
-            trainer.close()
+    return run_trainer(RewardModelTrainer, config)
 
 
 def load_reward_model(run_dir: str):

@@ -34,7 +34,7 @@ from upt_jax.train.checks import checkpoint_bytes_estimate, validate
 from upt_jax.train import stages
 from upt_jax.train.frozen import Critic, load_teacher
 from upt_jax.train.kto import uses_kto
-from upt_jax.train.loop import Loop, NonFiniteError, progress_postfix
+from upt_jax.train.loop import Loop, NonFiniteError, progress_postfix, run_trainer
 from upt_jax.train.model_source import build_model
 from upt_jax.train.records import corpus_records, load_records, preference_pair
 from upt_jax.train.overlap import overlap_settings
@@ -339,13 +339,4 @@ def train(config) -> list[dict]:
 
         run_comparison(config)
         return []
-    from upt_jax.train import preemption
-
-    # a SIGTERM/SIGINT while the trainer is being built (model, restore, first compiles) is kept
-    # for the loop's first check, which stops before the first step
-    with preemption.stop_signals(config.checkpoint.get("preemption_grace_s")):
-        trainer = Trainer(config)
-        try:
-            return trainer.run()
-        finally:
-            trainer.close()
+    return run_trainer(Trainer, config)
