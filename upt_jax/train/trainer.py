@@ -30,7 +30,7 @@ from upt_jax import upge
 from upt_jax.models.logprobs import REMAT_MODES, sequence_logprobs
 from upt_jax.models.partition import batch_shards
 from upt_jax.train.kto import examples, kto_rows, uses_kto, with_reference_point
-from upt_jax.train import lora_state
+from upt_jax.train import compile_cache, lora_state, shapes
 
 log = logging.getLogger(__name__)
 
@@ -589,9 +589,13 @@ class Trainer:
         from upt_jax.train.state import create_train_state, make_optimizer
         from upt_jax.train.step import make_train_step, upge_objective
 
+        from upt_jax.train.compile_stats import CompileWatch
+
+        self._compiles = CompileWatch()  # time/first_step_s, compile/* (counted from here)
         if recipe is not None:
             config = recipe_io.config_for(config, recipe)
         self.config = config
+        compile_cache.enable(config)  # XLA's persistent cache (before anything compiles)
         recipe = recipe_io.given_or_recorded(config, recipe)
         _validate(config, recipe=recipe)  # config, paths and run directory: before anything is read or built
         self.recipe = get_recipe(config, recipe)
@@ -654,11 +658,11 @@ class Trainer:
             # to the rows the mesh splits prompts over (the sampler pads to a multiple of those)
             chunk = -(-t.questions_per_step // self.overlap_chunks)
             shards = batch_shards(self.mesh)
-            sampler_kw["batch_bucket"] = -(-chunk // shards) * shards
+            padded = -(-chunk // shards) * shards
+            sampler_kw["batch_bucket"] = padded * max(1, int(config.rollout.n))  # the bucket counts decoded rows
             if chunk % shards:
                 log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
-                            "(a multiple of the mesh's data×fsdp=%d)", self.overlap_chunks, chunk,
-                            sampler_kw["batch_bucket"], shards)
+                            "(a multiple of the mesh's data×fsdp=%d)", self.overlap_chunks, chunk, padded, shards)
         self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh, **sampler_kw) if self.online else None
         self._logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
             nnx.merge(self.graphdef, params), tokens, attn, chunk_size=t.logprob_chunk,
@@ -698,6 +702,9 @@ class Trainer:
             self.process_reward = ProcessReward(config.reward.prm_run_dir, newline_id=newline[0])
         if config.reward.source not in ("verifier", "model"):
             raise ValueError(f"config.reward.source must be verifier or model, not {config.reward.source!r}")
+        # online: one prompt and response bucket for the whole run (upt_jax.train.shapes): one compile
+        self._floors = shapes.length_floors(self.records, self._prompt_ids, max_new_tokens=config.rollout.max_new_tokens) \
+            if self.online else {"prompt": 0, "response": 0}
         self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
                                     batch_size=t.questions_per_step, drop_remainder=True)
         self.data_iter = iter(self.dataset)
@@ -919,7 +926,8 @@ class Trainer:
 
         def generate(k, ab):
             a, b = ab
-            return self.sampler.generate(prompts[a:b], key, params, state=self.state.params, prompt_offset=a)
+            return self.sampler.generate(prompts[a:b], key, params, state=self.state.params, prompt_offset=a,
+                                         min_prompt_len=self._floors["prompt"])
 
         def score(k, ab, out):
             a, _ = ab
@@ -1034,7 +1042,8 @@ class Trainer:
                 is_demo.append(True)
         rows = pack_rows(row_prompts, row_resp, pad_id=self.tok.pad_id,
                          response_values=dict(old_logp=row_logp, rollout_logp=row_rollout_logp,
-                                              rollout_threshold=row_threshold))
+                                              rollout_threshold=row_threshold),
+                         min_prompt_len=self._floors["prompt"], min_response_len=self._floors["response"])
         rows.update(kept_set_rows(rows, kept_set_replay(self.config)))
         rows["rewards"] = np.asarray(row_rewards, np.float32)
         rows["is_demo"] = np.asarray(is_demo, bool)
@@ -1132,6 +1141,7 @@ class Trainer:
         tokens = float(np.sum(rows["attention_mask"]))
         metrics["time/step_s"] = time.perf_counter() - t_start
         metrics["tokens_per_s"] = tokens / max(metrics["time/step_s"], 1e-9)
+        metrics.update(self._compiles.step_metrics())
         if self.verifier is not None:
             metrics.update({k: float(v) for k, v in self.verifier.metrics().items()})
         if self.reward_fns is not None:
@@ -1254,6 +1264,7 @@ class Trainer:
         return history
 
     def close(self):
+        self._compiles.close()
         if self._score_executor is not None:
             self._score_executor.shutdown(wait=True, cancel_futures=True)
         self.metrics_log.close()
