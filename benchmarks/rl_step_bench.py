@@ -168,6 +168,7 @@ def child(config: str, rounds: int, trl: bool) -> dict:
     import torch
 
     from benchmarks.update_bench import matmul_peak_gflops
+    from upt_jax.hostinfo import host
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     load0, peak = os.getloadavg()[0], matmul_peak_gflops()
@@ -179,12 +180,15 @@ def child(config: str, rounds: int, trl: bool) -> dict:
     trl_side = TrlSide(d, prompts * (rounds + 2), rounds + 2) if trl and os.path.exists(
         os.path.join(TRL_VENV, "bin", "python")) else None
     times = {k: [] for k in (*sides, "trl")}
+    parts = {k: {"rollout": [], "reward": [], "update": []} for k in sides}  # the trainer's time/* split
     early = 0
     try:
         for r in range(rounds + 2):
             for name, t in sides.items():
                 m = t.train_step()
                 times[name].append(m["time/step_s"])
+                for part, v in parts[name].items():
+                    v.append(m[f"time/{part}_s"])
                 early += name == "upt_jax" and m["finished_frac"] > 0
             if trl_side is not None:
                 times["trl"].append(trl_side.step())
@@ -196,8 +200,10 @@ def child(config: str, rounds: int, trl: bool) -> dict:
     med = {k: round(float(np.median(v[2:])), 3) if len(v) > 2 else None for k, v in times.items()}
     return dict(config=config, rounds=rounds, step_s=med, first_s={k: round(v[0], 2) for k, v in times.items() if v},
                 ratio=round(med["trl"] / med["upt_jax"], 2) if med["trl"] else None, trl=res,
+                split_s={k: {p: round(float(np.median(v[2:])), 3) for p, v in d.items()} for k, d in parts.items()},
                 steps_with_early_stop=early, sampler_tokens_per_s=samp, cores=len(os.sched_getaffinity(0)),
-                load_avg=[round(load0, 1), round(os.getloadavg()[0], 1)], matmul_peak_gflops=round(peak, 1))
+                load_avg=[round(load0, 1), round(os.getloadavg()[0], 1)], matmul_peak_gflops=round(peak, 1),
+                host=host())
 
 
 def run_isa(isa: str, configs, rounds: int, trl: bool, cores: int | None = None) -> list[dict]:
@@ -222,7 +228,8 @@ def run_isa(isa: str, configs, rounds: int, trl: bool, cores: int | None = None)
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| ISA | cores | config | upt_jax GRPO step s | TRL GRPOTrainer step s | TRL / upt_jax | upt_jax HPT step s "
+    lines = ["| ISA | cores | config | upt_jax GRPO step s (rollout / reward / update) | TRL GRPOTrainer step s "
+             "| TRL / upt_jax | upt_jax HPT step s "
              "| first step s (upt_jax / TRL / HPT) | matmul peak GFLOP/s | load avg (start, end) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -231,7 +238,9 @@ def table(rows: list[dict]) -> list[str]:
             continue
         s, f = r["step_s"], r["first_s"]
         trl = s["trl"] if s["trl"] is not None else r["trl"].get("status")
-        lines.append(f"| {r['isa']} | {r['cores']} | {r['config']} | {s['upt_jax']} | {trl} | "
+        sp = r.get("split_s", {}).get("upt_jax")
+        split = f" ({sp['rollout']} / {sp['reward']} / {sp['update']})" if sp else ""
+        lines.append(f"| {r['isa']} | {r['cores']} | {r['config']} | {s['upt_jax']}{split} | {trl} | "
                      f"{str(r['ratio']) + '×' if r['ratio'] else '–'} | {s['hpt']} | "
                      f"{f.get('upt_jax')} / {f.get('trl', '–')} / {f.get('hpt')} | {r['matmul_peak_gflops']} | "
                      f"{r['load_avg'][0]}, {r['load_avg'][1]} |")
