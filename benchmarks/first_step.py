@@ -51,7 +51,7 @@ def child(req: dict) -> dict:
     c.compile_cache = req["cache"]
     t = Trainer(c)
     if req.get("per_step_buckets"):  # the code before upt_jax.train.shapes: each step's own buckets
-        t._floors = {"prompt": 0, "response": 0}
+        t._prompt_floor = 0
     history = []
     try:
         for _ in range(req["steps"]):

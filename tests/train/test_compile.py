@@ -1,6 +1,6 @@
 """Compiles and time to the first step (issue #25): the trainer's ``time/first_step_s`` and
-``compile/*`` metrics, one prompt/response bucket per online run (no recompile after step 1 when
-the step's prompts land in different buckets), the persistent compilation cache's settings."""
+``compile/*`` metrics, one prompt bucket per online run (no recompile after step 1 when the steps'
+prompts land in different buckets), the persistent compilation cache's settings."""
 import jax
 import numpy as np
 import pytest
@@ -62,7 +62,7 @@ def test_counter_counts_compiles_and_cache_hits(tmp_path, restore_cache_config):
     assert counter.count == 1  # closed: no longer listening
 
 
-def test_length_floors_and_pack_rows_floor():
+def test_prompt_floor_and_pack_rows_floor():
     tok = load_tokenizer("char")
     from upt_jax.data import synthetic
 
@@ -70,12 +70,13 @@ def test_length_floors_and_pack_rows_floor():
     ids = lambda r: prompt_ids(tok, r, "zero")
     longest = max(len(ids(r)) for r in records)
     assert 64 < longest <= 96  # add_5's prompts: the bucket above add_2's
-    assert shapes.length_floors(records, ids, max_new_tokens=40) == {"prompt": 96, "response": 48}
+    assert shapes.prompt_floor(records, ids) == 96
+    assert shapes.prompt_floor(records[:3], ids) == 64
     assert list(shapes.scan_indices(10, 4)) == [0, 3, 6, 9] and len(shapes.scan_indices(3, 4)) == 3
-    rows = pack_rows([[1, 2], [3]], [[4], [5, 6]], pad_id=0, min_prompt_len=20, min_response_len=40)
-    assert rows["tokens"].shape == (2, 24 + 48)
-    longer = pack_rows([[1] * 30], [[2] * 50], pad_id=0, min_prompt_len=20, min_response_len=40)
-    assert longer["tokens"].shape == (1, 32 + 64)  # a longer row still gets its own bucket
+    rows = pack_rows([[1, 2], [3]], [[4], [5, 6]], pad_id=0, min_prompt_len=20)
+    assert rows["tokens"].shape == (2, 24 + 16) and rows["tokens"][0, 22:24].tolist() == [1, 2]
+    longer = pack_rows([[1] * 30], [[2] * 50], pad_id=0, min_prompt_len=20)
+    assert longer["tokens"].shape == (1, 32 + 64)  # a longer prompt still gets its own bucket
 
 
 @pytest.mark.slow  # ~35 s: the first step's compiles on 8 simulated devices (test_trainer's resume test: the smoke)
@@ -88,7 +89,7 @@ def test_trainer_logs_first_step_time_and_compiles_once(tmp_path):
     c.checkpoint.every = 0
     t = Trainer(c)
     try:
-        assert t._floors == {"prompt": 96, "response": 16}
+        assert t._prompt_floor == 96
         history = [t.train_step() for _ in range(6)]
     finally:
         t.close()

@@ -702,9 +702,8 @@ class Trainer:
             self.process_reward = ProcessReward(config.reward.prm_run_dir, newline_id=newline[0])
         if config.reward.source not in ("verifier", "model"):
             raise ValueError(f"config.reward.source must be verifier or model, not {config.reward.source!r}")
-        # online: one prompt and response bucket for the whole run (upt_jax.train.shapes): one compile
-        self._floors = shapes.length_floors(self.records, self._prompt_ids, max_new_tokens=config.rollout.max_new_tokens) \
-            if self.online else {"prompt": 0, "response": 0}
+        # online: one prompt bucket for the whole run (upt_jax.train.shapes): no recompile for a new one
+        self._prompt_floor = shapes.prompt_floor(self.records, self._prompt_ids) if self.online else 0
         self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
                                     batch_size=t.questions_per_step, drop_remainder=True)
         self.data_iter = iter(self.dataset)
@@ -927,7 +926,7 @@ class Trainer:
         def generate(k, ab):
             a, b = ab
             return self.sampler.generate(prompts[a:b], key, params, state=self.state.params, prompt_offset=a,
-                                         min_prompt_len=self._floors["prompt"])
+                                         min_prompt_len=self._prompt_floor)
 
         def score(k, ab, out):
             a, _ = ab
@@ -1043,7 +1042,7 @@ class Trainer:
         rows = pack_rows(row_prompts, row_resp, pad_id=self.tok.pad_id,
                          response_values=dict(old_logp=row_logp, rollout_logp=row_rollout_logp,
                                               rollout_threshold=row_threshold),
-                         min_prompt_len=self._floors["prompt"], min_response_len=self._floors["response"])
+                         min_prompt_len=self._prompt_floor)
         rows.update(kept_set_rows(rows, kept_set_replay(self.config)))
         rows["rewards"] = np.asarray(row_rewards, np.float32)
         rows["is_demo"] = np.asarray(is_demo, bool)
