@@ -34,26 +34,19 @@ def hpt_step_split(steps: int = 5) -> dict:
 
     A step whose rows land in a new length bucket compiles (the update, the reference pass, the
     sampler) inside its timings; the split is the mean over the steps after the first that compiled
-    nothing (counted with JAX's compile events), so compile time and run time stay apart.
+    nothing (the trainer's ``compile/count``), so compile time and run time stay apart.
     """
-    import jax
-
     from benchmarks.common import hpt_bench_config
     from upt_jax.train import Trainer
 
-    compiles = []
-    listener = lambda event, duration, **kw: compiles.append(duration) if "backend_compile" in event else None
-    jax.monitoring.register_event_duration_secs_listener(listener)
     trainer = Trainer(hpt_bench_config("upt_bench_hpt_", steps=steps))
     history = []
-    try:
+    try:  # the trainer's compile/* metrics: XLA compiles, persistent-cache hits apart
         for _ in range(steps):
-            before = len(compiles)
             m = trainer.train_step()
-            history.append(dict(m, compile_s=sum(compiles[before:]), compiled=len(compiles) > before))
+            history.append(dict(m, compile_s=m["compile/seconds"], compiled=m["compile/count"] > 0))
     finally:
         trainer.close()
-        jax.monitoring.unregister_event_duration_listener(listener)
     warm = [m for m in history[1:] if not m["compiled"]] or history[1:] or history
     mean = lambda k: float(np.mean([m.get(k, 0.0) for m in warm]))
     return dict(steps=steps, warm_steps=len(warm), rows_per_step=8 * 9, rollout_s=round(mean("time/rollout_s"), 3),
