@@ -60,6 +60,17 @@ def test_counter_counts_compiles_and_cache_hits(tmp_path, restore_cache_config):
         counter.close()
     jax.jit(lambda v: v - 1.0)(x)
     assert counter.count == 1  # closed: no longer listening
+    import gc
+    import weakref
+
+    from upt_jax.train import compile_stats
+
+    leaked = CompileCounter()  # never closed (a Trainer whose construction raised): gone with its owner
+    assert leaked in compile_stats._live
+    ref = weakref.ref(leaked)
+    del leaked
+    gc.collect()
+    assert ref() is None  # the listeners hold no reference to it
 
 
 def test_prompt_floor_and_pack_rows_floor():

@@ -13,9 +13,41 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 CACHE_HIT = "/jax/compilation_cache/cache_hits"
+
+
+_live: "weakref.WeakSet[CompileCounter]" = weakref.WeakSet()  # the open counters
+_installed = threading.Lock()
+_listening = False
+
+
+def _on_duration(event: str, duration: float, **kw) -> None:
+    if event == BACKEND_COMPILE:
+        for c in list(_live):
+            c._add(compiles=1, seconds=float(duration))
+
+
+def _on_event(event: str, **kw) -> None:
+    if event == CACHE_HIT:
+        for c in list(_live):
+            c._add(hits=1)
+
+
+def _listen() -> None:
+    """Register the two process-wide listeners once (on the first counter, never at import); they
+    feed every open counter, so a counter that is never closed (a Trainer whose construction
+    raised) stops counting when it is garbage-collected."""
+    global _listening
+    import jax
+
+    with _installed:
+        if not _listening:
+            jax.monitoring.register_event_duration_secs_listener(_on_duration)
+            jax.monitoring.register_event_listener(_on_event)
+            _listening = True
 
 
 class CompileCounter:
@@ -23,26 +55,16 @@ class CompileCounter:
     (``cache_hits``) from construction until ``close()``."""
 
     def __init__(self):
-        import jax
-
         self._lock = threading.Lock()
         self.events, self.seconds, self.cache_hits = 0, 0.0, 0
-        self._on_duration = self._duration
-        self._on_event = self._event
-        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
-        jax.monitoring.register_event_listener(self._on_event)
-        self._open = True
+        _listen()
+        _live.add(self)
 
-    def _duration(self, event: str, duration: float, **kw) -> None:
-        if event == BACKEND_COMPILE:
-            with self._lock:
-                self.events += 1
-                self.seconds += float(duration)
-
-    def _event(self, event: str, **kw) -> None:
-        if event == CACHE_HIT:
-            with self._lock:
-                self.cache_hits += 1
+    def _add(self, compiles: int = 0, seconds: float = 0.0, hits: int = 0) -> None:
+        with self._lock:
+            self.events += compiles
+            self.seconds += seconds
+            self.cache_hits += hits
 
     @property
     def count(self) -> int:
@@ -54,12 +76,7 @@ class CompileCounter:
             return self.count, self.seconds, self.cache_hits
 
     def close(self) -> None:
-        import jax
-
-        if self._open:
-            jax.monitoring.unregister_event_duration_listener(self._on_duration)
-            jax.monitoring.unregister_event_listener(self._on_event)
-            self._open = False
+        _live.discard(self)
 
 
 class CompileWatch:
