@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # the test suite runs on 8 simulated CPU devices (sharding tests); `make demo` on the real device(s)
 TEST_XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test test-slow clean bench-tunix-env
+.PHONY: demo test test-slow clean bench-tunix-env bench-trl-env
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,19 @@ $(TUNIX_VENV)/.tunix:
 	touch $@
 
 bench-tunix-env: $(TUNIX_VENV)/.tunix
+
+# TRL (PyPI trl, torch 2.13 CPU) for the whole-RL-step comparison (benchmarks/rl_step_bench.py runs
+# benchmarks/trl_bench.py in it as a subprocess); its own venv, never upt_jax's
+TRL_VENV ?= .venv-trl
+TRL_PIP ?= trl "torch==2.13.0"
+
+$(TRL_VENV)/.trl:
+	$(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/python -m pip install -q $(TRL_PIP)
+	$(TRL_VENV)/bin/python -c "import trl, torch; trl.GRPOTrainer"
+	touch $@
+
+bench-trl-env: $(TRL_VENV)/.trl
 
 clean:
 	rm -rf $(VENV) runs

@@ -9,17 +9,18 @@ and MFU vs PyTorch and Tunix (Tunix runs in its own venv, ``make bench-tunix-env
 its columns say "not run"); one full HPT step split into rollout / reward / update with compile times apart,
 and its rollout + reward with scoring overlapped in C = 1, 2, 4 chunks (``benchmarks/overlap_bench.py``);
 and that step's update on padded rows vs packed rows (``train.pack_sequences``) on the same batch;
-peak memory; and a scaling plot of update and rollout time against sequence length, group
-size and batch size. Every comparison is measured side by side in the same run.
+peak memory; a scaling plot of update and rollout time against sequence length, group
+size and batch size; the time to a tiny HF model's first GRPO step and the recompiles of a run
+(``benchmarks/first_step.py``); and one whole GRPO step against TRL's ``GRPOTrainer`` (its own venv,
+``make bench-trl-env``), with the HPT step beside it, on the native ISA and on AVX2
+(``benchmarks/rl_step_bench.py``). Every comparison is measured side by side in the same run.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import time
 
 import numpy as np
@@ -33,26 +34,19 @@ def hpt_step_split(steps: int = 5) -> dict:
 
     A step whose rows land in a new length bucket compiles (the update, the reference pass, the
     sampler) inside its timings; the split is the mean over the steps after the first that compiled
-    nothing (counted with JAX's compile events), so compile time and run time stay apart.
+    nothing (the trainer's ``compile/count``), so compile time and run time stay apart.
     """
-    import jax
-
     from benchmarks.common import hpt_bench_config
     from upt_jax.train import Trainer
 
-    compiles = []
-    listener = lambda event, duration, **kw: compiles.append(duration) if "backend_compile" in event else None
-    jax.monitoring.register_event_duration_secs_listener(listener)
     trainer = Trainer(hpt_bench_config("upt_bench_hpt_", steps=steps))
     history = []
-    try:
+    try:  # the trainer's compile/* metrics: XLA compiles, persistent-cache hits apart
         for _ in range(steps):
-            before = len(compiles)
             m = trainer.train_step()
-            history.append(dict(m, compile_s=sum(compiles[before:]), compiled=len(compiles) > before))
+            history.append(dict(m, compile_s=m["compile/seconds"], compiled=m["compile/count"] > 0))
     finally:
         trainer.close()
-        jax.monitoring.unregister_event_duration_listener(listener)
     warm = [m for m in history[1:] if not m["compiled"]] or history[1:] or history
     mean = lambda k: float(np.mean([m.get(k, 0.0) for m in warm]))
     return dict(steps=steps, warm_steps=len(warm), rows_per_step=8 * 9, rollout_s=round(mean("time/rollout_s"), 3),
@@ -190,16 +184,31 @@ def scaling(out_png: str, quick: bool) -> dict:
 
 
 def machine() -> str:
-    import jax
+    """The host line: device, CPU model, cores, ISA flags (`upt_jax.hostinfo.host`)."""
+    from upt_jax.hostinfo import host
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo"], capture_output=True,
-                               text=True).stdout.split(":")[-1].strip()
-        cpu = model or cpu
-    except OSError:
-        pass
-    return f"{jax.devices()[0].device_kind} ({jax.device_count()} device(s)); host {cpu}, {os.cpu_count()} cores"
+    return host()
+
+
+def startup_and_rl_step_lines(first: dict, rl_rows: list[dict]) -> list[str]:
+    """The time-to-first-step and whole-RL-step sections of BENCHMARKS.md."""
+    from benchmarks import first_step, rl_step_bench
+
+    return ["## Time to the first GRPO step, and recompiles (tiny HF Qwen2)", "",
+            "`python -m benchmarks.first_step`: a tiny random HF Qwen2 (2 layers, hidden 32) with its own BPE "
+            "tokenizer, `experiments/grpo.py` on every training tier (8 questions × 8 rollouts of ≤ 64 tokens), "
+            f"{first['steps']} steps, each run a fresh process. `before`: no persistent cache and each step's own "
+            "length buckets (the code before `upt_jax.train.shapes` and `compile_cache`); `off`: one bucket per "
+            "run, no cache; `cold` / `warm`: the persistent cache empty / filled by the cold run.", "",
+            *first_step.table(first), "",
+            "## One whole RL step: upt_jax vs TRL `GRPOTrainer` (GRPO), and HPT", "",
+            "`python -m benchmarks.rl_step_bench`: 4 prompts × 8 rollouts of exactly 64 new tokens at T = 1, a "
+            "reward each, one clipped GRPO update with AdamW on the 32 × 96 rows; the same random Qwen2 weights, "
+            "prompts and reward on both sides; upt_jax through a `Trainer` built from `experiments/grpo.py`, TRL "
+            "(`.venv-trl`) through `GRPOTrainer.train`, steps taken in turn; the HPT step (4 × (8 rollouts + 1 "
+            "demonstration)) beside it. Median of the rounds after two warm-up steps; `avx2`: both sides restricted "
+            "to AVX2 (XLA `--xla_cpu_max_isa=AVX2`, `ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`).", "",
+            *rl_step_bench.table(rl_rows), ""]
 
 
 def main(argv=None):
@@ -207,6 +216,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
+    ap.add_argument("--no-trl", action="store_true", help="skip TRL's side of the whole-RL-step table")
     ap.add_argument("--hpt-only", action="store_true",
                     help="only the HPT step section (padded vs packed update), printed; no files written")
     a = ap.parse_args(argv)
@@ -229,11 +239,16 @@ def main(argv=None):
     hpt = hpt_step_split()
     hpt_pack = hpt_update_packed_vs_padded()
     overlap = overlap_bench.bench((1, 2, 4), 2 if a.quick else 3)
+    from benchmarks import first_step, rl_step_bench
+
+    first = first_step.bench(10 if a.quick else 40)
+    rl_rows = [r for isa in (["native"] if a.quick else ["native", "avx2"])
+               for r in rl_step_bench.run_isa(isa, configs, 2 if a.quick else 3, not a.no_trl)]
     png = os.path.join(results_dir, "scaling.png")
     scale = scaling(png, a.quick)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     all_results = dict(machine=machine(), sampler=samp, update=upd, logprob_memory=mem, hpt_step=hpt,
-                       hpt_update_packed=hpt_pack, overlap=overlap, scaling=scale,
+                       hpt_update_packed=hpt_pack, overlap=overlap, scaling=scale, first_step=first, rl_step=rl_rows,
                        peak_rss_mb=round(peak_rss_mb, 1), seconds=round(time.time() - t0, 1))
     with open(os.path.join(results_dir, "latest.json"), "w") as f:
         json.dump(all_results, f, indent=2)
@@ -316,6 +331,7 @@ def main(argv=None):
               f"mean of {overlap['repeats']} interleaved repeats after a warm-up.", "",
               *overlap_bench.table(overlap), "",
               f"Peak resident memory of the benchmark process: {all_results['peak_rss_mb']} MB.", "",
+              *startup_and_rl_step_lines(first, rl_rows),
               "## Scaling", "", "![scaling](benchmarks/results/scaling.png)", "",
               f"Total benchmark time: {all_results['seconds']} s."]
     with open(a.out, "w") as f:

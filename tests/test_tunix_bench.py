@@ -177,6 +177,15 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
         rows=72, row_len=288, packed_rows=36, packed_len=256, padding_frac=0.6, packed_padding_frac=0.2,
         pack_host_s=0.01, padded_first_s=9, padded_update_s=8, packed_first_s=9, packed_update_s=4, speedup=2.0))
     monkeypatch.setattr(run_all, "scaling", lambda png, quick: {})
+    from benchmarks import first_step, rl_step_bench
+
+    monkeypatch.setattr(first_step, "bench", lambda steps: {"steps": steps, "runs": {"warm": dict(
+        process_s=4.0, first_step_s=3.0, first_compiles=1, first_cache_hits=2, first_compile_s=0.5, later_compiles=0,
+        steps_compiled=[], step_s=0.1)}})
+    monkeypatch.setattr(rl_step_bench, "run_isa", lambda isa, configs, rounds, trl: [dict(
+        config=c, isa=isa, cores=2, step_s={"upt_jax": 1.0, "hpt": 1.5, "trl": 3.0}, ratio=3.0,
+        first_s={"upt_jax": 9.0, "trl": 2.0, "hpt": 5.0}, trl={"status": "ok"}, matmul_peak_gflops=300.0,
+        load_avg=[1.0, 1.0], sampler_tokens_per_s={"4x8": 3.0, "32x1": 2.0, "4x8_before": 1.0}) for c in configs])
     monkeypatch.setattr(run_all, "machine", lambda: "test machine")
     monkeypatch.setattr(run_all, "HERE", str(tmp_path))
     out = tmp_path / "BENCHMARKS.md"
@@ -192,3 +201,5 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     assert "First-step loss, small (same weights and batch; GRPO's clipped objective on every side): " \
            "PyTorch 0.372000, upt_jax 0.372000." in text  # no Tunix run: PyTorch and upt_jax still compared
     assert "| padded | 72 × 288 | 60.0% | 8 | 9 |" in text and "| packed | 36 × 256 | 20.0% | 4 | 9 |" in text
+    assert "| warm | 4.0 | 3.0 | 1 (2) | 0.5 | 0 (steps –) | 0.1 |" in text  # time to the first step
+    assert "| native | 2 | tiny | 1.0 | 3.0 | 3.0× | 1.5 |" in text and "| avx2 | 2 | small | 1.0 | 3.0 | 3.0× |" in text

@@ -13,7 +13,7 @@ Regimes (each from its shipped experiment config, shrunk by `_tiny`, in this ord
                                                           its KL in the reward and per-batch whitening
 
 Recorded per regime: every scalar metric of every step that ``upt_jax.train.trainer.train``
-returns, except wall-clock ones (``time/*``, ``tokens_per_s``); and, from the run's final
+returns, except wall-clock ones (``time/*``, ``tokens_per_s``) and the compile counts (``compile/*``); and, from the run's final
 checkpoint, per parameter leaf its shape, dtype, float64 sum, float64 sum of squares and the
 SHA-256 of its raw bytes (the policy's; PPO's critic too; the reward model's). With them, the host
 facts (CPU model, ISA flags from /proc/cpuinfo, library versions, ``XLA_FLAGS``).
@@ -216,7 +216,8 @@ class _verifier_patched:
 
 # ----------------------------------------------------------------------------- values
 def _excluded(key: str) -> bool:
-    return key.startswith("time/") or key == "tokens_per_s" or key.endswith("_per_s")
+    # wall-clock, and the compile counts (they depend on what the persistent compilation cache holds)
+    return key.startswith(("time/", "compile/")) or key == "tokens_per_s" or key.endswith("_per_s")
 
 
 def scalar_metrics(history: list[dict]) -> list[dict]:

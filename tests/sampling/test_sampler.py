@@ -244,9 +244,10 @@ def test_streams_give_the_one_stream_output(model):
     params = SamplingParams(max_new_tokens=9, temperature=0.8, top_p=0.9, n=2, stop_token_ids=(7,))
     key = jax.random.key(5)
     one = Sampler(model, streams=1).generate(prompts, key, params)
-    for streams, chunks, executables in ((2, [(0, 16), (16, 20)], 2), (3, [(0, 8), (8, 16), (16, 20)], 1)):
+    # n = 2 with a bucket of 8 rows: prompts come in multiples of 4
+    for streams, chunks, executables in ((2, [(0, 12), (12, 20)], 2), (3, [(0, 8), (8, 16), (16, 20)], 2)):
         s = Sampler(model, streams=streams)
-        assert s.stream_chunks(20, 8) == chunks
+        assert s.stream_chunks(20, 4) == chunks
         out = s.generate(prompts, key, params)
         assert s.num_compiles == executables and out.compile_s > 0  # one per row bucket
         for f in ("tokens", "lengths", "finished", "prompt_index"):
@@ -280,3 +281,38 @@ def test_auto_streams_rule(model, monkeypatch):
     assert Sampler(model).streams == 1
     with pytest.raises(ValueError, match="streams"):
         Sampler(model, streams=0)
+
+
+def test_n_samples_fill_the_row_bucket_without_filler_prompts(model):
+    """The batch bucket counts decoded rows (prompts × n): 4 prompts × 8 samples decode 32 rows
+    in one executable of 4 prompts (not 8 prompts' 64 rows, half of them filler), the same tokens
+    as prompts padded to a bucket of 8."""
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, n=8)
+    key = jax.random.key(2)
+    s = Sampler(model, batch_bucket=8, streams=1)
+    out = s.generate(PROMPTS, key, params)
+    assert [k[0] for k in s.compiled_shapes()] == [4]  # prompts in the compiled batch
+    assert out.tokens.shape == (32, 6)
+    three = Sampler(model, batch_bucket=8, streams=1)
+    three.generate(PROMPTS[:3], key, params)
+    assert [k[0] for k in three.compiled_shapes()] == [3]  # 3 × 8 = 24 rows: a multiple of 8 already
+    odd = Sampler(model, batch_bucket=8, streams=1)
+    odd.generate(PROMPTS[:3], key, SamplingParams(max_new_tokens=6, n=2))
+    assert [k[0] for k in odd.compiled_shapes()] == [4]  # 3 × 2 rows round up to 4 prompts × 2 = 8 rows
+    one = Sampler(model, batch_bucket=64, streams=1).generate(PROMPTS, key, params)  # 8 prompts: filler
+    np.testing.assert_array_equal(out.tokens, one.tokens)
+    np.testing.assert_allclose(out.logprobs, one.logprobs, atol=1e-5)
+
+
+def test_prompt_floor_shares_one_executable(model):
+    """``min_prompt_len``: prompts of 3 and 20 tokens under a floor of 20 use one executable (the
+    20-token bucket), and a prompt's tokens are the ones it gets in its own smaller bucket."""
+    params = SamplingParams(max_new_tokens=5, temperature=1.0)
+    key = jax.random.key(4)
+    s = Sampler(model, len_buckets=(8, 16, 24), streams=1)
+    short = s.generate(PROMPTS[:1], key, params, min_prompt_len=20)
+    s.generate([list(range(1, 21))], key, params, min_prompt_len=20)
+    assert s.num_compiles == 1 and [k[1] for k in s.compiled_shapes()] == [24]
+    own = Sampler(model, len_buckets=(8, 16, 24), streams=1).generate(PROMPTS[:1], key, params)
+    np.testing.assert_array_equal(short.tokens, own.tokens)
+    np.testing.assert_allclose(short.logprobs, own.logprobs, atol=1e-5)

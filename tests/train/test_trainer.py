@@ -48,6 +48,9 @@ def test_stop_and_resume_is_bitwise_identical(tmp_path):
     half = shrink(grpo.get_config(), tmp_path / "half", steps=2)
     first = train(half)
     assert [m["step"] for m in first] == [1, 2]
+    # time to the first update and the compiles (upt_jax.train.compile_stats): none after step 1
+    assert first[0]["time/first_step_s"] >= first[0]["time/step_s"] > 0 and "time/first_step_s" not in first[1]
+    assert first[0]["compile/count"] + first[0]["compile/cache_hits"] > 0 and first[1]["compile/count"] == 0
     half.train.steps = 4
     second = train(half)  # a new process would do the same: everything comes from the run dir
     assert [m["step"] for m in second] == [3, 4]

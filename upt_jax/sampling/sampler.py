@@ -78,7 +78,8 @@ class Sampler:
         ``state=`` to sample with other parameters of the same graph).
       pad_id: id written after a row ends and used for left padding.
       len_buckets: prompt and generation length buckets.
-      batch_bucket: the number of prompts is rounded up to a multiple of this.
+      batch_bucket: the number of decoded rows (prompts × n) is rounded up to a multiple of
+        this, by padding the prompts (to a multiple of ``batch_bucket / gcd(batch_bucket, n)``).
       mesh: if given, the batch is sharded over ``('data', 'fsdp')``.
       streams: decode the prompts as this many row chunks at once, each in its own thread (same
         output: every row's draws depend only on its global index). XLA CPU runs a small model's
@@ -207,6 +208,11 @@ class Sampler:
 
         return jax.jit(run)
 
+    def compiled_shapes(self) -> list[tuple[int, int, int]]:
+        """``(prompts, prompt length, length bucket)`` of each executable compiled so far, in order."""
+        with self._compile_lock:
+            return [(k[1], k[2], k[3]) for k in self._compiled]
+
     def program(self, params: SamplingParams, b: int, p: int, l: int):
         """The jitted sampling program for ``b`` prompts of ``p`` tokens and the length bucket
         ``l`` (what `generate` compiles), for ahead-of-time ``.lower(*args).compile()``."""
@@ -228,7 +234,7 @@ class Sampler:
 
     # ------------------------------------------------------------------ public
     def generate(self, prompts: Sequence[Sequence[int]], key: jax.Array, params: SamplingParams, *,
-                 state=None, prompt_offset: int = 0) -> SampleOutput:
+                 state=None, prompt_offset: int = 0, min_prompt_len: int = 0) -> SampleOutput:
         """Sample ``params.n`` continuations of every prompt.
 
         Args:
@@ -240,6 +246,8 @@ class Sampler:
             ``i`` draws from ``fold_in(key, (prompt_offset + i) · n + j)`` alone, so its tokens
             do not depend on the other prompts in the call, the batch bucket or the mesh: a
             list generated in chunks (each with its offset) gives what one call gives.
+          min_prompt_len: a floor of the prompt bucket (the longest prompt's, by default): calls
+            that pass the same floor share one compiled executable while their prompts fit it.
         Returns:
           a ``SampleOutput`` with ``len(prompts) · n`` rows, prompt-major (the n samples of
           prompt i are rows ``i·n .. i·n + n − 1``).
@@ -250,8 +258,11 @@ class Sampler:
             raise ValueError("empty prompt: every prompt needs at least one token")
         state = self.state if state is None else state
         num = len(prompts)
-        unit = int(np.lcm(batch_shards(self.mesh), self.batch_bucket))  # rows split over the mesh
-        p = round_up(max(len(q) for q in prompts), self.len_buckets)  # one prompt bucket for all chunks
+        # prompts per compiled batch: a multiple of the mesh's row shards, and enough that the
+        # decoded rows (prompts × n) fill the batch bucket: with n = 8 and a bucket of 8 prompts,
+        # 4 prompts decode 32 rows, not 8 prompts' 64 rows of which half are filler
+        unit = int(np.lcm(batch_shards(self.mesh), self.batch_bucket // np.gcd(self.batch_bucket, params.n)))
+        p = round_up(max(min_prompt_len, max(len(q) for q in prompts)), self.len_buckets)  # one for all chunks
         l = round_up(params.max_new_tokens, self.len_buckets)
         chunks = self.stream_chunks(num, unit)
         exes, argss, compile_ss = zip(*(self._prepare(prompts[a:z], unit, p, l, params, state, key,

@@ -25,7 +25,8 @@ LEN_BUCKETS = DEFAULT_LEN_BUCKETS  # half-octave: a 332-token response pads to 3
 def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *, pad_id: int,
               prompt_len: int | None = None, response_len: int | None = None,
               buckets: Sequence[int] = LEN_BUCKETS,
-              response_values: dict[str, Sequence[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+              response_values: dict[str, Sequence[np.ndarray]] | None = None,
+              min_prompt_len: int = 0) -> dict[str, np.ndarray]:
     """Rows ``prompt_i ⧺ response_i`` → ``tokens, attention_mask, mask [B, P + R]``.
 
     Args:
@@ -35,6 +36,9 @@ def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
         Longer prompts keep their last ``P`` tokens; longer responses are truncated to ``R``.
       response_values: per-token arrays aligned with each response (e.g. ``old_logp``),
         placed at the response's columns (0 elsewhere).
+      min_prompt_len: a floor of the default ``P`` (before rounding up to a bucket): a run that
+        passes the same floor every step keeps one prompt bucket while its prompts stay under it
+        (see `upt_jax.train.shapes`).
     Returns:
       dict of numpy arrays: ``tokens`` int32, ``attention_mask`` int32, ``mask`` float32,
       ``truncated`` bool ``[B]`` (response cut to ``R``), and each ``response_values`` key
@@ -42,7 +46,7 @@ def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    p = prompt_len or round_up(max(len(x) for x in prompts), buckets)
+    p = prompt_len or round_up(max(min_prompt_len, max(len(x) for x in prompts)), buckets)
     r = response_len or round_up(max(1, max(len(x) for x in responses)), buckets)
     b = len(prompts)
     tokens = np.full((b, p + r), pad_id, np.int32)

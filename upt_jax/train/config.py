@@ -131,6 +131,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
+    # XLA's persistent compilation cache (upt_jax.train.compile_cache): "auto" = $UPT_JAX_COMPILE_CACHE,
+    # else ~/.cache/upt_jax/xla; a directory; or "off"
+    c.compile_cache = "auto"
+
     # preemption_grace_s: after a SIGTERM/SIGINT, the step and its checkpoint must finish within
     # this many seconds, else the process exits without that save (upt_jax.train.preemption)
     c.checkpoint = ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True, preemption_grace_s=120.0))

@@ -57,10 +57,11 @@ def overlap_settings(config, mesh, online: bool) -> tuple[int, Any, dict]:
     # rows the mesh splits prompts over (the sampler pads to a multiple of those)
     chunk = -(-config.train.questions_per_step // chunks)
     shards = batch_shards(mesh)
-    sampler_kw["batch_bucket"] = -(-chunk // shards) * shards
+    padded = -(-chunk // shards) * shards
+    sampler_kw["batch_bucket"] = padded * max(1, int(config.rollout.n))  # the bucket counts decoded rows
     if chunk % shards:
         log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
-                    "(a multiple of the mesh's data×fsdp=%d)", chunks, chunk, sampler_kw["batch_bucket"], shards)
+                    "(a multiple of the mesh's data×fsdp=%d)", chunks, chunk, padded, shards)
     return chunks, executor, sampler_kw
 
 

@@ -141,11 +141,13 @@ def new_timing() -> dict:
 
 
 def sample(sampler, params, records: Sequence[dict], prompts: Sequence[list[int]], key: jax.Array, sampling, *,
-           prompt_offset: int = 0) -> Rollouts:
+           prompt_offset: int = 0, min_prompt_len: int = 0) -> Rollouts:
     """The rollout stage: ``sampling.n`` responses to each of ``prompts`` sampled with ``params``
     (the sampler keys each row by its global index ``prompt_offset + i``, so a question's tokens
-    do not depend on how the questions are chunked)."""
-    out = sampler.generate(prompts, key, sampling, state=params, prompt_offset=prompt_offset)
+    do not depend on how the questions are chunked; ``min_prompt_len``: the run's prompt bucket
+    floor, `upt_jax.train.shapes`)."""
+    out = sampler.generate(prompts, key, sampling, state=params, prompt_offset=prompt_offset,
+                           min_prompt_len=min_prompt_len)
     rows = range(len(out.lengths))
     return Rollouts(records=list(records), prompts=list(prompts), n=sampling.n,
                     responses=[out.tokens[i, :out.lengths[i]].tolist() for i in rows],
@@ -174,7 +176,8 @@ def score(scorer: Callable, rollouts: Rollouts, rewards: np.ndarray | None = Non
 
 
 def rollouts(sampler, params, scorer: Callable, records: list[dict], prompts: list[list[int]], key: jax.Array,
-             sampling, *, chunks: int = 1, executor=None, timing: dict | None = None) -> ScoredRollouts:
+             sampling, *, chunks: int = 1, executor=None, timing: dict | None = None,
+             min_prompt_len: int = 0) -> ScoredRollouts:
     """`sample` and `score`: ``sampling.n`` responses per question with ``params``, scored, one
     `Group` per question, in order.
 
@@ -192,7 +195,8 @@ def rollouts(sampler, params, scorer: Callable, records: list[dict], prompts: li
 
     def generate(k, ab):
         a, b = ab
-        return sample(sampler, params, records[a:b], prompts[a:b], key, sampling, prompt_offset=a)
+        return sample(sampler, params, records[a:b], prompts[a:b], key, sampling, prompt_offset=a,
+                      min_prompt_len=min_prompt_len)
 
     results, t = pipelined_rollouts(generate, lambda k, ab, r: score(scorer, r), bounds, executor)
     timing["rollout_s"] += t.generate_s

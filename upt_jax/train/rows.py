@@ -69,7 +69,7 @@ class Rows(MutableMapping):
 
 
 def assemble_rows(groups, tok, *, demos: bool = False, recipe_name: str = "", replay: bool = False,
-                  process_reward=None) -> tuple[Rows, dict]:
+                  process_reward=None, min_prompt_len: int = 0) -> tuple[Rows, dict]:
     """The online stage after scoring: a step's groups (`upt_jax.train.rollouts.ScoredRollouts`)
     as `Rows` (`group_rows`; with ``demos`` each question's demonstration last in its group,
     ``recipe_name`` naming the recipe in the error when a record has none; ``replay``: kept-set
@@ -80,7 +80,7 @@ def assemble_rows(groups, tok, *, demos: bool = False, recipe_name: str = "", re
     ``step_rewards``/``step_mask`` ``[B, L]``, and ``prm/step_reward_mean``."""
     info = dict(getattr(groups, "info", {}))
     ids = [demo_ids(tok, g["record"], recipe_name) for g in groups] if demos else None
-    rows = group_rows(groups, pad_id=tok.pad_id, demos=ids, replay=replay)
+    rows = group_rows(groups, pad_id=tok.pad_id, demos=ids, replay=replay, min_prompt_len=min_prompt_len)
     if process_reward is not None:  # per-step PRM rewards at step ends (grpo_process)
         rows["step_rewards"], rows["step_mask"] = process_reward.step_rewards(rows)
         info["prm/step_reward_mean"] = float(rows["step_rewards"].sum() / max(rows["step_mask"].sum(), 1))
@@ -138,7 +138,8 @@ def demo_ids(tok, record, recipe_name: str) -> list[int]:
     return tok.encode(demo) + [tok.eos_id]
 
 
-def group_rows(groups, *, pad_id: int, demos: list | None = None, replay: bool = False) -> Rows:
+def group_rows(groups, *, pad_id: int, demos: list | None = None, replay: bool = False,
+               min_prompt_len: int = 0) -> Rows:
     """The rows of a step's groups: each group's ``n`` rollouts, then its demonstration
     (``demos[g]``, token ids) when ``demos`` is given: rows ``[G · (n + 1), L]``, a
     demonstration last in its group, with behaviour log-probs 0 (unknown behaviour policy),
@@ -163,7 +164,7 @@ def group_rows(groups, *, pad_id: int, demos: list | None = None, replay: bool =
             rewards.append(1.0)  # a demonstration is correct
             is_demo.append(True)
     rows = Rows(pack_rows(prompts, resp, pad_id=pad_id, response_values=dict(
-        old_logp=logp, rollout_logp=rollout_logp, rollout_threshold=threshold)))
+        old_logp=logp, rollout_logp=rollout_logp, rollout_threshold=threshold), min_prompt_len=min_prompt_len))
     rows.update(kept_set_rows(rows, replay))
     rows["rewards"] = np.asarray(rewards, np.float32)
     rows["is_demo"] = np.asarray(is_demo, bool)

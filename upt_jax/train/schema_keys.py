@@ -216,6 +216,8 @@ def _spec():
         ("mesh.data", number(int, lo=1, **mesh), "devices along the data axis"),
         ("mesh.fsdp", number(int, lo=1, **mesh), "devices parameters and optimiser state are sharded over"),
         ("mesh.tensor", number(int, lo=1, **mesh), "tensor-parallel devices"),
+        ("compile_cache", text(), "XLA's persistent compilation cache: auto ($UPT_JAX_COMPILE_CACHE, else "
+         "~/.cache/upt_jax/xla), a directory, or off"),
         ("checkpoint.every", number(int, lo=0), "save every this many steps and at the last (0: at the last only)"),
         ("checkpoint.keep", number(int, lo=1), "newest checkpoints kept"),
         ("checkpoint.async_save", flag(), "write checkpoints in the background"),

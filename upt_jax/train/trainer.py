@@ -28,7 +28,7 @@ import numpy as np
 
 from upt_jax import upge
 from upt_jax.models.partition import batch_shards
-from upt_jax.train import lora_state
+from upt_jax.train import compile_cache, lora_state, shapes
 from upt_jax.train import rows as rows_lib
 from upt_jax.train.checks import checkpoint_bytes_estimate, validate
 from upt_jax.train import stages
@@ -72,9 +72,13 @@ class Trainer(Loop):
         from upt_jax.train.in_training import StepHooks
         from upt_jax.train.metrics_log import MetricsWriter
 
+        from upt_jax.train.compile_stats import CompileWatch
+
+        self._compiles = CompileWatch()  # time/first_step_s, compile/* (counted from here)
         if recipe is not None:
             config = recipe_io.config_for(config, recipe)
         self.config = config
+        compile_cache.enable(config)  # XLA's persistent cache (before anything compiles)
         recipe = recipe_io.given_or_recorded(config, recipe)
         validate(config, recipe=recipe)  # config, paths and run directory: before anything is read or built
         self.recipe = get_recipe(config, recipe)
@@ -146,6 +150,8 @@ class Trainer(Loop):
             self.process_reward = ProcessReward(config.reward.prm_run_dir, newline_id=newline[0])
         if config.reward.source not in ("verifier", "model"):
             raise ValueError(f"config.reward.source must be verifier or model, not {config.reward.source!r}")
+        # online: one prompt bucket for the whole run (upt_jax.train.shapes): no recompile for a new one
+        self.prompt_floor = shapes.prompt_floor(self.records, self.prompt_ids) if self.online else 0
         self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
                                     batch_size=t.questions_per_step, drop_remainder=True)
         self.data_iter = iter(self.dataset)
@@ -217,7 +223,8 @@ class Trainer(Loop):
                                learned_reward=self.learned_reward)
         self.last_groups = stages.rollouts(self.sampler, self.state.params, scorer, records, prompts, key,
                                            sampling_params(self.config, self.tok), chunks=self.overlap_chunks,
-                                           executor=self.score_executor, timing=timing)
+                                           executor=self.score_executor, timing=timing,
+                                           min_prompt_len=self.prompt_floor)
         return self.last_groups
 
     def batch(self, records, key):
@@ -248,7 +255,8 @@ class Trainer(Loop):
                                     max_draws=t.dynamic_sampling_max_draws, more=more)
         self.step_groups = groups  # the step's rollouts (completions.jsonl)
         rows, info = stages.assemble_rows(groups, self.tok, demos=self.with_demos, recipe_name=self.recipe.name,
-                                          replay=kept_set_replay(self.config), process_reward=self.process_reward)
+                                          replay=kept_set_replay(self.config), process_reward=self.process_reward,
+                                          min_prompt_len=self.prompt_floor)
         return rows, info, timing
 
     def place(self, rows) -> dict:
@@ -299,6 +307,7 @@ class Trainer(Loop):
         tokens = float(np.sum(rows["attention_mask"]))
         metrics["time/step_s"] = time.perf_counter() - t_start
         metrics["tokens_per_s"] = tokens / max(metrics["time/step_s"], 1e-9)
+        metrics.update(self._compiles.step_metrics())
         if self.verifier is not None:
             metrics.update({k: float(v) for k, v in self.verifier.metrics().items()})
         if self.reward_fns is not None:
@@ -308,6 +317,7 @@ class Trainer(Loop):
         return metrics
 
     def close(self):
+        self._compiles.close()
         if self.score_executor is not None:
             self.score_executor.shutdown(wait=True, cancel_futures=True)
         self.metrics_log.close()
