@@ -4,6 +4,8 @@ import logging
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -237,6 +239,29 @@ def test_half_written_temp_dir_from_a_crash_is_reported_and_ignored(tmp_path, st
     assert any("step 3" in r.getMessage() and "incomplete save" in r.getMessage() for r in caplog.records)
     assert sorted(os.listdir(tmp_path)) == ["1", "2", "3"]
     assert latest_checkpoint_dir(tmp_path) == tmp_path / "3"
+
+
+def test_a_checkpointer_closed_before_any_save_leaves_no_thread_behind(tmp_path):
+    """A run stopped before its first save (SIGTERM while the trainer is built) opens and closes
+    its Checkpointer at once, then exits: no background thread (Orbax's temporary-directory
+    cleanup, slowed down here as on a loaded host) may outlive close() and meet the interpreter's
+    shutdown with a traceback, as one once did in CI."""
+    script = f"""
+import asyncio, threading
+from orbax.checkpoint._src.path import temporary_paths
+cleanup = temporary_paths.cleanup_temporary_paths
+async def slow(*a, **k):
+    await asyncio.sleep(1.0)
+    return await cleanup(*a, **k)
+temporary_paths.cleanup_temporary_paths = slow
+from upt_jax.train.checkpoint import Checkpointer
+before = set(threading.enumerate())
+Checkpointer({str(tmp_path / "ck")!r}, save_every=1).close()
+print("left:", sorted(t.name for t in set(threading.enumerate()) - before if t.is_alive()))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "left: []" in out.stdout, out.stdout
 
 
 def test_no_good_checkpoint_raises_a_clear_error(tmp_path, states):

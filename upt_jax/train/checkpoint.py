@@ -156,7 +156,10 @@ class Checkpointer:
             save_interval_steps=0 if read_only else 1,
             create=not read_only,
             read_only=read_only,
-            cleanup_tmp_directories=not read_only,
+            # remove_incomplete_saves (above) already removed them, synchronously; Orbax's own
+            # cleanup runs in a thread that close() does not await, and a run stopped before its
+            # first save (SIGTERM while the trainer is built) exited under it with a traceback
+            cleanup_tmp_directories=False,
             # always the async checkpointer: it is the one that runs post_finalization_callback;
             # async_save=False waits for the commit inside save()
             enable_async_checkpointing=True,
