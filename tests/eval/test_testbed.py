@@ -148,8 +148,22 @@ def smoke(tmp_path_factory):
     c.paired_against = ("hpt", ("grpo", "grpo_sft_control"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(upt_jax.rewards, "RoutedVerifier", _LengthVerifier)
+        # one process's share first (only_arms), then the run over every arm reuses it
+        share = cmp.run_comparison(dict_copy(c, only_arms=("hpt",)))
+        assert set(share["arms"]) == {"base", "hpt"} and "curves" not in share
+        metrics = os.path.join(share["arms"]["hpt"]["run_dirs"]["0"][-1], "metrics.jsonl")
+        size = os.path.getsize(metrics)
         results = cmp.run_comparison(c)
+    assert os.path.getsize(metrics) == size  # the share's run was reused, not trained again
     return cmp.with_sft_controls(c), results
+
+
+def dict_copy(c, **changes):
+    import copy
+
+    c = copy.deepcopy(c)
+    c.update(changes)
+    return c
 
 
 def _hand(results, arm, tiers, against="base"):
@@ -212,6 +226,26 @@ def test_report_says_for_each_arm_whether_it_beats_the_base_and_plots_per_tier(s
     assert all("reward/hmul_2x1" in r or "reward/hadd_2" in r for r in rows)
     curves = smoke[1]["curves"]["tiers"]["grpo"]
     assert set(curves) == set(c.curves.tiers) and [s for s, _ in curves["hmul_2x1"]][0] == 0
+
+
+def test_only_arms_splits_the_comparison_into_shares_that_together_run_every_job_once():
+    """``only_arms`` (one process's share of a comparison; a last run over every arm assembles):
+    a share runs its arms' jobs, each with its SFT control, and complementary shares cover the
+    comparison's jobs exactly once, in its order."""
+    c = cmp.with_sft_controls(testbed.get_config("full"))
+    every = cmp.job_order(c)
+    shares = [("sft", "grpo", "sft_then_grpo"), ("luffy", "srft", "hpt")]
+    runs = []
+    for share in shares:
+        c.only_arms = share
+        jobs = cmp.job_order(c)
+        assert {a for a, _ in jobs} == set(share) | ({"grpo_sft_control"} if "grpo" in share else set())
+        assert jobs == [j for j in every if j in jobs]
+        runs += jobs
+    assert sorted(runs) == sorted(every) and len(runs) == len(every)
+    c.only_arms = ("hpt", "nope")
+    with pytest.raises(ValueError, match="unknown arms"):
+        cmp.job_order(c)
 
 
 def test_the_sweep_has_one_arm_per_method_and_rate_and_picks_the_best_id_average():

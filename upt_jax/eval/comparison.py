@@ -271,7 +271,20 @@ def job_order(config) -> list[tuple[str, int]]:
     jobs = [(a, s) for a in main for s in arm_seeds[a]]
     for s in sorted({s for a in rest for s in arm_seeds[a]}):
         jobs += [(a, s) for a in rest if s in arm_seeds[a]]
-    return jobs
+    only = only_arms(config)
+    return [(a, s) for a, s in jobs if a in only] if only else jobs
+
+
+def only_arms(config) -> tuple[str, ...]:
+    """``config.only_arms``: the arms this process runs (and their SFT controls), to spread one
+    comparison over several processes or machines sharing its run directory; empty: every arm.
+    Such a process trains and evaluates its arms and writes partial outputs; a last run without
+    ``only_arms`` reuses every finished run and evaluation and makes the curves, pass@k and plots."""
+    only = tuple(config.get("only_arms") or ())
+    unknown = [a for a in only if a not in config.arms]
+    if unknown:
+        raise ValueError(f"only_arms: unknown arms {unknown}; arms: {list(config.arms)}")
+    return only + tuple(a for a in config.arms if config.arms[a].get("control_of") in only and a not in only)
 
 
 def _write_outputs(config, results: dict, plots: Mapping[str, str]) -> str:
@@ -317,9 +330,10 @@ def run_comparison(config) -> dict:
         results["passk"] = pass_at_k_runs(config, base_dir, samplers)
         plots.update(make_plots(config, results))
 
+    partial = bool(only_arms(config))
     bar = tqdm(jobs, desc="runs", disable=not config.get("progress", True))
     for key, seed in bar:
-        if key not in main_arms and "curves" not in results:
+        if key not in main_arms and "curves" not in results and not partial:
             finish_main()
         bar.set_postfix_str(f"{key} seed {seed}")
         t0 = time.time()
@@ -331,7 +345,9 @@ def run_comparison(config) -> dict:
         results["seconds"][f"{key}/{seed}"] = dict(train=round(t1 - t0, 1), eval=round(time.time() - t1, 1))
         _write_outputs(config, results, plots)  # partial, after every run
     bar.close()
-    if "curves" not in results:
+    if partial:
+        pass  # the curves, pass@k and plots come with the run over every arm
+    elif "curves" not in results:
         finish_main()
     else:
         plots.update(make_plots(config, results))
