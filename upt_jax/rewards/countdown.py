@@ -28,7 +28,7 @@ import re
 from upt_jax.rewards import extract
 from upt_jax.rewards.types import Reward
 
-__all__ = ["MAX_CHARS", "parse_reference", "parse_expression", "verify_countdown"]
+__all__ = ["MAX_CHARS", "Malformed", "parse_reference", "parse_expression", "expression_value", "verify_countdown"]
 
 MAX_CHARS = 64
 _REFERENCE = re.compile(r"\s*(\d{1,6}) from ((?:\d{1,6} ){0,9}\d{1,6}) with ([-+*]{1,3})\s*")
@@ -88,12 +88,13 @@ def parse_expression(answer: str, *, max_chars: int = MAX_CHARS) -> tuple[ast.ex
     return tree, numbers, ops
 
 
-def _value(node: ast.expr) -> int:
-    """The value of a tree `parse_expression` accepted (its depth is bounded by its length)."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    a, b = _value(node.left), _value(node.right)
-    return a + b if isinstance(node.op, ast.Add) else a - b if isinstance(node.op, ast.Sub) else a * b
+def expression_value(tree: ast.expr) -> int:
+    """The value of a tree `parse_expression` accepted (its depth is bounded by its length; call it
+    after checking the numbers, which bound the values)."""
+    if isinstance(tree, ast.Constant):
+        return tree.value
+    a, b = expression_value(tree.left), expression_value(tree.right)
+    return a + b if isinstance(tree.op, ast.Add) else a - b if isinstance(tree.op, ast.Sub) else a * b
 
 
 def verify_countdown(output: str, gold: str, *, max_chars: int = MAX_CHARS) -> Reward:
@@ -121,7 +122,7 @@ def verify_countdown(output: str, gold: str, *, max_chars: int = MAX_CHARS) -> R
         return Reward(0.0, "wrong", extracted=answer, detail=f"uses {sorted(extra.elements())} beyond {list(numbers)}")
     if not ops <= set(allowed):
         return Reward(0.0, "wrong", extracted=answer, detail=f"operations {''.join(sorted(ops - set(allowed)))} not allowed")
-    value = _value(tree)
+    value = expression_value(tree)
     ok = value == target
     return Reward(float(ok), "correct" if ok else "wrong", extracted=answer,
                   detail=None if ok else f"value {value}, target {target}")
