@@ -96,3 +96,10 @@ def test_verifier_routes_each_item_to_the_kind_its_record_names():
             v(outputs[:1], golds[:1], ["nope"])
     with RoutedVerifier() as routed:
         assert [r.score for r in routed(outputs, golds, ["countdown", "integer", "countdown", "integer"])] == [1, 1, 0, 0]
+
+
+def test_countdown_is_a_built_in_reward_function_too():
+    from upt_jax.rewards.functions import resolve
+
+    name, fn = resolve("countdown")
+    assert name == "countdown" and fn(["p"] * 2, ["\\boxed{3*5+7}", "\\boxed{3+5+7}"], [GOLD, GOLD]) == [1.0, 0.0]
