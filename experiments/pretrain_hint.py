@@ -70,67 +70,82 @@ FAMILY, BASE = "arith_hint", "upt_jax/bases/arith_hint"
 TOLERANCE = 0.05
 
 
-def measure(run_dir: str) -> dict:
+def measure(run_dir: str, family: str = FAMILY, template: str | None = None) -> dict:
     """The per-tier rates of the model in ``run_dir`` under the shipping protocol: greedy on every
-    tier of the family, pass@64 on its SFT and OOD tiers."""
+    tier of ``family``, pass@64 on its SFT and OOD tiers."""
     from upt_jax.data import tasks
     from upt_jax.eval.run import load_run_model
     from upt_jax.studies.base_model import measure_tiers
 
     model, tok, _, _ = load_run_model(run_dir)
-    family = tasks.get_task(FAMILY)
-    return measure_tiers(model, tok, [t.name for t in family.tiers], pass_tiers=family.tiers_at("sft") + family.tiers_at("ood"),
-                         template=get_config().data.template)
+    fam = tasks.get_task(family)
+    return measure_tiers(model, tok, [t.name for t in fam.tiers], pass_tiers=fam.tiers_at("sft") + fam.tiers_at("ood"),
+                         template=template or get_config().data.template)
 
 
-def ship(run_dir: str, out_dir: str = BASE) -> dict:
-    """Measure the model in ``run_dir`` and write it as the shipped base model ``out_dir``."""
+def ship(run_dir: str, out_dir: str = BASE, *, family: str = FAMILY, experiment: str = "pretrain_hint") -> dict:
+    """Measure the model in ``run_dir`` and write it as the shipped base model ``out_dir`` of
+    ``family`` (made by ``experiments/<experiment>.py``)."""
     from upt_jax.hostinfo import host
     from upt_jax.studies.base_model import ship_base
 
     history = os.path.join(run_dir, "pretrain_history.json")
-    extra = {"config": "experiments/pretrain_hint.py", "host": host()}
+    extra = {"config": f"experiments/{experiment}.py", "host": host()}
     if os.path.exists(history):
         with open(history) as f:
             extra["pretrain"] = {k: v for k, v in json.load(f).items() if k != "run_dir"}
     with open(os.path.join(run_dir, "config.json")) as f:
         extra["seed"] = json.load(f).get("seed")
-    return ship_base(run_dir, out_dir, family=FAMILY, measured=measure(run_dir),
-                     command=f"python -m experiments.pretrain_hint RUN_DIR {extra['seed']}", extra=extra)
+    return ship_base(run_dir, out_dir, family=family, measured=measure(run_dir, family),
+                     command=f"python -m experiments.{experiment} RUN_DIR {extra['seed']}", extra=extra)
 
 
-def check(run_dir: str, base: str = BASE) -> list[str]:
+def check(run_dir: str, base: str = BASE, *, family: str = FAMILY) -> list[str]:
     """Disagreements (> `TOLERANCE`) between the model in ``run_dir`` and the shipped record."""
     from upt_jax.studies.base_model import compare_to_record
 
     with open(os.path.join(base, "record.json")) as f:
         record = json.load(f)
-    measured = measure(run_dir)
+    measured = measure(run_dir, family)
     print(json.dumps(measured, indent=1))
     return compare_to_record(measured, record, tolerance=TOLERANCE)
 
 
-if __name__ == "__main__":
+def main(argv, experiment=None) -> int:
+    """The command line of a family's base-model experiment (this module's, or ``experiment``: a
+    module with ``get_config``, ``criterion``, ``FAMILY``, ``BASE``, such as
+    ``experiments/pretrain_countdown.py``): ``RUN_DIR [SEED]`` pre-trains to the criterion,
+    ``--ship`` / ``--check`` measure the run, ``--cosine=STEPS`` runs the fixed-schedule point."""
     import logging
 
     from upt_jax.studies.base_model import pretrain_until
 
+    exp = experiment or sys.modules[__name__]
+    name = os.path.splitext(os.path.basename(exp.__file__))[0]
     logging.basicConfig(level=logging.WARNING)
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    config = get_config()
+    args = [a for a in argv if not a.startswith("--")]
+    config = exp.get_config()
     if args:
         config.run_dir = args[0]
     if len(args) > 1:
         config.seed = int(args[1])
-    fixed = [a for a in sys.argv[1:] if a.startswith("--cosine=")]
-    if "--ship" in sys.argv:
-        print(json.dumps(ship(config.run_dir)["measured"], indent=1))
-    elif "--check" in sys.argv:
-        problems = check(config.run_dir)
+    fixed = [a for a in argv if a.startswith("--cosine=")]
+    if "--ship" in argv:
+        print(json.dumps(ship(config.run_dir, exp.BASE, family=exp.FAMILY, experiment=name)["measured"], indent=1))
+    elif "--check" in argv:
+        problems = check(config.run_dir, exp.BASE, family=exp.FAMILY)
         print("\n".join(problems) or f"matches the shipped record within {TOLERANCE:.2f} on every tier")
-        sys.exit(1 if problems else 0)
+        return 1 if problems else 0
     elif fixed:  # python -m experiments.pretrain_hint RUN_DIR SEED --cosine=800
-        print(json.dumps(fixed_cosine(config, int(fixed[0].split("=", 1)[1]))))
+        from upt_jax.data import tasks
+
+        tiers = {} if exp.FAMILY == FAMILY else {"tiers": tasks.get_task(exp.FAMILY).tier_names}
+        print(json.dumps(fixed_cosine(config, int(fixed[0].split("=", 1)[1]), **tiers)))
     else:
-        result = pretrain_until(config, criterion(), progress=True)
+        result = pretrain_until(config, exp.criterion(), progress=True)
         print(f"stopped at step {result.step}; converged: {result.converged}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

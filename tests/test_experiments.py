@@ -25,6 +25,7 @@ COVERED_ELSEWHERE = {
     "rft": "tests/train/test_trainer.py::test_rft_trains_only_on_verified_rollouts",
     "pretrain_tiny": "tests/train/test_pretrain.py::test_corpus_pretraining_lowers_nll_and_later_stages_adopt_its_shape",
     "pretrain_hint": "tests/studies/test_base_model.py::test_pretrain_until_cools_down_after_phase_one_and_resumes",
+    "pretrain_countdown": "tests/data/test_countdown.py::test_countdown_runs_through_pretraining_grpo_and_evaluation",
     "reward_model": "tests/train/test_reward_model.py::test_reward_model_learns_synthetic_pairs",
     "rlhf_ppo": "tests/train/test_reward_model.py::test_rlhf_ppo_scores_rollouts_with_the_learned_reward",
     "prm": "tests/train/test_reward_model.py::test_prm_learns_step_labels",

@@ -77,7 +77,8 @@ class TaskFamily:
         string the verifier compares against) and ``demonstration`` (a worked solution ending in
         the answer the verifier extracts, e.g. ``\\boxed{42}``); other keys are kept.
       verifier: the `upt_jax.rewards.Verifier` kind that scores completions (``"integer"``,
-        ``"math"``, ``"exact"``, ``"choice"``).
+        ``"math"``, ``"exact"``, ``"choice"``, ``"countdown"``); records carry it, and training
+        and evaluation score each record with its own.
       corpus_doc: ``(rng: random.Random, tiers, template, *, seed, **options) -> str``, one pre-training
         document (or None: the family has no pre-training corpus of its own); ``options`` come
         from ``config.data.corpus`` (``demo_fraction``, ``facts_per_doc``).
@@ -172,7 +173,7 @@ def register_task(family: TaskFamily, *, replace: bool = False) -> TaskFamily:
 
 def _builtins() -> None:
     """Registers the built-in families (imported lazily: they import this module)."""
-    from upt_jax.data import hinted, synthetic  # noqa: F401  (registration on import)
+    from upt_jax.data import countdown, hinted, synthetic  # noqa: F401  (registration on import)
 
 
 def _import_module_of(spec: str) -> str:

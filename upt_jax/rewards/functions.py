@@ -22,7 +22,7 @@ mean score is logged as ``reward/<name>`` (and the weighted total as ``reward/me
 From a config (``upt train ... --config.reward.functions='("my_rewards:length_penalty", "math")'
 --config.reward.weights='(0.1, 1.0)'``), a function is named by import path ``module:function``
 (``module`` is imported from ``sys.path``, with the working directory added when it is not on it)
-or by a built-in name: ``math``, ``math_strict``, ``integer``, ``exact``, ``choice`` (the verifiers
+or by a built-in name: ``math``, ``math_strict``, ``integer``, ``exact``, ``choice``, ``countdown`` (the verifiers
 of `upt_jax.rewards.verifiers`, scoring ``completions`` against ``answer``) and ``format`` (a
 complete ``\\boxed{}``) — the same interface. From Python, pass the callables themselves.
 
@@ -70,7 +70,7 @@ def _verify(kind: str, completions, answer, **options) -> list[float]:
     from upt_jax.rewards import verifiers
 
     fn = {"math": verifiers.verify_math, "integer": verifiers.verify_integer, "exact": verifiers.verify_exact,
-          "choice": verifiers.verify_choice}[kind]
+          "choice": verifiers.verify_choice, "countdown": verifiers.verify_countdown}[kind]
     return [float(fn(c, "" if a is None else str(a), **options).score) for c, a in zip(completions, answer)]
 
 
@@ -99,6 +99,12 @@ def choice(prompts, completions, answer, **_) -> list[float]:
     return _verify("choice", completions, answer)
 
 
+def countdown(prompts, completions, answer, **_) -> list[float]:
+    """1 when the boxed expression reaches ``answer``'s target (``"22 from 3 5 7 with +*"``) from its
+    numbers, each at most once, with its operations (`upt_jax.rewards.countdown`)."""
+    return _verify("countdown", completions, answer)
+
+
 def format(prompts, completions, **_) -> list[float]:  # noqa: A001 -- the built-in's name
     """1 when the completion holds a complete ``\\boxed{}``."""
     from upt_jax.rewards import verifiers
@@ -106,7 +112,7 @@ def format(prompts, completions, **_) -> list[float]:  # noqa: A001 -- the built
     return [float(verifiers.verify_format(c).score) for c in completions]
 
 
-BUILTIN: dict[str, RewardFn] = {f.__name__: f for f in (math, math_strict, integer, exact, choice, format)}
+BUILTIN: dict[str, RewardFn] = {f.__name__: f for f in (math, math_strict, integer, exact, choice, countdown, format)}
 
 
 # ----------------------------------------------------------------------------- resolving

@@ -8,6 +8,7 @@
 | `exact`   | `verify_exact`    | extracted answer equals the reference after whitespace/case folding | in-process |
 | `choice`  | `verify_choice`   | the chosen letter (GPQA) equals the reference letter    | in-process |
 | `format`  | `verify_format`   | a complete ``\\boxed{}`` (optionally a ``<think>`` block) | in-process |
+| `countdown` | `verify_countdown` | the boxed expression reaches the reference's target from its numbers, each at most once, with its operations (`upt_jax.rewards.countdown`) | in-process |
 
 The in-process verifiers only use `upt_jax.rewards.extract` (bounded, linear-time, no
 backtracking regex) and integer comparison, so their running time is bounded by
@@ -37,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from upt_jax.rewards import extract
+from upt_jax.rewards.countdown import verify_countdown
 from upt_jax.rewards.types import Reward
 
 __all__ = [
@@ -47,11 +49,12 @@ __all__ = [
     "verify_exact",
     "verify_choice",
     "verify_format",
+    "verify_countdown",
     "Verifier",
     "RoutedVerifier",
 ]
 
-KINDS = ("math", "math_strict", "integer", "exact", "choice", "format")
+KINDS = ("math", "math_strict", "integer", "exact", "choice", "format", "countdown")
 _MATH_KINDS = ("math", "math_strict")
 
 
@@ -196,6 +199,10 @@ def verify_format(output: str, gold: Any = None, *, require_boxed: bool = True,
     return Reward(1.0, "correct")
 
 
+_FUNCTIONS = {"math": verify_math, "math_strict": verify_math, "integer": verify_integer, "exact": verify_exact,
+              "choice": verify_choice, "format": verify_format, "countdown": verify_countdown}
+
+
 class Verifier:
     """A batched verifier of one kind, with its worker pool when it needs one.
 
@@ -211,6 +218,12 @@ class Verifier:
     Calling it on ``(outputs [B], golds [B])`` returns ``B`` `Reward` s;
     `scores` returns them as a float32 array ``[B]``. ``stats`` counts reasons over the
     verifier's lifetime (for the run's metrics).
+
+    ``kinds [B]`` (optional): the kind that scores each item, a record's own ``verifier`` (a
+    synthetic task family's, `upt_jax.data.tasks`). None or this verifier's kind: this verifier;
+    another kind: a `Verifier` of that kind (made on first need, closed with this one), its reasons
+    counted as ``<kind>/<reason>`` (``reward/countdown/correct``), so a run whose data mixes
+    families scores each with its own verifier.
     """
 
     def __init__(self, kind: str = "math", *, timeout_s: float = 5.0,
@@ -226,6 +239,7 @@ class Verifier:
         self.isolate, self.options = isolate, options
         self._pool, self._own_pool = pool, pool is None
         self.stats = collections.Counter()
+        self._routed: dict[str, Verifier] = {}
 
     @property
     def running_pool(self):
@@ -240,11 +254,32 @@ class Verifier:
             self._pool = VerifierPool(self.num_workers, self.timeout_s)
         return self._pool
 
-    def __call__(self, outputs: Sequence[str], golds: Sequence[Any]) -> list[Reward]:
+    def __call__(self, outputs: Sequence[str], golds: Sequence[Any],
+                 kinds: Sequence[str | None] | None = None) -> list[Reward]:
         if len(outputs) != len(golds):
             raise ValueError(f"{len(outputs)} outputs but {len(golds)} references")
-        fn = {"math": verify_math, "math_strict": verify_math, "integer": verify_integer,
-              "exact": verify_exact, "choice": verify_choice, "format": verify_format}[self.kind]
+        if kinds is None or all(k in (None, self.kind) for k in kinds):
+            return self._score(outputs, golds)
+        if len(kinds) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs but {len(kinds)} kinds")
+        rewards: list[Any] = [None] * len(outputs)
+        for kind in dict.fromkeys(k if k is not None else self.kind for k in kinds):
+            idx = [i for i, k in enumerate(kinds) if (k if k is not None else self.kind) == kind]
+            if kind == self.kind:
+                done = self._score([outputs[i] for i in idx], [golds[i] for i in idx])
+            else:
+                if kind not in self._routed:
+                    if kind not in KINDS:
+                        raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
+                    self._routed[kind] = Verifier(kind, timeout_s=self.timeout_s, num_workers=self.num_workers)
+                done = self._routed[kind]._score([outputs[i] for i in idx], [golds[i] for i in idx])
+                self.stats.update(f"{kind}/{r.reason}" for r in done)
+            for i, r in zip(idx, done):
+                rewards[i] = r
+        return rewards
+
+    def _score(self, outputs: Sequence[str], golds: Sequence[Any]) -> list[Reward]:
+        fn = _FUNCTIONS[self.kind]
         if self.isolate:
             rewards = self.pool.map(fn, list(zip(outputs, golds)), self.options,
                                     timeout_s=self.timeout_s)
@@ -266,15 +301,19 @@ class Verifier:
         self.stats.update(r.reason for r in rewards)
         return rewards
 
-    def scores(self, outputs: Sequence[str], golds: Sequence[Any]) -> np.ndarray:
+    def scores(self, outputs: Sequence[str], golds: Sequence[Any],
+               kinds: Sequence[str | None] | None = None) -> np.ndarray:
         """Rewards as a float32 array ``[B]``."""
-        return np.asarray([r.score for r in self(outputs, golds)], np.float32)
+        return np.asarray([r.score for r in self(outputs, golds, kinds)], np.float32)
 
     def metrics(self, prefix: str = "reward/") -> dict[str, int]:
         """Reason counts so far, e.g. ``{"reward/timeout": 2, ...}``."""
         return {f"{prefix}{k}": v for k, v in sorted(self.stats.items())}
 
     def close(self) -> None:
+        for verifier in self._routed.values():
+            verifier.close()
+        self._routed = {}
         if self._pool is not None and self._own_pool:
             self._pool.close()
         self._pool = None

@@ -107,7 +107,8 @@ class ScoredRollouts(Sequence):
 class Scorer:
     """Rewards of responses: a learned reward model (``learned_reward``: it scores token ids), else
     the user's reward functions (``reward_fns``), else the ``verifier`` against each record's
-    ``answer``. Exactly one is used, in that order."""
+    ``answer`` (with the record's own verifier kind when it names one: a task family's, such as
+    ``countdown``; `upt_jax.rewards.Verifier`). Exactly one is used, in that order."""
 
     tok: Any
     verifier: Any = None
@@ -123,7 +124,17 @@ class Scorer:
             from upt_jax.rewards.functions import prompt_of
 
             return self.reward_fns.scores([prompt_of(r) for r in records], texts, records)
-        return self.verifier.scores(texts, [r["answer"] for r in records])
+        return verifier_scores(self.verifier, texts, records)
+
+
+def verifier_scores(verifier, texts: list[str], records: list[dict]) -> np.ndarray:
+    """``verifier``'s scores of ``texts`` against their ``records``' answers, each record scored by
+    the verifier kind it names (its task family's), else by ``verifier``'s own."""
+    answers = [r["answer"] for r in records]
+    kinds, own = [r.get("verifier") for r in records], getattr(verifier, "kind", None)
+    if own is None or all(k in (None, own) for k in kinds):  # one kind (or a stand-in): the plain call
+        return verifier.scores(texts, answers)
+    return verifier.scores(texts, answers, kinds)
 
 
 def sampling_params(config, tok):

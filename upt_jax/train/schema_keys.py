@@ -194,7 +194,7 @@ def _spec():
         ("reward.normalize", choice(("none", "batch", "running")),
          "source=model: whiten the scores per step (batch), by running statistics, or not"),
         ("reward.functions", Domain(tuple, "a tuple of reward functions: 'module:function' or a built-in name "
-                                           "(math, math_strict, integer, exact, choice, format); () = data.verifier",
+                                           "(math, math_strict, integer, exact, choice, countdown, format); () = data.verifier",
                                     reward_functions_test, False, (3, None)),
          "fn(prompts, completions, **columns) -> list[float], summed with reward.weights "
          "(upt_jax.rewards.functions)"),

@@ -31,6 +31,7 @@ def _sample_correct(sampler, tok, records, config, key, *, hint: bool):
     from upt_jax.data.templates import prompt_ids
     from upt_jax.rewards import Verifier
     from upt_jax.sampling import SamplingParams
+    from upt_jax.train.rollouts import verifier_scores
 
     c = config.data
     prompts = [prompt_ids(tok, r["question"] + (HINT.format(answer=r["answer"]) if hint else ""), c.template,
@@ -41,7 +42,7 @@ def _sample_correct(sampler, tok, records, config, key, *, hint: bool):
     out = sampler.generate(prompts, key, params)
     texts = [tok.decode(out.tokens[i, :out.lengths[i]]) for i in range(len(out.lengths))]
     with Verifier(config.data.verifier) as v:
-        scores = v.scores(texts, [records[j]["answer"] for j in out.prompt_index])
+        scores = verifier_scores(v, texts, [records[j] for j in out.prompt_index])
     kept = {}
     for i, j in enumerate(out.prompt_index):
         if scores[i] > 0.5 and j not in kept:
