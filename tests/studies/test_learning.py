@@ -6,14 +6,17 @@ default suite, every check under ``slow``); and the full checks (3 seeds, the sh
 import json
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from benchmarks import learning as bench
 from upt_jax import bases
 from upt_jax.eval import comparison as cmp
 from upt_jax.studies import learning, learning_report, learning_run
 from upt_jax.train import checks, schema
+from upt_jax.train.frozen import load_critic
 from upt_jax.train import trainer as trainer_lib
 
 KEYS = [c.key for c in learning.CHECKS]
@@ -113,7 +116,7 @@ def _smoke(smoke_dir, key):
 
 # one check per kind of metric in the default suite (the rest under slow: every smoke compiles its own
 # trainer and sampler, 10–40 s each on 2 cores)
-FAST_SMOKES = ("sft", "dpo", "distill_fkl", "prm")
+FAST_SMOKES = ("sft", "dpo", "distill_fkl", "prm", "ppo")
 
 
 @pytest.mark.parametrize("key", FAST_SMOKES)
@@ -125,6 +128,15 @@ def test_smoke(smoke_dir, key):
         assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
     if key == "distill_fkl":  # the student starts away from its teacher
         assert r["rows"][0]["unit"] == "nats" and r["rows"][0]["base"] > 0
+    if key == "ppo":  # the critic, reloaded from checkpoints_critic, against held-out returns
+        err, ev = r["rows"][-2], r["rows"][-1]
+        assert "squared error" in err["metric"] and err["direction"] == -1 and err["base"] >= 0 and err["after"] >= 0
+        assert "explained variance" in ev["metric"] and ev["base"] == 0 and ev["after"] <= 1
+        run = os.path.join(smoke_dir, "ppo", "seed0")
+        graphdef, params, step = load_critic(run)
+        assert step == learning.SMOKE.steps
+        values = nnx.merge(graphdef, params)(jnp.ones((2, 5), jnp.int32), jnp.ones((2, 5), jnp.int32))
+        assert values.shape == (2, 5) and bool(jnp.all(jnp.isfinite(values)))
 
 
 @pytest.mark.slow
@@ -137,8 +149,6 @@ def test_smoke_slow(smoke_dir, key):
         assert done["kept"] == 0 and done["questions"] == learning.SMOKE.star_questions
         return
     r = _smoke(smoke_dir, key)
-    if key == "ppo":
-        assert "explained variance" in r["rows"][-1]["metric"]
     if key == "rlhf_ppo":
         assert os.path.isdir(os.path.join(smoke_dir, "reward_model", "seed0", "checkpoints"))
 

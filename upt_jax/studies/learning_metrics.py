@@ -10,7 +10,10 @@ Every measure returns ``{item id: value}``:
 * `forward_kl`: per held-out demonstration, ``mean_t KL(p_T(·|x, y_<t) ‖ q_θ(·|x, y_<t))`` (nats/token);
 * `pair_accuracy` (reward model) and `step_accuracy` (PRM): per held-out pair / demonstration;
 * `learned_reward`: per held-out question, the mean reward-model score of the policy's samples,
-  with the verifier's accuracy of the same samples.
+  with the verifier's accuracy of the same samples;
+* `critic_errors`: per held-out question, the squared error of PPO's critic against the returns
+  of the policy's own samples, beside that of the best constant baseline (the variance a critic
+  exists to remove).
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = ["sample_completions", "preference_pairs", "read_jsonl", "perturbed_student", "preference_accuracy",
-           "forward_kl", "pair_accuracy", "step_accuracy", "learned_reward", "explained_variance_change"]
+           "forward_kl", "pair_accuracy", "step_accuracy", "learned_reward", "explained_variance_change",
+           "critic_errors"]
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -287,3 +291,46 @@ def explained_variance_change(run_dir: str, window: int = 5) -> tuple[float, flo
         raise ValueError(f"{run_dir}/metrics.jsonl logs no critic/explained_variance (not a PPO run?)")
     w = max(1, min(window, len(ev) // 2 or 1))
     return float(np.mean(ev[:w])), float(np.mean(ev[-w:]))
+
+
+def critic_errors(run_dir: str, records: list[dict], *, k: int, max_new_tokens: int, seed: int,
+                  samplers=None) -> tuple[dict[str, float], dict[str, float], float]:
+    """What a PPO run's critic learned, on held-out questions: ``k`` samples at T = 1 per record
+    from the run's final policy, each response token's Monte Carlo return (the sample's reward:
+    a verifier reward at the last token, γ = 1) against the critic's value there.
+
+    Returns ``({id: mean squared error of the best constant}, {id: mean squared error of the
+    critic}, explained variance)``, per question over its samples' response tokens. The constant
+    is the mean return over all the samples (the best any critic that ignores the text can do,
+    fitted on the very samples it is scored on); the explained variance is ``1 − SE_critic /
+    SE_constant`` pooled over every token, so > 0 means the critic's values, used as GAE's
+    baseline, leave the advantages less variance than a constant baseline would."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from upt_jax.data.templates import prompt_ids
+    from upt_jax.train.batching import pack_rows
+    from upt_jax.train.frozen import load_critic
+    from upt_jax.train.run_model import load_run_model
+
+    _, tok, cfg, _ = load_run_model(run_dir)
+    graphdef, params, _ = load_critic(run_dir)
+    rows = sample_completions(run_dir, records, k=k, max_new_tokens=max_new_tokens, seed=seed, samplers=samplers)
+    question = {str(r["id"]): r["question"] for r in records}
+    template = cfg.data.get("template", "zero")
+    packed = pack_rows([prompt_ids(tok, question[x["id"]], template) for x in rows],
+                       [tok.encode(x["completion"]) + [tok.eos_id] for x in rows], pad_id=tok.pad_id)
+    values_fn = jax.jit(lambda p, t, a: nnx.merge(graphdef, p)(t, a))
+    values = np.asarray(values_fn(params, jnp.asarray(packed["tokens"]), jnp.asarray(packed["attention_mask"])))
+    mask = packed["mask"]
+    returns = np.asarray([float(x["reward"]) for x in rows], np.float64)[:, None] * np.ones_like(mask)
+    const = float(np.sum(returns * mask) / np.sum(mask))
+    se_const, se_critic = (np.square(returns - const) * mask), (np.square(returns - values) * mask)
+    by_id = collections.defaultdict(list)
+    for i, x in enumerate(rows):
+        by_id[x["id"]].append(i)
+    before = {q: float(se_const[ix].sum() / mask[ix].sum()) for q, ix in by_id.items()}
+    after = {q: float(se_critic[ix].sum() / mask[ix].sum()) for q, ix in by_id.items()}
+    total = float(se_const.sum())
+    return before, after, (1.0 - float(se_critic.sum()) / total) if total > 0 else 0.0

@@ -101,6 +101,26 @@ def _accuracy_rows(c, start: str, finals: list[str], scale: Scale, label: str | 
     return rows
 
 
+def _critic_rows(c, dirs: list[str], scale: Scale) -> list[dict]:
+    """PPO's critic on held-out RL-tier questions (`learning_metrics.critic_errors`): its squared
+    error against the returns of its policy's own samples, paired per question with the best
+    constant baseline's (the variance GAE's advantages keep), and the pooled explained variance."""
+    from upt_jax.data import tasks
+
+    records = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
+    out = [lm.critic_errors(d, records, k=scale.k, max_new_tokens=int(c.eval.max_new_tokens), seed=int(c.eval.seed),
+                            samplers=_POOL) for d in dirs]
+    rows = [paired_row("critic's squared error of the held-out returns (constant baseline → critic)",
+                       [b for b, _, _ in out], [a for _, a, _ in out], unit="raw", direction=-1)]
+    ev = [e for _, _, e in out]
+    se = float(np.std(ev, ddof=1) / np.sqrt(len(ev))) if len(ev) > 1 else float("nan")
+    mean = float(np.mean(ev))
+    rows.append(dict(metric="critic's explained variance of the held-out returns (constant baseline: 0)",
+                     unit="raw", base=0.0, after=mean, diff=mean, se=se, n=len(records), seeds=len(ev), direction=1,
+                     shown=bool(mean > 2 * se) if se == se else False))
+    return rows
+
+
 def measure(check, c, prep: dict, base_dir: str, finals: dict[int, str], scale: Scale,
             rm_dirs: dict[int, str] | None = None) -> list[dict]:
     """The check's rows (see the module docstring), its own metric first."""
@@ -112,14 +132,7 @@ def measure(check, c, prep: dict, base_dir: str, finals: dict[int, str], scale: 
     if check.metric == "accuracy":
         rows = _accuracy_rows(c, start, dirs, scale)
         if check.module == "ppo":
-            ev = [lm.explained_variance_change(d) for d in dirs]
-            diffs = [b - a for a, b in ev]
-            se = float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
-            diff = float(np.mean(diffs))
-            rows.append(dict(metric="critic's explained variance of the returns (first → last 5 steps)", unit="raw",
-                             base=float(np.mean([a for a, _ in ev])), after=float(np.mean([b for _, b in ev])),
-                             diff=diff, se=se, n=len(diffs), seeds=len(diffs), direction=1,
-                             shown=bool(diff > 2 * se) if se == se else False))
+            rows += _critic_rows(c, dirs, scale)
         return rows
     if check.metric == "preference":
         heldout = lm.read_jsonl(os.path.join(c.run_dir, "pairs", "heldout.jsonl"))

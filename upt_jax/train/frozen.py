@@ -18,7 +18,7 @@ from upt_jax.train.kto import with_reference_point
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Batch", "Teacher", "load_teacher", "Critic", "frozen_inputs"]
+__all__ = ["Batch", "Teacher", "load_teacher", "Critic", "load_critic", "frozen_inputs"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -170,6 +170,24 @@ class Critic:
         """One critic update on ``batch`` (placed, with ``values`` and ``returns``); its metrics."""
         self.state, m = self.step_fn(self.state, batch)
         return m
+
+
+def load_critic(run_dir: str, *, step: int | None = None):
+    """``(graphdef, params, step)``: the critic a PPO run trained beside its policy (its
+    ``checkpoints_critic``), rebuilt on the run's policy architecture: ``nnx.merge(graphdef,
+    params)(tokens, attention_mask)`` gives the values ``[B, L]``. ``step``: that checkpoint
+    (default: the newest usable one). Raises ``FileNotFoundError`` for a run without a critic."""
+    from upt_jax.models.value import value_model_from
+    from upt_jax.train.checkpoint import abstract_with_shardings, restore_params
+    from upt_jax.train.run_model import load_run_model
+
+    directory = os.path.join(run_dir, "checkpoints_critic")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{run_dir} has no checkpoints_critic (not a PPO run with a critic?)")
+    policy, _, cfg, _ = load_run_model(run_dir)
+    graphdef, state = nnx.split(value_model_from(policy, seed=int(cfg.get("seed", 0))))
+    params, restored = restore_params(directory, abstract_with_shardings(state), step, return_step=True)
+    return graphdef, params, restored
 
 
 def frozen_inputs(batch: dict, *, params, key: jax.Array, logp_fn: Callable, ref_params=None,
