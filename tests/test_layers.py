@@ -53,9 +53,6 @@ KNOWN_CYCLES = {
         "shrank when the trainer was split (the reward model, PRM, in-training evaluation and eval.run left "
         "it: they import the split modules below the façade); goes with the regimes/ layer on one loop "
         "(issue #19)",
-    frozenset({"upt_jax.train.reward_model", "upt_jax.train.prm"}):
-        "the reward-model trainer trains PRMs with prm's objective and prm's ProcessReward loads through "
-        "reward_model; goes with one loop for reward models and PRMs (a regime each)",
 }
 
 

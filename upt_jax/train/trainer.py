@@ -136,13 +136,13 @@ class Trainer(Loop):
         self.verifier = Verifier(config.data.verifier) if self.online and self.reward_fns is None else None
         self.learned_reward = None
         if self.online and config.reward.source == "model":
-            from upt_jax.train.reward_model import LearnedReward
+            from upt_jax.train.reward_scorers import LearnedReward
 
             self.learned_reward = LearnedReward(config.reward.model_run_dir, pad_id=self.tok.pad_id,
                                                 normalize=config.reward.normalize)
         self.process_reward = None
         if self.online and config.reward.prm_run_dir:
-            from upt_jax.train.prm import ProcessReward
+            from upt_jax.train.reward_scorers import ProcessReward
 
             newline = self.tok.encode("\n")
             if len(newline) != 1:
