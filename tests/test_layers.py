@@ -42,9 +42,6 @@ KNOWN_LAYER_VIOLATIONS = {
 
 # sets of modules that import each other (strongly connected) -> why
 KNOWN_CYCLES = {
-    frozenset({"upt_jax.train.run_model", "upt_jax.train.lora_state"}):
-        "model_from_run rebuilds a LoRA run through lora_state, which rebuilds that run's base through "
-        "model_from_run; goes with 'one way to get a model' (issue #19)",
     frozenset({"upt_jax.data.tasks", "upt_jax.data.synthetic", "upt_jax.data.hinted"}):
         "tasks imports its built-in task families to register them; they import tasks' registry",
     frozenset({"upt_jax.train.trainer", "upt_jax.train.star", "upt_jax.train.pipeline", "upt_jax.eval.comparison",
