@@ -42,8 +42,6 @@ KNOWN_LAYER_VIOLATIONS = {
 
 # sets of modules that import each other (strongly connected) -> why
 KNOWN_CYCLES = {
-    frozenset({"upt_jax.data.tasks", "upt_jax.data.synthetic", "upt_jax.data.hinted"}):
-        "tasks imports its built-in task families to register them; they import tasks' registry",
     frozenset({"upt_jax.train.trainer", "upt_jax.train.star", "upt_jax.train.pipeline", "upt_jax.eval.comparison",
                "upt_jax.eval.comparison_plots", "upt_jax.eval.comparison_report"}):
         "train(config) dispatches every mode (STaR, comparison) and those regimes import the trainer; "
