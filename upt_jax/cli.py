@@ -234,9 +234,9 @@ def train_command(argv: list[str]) -> int:
         print(config_help("train", argv))
         return 0
     argv = setup_logging(argv)
+    from upt_jax.dispatch import train
     from upt_jax.train import distributed
     from upt_jax.train.preemption import Preempted
-    from upt_jax.train.trainer import train
 
     config = load_config(argv)
     distributed.initialize()  # multi-process runs (SLURM, TPU slices, UPT_COORDINATOR); else nothing
@@ -259,6 +259,7 @@ def pipeline_command(argv: list[str]) -> int:
         print(config_help("pipeline", argv))
         return 0
     argv = setup_logging(argv)
+    from upt_jax import dispatch
     from upt_jax.train import distributed
     from upt_jax.train.pipeline import run_pipeline
     from upt_jax.train.preemption import Preempted
@@ -266,7 +267,7 @@ def pipeline_command(argv: list[str]) -> int:
     config = load_config(argv)
     distributed.initialize()
     try:
-        reports = run_pipeline(config)
+        reports = run_pipeline(config, run=dispatch.train)
     except Preempted as e:  # the stage's checkpoint is committed; the next stages did not start
         print(json.dumps({"stopped": {"signal": e.signal, "step": e.step}}))
         return 0

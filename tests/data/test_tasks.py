@@ -58,6 +58,24 @@ def test_registry_refuses_clashes_and_names_known_tiers():
         tasks.TaskTier("t", "impossible")
 
 
+def test_the_built_in_families_are_registered_whichever_module_a_process_imports_first():
+    """The families register themselves in `task_registry` (they import it, not `tasks`: no import
+    cycle); `tasks` re-exports that registry, and a new process that imports the registry or a family
+    module first still sees every built-in family (the package imports them)."""
+    import subprocess
+    import sys
+
+    from upt_jax.data import task_registry
+
+    assert (tasks.TaskFamily, tasks.TaskTier, tasks.register_task, tasks.get_task) == (
+        task_registry.TaskFamily, task_registry.TaskTier, task_registry.register_task, task_registry.get_task)
+    assert tasks.task_names()[:2] == ("arith", "arith_hint")
+    for first in ("upt_jax.data.task_registry", "upt_jax.data.hinted", "upt_jax.data.tasks"):
+        code = f"import {first}; from upt_jax.data import task_registry as r; print(r.task_names())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "('arith', 'arith_hint')", (first, out)
+
+
 def test_a_user_family_runs_through_pretraining_grpo_and_evaluation(tmp_path):
     """The Done-when of the testbed issue: a family defined in tests/data/user_task.py (outside
     upt_jax) is named by ``module:tier`` in the configs alone."""

@@ -111,3 +111,35 @@ def test_merge_lora_on_a_full_fine_tuning_run_is_an_error(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"format": 1, "model": {}, "source": {"init": "preset"}}))
     with pytest.raises(ValueError, match="trained no LoRA adapters"):
         export_run(tmp_path, tmp_path / "out", merge_lora=True)
+
+
+def test_a_lora_run_on_a_parent_run_reads_back_with_the_parent_as_its_base(tmp_path):
+    """A LoRA run started from another run (``model.init=checkpoint``) records only its adapters:
+    reading it back rebuilds its base from the parent run (`run_model.model_from_run`, the one way to
+    get a run's model, recursing into the parent) and `model_from_run` gives it with the adapters
+    merged: the adapted model's logits, and with the adapters off exactly the parent's."""
+    from upt_jax.models.lora import set_adapters
+    from upt_jax.train.run_model import model_from_run
+
+    parent = shrink(sft.get_config(), tmp_path / "parent", steps=1)
+    t = Trainer(parent)
+    try:
+        t.run()
+    finally:
+        t.close()
+    child = shrink(sft.get_config(), tmp_path / "child", steps=1)
+    child.model.init, child.model.checkpoint = "checkpoint", parent.run_dir
+    _train(child)
+
+    ours, tokens, mask, step = _ours_and_batch(child.run_dir)
+    merged, merged_step = model_from_run(child.run_dir, key="test")
+    assert step == merged_step == 1
+    real = mask.astype(bool)
+
+    def logits(model):
+        return np.asarray(model(jnp.asarray(tokens), attention_mask=jnp.asarray(mask))[0])[real]
+
+    np.testing.assert_allclose(logits(merged), ours[real], atol=1e-5, rtol=0)
+    base = logits(set_adapters(adapted_model_from_run(child.run_dir, key="test")[0], False))
+    np.testing.assert_array_equal(base, logits(model_from_run(parent.run_dir, key="test")[0]))
+    assert np.abs(ours[real] - base).max() > 1e-4  # the adapters trained: the merge is tested

@@ -13,7 +13,7 @@ import pytest
 from experiments import grpo, reward_model, sft, sft_then_grpo
 from tests.test_experiments import COVERED_ELSEWHERE, RUN_HERE
 from tests.train.test_trainer import shrink
-from upt_jax import upge
+from upt_jax import dispatch, upge
 from upt_jax.train import schema
 from upt_jax.train import trainer as trainer_lib
 from upt_jax.train.config import base_config
@@ -149,7 +149,7 @@ def test_mode_section_keys_are_checked_by_reward_model_training(tmp_path, nothin
     except (TypeError, ValueError):
         pytest.skip(f"ml_collections refuses {value!r} for {path}")
     with pytest.raises(schema.ConfigError, match=re.escape(f"config.{path}")):
-        train(c)
+        dispatch.train(c)  # mode star: STaR rounds, dispatched above the trainer
 
 
 # ----------------------------------------------------------------------------- issue #20 item 2

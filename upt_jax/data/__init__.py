@@ -6,9 +6,10 @@ Public API:
   render_prompt, join, ZERO_TEMPLATE            prompt templates (plain, zero, chat)
   Tokenizer, load_tokenizer, char_tokenizer, save_char_tokenizer
   synthetic                                     the built-in arithmetic tasks (module)
+  tasks                                         task families: the built-in ones registered, register_task (module)
   load_benchmark, benchmark_names, BENCHMARKS   the bundled evaluation sets
 """
-from upt_jax.data import synthetic
+from upt_jax.data import synthetic, tasks
 from upt_jax.data.benchmark_sets import BENCHMARKS, benchmark_names, load_benchmark
 from upt_jax.data.readers import (
     DataConfig,
@@ -26,5 +27,5 @@ __all__ = [
     "BENCHMARKS", "DataConfig", "DataError", "FieldMap", "ReadStats", "Tokenizer",
     "ZERO_TEMPLATE", "benchmark_names", "char_tokenizer", "join", "load_benchmark",
     "load_dataset", "load_records", "load_tokenizer", "make_dataset", "render_prompt",
-    "save_char_tokenizer", "synthetic",
+    "save_char_tokenizer", "synthetic", "tasks",
 ]

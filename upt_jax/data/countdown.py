@@ -62,7 +62,7 @@ import itertools
 import random
 from typing import Any, Sequence
 
-from upt_jax.data import tasks
+from upt_jax.data import task_registry as tasks
 from upt_jax.data.synthetic import corpus_document
 
 __all__ = ["COUNTDOWN_TIERS", "CORPUS_TIERS", "CORPUS_SLIPS", "COUNTDOWN", "GIVEN_LABELS", "RESULT_LABELS",

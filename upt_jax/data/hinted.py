@@ -38,8 +38,9 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
-from upt_jax.data import synthetic, tasks
+from upt_jax.data import synthetic
 from upt_jax.data.synthetic import arithmetic_facts, corpus_document
+from upt_jax.data.task_registry import TaskFamily, TaskTier, register_task
 
 __all__ = ["LABELS", "HINT_TIERS", "ARITH_HINT", "hinted", "make_hinted_question"]
 
@@ -126,10 +127,10 @@ def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero"
     return corpus_document(rng, tiers, template, seed=seed, make=make, facts=arithmetic_facts, **options)
 
 
-ARITH_HINT = tasks.register_task(tasks.TaskFamily(
+ARITH_HINT = register_task(TaskFamily(
     name="arith_hint",
-    tiers=tuple(tasks.TaskTier(name, level, f"{op} of {'x'.join(map(str, d))} digits, index-hinted")
-                for name, (op, d, level) in HINT_TIERS.items()),
+    tiers=tuple(TaskTier(name, level, f"{op} of {'x'.join(map(str, d))} digits, index-hinted")
+          for name, (op, d, level) in HINT_TIERS.items()),
     make_record=make_hinted_question, verifier="integer", corpus_doc=_corpus_doc,
     description="Column arithmetic whose digits carry their column's label (index hints): every step "
                 "reads its inputs by a content lookup."), replace=True)

@@ -40,8 +40,8 @@ import dataclasses
 import random
 from typing import Any, Sequence
 
-from upt_jax.data import tasks as _tasks
 from upt_jax.data import templates as templates_lib
+from upt_jax.data.task_registry import TaskFamily, TaskTier, TierSource, register_task
 
 __all__ = [
     "Tier",
@@ -235,7 +235,7 @@ def generate(tier: str, n: int, seed: int = 0, start: int = 0) -> list[dict[str,
     return [make_question(tier, seed, i) for i in range(start, start + n)]
 
 
-class SyntheticSource(_tasks.TierSource):
+class SyntheticSource(TierSource):
     """`upt_jax.data.tasks.TierSource` over tiers of this family only: item ``i`` is drawn from
     tier ``tiers[i % k]`` (item ``i // k`` when each tier is named once)."""
 
@@ -320,9 +320,9 @@ def _make_record(tier: str, seed: int, index: int) -> dict[str, Any]:
 
 # the family as a `upt_jax.data.tasks.TaskFamily` (its corpus draws the same documents as
 # `pretraining_corpus`)
-ARITH = _tasks.register_task(_tasks.TaskFamily(
-    name="arith", tiers=tuple(_tasks.TaskTier(t.name, t.level, f"{t.op} of {'x'.join(map(str, t.digits))} digits")
-                              for t in TIERS.values()),
+ARITH = register_task(TaskFamily(
+    name="arith", tiers=tuple(TaskTier(t.name, t.level, f"{t.op} of {'x'.join(map(str, t.digits))} digits")
+                       for t in TIERS.values()),
     make_record=_make_record, verifier="integer", corpus_doc=corpus_document,
     corpus_stream="upt_jax.pretrain",
     description="Column arithmetic in plain notation (the historical built-in task: a digit's column "

@@ -47,6 +47,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+# each arm's config per seed and the base's (re-exported: they were defined here)
+from upt_jax.eval.comparison_arms import (arm_config, base_config, final_run_dirs, stage_settings,
+                                          with_sft_controls)
 from upt_jax.eval.comparison_eval import (
     SamplerPool,
     base_eval,
@@ -66,146 +69,17 @@ __all__ = ["BASE", "arm_config", "stage_settings", "with_sft_controls", "final_r
            "run_comparison", "accuracy_curves", "pass_at_k_runs", "make_plots", "write_report", "SamplerPool"]
 
 
-# ----------------------------------------------------------------------------- configs
-def _set_dotted(c, key: str, value) -> None:
-    *parents, leaf = key.split(".")
-    for p in parents:
-        c = c[p]
-    c[leaf] = value
-
-
-def _plain(x):
-    return x.to_dict() if hasattr(x, "to_dict") else (dict(x) if isinstance(x, Mapping) else x)
-
-
-def stage_settings(config, arm, stage: str | None = None) -> dict:
-    """What one training stage of ``arm`` trains on: ``tiers``, ``learning_rate``,
-    ``questions_per_step`` and ``overrides``: the budget's (and ``eval.id_tiers``) unless the arm
-    sets them, then its ``stages.<stage>``'s."""
-    b = config.budget
-    out = dict(tiers=tuple(config.eval.id_tiers), learning_rate=float(b.learning_rate),
-               questions_per_step=int(b.questions_per_step), overrides=())
-    stages = arm.get("stages") or {}
-    for src in (arm, stages.get(stage) if stage else None):
-        if not src:
-            continue
-        if src.get("tiers"):
-            out["tiers"] = tuple(src["tiers"])
-        for key, cast in (("learning_rate", float), ("questions_per_step", int)):
-            if src.get(key) is not None:
-                out[key] = cast(src[key])
-        if src is not arm:
-            out["overrides"] += tuple(tuple(o) for o in src.get("overrides") or ())
-    return out
-
-
-def _apply_budget(c, config, seed: int, run_dir: str, steps: int, settings: Mapping) -> None:
-    """One training stage ``c`` set to the comparison's budget, seed and base model."""
-    b = config.budget
-    c.seed = int(seed)
-    c.run_dir = run_dir
-    c.train.steps = int(steps)
-    c.train.questions_per_step = int(settings["questions_per_step"])
-    c.train.learning_rate = float(settings["learning_rate"])
-    decay = int(round(float(b.get("decay_frac", 0.0)) * int(steps)))
-    c.train.schedule = "wsd" if decay else "constant"  # constant, then linear to 0 over the last `decay`
-    c.train.decay_steps = decay
-    c.train.warmup_steps = 0
-    c.rollout.n = int(b.n)
-    c.rollout.max_new_tokens = int(b.max_new_tokens)
-    c.rollout.temperature = float(b.temperature)
-    c.data.tiers = tuple(settings["tiers"])
-    every = max(1, int(steps) // max(1, int(config.curves.points)))
-    c.checkpoint.every = every
-    c.checkpoint.keep = int(config.curves.points) + 2
-    c.log.progress = bool(config.get("progress", True))
-    c.model.init = "checkpoint"
-    c.model.checkpoint = config.base.run_dir
-
-
-def arm_config(config, key: str, seed: int):
-    """``(kind, config)`` of arm ``key`` for ``seed``: ``kind`` is ``train`` or ``pipeline``."""
-    import ml_collections
-
-    arm = config.arms[key]
-    c = _experiment(config, arm.module, arm.get("arg"))
-    run_dir = os.path.join(config.run_dir, key, f"seed{seed}")
-    steps = int(config.budget.steps)
-    if "order" in c:  # a pipeline: the budget's steps are split over its stages
-        c.run_dir = run_dir
-        n = len(c.order)
-        split = [steps // n + (1 if i < steps % n else 0) for i in range(n)]
-        for name, s in zip(c.order, split):
-            _apply_budget(c[name], config, seed, os.path.join(run_dir, name), s, stage_settings(config, arm, name))
-        kind = "pipeline"
-    else:
-        _apply_budget(c, config, seed, run_dir, steps, stage_settings(config, arm))
-        kind = "train"
-    names = list(c.order) if kind == "pipeline" else [None]
-    for name in names:
-        s = c[name] if name else c
-        if arm.get("hparams"):
-            hp = s.recipe.hparams.to_dict() if hasattr(s.recipe.hparams, "to_dict") else {}
-            if s.recipe.name == arm.get("hparams_recipe", s.recipe.name):
-                hp.update(_plain(arm.hparams))
-                s.recipe.hparams = ml_collections.ConfigDict(hp, type_safe=False)
-        for k, v in tuple(arm.get("overrides") or ()) + stage_settings(config, arm, name)["overrides"]:
-            _set_dotted(s, k, v)
-    return kind, c
-
-
-def _experiment(config, name: str, arg: str | None = None):
-    """The config of ``<experiments dir>/<name>.py[:arg]`` that an arm or the base names, loaded by
-    path (`upt_jax.config_files.experiment_config`, as ``upt train --config`` loads a file); the
-    directory is ``config.experiments_dir`` when set, else the shipped experiments."""
-    from upt_jax.config_files import experiment_config
-
-    return experiment_config(name, arg or None, root=config.get("experiments_dir") or None)
-
-
-def with_sft_controls(config):
-    """``config`` with an SFT control arm ``<key>_sft_control`` for every arm that sets
-    ``sft_control``: SFT on the same tiers (so the same questions, in the same order), seeds,
-    steps and questions per step, at ``sft_control.learning_rate`` (default the budget's); it
-    follows its arm in every table that shows the arm. Idempotent; modifies and returns ``config``.
-    Raises ``ValueError`` for a control of a pipeline or of an arm that does not sample (not RL)."""
-    import ml_collections
-
-    for key in list(config.arms.keys()):
-        arm = config.arms[key]
-        spec = arm.get("sft_control")
-        ctl = f"{key}_sft_control"
-        if not spec or ctl in config.arms:
-            continue
-        c = _experiment(config, arm.module, arm.get("arg"))
-        if "order" in c or c.get("mode") != "online":
-            raise ValueError(f"arms.{key}.sft_control: an SFT control is for a one-stage RL arm (mode online), "
-                             f"not {'a pipeline' if 'order' in c else 'mode ' + repr(c.get('mode'))}")
-        spec = _plain(spec) if not isinstance(spec, bool) else {}
-        config.arms[ctl] = ml_collections.ConfigDict(dict(
-            label=spec.get("label", f"SFT control of {arm.label}"), module="sft", arg="", hparams={},
-            overrides=tuple(spec.get("overrides", ())), seeds=tuple(arm.get("seeds") or ()),
-            tiers=stage_settings(config, arm)["tiers"],
-            learning_rate=float(spec.get("learning_rate", config.budget.learning_rate)), control_of=key),
-            type_safe=False)
-        config.tables = tuple((title, tuple(k for a in keys for k in ((a, ctl) if a == key else (a,))))
-                              for title, keys in config.tables)
-    return config
-
-
-def final_run_dirs(kind: str, c) -> list[str]:
-    """The run directories whose checkpoints make the arm's trajectory, in order."""
-    if kind == "pipeline":
-        return [os.path.join(c.run_dir, name) for name in c.order]
-    return [c.run_dir]
-
-
 # ----------------------------------------------------------------------------- running
-def ensure_base(config) -> str:
-    """The base model's directory: a shipped model directory as it is, a run directory trained
-    first when it holds no finished checkpoint."""
-    from upt_jax.train.trainer import train
+def _runner(run):
+    """``run``, or one training run (`upt_jax.train.trainer.train`)."""
+    from upt_jax.train import trainer
 
+    return run or trainer.train
+
+
+def ensure_base(config, run=None) -> str:
+    """The base model's directory: a shipped model directory as it is, a run directory trained
+    first (by ``run``, default one training run) when it holds no finished checkpoint."""
     d = config.base.run_dir
     if is_weights_dir(d):
         return d
@@ -219,13 +93,9 @@ def ensure_base(config) -> str:
         raise FileNotFoundError(f"config.base.run_dir={d!r} is neither a shipped model directory (upt_jax.bases) "
                                 "nor a finished run; train it first (e.g. `upt train --config "
                                 "experiments/pretrain_tiny.py`) or set config.base.module to train it here")
-    c = _experiment(config, config.base.module, config.base.get("arg"))
-    c.run_dir = d
-    for k, v in config.base.get("overrides") or ():
-        _set_dotted(c, k, v)
-    c.log.progress = bool(config.get("progress", True))
+    c = base_config(config)
     print(f"[base] training the base model into {d} ({c.train.steps} steps)", flush=True)
-    train(c)
+    _runner(run)(c)
     return d
 
 
@@ -246,17 +116,18 @@ def check_same_base(config, base_dir: str) -> None:
         json.dump({"base": os.path.abspath(base_dir), "weights_sha256": sha}, f)
 
 
-def run_arm(config, key: str, seed: int) -> list[str]:
-    """Train (or resume, or find finished) arm ``key`` for ``seed``; returns its run dirs."""
+def run_arm(config, key: str, seed: int, run=None) -> list[str]:
+    """Train (or resume, or find finished) arm ``key`` for ``seed``; returns its run dirs. ``run``
+    runs the arm's config, or each stage's for a pipeline (default: one training run; the
+    dispatcher's ``train`` runs any mode, e.g. STaR)."""
     from upt_jax.train.pipeline import run_pipeline
-    from upt_jax.train.trainer import train
 
     kind, c = arm_config(config, key, seed)
     t0 = time.time()
     if kind == "pipeline":
-        run_pipeline(c)
+        run_pipeline(c, run=run)
     else:
-        train(c)
+        _runner(run)(c)
     log.info("arm %s seed %d: %.1fs", key, seed, time.time() - t0)
     return final_run_dirs(kind, c)
 
@@ -297,9 +168,11 @@ def _write_outputs(config, results: dict, plots: Mapping[str, str]) -> str:
     return write_report(config, results, plots)
 
 
-def run_comparison(config) -> dict:
+def run_comparison(config, run=None) -> dict:
     """Run every arm × seed, evaluate, write ``results.json``, ``summary.json``, ``REPORT.md`` and
-    plots.
+    plots. ``run``: what runs an arm's (or the base's) config, default one training run
+    (`upt_jax.train.trainer.train`); `upt_jax.dispatch.train` (``upt train``) passes itself, so an
+    arm may be of any mode (STaR).
 
     Order: the main table's runs; then the accuracy curves, pass@k and plots; then the other
     arms (ablations). The outputs are rewritten after every run."""
@@ -310,7 +183,7 @@ def run_comparison(config) -> dict:
     os.makedirs(config.run_dir, exist_ok=True)
     with open(os.path.join(config.run_dir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    base_dir = ensure_base(config)
+    base_dir = ensure_base(config, run)
     check_same_base(config, base_dir)
     ec = config.eval
     main = eval_settings(ec, eval_suites(ec), ec.n_per_tier, ec.k)
@@ -337,7 +210,7 @@ def run_comparison(config) -> dict:
             finish_main()
         bar.set_postfix_str(f"{key} seed {seed}")
         t0 = time.time()
-        dirs = run_arm(config, key, seed)
+        dirs = run_arm(config, key, seed, run)
         t1 = time.time()
         entry = results["arms"].setdefault(key, dict(label=config.arms[key].label, seeds={}, run_dirs={}))
         entry["seeds"][str(seed)] = evaluate_run(dirs[-1], main, samplers=samplers)

@@ -77,6 +77,14 @@ def _prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
     return out
 
 
+def _runner(check):
+    """What runs ``check``'s arm: STaR's rounds (`upt_jax.train.star.run_star`) for the STaR check,
+    else one training run (the comparison's default)."""
+    from upt_jax.train.star import run_star
+
+    return run_star if check.module == "star" else None
+
+
 def _final_dir(check, dirs: list[str]) -> str:
     if check.module == "star":  # STaR's model is its last round's SFT run (run_dir/round_<r>)
         rounds = [int(p.split("_")[1]) for p in os.listdir(dirs[-1]) if p.startswith("round_")
@@ -206,7 +214,7 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
         else:
             sc = c
         t0 = time.time()
-        finals[seed] = _final_dir(check, cmp.run_arm(sc, check.key, seed))
+        finals[seed] = _final_dir(check, cmp.run_arm(sc, check.key, seed, run=_runner(check)))
         seconds[str(seed)] = round(time.time() - t0, 1)
     rows = measure(check, c, prep, base_dir, finals, scale, rm_dirs)
     return dict(key=check.key, label=check.label, metric=check.metric, note=check.note, seeds=list(seeds),

@@ -9,7 +9,9 @@
   (`reference_logp_fn`): no copy of the model.
 - Checkpoints hold the adapters, the optimiser state, the step and the key (`saved_state`); the
   base comes back from its source (a preset's seed-0 init, the HF directory, the parent run) when
-  the run resumes (`with_base`) or is read (`adapted_model_from_run`).
+  the run resumes (`with_base`) or is read (`adapted_model_from_run`, with `merged_model_from_run`,
+  `run_lora` and `lora_config` defined in `upt_jax.train.run_model`, the one way to get a run's model,
+  and re-exported here).
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import jax
 from flax import nnx
 
 from upt_jax.models.lora import LoraConfig, apply_lora, merge_lora, set_adapters, set_dropout_key
+# reading a LoRA run back (its base from the recorded source + its adapters) is part of the one way to
+# get a run's model, `upt_jax.train.run_model`; re-exported here with the run's LoraConfig
+from upt_jax.train.run_model import adapted_model_from_run, lora_config, merged_model_from_run, run_lora
 
 __all__ = ["TRAINABLE", "lora_config", "adapt", "trainable", "dropout_hook", "reference_logp_fn", "saved_state",
            "with_base", "adapter_params_bound", "run_lora", "adapted_model_from_run", "merged_model_from_run",
@@ -27,15 +32,6 @@ __all__ = ["TRAINABLE", "lora_config", "adapt", "trainable", "dropout_hook", "re
 log = logging.getLogger(__name__)
 
 TRAINABLE = nnx.LoRAParam
-
-
-def lora_config(config) -> LoraConfig | None:
-    """The run's ``LoraConfig`` (``config.model.lora``), or ``None`` when rank is 0 or absent."""
-    lc = config.model.get("lora") if hasattr(config.model, "get") else None
-    if not lc:
-        return None
-    cfg = LoraConfig.from_dict(lc)
-    return cfg if cfg.enabled else None
 
 
 def adapt(model, config):
@@ -90,67 +86,3 @@ def adapter_params_bound(model_cfg, rank: int) -> int:
                    model_cfg.num_heads * model_cfg.head_dim, model_cfg.num_kv_heads * model_cfg.head_dim)
     per_layer = (d + q) * 2 + (d + kv) * 2 + (d + f) * 3
     return rank * per_layer * model_cfg.num_layers
-
-
-# ----------------------------------------------------------------------------- run directories
-def run_lora(record: dict | None) -> LoraConfig | None:
-    """The ``LoraConfig`` a run's ``model.json`` records, or ``None`` (no adapters)."""
-    d = (record or {}).get("lora")
-    return LoraConfig.from_dict(d) if d else None
-
-
-def _base_model(source: dict, cfg, *, key: str, remat: str):
-    """The frozen base a LoRA run trained on, rebuilt from its recorded ``source``."""
-    from upt_jax.models import init_model, load_hf_checkpoint
-    from upt_jax.train.run_model import model_from_run
-
-    init = (source or {}).get("init")
-    if init == "preset":  # the trainer's build_model: seed-0 init of the recorded config
-        return init_model(cfg, 0, remat=remat)
-    if init == "hf":
-        return load_hf_checkpoint(source["hf_dir"], cfg=cfg, remat=remat)
-    if init == "checkpoint":
-        model, _ = model_from_run(source["checkpoint"], key=key, param_dtype=cfg.param_dtype, dtype=cfg.dtype,
-                                  remat=remat)
-        return model
-    raise ValueError(f"{key}: the LoRA run records no usable source for its base model ({source!r})")
-
-
-def adapted_model_from_run(path, *, key: str, step: int | None = None, remat: str = "none"):
-    """``(model with adapters, step, LoraConfig)`` of the LoRA run directory ``path``: the base
-    from the recorded source, the adapters from checkpoint ``step`` (default: the newest usable)."""
-    from upt_jax.models import ModelConfig
-    from upt_jax.train.checkpoint import CheckpointError, restore_params
-    from upt_jax.train.run_model import checkpoints_dir, read_record, run_root
-
-    record = read_record(run_root(path))
-    cfg = run_lora(record)
-    if cfg is None:
-        raise ValueError(f"{key}={str(path)!r} is not a LoRA run (its model.json records no adapters)")
-    base = _base_model(record["source"], ModelConfig.from_dict(record["model"]), key=key, remat=remat)
-    graphdef, adapters, rest = nnx.split(apply_lora(base, cfg), TRAINABLE, ...)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), adapters)
-    try:
-        adapters, step = restore_params(checkpoints_dir(path), abstract, step=step, return_step=True)
-    except CheckpointError as e:
-        raise CheckpointError(f"{key}={str(path)!r}: cannot restore the LoRA adapters (r={cfg.rank}, "
-                              f"targets {cfg.targets!r}): {e}") from e
-    return nnx.merge(graphdef, adapters, rest), step, cfg
-
-
-def merged_model_from_run(path, *, key: str, step: int | None = None, remat: str = "none", cfg=None,
-                          mesh=None):
-    """``(model, step)``: a LoRA run's model with its adapters merged into the base weights
-    (`merge_lora`), in ``cfg``'s dtypes when given (another stage may train in another precision)."""
-    from upt_jax.models.partition import shard_model
-    from upt_jax.models.transformer import abstract_model
-
-    model, step, _ = adapted_model_from_run(path, key=key, step=step, remat=remat)
-    model = merge_lora(model)
-    if cfg is not None and (cfg.param_dtype, cfg.dtype) != (model.cfg.param_dtype, model.cfg.dtype):
-        target = abstract_model(cfg, remat=remat)
-        nnx.update(target, jax.tree.map(lambda x, t: x.astype(t.dtype), nnx.state(model), nnx.state(target)))
-        model = target
-    if mesh is not None:
-        shard_model(model, mesh)
-    return model, step

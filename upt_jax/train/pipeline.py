@@ -52,11 +52,15 @@ def stage_configs(config) -> list[tuple[str, object]]:
     return stages
 
 
-def run_pipeline(config) -> list[dict]:
-    """Run the stages in order; returns one report per stage (``status``: ran / already done)."""
-    from upt_jax.train import schema
-    from upt_jax.train.trainer import train
+def run_pipeline(config, run=None) -> list[dict]:
+    """Run the stages in order; returns one report per stage (``status``: ran / already done).
 
+    ``run``: ``(stage config) -> metrics``, what runs one stage (default: one training run,
+    `upt_jax.train.trainer.train`); ``upt pipeline`` passes `upt_jax.dispatch.train`, so a stage may
+    be of any mode (e.g. STaR rounds after an SFT stage)."""
+    from upt_jax.train import schema, trainer
+
+    train = run or trainer.train
     stages = stage_configs(config)
     for name, c in stages:  # every stage's keys, before the first stage trains
         schema.validate(c, prefix=f"config.{name}.")

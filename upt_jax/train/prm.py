@@ -7,7 +7,8 @@ from its first mistake on. The PRM is a ``RewardModel`` whose score at each step
 (the newline, or EOS for the last step) is trained with binary cross-entropy on these labels.
 
 ``config.mode = "prm"`` (``experiments/prm.py``) trains one; per-step accuracy on held-out
-demonstrations (a different seed, half of them corrupted) is logged.
+demonstrations (a different seed, half of them corrupted) is logged. A trained PRM scores rollouts
+with `upt_jax.train.reward_scorers.ProcessReward` (re-exported here).
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# a trained PRM scoring rollouts' steps, re-exported: it lives below the reward-model trainer
+from upt_jax.train.reward_scorers import ProcessReward, step_ends  # noqa: F401
 
 
 def corrupt_steps(demonstration: str, rng: random.Random) -> tuple[str, list[int]]:
@@ -76,37 +80,3 @@ def prm_objective():
         return {"prm": s}, {"step_accuracy": acc}
 
     return Objective(denominators=lambda b: {"prm": jnp.sum(b["step_weights"])}, sums=sums)
-
-
-def step_ends(tokens: np.ndarray, mask: np.ndarray, newline_id: int) -> np.ndarray:
-    """``[B, T]`` 1 at each step's last response token: newlines, and the last response token."""
-    m = mask > 0
-    ends = (tokens == newline_id) & m
-    idx = np.arange(mask.shape[1])[None, :]
-    last = np.max(np.where(m, idx, -1), axis=1)
-    rows = np.nonzero(last >= 0)[0]
-    ends[rows, last[rows]] = True
-    return ends.astype(np.float32)
-
-
-class ProcessReward:
-    """A trained PRM (``experiments/prm.py``) scoring the steps of rollouts inside the loop.
-
-    ``step_rewards(rows)`` → ``(step_rewards, step_mask)`` ``[B, T]``: the PRM's probability that
-    each step is correct, placed at the step's last token (for the ``grpo_process`` recipe).
-    """
-
-    def __init__(self, run_dir: str, *, newline_id: int):
-        from flax import nnx
-
-        from upt_jax.train.reward_model import load_reward_model
-
-        graphdef, self.params = load_reward_model(run_dir)
-        self.newline_id = newline_id
-        self._fn = jax.jit(lambda p, tokens, attn: nnx.merge(graphdef, p).token_scores(tokens, attn))
-
-    def step_rewards(self, rows: dict) -> tuple[np.ndarray, np.ndarray]:
-        logits = np.asarray(self._fn(self.params, jnp.asarray(rows["tokens"]), jnp.asarray(rows["attention_mask"])))
-        ends = step_ends(np.asarray(rows["tokens"]), np.asarray(rows["mask"]), self.newline_id)
-        probs = 1.0 / (1.0 + np.exp(-logits))
-        return (probs * ends).astype(np.float32), ends

@@ -1,5 +1,7 @@
 """Reward-model training: Bradley–Terry on preference pairs (``config.mode = "reward_model"``), or
-a process reward model on step labels (``config.mode = "prm"``, see ``upt_jax.train.prm``).
+a process reward model on step labels (``config.mode = "prm"``, see ``upt_jax.train.prm``). A
+trained one scores rollouts through `upt_jax.train.reward_scorers` (``load_reward_model``,
+``LearnedReward``, re-exported here).
 
 The reward model is the decoder (from ``config.model``: a preset, a HF directory or another
 run's checkpoint) with a scalar head read at the last token. Each step takes
@@ -17,14 +19,14 @@ import logging
 import os
 import time
 
-from etils import epath
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from upt_jax.train.loop import Loop
+# the trained model as a scorer (loading it, scoring rollouts), re-exported: it lives below the trainer
+from upt_jax.train.reward_scorers import LearnedReward, load_reward_model  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -231,68 +233,3 @@ def train_reward_model(config) -> list[dict]:
     from upt_jax.train.loop import run_trainer
 
     return run_trainer(RewardModelTrainer, config)
-
-
-def load_reward_model(run_dir: str):
-    """``(graphdef, params)`` of a ``RewardModel`` trained in ``run_dir`` (``reward_model`` or
-    ``prm`` mode): rebuilt from its ``config.json``, parameters from its latest usable checkpoint."""
-    import ml_collections
-
-    from upt_jax.data import load_tokenizer
-    from upt_jax.models.reward import reward_model_from
-    from upt_jax.train.checkpoint import abstract_with_shardings, restore_params
-    from upt_jax.train.model_source import build_model
-
-    cfg_file = epath.Path(run_dir) / "config.json"  # local or gs://
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"reward model run {run_dir!r} has no config.json (train one with "
-                                "experiments/reward_model.py or experiments/prm.py)")
-    rm_config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
-    tok = load_tokenizer(rm_config.tokenizer)
-    special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
-    model = reward_model_from(build_model(rm_config.model, vocab_size=tok.vocab_size, special=special))
-    graphdef, state = nnx.split(model)
-    return graphdef, restore_params(str(epath.Path(run_dir) / "checkpoints"), abstract_with_shardings(state))
-
-
-class LearnedReward:
-    """Scores rollouts with a trained reward model (RLHF), in place of a verifier.
-
-    Args:
-      run_dir: a ``reward_model`` run directory (its ``config.json`` and latest checkpoint).
-      normalize: ``none``; ``batch`` (whiten the step's scores: zero mean, unit std); or
-        ``running`` (subtract/divide by running mean and std over all scores seen so far).
-      pad_id: the tokenizer's pad id.
-    """
-
-    def __init__(self, run_dir: str, *, pad_id: int, normalize: str = "none"):
-        if normalize not in ("none", "batch", "running"):
-            raise ValueError(f"reward.normalize must be none, batch or running, not {normalize!r}")
-        graphdef, params = load_reward_model(run_dir)
-        self.params, self.graphdef = params, graphdef
-        self.pad_id, self.normalize = pad_id, normalize
-        self._fn = jax.jit(lambda p, tokens, attn: nnx.merge(graphdef, p)(tokens, attn))
-        self._n, self._mean, self._m2 = 0, 0.0, 0.0
-
-    def raw_scores(self, prompts, responses) -> np.ndarray:
-        """``[B]`` reward-model scores of ``prompt_i ⧺ response_i`` (token-id lists)."""
-        from upt_jax.train.batching import pack_rows
-
-        rows = pack_rows(prompts, responses, pad_id=self.pad_id)
-        return np.asarray(self._fn(self.params, jnp.asarray(rows["tokens"]), jnp.asarray(rows["attention_mask"])),
-                          np.float32)
-
-    def scores(self, prompts, responses) -> np.ndarray:
-        """Normalised scores as configured."""
-        r = self.raw_scores(prompts, responses)
-        if self.normalize == "batch":
-            return ((r - r.mean()) / (r.std() + 1e-6)).astype(np.float32)
-        if self.normalize == "running":  # Welford over every score seen so far
-            for x in r:
-                self._n += 1
-                d = x - self._mean
-                self._mean += d / self._n
-                self._m2 += d * (x - self._mean)
-            std = (self._m2 / max(self._n - 1, 1)) ** 0.5
-            return ((r - self._mean) / (std + 1e-6)).astype(np.float32)
-        return r

@@ -34,6 +34,9 @@ import os
 
 import jax
 from etils import epath
+from flax import nnx
+
+from upt_jax.models.lora import LoraConfig, apply_lora, merge_lora
 
 # the run directory's files and its tokenizer record, re-exported: one module to import from
 from upt_jax.train.run_files import (FORMAT, MODEL_FILE, RECORD_FILE, WEIGHTS_FILE, absolute_path,  # noqa: F401
@@ -46,7 +49,8 @@ log = logging.getLogger(__name__)
 __all__ = ["MODEL_FILE", "WEIGHTS_FILE", "RECORD_FILE", "is_weights_dir", "file_sha256", "verify_weights",
            "run_root", "checkpoints_dir", "read_record", "make_record", "record_for",
            "write_record", "source_of", "lineage_preset", "recorded_model_config", "model_from_run", "load_run_model",
-           "recorded_tokenizer", "carry_tokenizer", "tokenizer_spec"]
+           "recorded_tokenizer", "carry_tokenizer", "tokenizer_spec", "lora_config", "run_lora",
+           "adapted_model_from_run", "merged_model_from_run"]
 
 
 
@@ -163,14 +167,12 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
     with the recorded architecture (`recorded_model_config`) and the params of checkpoint ``step``
     (default: the newest usable one; older steps are tried when a newer one fails its integrity
     check), sharded over ``mesh`` if given. A LoRA run (``model.json`` records ``lora``) gives its
-    base model with the adapters merged in (`upt_jax.train.lora_state.merged_model_from_run`).
+    base model with the adapters merged in (`merged_model_from_run`).
 
     ``vocab_size``: the caller's tokenizer's size (``tokenizer`` names it in errors); with
     ``check_vocab`` a tokenizer with more tokens than the model has embedding rows is an error.
     Raises ``CheckpointError`` naming ``key`` when the params do not restore into the rebuilt model.
     """
-    from flax import nnx
-
     from upt_jax.models import init_model
     from upt_jax.models.partition import shard_model
     from upt_jax.train.checkpoint import CheckpointError, restore_params
@@ -185,8 +187,6 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
              cfg.model_type, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, where)
     record = read_record(run_root(path))
     if (record or {}).get("lora"):  # a LoRA run: its base from the recorded source, adapters merged
-        from upt_jax.train.lora_state import merged_model_from_run
-
         return merged_model_from_run(path, key=key, step=step, remat=remat, cfg=cfg, mesh=mesh)
     if is_weights_dir(path):  # a shipped model: model.json + model.safetensors (+ record.json)
         from upt_jax.models.hf_io import load_hf_checkpoint
@@ -211,10 +211,79 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
     return model, step
 
 
+# ----------------------------------------------------------------------------- LoRA runs
+def lora_config(config) -> LoraConfig | None:
+    """The run's ``LoraConfig`` (``config.model.lora``), or ``None`` when rank is 0 or absent."""
+    lc = config.model.get("lora") if hasattr(config.model, "get") else None
+    if not lc:
+        return None
+    cfg = LoraConfig.from_dict(lc)
+    return cfg if cfg.enabled else None
+
+
+def run_lora(record: dict | None) -> LoraConfig | None:
+    """The ``LoraConfig`` a run's ``model.json`` records, or ``None`` (no adapters)."""
+    d = (record or {}).get("lora")
+    return LoraConfig.from_dict(d) if d else None
+
+
+def _base_model(source: dict, cfg, *, key: str, remat: str):
+    """The frozen base a LoRA run trained on, rebuilt from its recorded ``source``."""
+    from upt_jax.models import init_model, load_hf_checkpoint
+
+    init = (source or {}).get("init")
+    if init == "preset":  # the trainer's build_model: seed-0 init of the recorded config
+        return init_model(cfg, 0, remat=remat)
+    if init == "hf":
+        return load_hf_checkpoint(source["hf_dir"], cfg=cfg, remat=remat)
+    if init == "checkpoint":
+        model, _ = model_from_run(source["checkpoint"], key=key, param_dtype=cfg.param_dtype, dtype=cfg.dtype,
+                                  remat=remat)
+        return model
+    raise ValueError(f"{key}: the LoRA run records no usable source for its base model ({source!r})")
+
+
+def adapted_model_from_run(path, *, key: str, step: int | None = None, remat: str = "none"):
+    """``(model with adapters, step, LoraConfig)`` of the LoRA run directory ``path``: the base
+    from the recorded source, the adapters from checkpoint ``step`` (default: the newest usable)."""
+    from upt_jax.models import ModelConfig
+    from upt_jax.train.checkpoint import CheckpointError, restore_params
+
+    record = read_record(run_root(path))
+    cfg = run_lora(record)
+    if cfg is None:
+        raise ValueError(f"{key}={str(path)!r} is not a LoRA run (its model.json records no adapters)")
+    base = _base_model(record["source"], ModelConfig.from_dict(record["model"]), key=key, remat=remat)
+    graphdef, adapters, rest = nnx.split(apply_lora(base, cfg), nnx.LoRAParam, ...)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), adapters)
+    try:
+        adapters, step = restore_params(checkpoints_dir(path), abstract, step=step, return_step=True)
+    except CheckpointError as e:
+        raise CheckpointError(f"{key}={str(path)!r}: cannot restore the LoRA adapters (r={cfg.rank}, "
+                              f"targets {cfg.targets!r}): {e}") from e
+    return nnx.merge(graphdef, adapters, rest), step, cfg
+
+
+def merged_model_from_run(path, *, key: str, step: int | None = None, remat: str = "none", cfg=None,
+                          mesh=None):
+    """``(model, step)``: a LoRA run's model with its adapters merged into the base weights
+    (`merge_lora`), in ``cfg``'s dtypes when given (another stage may train in another precision)."""
+    from upt_jax.models.partition import shard_model
+    from upt_jax.models.transformer import abstract_model
+
+    model, step, _ = adapted_model_from_run(path, key=key, step=step, remat=remat)
+    model = merge_lora(model)
+    if cfg is not None and (cfg.param_dtype, cfg.dtype) != (model.cfg.param_dtype, model.cfg.dtype):
+        target = abstract_model(cfg, remat=remat)
+        nnx.update(target, jax.tree.map(lambda x, t: x.astype(t.dtype), nnx.state(model), nnx.state(target)))
+        model = target
+    if mesh is not None:
+        shard_model(model, mesh)
+    return model, step
+
+
 def record_for(config, model, tok) -> dict:
     """The ``model.json`` of the run ``config`` with its built ``model`` and tokenizer ``tok``."""
-    from upt_jax.train.lora_state import lora_config
-
     record = make_record(model.cfg, source=source_of(config.model), tokenizer=config.tokenizer, tok=tok,
                          template=config.data.template, system_prompt=config.data.get("system_prompt"))
     lora = lora_config(config)

@@ -1,8 +1,11 @@
 """The training loop's façade: `Trainer` wires one run's stages together and `train` runs (or
-resumes) an experiment of any mode.
+resumes) one training run: a policy or a reward model.
 
     from upt_jax.train.trainer import train
     train(config)       # config: upt_jax.train.config.base_config() or an experiments/ module
+
+The modes that launch several runs (STaR, the comparison) are above this module: run them, or any
+mode, with `upt_jax.dispatch.train` (``upt train``).
 
 One step (online): take ``Q`` questions; roll out ``n`` responses each with the current parameters
 and score them (`rollouts`); assemble the rows, with each question's demonstration last in its
@@ -136,13 +139,13 @@ class Trainer(Loop):
         self.verifier = Verifier(config.data.verifier) if self.online and self.reward_fns is None else None
         self.learned_reward = None
         if self.online and config.reward.source == "model":
-            from upt_jax.train.reward_model import LearnedReward
+            from upt_jax.train.reward_scorers import LearnedReward
 
             self.learned_reward = LearnedReward(config.reward.model_run_dir, pad_id=self.tok.pad_id,
                                                 normalize=config.reward.normalize)
         self.process_reward = None
         if self.online and config.reward.prm_run_dir:
-            from upt_jax.train.prm import ProcessReward
+            from upt_jax.train.reward_scorers import ProcessReward
 
             newline = self.tok.encode("\n")
             if len(newline) != 1:
@@ -331,22 +334,23 @@ class Trainer(Loop):
             self.hooks.close()
 
 
-def train(config) -> list[dict]:
-    """Run (or resume) the experiment ``config``; returns the metrics of the steps run now.
+# the modes that launch several runs, dispatched above the regimes they orchestrate
+MULTI_RUN_MODES = ("star", "comparison")
 
-    ``config.mode = "reward_model"`` trains a Bradley–Terry reward model instead, and
-    ``"prm"`` a process reward model (``upt_jax.train.reward_model``)."""
+
+def train(config) -> list[dict]:
+    """Run (or resume) one training run ``config`` on the loop; returns the metrics of the steps run now.
+
+    ``config.mode``: ``online``, ``offline`` or ``preference`` trains the policy (`Trainer`);
+    ``reward_model`` a Bradley–Terry reward model and ``prm`` a process reward model
+    (``upt_jax.train.reward_model``). The modes that launch several runs (``star``: STaR rounds,
+    ``comparison``: arms × seeds) import this function for their runs, so they are run by
+    `upt_jax.dispatch.train` (what ``upt train`` calls), which runs every mode."""
+    if config.get("mode") in MULTI_RUN_MODES:
+        raise ValueError(f"config.mode={config.mode!r} launches several runs: run it with "
+                         "upt_jax.dispatch.train(config) or `upt train`, not upt_jax.train.trainer.train")
     if config.mode in ("reward_model", "prm"):
         from upt_jax.train.reward_model import train_reward_model
 
         return train_reward_model(config)
-    if config.mode == "star":
-        from upt_jax.train.star import run_star
-
-        return run_star(config)
-    if config.mode == "comparison":  # several arms × seeds, evaluated (experiments/paper_table.py)
-        from upt_jax.eval.comparison import run_comparison
-
-        run_comparison(config)
-        return []
     return run_trainer(Trainer, config)
