@@ -49,6 +49,9 @@ def test_py_and_ipynb_in_sync(name):
 
 
 def test_compose_a_loss_gradient_matches_textbook(monkeypatch):
+    """Part 1: a composed loss's gradient equals the textbook's. Part 2: a composed recipe with a user's
+    part, trained in the kernel and, in a child process, SIGKILLed after a checkpoint and resumed by
+    ``upt train``: the same final parameters (bitwise) and losses."""
     text, _ = execute("01_compose_a_loss", monkeypatch)
     diff = float(re.search(r"max \|grad difference\| = (\S+)", text).group(1))
     assert diff < 1e-6
@@ -56,6 +59,21 @@ def test_compose_a_loss_gradient_matches_textbook(monkeypatch):
     assert norm > 1e-3  # a real gradient, not zero = zero
     clipped = int(re.search(r"outside \[0.8, 1.28\]: (\d+)", text).group(1))
     assert clipped > 0  # the clip is exercised
+    # part 2: the composed recipe (with a part from the user's module) trained, SIGKILLed, resumed
+    assert '"import": "my_parts:rloo_brevity"' in text  # recorded by import path, outside upt_jax
+    steps = re.findall(r"^step (\d+): loss \S+ .*grad norm (\S+)$", text, re.M)
+    total = len(steps)
+    assert [int(s) for s, _ in steps] == list(range(1, total + 1)) and total >= 3
+    assert all(float(g) > 0 for _, g in steps)  # the parameters move every step
+    killed, of = map(int, re.search(r"killed \(SIGKILL\) with step (\d+) of (\d+) committed", text).groups())
+    assert of == total and 1 <= killed < total  # mid-run
+    resumed = re.search(r"INFO upt_jax\.train\.trainer: resumed \S+killed at step (\d+)$", text, re.M)
+    assert int(resumed.group(1)) == killed
+    assert re.search(rf'^upt train: .*"steps_run": {total - killed}, "last": {{"step": {total},', text, re.M)
+    assert re.search(rf"^final step: reference {total}, killed and resumed {total}$", text, re.M)
+    leaves = int(re.search(r"^parameters bitwise equal: True \((\d+) leaves\)$", text, re.M).group(1))
+    assert leaves > 0
+    assert re.search(rf"^losses equal: True \({total} steps\)$", text, re.M)
 
 
 def test_gradient_coefficients_heat_map(monkeypatch):
