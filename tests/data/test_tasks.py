@@ -69,11 +69,11 @@ def test_the_built_in_families_are_registered_whichever_module_a_process_imports
 
     assert (tasks.TaskFamily, tasks.TaskTier, tasks.register_task, tasks.get_task) == (
         task_registry.TaskFamily, task_registry.TaskTier, task_registry.register_task, task_registry.get_task)
-    assert tasks.task_names()[:2] == ("arith", "arith_hint")
-    for first in ("upt_jax.data.task_registry", "upt_jax.data.hinted", "upt_jax.data.tasks"):
+    assert tasks.task_names()[:3] == ("arith", "arith_hint", "countdown")
+    for first in ("upt_jax.data.task_registry", "upt_jax.data.hinted", "upt_jax.data.countdown", "upt_jax.data.tasks"):
         code = f"import {first}; from upt_jax.data import task_registry as r; print(r.task_names())"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        assert out.strip() == "('arith', 'arith_hint')", (first, out)
+        assert out.strip() == "('arith', 'arith_hint', 'countdown')", (first, out)
 
 
 def test_a_user_family_runs_through_pretraining_grpo_and_evaluation(tmp_path):
