@@ -8,6 +8,7 @@ numbers they will be reported with.
     python -m experiments.testbed_sweep RUN_DIR                         # every method, seed 0
     python -m experiments.testbed_sweep RUN_DIR --methods grpo,hpt --seeds 0,1
     python -m experiments.testbed_sweep RUN_DIR --variant smoke         # the test suite's
+    python -m experiments.testbed_sweep RUN_DIR --methods hpt --rates 3e-3   # one more point
 
 Writes ``RUN_DIR/sweep.json``: per method, per rate, the paired difference against the base on
 every tier and group (`upt_jax.eval.comparison_report`), the score (the paired difference on the
@@ -98,9 +99,12 @@ def main(argv=None) -> dict:
     p.add_argument("--variant", default="full", choices=("full", "smoke"))
     p.add_argument("--methods", default=",".join(testbed.METHODS), help="comma-separated")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    p.add_argument("--rates", default="", help="comma-separated rates for every method (default: each method's grid)")
     a = p.parse_args(argv)
-    c = get_config(a.variant, methods=[m for m in a.methods.split(",") if m],
-                   seeds=[int(s) for s in a.seeds.split(",") if s])
+    methods = [m for m in a.methods.split(",") if m]
+    rates = tuple(float(r) for r in a.rates.split(",") if r)
+    c = get_config(a.variant, methods=methods, seeds=[int(s) for s in a.seeds.split(",") if s],
+                   grids={m: rates for m in methods} if rates else None)
     testbed.set_run_dir(c, a.run_dir)
     return run(c)
 

@@ -269,6 +269,19 @@ def test_the_sweep_has_one_arm_per_method_and_rate_and_picks_the_best_id_average
         testbed_sweep.get_config("full", methods=("sft_then_grpo",))
 
 
+def test_the_sweep_command_takes_extra_rates_for_the_methods_named(tmp_path, monkeypatch):
+    """``--rates`` replaces every named method's grid (one more point of a grid already run, in
+    its own run directory)."""
+    seen = []
+    monkeypatch.setattr(testbed_sweep, "run", lambda c: seen.append(c) or {})
+    testbed_sweep.main([str(tmp_path / "more"), "--methods", "hpt,srft", "--rates", "3e-3,1e-2"])
+    (c,) = seen
+    assert sorted(c.arms) == ["hpt_lr0p003", "hpt_lr0p01", "srft_lr0p003", "srft_lr0p01"]
+    assert c.run_dir == str(tmp_path / "more") and c.arms.hpt_lr0p01.learning_rate == 1e-2
+    testbed_sweep.main([str(tmp_path / "grid"), "--methods", "sft"])
+    assert [seen[1].arms[k].learning_rate for k in seen[1].arms] == list(testbed.METHODS["sft"]["grid"])
+
+
 @pytest.mark.slow
 def test_the_sweep_scores_each_rate_on_the_validation_split(tmp_path):
     c = testbed_sweep.get_config("smoke", methods=("sft",), grids={"sft": (1e-3, 1e-2)})
