@@ -110,7 +110,7 @@ def get_config(arg: str | None = None):
     c.title = "SFT, GRPO, SFT→GRPO, LUFFY, SRFT and HPT on the index-hinted arithmetic testbed"
     c.run_dir = f"runs/testbed_{variant}" if variant != "full" else "runs/testbed"
     c.progress = True
-    c.only_arms = ()  # e.g. --config.only_arms='(luffy,srft,hpt)': one process's share (comparison.only_arms)
+    c.only_arms = ()  # e.g. --config.only_arms=luffy,srft,hpt: one process's share (comparison.only_arms)
     c.plot_smooth = 5
     c.seeds = (0, 1, 2)
     c.base = ml_collections.ConfigDict(dict(run_dir=bases.base_dir(FAMILY), label="base model (shipped)"),

@@ -243,6 +243,9 @@ def test_only_arms_splits_the_comparison_into_shares_that_together_run_every_job
         assert jobs == [j for j in every if j in jobs]
         runs += jobs
     assert sorted(runs) == sorted(every) and len(runs) == len(every)
+    for spelled in (("(luffy,srft,hpt)",), ("luffy, srft,hpt",), ("'luffy'", "srft", "hpt")):
+        c.only_arms = spelled  # as the command line may pass it
+        assert cmp.only_arms(c) == ("luffy", "srft", "hpt")
     c.only_arms = ("hpt", "nope")
     with pytest.raises(ValueError, match="unknown arms"):
         cmp.job_order(c)
