@@ -31,7 +31,7 @@ train on ``n`` times as many demonstrations per step (as many sequences per upda
 has rollouts). Learning rates
 are per method (`METHODS`), a first guess from the pilots until `experiments/testbed_sweep.py` has
 chosen them on a validation split. Evaluation: avg@k at T = 1 (the rollout temperature) on every
-tier, ``eval.base_k`` samples per question for the base; outputs as `upt_jax.eval.comparison`
+tier, ``eval.base_k`` samples per question for the base; outputs as `upt_jax.studies.comparison`
 (``summary.json``: each arm's paired difference against the base per tier and group).
 """
 import os

@@ -21,16 +21,10 @@ FORBIDDEN = {("eval", "train"): "evaluation never imports training (issue #19)"}
 
 # (importer, imported) -> why it is still there
 KNOWN_LAYER_VIOLATIONS = {
-    ("upt_jax.eval.comparison", "upt_jax.train.trainer"):
-        "the comparison trains its arms; it is a study (studies/, above train)",
-    ("upt_jax.eval.comparison", "upt_jax.train.pipeline"):
-        "the comparison runs pipeline arms; it is a study (studies/, above train)",
     ("upt_jax.eval.run", "upt_jax.train.run_model"):
         "upt eval --run-dir rebuilds a run's model; goes with 'one way to get a model' (below train)",
     ("upt_jax.eval.run", "upt_jax.train.reward_model"):
         "upt eval scores with a learned reward model; goes with 'one way to get a model'",
-    ("upt_jax.eval.comparison_eval", "upt_jax.train.run_model"):
-        "the comparison's evaluation checks its base's checksum; a study (studies/, above train)",
     ("upt_jax.train.in_training", "upt_jax.eval.evaluate"):
         "in-training evaluation (train.eval_every); goes when evaluate() (sampling + verifying, no "
         "training) moves below train",

@@ -37,8 +37,8 @@ def comparison_demo(run_dir: str | None = None) -> dict:
     Returns the comparison's results."""
     setup_logging([])  # Orbax's absl lines (e.g. "Given directory is read only" per base-model load) off
     logging.getLogger("upt_jax").setLevel(logging.WARNING)  # the demo prints its own progress and table
-    from upt_jax.eval.comparison import run_comparison, with_sft_controls
-    from upt_jax.eval.comparison_report import beats_sentence
+    from upt_jax.studies.comparison import run_comparison, with_sft_controls
+    from upt_jax.studies.comparison_report import beats_sentence
 
     config = load_config(["--config", "testbed:demo"])  # the shipped config file, loaded by path
     if run_dir:  # the demo's base is the shipped one: nothing else moves with the run directory
