@@ -279,7 +279,7 @@ def eval_command(argv: list[str]) -> int:
     """``upt eval``: pass@k / avg@k of a run directory's checkpoint or a HF directory
     (writes results.json, results.md, passk.png; ``upt eval --help`` lists the options)."""
     argv = setup_logging(argv)
-    from upt_jax.eval.run import eval_main
+    from upt_jax.eval_cli import eval_main
 
     eval_main(argv)
     return 0
