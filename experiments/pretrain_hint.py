@@ -55,7 +55,7 @@ def fixed_cosine(config, steps: int = 800, tiers=("hadd_2", "hadd_3", "hmul_2x1"
     greedy accuracy of each of ``tiers`` on ``n_eval`` held-out questions (seed 4242)."""
     from upt_jax.data import tasks
     from upt_jax.eval.evaluate import evaluate
-    from upt_jax.eval.run import load_run_model
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.train.trainer import train
 
     config.train.schedule, config.train.steps, config.checkpoint.every = "cosine", steps, 200
@@ -74,7 +74,7 @@ def measure(run_dir: str, family: str = FAMILY, template: str | None = None) -> 
     """The per-tier rates of the model in ``run_dir`` under the shipping protocol: greedy on every
     tier of ``family``, pass@64 on its SFT and OOD tiers."""
     from upt_jax.data import tasks
-    from upt_jax.eval.run import load_run_model
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.studies.base_model import measure_tiers
 
     model, tok, _, _ = load_run_model(run_dir)

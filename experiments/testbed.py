@@ -29,8 +29,9 @@ linear cool-down to 0 over the last ``budget.decay_frac`` of its steps (as the b
 ended; SFT at a constant rate leaves the solved tiers blurred at T = 1, docs/testbed.md). SFT stages
 train on ``n`` times as many demonstrations per step (as many sequences per update as an RL step
 has rollouts). Learning rates
-are per method (`METHODS`), chosen by `experiments/testbed_sweep.py` on a validation split. Evaluation: avg@k at T = 1 (the rollout temperature) on every
-tier, ``eval.base_k`` samples per question for the base; outputs as `upt_jax.eval.comparison`
+are per method (`METHODS`), chosen by `experiments/testbed_sweep.py` on a validation split.
+Evaluation: avg@k at T = 1 (the rollout temperature) on every tier, ``eval.base_k`` samples per
+question for the base; outputs as `upt_jax.studies.comparison`
 (``summary.json``: each arm's paired difference against the base per tier and group).
 """
 import os

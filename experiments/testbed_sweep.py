@@ -11,7 +11,7 @@ numbers they will be reported with.
     python -m experiments.testbed_sweep RUN_DIR --methods hpt --rates 3e-3   # one more point
 
 Writes ``RUN_DIR/sweep.json``: per method, per rate, the paired difference against the base on
-every tier and group (`upt_jax.eval.comparison_report`), the score (the paired difference on the
+every tier and group (`upt_jax.studies.comparison_report`), the score (the paired difference on the
 ``ID avg`` group: every tier trained on, so a rate that gains on its target tiers by forgetting the
 solved ones scores low) and the best rate; plus the comparison's own outputs (``REPORT.md``,
 ``summary.json``, plots). Resumable: a rerun reuses finished runs and cached evaluations. SFT→GRPO
@@ -82,7 +82,7 @@ def sweep_results(config, results: dict) -> dict:
 
 def run(config) -> dict:
     """Run the sweep (resumable) and write ``<run_dir>/sweep.json``; returns its content."""
-    from upt_jax.eval.comparison import run_comparison
+    from upt_jax.studies.comparison import run_comparison
     from upt_jax.eval.report import write_json
 
     out = sweep_results(config, run_comparison(config))

@@ -18,9 +18,9 @@ def test_demo_end_to_end(tmp_path):
 def test_make_demo_is_the_testbed_demo_and_names_the_arms_that_beat_the_base(tmp_path, monkeypatch, capsys):
     """`upt demo` (`make demo`) runs experiments/testbed.py:demo from the shipped base and ends with
     one sentence naming the arms that beat the base by more than 2 SE (the comparison itself is
-    tests/eval/test_testbed.py's)."""
+    tests/studies/test_testbed.py's)."""
     from upt_jax import bases
-    from upt_jax.eval import comparison
+    from upt_jax.studies import comparison
 
     entry = lambda d, se: {"base": 0.5, "arm": 0.5 + d, "diff": d, "se": se, "seeds": ["0"]}  # noqa: E731
     seen = []

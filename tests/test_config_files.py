@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from upt_jax import cli, config_files
-from upt_jax.eval import comparison as cmp
+from upt_jax.studies import comparison as cmp
 
 USER_BASE = '''
 import ml_collections

@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 
 from upt_jax import cli, dispatch
-from upt_jax.eval import comparison
+from upt_jax.studies import comparison
 from upt_jax.train import pipeline, star, trainer
 
 

@@ -32,10 +32,10 @@ COVERED_ELSEWHERE = {
     "star": "tests/train/test_star.py::test_star_rounds_rationalise_and_resume",
     "distill": "tests/train/test_distill.py::test_forward_kl_decreases_towards_the_teacher",
     "distill:on_policy": "tests/train/test_distill.py::test_on_policy_reverse_kl",
-    "paper_table": "tests/eval/test_comparison.py::test_comparison_runs_evaluates_and_reports",
-    "testbed": "tests/eval/test_testbed.py::test_summary_holds_each_arms_paired_difference_as_computed_by_hand",
+    "paper_table": "tests/studies/test_comparison.py::test_comparison_runs_evaluates_and_reports",
+    "testbed": "tests/studies/test_testbed.py::test_summary_holds_each_arms_paired_difference_as_computed_by_hand",
     "hpt_paper": "tests/test_hpt_paper.py::test_hpt_paper_tiny_trains_on_a_local_hf_model_and_a_luffy_parquet",
-    "testbed_sweep": "tests/eval/test_testbed.py::test_the_sweep_scores_each_rate_on_the_validation_split",
+    "testbed_sweep": "tests/studies/test_testbed.py::test_the_sweep_scores_each_rate_on_the_validation_split",
 }
 RUN_HERE = ["luffy", "srft", "hpt:released_code", "grpo:dr_grpo", "grpo:gspo", "grpo:cispo", "grpo:rloo",
             "grpo:reinforce_pp"]

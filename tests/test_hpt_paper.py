@@ -14,7 +14,7 @@ import pytest
 from experiments import hpt_paper
 from tests.train.test_hf_handoff import make_hf_dir
 from upt_jax import cli, upge
-from upt_jax.eval.run import build_parser
+from upt_jax.eval_cli import build_parser
 from upt_jax.train import schema
 
 

@@ -39,7 +39,7 @@ def test_newcomer_path_sft_grpo_eval_export(tmp_path, monkeypatch):
     import torch
     import transformers
 
-    from upt_jax.eval import load_run_model
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.train.trainer import Trainer
 
     monkeypatch.chdir(tmp_path)  # `upt` runs where the user's files are

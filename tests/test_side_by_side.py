@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from upt_jax import cli, upge
-from upt_jax.eval.run import build_parser
+from upt_jax.eval_cli import build_parser
 from upt_jax.train import schema
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "side_by_side.md"
@@ -124,7 +124,7 @@ def readme_five_minutes() -> list[tuple[str, str]]:
 def test_the_readmes_five_minutes_parse_and_run(monkeypatch):
     """README's first section: each command parses as `upt` parses it; the Python snippet runs (the
     training and the loading stubbed)."""
-    import upt_jax.eval as ev
+    import upt_jax.train.run_model as run_model
     import upt_jax.train.trainer as trainer
 
     (bash, cmds), (py, snippet) = readme_five_minutes()
@@ -141,7 +141,7 @@ def test_the_readmes_five_minutes_parse_and_run(monkeypatch):
     assert kinds == ["train", "train", "eval", "export"]
     trained = []
     monkeypatch.setattr(trainer, "train", lambda config: trained.append(config) or [{"step": 1}])
-    monkeypatch.setattr(ev, "load_run_model", lambda run_dir: ("model", "tok", "config", 1))
+    monkeypatch.setattr(run_model, "load_run_model", lambda run_dir: ("model", "tok", "config", 1))
     ns = {}
     exec(snippet, ns)
     (config,) = trained

@@ -37,8 +37,8 @@ def comparison_demo(run_dir: str | None = None) -> dict:
     Returns the comparison's results."""
     setup_logging([])  # Orbax's absl lines (e.g. "Given directory is read only" per base-model load) off
     logging.getLogger("upt_jax").setLevel(logging.WARNING)  # the demo prints its own progress and table
-    from upt_jax.eval.comparison import run_comparison, with_sft_controls
-    from upt_jax.eval.comparison_report import beats_sentence
+    from upt_jax.studies.comparison import run_comparison, with_sft_controls
+    from upt_jax.studies.comparison_report import beats_sentence
 
     config = load_config(["--config", "testbed:demo"])  # the shipped config file, loaded by path
     if run_dir:  # the demo's base is the shipped one: nothing else moves with the run directory
@@ -279,7 +279,7 @@ def eval_command(argv: list[str]) -> int:
     """``upt eval``: pass@k / avg@k of a run directory's checkpoint or a HF directory
     (writes results.json, results.md, passk.png; ``upt eval --help`` lists the options)."""
     argv = setup_logging(argv)
-    from upt_jax.eval.run import eval_main
+    from upt_jax.eval_cli import eval_main
 
     eval_main(argv)
     return 0

@@ -6,7 +6,7 @@ The mode picks what runs, each a layer below this module, so the arrows only poi
   (`upt_jax.train.trainer.train`: the policy's `Trainer` or the reward model's);
 - ``star``: STaR rounds (`upt_jax.train.star.run_star`), each round one SFT run;
 - ``comparison``: arms × seeds from one base model, evaluated and reported
-  (`upt_jax.eval.comparison.run_comparison`); its arms are single runs or pipelines.
+  (`upt_jax.studies.comparison.run_comparison`); its arms are single runs or pipelines.
 
 What launches runs below this module is given the runner of its runs, or calls the one of what it
 runs, and never imports this module: a STaR round is one SFT run (`upt_jax.train.trainer.train`);
@@ -18,7 +18,7 @@ training run), which this `train` (and ``upt pipeline``) sets to itself, so they
 """
 from __future__ import annotations
 
-from upt_jax.eval import comparison
+from upt_jax.studies import comparison
 from upt_jax.train import star, trainer
 
 __all__ = ["train"]

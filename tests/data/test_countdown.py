@@ -120,7 +120,8 @@ def test_countdown_runs_through_pretraining_grpo_and_evaluation(tmp_path):
     the default ``integer``), and an evaluation by the family's name."""
     from experiments import grpo, pretrain_countdown
     from upt_jax.eval.evaluate import evaluate, synthetic_suites
-    from upt_jax.eval.run import load_run_model, parse_tiers
+    from upt_jax.eval.inputs import parse_tiers
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.train.trainer import train
 
     small = dict(num_layers=1, hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16)

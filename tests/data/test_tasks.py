@@ -83,7 +83,8 @@ def test_a_user_family_runs_through_pretraining_grpo_and_evaluation(tmp_path):
 
     from experiments import grpo, pretrain_tiny
     from upt_jax.eval.evaluate import evaluate, synthetic_suites
-    from upt_jax.eval.run import load_run_model, parse_tiers
+    from upt_jax.eval.inputs import parse_tiers
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.train.trainer import train
 
     tier = "tests.data.user_task:count_3"

@@ -74,7 +74,7 @@ def _make_run_dir(run_dir, tok):
 def test_eval_run_dir(tmp_path, tok):
     from flax import nnx
 
-    from upt_jax.eval import load_run_model
+    from upt_jax.train.run_model import load_run_model
 
     run = tmp_path / "run"
     saved = _make_run_dir(run, tok)
@@ -99,8 +99,8 @@ def test_eval_argument_errors(tmp_path):
         cli.main(["eval", "--run-dir", "a", "--hf-dir", "b"])
     with pytest.raises(FileNotFoundError):
         cli.main(["eval", "--run-dir", str(tmp_path)])
-    from upt_jax.eval.run import parse_tiers
     from upt_jax.data import synthetic
+    from upt_jax.eval.inputs import parse_tiers
 
     assert parse_tiers(["add_2,ood", "add_2"]) == ("add_2",) + synthetic.OOD_TIERS
     with pytest.raises(SystemExit):

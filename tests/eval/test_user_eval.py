@@ -32,7 +32,7 @@ def test_hf_template_is_chat_for_a_chat_tokenizer_and_the_exported_one_otherwise
     import shutil
 
     from upt_jax.data import load_tokenizer
-    from upt_jax.eval.run import hf_template
+    from upt_jax.eval.inputs import hf_template
 
     tok = load_tokenizer(hf_dir)
     assert hf_template(hf_dir, tok) == "chat"

@@ -140,7 +140,7 @@ def test_a_shipped_base_loads_for_evaluation_like_a_run_directory():
     from flax import nnx
 
     from upt_jax import bases
-    from upt_jax.eval.run import load_run_model
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.train import run_model
 
     d = bases.base_dir("arith_hint")

@@ -13,7 +13,7 @@ from flax import nnx
 
 from benchmarks import learning as bench
 from upt_jax import bases
-from upt_jax.eval import comparison as cmp
+from upt_jax.studies import comparison as cmp
 from upt_jax.studies import learning, learning_report, learning_run
 from upt_jax.train import checks, schema
 from upt_jax.train.frozen import load_critic

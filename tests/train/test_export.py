@@ -44,7 +44,7 @@ def test_upt_export_loads_in_transformers_with_equal_logits_and_generates(sft_ru
     import transformers
 
     from upt_jax import cli
-    from upt_jax.eval import load_run_model
+    from upt_jax.train.run_model import load_run_model
 
     out = tmp_path / "export"
     assert cli.main(["export", sft_run, str(out)]) == 0
@@ -87,7 +87,7 @@ def test_export_step_and_dtype(sft_run, tmp_path):
     import transformers
     from safetensors.numpy import load_file
 
-    from upt_jax.eval import load_run_model
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.train.export import export_run
 
     out = export_run(sft_run, tmp_path / "step1", step=1, dtype="bfloat16")

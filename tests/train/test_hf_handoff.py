@@ -138,7 +138,7 @@ def test_grpo_from_the_sft_run_starts_from_its_final_params_bitwise(sft_run, hf_
     assert rec["tokenizer"] == os.path.abspath(hf_dir) and rec["model"]["vocab_size"] == MODEL_VOCAB
     assert json.load(open(tmp_path / "grpo" / "config.json"))["tokenizer"] == os.path.abspath(hf_dir)
     # evaluation of the GRPO run (model.init=checkpoint) rebuilds the Qwen2 model it trained
-    from upt_jax.eval import load_run_model
+    from upt_jax.train.run_model import load_run_model
 
     model, tok, config, step = load_run_model(tmp_path / "grpo")
     assert model.cfg.vocab_size == MODEL_VOCAB and model.cfg.hidden_size == 32 and step == 1
@@ -150,7 +150,7 @@ def test_eval_of_the_sft_run_rebuilds_the_qwen2_model(sft_run, hf_dir, tmp_path)
     from flax import nnx
 
     from upt_jax import cli
-    from upt_jax.eval import load_run_model
+    from upt_jax.train.run_model import load_run_model
     from upt_jax.models import ModelConfig
 
     run, final = sft_run

@@ -85,7 +85,7 @@ def test_corpus_pretraining_lowers_nll_and_later_stages_adopt_its_shape(tmp_path
     assert g.model.overrides.to_dict() != SMALL
     model = trainer_lib.build_model(g.model, vocab_size=load_tokenizer("char").vocab_size)
     assert g.model.overrides.to_dict() == SMALL
-    from upt_jax.eval import load_run_model
+    from upt_jax.train.run_model import load_run_model
 
     base, _, _, _ = load_run_model(run)
     same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), nnx.state(model, nnx.Param),

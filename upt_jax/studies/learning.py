@@ -5,7 +5,7 @@ the same held-out questions, over several training seeds, with a bootstrap SE.
 A check is data (`Check`): the ``experiments/`` module and argument that define the regime, what
 it trains on, its learning rate and budget, and which metric it is judged by (`METRICS`). The
 runner (`upt_jax.studies.learning_run`) builds each seed's training config with the comparison's
-`upt_jax.eval.comparison.arm_config` (so a check trains exactly as a comparison arm would),
+`upt_jax.studies.comparison.arm_config` (so a check trains exactly as a comparison arm would),
 prepares what a regime needs from the base model (its own preference pairs, a perturbed student,
 a reward model), trains, measures, and writes ``results.json`` and the table of docs/learning.md:
 
@@ -174,7 +174,7 @@ def checks(only=None) -> list[Check]:
 
 def study_config(check: Check, run_dir: str, *, base: Mapping[str, Any], seeds, scale: Scale = FULL):
     """The comparison-shaped config of one check (one arm, ``check.key``): what
-    `upt_jax.eval.comparison.arm_config` builds each seed's training config from (runs in
+    `upt_jax.studies.comparison.arm_config` builds each seed's training config from (runs in
     ``<run_dir>/<key>/seed<s>``) and `comparison_eval.evaluate_run` evaluates with (``eval``).
     ``base``: ``{run_dir, [module, arg, overrides, train_if_missing, label]}`` as a comparison's."""
     import ml_collections

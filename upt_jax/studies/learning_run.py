@@ -1,5 +1,5 @@
 """Running the learning checks of `upt_jax.studies.learning`: prepare what a check needs from the
-base model, train every seed (`upt_jax.eval.comparison.run_arm`: resumable, a finished run is not
+base model, train every seed (`upt_jax.studies.comparison.run_arm`: resumable, a finished run is not
 retrained), measure, and report each metric as a paired difference with its bootstrap SE.
 
     from upt_jax.studies import learning, learning_run
@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from upt_jax.eval import comparison as cmp
-from upt_jax.eval.comparison_eval import SamplerPool, base_eval, eval_settings, evaluate_run
+from upt_jax.studies import comparison as cmp
+from upt_jax.studies.comparison_eval import SamplerPool, base_eval, eval_settings, evaluate_run
 from upt_jax.eval.paired import accuracy_by_id, paired_difference
 from upt_jax.studies import learning_metrics as lm
 from upt_jax.studies.learning import BASE_TIERS, FAMILY, FULL, METRICS, RL_TIERS, Scale, checks, study_config

@@ -75,7 +75,7 @@ class StepHooks:
 
             c, n = trainer.config, int(trainer.config.train.get("eval_n", 32))
             if c.train.get("eval_path"):
-                from upt_jax.eval.run import data_suites
+                from upt_jax.eval.inputs import data_suites
 
                 self._suites = {k: v[:n] for k, v in data_suites(
                     [c.train.eval_path], verifier=c.data.verifier, need_answer=trainer.reward_fns is None).items()}

@@ -1,10 +1,10 @@
-"""The configs a comparison trains (`upt_jax.eval.comparison`): each arm's, for one seed, under the
+"""The configs a comparison trains (`upt_jax.studies.comparison`): each arm's, for one seed, under the
 comparison's budget and from its base model (`arm_config`, with `stage_settings` for a pipeline's
 stages), the SFT control arms it adds (`with_sft_controls`), the run directories whose checkpoints
 make an arm's trajectory (`final_run_dirs`) and the config that trains the base model (`base_config`).
 
-Building configs only: running them is `upt_jax.eval.comparison`, the report's table of arms
-`upt_jax.eval.comparison_report`; both import this module (neither is imported by it).
+Building configs only: running them is `upt_jax.studies.comparison`, the report's table of arms
+`upt_jax.studies.comparison_report`; both import this module (neither is imported by it).
 """
 from __future__ import annotations
 

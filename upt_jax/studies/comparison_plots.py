@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from upt_jax.eval.comparison_report import BASE, label
+from upt_jax.studies.comparison_report import BASE, label
 
 __all__ = ["read_metrics", "make_plots"]
 

@@ -33,7 +33,7 @@ A comparison config (see ``experiments/testbed.py``, ``experiments/paper_table.p
 step (so it is not retrained), and each evaluation is cached, keyed by its settings (and a shipped
 base's checksum). Outputs, in ``config.run_dir``: ``results.json`` (every number, every question's
 correct count), ``summary.json`` (each arm's paired difference against the base per tier and group,
-with its SE: `upt_jax.eval.comparison_report`), ``REPORT.md`` (the tables, with mean ± std over
+with its SE: `upt_jax.studies.comparison_report`), ``REPORT.md`` (the tables, with mean ± std over
 seeds, the paired differences and one sentence per arm) and ``plots/*.png``.
 """
 from __future__ import annotations
@@ -48,9 +48,9 @@ from typing import Any, Mapping
 import numpy as np
 
 # each arm's config per seed and the base's (re-exported: they were defined here)
-from upt_jax.eval.comparison_arms import (arm_config, base_config, final_run_dirs, stage_settings,
-                                          with_sft_controls)
-from upt_jax.eval.comparison_eval import (
+from upt_jax.studies.comparison_arms import (arm_config, base_config, final_run_dirs, stage_settings,
+                                             with_sft_controls)
+from upt_jax.studies.comparison_eval import (
     SamplerPool,
     base_eval,
     checkpoint_steps,
@@ -59,8 +59,8 @@ from upt_jax.eval.comparison_eval import (
     is_weights_dir,
     weights_sha,
 )
-from upt_jax.eval.comparison_plots import make_plots, read_metrics
-from upt_jax.eval.comparison_report import BASE, eval_suites, paired_summary, write_report
+from upt_jax.studies.comparison_plots import make_plots, read_metrics
+from upt_jax.studies.comparison_report import BASE, eval_suites, paired_summary, write_report
 
 log = logging.getLogger(__name__)
 

@@ -81,7 +81,7 @@ def evaluate_run(run_dir: str, settings: dict, *, step: int | None = None, cache
 
     from upt_jax.eval.evaluate import DEFAULT_EVAL_SEED, evaluate, synthetic_suites
     from upt_jax.eval.report import results_to_json
-    from upt_jax.eval.run import load_run_model
+    from upt_jax.train.run_model import load_run_model
 
     ident = dict(settings, step=step)
     sha = weights_sha(run_dir)

@@ -1,4 +1,4 @@
-"""The method comparison (`upt_jax.eval.comparison`, `experiments/paper_table.py`)."""
+"""The method comparison (`upt_jax.studies.comparison`, `experiments/paper_table.py`)."""
 import json
 import os
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from experiments import paper_table
-from upt_jax.eval import comparison as cmp
+from upt_jax.studies import comparison as cmp
 from upt_jax.eval.report import results_table
 from upt_jax.train import checks
 from upt_jax.train import trainer as trainer_lib
@@ -83,7 +83,7 @@ def smoke(tmp_path_factory):
     return c, results
 
 
-@pytest.mark.slow  # the old paper_table smoke comparison (64 s fixture); tests/eval/test_testbed.py runs the comparison path in make test
+@pytest.mark.slow  # the old paper_table smoke comparison (64 s fixture); tests/studies/test_testbed.py runs the comparison path in make test
 def test_comparison_runs_evaluates_and_reports(smoke):
     c, _ = smoke
     with open(os.path.join(c.run_dir, "results.json")) as f:

@@ -153,7 +153,7 @@ def _mix(tiers: Sequence[str]) -> str:
 
 def arms_table(config) -> str:
     """One row per arm and stage: its recipe, what it trains on, its rate and questions per step."""
-    from upt_jax.eval.comparison_arms import arm_config
+    from upt_jax.studies.comparison_arms import arm_config
 
     lines = ["| arm | stage | recipe | trains on | learning rate | questions per step | steps |",
              "|---|---|---|---|---:|---:|---:|"]

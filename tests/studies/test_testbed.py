@@ -9,8 +9,8 @@ import pytest
 
 from experiments import testbed, testbed_sweep
 from upt_jax import bases
-from upt_jax.eval import comparison as cmp
-from upt_jax.eval.comparison_report import arm_sentence, beats_sentence, groups_of
+from upt_jax.studies import comparison as cmp
+from upt_jax.studies.comparison_report import arm_sentence, beats_sentence, groups_of
 from upt_jax.train import checks
 from upt_jax.train import trainer as trainer_lib
 
@@ -317,7 +317,7 @@ def test_evaluating_a_shipped_model_directory_never_writes_into_it(tmp_path, mon
     there (a learning check once left ``bases/arith_hint/eval/`` behind, and it was committed)."""
     import shutil
 
-    from upt_jax.eval import comparison_eval
+    from upt_jax.studies import comparison_eval
 
     base = tmp_path / "arith_hint"
     shutil.copytree(bases.base_dir("arith_hint"), base)

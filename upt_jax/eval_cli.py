@@ -9,99 +9,24 @@ Writes ``completions.jsonl`` too: every sample with its prompt, completion and r
 
 Writes ``results.json`` (settings, model source, every `SuiteResult`), ``results.md``
 (summary tables) and ``passk.png`` (pass@k curves per suite) to ``--out``.
+
+A command above training (the cli's layer): it rebuilds a run's model
+(`upt_jax.train.run_model.load_run_model`) and may score with a trained reward model
+(`upt_jax.train.reward_scorers.LearnedReward`); the evaluation itself (`upt_jax.eval`) never
+imports training. Both are imported when called: ``upt eval`` loads no JAX before it needs it.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import time
 from pathlib import Path
 from typing import Sequence
 
-log = logging.getLogger(__name__)
+from upt_jax.eval.inputs import data_suites, hf_template, load_hf_model, parse_tiers
 
-__all__ = ["load_run_model", "load_hf_model", "hf_template", "data_suites", "parse_tiers", "build_parser",
-           "eval_main"]
-
-
-def load_run_model(run_dir: str | os.PathLike, *, step: int | None = None, tokenizer: str | None = None):
-    """``(model, tokenizer, config, step)`` from an upt_jax run directory or a shipped
-    model directory (`upt_jax.bases`): see
-    `upt_jax.train.run_model.load_run_model` (imported when called: ``upt eval`` loads no JAX
-    before it needs it)."""
-    from upt_jax.train.run_model import load_run_model as load
-
-    return load(run_dir, step=step, tokenizer=tokenizer)
-
-
-def load_hf_model(hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dtype: str | None = None,
-                  tokenizer: str | None = None):
-    """``(model, tokenizer)`` from a Hugging Face directory (tokenizer from the same directory
-    unless ``tokenizer`` names another, or ``"char"``)."""
-    from upt_jax.data import load_tokenizer
-    from upt_jax.models import load_hf_checkpoint
-
-    model = load_hf_checkpoint(hf_dir, param_dtype=param_dtype, dtype=dtype)
-    return model, load_tokenizer(tokenizer or hf_dir)
-
-
-def hf_template(hf_dir, tok) -> str:
-    """The prompt template of a Hugging Face directory: the one ``upt export`` recorded in its
-    ``upt_jax_export.json``; else ``chat`` when its tokenizer has a chat template (other than the
-    built-in character tokenizer's: the synthetic task's models are trained on ``zero``); else ``zero``."""
-    from upt_jax.data.tokenizer import CHAR_CHAT_TEMPLATE
-
-    note = Path(hf_dir) / "upt_jax_export.json"
-    if note.is_file():
-        recorded = json.loads(note.read_text()).get("template")
-        if recorded:
-            return recorded
-    chat = getattr(tok.hf, "chat_template", None)
-    return "chat" if chat and chat != CHAR_CHAT_TEMPLATE else "zero"
-
-
-def data_suites(paths: Sequence[str], *, verifier: str = "math", need_answer: bool = True) -> dict[str, list[dict]]:
-    """``{file stem: records}`` of the user's evaluation files (any layout `upt_jax.data.layouts`
-    reads; repeated questions kept). ``need_answer=False`` (reward functions score them): rows need
-    only a prompt."""
-    from upt_jax.data import DataConfig, load_records
-
-    out = {}
-    for path in paths:
-        name = Path(path.rstrip("/")).name.split(".")[0]
-        cfg = DataConfig(path=path, task="eval" if need_answer else "prompt", verifier=verifier,
-                         duplicate_ids="keep")
-        out[name if name not in out else path] = load_records(cfg)[0]
-    return out
-
-
-def parse_tiers(values: Sequence[str] | None) -> tuple[str, ...]:
-    """Tier names, comma or space separated; ``train``, ``ood``, ``all``, ``easy``, ``medium``,
-    ``hard`` expand to the built-in ``arith`` family's groups; a task family's name (``arith_hint``)
-    to all its tiers and ``family/level`` (``arith_hint/sft``) to its tiers at that level;
-    ``module:tier`` imports a user's task module first (`upt_jax.data.tasks`)."""
-    from upt_jax.data import synthetic, tasks
-
-    groups = {"train": synthetic.TRAIN_TIERS, "ood": synthetic.OOD_TIERS,
-              "all": synthetic.TRAIN_TIERS + synthetic.OOD_TIERS, "easy": synthetic.EASY_TIERS,
-              "medium": synthetic.MEDIUM_TIERS, "hard": synthetic.HARD_TIERS}
-    for family in tasks.task_names():
-        fam = tasks.get_task(family)
-        groups[family] = fam.tier_names
-        groups.update({f"{family}/{lv}": fam.tiers_at(lv) for lv in tasks.LEVELS if fam.tiers_at(lv)})
-    out: list[str] = []
-    for v in values or ():
-        for name in filter(None, (x.strip() for x in v.split(","))):
-            if name in groups:
-                out.extend(groups[name])
-                continue
-            try:
-                out.append(tasks.resolve_tier(name))
-            except KeyError as e:
-                raise SystemExit(f"upt eval: {e.args[0]}; or groups {', '.join(groups)}") from None
-    return tuple(dict.fromkeys(out))
+__all__ = ["build_parser", "eval_main"]
 
 
 def _split(values: Sequence[str] | None) -> list[str]:
@@ -178,6 +103,8 @@ def eval_main(argv: Sequence[str]) -> dict:
 
     t0 = time.time()
     if args.run_dir:
+        from upt_jax.train.run_model import load_run_model
+
         model, tok, config, step = load_run_model(args.run_dir, step=args.step, tokenizer=args.tokenizer)
         template = args.template or config.data.get("template", "zero")
         system_prompt = args.system_prompt if args.system_prompt is not None else config.data.get("system_prompt")
@@ -210,7 +137,7 @@ def eval_main(argv: Sequence[str]) -> dict:
                     reward=list(args.reward or []), reward_weights=args.reward_weights)
     scorer = None
     if args.reward_model:
-        from upt_jax.train.reward_model import LearnedReward
+        from upt_jax.train.reward_scorers import LearnedReward
 
         scorer = LearnedReward(args.reward_model, pad_id=tok.pad_id)
     reward_fns = None
