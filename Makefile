@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # the test suite runs on 8 simulated CPU devices (sharding tests); `make demo` on the real device(s)
 TEST_XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test test-slow clean bench-tunix-env bench-trl-env
+.PHONY: demo test test-slow format clean bench-tunix-env bench-trl-env
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(VENV)/.test
 
 test-slow: $(VENV)/.test
 	XLA_FLAGS=$(TEST_XLA_FLAGS) $(PY) -m pytest -q -m slow tests $(PYTEST_ARGS)
+
+# the one formatter (ruff.toml): 4 spaces, double quotes, 120 columns; notebooks/ go through jupytext
+format: $(VENV)/bin/python
+	$(PY) -m pip install -q "ruff==0.17.6"
+	$(PY) -m ruff format .
 
 # Tunix (PyPI google-tunix) for the side-by-side columns of benchmarks/ (benchmarks/tunix_bench.py
 # runs in it as a subprocess); its own venv, CPU jaxlib, never torch. upt_jax's venv never imports it.

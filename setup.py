@@ -1,4 +1,5 @@
 """upt_jax: unified post-training for LLMs in JAX."""
+
 from setuptools import find_packages, setup
 
 CORE = [
@@ -39,6 +40,8 @@ TEST = [
     "jupytext>=1.16",
     "nbclient>=0.10",
     "ipykernel>=6.29",
+    # the one formatter config (ruff.toml); tests/test_layers.py checks the tree is formatted with it
+    "ruff==0.17.6",
 ]
 
 setup(
@@ -53,7 +56,7 @@ setup(
     install_requires=CORE,
     extras_require={
         "test": TEST,
-        "dev": TEST + ["ruff", "jupytext"],
+        "dev": TEST,
         "tfds": ["tensorflow-datasets"],
         "tb": ["tensorboardX>=2.6"],
     },

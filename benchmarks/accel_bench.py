@@ -17,6 +17,7 @@ is ``batch / (bytes / bandwidth)`` with the bandwidth measured in this run (a la
 written). Decode time is the full call minus a one-token call (the prefill), over the remaining
 steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,7 @@ def matmul_peak(dtype: str, n: int, repeats: int = 5) -> float:
 
     a = jnp.ones((n, n), dtype)
     f = jax.jit(lambda a, b: a @ b)
-    return 2 * n ** 3 / _best_time(lambda: f(a, a), repeats)
+    return 2 * n**3 / _best_time(lambda: f(a, a), repeats)
 
 
 def memory_bandwidth(nbytes: int, repeats: int = 5) -> float:
@@ -72,23 +73,33 @@ def vendor_peak(device_kind: str, dtype: str) -> float | None:
     return None
 
 
-def update_mfu(config: str, batch: int, seq: int, dtype: str, remat: str, steps: int, peak: float,
-               vendor: float | None) -> dict:
+def update_mfu(
+    config: str, batch: int, seq: int, dtype: str, remat: str, steps: int, peak: float, vendor: float | None
+) -> dict:
     from benchmarks.update_bench import bench_jax, make_batch, train_flops_per_token
     from upt_jax.models import preset
 
     cfg = preset(config, dtype=dtype, param_dtype="float32")
     step_s, compile_s, temp_bytes = bench_jax(cfg, make_batch(cfg.vocab_size, batch, seq), steps, remat)
     flops = train_flops_per_token(cfg, seq) * batch * seq / step_s
-    return dict(config=config, params=cfg.num_params(), batch=batch, seq=seq, dtype=dtype, remat=remat,
-                step_s=round(step_s, 4), tokens_per_s=round(batch * seq / step_s, 1), model_tflops=flops / 1e12,
-                mfu_measured_peak=round(flops / peak, 4),
-                mfu_vendor_peak=round(flops / vendor, 4) if vendor else None,
-                compile_s=round(compile_s, 2), temp_gb=round(temp_bytes / 1e9, 2))
+    return dict(
+        config=config,
+        params=cfg.num_params(),
+        batch=batch,
+        seq=seq,
+        dtype=dtype,
+        remat=remat,
+        step_s=round(step_s, 4),
+        tokens_per_s=round(batch * seq / step_s, 1),
+        model_tflops=flops / 1e12,
+        mfu_measured_peak=round(flops / peak, 4),
+        mfu_vendor_peak=round(flops / vendor, 4) if vendor else None,
+        compile_s=round(compile_s, 2),
+        temp_gb=round(temp_bytes / 1e9, 2),
+    )
 
 
-def decode_roofline(config: str, batch: int, prompt_len: int, new_tokens: int, dtype: str,
-                    bandwidth: float) -> dict:
+def decode_roofline(config: str, batch: int, prompt_len: int, new_tokens: int, dtype: str, bandwidth: float) -> dict:
     import jax
     import numpy as np
 
@@ -115,12 +126,21 @@ def decode_roofline(config: str, batch: int, prompt_len: int, new_tokens: int, d
     kv_bytes = 2 * cfg.num_layers * batch * slots * cfg.num_kv_heads * cfg.head_dim * itemsize
     param_bytes = cfg.num_params() * itemsize
     roofline_step_s = (param_bytes + kv_bytes) / bandwidth
-    return dict(config=config, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, dtype=dtype,
-                decode_step_ms=round(step_s * 1e3, 3), decode_tokens_per_s=round(batch / step_s, 1),
-                prefill_s=round(prefill, 4), param_mb=round(param_bytes / 1e6, 3), kv_mb=round(kv_bytes / 1e6, 3),
-                roofline_step_ms=round(roofline_step_s * 1e3, 3),
-                roofline_tokens_per_s=round(batch / roofline_step_s, 1),
-                fraction_of_roofline=round(roofline_step_s / step_s, 4))
+    return dict(
+        config=config,
+        batch=batch,
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+        dtype=dtype,
+        decode_step_ms=round(step_s * 1e3, 3),
+        decode_tokens_per_s=round(batch / step_s, 1),
+        prefill_s=round(prefill, 4),
+        param_mb=round(param_bytes / 1e6, 3),
+        kv_mb=round(kv_bytes / 1e6, 3),
+        roofline_step_ms=round(roofline_step_s * 1e3, 3),
+        roofline_tokens_per_s=round(batch / roofline_step_s, 1),
+        fraction_of_roofline=round(roofline_step_s / step_s, 4),
+    )
 
 
 def main(argv=None) -> dict:
@@ -135,7 +155,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--peak-n", type=int, default=None, help="matmul size for the peak (default 8192, CPU 1024)")
-    ap.add_argument("--bandwidth-mb", type=int, default=None, help="array size for the bandwidth (default 2048, CPU 256)")
+    ap.add_argument(
+        "--bandwidth-mb", type=int, default=None, help="array size for the bandwidth (default 2048, CPU 256)"
+    )
     ap.add_argument("--json", help="write the result here")
     a = ap.parse_args(argv)
     from benchmarks.update_bench import G
@@ -149,11 +171,14 @@ def main(argv=None) -> dict:
     peak = matmul_peak(a.dtype, a.peak_n or (1024 if on_cpu else 8192))
     bandwidth = memory_bandwidth((a.bandwidth_mb or (256 if on_cpu else 2048)) << 20)
     vendor = vendor_peak(dev.device_kind, a.dtype)
-    res = dict(device=f"{dev.platform} {dev.device_kind}", measured_peak_tflops=round(peak / 1e12, 2),
-               vendor_peak_tflops=vendor / 1e12 if vendor else None,
-               measured_bandwidth_gbs=round(bandwidth / 1e9, 1),
-               update=update_mfu(a.config, a.batch, a.seq, a.dtype, a.remat, a.steps, peak, vendor),
-               decode=decode_roofline(a.config, a.decode_batch, a.prompt_len, a.new_tokens, a.dtype, bandwidth))
+    res = dict(
+        device=f"{dev.platform} {dev.device_kind}",
+        measured_peak_tflops=round(peak / 1e12, 2),
+        vendor_peak_tflops=vendor / 1e12 if vendor else None,
+        measured_bandwidth_gbs=round(bandwidth / 1e9, 1),
+        update=update_mfu(a.config, a.batch, a.seq, a.dtype, a.remat, a.steps, peak, vendor),
+        decode=decode_roofline(a.config, a.decode_batch, a.prompt_len, a.new_tokens, a.dtype, bandwidth),
+    )
     print(json.dumps(res, indent=2))
     if a.json:
         with open(a.json, "w") as f:

@@ -1,5 +1,6 @@
 """Shared helpers: the same random Qwen2 model in transformers (PyTorch CPU) and upt_jax, and the
 Tunix side (``benchmarks/tunix_bench.py`` run in ``.venv-tunix`` as a subprocess; JSON back)."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,18 @@ def hf_qwen2(name: str, seed: int = 0):
 
     p = PRESETS[name]
     cfg = transformers.Qwen2Config(
-        vocab_size=p["vocab_size"], hidden_size=p["hidden_size"], intermediate_size=p["intermediate_size"],
-        num_hidden_layers=p["num_layers"], num_attention_heads=p["num_heads"],
-        num_key_value_heads=p["num_kv_heads"], max_position_embeddings=4096,
-        tie_word_embeddings=p.get("tie_word_embeddings", False), bos_token_id=None, eos_token_id=None,
-        pad_token_id=0)
+        vocab_size=p["vocab_size"],
+        hidden_size=p["hidden_size"],
+        intermediate_size=p["intermediate_size"],
+        num_hidden_layers=p["num_layers"],
+        num_attention_heads=p["num_heads"],
+        num_key_value_heads=p["num_kv_heads"],
+        max_position_embeddings=4096,
+        tie_word_embeddings=p.get("tie_word_embeddings", False),
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     return transformers.Qwen2ForCausalLM(cfg).float().eval()
 
@@ -52,8 +60,16 @@ def run_tunix_on(hf_model, task: dict, **kw) -> dict:
         return run_tunix(dict(task, weights_dir=d), **kw)
 
 
-def hpt_bench_config(prefix: str, *, experiment: str = "hpt", steps: int = 1, questions: int = 8, n: int = 8,
-                     new_tokens: int = 64, **rollout):
+def hpt_bench_config(
+    prefix: str,
+    *,
+    experiment: str = "hpt",
+    steps: int = 1,
+    questions: int = 8,
+    n: int = 8,
+    new_tokens: int = 64,
+    **rollout,
+):
     """The benchmarks' HPT step: ``experiments.<experiment>`` with ``questions × n`` rollouts of
     ``new_tokens``, a fresh temp run dir, no checkpoints or progress bar; ``rollout`` overrides."""
     import importlib
@@ -79,8 +95,18 @@ def set_torch_threads():
 
 def model_dict(cfg) -> dict:
     """The Qwen2 shape of a upt_jax ``ModelConfig`` as plain JSON (what the Tunix side builds)."""
-    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-            "head_dim", "rope_theta", "rms_norm_eps", "tie_word_embeddings")
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "rope_theta",
+        "rms_norm_eps",
+        "tie_word_embeddings",
+    )
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -93,7 +119,7 @@ def parse_tunix_output(stdout: str) -> dict:
     for line in reversed(stdout.splitlines()):
         if line.startswith(TUNIX_RESULT_PREFIX):
             try:
-                res = json.loads(line[len(TUNIX_RESULT_PREFIX):])
+                res = json.loads(line[len(TUNIX_RESULT_PREFIX) :])
             except ValueError as e:
                 return {"status": f"failed: bad result line ({e})"}
             if not isinstance(res, dict):
@@ -103,8 +129,7 @@ def parse_tunix_output(stdout: str) -> dict:
     return {"status": "failed: no result line"}
 
 
-def run_tunix(task: dict, *, python: str | None = None, script: str = TUNIX_SCRIPT,
-              timeout: float = 3600) -> dict:
+def run_tunix(task: dict, *, python: str | None = None, script: str = TUNIX_SCRIPT, timeout: float = 3600) -> dict:
     """Run one Tunix benchmark task in the Tunix venv (a subprocess) and return its result dict.
 
     ``task`` goes to the script as JSON on stdin. ``python`` defaults to ``.venv-tunix/bin/python``;
@@ -117,8 +142,15 @@ def run_tunix(task: dict, *, python: str | None = None, script: str = TUNIX_SCRI
         return {"status": TUNIX_NOT_RUN}
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     try:
-        proc = subprocess.run([python, script], input=json.dumps(task), capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=os.path.dirname(HERE))
+        proc = subprocess.run(
+            [python, script],
+            input=json.dumps(task),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=os.path.dirname(HERE),
+        )
     except subprocess.TimeoutExpired:
         return {"status": f"failed: timed out after {timeout:g} s"}
     except OSError as e:
@@ -127,7 +159,6 @@ def run_tunix(task: dict, *, python: str | None = None, script: str = TUNIX_SCRI
         tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1]
         return {"status": f"failed (exit {proc.returncode}): {tail[-200:]}"}
     return parse_tunix_output(proc.stdout)
-
 
 
 def run_configs(configs, bench, json_path: str | None = None) -> list[dict]:
@@ -155,10 +186,13 @@ def tunix_cells(row: dict) -> tuple[str, str]:
 def tunix_fields(res: dict, upt_jax_tps: float) -> dict:
     """A ``run_tunix`` result as a benchmark row's ``tunix_*`` fields (``None`` where not run)."""
     ok = res.get("status") == "ok"
-    return dict(tunix_status=res.get("status"), tunix_tokens_per_s=res["tokens_per_s"] if ok else None,
-                tunix_compile_s=res.get("compile_s") if ok else None,
-                tunix_ratio=round(upt_jax_tps / res["tokens_per_s"], 2) if ok else None,
-                tunix_versions=res.get("versions"))
+    return dict(
+        tunix_status=res.get("status"),
+        tunix_tokens_per_s=res["tokens_per_s"] if ok else None,
+        tunix_compile_s=res.get("compile_s") if ok else None,
+        tunix_ratio=round(upt_jax_tps / res["tokens_per_s"], 2) if ok else None,
+        tunix_versions=res.get("versions"),
+    )
 
 
 def compiled_memory(compiled) -> dict[str, int]:
@@ -166,7 +200,12 @@ def compiled_memory(compiled) -> dict[str, int]:
     ``output``, ``alias`` (outputs written into donated arguments), ``temp``, ``code`` (generated
     code) and ``peak ≈ argument + output − alias + temp``."""
     mem = compiled.memory_analysis()
-    sizes = dict(argument=mem.argument_size_in_bytes, output=mem.output_size_in_bytes,
-                 alias=mem.alias_size_in_bytes, temp=mem.temp_size_in_bytes, code=mem.generated_code_size_in_bytes)
+    sizes = dict(
+        argument=mem.argument_size_in_bytes,
+        output=mem.output_size_in_bytes,
+        alias=mem.alias_size_in_bytes,
+        temp=mem.temp_size_in_bytes,
+        code=mem.generated_code_size_in_bytes,
+    )
     sizes["peak"] = sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"]
     return {k: int(v) for k, v in sizes.items()}

@@ -18,6 +18,7 @@ their own buckets: the code before ``upt_jax.train.shapes`` and the cache), ``of
 dir), ``warm`` (the same cache, a second process). The data: every training tier of the synthetic
 task (prompts of several lengths), as ``experiments/grpo.py`` has it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,26 +62,35 @@ def child(req: dict) -> dict:
     finally:
         t.close()
     later = history[1:]
-    return dict(process_s=round(process_s, 2), first_step_s=round(history[0]["time/first_step_s"], 2),
-                first_update_s=round(history[0]["time/update_s"], 2),
-                first_rollout_s=round(history[0]["time/rollout_s"], 2),
-                first_compiles=int(history[0]["compile/count"]),
-                first_cache_hits=int(history[0]["compile/cache_hits"]),
-                first_compile_s=round(history[0]["compile/seconds"], 2), steps=len(history),
-                later_compiles=int(sum(m["compile/count"] for m in later)),
-                later_compile_s=round(sum(m["compile/seconds"] for m in later), 2),
-                steps_compiled=[int(m["step"]) for m in later if m["compile/count"]],
-                step_s=round(float(np.median([m["time/step_s"] for m in later])), 3) if later else None)
+    return dict(
+        process_s=round(process_s, 2),
+        first_step_s=round(history[0]["time/first_step_s"], 2),
+        first_update_s=round(history[0]["time/update_s"], 2),
+        first_rollout_s=round(history[0]["time/rollout_s"], 2),
+        first_compiles=int(history[0]["compile/count"]),
+        first_cache_hits=int(history[0]["compile/cache_hits"]),
+        first_compile_s=round(history[0]["compile/seconds"], 2),
+        steps=len(history),
+        later_compiles=int(sum(m["compile/count"] for m in later)),
+        later_compile_s=round(sum(m["compile/seconds"] for m in later), 2),
+        steps_compiled=[int(m["step"]) for m in later if m["compile/count"]],
+        step_s=round(float(np.median([m["time/step_s"] for m in later])), 3) if later else None,
+    )
 
 
 def run_child(hf_dir: str, cache: str, steps: int, env: dict | None = None, **kw) -> dict:
     """``child`` in a fresh Python process; its result dict (``{"error": ...}`` on failure)."""
     req = dict(hf_dir=hf_dir, cache=cache, steps=steps, t_spawn=time.time(), **kw)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.first_step", "--child", json.dumps(req)],
-                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, **(env or {})))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.first_step", "--child", json.dumps(req)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, **(env or {})),
+    )
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT):
-            return json.loads(line[len(RESULT):])
+            return json.loads(line[len(RESULT) :])
     return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]}
 
 
@@ -92,32 +102,36 @@ def bench(steps: int = 40, runs=("before", "off", "cold", "warm"), cache_dir: st
     cache = cache_dir or tempfile.mkdtemp(prefix="upt_first_step_xla_")
     out = {"steps": steps, "cache_dir": cache, "runs": {}}
     for r in runs:
-        res = run_child(hf_dir, cache if r in ("cold", "warm") else "off", steps,
-                        per_step_buckets=r == "before")
+        res = run_child(hf_dir, cache if r in ("cold", "warm") else "off", steps, per_step_buckets=r == "before")
         out["runs"][r] = res
         print(json.dumps({r: res}), flush=True)
     return out
 
 
 def table(res: dict) -> list[str]:
-    lines = ["| run | process start → first update s | Trainer init → first update s | first step compiles "
-             "(cache hits) | compile s in step 1 | recompiles in steps 2–%d | median step s |" % res["steps"],
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | process start → first update s | Trainer init → first update s | first step compiles "
+        "(cache hits) | compile s in step 1 | recompiles in steps 2–%d | median step s |" % res["steps"],
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in res["runs"].items():
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} | | | | | |")
             continue
-        lines.append(f"| {name} | {r['process_s']} | {r['first_step_s']} | {r['first_compiles']} "
-                     f"({r['first_cache_hits']}) | {r['first_compile_s']} | {r['later_compiles']} "
-                     f"(steps {r['steps_compiled'] or '–'}) | {r['step_s']} |")
+        lines.append(
+            f"| {name} | {r['process_s']} | {r['first_step_s']} | {r['first_compiles']} "
+            f"({r['first_cache_hits']}) | {r['first_compile_s']} | {r['later_compiles']} "
+            f"(steps {r['steps_compiled'] or '–'}) | {r['step_s']} |"
+        )
     return lines
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--runs", nargs="+", default=["before", "off", "cold", "warm"],
-                    choices=["before", "off", "cold", "warm"])
+    ap.add_argument(
+        "--runs", nargs="+", default=["before", "off", "cold", "warm"], choices=["before", "off", "cold", "warm"]
+    )
     ap.add_argument("--cache-dir", default=None, help="persistent cache directory (default: a fresh temp dir)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

@@ -23,6 +23,7 @@ Defaults (a GPU): parity/bf16/orbax on ``small``; update on ``qwen2-0.5b`` bf16 
 ``qwen2-0.5b`` bf16, 32 prompts of 128 + 128 new tokens. ``--smoke``: ``tiny`` everywhere at toy
 sizes (the CPU test runs this). Exit status 1 when a pass/fail check fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ import time
 
 PARITY_TOL = {"highest": 1e-4, "default": 2e-2}
 # a model small enough to compile in a second or two on a busy CPU (the default test suite's checks)
-MICRO = dict(num_layers=1, hidden_size=64, intermediate_size=128, vocab_size=256, num_heads=2, num_kv_heads=1,
-             head_dim=32)
+MICRO = dict(
+    num_layers=1, hidden_size=64, intermediate_size=128, vocab_size=256, num_heads=2, num_kv_heads=1, head_dim=32
+)
 
 
 def _model_and_batch(config: str, dtype: str, batch: int, seq: int, overrides: dict | None = None):
@@ -79,8 +81,10 @@ def gradient_parity(config: str, batch: int, seq: int, overrides: dict | None = 
     for precision in ("highest",) if acc.platform == "cpu" else ("highest", "default"):
         with jax.default_matmul_precision(precision if precision == "highest" else None):
             gs = [jax.device_get(grad(jax.device_put(params, d), jax.device_put(batch_np, d))) for d in (cpu, acc)]
-        errs = [float(np.linalg.norm(np.asarray(a) - np.asarray(c)) / max(np.linalg.norm(np.asarray(c)), 1e-30))
-                for c, a in zip(jax.tree.leaves(gs[0]), jax.tree.leaves(gs[1]))]
+        errs = [
+            float(np.linalg.norm(np.asarray(a) - np.asarray(c)) / max(np.linalg.norm(np.asarray(c)), 1e-30))
+            for c, a in zip(jax.tree.leaves(gs[0]), jax.tree.leaves(gs[1]))
+        ]
         out[f"max_rel_err_{precision}"] = max(errs)
         out[f"ok_{precision}"] = bool(max(errs) <= PARITY_TOL[precision])
     if acc.platform == "cpu":
@@ -130,11 +134,17 @@ def orbax_round_trip(config: str, overrides: dict | None = None) -> dict:
             restored, extra = ckpt.restore(abstract_with_shardings(state))
         finally:
             ckpt.close()
-    same = all(np.array_equal(np.asarray(a), np.asarray(b)) and a.dtype == b.dtype
-               for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(jax.device_get(restored))))
+    same = all(
+        np.array_equal(np.asarray(a), np.asarray(b)) and a.dtype == b.dtype
+        for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(jax.device_get(restored)))
+    )
     on_device = all(x.devices() == {jax.devices()[0]} for x in jax.tree.leaves(restored) if hasattr(x, "devices"))
-    return {"config": config, "leaves": len(jax.tree.leaves(state)), "seconds": round(time.perf_counter() - t0, 2),
-            "ok": bool(same and on_device and extra.get("step") == 1)}
+    return {
+        "config": config,
+        "leaves": len(jax.tree.leaves(state)),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "ok": bool(same and on_device and extra.get("step") == 1),
+    }
 
 
 def run(a) -> dict:
@@ -152,11 +162,15 @@ def run(a) -> dict:
     peak = accel_bench.matmul_peak(a.dtype, a.peak_n or (256 if on_cpu else 8192))
     bandwidth = accel_bench.memory_bandwidth((a.bandwidth_mb or (16 if on_cpu else 2048)) << 20)
     vendor = accel_bench.vendor_peak(dev.device_kind, a.dtype)
-    res.update(measured_peak_tflops=round(peak / 1e12, 3), measured_bandwidth_gbs=round(bandwidth / 1e9, 1),
-               vendor_peak_tflops=vendor / 1e12 if vendor else None)
+    res.update(
+        measured_peak_tflops=round(peak / 1e12, 3),
+        measured_bandwidth_gbs=round(bandwidth / 1e9, 1),
+        vendor_peak_tflops=vendor / 1e12 if vendor else None,
+    )
     res["update"] = accel_bench.update_mfu(a.config, a.batch, a.seq, a.dtype, "none", a.steps, peak, vendor)
-    res["decode"] = accel_bench.decode_roofline(a.config, a.decode_batch, a.prompt_len, a.new_tokens, a.dtype,
-                                                bandwidth)
+    res["decode"] = accel_bench.decode_roofline(
+        a.config, a.decode_batch, a.prompt_len, a.new_tokens, a.dtype, bandwidth
+    )
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["ok"] = all(res[k]["ok"] for k in ("parity", "bf16", "orbax"))
     return res
@@ -165,16 +179,18 @@ def run(a) -> dict:
 def summary(res: dict) -> list[str]:
     p, b, o, u, d = (res[k] for k in ("parity", "bf16", "orbax", "update", "decode"))
     mark = lambda ok: "ok" if ok else "FAILED"
-    return [f"gpu_check on {res['device']} ({res['seconds']} s): {mark(res['ok'])}",
-            f"  parity  {mark(p['ok'])}: GRPO gradient vs CPU, max rel. error {p['max_rel_err_highest']:.2e} "
-            f"(highest precision), {p['max_rel_err_default']:.2e} (default)",
-            f"  bf16    {mark(b['ok'])}: {b['steps']} SFT steps, loss {b['losses'][0]} → {b['losses'][-1]}",
-            f"  orbax   {mark(o['ok'])}: {o['leaves']} leaves saved and restored bitwise in {o['seconds']} s",
-            f"  update  {u['config']} {u['dtype']} {u['batch']} × {u['seq']}: {u['tokens_per_s']} tok/s, MFU "
-            f"{u['mfu_measured_peak']:.1%} of the measured peak ({res['measured_peak_tflops']} TFLOP/s)"
-            + (f", {u['mfu_vendor_peak']:.1%} of the datasheet's" if u["mfu_vendor_peak"] else ""),
-            f"  decode  {d['config']} batch {d['batch']}: {d['decode_tokens_per_s']} tok/s, "
-            f"{d['fraction_of_roofline']:.1%} of the HBM roofline ({res['measured_bandwidth_gbs']} GB/s measured)"]
+    return [
+        f"gpu_check on {res['device']} ({res['seconds']} s): {mark(res['ok'])}",
+        f"  parity  {mark(p['ok'])}: GRPO gradient vs CPU, max rel. error {p['max_rel_err_highest']:.2e} "
+        f"(highest precision), {p['max_rel_err_default']:.2e} (default)",
+        f"  bf16    {mark(b['ok'])}: {b['steps']} SFT steps, loss {b['losses'][0]} → {b['losses'][-1]}",
+        f"  orbax   {mark(o['ok'])}: {o['leaves']} leaves saved and restored bitwise in {o['seconds']} s",
+        f"  update  {u['config']} {u['dtype']} {u['batch']} × {u['seq']}: {u['tokens_per_s']} tok/s, MFU "
+        f"{u['mfu_measured_peak']:.1%} of the measured peak ({res['measured_peak_tflops']} TFLOP/s)"
+        + (f", {u['mfu_vendor_peak']:.1%} of the datasheet's" if u["mfu_vendor_peak"] else ""),
+        f"  decode  {d['config']} batch {d['batch']}: {d['decode_tokens_per_s']} tok/s, "
+        f"{d['fraction_of_roofline']:.1%} of the HBM roofline ({res['measured_bandwidth_gbs']} GB/s measured)",
+    ]
 
 
 def main(argv=None) -> dict:

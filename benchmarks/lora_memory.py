@@ -10,14 +10,25 @@ trained parameter) and XLA's compiled memory analysis of the jitted, donated SFT
 temporaries``. The compiled numbers are the CPU backend's (it stores int4/uint4 one byte per
 element; an accelerator may pack them).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 
 
-def setting(preset: str, mode: str, *, rank: int = 16, batch: int = 4, seq: int = 512,
-            param_dtype: str = "float32", dtype: str = "float32", remat: str = "none", **overrides) -> dict:
+def setting(
+    preset: str,
+    mode: str,
+    *,
+    rank: int = 16,
+    batch: int = 4,
+    seq: int = 512,
+    param_dtype: str = "float32",
+    dtype: str = "float32",
+    remat: str = "none",
+    **overrides,
+) -> dict:
     """One row: ``mode`` is ``full``, ``lora`` or ``qlora`` (nf4 base)."""
     import jax
     import jax.numpy as jnp
@@ -31,8 +42,11 @@ def setting(preset: str, mode: str, *, rank: int = 16, batch: int = 4, seq: int 
     from upt_jax.train.step import make_train_step, upge_objective
 
     cfg = get_preset(preset, param_dtype=param_dtype, dtype=dtype, **overrides)
-    lora = None if mode == "full" else LoraConfig(rank=rank, alpha=2.0 * rank,
-                                                  quantize="nf4" if mode == "qlora" else "none")
+    lora = (
+        None
+        if mode == "full"
+        else LoraConfig(rank=rank, alpha=2.0 * rank, quantize="nf4" if mode == "qlora" else "none")
+    )
 
     def build():
         model = init_model(cfg, 0, remat=remat)
@@ -41,22 +55,38 @@ def setting(preset: str, mode: str, *, rank: int = 16, batch: int = 4, seq: int 
     graphdef, params = nnx.split(nnx.eval_shape(build))
     trainable = None if lora is None else nnx.LoRAParam
     tx = make_optimizer(1e-5)
-    state = jax.eval_shape(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,
-                                                opt_state=tx.init(trainable_split(p, trainable)[0]),
-                                                rng=jax.random.key_data(jax.random.key(0))), params)
+    state = jax.eval_shape(
+        lambda p: TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=p,
+            opt_state=tx.init(trainable_split(p, trainable)[0]),
+            rng=jax.random.key_data(jax.random.key(0)),
+        ),
+        params,
+    )
     tokens = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
     batch_arrays = dict(tokens=tokens, attention_mask=tokens, mask=tokens)
-    step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("sft"), with_entropy=False),
-                           trainable=trainable)
+    step = make_train_step(
+        graphdef, tx, upge_objective(upge.get_recipe("sft"), with_entropy=False), trainable=trainable
+    )
     mem = compiled_memory(step.lower(state, batch_arrays).compile())
     nbytes = lambda tree: sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
     trained = trainable_split(params, trainable)[0]
     gb = lambda b: round(b / 2**30, 3)
-    sizes = dict(param_bytes=nbytes(params), opt_state_bytes=nbytes(state.opt_state),
-                 temp_bytes=mem["temp"], peak_bytes=mem["peak"])
-    return dict(mode=mode, rank=0 if lora is None else rank, params=sum(x.size for x in jax.tree.leaves(params)),
-                trainable_params=sum(x.size for x in jax.tree.leaves(trained)), **sizes,
-                **{k.replace("_bytes", "_gib"): gb(v) for k, v in sizes.items()})
+    sizes = dict(
+        param_bytes=nbytes(params),
+        opt_state_bytes=nbytes(state.opt_state),
+        temp_bytes=mem["temp"],
+        peak_bytes=mem["peak"],
+    )
+    return dict(
+        mode=mode,
+        rank=0 if lora is None else rank,
+        params=sum(x.size for x in jax.tree.leaves(params)),
+        trainable_params=sum(x.size for x in jax.tree.leaves(trained)),
+        **sizes,
+        **{k.replace("_bytes", "_gib"): gb(v) for k, v in sizes.items()},
+    )
 
 
 def bench(preset: str = "qwen2-0.5b", rank: int = 16, batch: int = 4, seq: int = 512, **kw) -> dict:
@@ -67,12 +97,17 @@ def bench(preset: str = "qwen2-0.5b", rank: int = 16, batch: int = 4, seq: int =
 
 
 def markdown(result: dict) -> str:
-    lines = ["| setting | trainable params | stored params GiB | optimiser state GiB | step temporaries GiB | "
-             "step peak GiB |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | trainable params | stored params GiB | optimiser state GiB | step temporaries GiB | "
+        "step peak GiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         name = {"full": "full fine-tuning", "lora": f"LoRA r={r['rank']}", "qlora": f"QLoRA r={r['rank']} (nf4)"}
-        lines.append(f"| {name[r['mode']]} | {r['trainable_params']:,} | {r['param_gib']} | {r['opt_state_gib']} | "
-                     f"{r['temp_gib']} | {r['peak_gib']} |")
+        lines.append(
+            f"| {name[r['mode']]} | {r['trainable_params']:,} | {r['param_gib']} | {r['opt_state_gib']} | "
+            f"{r['temp_gib']} | {r['peak_gib']} |"
+        )
     return "\n".join(lines)
 
 

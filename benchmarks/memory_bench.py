@@ -9,6 +9,7 @@ materialises ``[B, T, V]`` fp32 logits. Measured with XLA's compiled memory anal
 5 GB naive graph is measured on any machine. The defaults are Qwen2-0.5B's head
 (hidden 896, vocabulary 151936) on 4 × 2048 tokens.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ def temp_bytes(remat: str, b: int, t: int, d: int, v: int, chunk: int = 128) -> 
             lp, ent = token_logprobs(h, w, tg, chunk_size=chunk, return_entropy=True, remat=remat)
         return jnp.sum(lp) + 0.1 * jnp.sum(ent)
 
-    args = (jax.ShapeDtypeStruct((b, t, d), jnp.float32), jax.ShapeDtypeStruct((d, v), jnp.float32),
-            jax.ShapeDtypeStruct((b, t), jnp.int32))
+    args = (
+        jax.ShapeDtypeStruct((b, t, d), jnp.float32),
+        jax.ShapeDtypeStruct((d, v), jnp.float32),
+        jax.ShapeDtypeStruct((b, t), jnp.int32),
+    )
     compiled = jax.jit(jax.value_and_grad(f, argnums=(0, 1))).lower(*args).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
@@ -38,10 +42,18 @@ def bench(vocab: int = 151936, hidden: int = 896, batch: int = 4, seq: int = 204
     naive = temp_bytes("naive", batch, seq, hidden, vocab, chunk)
     chunked = temp_bytes("always", batch, seq, hidden, vocab, chunk)
     auto = temp_bytes("auto", batch, seq, hidden, vocab, chunk)
-    return dict(vocab=vocab, hidden=hidden, batch=batch, seq=seq, chunk=chunk,
-                logits_mb=round(batch * seq * vocab * 4 / 1e6, 1), naive_mb=round(naive / 1e6, 1),
-                chunked_mb=round(chunked / 1e6, 1), auto_mb=round(auto / 1e6, 1),
-                chunked_over_naive=round(chunked / naive, 4))
+    return dict(
+        vocab=vocab,
+        hidden=hidden,
+        batch=batch,
+        seq=seq,
+        chunk=chunk,
+        logits_mb=round(batch * seq * vocab * 4 / 1e6, 1),
+        naive_mb=round(naive / 1e6, 1),
+        chunked_mb=round(chunked / 1e6, 1),
+        auto_mb=round(auto / 1e6, 1),
+        chunked_over_naive=round(chunked / naive, 4),
+    )
 
 
 def main(argv=None):

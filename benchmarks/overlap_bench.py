@@ -20,6 +20,7 @@ caches repeated pairs), in two kinds of answer, each against a fixed reference:
 
 One worker pool (``min(4, cores)`` processes) is shared by the trainers, one of them at a time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,14 @@ class BoxedMath:
         self.inner.close()
 
 
-def bench(chunks=(1, 2, 4), repeats: int = 3, answers=("fraction", "radical"), questions: int = 8, n: int = 8,
-          new_tokens: int = 64) -> dict:
+def bench(
+    chunks=(1, 2, 4),
+    repeats: int = 3,
+    answers=("fraction", "radical"),
+    questions: int = 8,
+    n: int = 8,
+    new_tokens: int = 64,
+) -> dict:
     import jax
 
     from benchmarks.common import hpt_bench_config
@@ -69,12 +76,20 @@ def bench(chunks=(1, 2, 4), repeats: int = 3, answers=("fraction", "radical"), q
 
     pool = VerifierPool()
     trainers = {}
-    out = dict(questions=questions, n=n, new_tokens=new_tokens, repeats=repeats, workers=pool.num_workers,
-               results=[], reasons={})
+    out = dict(
+        questions=questions,
+        n=n,
+        new_tokens=new_tokens,
+        repeats=repeats,
+        workers=pool.num_workers,
+        results=[],
+        reasons={},
+    )
     try:
         for c in chunks:
-            cfg = hpt_bench_config(f"upt_bench_overlap{c}_", questions=questions, n=n, new_tokens=new_tokens,
-                                   overlap_chunks=c)
+            cfg = hpt_bench_config(
+                f"upt_bench_overlap{c}_", questions=questions, n=n, new_tokens=new_tokens, overlap_chunks=c
+            )
             trainers[c] = Trainer(cfg)
             trainers[c].verifier.close()
         records = next(iter(trainers[chunks[0]].dataset))
@@ -97,11 +112,18 @@ def bench(chunks=(1, 2, 4), repeats: int = 3, answers=("fraction", "radical"), q
             base = walls.get(1, walls[chunks[0]])  # the serial C = 1 (else the first C given)
             for c in chunks:
                 mean = lambda k: float(np.mean([x[k] for x in rows[c]]))
-                out["results"].append(dict(
-                    answers=kind, chunks=c, wall_s=round(walls[c], 3),
-                    wall_min_s=round(min(x["wall_s"] for x in rows[c]), 3), rollout_s=round(mean("rollout_s"), 3),
-                    reward_s=round(mean("reward_s"), 3), reward_overlap_s=round(mean("reward_overlap_s"), 3),
-                    speedup_vs_c1=round(base / walls[c], 2)))
+                out["results"].append(
+                    dict(
+                        answers=kind,
+                        chunks=c,
+                        wall_s=round(walls[c], 3),
+                        wall_min_s=round(min(x["wall_s"] for x in rows[c]), 3),
+                        rollout_s=round(mean("rollout_s"), 3),
+                        reward_s=round(mean("reward_s"), 3),
+                        reward_overlap_s=round(mean("reward_overlap_s"), 3),
+                        speedup_vs_c1=round(base / walls[c], 2),
+                    )
+                )
     finally:
         for t in trainers.values():
             t.close()
@@ -110,11 +132,16 @@ def bench(chunks=(1, 2, 4), repeats: int = 3, answers=("fraction", "radical"), q
 
 
 def table(r: dict) -> list[str]:
-    lines = ["| verifier answers | overlap_chunks C | rollout + reward wall s | min s | rollout s (Σ generation) "
-             "| reward s (Σ scoring) | reward hidden s | speed-up vs C=1 |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| verifier answers | overlap_chunks C | rollout + reward wall s | min s | rollout s (Σ generation) "
+        "| reward s (Σ scoring) | reward hidden s | speed-up vs C=1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for x in r["results"]:
-        lines.append(f"| {x['answers']} | {x['chunks']} | {x['wall_s']} | {x['wall_min_s']} | {x['rollout_s']} | "
-                     f"{x['reward_s']} | {x['reward_overlap_s']} | {x['speedup_vs_c1']}× |")
+        lines.append(
+            f"| {x['answers']} | {x['chunks']} | {x['wall_s']} | {x['wall_min_s']} | {x['rollout_s']} | "
+            f"{x['reward_s']} | {x['reward_overlap_s']} | {x['speedup_vs_c1']}× |"
+        )
     return lines
 
 

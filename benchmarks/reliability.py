@@ -22,6 +22,7 @@ Sections (each returns ``(attempted, handled)`` and a note; a markdown table is 
    moments, resumed each time with the same command; handled = its final parameters and per-step
    losses equal an uninterrupted run's, bitwise (the helpers of ``tests/train/test_crash.py``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,15 @@ def host() -> str:
 
 
 # ----------------------------------------------------------------------------- 1. configs
-ISSUE20_CASES = [("train.max_grad_norm", -1.0), ("train.learning_rate", math.nan),
-                 ("train.learning_rate", -1e-4), ("train.update_epochs", 0),
-                 ("rollout.max_new_tokens", 0), ("rollout.temperature", -1.0), ("rollout.top_p", 0.0)]
+ISSUE20_CASES = [
+    ("train.max_grad_norm", -1.0),
+    ("train.learning_rate", math.nan),
+    ("train.learning_rate", -1e-4),
+    ("train.update_epochs", 0),
+    ("rollout.max_new_tokens", 0),
+    ("rollout.temperature", -1.0),
+    ("rollout.top_p", 0.0),
+]
 
 
 def _set(c, path, value):
@@ -94,9 +101,11 @@ def bad_configs():
         else:
             failures.append(f"{path}={value!r}: accepted")
     walked = len(cases) - len(ISSUE20_CASES)
-    note = f"{walked} out-of-domain values of {len(schema.keys())} schema keys + " \
-           f"{len(ISSUE20_CASES)} issue #20 cases; " \
-           f"{type_refused} refused by ConfigDict's type check, the rest by schema.validate"
+    note = (
+        f"{walked} out-of-domain values of {len(schema.keys())} schema keys + "
+        f"{len(ISSUE20_CASES)} issue #20 cases; "
+        f"{type_refused} refused by ConfigDict's type check, the rest by schema.validate"
+    )
     return attempted, handled, note, failures
 
 
@@ -125,8 +134,15 @@ def corrupted_checkpoints():
     def _nan(step_dir):  # marker: the NaN state is saved instead of a damaged file
         return "not finite"
 
-    damages = [tc._truncate, tc._bitflip, tc._missing_file, tc._no_commit_marker, tc._bad_manifest,
-               tc._truncate_and_rehash, _nan]
+    damages = [
+        tc._truncate,
+        tc._bitflip,
+        tc._missing_file,
+        tc._no_commit_marker,
+        tc._bad_manifest,
+        tc._truncate_and_rehash,
+        _nan,
+    ]
     attempted = handled = 0
     failures = []
     for damage in damages:
@@ -160,8 +176,7 @@ BAD_ROWS = {  # name: (line 2 of the file, DataConfig keywords)
     "duplicate id": ('{"id": "ok", "question": "again", "answer": "2"}', {}),
     "non-finite answer (NaN)": ('{"id": "b", "question": "q", "answer": NaN}', {}),
     "non-finite answer (1e999)": ('{"id": "b", "question": "q", "answer": 1e999}', {}),
-    "non-integer answer, integer verifier": ('{"id": "b", "question": "q", "answer": "5.5"}',
-                                             {"verifier": "integer"}),
+    "non-integer answer, integer verifier": ('{"id": "b", "question": "q", "answer": "5.5"}', {"verifier": "integer"}),
     "nested too deeply": ('{"question": ' + "[" * 100_000 + "]" * 100_000 + "}", {}),
     "lone surrogate": ('{"question": "2+2 \\ud800", "answer": "4"}', {}),
     "row over max_row_chars": ('{"id": "b", "question": "' + "a" * 1_000_001 + '", "answer": "1"}', {}),
@@ -204,8 +219,9 @@ def bad_rows():
                 handled += 1
             else:
                 failures.append(f"empty file: {e}")
-    note = f"{len(BAD_ROWS)} kinds of bad row + an empty file; DataError names file:line, " \
-           "skip_bad_rows skips and counts"
+    note = (
+        f"{len(BAD_ROWS)} kinds of bad row + an empty file; DataError names file:line, skip_bad_rows skips and counts"
+    )
     return attempted, handled, note, failures
 
 
@@ -221,8 +237,14 @@ def fuzzed_inputs(n: int, marker_dir: str) -> list[tuple[str, str]]:
 
     pairs: list[tuple[str, str]] = []
 
-    @settings(max_examples=n, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(data=st.data())
     def collect(data):
         output = data.draw(tf.adversarial(marker_dir))
@@ -267,11 +289,18 @@ def verifier_inputs(n: int, limit: float = 1.0, slack: float = 2.5):
     attempted = 2 * len(pairs)
     handled = attempted - over - errors
     planted = sum("PWNED" in o or "PWNED" in g for o, g in pairs)
-    return dict(attempted=attempted, handled=handled, over_limit=over, timeouts=timeouts, executed=len(pwned),
-                planted=planted, failures=failures + [f"executed: {pwned}"] * bool(pwned),
-                note=f"{len(pairs) - 11} fuzzed + 11 fixed code strings, each as output and as reference; "
-                     f"limit {limit:g} s (+{slack:g} s slack); {timeouts} killed at the limit (score 0); "
-                     f"{planted} carry a planted payload")
+    return dict(
+        attempted=attempted,
+        handled=handled,
+        over_limit=over,
+        timeouts=timeouts,
+        executed=len(pwned),
+        planted=planted,
+        failures=failures + [f"executed: {pwned}"] * bool(pwned),
+        note=f"{len(pairs) - 11} fuzzed + 11 fixed code strings, each as output and as reference; "
+        f"limit {limit:g} s (+{slack:g} s slack); {timeouts} killed at the limit (score 0); "
+        f"{planted} carry a planted payload",
+    )
 
 
 # ----------------------------------------------------------------------------- 5. kills
@@ -304,8 +333,13 @@ def kills_survived(k: int, seed: int = 1234):
         except AssertionError as e:
             handled = 0
             failures.append(f"resumed run differs: {str(e)[:300]}")
-    return done, handled, f"SIGKILL at a random moment, resumed with the same command; {steps} steps, " \
-                          f"final params and losses vs an uninterrupted run, bitwise", failures
+    return (
+        done,
+        handled,
+        f"SIGKILL at a random moment, resumed with the same command; {steps} steps, "
+        f"final params and losses vs an uninterrupted run, bitwise",
+        failures,
+    )
 
 
 # ----------------------------------------------------------------------------- main
@@ -313,8 +347,11 @@ def run(fuzz: int = 500, kills: int = 0) -> list[dict]:
     rows = []
 
     def add(name, attempted, handled, note, failures, seconds):
-        rows.append(dict(name=name, attempted=attempted, handled=handled, note=note, failures=failures,
-                         seconds=round(seconds, 1)))
+        rows.append(
+            dict(
+                name=name, attempted=attempted, handled=handled, note=note, failures=failures, seconds=round(seconds, 1)
+            )
+        )
 
     t = time.monotonic()
     add("bad configs rejected before compute", *bad_configs(), time.monotonic() - t)
@@ -326,8 +363,14 @@ def run(fuzz: int = 500, kills: int = 0) -> list[dict]:
     v = verifier_inputs(fuzz)
     s = time.monotonic() - t
     add("verifier inputs within the time limit", v["attempted"], v["handled"], v["note"], v["failures"], s)
-    add("code executed by verifier inputs (handled = nothing ran)", v["attempted"], v["attempted"] - v["executed"],
-        f"{v['executed']} files created by planted payloads", [], s)
+    add(
+        "code executed by verifier inputs (handled = nothing ran)",
+        v["attempted"],
+        v["attempted"] - v["executed"],
+        f"{v['executed']} files created by planted payloads",
+        [],
+        s,
+    )
     if kills:
         t = time.monotonic()
         add("kills survived", *kills_survived(kills), time.monotonic() - t)

@@ -26,6 +26,7 @@ side in turn; the table has the median step. ``--isa avx2`` restricts both sides
 each ISA in a fresh process. The sampler line: the same 2,048 new tokens as 4 prompts × 8 samples
 and as 32 prompts × 1, and 4 × 8 padded as before to 8 prompts (``batch_bucket=64``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TRL_VENV = os.path.join(ROOT, ".venv-trl")
 TRL_SCRIPT = os.path.join(HERE, "trl_bench.py")
-ISA_ENV = {"native": {}, "avx2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                                  "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+ISA_ENV = {
+    "native": {},
+    "avx2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
 RESULT = "RL_STEP_RESULT "
 PROMPTS, N, NEW, PROMPT_LEN = 4, 8, 64, 32
 
@@ -63,8 +66,9 @@ def write_model_dir(config: str, d: str, seed: int = 0) -> int:
     words = {"<pad>": 0, "<eos>": v - 1, **{str(i): i for i in range(1, v - 1)}}  # specials: no digit string
     wl = Tokenizer(models.WordLevel(words, unk_token="<pad>"))
     wl.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=wl, pad_token="<pad>", eos_token="<eos>",
-                                               unk_token="<pad>")
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=wl, pad_token="<pad>", eos_token="<eos>", unk_token="<pad>"
+    )
     tok.save_pretrained(os.path.join(d, "tokenizer"))
     hf.config.eos_token_id, hf.config.pad_token_id = v - 1, 0
     hf.generation_config.eos_token_id, hf.generation_config.pad_token_id = v - 1, 0
@@ -90,7 +94,11 @@ def upt_trainer(experiment: str, model_dir: str, data: str):
 
     c = importlib.import_module(f"experiments.{experiment}").get_config()
     c.run_dir = tempfile.mkdtemp(prefix=f"upt_rl_step_{experiment}_")
-    c.model.init, c.model.hf_dir, c.tokenizer = "hf", os.path.join(model_dir, "model"), os.path.join(model_dir, "tokenizer")
+    c.model.init, c.model.hf_dir, c.tokenizer = (
+        "hf",
+        os.path.join(model_dir, "model"),
+        os.path.join(model_dir, "tokenizer"),
+    )
     c.data.source, c.data.path, c.data.template = "file", data, "plain"
     c.reward.functions = ("benchmarks.trl_bench:parity_reward",)  # the function TRL's side calls
     c.rollout.n, c.rollout.max_new_tokens, c.rollout.temperature = N, NEW, 1.0
@@ -108,10 +116,27 @@ class TrlSide:
     def __init__(self, model_dir: str, prompts: list[str], steps: int, python: str | None = None):
         python = python or os.path.join(TRL_VENV, "bin", "python")
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-        self.proc = subprocess.Popen([python, TRL_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
-        self._send(json.dumps(dict(weights_dir=model_dir, prompts=prompts[:PROMPTS * steps], steps=steps,
-                                   prompts_per_step=PROMPTS, num_generations=N, new_tokens=NEW)))
+        self.proc = subprocess.Popen(
+            [python, TRL_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self._send(
+            json.dumps(
+                dict(
+                    weights_dir=model_dir,
+                    prompts=prompts[: PROMPTS * steps],
+                    steps=steps,
+                    prompts_per_step=PROMPTS,
+                    num_generations=N,
+                    new_tokens=NEW,
+                )
+            )
+        )
 
     def _send(self, line: str):
         self.proc.stdin.write(line + "\n")
@@ -121,14 +146,14 @@ class TrlSide:
         self._send("go")
         for line in self.proc.stdout:
             if line.startswith("TRL_STEP "):
-                return json.loads(line[len("TRL_STEP "):])["seconds"]
+                return json.loads(line[len("TRL_STEP ") :])["seconds"]
         raise RuntimeError(f"TRL side ended (exit {self.proc.wait()})")
 
     def finish(self) -> dict:
         for line in self.proc.stdout:
             if line.startswith("TRL_RESULT "):
                 self.proc.wait()
-                return json.loads(line[len("TRL_RESULT "):])
+                return json.loads(line[len("TRL_RESULT ") :])
         return {"status": f"failed (exit {self.proc.wait()})"}
 
 
@@ -144,8 +169,11 @@ def sampler_n_vs_rows(trainer, repeats: int = 3) -> dict:
     prompts = [rng.randint(1, v - 1, PROMPT_LEN).tolist() for _ in range(PROMPTS * N)]
     sampler = trainer.sampler
     before = Sampler(nnx_model(trainer), pad_id=0, batch_bucket=64)
-    cases = {"4x8": (sampler, prompts[:PROMPTS], N), "32x1": (sampler, prompts, 1),
-             "4x8_before": (before, prompts[:PROMPTS], N)}
+    cases = {
+        "4x8": (sampler, prompts[:PROMPTS], N),
+        "32x1": (sampler, prompts, 1),
+        "4x8_before": (before, prompts[:PROMPTS], N),
+    }
     best = {k: float("inf") for k in cases}
     for r in range(repeats + 1):
         for k, (s, ps, n) in cases.items():
@@ -177,8 +205,11 @@ def child(config: str, rounds: int, trl: bool) -> dict:
     data = os.path.join(d, "data.jsonl")
     prompts = write_data(data, vocab)
     sides = {"upt_jax": upt_trainer("grpo", d, data), "hpt": upt_trainer("hpt", d, data)}
-    trl_side = TrlSide(d, prompts * (rounds + 2), rounds + 2) if trl and os.path.exists(
-        os.path.join(TRL_VENV, "bin", "python")) else None
+    trl_side = (
+        TrlSide(d, prompts * (rounds + 2), rounds + 2)
+        if trl and os.path.exists(os.path.join(TRL_VENV, "bin", "python"))
+        else None
+    )
     times = {k: [] for k in (*sides, "trl")}
     parts = {k: {"rollout": [], "reward": [], "update": []} for k in sides}  # the trainer's time/* split
     early = 0
@@ -198,12 +229,21 @@ def child(config: str, rounds: int, trl: bool) -> dict:
             t.close()
     res = trl_side.finish() if trl_side is not None else {"status": "not run (make bench-trl-env)"}
     med = {k: round(float(np.median(v[2:])), 3) if len(v) > 2 else None for k, v in times.items()}
-    return dict(config=config, rounds=rounds, step_s=med, first_s={k: round(v[0], 2) for k, v in times.items() if v},
-                ratio=round(med["trl"] / med["upt_jax"], 2) if med["trl"] else None, trl=res,
-                split_s={k: {p: round(float(np.median(v[2:])), 3) for p, v in d.items()} for k, d in parts.items()},
-                steps_with_early_stop=early, sampler_tokens_per_s=samp, cores=len(os.sched_getaffinity(0)),
-                load_avg=[round(load0, 1), round(os.getloadavg()[0], 1)], matmul_peak_gflops=round(peak, 1),
-                host=host())
+    return dict(
+        config=config,
+        rounds=rounds,
+        step_s=med,
+        first_s={k: round(v[0], 2) for k, v in times.items() if v},
+        ratio=round(med["trl"] / med["upt_jax"], 2) if med["trl"] else None,
+        trl=res,
+        split_s={k: {p: round(float(np.median(v[2:])), 3) for p, v in d.items()} for k, d in parts.items()},
+        steps_with_early_stop=early,
+        sampler_tokens_per_s=samp,
+        cores=len(os.sched_getaffinity(0)),
+        load_avg=[round(load0, 1), round(os.getloadavg()[0], 1)],
+        matmul_peak_gflops=round(peak, 1),
+        host=host(),
+    )
 
 
 def run_isa(isa: str, configs, rounds: int, trl: bool, cores: int | None = None) -> list[dict]:
@@ -216,11 +256,20 @@ def run_isa(isa: str, configs, rounds: int, trl: bool, cores: int | None = None)
     for c in configs:
         args = [sys.executable, "-m", "benchmarks.rl_step_bench", "--child", c, "--rounds", str(rounds)]
         allowed = sorted(os.sched_getaffinity(0))[:cores] if cores else None
-        proc = subprocess.run(args + ([] if trl else ["--no-trl"]), capture_output=True, text=True, cwd=ROOT, env=env,
-                              preexec_fn=(lambda: os.sched_setaffinity(0, allowed)) if allowed else None)
+        proc = subprocess.run(
+            args + ([] if trl else ["--no-trl"]),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            preexec_fn=(lambda: os.sched_setaffinity(0, allowed)) if allowed else None,
+        )
         line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith(RESULT)), None)
-        row = json.loads(line[len(RESULT):]) if line else {
-            "config": c, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]}
+        row = (
+            json.loads(line[len(RESULT) :])
+            if line
+            else {"config": c, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]}
+        )
         row["isa"] = isa
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -228,10 +277,12 @@ def run_isa(isa: str, configs, rounds: int, trl: bool, cores: int | None = None)
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| ISA | cores | config | upt_jax GRPO step s (rollout / reward / update) | TRL GRPOTrainer step s "
-             "| TRL / upt_jax | upt_jax HPT step s "
-             "| first step s (upt_jax / TRL / HPT) | matmul peak GFLOP/s | load avg (start, end) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| ISA | cores | config | upt_jax GRPO step s (rollout / reward / update) | TRL GRPOTrainer step s "
+        "| TRL / upt_jax | upt_jax HPT step s "
+        "| first step s (upt_jax / TRL / HPT) | matmul peak GFLOP/s | load avg (start, end) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['isa']} | {r.get('cores', '')} | {r['config']} | failed: {r['error']} | | | | | | |")
@@ -240,17 +291,25 @@ def table(rows: list[dict]) -> list[str]:
         trl = s["trl"] if s["trl"] is not None else r["trl"].get("status")
         sp = r.get("split_s", {}).get("upt_jax")
         split = f" ({sp['rollout']} / {sp['reward']} / {sp['update']})" if sp else ""
-        lines.append(f"| {r['isa']} | {r['cores']} | {r['config']} | {s['upt_jax']}{split} | {trl} | "
-                     f"{str(r['ratio']) + '×' if r['ratio'] else '–'} | {s['hpt']} | "
-                     f"{f.get('upt_jax')} / {f.get('trl', '–')} / {f.get('hpt')} | {r['matmul_peak_gflops']} | "
-                     f"{r['load_avg'][0]}, {r['load_avg'][1]} |")
-    lines += ["", "Sampler new tokens/s inside those runs (2,048 tokens of 64 per row; upt_jax only):", "",
-              "| ISA | cores | config | 4 prompts × 8 samples | 32 prompts × 1 | 4 × 8 padded to 8 prompts (before) |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['isa']} | {r['cores']} | {r['config']} | {s['upt_jax']}{split} | {trl} | "
+            f"{str(r['ratio']) + '×' if r['ratio'] else '–'} | {s['hpt']} | "
+            f"{f.get('upt_jax')} / {f.get('trl', '–')} / {f.get('hpt')} | {r['matmul_peak_gflops']} | "
+            f"{r['load_avg'][0]}, {r['load_avg'][1]} |"
+        )
+    lines += [
+        "",
+        "Sampler new tokens/s inside those runs (2,048 tokens of 64 per row; upt_jax only):",
+        "",
+        "| ISA | cores | config | 4 prompts × 8 samples | 32 prompts × 1 | 4 × 8 padded to 8 prompts (before) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" not in r:
             t = r["sampler_tokens_per_s"]
-            lines.append(f"| {r['isa']} | {r['cores']} | {r['config']} | {t['4x8']} | {t['32x1']} | {t['4x8_before']} |")
+            lines.append(
+                f"| {r['isa']} | {r['cores']} | {r['config']} | {t['4x8']} | {t['32x1']} | {t['4x8_before']} |"
+            )
     return lines
 
 
@@ -259,8 +318,13 @@ def main(argv=None):
     ap.add_argument("--config", nargs="+", default=["tiny", "small"])
     ap.add_argument("--isa", nargs="+", default=["native", "avx2"], choices=list(ISA_ENV))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--cores", type=int, nargs="+", default=[0],
-                    help="run each comparison on this many cores (0: all); both sides on the same ones")
+    ap.add_argument(
+        "--cores",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="run each comparison on this many cores (0: all); both sides on the same ones",
+    )
     ap.add_argument("--no-trl", action="store_true")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -11,6 +11,7 @@ reading the weights with its own safetensors loader). New tokens per second is m
 warm-up call; compile times are reported separately. Without ``.venv-tunix``
 (``make bench-tunix-env``) the Tunix column says "not run (make bench-tunix-env)".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,28 @@ import time
 import numpy as np
 
 
-def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: int, tunix: bool = True,
-          top_k: int = 0, top_p: float = 1.0) -> dict:
+def bench(
+    config: str,
+    batch: int,
+    new_tokens: int,
+    prompt_len: int,
+    repeats: int,
+    tunix: bool = True,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> dict:
     import jax
     import torch
 
-    from benchmarks.common import (TUNIX_SKIPPED, hf_qwen2, model_dict, run_tunix_on, same_model_in_jax,
-                                   set_torch_threads, tunix_fields)
+    from benchmarks.common import (
+        TUNIX_SKIPPED,
+        hf_qwen2,
+        model_dict,
+        run_tunix_on,
+        same_model_in_jax,
+        set_torch_threads,
+        tunix_fields,
+    )
     from upt_jax.sampling import Sampler, SamplingParams
 
     set_torch_threads()
@@ -44,8 +60,16 @@ def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: in
     one_stream.generate(prompts, jax.random.key(0), params)
     ids = torch.tensor(prompts)
     mask = torch.ones_like(ids)
-    kw = dict(do_sample=True, temperature=1.0, top_k=top_k, top_p=top_p, max_new_tokens=new_tokens,
-              min_new_tokens=new_tokens, pad_token_id=0, attention_mask=mask)
+    kw = dict(
+        do_sample=True,
+        temperature=1.0,
+        top_k=top_k,
+        top_p=top_p,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        pad_token_id=0,
+        attention_mask=mask,
+    )
     jax_times, one_times, pt_times = [], [], []
     with torch.no_grad():
         hf.generate(ids, **kw)  # warm-up
@@ -62,14 +86,38 @@ def bench(config: str, batch: int, new_tokens: int, prompt_len: int, repeats: in
     pt_tps = pt_new / min(pt_times)
 
     # Tunix, in its own venv, on the same weights
-    tx = run_tunix_on(hf, dict(task="sampler", model=model_dict(model.cfg), batch=batch, new_tokens=new_tokens,
-                               prompt_len=prompt_len, repeats=repeats, prompts=prompts)) \
-        if tunix and top_k == 0 and top_p == 1.0 else {"status": TUNIX_SKIPPED}  # Tunix: no truncation
-    return dict(config=config, batch=batch, new_tokens=new_tokens, prompt_len=prompt_len, top_k=top_k, top_p=top_p,
-                device=str(jax.devices()[0].platform), upt_jax_tokens_per_s=round(jax_tps, 1),
-                upt_jax_streams=sampler.streams, upt_jax_one_stream_tokens_per_s=round(one_tps, 1),
-                upt_jax_compile_s=round(first.compile_s, 2), transformers_tokens_per_s=round(pt_tps, 1),
-                ratio=round(jax_tps / pt_tps, 2), **tunix_fields(tx, jax_tps))
+    tx = (
+        run_tunix_on(
+            hf,
+            dict(
+                task="sampler",
+                model=model_dict(model.cfg),
+                batch=batch,
+                new_tokens=new_tokens,
+                prompt_len=prompt_len,
+                repeats=repeats,
+                prompts=prompts,
+            ),
+        )
+        if tunix and top_k == 0 and top_p == 1.0
+        else {"status": TUNIX_SKIPPED}
+    )  # Tunix: no truncation
+    return dict(
+        config=config,
+        batch=batch,
+        new_tokens=new_tokens,
+        prompt_len=prompt_len,
+        top_k=top_k,
+        top_p=top_p,
+        device=str(jax.devices()[0].platform),
+        upt_jax_tokens_per_s=round(jax_tps, 1),
+        upt_jax_streams=sampler.streams,
+        upt_jax_one_stream_tokens_per_s=round(one_tps, 1),
+        upt_jax_compile_s=round(first.compile_s, 2),
+        transformers_tokens_per_s=round(pt_tps, 1),
+        ratio=round(jax_tps / pt_tps, 2),
+        **tunix_fields(tx, jax_tps),
+    )
 
 
 def main(argv=None):
@@ -86,17 +134,25 @@ def main(argv=None):
     a = ap.parse_args(argv)
     from benchmarks.common import run_configs, tunix_cells
 
-    rows = run_configs(a.config, lambda c: bench(
-        c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix,
-        top_k=a.top_k, top_p=a.top_p), a.json)
-    print("\n| config | batch × new | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio "
-          "| Tunix tok/s | upt_jax/Tunix | upt_jax compile s | Tunix compile s |")
+    rows = run_configs(
+        a.config,
+        lambda c: bench(
+            c, a.batch, a.new_tokens, a.prompt_len, a.repeats, tunix=not a.no_tunix, top_k=a.top_k, top_p=a.top_p
+        ),
+        a.json,
+    )
+    print(
+        "\n| config | batch × new | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio "
+        "| Tunix tok/s | upt_jax/Tunix | upt_jax compile s | Tunix compile s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t_tps, t_ratio = tunix_cells(r)
-        print(f"| {r['config']} | {r['batch']} × {r['new_tokens']} | {r['upt_jax_tokens_per_s']} | "
-              f"{r['upt_jax_streams']} | {r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} "
-              f"| {r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |")
+        print(
+            f"| {r['config']} | {r['batch']} × {r['new_tokens']} | {r['upt_jax_tokens_per_s']} | "
+            f"{r['upt_jax_streams']} | {r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} "
+            f"| {r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |"
+        )
     return rows
 
 

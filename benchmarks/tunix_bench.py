@@ -24,6 +24,7 @@ Tunix's ``qwen2.params.create_model_from_safe_tensors``), or Tunix's random init
   ``clip_by_global_norm(1) → adamw(1e-5)``. Tokens/s counts every position of the batch; two
   warm-up steps (it compiles twice, see ``bench_update``), then the fastest of ``steps`` steps.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,11 +65,19 @@ def _model(m: dict, weights_dir: str | None = None, seed: int = 0):
     from tunix.models.qwen2 import params as qwen2_params
 
     cfg = qwen2.ModelConfig(
-        num_layers=m["num_layers"], vocab_size=m["vocab_size"], embed_dim=m["hidden_size"],
-        hidden_dim=m["intermediate_size"], num_heads=m["num_heads"], head_dim=m["head_dim"],
-        num_kv_heads=m["num_kv_heads"], rope_theta=int(m.get("rope_theta", 10000)),
-        norm_eps=m.get("rms_norm_eps", 1e-6), use_tied_embedding=bool(m.get("tie_word_embeddings", False)),
-        dtype=jnp.float32, param_dtype=jnp.float32)
+        num_layers=m["num_layers"],
+        vocab_size=m["vocab_size"],
+        embed_dim=m["hidden_size"],
+        hidden_dim=m["intermediate_size"],
+        num_heads=m["num_heads"],
+        head_dim=m["head_dim"],
+        num_kv_heads=m["num_kv_heads"],
+        rope_theta=int(m.get("rope_theta", 10000)),
+        norm_eps=m.get("rms_norm_eps", 1e-6),
+        use_tied_embedding=bool(m.get("tie_word_embeddings", False)),
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    )
     if weights_dir:
         return qwen2_params.create_model_from_safe_tensors(weights_dir, cfg), cfg
     return qwen2.Qwen2(cfg, rngs=nnx.Rngs(seed)), cfg
@@ -84,13 +93,27 @@ def bench_sampler(req: dict) -> dict:
     vocab = m["vocab_size"]
     tok = _IdTokenizer(pad_id=0, eos_id=vocab)  # id `vocab` is never sampled: no early stop
     sampler = sampler_lib.Sampler(
-        model, tok, sampler_lib.CacheConfig(cache_size=prompt_len + new_tokens, num_layers=cfg.num_layers,
-                                            num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim))
+        model,
+        tok,
+        sampler_lib.CacheConfig(
+            cache_size=prompt_len + new_tokens,
+            num_layers=cfg.num_layers,
+            num_kv_heads=cfg.num_kv_heads,
+            head_dim=cfg.head_dim,
+        ),
+    )
     rng = np.random.RandomState(0)
     ids = req.get("prompts") or [rng.randint(1, vocab, prompt_len).tolist() for _ in range(batch)]
     prompts = [" ".join(map(str, p)) for p in ids]  # the same prompt ids as upt_jax's side
-    kw = dict(max_generation_steps=new_tokens, max_prompt_length=prompt_len, temperature=1.0, top_p=1.0,
-              top_k=None, eos_tokens=[vocab], echo=False)
+    kw = dict(
+        max_generation_steps=new_tokens,
+        max_prompt_length=prompt_len,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=None,
+        eos_tokens=[vocab],
+        echo=False,
+    )
 
     t0 = time.perf_counter()
     sampler(prompts, seed=0, **kw)  # warm-up: compiles prefill and decode
@@ -102,8 +125,12 @@ def bench_sampler(req: dict) -> dict:
         times.append(time.perf_counter() - t0)
         n_new = sum(len(t) for t in out.tokens)
     run_s = min(times)
-    return dict(tokens_per_s=round(n_new / run_s, 1), new_tokens=n_new, run_s=round(run_s, 4),
-                compile_s=round(max(first_s - run_s, 0.0), 2))
+    return dict(
+        tokens_per_s=round(n_new / run_s, 1),
+        new_tokens=n_new,
+        run_s=round(run_s, 4),
+        compile_s=round(max(first_s - run_s, 0.0), 2),
+    )
 
 
 def _train_example(b: dict, group: int):
@@ -119,9 +146,14 @@ def _train_example(b: dict, group: int):
     adv = ((r - r.mean(1, keepdims=True)) / (r.std(1, keepdims=True) + 1e-6)).reshape(-1)  # as upt_jax
     p = int(b["prompt_len"])
     return TrainExample(
-        prompt_ids=jnp.asarray(tokens[:, :p]), prompt_mask=jnp.ones((tokens.shape[0], p), jnp.int32),
-        completion_ids=jnp.asarray(tokens[:, p:]), completion_mask=jnp.asarray(mask[:, p:]),
-        advantages=jnp.asarray(adv), ref_per_token_logps=None, old_per_token_logps=jnp.asarray(old_logp[:, p:]))
+        prompt_ids=jnp.asarray(tokens[:, :p]),
+        prompt_mask=jnp.ones((tokens.shape[0], p), jnp.int32),
+        completion_ids=jnp.asarray(tokens[:, p:]),
+        completion_mask=jnp.asarray(mask[:, p:]),
+        advantages=jnp.asarray(adv),
+        ref_per_token_logps=None,
+        old_per_token_logps=jnp.asarray(old_logp[:, p:]),
+    )
 
 
 def bench_update(req: dict) -> dict:
@@ -136,17 +168,20 @@ def bench_update(req: dict) -> dict:
     model, _ = _model(req["model"], req.get("weights_dir"))
     group = req["group"]
     example = _train_example(req["batch"], group)
-    algo = GRPOConfig(num_generations=group, beta=0.0, epsilon=0.2,
-                      loss_agg_mode="sequence-mean-token-mean")
+    algo = GRPOConfig(num_generations=group, beta=0.0, epsilon=0.2, loss_agg_mode="sequence-mean-token-mean")
     algo.temperature = 1.0  # GRPOLearner copies the rollout temperature in
     pad_id, eos_id = 0, req["model"]["vocab_size"]
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0))
-    trainer = rl_trainer.Trainer(model, tx, peft_trainer.TrainingConfig(eval_every_n_steps=10 ** 9),
-                                 custom_checkpoint_metadata_fn=dict)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0))
+    trainer = rl_trainer.Trainer(
+        model, tx, peft_trainer.TrainingConfig(eval_every_n_steps=10**9), custom_checkpoint_metadata_fn=dict
+    )
     # exactly as GRPOLearner.__init__ wires the actor trainer
-    trainer.with_loss_fn(lambda model, train_example, algo_config: algo_core.grpo_loss_fn(
-        model, train_example, algo_config=algo, pad_id=pad_id, eos_id=eos_id), has_aux=True)
+    trainer.with_loss_fn(
+        lambda model, train_example, algo_config: algo_core.grpo_loss_fn(
+            model, train_example, algo_config=algo, pad_id=pad_id, eos_id=eos_id
+        ),
+        has_aux=True,
+    )
     trainer.with_gen_model_input_fn(lambda x: {"train_example": x, "algo_config": algo})
     train_step, _ = trainer.jit_train_and_eval_step()
 
@@ -170,8 +205,12 @@ def bench_update(req: dict) -> dict:
         times.append(time.perf_counter() - t0)
     step_s = min(times)
     n_tok = len(req["batch"]["tokens"]) * len(req["batch"]["tokens"][0])
-    return dict(tokens_per_s=round(n_tok / step_s, 1), step_s=round(step_s, 4),
-                compile_s=round(max(warm_s - 2 * step_s, 0.0), 2), first_loss=loss0)
+    return dict(
+        tokens_per_s=round(n_tok / step_s, 1),
+        step_s=round(step_s, 4),
+        compile_s=round(max(warm_s - 2 * step_s, 0.0), 2),
+        first_loss=loss0,
+    )
 
 
 def main(argv=None) -> int:
@@ -183,8 +222,11 @@ def main(argv=None) -> int:
 
     fn = {"sampler": bench_sampler, "update": bench_update}[req["task"]]
     res = fn(req)
-    res.update(task=req["task"], device=jax.devices()[0].platform,
-               versions={p: version(p) for p in ("google-tunix", "jax", "flax", "optax")})
+    res.update(
+        task=req["task"],
+        device=jax.devices()[0].platform,
+        versions={p: version(p) for p in ("google-tunix", "jax", "flax", "optax")},
+    )
     print(RESULT_PREFIX + json.dumps(res), flush=True)
     return 0
 

@@ -24,6 +24,7 @@ side's first-step loss is in the JSON (``first_loss``): all three are GRPO's cli
 objective; the UPGE surrogate it differentiates, same gradient, other value, is
 ``first_loss.upt_jax_surrogate``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
         t0 = time.perf_counter()
         f(a, a).block_until_ready()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def train_flops_per_token(cfg, seq: int) -> float:
@@ -66,14 +67,22 @@ def make_batch(vocab: int, batch: int, seq: int, seed: int = 0):
     attn = np.ones((batch, seq), np.int32)
     mask = np.zeros((batch, seq), np.float32)
     for i in range(batch):
-        mask[i, prompt:prompt + rng.randint(seq // 2, seq - prompt + 1)] = 1
+        mask[i, prompt : prompt + rng.randint(seq // 2, seq - prompt + 1)] = 1
     rewards = rng.randint(0, 2, batch).astype(np.float32)
     old_logp = (-2.0 + 0.1 * rng.randn(batch, seq)).astype(np.float32) * mask
     return dict(tokens=tokens, attention_mask=attn, mask=mask, rewards=rewards, old_logp=old_logp)
 
 
-def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128, info: dict | None = None,
-              model=None, logits_remat: str = "auto"):
+def bench_jax(
+    cfg,
+    batch_np,
+    steps: int,
+    remat: str = "none",
+    chunk: int = 128,
+    info: dict | None = None,
+    model=None,
+    logits_remat: str = "auto",
+):
     import jax
     import jax.numpy as jnp
 
@@ -84,8 +93,9 @@ def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128, 
     model = model if model is not None else init_model(cfg, 0, remat=remat)
     tx = make_optimizer(1e-5, max_grad_norm=1.0)
     graphdef, state, _ = create_train_state(model, tx)
-    step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("grpo"), group_size=G,
-                                                         chunk_size=chunk, logits_remat=logits_remat))
+    step = make_train_step(
+        graphdef, tx, upge_objective(upge.get_recipe("grpo"), group_size=G, chunk_size=chunk, logits_remat=logits_remat)
+    )
     batch = {k: jnp.asarray(v) for k, v in batch_np.items()}
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -139,12 +149,20 @@ def bench_torch(hf_model, batch_np, steps: int, info: dict | None = None):
     return min(times)
 
 
-def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool = True,
-          logits_remat: str = "auto") -> dict:
+def bench(
+    config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool = True, logits_remat: str = "auto"
+) -> dict:
     import jax
 
-    from benchmarks.common import (TUNIX_SKIPPED, hf_qwen2, model_dict, run_tunix_on, same_model_in_jax,
-                                   set_torch_threads, tunix_fields)
+    from benchmarks.common import (
+        TUNIX_SKIPPED,
+        hf_qwen2,
+        model_dict,
+        run_tunix_on,
+        same_model_in_jax,
+        set_torch_threads,
+        tunix_fields,
+    )
 
     set_torch_threads()
     hf = hf_qwen2(config)
@@ -153,8 +171,9 @@ def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool
     batch_np = make_batch(cfg.vocab_size, batch, seq)
     peak = matmul_peak_gflops()
     jax_info = {}
-    jax_s, compile_s, temp_bytes = bench_jax(cfg, batch_np, steps, remat, info=jax_info, model=model,
-                                                   logits_remat=logits_remat)
+    jax_s, compile_s, temp_bytes = bench_jax(
+        cfg, batch_np, steps, remat, info=jax_info, model=model, logits_remat=logits_remat
+    )
     if tunix:  # before bench_torch, which trains the transformers model in place
         tunix_batch = {k: v.tolist() for k, v in batch_np.items()}
         tunix_batch["prompt_len"] = seq // 4  # make_batch's prompt: the response mask starts there
@@ -166,16 +185,30 @@ def bench(config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool
     tokens = batch * seq
     flops = train_flops_per_token(cfg, seq) * tokens
     tunix_s = tokens / tx["tokens_per_s"] if tx.get("status") == "ok" else None
-    return dict(config=config, batch=batch, seq=seq, device=str(jax.devices()[0].platform),
-                upt_jax_tokens_per_s=round(tokens / jax_s, 1), torch_tokens_per_s=round(tokens / torch_s, 1),
-                ratio=round(torch_s / jax_s, 2), upt_jax_mfu=round(flops / jax_s / 1e9 / peak, 3),
-                torch_mfu=round(flops / torch_s / 1e9 / peak, 3), matmul_peak_gflops=round(peak, 1),
-                upt_jax_compile_s=round(compile_s, 2), upt_jax_temp_mb=round(temp_bytes / 1e6, 1), remat=remat,
-                logits_remat=logits_remat,
-                **tunix_fields(tx, tokens / jax_s),
-                tunix_mfu=round(flops / tunix_s / 1e9 / peak, 3) if tunix_s else None,
-                first_loss=dict(upt_jax=jax_info.get("first_loss"), torch=torch_info.get("first_loss"),
-                                tunix=tx.get("first_loss"), upt_jax_surrogate=jax_info.get("first_surrogate")))
+    return dict(
+        config=config,
+        batch=batch,
+        seq=seq,
+        device=str(jax.devices()[0].platform),
+        upt_jax_tokens_per_s=round(tokens / jax_s, 1),
+        torch_tokens_per_s=round(tokens / torch_s, 1),
+        ratio=round(torch_s / jax_s, 2),
+        upt_jax_mfu=round(flops / jax_s / 1e9 / peak, 3),
+        torch_mfu=round(flops / torch_s / 1e9 / peak, 3),
+        matmul_peak_gflops=round(peak, 1),
+        upt_jax_compile_s=round(compile_s, 2),
+        upt_jax_temp_mb=round(temp_bytes / 1e6, 1),
+        remat=remat,
+        logits_remat=logits_remat,
+        **tunix_fields(tx, tokens / jax_s),
+        tunix_mfu=round(flops / tunix_s / 1e9 / peak, 3) if tunix_s else None,
+        first_loss=dict(
+            upt_jax=jax_info.get("first_loss"),
+            torch=torch_info.get("first_loss"),
+            tunix=tx.get("first_loss"),
+            upt_jax_surrogate=jax_info.get("first_surrogate"),
+        ),
+    )
 
 
 def main(argv=None):
@@ -185,25 +218,36 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--remat", default="none")
-    ap.add_argument("--logits-remat", default="auto", choices=["auto", "always", "never"],
-                    help="upt_jax's train.logprob_remat (auto: keep the logits below 1 GiB)")
+    ap.add_argument(
+        "--logits-remat",
+        default="auto",
+        choices=["auto", "always", "never"],
+        help="upt_jax's train.logprob_remat (auto: keep the logits below 1 GiB)",
+    )
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix column")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     a = ap.parse_args(argv)
     from benchmarks.common import run_configs, tunix_cells
 
-    rows = run_configs(a.config, lambda c: bench(c, a.batch, a.seq, a.steps, a.remat, tunix=not a.no_tunix,
-                                                  logits_remat=a.logits_remat), a.json)
-    print("\n| config | batch × seq | upt_jax tok/s | PyTorch tok/s | ratio | Tunix tok/s | upt_jax/Tunix | "
-          "upt_jax MFU | PyTorch MFU | Tunix MFU | matmul peak GFLOP/s | compile s | Tunix compile s |")
+    rows = run_configs(
+        a.config,
+        lambda c: bench(c, a.batch, a.seq, a.steps, a.remat, tunix=not a.no_tunix, logits_remat=a.logits_remat),
+        a.json,
+    )
+    print(
+        "\n| config | batch × seq | upt_jax tok/s | PyTorch tok/s | ratio | Tunix tok/s | upt_jax/Tunix | "
+        "upt_jax MFU | PyTorch MFU | Tunix MFU | matmul peak GFLOP/s | compile s | Tunix compile s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t_tps, t_ratio = tunix_cells(r)
         t_mfu = f"{r['tunix_mfu']:.1%}" if r["tunix_mfu"] is not None else "–"
-        print(f"| {r['config']} | {r['batch']} × {r['seq']} | {r['upt_jax_tokens_per_s']} | "
-              f"{r['torch_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_mfu']:.1%} | "
-              f"{r['torch_mfu']:.1%} | {t_mfu} | {r['matmul_peak_gflops']} | {r['upt_jax_compile_s']} | "
-              f"{r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |")
+        print(
+            f"| {r['config']} | {r['batch']} × {r['seq']} | {r['upt_jax_tokens_per_s']} | "
+            f"{r['torch_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_mfu']:.1%} | "
+            f"{r['torch_mfu']:.1%} | {t_mfu} | {r['matmul_peak_gflops']} | {r['upt_jax_compile_s']} | "
+            f"{r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |"
+        )
     return rows
 
 

@@ -35,6 +35,7 @@ to 152064 / 151936 entries, which is allowed) by changing the config:
     # on-policy: experiments/distill.py:on_policy with the same overrides (no top_k) and
     #   --config.rollout.max_new_tokens=2048
 """
+
 import os
 
 from upt_jax.config_files import sibling

@@ -11,6 +11,7 @@ On the synthetic task a pair is (the demonstration, the same demonstration endin
 answer); with a real dataset set ``data.source=file`` and map ``chosen``/``rejected`` columns.
 The reference model is the initial policy (frozen).
 """
+
 from upt_jax.train.config import base_config
 
 VARIANTS = ("dpo", "ipo", "simpo", "orpo", "kto")

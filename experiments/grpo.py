@@ -12,6 +12,7 @@ A real model and dataset (e.g. Qwen2.5-Math-1.5B on a mesh) by changing the conf
         --config.data.path=/data/openr1.jsonl --config.data.verifier=math \\
         --config.data.template=chat --config.mesh.fsdp=8 --config.rollout.max_new_tokens=2048
 """
+
 from upt_jax.train.config import base_config
 
 VARIANTS = ("grpo", "dr_grpo", "dapo", "gspo", "cispo", "rloo", "reinforce_pp")

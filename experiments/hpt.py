@@ -5,6 +5,7 @@ SFT on its demonstration.
     upt train --config experiments/hpt.py:released_code     # as the released code ran
     upt train --config experiments/hpt.py --config.recipe.hparams.gamma=0.25
 """
+
 import ml_collections
 
 from upt_jax.train.config import base_config

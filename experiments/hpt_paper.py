@@ -34,6 +34,7 @@ Released code → this config (what differs is listed in ``DIFFERENCES``):
 At 7B the sampler fits an 80 GB device but the update step at 9216 tokens per row does not: the
 attention scores are materialised (docs/scale.md, ``python -m benchmarks.aot_memory``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,7 @@ EVAL_PROTOCOL = (
 )
 EVAL_SAMPLING = dict(temperature=0.6, top_p=0.95)
 # per variant: new tokens of an evaluation answer, and (tiny) fewer items and samples
-_EVAL_SCALE = {"full": dict(max_new_tokens=8192, limit=None, k=None),
-               "tiny": dict(max_new_tokens=8, limit=2, k=2)}
+_EVAL_SCALE = {"full": dict(max_new_tokens=8192, limit=None, k=None), "tiny": dict(max_new_tokens=8, limit=2, k=2)}
 VARIANTS = tuple(_EVAL_SCALE)
 
 
@@ -118,9 +118,23 @@ def eval_commands(run_dir: str, variant: str = "full", *, out: str | None = None
     cmds = []
     for group in EVAL_PROTOCOL:
         k = group["k"] if scale["k"] is None else min(group["k"], scale["k"])
-        argv = ["eval", "--run-dir", run_dir, "--benchmarks", *group["benchmarks"], "--k", str(k),
-                "--temperature", str(EVAL_SAMPLING["temperature"]), "--top-p", str(EVAL_SAMPLING["top_p"]),
-                "--max-new-tokens", str(scale["max_new_tokens"]), "--out", os.path.join(out, group["name"])]
+        argv = [
+            "eval",
+            "--run-dir",
+            run_dir,
+            "--benchmarks",
+            *group["benchmarks"],
+            "--k",
+            str(k),
+            "--temperature",
+            str(EVAL_SAMPLING["temperature"]),
+            "--top-p",
+            str(EVAL_SAMPLING["top_p"]),
+            "--max-new-tokens",
+            str(scale["max_new_tokens"]),
+            "--out",
+            os.path.join(out, group["name"]),
+        ]
         if scale["limit"]:
             argv += ["--benchmark-limit", str(scale["limit"]), "--no-progress"]
         cmds.append(argv)
@@ -129,8 +143,9 @@ def eval_commands(run_dir: str, variant: str = "full", *, out: str | None = None
 
 def main(argv=None) -> int:
     """``python -m experiments.hpt_paper eval RUN_DIR [--variant tiny] [--out DIR] [--dry-run]``."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.hpt_paper",
-                                 description="the paper's evaluation protocol on a run directory")
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.hpt_paper", description="the paper's evaluation protocol on a run directory"
+    )
     ap.add_argument("command", choices=("eval",))
     ap.add_argument("run_dir")
     ap.add_argument("--variant", default="full", choices=VARIANTS)

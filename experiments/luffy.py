@@ -3,6 +3,7 @@ over the union; the demonstration uses π_ref ≡ 1 with policy shaping f(π) = 
 
     upt train --config experiments/luffy.py
 """
+
 from upt_jax.train.config import base_config
 
 

@@ -16,14 +16,21 @@ Outputs in ``run_dir``: ``REPORT.md`` (the tables), ``results.json`` (every numb
 ``plots/``. Everything is resumable: a rerun reuses finished runs and cached evaluations.
 The measured tables are in docs/paper_table.md.
 """
+
 import ml_collections
 
 from upt_jax.data import synthetic
 
 
 def _arm(label, module, arg=None, hparams=None, overrides=None, seeds=None):
-    return dict(label=label, module=module, arg=arg or "", hparams=dict(hparams or {}),
-                overrides=tuple(overrides or ()), seeds=tuple(seeds or ()))
+    return dict(
+        label=label,
+        module=module,
+        arg=arg or "",
+        hparams=dict(hparams or {}),
+        overrides=tuple(overrides or ()),
+        seeds=tuple(seeds or ()),
+    )
 
 
 ID_TIERS = synthetic.EASY_TIERS + synthetic.MEDIUM_TIERS
@@ -44,25 +51,46 @@ def get_config(arg: str | None = None):
     c.plot_smooth = 5
     c.seeds = (0, 1, 2)
 
-    c.base = ml_collections.ConfigDict(dict(
-        run_dir="runs/pretrain_tiny", module="pretrain_tiny", arg="", train_if_missing=True,
-        overrides=(), label="base model"), type_safe=False)
+    c.base = ml_collections.ConfigDict(
+        dict(
+            run_dir="runs/pretrain_tiny",
+            module="pretrain_tiny",
+            arg="",
+            train_if_missing=True,
+            overrides=(),
+            label="base model",
+        ),
+        type_safe=False,
+    )
 
     # what every arm gets (the paper: same data, steps and rollouts per question for all)
-    c.budget = ml_collections.ConfigDict(dict(
-        steps=40, questions_per_step=8, n=8, max_new_tokens=192, temperature=0.7, learning_rate=3e-5))
+    c.budget = ml_collections.ConfigDict(
+        dict(steps=40, questions_per_step=8, n=8, max_new_tokens=192, temperature=0.7, learning_rate=3e-5)
+    )
 
     # trained on easy + medium (demonstrations ≤ 153 characters, so rows fit 24 + 192 columns); the
     # hard tiers (longer operands of the same operations) and the OOD tiers are never trained on
-    c.eval = ml_collections.ConfigDict(dict(
-        id_tiers=ID_TIERS, groups=(("hard avg", synthetic.HARD_TIERS), ("OOD avg", synthetic.OOD_TIERS)),
-        n_per_tier=32, k=4, temperature=0.6, max_new_tokens=384, seed=1_000_003))
-    c.curves = ml_collections.ConfigDict(dict(
-        arms=("sft", "grpo", "sft_then_grpo", "luffy", "srft", "hpt"), points=4,
-        tiers=ID_TIERS, n_per_tier=16, k=2))
-    c.passk = ml_collections.ConfigDict(dict(
-        arms=("base", "grpo", "sft", "hpt"), k=64, tiers=synthetic.TRAIN_TIERS + synthetic.OOD_TIERS,
-        n_per_tier=10))
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            id_tiers=ID_TIERS,
+            groups=(("hard avg", synthetic.HARD_TIERS), ("OOD avg", synthetic.OOD_TIERS)),
+            n_per_tier=32,
+            k=4,
+            temperature=0.6,
+            max_new_tokens=384,
+            seed=1_000_003,
+        )
+    )
+    c.curves = ml_collections.ConfigDict(
+        dict(
+            arms=("sft", "grpo", "sft_then_grpo", "luffy", "srft", "hpt"), points=4, tiers=ID_TIERS, n_per_tier=16, k=2
+        )
+    )
+    c.passk = ml_collections.ConfigDict(
+        dict(
+            arms=("base", "grpo", "sft", "hpt"), k=64, tiers=synthetic.TRAIN_TIERS + synthetic.OOD_TIERS, n_per_tier=10
+        )
+    )
 
     a = dict(
         sft=_arm("SFT", "sft"),
@@ -106,15 +134,29 @@ def get_config(arg: str | None = None):
     if variant == "smoke":  # the test suite: every code path in seconds (random tiny base)
         c.seeds = (0, 1)
         # 8 rows (or groups of 3 × 8) per step: they split over the test suite's 8 CPU devices
-        c.budget = ml_collections.ConfigDict(dict(steps=2, questions_per_step=8, n=2, max_new_tokens=8,
-                                                  temperature=1.0, learning_rate=1e-3))
-        c.base.overrides = (("train.steps", 3), ("train.questions_per_step", 8), ("data.corpus.n_docs", 64),
-                            ("checkpoint.every", 3))
-        c.eval = ml_collections.ConfigDict(dict(id_tiers=("add_2", "add_4"), groups=(("OOD avg", ("add_8",)),),
-                                                n_per_tier=2, k=2, temperature=1.0, max_new_tokens=8,
-                                                seed=1))
-        c.curves = ml_collections.ConfigDict(dict(arms=("grpo", "sft_then_grpo"), points=2,
-                                                  tiers=("add_2",), n_per_tier=2, k=1))
+        c.budget = ml_collections.ConfigDict(
+            dict(steps=2, questions_per_step=8, n=2, max_new_tokens=8, temperature=1.0, learning_rate=1e-3)
+        )
+        c.base.overrides = (
+            ("train.steps", 3),
+            ("train.questions_per_step", 8),
+            ("data.corpus.n_docs", 64),
+            ("checkpoint.every", 3),
+        )
+        c.eval = ml_collections.ConfigDict(
+            dict(
+                id_tiers=("add_2", "add_4"),
+                groups=(("OOD avg", ("add_8",)),),
+                n_per_tier=2,
+                k=2,
+                temperature=1.0,
+                max_new_tokens=8,
+                seed=1,
+            )
+        )
+        c.curves = ml_collections.ConfigDict(
+            dict(arms=("grpo", "sft_then_grpo"), points=2, tiers=("add_2",), n_per_tier=2, k=1)
+        )
         c.passk = ml_collections.ConfigDict(dict(arms=("base", "hpt"), k=4, tiers=("add_2",), n_per_tier=2))
         c.base.run_dir = f"{c.run_dir}/base"
         for key in list(c.arms.keys()):
@@ -122,8 +164,10 @@ def get_config(arg: str | None = None):
                 del c.arms[key]
         for key in ("sft", "sft_then_grpo", "hpt_offline_both", "hpt_released_code"):
             c.arms[key].seeds = (0,)
-        c.tables = (("Main", ("base", "sft", "sft_then_grpo", "hpt")),
-                    ("Ablations", ("hpt", "hpt_offline_both", "hpt_released_code")))
+        c.tables = (
+            ("Main", ("base", "sft", "sft_then_grpo", "hpt")),
+            ("Ablations", ("hpt", "hpt_offline_both", "hpt_released_code")),
+        )
         c.curves.arms = ("sft_then_grpo", "hpt")
         c.progress = False
     return c

@@ -1,8 +1,9 @@
 """PPO with a critic (value model initialised from the policy) and GAE, on the synthetic task.
 
-    upt train --config experiments/ppo.py
-    upt train --config experiments/ppo.py --config.recipe.hparams.kl_coef=0.05   # KL in the reward (RLHF)
+upt train --config experiments/ppo.py
+upt train --config experiments/ppo.py --config.recipe.hparams.kl_coef=0.05   # KL in the reward (RLHF)
 """
+
 import ml_collections
 
 from upt_jax.train.config import base_config

@@ -11,6 +11,7 @@ checked exactly as ``arith_hint``'s (`experiments/pretrain_hint.py`, whose comma
 Everything but the corpus and the watched tiers is `experiments/pretrain_hint.py`'s (model shape,
 learning rate, batch, warmup, the stopping rule's thresholds and cool-down).
 """
+
 import sys
 
 from upt_jax.config_files import sibling

@@ -15,6 +15,7 @@ differs from the record by more than 5 points (`upt_jax.studies.base_model.compa
 Everything but the corpus, the schedule and the stopping rule is `experiments/pretrain_tiny.py`'s
 (the same model shape, learning rate, batch and warmup).
 """
+
 import json
 import os
 import sys
@@ -45,12 +46,22 @@ def get_config(arg: str | None = None):
 def criterion():
     from upt_jax.studies.base_model import StopCriterion
 
-    return StopCriterion(tiers=STOP_TIERS, transition=0.3, target=0.85, cooldown_frac=1.0, min_cooldown=1500,
-                         patience=2, eval_every=100, max_steps=3000, n_eval=64)
+    return StopCriterion(
+        tiers=STOP_TIERS,
+        transition=0.3,
+        target=0.85,
+        cooldown_frac=1.0,
+        min_cooldown=1500,
+        patience=2,
+        eval_every=100,
+        max_steps=3000,
+        n_eval=64,
+    )
 
 
-def fixed_cosine(config, steps: int = 800, tiers=("hadd_2", "hadd_3", "hmul_2x1", "hadd_4", "hmul_3x1"),
-                 n_eval: int = 64) -> dict:
+def fixed_cosine(
+    config, steps: int = 800, tiers=("hadd_2", "hadd_3", "hmul_2x1", "hadd_4", "hmul_3x1"), n_eval: int = 64
+) -> dict:
     """The comparison point: ``steps`` steps on a cosine schedule (as `pretrain_tiny`), then the
     greedy accuracy of each of ``tiers`` on ``n_eval`` held-out questions (seed 4242)."""
     from upt_jax.data import tasks
@@ -62,8 +73,7 @@ def fixed_cosine(config, steps: int = 800, tiers=("hadd_2", "hadd_3", "hmul_2x1"
     train(config)
     model, tok, _, _ = load_run_model(config.run_dir)
     suites = {t: tasks.generate(t, n_eval, seed=4242) for t in tiers}
-    return {t: r.avg_at_k for t, r in evaluate(model, tok, suites, k=1, temperature=0.0,
-                                                 max_new_tokens=192).items()}
+    return {t: r.avg_at_k for t, r in evaluate(model, tok, suites, k=1, temperature=0.0, max_new_tokens=192).items()}
 
 
 FAMILY, BASE = "arith_hint", "upt_jax/bases/arith_hint"
@@ -79,8 +89,13 @@ def measure(run_dir: str, family: str = FAMILY, template: str | None = None) -> 
 
     model, tok, _, _ = load_run_model(run_dir)
     fam = tasks.get_task(family)
-    return measure_tiers(model, tok, [t.name for t in fam.tiers], pass_tiers=fam.tiers_at("sft") + fam.tiers_at("ood"),
-                         template=template or get_config().data.template)
+    return measure_tiers(
+        model,
+        tok,
+        [t.name for t in fam.tiers],
+        pass_tiers=fam.tiers_at("sft") + fam.tiers_at("ood"),
+        template=template or get_config().data.template,
+    )
 
 
 def ship(run_dir: str, out_dir: str = BASE, *, family: str = FAMILY, experiment: str = "pretrain_hint") -> dict:
@@ -96,8 +111,14 @@ def ship(run_dir: str, out_dir: str = BASE, *, family: str = FAMILY, experiment:
             extra["pretrain"] = {k: v for k, v in json.load(f).items() if k != "run_dir"}
     with open(os.path.join(run_dir, "config.json")) as f:
         extra["seed"] = json.load(f).get("seed")
-    return ship_base(run_dir, out_dir, family=family, measured=measure(run_dir, family),
-                     command=f"python -m experiments.{experiment} RUN_DIR {extra['seed']}", extra=extra)
+    return ship_base(
+        run_dir,
+        out_dir,
+        family=family,
+        measured=measure(run_dir, family),
+        command=f"python -m experiments.{experiment} RUN_DIR {extra['seed']}",
+        extra=extra,
+    )
 
 
 def check(run_dir: str, base: str = BASE, *, family: str = FAMILY) -> list[str]:

@@ -13,12 +13,12 @@ checkpoint's run directory, so no shape overrides are needed):
 or in Python: ``from_base(config, "runs/pretrain_tiny")``. Measured pass rates per tier:
 docs/base_model.md.
 """
+
 from upt_jax.data import synthetic
 from upt_jax.train.config import base_config
 
 # the base model's shape (on the ``tiny`` preset); `from_base` gives it to later experiments
-TINY_MODEL = dict(num_layers=2, hidden_size=128, intermediate_size=512, num_heads=4, num_kv_heads=2,
-                  head_dim=32)
+TINY_MODEL = dict(num_layers=2, hidden_size=128, intermediate_size=512, num_heads=4, num_kv_heads=2, head_dim=32)
 # the corpus's tiers, repeated to weight them (easy only: medium/hard stay beyond the base model)
 CORPUS_TIERS = synthetic.EASY_TIERS
 RUN_DIR = "runs/pretrain_tiny"

@@ -4,6 +4,7 @@ binary cross-entropy at every step's last token. Logs per-step accuracy on held-
 
     upt train --config experiments/prm.py
 """
+
 import ml_collections
 
 from upt_jax.train.config import base_config
@@ -17,6 +18,5 @@ def get_config(arg: str | None = None):
     c.recipe.name = "sft"  # unused by reward-model training
     c.train.questions_per_step = 16
     c.train.learning_rate = 1e-3
-    c.reward_model = ml_collections.ConfigDict(dict(margin=0.0, label_smoothing=0.0, eval_every=10,
-                                                    eval_pairs=64))
+    c.reward_model = ml_collections.ConfigDict(dict(margin=0.0, label_smoothing=0.0, eval_every=10, eval_pairs=64))
     return c

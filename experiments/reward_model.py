@@ -7,6 +7,7 @@ demonstration ending in a wrong answer), initialised from the policy's decoder.
 
 Logged: the Bradley–Terry loss, pair accuracy on the batch and on held-out pairs.
 """
+
 import ml_collections
 
 from upt_jax.train.config import base_config
@@ -20,6 +21,5 @@ def get_config(arg: str | None = None):
     c.recipe.name = "sft"  # unused by reward-model training
     c.train.questions_per_step = 8  # pairs per step
     c.train.learning_rate = 3e-4
-    c.reward_model = ml_collections.ConfigDict(dict(margin=0.0, label_smoothing=0.0, eval_every=10,
-                                                    eval_pairs=64))
+    c.reward_model = ml_collections.ConfigDict(dict(margin=0.0, label_smoothing=0.0, eval_every=10, eval_pairs=64))
     return c

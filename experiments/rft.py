@@ -3,6 +3,7 @@
 
     upt train --config experiments/rft.py
 """
+
 from upt_jax.train.config import base_config
 
 

@@ -1,7 +1,8 @@
 """SFT on the synthetic task's programmatic demonstrations (tiny model, CPU).
 
-    upt train --config experiments/sft.py --config.train.steps=50
+upt train --config experiments/sft.py --config.train.steps=50
 """
+
 from upt_jax.train.config import base_config
 
 

@@ -11,6 +11,7 @@ model.json, as they are left at their defaults here):
     upt pipeline --config experiments/sft_then_grpo.py --config.sft.model.init=hf \
         --config.sft.model.hf_dir=DIR --config.sft.tokenizer=DIR --config.sft.data.template=chat
 """
+
 import ml_collections
 
 from upt_jax.config_files import sibling

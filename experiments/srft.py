@@ -3,6 +3,7 @@ REINFORCE on the policy's own rollouts, in one update.
 
     upt train --config experiments/srft.py
 """
+
 from upt_jax.train.config import base_config
 
 

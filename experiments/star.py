@@ -4,6 +4,7 @@ answer as a hint → SFT the base model on what was kept).
     upt train --config experiments/star.py
     upt train --config experiments/star.py --config.star.rounds=3 --config.star.questions=256
 """
+
 import ml_collections
 
 from upt_jax.train.config import base_config

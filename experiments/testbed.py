@@ -34,6 +34,7 @@ Evaluation: avg@k at T = 1 (the rollout temperature) on every tier, ``eval.base_
 question for the base; outputs as `upt_jax.studies.comparison`
 (``summary.json``: each arm's paired difference against the base per tier and group).
 """
+
 import os
 
 import ml_collections
@@ -41,8 +42,9 @@ import ml_collections
 from upt_jax.data import tasks
 
 FAMILY = "arith_hint"
-BASE_TIERS, RL_TIERS, SFT_TIERS, OOD_TIERS = (tasks.get_task(FAMILY).tiers_at(level)
-                                               for level in ("base", "rl", "sft", "ood"))
+BASE_TIERS, RL_TIERS, SFT_TIERS, OOD_TIERS = (
+    tasks.get_task(FAMILY).tiers_at(level) for level in ("base", "rl", "sft", "ood")
+)
 RL_MIX = RL_TIERS * 2 + BASE_TIERS  # 50 % RL tier, 50 % replay
 SFT_MIX = SFT_TIERS + BASE_TIERS + RL_TIERS  # 25 % new, 75 % replay
 HYBRID_MIX = RL_TIERS * 2 + SFT_TIERS + BASE_TIERS  # a third each
@@ -67,13 +69,25 @@ SFT_CONTROL_RATE = 3e-4
 
 def _sft_stage(c, tiers=SFT_MIX) -> dict:
     """An SFT stage: its mix, SFT's rate, n × questions_per_step demonstrations per step."""
-    return dict(tiers=tuple(tiers), learning_rate=METHODS["sft"]["learning_rate"],
-                questions_per_step=int(c.budget.questions_per_step) * int(c.budget.n))
+    return dict(
+        tiers=tuple(tiers),
+        learning_rate=METHODS["sft"]["learning_rate"],
+        questions_per_step=int(c.budget.questions_per_step) * int(c.budget.n),
+    )
 
 
 def _arm(label, module, arg="", *, method, tiers, hparams=None, **extra):
-    return dict(label=label, module=module, arg=arg, hparams=dict(hparams or {}), overrides=(), seeds=(),
-                tiers=tuple(tiers), learning_rate=METHODS[method]["learning_rate"], **extra)
+    return dict(
+        label=label,
+        module=module,
+        arg=arg,
+        hparams=dict(hparams or {}),
+        overrides=(),
+        seeds=(),
+        tiers=tuple(tiers),
+        learning_rate=METHODS[method]["learning_rate"],
+        **extra,
+    )
 
 
 def arms(c) -> dict:
@@ -81,8 +95,13 @@ def arms(c) -> dict:
     sft = _sft_stage(c)
     return dict(
         sft=dict(_arm("SFT", "sft", method="sft", tiers=SFT_MIX), questions_per_step=sft["questions_per_step"]),
-        grpo=_arm("GRPO", "grpo", method="grpo", tiers=RL_MIX, sft_control=dict(
-            learning_rate=SFT_CONTROL_RATE, label="SFT control (GRPO's questions)")),
+        grpo=_arm(
+            "GRPO",
+            "grpo",
+            method="grpo",
+            tiers=RL_MIX,
+            sft_control=dict(learning_rate=SFT_CONTROL_RATE, label="SFT control (GRPO's questions)"),
+        ),
         sft_then_grpo=_arm("SFT→GRPO", "sft_then_grpo", method="grpo", tiers=HYBRID_MIX, stages=dict(sft=sft)),
         luffy=_arm("LUFFY", "luffy", method="luffy", tiers=HYBRID_MIX),
         srft=_arm("SRFT", "srft", method="srft", tiers=HYBRID_MIX),
@@ -114,21 +133,46 @@ def get_config(arg: str | None = None):
     c.only_arms = ()  # e.g. --config.only_arms=luffy,srft,hpt: one process's share (comparison.only_arms)
     c.plot_smooth = 5
     c.seeds = (0, 1, 2)
-    c.base = ml_collections.ConfigDict(dict(run_dir=bases.base_dir(FAMILY), label="base model (shipped)"),
-                                       type_safe=False)
+    c.base = ml_collections.ConfigDict(
+        dict(run_dir=bases.base_dir(FAMILY), label="base model (shipped)"), type_safe=False
+    )
     # what every arm gets; the learning rate here is only a default (each arm sets its method's)
     # steps: the full comparison's time on 2 cores is estimated at about 75 min (docs/testbed.md)
-    c.budget = ml_collections.ConfigDict(dict(
-        steps=120, questions_per_step=8, n=8, max_new_tokens=192, temperature=1.0, learning_rate=4e-5,
-        decay_frac=0.5))
-    c.eval = ml_collections.ConfigDict(dict(
-        id_tiers=ID_TIERS, groups=(("base tiers", BASE_TIERS), ("RL tier", RL_TIERS), ("SFT tiers", SFT_TIERS),
-                                   ("OOD avg", OOD_TIERS)),
-        n_per_tier=64, k=4, base_k=16, temperature=1.0, max_new_tokens=256, seed=1_000_003), type_safe=False)
-    c.curves = ml_collections.ConfigDict(dict(arms=("sft", "grpo", "grpo_sft_control", "hpt"), points=3,
-                                              tiers=ID_TIERS, n_per_tier=32, k=2))
-    c.passk = ml_collections.ConfigDict(dict(arms=("base", "sft", "sft_then_grpo", "hpt"), k=16, tiers=SFT_TIERS,
-                                             n_per_tier=16))
+    c.budget = ml_collections.ConfigDict(
+        dict(
+            steps=120,
+            questions_per_step=8,
+            n=8,
+            max_new_tokens=192,
+            temperature=1.0,
+            learning_rate=4e-5,
+            decay_frac=0.5,
+        )
+    )
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            id_tiers=ID_TIERS,
+            groups=(
+                ("base tiers", BASE_TIERS),
+                ("RL tier", RL_TIERS),
+                ("SFT tiers", SFT_TIERS),
+                ("OOD avg", OOD_TIERS),
+            ),
+            n_per_tier=64,
+            k=4,
+            base_k=16,
+            temperature=1.0,
+            max_new_tokens=256,
+            seed=1_000_003,
+        ),
+        type_safe=False,
+    )
+    c.curves = ml_collections.ConfigDict(
+        dict(arms=("sft", "grpo", "grpo_sft_control", "hpt"), points=3, tiers=ID_TIERS, n_per_tier=32, k=2)
+    )
+    c.passk = ml_collections.ConfigDict(
+        dict(arms=("base", "sft", "sft_then_grpo", "hpt"), k=16, tiers=SFT_TIERS, n_per_tier=16)
+    )
     c.arms = ml_collections.ConfigDict(arms(c), type_safe=False)
     c.tables = (("Main table (cf. the HPT paper's Table 2)", MAIN),)
     c.paired_against = ("hpt", ("sft", "grpo", "sft_then_grpo", "luffy", "srft"))
@@ -145,24 +189,49 @@ def get_config(arg: str | None = None):
         c.passk.arms = ()
     if variant == "smoke":  # the test suite: every code path in seconds, from a random tiny base
         c.seeds = (0, 1)
-        c.base = ml_collections.ConfigDict(dict(
-            run_dir=f"{c.run_dir}/base", module="pretrain_hint", arg="", train_if_missing=True, label="base model",
-            overrides=(("train.steps", 2), ("train.questions_per_step", 8), ("data.corpus.n_docs", 32),
-                       ("checkpoint.every", 2), ("model.overrides", dict(
-                           num_layers=1, hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1,
-                           head_dim=16)))), type_safe=False)
+        c.base = ml_collections.ConfigDict(
+            dict(
+                run_dir=f"{c.run_dir}/base",
+                module="pretrain_hint",
+                arg="",
+                train_if_missing=True,
+                label="base model",
+                overrides=(
+                    ("train.steps", 2),
+                    ("train.questions_per_step", 8),
+                    ("data.corpus.n_docs", 32),
+                    ("checkpoint.every", 2),
+                    (
+                        "model.overrides",
+                        dict(
+                            num_layers=1, hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16
+                        ),
+                    ),
+                ),
+            ),
+            type_safe=False,
+        )
         # 8 questions × 2 rollouts (+ 1 demonstration): rows split over the test suite's 8 CPU devices
-        c.budget = ml_collections.ConfigDict(dict(steps=2, questions_per_step=8, n=2, max_new_tokens=8,
-                                                  temperature=1.0, learning_rate=1e-3))
+        c.budget = ml_collections.ConfigDict(
+            dict(steps=2, questions_per_step=8, n=2, max_new_tokens=8, temperature=1.0, learning_rate=1e-3)
+        )
         c.arms = ml_collections.ConfigDict(arms(c), type_safe=False)
         for key in ("sft_then_grpo", "luffy", "srft"):
             del c.arms[key]
         c.arms.sft.seeds = c.arms.hpt.seeds = (0,)  # GRPO and its control: both seeds
-        c.eval.update(dict(n_per_tier=3, k=2, base_k=3, max_new_tokens=8, groups=(("RL tier", RL_TIERS),
-                                                                                 ("OOD avg", OOD_TIERS[:1]))))
+        c.eval.update(
+            dict(
+                n_per_tier=3,
+                k=2,
+                base_k=3,
+                max_new_tokens=8,
+                groups=(("RL tier", RL_TIERS), ("OOD avg", OOD_TIERS[:1])),
+            )
+        )
         c.eval.id_tiers = BASE_TIERS[:1] + RL_TIERS + SFT_TIERS[:1]
-        c.curves = ml_collections.ConfigDict(dict(arms=("grpo",), points=2, tiers=RL_TIERS + SFT_TIERS[:1],
-                                                  n_per_tier=2, k=1))
+        c.curves = ml_collections.ConfigDict(
+            dict(arms=("grpo",), points=2, tiers=RL_TIERS + SFT_TIERS[:1], n_per_tier=2, k=1)
+        )
         c.passk = ml_collections.ConfigDict(dict(arms=("base", "hpt"), k=2, tiers=SFT_TIERS[:1], n_per_tier=2))
         c.tables = (("Main", ("base", "sft", "grpo", "hpt")),)
         c.paired_against = ("hpt", ("sft", "grpo"))

@@ -17,6 +17,7 @@ solved ones scores low) and the best rate; plus the comparison's own outputs (``
 ``summary.json``, plots). Resumable: a rerun reuses finished runs and cached evaluations. SFT→GRPO
 has no rate of its own (its stages use SFT's and GRPO's).
 """
+
 import argparse
 import os
 import sys
@@ -66,8 +67,13 @@ def sweep_results(config, results: dict) -> dict:
     """``{"validation_seed", "score", "budget", "methods": {method: {"rates": {rate: {tier/group:
     entry}}, "scores": {rate: ID-avg difference}, "best": rate}}}`` from a comparison's results."""
     vs_base = results["paired"]["vs_base"]
-    out = {"validation_seed": int(config.eval.data_seed), "score": f"paired difference on {SCORE}",
-           "seeds": list(config.seeds), "budget": config.budget.to_dict(), "methods": {}}
+    out = {
+        "validation_seed": int(config.eval.data_seed),
+        "score": f"paired difference on {SCORE}",
+        "seeds": list(config.seeds),
+        "budget": config.budget.to_dict(),
+        "methods": {},
+    }
     for key, arm in config.arms.items():
         if key not in vs_base:
             continue
@@ -103,8 +109,12 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     methods = [m for m in a.methods.split(",") if m]
     rates = tuple(float(r) for r in a.rates.split(",") if r)
-    c = get_config(a.variant, methods=methods, seeds=[int(s) for s in a.seeds.split(",") if s],
-                   grids={m: rates for m in methods} if rates else None)
+    c = get_config(
+        a.variant,
+        methods=methods,
+        seeds=[int(s) for s in a.seeds.split(",") if s],
+        grids={m: rates for m in methods} if rates else None,
+    )
     testbed.set_run_dir(c, a.run_dir)
     return run(c)
 

@@ -1,4 +1,5 @@
 """Test configuration: 8 simulated CPU devices for sharding tests, CPU-only jax."""
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")

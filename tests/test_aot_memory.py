@@ -1,10 +1,12 @@
 """benchmarks/aot_memory.py on tiny shapes (8 simulated devices, the hpt_paper:tiny config): both
 programs lower and compile from abstract shapes, the state is sharded over fsdp, and the table has
 a row per program."""
+
 from benchmarks import aot_memory
 
-TINY = dict(num_layers=1, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16,
-            vocab_size=256)
+TINY = dict(
+    num_layers=1, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16, vocab_size=256
+)
 
 
 def test_aot_memory_compiles_the_update_step_and_the_sampler_on_the_fsdp_mesh():

@@ -1,4 +1,5 @@
 """The demo runs end to end (export → reload → sample) and reports what it measured."""
+
 import json
 import os
 
@@ -24,17 +25,32 @@ def test_make_demo_is_the_testbed_demo_and_names_the_arms_that_beat_the_base(tmp
 
     entry = lambda d, se: {"base": 0.5, "arm": 0.5 + d, "diff": d, "se": se, "seeds": ["0"]}  # noqa: E731
     seen = []
-    monkeypatch.setattr(comparison, "run_comparison", lambda c: seen.append(c) or {"paired": {"vs_base": {
-        "grpo": {"hmul_2x1": entry(0.12, 0.03)}, "grpo_sft_control": {"hmul_2x1": entry(0.13, 0.03)},
-        "sft": {"hadd_4": entry(0.01, 0.01)}}}})
+    monkeypatch.setattr(
+        comparison,
+        "run_comparison",
+        lambda c: (
+            seen.append(c)
+            or {
+                "paired": {
+                    "vs_base": {
+                        "grpo": {"hmul_2x1": entry(0.12, 0.03)},
+                        "grpo_sft_control": {"hmul_2x1": entry(0.13, 0.03)},
+                        "sft": {"hadd_4": entry(0.01, 0.01)},
+                    }
+                }
+            }
+        ),
+    )
     cli.comparison_demo(str(tmp_path / "demo"))
     (c,) = seen
     assert c.name == "testbed_demo" and c.run_dir == str(tmp_path / "demo")
     assert c.base.run_dir == bases.base_dir("arith_hint") and {"grpo", "sft"} <= set(c.arms)
     out = capsys.readouterr().out
     # the SFT control the comparison adds to GRPO is named too (the demo once crashed here)
-    assert ("Beat the base model by more than 2 standard errors on some tier: GRPO (hmul_2x1); "
-            "SFT control (GRPO's questions) (hmul_2x1).") in out
+    assert (
+        "Beat the base model by more than 2 standard errors on some tier: GRPO (hmul_2x1); "
+        "SFT control (GRPO's questions) (hmul_2x1)."
+    ) in out
     assert os.path.join(str(tmp_path / "demo"), "summary.json") in out
 
 
@@ -55,8 +71,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _upt(args, cwd, timeout=300):
     """``python -m upt_jax.cli ARGS`` in ``cwd``, seeing this checkout."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "upt_jax.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "upt_jax.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_load_config_reads_its_overrides_from_argv_not_sys_argv(monkeypatch):
@@ -67,8 +84,9 @@ def test_load_config_reads_its_overrides_from_argv_not_sys_argv(monkeypatch):
 
 def test_recipe_hparams_from_the_command_line_reach_the_recipe():
     """#18.3: GRPO's β and clip, HPT's offline signal and distillation's top_k from the CLI."""
-    c = cli.load_config(["--config", "grpo", "--config.recipe.hparams.kl_coef=0.04",
-                         "--config.recipe.hparams.eps", "0.1"])
+    c = cli.load_config(
+        ["--config", "grpo", "--config.recipe.hparams.kl_coef=0.04", "--config.recipe.hparams.eps", "0.1"]
+    )
     assert c.recipe.hparams.to_dict() == {"kl_coef": 0.04, "eps": 0.1}
     (term,) = get_recipe(c).terms
     assert term.kl.coef == 0.04 and term.rollout.stabiliser[0].kw["eps_low"] == 0.1
@@ -79,25 +97,33 @@ def test_recipe_hparams_from_the_command_line_reach_the_recipe():
     c = cli.load_config(["--config", "ppo", "--config.recipe.hparams.kl_coef=0.05"])  # ppo.py's own docstring
     assert get_recipe(c).terms[0].kl.coef == 0.05 and c.recipe.hparams.gamma == 1.0
     # typed by the recipe named after every other override, whatever their order
-    c = cli.load_config(["--config", "grpo", "--config.recipe.hparams.baseline=false",
-                         "--config.recipe.name=reinforce_pp"])
+    c = cli.load_config(
+        ["--config", "grpo", "--config.recipe.hparams.baseline=false", "--config.recipe.name=reinforce_pp"]
+    )
     assert c.recipe.hparams.baseline is False and get_recipe(c).name == "reinforce_pp"
     c = cli.load_config(["--config", "grpo:dr_grpo", "--config.recipe.hparams.max_len=None"])
     assert c.recipe.hparams.max_len is None
     c = cli.load_config(["--config", "sft_then_grpo", "--config.grpo.recipe.hparams.kl_coef=0.02"])
     assert get_recipe(c.grpo).terms[0].kl.coef == 0.02
-    c = cli.load_config(["--config", "grpo", "--config.model.overrides.hidden_size=64",
-                         "--config.data.fields.chosen=pos"])
+    c = cli.load_config(
+        ["--config", "grpo", "--config.model.overrides.hidden_size=64", "--config.data.fields.chosen=pos"]
+    )
     assert c.model.overrides.to_dict() == {"num_layers": 2, "hidden_size": 64} and c.data.fields.chosen == "pos"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--config.recipe.hparams.kl_coeff=0.04"], r"config\.recipe\.hparams\.kl_coeff: recipe 'grpo' has no key "
-                                                r"'kl_coeff'; its keys: eps, kl_coef, kl_kind, std_eps"),
-    (["--config.recipe.hparams.kl_coef=lots"], r"config\.recipe\.hparams\.kl_coef='lots': must be a finite float"),
-    (["--config.recipe.hparams.kl_coef=-1"], r"config\.recipe\.hparams\.kl_coef=-1\.0: must be a finite float ≥ 0"),
-    (["--config.model.overrides.hidden=64"], r"config\.model\.overrides has no key 'hidden'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--config.recipe.hparams.kl_coeff=0.04"],
+            r"config\.recipe\.hparams\.kl_coeff: recipe 'grpo' has no key "
+            r"'kl_coeff'; its keys: eps, kl_coef, kl_kind, std_eps",
+        ),
+        (["--config.recipe.hparams.kl_coef=lots"], r"config\.recipe\.hparams\.kl_coef='lots': must be a finite float"),
+        (["--config.recipe.hparams.kl_coef=-1"], r"config\.recipe\.hparams\.kl_coef=-1\.0: must be a finite float ≥ 0"),
+        (["--config.model.overrides.hidden=64"], r"config\.model\.overrides has no key 'hidden'"),
+    ],
+)
 def test_bad_recipe_hparam_overrides_name_the_key(args, message):
     with pytest.raises(ConfigError, match=message):
         cli.load_config(["--config", "grpo", *args])
@@ -126,7 +152,8 @@ def test_config_names_resolve_from_any_directory(tmp_path, monkeypatch):
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "grpo.py").write_text(
         "from upt_jax.train.config import base_config\n\n\ndef get_config(arg=None):\n"
-        "    c = base_config()\n    c.name = 'local'\n    return c\n")
+        "    c = base_config()\n    c.name = 'local'\n    return c\n"
+    )
     assert cli.load_config(["--config", "experiments/grpo.py"]).name == "local"
     assert cli.load_config(["--config", "grpo"]).name == "grpo"
     with pytest.raises(SystemExit, match=r"'nope\.py' is not a file .* nor a shipped experiment \(.*grpo"):
@@ -152,8 +179,10 @@ def test_train_help_lists_every_key_with_its_default(tmp_path):
 
 
 def test_out_of_domain_override_exits_with_the_key(tmp_path):
-    r = _upt(["train", "--config", "grpo", "--config.train.max_grad_norm=-1",
-              f"--config.run_dir={tmp_path / 'run'}"], cwd=tmp_path)
+    r = _upt(
+        ["train", "--config", "grpo", "--config.train.max_grad_norm=-1", f"--config.run_dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     assert "upt train: config.train.max_grad_norm=-1.0: must be a finite float > 0, or None" in r.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()

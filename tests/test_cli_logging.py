@@ -1,5 +1,6 @@
 """The console of a short `upt train` (issue #18, item 6): upt_jax's own lines and the progress bar,
 not Orbax/absl/JAX/transformers chatter; `-v` / `--verbose` brings that back."""
+
 import os
 import re
 import subprocess
@@ -28,10 +29,20 @@ def _lines_besides_progress_bar(text: str) -> list[str]:
 
 
 def test_a_short_run_prints_fewer_than_20_lines_besides_its_progress_bar(tmp_path):
-    cmd = [sys.executable, "-m", "upt_jax.cli", "train", "--config", "experiments/sft.py",
-           "--config.train.steps=2", "--config.train.questions_per_step=2", "--config.data.n_per_tier=8",
-           "--config.model.overrides.num_layers=1", "--config.checkpoint.every=1",
-           f"--config.run_dir={tmp_path / 'run'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "upt_jax.cli",
+        "train",
+        "--config",
+        "experiments/sft.py",
+        "--config.train.steps=2",
+        "--config.train.questions_per_step=2",
+        "--config.data.n_per_tier=8",
+        "--config.model.overrides.num_layers=1",
+        "--config.checkpoint.every=1",
+        f"--config.run_dir={tmp_path / 'run'}",
+    ]
     p = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     lines = _lines_besides_progress_bar(p.stdout + p.stderr)
@@ -48,10 +59,14 @@ def test_verbose_brings_library_info_lines_back():
         "logging.getLogger('absl').info('orbax chatter')\n"
         "logging.getLogger('upt_jax.train.trainer').info('our line')\n"
         "import transformers\n"
-        "transformers.utils.logging.get_logger('transformers').warning_advice('PyTorch was not found.')\n")
-    quiet, verbose = (subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=_env(),
-                                     capture_output=True, text=True, timeout=300)
-                      for args in (["x"], ["--verbose", "x"]))
+        "transformers.utils.logging.get_logger('transformers').warning_advice('PyTorch was not found.')\n"
+    )
+    quiet, verbose = (
+        subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300
+        )
+        for args in (["x"], ["--verbose", "x"])
+    )
     assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
     assert "our line" in quiet.stderr
     assert "orbax chatter" not in quiet.stderr and "PyTorch was not found" not in quiet.stderr

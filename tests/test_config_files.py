@@ -1,6 +1,7 @@
 """Config files are loaded by path (`upt_jax.config_files`), by ``upt train --config``, by a
 comparison's arms (from its ``experiments_dir``) and by a config file building on a sibling; the
 ``experiments`` directory is never imported as a package by the library."""
+
 import sys
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from upt_jax import cli, config_files
 from upt_jax.studies import comparison as cmp
 
-USER_BASE = '''
+USER_BASE = """
 import ml_collections
 
 
@@ -18,8 +19,8 @@ def get_config(arg=None):
     c = base_config()
     c.name = "user_" + (arg or "plain")
     return c
-'''
-USER_DERIVED = '''
+"""
+USER_DERIVED = """
 from upt_jax.config_files import sibling
 
 base = sibling(__file__, "mine")
@@ -29,7 +30,7 @@ def get_config(arg=None):
     c = base.get_config(arg)
     c.train.learning_rate = 0.125
     return c
-'''
+"""
 
 
 def test_an_experiment_loads_by_path_as_upt_train_loads_it():

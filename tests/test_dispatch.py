@@ -2,6 +2,7 @@
 several runs (STaR, a comparison) are dispatched there, above the regimes, which import
 `upt_jax.train.trainer.train` for their own runs (issue #19: no import cycle). Everything that
 trains is stubbed: these check the routing only."""
+
 import json
 
 import ml_collections
@@ -18,15 +19,23 @@ def routed(monkeypatch):
     seen = []
     monkeypatch.setattr(trainer, "train", lambda c: seen.append(("trainer", c.run_dir)) or [{"step": 1}])
     monkeypatch.setattr(star, "run_star", lambda c: seen.append(("star", c.run_dir)) or [{"round": 1}])
-    monkeypatch.setattr(comparison, "run_comparison",
-                        lambda c, run=None: seen.append(("comparison", c.run_dir, run)) or {})
+    monkeypatch.setattr(
+        comparison, "run_comparison", lambda c, run=None: seen.append(("comparison", c.run_dir, run)) or {}
+    )
     return seen
 
 
-@pytest.mark.parametrize("mode, runner, history", [
-    ("online", "trainer", [{"step": 1}]), ("offline", "trainer", [{"step": 1}]),
-    ("reward_model", "trainer", [{"step": 1}]), ("prm", "trainer", [{"step": 1}]),
-    ("star", "star", [{"round": 1}]), ("comparison", "comparison", [])])
+@pytest.mark.parametrize(
+    "mode, runner, history",
+    [
+        ("online", "trainer", [{"step": 1}]),
+        ("offline", "trainer", [{"step": 1}]),
+        ("reward_model", "trainer", [{"step": 1}]),
+        ("prm", "trainer", [{"step": 1}]),
+        ("star", "star", [{"round": 1}]),
+        ("comparison", "comparison", []),
+    ],
+)
 def test_every_mode_reaches_its_runner(routed, mode, runner, history):
     config = ml_collections.ConfigDict(dict(mode=mode, run_dir=f"runs/{mode}"))
     assert dispatch.train(config) == history
@@ -45,20 +54,29 @@ def test_upt_train_dispatches_star_and_the_comparison(routed, tmp_path, capsys):
     assert cli.main(["train", "--config", "star", f"--config.run_dir={tmp_path / 'star'}"]) == 0
     assert cli.main(["train", "--config", "paper_table", f"--config.run_dir={tmp_path / 'table'}"]) == 0
     assert cli.main(["train", "--config", "sft", f"--config.run_dir={tmp_path / 'sft'}"]) == 0
-    assert routed == [("star", str(tmp_path / "star")), ("comparison", str(tmp_path / "table"), dispatch.train),
-                      ("trainer", str(tmp_path / "sft"))]
+    assert routed == [
+        ("star", str(tmp_path / "star")),
+        ("comparison", str(tmp_path / "table"), dispatch.train),
+        ("trainer", str(tmp_path / "sft")),
+    ]
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["last"] == {"step": 1}
 
 
 def test_a_pipeline_runs_its_stages_with_the_runner_it_is_given(routed, tmp_path, monkeypatch):
     """`run_pipeline` runs a stage with one training run unless given a runner; `upt pipeline`
     gives it the dispatcher, so a stage may be of any mode (STaR after SFT)."""
+
     def config(modes):
         c = ml_collections.ConfigDict(dict(run_dir=str(tmp_path / "-".join(modes)), order=modes))
         for name in modes:  # the stubbed runs write nothing: the directories DONE.json goes to
             (tmp_path / "-".join(modes) / name).mkdir(parents=True)
-            c[name] = ml_collections.ConfigDict(dict(mode=name if name == "star" else "offline", model=dict(
-                init="preset", checkpoint=""), train=dict(steps=1)))
+            c[name] = ml_collections.ConfigDict(
+                dict(
+                    mode=name if name == "star" else "offline",
+                    model=dict(init="preset", checkpoint=""),
+                    train=dict(steps=1),
+                )
+            )
         return c
 
     monkeypatch.setattr("upt_jax.train.schema.validate", lambda *a, **k: None)
@@ -89,7 +107,14 @@ def test_a_comparison_runs_its_arms_and_base_with_the_runner_it_is_given(routed,
     (tmp_path / "cmp" / "sft_then_grpo" / "seed0" / "sft").mkdir(parents=True)  # DONE.json's directories
     (tmp_path / "cmp" / "sft_then_grpo" / "seed0" / "grpo").mkdir(parents=True)
     comparison.run_arm(c, "sft_then_grpo", 0, runner)
-    assert given == [c.base.run_dir] + [str(tmp_path / "cmp" / a / "seed0" / s) for a, s in (
-        ("grpo", ""), ("sft_then_grpo", "sft"), ("sft_then_grpo", "grpo"))] and routed == []
+    assert (
+        given
+        == [c.base.run_dir]
+        + [
+            str(tmp_path / "cmp" / a / "seed0" / s)
+            for a, s in (("grpo", ""), ("sft_then_grpo", "sft"), ("sft_then_grpo", "grpo"))
+        ]
+        and routed == []
+    )
     comparison.run_arm(c, "grpo", 1)  # the default: one training run
     assert routed == [("trainer", str(tmp_path / "cmp" / "grpo" / "seed1"))]

@@ -1,5 +1,6 @@
 """Every experiment module runs: the ones without a test of their own train two steps here, and
 a new module without a test fails the completeness check."""
+
 import importlib
 import json
 import os
@@ -37,8 +38,16 @@ COVERED_ELSEWHERE = {
     "hpt_paper": "tests/test_hpt_paper.py::test_hpt_paper_tiny_trains_on_a_local_hf_model_and_a_luffy_parquet",
     "testbed_sweep": "tests/studies/test_testbed.py::test_the_sweep_scores_each_rate_on_the_validation_split",
 }
-RUN_HERE = ["luffy", "srft", "hpt:released_code", "grpo:dr_grpo", "grpo:gspo", "grpo:cispo", "grpo:rloo",
-            "grpo:reinforce_pp"]
+RUN_HERE = [
+    "luffy",
+    "srft",
+    "hpt:released_code",
+    "grpo:dr_grpo",
+    "grpo:gspo",
+    "grpo:cispo",
+    "grpo:rloo",
+    "grpo:reinforce_pp",
+]
 
 
 def _load(spec):

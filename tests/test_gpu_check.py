@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py (issue #25): the one-GPU check's code path runs on CPU (parity of the
 CPU device with itself, bf16 steps, an Orbax round trip; at smoke size also the MFU and roofline)."""
+
 import json
 
 import numpy as np
@@ -32,12 +33,25 @@ def test_smoke_run_passes_and_reports_every_section(tmp_path):
 
 
 def test_a_failed_check_fails_the_run():
-    r = {"device": "cpu", "seconds": 1.0, "ok": False,
-         "parity": {"ok": False, "max_rel_err_highest": 0.5, "max_rel_err_default": 0.5},
-         "bf16": {"ok": True, "steps": 2, "losses": [1.0, 0.5]}, "orbax": {"ok": True, "leaves": 3, "seconds": 0.1},
-         "update": {"config": "tiny", "dtype": "float32", "batch": 4, "seq": 32, "tokens_per_s": 1.0,
-                    "mfu_measured_peak": 0.1, "mfu_vendor_peak": None},
-         "decode": {"config": "tiny", "batch": 2, "decode_tokens_per_s": 1.0, "fraction_of_roofline": 0.1},
-         "measured_peak_tflops": 0.1, "measured_bandwidth_gbs": 1.0}
+    r = {
+        "device": "cpu",
+        "seconds": 1.0,
+        "ok": False,
+        "parity": {"ok": False, "max_rel_err_highest": 0.5, "max_rel_err_default": 0.5},
+        "bf16": {"ok": True, "steps": 2, "losses": [1.0, 0.5]},
+        "orbax": {"ok": True, "leaves": 3, "seconds": 0.1},
+        "update": {
+            "config": "tiny",
+            "dtype": "float32",
+            "batch": 4,
+            "seq": 32,
+            "tokens_per_s": 1.0,
+            "mfu_measured_peak": 0.1,
+            "mfu_vendor_peak": None,
+        },
+        "decode": {"config": "tiny", "batch": 2, "decode_tokens_per_s": 1.0, "fraction_of_roofline": 0.1},
+        "measured_peak_tflops": 0.1,
+        "measured_bandwidth_gbs": 1.0,
+    }
     lines = gpu_check.summary(r)
     assert "FAILED" in lines[0] and "FAILED" in lines[1] and "ok" in lines[2]

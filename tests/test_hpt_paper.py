@@ -5,6 +5,7 @@ The default variant is the released code's run (checked value by value; it canno
 LUFFY-layout parquet written here, on the same recipe and fsdp mesh, then the paper's evaluation
 protocol runs on it at test scale.
 """
+
 import json
 import os
 
@@ -23,11 +24,23 @@ def test_hpt_paper_config_is_the_released_codes_run():
     schema.validate(c)
     hp = c.recipe.hparams
     assert (c.recipe.name, hp.variant, hp.gamma, hp.entropy_coef, hp.sft_loss_coef, hp.max_len) == (
-        "hpt", "released_code", 0.0, 0.001, 1.0, 8192)
+        "hpt",
+        "released_code",
+        0.0,
+        0.001,
+        1.0,
+        8192,
+    )
     assert "kl_coef" not in hp  # no KL, no reference model
     t, r = c.train, c.rollout
     assert (t.learning_rate, t.questions_per_step, t.steps, t.weight_decay, t.max_grad_norm, t.skip_grad_norm) == (
-        5e-6, 128, 500, 0.01, 1.0, 80.0)
+        5e-6,
+        128,
+        500,
+        0.01,
+        1.0,
+        80.0,
+    )
     assert (r.n, r.temperature, r.top_p, r.max_new_tokens) == (8, 1.0, 1.0, 8192)
     assert (c.model.init, c.data.template, c.data.verifier, c.data.source) == ("hf", "chat", "math", "file")
     assert c.data.path.endswith(".parquet") and c.model.hf_dir == c.tokenizer
@@ -46,10 +59,18 @@ def test_hpt_paper_eval_protocol_is_the_papers():
     cmds = hpt_paper.eval_commands("runs/hpt_paper")
     parsed = [build_parser().parse_args(a[1:]) for a in cmds]  # every flag is one `upt eval` takes
     k_of = {b: a.k for a in parsed for b in a.benchmarks}
-    assert k_of == {"aime24": 32, "aime25": 32, "amc23": 32, "math500": 1, "minerva": 1, "olympiadbench": 1,
-                    "gpqa_diamond": 1}
+    assert k_of == {
+        "aime24": 32,
+        "aime25": 32,
+        "amc23": 32,
+        "math500": 1,
+        "minerva": 1,
+        "olympiadbench": 1,
+        "gpqa_diamond": 1,
+    }
     assert {(a.temperature, a.top_p, a.max_new_tokens, a.run_dir) for a in parsed} == {
-        (0.6, 0.95, 8192, "runs/hpt_paper")}
+        (0.6, 0.95, 8192, "runs/hpt_paper")
+    }
     assert len({a.out for a in parsed}) == 2
 
 
@@ -61,10 +82,16 @@ def _write_parquet(path, n=8):
 
     from upt_jax.data import synthetic
 
-    rows = [{"data_source": "openr1", "prompt": [{"role": "user", "content": r["question"]}],
-             "target": [{"role": "assistant", "content": r["demonstration"]}],
-             "reward_model": {"ground_truth": r["answer"], "style": "rule"}, "extra_info": {"index": i}}
-            for i, r in enumerate(synthetic.generate("add_2", n, seed=3))]
+    rows = [
+        {
+            "data_source": "openr1",
+            "prompt": [{"role": "user", "content": r["question"]}],
+            "target": [{"role": "assistant", "content": r["demonstration"]}],
+            "reward_model": {"ground_truth": r["answer"], "style": "rule"},
+            "extra_info": {"index": i},
+        }
+        for i, r in enumerate(synthetic.generate("add_2", n, seed=3))
+    ]
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 

@@ -1,4 +1,5 @@
 """launch/: argument handling through the scripts' --dry-run (nothing is created or submitted)."""
+
 import os
 import shlex
 import subprocess
@@ -26,16 +27,29 @@ def commands(stdout):
 def remote(cmd):
     """The shell command a ``gcloud ... ssh --command=...`` runs on the workers, split."""
     (c,) = [a for a in cmd if a.startswith("--command=")]
-    return c[len("--command="):]
+    return c[len("--command=") :]
 
 
 TPU_ARGS = ["--name", "upt-v5e", "--zone", "us-west4-a", "--dry-run"]
 
 
 def test_tpu_vm_all_prints_create_setup_run_logs():
-    rc, out, err = run(TPU, "all", *TPU_ARGS, "--accelerator-type", "v5litepod-16", "--project", "proj",
-                       "--config", "experiments/grpo.py", "--run-dir", "gs://bucket/runs/grpo",
-                       "--", "--config.mesh.fsdp=16", "--config.name=it's a test")
+    rc, out, err = run(
+        TPU,
+        "all",
+        *TPU_ARGS,
+        "--accelerator-type",
+        "v5litepod-16",
+        "--project",
+        "proj",
+        "--config",
+        "experiments/grpo.py",
+        "--run-dir",
+        "gs://bucket/runs/grpo",
+        "--",
+        "--config.mesh.fsdp=16",
+        "--config.name=it's a test",
+    )
     assert rc == 0, err
     cmds = commands(out)
     create, archive, scp, install, start, logs = cmds
@@ -49,9 +63,14 @@ def test_tpu_vm_all_prints_create_setup_run_logs():
     on_worker = shlex.split(remote(start).split("&&", 1)[1])
     assert on_worker[0] == "UPT_DISTRIBUTED=1"
     i = on_worker.index("upt_jax.cli")
-    assert on_worker[i + 1:i + 7] == ["train", "--config", "experiments/grpo.py",
-                                      "--config.run_dir=gs://bucket/runs/grpo", "--config.mesh.fsdp=16",
-                                      "--config.name=it's a test"]
+    assert on_worker[i + 1 : i + 7] == [
+        "train",
+        "--config",
+        "experiments/grpo.py",
+        "--config.run_dir=gs://bucket/runs/grpo",
+        "--config.mesh.fsdp=16",
+        "--config.name=it's a test",
+    ]
     assert "--worker=0" in logs and "tail" in remote(logs)
 
 
@@ -68,47 +87,86 @@ def test_tpu_vm_single_actions():
     assert "--spot" in commands(out)[0] and "--accelerator-type=v4-32" in commands(out)[0]
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "missing command"),
-    (["launch", "--name", "x", "--zone", "z"], "unknown command"),
-    (["run", "--zone", "z", "--config", "c.py", "--run-dir", "gs://b/r"], "--name is required"),
-    (["run", "--name", "x", "--config", "c.py", "--run-dir", "gs://b/r"], "--zone is required"),
-    (["create", "--name", "x", "--zone", "z"], "--accelerator-type is required"),
-    (["run", "--name", "x", "--zone", "z", "--run-dir", "gs://b/r"], "--config is required"),
-    (["run", "--name", "x", "--zone", "z", "--config", "c.py"], "--run-dir is required"),
-    (["run", "--name", "x", "--zone", "z", "--config", "c.py", "--run-dir", "gs://b", "--entry", "eval"],
-     "--entry must be train or pipeline"),
-    (["stop", "--name", "x", "--zone"], "--zone needs a value"),
-    (["stop", "--name", "x", "--zone", "z", "--bogus"], "unknown option '--bogus'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "missing command"),
+        (["launch", "--name", "x", "--zone", "z"], "unknown command"),
+        (["run", "--zone", "z", "--config", "c.py", "--run-dir", "gs://b/r"], "--name is required"),
+        (["run", "--name", "x", "--config", "c.py", "--run-dir", "gs://b/r"], "--zone is required"),
+        (["create", "--name", "x", "--zone", "z"], "--accelerator-type is required"),
+        (["run", "--name", "x", "--zone", "z", "--run-dir", "gs://b/r"], "--config is required"),
+        (["run", "--name", "x", "--zone", "z", "--config", "c.py"], "--run-dir is required"),
+        (
+            ["run", "--name", "x", "--zone", "z", "--config", "c.py", "--run-dir", "gs://b", "--entry", "eval"],
+            "--entry must be train or pipeline",
+        ),
+        (["stop", "--name", "x", "--zone"], "--zone needs a value"),
+        (["stop", "--name", "x", "--zone", "z", "--bogus"], "unknown option '--bogus'"),
+    ],
+)
 def test_tpu_vm_argument_errors(args, message):
     rc, out, err = run(TPU, *args, "--dry-run")
     assert rc == 2 and message in err and not commands(out)
 
 
 def test_slurm_dry_run_prints_sbatch_and_srun():
-    rc, out, err = run(SLURM, "--nodes", "4", "--gpus-per-node", "8", "--partition", "gpu", "--account", "acct",
-                       "--config", "experiments/hpt.py", "--run-dir", "/shared/runs/hpt", "--venv", "/sw/venv",
-                       "--dry-run", "--", "--config.mesh.fsdp=32", "--config.name=a b")
+    rc, out, err = run(
+        SLURM,
+        "--nodes",
+        "4",
+        "--gpus-per-node",
+        "8",
+        "--partition",
+        "gpu",
+        "--account",
+        "acct",
+        "--config",
+        "experiments/hpt.py",
+        "--run-dir",
+        "/shared/runs/hpt",
+        "--venv",
+        "/sw/venv",
+        "--dry-run",
+        "--",
+        "--config.mesh.fsdp=32",
+        "--config.name=a b",
+    )
     assert rc == 0, err
     sbatch, srun = commands(out)
-    assert sbatch[0] == "sbatch" and {"--nodes=4", "--gpus-per-node=8", "--partition=gpu", "--account=acct",
-                                      "--ntasks-per-node=1"} <= set(sbatch)
+    assert sbatch[0] == "sbatch" and {
+        "--nodes=4",
+        "--gpus-per-node=8",
+        "--partition=gpu",
+        "--account=acct",
+        "--ntasks-per-node=1",
+    } <= set(sbatch)
     assert sbatch[sbatch.index("--config") + 1] == "experiments/hpt.py" and sbatch[-2:] == [
-        "--config.mesh.fsdp=32", "--config.name=a b"]
+        "--config.mesh.fsdp=32",
+        "--config.name=a b",
+    ]
     assert srun[0] == "srun" and "/sw/venv/bin/python" in srun
     i = srun.index("upt_jax.cli")
-    assert srun[i + 1:] == ["train", "--config", "experiments/hpt.py", "--config.run_dir=/shared/runs/hpt",
-                            "--config.mesh.fsdp=32", "--config.name=a b"]
+    assert srun[i + 1 :] == [
+        "train",
+        "--config",
+        "experiments/hpt.py",
+        "--config.run_dir=/shared/runs/hpt",
+        "--config.mesh.fsdp=32",
+        "--config.name=a b",
+    ]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config", "c.py", "--run-dir", "r"], "--nodes is required"),
-    (["--nodes", "0", "--config", "c.py", "--run-dir", "r"], "--nodes must be a positive integer"),
-    (["--nodes", "2", "--run-dir", "r"], "--config is required"),
-    (["--nodes", "2", "--config", "c.py"], "--run-dir is required"),
-    (["--nodes", "2", "--config", "c.py", "--run-dir", "r", "--gpus-per-node", "x"], "--gpus-per-node must be"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "c.py", "--run-dir", "r"], "--nodes is required"),
+        (["--nodes", "0", "--config", "c.py", "--run-dir", "r"], "--nodes must be a positive integer"),
+        (["--nodes", "2", "--run-dir", "r"], "--config is required"),
+        (["--nodes", "2", "--config", "c.py"], "--run-dir is required"),
+        (["--nodes", "2", "--config", "c.py", "--run-dir", "r", "--gpus-per-node", "x"], "--gpus-per-node must be"),
+    ],
+)
 def test_slurm_argument_errors(args, message):
     rc, out, err = run(SLURM, *args, "--dry-run")
     assert rc == 2 and message in err and not commands(out)
@@ -124,17 +182,20 @@ def test_sbatch_script_dry_run_and_outside_slurm():
 
 
 # ----------------------------------------------------------------------------- the one code path
-@pytest.mark.parametrize("env, method", [
-    ({}, "single"),
-    ({"UPT_DISTRIBUTED": "0", "SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, "single"),
-    ({"UPT_COORDINATOR": "10.0.0.1:1234", "UPT_NUM_PROCESSES": "2", "UPT_PROCESS_ID": "1"}, "explicit"),
-    ({"UPT_COORDINATOR": "h:1", "UPT_NUM_PROCESSES": "1", "UPT_PROCESS_ID": "0"}, "single"),
-    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, "slurm"),
-    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, "single"),
-    ({"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"}, "tpu"),
-    ({"TPU_WORKER_HOSTNAMES": "w0"}, "single"),
-    ({"UPT_DISTRIBUTED": "1"}, "auto"),
-])
+@pytest.mark.parametrize(
+    "env, method",
+    [
+        ({}, "single"),
+        ({"UPT_DISTRIBUTED": "0", "SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, "single"),
+        ({"UPT_COORDINATOR": "10.0.0.1:1234", "UPT_NUM_PROCESSES": "2", "UPT_PROCESS_ID": "1"}, "explicit"),
+        ({"UPT_COORDINATOR": "h:1", "UPT_NUM_PROCESSES": "1", "UPT_PROCESS_ID": "0"}, "single"),
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, "slurm"),
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, "single"),
+        ({"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"}, "tpu"),
+        ({"TPU_WORKER_HOSTNAMES": "w0"}, "single"),
+        ({"UPT_DISTRIBUTED": "1"}, "auto"),
+    ],
+)
 def test_distributed_detect(env, method):
     got, kw = distributed.detect(env)
     assert got == method
@@ -142,12 +203,15 @@ def test_distributed_detect(env, method):
         assert kw == dict(coordinator_address="10.0.0.1:1234", num_processes=2, process_id=1)
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"UPT_COORDINATOR": "h:1"}, "UPT_NUM_PROCESSES, UPT_PROCESS_ID not set"),
-    ({"UPT_COORDINATOR": "h:1", "UPT_NUM_PROCESSES": "2", "UPT_PROCESS_ID": "2"}, "must be in"),
-    ({"UPT_COORDINATOR": "h", "UPT_NUM_PROCESSES": "2", "UPT_PROCESS_ID": "0"}, "host:port"),
-    ({"UPT_DISTRIBUTED": "maybe"}, "UPT_DISTRIBUTED"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"UPT_COORDINATOR": "h:1"}, "UPT_NUM_PROCESSES, UPT_PROCESS_ID not set"),
+        ({"UPT_COORDINATOR": "h:1", "UPT_NUM_PROCESSES": "2", "UPT_PROCESS_ID": "2"}, "must be in"),
+        ({"UPT_COORDINATOR": "h", "UPT_NUM_PROCESSES": "2", "UPT_PROCESS_ID": "0"}, "host:port"),
+        ({"UPT_DISTRIBUTED": "maybe"}, "UPT_DISTRIBUTED"),
+    ],
+)
 def test_distributed_detect_errors(env, message):
     with pytest.raises(ValueError, match=message):
         distributed.detect(env)

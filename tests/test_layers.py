@@ -9,6 +9,7 @@ trains sits above training: the comparison (``studies``), ``upt eval`` (``eval_c
 Imports are read from the source (``ast``), function-local ones included: an import inside a
 function is still an arrow. No violation and no cycle is allowed (no allow-list).
 """
+
 import ast
 from pathlib import Path
 
@@ -17,8 +18,22 @@ import upt_jax
 PACKAGE = Path(upt_jax.__file__).parent
 
 # the first name under upt_jax -> its layer; a module may import its own layer and those below
-LAYERS = {"upge": 0, "hostinfo": 0, "config_files": 0, "models": 1, "sampling": 2, "rewards": 2, "data": 2, "eval": 3,
-          "train": 4, "bases": 4, "studies": 5, "dispatch": 6, "cli": 7, "eval_cli": 7}
+LAYERS = {
+    "upge": 0,
+    "hostinfo": 0,
+    "config_files": 0,
+    "models": 1,
+    "sampling": 2,
+    "rewards": 2,
+    "data": 2,
+    "eval": 3,
+    "train": 4,
+    "bases": 4,
+    "studies": 5,
+    "dispatch": 6,
+    "cli": 7,
+    "eval_cli": 7,
+}
 FORBIDDEN = {("eval", "train"): "evaluation never imports training (issue #19)"}
 
 
@@ -136,8 +151,11 @@ def imports_by_name(path: Path) -> list[str]:
 def test_the_library_never_imports_experiments():
     """experiments/ are config files loaded by path (`upt_jax.config_files`): no module of upt_jax
     imports them, by an import statement or by name, and setup.py does not install them."""
-    by_name = {name: hits for name, path in modules().items()
-               if (hits := [m for m in imports_by_name(path) if m.split(".")[0] == "experiments"])}
+    by_name = {
+        name: hits
+        for name, path in modules().items()
+        if (hits := [m for m in imports_by_name(path) if m.split(".")[0] == "experiments"])
+    }
     by_statement = {k: v for k, v in layer_violations(graph()).items() if v == "the library imports a config file"}
     assert not by_name and not by_statement, (by_name, by_statement)
     setup = (PACKAGE.parent / "setup.py").read_text()
@@ -146,20 +164,25 @@ def test_the_library_never_imports_experiments():
 
 def test_the_parser_sees_imports_by_name(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("import importlib\ndef f(name):\n    importlib.import_module(f'experiments.{name}')\n"
-                 "    importlib.util.find_spec('experiments')\n    __import__('os')\n")
+    f.write_text(
+        "import importlib\ndef f(name):\n    importlib.import_module(f'experiments.{name}')\n"
+        "    importlib.util.find_spec('experiments')\n    __import__('os')\n"
+    )
     assert imports_by_name(f) == ["experiments.", "experiments", "os"]
 
 
 def test_every_package_and_top_level_module_has_a_layer():
-    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} \
-        | {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} == set(LAYERS)
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} | {
+        p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"
+    } == set(LAYERS)
 
 
 def test_the_parser_sees_function_local_and_relative_imports(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("def f():\n    from upt_jax.train import trainer\n    import upt_jax.upge as u\n"
-                 "from . import sibling\nfrom .sibling import name\n")
+    f.write_text(
+        "def f():\n    from upt_jax.train import trainer\n    import upt_jax.upge as u\n"
+        "from . import sibling\nfrom .sibling import name\n"
+    )
     got = imports("upt_jax.eval.m", f, {"upt_jax.train.trainer", "upt_jax.eval.sibling"})
     assert got == {"upt_jax.train.trainer", "upt_jax.upge", "upt_jax.eval.sibling"}
 
@@ -167,21 +190,28 @@ def test_the_parser_sees_function_local_and_relative_imports(tmp_path):
 def test_no_import_from_a_higher_layer():
     found = layer_violations(graph())
     assert not found, "imports against the layers (move the code down a layer instead):\n" + "\n".join(
-        f"  {a} -> {b}: {why}" for (a, b), why in sorted(found.items()))
+        f"  {a} -> {b}: {why}" for (a, b), why in sorted(found.items())
+    )
 
 
 def test_the_rules_flag_an_upward_import_and_evaluation_importing_training():
-    g = {"upt_jax.eval.e": {"upt_jax.train.t", "upt_jax.data.d"}, "upt_jax.data.d": set(),
-         "upt_jax.train.t": {"upt_jax.eval.e", "upt_jax.studies.s"}, "upt_jax.studies.s": {"upt_jax.train.t"},
-         "upt_jax.eval_cli": {"upt_jax.train.t", "upt_jax.eval.e"}}
+    g = {
+        "upt_jax.eval.e": {"upt_jax.train.t", "upt_jax.data.d"},
+        "upt_jax.data.d": set(),
+        "upt_jax.train.t": {"upt_jax.eval.e", "upt_jax.studies.s"},
+        "upt_jax.studies.s": {"upt_jax.train.t"},
+        "upt_jax.eval_cli": {"upt_jax.train.t", "upt_jax.eval.e"},
+    }
     assert set(layer_violations(g)) == {("upt_jax.eval.e", "upt_jax.train.t"), ("upt_jax.train.t", "upt_jax.studies.s")}
     assert "never imports training" in layer_violations(g)[("upt_jax.eval.e", "upt_jax.train.t")]
 
 
 def test_no_import_cycle():
     found = cycles(graph())
-    assert not found, "modules that import each other, directly or through others (move the shared part " \
+    assert not found, (
+        "modules that import each other, directly or through others (move the shared part "
         "down a layer, or pass it in):\n" + "\n".join(f"  {sorted(c)}" for c in found)
+    )
 
 
 def test_the_cycle_finder_sees_a_cycle_through_several_modules():
@@ -197,3 +227,17 @@ def test_no_module_over_450_lines():
     formatter (ruff.toml: 4 spaces, 120 columns) must not push one over either, so leave room."""
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by responsibility): {long}"
+
+
+def test_the_tree_is_formatted_with_the_one_formatter_config():
+    """``ruff format --check`` with ``ruff.toml`` (4 spaces, double quotes, 120 columns; notebooks/
+    are jupytext pairs, left out): ``make format`` fixes what this finds."""
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent
+    assert (root / "ruff.toml").is_file()
+    out = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "."], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, "not formatted (run `make format`):\n" + (out.stdout + out.stderr)[-3000:]

@@ -1,6 +1,7 @@
 """benchmarks/lora_memory.py on a tiny config (abstract shapes, compiled memory analysis): LoRA keeps
 optimiser state for the adapters alone and a smaller update step than full fine-tuning, and QLoRA's
 nf4 base stores fewer bytes than LoRA's float32 base with the same adapters."""
+
 from benchmarks import lora_memory
 
 

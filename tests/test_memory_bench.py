@@ -2,6 +2,7 @@
 head (vocabulary 151936, hidden 896) on 4 × 2048 tokens, value-and-grad of the chunked log-prob +
 entropy pass compiles to at most a quarter of the naive pass's temporaries. XLA's compiled memory
 analysis only: nothing of the ~20 GB naive graph is allocated."""
+
 from benchmarks import memory_bench
 
 

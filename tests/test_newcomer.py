@@ -9,6 +9,7 @@ reward function from ``my_rewards.py`` in the working directory reading an extra
 ``upt eval`` on the user's JSONL with that reward →
 ``upt export`` → ``transformers`` loads it, its logits equal upt_jax's within 1e-4, and it generates.
 """
+
 import json
 import os
 
@@ -26,8 +27,14 @@ def bonus(prompts, completions, bonus, **kwargs):
     return [float(b) for b in bonus]
 '''
 # 8 simulated devices: rows split over data=2, the rest of the mesh on tensor; tiny shapes
-SMALL = ["--config.mesh.data=2", "--config.mesh.fsdp=1", "--config.mesh.tensor=-1", "--config.log.progress=false",
-         "--config.checkpoint.async_save=false", "--config.train.questions_per_step=4"]
+SMALL = [
+    "--config.mesh.data=2",
+    "--config.mesh.fsdp=1",
+    "--config.mesh.tensor=-1",
+    "--config.log.progress=false",
+    "--config.checkpoint.async_save=false",
+    "--config.train.questions_per_step=4",
+]
 
 
 def _jsonl(path, rows):
@@ -45,27 +52,62 @@ def test_newcomer_path_sft_grpo_eval_export(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # `upt` runs where the user's files are
     (tmp_path / "my_rewards.py").write_text(MY_REWARDS)
     hf = make_hf_dir(tmp_path / "Qwen2-tiny")
-    chats = [{"messages": [{"role": "user", "content": f"{i} + 1 = ?"}, {"role": "assistant", "content": f"{i + 1}"},
-                           {"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "Yes."}]}
-             for i in range(4)]
+    chats = [
+        {
+            "messages": [
+                {"role": "user", "content": f"{i} + 1 = ?"},
+                {"role": "assistant", "content": f"{i + 1}"},
+                {"role": "user", "content": "Sure?"},
+                {"role": "assistant", "content": "Yes."},
+            ]
+        }
+        for i in range(4)
+    ]
     sft_data = _jsonl(tmp_path / "chats.jsonl", chats)
     math = [{"question": f"{i} + 2 = ?", "answer": str(i + 2), "bonus": i / 4} for i in range(4)]
     rl_data = _jsonl(tmp_path / "math.jsonl", math)
 
     # 1. SFT on the messages file: no field flags, the chat template from the tokenizer
-    assert cli.main(["train", "--config", "sft", "--config.run_dir=runs/sft", "--config.train.steps=2",
-                     "--config.model.init=hf", f"--config.model.hf_dir={hf}", f"--config.tokenizer={hf}",
-                     "--config.data.template=chat", "--config.data.source=file", f"--config.data.path={sft_data}",
-                     *SMALL]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                "sft",
+                "--config.run_dir=runs/sft",
+                "--config.train.steps=2",
+                "--config.model.init=hf",
+                f"--config.model.hf_dir={hf}",
+                f"--config.tokenizer={hf}",
+                "--config.data.template=chat",
+                "--config.data.source=file",
+                f"--config.data.path={sft_data}",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     sft_model, _, _, sft_step = load_run_model("runs/sft")
     assert sft_step == 2
 
     # 2. GRPO from the SFT run, parsed as `upt train` parses it: the user's reward, β from the command line
-    c = cli.load_config(["--config", "grpo", "--config.run_dir=runs/grpo", "--config.train.steps=1",
-                         "--config.model.init=checkpoint", "--config.model.checkpoint=runs/sft",
-                         "--config.data.source=file", f"--config.data.path={rl_data}",
-                         "--config.reward.functions=my_rewards:bonus", "--config.recipe.hparams.kl_coef=0.04",
-                         "--config.rollout.n=2", "--config.rollout.max_new_tokens=6", *SMALL])
+    c = cli.load_config(
+        [
+            "--config",
+            "grpo",
+            "--config.run_dir=runs/grpo",
+            "--config.train.steps=1",
+            "--config.model.init=checkpoint",
+            "--config.model.checkpoint=runs/sft",
+            "--config.data.source=file",
+            f"--config.data.path={rl_data}",
+            "--config.reward.functions=my_rewards:bonus",
+            "--config.recipe.hparams.kl_coef=0.04",
+            "--config.rollout.n=2",
+            "--config.rollout.max_new_tokens=6",
+            *SMALL,
+        ]
+    )
     assert c.recipe.hparams.kl_coef == 0.04 and c.reward.functions == ("my_rewards:bonus",)
     t = Trainer(c)
     try:
@@ -82,8 +124,27 @@ def test_newcomer_path_sft_grpo_eval_export(tmp_path, monkeypatch):
     assert np.isfinite(m["loss"]) and m["skipped"] == 0.0
 
     # 3. evaluation on the user's own file with the user's reward
-    assert cli.main(["eval", "--run-dir", "runs/grpo", "--data", rl_data, "--reward", "my_rewards:bonus", "--k", "1",
-                     "--max-new-tokens", "4", "--no-progress", "--out", "eval"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--run-dir",
+                "runs/grpo",
+                "--data",
+                rl_data,
+                "--reward",
+                "my_rewards:bonus",
+                "--k",
+                "1",
+                "--max-new-tokens",
+                "4",
+                "--no-progress",
+                "--out",
+                "eval",
+            ]
+        )
+        == 0
+    )
     res = json.load(open("eval/results.json"))
     assert res["settings"]["template"] == "chat"
     assert res["results"]["math"]["mean_reward"] == np.mean([r["bonus"] for r in math])
@@ -94,13 +155,15 @@ def test_newcomer_path_sft_grpo_eval_export(tmp_path, monkeypatch):
     model, tok, _, _ = load_run_model("runs/grpo")
     hf_model = transformers.AutoModelForCausalLM.from_pretrained("exported").float().eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained("exported")
-    prompt = hf_tok.apply_chat_template([{"role": "user", "content": "3 + 2 = ?"}], tokenize=False,
-                                        add_generation_prompt=True)
+    prompt = hf_tok.apply_chat_template(
+        [{"role": "user", "content": "3 + 2 = ?"}], tokenize=False, add_generation_prompt=True
+    )
     ids = np.asarray([tok.encode(prompt)])
     ours, _ = model(jnp.asarray(ids))
     np.testing.assert_allclose(np.asarray(ours), hf_logits(hf_model, ids, np.ones_like(ids)), atol=1e-4, rtol=0)
     with torch.no_grad():
-        out = hf_model.generate(torch.tensor(ids), attention_mask=torch.ones(ids.shape, dtype=torch.long),
-                                max_new_tokens=4, do_sample=False)
+        out = hf_model.generate(
+            torch.tensor(ids), attention_mask=torch.ones(ids.shape, dtype=torch.long), max_new_tokens=4, do_sample=False
+        )
     assert out.shape[1] > ids.shape[1]
     assert os.path.isfile("exported/generation_config.json")

@@ -1,4 +1,5 @@
 """notebooks/: each jupytext notebook executes on CPU and shows what it claims; .py and .ipynb agree."""
+
 import base64
 import glob
 import os
@@ -20,8 +21,7 @@ def execute(name, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend emits PNGs
     monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = jupytext.read(os.path.join(NB, f"{name}.py"))
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": ROOT}}).execute()
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
     text, images = [], []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -44,7 +44,8 @@ def test_py_and_ipynb_in_sync(name):
     py = jupytext.read(os.path.join(NB, f"{name}.py"))
     ipynb = jupytext.read(os.path.join(NB, f"{name}.ipynb"))
     assert [(c.cell_type, c.source) for c in py.cells] == [(c.cell_type, c.source) for c in ipynb.cells], (
-        f"notebooks/{name}.py and .ipynb differ: run `jupytext --sync notebooks/{name}.py`")
+        f"notebooks/{name}.py and .ipynb differ: run `jupytext --sync notebooks/{name}.py`"
+    )
     assert py.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 

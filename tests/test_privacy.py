@@ -7,6 +7,7 @@ Read from the source (``ast``): ``x._name`` is allowed only when ``x`` is ``self
 internals, a test module's helpers); any other root (a local variable such as a ``Trainer``, an
 upt_jax import) counts, unless listed in ``ALLOWED`` with why.
 """
+
 import ast
 import json
 from pathlib import Path
@@ -28,8 +29,10 @@ def sources():
         for p in sorted((ROOT / top).rglob("*.ipynb")):
             cells = json.loads(p.read_text())["cells"]
             code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-            yield str(p.relative_to(ROOT)), "\n".join(
-                line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+            yield (
+                str(p.relative_to(ROOT)),
+                "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))),
+            )
 
 
 def _private(name: str) -> bool:
@@ -64,8 +67,9 @@ def violations(path: str, source: str) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "upt_jax":
-            found += [f"{path}:{node.lineno}: from {node.module} import {a.name}" for a in node.names
-                      if _private(a.name)]
+            found += [
+                f"{path}:{node.lineno}: from {node.module} import {a.name}" for a in node.names if _private(a.name)
+            ]
         if not (isinstance(node, ast.Attribute) and _private(node.attr)):
             continue
         root = _root(node.value)
@@ -81,15 +85,18 @@ def violations(path: str, source: str) -> list[str]:
 
 def test_nothing_outside_the_package_touches_a_private_member():
     found = [v for path, src in sources() for v in violations(path, src)]
-    assert not found, "private members of upt_jax used outside the package (add public API instead):\n" + \
-        "\n".join(f"  {v}" for v in found)
+    assert not found, "private members of upt_jax used outside the package (add public API instead):\n" + "\n".join(
+        f"  {v}" for v in found
+    )
 
 
 def test_the_scan_sees_private_access_through_objects_modules_and_imports():
-    src = ("import os\nfrom upt_jax.train import trainer as lib\nfrom upt_jax.train.step import _hidden\n"
-           "from tests.train import test_checkpoint as tc\n"
-           "t = lib.Trainer(c)\nt._batch(r)\nlib._validate(c)\nos._exit(0)\ntc._truncate(p)\n"
-           "class A(B):\n    def f(self):\n        return self._x, super()._y\n")
+    src = (
+        "import os\nfrom upt_jax.train import trainer as lib\nfrom upt_jax.train.step import _hidden\n"
+        "from tests.train import test_checkpoint as tc\n"
+        "t = lib.Trainer(c)\nt._batch(r)\nlib._validate(c)\nos._exit(0)\ntc._truncate(p)\n"
+        "class A(B):\n    def f(self):\n        return self._x, super()._y\n"
+    )
     got = violations("probe.py", src)
     assert [v.split(": ", 1)[1] for v in got] == ["from upt_jax.train.step import _hidden", "t._batch", "lib._validate"]
     assert violations("tests/test_privacy.py", "x._name\n") == []  # ALLOWED entries pass

@@ -1,5 +1,6 @@
 """benchmarks/rl_step_bench.py and benchmarks/first_step.py (issue #25): the same prompts reach both
 sides as the same ids, both sides score with one reward function, the tables say what failed."""
+
 import json
 
 from benchmarks import first_step, rl_step_bench, trl_bench
@@ -17,8 +18,16 @@ def test_word_level_tokenizer_gives_both_sides_the_prompt_ids(tmp_path):
 
     common_presets = dict(common.PRESETS)
     try:  # a small vocabulary: the test saves a tiny model
-        common.PRESETS["tiny"] = dict(common_presets["tiny"], vocab_size=300, num_layers=1, hidden_size=32,
-                                      intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16)
+        common.PRESETS["tiny"] = dict(
+            common_presets["tiny"],
+            vocab_size=300,
+            num_layers=1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            num_kv_heads=1,
+            head_dim=16,
+        )
         v = rl_step_bench.write_model_dir("tiny", str(tmp_path))
     finally:
         common.PRESETS.clear()
@@ -45,16 +54,37 @@ def test_one_reward_function_on_both_sides():
 
 
 def test_tables_name_failures_and_missing_sides():
-    ok = dict(config="tiny", isa="native", cores=1, step_s={"upt_jax": 1.0, "hpt": 2.0, "trl": None},
-              first_s={"upt_jax": 9.0, "hpt": 3.0}, ratio=None, trl={"status": "not run (make bench-trl-env)"},
-              sampler_tokens_per_s={"4x8": 3.0, "32x1": 2.0, "4x8_before": 1.0}, matmul_peak_gflops=100.0,
-              load_avg=[1.0, 2.0])
+    ok = dict(
+        config="tiny",
+        isa="native",
+        cores=1,
+        step_s={"upt_jax": 1.0, "hpt": 2.0, "trl": None},
+        first_s={"upt_jax": 9.0, "hpt": 3.0},
+        ratio=None,
+        trl={"status": "not run (make bench-trl-env)"},
+        sampler_tokens_per_s={"4x8": 3.0, "32x1": 2.0, "4x8_before": 1.0},
+        matmul_peak_gflops=100.0,
+        load_avg=[1.0, 2.0],
+    )
     lines = rl_step_bench.table([ok, dict(config="small", isa="avx2", error="boom")])
     assert "not run (make bench-trl-env)" in lines[2] and "failed: boom" in lines[3]
     assert lines[2].count("|") == lines[0].count("|") == lines[3].count("|")
     assert any("| 3.0 | 2.0 | 1.0 |" in x for x in lines)
-    res = {"steps": 5, "runs": {"warm": dict(process_s=1, first_step_s=0.5, first_compiles=2, first_cache_hits=3,
-                                             first_compile_s=0.1, later_compiles=0, steps_compiled=[], step_s=0.2),
-                                "cold": {"error": "x"}}}
+    res = {
+        "steps": 5,
+        "runs": {
+            "warm": dict(
+                process_s=1,
+                first_step_s=0.5,
+                first_compiles=2,
+                first_cache_hits=3,
+                first_compile_s=0.1,
+                later_compiles=0,
+                steps_compiled=[],
+                step_s=0.2,
+            ),
+            "cold": {"error": "x"},
+        },
+    }
     t = first_step.table(res)
     assert "steps 2–5" in t[0] and "| warm | 1 | 0.5 | 2 (3) |" in t[2] and "failed: x" in t[3]

@@ -4,6 +4,7 @@ Each ``upt`` command is parsed as the command line parses it (``upt train``: the
 overrides, validated by the schema; ``upt eval``: its argument parser; ``upt export``: the real
 command with the export itself stubbed); the Python blocks run (the reward function is called, the
 custom-loss recipe is built, checked against its config and differentiated on a random batch)."""
+
 import pathlib
 import re
 import shlex
@@ -54,8 +55,9 @@ def test_every_upt_command_parses(tmp_path, monkeypatch):
     import upt_jax.train.export as export
 
     exported = []
-    monkeypatch.setattr(export, "export_run", lambda run_dir, out_dir, **kw: (
-        exported.append((run_dir, out_dir, kw)), tmp_path)[1])
+    monkeypatch.setattr(
+        export, "export_run", lambda run_dir, out_dir, **kw: (exported.append((run_dir, out_dir, kw)), tmp_path)[1]
+    )
     seen = set()
     for lang, body in upt_jax_blocks():
         if lang != "bash":
@@ -73,8 +75,9 @@ def test_every_upt_command_parses(tmp_path, monkeypatch):
                 assert cli.main(argv[1:]) == 0
             else:
                 pytest.fail(f"unexpected command {argv}")
-    assert seen == {"train", "eval", "export"} and exported == [("runs/grpo", "exports/grpo",
-                                                                  dict(step=None, dtype=None, merge_lora=False))]
+    assert seen == {"train", "eval", "export"} and exported == [
+        ("runs/grpo", "exports/grpo", dict(step=None, dtype=None, merge_lora=False))
+    ]
     grpo = cli.load_config(commands(upt_jax_blocks()[2][1])[0][2:])
     assert grpo.reward.functions == ("math", "my_rewards:length_penalty") and grpo.reward.weights == (1.0, 0.1)
 
@@ -102,7 +105,7 @@ def test_the_python_blocks_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "Trainer", Trainer)
     exec(loss, {})
-    (config, recipe), = ran
+    ((config, recipe),) = ran
     assert recipe.name == "my_grpo" and config.run_dir == "runs/my_grpo"
     assert upge.requirements(recipe).entropy
     logp, batch = random_batch(0, b=8, t=6, group_size=4)

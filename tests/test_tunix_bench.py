@@ -1,6 +1,7 @@
 """The upt_jax side of the Tunix benchmark columns: the subprocess call, its JSON result, and
 the "not run" path when ``.venv-tunix`` is missing. Tunix itself is not needed: a fake script
 stands in for ``benchmarks/tunix_bench.py``."""
+
 import json
 import os
 import subprocess
@@ -10,10 +11,9 @@ import textwrap
 import pytest
 
 from benchmarks import common
-from benchmarks.common import (TUNIX_NOT_RUN, parse_tunix_output, run_tunix, run_tunix_on, tunix_cells,
-                               tunix_fields)
+from benchmarks.common import TUNIX_NOT_RUN, parse_tunix_output, run_tunix, run_tunix_on, tunix_cells, tunix_fields
 
-FAKE = textwrap.dedent('''
+FAKE = textwrap.dedent("""
     import json, sys
     req = json.loads(sys.stdin.read())
     print("absl: some log line Tunix prints first")
@@ -22,7 +22,7 @@ FAKE = textwrap.dedent('''
     print("TUNIX_RESULT " + json.dumps({"tokens_per_s": new / 0.5, "new_tokens": new, "compile_s": 1.25,
                                         "echo": req, "versions": {"google-tunix": "0.1.7"}}))
     print("W1123 trailing warning", file=sys.stderr)
-''')
+""")
 
 
 @pytest.fixture
@@ -82,18 +82,22 @@ def test_run_tunix_on_passes_a_weights_dir(tmp_path, fake_script):
             seen["dir"] = d
             (tmp_path / "saved").write_text(d)
 
-    res = run_tunix_on(FakeHF(), {"task": "sampler", "batch": 2, "new_tokens": 4}, python=sys.executable,
-                       script=fake_script)
+    res = run_tunix_on(
+        FakeHF(), {"task": "sampler", "batch": 2, "new_tokens": 4}, python=sys.executable, script=fake_script
+    )
     assert res["status"] == "ok" and res["echo"]["weights_dir"] == seen["dir"]
 
 
 def test_failing_script_reports_exit_and_last_stderr_line(tmp_path):
-    s = _script(tmp_path, '''
+    s = _script(
+        tmp_path,
+        """
         import sys
         print("Traceback ...", file=sys.stderr)
         print("ModuleNotFoundError: No module named 'tunix'", file=sys.stderr)
         sys.exit(3)
-    ''')
+    """,
+    )
     res = run_tunix({"task": "update"}, python=sys.executable, script=s)
     assert res == {"status": "failed (exit 3): ModuleNotFoundError: No module named 'tunix'"}
     assert tunix_cells(tunix_fields(res, 1.0)) == (res["status"], "–")
@@ -105,7 +109,7 @@ def test_script_without_result_line(tmp_path):
 
 
 def test_hanging_script_times_out(tmp_path):
-    s = _script(tmp_path, 'import time\ntime.sleep(30)\n')
+    s = _script(tmp_path, "import time\ntime.sleep(30)\n")
     res = run_tunix({"task": "sampler"}, python=sys.executable, script=s, timeout=0.5)
     assert res["status"].startswith("failed: timed out")
 
@@ -129,9 +133,11 @@ def test_model_dict_is_the_preset_shape():
 
 
 def test_upt_jax_side_never_imports_tunix():
-    code = ("import sys; import benchmarks.common, benchmarks.sampler_bench, benchmarks.update_bench, "
-            "benchmarks.run_all, benchmarks.tunix_bench; "
-            "print(sorted(m for m in sys.modules if m == 'tunix' or m.startswith('tunix.')))")
+    code = (
+        "import sys; import benchmarks.common, benchmarks.sampler_bench, benchmarks.update_bench, "
+        "benchmarks.run_all, benchmarks.tunix_bench; "
+        "print(sorted(m for m in sys.modules if m == 'tunix' or m.startswith('tunix.')))"
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "[]"
@@ -152,40 +158,120 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     where its venv is missing (rows canned, as the benchmarks would return them)."""
     from benchmarks import run_all, sampler_bench, update_bench
 
-    ok = {"status": "ok", "tokens_per_s": 2000.0, "compile_s": 3.5,
-          "versions": {"google-tunix": "0.1.7", "jax": "0.10.2", "flax": "0.12.8"}}
+    ok = {
+        "status": "ok",
+        "tokens_per_s": 2000.0,
+        "compile_s": 3.5,
+        "versions": {"google-tunix": "0.1.7", "jax": "0.10.2", "flax": "0.12.8"},
+    }
     missing = run_tunix({"task": "sampler"}, python=str(tmp_path / "none"))
 
     def samp(config, *a, **kw):
-        return dict(config=config, upt_jax_tokens_per_s=6000.0, upt_jax_streams=2,
-                    upt_jax_one_stream_tokens_per_s=5000.0, transformers_tokens_per_s=3000.0, ratio=2.0,
-                    upt_jax_compile_s=1.0, **tunix_fields(ok if config == "tiny" else missing, 6000.0))
+        return dict(
+            config=config,
+            upt_jax_tokens_per_s=6000.0,
+            upt_jax_streams=2,
+            upt_jax_one_stream_tokens_per_s=5000.0,
+            transformers_tokens_per_s=3000.0,
+            ratio=2.0,
+            upt_jax_compile_s=1.0,
+            **tunix_fields(ok if config == "tiny" else missing, 6000.0),
+        )
 
     def upd(config, *a, **kw):
         tx = ok if config == "tiny" else missing
-        return dict(config=config, upt_jax_tokens_per_s=1000.0, torch_tokens_per_s=500.0, ratio=2.0,
-                    upt_jax_mfu=0.3, torch_mfu=0.15, matmul_peak_gflops=400.0, upt_jax_compile_s=2.0,
-                    upt_jax_temp_mb=10.0, **tunix_fields(tx, 1000.0), tunix_mfu=0.6 if config == "tiny" else None,
-                    first_loss=dict(upt_jax=0.372, torch=0.372, tunix=0.372 if config == "tiny" else None))
+        return dict(
+            config=config,
+            upt_jax_tokens_per_s=1000.0,
+            torch_tokens_per_s=500.0,
+            ratio=2.0,
+            upt_jax_mfu=0.3,
+            torch_mfu=0.15,
+            matmul_peak_gflops=400.0,
+            upt_jax_compile_s=2.0,
+            upt_jax_temp_mb=10.0,
+            **tunix_fields(tx, 1000.0),
+            tunix_mfu=0.6 if config == "tiny" else None,
+            first_loss=dict(upt_jax=0.372, torch=0.372, tunix=0.372 if config == "tiny" else None),
+        )
 
     monkeypatch.setattr(sampler_bench, "bench", samp)
     monkeypatch.setattr(update_bench, "bench", upd)
-    monkeypatch.setattr(run_all, "hpt_step_split", lambda: dict(
-        steps=5, warm_steps=2, compile_steps=3, compile_s=9.0, rollout_s=1, reward_s=0, update_s=1, step_s=2,
-        first_step_s=3, rollout_compile_s=1))
-    monkeypatch.setattr(run_all, "hpt_update_packed_vs_padded", lambda: dict(
-        rows=72, row_len=288, packed_rows=36, packed_len=256, padding_frac=0.6, packed_padding_frac=0.2,
-        pack_host_s=0.01, padded_first_s=9, padded_update_s=8, packed_first_s=9, packed_update_s=4, speedup=2.0))
+    monkeypatch.setattr(
+        run_all,
+        "hpt_step_split",
+        lambda: dict(
+            steps=5,
+            warm_steps=2,
+            compile_steps=3,
+            compile_s=9.0,
+            rollout_s=1,
+            reward_s=0,
+            update_s=1,
+            step_s=2,
+            first_step_s=3,
+            rollout_compile_s=1,
+        ),
+    )
+    monkeypatch.setattr(
+        run_all,
+        "hpt_update_packed_vs_padded",
+        lambda: dict(
+            rows=72,
+            row_len=288,
+            packed_rows=36,
+            packed_len=256,
+            padding_frac=0.6,
+            packed_padding_frac=0.2,
+            pack_host_s=0.01,
+            padded_first_s=9,
+            padded_update_s=8,
+            packed_first_s=9,
+            packed_update_s=4,
+            speedup=2.0,
+        ),
+    )
     monkeypatch.setattr(run_all, "scaling", lambda png, quick: {})
     from benchmarks import first_step, rl_step_bench
 
-    monkeypatch.setattr(first_step, "bench", lambda steps: {"steps": steps, "runs": {"warm": dict(
-        process_s=4.0, first_step_s=3.0, first_compiles=1, first_cache_hits=2, first_compile_s=0.5, later_compiles=0,
-        steps_compiled=[], step_s=0.1)}})
-    monkeypatch.setattr(rl_step_bench, "run_isa", lambda isa, configs, rounds, trl: [dict(
-        config=c, isa=isa, cores=2, step_s={"upt_jax": 1.0, "hpt": 1.5, "trl": 3.0}, ratio=3.0,
-        first_s={"upt_jax": 9.0, "trl": 2.0, "hpt": 5.0}, trl={"status": "ok"}, matmul_peak_gflops=300.0,
-        load_avg=[1.0, 1.0], sampler_tokens_per_s={"4x8": 3.0, "32x1": 2.0, "4x8_before": 1.0}) for c in configs])
+    monkeypatch.setattr(
+        first_step,
+        "bench",
+        lambda steps: {
+            "steps": steps,
+            "runs": {
+                "warm": dict(
+                    process_s=4.0,
+                    first_step_s=3.0,
+                    first_compiles=1,
+                    first_cache_hits=2,
+                    first_compile_s=0.5,
+                    later_compiles=0,
+                    steps_compiled=[],
+                    step_s=0.1,
+                )
+            },
+        },
+    )
+    monkeypatch.setattr(
+        rl_step_bench,
+        "run_isa",
+        lambda isa, configs, rounds, trl: [
+            dict(
+                config=c,
+                isa=isa,
+                cores=2,
+                step_s={"upt_jax": 1.0, "hpt": 1.5, "trl": 3.0},
+                ratio=3.0,
+                first_s={"upt_jax": 9.0, "trl": 2.0, "hpt": 5.0},
+                trl={"status": "ok"},
+                matmul_peak_gflops=300.0,
+                load_avg=[1.0, 1.0],
+                sampler_tokens_per_s={"4x8": 3.0, "32x1": 2.0, "4x8_before": 1.0},
+            )
+            for c in configs
+        ],
+    )
     monkeypatch.setattr(run_all, "machine", lambda: "test machine")
     monkeypatch.setattr(run_all, "HERE", str(tmp_path))
     out = tmp_path / "BENCHMARKS.md"
@@ -196,10 +282,16 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     assert "| tiny | 1000.0 | 500.0 | 2.0× | 2000.0 | 0.5× | 30.0% | 15.0% | 60.0% |" in text
     assert "| small | 1000.0 | 500.0 | 2.0× | not run (make bench-tunix-env) | – | 30.0% | 15.0% | – |" in text
     assert "Tunix (PyPI `google-tunix` 0.1.7, jax 0.10.2, flax 0.12.8)" in text
-    assert ("First-step loss, tiny (same weights and batch; GRPO's clipped objective on every side): "
-            "PyTorch 0.372000, Tunix 0.372000, upt_jax 0.372000.") in text
-    assert "First-step loss, small (same weights and batch; GRPO's clipped objective on every side): " \
-           "PyTorch 0.372000, upt_jax 0.372000." in text  # no Tunix run: PyTorch and upt_jax still compared
+    assert (
+        "First-step loss, tiny (same weights and batch; GRPO's clipped objective on every side): "
+        "PyTorch 0.372000, Tunix 0.372000, upt_jax 0.372000."
+    ) in text
+    assert (
+        "First-step loss, small (same weights and batch; GRPO's clipped objective on every side): "
+        "PyTorch 0.372000, upt_jax 0.372000." in text
+    )  # no Tunix run: PyTorch and upt_jax still compared
     assert "| padded | 72 × 288 | 60.0% | 8 | 9 |" in text and "| packed | 36 × 256 | 20.0% | 4 | 9 |" in text
     assert "| warm | 4.0 | 3.0 | 1 (2) | 0.5 | 0 (steps –) | 0.1 |" in text  # time to the first step
-    assert "| native | 2 | tiny | 1.0 | 3.0 | 3.0× | 1.5 |" in text and "| avx2 | 2 | small | 1.0 | 3.0 | 3.0× |" in text
+    assert (
+        "| native | 2 | tiny | 1.0 | 3.0 | 3.0× | 1.5 |" in text and "| avx2 | 2 | small | 1.0 | 3.0 | 3.0× |" in text
+    )

@@ -1,6 +1,7 @@
 """Files are untrusted: checkpoints and weights load without unpickling anything; pickle-based
 weights are refused with a clear message (and are never opened, so a malicious one runs nothing).
 """
+
 import pickle
 import shutil
 
@@ -14,8 +15,9 @@ from upt_jax.models.hf_io import CheckpointError as HFCheckpointError
 from upt_jax.train import create_train_state, make_optimizer
 from upt_jax.train.checkpoint import Checkpointer, abstract_with_shardings, restore_params
 
-CFG = preset("tiny", num_layers=1, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4,
-             num_kv_heads=2, head_dim=8)
+CFG = preset(
+    "tiny", num_layers=1, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4, num_kv_heads=2, head_dim=8
+)
 
 
 class _Touch:
@@ -31,6 +33,7 @@ class _Touch:
 @pytest.fixture
 def no_pickle(monkeypatch):
     """Any unpickling (pickle, and torch.load / numpy.load(allow_pickle) which use it) fails."""
+
     def refuse(*a, **k):
         raise AssertionError("something was unpickled")
 

@@ -15,6 +15,7 @@ saving a checkpoint (one line says so; rerunning the same command resumes; see
 `upt_jax.train.preemption`); 1 with one line naming the directory and its free space when a
 checkpoint could not be written; 2 for a config value outside its key's domain.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,12 @@ import os
 import sys
 import time
 
-from upt_jax.config_files import (experiment_names, load_config_file, resolve_config_file,  # noqa: F401
-                                  shipped_experiments_dir)
+from upt_jax.config_files import (
+    experiment_names,
+    load_config_file,
+    resolve_config_file,  # noqa: F401
+    shipped_experiments_dir,
+)
 
 
 def comparison_demo(run_dir: str | None = None) -> dict:
@@ -68,10 +73,19 @@ def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) ->
 
     os.makedirs(run_dir, exist_ok=True)
     tok = char_tokenizer()
-    cfg = preset("tiny", vocab_size=tok.vocab_size, num_layers=2, tie_word_embeddings=True,
-                 eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
-    print(f"[1/4] building a {cfg.num_params() / 1e6:.2f}M-parameter {cfg.model_type} model "
-          f"(vocab {cfg.vocab_size}, {cfg.num_layers} layers) on {jax.devices()[0].platform}")
+    cfg = preset(
+        "tiny",
+        vocab_size=tok.vocab_size,
+        num_layers=2,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_id,
+        bos_token_id=tok.bos_id,
+        pad_token_id=tok.pad_id,
+    )
+    print(
+        f"[1/4] building a {cfg.num_params() / 1e6:.2f}M-parameter {cfg.model_type} model "
+        f"(vocab {cfg.vocab_size}, {cfg.num_layers} layers) on {jax.devices()[0].platform}"
+    )
     model = init_model(cfg, seed)
 
     ckpt = os.path.join(run_dir, "hf_checkpoint")
@@ -86,7 +100,7 @@ def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) ->
     batch = np.zeros((len(prompts), width), np.int32)
     mask = np.zeros_like(batch)
     for i, p in enumerate(prompts):
-        batch[i, width - len(p):], mask[i, width - len(p):] = p, 1
+        batch[i, width - len(p) :], mask[i, width - len(p) :] = p, 1
     a, _ = model(jnp.asarray(batch), attention_mask=jnp.asarray(mask))
     b, _ = loaded(jnp.asarray(batch), attention_mask=jnp.asarray(mask))
     diff = float(jnp.max(jnp.abs(a - b)))
@@ -95,20 +109,28 @@ def demo(run_dir: str = "runs/demo", seed: int = 0, max_new_tokens: int = 48) ->
     print(f"[3/4] reloaded; logits identical to the saved model (max |Δ| = {diff})")
 
     sampler = Sampler(loaded, pad_id=tok.pad_id)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, top_p=0.95, n=2,
-                            stop_token_ids=tok.stop_ids)
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=1.0, top_p=0.95, n=2, stop_token_ids=tok.stop_ids
+    )
     out = sampler.generate(prompts, jax.random.key(seed), params)
     again = sampler.generate(prompts, jax.random.key(seed + 1), params)
-    print(f"[4/4] sampled {params.n} continuations of {len(prompts)} prompts: "
-          f"compile {out.compile_s:.2f}s, then {again.new_tokens() / again.run_s:.0f} new tokens/s "
-          f"(second call compiled again: {again.compile_s > 0})")
+    print(
+        f"[4/4] sampled {params.n} continuations of {len(prompts)} prompts: "
+        f"compile {out.compile_s:.2f}s, then {again.new_tokens() / again.run_s:.0f} new tokens/s "
+        f"(second call compiled again: {again.compile_s > 0})"
+    )
     for i in range(0, len(out.lengths), params.n):
         q = questions[out.prompt_index[i]]
         text = tok.decode(out.tokens[i, : out.lengths[i]])
         print(f"  Q: {q['question']!r}  answer {q['answer']}  →  untrained model: {text[:40]!r}")
-    summary = dict(params=cfg.num_params(), checkpoint=ckpt, max_abs_logit_diff=diff,
-                   compile_s=round(out.compile_s, 3), tokens_per_s=round(again.new_tokens() / again.run_s, 1),
-                   recompiled=again.compile_s > 0)
+    summary = dict(
+        params=cfg.num_params(),
+        checkpoint=ckpt,
+        max_abs_logit_diff=diff,
+        compile_s=round(out.compile_s, 3),
+        tokens_per_s=round(again.new_tokens() / again.run_s, 1),
+        recompiled=again.compile_s > 0,
+    )
     with open(os.path.join(run_dir, "demo.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"summary written to {os.path.join(run_dir, 'demo.json')}")
@@ -174,7 +196,7 @@ def _open_overrides(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     while i < len(args):
         a = args[i]
         name, eq, value = a.partition("=")
-        path = name[len("--config."):] if name.startswith("--config.") else None
+        path = name[len("--config.") :] if name.startswith("--config.") else None
         if path is not None and schema.open_key(path):
             if not eq:  # --config.PATH VALUE, or a bare boolean --config.PATH
                 if i + 1 < len(args) and not args[i + 1].startswith("-"):
@@ -198,8 +220,10 @@ def load_config(argv: list[str]):
 
     spec, rest = _config_spec(list(argv))
     if spec is None:
-        raise SystemExit("upt: --config FILE or a shipped experiment's name (e.g. --config grpo) is required; "
-                         "--help lists every config key")
+        raise SystemExit(
+            "upt: --config FILE or a shipped experiment's name (e.g. --config grpo) is required; "
+            "--help lists every config key"
+        )
     path = resolve_config_file(spec)
     open_overrides, rest = _open_overrides(rest)
     config = load_config_file(path, rest)  # by path (upt_jax.config_files)
@@ -219,9 +243,12 @@ def config_help(command: str, argv: list[str]) -> str:
     from upt_jax.train import schema
 
     argv = [a for a in argv if not _wants_help([a])]
-    usage = (f"usage: upt {command} --config FILE_OR_NAME[:ARG] [--config.KEY=VALUE ...]\n"
-             "  FILE_OR_NAME: a config file (from the working directory) or a shipped experiment: "
-             + ", ".join(experiment_names(shipped_experiments_dir())) + "\n")
+    usage = (
+        f"usage: upt {command} --config FILE_OR_NAME[:ARG] [--config.KEY=VALUE ...]\n"
+        "  FILE_OR_NAME: a config file (from the working directory) or a shipped experiment: "
+        + ", ".join(experiment_names(shipped_experiments_dir()))
+        + "\n"
+    )
     if _config_spec(argv)[0] is None:
         return usage + "\nconfig keys (base_config(); each experiment changes some defaults):\n" + schema.describe()
     config = load_config(argv)
@@ -247,9 +274,17 @@ def train_command(argv: list[str]) -> int:
     except Preempted as e:  # a checkpoint of the step reached is committed: not a failure
         history, stopped = e.history, {"signal": e.signal, "step": e.step}
     last = history[-1] if history else {}
-    print(json.dumps({"run_dir": config.run_dir, "steps_run": len(history),
-                      "last": {k: last[k] for k in ("step", "loss", "reward/mean") if k in last},
-                      "seconds": round(time.time() - t0, 1), **({"stopped": stopped} if stopped else {})}))
+    print(
+        json.dumps(
+            {
+                "run_dir": config.run_dir,
+                "steps_run": len(history),
+                "last": {k: last[k] for k in ("step", "loss", "reward/mean") if k in last},
+                "seconds": round(time.time() - t0, 1),
+                **({"stopped": stopped} if stopped else {}),
+            }
+        )
+    )
     return 0
 
 
@@ -290,17 +325,27 @@ def export_command(argv: list[str]) -> int:
     checkpoint as a Hugging Face directory (weights, tokenizer, chat template, generation_config.json;
     `upt_jax.train.export`); a LoRA run's adapters in the PEFT layout, or merged (``--merge-lora``)."""
     argv = setup_logging(argv)
-    p = argparse.ArgumentParser(prog="upt export", description="write a Hugging Face directory "
-                                "(config.json, safetensors, tokenizer, chat template, generation_config.json) "
-                                "from an upt_jax run directory's checkpoint")
+    p = argparse.ArgumentParser(
+        prog="upt export",
+        description="write a Hugging Face directory "
+        "(config.json, safetensors, tokenizer, chat template, generation_config.json) "
+        "from an upt_jax run directory's checkpoint",
+    )
     p.add_argument("run_dir", help="an upt_jax run directory")
     p.add_argument("out_dir", help="the Hugging Face directory to write")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest usable one)")
-    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
-                   help="stored dtype of the weights (default: the params' own)")
-    p.add_argument("--merge-lora", action="store_true",
-                   help="a LoRA run: the full model with the adapters merged into the base weights "
-                        "(default: the adapters in the PEFT layout, adapter_config.json + adapter_model.safetensors)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "bfloat16", "float16"),
+        help="stored dtype of the weights (default: the params' own)",
+    )
+    p.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="a LoRA run: the full model with the adapters merged into the base weights "
+        "(default: the adapters in the PEFT layout, adapter_config.json + adapter_model.safetensors)",
+    )
     args = p.parse_args(argv)
     from upt_jax.train.export import export_run
 
@@ -335,16 +380,26 @@ def main(argv=None) -> int:
         return export_command(argv[1:])
     parser = argparse.ArgumentParser(prog="upt", description="upt_jax: unified post-training in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("pipeline", help="run a stage pipeline: upt pipeline --config "
-                                    "experiments/sft_then_grpo.py")
-    sub.add_parser("eval", help="evaluate a checkpoint: upt eval --run-dir runs/NAME | --hf-dir DIR "
-                                "[--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]")
-    sub.add_parser("export", help="a run's checkpoint as a Hugging Face directory: upt export RUN_DIR OUT_DIR "
-                                  "[--step N] [--dtype bfloat16]")
-    sub.add_parser("train", help="run an experiment: upt train --config experiments/NAME.py (or NAME) "
-                                 "[--config.key=value ...]; upt train --config NAME --help lists the keys")
-    p_demo = sub.add_parser("demo", help="the reduced testbed comparison from the shipped arith_hint base "
-                                         "(--plumbing: export → reload → sample a random model)")
+    sub.add_parser("pipeline", help="run a stage pipeline: upt pipeline --config experiments/sft_then_grpo.py")
+    sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint: upt eval --run-dir runs/NAME | --hf-dir DIR "
+        "[--tiers ...] [--benchmarks ...] [--k 8] [--out DIR]",
+    )
+    sub.add_parser(
+        "export",
+        help="a run's checkpoint as a Hugging Face directory: upt export RUN_DIR OUT_DIR [--step N] [--dtype bfloat16]",
+    )
+    sub.add_parser(
+        "train",
+        help="run an experiment: upt train --config experiments/NAME.py (or NAME) "
+        "[--config.key=value ...]; upt train --config NAME --help lists the keys",
+    )
+    p_demo = sub.add_parser(
+        "demo",
+        help="the reduced testbed comparison from the shipped arith_hint base "
+        "(--plumbing: export → reload → sample a random model)",
+    )
     p_demo.add_argument("--run-dir", default=None)
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--plumbing", action="store_true")

@@ -7,14 +7,21 @@ that builds on a sibling (`sibling`).
     config = experiment_config("grpo", "dapo", root=None)     # <experiments dir>/grpo.py:dapo
     ppo = sibling(__file__, "ppo")                            # in experiments/rlhf_ppo.py
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
 from types import ModuleType
 
-__all__ = ["shipped_experiments_dir", "experiment_names", "resolve_config_file", "load_config_file",
-           "experiment_config", "sibling"]
+__all__ = [
+    "shipped_experiments_dir",
+    "experiment_names",
+    "resolve_config_file",
+    "load_config_file",
+    "experiment_config",
+    "sibling",
+]
 
 
 def shipped_experiments_dir() -> str:
@@ -27,8 +34,11 @@ def shipped_experiments_dir() -> str:
 
 
 def experiment_names(directory: str) -> list[str]:
-    return sorted(f[:-3] for f in os.listdir(directory) if f.endswith(".py") and f != "__init__.py") \
-        if os.path.isdir(directory) else []
+    return (
+        sorted(f[:-3] for f in os.listdir(directory) if f.endswith(".py") and f != "__init__.py")
+        if os.path.isdir(directory)
+        else []
+    )
 
 
 def resolve_config_file(spec: str) -> str:
@@ -44,8 +54,10 @@ def resolve_config_file(spec: str) -> str:
         candidate = os.path.join(shipped, os.path.basename(name) + ".py")
         if os.path.isfile(candidate):
             return candidate + sep + arg
-    raise SystemExit(f"upt: --config {spec!r}: {path!r} is not a file (from {os.getcwd()}) nor a shipped "
-                     f"experiment ({', '.join(experiment_names(shipped))})")
+    raise SystemExit(
+        f"upt: --config {spec!r}: {path!r} is not a file (from {os.getcwd()}) nor a shipped "
+        f"experiment ({', '.join(experiment_names(shipped))})"
+    )
 
 
 def load_config_file(spec: str, argv: list[str] | tuple = ()):
@@ -57,8 +69,14 @@ def load_config_file(spec: str, argv: list[str] | tuple = ()):
 
     args = ["upt", "--config", spec, *argv]
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "experiment config file (experiments/NAME.py[:ARG])",
-                                    flag_values=fv, lock_config=False, sys_argv=args)
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "experiment config file (experiments/NAME.py[:ARG])",
+        flag_values=fv,
+        lock_config=False,
+        sys_argv=args,
+    )
     fv(args)
     return fv.config
 
@@ -69,8 +87,10 @@ def experiment_config(name: str, arg: str | None = None, *, root: str | None = N
     directory = root or shipped_experiments_dir()
     path = os.path.join(directory, f"{name}.py")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"experiment {name!r}: no {path} (the experiments there: "
-                                f"{', '.join(experiment_names(directory)) or 'none'})")
+        raise FileNotFoundError(
+            f"experiment {name!r}: no {path} (the experiments there: "
+            f"{', '.join(experiment_names(directory)) or 'none'})"
+        )
     return load_config_file(path + (f":{arg}" if arg else ""))
 
 

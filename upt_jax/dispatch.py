@@ -16,6 +16,7 @@ training run), which this `train` (and ``upt pipeline``) sets to itself, so they
     from upt_jax.dispatch import train
     history = train(config)   # config: an experiments/ module's get_config(), or upt_jax.cli.load_config
 """
+
 from __future__ import annotations
 
 from upt_jax.studies import comparison

@@ -1,5 +1,6 @@
 """One line naming the machine a measurement was made on (every benchmark table and every shipped
 record carries it: speed-ups and even some rates differ between AVX2 and AVX-512 hosts)."""
+
 from __future__ import annotations
 
 import os
@@ -25,5 +26,7 @@ def host() -> str:
         isa = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
     except OSError:
         pass
-    return (f"{jax.devices()[0].device_kind} ({jax.device_count()} device(s)); host {cpu}, "
-            f"{os.cpu_count()} cores, {platform.machine()} {isa}".rstrip())
+    return (
+        f"{jax.devices()[0].device_kind} ({jax.device_count()} device(s)); host {cpu}, "
+        f"{os.cpu_count()} cores, {platform.machine()} {isa}".rstrip()
+    )

@@ -2,6 +2,7 @@
 in a question; every value a try reads is the value under its label in the question or an earlier
 try; every demonstration's box reaches the target under the verifier; the RL tier's corpus slips at
 its stated rate, each one rejected; the family runs through pre-training, GRPO and evaluation."""
+
 import random
 import re
 
@@ -29,7 +30,11 @@ def test_generation_is_seeded_and_random_access():
         assert tasks.generate(tier, 6, seed=3) != tasks.generate(tier, 6, seed=4)
     fam = tasks.get_task("countdown")
     assert (fam.tiers_at("base"), fam.tiers_at("rl"), fam.tiers_at("sft"), fam.tiers_at("ood")) == (
-        ("cd_2", "cd_3p"), ("cd_3",), ("cd_3m",), ("cd_4", "cd_4m"))
+        ("cd_2", "cd_3p"),
+        ("cd_3",),
+        ("cd_3m",),
+        ("cd_4", "cd_4m"),
+    )
     assert fam.verifier == "countdown" and fam.record("cd_3", 0, 0)["verifier"] == "countdown"
 
 
@@ -78,7 +83,8 @@ def test_every_demonstration_is_accepted_by_the_verifier_and_each_tier_keeps_its
                 assert r["target"] not in r["numbers"] and 1 <= r["target"] <= 99
     # the worked example of the module docstring
     assert countdown.render(countdown.search([3, 5, 7], 22, "+*")) == (
-        "B3+C5=F8: F8+D7=G15, F8*D7=H56\nB3*C5=I15: I15+D7=J22\n\\boxed{(3*5)+7}")
+        "B3+C5=F8: F8+D7=G15, F8*D7=H56\nB3*C5=I15: I15+D7=J22\n\\boxed{(3*5)+7}"
+    )
     # a dead end with monotone operations only is cut off, with − it is expanded
     assert "F11 over" in countdown.render(countdown.search([5, 6, 1], 7, "+*"))
     assert "F17: F17+D2=G19, F17-D2=H15" in countdown.render(countdown.search([9, 8, 2], 15, "+-*"))

@@ -2,6 +2,7 @@
 (SFT on the assistant turns only, multi-turn), TRL prompt/completion (standard and conversational),
 chosen/rejected (explicit and implicit prompt), unpaired (prompt, completion, label), a ``datasets``
 directory saved to disk, the LUFFY/HPT parquet layout, and duplicate questions as a policy."""
+
 import json
 
 import pytest
@@ -10,9 +11,13 @@ from tests.train.test_hf_handoff import make_hf_dir
 from upt_jax.data import layouts, readers
 from upt_jax.data.readers import DataConfig, DataError
 
-CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"},
-        {"role": "assistant", "content": "2"}, {"role": "user", "content": "and 2+2?"},
-        {"role": "assistant", "content": "4"}]
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "1+1?"},
+    {"role": "assistant", "content": "2"},
+    {"role": "user", "content": "and 2+2?"},
+    {"role": "assistant", "content": "4"},
+]
 
 
 def _jsonl(path, rows):
@@ -38,8 +43,9 @@ def test_layouts_are_told_from_the_columns():
 
 
 def test_messages_rows_multi_turn(tmp_path):
-    path = _jsonl(tmp_path / "chat.jsonl", [{"messages": CHAT, "topic": "sums"},
-                                            {"messages": CHAT[1:3], "id": "single"}])
+    path = _jsonl(
+        tmp_path / "chat.jsonl", [{"messages": CHAT, "topic": "sums"}, {"messages": CHAT[1:3], "id": "single"}]
+    )
     records, _ = readers.load_records(DataConfig(path=path, task="sft"))
     a, b = records
     assert a["layout"] == "messages" and a["messages"] == CHAT and a["prompt_messages"] == CHAT[:4]
@@ -95,9 +101,14 @@ def test_preferences_explicit_and_implicit_prompt(tmp_path):
 
 
 def test_unpaired_rows_sft_keeps_the_positive_ones_and_counts_the_rest(tmp_path):
-    path = _jsonl(tmp_path / "kto.jsonl", [{"prompt": "1+1=", "completion": "2", "label": True, "answer": 2},
-                                           {"prompt": "1+2=", "completion": "4", "label": False, "answer": 3},
-                                           {"prompt": "1+3=", "completion": "4", "label": "yes", "answer": 4}])
+    path = _jsonl(
+        tmp_path / "kto.jsonl",
+        [
+            {"prompt": "1+1=", "completion": "2", "label": True, "answer": 2},
+            {"prompt": "1+2=", "completion": "4", "label": False, "answer": 3},
+            {"prompt": "1+3=", "completion": "4", "label": "yes", "answer": 4},
+        ],
+    )
     records, stats = readers.load_records(DataConfig(path=path, task="sft", skip_bad_rows=True))
     assert [r["question"] for r in records] == ["1+1="] and records[0]["label"] is True
     assert stats.skipped_by_reason == {"negative_label": 1, "wrong_type": 1}
@@ -120,11 +131,16 @@ def test_luffy_parquet_layout(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"data_source": "openr1", "prompt": [{"role": "system", "content": "Box it."},
-                                                  {"role": "user", "content": f"{i}+1?"}],
-             "target": [{"role": "assistant", "content": f"so \\boxed{{{i + 1}}}"}],
-             "reward_model": {"ground_truth": str(i + 1), "style": "rule"}, "extra_info": {"index": i}}
-            for i in range(3)]
+    rows = [
+        {
+            "data_source": "openr1",
+            "prompt": [{"role": "system", "content": "Box it."}, {"role": "user", "content": f"{i}+1?"}],
+            "target": [{"role": "assistant", "content": f"so \\boxed{{{i + 1}}}"}],
+            "reward_model": {"ground_truth": str(i + 1), "style": "rule"},
+            "extra_info": {"index": i},
+        }
+        for i in range(3)
+    ]
     path = str(tmp_path / "openr1.parquet")
     pq.write_table(pa.Table.from_pylist(rows), path)
     records, _ = readers.load_records(DataConfig(path=path, task="hpt"))
@@ -142,7 +158,9 @@ def test_a_datasets_directory_saved_to_disk(tmp_path):
 
 
 def test_duplicate_questions_are_a_policy(tmp_path):
-    path = _jsonl(tmp_path / "dup.jsonl", [{"question": "1+1", "answer": "2"}] * 2 + [{"question": "2+2", "answer": "4"}])
+    path = _jsonl(
+        tmp_path / "dup.jsonl", [{"question": "1+1", "answer": "2"}] * 2 + [{"question": "2+2", "answer": "4"}]
+    )
     keep, stats = readers.load_records(DataConfig(path=path, task="rl", duplicate_ids="keep"))
     assert len(keep) == 3 and stats.duplicates == 1 and stats.metrics()["data/duplicates"] == 1
     drop, stats = readers.load_records(DataConfig(path=path, task="rl", duplicate_ids="drop"))

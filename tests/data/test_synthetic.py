@@ -1,5 +1,6 @@
 """Synthetic arithmetic tasks: demonstrations are correct line by line and under the
 verifier for every tier; generation is deterministic, random-access and fast."""
+
 import json
 import re
 import time
@@ -54,7 +55,7 @@ def check_demonstration(item):
             carry, new = m.groups()
             assert new == carry + so_far
         elif m := _HEADER.fullmatch(line):
-            so_far = ""          # a new partial product or the final sum starts
+            so_far = ""  # a new partial product or the final sum starts
             if m.group(3) is not None:
                 assert m.group(4).endswith("0" * int(m.group(3)))
             continue
@@ -85,39 +86,44 @@ def test_demonstrations_are_correct_for_every_tier(tier):
     assert all(r.reason == "correct" for r in rewards)
     wrong = [verify_integer(x["demonstration"], str(int(x["answer"]) + 1)) for x in items]
     assert not any(r.score for r in wrong)
-    math_rewards = Verifier("math")([x["demonstration"] for x in items],
-                                    [x["answer"] for x in items])
+    math_rewards = Verifier("math")([x["demonstration"] for x in items], [x["answer"] for x in items])
     assert all(r.reason == "correct" for r in math_rewards)
 
 
 def test_a_sample_through_the_math_verify_pool():
     items = [synthetic.make_question(t, 1, 0) for t in synthetic.TIERS]
     with Verifier("math", isolate=True, num_workers=2) as verifier:
-        rewards = verifier([x["demonstration"] for x in items],
-                           [f"\\frac{{{2 * int(x['answer'])}}}{{2}}" for x in items])
+        rewards = verifier(
+            [x["demonstration"] for x in items], [f"\\frac{{{2 * int(x['answer'])}}}{{2}}" for x in items]
+        )
     assert [r.reason for r in rewards] == ["correct"] * len(items)
 
 
 def test_example_demonstration():
     lines = []
     assert synthetic.column_add([347, 586], lines) == 933
-    assert lines == ["7+6+0=13, carry 1, so far 3", "4+8+1=13, carry 1, so far 33",
-                     "3+5+1=9, carry 0, so far 933"]
+    assert lines == ["7+6+0=13, carry 1, so far 3", "4+8+1=13, carry 1, so far 33", "3+5+1=9, carry 0, so far 933"]
     lines = []
     assert synthetic.column_sub(523, 518, lines) == 5
     assert lines[-1] == "drop leading zeros, 5"
 
 
-@pytest.mark.parametrize("old, new", [
-    ("4+8+1=13", "4+8+1=14"),              # wrong sum
-    ("carry 1, so far 33", "carry 0, so far 33"),   # wrong carry
-    ("so far 933", "so far 939"),          # running digits inconsistent
-    ("\\boxed{933}", "\\boxed{934}"),      # wrong final answer
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("4+8+1=13", "4+8+1=14"),  # wrong sum
+        ("carry 1, so far 33", "carry 0, so far 33"),  # wrong carry
+        ("so far 933", "so far 939"),  # running digits inconsistent
+        ("\\boxed{933}", "\\boxed{934}"),  # wrong final answer
+    ],
+)
 def test_the_checker_catches_mistakes(old, new):
-    item = {"question": "What is 347+586?", "answer": "933",
-            "demonstration": "7+6+0=13, carry 1, so far 3\n4+8+1=13, carry 1, so far 33\n"
-                             "3+5+1=9, carry 0, so far 933\n\\boxed{933}"}
+    item = {
+        "question": "What is 347+586?",
+        "answer": "933",
+        "demonstration": "7+6+0=13, carry 1, so far 3\n4+8+1=13, carry 1, so far 33\n"
+        "3+5+1=9, carry 0, so far 933\n\\boxed{933}",
+    }
     assert check_demonstration(item) == 3
     broken = dict(item, demonstration=item["demonstration"].replace(old, new))
     assert broken != item
@@ -133,13 +139,13 @@ def test_tier_structure():
     assert {synthetic.TIERS[t].op for t in synthetic.TRAIN_TIERS} == {"add", "mul"}
     assert "sub" in {synthetic.TIERS[t].op for t in synthetic.OOD_TIERS}  # a new operation
     max_train = max(max(synthetic.TIERS[t].digits) for t in synthetic.TRAIN_TIERS)
-    assert max(synthetic.TIERS["add_8"].digits) > max_train              # more digits
+    assert max(synthetic.TIERS["add_8"].digits) > max_train  # more digits
 
 
 def test_generation_is_deterministic_and_random_access():
     a = synthetic.generate("add_4", 50, seed=3)
     assert a == synthetic.generate("add_4", 50, seed=3)
-    assert a[:20] == synthetic.generate("add_4", 20, seed=3)            # prefix property
+    assert a[:20] == synthetic.generate("add_4", 20, seed=3)  # prefix property
     assert a[20:] == synthetic.generate("add_4", 30, seed=3, start=20)
     b = synthetic.generate("add_4", 50, seed=4)
     assert [x["question"] for x in a] != [x["question"] for x in b]
@@ -190,11 +196,11 @@ def test_pretraining_corpus():
         op, xs = _operands(question)
         digits = tuple(len(str(x)) for x in xs)
         tier = {("+", (2, 2)): "add_2", ("+", (3, 3)): "add_3", ("*", (2, 1)): "mul_2x1"}[
-            (op, digits)]                       # only easy tiers: KeyError otherwise
+            (op, digits)
+        ]  # only easy tiers: KeyError otherwise
         tiers_seen.add(tier)
         prompt, demo = doc.split("Let's think step by step.\n")
-        check_demonstration({"question": question, "demonstration": demo,
-                             "answer": demo.rsplit("{", 1)[1][:-1]})
+        check_demonstration({"question": question, "demonstration": demo, "answer": demo.rsplit("{", 1)[1][:-1]})
     assert tiers_seen == set(synthetic.EASY_TIERS)
     for doc in docs:
         if doc in demos:
@@ -204,8 +210,7 @@ def test_pretraining_corpus():
             assert m, fact
             if m.group(1):
                 a, op, b, op2, c, r = m.groups()[:6]
-                value = int(a) * int(b) if op == "*" else (
-                    int(a) + int(b) if op == "+" else int(a) - int(b))
+                value = int(a) * int(b) if op == "*" else (int(a) + int(b) if op == "+" else int(a) - int(b))
                 value = value + int(c) if op2 == "+" else value - int(c)
                 assert value == int(r)
             else:
@@ -222,6 +227,5 @@ def test_pretraining_corpus_with_other_templates():
 
     plain = synthetic.pretraining_corpus(20, seed=0, template="plain", demo_fraction=1.0)
     assert all(d.startswith("What is ") for d in plain)
-    chat = synthetic.pretraining_corpus(5, seed=0, template="chat", demo_fraction=1.0,
-                                        tokenizer=char_tokenizer())
+    chat = synthetic.pretraining_corpus(5, seed=0, template="chat", demo_fraction=1.0, tokenizer=char_tokenizer())
     assert all(d.startswith("<bos><|user|>What is ") and "<|assistant|>" in d for d in chat)

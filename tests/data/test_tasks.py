@@ -1,6 +1,7 @@
 """Task families (upt_jax.data.tasks): the built-in arith family is the historical synthetic task,
 the index-hinted family's lookups are unique and its demonstrations verify, and a family defined
 in a module outside upt_jax runs through pre-training, GRPO and evaluation by its tier names."""
+
 import random
 import re
 
@@ -68,7 +69,11 @@ def test_the_built_in_families_are_registered_whichever_module_a_process_imports
     from upt_jax.data import task_registry
 
     assert (tasks.TaskFamily, tasks.TaskTier, tasks.register_task, tasks.get_task) == (
-        task_registry.TaskFamily, task_registry.TaskTier, task_registry.register_task, task_registry.get_task)
+        task_registry.TaskFamily,
+        task_registry.TaskTier,
+        task_registry.register_task,
+        task_registry.get_task,
+    )
     assert tasks.task_names()[:3] == ("arith", "arith_hint", "countdown")
     for first in ("upt_jax.data.task_registry", "upt_jax.data.hinted", "upt_jax.data.countdown", "upt_jax.data.tasks"):
         code = f"import {first}; from upt_jax.data import task_registry as r; print(r.task_names())"
@@ -135,8 +140,11 @@ def test_hinted_corpus_slips_only_its_rl_tier_at_the_recorded_rate_and_each_slip
     # a slip writes one column's product 1 off (later columns follow from its carry)
     item = hinted.make_hinted_question("hmul_2x1", 0, 7)
     good, bad = item["demonstration"].splitlines(), hinted.slipped(item, random.Random(3))["demonstration"].splitlines()
-    products = [(int(re.search(r"=(\d+),", g).group(1)), int(re.search(r"=(\d+),", s).group(1)))
-                for g, s in zip(good, bad) if "*" in g]
+    products = [
+        (int(re.search(r"=(\d+),", g).group(1)), int(re.search(r"=(\d+),", s).group(1)))
+        for g, s in zip(good, bad)
+        if "*" in g
+    ]
     first = next(i for i, (x, y) in enumerate(products) if x != y)
     assert abs(products[first][0] - products[first][1]) == 1
 

@@ -1,4 +1,5 @@
 """Prompt templates."""
+
 import pytest
 
 from upt_jax.data import templates
@@ -7,9 +8,11 @@ from upt_jax.data.tokenizer import char_tokenizer
 
 def test_zero_template_is_exact():
     assert templates.render_prompt("What is 2+3?", "zero") == (
-        "Question:\nWhat is 2+3?\nAnswer:\nLet's think step by step.")
+        "Question:\nWhat is 2+3?\nAnswer:\nLet's think step by step."
+    )
     assert templates.join(templates.render_prompt("q", "zero"), "r", "zero") == (
-        "Question:\nq\nAnswer:\nLet's think step by step.\nr")
+        "Question:\nq\nAnswer:\nLet's think step by step.\nr"
+    )
 
 
 def test_plain_template():
@@ -19,10 +22,10 @@ def test_plain_template():
 
 def test_chat_template_with_and_without_system_prompt():
     tok = char_tokenizer()
-    assert templates.render_prompt("1+1", "chat", tokenizer=tok) == (
-        "<bos><|user|>1+1<|end|><|assistant|>")
+    assert templates.render_prompt("1+1", "chat", tokenizer=tok) == ("<bos><|user|>1+1<|end|><|assistant|>")
     assert templates.render_prompt("1+1", "chat", tokenizer=tok, system_prompt="S") == (
-        "<bos><|system|>S<|end|><|user|>1+1<|end|><|assistant|>")
+        "<bos><|system|>S<|end|><|user|>1+1<|end|><|assistant|>"
+    )
     assert templates.join("P", "r", "chat") == "Pr"
 
 

@@ -1,5 +1,6 @@
 """Tokenizers: the built-in character tokenizer saved and reloaded through AutoTokenizer,
 and the same wrapper on a BPE tokenizer directory laid out like a real checkpoint's."""
+
 import json
 import os
 
@@ -23,8 +24,7 @@ def test_char_tokenizer_files_and_autotokenizer_load(char_dir):
     assert config["chat_template"] == tok_lib.CHAR_CHAT_TEMPLATE
     hf = AutoTokenizer.from_pretrained(char_dir, local_files_only=True)
     assert len(hf) == len(tok_lib.CHAR_SPECIAL_TOKENS) + len(ALL_CHARS) == 105
-    assert hf.encode("7+5", add_special_tokens=False) == [
-        tok_lib.char_vocabulary()[c] for c in "7+5"]
+    assert hf.encode("7+5", add_special_tokens=False) == [tok_lib.char_vocabulary()[c] for c in "7+5"]
 
 
 def test_char_tokenizer_ids(char_dir):
@@ -34,13 +34,16 @@ def test_char_tokenizer_ids(char_dir):
     assert tok.vocab_size == len(tok) == 105
 
 
-@pytest.mark.parametrize("text", [
-    "What is 347+586?\n7+6+0=13, carry 1, so far 3\n\\boxed{933}",
-    ALL_CHARS,
-    "  leading and trailing spaces  ",
-    "Question:\nx\nAnswer:\nLet's think step by step.",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is 347+586?\n7+6+0=13, carry 1, so far 3\n\\boxed{933}",
+        ALL_CHARS,
+        "  leading and trailing spaces  ",
+        "Question:\nx\nAnswer:\nLet's think step by step.",
+        "",
+    ],
+)
 def test_char_round_trip_one_token_per_character(char_dir, text):
     tok = tok_lib.Tokenizer.from_pretrained(char_dir)
     ids = tok.encode(text)
@@ -67,10 +70,14 @@ def test_char_chat_template_with_system_prompt(char_dir):
     assert tok.decode(ids) == "Be brief.What is 2+3?"
     # Without a system prompt, and with an existing system message replaced.
     assert tok.apply_chat_template("hi") == "<bos><|user|>hi<|end|><|assistant|>"
-    msgs = [{"role": "system", "content": "old"}, {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "5"}]
+    msgs = [
+        {"role": "system", "content": "old"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "5"},
+    ]
     assert tok.apply_chat_template(msgs, system_prompt="new", add_generation_prompt=False) == (
-        "<bos><|system|>new<|end|><|user|>hi<|end|><|assistant|>5<|end|>")
+        "<bos><|system|>new<|end|><|user|>hi<|end|><|assistant|>5<|end|>"
+    )
 
 
 def test_char_tokenizer_helpers_share_the_autotokenizer_path():
@@ -89,16 +96,21 @@ def _write_bpe_checkpoint_tokenizer(directory):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(["What is 12+35? The answer is 47."] * 20, trainer)
     tok.save(os.path.join(directory, "tokenizer.json"))
-    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-                "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-                "{% endif %}")
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% endif %}"
+    )
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>",
-                   "chat_template": template}, f)
+        json.dump(
+            {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "chat_template": template}, f
+        )
     with open(os.path.join(directory, "generation_config.json"), "w") as f:
         json.dump({"eos_token_id": [2, 0]}, f)
 
@@ -107,13 +119,15 @@ def test_wrapper_on_a_checkpoint_style_bpe_tokenizer(tmp_path):
     _write_bpe_checkpoint_tokenizer(tmp_path)
     tok = tok_lib.load_tokenizer(tmp_path)
     assert tok.bos_id is None
-    assert tok.eos_id == 2 and tok.pad_id == 2   # no pad token: falls back to eos
-    assert set(tok.stop_ids) == {2, 0}           # eos + generation_config + <|endoftext|>
+    assert tok.eos_id == 2 and tok.pad_id == 2  # no pad token: falls back to eos
+    assert set(tok.stop_ids) == {2, 0}  # eos + generation_config + <|endoftext|>
     text = "What is 12+35? Ünïcode ok"
     assert tok.decode(tok.encode(text)) == text
     prompt = tok.apply_chat_template("What is 1+1?", system_prompt="You are careful.")
-    assert prompt == ("<|im_start|>system\nYou are careful.<|im_end|>\n<|im_start|>user\n"
-                      "What is 1+1?<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt == (
+        "<|im_start|>system\nYou are careful.<|im_end|>\n<|im_start|>user\n"
+        "What is 1+1?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_no_chat_template_is_a_clear_error(tmp_path):

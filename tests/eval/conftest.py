@@ -1,4 +1,5 @@
 """Shared fixtures: the built-in char tokenizer and one tiny random model (1 layer, d=32)."""
+
 import pytest
 
 TINY = dict(num_layers=1, hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16)
@@ -14,8 +15,14 @@ def tok():
 def tiny_config(tok):
     from upt_jax.models import preset
 
-    return preset("tiny", vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, bos_token_id=tok.bos_id,
-                  pad_token_id=tok.pad_id, **TINY)
+    return preset(
+        "tiny",
+        vocab_size=tok.vocab_size,
+        eos_token_id=tok.eos_id,
+        bos_token_id=tok.bos_id,
+        pad_token_id=tok.pad_id,
+        **TINY,
+    )
 
 
 @pytest.fixture(scope="session")

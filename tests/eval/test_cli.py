@@ -1,5 +1,6 @@
 """`upt eval` on a tiny HF directory and on a tiny run directory writes results.json,
 results.md and passk.png; a run directory's checkpoint params (not a fresh init) are used."""
+
 import json
 import os
 
@@ -10,8 +11,7 @@ import pytest
 from tests.eval.conftest import TINY, tiny_config
 from upt_jax import cli
 
-ARGS = ["--tiers", "add_2", "sub_3", "--k", "2", "--n-per-tier", "3", "--max-new-tokens", "8",
-        "--no-progress"]
+ARGS = ["--tiers", "add_2", "sub_3", "--k", "2", "--n-per-tier", "3", "--max-new-tokens", "8", "--no-progress"]
 
 
 def _check_outputs(out, k=2, suites=("add_2", "sub_3")):

@@ -1,6 +1,7 @@
 """evaluate(): real numbers on a tiny random model, determinism, and that answers are truly
 verified (a sampler that writes the correct answer scores 1, a wrong one 0, a known mix the
 exact pass@k)."""
+
 import math
 
 import jax
@@ -37,8 +38,7 @@ def test_tiny_model_numbers(tiny_model, tok, sampler):
         assert again[name].to_dict() | {"seconds": 0} == res[name].to_dict() | {"seconds": 0}
     assert [e["output"] for e in other["add_2"].examples] != [e["output"] for e in res["add_2"].examples]
     # a suite's numbers do not depend on which other suites are evaluated with it
-    alone = evaluate(tiny_model, tok, {"sub_3": suites["sub_3"]}, key=jax.random.key(0), sampler=sampler,
-                     **SAMPLING)
+    alone = evaluate(tiny_model, tok, {"sub_3": suites["sub_3"]}, key=jax.random.key(0), sampler=sampler, **SAMPLING)
     assert alone["sub_3"].examples == res["sub_3"].examples
     assert alone["sub_3"].mean_response_length == res["sub_3"].mean_response_length
 
@@ -51,16 +51,18 @@ def test_params_override_samples_with_other_weights(tiny_model, tok, sampler):
     other = nnx.state(init_model(tiny_model.cfg, 7))
     suites = synthetic_suites(["add_2"], n=4)
     own = evaluate(tiny_model, tok, suites, key=jax.random.key(0), sampler=sampler, **SAMPLING)
-    swapped = evaluate(tiny_model, tok, suites, key=jax.random.key(0), sampler=sampler, params=other,
-                       **SAMPLING)
+    swapped = evaluate(tiny_model, tok, suites, key=jax.random.key(0), sampler=sampler, params=other, **SAMPLING)
     assert [e["output"] for e in own["add_2"].examples] != [e["output"] for e in swapped["add_2"].examples]
 
 
 def test_synthetic_and_benchmark_suites():
     s = synthetic_suites(["add_3", "mul_4x1"], n=5)
     assert list(s) == ["add_3", "mul_4x1"] and all(len(v) == 5 for v in s.values())
-    assert all(r["verifier"] == "integer" and r["id"].endswith(f"/{DEFAULT_EVAL_SEED}/{i}")
-               for v in s.values() for i, r in enumerate(v))
+    assert all(
+        r["verifier"] == "integer" and r["id"].endswith(f"/{DEFAULT_EVAL_SEED}/{i}")
+        for v in s.values()
+        for i, r in enumerate(v)
+    )
     assert synthetic_suites(["add_3"], n=5, seed=3)["add_3"][0]["question"] != s["add_3"][0]["question"]
     default = synthetic_suites(n=1)
     assert len(default) == 12 and "add_8" in default and "add_2" in default
@@ -101,12 +103,17 @@ class ScriptedSampler:
         width = max(map(len, ids))
         tokens = np.full((len(ids), width), self.tok.pad_id, np.int32)
         for i, x in enumerate(ids):
-            tokens[i, :len(x)] = x
+            tokens[i, : len(x)] = x
         lengths = np.asarray([len(x) for x in ids])
         z = np.zeros(tokens.shape, np.float32)
-        return SampleOutput(tokens=tokens, logprobs=z, sampling_logprobs=z, lengths=lengths,
-                            finished=np.ones(len(ids), bool),
-                            prompt_index=np.repeat(np.arange(len(prompts)), params.n))
+        return SampleOutput(
+            tokens=tokens,
+            logprobs=z,
+            sampling_logprobs=z,
+            lengths=lengths,
+            finished=np.ones(len(ids), bool),
+            prompt_index=np.repeat(np.arange(len(prompts)), params.n),
+        )
 
 
 def test_correct_answers_score_one_wrong_answers_zero(tok):
@@ -114,8 +121,7 @@ def test_correct_answers_score_one_wrong_answers_zero(tok):
     suites.update(benchmark_suites(["aime24", "gpqa", "math500"], limit=4))
     for c, expected in ((4, 1.0), (0, 0.0)):
         fake = ScriptedSampler(tok, suites, "zero", lambda r, c=c: c)
-        res = evaluate(None, tok, suites, key=jax.random.key(0), sampler=fake, batch_questions=3,
-                       **SAMPLING)
+        res = evaluate(None, tok, suites, key=jax.random.key(0), sampler=fake, batch_questions=3, **SAMPLING)
         assert fake.calls == [3, 2, 3, 2, 3, 1, 3, 1, 3, 1]  # batched, 3 questions per call
         for name, r in res.items():
             assert r.avg_at_k == expected, name
@@ -172,22 +178,38 @@ class _OracleScorer:
 
     def __init__(self, tok, suites, template, sign=1.0):
         self.tok, self.sign = tok, sign
-        self.gold = {tuple(eval_prompt_ids(tok, r["question"], template, None)): r["answer"]
-                     for records in suites.values() for r in records}
+        self.gold = {
+            tuple(eval_prompt_ids(tok, r["question"], template, None)): r["answer"]
+            for records in suites.values()
+            for r in records
+        }
 
     def raw_scores(self, prompts, responses):
-        return np.asarray([self.sign * float("{" + self.gold[tuple(p)] + "}" in self.tok.decode(r))
-                           for p, r in zip(prompts, responses)], np.float32)
+        return np.asarray(
+            [
+                self.sign * float("{" + self.gold[tuple(p)] + "}" in self.tok.decode(r))
+                for p, r in zip(prompts, responses)
+            ],
+            np.float32,
+        )
 
 
 def test_best_of_n_picks_the_scorers_choice(tok):
     suites = synthetic_suites(["add_3"], n=6)
     fake = ScriptedSampler(tok, suites, "zero", lambda r: 1)  # 1 correct sample of 4 per question
-    good = evaluate(None, tok, suites, key=jax.random.key(0), sampler=fake, scorer=_OracleScorer(tok, suites, "zero"),
-                    **SAMPLING)["add_3"]
+    good = evaluate(
+        None, tok, suites, key=jax.random.key(0), sampler=fake, scorer=_OracleScorer(tok, suites, "zero"), **SAMPLING
+    )["add_3"]
     assert good.avg_at_k == pytest.approx(0.25) and good.best_of_k == 1.0
-    bad = evaluate(None, tok, suites, key=jax.random.key(0), sampler=fake,
-                   scorer=_OracleScorer(tok, suites, "zero", sign=-1.0), **SAMPLING)["add_3"]
+    bad = evaluate(
+        None,
+        tok,
+        suites,
+        key=jax.random.key(0),
+        sampler=fake,
+        scorer=_OracleScorer(tok, suites, "zero", sign=-1.0),
+        **SAMPLING,
+    )["add_3"]
     assert bad.best_of_k == 0.0
     plain = evaluate(None, tok, suites, key=jax.random.key(0), sampler=fake, **SAMPLING)["add_3"]
     assert plain.best_of_k is None

@@ -1,4 +1,5 @@
 """pass@k against brute-force enumeration of every k-subset; avg@k; mean ± std over seeds."""
+
 import itertools
 import math
 

@@ -1,5 +1,6 @@
 """Paired differences with bootstrap SEs: exact on known shifts, the bootstrap SE agrees with the
 analytic one, pairing removes question difficulty from the noise, and SuiteResults pair by id."""
+
 import numpy as np
 import pytest
 
@@ -8,9 +9,18 @@ from upt_jax.eval.paired import accuracy_by_id, paired_difference
 
 
 def _result(ids, counts, k):
-    return SuiteResult(name="t", k=k, num_questions=len(ids), avg_at_k=float(np.mean(counts)) / k, pass_at_k={},
-                       mean_response_length=0.0, truncated_frac=0.0, reasons={}, correct_counts=list(counts),
-                       ids=list(ids))
+    return SuiteResult(
+        name="t",
+        k=k,
+        num_questions=len(ids),
+        avg_at_k=float(np.mean(counts)) / k,
+        pass_at_k={},
+        mean_response_length=0.0,
+        truncated_frac=0.0,
+        reasons={},
+        correct_counts=list(counts),
+        ids=list(ids),
+    )
 
 
 def test_identical_and_shifted_arms():
@@ -67,5 +77,6 @@ def test_arm_against_arm_resamples_both_arms_seeds():
     assert d.delta == pytest.approx(want) and d.n_seeds == 3
     assert d.se > paired_difference({k: 0.5 for k in qs}, arm).se + 0.02  # the other arm's seeds count
     one = paired_difference([other[1]], arm)  # a one-seed list is the single result
-    assert (one.delta, one.se) == pytest.approx((paired_difference(other[1], arm).delta,
-                                                 paired_difference(other[1], arm).se))
+    assert (one.delta, one.se) == pytest.approx(
+        (paired_difference(other[1], arm).delta, paired_difference(other[1], arm).se)
+    )

@@ -1,4 +1,5 @@
 """Markdown tables (mean ± std over seeds, ID/OOD averages), JSON round trip, the PNG plot."""
+
 import json
 
 import numpy as np
@@ -9,16 +10,26 @@ from upt_jax.eval.evaluate import SuiteResult
 
 
 def result(name, avg, passes, k=4, n=10):
-    return SuiteResult(name=name, k=k, num_questions=n, avg_at_k=avg, pass_at_k=dict(passes),
-                       mean_response_length=12.5, truncated_frac=0.25,
-                       reasons={"correct": 3, "wrong": 37}, correct_counts=[0] * n,
-                       ids=[f"{name}/{i}" for i in range(n)])
+    return SuiteResult(
+        name=name,
+        k=k,
+        num_questions=n,
+        avg_at_k=avg,
+        pass_at_k=dict(passes),
+        mean_response_length=12.5,
+        truncated_frac=0.25,
+        reasons={"correct": 3, "wrong": 37},
+        correct_counts=[0] * n,
+        ids=[f"{name}/{i}" for i in range(n)],
+    )
 
 
 def evaluation(a, b, c):
-    return {"add_2": result("add_2", a, {1: a, 2: min(1, 2 * a), 4: min(1, 3 * a)}),
-            "add_3": result("add_3", b, {1: b, 2: b, 4: b}),
-            "add_8": result("add_8", c, {1: c, 2: c, 4: c})}
+    return {
+        "add_2": result("add_2", a, {1: a, 2: min(1, 2 * a), 4: min(1, 3 * a)}),
+        "add_3": result("add_3", b, {1: b, 2: b, 4: b}),
+        "add_8": result("add_8", c, {1: c, 2: c, 4: c}),
+    }
 
 
 def test_results_table_single_seed_and_groups():
@@ -38,29 +49,31 @@ def test_results_table_single_seed_and_groups():
 
 
 def test_results_table_mean_std_over_seeds_and_missing_cells():
-    runs = {"GRPO": [evaluation(0.5, 0.2, 0.1), evaluation(0.7, 0.4, 0.3)],
-            "base": {"add_2": 0.1}}  # plain floats are accepted as well
+    runs = {
+        "GRPO": [evaluation(0.5, 0.2, 0.1), evaluation(0.7, 0.4, 0.3)],
+        "base": {"add_2": 0.1},
+    }  # plain floats are accepted as well
     lines = report.results_table(runs, id_suites=["add_2", "add_3"], ood_suites=["add_8"]).splitlines()
     s = lambda a, b: f"{np.std([a, b], ddof=1) * 100:.1f}"  # noqa: E731
-    assert lines[2] == (f"| GRPO | 60.0 ± {s(.5, .7)} | 30.0 ± {s(.2, .4)} | 20.0 ± {s(.1, .3)} | "
-                        f"45.0 ± {s(.35, .55)} | 20.0 ± {s(.1, .3)} |")
+    assert lines[2] == (
+        f"| GRPO | 60.0 ± {s(0.5, 0.7)} | 30.0 ± {s(0.2, 0.4)} | 20.0 ± {s(0.1, 0.3)} | "
+        f"45.0 ± {s(0.35, 0.55)} | 20.0 ± {s(0.1, 0.3)} |"
+    )
     assert lines[3] == "| base | 10.0 | – | – | – | – |"
 
 
 def test_suite_table():
     text = report.suite_table(evaluation(0.5, 0.25, 0.125))
     lines = text.splitlines()
-    assert lines[0] == ("| suite | questions | avg@4 | pass@1 | pass@2 | pass@4 | mean length | truncated "
-                        "| reasons |")
+    assert lines[0] == ("| suite | questions | avg@4 | pass@1 | pass@2 | pass@4 | mean length | truncated | reasons |")
     assert lines[2] == "| add_2 | 10 | 50.0 | 50.0 | 100.0 | 100.0 | 12.5 | 25.0 | correct 3, wrong 37 |"
     two = report.suite_table([evaluation(0.5, 0.25, 0.125), evaluation(0.7, 0.25, 0.125)])
-    assert two.splitlines()[2].startswith(f"| add_2 | 10 | 60.0 ± {np.std([.5, .7], ddof=1) * 100:.1f} |")
+    assert two.splitlines()[2].startswith(f"| add_2 | 10 | 60.0 ± {np.std([0.5, 0.7], ddof=1) * 100:.1f} |")
 
 
 def test_json_round_trip(tmp_path):
     ev = evaluation(0.5, float("nan"), 0.125)
-    path = report.write_json(tmp_path / "sub" / "r.json", {"results": ev, "x": np.float32(1.5),
-                                                             "arr": np.arange(3)})
+    path = report.write_json(tmp_path / "sub" / "r.json", {"results": ev, "x": np.float32(1.5), "arr": np.arange(3)})
     text = open(path).read()
     assert "NaN" not in text  # strict JSON
     data = json.loads(text)

@@ -2,6 +2,7 @@
 chat model with its chat template (or the template ``upt export`` recorded), ``--data my.jsonl``
 evaluates a user file, ``--reward`` scores it with any reward function, and every sample is saved to
 ``completions.jsonl``."""
+
 import json
 
 import pytest
@@ -17,8 +18,10 @@ def hf_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def user_jsonl(tmp_path_factory):
-    rows = [{"messages": [{"role": "user", "content": f"{i} + 1 = ?"}], "answer": str(i + 1), "bonus": i / 4}
-            for i in range(3)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"{i} + 1 = ?"}], "answer": str(i + 1), "bonus": i / 4}
+        for i in range(3)
+    ]
     path = tmp_path_factory.mktemp("data") / "my_eval.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path), rows

@@ -47,6 +47,7 @@ jaxlib versions) is the recorded one; otherwise within ``METRIC_RTOL``/``METRIC_
 can still fail for a last-bit change: a sampled token is a discontinuous function of the logits,
 and one token drawn differently changes a rollout's text, its reward and everything after.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,14 +68,16 @@ RUNS = {  # what each regime runs (written into the record for its readers; `con
     "sft": "experiments/sft.py",
     "grpo": "experiments/grpo.py; rollout.n=4, rollout.temperature=0.7; verifier + CRC-32 rewards",
     "hpt": "experiments/hpt.py; recipe.hparams gate=soft gamma=0.25 temperature=0.25; rollout.n=4, "
-           "rollout.temperature=0.7; verifier + CRC-32 rewards",
+    "rollout.temperature=0.7; verifier + CRC-32 rewards",
     "dpo": "experiments/dpo.py",
     "reward_model": "experiments/reward_model.py; reward_model.eval_pairs=8",
     "ppo": "experiments/rlhf_ppo.py (experiments/ppo.py + the reward_model regime's model, KL in the reward, "
-           "batch-whitened rewards); rollout.temperature=0.7",
+    "batch-whitened rewards); rollout.temperature=0.7",
 }
-COMMON = ("seed=0, model.overrides=TINY, data.tiers=(add_2,), data.n_per_tier=64, train.steps=3, "
-          "train.questions_per_step=2, rollout.max_new_tokens=8, rollout.streams=1, mesh=(-1,1,1), one CPU device")
+COMMON = (
+    "seed=0, model.overrides=TINY, data.tiers=(add_2,), data.n_per_tier=64, train.steps=3, "
+    "train.questions_per_step=2, rollout.max_new_tokens=8, rollout.streams=1, mesh=(-1,1,1), one CPU device"
+)
 STEPS = 3
 SEED = 0
 ROLLOUT_TEMPERATURE = 0.7
@@ -112,10 +115,20 @@ def host_facts() -> dict:
     import optax
     import orbax.checkpoint as ocp
 
-    return dict(cpu_facts(), machine=platform.machine(), python=platform.python_version(),
-                jax=jax.__version__, jaxlib=jaxlib.__version__, flax=flax.__version__, optax=optax.__version__,
-                orbax_checkpoint=ocp.__version__, numpy=np.__version__, backend=jax.default_backend(),
-                device_count=jax.device_count(), XLA_FLAGS=os.environ.get("XLA_FLAGS", ""))
+    return dict(
+        cpu_facts(),
+        machine=platform.machine(),
+        python=platform.python_version(),
+        jax=jax.__version__,
+        jaxlib=jaxlib.__version__,
+        flax=flax.__version__,
+        optax=optax.__version__,
+        orbax_checkpoint=ocp.__version__,
+        numpy=np.__version__,
+        backend=jax.default_backend(),
+        device_count=jax.device_count(),
+        XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
+    )
 
 
 def fingerprint(host: dict) -> dict:
@@ -166,8 +179,9 @@ def configs(root: str) -> dict:
     c.rollout.n, c.rollout.temperature = 4, ROLLOUT_TEMPERATURE
     out["grpo"] = c
     c = _tiny(hpt.get_config(), d("hpt"))
-    c.recipe.hparams = ml_collections.ConfigDict(dict(c.recipe.hparams.to_dict(), gate="soft", gamma=0.25,
-                                                      temperature=0.25), type_safe=False)
+    c.recipe.hparams = ml_collections.ConfigDict(
+        dict(c.recipe.hparams.to_dict(), gate="soft", gamma=0.25, temperature=0.25), type_safe=False
+    )
     c.rollout.n, c.rollout.temperature = 4, ROLLOUT_TEMPERATURE
     out["hpt"] = c
     out["dpo"] = _tiny(dpo.get_config(), d("dpo"))
@@ -223,8 +237,13 @@ def _excluded(key: str) -> bool:
 def scalar_metrics(history: list[dict]) -> list[dict]:
     out = []
     for m in history:
-        out.append({k: (float(v) if not isinstance(v, int) or isinstance(v, bool) else v)
-                    for k, v in sorted(m.items()) if not _excluded(k) and isinstance(v, (int, float))})
+        out.append(
+            {
+                k: (float(v) if not isinstance(v, int) or isinstance(v, bool) else v)
+                for k, v in sorted(m.items())
+                if not _excluded(k) and isinstance(v, (int, float))
+            }
+        )
     return out
 
 
@@ -245,8 +264,13 @@ def param_checksums(params) -> dict:
         a = np.asarray(x)
         f = a.astype(np.float64)
         name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-        out[name] = {"shape": list(a.shape), "dtype": str(a.dtype), "sum": float(f.sum()),
-                     "sumsq": float(np.square(f).sum()), "sha256": _sha256(a)}
+        out[name] = {
+            "shape": list(a.shape),
+            "dtype": str(a.dtype),
+            "sum": float(f.sum()),
+            "sumsq": float(np.square(f).sum()),
+            "sha256": _sha256(a),
+        }
     return out
 
 
@@ -261,8 +285,7 @@ def checkpoint_params(checkpoints_dir: str) -> dict:
         raise FileNotFoundError(f"no saved step in {checkpoints_dir}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Sharding info not provided when restoring": one CPU device
-        tree = ocp.PyTreeCheckpointer().restore(os.path.abspath(os.path.join(checkpoints_dir, str(steps[-1]),
-                                                                              "state")))
+        tree = ocp.PyTreeCheckpointer().restore(os.path.abspath(os.path.join(checkpoints_dir, str(steps[-1]), "state")))
     return {"step": steps[-1], "params": tree["params"]}
 
 
@@ -365,8 +388,9 @@ def compare(recorded: dict, now: dict) -> tuple[str, list[str], list[str]]:
                     problems.append(f"{name} {key} {leaf}: {g['dtype']}{g['shape']}, recorded {r['dtype']}{r['shape']}")
                 elif bitwise:
                     if g["sha256"] != r["sha256"]:
-                        problems.append(f"{name} {key} {leaf}: sha256 differs (sum {g['sum']!r}, recorded "
-                                        f"{r['sum']!r})")
+                        problems.append(
+                            f"{name} {key} {leaf}: sha256 differs (sum {g['sum']!r}, recorded {r['sum']!r})"
+                        )
                 else:
                     # a sum that cancels to near 0 is compared at the leaf's scale, √(n·Σx²) ≥ |Σx|
                     scale = math.sqrt(math.prod(r["shape"]) * r["sumsq"])
@@ -378,10 +402,18 @@ def compare(recorded: dict, now: dict) -> tuple[str, list[str], list[str]]:
 
 # ----------------------------------------------------------------------------- CLI
 def _write(result: dict, path: str) -> None:
-    doc = {"about": ("The golden run of issue #19 (tests/golden/record.py). Regenerate only when a change is "
-                     "meant to alter results: PYTHONPATH=$PWD python -m tests.golden.record; say why in the "
-                     "commit."),
-           "steps": STEPS, "seed": SEED, "common": COMMON, "runs": RUNS, **result}
+    doc = {
+        "about": (
+            "The golden run of issue #19 (tests/golden/record.py). Regenerate only when a change is "
+            "meant to alter results: PYTHONPATH=$PWD python -m tests.golden.record; say why in the "
+            "commit."
+        ),
+        "steps": STEPS,
+        "seed": SEED,
+        "common": COMMON,
+        "runs": RUNS,
+        **result,
+    }
     with open(path, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=False)
         f.write("\n")

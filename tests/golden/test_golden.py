@@ -4,6 +4,7 @@
 host fingerprint, within tolerances elsewhere. A failure here after a change that was not meant to
 alter results is a regression; after one that was, regenerate (``python -m tests.golden.record``)
 and say why in the commit."""
+
 import json
 import os
 import subprocess
@@ -20,29 +21,44 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_golden_run_reproduces(tmp_path):
     out = tmp_path / "now.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run([sys.executable, "-m", "tests.golden.record", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.golden.record", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"the golden run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     with open(GOLDEN_JSON) as f:
         recorded = json.load(f)
     with open(out) as f:
         now = json.load(f)
     mode, problems, notes = compare(recorded, now)
-    how = ("bitwise: this host's fingerprint is the recorded one" if mode == "bitwise" else
-           f"within tolerances: host fingerprint {fingerprint(now['host'])} is not the recorded "
-           f"{fingerprint(recorded['host'])}")
+    how = (
+        "bitwise: this host's fingerprint is the recorded one"
+        if mode == "bitwise"
+        else f"within tolerances: host fingerprint {fingerprint(now['host'])} is not the recorded "
+        f"{fingerprint(recorded['host'])}"
+    )
     print(f"golden run compared {how}; {len(problems)} differences", *notes, sep="\n")
     if mode != "bitwise":
         warnings.warn(f"golden run compared {how}", UserWarning)
     more = f"\n… {len(problems) - 40} more" if len(problems) > 40 else ""
-    assert not problems, (f"the golden run differs from tests/golden/golden.json (compared {how}):\n"
-                          + "\n".join(problems[:40]) + more)
+    assert not problems, (
+        f"the golden run differs from tests/golden/golden.json (compared {how}):\n" + "\n".join(problems[:40]) + more
+    )
 
 
 # ----------------------------------------------------------------------------- compare itself
 def _doc(**host):
-    h = {"isa_flags": ["avx2", "avx512f"], "jax": "0.10.2", "jaxlib": "0.10.2", "XLA_FLAGS": "x",
-         "ran_on_one_cpu": True}
+    h = {
+        "isa_flags": ["avx2", "avx512f"],
+        "jax": "0.10.2",
+        "jaxlib": "0.10.2",
+        "XLA_FLAGS": "x",
+        "ran_on_one_cpu": True,
+    }
     h.update(host)
     leaf = {"shape": [2], "dtype": "float32", "sum": 1.0, "sumsq": 0.5, "sha256": "ab"}
     return {"host": h, "regimes": {"sft": {"metrics": [{"step": 1, "loss": 0.5}], "params": {"w": dict(leaf)}}}}

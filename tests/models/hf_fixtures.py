@@ -1,23 +1,39 @@
 """Tiny random Hugging Face checkpoints built with transformers + PyTorch CPU."""
+
 from __future__ import annotations
 
 import numpy as np
 
-TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-            rms_norm_eps=1e-6)
+TINY = dict(
+    vocab_size=96,
+    hidden_size=64,
+    intermediate_size=112,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-6,
+)
 
 FAMILIES = {
-    "llama3": ("LlamaConfig", "LlamaForCausalLM", dict(
-        rope_theta=500000.0,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
-        tie_word_embeddings=False)),
+    "llama3": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            rope_theta=500000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+            tie_word_embeddings=False,
+        ),
+    ),
     "qwen2_tied": ("Qwen2Config", "Qwen2ForCausalLM", dict(rope_theta=10000.0, tie_word_embeddings=True)),
-    "qwen2_untied": ("Qwen2Config", "Qwen2ForCausalLM", dict(rope_theta=1000000.0,
-                                                              tie_word_embeddings=False)),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(rope_theta=1000000.0, head_dim=32,
-                                                       tie_word_embeddings=True)),
+    "qwen2_untied": ("Qwen2Config", "Qwen2ForCausalLM", dict(rope_theta=1000000.0, tie_word_embeddings=False)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(rope_theta=1000000.0, head_dim=32, tie_word_embeddings=True)),
 }
 
 
@@ -49,8 +65,8 @@ def left_padded_batch(vocab: int, seed: int = 0, lengths=(11, 7, 3, 11), pad_id:
     tokens = np.full((len(lengths), t), pad_id, np.int64)
     mask = np.zeros((len(lengths), t), np.int64)
     for i, n in enumerate(lengths):
-        tokens[i, t - n:] = rng.randint(1, vocab, n)
-        mask[i, t - n:] = 1
+        tokens[i, t - n :] = rng.randint(1, vocab, n)
+        mask[i, t - n :] = 1
     return tokens, mask
 
 

@@ -1,4 +1,5 @@
 """Parity with transformers (PyTorch CPU): logits on a left-padded batch, import and export."""
+
 import json
 import os
 
@@ -39,7 +40,7 @@ def test_logits_match_transformers_left_padded(hf_dir):
     # The padded rows equal the same sequences unpadded.
     for i in range(tokens.shape[0]):
         n = int(mask[i].sum())
-        solo, _ = model(jnp.asarray(tokens[i:i + 1, -n:]))
+        solo, _ = model(jnp.asarray(tokens[i : i + 1, -n:]))
         np.testing.assert_allclose(np.asarray(solo)[0], np.asarray(ours)[i, -n:], atol=1e-5)
 
 

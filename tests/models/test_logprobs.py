@@ -1,4 +1,5 @@
 """Chunked token log-probs: equal to the naive form, and much smaller compiled temporaries."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,8 +67,16 @@ def test_chunked_memory_at_least_4x_smaller_v32000_t512():
 
 
 def test_sequence_logprobs_aligned_with_tokens():
-    cfg = preset("tiny", num_layers=1, vocab_size=64, hidden_size=32, intermediate_size=64,
-                 num_heads=2, num_kv_heads=1, head_dim=16)
+    cfg = preset(
+        "tiny",
+        num_layers=1,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=16,
+    )
     model = init_model(cfg, 0)
     tokens = jax.random.randint(jax.random.key(1), (2, 10), 0, 64)
     mask = jnp.array([[0, 0, 0] + [1] * 7, [1] * 10])
@@ -85,10 +94,15 @@ def test_auto_remat_chunks_only_above_the_budget(monkeypatch):
     import upt_jax.models.logprobs as lp
 
     b, t, d, v = 2, 512, 64, 32000
-    args = (jax.ShapeDtypeStruct((b, t, d), jnp.float32), jax.ShapeDtypeStruct((d, v), jnp.float32),
-            jax.ShapeDtypeStruct((b, t), jnp.int32))
-    grad = lambda remat: jax.grad(lambda h, w, tg: jnp.sum(token_logprobs(
-        h, w, tg, chunk_size=64, return_entropy=True, remat=remat)[0]), argnums=(0, 1))
+    args = (
+        jax.ShapeDtypeStruct((b, t, d), jnp.float32),
+        jax.ShapeDtypeStruct((d, v), jnp.float32),
+        jax.ShapeDtypeStruct((b, t), jnp.int32),
+    )
+    grad = lambda remat: jax.grad(
+        lambda h, w, tg: jnp.sum(token_logprobs(h, w, tg, chunk_size=64, return_entropy=True, remat=remat)[0]),
+        argnums=(0, 1),
+    )
     logits = b * t * v * 4
     never, always = _temp_bytes(grad("never"), *args), _temp_bytes(grad("always"), *args)
     assert never >= logits and never >= 4 * always, (never, always)
@@ -103,10 +117,13 @@ def test_auto_remat_chunks_only_above_the_budget(monkeypatch):
 @pytest.mark.parametrize("remat", ["always", "never"])
 def test_remat_modes_same_values_and_grads(remat):
     h, w, tg = _inputs(2, 9, 8, 33)
-    f = lambda h, w: sum(jnp.sum(x * (i + 1)) for i, x in enumerate(
-        token_logprobs(h, w, tg, chunk_size=4, return_entropy=True, remat=remat)))
-    g = lambda h, w: sum(jnp.sum(x * (i + 1)) for i, x in enumerate(
-        naive_token_logprobs(h, w, tg, return_entropy=True)))
+    f = lambda h, w: sum(
+        jnp.sum(x * (i + 1))
+        for i, x in enumerate(token_logprobs(h, w, tg, chunk_size=4, return_entropy=True, remat=remat))
+    )
+    g = lambda h, w: sum(
+        jnp.sum(x * (i + 1)) for i, x in enumerate(naive_token_logprobs(h, w, tg, return_entropy=True))
+    )
     np.testing.assert_allclose(f(h, w), g(h, w), rtol=1e-6)
     for a, b in zip(jax.grad(f, argnums=(0, 1))(h, w), jax.grad(g, argnums=(0, 1))(h, w)):
         np.testing.assert_allclose(a, b, atol=1e-6)

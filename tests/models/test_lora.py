@@ -1,4 +1,5 @@
 """LoRA / QLoRA adapters on the NNX transformer (upt_jax.models.lora)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,14 +7,21 @@ import pytest
 from flax import nnx
 
 from upt_jax.models import init_model, preset, sequence_logprobs
-from upt_jax.models.lora import (LoraConfig, LoRALinear, QuantizedKernel, apply_lora, lora_layers, merge_lora,
-                                 set_adapters, set_dropout_key)
+from upt_jax.models.lora import (
+    LoraConfig,
+    LoRALinear,
+    QuantizedKernel,
+    apply_lora,
+    lora_layers,
+    merge_lora,
+    set_adapters,
+    set_dropout_key,
+)
 from upt_jax.models.partition import make_mesh, param_specs, shard_model
 from upt_jax.train.state import create_train_state, make_optimizer
 from upt_jax.train.step import Objective, make_train_step
 
-CFG = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-           head_dim=8)
+CFG = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8)
 
 
 def _model(**kw):
@@ -76,8 +84,11 @@ def test_merged_adapters_give_the_adapted_logits():
     np.testing.assert_allclose(np.asarray(merged(tok)[0]), np.asarray(lm(tok)[0]), atol=2e-5, rtol=0)
     # W' = W + (α / r) A B exactly as the layer computes it
     q = lm.layers[0].self_attn.q_proj
-    np.testing.assert_allclose(np.asarray(merged.layers[0].self_attn.q_proj.kernel[...]),
-                               np.asarray(q.kernel[...] + 2.0 * q.lora_a[...] @ q.lora_b[...]), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(merged.layers[0].self_attn.q_proj.kernel[...]),
+        np.asarray(q.kernel[...] + 2.0 * q.lora_a[...] @ q.lora_b[...]),
+        rtol=1e-6,
+    )
 
 
 def test_dropout_uses_the_given_key_and_is_off_without_one():

@@ -1,4 +1,5 @@
 """Model behaviour: KV cache, dtypes, remat, sharding from partition rules."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,12 +8,21 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from upt_jax.models import (
-    DEFAULT_RULES, KVCache, ModelConfig, init_model, load_hf_checkpoint, make_mesh, param_specs, preset,
-    save_hf_checkpoint)
+    DEFAULT_RULES,
+    KVCache,
+    ModelConfig,
+    init_model,
+    load_hf_checkpoint,
+    make_mesh,
+    param_specs,
+    preset,
+    save_hf_checkpoint,
+)
 from upt_jax.models.partition import match_rule, path_to_str
 
-SMALL = dict(num_layers=2, vocab_size=128, hidden_size=64, intermediate_size=128, num_heads=4,
-             num_kv_heads=2, head_dim=16)
+SMALL = dict(
+    num_layers=2, vocab_size=128, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16
+)
 
 
 def _batch(seed=0, b=3, t=9, vocab=128):
@@ -33,8 +43,9 @@ def test_kv_cache_prefill_then_decode_equals_full_forward():
     np.testing.assert_allclose(np.asarray(logits)[valid], np.asarray(full[:, :p])[valid], atol=1e-5)
     pos = jnp.sum(mask[:, :p], axis=1)
     for t in range(p, tokens.shape[1]):
-        step, cache = model(tokens[:, t:t + 1], attention_mask=mask[:, t:t + 1], positions=pos[:, None],
-                            cache=cache)
+        step, cache = model(
+            tokens[:, t : t + 1], attention_mask=mask[:, t : t + 1], positions=pos[:, None], cache=cache
+        )
         np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
         pos = pos + mask[:, t]
     assert int(cache.index) == tokens.shape[1]
@@ -46,9 +57,17 @@ def test_rope_table_rows_equal_rope_tables_and_feed_hidden_states():
     states when passed as ``rope=``."""
     from upt_jax.models.transformer import rope_from_table, rope_inv_freq, rope_table, rope_tables
 
-    cfg = preset("tiny", **SMALL, rope_scaling=(("rope_type", "llama3"), ("factor", 8.0), ("low_freq_factor", 1.0),
-                                                ("high_freq_factor", 4.0),
-                                                ("original_max_position_embeddings", 32)))
+    cfg = preset(
+        "tiny",
+        **SMALL,
+        rope_scaling=(
+            ("rope_type", "llama3"),
+            ("factor", 8.0),
+            ("low_freq_factor", 1.0),
+            ("high_freq_factor", 4.0),
+            ("original_max_position_embeddings", 32),
+        ),
+    )
     inv = rope_inv_freq(cfg)
     positions = jnp.asarray([[0, 5, 63], [17, 2, 40]], jnp.int32)
     for got, want in zip(rope_from_table(rope_table(inv, 64), positions), rope_tables(positions, inv)):
@@ -119,8 +138,9 @@ def test_load_onto_8_device_mesh_gives_rule_shardings(tmp_path):
     state = nnx.state(model)
     expected = param_specs(state, mesh)
     checked = 0
-    for (path, leaf), spec in zip(jax.tree_util.tree_flatten_with_path(state)[0],
-                                  jax.tree.leaves(expected, is_leaf=lambda x: isinstance(x, P))):
+    for (path, leaf), spec in zip(
+        jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(expected, is_leaf=lambda x: isinstance(x, P))
+    ):
         assert leaf.sharding.mesh.shape == mesh.shape
         assert leaf.sharding.spec == spec, path_to_str(path)
         checked += 1
@@ -152,8 +172,16 @@ def test_indivisible_dims_fall_back_to_replication():
 
 def test_bad_config_and_mesh_errors():
     with pytest.raises(ValueError, match="model_type"):
-        ModelConfig.from_hf_dict(dict(model_type="gpt2", vocab_size=1, hidden_size=8,
-                                      intermediate_size=8, num_hidden_layers=1, num_attention_heads=1))
+        ModelConfig.from_hf_dict(
+            dict(
+                model_type="gpt2",
+                vocab_size=1,
+                hidden_size=8,
+                intermediate_size=8,
+                num_hidden_layers=1,
+                num_attention_heads=1,
+            )
+        )
     with pytest.raises(ValueError, match="rope type"):
         preset("tiny", rope_scaling=(("rope_type", "yarn"),))
     with pytest.raises(ValueError, match="does not match"):

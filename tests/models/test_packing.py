@@ -1,4 +1,5 @@
 """Packed rows: several sequences in one row with ``segment_ids`` give what each gives alone."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,8 +7,9 @@ import pytest
 
 from upt_jax.models import KVCache, init_model, positions_from_segments, preset, sequence_logprobs
 
-SMALL = dict(num_layers=2, vocab_size=128, hidden_size=64, intermediate_size=128, num_heads=4,
-             num_kv_heads=2, head_dim=16)
+SMALL = dict(
+    num_layers=2, vocab_size=128, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16
+)
 LENGTHS = (7, 3, 11, 1)  # packed one after the other, then padding
 ROW = 26
 
@@ -19,16 +21,15 @@ def _packed(seed=0):
     seg = np.zeros((1, ROW), np.int32)
     at = 0
     for i, s in enumerate(seqs):
-        tokens[0, at:at + len(s)] = s
-        seg[0, at:at + len(s)] = i + 1
+        tokens[0, at : at + len(s)] = s
+        seg[0, at : at + len(s)] = i + 1
         at += len(s)
     return seqs, jnp.asarray(tokens), jnp.asarray(seg)
 
 
 def test_positions_restart_in_each_segment():
     seg = jnp.asarray([[1, 1, 1, 2, 2, 3, 0, 0], [1, 2, 2, 2, 2, 2, 2, 2]])
-    np.testing.assert_array_equal(positions_from_segments(seg),
-                                  [[0, 1, 2, 0, 1, 0, 0, 1], [0, 0, 1, 2, 3, 4, 5, 6]])
+    np.testing.assert_array_equal(positions_from_segments(seg), [[0, 1, 2, 0, 1, 0, 0, 1], [0, 0, 1, 2, 3, 4, 5, 6]])
 
 
 @pytest.mark.parametrize("remat", ["none", "full"])
@@ -42,9 +43,9 @@ def test_packed_row_equals_each_sequence_alone(remat):
         n = len(s)
         alone, _ = model.hidden_states(jnp.asarray(s)[None])
         lp, en = sequence_logprobs(model, jnp.asarray(s)[None], chunk_size=8, return_entropy=True)
-        np.testing.assert_allclose(hidden[0, at:at + n], alone[0], atol=1e-5)
-        np.testing.assert_allclose(logp[0, at:at + n], lp[0], atol=1e-5)  # 0 at the segment's first token
-        np.testing.assert_allclose(ent[0, at:at + n], en[0], atol=1e-5)
+        np.testing.assert_allclose(hidden[0, at : at + n], alone[0], atol=1e-5)
+        np.testing.assert_allclose(logp[0, at : at + n], lp[0], atol=1e-5)  # 0 at the segment's first token
+        np.testing.assert_allclose(ent[0, at : at + n], en[0], atol=1e-5)
         at += n
     assert float(jnp.abs(logp[0, at:]).max()) == 0.0 and float(jnp.abs(ent[0, at:]).max()) == 0.0
 

@@ -1,9 +1,11 @@
 """Adversarial model outputs (and references) for the verifier tests."""
+
 import os
 
 
 def code_strings(marker_dir: str, tag: str) -> list[str]:
     """Strings that would create a file under ``marker_dir`` if anything evaluated them."""
+
     def touch(k):
         return os.path.join(marker_dir, f"PWNED_{tag}_{k}")
 
@@ -17,7 +19,7 @@ def code_strings(marker_dir: str, tag: str) -> list[str]:
         f"\\boxed{{(lambda: __import__('subprocess').run(['touch', '{touch(6)}']))()}}",
         f"\\boxed{{\\text{{__import__('os').system('touch {touch(7)}')}}}}",
         f"\\boxed{{open('{touch(8)}', 'w').write('x')}}",
-        f"\\boxed{{__import__(\"pathlib\").Path(\"{touch(9)}\").touch()}}",
+        f'\\boxed{{__import__("pathlib").Path("{touch(9)}").touch()}}',
         f"\\boxed{{x}} ; import os; os.system('touch {touch(10)}')",
     ]
 
@@ -40,8 +42,7 @@ def huge_and_pathological() -> dict[str, str]:
         "tower of twos": "\\boxed{2^{2^{2^{2^{2^{2}}}}}}",
         "huge polynomial power": "\\boxed{(x+1)^{100000} - (x-1)^{100000}}",
         "500 nested sqrt": "\\boxed{" + "\\sqrt{" * 500 + "2" + "}" * 500 + "}",
-        "big matrix": "\\boxed{\\begin{pmatrix}" + "\\\\".join(["&".join(["x"] * 60)] * 60)
-                      + "\\end{pmatrix}}",
+        "big matrix": "\\boxed{\\begin{pmatrix}" + "\\\\".join(["&".join(["x"] * 60)] * 60) + "\\end{pmatrix}}",
         "integral": "\\boxed{\\int_0^\\infty e^{-x^2} \\, dx}",
         "infinite sum": "\\boxed{\\sum_{n=1}^{\\infty} \\frac{1}{n^2}}",
         "unbalanced left": "\\boxed{\\left( \\frac{1}{2}}",

@@ -1,5 +1,6 @@
 """Adversarial model outputs: each is scored within the time limit, crashes nothing and
 runs nothing."""
+
 import os
 import time
 
@@ -7,8 +8,16 @@ import pytest
 import sympy
 
 from tests.rewards.adversarial import code_strings, huge_and_pathological
-from upt_jax.rewards import (Reward, Verifier, math_equivalent, verify_choice, verify_exact,
-                             verify_format, verify_integer, verify_math)
+from upt_jax.rewards import (
+    Reward,
+    Verifier,
+    math_equivalent,
+    verify_choice,
+    verify_exact,
+    verify_format,
+    verify_integer,
+    verify_math,
+)
 from upt_jax.rewards.math_equiv import EvalRefused, eval_guard
 
 LIMIT = 1.5
@@ -20,7 +29,7 @@ IN_PROCESS = [verify_integer, verify_exact, verify_choice, verify_format]
 @pytest.fixture(scope="module")
 def verifier():
     with Verifier("math", timeout_s=LIMIT, num_workers=WORKERS) as v:
-        v(["\\boxed{1}"], ["1"])            # workers up
+        v(["\\boxed{1}"], ["1"])  # workers up
         yield v
 
 
@@ -59,9 +68,16 @@ def test_pathological_outputs_math(verifier):
 def test_pathological_outputs_reach_math_verify_without_the_length_bound():
     """With the extraction bound lifted, the 1 MB and 10,000-brace answers go to
     math-verify in the workers; the time limit still holds."""
-    with Verifier("math", timeout_s=LIMIT, num_workers=WORKERS, max_chars=10 ** 7) as v:
-        names = ["1MB inside a box", "10k nested braces in a box", "10k nested fracs",
-                 "500 nested sqrt", "many variables", "9^9^9^9 boxed", "big matrix"]
+    with Verifier("math", timeout_s=LIMIT, num_workers=WORKERS, max_chars=10**7) as v:
+        names = [
+            "1MB inside a box",
+            "10k nested braces in a box",
+            "10k nested fracs",
+            "500 nested sqrt",
+            "many variables",
+            "9^9^9^9 boxed",
+            "big matrix",
+        ]
         rewards = _check_batch(v, [CASES[n] for n in names], ["\\frac{x}{2}"] * len(names))
         assert all(r.score == 0.0 for r in rewards)
         assert {r.reason for r in rewards} <= {"timeout", "wrong", "error", "worker_died"}
@@ -72,8 +88,14 @@ def test_pathological_outputs_reach_math_verify_without_the_length_bound():
 def test_pathological_references(verifier):
     """References come from datasets and are untrusted too."""
     outputs = ["\\boxed{3}", "\\boxed{x}"] * 3
-    golds = [CASES["9^{9^{9^9}} boxed"], CASES["1MB of text"], CASES["10k nested fracs"],
-             CASES["null bytes and junk"], "\\frac{1}{" * 500, CASES["huge polynomial power"]]
+    golds = [
+        CASES["9^{9^{9^9}} boxed"],
+        CASES["1MB of text"],
+        CASES["10k nested fracs"],
+        CASES["null bytes and junk"],
+        "\\frac{1}{" * 500,
+        CASES["huge polynomial power"],
+    ]
     rewards = _check_batch(verifier, outputs, golds)
     assert all(r.score == 0.0 for r in rewards)
     _assert_healthy(verifier)
@@ -100,8 +122,7 @@ def test_single_hanging_item_returns_within_the_limit(verifier):
 def test_code_strings_run_nothing(verifier, tmp_path):
     outputs = code_strings(str(tmp_path), "out")
     golds = code_strings(str(tmp_path), "gold")
-    rewards = _check_batch(verifier, outputs + ["\\boxed{3}"] * len(golds),
-                           ["3"] * len(outputs) + golds)
+    rewards = _check_batch(verifier, outputs + ["\\boxed{3}"] * len(golds), ["3"] * len(outputs) + golds)
     assert all(r.score == 0.0 for r in rewards)
     for fn in IN_PROCESS:
         for out, gold in zip(outputs, golds):
@@ -109,7 +130,7 @@ def test_code_strings_run_nothing(verifier, tmp_path):
     with Verifier("exact", isolate=True, num_workers=1) as isolated:
         isolated(outputs, golds)
     for out, gold in zip(outputs, golds):
-        verify_math(out, gold)                  # math-verify in this process too
+        verify_math(out, gold)  # math-verify in this process too
     time.sleep(0.2)
     assert not [f for f in os.listdir(tmp_path) if f.startswith("PWNED")]
     _assert_healthy(verifier)
@@ -124,4 +145,4 @@ def test_eval_guard_blocks_sympify_in_process_and_restores(tmp_path):
         assert sympy.sympify("12") == 12
         assert math_equivalent("x+1", "1+x").reason == "correct"
     assert not marker.exists()
-    assert sympy.sympify("x + 1") == sympy.Symbol("x") + 1      # restored afterwards
+    assert sympy.sympify("x + 1") == sympy.Symbol("x") + 1  # restored afterwards

@@ -1,5 +1,6 @@
 """The answer-equivalence table (57 pairs) gives the expected rewards, through the pool
 and in-process alike."""
+
 import pytest
 
 from tests.rewards.table import CHOICE_PAIRS, MATH_PAIRS
@@ -20,8 +21,7 @@ def math_rewards():
     return rewards, metrics
 
 
-@pytest.mark.parametrize("index", range(len(MATH_PAIRS)),
-                         ids=[f"{g}<-{o[-30:]}" for o, g, _ in MATH_PAIRS])
+@pytest.mark.parametrize("index", range(len(MATH_PAIRS)), ids=[f"{g}<-{o[-30:]}" for o, g, _ in MATH_PAIRS])
 def test_math_pair(math_rewards, index):
     output, gold, expected = MATH_PAIRS[index]
     reward = math_rewards[0][index]

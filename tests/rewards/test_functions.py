@@ -3,6 +3,7 @@ named by import path or built-in name, or passed as a callable (a closure runs i
 process: nothing is unpickled); weights; each call time-limited in the worker pool; per-reward metrics; a function that
 hangs is killed within its limit, counted, and the rest of the batch is scored; in a training run a
 user module's reward reading an extra dataset column gives exactly the rewards it should."""
+
 import json
 import time
 
@@ -11,8 +12,10 @@ import pytest
 
 from upt_jax.rewards.functions import BUILTIN, RewardFunctions, resolve, row_columns
 
-RECORDS = [{"question": "1+1?", "answer": "2", "columns": {"bonus": 0.25, "hang": False}},
-           {"question": "2+2?", "answer": "4", "columns": {"bonus": 1.0, "hang": True}}]
+RECORDS = [
+    {"question": "1+1?", "answer": "2", "columns": {"bonus": 0.25, "hang": False}},
+    {"question": "2+2?", "answer": "4", "columns": {"bonus": 1.0, "hang": True}},
+]
 
 
 def test_resolve_names_import_paths_and_callables():
@@ -40,19 +43,27 @@ def test_weighted_sum_builtins_user_module_and_a_notebook_closure():
         return [scale * b for b in bonus]
 
     completions = ["so \\boxed{2}", "\\boxed{5}"]
-    with RewardFunctions(["math", "tests.rewards.user_rewards:length_penalty", scaled],
-                         weights=[1.0, 0.5, 2.0], timeout_s=10.0, num_workers=2) as rf:
+    with RewardFunctions(
+        ["math", "tests.rewards.user_rewards:length_penalty", scaled],
+        weights=[1.0, 0.5, 2.0],
+        timeout_s=10.0,
+        num_workers=2,
+    ) as rf:
         total = rf.scores([r["question"] for r in RECORDS], completions, RECORDS)
         m = rf.metrics()
-    expect = np.array([1.0, 0.0]) + 0.5 * -np.array([len(c) / 100 for c in completions]) \
-        + 2.0 * 3.0 * np.array([0.25, 1.0])
+    expect = (
+        np.array([1.0, 0.0]) + 0.5 * -np.array([len(c) / 100 for c in completions]) + 2.0 * 3.0 * np.array([0.25, 1.0])
+    )
     np.testing.assert_allclose(total, expect, rtol=1e-6)
     assert m["reward/math"] == 0.5 and m["reward/scaled"] == pytest.approx(1.875)
 
 
 def test_a_hanging_reward_is_killed_within_its_limit_and_counted():
-    with RewardFunctions(["tests.rewards.user_rewards:hang_when_asked", "tests.rewards.user_rewards:broken"],
-                         timeout_s=1.0, num_workers=2) as rf:
+    with RewardFunctions(
+        ["tests.rewards.user_rewards:hang_when_asked", "tests.rewards.user_rewards:broken"],
+        timeout_s=1.0,
+        num_workers=2,
+    ) as rf:
         rf.scores(["warm-up"], ["x"], RECORDS[:1])  # workers started
         rf.metrics()
         t0 = time.monotonic()
@@ -113,9 +124,16 @@ def test_training_rewards_come_from_the_users_functions(user_file, tmp_path):
     from upt_jax.train.trainer import Trainer
 
     path, rows = user_file
-    c = load_config(["--config", "grpo", "--config.reward.functions=(\"tests.rewards.user_rewards:bonus\","
-                     "\"tests.rewards.user_rewards:hang_when_asked\")", "--config.reward.weights=(1.0, 1.0)",
-                     "--config.reward.timeout_s=1.0"])
+    c = load_config(
+        [
+            "--config",
+            "grpo",
+            '--config.reward.functions=("tests.rewards.user_rewards:bonus",'
+            '"tests.rewards.user_rewards:hang_when_asked")',
+            "--config.reward.weights=(1.0, 1.0)",
+            "--config.reward.timeout_s=1.0",
+        ]
+    )
     c = shrink(c, tmp_path / "run", steps=2)
     c.data.source, c.data.path, c.data.verifier = "file", path, "math"
     c.train.questions_per_step = 4
@@ -128,6 +146,7 @@ def test_training_rewards_come_from_the_users_functions(user_file, tmp_path):
             groups = original(records, prompts, key, timing)
             seen.extend(groups)
             return groups
+
         t.rollouts = spy
         history = t.run()
     finally:

@@ -9,6 +9,7 @@ after which the remaining examples are generated but not scored. The hand-writte
 (pathological sizes, fixed code strings) are in ``test_adversarial.py``; this file explores
 their combinations.
 """
+
 import itertools
 import os
 import signal
@@ -22,9 +23,9 @@ from hypothesis import strategies as st
 from tests.rewards.adversarial import code_strings
 from upt_jax.rewards import Reward, Verifier
 
-LIMIT = 1.0        # per-item time limit of the pool
-SLACK = 2.5        # kill + respawn + IPC on a loaded 2-core machine
-BUDGET_S = 30.0    # total scoring time of the fuzz test
+LIMIT = 1.0  # per-item time limit of the pool
+SLACK = 2.5  # kill + respawn + IPC on a loaded 2-core machine
+BUDGET_S = 30.0  # total scoring time of the fuzz test
 EXAMPLES = 120
 
 _counter = itertools.count()
@@ -50,14 +51,66 @@ def marker_dir(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- strategies
-LATEX = ["\\frac", "\\dfrac", "\\sqrt", "\\left(", "\\right)", "\\left\\{", "\\right.", "\\begin{pmatrix}",
-         "\\end{pmatrix}", "\\begin{cases}", "\\int", "\\sum_{n=1}^{\\infty}", "\\prod", "\\lim_{x\\to 0}",
-         "\\text{", "\\mathrm{", "\\operatorname{", "\\infty", "\\cdot", "\\times", "\\!", "\\\\", "&",
-         "\\pi", "\\in", "\\cup", "\\{", "\\}", "^", "_", "'", "\\%", "\\$", "\\boxed{", "\\fbox{",
-         "\\def\\x{\\x}", "\\newcommand", "\\input{/etc/passwd}", "\\mathbb{R}", "\\binom", "!", "="]
-CODE_FRAGMENTS = ["lambda: 0", "().__class__.__bases__[0].__subclasses__()", "__builtins__",
-                  "globals()", "getattr(x, '__globals__')", "Symbol('x')", "Function('f')",
-                  "Integer(10)**Integer(10)**10", "__import__", "os.system", ";", "\n", "`", "${x}"]
+LATEX = [
+    "\\frac",
+    "\\dfrac",
+    "\\sqrt",
+    "\\left(",
+    "\\right)",
+    "\\left\\{",
+    "\\right.",
+    "\\begin{pmatrix}",
+    "\\end{pmatrix}",
+    "\\begin{cases}",
+    "\\int",
+    "\\sum_{n=1}^{\\infty}",
+    "\\prod",
+    "\\lim_{x\\to 0}",
+    "\\text{",
+    "\\mathrm{",
+    "\\operatorname{",
+    "\\infty",
+    "\\cdot",
+    "\\times",
+    "\\!",
+    "\\\\",
+    "&",
+    "\\pi",
+    "\\in",
+    "\\cup",
+    "\\{",
+    "\\}",
+    "^",
+    "_",
+    "'",
+    "\\%",
+    "\\$",
+    "\\boxed{",
+    "\\fbox{",
+    "\\def\\x{\\x}",
+    "\\newcommand",
+    "\\input{/etc/passwd}",
+    "\\mathbb{R}",
+    "\\binom",
+    "!",
+    "=",
+]
+CODE_FRAGMENTS = [
+    "lambda: 0",
+    "().__class__.__bases__[0].__subclasses__()",
+    "__builtins__",
+    "globals()",
+    "getattr(x, '__globals__')",
+    "Symbol('x')",
+    "Function('f')",
+    "Integer(10)**Integer(10)**10",
+    "__import__",
+    "os.system",
+    ";",
+    "\n",
+    "`",
+    "${x}",
+]
 
 
 def _nested(depth, inner, left="{", right="}"):
@@ -88,17 +141,17 @@ def _payloads(marker_dir, n):
 fragment = st.one_of(
     st.sampled_from(LATEX),
     st.sampled_from(CODE_FRAGMENTS),
-    st.text(max_size=40),                                                        # any unicode
+    st.text(max_size=40),  # any unicode
     st.text(st.characters(codec="utf-8"), max_size=20),
-    st.text(alphabet="{}[]()\\^_$0123456789", max_size=60),                      # bracket soup
-    st.integers(-10 ** 30, 10 ** 30).map(str),
+    st.text(alphabet="{}[]()\\^_$0123456789", max_size=60),  # bracket soup
+    st.integers(-(10**30), 10**30).map(str),
     st.builds(lambda d, s: _nested(d, s), st.integers(1, 3000), st.sampled_from(["1", "x", "", "\\frac{1}{2}"])),
     st.builds(lambda d: _nested(d, "2", "\\sqrt{", "}"), st.integers(1, 400)),
     st.builds(lambda d: _nested(d, "2", "\\frac{1}{", "}"), st.integers(1, 400)),
     st.builds(_tower, st.sampled_from(["9", "10", "2", "x", "99999"]), st.integers(1, 6)),  # huge exponents
-    st.builds(lambda a, b: f"{a}e{b}", st.integers(-9, 9), st.integers(-10 ** 12, 10 ** 12)),
-    st.builds(lambda n: f"{n}!" * 3, st.integers(10, 10 ** 9)),
-    st.builds(lambda b, e: f"({b})^{{{e}}}", st.sampled_from(["x+1", "2", "x-y"]), st.integers(1000, 10 ** 7)),
+    st.builds(lambda a, b: f"{a}e{b}", st.integers(-9, 9), st.integers(-(10**12), 10**12)),
+    st.builds(lambda n: f"{n}!" * 3, st.integers(10, 10**9)),
+    st.builds(lambda b, e: f"({b})^{{{e}}}", st.sampled_from(["x+1", "2", "x-y"]), st.integers(1000, 10**7)),
 )
 
 
@@ -136,9 +189,14 @@ def _timed(verifier, outputs, golds):
     return rewards, elapsed
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
+    suppress_health_check=list(HealthCheck),
+)
 @given(data=st.data())
 def test_fuzzed_outputs_and_references_return_in_time_and_run_nothing(verifier, marker_dir, budget, data):
     output = data.draw(adversarial(marker_dir), label="output")

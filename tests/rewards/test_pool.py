@@ -1,4 +1,5 @@
 """The worker pool: hard time limit, killed and dead workers replaced, parallel batches."""
+
 import os
 import time
 
@@ -15,7 +16,7 @@ LIMIT = 3.0
 @pytest.fixture(scope="module")
 def pool():
     with VerifierPool(num_workers=2, timeout_s=LIMIT) as p:
-        p.map(math_equivalent, [("1", "1")])   # wait until the workers are up
+        p.map(math_equivalent, [("1", "1")])  # wait until the workers are up
         yield p
 
 
@@ -30,15 +31,15 @@ def test_hung_item_is_killed_replaced_and_scored_timeout(pool):
     start = time.monotonic()
     out = pool.map(time.sleep, [(60,), (0.01,)])
     elapsed = time.monotonic() - start
-    assert out[0] == Reward(0.0, "timeout") and out[1] is None   # time.sleep returns None
+    assert out[0] == Reward(0.0, "timeout") and out[1] is None  # time.sleep returns None
     assert LIMIT <= elapsed < LIMIT + 2.0
-    assert len(set(pool.pids) - before) == 1                      # one worker replaced
+    assert len(set(pool.pids) - before) == 1  # one worker replaced
     assert pool.map(math_equivalent, [("3", "3")])[0].reason == "correct"
 
 
 def test_dead_worker_is_replaced(pool):
     before = set(pool.pids)
-    out = pool.map(os._exit, [(3,)])                                 # the worker dies
+    out = pool.map(os._exit, [(3,)])  # the worker dies
     assert out == [Reward(0.0, "worker_died")]
     assert len(set(pool.pids) - before) == 1
     assert pool.map(math_equivalent, [("3", "3")])[0].reason == "correct"
@@ -59,7 +60,7 @@ def test_exception_is_an_error_reward(pool):
 
 
 def test_memory_limit_fails_the_item_not_the_host(pool):
-    out = pool.map(bytearray, [(8 << 30,)])                          # 8 GiB > 4 GiB limit
+    out = pool.map(bytearray, [(8 << 30,)])  # 8 GiB > 4 GiB limit
     assert out[0].score == 0.0 and out[0].reason in ("error", "worker_died")
     assert pool.map(math_equivalent, [("3", "3")])[0].reason == "correct"
 
@@ -67,7 +68,7 @@ def test_memory_limit_fails_the_item_not_the_host(pool):
 def test_items_run_in_parallel(pool):
     start = time.monotonic()
     pool.map(time.sleep, [(0.4,)] * 4)
-    assert time.monotonic() - start < 1.5        # 2 workers: ~0.8 s; one at a time would be 1.6 s
+    assert time.monotonic() - start < 1.5  # 2 workers: ~0.8 s; one at a time would be 1.6 s
 
 
 def test_sympify_of_code_is_refused_in_workers(pool, tmp_path):
@@ -75,7 +76,7 @@ def test_sympify_of_code_is_refused_in_workers(pool, tmp_path):
     code = f"__import__('os').system('touch {marker}')"
     out = pool.map(sympy.sympify, [(code,), ("12",), ("x",)])
     assert out[0] == Reward(0.0, "error", detail="EvalRefused")
-    assert out[1:] == [12, sympy.Symbol("x")]   # what math-verify needs still works
+    assert out[1:] == [12, sympy.Symbol("x")]  # what math-verify needs still works
     assert not marker.exists()
 
 
@@ -112,11 +113,11 @@ def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path, how):
     script = tmp_path / "train_without_guard.py"
     script.write_text(SCRIPT)
     if how == "file":
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                              timeout=120, cwd=tmp_path)
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     else:
-        proc = subprocess.run([sys.executable, "-"], input=SCRIPT, capture_output=True,
-                              text=True, timeout=120, cwd=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, "-"], input=SCRIPT, capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("TOP-LEVEL RAN") == 1
     assert "['correct', 'wrong']" in proc.stdout
@@ -184,14 +185,20 @@ def test_workers_forkserver_and_tracker_die_when_the_owner_is_killed(tmp_path, h
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     (tmp_path / "orphan.py").write_text(ORPHAN)
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "orphan.py"), hang], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "orphan.py"), hang],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     started: set[int] = set()
     try:
         assert proc.stdout.readline().strip() == "READY"
-        time.sleep(0.5)                                            # the item is running
+        time.sleep(0.5)  # the item is running
         started = _descendants(proc.pid)
-        assert len(started) >= 4, started                          # forkserver, tracker, 2 workers
+        assert len(started) >= 4, started  # forkserver, tracker, 2 workers
         busy = [p for p in started if _cpu_ticks(p) > 0]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

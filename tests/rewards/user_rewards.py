@@ -1,6 +1,7 @@
 """A user's reward module, as a researcher would write one beside their data (used by
 tests/rewards/test_functions.py and the newcomer test): plain functions
 ``fn(prompts, completions, **columns) -> list[float]`` that read dataset columns."""
+
 import time
 
 

@@ -1,5 +1,6 @@
 """Sampler: greedy = argmax of full forwards, log-probs = recomputed, distributions (chi-square),
 no recompilation within a bucket, stop tokens, determinism, mesh."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,9 @@ from scipy import stats
 from upt_jax.models import init_model, make_mesh, preset, sequence_logprobs, shard_model
 from upt_jax.sampling import Sampler, SamplingParams, process_logits
 
-CFG = preset("tiny", num_layers=2, vocab_size=96, hidden_size=64, intermediate_size=128, num_heads=4,
-             num_kv_heads=2, head_dim=16)
+CFG = preset(
+    "tiny", num_layers=2, vocab_size=96, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16
+)
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [3], [40, 41, 42, 43]]
 
 
@@ -32,7 +34,7 @@ def test_greedy_equals_repeated_full_forward_argmax(model):
         for _ in range(12):
             logits = forward(_right_padded(seq))
             seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
-        assert out.tokens[i].tolist() == seq[len(prompt):], i
+        assert out.tokens[i].tolist() == seq[len(prompt) :], i
 
 
 def test_bf16_model_samples_on_cpu(model):
@@ -46,7 +48,7 @@ def test_bf16_model_samples_on_cpu(model):
     for i in range(len(out.lengths)):
         n = int(out.lengths[i])
         seq = PROMPTS[out.prompt_index[i]] + out.tokens[i, :n].tolist()
-        lp = np.asarray(recompute(_right_padded(seq))[0, len(seq) - n:len(seq)])
+        lp = np.asarray(recompute(_right_padded(seq))[0, len(seq) - n : len(seq)])
         np.testing.assert_allclose(lp, out.logprobs[i, :n], atol=0.1)
 
 
@@ -60,7 +62,7 @@ def test_logprobs_equal_forward_recomputation(model):
     for i in range(len(out.lengths)):
         n = int(out.lengths[i])
         seq = PROMPTS[out.prompt_index[i]] + out.tokens[i, :n].tolist()
-        lp = np.asarray(recompute(_right_padded(seq))[0, len(seq) - n:len(seq)])
+        lp = np.asarray(recompute(_right_padded(seq))[0, len(seq) - n : len(seq)])
         worst = max(worst, float(np.abs(lp - out.logprobs[i, :n]).max()))
     assert worst < 1e-5
     # processing is on, so the sampling distribution's log-probs differ (truncation raises them)
@@ -90,8 +92,9 @@ def _np_processed_probs(logits, temperature, top_k, top_p):
     return p
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.6, 0, 1.0), (1.3, 5, 1.0),
-                                                     (1.0, 0, 0.7), (0.8, 6, 0.8)])
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p", [(1.0, 0, 1.0), (0.6, 0, 1.0), (1.3, 5, 1.0), (1.0, 0, 0.7), (0.8, 6, 0.8)]
+)
 def test_sampled_distribution_chi_square(temperature, top_k, top_p):
     cfg = CFG.replace(vocab_size=12)
     m = init_model(cfg, 2)
@@ -118,7 +121,8 @@ def test_sampled_distribution_chi_square(temperature, top_k, top_p):
 def test_top_p_keeps_smallest_prefix():
     logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
     kept = np.isfinite(np.asarray(process_logits(logits, 1.0, 0, 0.75))) & (
-        np.asarray(process_logits(logits, 1.0, 0, 0.75)) > -1e29)
+        np.asarray(process_logits(logits, 1.0, 0, 0.75)) > -1e29
+    )
     assert kept.tolist() == [[True, True, False, False]]
     kept = np.asarray(process_logits(logits, 1.0, 0, 0.8)) > -1e29
     assert kept.tolist() == [[True, True, False, False]]
@@ -169,8 +173,7 @@ def test_no_recompile_within_bucket(model):
         assert s.num_compiles == 1 and a.compile_s > 0
         before = len(compiles)
         # different prompts, lengths and max_new_tokens, same buckets
-        b = s.generate([[1, 2], [3, 4, 5, 6, 7, 8, 9, 10, 11]], jax.random.key(1),
-                       SamplingParams(max_new_tokens=14))
+        b = s.generate([[1, 2], [3, 4, 5, 6, 7, 8, 9, 10, 11]], jax.random.key(1), SamplingParams(max_new_tokens=14))
         assert s.num_compiles == 1 and b.compile_s == 0.0
         assert len(compiles) == before, "XLA compiled again for a bucketed shape"
         assert b.tokens.shape == (2, 14)
@@ -186,11 +189,12 @@ def test_stop_tokens_and_padding(model):
     free = s.generate(PROMPTS[:1], jax.random.key(0), SamplingParams(max_new_tokens=8, greedy=True))
     stop = int(free.tokens[0, 2])
     first = free.tokens[0].tolist().index(stop)
-    out = s.generate(PROMPTS[:1], jax.random.key(0),
-                     SamplingParams(max_new_tokens=8, greedy=True, stop_token_ids=(stop,)))
+    out = s.generate(
+        PROMPTS[:1], jax.random.key(0), SamplingParams(max_new_tokens=8, greedy=True, stop_token_ids=(stop,))
+    )
     assert out.finished[0] and out.lengths[0] == first + 1
-    assert out.tokens[0, first] == stop and np.all(out.tokens[0, first + 1:] == 0)
-    assert np.all(out.logprobs[0, first + 1:] == 0)
+    assert out.tokens[0, first] == stop and np.all(out.tokens[0, first + 1 :] == 0)
+    assert np.all(out.logprobs[0, first + 1 :] == 0)
 
 
 def test_deterministic_for_a_key(model):
@@ -207,8 +211,7 @@ def test_sampling_on_a_mesh_matches_single_device(model):
     p = SamplingParams(max_new_tokens=6, greedy=True, n=2)
     single = Sampler(model).generate(PROMPTS, jax.random.key(0), p)
     sharded_model = shard_model(init_model(CFG, 0), make_mesh(data=2, fsdp=2, tensor=2))
-    mesh_out = Sampler(sharded_model, mesh=make_mesh(data=2, fsdp=2, tensor=2)).generate(
-        PROMPTS, jax.random.key(0), p)
+    mesh_out = Sampler(sharded_model, mesh=make_mesh(data=2, fsdp=2, tensor=2)).generate(PROMPTS, jax.random.key(0), p)
     np.testing.assert_array_equal(single.tokens, mesh_out.tokens)
     np.testing.assert_allclose(single.logprobs, mesh_out.logprobs, atol=1e-5)
 
@@ -227,8 +230,9 @@ def test_rows_keyed_by_global_index_independent_of_batching(model):
     params = SamplingParams(max_new_tokens=10, temperature=1.0, top_k=40, n=2)
     key = jax.random.key(11)
     whole = Sampler(model).generate(PROMPTS, key, params)
-    parts = [Sampler(model, batch_bucket=1).generate(PROMPTS[a:b], key, params, prompt_offset=a)
-             for a, b in ((0, 1), (1, 4))]
+    parts = [
+        Sampler(model, batch_bucket=1).generate(PROMPTS[a:b], key, params, prompt_offset=a) for a, b in ((0, 1), (1, 4))
+    ]
     np.testing.assert_array_equal(np.concatenate([p.tokens for p in parts]), whole.tokens)
     np.testing.assert_allclose(np.concatenate([p.logprobs for p in parts]), whole.logprobs, atol=1e-5)
     shifted = Sampler(model).generate(PROMPTS[1:], key, params)  # offset 0: other draws

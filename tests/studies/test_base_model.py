@@ -1,6 +1,7 @@
 """pretrain_until: phase 1 at a constant rate until the transition (or max_steps), then a linear
 cool-down (schedule=wsd) over cooldown_frac of phase 1; resumable from its history; the wsd
 schedule itself; experiments/pretrain_hint.py is a valid config for it."""
+
 import json
 import os
 
@@ -17,8 +18,9 @@ SMALL = dict(num_layers=1, hidden_size=32, intermediate_size=64, num_heads=2, nu
 def test_wsd_schedule_is_constant_then_decays_linearly_to_zero():
     import optax
 
-    tx = make_optimizer(1.0, schedule="wsd", warmup_steps=2, total_steps=10, decay_steps=4, name="sgd",
-                        max_grad_norm=None)
+    tx = make_optimizer(
+        1.0, schedule="wsd", warmup_steps=2, total_steps=10, decay_steps=4, name="sgd", max_grad_norm=None
+    )
     params = {"w": np.zeros(())}
     state = tx.init(params)
     lrs = []
@@ -36,8 +38,17 @@ def test_pretrain_until_cools_down_after_phase_one_and_resumes(tmp_path):
     c.run_dir, c.model.overrides = str(tmp_path), dict(SMALL)
     c.data.corpus.n_docs, c.train.questions_per_step, c.train.warmup_steps = 64, 8, 1
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
-    crit = StopCriterion(tiers=("hadd_2",), transition=0.99, target=0.99, cooldown_frac=0.5, patience=2,
-                         eval_every=2, max_steps=4, n_eval=2, max_new_tokens=8)
+    crit = StopCriterion(
+        tiers=("hadd_2",),
+        transition=0.99,
+        target=0.99,
+        cooldown_frac=0.5,
+        patience=2,
+        eval_every=2,
+        max_steps=4,
+        n_eval=2,
+        max_new_tokens=8,
+    )
     r = pretrain_until(c, crit)
     # a random model never passes the transition: phase 1 runs to max_steps, then cools down over
     # cooldown_frac · 4 = 2 steps; it does not reach the target

@@ -1,4 +1,5 @@
 """The method comparison (`upt_jax.studies.comparison`, `experiments/paper_table.py`)."""
+
 import json
 import os
 import sys
@@ -104,8 +105,9 @@ def test_comparison_runs_evaluates_and_reports(smoke):
     assert steps == list(range(1, c.budget.steps + 1))
     # seeds differ (data order and sampling), the base model is evaluated once
     hpt = [cmp.read_metrics(d) for d in res["arms"]["hpt"]["run_dirs"].values()]
-    assert [r["reward/mean"] for r in hpt[0]] != [r["reward/mean"] for r in hpt[1]] or \
-        [r["nll"] for r in hpt[0]] != [r["nll"] for r in hpt[1]]
+    assert [r["reward/mean"] for r in hpt[0]] != [r["reward/mean"] for r in hpt[1]] or [r["nll"] for r in hpt[0]] != [
+        r["nll"] for r in hpt[1]
+    ]
     assert list(res["arms"]["base"]["seeds"]) == ["-"]
     # accuracy curves: base point at 0, then every kept checkpoint, steps cumulative over stages
     pts = res["curves"]["points"]["sft_then_grpo"]
@@ -127,8 +129,9 @@ def test_rerun_reuses_runs_and_cached_evaluations(smoke, monkeypatch):
     calls = []
     ev = sys.modules["upt_jax.eval.evaluate"]  # the module (the package exports a function of that name)
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or {})
-    before = {d: os.path.getsize(os.path.join(d, "metrics.jsonl")) for d in cmp.final_run_dirs(
-        *cmp.arm_config(c, "hpt", 0))}
+    before = {
+        d: os.path.getsize(os.path.join(d, "metrics.jsonl")) for d in cmp.final_run_dirs(*cmp.arm_config(c, "hpt", 0))
+    }
     trainer_lib.train(c)
     assert calls == []  # every evaluation came from its cache
     for d, size in before.items():  # finished runs were not trained again

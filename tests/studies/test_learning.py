@@ -3,6 +3,7 @@ config from the shipped base; the paired rows against a hand computation; the im
 preference accuracy; smokes of the checks on a tiny random base (one per kind of metric in the
 default suite, every check under ``slow``); and the full checks (3 seeds, the shipped base) under
 ``slow``, each asserting its regime's effect beyond 2 SE."""
+
 import json
 import os
 
@@ -23,8 +24,28 @@ KEYS = [c.key for c in learning.CHECKS]
 
 
 def test_the_checks_cover_every_regime_the_issue_names():
-    assert {"sft", "rft", "star", "grpo", "dr_grpo", "grpo_lora", "ppo", "dpo", "ipo", "simpo", "orpo", "kto",
-            "distill_fkl", "distill_on_policy", "luffy", "srft", "hpt", "reward_model", "rlhf_ppo", "prm"} <= set(KEYS)
+    assert {
+        "sft",
+        "rft",
+        "star",
+        "grpo",
+        "dr_grpo",
+        "grpo_lora",
+        "ppo",
+        "dpo",
+        "ipo",
+        "simpo",
+        "orpo",
+        "kto",
+        "distill_fkl",
+        "distill_on_policy",
+        "luffy",
+        "srft",
+        "hpt",
+        "reward_model",
+        "rlhf_ppo",
+        "prm",
+    } <= set(KEYS)
     assert [c.key for c in learning.checks("dpo, grpo,dpo")] == ["dpo", "grpo"]  # the order asked, once each
     assert [c.key for c in learning.checks()] == KEYS
     with pytest.raises(KeyError, match="unknown learning checks"):
@@ -73,24 +94,42 @@ def test_paired_rows_against_a_hand_computation():
     # a guard that did not move is kept; one that fell by more than 2 SE is not; lower-is-better metrics
     flat = learning_run.paired_row("g", base, [base, base], direction=0)
     assert flat["shown"] and flat["diff"] == 0
-    fell = learning_run.paired_row("g", {str(i): 1.0 for i in range(20)}, [{str(i): 0.0 for i in range(20)}],
-                                   direction=0)
+    fell = learning_run.paired_row(
+        "g", {str(i): 1.0 for i in range(20)}, [{str(i): 0.0 for i in range(20)}], direction=0
+    )
     assert not fell["shown"]
-    lower = learning_run.paired_row("kl", {str(i): 1.0 + i % 3 for i in range(20)},
-                                    [{str(i): 0.5 + i % 3 for i in range(20)}], direction=-1)
+    lower = learning_run.paired_row(
+        "kl", {str(i): 1.0 + i % 3 for i in range(20)}, [{str(i): 0.5 + i % 3 for i in range(20)}], direction=-1
+    )
     assert lower["diff"] == pytest.approx(-0.5) and lower["shown"]
 
 
 def test_the_report_says_what_ran_failed_or_did_not(tmp_path):
     row = dict(metric="m", unit="pct", base=0.6, after=0.7, diff=0.1, se=0.02, n=64, seeds=3, direction=1, shown=True)
     guard = dict(row, metric="solved", diff=-0.1, direction=0, shown=False)
-    results = {"checks": {
-        "grpo": dict(key="grpo", label="GRPO", metric="accuracy", rows=[row, guard], wall_s=90.0, seeds=[0, 1, 2],
-                     budget=dict(steps=30, questions_per_step=8, n=8, learning_rate=4e-5, tiers=[]), note=""),
-        "dpo": dict(key="dpo", label="DPO", metric="preference", error="ValueError: boom", seeds=[0])}}
+    results = {
+        "checks": {
+            "grpo": dict(
+                key="grpo",
+                label="GRPO",
+                metric="accuracy",
+                rows=[row, guard],
+                wall_s=90.0,
+                seeds=[0, 1, 2],
+                budget=dict(steps=30, questions_per_step=8, n=8, learning_rate=4e-5, tiers=[]),
+                note="",
+            ),
+            "dpo": dict(key="dpo", label="DPO", metric="preference", error="ValueError: boom", seeds=[0]),
+        }
+    }
     doc = tmp_path / "learning.md"
-    doc.write_text("# Learning checks\n\nintro kept\n\n" + learning_report.BEGIN + "\nold\n" + learning_report.END
-                   + "\n\noutro kept\n")
+    doc.write_text(
+        "# Learning checks\n\nintro kept\n\n"
+        + learning_report.BEGIN
+        + "\nold\n"
+        + learning_report.END
+        + "\n\noutro kept\n"
+    )
     learning_report.write_report(results, str(tmp_path / "LEARNING.md"), doc=str(doc))
     text = doc.read_text()
     assert "intro kept" in text and "outro kept" in text and "\nold\n" not in text
@@ -106,8 +145,9 @@ def smoke_dir(tmp_path_factory):
 
 
 def _smoke(smoke_dir, key):
-    r = learning_run.run_check(learning.checks(key)[0], smoke_dir, seeds=(0,), scale=learning.SMOKE,
-                               base=bench.smoke_base(smoke_dir))
+    r = learning_run.run_check(
+        learning.checks(key)[0], smoke_dir, seeds=(0,), scale=learning.SMOKE, base=bench.smoke_base(smoke_dir)
+    )
     assert r["key"] == key and r["rows"] and r["seconds"].keys() == {"0"}
     for row in r["rows"]:
         assert np.isfinite(row["diff"]) and np.isfinite(row["base"]) and row["seeds"] == 1, row
@@ -171,13 +211,17 @@ NOT_SHOWN = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.xfail(reason=NOT_SHOWN[k], strict=False))
-                                 if k in NOT_SHOWN else k for k in KEYS])
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(k, marks=pytest.mark.xfail(reason=NOT_SHOWN[k], strict=False)) if k in NOT_SHOWN else k
+        for k in KEYS
+    ],
+)
 def test_learning_check(tmp_path_factory, key):
     """The regime moves its metric beyond 2 SE in the intended direction (3 seeds), and no solved
     tier drops by more than 2 SE."""
-    r = learning_run.run_check(learning.checks(key)[0], str(tmp_path_factory.mktemp("learning_full")),
-                               seeds=(0, 1, 2))
+    r = learning_run.run_check(learning.checks(key)[0], str(tmp_path_factory.mktemp("learning_full")), seeds=(0, 1, 2))
     assert r["rows"][0]["shown"], r["rows"][0]
     assert all(row["shown"] for row in r["rows"] if row["direction"] == 0), r["rows"]
 
@@ -195,8 +239,16 @@ def test_a_stop_request_ends_the_study_and_a_failure_does_not(tmp_path, monkeypa
             raise ValueError("boom")
         if check.key == "dpo":
             raise Preempted("stopped", signal_name="SIGTERM", step=1)
-        return dict(key=check.key, label=check.label, metric=check.metric, rows=[], wall_s=0.0, seeds=[0],
-                    budget=dict(steps=1, questions_per_step=1, n=1, learning_rate=1.0), note="")
+        return dict(
+            key=check.key,
+            label=check.label,
+            metric=check.metric,
+            rows=[],
+            wall_s=0.0,
+            seeds=[0],
+            budget=dict(steps=1, questions_per_step=1, n=1, learning_rate=1.0),
+            note="",
+        )
 
     monkeypatch.setattr(learning_run, "run_check", fake)
     with pytest.raises(Preempted):

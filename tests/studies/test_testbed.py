@@ -1,6 +1,7 @@
 """The testbed comparison (`experiments/testbed.py`): its arms and their SFT control, the paired
 differences of summary.json against a hand computation on the cached per-question counts, and
 the learning-rate sweep (`experiments/testbed_sweep.py`)."""
+
 import json
 import os
 
@@ -30,8 +31,11 @@ def test_every_arm_starts_from_the_shipped_base_with_its_methods_budget(variant)
         assert sum(s.train.steps for s in stages) == b.steps, key
         assert stages[0].model.init == "checkpoint" and stages[0].model.checkpoint == c.base.run_dir
         for s in stages:  # each stage at its method's rate (SFT stages at SFT's, the SFT control at its own)
-            rate = testbed.SFT_CONTROL_RATE if key.endswith("_sft_control") else \
-                testbed.METHODS[s.recipe.name]["learning_rate"]
+            rate = (
+                testbed.SFT_CONTROL_RATE
+                if key.endswith("_sft_control")
+                else testbed.METHODS[s.recipe.name]["learning_rate"]
+            )
             assert s.train.learning_rate == rate, key
             # every stage: constant, then linear to 0 over the last half of its own steps
             assert s.train.schedule == "wsd" and s.train.decay_steps == round(b.decay_frac * s.train.steps), key
@@ -39,7 +43,8 @@ def test_every_arm_starts_from_the_shipped_base_with_its_methods_budget(variant)
                 assert s.train.questions_per_step == b.questions_per_step and s.rollout.n == b.n
             checks.check_recipe(s)
     tiers = lambda key, stage=None: tuple(  # noqa: E731
-        (lambda k, c_: (c_[stage] if stage else c_).data.tiers)(*cmp.arm_config(c, key, 0)))
+        (lambda k, c_: (c_[stage] if stage else c_).data.tiers)(*cmp.arm_config(c, key, 0))
+    )
     assert tiers("grpo") == testbed.RL_MIX and tiers("sft") == testbed.SFT_MIX
     if "hpt" in c.arms:
         assert tiers("hpt") == tiers("luffy") == tiers("srft") == testbed.HYBRID_MIX
@@ -60,8 +65,15 @@ def test_the_sft_control_learns_the_rl_arms_questions_in_the_same_order():
     from upt_jax.data import make_dataset
 
     def batches(cfg, n=3):
-        it = iter(make_dataset(trainer_lib.load_records(cfg), seed=cfg.seed, num_epochs=None,
-                               batch_size=cfg.train.questions_per_step, drop_remainder=True))
+        it = iter(
+            make_dataset(
+                trainer_lib.load_records(cfg),
+                seed=cfg.seed,
+                num_epochs=None,
+                batch_size=cfg.train.questions_per_step,
+                drop_remainder=True,
+            )
+        )
         return [[r["id"] for r in next(it)] for _ in range(n)]
 
     assert batches(rl) == batches(ctl)
@@ -90,10 +102,12 @@ def test_sentences_name_the_arms_that_beat_the_base_by_two_se():
     won = {"hmul_2x1": _entry(0.12, 0.03), "hadd_2": _entry(-0.01, 0.01)}
     lost = {"hmul_2x1": _entry(0.05, 0.03), "hadd_4": _entry(0.0, 0.0)}
     assert arm_sentence("GRPO", won, ["hadd_2", "hmul_2x1"]).startswith(
-        "**GRPO** beats the base by more than 2 SE on hmul_2x1 (+12.0 ± 3.0)")
+        "**GRPO** beats the base by more than 2 SE on hmul_2x1 (+12.0 ± 3.0)"
+    )
     assert "on no tier (closest: hmul_2x1 +5.0 ± 3.0" in arm_sentence("SFT", lost, ["hmul_2x1", "hadd_4"])
     assert beats_sentence(c, {"vs_base": {"grpo": won, "sft": lost}}) == (
-        "Beat the base model by more than 2 standard errors on some tier: GRPO (hmul_2x1).")
+        "Beat the base model by more than 2 standard errors on some tier: GRPO (hmul_2x1)."
+    )
     assert beats_sentence(c, {"vs_base": {"sft": lost}}).startswith("No arm beats the base model")
     # a group beating the base is not a tier beating it
     assert beats_sentence(c, {"vs_base": {"sft": {"ID avg": _entry(0.2, 0.01)}}}).startswith("No arm")
@@ -168,6 +182,7 @@ def dict_copy(c, **changes):
 
 def _hand(results, arm, tiers, against="base"):
     """The paired difference computed by hand from results.json's per-question counts."""
+
     def acc(seed_res):  # {id: correct / k} over the tiers
         return {i: n / r["k"] for t in tiers for r in [seed_res[t]] for i, n in zip(r["ids"], r["correct_counts"])}
 
@@ -216,8 +231,10 @@ def test_report_says_for_each_arm_whether_it_beats_the_base_and_plots_per_tier(s
     report = open(os.path.join(c.run_dir, "REPORT.md")).read()
     assert "## Paired differences against the base model" in report and "## HPT against each baseline" in report
     for label in ("GRPO", "HPT", "SFT control (GRPO's questions)"):
-        assert sum(line.startswith(f"- **{label}** beats the base by more than 2 SE on ") for line in
-                   report.splitlines()) == 1, label
+        assert (
+            sum(line.startswith(f"- **{label}** beats the base by more than 2 SE on ") for line in report.splitlines())
+            == 1
+        ), label
     assert "| SFT control (GRPO's questions) | – | sft | hmul_2x1 ×2, hadd_2, hadd_3 |" in report
     for name in ("tier_rewards", "tier_accuracy_curves", "training_curves", "accuracy_curves"):
         with open(os.path.join(c.run_dir, "plots", f"{name}.png"), "rb") as f:
@@ -262,8 +279,9 @@ def test_the_sweep_has_one_arm_per_method_and_rate_and_picks_the_best_id_average
         assert tuple(ac.data.tiers) == (testbed.SFT_MIX if key.startswith("sft") else testbed.RL_MIX)
         assert "sft_control" not in c.arms[key]
     diffs = {"sft_lr0p0001": 0.02, "sft_lr0p001": 0.05, "grpo_lr2e-05": -0.01}
-    results = {"paired": {"vs_base": {k: {"ID avg": _entry(d, 0.01), "hadd_2": _entry(0.0, 0.0)}
-                                      for k, d in diffs.items()}}}
+    results = {
+        "paired": {"vs_base": {k: {"ID avg": _entry(d, 0.01), "hadd_2": _entry(0.0, 0.0)} for k, d in diffs.items()}}
+    }
     out = testbed_sweep.sweep_results(c, results)
     assert out["methods"]["sft"]["best"] == 1e-3 and out["methods"]["grpo"]["best"] == 2e-5
     assert out["methods"]["sft"]["scores"] == {"0.0001": 0.02, "0.001": 0.05}

@@ -1,4 +1,5 @@
 """Orbax checkpoints: bitwise roundtrip, sharded restore, last-k, async, params-only, corruption."""
+
 import json
 import logging
 import os
@@ -15,12 +16,20 @@ import pytest
 
 from upt_jax.models import init_model, make_mesh, preset
 from upt_jax.train import create_train_state, make_optimizer, state_shardings
-from upt_jax.train.checkpoint import (MANIFEST, CheckpointError, Checkpointer, abstract_with_shardings,
-                                      latest_checkpoint_dir, restore_params, verify_checkpoint,
-                                      write_manifest)
+from upt_jax.train.checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    Checkpointer,
+    abstract_with_shardings,
+    latest_checkpoint_dir,
+    restore_params,
+    verify_checkpoint,
+    write_manifest,
+)
 
-CFG = preset("tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4,
-             num_kv_heads=2, head_dim=8)
+CFG = preset(
+    "tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4, num_kv_heads=2, head_dim=8
+)
 LOGGER = "upt_jax.train.checkpoint"
 
 
@@ -33,8 +42,12 @@ def states():
     @jax.jit
     def update(state, grads):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                             opt_state=opt_state, rng=jax.random.key_data(jax.random.split(state.key)[0]))
+        return state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            rng=jax.random.key_data(jax.random.split(state.key)[0]),
+        )
 
     rs, out = np.random.default_rng(0), []
     for _ in range(3):
@@ -64,8 +77,10 @@ def test_roundtrip_is_bitwise_with_extra_json_and_no_unpickling(tmp_path, states
     state = states[1]
     assert int(state.step) == 2 and int(state.opt_state[1][0].count) == 2  # Adam moments are live
     assert float(jnp.abs(state.opt_state[1][0].nu["lm_head"]["kernel"].value).max()) > 0
-    extra = {"data_iterator": {"epoch": 1, "index": 17, "perm_seed": [3, 4]},
-             "config": {"train": {"lr": 1e-5, "steps": 10, "schedule": "cosine"}, "name": "x", "flag": None}}
+    extra = {
+        "data_iterator": {"epoch": 1, "index": 17, "perm_seed": [3, 4]},
+        "config": {"train": {"lr": 1e-5, "steps": 10, "schedule": "cosine"}, "name": "x", "flag": None},
+    }
     with Checkpointer(tmp_path, save_every=5, async_save=False) as ck:
         assert not ck.save(3, state, extra)  # 3 % 5 != 0
         assert ck.save(5, state, extra) and ck.all_steps() == [5] and ck.latest_step() == 5
@@ -74,6 +89,7 @@ def test_roundtrip_is_bitwise_with_extra_json_and_no_unpickling(tmp_path, states
 
         def no_pickle(*a, **k):
             raise AssertionError("checkpoint restore unpickled something")
+
         monkeypatch.setattr(pickle, "load", no_pickle)
         monkeypatch.setattr(pickle, "loads", no_pickle)
         monkeypatch.setattr(pickle, "Unpickler", no_pickle)
@@ -105,8 +121,7 @@ def test_restore_onto_2x2x2_mesh_gives_the_requested_shardings(tmp_path, states)
     with Checkpointer(tmp_path / "sharded", async_save=False) as ck:
         ck.save(3, sharded, force=True)
         back, _ = ck.restore(abstract_with_shardings(sharded, want))
-        single, _ = ck.restore(abstract_with_shardings(sharded, jax.sharding.SingleDeviceSharding(
-            jax.devices()[0])))
+        single, _ = ck.restore(abstract_with_shardings(sharded, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
     _assert_bitwise_equal(states[2], back)
     _assert_bitwise_equal(states[2], single)
     assert all(x.sharding == w for x, w in zip(jax.tree.leaves(back), want_s))
@@ -205,8 +220,9 @@ def _truncate_and_rehash(step_dir):  # damage the manifest cannot see: Orbax's o
     return "Orbax could not read it"
 
 
-@pytest.mark.parametrize("damage", [_truncate, _bitflip, _missing_file, _no_commit_marker, _bad_manifest,
-                                    _truncate_and_rehash])
+@pytest.mark.parametrize(
+    "damage", [_truncate, _bitflip, _missing_file, _no_commit_marker, _bad_manifest, _truncate_and_rehash]
+)
 def test_corrupted_latest_falls_back_to_the_previous_step(tmp_path, states, caplog, damage):
     _save_steps(tmp_path, states[:2], [1, 2])
     reason = damage(tmp_path / "2")

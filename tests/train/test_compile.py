@@ -1,6 +1,7 @@
 """Compiles and time to the first step (issue #25): the trainer's ``time/first_step_s`` and
 ``compile/*`` metrics, one prompt bucket per online run (no recompile after step 1 when the steps'
 prompts land in different buckets), the persistent compilation cache's settings."""
+
 import jax
 import numpy as np
 import pytest
@@ -30,8 +31,11 @@ def test_cache_dir_resolution(tmp_path):
 def restore_cache_config():
     from jax.experimental.compilation_cache import compilation_cache as cc
 
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
+    keys = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
     old = {k: getattr(jax.config, k) for k in keys}
     yield
     for k, v in old.items():
@@ -111,5 +115,6 @@ def test_trainer_logs_first_step_time_and_compiles_once(tmp_path):
     assert [m["compile/count"] for m in later] == [0] * 5
     assert [m["compile/total"] for m in history] == [first["compile/count"]] * 6
     tiers = [{k for k in m if k in ("reward/add_2", "reward/add_5")} for m in history]
-    assert {"reward/add_5"} <= set().union(*tiers) and any("reward/add_5" not in ts for ts in tiers), \
+    assert {"reward/add_5"} <= set().union(*tiers) and any("reward/add_5" not in ts for ts in tiers), (
         "the steps' longest prompts should fall in both buckets (else this test shows nothing)"
+    )

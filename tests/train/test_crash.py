@@ -15,6 +15,7 @@ LUFFY adds each question's demonstration to its group (advantages over the union
 moves the parameters by an amount that depends on the sampled rollouts, the data order, the
 optimiser state and the step's PRNG key: all of which resume must restore.
 """
+
 import json
 import logging
 import os
@@ -41,21 +42,41 @@ WAIT_S = 240  # a child that makes no progress for this long fails the test inst
 
 
 def _argv(run_dir, steps, devices):
-    return [sys.executable, "-m", "upt_jax.cli", "train", "--config", "experiments/grpo.py",
-            "--config.recipe.name=luffy", f"--config.run_dir={run_dir}",
-            "--config.model.overrides.num_layers=1", "--config.data.tiers=('add_2',)",
-            "--config.data.n_per_tier=64", f"--config.train.steps={steps}",
-            "--config.train.questions_per_step=2", "--config.rollout.n=3",
-            "--config.rollout.max_new_tokens=8", f"--config.mesh.data={min(devices, 2)}",
-            "--config.mesh.fsdp=1", "--config.mesh.tensor=-1", "--config.checkpoint.every=1",
-            "--config.checkpoint.keep=2", "--config.checkpoint.async_save=True",
-            "--config.log.progress=False"]
+    return [
+        sys.executable,
+        "-m",
+        "upt_jax.cli",
+        "train",
+        "--config",
+        "experiments/grpo.py",
+        "--config.recipe.name=luffy",
+        f"--config.run_dir={run_dir}",
+        "--config.model.overrides.num_layers=1",
+        "--config.data.tiers=('add_2',)",
+        "--config.data.n_per_tier=64",
+        f"--config.train.steps={steps}",
+        "--config.train.questions_per_step=2",
+        "--config.rollout.n=3",
+        "--config.rollout.max_new_tokens=8",
+        f"--config.mesh.data={min(devices, 2)}",
+        "--config.mesh.fsdp=1",
+        "--config.mesh.tensor=-1",
+        "--config.checkpoint.every=1",
+        "--config.checkpoint.keep=2",
+        "--config.checkpoint.async_save=True",
+        "--config.log.progress=False",
+    ]
 
 
 def _env(devices):
     env = dict(os.environ)
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        PYTHONHASHSEED="0",
+    )
     return env
 
 
@@ -70,8 +91,7 @@ class Child:
         argv = _argv(run_dir, steps, devices) + list(extra)
         if prelude is not None:  # python -c: the working directory (ROOT) is on sys.path, as for -m
             argv[1:3] = ["-c", prelude + "\nimport sys\nfrom upt_jax.cli import main\nsys.exit(main(sys.argv[1:]))"]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=_env(devices),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=_env(devices), stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait(self, timeout=WAIT_S):
         try:
@@ -166,8 +186,7 @@ def _assert_same_run(run_dir, ref_dir, steps):
     assert [m["loss"] for m in got] == [m["loss"] for m in want]
     assert all(m["skipped"] == 0 and m["grad_norm"] > 0 for m in want)
     before, last = _params(ref_dir, steps - 1), _params(ref_dir)
-    assert any(np.any(np.asarray(x) != np.asarray(y)) for x, y in zip(jax.tree.leaves(before),
-                                                                        jax.tree.leaves(last)))
+    assert any(np.any(np.asarray(x) != np.asarray(y)) for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(last)))
 
 
 DEVICES = [1, pytest.param(8, marks=pytest.mark.slow)]
@@ -193,8 +212,11 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, dev
         if kind == "checkpoint":
             # an asynchronous save in flight: its temporary directory exists (after one commit,
             # so that the resumed run has something to fall back to)
-            _wait_for(child, lambda: _committed(run) and _tmp_dirs(run) and _metric_lines(run) > start_lines,
-                      "an asynchronous checkpoint write")
+            _wait_for(
+                child,
+                lambda: _committed(run) and _tmp_dirs(run) and _metric_lines(run) > start_lines,
+                "an asynchronous checkpoint write",
+            )
             child.kill()
             left = _tmp_dirs(run)
             kills.append((kind, _metric_lines(run), left))
@@ -400,8 +422,10 @@ def test_nonfinite_updates_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["skipped"] for r in rows] == [0, 0, 1, 1]  # the skips are counted in metrics.jsonl
     assert all(np.isfinite(r["loss"]) for r in rows[:2]) and not any(np.isfinite(r["loss"]) for r in rows[2:])
-    with caplog.at_level(logging.WARNING, logger="upt_jax.train.checkpoint"), \
-            Checkpointer(tmp_path / "nan" / "checkpoints", read_only=True) as ck:
+    with (
+        caplog.at_level(logging.WARNING, logger="upt_jax.train.checkpoint"),
+        Checkpointer(tmp_path / "nan" / "checkpoints", read_only=True) as ck,
+    ):
         assert ck.all_steps() == [1, 2]  # nothing was saved after the first skip
         state, extra = ck.restore(abstract)
     assert not [r for r in caplog.records if "unusable" in r.getMessage()]  # intact

@@ -2,6 +2,7 @@
 forward KL (offline, teacher logits per step) and on-policy reverse KL (teacher log-probs of the
 student's samples), the teacher's inputs reaching the loss, and the errors for a missing teacher
 or another vocabulary."""
+
 import jax
 import numpy as np
 import pytest
@@ -86,8 +87,9 @@ def test_top_k_teacher_logits_give_the_recipes_top_k_loss():
 
     def ours(p, tp):
         vals, ids = teacher_logits(nnx.merge(graphdef, tp), tok, attn, vocab_size=64, top_k=5, chunk_size=4)
-        batch, _ = objective.prepare(dict(tokens=tok, attention_mask=attn, mask=mask, teacher_logits=vals,
-                                          teacher_ids=ids))
+        batch, _ = objective.prepare(
+            dict(tokens=tok, attention_mask=attn, mask=mask, teacher_logits=vals, teacher_ids=ids)
+        )
         dens = objective.denominators(batch)
         sums, m = objective.sums(nnx.merge(graphdef, p), batch)
         return sum(sums[k] / dens[k] for k in sums), m["distill/forward_kl"]

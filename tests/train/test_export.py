@@ -2,6 +2,7 @@
 and a chat template, exported; ``transformers`` loads the export, its logits equal upt_jax's within
 1e-4 on a left-padded batch, its tokenizer renders the run's chat template, ``generate`` stops on the
 recorded end-of-turn id, and ``--step`` picks an older checkpoint."""
+
 import json
 import os
 
@@ -35,7 +36,7 @@ def _batch(tok, texts):
     tokens = np.zeros((len(ids), width), np.int64)
     mask = np.zeros_like(tokens)
     for i, x in enumerate(ids):
-        tokens[i, width - len(x):], mask[i, width - len(x):] = x, 1
+        tokens[i, width - len(x) :], mask[i, width - len(x) :] = x, 1
     return tokens, mask
 
 
@@ -49,8 +50,14 @@ def test_upt_export_loads_in_transformers_with_equal_logits_and_generates(sft_ru
     out = tmp_path / "export"
     assert cli.main(["export", sft_run, str(out)]) == 0
     files = set(os.listdir(out))
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "generation_config.json", "upt_jax_export.json"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "upt_jax_export.json",
+    } <= files
     note = json.load(open(out / "upt_jax_export.json"))
     assert note["step"] == 2 and note["template"] == "chat" and note["run_dir"] == sft_run
 
@@ -98,9 +105,12 @@ def test_export_step_and_dtype(sft_run, tmp_path):
     stored = tensors["model.embed_tokens.weight"]
     assert stored.dtype.name == "bfloat16"
     np.testing.assert_allclose(stored.astype(np.float32), emb, atol=1e-2 * np.abs(emb).max())
-    assert not np.array_equal(stored.astype(np.float32),
-                              load_file(os.path.join(export_run(sft_run, tmp_path / "last"), "model.safetensors"))
-                              ["model.embed_tokens.weight"].astype(np.float32))
+    assert not np.array_equal(
+        stored.astype(np.float32),
+        load_file(os.path.join(export_run(sft_run, tmp_path / "last"), "model.safetensors"))[
+            "model.embed_tokens.weight"
+        ].astype(np.float32),
+    )
     assert transformers.AutoConfig.from_pretrained(out).model_type == "qwen2"
 
 

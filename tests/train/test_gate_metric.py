@@ -1,5 +1,6 @@
 """The HPT gate is computed once, in the jitted loss: the logged ``gate/sft_frac`` is the mean of the
 gate the loss applied to the demonstration rows (issue #19), not a host-side recomputation."""
+
 import jax
 import ml_collections
 import numpy as np
@@ -13,8 +14,9 @@ from upt_jax.train.trainer import Trainer
 def test_a_soft_gate_logs_the_sft_fraction_the_loss_applied(tmp_path):
     gamma, tau = 0.25, 0.25
     c = shrink(hpt.get_config(), tmp_path / "hpt", steps=1)
-    c.recipe.hparams = ml_collections.ConfigDict(dict(c.recipe.hparams.to_dict(), gate="soft", gamma=gamma,
-                                                      temperature=tau))
+    c.recipe.hparams = ml_collections.ConfigDict(
+        dict(c.recipe.hparams.to_dict(), gate="soft", gamma=gamma, temperature=tau)
+    )
     c.rollout.n = 4
     t = Trainer(c)
     try:

@@ -3,6 +3,7 @@ stage (issue #18, item 1): SFT from a tiny HF Qwen2 with its own BPE tokenizer, 
 from the SFT run (tokenizer not given: carried) starting from the SFT run's final params bitwise;
 the same through ``upt pipeline``; ``upt eval --run-dir`` rebuilding the Qwen2 shape; the errors
 for a tokenizer that does not match the run's and for a directory that records no architecture."""
+
 import json
 import os
 import shutil
@@ -15,8 +16,10 @@ from experiments import grpo, sft, sft_then_grpo
 from tests.train.test_trainer import shrink
 from upt_jax.train.trainer import Trainer
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 MODEL_VOCAB = 320  # > the tokenizer's 300 tokens, padded like a real Qwen2 embedding
 
 
@@ -34,17 +37,31 @@ def make_hf_dir(d) -> str:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>",
-                                               pad_token="<|endoftext|>")
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.chat_template = CHAT_TEMPLATE
     tok.save_pretrained(d)
     cfg = transformers.Qwen2Config(
-        vocab_size=MODEL_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+        vocab_size=MODEL_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(cfg).float().save_pretrained(d, safe_serialization=True)
     return d
@@ -133,8 +150,11 @@ def test_grpo_from_the_sft_run_starts_from_its_final_params_bitwise(sft_run, hf_
     finally:
         t.close()
     rec = json.load(open(tmp_path / "grpo" / "model.json"))
-    assert rec["source"] == {"init": "checkpoint", "checkpoint": run,
-                             "parent": {"init": "hf", "hf_dir": os.path.abspath(hf_dir)}}
+    assert rec["source"] == {
+        "init": "checkpoint",
+        "checkpoint": run,
+        "parent": {"init": "hf", "hf_dir": os.path.abspath(hf_dir)},
+    }
     assert rec["tokenizer"] == os.path.abspath(hf_dir) and rec["model"]["vocab_size"] == MODEL_VOCAB
     assert json.load(open(tmp_path / "grpo" / "config.json"))["tokenizer"] == os.path.abspath(hf_dir)
     # evaluation of the GRPO run (model.init=checkpoint) rebuilds the Qwen2 model it trained
@@ -165,8 +185,27 @@ def test_eval_of_the_sft_run_rebuilds_the_qwen2_model(sft_run, hf_dir, tmp_path)
     assert model.cfg.hidden_size == 32 and model.cfg.vocab_size == MODEL_VOCAB
     _assert_bitwise(nnx.state(model), final)
     out = tmp_path / "eval"
-    assert cli.main(["eval", "--run-dir", run, "--tiers", "add_2", "--k", "1", "--n-per-tier", "2",
-                     "--max-new-tokens", "4", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--run-dir",
+                run,
+                "--tiers",
+                "add_2",
+                "--k",
+                "1",
+                "--n-per-tier",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     settings = json.load(open(out / "results.json"))["settings"]
     assert settings["template"] == "chat"
 
@@ -177,8 +216,11 @@ def test_a_tokenizer_other_than_the_runs_is_an_error(sft_run, tmp_path):
     run, _ = sft_run
     c = grpo_config(tmp_path / "grpo", run)
     c.tokenizer = save_char_tokenizer(tmp_path / "char_tok")  # set explicitly, 105 tokens
-    with pytest.raises(ValueError, match=r"config\.tokenizer=.*char_tok.* is not the tokenizer .*tiny-qwen2.* "
-                                         r"config\.model\.checkpoint="):
+    with pytest.raises(
+        ValueError,
+        match=r"config\.tokenizer=.*char_tok.* is not the tokenizer .*tiny-qwen2.* "
+        r"config\.model\.checkpoint=",
+    ):
         Trainer(c)
 
 

@@ -1,6 +1,7 @@
 """What a run shows while it trains (issue #21, item 4): every rollout in ``<run_dir>/completions.jsonl``
 (a resume drops the lines after its checkpoint), and ``train.eval_every`` evaluations in the metrics,
 for an online run (its sampler) and an offline SFT run (a sampler of its own)."""
+
 import json
 
 import numpy as np

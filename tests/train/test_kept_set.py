@@ -6,6 +6,7 @@ policy it trains is the one the rollouts came from and the log-ratio between the
 the trainer's log-probs is 0 (to float error) at the first update. Without the renormalisation
 (the torch peers' behaviour) it is ``−log Σ_{v kept} π(v)``, far from 0 at top-p 0.8.
 """
+
 import json
 
 import jax
@@ -20,8 +21,9 @@ from upt_jax.sampling import Sampler, SamplingParams
 from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
 from upt_jax.train.batching import pack_rows, pack_sequences
 
-CFG = preset("tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4,
-             num_kv_heads=2, head_dim=8)
+CFG = preset(
+    "tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4, num_kv_heads=2, head_dim=8
+)
 PROMPTS = [[3, 4, 5], [9, 10], [20, 21, 22, 23]]
 G = 4
 SETTINGS = {  # name: (temperature, top_k, top_p)
@@ -40,10 +42,18 @@ def _rows(model, tau, top_k, top_p, seed=0):
     params = SamplingParams(max_new_tokens=8, temperature=tau, top_k=top_k, top_p=top_p, n=G)
     out = Sampler(model).generate(PROMPTS, jax.random.key(seed), params)
     n = out.lengths
-    cut = lambda x: [x[i, :n[i]] for i in range(len(n))]
-    rows = pack_rows([PROMPTS[j] for j in out.prompt_index], cut(out.tokens), pad_id=0,
-                     response_values=dict(old_logp=cut(out.sampling_logprobs), rollout_logp=cut(out.sampling_logprobs),
-                                          untruncated=cut(out.logprobs), thr=cut(out.thresholds)))
+    cut = lambda x: [x[i, : n[i]] for i in range(len(n))]
+    rows = pack_rows(
+        [PROMPTS[j] for j in out.prompt_index],
+        cut(out.tokens),
+        pad_id=0,
+        response_values=dict(
+            old_logp=cut(out.sampling_logprobs),
+            rollout_logp=cut(out.sampling_logprobs),
+            untruncated=cut(out.logprobs),
+            thr=cut(out.thresholds),
+        ),
+    )
     rows.pop("truncated")
     rows["rollout_threshold"] = np.where(rows["mask"] > 0, rows.pop("thr"), -np.inf).astype(np.float32)
     rows["rewards"] = np.tile(np.asarray([1.0, 0.0, 0.0, 1.0], np.float32), len(PROMPTS))
@@ -63,8 +73,15 @@ def test_renormalised_logprobs_replay_the_sampler_exactly(model, name):
     lp = kept(b["tokens"], b["attention_mask"], b["rollout_threshold"])
     assert _max_abs(lp - b["rollout_logp"], b["mask"]) <= 1e-5
     # the chunked (rematerialised) path renormalises the same way
-    chunked = sequence_logprobs(model, b["tokens"], b["attention_mask"], temperature=tau, chunk_size=4,
-                                remat="always", kept_threshold=b["rollout_threshold"])
+    chunked = sequence_logprobs(
+        model,
+        b["tokens"],
+        b["attention_mask"],
+        temperature=tau,
+        chunk_size=4,
+        remat="always",
+        kept_threshold=b["rollout_threshold"],
+    )
     assert _max_abs(chunked - b["rollout_logp"], b["mask"]) <= 1e-5
     # the untruncated policy is not what was sampled
     full = sequence_logprobs(model, b["tokens"], b["attention_mask"], temperature=tau)
@@ -93,11 +110,20 @@ def test_gradient_is_the_truncated_policy_gradient(model):
     _, b = _rows(model, tau, top_k, top_p)
     graphdef, params = nnx.split(model)
     w = jax.random.normal(jax.random.key(5), b["mask"].shape) * b["mask"]
-    ours = lambda p: jnp.sum(w * sequence_logprobs(nnx.merge(graphdef, p), b["tokens"], b["attention_mask"],
-                                                   temperature=tau, kept_threshold=b["rollout_threshold"]))
+    ours = lambda p: jnp.sum(
+        w
+        * sequence_logprobs(
+            nnx.merge(graphdef, p),
+            b["tokens"],
+            b["attention_mask"],
+            temperature=tau,
+            kept_threshold=b["rollout_threshold"],
+        )
+    )
     book = lambda p: jnp.sum(w * _textbook_truncated_logp(nnx.merge(graphdef, p), b, tau))
-    untrunc = lambda p: jnp.sum(w * sequence_logprobs(nnx.merge(graphdef, p), b["tokens"], b["attention_mask"],
-                                                      temperature=tau))
+    untrunc = lambda p: jnp.sum(
+        w * sequence_logprobs(nnx.merge(graphdef, p), b["tokens"], b["attention_mask"], temperature=tau)
+    )
     g1, g2, g3 = (jax.tree.leaves(jax.grad(f)(params)) for f in (ours, book, untrunc))
     scale = max(float(jnp.max(jnp.abs(a))) for a in g2)
     assert max(float(jnp.max(jnp.abs(a - c))) for a, c in zip(g1, g2)) < 1e-4 * scale
@@ -110,13 +136,13 @@ def test_packed_rows_renormalise_the_same(model):
     packed = pack_sequences(np.asarray(b["tokens"]), np.asarray(b["attention_mask"]), group_size=G)
     from upt_jax.train.step import row_logprobs
 
-    lp = row_logprobs(model, dict(b, **{k: jnp.asarray(v) for k, v in packed.items()}), 128, False,
-                       temperature=tau)
+    lp = row_logprobs(model, dict(b, **{k: jnp.asarray(v) for k, v in packed.items()}), 128, False, temperature=tau)
     assert _max_abs(lp - b["rollout_logp"], b["mask"]) <= 1e-5
     # and without the thresholds the packed path is the untruncated policy
     no_thr = {k: v for k, v in b.items() if k != "rollout_threshold"}
-    lp0 = row_logprobs(model, dict(no_thr, **{k: jnp.asarray(v) for k, v in packed.items()}), 128, False,
-                        temperature=tau)
+    lp0 = row_logprobs(
+        model, dict(no_thr, **{k: jnp.asarray(v) for k, v in packed.items()}), 128, False, temperature=tau
+    )
     assert _max_abs(lp0 - b["rollout_logp"], b["mask"]) > 1e-3
 
 
@@ -162,9 +188,12 @@ def test_kept_set_rows_and_when_replay_applies():
     assert not kept_set_replay(c)
     c.rollout.kept_set_replay, c.rollout.temperature = True, 0.0
     assert not kept_set_replay(c)  # greedy: no distribution was truncated
-    rows = dict(mask=np.asarray([[0, 1, 1, 0]], np.float32), old_logp=np.asarray([[0, -2, -3, 0]], np.float32),
-                rollout_logp=np.asarray([[0, -1, -2, 0]], np.float32),
-                rollout_threshold=np.asarray([[0, 0.5, 0.25, 0]], np.float32))
+    rows = dict(
+        mask=np.asarray([[0, 1, 1, 0]], np.float32),
+        old_logp=np.asarray([[0, -2, -3, 0]], np.float32),
+        rollout_logp=np.asarray([[0, -1, -2, 0]], np.float32),
+        rollout_threshold=np.asarray([[0, 0.5, 0.25, 0]], np.float32),
+    )
     assert kept_set_rows(dict(rows), False) == {}
     out = kept_set_rows(dict(rows), True)
     np.testing.assert_array_equal(out["old_logp"], rows["rollout_logp"])

@@ -1,6 +1,7 @@
 """KTO in preference mode: unpaired labelled rows read from a file, the reference point z0 from
 mismatched pairs each step, and an update that moves desirable completions up and undesirable
 ones down."""
+
 import json
 
 import jax.numpy as jnp
@@ -44,8 +45,12 @@ def test_kto_trains_on_a_file_of_unpaired_rows(tmp_path):
     from upt_jax.train.trainer import train
 
     path = tmp_path / "kto.jsonl"
-    path.write_text("".join(json.dumps({"question": f"say {i}", "completion": "yes" if i % 2 else "no",
-                                        "label": bool(i % 2)}) + "\n" for i in range(8)))
+    path.write_text(
+        "".join(
+            json.dumps({"question": f"say {i}", "completion": "yes" if i % 2 else "no", "label": bool(i % 2)}) + "\n"
+            for i in range(8)
+        )
+    )
     c = shrink(dpo.get_config("kto"), tmp_path / "run", steps=2)
     c.data.source, c.data.path = "file", str(path)
     c.train.questions_per_step, c.train.learning_rate = 4, 3e-3

@@ -1,6 +1,7 @@
 """``upt export`` of LoRA runs: the adapters in the PEFT layout, which ``peft`` loads onto the
 transformers model of the base with upt_jax's logits within 1e-4, and ``--merge-lora``'s full
 directory, which transformers loads with the same logits."""
+
 import json
 import os
 

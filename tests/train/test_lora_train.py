@@ -1,6 +1,7 @@
 """Training with LoRA adapters (config.model.lora): only the adapters move, the reference is the base
 with the adapters off, checkpoints hold the adapters and resume bitwise. 2-step tiny runs on a
 2 × 1 × 4 mesh of 8 simulated devices (tests.train.test_trainer.shrink)."""
+
 import math
 
 import jax

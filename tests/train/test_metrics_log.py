@@ -1,4 +1,5 @@
 """metrics.jsonl: trimmed to the restored step on resume, a line cut short by a crash dropped."""
+
 import json
 
 from upt_jax.train.metrics_log import MetricsWriter, read_metrics

@@ -7,6 +7,7 @@ processes resumes to step 3, and everything must agree with one process on 4 dev
 same 3 steps: the per-step metrics and the final parameters. Then SIGTERM reaches one process only
 (the other never sees it): both stop after the same step, save that step and exit 0.
 """
+
 import json
 import os
 import re
@@ -54,8 +55,12 @@ def _env(devices: int, **extra) -> dict:
     env = dict(os.environ)
     for k in ("UPT_COORDINATOR", "UPT_NUM_PROCESSES", "UPT_PROCESS_ID", "UPT_DISTRIBUTED"):
         env.pop(k, None)
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""), **extra)
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""),
+        **extra,
+    )
     # no persistent compilation cache: a process loading an executable its peer compiled afresh
     # can disagree with it on the gloo collectives (seen as a size mismatch abort)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
@@ -73,17 +78,32 @@ def _run(config_file, jobs, log_dir, extra=(), during=None):
     procs, logs, owner = [], [], []
     try:
         for j, (run_dir, steps, processes, devices) in enumerate(jobs):
-            args = [sys.executable, "-m", "upt_jax.cli", "train", "--config", str(config_file),
-                    f"--config.run_dir={run_dir}", f"--config.train.steps={steps}", *extra]
+            args = [
+                sys.executable,
+                "-m",
+                "upt_jax.cli",
+                "train",
+                "--config",
+                str(config_file),
+                f"--config.run_dir={run_dir}",
+                f"--config.train.steps={steps}",
+                *extra,
+            ]
             port = _free_port()
             for i in range(processes):
-                extra = {} if processes == 1 else dict(
-                    UPT_COORDINATOR=f"127.0.0.1:{port}", UPT_NUM_PROCESSES=str(processes), UPT_PROCESS_ID=str(i))
+                extra = (
+                    {}
+                    if processes == 1
+                    else dict(
+                        UPT_COORDINATOR=f"127.0.0.1:{port}", UPT_NUM_PROCESSES=str(processes), UPT_PROCESS_ID=str(i)
+                    )
+                )
                 log = open(os.path.join(log_dir, f"job{j}-steps{steps}-p{i}of{processes}.log"), "w+")
                 logs.append(log)
                 owner.append(j)
-                procs.append(subprocess.Popen(args, cwd=ROOT, env=_env(devices, **extra),
-                                              stdout=log, stderr=subprocess.STDOUT))
+                procs.append(
+                    subprocess.Popen(args, cwd=ROOT, env=_env(devices, **extra), stdout=log, stderr=subprocess.STDOUT)
+                )
         if during is not None:
             during(procs)
         deadline = time.monotonic() + TIMEOUT_S
@@ -160,8 +180,9 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
             time.sleep(0.05)
         procs[1].send_signal(signal.SIGTERM)
 
-    (third,) = _run(config_file, [(multi, 8, 2, 2)], tmp_path, extra=["--config.checkpoint.every=100"],
-                    during=sigterm_process_1)
+    (third,) = _run(
+        config_file, [(multi, 8, 2, 2)], tmp_path, extra=["--config.checkpoint.every=100"], during=sigterm_process_1
+    )
     stops = [re.findall(r"stopped by SIGTERM at step (\d+); checkpoint saved", out) for out in third]
     assert all(len(s) == 1 for s in stops), third
     (p0,), (p1,) = stops

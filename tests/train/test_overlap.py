@@ -4,6 +4,7 @@ The pipeline (`pipelined_rollouts`) with fake generate/score functions: overlap 
 events (chunk 1's generation cannot finish until chunk 0's scoring has started), never with
 wall-clock thresholds. Then the trainer: C = 2 against C = 1, errors, close(), a short run.
 """
+
 import concurrent.futures
 import threading
 import time
@@ -113,6 +114,7 @@ def test_a_scoring_error_propagates_and_stops_generation():
         return 1.0
 
     with _Recording() as ex:
+
         def generate(k, chunk):
             generated.append(k)
             if k == 1:  # chunk 0's score has failed before chunk 1 is handed over

@@ -1,5 +1,6 @@
 """Sequence packing for the update step: the packer's invariants, and the same loss and gradients
 (and so the same update) as the padded rows, with micro-batches and over 8 simulated devices."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +12,9 @@ from upt_jax.models import init_model, make_mesh, preset
 from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
 from upt_jax.train.batching import first_fit_decreasing, pack_rows, pack_sequences, row_bucket, unpack
 
-CFG = preset("tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4,
-             num_kv_heads=2, head_dim=8)
+CFG = preset(
+    "tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4, num_kv_heads=2, head_dim=8
+)
 
 
 def hpt_rows(seed=0, *, questions=4, n=3, demo=True, max_resp=9, demo_len=(40, 60)):
@@ -125,8 +127,10 @@ def test_packed_loss_and_gradients_equal_padded(name, demo):
         rows["rewards"] = np.repeat([1, 1, 0, 0], g).astype(np.float32)
         rows["rewards"][np.flatnonzero(rows["rewards"])[::3]] = 0
     padded = {k: jnp.asarray(v) for k, v in rows.items()}
-    packed = dict(padded, **{k: jnp.asarray(v) for k, v in
-                             pack_sequences(rows["tokens"], rows["attention_mask"], group_size=g).items()})
+    packed = dict(
+        padded,
+        **{k: jnp.asarray(v) for k, v in pack_sequences(rows["tokens"], rows["attention_mask"], group_size=g).items()},
+    )
     l0, g0 = _loss_and_grads(recipe, padded, g)
     l1, g1 = _loss_and_grads(recipe, packed, g)
     assert float(jnp.abs(l0)) > 1e-3
@@ -140,15 +144,25 @@ def test_packed_loss_and_gradients_equal_padded(name, demo):
 def _train(recipe, batches, g, *, mesh=None, microbatches=1, packed=False):
     tx = make_optimizer(0.1, max_grad_norm=None, name="sgd")
     graphdef, state, shardings = create_train_state(init_model(CFG, 0), tx, seed=0, mesh=mesh)
-    step = make_train_step(graphdef, tx, upge_objective(recipe, group_size=g, chunk_size=16),
-                           num_microbatches=microbatches, group_size=g, mesh=mesh, shardings=shardings)
+    step = make_train_step(
+        graphdef,
+        tx,
+        upge_objective(recipe, group_size=g, chunk_size=16),
+        num_microbatches=microbatches,
+        group_size=g,
+        mesh=mesh,
+        shardings=shardings,
+    )
     d = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
     ms = []
     for rows in batches:
         batch = dict(rows)
         if packed:
-            batch.update(pack_sequences(rows["tokens"], rows["attention_mask"], row_multiple=d,
-                                        num_microbatches=microbatches, group_size=g))
+            batch.update(
+                pack_sequences(
+                    rows["tokens"], rows["attention_mask"], row_multiple=d, num_microbatches=microbatches, group_size=g
+                )
+            )
         if mesh is None:
             batch = {k: jnp.asarray(v) for k, v in batch.items()}
         state, m = step(state, batch)

@@ -2,6 +2,7 @@
 is active; a second signal and an expired grace period end the process at once; the previous
 handlers come back, a C-level one included. Each case runs in a subprocess (signals to itself);
 the trainer's use of it is tested end to end in ``test_crash.py`` and ``test_multiprocess.py``."""
+
 import os
 import subprocess
 import sys
@@ -14,8 +15,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _python(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 PRELUDE = """

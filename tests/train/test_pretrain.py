@@ -1,6 +1,7 @@
 """Pre-training the base model: the corpus data source (plain language modelling) lowers the
 NLL, `experiments/pretrain_tiny.py` is a valid config, and a later stage started from its
 checkpoint adopts the checkpoint's model shape."""
+
 import json
 import os
 
@@ -88,8 +89,9 @@ def test_corpus_pretraining_lowers_nll_and_later_stages_adopt_its_shape(tmp_path
     from upt_jax.train.run_model import load_run_model
 
     base, _, _, _ = load_run_model(run)
-    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), nnx.state(model, nnx.Param),
-                        nnx.state(base, nnx.Param))
+    same = jax.tree.map(
+        lambda a, b: bool(np.array_equal(a, b)), nnx.state(model, nnx.Param), nnx.state(base, nnx.Param)
+    )
     assert all(jax.tree.leaves(same))
 
 
@@ -106,7 +108,7 @@ def test_packed_corpus_rows(tmp_path):
     rows, _ = text_rows(tok, packed[:2])
     assert rows["tokens"].shape[1] == 1 + 512
     ids = [i for d in packed[0]["text"] for i in tok.encode(d) + [tok.eos_id]]
-    assert rows["tokens"][0, :len(ids)].tolist() == ids
+    assert rows["tokens"][0, : len(ids)].tolist() == ids
     assert rows["mask"][0].sum() == len(ids) - 1
 
 

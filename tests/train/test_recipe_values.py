@@ -7,6 +7,7 @@ advantage estimator registered by a user module outside ``upt_jax`` (``tests/tra
 Its parameters move every step even on an untrained model that earns no reward (the entropy bonus
 and the estimator's length term), so a bitwise comparison of final parameters means something.
 """
+
 import json
 import os
 import signal
@@ -33,10 +34,21 @@ NAME = "grpo_tis_entropy_lp"
 
 def composed_recipe():
     """GRPO + truncated IS + an entropy bonus + the user's ``length_penalised`` advantage."""
-    return upge.Recipe(NAME, (upge.Term("pg", rollout=upge.Parts(
-        stabiliser=(upge.part("ppo_clip", eps_low=0.2, eps_high=0.2), upge.part("tis", cap=2.0)),
-        reference=upge.part("behaviour"), advantage=upge.part("length_penalised", coef=0.5),
-        aggregation=upge.part("seq-mean-token-mean")), entropy_coef=0.01),))
+    return upge.Recipe(
+        NAME,
+        (
+            upge.Term(
+                "pg",
+                rollout=upge.Parts(
+                    stabiliser=(upge.part("ppo_clip", eps_low=0.2, eps_high=0.2), upge.part("tis", cap=2.0)),
+                    reference=upge.part("behaviour"),
+                    advantage=upge.part("length_penalised", coef=0.5),
+                    aggregation=upge.part("seq-mean-token-mean"),
+                ),
+                entropy_coef=0.01,
+            ),
+        ),
+    )
 
 
 @pytest.fixture
@@ -58,8 +70,7 @@ def test_a_recipe_value_trains_and_is_recorded(tmp_path):
     assert m["skipped"] == 0 and m["grad_norm"] > 0 and m["entropy"] > 0
     run = Path(c.run_dir)
     record = json.loads((run / "recipe.json").read_text())
-    assert record["terms"][0]["rollout"]["advantage"]["import"] == \
-        "tests.train.user_parts:length_penalised_advantages"
+    assert record["terms"][0]["rollout"]["advantage"]["import"] == "tests.train.user_parts:length_penalised_advantages"
     assert upge.recipe_from_dict(record) == composed_recipe()
     saved = json.loads((run / "config.json").read_text())
     assert saved["recipe"] == {"name": NAME, "hparams": {}}
@@ -82,8 +93,11 @@ def _recorded_run(tmp_path):
 def test_resuming_with_another_recipe_is_an_error(tmp_path, no_model):
     run = _recorded_run(tmp_path)
     c = shrink(grpo.get_config(), run, steps=2)  # plain GRPO on a run of the composed recipe
-    with pytest.raises(ValueError, match=r"holds a checkpoint of a run of recipe 'grpo_tis_entropy_lp'.*recipe "
-                                         r"'grpo' differs \(recipe\.name: 'grpo_tis_entropy_lp' ≠ 'grpo'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds a checkpoint of a run of recipe 'grpo_tis_entropy_lp'.*recipe "
+        r"'grpo' differs \(recipe\.name: 'grpo_tis_entropy_lp' ≠ 'grpo'\)",
+    ):
         Trainer(c)
     other = composed_recipe()
     other = upge.Recipe(NAME, (upge.Term("pg", rollout=other.terms[0].rollout, entropy_coef=0.02),))
@@ -123,11 +137,23 @@ def test_recipe_names_and_values_are_checked(tmp_path, no_model):
 # ----------------------------------------------------------------------------- kill, then `upt train`
 STEPS = 4
 WAIT_S = 300
-ARGV = ["--config", "experiments/grpo.py", "--config.model.overrides.num_layers=1",
-        "--config.data.tiers=('add_2',)", "--config.data.n_per_tier=64", f"--config.train.steps={STEPS}",
-        "--config.train.questions_per_step=2", "--config.rollout.n=2", "--config.rollout.max_new_tokens=8",
-        "--config.mesh.data=1", "--config.mesh.fsdp=1", "--config.mesh.tensor=-1",
-        "--config.checkpoint.every=1", "--config.checkpoint.keep=2", "--config.log.progress=False"]
+ARGV = [
+    "--config",
+    "experiments/grpo.py",
+    "--config.model.overrides.num_layers=1",
+    "--config.data.tiers=('add_2',)",
+    "--config.data.n_per_tier=64",
+    f"--config.train.steps={STEPS}",
+    "--config.train.questions_per_step=2",
+    "--config.rollout.n=2",
+    "--config.rollout.max_new_tokens=8",
+    "--config.mesh.data=1",
+    "--config.mesh.fsdp=1",
+    "--config.mesh.tensor=-1",
+    "--config.checkpoint.every=1",
+    "--config.checkpoint.keep=2",
+    "--config.log.progress=False",
+]
 # the composed recipe, built and trained in Python, in a process of its own
 TRAIN_VALUE = """
 import sys
@@ -141,8 +167,14 @@ t.close()
 
 
 def _child(log_path, argv):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        JAX_PLATFORMS="cpu",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        PYTHONHASHSEED="0",
+    )
     log = open(log_path, "w")
     return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log
 

@@ -1,5 +1,6 @@
 """What the trainer provides for issue #24's recipes: a teacher for opd_pg, a reference model for
 KTO, and a clear error for group advantages over groups of one rollout."""
+
 import pytest
 
 from upt_jax import upge

@@ -15,6 +15,7 @@
 
 What stays untested here: tensorstore's own GCS driver and gcsfs's HTTP calls.
 """
+
 import json
 import logging
 import os
@@ -31,9 +32,16 @@ from etils.epath import backend as epath_backend
 from fsspec.implementations.local import LocalFileSystem
 from orbax.checkpoint._src.path import gcs_utils
 
-from upt_jax.train.checkpoint import (MANIFEST, CheckpointError, Checkpointer, abstract_with_shardings,
-                                      incomplete_saves, latest_checkpoint_dir, restore_params,
-                                      verify_checkpoint)
+from upt_jax.train.checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    Checkpointer,
+    abstract_with_shardings,
+    incomplete_saves,
+    latest_checkpoint_dir,
+    restore_params,
+    verify_checkpoint,
+)
 from upt_jax.train.metrics_log import PARTS, MetricsWriter, read_metrics
 
 LOGGER = "upt_jax.train.checkpoint"
@@ -57,7 +65,7 @@ class FakeGCS(LocalFileSystem):
         path = os.fspath(path)
         for prefix in ("gs://", "gcs://"):
             if path.startswith(prefix):
-                return cls.root + "/" + path[len(prefix):].rstrip("/")
+                return cls.root + "/" + path[len(prefix) :].rstrip("/")
         return super()._strip_protocol(path)
 
     def _remote(self, path):
@@ -144,14 +152,19 @@ def test_the_emulated_bucket_is_an_object_store(bucket):
 # ----------------------------------------------------------------------------- checkpoints
 def _tree(seed):
     rs = np.random.default_rng(seed)
-    return {"params": {"w": jax.numpy.asarray(rs.standard_normal((4, 8)).astype(np.float32)),
-                       "b": jax.numpy.asarray(rs.standard_normal(8).astype(np.float32))},
-            "step": jax.numpy.asarray(seed, dtype=np.int32)}
+    return {
+        "params": {
+            "w": jax.numpy.asarray(rs.standard_normal((4, 8)).astype(np.float32)),
+            "b": jax.numpy.asarray(rs.standard_normal(8).astype(np.float32)),
+        },
+        "step": jax.numpy.asarray(seed, dtype=np.int32),
+    }
 
 
 def _equal(a, b):
-    return all(np.asarray(x).tobytes() == np.asarray(y).tobytes()
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return all(
+        np.asarray(x).tobytes() == np.asarray(y).tobytes() for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 def _save(directory, steps, **kw):
@@ -262,8 +275,7 @@ def test_metrics_log_on_a_bucket_appends_truncates_and_folds(bucket, caplog):
     assert [r["step"] for r in read_metrics(run_dir)] == list(range(1, 74))
     assert len(os.listdir(local / PARTS)) < 70
     w.close()
-    assert [json.loads(x)["step"] for x in (local / "metrics.jsonl").read_text().splitlines()] == \
-        list(range(1, 74))
+    assert [json.loads(x)["step"] for x in (local / "metrics.jsonl").read_text().splitlines()] == list(range(1, 74))
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -281,8 +293,7 @@ def test_pipeline_done_json_on_a_bucket(bucket, monkeypatch):
     monkeypatch.setattr(trainer, "train", fake_train)
     c = ml_collections.ConfigDict({"run_dir": f"{BUCKET}/pipe", "order": ("a", "b")})
     for name in c.order:
-        c[name] = ml_collections.ConfigDict({"model": {"init": "preset", "checkpoint": ""},
-                                             "train": {"steps": 2}})
+        c[name] = ml_collections.ConfigDict({"model": {"init": "preset", "checkpoint": ""}, "train": {"steps": 2}})
     reports = pipeline.run_pipeline(c)
     assert ran == [f"{BUCKET}/pipe/a", f"{BUCKET}/pipe/b"] and [r["status"] for r in reports] == ["ran"] * 2
     assert c.b.model.checkpoint == f"{BUCKET}/pipe/a"  # the hand-off names the bucket path

@@ -1,4 +1,5 @@
 """Reward models: Bradley–Terry loss, and training lifts held-out pair accuracy above chance."""
+
 import os
 
 import jax.numpy as jnp
@@ -156,11 +157,17 @@ def test_grpo_process_with_a_prm_in_the_loop(tmp_path):
 # run alike, before any model is built
 INVALID = {
     "mesh_vs_devices": ({"mesh.data": 3}, ValueError, r"config\.mesh data=3 .* does not fit 8 devices"),
-    "microbatches": ({"train.questions_per_step": 3, "train.microbatches": 2}, ValueError,
-                     r"questions_per_step=3 is not divisible by microbatches=2"),
+    "microbatches": (
+        {"train.questions_per_step": 3, "train.microbatches": 2},
+        ValueError,
+        r"questions_per_step=3 is not divisible by microbatches=2",
+    ),
     "max_nonfinite": ({"train.max_nonfinite_in_a_row": 0}, ValueError, r"config\.train\.max_nonfinite_in_a_row=0"),
-    "data_path_missing": ({"data.source": "file", "data.path": "/nonexistent/train*.jsonl"}, FileNotFoundError,
-                          r"config\.data\.path: .*train\*\.jsonl.* does not exist"),
+    "data_path_missing": (
+        {"data.source": "file", "data.path": "/nonexistent/train*.jsonl"},
+        FileNotFoundError,
+        r"config\.data\.path: .*train\*\.jsonl.* does not exist",
+    ),
 }
 
 
@@ -176,8 +183,10 @@ def test_a_reward_model_run_rejects_an_invalid_config_like_a_policy_run(tmp_path
         monkeypatch.setattr(module, "build_model", lambda *a, **k: pytest.fail("a model was built"))
     keys, exc, message = INVALID[case]
     experiment = reward_model if mode == "reward_model" else prm
-    for make, config in ((Trainer, _set(shrink(sft.get_config(), tmp_path / "policy", 1), **keys)),
-                         (RewardModelTrainer, _set(shrink(experiment.get_config(), tmp_path / mode, 1), **keys))):
+    for make, config in (
+        (Trainer, _set(shrink(sft.get_config(), tmp_path / "policy", 1), **keys)),
+        (RewardModelTrainer, _set(shrink(experiment.get_config(), tmp_path / mode, 1), **keys)),
+    ):
         with pytest.raises(exc, match=message):
             make(config)
 

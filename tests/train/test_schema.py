@@ -2,6 +2,7 @@
 ``base_config()``'s keys, every recipe's hyper-parameters, and rejects every value outside a key's
 domain — with a message naming the ``config.`` key and the allowed values — before anything is
 read or built (issue #20 item 2)."""
+
 import importlib
 import inspect
 import math
@@ -54,9 +55,11 @@ def test_schema_names_exactly_the_keys_of_base_config():
 
 
 def test_mode_sections_match_the_experiments_that_use_them():
-    for module, section in ((reward_model, "reward_model"), (importlib.import_module("experiments.prm"),
-                                                              "reward_model"),
-                            (importlib.import_module("experiments.star"), "star")):
+    for module, section in (
+        (reward_model, "reward_model"),
+        (importlib.import_module("experiments.prm"), "reward_model"),
+        (importlib.import_module("experiments.star"), "star"),
+    ):
         given = module.get_config()[section].to_dict()
         declared = {p.split(".", 1)[1]: k.default for p, k in schema.keys().items() if k.section == section}
         assert given == declared, module.__name__
@@ -66,8 +69,11 @@ def test_mode_sections_match_the_experiments_that_use_them():
 def test_every_recipe_hyperparameter_is_in_the_schema(name):
     """From the constructor's signature (defaults included); each has a domain and a doc."""
     base = "hpt" if name.startswith("hpt_") else name
-    params = {p.name: p.default for p in inspect.signature(upge.RECIPES[base]).parameters.values()
-              if p.kind is not p.VAR_KEYWORD and not (base != name and p.name == "variant")}
+    params = {
+        p.name: p.default
+        for p in inspect.signature(upge.RECIPES[base]).parameters.values()
+        if p.kind is not p.VAR_KEYWORD and not (base != name and p.name == "variant")
+    }
     hp = schema.recipe_hparams(name)
     assert {k: v.default for k, v in hp.items() if k in params} == params
     for k, key in hp.items():
@@ -75,8 +81,9 @@ def test_every_recipe_hyperparameter_is_in_the_schema(name):
         assert key.default in key.domain, f"{name}.{k}"
     cfg = base_config()
     cfg.recipe.name = name
-    cfg.recipe.hparams = ml_collections.ConfigDict({k: v.default for k, v in hp.items() if not v.only_with},
-                                                   type_safe=False)
+    cfg.recipe.hparams = ml_collections.ConfigDict(
+        {k: v.default for k, v in hp.items() if not v.only_with}, type_safe=False
+    )
     schema.validate(cfg)  # every default, passed explicitly, builds the recipe
 
 
@@ -96,8 +103,7 @@ def _walk_cases():
 
 
 @pytest.mark.parametrize("path,value", list(_walk_cases()))
-def test_every_key_rejects_values_outside_its_domain_before_anything_is_built(tmp_path, nothing_built, path,
-                                                                             value):
+def test_every_key_rejects_values_outside_its_domain_before_anything_is_built(tmp_path, nothing_built, path, value):
     c = shrink(grpo.get_config(), tmp_path / "run", steps=1)
     try:
         _set(c, path, value)
@@ -138,8 +144,9 @@ def test_every_recipe_hyperparameter_rejects_values_outside_its_domain(name):
                 schema.validate(c)
 
 
-@pytest.mark.parametrize("path,value", [(p, v) for p, k in schema.keys().items() if k.section
-                                        for v in k.domain.outside])
+@pytest.mark.parametrize(
+    "path,value", [(p, v) for p, k in schema.keys().items() if k.section for v in k.domain.outside]
+)
 def test_mode_section_keys_are_checked_by_reward_model_training(tmp_path, nothing_built, path, value):
     c = shrink(reward_model.get_config(), tmp_path / "rm", steps=1)
     if path.startswith("star."):
@@ -182,24 +189,33 @@ def test_issue20_configs_that_silently_meant_something_else_are_rejected(tmp_pat
 def test_unknown_key_is_named_with_the_closest_one(tmp_path, nothing_built):
     c = shrink(grpo.get_config(), tmp_path / "run", steps=1)
     c.train.learnng_rate = 1e-3
-    with pytest.raises(schema.ConfigError, match=r"config\.train\.learnng_rate is not a config key; did you "
-                                                 r"mean config\.train\.learning_rate\?"):
+    with pytest.raises(
+        schema.ConfigError,
+        match=r"config\.train\.learnng_rate is not a config key; did you "
+        r"mean config\.train\.learning_rate\?",
+    ):
         Trainer(c)
 
 
 def test_unknown_recipe_hyperparameter_lists_the_known_ones(tmp_path, nothing_built):
     c = shrink(grpo.get_config(), tmp_path / "run", steps=1)
     c.recipe.hparams = ml_collections.ConfigDict(dict(kl_coeff=0.1), type_safe=False)
-    with pytest.raises(schema.ConfigError, match=r"config\.recipe\.hparams\.kl_coeff: recipe 'grpo' has no such "
-                                                 r"hyper-parameter; its hyper-parameters: eps, kl_coef, kl_kind"):
+    with pytest.raises(
+        schema.ConfigError,
+        match=r"config\.recipe\.hparams\.kl_coeff: recipe 'grpo' has no such "
+        r"hyper-parameter; its hyper-parameters: eps, kl_coef, kl_kind",
+    ):
         Trainer(c)
 
 
 def test_hpt_gate_keyword_needs_its_gate(tmp_path, nothing_built):
     c = shrink(importlib.import_module("experiments.hpt").get_config(), tmp_path / "run", steps=1)
     c.recipe.hparams.temperature = 0.5  # the soft gate's τ, with the default hard gate
-    with pytest.raises(schema.ConfigError, match=r"config\.recipe\.hparams\.temperature=0\.5 applies to "
-                                                 r"gate='soft' only"):
+    with pytest.raises(
+        schema.ConfigError,
+        match=r"config\.recipe\.hparams\.temperature=0\.5 applies to "
+        r"gate='soft' only",
+    ):
         Trainer(c)
     c.recipe.hparams.gate = "soft"
     schema.validate(c)
@@ -208,8 +224,11 @@ def test_hpt_gate_keyword_needs_its_gate(tmp_path, nothing_built):
 def test_model_overrides_entries_are_modelconfig_fields(tmp_path, nothing_built):
     c = shrink(grpo.get_config(), tmp_path / "run", steps=1)
     c.model.overrides = dict(num_layer=2)
-    with pytest.raises(schema.ConfigError, match=r"config\.model\.overrides\.num_layer: not one of its keys: "
-                                                 r"vocab_size, hidden_size"):
+    with pytest.raises(
+        schema.ConfigError,
+        match=r"config\.model\.overrides\.num_layer: not one of its keys: "
+        r"vocab_size, hidden_size",
+    ):
         Trainer(c)
 
 
@@ -236,6 +255,9 @@ def test_pipeline_validates_every_stage_before_the_first_trains(tmp_path, monkey
 def test_system_prompt_needs_the_chat_template(tmp_path, nothing_built):
     c = shrink(sft.get_config(), tmp_path / "run", steps=1)
     c.data.system_prompt = "You are a helpful assistant."
-    with pytest.raises(schema.ConfigError, match=r"config\.data\.system_prompt is set but config\.data\."
-                                                 r"template='zero'"):
+    with pytest.raises(
+        schema.ConfigError,
+        match=r"config\.data\.system_prompt is set but config\.data\."
+        r"template='zero'",
+    ):
         Trainer(c)

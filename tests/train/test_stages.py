@@ -2,6 +2,7 @@
 rollout → score → assemble rows → frozen models' inputs → update, from the same config and seed,
 gives the parameters the `Trainer`'s step gives, bitwise (GRPO, and HPT with its demonstrations
 and in-jit gate)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,25 +45,34 @@ def _stage_step(config):
     tx = stages.optimizer(config)
     graphdef, state, shardings = create_train_state(model, tx, seed=config.seed, mesh=mesh)
     g, temperature = group_size(config, req.demos), rollout_temperature(config)
-    step_fn = stages.policy_step(config, recipe, graphdef, tx, group_size=g, temperature=temperature, mesh=mesh,
-                                 shardings=shardings)
+    step_fn = stages.policy_step(
+        config, recipe, graphdef, tx, group_size=g, temperature=temperature, mesh=mesh, shardings=shardings
+    )
     logp_fn = stages.policy_logp_fn(graphdef, chunk_size=config.train.logprob_chunk, temperature=temperature)
     ref_params = jax.tree.map(jnp.copy, state.params) if req.reference else None
     sampler = Sampler(model, pad_id=tok.pad_id, mesh=mesh, streams=1)
-    dataset = make_dataset(load_records(config, recipe), seed=config.seed, num_epochs=None,
-                           batch_size=config.train.questions_per_step, drop_remainder=True)
+    dataset = make_dataset(
+        load_records(config, recipe),
+        seed=config.seed,
+        num_epochs=None,
+        batch_size=config.train.questions_per_step,
+        drop_remainder=True,
+    )
 
     records = next(iter(dataset))
     prompts = [prompt_ids(tok, r, config.data.template, system_prompt=config.data.system_prompt) for r in records]
     key = jax.random.fold_in(state.key, 0)  # step 0's key; its first draw samples with fold_in(key, 0)
-    rollouts = stages.sample(sampler, state.params, records, prompts, jax.random.fold_in(key, 0),
-                             sampling_params(config, tok))
+    rollouts = stages.sample(
+        sampler, state.params, records, prompts, jax.random.fold_in(key, 0), sampling_params(config, tok)
+    )
     scored = stages.score(stages.Scorer(tok, verifier=_CoinVerifier()), rollouts)
-    rows, info = stages.assemble_rows(scored, tok, demos=req.demos, recipe_name=recipe.name,
-                                      replay=kept_set_replay(config))
+    rows, info = stages.assemble_rows(
+        scored, tok, demos=req.demos, recipe_name=recipe.name, replay=kept_set_replay(config)
+    )
     rows.pop("truncated")
-    batch = stages.frozen_inputs(stages.to_device(rows, mesh), params=state.params, key=key, logp_fn=logp_fn,
-                                 ref_params=ref_params, mesh=mesh)
+    batch = stages.frozen_inputs(
+        stages.to_device(rows, mesh), params=state.params, key=key, logp_fn=logp_fn, ref_params=ref_params, mesh=mesh
+    )
     state, metrics = stages.update(step_fn, state, batch, epochs=config.train.update_epochs)
     return state, metrics, scored, rows, info
 
@@ -104,5 +114,13 @@ def test_typed_values_reject_what_breaks_their_contract():
     with pytest.raises(ValueError, match="one shape"):
         stages.Rows(dict(tokens=np.zeros((2, 3)), attention_mask=np.zeros((2, 3)), mask=np.zeros((1, 3))))
     with pytest.raises(ValueError, match="need 4 responses"):
-        stages.Rollouts(records=[{}, {}], prompts=[[1], [2]], n=2, responses=[[1]] * 3, logp=[np.zeros(1)] * 4,
-                        sampling_logp=[np.zeros(1)] * 4, thresholds=[np.zeros(1)] * 4, finished=[True] * 4)
+        stages.Rollouts(
+            records=[{}, {}],
+            prompts=[[1], [2]],
+            n=2,
+            responses=[[1]] * 3,
+            logp=[np.zeros(1)] * 4,
+            sampling_logp=[np.zeros(1)] * 4,
+            thresholds=[np.zeros(1)] * 4,
+            finished=[True] * 4,
+        )

@@ -1,5 +1,6 @@
 """STaR rounds: correct rationales kept, failures rationalised with a hint (stored without it),
 each round fine-tunes the base model, finished rounds skipped on rerun."""
+
 import json
 import os
 

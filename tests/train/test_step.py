@@ -1,4 +1,5 @@
 """The jitted update step: sharding- and micro-batch-invariant, skips non-finite updates."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +11,9 @@ from upt_jax.models.logprobs import sequence_logprobs
 from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
 from tests.train.batches import rl_batch
 
-CFG = preset("tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4,
-             num_kv_heads=2, head_dim=8)
+CFG = preset(
+    "tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4, num_kv_heads=2, head_dim=8
+)
 G = 4
 
 
@@ -20,8 +22,9 @@ def _run(recipe, steps=3, *, mesh=None, microbatches=1, lr=1e-2, seed=0, batches
     tx = make_optimizer(lr, max_grad_norm=1.0, name=opt)
     graphdef, state, shardings = create_train_state(model, tx, seed=seed, mesh=mesh)
     objective = upge_objective(recipe, group_size=G, chunk_size=8)
-    step = make_train_step(graphdef, tx, objective, num_microbatches=microbatches, group_size=G,
-                           mesh=mesh, shardings=shardings)
+    step = make_train_step(
+        graphdef, tx, objective, num_microbatches=microbatches, group_size=G, mesh=mesh, shardings=shardings
+    )
     metrics = []
     for i in range(steps):
         batch = batches[i] if batches else rl_batch(CFG.vocab_size, group_size=G, seed=i)
@@ -31,8 +34,9 @@ def _run(recipe, steps=3, *, mesh=None, microbatches=1, lr=1e-2, seed=0, batches
 
 
 def _max_diff(a, b):
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 @pytest.mark.parametrize("name", ["grpo", "hpt"])
@@ -95,8 +99,7 @@ def test_grad_norm_bound_skips():
     assert _max_diff(new.params, state.params) == 0.0
 
 
-@pytest.mark.parametrize("lr,why", [(float("nan"), "nonfinite"), (1e30, "nonfinite"),
-                                    (1e3, "update_too_large")])
+@pytest.mark.parametrize("lr,why", [(float("nan"), "nonfinite"), (1e30, "nonfinite"), (1e3, "update_too_large")])
 def test_a_diverged_result_is_never_applied(lr, why):
     """The loss and gradient are finite, but the learning rate makes the updated parameters NaN
     (lr = nan), overflows the update's norm (1e30) or moves the parameters by far more than their
@@ -121,8 +124,7 @@ def test_update_ratio_bound_keeps_ordinary_updates():
     model = init_model(CFG, 0)
     tx = make_optimizer(1e-2, max_grad_norm=1.0)
     graphdef, state, _ = create_train_state(model, tx)
-    step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("sft")), skip_update_ratio=1.0,
-                           donate=False)
+    step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("sft")), skip_update_ratio=1.0, donate=False)
     new, m = step(state, rl_batch(CFG.vocab_size, group_size=G))
     assert int(m["skipped"]) == 0 and _max_diff(new.params, state.params) > 0
     assert 0 < float(m["update_norm"]) < 0.5 * float(m["param_norm"])
@@ -134,8 +136,14 @@ def _first_step(recipe, batch, group_size, microbatches=1):
     logp = np.asarray(sequence_logprobs(model, batch["tokens"], batch["attention_mask"]))
     tx = make_optimizer(1e-2)
     graphdef, state, _ = create_train_state(model, tx)
-    step = make_train_step(graphdef, tx, upge_objective(recipe, group_size=group_size, chunk_size=8),
-                           num_microbatches=microbatches, group_size=group_size, donate=False)
+    step = make_train_step(
+        graphdef,
+        tx,
+        upge_objective(recipe, group_size=group_size, chunk_size=8),
+        num_microbatches=microbatches,
+        group_size=group_size,
+        donate=False,
+    )
     _, m = step(state, batch)
     return logp, jax.device_get(m)
 

@@ -7,6 +7,7 @@ rollout temperature in both places). Checked here: the sampler's log-probs are t
 policy's, the step-0 importance ratio is 1, and the update's gradient equals the gradient of the
 GRPO loss written out by hand on the full tempered log-softmax.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +21,9 @@ from upt_jax.train import create_train_state, make_optimizer, make_train_step, u
 from upt_jax.train.batching import pack_rows
 from upt_jax.train.trainer import rollout_temperature
 
-CFG = preset("tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4,
-             num_kv_heads=2, head_dim=8)
+CFG = preset(
+    "tiny", num_layers=2, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=4, num_kv_heads=2, head_dim=8
+)
 PROMPTS = [[3, 4, 5], [9, 10], [20, 21, 22, 23]]
 G, TAU = 4, 0.7
 
@@ -36,9 +38,13 @@ def rollouts(model):
     """GRPO rows from rollouts sampled at τ: old_logp is the sampler's, rewards vary in every group."""
     params = SamplingParams(max_new_tokens=6, temperature=TAU, n=G)
     out = Sampler(model).generate(PROMPTS, jax.random.key(0), params)
-    resp = [out.tokens[i, :out.lengths[i]].tolist() for i in range(len(out.lengths))]
-    rows = pack_rows([PROMPTS[j] for j in out.prompt_index], resp, pad_id=0,
-                     response_values=dict(old_logp=[out.logprobs[i, :out.lengths[i]] for i in range(len(resp))]))
+    resp = [out.tokens[i, : out.lengths[i]].tolist() for i in range(len(out.lengths))]
+    rows = pack_rows(
+        [PROMPTS[j] for j in out.prompt_index],
+        resp,
+        pad_id=0,
+        response_values=dict(old_logp=[out.logprobs[i, : out.lengths[i]] for i in range(len(resp))]),
+    )
     rows.pop("truncated")
     rows["rewards"] = np.tile(np.asarray([1.0, 0.0, 0.0, 1.0], np.float32), len(PROMPTS))
     return out, {k: jnp.asarray(v) for k, v in rows.items()}

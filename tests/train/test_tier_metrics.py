@@ -1,5 +1,6 @@
 """Per-tier training reward (`reward/<tier>`): each tier's groups averaged apart, so a comparison
 can plot what RL does on its RL tier and on the replayed tiers separately."""
+
 import jax
 import numpy as np
 import pytest

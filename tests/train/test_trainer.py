@@ -1,4 +1,5 @@
 """The training loop end to end: resume is bitwise, pipelines hand off and are idempotent."""
+
 import json
 import os
 
@@ -232,8 +233,9 @@ def test_rft_trains_only_on_verified_rollouts(tmp_path):
     finally:
         t.close()
     rewards, mask = rows["rewards"], rows["mask"]
-    dens = upge.denominators(t.recipe, dict(mask=jax.numpy.asarray(mask), rewards=jax.numpy.asarray(rewards)),
-                             group_size=t.group_size)
+    dens = upge.denominators(
+        t.recipe, dict(mask=jax.numpy.asarray(mask), rewards=jax.numpy.asarray(rewards)), group_size=t.group_size
+    )
     # only the tokens of rollouts the verifier accepted count
     assert float(dens["sft"]) == float(mask[rewards > 0.5].sum())
     assert 0 < float(dens["sft"]) < float(mask.sum())

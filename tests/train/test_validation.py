@@ -1,5 +1,6 @@
 """Bad configs and bad inputs get a clear message naming the config key, before any model is built
 (``build_model`` is replaced by a function that fails the test)."""
+
 import json
 import logging
 import os
@@ -26,9 +27,19 @@ def no_model(monkeypatch):
 def _hf_dir(tmp_path, files):
     d = tmp_path / "hf"
     d.mkdir()
-    (d / "config.json").write_text(json.dumps({"model_type": "qwen2", "vocab_size": 64, "hidden_size": 32,
-                                               "intermediate_size": 64, "num_hidden_layers": 1,
-                                               "num_attention_heads": 4, "num_key_value_heads": 2}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "vocab_size": 64,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+            }
+        )
+    )
     for name, data in files.items():
         (d / name).write_bytes(data)
     return str(d)
@@ -52,49 +63,106 @@ def _set(c, **kw):
 
 
 CASES = {
-    "hpt_gamma_one": (lambda t: _hpt(t, 1.0), ValueError,
-                      r"config\.recipe\.hparams\.gamma=1\.0.*0 ≤ γ < 1.*config\.rollout\.n=4.*0/4, 1/4.*no P exceeds γ"),
-    "hpt_gamma_negative": (lambda t: _hpt(t, -0.25), ValueError,
-                           r"config\.recipe\.hparams\.gamma=-0\.25.*no demonstration would ever be used"),
-    "group_advantage_n1": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"rollout.n": 1}),
-                           ValueError, r"config\.rollout\.n=1.*group-normalised advantages \(grpo\)"),
+    "hpt_gamma_one": (
+        lambda t: _hpt(t, 1.0),
+        ValueError,
+        r"config\.recipe\.hparams\.gamma=1\.0.*0 ≤ γ < 1.*config\.rollout\.n=4.*0/4, 1/4.*no P exceeds γ",
+    ),
+    "hpt_gamma_negative": (
+        lambda t: _hpt(t, -0.25),
+        ValueError,
+        r"config\.recipe\.hparams\.gamma=-0\.25.*no demonstration would ever be used",
+    ),
+    "group_advantage_n1": (
+        lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"rollout.n": 1}),
+        ValueError,
+        r"config\.rollout\.n=1.*group-normalised advantages \(grpo\)",
+    ),
     "hpt_n1": (lambda t: _hpt(t, 0.0, n=1), ValueError, r"config\.rollout\.n=1.*'hpt'"),
-    "mesh_vs_devices": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"mesh.data": 3}),
-                        ValueError, r"config\.mesh data=3 .* does not fit 8 devices"),
-    "mesh_zero": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"mesh.fsdp": 0}),
-                  ValueError, r"config\.mesh\.fsdp=0: must be an int ≥ 1, or -1"),
-    "rows_vs_mesh": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1),
-                                    **{"train.questions_per_step": 1, "rollout.n": 3}),
-                     ValueError, r"3 rows \(config\.train\.questions_per_step=1 × group size 3\) do not split "
-                                 r"over config\.mesh data × fsdp = 2"),
-    "microbatches": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1),
-                                    **{"train.questions_per_step": 3, "train.microbatches": 2}),
-                     ValueError, r"questions_per_step=3 is not divisible by microbatches=2"),
-    "max_nonfinite": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"train.max_nonfinite_in_a_row": 0}),
-                      ValueError, r"config\.train\.max_nonfinite_in_a_row=0"),
-    "hf_dir_missing": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1),
-                                      **{"model.init": "hf", "model.hf_dir": str(t / "nope")}),
-                       FileNotFoundError, r"config\.model\.hf_dir=.*nope.* is not a directory"),
-    "hf_dir_pickle_only": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{
-        "model.init": "hf", "model.hf_dir": _hf_dir(t, {"pytorch_model.bin": pickle.dumps({"w": 1})})}),
-        ValueError, r"config\.model\.hf_dir=.*only pickle-based weights.*safetensors only"),
-    "hf_dir_no_weights": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{
-        "model.init": "hf", "model.hf_dir": _hf_dir(t, {})}),
-        FileNotFoundError, r"config\.model\.hf_dir=.*has no model\.safetensors"),
-    "init_checkpoint_missing": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{
-        "model.init": "checkpoint", "model.checkpoint": str(t / "no_run")}),
-        FileNotFoundError, r"config\.model\.checkpoint=.*no_run.* is not a directory"),
-    "init_checkpoint_empty": (lambda t: (os.makedirs(t / "empty_run" / "checkpoints"), _set(
-        shrink(grpo.get_config(), t / "run", 1), **{"model.init": "checkpoint",
-                                                   "model.checkpoint": str(t / "empty_run")}))[1],
-        FileNotFoundError, r"config\.model\.checkpoint=.*empty_run.* holds no saved step"),
-    "tokenizer_missing": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"tokenizer": str(t / "tok")}),
-                          FileNotFoundError, r"config\.tokenizer=.*tok.* is neither 'char' nor"),
-    "data_path_missing": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{
-        "data.source": "file", "data.path": str(t / "train*.jsonl")}),
-        FileNotFoundError, r"config\.data\.path: .*train\*\.jsonl.* does not exist"),
-    "data_path_empty": (lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"data.source": "file"}),
-                        ValueError, r"config\.data\.path is empty"),
+    "mesh_vs_devices": (
+        lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"mesh.data": 3}),
+        ValueError,
+        r"config\.mesh data=3 .* does not fit 8 devices",
+    ),
+    "mesh_zero": (
+        lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"mesh.fsdp": 0}),
+        ValueError,
+        r"config\.mesh\.fsdp=0: must be an int ≥ 1, or -1",
+    ),
+    "rows_vs_mesh": (
+        lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"train.questions_per_step": 1, "rollout.n": 3}),
+        ValueError,
+        r"3 rows \(config\.train\.questions_per_step=1 × group size 3\) do not split "
+        r"over config\.mesh data × fsdp = 2",
+    ),
+    "microbatches": (
+        lambda t: _set(
+            shrink(grpo.get_config(), t / "run", 1), **{"train.questions_per_step": 3, "train.microbatches": 2}
+        ),
+        ValueError,
+        r"questions_per_step=3 is not divisible by microbatches=2",
+    ),
+    "max_nonfinite": (
+        lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"train.max_nonfinite_in_a_row": 0}),
+        ValueError,
+        r"config\.train\.max_nonfinite_in_a_row=0",
+    ),
+    "hf_dir_missing": (
+        lambda t: _set(
+            shrink(grpo.get_config(), t / "run", 1), **{"model.init": "hf", "model.hf_dir": str(t / "nope")}
+        ),
+        FileNotFoundError,
+        r"config\.model\.hf_dir=.*nope.* is not a directory",
+    ),
+    "hf_dir_pickle_only": (
+        lambda t: _set(
+            shrink(grpo.get_config(), t / "run", 1),
+            **{"model.init": "hf", "model.hf_dir": _hf_dir(t, {"pytorch_model.bin": pickle.dumps({"w": 1})})},
+        ),
+        ValueError,
+        r"config\.model\.hf_dir=.*only pickle-based weights.*safetensors only",
+    ),
+    "hf_dir_no_weights": (
+        lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"model.init": "hf", "model.hf_dir": _hf_dir(t, {})}),
+        FileNotFoundError,
+        r"config\.model\.hf_dir=.*has no model\.safetensors",
+    ),
+    "init_checkpoint_missing": (
+        lambda t: _set(
+            shrink(grpo.get_config(), t / "run", 1),
+            **{"model.init": "checkpoint", "model.checkpoint": str(t / "no_run")},
+        ),
+        FileNotFoundError,
+        r"config\.model\.checkpoint=.*no_run.* is not a directory",
+    ),
+    "init_checkpoint_empty": (
+        lambda t: (
+            os.makedirs(t / "empty_run" / "checkpoints"),
+            _set(
+                shrink(grpo.get_config(), t / "run", 1),
+                **{"model.init": "checkpoint", "model.checkpoint": str(t / "empty_run")},
+            ),
+        )[1],
+        FileNotFoundError,
+        r"config\.model\.checkpoint=.*empty_run.* holds no saved step",
+    ),
+    "tokenizer_missing": (
+        lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"tokenizer": str(t / "tok")}),
+        FileNotFoundError,
+        r"config\.tokenizer=.*tok.* is neither 'char' nor",
+    ),
+    "data_path_missing": (
+        lambda t: _set(
+            shrink(grpo.get_config(), t / "run", 1), **{"data.source": "file", "data.path": str(t / "train*.jsonl")}
+        ),
+        FileNotFoundError,
+        r"config\.data\.path: .*train\*\.jsonl.* does not exist",
+    ),
+    "data_path_empty": (
+        lambda t: _set(shrink(grpo.get_config(), t / "run", 1), **{"data.source": "file"}),
+        ValueError,
+        r"config\.data\.path is empty",
+    ),
 }
 
 
@@ -161,8 +229,11 @@ def test_disk_check_sizes_keep_plus_one_checkpoints(tmp_path, monkeypatch):
     one = trainer_lib.checkpoint_bytes_estimate(c, vocab_size=105)
     os.makedirs(c.run_dir)
     _free(monkeypatch, lambda: 2.5 * one)
-    with pytest.raises(OSError, match=r"but 3 more checkpoint\(s\) need about .*config\.checkpoint\.keep=2 "
-                                      r"kept plus one being written"):
+    with pytest.raises(
+        OSError,
+        match=r"but 3 more checkpoint\(s\) need about .*config\.checkpoint\.keep=2 "
+        r"kept plus one being written",
+    ):
         checks.check_disk(c, vocab_size=105)
     for step in (4, 5):  # two saved already (an older run of this directory)
         os.makedirs(os.path.join(c.run_dir, "checkpoints", str(step)))

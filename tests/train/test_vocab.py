@@ -1,6 +1,7 @@
 """A tokenizer that does not fit the model is an error naming ``config.tokenizer`` (issue #18
 item 2), raised after the tokenizer is read and before any model is built; a model vocabulary
 larger than the tokenizer's (padded embeddings, as Qwen's) is fine."""
+
 import json
 import os
 import re
@@ -41,8 +42,17 @@ def _tokenizer(directory, extra: int = 0) -> str:
 def _hf_model(directory, vocab_size: int, tokenizer_extra: int | None = None) -> str:
     """A tiny random Qwen2 HF checkpoint with ``vocab_size`` embedding rows (and its own tokenizer
     of ``105 + tokenizer_extra`` tokens when given)."""
-    cfg = preset("tiny", vocab_size=vocab_size, num_layers=1, hidden_size=32, intermediate_size=64, num_heads=2,
-                 num_kv_heads=1, head_dim=16, tie_word_embeddings=True)
+    cfg = preset(
+        "tiny",
+        vocab_size=vocab_size,
+        num_layers=1,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=16,
+        tie_word_embeddings=True,
+    )
     save_hf_checkpoint(init_model(cfg, 0), directory)
     if tokenizer_extra is not None:
         _tokenizer(directory, tokenizer_extra)
@@ -60,10 +70,15 @@ def test_builtin_tokenizer_on_a_hf_model_with_its_own_tokenizer_is_an_error(tmp_
     """The issue's case: --config.tokenizer left out on a 487-token model that ships its tokenizer."""
     hf = _hf_model(tmp_path / "hf", 487, tokenizer_extra=382)
     c = _config(tmp_path, init="hf", hf_dir=hf)
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             f"config.tokenizer='char' is the built-in 105-token character tokenizer, but config.model.hf_dir="
-            f"'{hf}' ships its own tokenizer (tokenizer.json) for its 487-token vocabulary") + ".*"
-            + re.escape(f"--config.tokenizer={hf}")):
+            f"'{hf}' ships its own tokenizer (tokenizer.json) for its 487-token vocabulary"
+        )
+        + ".*"
+        + re.escape(f"--config.tokenizer={hf}"),
+    ):
         Trainer(c)
     c.tokenizer = hf
     with pytest.raises(Built):  # its own tokenizer: every check passes
@@ -73,8 +88,13 @@ def test_builtin_tokenizer_on_a_hf_model_with_its_own_tokenizer_is_an_error(tmp_
 def test_tokenizer_larger_than_the_model_vocabulary_is_an_error(tmp_path, stop_at_build):
     hf = _hf_model(tmp_path / "hf", 64)  # no tokenizer files
     c = _config(tmp_path, init="hf", hf_dir=hf)
-    with pytest.raises(ValueError, match=re.escape(f"config.tokenizer='char' has 105 tokens but config.model.hf_dir="
-                                                   f"'{hf}' embeds 64: ids ≥ 64 have no embedding")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"config.tokenizer='char' has 105 tokens but config.model.hf_dir="
+            f"'{hf}' embeds 64: ids ≥ 64 have no embedding"
+        ),
+    ):
         Trainer(c)
 
 
@@ -94,8 +114,9 @@ def test_checkpoint_trained_with_another_tokenizer_is_carried_not_replaced_by_ch
     prev = tmp_path / "prev"
     os.makedirs(prev / "checkpoints" / "1")
     tok = _tokenizer(tmp_path / "tok", extra=382)
-    (prev / "config.json").write_text(json.dumps({"tokenizer": tok, "model": {"preset": "tiny",
-                                                                               "overrides": {"num_layers": 1}}}))
+    (prev / "config.json").write_text(
+        json.dumps({"tokenizer": tok, "model": {"preset": "tiny", "overrides": {"num_layers": 1}}})
+    )
     c = _config(tmp_path, init="checkpoint", checkpoint=str(prev))
     with pytest.raises(Built):
         Trainer(c)
@@ -105,8 +126,11 @@ def test_checkpoint_trained_with_another_tokenizer_is_carried_not_replaced_by_ch
 def test_preset_vocabulary_override_smaller_than_the_tokenizer_is_an_error(tmp_path, stop_at_build):
     c = _config(tmp_path)
     c.model.overrides.vocab_size = 64
-    with pytest.raises(ValueError, match=r"config\.tokenizer='char' has 105 tokens but config\.model\.overrides\."
-                                         r"vocab_size=64"):
+    with pytest.raises(
+        ValueError,
+        match=r"config\.tokenizer='char' has 105 tokens but config\.model\.overrides\."
+        r"vocab_size=64",
+    ):
         Trainer(c)
 
 

@@ -4,6 +4,7 @@ A recipe that uses it records ``tests.train.user_parts:length_penalised_advantag
 import path, so a new process (``upt train`` resuming the run) imports this module, whose top
 level registers the part again.
 """
+
 import jax.numpy as jnp
 
 from upt_jax import upge
@@ -18,5 +19,4 @@ def length_penalised_advantages(c, coef=0.5):
     return ((c.rewards - r_mean) - coef * (lengths - l_mean) / c.mask.shape[-1]) * c.rows
 
 
-upge.register_advantage("length_penalised", length_penalised_advantages,
-                        needs=upge.Needs(batch=("rewards",), groups=2))
+upge.register_advantage("length_penalised", length_penalised_advantages, needs=upge.Needs(batch=("rewards",), groups=2))

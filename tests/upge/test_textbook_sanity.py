@@ -134,8 +134,7 @@ def test_grpo_k3_kl_term_gradient():
     logp, mask, _ = _grpo_inputs()
     rewards = f32([1.0, 1.0, 0.0, 0.0])  # all advantages zero -> only KL remains
     ref = logp + math.log(2.0)  # pi_ref / pi = 2 everywhere
-    g = jax.grad(lambda lp: tb.grpo(lp, lp, mask, rewards, group_size=2, beta=0.04,
-                                    ref_logp=ref))(logp)
+    g = jax.grad(lambda lp: tb.grpo(lp, lp, mask, rewards, group_size=2, beta=0.04, ref_logp=ref))(logp)
     # d/dlogp [beta * k3] = beta * (1 - 2) = -0.04, divided by |o_i| and B.
     lens = np.array([2.0, 3.0, 1.0, 2.0])
     expected = (-0.04 / lens / 4.0)[:, None] * np.asarray(mask)
@@ -158,8 +157,7 @@ def test_dapo_clip_higher():
     logp = old + f32(np.log(ratios))[None]
     logp2 = jnp.concatenate([logp, old])
     mask2 = jnp.concatenate([mask, f32([[1, 0, 0]])])
-    g = jax.grad(lambda lp: tb.dapo(lp, jnp.concatenate([old, old]), mask2, rewards,
-                                    group_size=2))(logp2)
+    g = jax.grad(lambda lp: tb.dapo(lp, jnp.concatenate([old, old]), mask2, rewards, group_size=2))(logp2)
     a = 0.5 / (0.5 + 1e-6)
     close(g[0], [-a * 1.25 / 4, 0.0, -a * 1.0 / 4])
     close(g[1], [a / 4, 0.0, 0.0])
@@ -220,8 +218,7 @@ def test_dpo_zero_margin_is_log2_and_gradient():
     chosen, rejected, cm, rm = _pref_inputs()
     # reference equal to policy -> h = 0
     for ls in (0.0, 0.1):
-        close(tb.dpo(chosen, rejected, cm, rm, chosen, rejected, label_smoothing=ls),
-              math.log(2.0))
+        close(tb.dpo(chosen, rejected, cm, rm, chosen, rejected, label_smoothing=ls), math.log(2.0))
     g_c, g_r = jax.grad(tb.dpo, argnums=(0, 1))(chosen, rejected, cm, rm, chosen, rejected)
     # dL/dh = -beta * sigma(-beta h) = -0.05 at h = 0.
     close(g_c, [[-0.05, -0.05, 0.0]])
@@ -306,8 +303,7 @@ def test_srft_weights():
     demo_logp = f32([[-0.5, -0.5]])
     demo_mask = f32([[1, 1]])
     demo_ent = f32([[1.0, 1.0]])
-    fn = lambda lp, dlp: tb.srft(lp, mask, rewards, ent, dlp, demo_mask, demo_ent,
-                                 group_size=2)
+    fn = lambda lp, dlp: tb.srft(lp, mask, rewards, ent, dlp, demo_mask, demo_ent, group_size=2)
     g, gd = jax.grad(fn, argnums=(0, 1))(logp, demo_logp)
     w_rl = 0.1 * math.exp(2.0)
     close(g, [[-w_rl / 3, -w_rl / 3], [1.0 / 3, 0.0]], atol=1e-5)
@@ -343,18 +339,17 @@ def test_hpt_paper_text_routing():
 def test_hpt_released_code_normalisation():
     logp, mask, rewards, demo_logp, demo_mask = _hpt_inputs()
     old = logp - f32([[0.0, 0.0], [0.0, 0.0], [0.5, 0.0], [0.0, 0.0]])  # ratio e^0.5
-    fn = lambda lp, dlp: tb.hpt(lp, old, mask, rewards, dlp, demo_mask, group_size=2,
-                                variant="released_code")
+    fn = lambda lp, dlp: tb.hpt(lp, old, mask, rewards, dlp, demo_mask, group_size=2, variant="released_code")
     g, gd = jax.grad(fn, argnums=(0, 1))(logp, demo_logp)
     denom = 2.0 * 3.0  # L = T = 2, rows = 2 rollouts + 1 demo
     # A = r - mean = +/- 0.5, no clip: grad = -A * ratio / denom.
-    close(g, [[0.0, 0.0], [0.0, 0.0], [-0.5 * math.exp(0.5) / denom, -0.5 / denom],
-              [0.5 / denom, 0.0]])
+    close(g, [[0.0, 0.0], [0.0, 0.0], [-0.5 * math.exp(0.5) / denom, -0.5 / denom], [0.5 / denom, 0.0]])
     # SFT: the NLL token mean pooled over the routed demo tokens (q0's 2 tokens).
     close(gd, [[-0.5, -0.5], [0.0, 0.0]])
     # sft_loss_coef scales the demonstration part only
-    fn3 = lambda lp, dlp: tb.hpt(lp, old, mask, rewards, dlp, demo_mask, group_size=2,
-                                 variant="released_code", sft_loss_coef=0.25)
+    fn3 = lambda lp, dlp: tb.hpt(
+        lp, old, mask, rewards, dlp, demo_mask, group_size=2, variant="released_code", sft_loss_coef=0.25
+    )
     g3, gd3 = jax.grad(fn3, argnums=(0, 1))(logp, demo_logp)
     close(g3, g)
     close(gd3, [[-0.125, -0.125], [0.0, 0.0]])
@@ -365,8 +360,7 @@ def test_hpt_released_code_sft_only_pools_demo_tokens():
     # 3 tokens weighs 1/3 (a pooled token mean, not a per-row mean or a sum / (L * rows)).
     logp, mask, _, demo_logp, demo_mask = _hpt_inputs()
     rewards = f32([0.0, 0.0, 0.0, 0.0])
-    fn = lambda lp, dlp: tb.hpt(lp, lp, mask, rewards, dlp, demo_mask, group_size=2,
-                                variant="released_code")
+    fn = lambda lp, dlp: tb.hpt(lp, lp, mask, rewards, dlp, demo_mask, group_size=2, variant="released_code")
     g, gd = jax.grad(fn, argnums=(0, 1))(logp, demo_logp)
     close(g, jnp.zeros_like(logp))
     close(gd, [[-1.0 / 3, -1.0 / 3], [-1.0 / 3, 0.0]])

@@ -84,21 +84,21 @@ def test_clip_cov_detaches_random_eligible_tokens_chosen_by_the_key():
         key = jax.random.PRNGKey(seed)
         u = jax.random.uniform(key, (2, 2), jnp.float32)
         for ratio, n in [(2e-4, 1), (0.5, 2)]:
-            fn = lambda lp: tb.clip_cov(lp, lp, mask, rewards, key, group_size=2, clip_ratio=ratio,
-                                        cov_low=0.5)
+            fn = lambda lp: tb.clip_cov(lp, lp, mask, rewards, key, group_size=2, clip_ratio=ratio, cov_low=0.5)
             detached = _smallest(u, np.ones((2, 2), bool), n)
             close(jax.grad(fn)(logp), np.where(detached, 0.0, dense))
             if n == 1:
                 seen.add(int(np.argmax(detached.ravel())))
         # the same key gives the same selection
-        close(jax.grad(lambda lp: tb.clip_cov(lp, lp, mask, rewards, key, group_size=2,
-                                              cov_low=0.5))(logp),
-              jax.grad(lambda lp: tb.clip_cov(lp, lp, mask, rewards, key, group_size=2,
-                                              cov_low=0.5))(logp))
+        close(
+            jax.grad(lambda lp: tb.clip_cov(lp, lp, mask, rewards, key, group_size=2, cov_low=0.5))(logp),
+            jax.grad(lambda lp: tb.clip_cov(lp, lp, mask, rewards, key, group_size=2, cov_low=0.5))(logp),
+        )
     assert len(seen) > 1  # the key decides
     # covariance outside (cov_low, cov_high): nothing is detached, plain PPO gradient
-    g = jax.grad(lambda lp: tb.clip_cov(lp, lp, mask, rewards, jax.random.PRNGKey(0),
-                                        group_size=2))(logp)  # cov_low = 1 > a
+    g = jax.grad(lambda lp: tb.clip_cov(lp, lp, mask, rewards, jax.random.PRNGKey(0), group_size=2))(
+        logp
+    )  # cov_low = 1 > a
     close(g, dense)
 
 
@@ -116,8 +116,7 @@ def test_clip_cov_never_selects_tokens_already_clipped_by_ppo():
     eligible[first] = False
     detached = _smallest(u, eligible, 1) | ~eligible
     dense = np.array([[-a / 4, -a / 4], [a / 4, a / 4]]) * np.exp(np.asarray(logp) - old)
-    g = jax.grad(lambda lp: tb.clip_cov(lp, f32(old), mask, rewards, key, group_size=2,
-                                        cov_low=0.5))(logp)
+    g = jax.grad(lambda lp: tb.clip_cov(lp, f32(old), mask, rewards, key, group_size=2, cov_low=0.5))(logp)
     close(g, np.where(detached, 0.0, dense))
 
 
@@ -133,8 +132,7 @@ def test_kl_cov_penalises_the_top_covariance_tokens():
     pg = np.array([[-a, -a], [a, a]]) * r
     g = jax.grad(lambda lp: tb.kl_cov(lp, old, mask, rewards, group_size=2))(logp)
     close(g, (pg + np.array([[1.0, 0.0], [0.0, 0.0]])) / 4)  # k = 1, d|x| = sign(0.1)
-    g = jax.grad(lambda lp: tb.kl_cov(lp, old, mask, rewards, group_size=2, kl_cov_ratio=0.5,
-                                      kl_coef=0.3))(logp)
+    g = jax.grad(lambda lp: tb.kl_cov(lp, old, mask, rewards, group_size=2, kl_cov_ratio=0.5, kl_coef=0.3))(logp)
     close(g, (pg + 0.3 * np.array([[1.0, 0.0], [-1.0, 0.0]])) / 4)  # k = 2: both Cov = a
     # at logp == old the penalty's gradient is sign(0) = 0: only the policy gradient remains
     g = jax.grad(lambda lp: tb.kl_cov(lp, lp, mask, rewards, group_size=2))(logp)
@@ -174,8 +172,7 @@ def test_kto_signs_reference_point_and_weights():
     mask = f32([[1, 1], [1, 0]])
     labels = f32([1.0, 0.0])
     beta = 0.1
-    fn = lambda lp, z=0.0, ld=1.0, lu=1.0: tb.kto(lp, ref, mask, labels, kl_ref=z, beta=beta,
-                                                 lambda_d=ld, lambda_u=lu)
+    fn = lambda lp, z=0.0, ld=1.0, lu=1.0: tb.kto(lp, ref, mask, labels, kl_ref=z, beta=beta, lambda_d=ld, lambda_u=lu)
     # r = z_0: every value is lambda * sigma(0) = lambda / 2
     close(fn(logp), 0.5)
     g = jax.grad(fn)(logp)
@@ -208,8 +205,7 @@ def test_ipo_paper_minimum_at_half_inverse_beta_with_summed_log_ratios():
     close(gr, [[10.0, 0.0, 0.0]], atol=1e-4)
     # with one-token responses the summed and the length-averaged (TRL) forms agree
     one = f32([[1, 0, 0]])
-    close(tb.ipo_paper(chosen, rejected, one, one, ref_c, ref_r),
-          tb.ipo(chosen, rejected, one, one, ref_c, ref_r))
+    close(tb.ipo_paper(chosen, rejected, one, one, ref_c, ref_r), tb.ipo(chosen, rejected, one, one, ref_c, ref_r))
 
 
 def test_orpo_paper_per_example_nll_and_odds_ratio():
@@ -222,8 +218,9 @@ def test_orpo_paper_per_example_nll_and_odds_ratio():
     r = f32(-np.abs(rng.normal(size=(3, 4))) - 0.1)
     cm, rm = f32([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]]), f32([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
     close(tb.orpo_paper(c, r, cm, rm), tb.orpo(c, r, cm, rm))
-    for got, want in zip(jax.grad(tb.orpo_paper, argnums=(0, 1))(c, r, cm, rm),
-                         jax.grad(tb.orpo, argnums=(0, 1))(c, r, cm, rm)):
+    for got, want in zip(
+        jax.grad(tb.orpo_paper, argnums=(0, 1))(c, r, cm, rm), jax.grad(tb.orpo, argnums=(0, 1))(c, r, cm, rm)
+    ):
         close(got, want)
     # lambda = 0: the chosen NLL is a token mean within each example, then a mean over pairs
     gc = jax.grad(lambda x: tb.orpo_paper(x, r, cm, rm, lam=0.0))(c)
@@ -233,11 +230,15 @@ def test_orpo_paper_per_example_nll_and_odds_ratio():
 def test_pg_and_preference_losses_are_float32_scalars():
     logp = f32([[-1.0, -2.0], [-0.5, -0.7]])
     mask, rewards = f32([[1, 1], [1, 0]]), f32([1.0, 0.0])
-    outs = [tb.gpg(logp, mask, rewards, group_size=2), tb.rloo_paper(logp, mask, rewards, group_size=2),
-            tb.clip_cov(logp, logp, mask, rewards, jax.random.PRNGKey(0), group_size=2),
-            tb.kl_cov(logp, logp, mask, rewards, group_size=2),
-            tb.opd_pg(logp, logp, logp, mask, rewards, group_size=2),
-            tb.kto(logp, logp, mask, rewards, kl_ref=0.0),
-            tb.ipo_paper(logp, logp, mask, mask, logp, logp), tb.orpo_paper(logp, logp, mask, mask)]
+    outs = [
+        tb.gpg(logp, mask, rewards, group_size=2),
+        tb.rloo_paper(logp, mask, rewards, group_size=2),
+        tb.clip_cov(logp, logp, mask, rewards, jax.random.PRNGKey(0), group_size=2),
+        tb.kl_cov(logp, logp, mask, rewards, group_size=2),
+        tb.opd_pg(logp, logp, logp, mask, rewards, group_size=2),
+        tb.kto(logp, logp, mask, rewards, kl_ref=0.0),
+        tb.ipo_paper(logp, logp, mask, mask, logp, logp),
+        tb.orpo_paper(logp, logp, mask, mask),
+    ]
     for out in outs:
         assert out.shape == () and out.dtype == jnp.float32

@@ -46,13 +46,16 @@ def test_ddof_threads_through_hpt_and_srft():
     mask = f32([[1, 1], [1, 0]])
     rewards = f32([1.0, 0.0])  # one question, RL-routed (P = 0.5 > 0)
     demo_logp, demo_mask = f32([[-2.0, -2.0]]), f32([[1, 1]])
-    g = {d: jax.grad(lambda lp, d=d: tb.hpt(lp, lp, mask, rewards, demo_logp, demo_mask,
-                                           group_size=2, ddof=d))(logp) for d in (0, 1)}
+    g = {
+        d: jax.grad(lambda lp, d=d: tb.hpt(lp, lp, mask, rewards, demo_logp, demo_mask, group_size=2, ddof=d))(logp)
+        for d in (0, 1)
+    }
     close(g[1], g[0] * (0.5 + EPS) / (math.sqrt(0.5) + EPS))
     # SRFT's demo advantage: union {1, 0, 1}, std over 3 (ddof=0) or 2 (ddof=1) values.
     ent = jnp.ones((2, 2))
-    fn = lambda d: jax.grad(lambda dl: tb.srft(logp, mask, rewards, ent, dl, demo_mask,
-                                               jnp.ones((1, 2)), group_size=2, ddof=d))(demo_logp)
+    fn = lambda d: jax.grad(
+        lambda dl: tb.srft(logp, mask, rewards, ent, dl, demo_mask, jnp.ones((1, 2)), group_size=2, ddof=d)
+    )(demo_logp)
     mean = 2.0 / 3.0
     ss = 2 * (1 - mean) ** 2 + mean**2
     a = {d: (1 - mean) / (math.sqrt(ss / (3 - d)) + EPS) for d in (0, 1)}
@@ -79,8 +82,7 @@ def test_sapo_on_policy_gradient_is_grpo_for_every_temperature():
     rewards = f32([1.0, 0.0, 0.3, 0.0])
     g_grpo = jax.grad(lambda lp: tb.grpo(lp, lp, mask, rewards, group_size=2))(logp)
     for taus in [(1.0, 1.05), (3.0, 0.2), (0.01, 50.0)]:
-        g = jax.grad(lambda lp: tb.sapo(lp, lp, mask, rewards, group_size=2,
-                                        tau_pos=taus[0], tau_neg=taus[1]))(logp)
+        g = jax.grad(lambda lp: tb.sapo(lp, lp, mask, rewards, group_size=2, tau_pos=taus[0], tau_neg=taus[1]))(logp)
         close(g, g_grpo, atol=1e-5)
     # value at ratio 1: f(1) = 2 / tau, so L = -(1/B) sum_i (2 / tau_i) A_i
     a = 0.5 / (0.5 + EPS)
@@ -98,8 +100,7 @@ def _one_token_pair(log_ratio_pos, log_ratio_neg):
 
 def test_sapo_gate_weight_and_asymmetric_temperature():
     logp, old, mask, rewards = _one_token_pair(math.log(1.3), math.log(1.3))
-    g = jax.grad(lambda lp: tb.sapo(lp, old, mask, rewards, group_size=2, tau_pos=1.0,
-                                    tau_neg=5.0))(logp)
+    g = jax.grad(lambda lp: tb.sapo(lp, old, mask, rewards, group_size=2, tau_pos=1.0, tau_neg=5.0))(logp)
     a = 0.5 / (0.5 + EPS)
 
     def weight(tau, r):  # d f(r) / d log pi = 4 sigma (1 - sigma) r
@@ -114,16 +115,13 @@ def test_sapo_temperature_limits():
     logp, old, mask, rewards = _one_token_pair(math.log(1.6), math.log(0.5))
     a = 0.5 / (0.5 + EPS)
     # tau -> 0: the gate's gradient tends to unclipped importance sampling, -A r grad log pi.
-    g = jax.grad(lambda lp: tb.sapo(lp, old, mask, rewards, group_size=2, tau_pos=1e-3,
-                                    tau_neg=1e-3))(logp)
+    g = jax.grad(lambda lp: tb.sapo(lp, old, mask, rewards, group_size=2, tau_pos=1e-3, tau_neg=1e-3))(logp)
     close(g, [[-a * 1.6 / 2], [a * 0.5 / 2]], atol=1e-5)
     # tau large: far from r = 1 the gradient vanishes (both signs, unlike PPO's clip) ...
-    g = jax.grad(lambda lp: tb.sapo(lp, old, mask, rewards, group_size=2, tau_pos=60.0,
-                                    tau_neg=60.0))(logp)
+    g = jax.grad(lambda lp: tb.sapo(lp, old, mask, rewards, group_size=2, tau_pos=60.0, tau_neg=60.0))(logp)
     close(g, jnp.zeros_like(g), atol=1e-6)
     # ... while at r = 1 it is still the full on-policy gradient.
-    g = jax.grad(lambda lp: tb.sapo(lp, lp, mask, rewards, group_size=2, tau_pos=60.0,
-                                    tau_neg=60.0))(logp)
+    g = jax.grad(lambda lp: tb.sapo(lp, lp, mask, rewards, group_size=2, tau_pos=60.0, tau_neg=60.0))(logp)
     close(g, [[-a / 2], [a / 2]])
 
 
@@ -162,8 +160,11 @@ def test_gmpo_geometric_mean_and_one_sided_token_clip():
     rho1 = math.exp((0.1 - 0.2 + 0.6) / 3)
     close(fn(logp), (-rho0 * a + rho1 * a) / 2, atol=1e-5)
     g = jax.grad(fn)(logp)
-    close(g, [[-a * rho0 / 3 / 2, -a * rho0 / 3 / 2, 0.0, 0.0],
-              [a * rho1 / 3 / 2, a * rho1 / 3 / 2, a * rho1 / 3 / 2, 0.0]], atol=1e-6)
+    close(
+        g,
+        [[-a * rho0 / 3 / 2, -a * rho0 / 3 / 2, 0.0, 0.0], [a * rho1 / 3 / 2, a * rho1 / 3 / 2, a * rho1 / 3 / 2, 0.0]],
+        atol=1e-6,
+    )
 
 
 # ---------------------------------------------------------------------------- DPPO

@@ -52,6 +52,7 @@ from tests.upge.textbook_common import (
     _sg,
     _token_mean,
 )
+
 # The 2024-26 losses (issue #24) live in modules of their own, re-exported here so that
 # ``textbook.<name>`` is the one place the tests look.
 from tests.upge.textbook_pg import clip_cov, gpg, kl_cov, opd_pg, rloo_paper, token_covariance
@@ -275,8 +276,7 @@ def ppo(logp, old_logp, mask, rewards, values, *, gamma=1.0, lam=0.95, clip_eps=
 # ----------------------------------------------------------------------------------------
 
 
-def grpo(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, beta=0.0, ref_logp=None,
-         eps=1e-6, ddof=0):
+def grpo(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, beta=0.0, ref_logp=None, eps=1e-6, ddof=0):
     """GRPO (outcome supervision) with optional k3 KL penalty in the loss.
 
     ``A_i = (r_i - mean_g(r)) / (std_g(r) + eps)``, std with ``ddof`` (default 0);
@@ -333,8 +333,7 @@ def dr_grpo(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, max_len=
     return jnp.mean(per_row)
 
 
-def dapo(logp, old_logp, mask, rewards, *, group_size, eps_low=0.2, eps_high=0.28, eps=1e-6,
-         ddof=0):
+def dapo(logp, old_logp, mask, rewards, *, group_size, eps_low=0.2, eps_high=0.28, eps=1e-6, ddof=0):
     """DAPO policy loss: clip-higher and token-level (token-mean) aggregation.
 
     ``A_i = (r_i - mean_g(r)) / (std_g(r) + eps)``;
@@ -354,8 +353,7 @@ def dapo(logp, old_logp, mask, rewards, *, group_size, eps_low=0.2, eps_high=0.2
     return _token_mean(-per_token, mask)
 
 
-def gspo(logp, old_logp, mask, rewards, *, group_size, eps_low=3e-4, eps_high=4e-4, eps=1e-6,
-         ddof=0):
+def gspo(logp, old_logp, mask, rewards, *, group_size, eps_low=3e-4, eps_high=4e-4, eps=1e-6, ddof=0):
     """GSPO: sequence-level, length-normalised importance ratio with sequence clipping.
 
     ``s_i = (pi_theta(y_i|x) / pi_old(y_i|x))^{1/|y_i|}
@@ -377,8 +375,7 @@ def gspo(logp, old_logp, mask, rewards, *, group_size, eps_low=3e-4, eps_high=4e
     return jnp.mean(-per_seq)
 
 
-def cispo(logp, old_logp, mask, rewards, *, group_size, eps_low=1e9, eps_high=0.28, eps=1e-6,
-          ddof=0):
+def cispo(logp, old_logp, mask, rewards, *, group_size, eps_low=1e9, eps_high=0.28, eps=1e-6, ddof=0):
     """CISPO: clipped, stop-gradient importance-sampling weight on a REINFORCE term.
 
     ``r_t = exp(logp - old_logp)``, ``w_t = sg(clip(r_t, 1-eps_low, 1+eps_high))``;
@@ -460,8 +457,7 @@ def remax(logp, mask, rewards, baseline_rewards):
     return _token_mean(-adv * _f32(logp), mask)
 
 
-def grpo_process(logp, old_logp, mask, step_rewards, step_mask, *, group_size, clip_eps=0.2, eps=1e-6,
-                 ddof=0):
+def grpo_process(logp, old_logp, mask, step_rewards, step_mask, *, group_size, clip_eps=0.2, eps=1e-6, ddof=0):
     """GRPO with process supervision, written with explicit loops over groups, rows and steps.
 
     For each question's group, collect the PRM rewards of all its steps,
@@ -510,8 +506,17 @@ def rft(logp, mask, rewards, *, threshold=0.5):
 # ----------------------------------------------------------------------------------------
 
 
-def dpo(chosen_logp, rejected_logp, chosen_mask, rejected_mask, ref_chosen_logp,
-        ref_rejected_logp, *, beta=0.1, label_smoothing=0.0):
+def dpo(
+    chosen_logp,
+    rejected_logp,
+    chosen_mask,
+    rejected_mask,
+    ref_chosen_logp,
+    ref_rejected_logp,
+    *,
+    beta=0.1,
+    label_smoothing=0.0,
+):
     """DPO (sigmoid loss) with conservative-DPO label smoothing.
 
     ``h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)]`` with
@@ -533,13 +538,11 @@ def dpo(chosen_logp, rejected_logp, chosen_mask, rejected_mask, ref_chosen_logp,
     ref_w = _sg(_seq_sum(ref_chosen_logp, chosen_mask))
     ref_l = _sg(_seq_sum(ref_rejected_logp, rejected_mask))
     h = (pi_w - ref_w) - (pi_l - ref_l)
-    losses = (-(1.0 - label_smoothing) * jax.nn.log_sigmoid(beta * h)
-              - label_smoothing * jax.nn.log_sigmoid(-beta * h))
+    losses = -(1.0 - label_smoothing) * jax.nn.log_sigmoid(beta * h) - label_smoothing * jax.nn.log_sigmoid(-beta * h)
     return jnp.mean(losses)
 
 
-def ipo(chosen_logp, rejected_logp, chosen_mask, rejected_mask, ref_chosen_logp,
-        ref_rejected_logp, *, beta=0.1):
+def ipo(chosen_logp, rejected_logp, chosen_mask, rejected_mask, ref_chosen_logp, ref_rejected_logp, *, beta=0.1):
     """IPO: squared loss on the preference log-ratio margin.
 
     ``h = [avg log pi(y_w) - avg log pi_ref(y_w)] - [avg log pi(y_l) - avg log pi_ref(y_l)]``
@@ -697,8 +700,7 @@ def distill_jsd(student_logits, teacher_logits, mask, beta=0.5, *, temperature=1
 # ----------------------------------------------------------------------------------------
 
 
-def luffy(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, shaping_gamma=0.1,
-          eps=1e-6, ddof=0):
+def luffy(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, shaping_gamma=0.1, eps=1e-6, ddof=0):
     """LUFFY: mixed-policy GRPO with one off-policy demonstration per group.
 
     Layout: each group of ``group_size`` contiguous rows holds ``group_size - 1`` on-policy
@@ -734,8 +736,23 @@ def luffy(logp, old_logp, mask, rewards, *, group_size, clip_eps=0.2, shaping_ga
     return _token_mean(-per_token, mask)
 
 
-def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, group_size,
-         demo_rewards=None, clip_eps=0.2, sft_coef=0.5, rl_coef=0.1, eps=1e-6, ddof=0):
+def srft(
+    logp,
+    mask,
+    rewards,
+    entropy,
+    demo_logp,
+    demo_mask,
+    demo_entropy,
+    *,
+    group_size,
+    demo_rewards=None,
+    clip_eps=0.2,
+    sft_coef=0.5,
+    rl_coef=0.1,
+    eps=1e-6,
+    ddof=0,
+):
     """SRFT: single-stage SFT + RL with entropy-aware weights (as stated in the paper).
 
     Inputs: ``B = num_groups * group_size`` on-policy rollouts (``logp``, ``mask``,
@@ -802,7 +819,7 @@ def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, gr
     demo_adv = []
     r_groups = rewards.reshape(num_groups, group_size)
     for j in range(num_groups):
-        union = jnp.concatenate([r_groups[j], demo_rewards[j:j + 1]])
+        union = jnp.concatenate([r_groups[j], demo_rewards[j : j + 1]])
         mean = jnp.mean(union)
         std = jnp.sqrt(jnp.sum((union - mean) ** 2) / (group_size + 1 - ddof))
         demo_adv.append((demo_rewards[j] - mean) / (std + eps))
@@ -822,9 +839,25 @@ def srft(logp, mask, rewards, entropy, demo_logp, demo_mask, demo_entropy, *, gr
     return l_sft + l_rl_demo + l_rl_self
 
 
-def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
-        variant="paper_text", gate=0.0, clip_eps=0.2, eps=1e-6, max_len=None, offline="sft",
-        shaping_gamma=0.1, sft_loss_coef=1.0, ddof=0):
+def hpt(
+    logp,
+    old_logp,
+    mask,
+    rewards,
+    demo_logp,
+    demo_mask,
+    *,
+    group_size,
+    variant="paper_text",
+    gate=0.0,
+    clip_eps=0.2,
+    eps=1e-6,
+    max_len=None,
+    offline="sft",
+    shaping_gamma=0.1,
+    sft_loss_coef=1.0,
+    ddof=0,
+):
     """HPT: per-question switch between RL on the rollouts and SFT on the demonstration.
 
     For question j with G rollouts: ``P_j = mean_g(r > 0.5)``. If ``P_j > gate`` the
@@ -919,7 +952,6 @@ def hpt(logp, old_logp, mask, rewards, demo_logp, demo_mask, *, group_size,
         n_rows = group_size * jnp.sum(rl_q) + jnp.sum(sft_q)
         pg_loss = jnp.sum(-ratio * adv * rl_mask) / (horizon * n_rows)
         n_demo_tokens = jnp.sum(sft_mask)
-        sft_loss = jnp.where(n_demo_tokens > 0,
-                             jnp.sum(-demo_logp * sft_mask) / jnp.maximum(n_demo_tokens, 1.0), 0.0)
+        sft_loss = jnp.where(n_demo_tokens > 0, jnp.sum(-demo_logp * sft_mask) / jnp.maximum(n_demo_tokens, 1.0), 0.0)
         return pg_loss + sft_loss_coef * sft_loss
     raise ValueError(f"unknown HPT variant: {variant!r}")

@@ -93,8 +93,22 @@ def token_covariance(logp, adv, mask):
     return (lp - lp_bar) * (adv - adv_bar) * mask
 
 
-def clip_cov(logp, old_logp, mask, rewards, key, *, group_size, clip_ratio=2e-4, cov_low=1.0,
-             cov_high=5.0, eps_low=0.2, eps_high=0.2, eps=1e-6, ddof=0):
+def clip_cov(
+    logp,
+    old_logp,
+    mask,
+    rewards,
+    key,
+    *,
+    group_size,
+    clip_ratio=2e-4,
+    cov_low=1.0,
+    cov_high=5.0,
+    eps_low=0.2,
+    eps_high=0.2,
+    eps=1e-6,
+    ddof=0,
+):
     """Clip-Cov: detach a random few high-covariance tokens from the PPO-clipped loss.
 
     ``A_i = (r_i - mean_g) / (std_g + eps)``; ``Cov`` = :func:`token_covariance`;
@@ -132,8 +146,7 @@ def clip_cov(logp, old_logp, mask, rewards, key, *, group_size, clip_ratio=2e-4,
     return _token_mean(per_token, mask)
 
 
-def kl_cov(logp, old_logp, mask, rewards, *, group_size, kl_cov_ratio=2e-4, kl_coef=1.0,
-           eps=1e-6, ddof=0):
+def kl_cov(logp, old_logp, mask, rewards, *, group_size, kl_cov_ratio=2e-4, kl_coef=1.0, eps=1e-6, ddof=0):
     """KL-Cov: an |log-ratio| penalty on the top-k covariance tokens; no ratio clip.
 
     ``A_i = (r_i - mean_g) / (std_g + eps)``; ``Cov`` = :func:`token_covariance`;
@@ -160,8 +173,7 @@ def kl_cov(logp, old_logp, mask, rewards, *, group_size, kl_cov_ratio=2e-4, kl_c
     return _token_mean(per_token, mask)
 
 
-def opd_pg(logp, old_logp, teacher_logp, mask, rewards, *, group_size, alpha=1.0, clip_eps=0.2,
-           eps=1e-6, ddof=0):
+def opd_pg(logp, old_logp, teacher_logp, mask, rewards, *, group_size, alpha=1.0, clip_eps=0.2, eps=1e-6, ddof=0):
     """On-policy distillation plus a GRPO outcome term, one coefficient ``alpha``, PPO-clipped.
 
     Per-token advantage (constant):

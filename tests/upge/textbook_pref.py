@@ -48,14 +48,12 @@ def kto(logp, ref_logp, mask, desirable, *, kl_ref, beta=0.1, lambda_d=1.0, lamb
     good = jnp.asarray(labels > 0.5)
     r = _seq_sum(_f32(logp) - _sg(_f32(ref_logp)), mask)
     z0 = _sg(_f32(kl_ref))
-    v = jnp.where(good, lambda_d * jax.nn.sigmoid(beta * (r - z0)),
-                  lambda_u * jax.nn.sigmoid(beta * (z0 - r)))
+    v = jnp.where(good, lambda_d * jax.nn.sigmoid(beta * (r - z0)), lambda_u * jax.nn.sigmoid(beta * (z0 - r)))
     lam = jnp.where(good, lambda_d, lambda_u)
     return jnp.mean(lam - v)
 
 
-def ipo_paper(chosen_logp, rejected_logp, chosen_mask, rejected_mask, ref_chosen_logp,
-              ref_rejected_logp, *, beta=0.1):
+def ipo_paper(chosen_logp, rejected_logp, chosen_mask, rejected_mask, ref_chosen_logp, ref_rejected_logp, *, beta=0.1):
     """IPO as in the paper: squared loss on the margin of *summed* sequence log-ratios.
 
     ``h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)]`` with sequence

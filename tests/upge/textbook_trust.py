@@ -23,8 +23,7 @@ from tests.upge.textbook_common import (
 __all__ = ["sapo", "gmpo", "dppo_tv", "dppo_kl"]
 
 
-def sapo(logp, old_logp, mask, rewards, *, group_size, tau_pos=1.0, tau_neg=1.05, eps=1e-6,
-         ddof=0):
+def sapo(logp, old_logp, mask, rewards, *, group_size, tau_pos=1.0, tau_neg=1.05, eps=1e-6, ddof=0):
     """SAPO: a temperature-controlled sigmoid gate on the token ratio instead of a hard clip.
 
     ``r_{i,t} = exp(logp - old_logp)``; ``A_i = (r_i - mean_g) / (std_g + eps)``;
@@ -54,8 +53,7 @@ def sapo(logp, old_logp, mask, rewards, *, group_size, tau_pos=1.0, tau_neg=1.05
     return jnp.mean(_row_mean(-gate * adv, mask))
 
 
-def gmpo(logp, old_logp, mask, rewards, *, group_size, eps_low=0.4, eps_high=0.4, eps=1e-6,
-         ddof=0):
+def gmpo(logp, old_logp, mask, rewards, *, group_size, eps_low=0.4, eps_high=0.4, eps=1e-6, ddof=0):
     """GMPO: the geometric mean of token-clipped ratios per sequence (clip in log space).
 
     ``l_{i,t} = logp - old_logp``; ``A_i = (r_i - mean_g) / (std_g + eps)``, ``s_i = sign(A_i)``;
@@ -103,8 +101,7 @@ def _dppo(logp, old_logp, mask, rewards, keep_fn, *, group_size, is_cap, max_len
     return jnp.mean(jnp.sum(per_token * _f32(mask), axis=-1) / horizon)
 
 
-def dppo_tv(logp, old_logp, mask, rewards, *, group_size, delta_low=0.15, delta_high=0.15,
-            is_cap=20.0, max_len=None):
+def dppo_tv(logp, old_logp, mask, rewards, *, group_size, delta_low=0.15, delta_high=0.15, is_cap=20.0, max_len=None):
     """DPPO-Binary-TV: a total-variation trust region on the sampled token's probability.
 
     ``p = pi_theta(o_t)``, ``p_old = pi_old(o_t)``; ``A_i = r_i - mean_g`` (no std);
@@ -126,16 +123,15 @@ def dppo_tv(logp, old_logp, mask, rewards, *, group_size, delta_low=0.15, delta_
       rewards: ``[B]``; group_size: G.
       delta_low, delta_high: TV thresholds; is_cap: the IS truncation C.
     """
+
     def keep(lp, lp_old, pos):
         move = jnp.exp(lp) - jnp.exp(lp_old)
         return jnp.where(pos, move <= delta_high, move >= -delta_low)
 
-    return _dppo(logp, old_logp, mask, rewards, keep, group_size=group_size, is_cap=is_cap,
-                 max_len=max_len)
+    return _dppo(logp, old_logp, mask, rewards, keep, group_size=group_size, is_cap=is_cap, max_len=max_len)
 
 
-def dppo_kl(logp, old_logp, mask, rewards, *, group_size, delta_low=0.05, delta_high=0.05,
-            is_cap=20.0, max_len=None):
+def dppo_kl(logp, old_logp, mask, rewards, *, group_size, delta_low=0.05, delta_high=0.05, is_cap=20.0, max_len=None):
     """DPPO-Binary-KL: as :func:`dppo_tv` with the binary KL divergence as the trust region.
 
     ``D = p_old log(p_old / p) + (1 - p_old) log((1 - p_old + 1e-8) / (1 - p + 1e-8))``
@@ -147,10 +143,10 @@ def dppo_kl(logp, old_logp, mask, rewards, *, group_size, delta_low=0.05, delta_
     Reference: Qi et al. (2026), arXiv:2602.04879 (the Binary-KL approximation);
     verl ``compute_policy_loss_dppo_kl`` (delta = 0.05).
     """
+
     def keep(lp, lp_old, pos):
         p, p_old = jnp.exp(lp), jnp.exp(lp_old)
         div = p_old * (lp_old - lp) + (1.0 - p_old) * jnp.log((1.0 - p_old + 1e-8) / (1.0 - p + 1e-8))
         return jnp.where(pos, (div <= delta_high) | (p <= p_old), (div <= delta_low) | (p >= p_old))
 
-    return _dppo(logp, old_logp, mask, rewards, keep, group_size=group_size, is_cap=is_cap,
-                 max_len=max_len)
+    return _dppo(logp, old_logp, mask, rewards, keep, group_size=group_size, is_cap=is_cap, max_len=max_len)

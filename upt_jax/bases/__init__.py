@@ -12,6 +12,7 @@ study and ``make demo`` starts from the same base everywhere:
 `base_dir` checks the weights against the recorded checksum. ``python -m experiments.pretrain_hint
 --check RUN_DIR`` rebuilds a base and compares it with the record (docs/testbed.md).
 """
+
 from __future__ import annotations
 
 import json

@@ -21,6 +21,7 @@ Example::
   >>> len(items), items[0]["answer"]
   (30, '204')
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,8 @@ class BenchmarkInfo:
 
 
 BENCHMARKS = {
-    b.name: b for b in (
+    b.name: b
+    for b in (
         BenchmarkInfo("aime24", "AIME24.json", 30, "math"),
         BenchmarkInfo("aime25", "AIME25.json", 30, "math"),
         BenchmarkInfo("amc23", "AMC23.json", 40, "math"),
@@ -75,7 +77,7 @@ def strip_wrappers(answer: str) -> str:
         if len(s) >= 2 and s.startswith("$") and s.endswith("$") and "$" not in s[1:-1]:
             s = s[1:-1].strip()
         elif s.startswith("\\boxed{") and s.endswith("}"):
-            inner, depth = s[len("\\boxed{"):-1], 0
+            inner, depth = s[len("\\boxed{") : -1], 0
             for ch in inner:
                 depth += {"{": 1, "}": -1}.get(ch, 0)
                 if depth < 0:
@@ -103,17 +105,19 @@ def load_benchmark(name: str) -> list[dict[str, Any]]:
     rows = json.loads(path.read_text(encoding="utf-8"))
     records = []
     for index, row in enumerate(rows):
-        records.append({
-            "id": f"{info.name}/{row.get('id', index)}",
-            "question": row["prompt"],
-            "answer": strip_wrappers(str(row["answer"])),
-            "demonstration": None,
-            "chosen": None,
-            "rejected": None,
-            "location": f"{info.filename}: item {index}",
-            "benchmark": info.name,
-            "verifier": info.verifier,
-        })
+        records.append(
+            {
+                "id": f"{info.name}/{row.get('id', index)}",
+                "question": row["prompt"],
+                "answer": strip_wrappers(str(row["answer"])),
+                "demonstration": None,
+                "chosen": None,
+                "rejected": None,
+                "location": f"{info.filename}: item {index}",
+                "benchmark": info.name,
+                "verifier": info.verifier,
+            }
+        )
     if len(records) != info.size:
         raise ValueError(f"{info.filename}: {len(records)} items, expected {info.size}")
     return records

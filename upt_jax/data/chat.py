@@ -16,6 +16,7 @@ not hold (one that rewrites earlier turns, e.g. strips their reasoning) is an er
 Each segment is encoded on its own (``add_special_tokens=False``): segment boundaries fall on the
 template's markers, where a BPE tokenizer does not merge across.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -35,8 +36,9 @@ def _with_system(messages: Sequence[Mapping[str, str]], system_prompt: str | Non
     return messages
 
 
-def conversation_ids(tok: "Tokenizer", messages: Sequence[Mapping[str, str]], *,
-                     system_prompt: str | None = None) -> tuple[list[int], list[int], list[float]]:
+def conversation_ids(
+    tok: "Tokenizer", messages: Sequence[Mapping[str, str]], *, system_prompt: str | None = None
+) -> tuple[list[int], list[int], list[float]]:
     """``(prompt_ids, response_ids, response_mask)`` of a chat (see the module docstring).
 
     Args:
@@ -61,10 +63,12 @@ def conversation_ids(tok: "Tokenizer", messages: Sequence[Mapping[str, str]], *,
     for k in turns:
         head, full = render(k, True), render(k + 1, False)
         if not head.startswith(done) or not full.startswith(head):
-            raise ValueError(f"the chat template does not render turn {k} ({messages[k]['role']}) after the "
-                             "turns before it unchanged, so the assistant tokens cannot be told apart; "
-                             "train on prompt/completion rows instead")
-        segments += [(head[len(done):], 0.0), (full[len(head):], 1.0)]
+            raise ValueError(
+                f"the chat template does not render turn {k} ({messages[k]['role']}) after the "
+                "turns before it unchanged, so the assistant tokens cannot be told apart; "
+                "train on prompt/completion rows instead"
+            )
+        segments += [(head[len(done) :], 0.0), (full[len(head) :], 1.0)]
         done = full
     prompt = tok.encode(segments[0][0])
     response, mask = [], []
@@ -75,8 +79,9 @@ def conversation_ids(tok: "Tokenizer", messages: Sequence[Mapping[str, str]], *,
     return prompt, response, mask
 
 
-def sft_example(tok: "Tokenizer", record: Mapping[str, Any], *, template: str,
-                system_prompt: str | None = None) -> tuple[list[int], list[int], list[float]]:
+def sft_example(
+    tok: "Tokenizer", record: Mapping[str, Any], *, template: str, system_prompt: str | None = None
+) -> tuple[list[int], list[int], list[float]]:
     """``(prompt_ids, response_ids, response_mask)`` of one SFT record: a chat record (``messages``)
     by `conversation_ids` (needs ``template="chat"``); else the prompt of its ``question`` (or chat
     prompt) under ``template`` and ``demonstration ⧺ EOS``, every response token trained on."""
@@ -84,8 +89,10 @@ def sft_example(tok: "Tokenizer", record: Mapping[str, Any], *, template: str,
 
     if record.get("messages"):
         if template != "chat":
-            raise ValueError(f"record {record.get('id')} ({record.get('location')}) is a chat (messages); "
-                             f"set data.template=chat (not {template!r}) to render it with the chat template")
+            raise ValueError(
+                f"record {record.get('id')} ({record.get('location')}) is a chat (messages); "
+                f"set data.template=chat (not {template!r}) to render it with the chat template"
+            )
         return conversation_ids(tok, record["messages"], system_prompt=system_prompt)
     demo = record.get("demonstration")
     if not demo:

@@ -55,6 +55,7 @@ Tiers (`COUNTDOWN_TIERS`) and why each should sit at its level (to be measured, 
 
 Generation is seeded and random-access: item ``i`` depends only on ``(seed, tier, i)``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,9 +66,27 @@ from typing import Any, Sequence
 from upt_jax.data import task_registry as tasks
 from upt_jax.data.synthetic import corpus_document
 
-__all__ = ["COUNTDOWN_TIERS", "CORPUS_TIERS", "CORPUS_SLIPS", "COUNTDOWN", "GIVEN_LABELS", "RESULT_LABELS",
-           "TARGET_LABEL", "MAX_STEPS", "MAX_CHARS", "Value", "Step", "search", "render", "combine", "reachable",
-           "make_countdown_question", "slipped", "countdown_facts", "reference"]
+__all__ = [
+    "COUNTDOWN_TIERS",
+    "CORPUS_TIERS",
+    "CORPUS_SLIPS",
+    "COUNTDOWN",
+    "GIVEN_LABELS",
+    "RESULT_LABELS",
+    "TARGET_LABEL",
+    "MAX_STEPS",
+    "MAX_CHARS",
+    "Value",
+    "Step",
+    "search",
+    "render",
+    "combine",
+    "reachable",
+    "make_countdown_question",
+    "slipped",
+    "countdown_facts",
+    "reference",
+]
 
 TARGET_LABEL = "T"
 GIVEN_LABELS = "BCDE"
@@ -270,11 +289,18 @@ def make_countdown_question(tier: str, seed: int, index: int) -> dict[str, Any]:
         break
     else:  # pragma: no cover - the tiers draw a valid problem within a few hundred tries
         raise RuntimeError(f"countdown tier {tier!r}: no problem in {_MAX_DRAWS} draws (seed {seed}, item {index})")
-    question = (f"Make {TARGET_LABEL}{target} from "
-                f"{' '.join(f'{GIVEN_LABELS[i]}{v}' for i, v in enumerate(numbers))} with {ops}.")
-    return {"question": question, "answer": reference(numbers, target, ops),
-            "demonstration": render(steps), "numbers": tuple(numbers), "target": target,
-            "ops": ops}
+    question = (
+        f"Make {TARGET_LABEL}{target} from "
+        f"{' '.join(f'{GIVEN_LABELS[i]}{v}' for i, v in enumerate(numbers))} with {ops}."
+    )
+    return {
+        "question": question,
+        "answer": reference(numbers, target, ops),
+        "demonstration": render(steps),
+        "numbers": tuple(numbers),
+        "target": target,
+        "ops": ops,
+    }
 
 
 def slipped(item: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +312,7 @@ def slipped(item: dict[str, Any]) -> dict[str, Any]:
     misses = _near_misses(steps, target)
     if not misses:
         return item
-    return {**item, "demonstration": render(steps[:misses[0] + 1], written=target)}
+    return {**item, "demonstration": render(steps[: misses[0] + 1], written=target)}
 
 
 def countdown_facts(rng: random.Random, n: int) -> list[str]:
@@ -307,10 +333,10 @@ def countdown_facts(rng: random.Random, n: int) -> list[str]:
     return out
 
 
-def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero", *, seed: int = 0,
-                **options) -> str:
+def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero", *, seed: int = 0, **options) -> str:
     """A pre-training document: a question of ``tiers`` and its search trace, or one-step facts. A
     demonstration of a tier in `CORPUS_SLIPS` accepts its near miss with that probability."""
+
     def make(tier, seed, index):
         item = make_countdown_question(tier, seed, index)
         slip = CORPUS_SLIPS.get(tier, 0.0)
@@ -319,10 +345,18 @@ def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero"
     return corpus_document(rng, tiers, template, seed=seed, make=make, facts=countdown_facts, **options)
 
 
-COUNTDOWN = tasks.register_task(tasks.TaskFamily(
-    name="countdown",
-    tiers=tuple(tasks.TaskTier(name, level, f"reach a target from {n} numbers with {ops}")
-                for name, (n, ops, level, _) in COUNTDOWN_TIERS.items()),
-    make_record=make_countdown_question, verifier="countdown", corpus_doc=_corpus_doc,
-    description="Countdown (reach a target from given numbers with + − ×, each at most once) with "
-                "labelled values; the demonstration is a short depth-first search trace."), replace=True)
+COUNTDOWN = tasks.register_task(
+    tasks.TaskFamily(
+        name="countdown",
+        tiers=tuple(
+            tasks.TaskTier(name, level, f"reach a target from {n} numbers with {ops}")
+            for name, (n, ops, level, _) in COUNTDOWN_TIERS.items()
+        ),
+        make_record=make_countdown_question,
+        verifier="countdown",
+        corpus_doc=_corpus_doc,
+        description="Countdown (reach a target from given numbers with + − ×, each at most once) with "
+        "labelled values; the demonstration is a short depth-first search trace.",
+    ),
+    replace=True,
+)

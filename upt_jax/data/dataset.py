@@ -1,6 +1,7 @@
 """Iteration over records: a deterministic, shardable, resumable grain pipeline (`make_dataset`):
 shard, shuffle (a fresh permutation each epoch, from the seed), repeat, batch; its iterator's
 state is a small JSON-serialisable dict that resumes it exactly."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence

@@ -33,6 +33,7 @@ solved tiers lose 15–50 points at T = 1 within 120 steps at any rate tried, th
 intact. Subtraction reuses the corpus's labels and facts and only adds the borrow's notation; SFT
 teaches it (0 → 33 % at T = 1) with the solved tiers within 5 points.
 """
+
 from __future__ import annotations
 
 import random
@@ -85,7 +86,7 @@ def make_hinted_question(tier: str, seed: int, index: int) -> dict[str, Any]:
     ``operands`` (the demonstration ends in ``\\boxed{answer}``)."""
     op, digits, _ = HINT_TIERS[tier]
     rng = random.Random(f"upt_jax.hinted/{seed}/{tier}/{index}")
-    a, b = (rng.randint(10 ** (d - 1), 10 ** d - 1) for d in digits)
+    a, b = (rng.randint(10 ** (d - 1), 10**d - 1) for d in digits)
     if op == "sub" and a < b:
         a, b = b, a
     lines: list[str] = []
@@ -98,8 +99,12 @@ def make_hinted_question(tier: str, seed: int, index: int) -> dict[str, Any]:
     expected = {"add": a + b, "sub": a - b, "mul": a * b}[op]
     assert result == expected, (tier, a, b, result)
     lines.append(f"\\boxed{{{result}}}")
-    return {"question": f"What is {hinted(a, 0)}{_SYMBOL[op]}{hinted(b, 1)}?", "answer": str(result),
-            "demonstration": "\n".join(lines), "operands": (a, b)}
+    return {
+        "question": f"What is {hinted(a, 0)}{_SYMBOL[op]}{hinted(b, 1)}?",
+        "answer": str(result),
+        "demonstration": "\n".join(lines),
+        "operands": (a, b),
+    }
 
 
 def slipped(item: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -108,17 +113,18 @@ def slipped(item: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     boxed answer, as a careless solver writes it."""
     a, b = item["operands"]
     lines: list[str] = []
-    result = synthetic._column_mul_digit(a, b, lines, label=_label,
-                                         slip=(rng.randrange(len(str(a))), rng.choice((-1, 1))))
+    result = synthetic._column_mul_digit(
+        a, b, lines, label=_label, slip=(rng.randrange(len(str(a))), rng.choice((-1, 1)))
+    )
     lines.append(f"\\boxed{{{result}}}")
     return {**item, "demonstration": "\n".join(lines)}
 
 
-def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero", *, seed: int = 0,
-                **options) -> str:
+def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero", *, seed: int = 0, **options) -> str:
     """A pre-training document: a hinted question of ``tiers`` and its demonstration, or one-column
     facts (the plain format's: the per-column arithmetic is the same). A demonstration of a tier in
     `CORPUS_SLIPS` makes one arithmetic slip with that probability."""
+
     def make(tier, seed, index):
         item = make_hinted_question(tier, seed, index)
         slip = CORPUS_SLIPS.get(tier, 0.0)
@@ -127,10 +133,18 @@ def _corpus_doc(rng: random.Random, tiers: Sequence[str], template: str = "zero"
     return corpus_document(rng, tiers, template, seed=seed, make=make, facts=arithmetic_facts, **options)
 
 
-ARITH_HINT = register_task(TaskFamily(
-    name="arith_hint",
-    tiers=tuple(TaskTier(name, level, f"{op} of {'x'.join(map(str, d))} digits, index-hinted")
-          for name, (op, d, level) in HINT_TIERS.items()),
-    make_record=make_hinted_question, verifier="integer", corpus_doc=_corpus_doc,
-    description="Column arithmetic whose digits carry their column's label (index hints): every step "
-                "reads its inputs by a content lookup."), replace=True)
+ARITH_HINT = register_task(
+    TaskFamily(
+        name="arith_hint",
+        tiers=tuple(
+            TaskTier(name, level, f"{op} of {'x'.join(map(str, d))} digits, index-hinted")
+            for name, (op, d, level) in HINT_TIERS.items()
+        ),
+        make_record=make_hinted_question,
+        verifier="integer",
+        corpus_doc=_corpus_doc,
+        description="Column arithmetic whose digits carry their column's label (index hints): every step "
+        "reads its inputs by a content lookup.",
+    ),
+    replace=True,
+)

@@ -20,6 +20,7 @@ receive as keyword arguments (`upt_jax.rewards.functions`). A conversational pro
 ``data.template=chat``. A malformed chat (not a list of ``{"role": str, "content": str}``) is a
 bad row ``bad_messages``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -29,8 +30,7 @@ __all__ = ["LAYOUTS", "detect", "canonical", "ANSWER_COLUMNS"]
 LAYOUTS = ("native", "messages", "preference", "unpaired", "prompt_completion", "prompt_only")
 ANSWER_COLUMNS = ("answer", "reward_model.ground_truth", "ground_truth")
 # columns a layout turns into the prompt or a response (not passed on in ``columns``)
-_TEXT_COLUMNS = ("messages", "prompt", "completion", "chosen", "rejected", "target", "question",
-                 "demonstration")
+_TEXT_COLUMNS = ("messages", "prompt", "completion", "chosen", "rejected", "target", "question", "demonstration")
 
 
 def detect(row: Mapping[str, Any]) -> str:
@@ -59,8 +59,10 @@ class BadLayout(ValueError):
 def _turns(value: Any, where: str) -> list[dict[str, str]]:
     """``value`` checked as a chat: a non-empty list of ``{"role": str, "content": str}``."""
     if not isinstance(value, (list, tuple)) or not value:
-        raise BadLayout("bad_messages", f"{where} must be a non-empty list of {{'role', 'content'}} messages, "
-                                        f"got {type(value).__name__}")
+        raise BadLayout(
+            "bad_messages",
+            f"{where} must be a non-empty list of {{'role', 'content'}} messages, got {type(value).__name__}",
+        )
     out = []
     for i, m in enumerate(value):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
@@ -128,8 +130,10 @@ def canonical(row: Mapping[str, Any], loc: str) -> tuple[dict[str, Any], dict[st
         prompt = turns if k is None else turns[:k]
         if not prompt:
             raise BadLayout("bad_messages", f"{loc}: 'messages' starts with an assistant turn: no prompt")
-        flat.update(question=_last(prompt, "user") or prompt[-1]["content"],
-                    demonstration=None if k is None else turns[k]["content"])
+        flat.update(
+            question=_last(prompt, "user") or prompt[-1]["content"],
+            demonstration=None if k is None else turns[k]["content"],
+        )
         extras.update(prompt_messages=prompt, messages=turns if k is not None else None)
     elif layout == "preference":
         chosen, chosen_turns = _response(row["chosen"], f"{loc}: 'chosen'")
@@ -137,14 +141,17 @@ def canonical(row: Mapping[str, Any], loc: str) -> tuple[dict[str, Any], dict[st
         question, prompt_turns = _prompt(row.get("prompt"), f"{loc}: 'prompt'")
         if "prompt" not in row:  # TRL's implicit prompt: the turns both conversations share
             if chosen_turns is None or rejected_turns is None:
-                raise BadLayout("missing_field", f"{loc}: a preference row without 'prompt' needs 'chosen' and "
-                                                 "'rejected' as conversations that share their prompt turns")
+                raise BadLayout(
+                    "missing_field",
+                    f"{loc}: a preference row without 'prompt' needs 'chosen' and "
+                    "'rejected' as conversations that share their prompt turns",
+                )
             prompt_turns = _shared_prefix(chosen_turns, rejected_turns)
             if not prompt_turns:
                 raise BadLayout("bad_messages", f"{loc}: 'chosen' and 'rejected' share no prompt turns")
             question = _last(prompt_turns, "user") or prompt_turns[-1]["content"]
-            chosen = _assistant_text(chosen_turns[len(prompt_turns):] or chosen_turns[-1:])
-            rejected = _assistant_text(rejected_turns[len(prompt_turns):] or rejected_turns[-1:])
+            chosen = _assistant_text(chosen_turns[len(prompt_turns) :] or chosen_turns[-1:])
+            rejected = _assistant_text(rejected_turns[len(prompt_turns) :] or rejected_turns[-1:])
         flat.update(question=question, chosen=chosen, rejected=rejected)
         extras.update(prompt_messages=prompt_turns)
     else:  # unpaired, prompt_completion, prompt_only

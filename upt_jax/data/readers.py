@@ -46,6 +46,7 @@ Example::
   >>> batch = next(it)            # a list of 8 records
   >>> state = it.get_state()      # goes into the checkpoint
 """
+
 from __future__ import annotations
 
 import collections
@@ -86,14 +87,21 @@ TASK_FIELDS = {
     "kto": ("question", "completion", "label"),
 }
 # Where one row per question is expected (the HPT gate and GRPO groups key on the id).
-_DEFAULT_DUPLICATES = {"rl": "error", "eval": "error", "prompt": "error", "hpt": "error", "sft": "allow",
-                       "dpo": "allow", "kto": "allow"}
+_DEFAULT_DUPLICATES = {
+    "rl": "error",
+    "eval": "error",
+    "prompt": "error",
+    "hpt": "error",
+    "sft": "allow",
+    "dpo": "allow",
+    "kto": "allow",
+}
 _DUPLICATE_ALIASES = {"keep": "allow", "drop": "skip"}  # data.duplicates' words
 # Verifier kinds whose reference is a number: for them "nan"/"inf" answers are bad rows.
 _NUMERIC_VERIFIERS = ("math", "math_strict", "integer")
 _NON_FINITE_WORD = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 # Floats represent every integer up to this exactly; beyond, 1e20 may not be what was meant.
-_MAX_EXACT_FLOAT_INT = 2 ** 53
+_MAX_EXACT_FLOAT_INT = 2**53
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,13 +170,14 @@ class DataConfig:
         if self.duplicate_ids not in (None, "error", "skip", "allow", "keep", "drop"):
             raise ValueError(f"duplicate_ids must be error/skip (drop)/allow (keep), not {self.duplicate_ids!r}")
         if self.verifier not in KINDS:
-            raise ValueError(f"DataConfig.verifier: unknown verifier kind {self.verifier!r}; "
-                             f"expected one of {KINDS}")
+            raise ValueError(f"DataConfig.verifier: unknown verifier kind {self.verifier!r}; expected one of {KINDS}")
         if self.max_row_chars is not None and (
-                not isinstance(self.max_row_chars, int) or isinstance(self.max_row_chars, bool)
-                or self.max_row_chars <= 0):
-            raise ValueError("DataConfig.max_row_chars must be a positive number of characters "
-                             f"or None (no limit), not {self.max_row_chars!r}")
+            not isinstance(self.max_row_chars, int) or isinstance(self.max_row_chars, bool) or self.max_row_chars <= 0
+        ):
+            raise ValueError(
+                "DataConfig.max_row_chars must be a positive number of characters "
+                f"or None (no limit), not {self.max_row_chars!r}"
+            )
         if isinstance(self.fields, Mapping):
             object.__setattr__(self, "fields", FieldMap(**self.fields))
         for key in TASK_FIELDS[self.task]:
@@ -192,8 +201,7 @@ class ReadStats:
     rows_kept: int = 0
     rows_skipped: int = 0
     duplicates: int = 0  # rows whose id was seen before (kept, dropped or an error, by the policy)
-    skipped_by_reason: collections.Counter = dataclasses.field(
-        default_factory=collections.Counter)
+    skipped_by_reason: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     examples: list = dataclasses.field(default_factory=list)  # first skipped-row messages
 
     def skip(self, reason: str, message: str) -> None:
@@ -203,8 +211,12 @@ class ReadStats:
             self.examples.append(message)
 
     def metrics(self, prefix: str = "data/") -> dict[str, int]:
-        out = {f"{prefix}rows_read": self.rows_read, f"{prefix}rows_kept": self.rows_kept,
-               f"{prefix}rows_skipped": self.rows_skipped, f"{prefix}duplicates": self.duplicates}
+        out = {
+            f"{prefix}rows_read": self.rows_read,
+            f"{prefix}rows_kept": self.rows_kept,
+            f"{prefix}rows_skipped": self.rows_skipped,
+            f"{prefix}duplicates": self.duplicates,
+        }
         for reason, n in sorted(self.skipped_by_reason.items()):
             out[f"{prefix}skipped/{reason}"] = n
         return out
@@ -228,15 +240,19 @@ def _as_text(key: str, column: str, value: Any, loc: str, verifier: str) -> str:
     # Numeric answers and ids (GSM8K-style integers) are fine; bools are not numbers here.
     if key in ("answer", "id") and isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            raise _BadRow(f"non_finite_{key}", f"{field} is not finite ({value!r}; JSON NaN, "
-                                               "Infinity and numbers beyond 1.8e308 read so)")
+            raise _BadRow(
+                f"non_finite_{key}",
+                f"{field} is not finite ({value!r}; JSON NaN, Infinity and numbers beyond 1.8e308 read so)",
+            )
         if isinstance(value, float) and key == "answer" and verifier == "integer":
             if value.is_integer() and abs(value) <= _MAX_EXACT_FLOAT_INT:
-                return str(int(value))       # 5.0 is exactly 5 (documented in the module)
-            raise _BadRow("non_integer_answer",
-                          f"{field} is the float {value!r}, not an integer (floats are exact "
-                          "integers only up to 2**53); DataConfig.verifier='integer' "
-                          "(data.verifier) needs an integer such as 42")
+                return str(int(value))  # 5.0 is exactly 5 (documented in the module)
+            raise _BadRow(
+                "non_integer_answer",
+                f"{field} is the float {value!r}, not an integer (floats are exact "
+                "integers only up to 2**53); DataConfig.verifier='integer' "
+                "(data.verifier) needs an integer such as 42",
+            )
         text = str(value)
     elif isinstance(value, str):
         text = value
@@ -244,15 +260,20 @@ def _as_text(key: str, column: str, value: Any, loc: str, verifier: str) -> str:
         raise _BadRow("wrong_type", f"{field} must be a string, got {type(value).__name__}")
     if key == "answer" and verifier in _NUMERIC_VERIFIERS:
         if _NON_FINITE_WORD.fullmatch(text.strip()):
-            raise _BadRow("non_finite_answer", f"{field} is not finite ({text!r}); "
-                                               f"DataConfig.verifier={verifier!r} "
-                                               "(data.verifier) can never match it")
+            raise _BadRow(
+                "non_finite_answer",
+                f"{field} is not finite ({text!r}); "
+                f"DataConfig.verifier={verifier!r} "
+                "(data.verifier) can never match it",
+            )
         if verifier == "integer" and extract.parse_integer(text) is None:
             shown = text if len(text) <= 40 else text[:40] + "..."
-            raise _BadRow("non_integer_answer",
-                          f"{field} is {shown!r}, not an integer of at most 100 digits; "
-                          "DataConfig.verifier='integer' (data.verifier) needs an integer "
-                          "such as 42 (or use verifier 'math')")
+            raise _BadRow(
+                "non_integer_answer",
+                f"{field} is {shown!r}, not an integer of at most 100 digits; "
+                "DataConfig.verifier='integer' (data.verifier) needs an integer "
+                "such as 42 (or use verifier 'math')",
+            )
     return text
 
 
@@ -260,24 +281,33 @@ def _check_text(record: dict[str, Any], loc: str, config: DataConfig) -> None:
     """Row size within ``max_row_chars``; every field valid Unicode (no lone surrogates,
     which JSON ``"\\ud800"`` escapes produce and UTF-8 cannot encode)."""
     texts = [(key, value) for key, value in record.items() if isinstance(value, str)]
-    texts += [(f"{key}[{i}]", m["content"]) for key, turns in record.items() if isinstance(turns, list)
-              for i, m in enumerate(turns)]
+    texts += [
+        (f"{key}[{i}]", m["content"])
+        for key, turns in record.items()
+        if isinstance(turns, list)
+        for i, m in enumerate(turns)
+    ]
     total = sum(len(value) for _, value in texts)
     if config.max_row_chars is not None and total > config.max_row_chars:
         sizes = ", ".join(f"{key} {len(value):,}" for key, value in texts)
-        raise _BadRow("row_too_long", f"{loc}: row has {total:,} characters of text, more than "
-                                      f"DataConfig.max_row_chars={config.max_row_chars:,} "
-                                      f"({sizes})")
+        raise _BadRow(
+            "row_too_long",
+            f"{loc}: row has {total:,} characters of text, more than "
+            f"DataConfig.max_row_chars={config.max_row_chars:,} "
+            f"({sizes})",
+        )
     for key, value in texts:
         if value.isascii():
             continue
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise _BadRow("bad_encoding",
-                          f"{loc}: field {key!r} (column {getattr(config.fields, key, key)!r}) is not "
-                          f"valid Unicode (lone surrogate U+{ord(value[e.start]):04X} at "
-                          f"character {e.start})") from None
+            raise _BadRow(
+                "bad_encoding",
+                f"{loc}: field {key!r} (column {getattr(config.fields, key, key)!r}) is not "
+                f"valid Unicode (lone surrogate U+{ord(value[e.start]):04X} at "
+                f"character {e.start})",
+            ) from None
 
 
 def _columns(row: Mapping[str, Any], fields: FieldMap) -> dict[str, Any]:
@@ -304,8 +334,11 @@ def _as_label(column: str, value: Any, loc: str) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    raise _BadRow("bad_label", f"{loc}: field 'label' (column {column!r}) is {value!r}, not a bool, 0/1 or "
-                               "true/false (desirable or undesirable)")
+    raise _BadRow(
+        "bad_label",
+        f"{loc}: field 'label' (column {column!r}) is {value!r}, not a bool, 0/1 or "
+        "true/false (desirable or undesirable)",
+    )
 
 
 def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
@@ -329,17 +362,16 @@ def normalize_row(row: Any, loc: str, config: DataConfig) -> dict[str, Any]:
         present, value = _get(row, column) if column is not None else (False, None)
         if not present or value is None:
             if key in required:
-                raise _BadRow("missing_field",
-                              f"{loc}: missing field {key!r} (column {column!r})")
+                raise _BadRow("missing_field", f"{loc}: missing field {key!r} (column {column!r})")
             record[key] = None
             continue
-        record[key] = _as_label(column, value, loc) if key == "label" else _as_text(
-            key, column, value, loc, config.verifier)
+        record[key] = (
+            _as_label(column, value, loc) if key == "label" else _as_text(key, column, value, loc, config.verifier)
+        )
     _check_text(dict(record, **{k: v for k, v in extras.items() if k.endswith("messages")}), loc, config)
     for key in required:
         if key != "label" and not record[key].strip():
-            raise _BadRow(f"empty_{key}", f"{loc}: empty {key!r} (a {config.task} dataset "
-                                          f"needs a non-empty {key})")
+            raise _BadRow(f"empty_{key}", f"{loc}: empty {key!r} (a {config.task} dataset needs a non-empty {key})")
     extras.setdefault("columns", _columns(row, config.fields))
     record.update(extras)
     if record["id"] is None:
@@ -360,8 +392,7 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
         ``config.skip_bad_rows``; on a file that cannot be read or has no rows; when no
         row is left (every row skipped).
     """
-    duplicates = _DUPLICATE_ALIASES.get(config.duplicate_ids, config.duplicate_ids) \
-        or _DEFAULT_DUPLICATES[config.task]
+    duplicates = _DUPLICATE_ALIASES.get(config.duplicate_ids, config.duplicate_ids) or _DEFAULT_DUPLICATES[config.task]
     stats = ReadStats()
     records: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
@@ -373,8 +404,7 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
             if first is not None:
                 stats.duplicates += 1
             if first is not None and duplicates != "allow":
-                bad = _BadRow("duplicate_id", f"{loc}: duplicate question id "
-                                              f"{record['id']!r} (first at {first})")
+                bad = _BadRow("duplicate_id", f"{loc}: duplicate question id {record['id']!r} (first at {first})")
                 if duplicates == "skip":
                     stats.skip(bad.reason, str(bad))
                     continue
@@ -393,8 +423,9 @@ def load_records(config: DataConfig) -> tuple[list[dict[str, Any]], ReadStats]:
     if not records:
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(stats.skipped_by_reason.items()))
         first = f"; first: {stats.examples[0]}" if stats.examples else ""
-        raise DataError(f"{_describe(config.path)}: no usable rows: all {stats.rows_read} rows "
-                        f"were skipped ({reasons}){first}")
+        raise DataError(
+            f"{_describe(config.path)}: no usable rows: all {stats.rows_read} rows were skipped ({reasons}){first}"
+        )
     return records, stats
 
 

@@ -5,6 +5,7 @@
 could not be decoded is a `_BadRow` (the caller skips or raises it); a file that cannot be read
 at all or has no rows raises `DataError` naming it. `upt_jax.data.readers` turns rows into records.
 """
+
 from __future__ import annotations
 
 import glob
@@ -18,6 +19,7 @@ __all__ = ["DataError", "FORMATS", "read_rows"]
 FORMATS = ("auto", "jsonl", "json", "parquet", "hf_disk", "tfds")
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 
+
 class DataError(ValueError):
     """A malformed dataset row or file; the message starts with ``file:line``."""
 
@@ -26,7 +28,6 @@ class _BadRow(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
-
 
 
 def _expand_paths(path: str | Sequence[str]) -> list[str]:
@@ -72,8 +73,7 @@ def _iter_jsonl(path: str) -> Iterator[tuple[str, Any]]:
                 yield loc, _BadRow("bad_json", f"{loc}: bad JSON: {e.msg} (column {e.colno})")
                 continue
             except RecursionError:
-                yield loc, _BadRow("too_deep", f"{loc}: nested too deeply to parse (beyond "
-                                               "Python's recursion limit)")
+                yield loc, _BadRow("too_deep", f"{loc}: nested too deeply to parse (beyond Python's recursion limit)")
                 continue
             yield loc, row
 
@@ -90,8 +90,7 @@ def _iter_json_array(path: str) -> Iterator[tuple[str, Any]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 ({e.reason}); a JSON array cannot be "
-                        "read past it") from None
+        raise DataError(f"{path}:{line}: not UTF-8 ({e.reason}); a JSON array cannot be read past it") from None
     del data
     decoder = json.JSONDecoder()
 
@@ -118,8 +117,10 @@ def _iter_json_array(path: str) -> Iterator[tuple[str, Any]]:
         except json.JSONDecodeError as e:
             fail(e.pos, e.msg)
         except RecursionError:
-            raise DataError(f"{path}:{line}: nested too deeply to parse (beyond Python's "
-                            "recursion limit); a JSON array cannot be read past it") from None
+            raise DataError(
+                f"{path}:{line}: nested too deeply to parse (beyond Python's "
+                "recursion limit); a JSON array cannot be read past it"
+            ) from None
         yield f"{path}:{line}", row
         i = skip_ws(end)
         if i < len(text) and text[i] == ",":
@@ -195,8 +196,9 @@ def _read_json_file(path: str, key: str) -> Any:
         with open(path, encoding="utf-8") as f:
             return json.load(f)[key]
     except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a datasets metadata file ({type(e).__name__}: {e}); "
-                        "expected a save_to_disk directory") from None
+        raise DataError(
+            f"{path}: not a datasets metadata file ({type(e).__name__}: {e}); expected a save_to_disk directory"
+        ) from None
 
 
 def _iter_hf_disk(directory: str, split: str | None) -> Iterator[tuple[str, Any]]:
@@ -209,8 +211,7 @@ def _iter_hf_disk(directory: str, split: str | None) -> Iterator[tuple[str, Any]
         splits = _read_json_file(dict_json, "splits")
         if split is None:
             if "train" not in splits:
-                raise DataError(f"{directory}: a DatasetDict with splits {splits}; set "
-                                "DataConfig.split")
+                raise DataError(f"{directory}: a DatasetDict with splits {splits}; set DataConfig.split")
             split = "train"
         if split not in splits:
             raise DataError(f"{directory}: no split {split!r}; splits are {splits}")
@@ -218,16 +219,13 @@ def _iter_hf_disk(directory: str, split: str | None) -> Iterator[tuple[str, Any]
     state_json = os.path.join(directory, "state.json")
     if os.path.exists(state_json):
         try:
-            files = [os.path.join(directory, d["filename"])
-                     for d in _read_json_file(state_json, "_data_files")]
+            files = [os.path.join(directory, d["filename"]) for d in _read_json_file(state_json, "_data_files")]
         except (KeyError, TypeError) as e:
-            raise DataError(f"{state_json}: malformed _data_files ({type(e).__name__}: {e})"
-                            ) from None
+            raise DataError(f"{state_json}: malformed _data_files ({type(e).__name__}: {e})") from None
     else:
         files = sorted(glob.glob(os.path.join(directory, "*.arrow")))
     if not files:
-        raise DataError(f"{directory}: no .arrow files (expected a datasets save_to_disk "
-                        "directory)")
+        raise DataError(f"{directory}: no .arrow files (expected a datasets save_to_disk directory)")
     for path in files:
         yield from _iter_arrow_file(path)
 
@@ -249,8 +247,7 @@ def _iter_tfds(name: str, split: str | None, data_dir: str | None) -> Iterator[t
     try:
         import tensorflow_datasets as tfds  # the optional `tfds` extra
     except ImportError as e:
-        raise ImportError("format='tfds' needs TensorFlow Datasets: pip install "
-                          "'upt_jax[tfds]'") from e
+        raise ImportError("format='tfds' needs TensorFlow Datasets: pip install 'upt_jax[tfds]'") from e
     split = split or "train"
     ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
     for index, row in enumerate(tfds.as_numpy(ds)):
@@ -265,8 +262,7 @@ def _nonempty(rows: Iterator[tuple[str, Any]], name: str, what: str):
         empty = False
         yield item
     if empty:
-        raise DataError(f"{name}: no rows (an empty {what}); fix or remove it from "
-                        "DataConfig.path")
+        raise DataError(f"{name}: no rows (an empty {what}); fix or remove it from DataConfig.path")
 
 
 def read_rows(config: DataConfig) -> Iterator[tuple[str, Any]]:
@@ -277,8 +273,7 @@ def read_rows(config: DataConfig) -> Iterator[tuple[str, Any]]:
     """
     if config.format == "tfds":
         name, split = os.fspath(config.path), config.split or "train"
-        yield from _nonempty(_iter_tfds(name, split, config.tfds_data_dir),
-                             f"tfds:{name}/{split}", "dataset")
+        yield from _nonempty(_iter_tfds(name, split, config.tfds_data_dir), f"tfds:{name}/{split}", "dataset")
         return
     for path in _expand_paths(config.path):
         fmt = config.format if config.format != "auto" else _detect_format(path)

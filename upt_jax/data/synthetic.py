@@ -34,6 +34,7 @@ Generation is seeded and random-access: item ``i`` of a tier depends only on
 ``(seed, tier, i)``, so `SyntheticSource` can back a grain ``MapDataset`` and a prefix of
 a larger draw equals a smaller draw.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,7 +79,8 @@ class Tier:
 
 
 TIERS = {
-    t.name: t for t in (
+    t.name: t
+    for t in (
         Tier("add_2", "add", (2, 2), "easy"),
         Tier("add_3", "add", (3, 3), "easy"),
         Tier("mul_2x1", "mul", (2, 1), "easy"),
@@ -153,8 +155,8 @@ def _long_mul(a: int, b: int, lines: list[str]) -> int:
     for k, ch in enumerate(reversed(str(b))):
         lines.append(f"{a}*{ch}:")
         p = _column_mul_digit(a, int(ch), lines)
-        lines.append(f"shift {k}, {p * 10 ** k}")
-        shifted.append(p * 10 ** k)
+        lines.append(f"shift {k}, {p * 10**k}")
+        shifted.append(p * 10**k)
     lines.append("+".join(str(s) for s in shifted) + ":")
     return column_add(shifted, lines)
 
@@ -183,7 +185,7 @@ def column_sub(a: int, b: int, lines: list[str], label=_no_label) -> int:
 
 
 def _random_number(rng: random.Random, digits: int) -> int:
-    return rng.randint(10 ** (digits - 1), 10 ** digits - 1)
+    return rng.randint(10 ** (digits - 1), 10**digits - 1)
 
 
 def make_question(tier: str, seed: int, index: int) -> dict[str, Any]:
@@ -246,8 +248,9 @@ class SyntheticSource(TierSource):
         super().__init__(tiers, n_per_tier, seed)
 
 
-def synthetic_records(tiers: Sequence[str] = TRAIN_TIERS, n_per_tier: int = 1000,
-                      seed: int = 0) -> list[dict[str, Any]]:
+def synthetic_records(
+    tiers: Sequence[str] = TRAIN_TIERS, n_per_tier: int = 1000, seed: int = 0
+) -> list[dict[str, Any]]:
     """All items of `SyntheticSource` as a list."""
     src = SyntheticSource(tiers, n_per_tier, seed)
     return [src[i] for i in range(len(src))]
@@ -294,14 +297,32 @@ def pretraining_corpus(
     Returns:
       ``n_docs`` strings (no BOS/EOS: the tokenizing code adds them).
     """
-    return [corpus_document(random.Random(f"upt_jax.pretrain/{seed}/{i}"), tiers, template, seed=seed,
-                            demo_fraction=demo_fraction, facts_per_doc=facts_per_doc, tokenizer=tokenizer)
-            for i in range(n_docs)]
+    return [
+        corpus_document(
+            random.Random(f"upt_jax.pretrain/{seed}/{i}"),
+            tiers,
+            template,
+            seed=seed,
+            demo_fraction=demo_fraction,
+            facts_per_doc=facts_per_doc,
+            tokenizer=tokenizer,
+        )
+        for i in range(n_docs)
+    ]
 
 
-def corpus_document(rng: random.Random, tiers: Sequence[str], template: str = "zero", *, seed: int = 0,
-                    demo_fraction: float = 0.75, facts_per_doc: int = 12, tokenizer=None,
-                    make=make_question, facts=arithmetic_facts) -> str:
+def corpus_document(
+    rng: random.Random,
+    tiers: Sequence[str],
+    template: str = "zero",
+    *,
+    seed: int = 0,
+    demo_fraction: float = 0.75,
+    facts_per_doc: int = 12,
+    tokenizer=None,
+    make=make_question,
+    facts=arithmetic_facts,
+) -> str:
     """One document of `pretraining_corpus` drawn from ``rng``: a question of ``tiers`` (drawn with
     ``make(tier, seed=-1 - seed, index)``, a stream apart from `generate`'s) rendered with
     ``template`` and its demonstration (probability ``demo_fraction``), else ``facts_per_doc``
@@ -320,10 +341,18 @@ def _make_record(tier: str, seed: int, index: int) -> dict[str, Any]:
 
 # the family as a `upt_jax.data.tasks.TaskFamily` (its corpus draws the same documents as
 # `pretraining_corpus`)
-ARITH = register_task(TaskFamily(
-    name="arith", tiers=tuple(TaskTier(t.name, t.level, f"{t.op} of {'x'.join(map(str, t.digits))} digits")
-                       for t in TIERS.values()),
-    make_record=_make_record, verifier="integer", corpus_doc=corpus_document,
-    corpus_stream="upt_jax.pretrain",
-    description="Column arithmetic in plain notation (the historical built-in task: a digit's column "
-                "is found by counting back a content-dependent distance)."), replace=True)
+ARITH = register_task(
+    TaskFamily(
+        name="arith",
+        tiers=tuple(
+            TaskTier(t.name, t.level, f"{t.op} of {'x'.join(map(str, t.digits))} digits") for t in TIERS.values()
+        ),
+        make_record=_make_record,
+        verifier="integer",
+        corpus_doc=corpus_document,
+        corpus_stream="upt_jax.pretrain",
+        description="Column arithmetic in plain notation (the historical built-in task: a digit's column "
+        "is found by counting back a content-dependent distance).",
+    ),
+    replace=True,
+)

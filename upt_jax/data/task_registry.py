@@ -8,6 +8,7 @@ family (`upt_jax.data.synthetic`: ``arith``; `upt_jax.data.hinted`: ``arith_hint
 module, registers itself when imported, and is imported by `upt_jax.data.tasks`, so the arrows only
 point one way: families -> registry, tasks -> families and registry.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,20 @@ import importlib
 import random
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["TaskTier", "TaskFamily", "register_task", "get_task", "task_of", "resolve_tier",
-           "tier_names", "task_names", "generate", "TierSource", "LEVELS", "RECORD_KEYS"]
+__all__ = [
+    "TaskTier",
+    "TaskFamily",
+    "register_task",
+    "get_task",
+    "task_of",
+    "resolve_tier",
+    "tier_names",
+    "task_names",
+    "generate",
+    "TierSource",
+    "LEVELS",
+    "RECORD_KEYS",
+]
 
 LEVELS = ("base", "rl", "sft", "ood", "easy", "medium", "hard")
 RECORD_KEYS = ("question", "answer", "demonstration")
@@ -92,8 +105,7 @@ class TaskFamily:
         rec = dict(self.make_record(tier, seed, index))
         missing = [k for k in RECORD_KEYS if not isinstance(rec.get(k), str) or not rec.get(k)]
         if missing:
-            raise ValueError(f"task {self.name!r} tier {tier!r} item {index}: make_record returned no "
-                             f"string {missing}")
+            raise ValueError(f"task {self.name!r} tier {tier!r} item {index}: make_record returned no string {missing}")
         ident = rec.get("id") or f"{tier}/{seed}/{index}"
         rec.update(id=ident, tier=tier, level=spec.level, task=self.name, verifier=self.verifier)
         rec.setdefault("location", f"synthetic:{ident}")
@@ -105,8 +117,9 @@ class TaskFamily:
         """Items ``start .. start + n − 1`` of ``tier``."""
         return [self.record(tier, seed, i) for i in range(start, start + n)]
 
-    def corpus(self, n_docs: int, seed: int = 0, *, tiers: Sequence[str] | None = None,
-               template: str = "zero", **options) -> list[str]:
+    def corpus(
+        self, n_docs: int, seed: int = 0, *, tiers: Sequence[str] | None = None, template: str = "zero", **options
+    ) -> list[str]:
         """``n_docs`` pre-training documents (document ``i`` depends only on ``(seed, i)``) of
         ``tiers`` (default: the family's ``base``/``easy`` tiers; repeat a tier to weight it)."""
         if self.corpus_doc is None:
@@ -115,8 +128,10 @@ class TaskFamily:
         for t in tiers:
             self._tier(t)
         stream = self.corpus_stream or f"upt_jax.pretrain/{self.name}"
-        return [self.corpus_doc(random.Random(f"{stream}/{seed}/{i}"), tiers, template, seed=seed, **options)
-                for i in range(n_docs)]
+        return [
+            self.corpus_doc(random.Random(f"{stream}/{seed}/{i}"), tiers, template, seed=seed, **options)
+            for i in range(n_docs)
+        ]
 
 
 _TASKS: dict[str, TaskFamily] = {}

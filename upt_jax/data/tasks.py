@@ -43,13 +43,36 @@ re-exports its API. A new *built-in* family is a module of ``upt_jax/data/`` tha
 ``register_task`` when imported, and is added to the imports below; the order of those imports is
 the order of `task_names()`. A user's family, outside the package, imports this module as above.
 """
+
 # the built-in families, registered when imported, in this order (that of task_names())
 from upt_jax.data import synthetic  # noqa: F401  (arith)
 from upt_jax.data import hinted  # noqa: F401  (arith_hint)
 from upt_jax.data import countdown  # noqa: F401  (countdown)
-from upt_jax.data.task_registry import (LEVELS, RECORD_KEYS, TaskFamily, TaskTier, TierSource,  # noqa: F401
-                                        generate, get_task, register_task, resolve_tier, task_names, task_of,
-                                        tier_names)
+from upt_jax.data.task_registry import (
+    LEVELS,
+    RECORD_KEYS,
+    TaskFamily,
+    TaskTier,
+    TierSource,  # noqa: F401
+    generate,
+    get_task,
+    register_task,
+    resolve_tier,
+    task_names,
+    task_of,
+    tier_names,
+)
 
-__all__ = ["TaskTier", "TaskFamily", "register_task", "get_task", "task_of", "resolve_tier",
-           "tier_names", "task_names", "generate", "TierSource", "LEVELS"]
+__all__ = [
+    "TaskTier",
+    "TaskFamily",
+    "register_task",
+    "get_task",
+    "task_of",
+    "resolve_tier",
+    "tier_names",
+    "task_names",
+    "generate",
+    "TierSource",
+    "LEVELS",
+]

@@ -16,6 +16,7 @@ Example::
   >>> render_prompt("What is 2+3?", "zero")
   "Question:\\nWhat is 2+3?\\nAnswer:\\nLet's think step by step."
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
@@ -71,8 +72,9 @@ def separator(template: str) -> str:
     return _SEPARATORS[template]
 
 
-def prompt_ids(tokenizer: "Tokenizer", question, template: str = "zero", *,
-               system_prompt: str | None = None) -> list[int]:
+def prompt_ids(
+    tokenizer: "Tokenizer", question, template: str = "zero", *, system_prompt: str | None = None
+) -> list[int]:
     """Token ids of the prompt as training, sampling and evaluation all build it:
     ``render_prompt(question) + separator(template)``, encoded without special tokens.
 
@@ -83,8 +85,10 @@ def prompt_ids(tokenizer: "Tokenizer", question, template: str = "zero", *,
         turns = question.get("prompt_messages")
         if turns:
             if template != "chat":
-                raise ValueError(f"record {question.get('id')} ({question.get('location')}) has a chat prompt; "
-                                 f"set data.template=chat (not {template!r}) to render it with the chat template")
+                raise ValueError(
+                    f"record {question.get('id')} ({question.get('location')}) has a chat prompt; "
+                    f"set data.template=chat (not {template!r}) to render it with the chat template"
+                )
             return tokenizer.encode(tokenizer.apply_chat_template(turns, system_prompt=system_prompt))
         question = question["question"]
     text = render_prompt(question, template, tokenizer=tokenizer, system_prompt=system_prompt)

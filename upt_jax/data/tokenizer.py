@@ -15,6 +15,7 @@ Example::
     >>> tok.apply_chat_template("1+1", system_prompt="Be brief.")
     '<bos><|system|>Be brief.<|end|><|user|>1+1<|end|><|assistant|>'
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,35 +26,43 @@ import tempfile
 from typing import Any, Mapping, Sequence
 
 __all__ = [
-        "Tokenizer",
-        "CHAR_SPECIAL_TOKENS",
-        "CHAR_CHAT_TEMPLATE",
-        "char_vocabulary",
-        "save_char_tokenizer",
-        "char_tokenizer",
-        "load_tokenizer",
+    "Tokenizer",
+    "CHAR_SPECIAL_TOKENS",
+    "CHAR_CHAT_TEMPLATE",
+    "char_vocabulary",
+    "save_char_tokenizer",
+    "char_tokenizer",
+    "load_tokenizer",
 ]
 
 # Special tokens of the built-in tokenizer; ids are their positions (pad = 0).
 CHAR_SPECIAL_TOKENS = (
-        "<pad>", "<unk>", "<bos>", "<eos>",
-        "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
+    "<pad>",
+    "<unk>",
+    "<bos>",
+    "<eos>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
 )
-CHAR_SET = (
-        string.digits + string.ascii_lowercase + string.ascii_uppercase
-        + "+-*/=^()[]{}<>.,:;!?'\"\\_$%&|~#@` \n\t"
-)
+CHAR_SET = string.digits + string.ascii_lowercase + string.ascii_uppercase + "+-*/=^()[]{}<>.,:;!?'\"\\_$%&|~#@` \n\t"
 # Each message is `<|role|>content<|end|>`; the generation prompt is `<|assistant|>`.
 CHAR_CHAT_TEMPLATE = (
-        "{{ bos_token }}"
-        "{% for message in messages %}"
-        "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 # Markers that end an assistant turn in common chat formats (looked up in the vocab).
 _KNOWN_END_MARKERS = (
-    "<|end|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>",
+    "<|end|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "<end_of_turn>",
 )
 
 
@@ -86,14 +95,14 @@ def save_char_tokenizer(directory: str | os.PathLike) -> str:
     tok.add_special_tokens(list(CHAR_SPECIAL_TOKENS))
     tok.save(os.path.join(directory, "tokenizer.json"))
     config = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": "<bos>",
-            "eos_token": "<eos>",
-            "pad_token": "<pad>",
-            "unk_token": "<unk>",
-            "chat_template": CHAR_CHAT_TEMPLATE,
-            "model_max_length": 1 << 20,
-            "clean_up_tokenization_spaces": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<bos>",
+        "eos_token": "<eos>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "chat_template": CHAR_CHAT_TEMPLATE,
+        "model_max_length": 1 << 20,
+        "clean_up_tokenization_spaces": False,
     }
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
         json.dump(config, f, indent=2)
@@ -147,21 +156,19 @@ class Tokenizer:
         """Token ids of ``text``; no BOS/EOS unless ``add_special_tokens``."""
         return list(self.hf.encode(text, add_special_tokens=add_special_tokens))
 
-    def encode_batch(self, texts: Sequence[str], *, add_special_tokens: bool = False
-                                      ) -> list[list[int]]:
-        return [list(x) for x in self.hf(list(texts), add_special_tokens=add_special_tokens)
-                        ["input_ids"]]
+    def encode_batch(self, texts: Sequence[str], *, add_special_tokens: bool = False) -> list[list[int]]:
+        return [list(x) for x in self.hf(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         """Text of ``ids`` (a list or a 1-D array)."""
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(
-            self,
-            messages: str | Sequence[Mapping[str, str]],
-            *,
-            system_prompt: str | None = None,
-            add_generation_prompt: bool = True,
+        self,
+        messages: str | Sequence[Mapping[str, str]],
+        *,
+        system_prompt: str | None = None,
+        add_generation_prompt: bool = True,
     ) -> str:
         """Renders a conversation with the tokenizer's chat template.
 
@@ -183,10 +190,8 @@ class Tokenizer:
                 messages = messages[1:]
             messages = [{"role": "system", "content": system_prompt}] + messages
         if not getattr(self.hf, "chat_template", None):
-            raise ValueError("this tokenizer has no chat template; use the 'plain' or 'zero' "
-                                              "prompt template instead")
-        return self.hf.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            raise ValueError("this tokenizer has no chat template; use the 'plain' or 'zero' prompt template instead")
+        return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 @functools.lru_cache(maxsize=None)

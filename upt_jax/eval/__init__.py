@@ -14,6 +14,7 @@ Evaluation never imports training (issue #19): a run directory's model is
 `upt_jax.train.run_model.load_run_model`, the ``upt eval`` command `upt_jax.eval_cli` (it rebuilds
 a run's model), the method comparison `upt_jax.studies.comparison` (it trains its arms).
 """
+
 from upt_jax.eval.evaluate import (
     DEFAULT_EVAL_SEED,
     SuiteResult,
@@ -46,9 +47,29 @@ from upt_jax.eval.report import (
 from upt_jax.eval.inputs import data_suites, load_hf_model
 
 __all__ = [
-    "DEFAULT_EVAL_SEED", "MeanStd", "SuiteResult", "aggregate_seeds", "avg_at_k", "benchmark_suites",
-    "data_suites", "default_ks", "evaluate", "group_average", "load_hf_model", "mean_pass_at_k",
-    "mean_std", "metric_value", "metric_values", "pass_at_k", "pass_at_k_per_question",
-    "plot_pass_at_k", "read_json", "results_table", "results_to_json", "suite_key", "suite_table",
-    "synthetic_suites", "write_json",
+    "DEFAULT_EVAL_SEED",
+    "MeanStd",
+    "SuiteResult",
+    "aggregate_seeds",
+    "avg_at_k",
+    "benchmark_suites",
+    "data_suites",
+    "default_ks",
+    "evaluate",
+    "group_average",
+    "load_hf_model",
+    "mean_pass_at_k",
+    "mean_std",
+    "metric_value",
+    "metric_values",
+    "pass_at_k",
+    "pass_at_k_per_question",
+    "plot_pass_at_k",
+    "read_json",
+    "results_table",
+    "results_to_json",
+    "suite_key",
+    "suite_table",
+    "synthetic_suites",
+    "write_json",
 ]

@@ -26,6 +26,7 @@ Example::
                      temperature=1.0, max_new_tokens=512, key=jax.random.key(0))
   results["add_2"].avg_at_k, results["add_2"].pass_at_k[8]
 """
+
 from __future__ import annotations
 
 import collections
@@ -41,8 +42,7 @@ from upt_jax.eval import metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SuiteResult", "evaluate", "synthetic_suites", "benchmark_suites", "DEFAULT_EVAL_SEED",
-           "suite_key"]
+__all__ = ["SuiteResult", "evaluate", "synthetic_suites", "benchmark_suites", "DEFAULT_EVAL_SEED", "suite_key"]
 
 # Synthetic evaluation questions are drawn with this seed, not the training default (0), so
 # that they are a fresh draw rather than the first items of the training stream.
@@ -109,8 +109,9 @@ def suite_key(key, name: str):
     return jax.random.fold_in(key, zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF)
 
 
-def synthetic_suites(tiers: Sequence[str] | None = None, n: int = 100,
-                     seed: int = DEFAULT_EVAL_SEED) -> dict[str, list[dict]]:
+def synthetic_suites(
+    tiers: Sequence[str] | None = None, n: int = 100, seed: int = DEFAULT_EVAL_SEED
+) -> dict[str, list[dict]]:
     """``{tier: n records}`` of registered task tiers (`upt_jax.data.tasks`; default: the built-in
     ``arith`` family's train + OOD tiers; ``"module:tier"`` imports a user's family first).
 
@@ -125,8 +126,7 @@ def synthetic_suites(tiers: Sequence[str] | None = None, n: int = 100,
     return {t: tasks.generate(t, n, seed) for t in names}
 
 
-def benchmark_suites(names: Sequence[str] | None = None, limit: int | None = None
-                     ) -> dict[str, list[dict]]:
+def benchmark_suites(names: Sequence[str] | None = None, limit: int | None = None) -> dict[str, list[dict]]:
     """``{benchmark: records}`` of the bundled benchmarks (default: all), each cut to its
     first ``limit`` items when given. Records carry ``verifier="math"`` or ``"choice"``."""
     from upt_jax.data import benchmark_names, load_benchmark
@@ -237,8 +237,14 @@ def evaluate(
     key = jax.random.key(0) if key is None else key
     if sampler is None:
         sampler = Sampler(model, pad_id=tokenizer.pad_id)
-    sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        top_k=top_k, n=k, stop_token_ids=tuple(tokenizer.stop_ids))
+    sp = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        n=k,
+        stop_token_ids=tuple(tokenizer.stop_ids),
+    )
     own_verifier = verifier is None
     if own_verifier and reward_fns is None:
         verifier = RoutedVerifier(timeout_s=timeout_s, num_workers=num_workers)
@@ -261,19 +267,22 @@ def evaluate(
             total_reward = 0.0
             examples: list[dict] = []
             for b, start in enumerate(range(0, len(records), batch_questions)):
-                batch = records[start:start + batch_questions]
+                batch = records[start : start + batch_questions]
                 prompts = [eval_prompt_ids(tokenizer, r, template, system_prompt) for r in batch]
                 out = sampler.generate(prompts, jax.random.fold_in(skey, b), sp, state=params)
                 rows = len(out.lengths)
                 if rows != len(batch) * k:
                     raise RuntimeError(f"the sampler returned {rows} rows for {len(batch)} prompts × {k}")
-                texts = [tokenizer.decode(out.tokens[i, :out.lengths[i]]) for i in range(rows)]
+                texts = [tokenizer.decode(out.tokens[i, : out.lengths[i]]) for i in range(rows)]
                 qidx = np.asarray(out.prompt_index)
                 rewards = _score(verifier, reward_fns, [batch[j] for j in qidx], texts, default_verifier)
                 picked = None
                 if scorer is not None:
-                    picked = np.asarray(scorer.raw_scores(
-                        [prompts[j] for j in qidx], [out.tokens[i, :out.lengths[i]].tolist() for i in range(rows)]))
+                    picked = np.asarray(
+                        scorer.raw_scores(
+                            [prompts[j] for j in qidx], [out.tokens[i, : out.lengths[i]].tolist() for i in range(rows)]
+                        )
+                    )
                 slot = collections.Counter()
                 for i, (j, r) in enumerate(zip(qidx, rewards)):
                     correct[start + j, slot[j]] = float(r.correct)
@@ -283,15 +292,28 @@ def evaluate(
                     reasons[r.reason] += 1
                     total_reward += r.score
                     if completions is not None:
-                        completions.append({"suite": name, "id": str(batch[j].get("id", start + j)),
-                                            "sample": slot[j] - 1, "prompt": batch[j]["question"],
-                                            "answer": batch[j].get("answer"), "completion": texts[i],
-                                            "reward": float(r.score), "reason": r.reason})
+                        completions.append(
+                            {
+                                "suite": name,
+                                "id": str(batch[j].get("id", start + j)),
+                                "sample": slot[j] - 1,
+                                "prompt": batch[j]["question"],
+                                "answer": batch[j].get("answer"),
+                                "completion": texts[i],
+                                "reward": float(r.score),
+                                "reason": r.reason,
+                            }
+                        )
                     if len(examples) < num_examples and slot[j] == 1:
-                        examples.append({"id": str(batch[j].get("id", start + j)),
-                                         "question": batch[j]["question"],
-                                         "answer": str(batch[j]["answer"]), "output": texts[i],
-                                         "reason": r.reason})
+                        examples.append(
+                            {
+                                "id": str(batch[j].get("id", start + j)),
+                                "question": batch[j]["question"],
+                                "answer": str(batch[j]["answer"]),
+                                "output": texts[i],
+                                "reason": r.reason,
+                            }
+                        )
                 lengths.append(np.asarray(out.lengths))
                 finished.append(np.asarray(out.finished))
                 if bar is not None:
@@ -300,19 +322,33 @@ def evaluate(
             lengths_all = np.concatenate(lengths) if lengths else np.zeros(0)
             finished_all = np.concatenate(finished) if finished else np.zeros(0, bool)
             results[name] = SuiteResult(
-                name=name, k=k, num_questions=len(records),
+                name=name,
+                k=k,
+                num_questions=len(records),
                 avg_at_k=metrics.avg_at_k(correct) if len(records) else float("nan"),
                 pass_at_k={j: metrics.mean_pass_at_k(k, counts, j) for j in pass_ks},
                 mean_response_length=float(lengths_all.mean()) if lengths_all.size else float("nan"),
                 truncated_frac=float(1.0 - finished_all.mean()) if finished_all.size else float("nan"),
-                reasons=dict(sorted(reasons.items())), correct_counts=counts.tolist(),
-                ids=[str(r.get("id", i)) for i, r in enumerate(records)], examples=examples,
+                reasons=dict(sorted(reasons.items())),
+                correct_counts=counts.tolist(),
+                ids=[str(r.get("id", i)) for i, r in enumerate(records)],
+                examples=examples,
                 seconds=time.perf_counter() - t0,
-                best_of_k=(float(correct[np.arange(len(records)), np.argmax(scores, axis=1)].mean())
-                           if scorer is not None and len(records) else None),
-                mean_reward=total_reward / max(1, len(records) * k) if reward_fns is not None else None)
-            log.info("%s: avg@%d %.3f over %d questions (%.1fs)", name, k, results[name].avg_at_k,
-                     len(records), results[name].seconds)
+                best_of_k=(
+                    float(correct[np.arange(len(records)), np.argmax(scores, axis=1)].mean())
+                    if scorer is not None and len(records)
+                    else None
+                ),
+                mean_reward=total_reward / max(1, len(records) * k) if reward_fns is not None else None,
+            )
+            log.info(
+                "%s: avg@%d %.3f over %d questions (%.1fs)",
+                name,
+                k,
+                results[name].avg_at_k,
+                len(records),
+                results[name].seconds,
+            )
     finally:
         if bar is not None:
             bar.close()

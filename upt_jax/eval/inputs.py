@@ -3,6 +3,7 @@ files, tier names. Pure reading (data, models), no training: ``upt eval``
 (`upt_jax.eval_cli`) and the in-training evaluation (`upt_jax.train.in_training`) both use it.
 A run directory's model is `upt_jax.train.run_model.load_run_model`.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from typing import Sequence
 __all__ = ["load_hf_model", "hf_template", "data_suites", "parse_tiers"]
 
 
-def load_hf_model(hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dtype: str | None = None,
-                  tokenizer: str | None = None):
+def load_hf_model(
+    hf_dir: str | os.PathLike, *, param_dtype: str = "float32", dtype: str | None = None, tokenizer: str | None = None
+):
     """``(model, tokenizer)`` from a Hugging Face directory (tokenizer from the same directory
     unless ``tokenizer`` names another, or ``"char"``)."""
     from upt_jax.data import load_tokenizer
@@ -48,8 +50,7 @@ def data_suites(paths: Sequence[str], *, verifier: str = "math", need_answer: bo
     out = {}
     for path in paths:
         name = Path(path.rstrip("/")).name.split(".")[0]
-        cfg = DataConfig(path=path, task="eval" if need_answer else "prompt", verifier=verifier,
-                         duplicate_ids="keep")
+        cfg = DataConfig(path=path, task="eval" if need_answer else "prompt", verifier=verifier, duplicate_ids="keep")
         out[name if name not in out else path] = load_records(cfg)[0]
     return out
 
@@ -61,9 +62,14 @@ def parse_tiers(values: Sequence[str] | None) -> tuple[str, ...]:
     ``module:tier`` imports a user's task module first (`upt_jax.data.tasks`)."""
     from upt_jax.data import synthetic, tasks
 
-    groups = {"train": synthetic.TRAIN_TIERS, "ood": synthetic.OOD_TIERS,
-              "all": synthetic.TRAIN_TIERS + synthetic.OOD_TIERS, "easy": synthetic.EASY_TIERS,
-              "medium": synthetic.MEDIUM_TIERS, "hard": synthetic.HARD_TIERS}
+    groups = {
+        "train": synthetic.TRAIN_TIERS,
+        "ood": synthetic.OOD_TIERS,
+        "all": synthetic.TRAIN_TIERS + synthetic.OOD_TIERS,
+        "easy": synthetic.EASY_TIERS,
+        "medium": synthetic.MEDIUM_TIERS,
+        "hard": synthetic.HARD_TIERS,
+    }
     for family in tasks.task_names():
         fam = tasks.get_task(family)
         groups[family] = fam.tier_names

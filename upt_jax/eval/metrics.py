@@ -23,6 +23,7 @@ Example::
   >>> avg_at_k([[1, 0, 0, 1], [0, 0, 0, 0]])
   0.25
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -158,6 +159,5 @@ def group_average(runs: Sequence[Mapping[str, float]], suites: Sequence[str]) ->
     """
     if not suites:
         return MeanStd(float("nan"), float("nan"), 0)
-    per_seed = [float(np.mean([run[s] for s in suites])) for run in runs
-                if all(s in run for s in suites)]
+    per_seed = [float(np.mean([run[s] for s in suites])) for run in runs if all(s in run for s in suites)]
     return mean_std(per_seed)

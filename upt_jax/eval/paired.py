@@ -16,6 +16,7 @@ SE says nothing about seed-to-seed variation: `PairedDifference.n_seeds` tells).
     d = paired_difference(base_result, [arm_seed0, arm_seed1, arm_seed2])   # SuiteResults
     print(f"{100 * d.delta:+.1f} ± {100 * d.se:.1f} points")
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -95,11 +96,21 @@ def paired_difference(base, arms: Sequence, *, n_boot: int = 2000, seed: int = 0
     seeds, questions = draw(s), rng.integers(0, q, size=(n_boot, q))
     base_seeds = draw(sb)
     # replicate r: over resampled questions, the mean of the arm's resampled seeds minus the base's
-    reps = np.concatenate([
-        arm_acc[seeds[c, :, None], questions[c, None, :]].mean(axis=(1, 2))
-        - base_acc[base_seeds[c, :, None], questions[c, None, :]].mean(axis=(1, 2))
-        for c in np.array_split(np.arange(n_boot), max(1, n_boot * max(s, sb) * q // 4_000_000))])
+    reps = np.concatenate(
+        [
+            arm_acc[seeds[c, :, None], questions[c, None, :]].mean(axis=(1, 2))
+            - base_acc[base_seeds[c, :, None], questions[c, None, :]].mean(axis=(1, 2))
+            for c in np.array_split(np.arange(n_boot), max(1, n_boot * max(s, sb) * q // 4_000_000))
+        ]
+    )
     lo, hi = np.percentile(reps, [2.5, 97.5])
     arm_mean, base_mean = float(arm_acc.mean()), float(base_acc.mean())
-    return PairedDifference(delta=arm_mean - base_mean, se=float(reps.std(ddof=1)), ci95=(float(lo), float(hi)),
-                            base=base_mean, arm=arm_mean, n_questions=q, n_seeds=s)
+    return PairedDifference(
+        delta=arm_mean - base_mean,
+        se=float(reps.std(ddof=1)),
+        ci95=(float(lo), float(hi)),
+        base=base_mean,
+        arm=arm_mean,
+        n_questions=q,
+        n_seeds=s,
+    )

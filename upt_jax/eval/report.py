@@ -12,6 +12,7 @@ Example::
                       ood_suites=synthetic.OOD_TIERS))
   plot_pass_at_k(runs, "passk.png")
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,16 @@ import numpy as np
 from upt_jax.eval import metrics
 from upt_jax.eval.evaluate import SuiteResult
 
-__all__ = ["metric_value", "metric_values", "results_table", "suite_table", "results_to_json",
-           "write_json", "read_json", "plot_pass_at_k"]
+__all__ = [
+    "metric_value",
+    "metric_values",
+    "results_table",
+    "suite_table",
+    "results_to_json",
+    "write_json",
+    "read_json",
+    "plot_pass_at_k",
+]
 
 
 def _as_result(r) -> SuiteResult:
@@ -43,7 +52,7 @@ def metric_value(result, metric: str) -> float:
     if metric in ("avg@k", "avg", f"avg@{r.k}"):
         return r.avg_at_k
     if metric.startswith("pass@"):
-        j = r.k if metric == "pass@k" else int(metric[len("pass@"):])
+        j = r.k if metric == "pass@k" else int(metric[len("pass@") :])
         if j not in r.pass_at_k:
             raise KeyError(f"{r.name}: no pass@{j} (have {sorted(r.pass_at_k)})")
         return r.pass_at_k[j]
@@ -103,8 +112,7 @@ def results_table(
             present = [s for s in suites if s in set(members)]
             columns.append((label, present))
     header = [title] + suites + [g for g, _ in columns]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for method, vals in per_method.items():
         agg = metrics.aggregate_seeds(vals)
         cells = [method]
@@ -122,10 +130,8 @@ def suite_table(results, *, percent: bool = True, digits: int = 1) -> str:
     ks = sorted({j for r in first.values() for j in r.pass_at_k})
     scale = 100.0 if percent else 1.0
     k = max((r.k for r in first.values()), default=1)
-    header = ["suite", "questions", f"avg@{k}"] + [f"pass@{j}" for j in ks] + ["mean length", "truncated",
-                                                                             "reasons"]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
+    header = ["suite", "questions", f"avg@{k}"] + [f"pass@{j}" for j in ks] + ["mean length", "truncated", "reasons"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
     for name, r in first.items():
         per = [{name: _as_result(seed[name])} for seed in seeds if name in seed]
         get = lambda m: metrics.mean_std(metric_value(p[name], m) for p in per)  # noqa: E731
@@ -175,8 +181,14 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
-def plot_pass_at_k(runs: Mapping[str, Any], path: str | os.PathLike, *,
-                   suites: Sequence[str] | None = None, ncols: int = 4, title: str | None = None) -> str:
+def plot_pass_at_k(
+    runs: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    suites: Sequence[str] | None = None,
+    ncols: int = 4,
+    title: str | None = None,
+) -> str:
     """pass@j against j (log₂ axis), one panel per suite, one line per method (mean over
     seeds, shaded ± std when several). Written as a PNG with the Agg backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -199,7 +211,7 @@ def plot_pass_at_k(runs: Mapping[str, Any], path: str | os.PathLike, *,
     fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), layout="constrained")
     FigureCanvasAgg(fig)  # Agg, without pyplot: no global backend switch, no display needed
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names):
         for method, (ks, mean, std) in data.get(name, {}).items():

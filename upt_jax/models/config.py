@@ -11,6 +11,7 @@ One dataclass covers the decoder-only families upt_jax supports:
 Both the transformers-4 layout (``rope_theta`` + ``rope_scaling``) and the transformers-5
 layout (``rope_parameters``) are understood.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,10 +79,10 @@ class ModelConfig:
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
-                f"model_type {self.model_type!r} is not supported; expected one of {SUPPORTED_MODEL_TYPES}")
+                f"model_type {self.model_type!r} is not supported; expected one of {SUPPORTED_MODEL_TYPES}"
+            )
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
         rope_type = self.rope_scaling_dict.get("rope_type", "default")
@@ -123,14 +124,14 @@ class ModelConfig:
 
     # ---------------------------------------------------------------- HF I/O
     @classmethod
-    def from_hf_dict(cls, cfg: Mapping[str, Any], *, param_dtype: str = "float32",
-                     dtype: str | None = None) -> "ModelConfig":
+    def from_hf_dict(
+        cls, cfg: Mapping[str, Any], *, param_dtype: str = "float32", dtype: str | None = None
+    ) -> "ModelConfig":
         """Build from the dict of a Hugging Face ``config.json``."""
         cfg = dict(cfg)
         model_type = cfg.get("model_type", "llama")
         if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(
-                f"config.json has model_type {model_type!r}; upt_jax supports {SUPPORTED_MODEL_TYPES}")
+            raise ValueError(f"config.json has model_type {model_type!r}; upt_jax supports {SUPPORTED_MODEL_TYPES}")
         if cfg.get("hidden_act", "silu") != "silu":
             raise ValueError(f"hidden_act {cfg.get('hidden_act')!r} is not supported (only silu)")
         if cfg.get("use_sliding_window", False):
@@ -148,12 +149,29 @@ class ModelConfig:
         head_dim = cfg.get("head_dim") or cfg["hidden_size"] // num_heads
         attention_bias = bool(cfg.get("attention_bias", False))
         known = {
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-            "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
-            "rope_theta", "rope_scaling", "rope_parameters", "max_position_embeddings",
-            "tie_word_embeddings", "attention_bias", "mlp_bias", "model_type",
-            "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
-            "transformers_version", "architectures",
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "rms_norm_eps",
+            "rope_theta",
+            "rope_scaling",
+            "rope_parameters",
+            "max_position_embeddings",
+            "tie_word_embeddings",
+            "attention_bias",
+            "mlp_bias",
+            "model_type",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+            "torch_dtype",
+            "dtype",
+            "transformers_version",
+            "architectures",
         }
         extra = tuple(sorted((k, _freeze(v)) for k, v in cfg.items() if k not in known))
         eos = cfg.get("eos_token_id")
@@ -216,8 +234,9 @@ class ModelConfig:
             tie_word_embeddings=self.tie_word_embeddings,
             # Both layouts, so that transformers 4 and 5 read the same RoPE.
             rope_theta=self.rope_theta,
-            rope_scaling=None if rope["rope_type"] == "default" else
-            {k: v for k, v in rope.items() if k != "rope_theta"},
+            rope_scaling=None
+            if rope["rope_type"] == "default"
+            else {k: v for k, v in rope.items() if k != "rope_theta"},
             rope_parameters=rope,
             bos_token_id=self.bos_token_id,
             eos_token_id=list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
@@ -276,13 +295,29 @@ def _thaw(v):
 
 # The configs the benchmarks and tests name (Qwen2-shaped, random weights).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(vocab_size=4096, hidden_size=256, intermediate_size=1024, num_layers=4,
-                 num_heads=4, num_kv_heads=2, head_dim=64),
-    "small": dict(vocab_size=32000, hidden_size=512, intermediate_size=2048, num_layers=8,
-                  num_heads=8, num_kv_heads=2, head_dim=64),
-    "qwen2-0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_layers=24,
-                       num_heads=14, num_kv_heads=2, head_dim=64, rope_theta=1000000.0,
-                       tie_word_embeddings=True),
+    "tiny": dict(
+        vocab_size=4096, hidden_size=256, intermediate_size=1024, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=64
+    ),
+    "small": dict(
+        vocab_size=32000,
+        hidden_size=512,
+        intermediate_size=2048,
+        num_layers=8,
+        num_heads=8,
+        num_kv_heads=2,
+        head_dim=64,
+    ),
+    "qwen2-0.5b": dict(
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_layers=24,
+        num_heads=14,
+        num_kv_heads=2,
+        head_dim=64,
+        rope_theta=1000000.0,
+        tie_word_embeddings=True,
+    ),
 }
 
 

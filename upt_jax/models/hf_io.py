@@ -9,6 +9,7 @@ Name mapping (NNX path → HF name): ``kernel`` ↔ ``weight`` transposed (NNX k
 ``[in, out]``, torch ``[out, in]``), ``embedding`` ↔ ``weight``; everything except
 ``lm_head`` lives under ``model.``.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,7 +72,8 @@ def _tensor_files(directory: str) -> dict[str, str]:
     if any(p.endswith((".bin", ".pt", ".pth")) for p in present):
         raise CheckpointError(
             f"{directory} holds only pickle-based weights ({present}); upt_jax loads safetensors only "
-            "(convert with transformers: model.save_pretrained(dir, safe_serialization=True))")
+            "(convert with transformers: model.save_pretrained(dir, safe_serialization=True))"
+        )
     raise CheckpointError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory} (found {present})")
 
 
@@ -99,10 +101,16 @@ class _Reader:
         self._handles.clear()
 
 
-def load_hf_checkpoint(directory: str | os.PathLike, *, param_dtype: str = "float32",
-                       dtype: str | None = None, mesh: Mesh | None = None,
-                       rules: Rules = DEFAULT_RULES, remat: str = "none",
-                       cfg: ModelConfig | None = None) -> Transformer:
+def load_hf_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    param_dtype: str = "float32",
+    dtype: str | None = None,
+    mesh: Mesh | None = None,
+    rules: Rules = DEFAULT_RULES,
+    remat: str = "none",
+    cfg: ModelConfig | None = None,
+) -> Transformer:
     """Load a Hugging Face checkpoint directory into a (sharded) ``Transformer``.
 
     Args:
@@ -139,7 +147,8 @@ def load_hf_checkpoint(directory: str | os.PathLike, *, param_dtype: str = "floa
         if arr.shape != tuple(leaf.shape):
             raise CheckpointError(
                 f"{name}: checkpoint shape {arr.shape[::-1] if transpose else arr.shape} does not match "
-                f"config.json (expected {tuple(leaf.shape)[::-1] if transpose else tuple(leaf.shape)})")
+                f"config.json (expected {tuple(leaf.shape)[::-1] if transpose else tuple(leaf.shape)})"
+            )
         arr = np.ascontiguousarray(arr.astype(leaf.dtype))
         if sharding is None:
             return jax.device_put(arr)
@@ -154,8 +163,13 @@ def load_hf_checkpoint(directory: str | os.PathLike, *, param_dtype: str = "floa
         reader.close()
     if missing:
         raise CheckpointError(f"{directory} is missing {len(missing)} tensors, e.g. {missing[:5]}")
-    unused = [n for n in files if n not in used and not n.endswith(_IGNORED_SUFFIXES)
-              and not (cfg.tie_word_embeddings and n == "lm_head.weight")]
+    unused = [
+        n
+        for n in files
+        if n not in used
+        and not n.endswith(_IGNORED_SUFFIXES)
+        and not (cfg.tie_word_embeddings and n == "lm_head.weight")
+    ]
     if unused:
         log.warning("%s: %d tensors not used by the model, e.g. %s", directory, len(unused), unused[:5])
     return nnx.merge(graphdef, state)
@@ -177,9 +191,14 @@ def iter_hf_tensors(model: Transformer, dtype: str | None = None) -> Iterator[tu
         yield name, np.ascontiguousarray(arr)
 
 
-def save_hf_checkpoint(model: Transformer, directory: str | os.PathLike, *,
-                       max_shard_bytes: int = 4 << 30, dtype: str | None = None,
-                       extra_config: dict | None = None) -> str:
+def save_hf_checkpoint(
+    model: Transformer,
+    directory: str | os.PathLike,
+    *,
+    max_shard_bytes: int = 4 << 30,
+    dtype: str | None = None,
+    extra_config: dict | None = None,
+) -> str:
     """Export to a directory that ``transformers.AutoModelForCausalLM.from_pretrained`` loads.
 
     Writes ``config.json`` and ``model.safetensors``, or ``model-0000i-of-0000n.safetensors``
@@ -189,8 +208,10 @@ def save_hf_checkpoint(model: Transformer, directory: str | os.PathLike, *,
     from safetensors.numpy import save_file
 
     if jax.tree.leaves(nnx.state(model, nnx.LoRAParam)):
-        raise ValueError("the model has LoRA adapters: merge them first (upt_jax.models.lora.merge_lora) or "
-                         "write them in the PEFT layout (upt_jax.models.peft_io.save_peft_adapter)")
+        raise ValueError(
+            "the model has LoRA adapters: merge them first (upt_jax.models.lora.merge_lora) or "
+            "write them in the PEFT layout (upt_jax.models.peft_io.save_peft_adapter)"
+        )
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     cfg: ModelConfig = model.cfg

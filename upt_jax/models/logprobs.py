@@ -17,6 +17,7 @@ costs one more ``[B, T, D] × [D, V]`` matmul (≈ 10 % of a small model's updat
 default (``remat="auto"``) it is only paid when the full fp32 logits would exceed
 ``AUTO_REMAT_BYTES`` (1 GiB): below that, one unchunked pass that keeps them is faster.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -66,10 +67,17 @@ def _chunk_stats(h, kernel, targets, temperature, with_entropy, threshold=None):
     return logp, entropy
 
 
-def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
-                   chunk_size: int = 128, temperature: float = 1.0,
-                   return_entropy: bool = False, remat: str = "auto",
-                   kept_threshold: Optional[jax.Array] = None):
+def token_logprobs(
+    hidden: jax.Array,
+    kernel: jax.Array,
+    targets: jax.Array,
+    *,
+    chunk_size: int = 128,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    remat: str = "auto",
+    kept_threshold: Optional[jax.Array] = None,
+):
     """Chunked ``log softmax(h W / τ)[target]``.
 
     Args:
@@ -89,8 +97,14 @@ def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
     """
     b, t, d = hidden.shape
     if not remat_logits(remat, b, t, kernel.shape[-1]):
-        return naive_token_logprobs(hidden, kernel, targets, temperature=temperature,
-                                    return_entropy=return_entropy, kept_threshold=kept_threshold)
+        return naive_token_logprobs(
+            hidden,
+            kernel,
+            targets,
+            temperature=temperature,
+            return_entropy=return_entropy,
+            kept_threshold=kept_threshold,
+        )
     c = max(1, min(chunk_size, t))
     n = -(-t // c)
     pad = n * c - t
@@ -116,18 +130,27 @@ def token_logprobs(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *,
     return unchunk(outs[0])
 
 
-def naive_token_logprobs(hidden, kernel, targets, *, temperature: float = 1.0,
-                         return_entropy: bool = False, kept_threshold=None):
+def naive_token_logprobs(
+    hidden, kernel, targets, *, temperature: float = 1.0, return_entropy: bool = False, kept_threshold=None
+):
     """Reference implementation holding the full ``[B, T, V]`` logits (tests, benchmarks)."""
     logp, ent = _chunk_stats(hidden, kernel, targets, temperature, return_entropy, kept_threshold)
     return (logp, ent) if return_entropy else logp
 
 
-def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Array] = None, *,
-                      chunk_size: int = 128, temperature: float = 1.0,
-                      return_entropy: bool = False, remat: str = "auto",
-                      segment_ids: Optional[jax.Array] = None, positions: Optional[jax.Array] = None,
-                      kept_threshold: Optional[jax.Array] = None):
+def sequence_logprobs(
+    model,
+    tokens: jax.Array,
+    attention_mask: Optional[jax.Array] = None,
+    *,
+    chunk_size: int = 128,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    remat: str = "auto",
+    segment_ids: Optional[jax.Array] = None,
+    positions: Optional[jax.Array] = None,
+    kept_threshold: Optional[jax.Array] = None,
+):
     """Log-probs of each token given its prefix, aligned with ``tokens``.
 
     ``logp[b, t] = log π(tokens[b, t] | tokens[b, <t])`` for ``t ≥ 1``; ``logp[:, 0] = 0``
@@ -155,11 +178,19 @@ def sequence_logprobs(model, tokens: jax.Array, attention_mask: Optional[jax.Arr
     if segment_ids is None:
         hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask, positions=positions)
     else:
-        hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
-                                        segment_ids=segment_ids)
-    out = token_logprobs(hidden[:, :-1], model.lm_head_kernel(), tokens[:, 1:], chunk_size=chunk_size,
-                         temperature=temperature, return_entropy=return_entropy, remat=remat,
-                         kept_threshold=None if kept_threshold is None else kept_threshold[:, 1:])
+        hidden, _ = model.hidden_states(
+            tokens, attention_mask=attention_mask, positions=positions, segment_ids=segment_ids
+        )
+    out = token_logprobs(
+        hidden[:, :-1],
+        model.lm_head_kernel(),
+        tokens[:, 1:],
+        chunk_size=chunk_size,
+        temperature=temperature,
+        return_entropy=return_entropy,
+        remat=remat,
+        kept_threshold=None if kept_threshold is None else kept_threshold[:, 1:],
+    )
     shift = lambda x: jnp.pad(x, ((0, 0), (1, 0)))
     if segment_ids is not None:  # a segment's first token is not predicted from the previous segment
         cont = shift((segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] > 0))

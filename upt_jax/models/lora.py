@@ -24,6 +24,7 @@ fails on XLA CPU, where the projections' matmul runs inside a ``custom_vjp`` (``
 and the provider mutates the module from inside that trace (``TraceContextError``). Reproduction:
 ``docs/lora.md``. Quantisation uses qwix's own numerics.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -142,8 +143,7 @@ class LoRALinear(nnx.Linear):
 
 # ----------------------------------------------------------------------------- applying
 def _linear_paths(model) -> list[tuple[str, nnx.Linear]]:
-    return [("/".join(map(str, p)), m) for p, m in nnx.iter_modules(model)
-            if isinstance(m, nnx.Linear) and p]
+    return [("/".join(map(str, p)), m) for p, m in nnx.iter_modules(model) if isinstance(m, nnx.Linear) and p]
 
 
 def _quantize(kernel: jax.Array, qtype: str, block: int):
@@ -177,22 +177,31 @@ def apply_lora(model: Transformer, cfg: LoraConfig, *, key: jax.Array | int = 0)
     pattern = re.compile(cfg.targets)
     hits = [(p, m) for p, m in _linear_paths(model) if pattern.search(p)]
     if not hits:
-        raise ValueError(f"LoRA targets {cfg.targets!r} match no linear layer; layers are e.g. "
-                         f"{[p for p, _ in _linear_paths(model)][:8]}")
+        raise ValueError(
+            f"LoRA targets {cfg.targets!r} match no linear layer; layers are e.g. "
+            f"{[p for p, _ in _linear_paths(model)][:8]}"
+        )
     for i, (_, lin) in enumerate(hits):
         d_in, d_out = lin.in_features, lin.out_features
         bound = 1.0 / math.sqrt(d_in)  # PEFT's kaiming_uniform(a=√5) on A
         lin.__class__ = LoRALinear
-        lin.lora_a = nnx.LoRAParam(jax.random.uniform(jax.random.fold_in(key, i), (d_in, cfg.rank),
-                                                      jnp.float32, -bound, bound))
+        lin.lora_a = nnx.LoRAParam(
+            jax.random.uniform(jax.random.fold_in(key, i), (d_in, cfg.rank), jnp.float32, -bound, bound)
+        )
         lin.lora_b = nnx.LoRAParam(jnp.zeros((cfg.rank, d_out), jnp.float32))
         lin.lora_scale = float(cfg.scale)
         lin.lora_dropout = float(cfg.dropout)
         lin.lora_enabled = True
         if cfg.quantize != "none":
             lin.kernel = QuantizedKernel(_quantize(lin.kernel[...], cfg.quantize, cfg.block_size))
-    log.info("LoRA r=%d α=%g on %d layers (%s)%s", cfg.rank, cfg.alpha, len(hits), cfg.targets,
-             "" if cfg.quantize == "none" else f", base quantised to {cfg.quantize}")
+    log.info(
+        "LoRA r=%d α=%g on %d layers (%s)%s",
+        cfg.rank,
+        cfg.alpha,
+        len(hits),
+        cfg.targets,
+        "" if cfg.quantize == "none" else f", base quantised to {cfg.quantize}",
+    )
     return model
 
 

@@ -10,6 +10,7 @@ QLoRA's quantised kernels (``kernel/qvalue``, ``kernel/scale``) their kernel's s
 axis that does not divide the dimension it would shard is dropped for that parameter
 (replicated on that dimension) so that any config loads on any mesh; ``resolve_spec`` reports what it did.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,7 @@ DEFAULT_RULES: Rules = (
 )
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A ``('data', 'fsdp', 'tensor')`` mesh; one size may be ``-1`` (all remaining devices)."""
     devices = list(devices if devices is not None else jax.devices())
     sizes = [data, fsdp, tensor]
@@ -60,7 +60,8 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
     if int(np.prod(sizes)) != len(devices):
         raise ValueError(
             f"mesh data={sizes[0]} × fsdp={sizes[1]} × tensor={sizes[2]} = {int(np.prod(sizes))} "
-            f"does not match the {len(devices)} available devices")
+            f"does not match the {len(devices)} available devices"
+        )
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
@@ -110,16 +111,19 @@ def resolve_spec(spec: P, shape: Sequence[int], mesh: Mesh, path: str = "") -> P
 
 def param_specs(state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
     """A pytree like ``state`` (arrays or ``ShapeDtypeStruct``) of resolved ``PartitionSpec``."""
+
     def spec(path, leaf):
         p = path_to_str(path)
         return resolve_spec(match_rule(p, rules), np.shape(leaf), mesh, p)
+
     return jax.tree_util.tree_map_with_path(spec, state)
 
 
 def param_shardings(state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
     """A pytree like ``state`` of ``NamedSharding`` from the partition rules."""
-    return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(state, mesh, rules),
-                        is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(
+        lambda s: NamedSharding(mesh, s), param_specs(state, mesh, rules), is_leaf=lambda x: isinstance(x, P)
+    )
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

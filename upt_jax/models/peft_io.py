@@ -11,6 +11,7 @@ with ``scaling = lora_alpha / r`` (no rsLoRA, no DoRA, no bias). ``target_module
 modules by their full names (``model.layers.0.self_attn.q_proj``), which PEFT matches exactly, so
 any ``targets`` regex exports faithfully.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,16 +55,37 @@ def peft_adapter_config(model, cfg: LoraConfig, base_model_name_or_path: str | N
         raise ValueError("the model has no LoRA adapters to export")
     if cfg.rank != layers[0][1].lora_a.shape[1]:
         raise ValueError(f"LoraConfig rank {cfg.rank} is not the adapters' rank {layers[0][1].lora_a.shape[1]}")
-    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
-            "r": cfg.rank, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
-            "target_modules": [_module_name(p) for p, _ in layers], "bias": "none", "fan_in_fan_out": False,
-            "use_rslora": False, "use_dora": False, "init_lora_weights": True, "inference_mode": True,
-            "modules_to_save": None, "layers_to_transform": None, "layers_pattern": None,
-            "rank_pattern": {}, "alpha_pattern": {}, "revision": None}
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": cfg.rank,
+        "lora_alpha": cfg.alpha,
+        "lora_dropout": cfg.dropout,
+        "target_modules": [_module_name(p) for p, _ in layers],
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "revision": None,
+    }
 
 
-def save_peft_adapter(model, directory: str | os.PathLike, cfg: LoraConfig, *,
-                      base_model_name_or_path: str | None = None, dtype: str | None = None) -> str:
+def save_peft_adapter(
+    model,
+    directory: str | os.PathLike,
+    cfg: LoraConfig,
+    *,
+    base_model_name_or_path: str | None = None,
+    dtype: str | None = None,
+) -> str:
     """Write ``model``'s adapters to ``directory`` in the PEFT layout; returns the directory.
 
     ``base_model_name_or_path``: recorded in ``adapter_config.json`` (the HF directory or hub name

@@ -7,6 +7,7 @@ Bradley–Terry training on preference pairs (Ouyang et al. 2022; Christiano et 
 
 with margin ``m`` and label smoothing ``ε``.
 """
+
 from __future__ import annotations
 
 import jax
@@ -34,9 +35,14 @@ class RewardModel(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, remat: str = "none"):
         self.cfg = cfg
         self.backbone = Transformer(cfg, rngs=rngs, remat=remat)
-        self.score_head = nnx.Linear(cfg.hidden_size, 1, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
-                                     kernel_init=nnx.initializers.normal(1.0 / cfg.hidden_size ** 0.5),
-                                     rngs=rngs)
+        self.score_head = nnx.Linear(
+            cfg.hidden_size,
+            1,
+            dtype=cfg.jnp_dtype,
+            param_dtype=cfg.jnp_param_dtype,
+            kernel_init=nnx.initializers.normal(1.0 / cfg.hidden_size**0.5),
+            rngs=rngs,
+        )
 
     def token_scores(self, tokens: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         """``tokens [B, T]`` → ``[B, T]`` fp32: the head applied to every position's hidden state."""
@@ -58,8 +64,7 @@ def reward_model_from(policy: Transformer, seed: int = 0) -> RewardModel:
     return rm
 
 
-def bradley_terry_loss(chosen: jax.Array, rejected: jax.Array, *, margin: float = 0.0,
-                       label_smoothing: float = 0.0):
+def bradley_terry_loss(chosen: jax.Array, rejected: jax.Array, *, margin: float = 0.0, label_smoothing: float = 0.0):
     """Bradley–Terry pair loss.
 
     Args:
@@ -71,5 +76,4 @@ def bradley_terry_loss(chosen: jax.Array, rejected: jax.Array, *, margin: float 
     """
     d = chosen - rejected - margin
     loss = -(1.0 - label_smoothing) * jax.nn.log_sigmoid(d) - label_smoothing * jax.nn.log_sigmoid(-d)
-    return jnp.sum(loss), jnp.asarray(chosen.shape[0], jnp.float32), jnp.mean(
-        (chosen > rejected).astype(jnp.float32))
+    return jnp.sum(loss), jnp.asarray(chosen.shape[0], jnp.float32), jnp.mean((chosen > rejected).astype(jnp.float32))

@@ -1,5 +1,6 @@
 """Rotary position embeddings (RoPE) of the transformer, with Llama 3's frequency scaling, and
 token positions from an attention mask (left padding) or from packed segments."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,16 @@ import numpy as np
 
 from upt_jax.models.config import ModelConfig
 
-__all__ = ["rope_inv_freq", "rope_tables", "rope_table", "rope_from_table", "rotate", "apply_rope",
-           "positions_from_mask", "positions_from_segments"]
+__all__ = [
+    "rope_inv_freq",
+    "rope_tables",
+    "rope_table",
+    "rope_from_table",
+    "rotate",
+    "apply_rope",
+    "positions_from_mask",
+    "positions_from_segments",
+]
 
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
@@ -22,7 +31,7 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
     interpolated smoothly.
     """
     dim = cfg.head_dim
-    inv = (1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim)))
+    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
     inv = inv.astype(np.float32)
     sc = cfg.rope_scaling_dict
     kind = sc.get("rope_type", "default")
@@ -101,4 +110,3 @@ def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
     start = jnp.concatenate([jnp.ones_like(seg[:, :1], bool), seg[:, 1:] != seg[:, :-1]], axis=-1)
     first = jax.lax.cummax(jnp.where(start, t, 0), axis=seg.ndim - 1)
     return (t - first).astype(jnp.int32)
-

@@ -22,6 +22,7 @@ padding, ``1, 2, …`` on the tokens of each sequence (contiguous). A query atte
 keys of its own segment, causally, and positions restart at 0 in each segment
 (``positions_from_segments``), so each sequence gets exactly what it gets alone in its row.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,16 @@ import numpy as np
 from flax import nnx
 
 from upt_jax.models.config import ModelConfig
-from upt_jax.models.rope import (apply_rope, positions_from_mask, positions_from_segments,  # noqa: F401
-                                rope_from_table, rope_inv_freq, rope_table, rope_tables, rotate)
+from upt_jax.models.rope import (
+    apply_rope,
+    positions_from_mask,
+    positions_from_segments,  # noqa: F401
+    rope_from_table,
+    rope_inv_freq,
+    rope_table,
+    rope_tables,
+    rotate,
+)
 
 _NEG = -0.7 * float(np.finfo(np.float32).max)
 
@@ -63,9 +72,12 @@ class KVCache:
         dtype = dtype or cfg.jnp_dtype
         k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
         v_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-        return cls(k=tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers)),
-                   v=tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers)),
-                   mask=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+        return cls(
+            k=tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers)),
+            v=tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers)),
+            mask=jnp.zeros((batch, max_len), bool),
+            index=jnp.zeros((), jnp.int32),
+        )
 
     @property
     def max_len(self) -> int:
@@ -125,17 +137,39 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     """The projections' ``dot_general``: ``dense_cpu`` for ``x [..., D] · w [D, F]`` on XLA CPU,
     ``jax.lax.dot_general`` everywhere else (accelerator compilers handle the transposes)."""
     (lc, rc), (lb, rb) = dimension_numbers
-    if (jax.default_backend() == "cpu" and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb
-            and not rb and rhs.ndim == 2 and precision is None and preferred_element_type is None
-            and out_sharding is None):
+    if (
+        jax.default_backend() == "cpu"
+        and tuple(lc) == (lhs.ndim - 1,)
+        and tuple(rc) == (0,)
+        and not lb
+        and not rb
+        and rhs.ndim == 2
+        and precision is None
+        and preferred_element_type is None
+        and out_sharding is None
+    ):
         return dense_cpu(lhs, rhs)
-    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                               preferred_element_type=preferred_element_type, out_sharding=out_sharding)
+    return jax.lax.dot_general(
+        lhs,
+        rhs,
+        dimension_numbers,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        out_sharding=out_sharding,
+    )
 
 
 def _linear(cfg: ModelConfig, din: int, dout: int, bias: bool, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(din, dout, use_bias=bias, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
-                      kernel_init=nnx.initializers.normal(0.02), dot_general=dot_general, rngs=rngs)
+    return nnx.Linear(
+        din,
+        dout,
+        use_bias=bias,
+        dtype=cfg.jnp_dtype,
+        param_dtype=cfg.jnp_param_dtype,
+        kernel_init=nnx.initializers.normal(0.02),
+        dot_general=dot_general,
+        rngs=rngs,
+    )
 
 
 class Attention(nnx.Module):
@@ -259,13 +293,13 @@ class Block(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.jnp_param_dtype)
         self.self_attn = Attention(cfg, rngs=rngs)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps,
-                                                param_dtype=cfg.jnp_param_dtype)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.jnp_param_dtype)
         self.mlp = MLP(cfg, rngs=rngs)
 
     def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None, segment_ids=None):
-        h, new_cache = self.self_attn(self.input_layernorm(x), rope, key_valid, query_slots,
-                                      key_slots, layer_cache, segment_ids)
+        h, new_cache = self.self_attn(
+            self.input_layernorm(x), rope, key_valid, query_slots, key_slots, layer_cache, segment_ids
+        )
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x, new_cache
@@ -293,9 +327,14 @@ class Transformer(nnx.Module):
             raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)}, got {remat!r}")
         self.cfg = cfg
         self.remat = remat
-        self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
-                                      param_dtype=cfg.jnp_param_dtype,
-                                      embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+        self.embed_tokens = nnx.Embed(
+            cfg.vocab_size,
+            cfg.hidden_size,
+            dtype=cfg.jnp_dtype,
+            param_dtype=cfg.jnp_param_dtype,
+            embedding_init=nnx.initializers.normal(0.02),
+            rngs=rngs,
+        )
         self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.jnp_param_dtype)
         if cfg.tie_word_embeddings:
@@ -309,9 +348,16 @@ class Transformer(nnx.Module):
             return self.embed_tokens.embedding.value.T
         return self.lm_head.kernel.value
 
-    def hidden_states(self, tokens: jax.Array, *, attention_mask: Optional[jax.Array] = None,
-                      positions: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
-                      segment_ids: Optional[jax.Array] = None, rope=None):
+    def hidden_states(
+        self,
+        tokens: jax.Array,
+        *,
+        attention_mask: Optional[jax.Array] = None,
+        positions: Optional[jax.Array] = None,
+        cache: Optional[KVCache] = None,
+        segment_ids: Optional[jax.Array] = None,
+        rope=None,
+    ):
         """Run the decoder.
 
         Args:
@@ -369,10 +415,10 @@ class Transformer(nnx.Module):
 
     def __call__(self, tokens, *, attention_mask=None, positions=None, cache=None, segment_ids=None):
         """Full logits ``[B, T, V]`` (fp32) and the updated cache. Use for short T only."""
-        h, cache = self.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
-                                      cache=cache, segment_ids=segment_ids)
-        logits = jnp.einsum("btd,dv->btv", h, self.lm_head_kernel().astype(h.dtype),
-                            preferred_element_type=jnp.float32)
+        h, cache = self.hidden_states(
+            tokens, attention_mask=attention_mask, positions=positions, cache=cache, segment_ids=segment_ids
+        )
+        logits = jnp.einsum("btd,dv->btv", h, self.lm_head_kernel().astype(h.dtype), preferred_element_type=jnp.float32)
         return logits, cache
 
 

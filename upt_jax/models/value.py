@@ -3,6 +3,7 @@
 ``values[b, t] = V(q, o_<t)``, the value of the state in which token ``t`` is generated, so
 ``values`` is aligned with ``tokens`` like ``sequence_logprobs`` (``values[:, 0] = 0``).
 """
+
 from __future__ import annotations
 
 import jax
@@ -19,8 +20,14 @@ class ValueModel(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, remat: str = "none"):
         self.cfg = cfg
         self.backbone = Transformer(cfg, rngs=rngs, remat=remat)
-        self.value_head = nnx.Linear(cfg.hidden_size, 1, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
-                                     kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.value_head = nnx.Linear(
+            cfg.hidden_size,
+            1,
+            dtype=cfg.jnp_dtype,
+            param_dtype=cfg.jnp_param_dtype,
+            kernel_init=nnx.initializers.zeros,
+            rngs=rngs,
+        )
 
     def __call__(self, tokens: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         """``tokens [B, T]``, ``attention_mask [B, T]`` → ``values [B, T]`` fp32 (aligned, 0 at t = 0)."""
@@ -36,8 +43,7 @@ def value_model_from(policy: Transformer, seed: int = 0) -> ValueModel:
     return critic
 
 
-def value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Array, mask: jax.Array,
-               clip: float | None = 0.2):
+def value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Array, mask: jax.Array, clip: float | None = 0.2):
     """Clipped value loss (PPO2): ``½ max((V − R)², (clip(V, V_old ± ε) − R)²)``.
 
     Args:

@@ -2,6 +2,7 @@
 (`vocab_logprobs`, differentiated) and a frozen teacher's next-token logits (`teacher_logits`,
 dense or top-k), both aligned with the tokens they predict and computed in position chunks when
 gathered, so ``B × T × V`` is never held for top-k."""
+
 from __future__ import annotations
 
 import jax
@@ -17,8 +18,9 @@ def _chunked(fn, hidden, extra, chunk_size):
     c = max(1, min(chunk_size, t))
     n = -(-t // c)
     pad = n * c - t
-    split = lambda x: jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2)).reshape(
-        b, n, c, *x.shape[2:]).swapaxes(0, 1)
+    split = lambda x: (
+        jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2)).reshape(b, n, c, *x.shape[2:]).swapaxes(0, 1)
+    )
     xs = (split(hidden), None if extra is None else split(extra))
     outs = jax.lax.map(lambda a: jax.checkpoint(fn)(*a), xs)
     return jax.tree.map(lambda y: y.swapaxes(0, 1).reshape(b, n * c, *y.shape[3:])[:, :t], outs)
@@ -29,8 +31,15 @@ def _shift(x, value=0):
     return jnp.pad(x, ((0, 0), (1, 0)) + ((0, 0),) * (x.ndim - 2), constant_values=value)
 
 
-def vocab_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, *, ids: jax.Array | None = None,
-                   temperature: float = 1.0, chunk_size: int = 128):
+def vocab_logprobs(
+    model,
+    tokens: jax.Array,
+    attention_mask: jax.Array,
+    *,
+    ids: jax.Array | None = None,
+    temperature: float = 1.0,
+    chunk_size: int = 128,
+):
     """The student's log-softmax over the vocabulary, aligned with ``tokens``.
 
     ``logq[b, t, v] = log softmax(z_{b, t−1} / τ)[v]``, the distribution that predicts ``tokens[b, t]``
@@ -61,8 +70,15 @@ def vocab_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, *, ids: 
     return _shift(logq), _shift(ent)
 
 
-def teacher_logits(model, tokens: jax.Array, attention_mask: jax.Array, *, vocab_size: int,
-                   top_k: int | None = None, chunk_size: int = 128):
+def teacher_logits(
+    model,
+    tokens: jax.Array,
+    attention_mask: jax.Array,
+    *,
+    vocab_size: int,
+    top_k: int | None = None,
+    chunk_size: int = 128,
+):
     """A (frozen) teacher's next-token logits, aligned with ``tokens`` like `vocab_logprobs`.
 
     Only the first ``min(V_teacher, vocab_size)`` entries are used (models of one tokenizer may pad

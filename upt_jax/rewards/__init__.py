@@ -12,6 +12,7 @@ Public API:
   math_equivalent                     math-verify equivalence of two extracted answers
   extract_answer, last_boxed, extract_choice, parse_integer, strip_math_delimiters
 """
+
 from upt_jax.rewards.extract import (
     extract_answer,
     extract_choice,
@@ -37,8 +38,24 @@ from upt_jax.rewards.verifiers import (
 )
 
 __all__ = [
-    "KINDS", "REASONS", "Reward", "RewardFunctions", "RoutedVerifier", "Verifier", "VerifierPool", "extract_answer",
-    "extract_choice", "last_boxed", "math_equivalent", "parse_integer", "prepare_math",
-    "strip_math_delimiters", "verify_choice", "verify_countdown", "verify_exact", "verify_format",
-    "verify_integer", "verify_math",
+    "KINDS",
+    "REASONS",
+    "Reward",
+    "RewardFunctions",
+    "RoutedVerifier",
+    "Verifier",
+    "VerifierPool",
+    "extract_answer",
+    "extract_choice",
+    "last_boxed",
+    "math_equivalent",
+    "parse_integer",
+    "prepare_math",
+    "strip_math_delimiters",
+    "verify_choice",
+    "verify_countdown",
+    "verify_exact",
+    "verify_format",
+    "verify_integer",
+    "verify_math",
 ]

@@ -25,6 +25,7 @@ child holds their pipes: they exit when the last child does). So every worker:
 - ignores SIGINT and SIGTERM, which a terminal or a scheduler sends to the whole process group
   or job step: the parent decides when its workers stop (see `upt_jax.train.preemption`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -52,6 +53,7 @@ def _limit_memory(memory_limit_mb: int | None) -> None:
 def _watch_lifeline(lifeline) -> None:
     """Ends this process as soon as ``lifeline`` (a `multiprocessing.connection.Connection`
     whose only write end is in the parent) reaches EOF, i.e. when the parent has died."""
+
     def watch():
         try:
             while True:

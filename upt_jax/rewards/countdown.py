@@ -19,6 +19,7 @@ Anything else scores 0 with a reason: ``no_answer`` (no box), ``too_long``, ``ba
 such an expression; the cause in ``detail``), ``wrong`` (a well-formed expression that breaks a
 rule or misses the target; which in ``detail``), ``bad_reference`` (the reference is malformed).
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,8 +34,17 @@ __all__ = ["MAX_CHARS", "Malformed", "parse_reference", "parse_expression", "exp
 MAX_CHARS = 64
 _REFERENCE = re.compile(r"\s*(\d{1,6}) from ((?:\d{1,6} ){0,9}\d{1,6}) with ([-+*]{1,3})\s*")
 _ALLOWED = frozenset("0123456789+-*() ")
-_SPELLINGS = (("\\times", "*"), ("\\cdot", "*"), ("×", "*"), ("·", "*"), ("−", "-"), ("\\left(", "("),
-              ("\\right)", ")"), ("\\,", " "), ("\\ ", " "))
+_SPELLINGS = (
+    ("\\times", "*"),
+    ("\\cdot", "*"),
+    ("×", "*"),
+    ("·", "*"),
+    ("−", "-"),
+    ("\\left(", "("),
+    ("\\right)", ")"),
+    ("\\,", " "),
+    ("\\ ", " "),
+)
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
 
 
@@ -121,8 +131,14 @@ def verify_countdown(output: str, gold: str, *, max_chars: int = MAX_CHARS) -> R
     if extra:
         return Reward(0.0, "wrong", extracted=answer, detail=f"uses {sorted(extra.elements())} beyond {list(numbers)}")
     if not ops <= set(allowed):
-        return Reward(0.0, "wrong", extracted=answer, detail=f"operations {''.join(sorted(ops - set(allowed)))} not allowed")
+        return Reward(
+            0.0, "wrong", extracted=answer, detail=f"operations {''.join(sorted(ops - set(allowed)))} not allowed"
+        )
     value = expression_value(tree)
     ok = value == target
-    return Reward(float(ok), "correct" if ok else "wrong", extracted=answer,
-                  detail=None if ok else f"value {value}, target {target}")
+    return Reward(
+        float(ok),
+        "correct" if ok else "wrong",
+        extracted=answer,
+        detail=None if ok else f"value {value}, target {target}",
+    )

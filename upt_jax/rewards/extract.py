@@ -10,6 +10,7 @@ Everything here runs in the trainer process on arbitrary model output (a 1 MB st
   (the text after the last "answer is" / "answer:") and ``"last_number"``.
 - `extract_choice`: a multiple-choice letter.
 """
+
 from __future__ import annotations
 
 import re
@@ -58,7 +59,7 @@ def _scan_braced(text: str, start: int, max_chars: int) -> str | None:
         elif ch == "}":
             depth -= 1
             if depth == 0:
-                return text[start + 1:i]
+                return text[start + 1 : i]
         i += 1
     if end < len(text):
         raise TooLong(f"answer longer than {max_chars} characters")
@@ -94,7 +95,7 @@ def last_boxed(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> str | None:
             if j == end and end < len(text):
                 raise TooLong(f"answer longer than {max_chars} characters")
             if j > i + 1:
-                return text[i + 1:j]
+                return text[i + 1 : j]
         pos = start
     return None
 
@@ -107,7 +108,7 @@ def strip_math_delimiters(s: str) -> str:
         changed = False
         for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
             if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
-                s, changed = s[len(left):len(s) - len(right)].strip(), True
+                s, changed = s[len(left) : len(s) - len(right)].strip(), True
                 break
         if s.endswith("."):
             s, changed = s[:-1].rstrip(), True
@@ -119,7 +120,7 @@ def _answer_is(text: str, max_chars: int) -> str | None:
     matches = list(_ANSWER_IS.finditer(tail))
     if not matches:
         return None
-    rest = tail[matches[-1].end():].strip()
+    rest = tail[matches[-1].end() :].strip()
     line = rest.split("\n", 1)[0].strip().strip("*").strip()
     if not line:
         return None
@@ -137,8 +138,9 @@ def _last_number(text: str) -> str | None:
     return numbers[-1].replace(",", "") if numbers else None
 
 
-def extract_answer(text: str, fallbacks: tuple[str, ...] = FALLBACKS,
-                   max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str | None, str]:
+def extract_answer(
+    text: str, fallbacks: tuple[str, ...] = FALLBACKS, max_chars: int = DEFAULT_MAX_CHARS
+) -> tuple[str | None, str]:
     """The final answer of a model output.
 
     Args:
@@ -184,7 +186,7 @@ def _letter_after_keyword(tail: str, end: int) -> str | None:
         return i
 
     i = skip_ws(i)
-    if tail[i:i + 2].lower() == "is":
+    if tail[i : i + 2].lower() == "is":
         i = skip_ws(i + 2)
     if i < n and tail[i] == ":":
         i = skip_ws(i + 1)
@@ -195,8 +197,7 @@ def _letter_after_keyword(tail: str, end: int) -> str | None:
     return None
 
 
-def extract_choice(text: str, choices: str = "ABCD",
-                   max_chars: int = DEFAULT_MAX_CHARS) -> str | None:
+def extract_choice(text: str, choices: str = "ABCD", max_chars: int = DEFAULT_MAX_CHARS) -> str | None:
     """A multiple-choice letter: in the last ``\\boxed{}``, after "answer is"/"answer:",
     or a bare letter (optionally ``(B)``, ``B.``) as the output's last line.
 
@@ -210,7 +211,7 @@ def extract_choice(text: str, choices: str = "ABCD",
             return None
         s = strip_math_delimiters(s)
         if s.startswith("\\text{") and s.endswith("}"):
-            s = s[len("\\text{"):-1]
+            s = s[len("\\text{") : -1]
         s = s.strip().strip("*").strip()
         m = _BARE_CHOICE.fullmatch(s) if len(s) <= 4 else None
         if m is None or not (any_case or m.group(1).isupper()):

@@ -45,6 +45,7 @@ Example::
     >>> total, rf.metrics()["reward/math"]
     (array([0.9...], dtype=float32), 1.0)
 """
+
 from __future__ import annotations
 
 import collections
@@ -61,16 +62,31 @@ __all__ = ["BUILTIN", "RewardFunctions", "resolve", "row_columns", "call_one"]
 
 RewardFn = Callable[..., Sequence[float]]
 # record keys that are the prompt or a response, not a column a reward function receives
-_NOT_COLUMNS = ("question", "demonstration", "chosen", "rejected", "messages", "prompt_messages", "location",
-                "layout", "columns", "text")
+_NOT_COLUMNS = (
+    "question",
+    "demonstration",
+    "chosen",
+    "rejected",
+    "messages",
+    "prompt_messages",
+    "location",
+    "layout",
+    "columns",
+    "text",
+)
 
 
 # ----------------------------------------------------------------------------- built-ins
 def _verify(kind: str, completions, answer, **options) -> list[float]:
     from upt_jax.rewards import verifiers
 
-    fn = {"math": verifiers.verify_math, "integer": verifiers.verify_integer, "exact": verifiers.verify_exact,
-          "choice": verifiers.verify_choice, "countdown": verifiers.verify_countdown}[kind]
+    fn = {
+        "math": verifiers.verify_math,
+        "integer": verifiers.verify_integer,
+        "exact": verifiers.verify_exact,
+        "choice": verifiers.verify_choice,
+        "countdown": verifiers.verify_countdown,
+    }[kind]
     return [float(fn(c, "" if a is None else str(a), **options).score) for c, a in zip(completions, answer)]
 
 
@@ -136,8 +152,10 @@ def resolve(spec: str | RewardFn, where: str = "reward.functions") -> tuple[str,
     if callable(spec):
         return getattr(spec, "__name__", type(spec).__name__), spec
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"{where}: a reward is a built-in name ({', '.join(BUILTIN)}), 'module:function' or a "
-                         f"callable, not {spec!r}")
+        raise ValueError(
+            f"{where}: a reward is a built-in name ({', '.join(BUILTIN)}), 'module:function' or a "
+            f"callable, not {spec!r}"
+        )
     if ":" not in spec:
         if spec not in BUILTIN:
             raise ValueError(f"{where}: unknown reward {spec!r}; built-in: {', '.join(BUILTIN)}, or 'module:function'")
@@ -276,9 +294,16 @@ class RewardFunctions:
       pool: share an existing `VerifierPool` (not closed by `close`).
     """
 
-    def __init__(self, functions: Sequence[str | RewardFn], weights: Sequence[float] | None = None, *,
-                 timeout_s: float = 5.0, num_workers: int | None = None, pool=None,
-                 where: str = "reward.functions"):
+    def __init__(
+        self,
+        functions: Sequence[str | RewardFn],
+        weights: Sequence[float] | None = None,
+        *,
+        timeout_s: float = 5.0,
+        num_workers: int | None = None,
+        pool=None,
+        where: str = "reward.functions",
+    ):
         if not functions:
             raise ValueError(f"{where}: no reward function")
         resolved = [resolve(f, where) for f in functions]
@@ -286,8 +311,10 @@ class RewardFunctions:
         self.names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
         self.weights = [1.0] * len(resolved) if weights is None or len(weights) == 0 else [float(w) for w in weights]
         if len(self.weights) != len(resolved) or not all(np.isfinite(self.weights)):
-            raise ValueError(f"{where}: {len(resolved)} functions but weights {list(weights or [])}; give one finite "
-                             "weight per function (reward.weights)")
+            raise ValueError(
+                f"{where}: {len(resolved)} functions but weights {list(weights or [])}; give one finite "
+                "weight per function (reward.weights)"
+            )
         self._refs = [_ref(fn) for _, fn in resolved]
         self.timeout_s = float(timeout_s)
         self._pool, self._own_pool = pool, pool is None
@@ -308,8 +335,9 @@ class RewardFunctions:
             self._pool = VerifierPool(self.num_workers, self.timeout_s)
         return self._pool
 
-    def per_function(self, prompts: Sequence[Any], completions: Sequence[str],
-                     records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    def per_function(
+        self, prompts: Sequence[Any], completions: Sequence[str], records: Sequence[Mapping[str, Any]]
+    ) -> dict[str, np.ndarray]:
         """``{name: scores [B]}`` of every function (failed calls 0, counted)."""
         from upt_jax.rewards.types import Reward
 
@@ -321,8 +349,11 @@ class RewardFunctions:
         out = {}
         for name, ref in zip(self.names, self._refs):
             args = [(ref, p, c, col) for p, c, col in zip(prompts, completions, columns)]
-            results = (_call_in_process(args, self.timeout_s) if ref.local is not None
-                       else self.pool.map(call_one, args, timeout_s=self.timeout_s))
+            results = (
+                _call_in_process(args, self.timeout_s)
+                if ref.local is not None
+                else self.pool.map(call_one, args, timeout_s=self.timeout_s)
+            )
             scores = np.zeros(len(results), np.float32)
             for i, r in enumerate(results):
                 if isinstance(r, Reward):  # timeout, worker_died, error (the exception's type in detail)
@@ -334,8 +365,9 @@ class RewardFunctions:
             out[name] = scores
         return out
 
-    def scores(self, prompts: Sequence[Any], completions: Sequence[str],
-               records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def scores(
+        self, prompts: Sequence[Any], completions: Sequence[str], records: Sequence[Mapping[str, Any]]
+    ) -> np.ndarray:
         """``Σ_i w_i · f_i`` per completion, float32 ``[B]``."""
         parts = self.per_function(prompts, completions, records)
         total = np.zeros(len(completions), np.float32)

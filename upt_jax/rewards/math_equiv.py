@@ -33,6 +33,7 @@ Two modes:
   ``2\\sqrt2`` and ``\\sqrt8``; sets in any order; units. Both modes are math-verify
   with different settings, plus two checks on what it parsed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,7 @@ import re
 from upt_jax.rewards import extract
 from upt_jax.rewards.types import Reward
 
-__all__ = ["eval_guard", "install_eval_guard", "normalize_for_latex", "math_equivalent",
-           "STRICT_FLOAT_ROUNDING"]
+__all__ = ["eval_guard", "install_eval_guard", "normalize_for_latex", "math_equivalent", "STRICT_FLOAT_ROUNDING"]
 
 # Decimals to which strict mode compares numbers (math-verify's default is 6): a double
 # carries 15-17 significant digits, so this is equality up to how floats are stored.
@@ -58,8 +58,9 @@ _ALLOWED_EVAL = re.compile(
     r"Integer\s*\(\s*\d{1,4300}\s*\)"
     r"|Float\s*\(\s*'\d{0,4300}(?:\.\d{0,4300})?(?:[eE][+-]?\d{1,6})?'\s*\)"
     r"|Symbol\s*\(\s*'[A-Za-z_][A-Za-z0-9_]{0,99}'\s*\)"
-    r"|[A-Za-z][A-Za-z0-9]{0,31}"      # a bare name (no underscores: no dunders)
-    r")\s*")
+    r"|[A-Za-z][A-Za-z0-9]{0,31}"  # a bare name (no underscores: no dunders)
+    r")\s*"
+)
 _SCI = re.compile(r"([+-]?\d+(?:\.\d*)?)[eE]([+-]?\d+)")
 
 
@@ -127,9 +128,12 @@ def normalize_for_latex(answer: str) -> str:
 def _parse(answer: str):
     math_verify = _load_math_verify()
     config = [math_verify.LatexExtractionConfig(boxed_match_priority=0)]
-    return math_verify.parse("\\boxed{" + normalize_for_latex(answer) + "}",
-                             extraction_config=config, fallback_mode="first_match",
-                             parsing_timeout=None)
+    return math_verify.parse(
+        "\\boxed{" + normalize_for_latex(answer) + "}",
+        extraction_config=config,
+        fallback_mode="first_match",
+        parsing_timeout=None,
+    )
 
 
 # References repeat across a group's rollouts; cache short strings only (bounded memory).
@@ -163,9 +167,12 @@ def _strict_verify(math_verify, gold_parsed: list, pred_parsed: list) -> bool:
     # not one (`x=2` for `2`, also `1=2` for `2`): strict mode does not.
     if has_relation(pred_parsed) and not has_relation(gold_parsed):
         return False
-    return math_verify.verify([_without_percent(x) for x in gold_parsed],
-                              [_without_percent(x) for x in pred_parsed],
-                              float_rounding=STRICT_FLOAT_ROUNDING, timeout_seconds=None)
+    return math_verify.verify(
+        [_without_percent(x) for x in gold_parsed],
+        [_without_percent(x) for x in pred_parsed],
+        float_rounding=STRICT_FLOAT_ROUNDING,
+        timeout_seconds=None,
+    )
 
 
 def math_equivalent(prediction: str, gold: str, *, strict: bool = False) -> Reward:

@@ -33,6 +33,7 @@ Example::
 
 Not thread-safe: one thread drives a pool.
 """
+
 from __future__ import annotations
 
 import collections
@@ -63,8 +64,8 @@ class _Worker:
     process: Any
     conn: Any
     ready: bool = False
-    task: int | None = None        # index of the item being scored
-    started: float = 0.0           # monotonic time the item was sent
+    task: int | None = None  # index of the item being scored
+    started: float = 0.0  # monotonic time the item was sent
 
 
 @contextlib.contextmanager
@@ -146,8 +147,7 @@ class VerifierPool:
             methods = multiprocessing.get_all_start_methods()
             start_method = "forkserver" if "forkserver" in methods else "spawn"
         if start_method == "fork":
-            raise ValueError("never fork a process that may have JAX initialised; use "
-                             "'forkserver' or 'spawn'")
+            raise ValueError("never fork a process that may have JAX initialised; use 'forkserver' or 'spawn'")
         self.num_workers = int(num_workers or min(4, os.cpu_count() or 1))
         self.timeout_s = float(timeout_s)
         self.memory_limit_mb = memory_limit_mb
@@ -156,7 +156,7 @@ class VerifierPool:
         if start_method == "forkserver":
             # Only takes effect if this process has not started its forkserver yet.
             self._ctx.set_forkserver_preload(["upt_jax.rewards._worker", *self.preload])
-        self.stats = collections.Counter()   # timeouts, deaths, restarts: for logging
+        self.stats = collections.Counter()  # timeouts, deaths, restarts: for logging
         self._startup_failures = 0
         # the lifeline: workers get the read end; the write end never leaves this process, so
         # the kernel closes it (EOF in every worker) when this process dies
@@ -242,7 +242,7 @@ class VerifierPool:
                     i = pending.popleft()
                     try:
                         w.conn.send((i, fn, tuple(args[i]), kwargs, limit))
-                    except (OSError, ValueError):   # died while idle: requeue, not its fault
+                    except (OSError, ValueError):  # died while idle: requeue, not its fault
                         pending.appendleft(i)
                         continue
                     w.task, w.started = i, now
@@ -265,8 +265,7 @@ class VerifierPool:
                             kind, i, value = msg
                             if w.task != i:
                                 continue
-                            results[i] = value if kind == "ok" else Reward(
-                                0.0, "error", detail=str(value))
+                            results[i] = value if kind == "ok" else Reward(0.0, "error", detail=str(value))
                             if kind != "ok":
                                 self.stats["errors"] += 1
                             w.task = None
@@ -281,7 +280,8 @@ class VerifierPool:
                         if self._startup_failures >= _MAX_STARTUP_FAILURES:
                             raise RuntimeError(
                                 f"verifier workers die on start-up (exit code "
-                                f"{w.process.exitcode}); check that {self.preload} import")
+                                f"{w.process.exitcode}); check that {self.preload} import"
+                            )
                     if w.task is not None:
                         results[w.task] = Reward(0.0, "worker_died")
                         remaining -= 1

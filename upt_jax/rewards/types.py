@@ -1,4 +1,5 @@
 """The result type shared by every verifier."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,16 +8,16 @@ __all__ = ["Reward", "REASONS"]
 
 # Reasons a verifier gives. `correct` is the only one with score 1 for binary verifiers.
 REASONS = (
-    "correct",       # matches the reference
-    "wrong",         # an answer was found and does not match
-    "no_answer",     # nothing could be extracted
-    "too_long",      # the extracted answer exceeds the length bound
-    "bad_format",    # format verifier: the required structure is missing
-    "timeout",       # the worker ran past the time limit and was killed
-    "worker_died",   # the worker process died (crash, out of memory) on this item
-    "error",         # the verifier raised; the exception type is in `detail`
-    "bad_reference", # the reference itself is malformed (a data error), e.g. a non-integer
-                     # reference for the integer verifier; what it is is in `detail`
+    "correct",  # matches the reference
+    "wrong",  # an answer was found and does not match
+    "no_answer",  # nothing could be extracted
+    "too_long",  # the extracted answer exceeds the length bound
+    "bad_format",  # format verifier: the required structure is missing
+    "timeout",  # the worker ran past the time limit and was killed
+    "worker_died",  # the worker process died (crash, out of memory) on this item
+    "error",  # the verifier raised; the exception type is in `detail`
+    "bad_reference",  # the reference itself is malformed (a data error), e.g. a non-integer
+    # reference for the integer verifier; what it is is in `detail`
 )
 
 

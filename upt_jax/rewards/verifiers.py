@@ -29,6 +29,7 @@ units); see `upt_jax.rewards.math_equiv`.
 
 Nothing is ever ``eval``-ed or ``exec``-ed (see `upt_jax.rewards.math_equiv`).
 """
+
 from __future__ import annotations
 
 import collections
@@ -64,8 +65,13 @@ def _found(answer: str | None, how: str) -> Reward | None:
     return None
 
 
-def prepare_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract.FALLBACKS,
-                 max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward | tuple[str, str]:
+def prepare_math(
+    output: str,
+    gold: str,
+    *,
+    fallbacks: tuple[str, ...] = extract.FALLBACKS,
+    max_chars: int = extract.DEFAULT_MAX_CHARS,
+) -> Reward | tuple[str, str]:
     """The in-process half of `verify_math`.
 
     Extracts the answer; decides at once when there is none or when both answers are
@@ -86,8 +92,14 @@ def prepare_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract
     return answer, gold
 
 
-def verify_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract.FALLBACKS,
-                max_chars: int = extract.DEFAULT_MAX_CHARS, strict: bool = False) -> Reward:
+def verify_math(
+    output: str,
+    gold: str,
+    *,
+    fallbacks: tuple[str, ...] = extract.FALLBACKS,
+    max_chars: int = extract.DEFAULT_MAX_CHARS,
+    strict: bool = False,
+) -> Reward:
     """`prepare_math`, then math-verify **in this process, without a time limit**.
 
     ``strict``: only equal values count (the ``math_strict`` kind; see
@@ -103,8 +115,7 @@ def verify_math(output: str, gold: str, *, fallbacks: tuple[str, ...] = extract.
     return math_equiv.math_equivalent(*prepared, strict=strict)
 
 
-def verify_integer(output: str, gold: str | int, *, fallbacks: tuple[str, ...] = (),
-                   max_chars: int = 128) -> Reward:
+def verify_integer(output: str, gold: str | int, *, fallbacks: tuple[str, ...] = (), max_chars: int = 128) -> Reward:
     """Exact integer comparison of the last ``\\boxed{}`` (the synthetic-task fast path).
 
     Strict by default (no fallback): a demonstration-style output must end in a box.
@@ -139,9 +150,14 @@ def _fold(s: str) -> str:
     return " ".join(extract.strip_math_delimiters(s).split()).casefold()
 
 
-def verify_exact(output: str, gold: str, *, extract_answer: bool = True,
-                 fallbacks: tuple[str, ...] = ("answer_is",),
-                 max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward:
+def verify_exact(
+    output: str,
+    gold: str,
+    *,
+    extract_answer: bool = True,
+    fallbacks: tuple[str, ...] = ("answer_is",),
+    max_chars: int = extract.DEFAULT_MAX_CHARS,
+) -> Reward:
     """String equality after folding whitespace, case and ``$`` wrappers.
 
     With ``extract_answer`` the boxed (or fallback) answer is compared, else the whole
@@ -160,8 +176,9 @@ def verify_exact(output: str, gold: str, *, extract_answer: bool = True,
     return Reward(float(ok), "correct" if ok else "wrong", extracted=answer)
 
 
-def verify_choice(output: str, gold: str, *, choices: str = "ABCD",
-                  max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward:
+def verify_choice(
+    output: str, gold: str, *, choices: str = "ABCD", max_chars: int = extract.DEFAULT_MAX_CHARS
+) -> Reward:
     """Multiple choice (GPQA): the extracted letter equals the reference letter."""
     letter = extract.extract_choice(output, choices, max_chars)
     if letter is None:
@@ -170,9 +187,14 @@ def verify_choice(output: str, gold: str, *, choices: str = "ABCD",
     return Reward(float(ok), "correct" if ok else "wrong", extracted=letter)
 
 
-def verify_format(output: str, gold: Any = None, *, require_boxed: bool = True,
-                  require_think: bool = False,
-                  max_chars: int = extract.DEFAULT_MAX_CHARS) -> Reward:
+def verify_format(
+    output: str,
+    gold: Any = None,
+    *,
+    require_boxed: bool = True,
+    require_think: bool = False,
+    max_chars: int = extract.DEFAULT_MAX_CHARS,
+) -> Reward:
     """1.0 when the output has the required structure (the reference is ignored).
 
     Args:
@@ -192,15 +214,26 @@ def verify_format(output: str, gold: Any = None, *, require_boxed: bool = True,
     if require_think:
         stripped = output.lstrip()
         close = output.find("</think>")
-        if (not stripped.startswith("<think>") or close < 0
-                or output.count("<think>") != 1 or output.count("</think>") != 1
-                or (require_boxed and boxed_at < close)):
+        if (
+            not stripped.startswith("<think>")
+            or close < 0
+            or output.count("<think>") != 1
+            or output.count("</think>") != 1
+            or (require_boxed and boxed_at < close)
+        ):
             return Reward(0.0, "bad_format", detail="think block")
     return Reward(1.0, "correct")
 
 
-_FUNCTIONS = {"math": verify_math, "math_strict": verify_math, "integer": verify_integer, "exact": verify_exact,
-              "choice": verify_choice, "format": verify_format, "countdown": verify_countdown}
+_FUNCTIONS = {
+    "math": verify_math,
+    "math_strict": verify_math,
+    "integer": verify_integer,
+    "exact": verify_exact,
+    "choice": verify_choice,
+    "format": verify_format,
+    "countdown": verify_countdown,
+}
 
 
 class Verifier:
@@ -226,9 +259,16 @@ class Verifier:
     families scores each with its own verifier.
     """
 
-    def __init__(self, kind: str = "math", *, timeout_s: float = 5.0,
-                 num_workers: int | None = None, isolate: bool = False, pool=None,
-                 **options):
+    def __init__(
+        self,
+        kind: str = "math",
+        *,
+        timeout_s: float = 5.0,
+        num_workers: int | None = None,
+        isolate: bool = False,
+        pool=None,
+        **options,
+    ):
         if kind not in KINDS:
             raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
         if kind == "math_strict":
@@ -254,8 +294,9 @@ class Verifier:
             self._pool = VerifierPool(self.num_workers, self.timeout_s)
         return self._pool
 
-    def __call__(self, outputs: Sequence[str], golds: Sequence[Any],
-                 kinds: Sequence[str | None] | None = None) -> list[Reward]:
+    def __call__(
+        self, outputs: Sequence[str], golds: Sequence[Any], kinds: Sequence[str | None] | None = None
+    ) -> list[Reward]:
         if len(outputs) != len(golds):
             raise ValueError(f"{len(outputs)} outputs but {len(golds)} references")
         if kinds is None or all(k in (None, self.kind) for k in kinds):
@@ -281,19 +322,18 @@ class Verifier:
     def _score(self, outputs: Sequence[str], golds: Sequence[Any]) -> list[Reward]:
         fn = _FUNCTIONS[self.kind]
         if self.isolate:
-            rewards = self.pool.map(fn, list(zip(outputs, golds)), self.options,
-                                    timeout_s=self.timeout_s)
+            rewards = self.pool.map(fn, list(zip(outputs, golds)), self.options, timeout_s=self.timeout_s)
         elif self.kind in _MATH_KINDS:
             from upt_jax.rewards import math_equiv
 
             options = dict(self.options)
             strict = {"strict": True} if options.pop("strict", False) else None
-            rewards: list[Any] = [prepare_math(o, str(g), **options)
-                                  for o, g in zip(outputs, golds)]
+            rewards: list[Any] = [prepare_math(o, str(g), **options) for o, g in zip(outputs, golds)]
             todo = [i for i, r in enumerate(rewards) if not isinstance(r, Reward)]
             if todo:
-                done = self.pool.map(math_equiv.math_equivalent, [rewards[i] for i in todo],
-                                     strict, timeout_s=self.timeout_s)
+                done = self.pool.map(
+                    math_equiv.math_equivalent, [rewards[i] for i in todo], strict, timeout_s=self.timeout_s
+                )
                 for i, r in zip(todo, done):
                     rewards[i] = _with_extracted(r, rewards[i][0])
         else:
@@ -301,8 +341,9 @@ class Verifier:
         self.stats.update(r.reason for r in rewards)
         return rewards
 
-    def scores(self, outputs: Sequence[str], golds: Sequence[Any],
-               kinds: Sequence[str | None] | None = None) -> np.ndarray:
+    def scores(
+        self, outputs: Sequence[str], golds: Sequence[Any], kinds: Sequence[str | None] | None = None
+    ) -> np.ndarray:
         """Rewards as a float32 array ``[B]``."""
         return np.asarray([r.score for r in self(outputs, golds, kinds)], np.float32)
 
@@ -338,8 +379,13 @@ class RoutedVerifier:
       options: per-kind keyword arguments, e.g. ``{"math": {"fallbacks": ()}}``.
     """
 
-    def __init__(self, *, timeout_s: float = 5.0, num_workers: int | None = None,
-                 options: dict[str, dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 5.0,
+        num_workers: int | None = None,
+        options: dict[str, dict[str, Any]] | None = None,
+    ):
         self.timeout_s, self.num_workers = timeout_s, num_workers
         self.options = dict(options or {})
         unknown = set(self.options) - set(KINDS)
@@ -365,20 +411,16 @@ class RoutedVerifier:
 
                     self._pool = VerifierPool(self.num_workers, self.timeout_s)
                 pool = self._pool
-            self._verifiers[kind] = Verifier(kind, timeout_s=self.timeout_s, pool=pool,
-                                             **self.options.get(kind, {}))
+            self._verifiers[kind] = Verifier(kind, timeout_s=self.timeout_s, pool=pool, **self.options.get(kind, {}))
         return self._verifiers[kind]
 
-    def __call__(self, outputs: Sequence[str], golds: Sequence[Any],
-                 kinds: Sequence[str]) -> list[Reward]:
+    def __call__(self, outputs: Sequence[str], golds: Sequence[Any], kinds: Sequence[str]) -> list[Reward]:
         if not len(outputs) == len(golds) == len(kinds):
-            raise ValueError(f"{len(outputs)} outputs, {len(golds)} references, "
-                             f"{len(kinds)} kinds")
+            raise ValueError(f"{len(outputs)} outputs, {len(golds)} references, {len(kinds)} kinds")
         rewards: list[Any] = [None] * len(outputs)
         for kind in dict.fromkeys(kinds):
             idx = [i for i, k in enumerate(kinds) if k == kind]
-            for i, r in zip(idx, self.verifier(kind)([outputs[i] for i in idx],
-                                                      [golds[i] for i in idx])):
+            for i, r in zip(idx, self.verifier(kind)([outputs[i] for i in idx], [golds[i] for i in idx])):
                 rewards[i] = r
         return rewards
 

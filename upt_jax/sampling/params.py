@@ -2,6 +2,7 @@
 (`sample_inverse_cdf`, `sample_from_weights`, `first_argmax`: one uniform per row, so a draw does
 not depend on how rows are batched), and the shape buckets calls are compiled for (`round_up`,
 `chunk_bounds`, `DEFAULT_LEN_BUCKETS`). See `upt_jax.sampling.sampler`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SamplingParams", "policy_temperature", "SampleOutput", "first_argmax", "sample_inverse_cdf",
-           "sample_from_weights", "round_up", "chunk_bounds", "DEFAULT_LEN_BUCKETS"]
+__all__ = [
+    "SamplingParams",
+    "policy_temperature",
+    "SampleOutput",
+    "first_argmax",
+    "sample_inverse_cdf",
+    "sample_from_weights",
+    "round_up",
+    "chunk_bounds",
+    "DEFAULT_LEN_BUCKETS",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +116,7 @@ def _prefix_sum(x: jax.Array) -> jax.Array:
     return jax.lax.associative_scan(jnp.add, x, axis=-1)
 
 
-def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64, *, u: jax.Array | None = None
-                       ) -> jax.Array:
+def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64, *, u: jax.Array | None = None) -> jax.Array:
     """Draw one index per row from ``softmax(logp)`` by inverting the CDF, in two levels.
 
     One uniform ``u`` per row (instead of ``V`` Gumbel draws). The vocabulary is cut into blocks
@@ -125,8 +134,7 @@ def sample_inverse_cdf(key: jax.Array, logp: jax.Array, block: int = 64, *, u: j
     return sample_from_weights(key, jnp.exp(logp - jnp.max(logp, axis=-1, keepdims=True)), block, u=u)
 
 
-def sample_from_weights(key: jax.Array, p: jax.Array, block: int = 64, *, u: jax.Array | None = None
-                        ) -> jax.Array:
+def sample_from_weights(key: jax.Array, p: jax.Array, block: int = 64, *, u: jax.Array | None = None) -> jax.Array:
     """``sample_inverse_cdf`` on unnormalised probabilities ``p [B, V]`` (≥ 0, a positive sum per
     row), e.g. ``exp(logits − max)`` already computed for the log-sum-exp: one ``exp`` pass fewer.
     ``u [B]``: the rows' uniforms in ``[0, 1)`` (default: drawn from ``key``)."""
@@ -147,7 +155,6 @@ def sample_from_weights(key: jax.Array, p: jax.Array, block: int = 64, *, u: jax
     last_idx = block - 1 - jnp.argmax((inner > 0)[:, ::-1], axis=-1)
     idx = jnp.minimum(idx, last_idx)
     return (blk * block + idx).astype(jnp.int32)
-
 
 
 def round_up(x: int, buckets: Sequence[int] | int) -> int:
@@ -177,6 +184,4 @@ def chunk_bounds(num: int, chunks: int, multiple: int = 1) -> list[tuple[int, in
 
 
 # half-octave length buckets: at most 1.5× padding (1.33× above 32) for ≤ 2 shapes per octave
-DEFAULT_LEN_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072,
-                       4096, 6144, 8192)
-
+DEFAULT_LEN_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)

@@ -24,6 +24,7 @@ Shapes are rounded up to buckets (batch, prompt length, generation length) and c
 executables are cached per bucket, so repeated calls do not recompile; compile time is
 reported apart from run time.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,9 +42,17 @@ from flax import nnx
 from upt_jax.models.partition import batch_shards
 from upt_jax.models.rope import positions_from_mask, rope_from_table, rope_table
 from upt_jax.models.transformer import KVCache
-from upt_jax.sampling.params import (DEFAULT_LEN_BUCKETS, SampleOutput, SamplingParams,  # noqa: F401 (public here too)
-                                     chunk_bounds, first_argmax, policy_temperature, round_up, sample_from_weights,
-                                     sample_inverse_cdf)
+from upt_jax.sampling.params import (
+    DEFAULT_LEN_BUCKETS,
+    SampleOutput,
+    SamplingParams,  # noqa: F401 (public here too)
+    chunk_bounds,
+    first_argmax,
+    policy_temperature,
+    round_up,
+    sample_from_weights,
+    sample_inverse_cdf,
+)
 from upt_jax.sampling.truncation import kept_set_threshold, process_logits  # noqa: F401 (public here too)
 
 
@@ -90,8 +99,17 @@ class Sampler:
         bucket).
     """
 
-    def __init__(self, model, *, pad_id: int = 0, len_buckets: Sequence[int] = DEFAULT_LEN_BUCKETS,
-                 batch_bucket: int = 8, mesh=None, cache_dtype=None, streams: int | str = "auto"):
+    def __init__(
+        self,
+        model,
+        *,
+        pad_id: int = 0,
+        len_buckets: Sequence[int] = DEFAULT_LEN_BUCKETS,
+        batch_bucket: int = 8,
+        mesh=None,
+        cache_dtype=None,
+        streams: int | str = "auto",
+    ):
         self.graphdef, self.state = nnx.split(model)
         self.cfg = model.cfg
         self.pad_id = int(pad_id)
@@ -110,8 +128,9 @@ class Sampler:
         param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self.state))
         single_device = self.mesh is None or self.mesh.devices.size == 1
         cpu = jax.default_backend() == "cpu"
-        return 2 if (cpu and single_device and _host_cores() >= 2
-                     and param_bytes <= AUTO_STREAMS_MAX_PARAM_BYTES) else 1
+        return (
+            2 if (cpu and single_device and _host_cores() >= 2 and param_bytes <= AUTO_STREAMS_MAX_PARAM_BYTES) else 1
+        )
 
     # ------------------------------------------------------------------ compiled core
     def _build(self, params: SamplingParams, b: int, p: int, l: int):
@@ -128,11 +147,11 @@ class Sampler:
             model = nnx.merge(graphdef, state)
             cache = KVCache.init(cfg, b, p + l, cache_dtype)
             positions = positions_from_mask(prompt_mask)
-            hidden, cache = model.hidden_states(prompt, attention_mask=prompt_mask, positions=positions,
-                                                cache=cache)
+            hidden, cache = model.hidden_states(prompt, attention_mask=prompt_mask, positions=positions, cache=cache)
             kernel = model.lm_head_kernel()
-            logits = jnp.einsum("bd,dv->bv", hidden[:, -1], kernel.astype(hidden.dtype),
-                                preferred_element_type=jnp.float32)
+            logits = jnp.einsum(
+                "bd,dv->bv", hidden[:, -1], kernel.astype(hidden.dtype), preferred_element_type=jnp.float32
+            )
             next_pos = jnp.sum(prompt_mask, axis=-1).astype(jnp.int32)
             # one prefill serves the n samples of each prompt
             rep = lambda x: jnp.repeat(x, n, axis=0)
@@ -143,17 +162,24 @@ class Sampler:
             # is sampled in (bucket padding, chunks of a prompt list, the mesh)
             # (all l draws up front: per-step RNG inside the loop cost ~2 % of a decode step)
             row_keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(row_offset + jnp.arange(bn))
-            uniforms = jax.vmap(lambda k: jax.vmap(lambda s: jax.random.uniform(jax.random.fold_in(k, s)))(
-                jnp.arange(l)))(row_keys)  # [bn, l]
+            uniforms = jax.vmap(
+                lambda k: jax.vmap(lambda s: jax.random.uniform(jax.random.fold_in(k, s)))(jnp.arange(l))
+            )(row_keys)  # [bn, l]
             # cos/sin of every position once; each step gathers its rows (computed from the
             # positions inside the loop, XLA re-evaluates them in every layer: ~7 % of a tiny step)
             table = rope_table(model.layers[0].self_attn.inv_freq, p + l)
             carry = dict(
-                step=jnp.zeros((), jnp.int32), cache=cache, logits=logits, pos=next_pos,
-                tokens=jnp.full((bn, l), pad_id, jnp.int32), logp=jnp.zeros((bn, l), jnp.float32),
-                slogp=jnp.zeros((bn, l), jnp.float32), thr=jnp.full((bn, l), -jnp.inf, jnp.float32),
+                step=jnp.zeros((), jnp.int32),
+                cache=cache,
+                logits=logits,
+                pos=next_pos,
+                tokens=jnp.full((bn, l), pad_id, jnp.int32),
+                logp=jnp.zeros((bn, l), jnp.float32),
+                slogp=jnp.zeros((bn, l), jnp.float32),
+                thr=jnp.full((bn, l), -jnp.inf, jnp.float32),
                 done=jnp.zeros((bn,), bool),
-                lengths=jnp.zeros((bn,), jnp.int32))
+                lengths=jnp.zeros((bn,), jnp.int32),
+            )
 
             def cond(c):
                 return (c["step"] < max_new) & ~jnp.all(c["done"])
@@ -195,13 +221,31 @@ class Sampler:
                 lengths = c["lengths"] + alive.astype(jnp.int32)
                 done = c["done"] | (alive & jnp.any(tok[:, None] == stop_ids[None, :], axis=-1))
                 m = nnx.merge(graphdef, state)
-                hidden, cache = m.hidden_states(tok[:, None], attention_mask=alive[:, None].astype(jnp.int32),
-                                                positions=c["pos"][:, None], cache=c["cache"],
-                                                rope=rope_from_table(table, c["pos"][:, None]))
-                logits = jnp.einsum("bd,dv->bv", hidden[:, -1], m.lm_head_kernel().astype(hidden.dtype),
-                                    preferred_element_type=jnp.float32)
-                return dict(step=s + 1, cache=cache, logits=logits, pos=c["pos"] + alive.astype(jnp.int32),
-                            tokens=tokens, logp=logp, slogp=slogp, thr=thr, done=done, lengths=lengths)
+                hidden, cache = m.hidden_states(
+                    tok[:, None],
+                    attention_mask=alive[:, None].astype(jnp.int32),
+                    positions=c["pos"][:, None],
+                    cache=c["cache"],
+                    rope=rope_from_table(table, c["pos"][:, None]),
+                )
+                logits = jnp.einsum(
+                    "bd,dv->bv",
+                    hidden[:, -1],
+                    m.lm_head_kernel().astype(hidden.dtype),
+                    preferred_element_type=jnp.float32,
+                )
+                return dict(
+                    step=s + 1,
+                    cache=cache,
+                    logits=logits,
+                    pos=c["pos"] + alive.astype(jnp.int32),
+                    tokens=tokens,
+                    logp=logp,
+                    slogp=slogp,
+                    thr=thr,
+                    done=done,
+                    lengths=lengths,
+                )
 
             out = jax.lax.while_loop(cond, body, carry)
             return out["tokens"], out["logp"], out["slogp"], out["thr"], out["lengths"], out["done"]
@@ -221,8 +265,7 @@ class Sampler:
     def _executable(self, params, b, p, l, args):
         # max_new_tokens is a runtime argument: only its bucket ``l`` selects the executable
         params = dataclasses.replace(params, max_new_tokens=l)
-        leaves = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None)))
-                       for x in jax.tree.leaves(args[0]))
+        leaves = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None))) for x in jax.tree.leaves(args[0]))
         key = (params, b, p, l, leaves)
         with self._compile_lock:
             if key not in self._compiled:
@@ -233,8 +276,16 @@ class Sampler:
             return self._compiled[key], 0.0
 
     # ------------------------------------------------------------------ public
-    def generate(self, prompts: Sequence[Sequence[int]], key: jax.Array, params: SamplingParams, *,
-                 state=None, prompt_offset: int = 0, min_prompt_len: int = 0) -> SampleOutput:
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        key: jax.Array,
+        params: SamplingParams,
+        *,
+        state=None,
+        prompt_offset: int = 0,
+        min_prompt_len: int = 0,
+    ) -> SampleOutput:
         """Sample ``params.n`` continuations of every prompt.
 
         Args:
@@ -265,8 +316,9 @@ class Sampler:
         p = round_up(max(min_prompt_len, max(len(q) for q in prompts)), self.len_buckets)  # one for all chunks
         l = round_up(params.max_new_tokens, self.len_buckets)
         chunks = self.stream_chunks(num, unit)
-        exes, argss, compile_ss = zip(*(self._prepare(prompts[a:z], unit, p, l, params, state, key,
-                                                      prompt_offset + a) for a, z in chunks))
+        exes, argss, compile_ss = zip(
+            *(self._prepare(prompts[a:z], unit, p, l, params, state, key, prompt_offset + a) for a, z in chunks)
+        )
         run = lambda exe, args: jax.block_until_ready(exe(*args))
         t0 = time.perf_counter()
         if len(chunks) == 1:
@@ -281,9 +333,17 @@ class Sampler:
             keep = (z - a) * params.n
             parts.append([_to_host(x)[:keep] for x in out])
         toks, logp, slogp, thr, lengths, done = (np.concatenate(xs) for xs in zip(*parts))
-        return SampleOutput(tokens=toks[:, :cut], logprobs=logp[:, :cut], sampling_logprobs=slogp[:, :cut],
-                            lengths=lengths, finished=done, prompt_index=np.repeat(np.arange(num), params.n),
-                            compile_s=sum(compile_ss), run_s=run_s, thresholds=thr[:, :cut])
+        return SampleOutput(
+            tokens=toks[:, :cut],
+            logprobs=logp[:, :cut],
+            sampling_logprobs=slogp[:, :cut],
+            lengths=lengths,
+            finished=done,
+            prompt_index=np.repeat(np.arange(num), params.n),
+            compile_s=sum(compile_ss),
+            run_s=run_s,
+            thresholds=thr[:, :cut],
+        )
 
     def stream_chunks(self, num: int, unit: int) -> list[tuple[int, int]]:
         """``[start, stop)`` prompt ranges, one per stream: ``self.streams`` chunks of a multiple
@@ -294,8 +354,7 @@ class Sampler:
             return [(0, num)]
         return chunks
 
-    def _prepare(self, prompts, unit: int, p: int, l: int, params: SamplingParams, state, key,
-                 prompt_offset: int):
+    def _prepare(self, prompts, unit: int, p: int, l: int, params: SamplingParams, state, key, prompt_offset: int):
         """Left-pad ``prompts`` into a ``[b, p]`` batch (``b`` a multiple of ``unit``), place it,
         and fetch (compiling once per bucket) the executable: ``(executable, args, compile_s)``."""
         num = len(prompts)
@@ -303,8 +362,8 @@ class Sampler:
         tokens = np.full((b, p), self.pad_id, np.int32)
         mask = np.zeros((b, p), np.int32)
         for i, q in enumerate(prompts):
-            tokens[i, p - len(q):] = q
-            mask[i, p - len(q):] = 1
+            tokens[i, p - len(q) :] = q
+            mask[i, p - len(q) :] = 1
         tokens[num:, -1], mask[num:, -1] = self.pad_id, 1  # filler rows: one pad token
         if self.mesh is not None:
             from upt_jax.models.partition import batch_sharding
@@ -315,7 +374,13 @@ class Sampler:
             tok_j, mask_j = put(tokens), put(mask)
         else:
             tok_j, mask_j = jnp.asarray(tokens), jnp.asarray(mask)
-        args = (state, tok_j, mask_j, jnp.asarray(params.max_new_tokens, jnp.int32), key,
-                jnp.asarray(prompt_offset * params.n, jnp.int32))
+        args = (
+            state,
+            tok_j,
+            mask_j,
+            jnp.asarray(params.max_new_tokens, jnp.int32),
+            key,
+            jnp.asarray(prompt_offset * params.n, jnp.int32),
+        )
         exe, compile_s = self._executable(params, b, p, l, args)
         return exe, args, compile_s

@@ -4,6 +4,7 @@ Both truncations keep the entries at or above a per-row threshold found by a 32-
 order keys (masked counts or sums over the vocabulary, no sort); `kept_set_threshold` turns the
 kept set into one number per row that a trainer can apply to its own logits.
 """
+
 from __future__ import annotations
 
 import jax

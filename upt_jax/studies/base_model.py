@@ -17,6 +17,7 @@ checkpoints), so the phases change nothing about the steps that were run.
     from upt_jax.studies.base_model import StopCriterion, pretrain_until
     result = pretrain_until(pretrain_hint.get_config(), StopCriterion(tiers=("hadd_2", "hadd_3")))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,15 @@ from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StopCriterion", "PretrainResult", "pretrain_until", "PROTOCOL", "measure_tiers", "ship_base",
-           "compare_to_record"]
+__all__ = [
+    "StopCriterion",
+    "PretrainResult",
+    "pretrain_until",
+    "PROTOCOL",
+    "measure_tiers",
+    "ship_base",
+    "compare_to_record",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +77,14 @@ class StopCriterion:
     def __post_init__(self):
         if not self.tiers:
             raise ValueError("StopCriterion.tiers is empty")
-        if not (0 < self.transition <= 1 and 0 < self.target <= 1 and self.cooldown_frac > 0
-                and self.patience >= 1 and self.eval_every >= 1 and self.max_steps >= 1):
+        if not (
+            0 < self.transition <= 1
+            and 0 < self.target <= 1
+            and self.cooldown_frac > 0
+            and self.patience >= 1
+            and self.eval_every >= 1
+            and self.max_steps >= 1
+        ):
             raise ValueError(f"StopCriterion: thresholds in (0, 1], cooldown_frac > 0, counts ≥ 1 ({self})")
 
     def cooldown_steps(self, stable_steps: int) -> int:
@@ -96,7 +110,7 @@ class PretrainResult:
 
 
 def _passed_transition(history: Sequence[dict], c: StopCriterion) -> bool:
-    recent = history[-c.patience:]
+    recent = history[-c.patience :]
     return len(recent) == c.patience and all(all(h[t] >= c.transition for t in c.tiers) for h in recent)
 
 
@@ -111,8 +125,10 @@ def pretrain_until(config, criterion: StopCriterion, *, progress: bool = False) 
 
     config = config.copy_and_resolve_references()  # the phases change schedule and steps: not the caller's
     if config.train.schedule != "constant":
-        raise ValueError(f"config.train.schedule={config.train.schedule!r}: pretrain_until runs 'constant' "
-                         "(with warmup_steps), then cools down with 'wsd' itself")
+        raise ValueError(
+            f"config.train.schedule={config.train.schedule!r}: pretrain_until runs 'constant' "
+            "(with warmup_steps), then cools down with 'wsd' itself"
+        )
     suites = {t: tasks.generate(t, criterion.n_eval, seed=criterion.eval_seed) for t in criterion.tiers}
     path = os.path.join(config.run_dir, "pretrain_history.json")
     state = PretrainResult(str(config.run_dir), 0, False, [])
@@ -125,15 +141,21 @@ def pretrain_until(config, criterion: StopCriterion, *, progress: bool = False) 
             json.dump(state.to_json(), f, indent=2)
 
     if state.cooldown_from is None:  # phase 1: constant learning rate until the transition
-        state.step = _train_and_evaluate(config, criterion, suites, state, save, progress,
-                                         until=lambda h, s: _passed_transition(h, criterion) or s >= criterion.max_steps)
+        state.step = _train_and_evaluate(
+            config,
+            criterion,
+            suites,
+            state,
+            save,
+            progress,
+            until=lambda h, s: _passed_transition(h, criterion) or s >= criterion.max_steps,
+        )
         state.cooldown_from = state.step
         save()
     final = state.cooldown_from + criterion.cooldown_steps(state.cooldown_from)
     config.train.schedule, config.train.decay_steps = "wsd", final - state.cooldown_from
     config.train.steps = final
-    state.step = _train_and_evaluate(config, criterion, suites, state, save, progress,
-                                     until=lambda h, s: s >= final)
+    state.step = _train_and_evaluate(config, criterion, suites, state, save, progress, until=lambda h, s: s >= final)
     last = state.history[-1]
     state.final_step = state.step
     state.converged = all(last[t] >= criterion.target for t in criterion.tiers)
@@ -160,9 +182,17 @@ def _train_and_evaluate(config, criterion, suites, state, save, progress, until)
             trainer.config.train.steps = step + criterion.eval_every
             trainer.run()
             step = int(trainer.state.step)
-            results = evaluate(None, trainer.tok, suites, k=1, temperature=0.0,
-                               max_new_tokens=criterion.max_new_tokens, template=config.data.template,
-                               params=trainer.state.params, sampler=sampler)
+            results = evaluate(
+                None,
+                trainer.tok,
+                suites,
+                k=1,
+                temperature=0.0,
+                max_new_tokens=criterion.max_new_tokens,
+                template=config.data.template,
+                params=trainer.state.params,
+                sampler=sampler,
+            )
             entry = {"step": step, **{t: float(r.avg_at_k) for t, r in results.items()}}
             state.history.append(entry)
             state.step = step
@@ -180,12 +210,21 @@ def _train_and_evaluate(config, criterion, suites, state, save, progress, until)
 # How a shipped base model's per-tier rates are measured (and re-measured by a rebuild): greedy
 # accuracy, the sampled accuracy at the rollout temperature (what RL sharpens), and pass@64 (whether
 # a tier is within the model's reach at all).
-PROTOCOL = dict(n_greedy=256, n_sampled=128, sampled_k=8, n_pass=32, pass_k=64, temperature=1.0, eval_seed=4242,
-                max_new_tokens=192)
+PROTOCOL = dict(
+    n_greedy=256, n_sampled=128, sampled_k=8, n_pass=32, pass_k=64, temperature=1.0, eval_seed=4242, max_new_tokens=192
+)
 
 
-def measure_tiers(model, tok, tiers: Sequence[str], *, pass_tiers: Sequence[str] = (), template: str = "zero",
-                  protocol: dict | None = None, key=None) -> dict[str, dict]:
+def measure_tiers(
+    model,
+    tok,
+    tiers: Sequence[str],
+    *,
+    pass_tiers: Sequence[str] = (),
+    template: str = "zero",
+    protocol: dict | None = None,
+    key=None,
+) -> dict[str, dict]:
     """Per-tier rates of ``model`` under ``protocol`` (default `PROTOCOL`), on held-out questions
     (``eval_seed``): ``greedy`` accuracy on ``n_greedy`` questions; ``avg@k`` (``k = sampled_k``)
     at ``temperature`` on the first ``n_sampled``; and for ``pass_tiers`` ``pass@K`` (``K =
@@ -201,27 +240,52 @@ def measure_tiers(model, tok, tiers: Sequence[str], *, pass_tiers: Sequence[str]
 
     p = {**PROTOCOL, **(protocol or {})}
     key = key if key is not None else jax.random.key(0)
-    suites = {t: tasks.generate(t, max(p["n_greedy"], p["n_sampled"], p["n_pass"]), seed=p["eval_seed"])
-              for t in tiers}
+    suites = {t: tasks.generate(t, max(p["n_greedy"], p["n_sampled"], p["n_pass"]), seed=p["eval_seed"]) for t in tiers}
     common = dict(max_new_tokens=p["max_new_tokens"], template=template)
-    out = {t: {"greedy": float(r.avg_at_k), "n": r.num_questions}
-           for t, r in evaluate(model, tok, {t: s[:p["n_greedy"]] for t, s in suites.items()}, k=1,
-                                temperature=0.0, **common).items()}
+    out = {
+        t: {"greedy": float(r.avg_at_k), "n": r.num_questions}
+        for t, r in evaluate(
+            model, tok, {t: s[: p["n_greedy"]] for t, s in suites.items()}, k=1, temperature=0.0, **common
+        ).items()
+    }
     k = p["sampled_k"]
-    for t, r in evaluate(model, tok, {t: s[:p["n_sampled"]] for t, s in suites.items()}, k=k,
-                         temperature=p["temperature"], pass_ks=(k,), key=key, **common).items():
+    for t, r in evaluate(
+        model,
+        tok,
+        {t: s[: p["n_sampled"]] for t, s in suites.items()},
+        k=k,
+        temperature=p["temperature"],
+        pass_ks=(k,),
+        key=key,
+        **common,
+    ).items():
         out[t].update({f"avg@{k}": float(r.avg_at_k), "n_sampled": r.num_questions})
     if pass_tiers:
         k = p["pass_k"]
-        for t, r in evaluate(model, tok, {t: suites[t][:p["n_pass"]] for t in pass_tiers}, k=k,
-                             temperature=p["temperature"], pass_ks=(k,), key=jax.random.fold_in(key, 1),
-                             **common).items():
+        for t, r in evaluate(
+            model,
+            tok,
+            {t: suites[t][: p["n_pass"]] for t in pass_tiers},
+            k=k,
+            temperature=p["temperature"],
+            pass_ks=(k,),
+            key=jax.random.fold_in(key, 1),
+            **common,
+        ).items():
             out[t].update({f"pass@{k}": float(r.pass_at_k[k]), "n_pass": r.num_questions})
     return out
 
 
-def ship_base(run_dir, out_dir, *, family: str, measured: dict, protocol: dict | None = None,
-              command: str = "", extra: dict | None = None) -> dict:
+def ship_base(
+    run_dir,
+    out_dir,
+    *,
+    family: str,
+    measured: dict,
+    protocol: dict | None = None,
+    command: str = "",
+    extra: dict | None = None,
+) -> dict:
     """Write the model of ``run_dir`` (its newest checkpoint) as a shipped model directory:
     ``model.json`` (the architecture, tokenizer and template, as the run recorded them),
     ``model.safetensors`` (HF tensor names; `run_model.model_from_run` loads the directory like a
@@ -236,11 +300,18 @@ def ship_base(run_dir, out_dir, *, family: str, measured: dict, protocol: dict |
     os.makedirs(out_dir, exist_ok=True)
     save_hf_checkpoint(model, out_dir)
     os.remove(os.path.join(out_dir, "config.json"))  # model.json is the architecture; one source only
-    shutil.copyfile(os.path.join(run_model.run_root(run_dir), run_model.MODEL_FILE),
-                    os.path.join(out_dir, run_model.MODEL_FILE))
-    record = {"family": family, "step": int(step), "protocol": {**PROTOCOL, **(protocol or {})},
-              "measured": measured, "command": command, **(extra or {}),
-              "weights_sha256": run_model.file_sha256(os.path.join(out_dir, run_model.WEIGHTS_FILE))}
+    shutil.copyfile(
+        os.path.join(run_model.run_root(run_dir), run_model.MODEL_FILE), os.path.join(out_dir, run_model.MODEL_FILE)
+    )
+    record = {
+        "family": family,
+        "step": int(step),
+        "protocol": {**PROTOCOL, **(protocol or {})},
+        "measured": measured,
+        "command": command,
+        **(extra or {}),
+        "weights_sha256": run_model.file_sha256(os.path.join(out_dir, run_model.WEIGHTS_FILE)),
+    }
     with open(os.path.join(out_dir, run_model.RECORD_FILE), "w") as f:
         json.dump(record, f, indent=2)
     return record
@@ -257,6 +328,7 @@ def compare_to_record(measured: dict, record: dict, *, tolerance: float = 0.05) 
             if got is None or rate not in got:
                 problems.append(f"{tier} {rate}: recorded {rec[rate]:.3f}, not measured")
             elif abs(got[rate] - rec[rate]) > tolerance:
-                problems.append(f"{tier} {rate}: recorded {rec[rate]:.3f}, measured {got[rate]:.3f} "
-                                f"(|Δ| > {tolerance:.2f})")
+                problems.append(
+                    f"{tier} {rate}: recorded {rec[rate]:.3f}, measured {got[rate]:.3f} (|Δ| > {tolerance:.2f})"
+                )
     return problems

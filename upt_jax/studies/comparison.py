@@ -36,6 +36,7 @@ correct count), ``summary.json`` (each arm's paired difference against the base 
 with its SE: `upt_jax.studies.comparison_report`), ``REPORT.md`` (the tables, with mean ± std over
 seeds, the paired differences and one sentence per arm) and ``plots/*.png``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,8 +49,7 @@ from typing import Any, Mapping
 import numpy as np
 
 # each arm's config per seed and the base's (re-exported: they were defined here)
-from upt_jax.studies.comparison_arms import (arm_config, base_config, final_run_dirs, stage_settings,
-                                             with_sft_controls)
+from upt_jax.studies.comparison_arms import arm_config, base_config, final_run_dirs, stage_settings, with_sft_controls
 from upt_jax.studies.comparison_eval import (
     SamplerPool,
     base_eval,
@@ -64,9 +64,26 @@ from upt_jax.studies.comparison_report import BASE, eval_suites, paired_summary,
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BASE", "arm_config", "stage_settings", "with_sft_controls", "final_run_dirs", "eval_suites",
-           "ensure_base", "run_arm", "evaluate_run", "read_metrics", "checkpoint_steps", "job_order",
-           "run_comparison", "accuracy_curves", "pass_at_k_runs", "make_plots", "write_report", "SamplerPool"]
+__all__ = [
+    "BASE",
+    "arm_config",
+    "stage_settings",
+    "with_sft_controls",
+    "final_run_dirs",
+    "eval_suites",
+    "ensure_base",
+    "run_arm",
+    "evaluate_run",
+    "read_metrics",
+    "checkpoint_steps",
+    "job_order",
+    "run_comparison",
+    "accuracy_curves",
+    "pass_at_k_runs",
+    "make_plots",
+    "write_report",
+    "SamplerPool",
+]
 
 
 # ----------------------------------------------------------------------------- running
@@ -90,9 +107,11 @@ def ensure_base(config, run=None) -> str:
     if steps and steps[-1] >= want:
         return d
     if not config.base.get("module") or not config.base.get("train_if_missing", True):
-        raise FileNotFoundError(f"config.base.run_dir={d!r} is neither a shipped model directory (upt_jax.bases) "
-                                "nor a finished run; train it first (e.g. `upt train --config "
-                                "experiments/pretrain_tiny.py`) or set config.base.module to train it here")
+        raise FileNotFoundError(
+            f"config.base.run_dir={d!r} is neither a shipped model directory (upt_jax.bases) "
+            "nor a finished run; train it first (e.g. `upt train --config "
+            "experiments/pretrain_tiny.py`) or set config.base.module to train it here"
+        )
     c = base_config(config)
     print(f"[base] training the base model into {d} ({c.train.steps} steps)", flush=True)
     _runner(run)(c)
@@ -110,8 +129,10 @@ def check_same_base(config, base_dir: str) -> None:
         with open(path) as f:
             old = json.load(f).get("weights_sha256")
         if old and old != sha:
-            raise ValueError(f"{config.run_dir} holds arms trained from a base model with weights {old[:12]}…, but "
-                             f"{base_dir} now has {sha[:12]}… (a rebuilt base): use another run_dir or remove it")
+            raise ValueError(
+                f"{config.run_dir} holds arms trained from a base model with weights {old[:12]}…, but "
+                f"{base_dir} now has {sha[:12]}… (a rebuilt base): use another run_dir or remove it"
+            )
     with open(path, "w") as f:
         json.dump({"base": os.path.abspath(base_dir), "weights_sha256": sha}, f)
 
@@ -153,8 +174,12 @@ def only_arms(config) -> tuple[str, ...]:
     ``only_arms`` reuses every finished run and evaluation and makes the curves, pass@k and plots."""
     given = config.get("only_arms") or ()
     # from the command line a tuple may come as one string: "(luffy,srft,hpt)" or "luffy,srft"
-    only = tuple(a.strip(" '\"") for x in ((given,) if isinstance(given, str) else given)
-                 for a in str(x).strip("()[] ").split(",") if a.strip(" '\""))
+    only = tuple(
+        a.strip(" '\"")
+        for x in ((given,) if isinstance(given, str) else given)
+        for a in str(x).strip("()[] ").split(",")
+        if a.strip(" '\"")
+    )
     unknown = [a for a in only if a not in config.arms]
     if unknown:
         raise ValueError(f"only_arms: unknown arms {unknown}; arms: {list(config.arms)}")
@@ -194,11 +219,14 @@ def run_comparison(config, run=None) -> dict:
     jobs = job_order(config)
     main_arms = set(config.tables[0][1]) if config.tables else set(config.arms.keys())
     results: dict[str, Any] = {"settings": dict(main=main, base=base_settings), "arms": {}, "seconds": {}}
-    print(f"[compare] base model {base_dir}; {len(config.arms)} arms, {len(jobs)} runs of "
-          f"{config.budget.steps} steps", flush=True)
+    print(
+        f"[compare] base model {base_dir}; {len(config.arms)} arms, {len(jobs)} runs of {config.budget.steps} steps",
+        flush=True,
+    )
     samplers = SamplerPool()
-    results["arms"][BASE] = dict(label=config.base.get("label", "base model"),
-                                 seeds={"-": base_eval(config, base_dir, base_settings, samplers)})
+    results["arms"][BASE] = dict(
+        label=config.base.get("label", "base model"), seeds={"-": base_eval(config, base_dir, base_settings, samplers)}
+    )
     plots: dict[str, str] = {}
 
     def finish_main():
@@ -230,8 +258,11 @@ def run_comparison(config, run=None) -> dict:
     results["seconds"]["total"] = round(time.time() - t_start, 1)
     report = _write_outputs(config, results, plots)
     print(report, flush=True)
-    print(f"[compare] report: {os.path.join(config.run_dir, 'REPORT.md')}; summary: "
-          f"{os.path.join(config.run_dir, 'summary.json')}; plots: " + ", ".join(plots.values()), flush=True)
+    print(
+        f"[compare] report: {os.path.join(config.run_dir, 'REPORT.md')}; summary: "
+        f"{os.path.join(config.run_dir, 'summary.json')}; plots: " + ", ".join(plots.values()),
+        flush=True,
+    )
     return results
 
 

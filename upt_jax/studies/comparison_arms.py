@@ -6,6 +6,7 @@ make an arm's trajectory (`final_run_dirs`) and the config that trains the base 
 Building configs only: running them is `upt_jax.studies.comparison`, the report's table of arms
 `upt_jax.studies.comparison_report`; both import this module (neither is imported by it).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,12 @@ def stage_settings(config, arm, stage: str | None = None) -> dict:
     ``questions_per_step`` and ``overrides``: the budget's (and ``eval.id_tiers``) unless the arm
     sets them, then its ``stages.<stage>``'s."""
     b = config.budget
-    out = dict(tiers=tuple(config.eval.id_tiers), learning_rate=float(b.learning_rate),
-               questions_per_step=int(b.questions_per_step), overrides=())
+    out = dict(
+        tiers=tuple(config.eval.id_tiers),
+        learning_rate=float(b.learning_rate),
+        questions_per_step=int(b.questions_per_step),
+        overrides=(),
+    )
     stages = arm.get("stages") or {}
     for src in (arm, stages.get(stage) if stage else None):
         if not src:
@@ -137,17 +142,28 @@ def with_sft_controls(config):
             continue
         c = _experiment(config, arm.module, arm.get("arg"))
         if "order" in c or c.get("mode") != "online":
-            raise ValueError(f"arms.{key}.sft_control: an SFT control is for a one-stage RL arm (mode online), "
-                             f"not {'a pipeline' if 'order' in c else 'mode ' + repr(c.get('mode'))}")
+            raise ValueError(
+                f"arms.{key}.sft_control: an SFT control is for a one-stage RL arm (mode online), "
+                f"not {'a pipeline' if 'order' in c else 'mode ' + repr(c.get('mode'))}"
+            )
         spec = _plain(spec) if not isinstance(spec, bool) else {}
-        config.arms[ctl] = ml_collections.ConfigDict(dict(
-            label=spec.get("label", f"SFT control of {arm.label}"), module="sft", arg="", hparams={},
-            overrides=tuple(spec.get("overrides", ())), seeds=tuple(arm.get("seeds") or ()),
-            tiers=stage_settings(config, arm)["tiers"],
-            learning_rate=float(spec.get("learning_rate", config.budget.learning_rate)), control_of=key),
-            type_safe=False)
-        config.tables = tuple((title, tuple(k for a in keys for k in ((a, ctl) if a == key else (a,))))
-                              for title, keys in config.tables)
+        config.arms[ctl] = ml_collections.ConfigDict(
+            dict(
+                label=spec.get("label", f"SFT control of {arm.label}"),
+                module="sft",
+                arg="",
+                hparams={},
+                overrides=tuple(spec.get("overrides", ())),
+                seeds=tuple(arm.get("seeds") or ()),
+                tiers=stage_settings(config, arm)["tiers"],
+                learning_rate=float(spec.get("learning_rate", config.budget.learning_rate)),
+                control_of=key,
+            ),
+            type_safe=False,
+        )
+        config.tables = tuple(
+            (title, tuple(k for a in keys for k in ((a, ctl) if a == key else (a,)))) for title, keys in config.tables
+        )
     return config
 
 

@@ -5,6 +5,7 @@ on the comparison's questions and caches ``{suite: SuiteResult dict}`` (every qu
 count included, for the paired differences) under a hash of the settings, the step and a shipped
 model's checksum, so a rerun, or a rebuilt base, never reuses a stale number.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,15 @@ from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["eval_settings", "SamplerPool", "evaluate_run", "base_eval", "checkpoint_steps", "is_weights_dir",
-           "weights_sha"]
+__all__ = [
+    "eval_settings",
+    "SamplerPool",
+    "evaluate_run",
+    "base_eval",
+    "checkpoint_steps",
+    "is_weights_dir",
+    "weights_sha",
+]
 
 
 def is_weights_dir(d: str) -> bool:
@@ -45,8 +53,14 @@ def weights_sha(d: str) -> str | None:
 def eval_settings(ec, suites: Sequence[str], n: int, k: int) -> dict:
     """What an evaluation depends on (its cache key): tiers, questions per tier, samples per
     question, sampling settings and seed, and ``data_seed`` when the config sets one."""
-    out = dict(suites=list(suites), n=int(n), k=int(k), temperature=float(ec.temperature),
-               max_new_tokens=int(ec.max_new_tokens), seed=int(ec.seed))
+    out = dict(
+        suites=list(suites),
+        n=int(n),
+        k=int(k),
+        temperature=float(ec.temperature),
+        max_new_tokens=int(ec.max_new_tokens),
+        seed=int(ec.seed),
+    )
     if ec.get("data_seed") is not None:  # a validation split (default: DEFAULT_EVAL_SEED's questions)
         out["data_seed"] = int(ec.data_seed)
     return out
@@ -70,8 +84,16 @@ class SamplerPool:
         return self._samplers[key], nnx.state(model)
 
 
-def evaluate_run(run_dir: str, settings: dict, *, step: int | None = None, cache: bool = True,
-                 progress: bool = False, samplers: SamplerPool | None = None, cache_dir: str | None = None) -> dict:
+def evaluate_run(
+    run_dir: str,
+    settings: dict,
+    *,
+    step: int | None = None,
+    cache: bool = True,
+    progress: bool = False,
+    samplers: SamplerPool | None = None,
+    cache_dir: str | None = None,
+) -> dict:
     """``{suite: SuiteResult.to_dict()}`` of the run's checkpoint ``step`` (default latest; a
     shipped model directory has one), cached in ``<cache_dir>/<hash>.json`` (default
     ``<run_dir>/eval``), the hash of the settings, the step and a shipped model's checksum. A
@@ -99,10 +121,20 @@ def evaluate_run(run_dir: str, settings: dict, *, step: int | None = None, cache
     model, tok, cfg, got = load_run_model(run_dir, step=step)
     suites = synthetic_suites(settings["suites"], n=settings["n"], seed=settings.get("data_seed", DEFAULT_EVAL_SEED))
     sampler, params = (samplers or SamplerPool()).get(model, tok.pad_id)
-    res = evaluate(model, tok, suites, k=settings["k"], temperature=settings["temperature"],
-                   max_new_tokens=settings["max_new_tokens"], key=jax.random.key(settings["seed"]),
-                   template=cfg.data.get("template", "zero"), default_verifier="integer",
-                   progress=progress, sampler=sampler, params=params)
+    res = evaluate(
+        model,
+        tok,
+        suites,
+        k=settings["k"],
+        temperature=settings["temperature"],
+        max_new_tokens=settings["max_new_tokens"],
+        key=jax.random.key(settings["seed"]),
+        template=cfg.data.get("template", "zero"),
+        default_verifier="integer",
+        progress=progress,
+        sampler=sampler,
+        params=params,
+    )
     out = results_to_json({s: r for s, r in res.items()})
     if not cache:
         return out

@@ -1,6 +1,7 @@
 """A comparison's plots (PNG, Agg, no pyplot): training curves, HPT's gate, the training reward of
 each tier (``reward/<tier>``, RL arms), the accuracy at checkpoints (ID average and per tier) and
 pass@k. Each arm keeps one colour across figures."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def _mean_over_seeds(runs: Sequence[Sequence[dict]], key: str, smooth: int = 1):
     v = np.asarray([[p[s] for s in steps] for p in per]).mean(axis=0)
     if smooth > 1 and len(v) >= smooth:
         v = np.convolve(v, np.ones(smooth) / smooth, mode="valid")
-        steps = steps[smooth - 1:]
+        steps = steps[smooth - 1 :]
     return np.asarray(steps), v
 
 
@@ -72,8 +73,17 @@ def _figure(panels: int, ncols: int, size=(3.6, 2.8)):
     return fig, list(axes)[:panels]
 
 
-def _panels(path: str, panels: Mapping[str, Mapping[str, tuple]], title: str, *, ylabel: str = "",
-            ylim=None, marker=None, colors: Mapping[str, str] | None = None, ncols: int = 3) -> str:
+def _panels(
+    path: str,
+    panels: Mapping[str, Mapping[str, tuple]],
+    title: str,
+    *,
+    ylabel: str = "",
+    ylim=None,
+    marker=None,
+    colors: Mapping[str, str] | None = None,
+    ncols: int = 3,
+) -> str:
     """One panel per ``{panel title: {line label: (steps, values)}}``, against the update step;
     one legend for all panels (the labels of the fullest panel)."""
     fig, axes = _figure(len(panels), ncols)
@@ -105,8 +115,11 @@ def make_plots(config, results: dict) -> dict[str, str]:
 
     out_dir = os.path.join(config.run_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
-    metrics = {key: [read_metrics(d) for d in entry.get("run_dirs", {}).values()]
-               for key, entry in results["arms"].items() if key != BASE}
+    metrics = {
+        key: [read_metrics(d) for d in entry.get("run_dirs", {}).values()]
+        for key, entry in results["arms"].items()
+        if key != BASE
+    }
     main = [k for k in (config.tables[0][1] if config.tables else ()) if k in metrics] or list(metrics)
     order = main + [k for k in metrics if k not in main]
     color = {config.arms[k].label: f"C{i % 10}" for i, k in enumerate(order)}  # one colour per arm
@@ -117,37 +130,66 @@ def make_plots(config, results: dict) -> dict[str, str]:
         found = {config.arms[a].label: _mean_over_seeds(metrics[a], key, smooth) for a in arms}
         return {k: v for k, v in found.items() if v is not None}
 
-    panels = {title: over_seeds(main, key) for key, title in (
-        ("reward/mean", "training reward (rollouts)"), ("entropy", "policy entropy (trained tokens)"),
-        ("response_length", "response length (SFT: demonstrations)"), ("nll", "NLL of trained tokens"))}
-    paths["training curves"] = _panels(os.path.join(out_dir, "training_curves.png"), panels,
-                                       f"training curves (mean over seeds, {smooth}-step moving average)",
-                                       colors=color, ncols=2)
+    panels = {
+        title: over_seeds(main, key)
+        for key, title in (
+            ("reward/mean", "training reward (rollouts)"),
+            ("entropy", "policy entropy (trained tokens)"),
+            ("response_length", "response length (SFT: demonstrations)"),
+            ("nll", "NLL of trained tokens"),
+        )
+    }
+    paths["training curves"] = _panels(
+        os.path.join(out_dir, "training_curves.png"),
+        panels,
+        f"training curves (mean over seeds, {smooth}-step moving average)",
+        colors=color,
+        ncols=2,
+    )
     # HPT arms (LUFFY and SRFT log the same statistic, P ≤ γ, but nothing is routed by it)
-    gated = [k for k in order if config.arms[k].module == "hpt"
-             and any("gate/sft_frac" in r for rows in metrics[k] for r in rows)]
+    gated = [
+        k
+        for k in order
+        if config.arms[k].module == "hpt" and any("gate/sft_frac" in r for rows in metrics[k] for r in rows)
+    ]
     series = over_seeds(gated, "gate/sft_frac")
     if series:
-        paths["gate"] = _panels(os.path.join(out_dir, "gate_sft_fraction.png"),
-                                {"questions routed to SFT": series},
-                                f"HPT gate: fraction routed to SFT (mean over seeds, {smooth}-step average)",
-                                ylim=(-0.02, 1.02), colors=color)
-    tiers = sorted({k.split("/", 1)[1] for runs in metrics.values() for rows in runs for r in rows
-                    for k in r if k.startswith("reward/") and k != "reward/mean"})
+        paths["gate"] = _panels(
+            os.path.join(out_dir, "gate_sft_fraction.png"),
+            {"questions routed to SFT": series},
+            f"HPT gate: fraction routed to SFT (mean over seeds, {smooth}-step average)",
+            ylim=(-0.02, 1.02),
+            colors=color,
+        )
+    tiers = sorted(
+        {
+            k.split("/", 1)[1]
+            for runs in metrics.values()
+            for rows in runs
+            for r in rows
+            for k in r
+            if k.startswith("reward/") and k != "reward/mean"
+        }
+    )
     panels = {t: over_seeds(order, f"reward/{t}") for t in tiers}
     panels = {t: s for t, s in panels.items() if s}
     if panels:
         paths["training reward per tier"] = _panels(
-            os.path.join(out_dir, "tier_rewards.png"), panels,
-            f"training reward per tier (RL arms; mean over seeds, {smooth}-step average)", ylim=(-0.02, 1.02),
-            colors=color)
+            os.path.join(out_dir, "tier_rewards.png"),
+            panels,
+            f"training reward per tier (RL arms; mean over seeds, {smooth}-step average)",
+            ylim=(-0.02, 1.02),
+            colors=color,
+        )
     paths.update(_accuracy_plots(config, results.get("curves") or {}, out_dir, color))
     pk = results.get("passk") or {}
     if pk.get("results"):
         runs = {label(config, k): v for k, v in pk["results"].items()}
-        paths["pass@k"] = plot_pass_at_k(runs, os.path.join(out_dir, "pass_at_k.png"),
-                                         title=f"pass@k (seed {pk['seed']}, temperature "
-                                               f"{pk['settings']['temperature']})")
+        paths["pass@k"] = plot_pass_at_k(
+            runs,
+            os.path.join(out_dir, "pass_at_k.png"),
+            title=f"pass@k (seed {pk['seed']}, temperature {pk['settings']['temperature']})",
+        )
     return paths
 
 
@@ -157,17 +199,28 @@ def _accuracy_plots(config, curves: Mapping, out_dir: str, color: Mapping[str, s
         return {}
     k, seed = curves["settings"]["k"], curves["seed"]
     line = lambda pts: (np.asarray(pts)[:, 0], 100 * np.asarray(pts)[:, 1])  # noqa: E731
-    paths = {"accuracy curves": _panels(
-        os.path.join(out_dir, "accuracy_curves.png"),
-        {f"ID avg@{k} (%)": {config.arms[a].label: line(p) for a, p in curves["points"].items()}},
-        f"accuracy on the training tiers during training (seed {seed})", marker="o", colors=color)}
+    paths = {
+        "accuracy curves": _panels(
+            os.path.join(out_dir, "accuracy_curves.png"),
+            {f"ID avg@{k} (%)": {config.arms[a].label: line(p) for a, p in curves["points"].items()}},
+            f"accuracy on the training tiers during training (seed {seed})",
+            marker="o",
+            colors=color,
+        )
+    }
     per_tier = curves.get("tiers") or {}
     if per_tier:
         names = list(dict.fromkeys(t for by_tier in per_tier.values() for t in by_tier))
-        panels = {t: {config.arms[a].label: line(by_tier[t]) for a, by_tier in per_tier.items() if t in by_tier}
-                  for t in names}
+        panels = {
+            t: {config.arms[a].label: line(by_tier[t]) for a, by_tier in per_tier.items() if t in by_tier}
+            for t in names
+        }
         paths["accuracy curves per tier"] = _panels(
-            os.path.join(out_dir, "tier_accuracy_curves.png"), panels,
-            f"avg@{k} (%) per tier at checkpoints (seed {seed}; step 0 is the base model)", ylim=(-2, 102),
-            marker="o", colors=color)
+            os.path.join(out_dir, "tier_accuracy_curves.png"),
+            panels,
+            f"avg@{k} (%) per tier at checkpoints (seed {seed}; step 0 is the base model)",
+            ylim=(-2, 102),
+            marker="o",
+            colors=color,
+        )
     return paths

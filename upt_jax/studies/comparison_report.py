@@ -11,6 +11,7 @@ as fractions (× 100 for points): the two mean accuracies on the paired question
 and its two-level bootstrap standard error (over training seeds and questions), and the arm's seeds.
 An arm *beats the base* on a tier when ``diff > 2 · se`` there (`beats_base`).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,19 @@ from typing import Mapping, Sequence
 BASE = "base"
 Z = 2.0  # "beats the base": a paired difference more than Z standard errors above 0
 
-__all__ = ["BASE", "label", "eval_suites", "groups_of", "paired_entry", "paired_summary", "beats_base", "arm_sentence",
-           "beats_sentence", "paired_table", "write_report"]
+__all__ = [
+    "BASE",
+    "label",
+    "eval_suites",
+    "groups_of",
+    "paired_entry",
+    "paired_summary",
+    "beats_base",
+    "arm_sentence",
+    "beats_sentence",
+    "paired_table",
+    "write_report",
+]
 
 
 def label(config, key: str) -> str:
@@ -86,12 +98,15 @@ def paired_summary(config, results: Mapping) -> dict:
         return {"vs_base": {}, "vs": {}}
     suites, groups = eval_suites(ec), groups_of(ec)
     base = list(arms[BASE]["seeds"].values())
-    out = {"vs_base": {k: _entries(base, e["seeds"], suites, groups) for k, e in arms.items()
-                       if k != BASE and e["seeds"]}, "vs": {}}
+    out = {
+        "vs_base": {k: _entries(base, e["seeds"], suites, groups) for k, e in arms.items() if k != BASE and e["seeds"]},
+        "vs": {},
+    }
     ref, others = _reference_pairs(config, results)
     if ref is not None and others:
-        out["vs"][ref] = {k: _entries(list(arms[k]["seeds"].values()), arms[ref]["seeds"], suites, groups)
-                          for k in others}
+        out["vs"][ref] = {
+            k: _entries(list(arms[k]["seeds"].values()), arms[ref]["seeds"], suites, groups) for k in others
+        }
     return out
 
 
@@ -123,8 +138,9 @@ def arm_sentence(name: str, entries: Mapping[str, Mapping], tiers: Sequence[str]
     if not have:
         return f"**{name}**: not evaluated yet."
     best = max(have, key=lambda t: _z(entries[t]))  # the largest difference in standard errors
-    return (f"**{name}** beats the base by more than {z:g} SE on no tier (closest: {best} "
-            f"{_pts(entries[best])}; {seeds}).")
+    return (
+        f"**{name}** beats the base by more than {z:g} SE on no tier (closest: {best} {_pts(entries[best])}; {seeds})."
+    )
 
 
 def beats_sentence(config, summary: Mapping, z: float = Z) -> str:
@@ -134,8 +150,11 @@ def beats_sentence(config, summary: Mapping, z: float = Z) -> str:
     won = [(k, t) for k, t in won if t]
     if not won:
         return f"No arm beats the base model by more than {z:g} standard errors on any tier."
-    return (f"Beat the base model by more than {z:g} standard errors on some tier: "
-            + "; ".join(f"{label(config, k)} ({', '.join(t)})" for k, t in won) + ".")
+    return (
+        f"Beat the base model by more than {z:g} standard errors on some tier: "
+        + "; ".join(f"{label(config, k)} ({', '.join(t)})" for k, t in won)
+        + "."
+    )
 
 
 def paired_table(rows: Mapping[str, Mapping[str, Mapping]], columns: Sequence[str], title: str = "arm") -> str:
@@ -155,14 +174,18 @@ def arms_table(config) -> str:
     """One row per arm and stage: its recipe, what it trains on, its rate and questions per step."""
     from upt_jax.studies.comparison_arms import arm_config
 
-    lines = ["| arm | stage | recipe | trains on | learning rate | questions per step | steps |",
-             "|---|---|---|---|---:|---:|---:|"]
+    lines = [
+        "| arm | stage | recipe | trains on | learning rate | questions per step | steps |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
     for key in config.arms:
         kind, c = arm_config(config, key, int((config.arms[key].get("seeds") or config.seeds)[0]))
-        for name in (list(c.order) if kind == "pipeline" else ["–"]):
+        for name in list(c.order) if kind == "pipeline" else ["–"]:
             s = c[name] if kind == "pipeline" else c
-            lines.append(f"| {config.arms[key].label} | {name} | {s.recipe.name} | {_mix(tuple(s.data.tiers))} | "
-                         f"{s.train.learning_rate:g} | {s.train.questions_per_step} | {s.train.steps} |")
+            lines.append(
+                f"| {config.arms[key].label} | {name} | {s.recipe.name} | {_mix(tuple(s.data.tiers))} | "
+                f"{s.train.learning_rate:g} | {s.train.questions_per_step} | {s.train.steps} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -178,13 +201,21 @@ def _paired_sections(config, results: Mapping, labels: Mapping[str, str]) -> lis
     suites = eval_suites(config.eval)
     columns = suites + [g for g, _ in groups_of(config.eval)]
     order = [k for k in config.arms if k in vs_base]
-    lines = ["## Paired differences against the base model (points, ± bootstrap SE over seeds and questions)", "",
-             paired_table({labels[k]: vs_base[k] for k in order}, columns), ""]
+    lines = [
+        "## Paired differences against the base model (points, ± bootstrap SE over seeds and questions)",
+        "",
+        paired_table({labels[k]: vs_base[k] for k in order}, columns),
+        "",
+    ]
     lines += [f"- {arm_sentence(labels[k], vs_base[k], suites)}" for k in order]
     lines += ["", beats_sentence(config, summary), ""]
     for ref, against in (summary.get("vs") or {}).items():
-        lines += [f"## {labels[ref]} against each baseline (paired, points)", "",
-                  paired_table({f"{labels[ref]} − {labels[k]}": e for k, e in against.items()}, columns), ""]
+        lines += [
+            f"## {labels[ref]} against each baseline (paired, points)",
+            "",
+            paired_table({f"{labels[ref]} − {labels[k]}": e for k, e in against.items()}, columns),
+            "",
+        ]
     return lines
 
 
@@ -207,19 +238,24 @@ def write_report(config, results: dict, plots: Mapping[str, str]) -> str:
         f"avg@{ec.k} in % (the base model: avg@{ec.get('base_k') or ec.k}), {ec.n_per_tier} questions per tier, the "
         f"same for every model (sampling seed {ec.seed}), temperature {ec.temperature}; "
         f"mean ± std over seeds {list(config.seeds)}. Trained on (ID): {', '.join(ec.id_tiers)}; "
-        + "; ".join(f"{g}: {', '.join(t)}" for g, t in ec.groups) + ".")
+        + "; ".join(f"{g}: {', '.join(t)}" for g, t in ec.groups)
+        + "."
+    )
     lines += ["", "## Arms", "", arms_table(config), ""]
     for name, keys in config.tables:
         keys = [k for k in keys if k == BASE or k in config.arms]
-        lines += [f"## {name}", "", results_table(_table_runs(results, keys, labels), suites=suites,
-                                                   groups=groups), ""]
+        lines += [f"## {name}", "", results_table(_table_runs(results, keys, labels), suites=suites, groups=groups), ""]
     lines += _paired_sections(config, results, labels)
     pk = results.get("passk") or {}
     if pk:
         runs = {labels[k]: [v] for k, v in pk["results"].items()}
         kmax = pk["settings"]["k"]
-        lines += [f"## pass@{kmax} (seed {pk['seed']}, {pk['settings']['n']} questions per tier)", "",
-                  results_table(runs, metric=f"pass@{kmax}", suites=pk["settings"]["suites"]), ""]
+        lines += [
+            f"## pass@{kmax} (seed {pk['seed']}, {pk['settings']['n']} questions per tier)",
+            "",
+            results_table(runs, metric=f"pass@{kmax}", suites=pk["settings"]["suites"]),
+            "",
+        ]
     if plots:
         lines += ["## Plots", ""] + [f"- {k}: `{v}`" for k, v in plots.items()] + [""]
     secs = results.get("seconds", {})

@@ -19,6 +19,7 @@ tier's demonstrations, not the SFT tiers': SFT at 3e-4 on those raises the sampl
 solved tiers collapse at T = 1 within 60 steps (docs/testbed.md), which a short check cannot separate
 from the regime's own effect.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,20 @@ from typing import Any, Mapping
 
 from upt_jax.data import tasks
 
-__all__ = ["FAMILY", "BASE_TIERS", "RL_TIERS", "RL_MIX", "METRICS", "Check", "CHECKS", "Scale", "FULL", "SMOKE",
-           "checks", "study_config"]
+__all__ = [
+    "FAMILY",
+    "BASE_TIERS",
+    "RL_TIERS",
+    "RL_MIX",
+    "METRICS",
+    "Check",
+    "CHECKS",
+    "Scale",
+    "FULL",
+    "SMOKE",
+    "checks",
+    "study_config",
+]
 
 FAMILY = "arith_hint"
 BASE_TIERS = tasks.get_task(FAMILY).tiers_at("base")
@@ -92,40 +105,116 @@ _LORA = (("model.lora.rank", 16), ("model.lora.alpha", 32.0))
 _PAIRS_NOTE = "pairs: the base's own correct vs incorrect samples on the RL tier"
 
 CHECKS: tuple[Check, ...] = (
-    Check("sft", "SFT", "sft", learning_rate=3e-4, steps=60,
-          note="RL-tier demonstrations with replay (not the SFT tiers: docs/testbed.md)"),
+    Check(
+        "sft",
+        "SFT",
+        "sft",
+        learning_rate=3e-4,
+        steps=60,
+        note="RL-tier demonstrations with replay (not the SFT tiers: docs/testbed.md)",
+    ),
     Check("rft", "RFT", "rft", learning_rate=1e-4),
-    Check("star", "STaR", "star", learning_rate=3e-4, steps=40, n=4,
-          overrides=(("star.rounds", 1), ("star.questions", 128)),
-          note="1 round: 128 questions × 4 samples, SFT from the base on the kept rationales"),
+    Check(
+        "star",
+        "STaR",
+        "star",
+        learning_rate=3e-4,
+        steps=40,
+        n=4,
+        overrides=(("star.rounds", 1), ("star.questions", 128)),
+        note="1 round: 128 questions × 4 samples, SFT from the base on the kept rationales",
+    ),
     Check("grpo", "GRPO", "grpo"),
     Check("dr_grpo", "Dr.GRPO", "grpo", "dr_grpo"),
-    Check("grpo_lora", "GRPO + LoRA (r 16)", "grpo", learning_rate=4e-4, overrides=_LORA,
-          note="adapters only; 10× GRPO's rate"),
+    Check(
+        "grpo_lora",
+        "GRPO + LoRA (r 16)",
+        "grpo",
+        learning_rate=4e-4,
+        overrides=_LORA,
+        note="adapters only; 10× GRPO's rate",
+    ),
     Check("ppo", "PPO (critic, GAE)", "ppo", n=4, note="also the critic's explained variance of the returns"),
-    Check("dpo", "DPO", "dpo", "dpo", metric="preference", learning_rate=1e-5, steps=60, data="pairs",
-          note=_PAIRS_NOTE),
+    Check(
+        "dpo", "DPO", "dpo", "dpo", metric="preference", learning_rate=1e-5, steps=60, data="pairs", note=_PAIRS_NOTE
+    ),
     Check("ipo", "IPO", "dpo", "ipo", metric="preference", learning_rate=1e-5, steps=60, data="pairs"),
-    Check("simpo", "SimPO", "dpo", "simpo", metric="preference", learning_rate=1e-5, steps=60, data="pairs",
-          note="implicit reward: mean token log-prob (no reference)"),
-    Check("orpo", "ORPO", "dpo", "orpo", metric="preference", learning_rate=1e-5, steps=60, data="pairs",
-          note="implicit reward: mean token log-prob (no reference)"),
+    Check(
+        "simpo",
+        "SimPO",
+        "dpo",
+        "simpo",
+        metric="preference",
+        learning_rate=1e-5,
+        steps=60,
+        data="pairs",
+        note="implicit reward: mean token log-prob (no reference)",
+    ),
+    Check(
+        "orpo",
+        "ORPO",
+        "dpo",
+        "orpo",
+        metric="preference",
+        learning_rate=1e-5,
+        steps=60,
+        data="pairs",
+        note="implicit reward: mean token log-prob (no reference)",
+    ),
     Check("kto", "KTO", "dpo", "kto", metric="preference", learning_rate=1e-5, steps=60, data="kto"),
-    Check("distill_fkl", "Distillation (forward KL)", "distill", "fkl", metric="distill", learning_rate=3e-4,
-          steps=40, data="student", note="student: the base with perturbed weights; teacher: the base"),
-    Check("distill_on_policy", "On-policy distillation", "distill", "on_policy", metric="distill",
-          learning_rate=1e-4, n=4, data="student"),
+    Check(
+        "distill_fkl",
+        "Distillation (forward KL)",
+        "distill",
+        "fkl",
+        metric="distill",
+        learning_rate=3e-4,
+        steps=40,
+        data="student",
+        note="student: the base with perturbed weights; teacher: the base",
+    ),
+    Check(
+        "distill_on_policy",
+        "On-policy distillation",
+        "distill",
+        "on_policy",
+        metric="distill",
+        learning_rate=1e-4,
+        n=4,
+        data="student",
+    ),
     Check("luffy", "LUFFY", "luffy", learning_rate=1e-4, n=7),
     Check("srft", "SRFT", "srft", learning_rate=1e-4, n=7),
     Check("hpt", "HPT (γ = 0)", "hpt", learning_rate=1e-4, hparams=dict(gamma=0.0)),
-    Check("reward_model", "Reward model (Bradley–Terry)", "reward_model", metric="reward_model",
-          learning_rate=3e-4, steps=150, data="pairs",
-          note=_PAIRS_NOTE + "; a 60-step pilot fit its training pairs (77 %) but not the held-out ones (62 → 62 %)"),
-    Check("rlhf_ppo", "RLHF-PPO", "rlhf_ppo", metric="rlhf", n=4, data="reward_model",
-          note="reward: the reward_model check's model (same seed); also the verifier's accuracy"),
-    Check("prm", "PRM", "prm", metric="prm", learning_rate=1e-3, steps=150,
-          note="steps labelled from corrupted RL-tier demonstrations; a 60-step pilot at 3e-4 was still learning "
-               "(training step accuracy 44 → 64 %)"),
+    Check(
+        "reward_model",
+        "Reward model (Bradley–Terry)",
+        "reward_model",
+        metric="reward_model",
+        learning_rate=3e-4,
+        steps=150,
+        data="pairs",
+        note=_PAIRS_NOTE + "; a 60-step pilot fit its training pairs (77 %) but not the held-out ones (62 → 62 %)",
+    ),
+    Check(
+        "rlhf_ppo",
+        "RLHF-PPO",
+        "rlhf_ppo",
+        metric="rlhf",
+        n=4,
+        data="reward_model",
+        note="reward: the reward_model check's model (same seed); also the verifier's accuracy",
+    ),
+    Check(
+        "prm",
+        "PRM",
+        "prm",
+        metric="prm",
+        learning_rate=1e-3,
+        steps=150,
+        note="steps labelled from corrupted RL-tier demonstrations; a 60-step pilot at 3e-4 was still learning "
+        "(training step accuracy 44 → 64 %)",
+    ),
 )
 
 
@@ -155,8 +244,20 @@ class Scale:
 
 FULL = Scale()
 # the test suite: every code path in seconds (a tiny random base, 8 simulated devices)
-SMOKE = Scale(steps=1, n_eval=3, k=2, base_k=2, n_guard=2, max_new_tokens=8, pair_questions=8, heldout=4,
-              pair_k=2, demo_fallback=True, n=2, star_questions=8)
+SMOKE = Scale(
+    steps=1,
+    n_eval=3,
+    k=2,
+    base_k=2,
+    n_guard=2,
+    max_new_tokens=8,
+    pair_questions=8,
+    heldout=4,
+    pair_k=2,
+    demo_fallback=True,
+    n=2,
+    star_questions=8,
+)
 
 
 def checks(only=None) -> list[Check]:
@@ -187,15 +288,42 @@ def study_config(check: Check, run_dir: str, *, base: Mapping[str, Any], seeds, 
     c.progress = False
     c.seeds = tuple(int(s) for s in seeds)
     c.base = ml_collections.ConfigDict(dict(base), type_safe=False)
-    c.budget = ml_collections.ConfigDict(dict(
-        steps=int(scale.steps or check.steps), questions_per_step=check.questions_per_step,
-        n=int(scale.n or check.n), max_new_tokens=scale.max_new_tokens, temperature=1.0,
-        learning_rate=check.learning_rate))
-    c.eval = ml_collections.ConfigDict(dict(id_tiers=RL_TIERS + BASE_TIERS, n_per_tier=scale.n_eval, k=scale.k,
-                                            base_k=scale.base_k, temperature=1.0,
-                                            max_new_tokens=scale.max_new_tokens, seed=1_000_003), type_safe=False)
+    c.budget = ml_collections.ConfigDict(
+        dict(
+            steps=int(scale.steps or check.steps),
+            questions_per_step=check.questions_per_step,
+            n=int(scale.n or check.n),
+            max_new_tokens=scale.max_new_tokens,
+            temperature=1.0,
+            learning_rate=check.learning_rate,
+        )
+    )
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            id_tiers=RL_TIERS + BASE_TIERS,
+            n_per_tier=scale.n_eval,
+            k=scale.k,
+            base_k=scale.base_k,
+            temperature=1.0,
+            max_new_tokens=scale.max_new_tokens,
+            seed=1_000_003,
+        ),
+        type_safe=False,
+    )
     c.curves = ml_collections.ConfigDict(dict(arms=(), points=1))
-    c.arms = ml_collections.ConfigDict({check.key: dict(
-        label=check.label, module=check.module, arg=check.arg, hparams=dict(check.hparams), overrides=overrides,
-        seeds=(), tiers=tuple(check.tiers), learning_rate=check.learning_rate)}, type_safe=False)
+    c.arms = ml_collections.ConfigDict(
+        {
+            check.key: dict(
+                label=check.label,
+                module=check.module,
+                arg=check.arg,
+                hparams=dict(check.hparams),
+                overrides=overrides,
+                seeds=(),
+                tiers=tuple(check.tiers),
+                learning_rate=check.learning_rate,
+            )
+        },
+        type_safe=False,
+    )
     return c

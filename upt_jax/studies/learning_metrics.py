@@ -15,6 +15,7 @@ Every measure returns ``{item id: value}``:
   of the policy's own samples, beside that of the best constant baseline (the variance a critic
   exists to remove).
 """
+
 from __future__ import annotations
 
 import collections
@@ -27,9 +28,19 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["sample_completions", "preference_pairs", "read_jsonl", "perturbed_student", "preference_accuracy",
-           "forward_kl", "pair_accuracy", "step_accuracy", "learned_reward", "explained_variance_change",
-           "critic_errors"]
+__all__ = [
+    "sample_completions",
+    "preference_pairs",
+    "read_jsonl",
+    "perturbed_student",
+    "preference_accuracy",
+    "forward_kl",
+    "pair_accuracy",
+    "step_accuracy",
+    "learned_reward",
+    "explained_variance_change",
+    "critic_errors",
+]
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -45,8 +56,9 @@ def _write_jsonl(path: str, rows) -> None:
     os.replace(tmp, path)
 
 
-def sample_completions(model_dir: str, records: list[dict], *, k: int, max_new_tokens: int, seed: int,
-                       samplers=None) -> list[dict]:
+def sample_completions(
+    model_dir: str, records: list[dict], *, k: int, max_new_tokens: int, seed: int, samplers=None
+) -> list[dict]:
     """``k`` samples at T = 1 per record from the model in ``model_dir`` (a run or shipped model
     directory), verified: `upt_jax.eval.evaluate.evaluate`'s ``completions`` rows (``id``,
     ``completion``, ``reward``, ``reason``). ``samplers``: a `comparison_eval.SamplerPool` to reuse."""
@@ -58,14 +70,36 @@ def sample_completions(model_dir: str, records: list[dict], *, k: int, max_new_t
     m, tok, cfg, _ = load_run_model(model_dir)
     sampler, params = samplers.get(m, tok.pad_id) if samplers is not None else (None, None)
     out: list[dict] = []
-    evaluate(m, tok, {"samples": records}, k=k, temperature=1.0, max_new_tokens=max_new_tokens,
-             key=jax.random.key(seed), template=cfg.data.get("template", "zero"), default_verifier="integer",
-             completions=out, sampler=sampler, params=params)
+    evaluate(
+        m,
+        tok,
+        {"samples": records},
+        k=k,
+        temperature=1.0,
+        max_new_tokens=max_new_tokens,
+        key=jax.random.key(seed),
+        template=cfg.data.get("template", "zero"),
+        default_verifier="integer",
+        completions=out,
+        sampler=sampler,
+        params=params,
+    )
     return out
 
 
-def preference_pairs(base_dir: str, out_dir: str, *, tier: str, n_train: int, n_heldout: int, k: int,
-                     max_new_tokens: int, eval_seed: int, demo_fallback: bool = False, samplers=None) -> dict:
+def preference_pairs(
+    base_dir: str,
+    out_dir: str,
+    *,
+    tier: str,
+    n_train: int,
+    n_heldout: int,
+    k: int,
+    max_new_tokens: int,
+    eval_seed: int,
+    demo_fallback: bool = False,
+    samplers=None,
+) -> dict:
     """Preference data from the base model's own samples on ``tier``: per question, ``k`` samples
     at T = 1; a question with a correct and an incorrect sample gives the pair (first correct,
     first incorrect). Training questions are drawn with seed 0 (minus any held-out question), the
@@ -87,8 +121,14 @@ def preference_pairs(base_dir: str, out_dir: str, *, tier: str, n_train: int, n_
     stats: dict = {"tier": tier, "k": k}
     for split, records in (("train", train_q), ("heldout", heldout_q)):
         by_id = collections.defaultdict(list)
-        for row in sample_completions(base_dir, records, k=k, max_new_tokens=max_new_tokens,
-                                      seed=eval_seed + (split == "train"), samplers=samplers):
+        for row in sample_completions(
+            base_dir,
+            records,
+            k=k,
+            max_new_tokens=max_new_tokens,
+            seed=eval_seed + (split == "train"),
+            samplers=samplers,
+        ):
             by_id[row["id"]].append(row)
         pairs, counts = [], collections.Counter(questions=len(records))
         for r in records:
@@ -106,13 +146,20 @@ def preference_pairs(base_dir: str, out_dir: str, *, tier: str, n_train: int, n_
             pairs.append(dict(id=str(r["id"]), prompt=r["question"], chosen=good[0], rejected=bad[0]))
         stats[split] = dict(counts)
         if not pairs:
-            raise ValueError(f"preference_pairs: no {split} question of {tier} has both a correct and an incorrect "
-                             f"sample among {k} ({dict(counts)})")
+            raise ValueError(
+                f"preference_pairs: no {split} question of {tier} has both a correct and an incorrect "
+                f"sample among {k} ({dict(counts)})"
+            )
         _write_jsonl(os.path.join(out_dir, "pairs.jsonl" if split == "train" else "heldout.jsonl"), pairs)
         if split == "train":
-            _write_jsonl(os.path.join(out_dir, "kto.jsonl"), [
-                dict(id=f"{p['id']}/{lab}", prompt=p["prompt"], completion=p[lab], label=lab == "chosen")
-                for p in pairs for lab in ("chosen", "rejected")])
+            _write_jsonl(
+                os.path.join(out_dir, "kto.jsonl"),
+                [
+                    dict(id=f"{p['id']}/{lab}", prompt=p["prompt"], completion=p[lab], label=lab == "chosen")
+                    for p in pairs
+                    for lab in ("chosen", "rejected")
+                ],
+            )
     log.info("preference pairs from %s on %s: %s", base_dir, tier, stats)
     with open(stats_file, "w") as f:
         json.dump(stats, f, indent=2)
@@ -136,8 +183,10 @@ def perturbed_student(base_dir: str, out_dir: str, *, noise: float, seed: int = 
     state = nnx.state(model, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    new = [x + noise * jnp.sqrt(jnp.mean(jnp.square(x))) * jax.random.normal(kk, x.shape, x.dtype)
-           if x.ndim >= 2 else x for x, kk in zip(leaves, keys)]
+    new = [
+        x + noise * jnp.sqrt(jnp.mean(jnp.square(x))) * jax.random.normal(kk, x.shape, x.dtype) if x.ndim >= 2 else x
+        for x, kk in zip(leaves, keys)
+    ]
     nnx.update(model, jax.tree.unflatten(treedef, new))
     os.makedirs(out_dir, exist_ok=True)
     save_hf_checkpoint(model, out_dir)
@@ -170,8 +219,9 @@ def _logprob_sums(model, tokens, attn, mask) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(logp * mask).sum(axis=1), mask.sum(axis=1)
 
 
-def preference_accuracy(run_dir: str, ref_dir: str, pairs: list[dict], *, reference: bool
-                        ) -> tuple[dict[str, float], dict[str, float]]:
+def preference_accuracy(
+    run_dir: str, ref_dir: str, pairs: list[dict], *, reference: bool
+) -> tuple[dict[str, float], dict[str, float]]:
     """``({pair id: 1 | ½ | 0}, {pair id: margin})``: whether the policy in ``run_dir`` ranks each
     pair's chosen response above its rejected one by its implicit reward, and by how much (the
     chosen's reward minus the rejected's): ``log π_θ(y) − log π_ref(y)`` (summed over the response;
@@ -188,8 +238,10 @@ def preference_accuracy(run_dir: str, ref_dir: str, pairs: list[dict], *, refere
     else:
         s = s / np.maximum(n, 1)
     margin = s[0::2] - s[1::2]
-    return ({p["id"]: float(np.where(m > 0, 1.0, np.where(m < 0, 0.0, 0.5))) for p, m in zip(pairs, margin)},
-            {p["id"]: float(m) for p, m in zip(pairs, margin)})
+    return (
+        {p["id"]: float(np.where(m > 0, 1.0, np.where(m < 0, 0.0, 0.5))) for p, m in zip(pairs, margin)},
+        {p["id"]: float(m) for p, m in zip(pairs, margin)},
+    )
 
 
 def forward_kl(student_dir: str, teacher_dir: str, records: list[dict]) -> dict[str, float]:
@@ -203,13 +255,15 @@ def forward_kl(student_dir: str, teacher_dir: str, records: list[dict]) -> dict[
 
     student, tok, cfg, _ = load_run_model(student_dir)
     teacher = load_run_model(teacher_dir)[0]
-    tokens, attn, mask = _rows(tok, cfg.data.get("template", "zero"), [r["question"] for r in records],
-                               [r["demonstration"] for r in records])
+    tokens, attn, mask = _rows(
+        tok, cfg.data.get("template", "zero"), [r["question"] for r in records], [r["demonstration"] for r in records]
+    )
 
     def logits(model):
         graphdef, state = nnx.split(model)
         return jax.jit(lambda s, t, a: jax.nn.log_softmax(nnx.merge(graphdef, s)(t, attention_mask=a)[0][:, :-1]))(
-            state, tokens, attn)
+            state, tokens, attn
+        )
 
     lp_t, lq = logits(teacher), logits(student)
     kl = np.asarray(jnp.sum(jnp.exp(lp_t) * (lp_t - lq), axis=-1))  # [N, T-1]: predicting token t+1
@@ -227,8 +281,12 @@ def _scorer(graphdef, params, method: str = "__call__"):
 def pair_accuracy(graphdef, params, tok, template: str, pairs: list[dict]) -> dict[str, float]:
     """``{pair id: 1 | ½ | 0}``: the reward model ``(graphdef, params)`` scores the chosen response
     above (tie, below) the rejected one."""
-    tokens, attn, _ = _rows(tok, template, [p["prompt"] for p in pairs for _ in range(2)],
-                            [p[x] for p in pairs for x in ("chosen", "rejected")])
+    tokens, attn, _ = _rows(
+        tok,
+        template,
+        [p["prompt"] for p in pairs for _ in range(2)],
+        [p[x] for p in pairs for x in ("chosen", "rejected")],
+    )
     r = np.asarray(_scorer(graphdef, params)(params, tokens, attn))
     d = r[0::2] - r[1::2]
     return {p["id"]: float(np.where(x > 0, 1.0, np.where(x < 0, 0.0, 0.5))) for p, x in zip(pairs, d)}
@@ -260,8 +318,9 @@ def step_accuracy(graphdef, params, tok, template: str, records: list[dict], *, 
     return {str(r["id"]): float(right[i].sum() / max(rows["w"][i].sum(), 1)) for i, r in enumerate(records)}
 
 
-def learned_reward(policy_dir: str, rm_dir: str, records: list[dict], *, k: int, max_new_tokens: int,
-                   seed: int, samplers=None) -> tuple[dict[str, float], dict[str, float]]:
+def learned_reward(
+    policy_dir: str, rm_dir: str, records: list[dict], *, k: int, max_new_tokens: int, seed: int, samplers=None
+) -> tuple[dict[str, float], dict[str, float]]:
     """``({id: mean reward-model score}, {id: verifier accuracy})`` of ``k`` samples at T = 1 per
     record from the policy in ``policy_dir``, scored by the reward model trained in ``rm_dir``."""
     from upt_jax.data.templates import prompt_ids
@@ -273,8 +332,10 @@ def learned_reward(policy_dir: str, rm_dir: str, records: list[dict], *, k: int,
     question = {str(r["id"]): r["question"] for r in records}
     rm = LearnedReward(rm_dir, pad_id=tok.pad_id)
     template = cfg.data.get("template", "zero")
-    scores = rm.raw_scores([prompt_ids(tok, question[x["id"]], template) for x in rows],
-                           [tok.encode(x["completion"]) + [tok.eos_id] for x in rows])
+    scores = rm.raw_scores(
+        [prompt_ids(tok, question[x["id"]], template) for x in rows],
+        [tok.encode(x["completion"]) + [tok.eos_id] for x in rows],
+    )
     by_id, acc = collections.defaultdict(list), collections.defaultdict(list)
     for x, s in zip(rows, scores):
         by_id[x["id"]].append(float(s))
@@ -285,16 +346,20 @@ def learned_reward(policy_dir: str, rm_dir: str, records: list[dict], *, k: int,
 def explained_variance_change(run_dir: str, window: int = 5) -> tuple[float, float]:
     """``(first, last)``: the critic's explained variance of the returns (``critic/explained_variance``
     in ``metrics.jsonl``) averaged over the first and the last ``window`` steps of a PPO run."""
-    ev = [m["critic/explained_variance"] for m in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
-          if "critic/explained_variance" in m]
+    ev = [
+        m["critic/explained_variance"]
+        for m in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+        if "critic/explained_variance" in m
+    ]
     if not ev:
         raise ValueError(f"{run_dir}/metrics.jsonl logs no critic/explained_variance (not a PPO run?)")
     w = max(1, min(window, len(ev) // 2 or 1))
     return float(np.mean(ev[:w])), float(np.mean(ev[-w:]))
 
 
-def critic_errors(run_dir: str, records: list[dict], *, k: int, max_new_tokens: int, seed: int,
-                  samplers=None) -> tuple[dict[str, float], dict[str, float], float]:
+def critic_errors(
+    run_dir: str, records: list[dict], *, k: int, max_new_tokens: int, seed: int, samplers=None
+) -> tuple[dict[str, float], dict[str, float], float]:
     """What a PPO run's critic learned, on held-out questions: ``k`` samples at T = 1 per record
     from the run's final policy, each response token's Monte Carlo return (the sample's reward:
     a verifier reward at the last token, γ = 1) against the critic's value there.
@@ -319,8 +384,11 @@ def critic_errors(run_dir: str, records: list[dict], *, k: int, max_new_tokens: 
     rows = sample_completions(run_dir, records, k=k, max_new_tokens=max_new_tokens, seed=seed, samplers=samplers)
     question = {str(r["id"]): r["question"] for r in records}
     template = cfg.data.get("template", "zero")
-    packed = pack_rows([prompt_ids(tok, question[x["id"]], template) for x in rows],
-                       [tok.encode(x["completion"]) + [tok.eos_id] for x in rows], pad_id=tok.pad_id)
+    packed = pack_rows(
+        [prompt_ids(tok, question[x["id"]], template) for x in rows],
+        [tok.encode(x["completion"]) + [tok.eos_id] for x in rows],
+        pad_id=tok.pad_id,
+    )
     values_fn = jax.jit(lambda p, t, a: nnx.merge(graphdef, p)(t, a))
     values = np.asarray(values_fn(params, jnp.asarray(packed["tokens"]), jnp.asarray(packed["attention_mask"])))
     mask = packed["mask"]

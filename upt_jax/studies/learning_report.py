@@ -2,6 +2,7 @@
 paired difference ± SE → seeds → wall time, with whether the effect is shown, the commit and the
 host. Written to ``<run_dir>/LEARNING.md`` and, when asked, into docs/learning.md between the
 markers `BEGIN` and `END` (the page's own text around them is kept)."""
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,16 @@ def _verdict(row: dict) -> str:
 def commit() -> str:
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -43,8 +50,10 @@ def table(results: dict) -> str:
     """The markdown table of ``results`` (``{"checks": {key: result}}``), one row per metric."""
     from upt_jax.studies.learning import CHECKS
 
-    lines = ["| regime | metric | base | after | paired Δ ± SE | effect | seeds | wall time |",
-             "|---|---|---:|---:|---:|---|---:|---:|"]
+    lines = [
+        "| regime | metric | base | after | paired Δ ± SE | effect | seeds | wall time |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
+    ]
     ran = results.get("checks", {})
     for check in CHECKS:
         r = ran.get(check.key)
@@ -58,9 +67,11 @@ def table(results: dict) -> str:
         for i, row in enumerate(r["rows"]):
             unit = row["unit"]
             diff = f"{_fmt(row['diff'], unit, True)} ± {_fmt(row['se'], unit).rstrip(' %')}"
-            lines.append(f"| {check.label if i == 0 else ''} | {row['metric']} | {_fmt(row['base'], unit)} | "
-                         f"{_fmt(row['after'], unit)} | {diff} | {_verdict(row)} | {row['seeds']} | "
-                         f"{wall if i == 0 else ''} |")
+            lines.append(
+                f"| {check.label if i == 0 else ''} | {row['metric']} | {_fmt(row['base'], unit)} | "
+                f"{_fmt(row['after'], unit)} | {diff} | {_verdict(row)} | {row['seeds']} | "
+                f"{wall if i == 0 else ''} |"
+            )
     return "\n".join(lines)
 
 
@@ -73,10 +84,13 @@ def _notes(results: dict) -> str:
         if not r or "error" in r:
             continue
         b = r["budget"]
-        text = (f"- **{check.label}** (`experiments/{check.module}.py{':' + check.arg if check.arg else ''}`): "
-                f"{b['steps']} steps × {b['questions_per_step']} questions"
-                + (f" × {b['n']} rollouts" if check.metric in ("accuracy", "rlhf") or check.key.endswith("policy")
-                   else "") + f", lr {b['learning_rate']:g}" + (f"; {check.note}" if check.note else ""))
+        text = (
+            f"- **{check.label}** (`experiments/{check.module}.py{':' + check.arg if check.arg else ''}`): "
+            f"{b['steps']} steps × {b['questions_per_step']} questions"
+            + (f" × {b['n']} rollouts" if check.metric in ("accuracy", "rlhf") or check.key.endswith("policy") else "")
+            + f", lr {b['learning_rate']:g}"
+            + (f"; {check.note}" if check.note else "")
+        )
         if r.get("data"):
             d = r["data"]
             text += f"; pairs: train {d['train']}, held-out {d['heldout']}"
@@ -99,20 +113,25 @@ def write_report(results: dict, path: str, *, doc: str | None = None) -> str:
     ``doc``, also replace the generated part of that page (or create it). Returns the markdown."""
     from upt_jax.hostinfo import host
 
-    body = "\n\n".join([
-        f"{_commits(results)}; host: {host()}.", table(results),
-        "Paired Δ: the mean over held-out items of (after − base), pooled over the seeds, with a two-level "
-        "bootstrap SE (seeds and items; `upt_jax.eval.paired`); accuracies and pair accuracies in points, "
-        "KL in nats per token. *effect*: **yes** when Δ is beyond 2 SE in the direction the regime should "
-        "move it; a solved tier is *kept* unless it dropped by more than 2 SE. Wall time: the check's "
-        "training of every seed and its evaluation.", "Budgets:\n\n" + _notes(results)])
+    body = "\n\n".join(
+        [
+            f"{_commits(results)}; host: {host()}.",
+            table(results),
+            "Paired Δ: the mean over held-out items of (after − base), pooled over the seeds, with a two-level "
+            "bootstrap SE (seeds and items; `upt_jax.eval.paired`); accuracies and pair accuracies in points, "
+            "KL in nats per token. *effect*: **yes** when Δ is beyond 2 SE in the direction the regime should "
+            "move it; a solved tier is *kept* unless it dropped by more than 2 SE. Wall time: the check's "
+            "training of every seed and its evaluation.",
+            "Budgets:\n\n" + _notes(results),
+        ]
+    )
     with open(path, "w") as f:
         f.write("# Learning checks\n\n" + body + "\n")
     if doc:
         block = f"{BEGIN}\n\n{body}\n\n{END}"
         text = open(doc).read() if os.path.exists(doc) else "# Learning checks\n\n" + BEGIN + "\n" + END + "\n"
         if BEGIN in text and END in text:
-            text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
         with open(doc, "w") as f:

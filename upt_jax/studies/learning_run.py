@@ -11,6 +11,7 @@ A result is ``{key, label, metric, note, seeds, seconds: {seed: train s}, wall_s
 regime should raise it, −1 lower, 0 for a guard: a solved tier that must not drop by more than
 2 SE; ``shown``: the difference is beyond 2 SE in that direction, or for a guard that it did not drop).
 """
+
 from __future__ import annotations
 
 import copy
@@ -54,8 +55,18 @@ def paired_row(metric: str, base, arms: list[dict], *, unit: str = "pct", direct
         d = paired_difference(base, arms)
         base_mean, after, diff = d.base, d.arm, d.delta
     shown = diff >= -2 * d.se if direction == 0 else direction * diff > 2 * d.se
-    return dict(metric=metric, unit=unit, base=base_mean, after=after, diff=diff, se=d.se, n=d.n_questions,
-                seeds=d.n_seeds, direction=direction, shown=bool(shown))
+    return dict(
+        metric=metric,
+        unit=unit,
+        base=base_mean,
+        after=after,
+        diff=diff,
+        se=d.se,
+        n=d.n_questions,
+        seeds=d.n_seeds,
+        direction=direction,
+        shown=bool(shown),
+    )
 
 
 def _prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
@@ -64,15 +75,24 @@ def _prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
     out = dict(start=base_dir, overrides=())
     if check.data in ("pairs", "kto", "reward_model"):
         out["pairs"] = lm.preference_pairs(
-            base_dir, os.path.join(run_dir, "pairs"), tier=RL_TIERS[0], n_train=scale.pair_questions,
-            n_heldout=scale.heldout, k=scale.pair_k, max_new_tokens=scale.max_new_tokens,
-            eval_seed=int(c.eval.seed), demo_fallback=scale.demo_fallback, samplers=_POOL)
+            base_dir,
+            os.path.join(run_dir, "pairs"),
+            tier=RL_TIERS[0],
+            n_train=scale.pair_questions,
+            n_heldout=scale.heldout,
+            k=scale.pair_k,
+            max_new_tokens=scale.max_new_tokens,
+            eval_seed=int(c.eval.seed),
+            demo_fallback=scale.demo_fallback,
+            samplers=_POOL,
+        )
         if check.data != "reward_model":
             path = os.path.join(run_dir, "pairs", "kto.jsonl" if check.data == "kto" else "pairs.jsonl")
             out["overrides"] = (("data.source", "file"), ("data.path", path))
     if check.data == "student":
-        out["start"] = lm.perturbed_student(base_dir, os.path.join(run_dir, f"student_{scale.noise:g}"),
-                                            noise=scale.noise)
+        out["start"] = lm.perturbed_student(
+            base_dir, os.path.join(run_dir, f"student_{scale.noise:g}"), noise=scale.noise
+        )
         out["overrides"] = (("model.checkpoint", out["start"]), ("teacher.run_dir", base_dir))
     return out
 
@@ -87,8 +107,11 @@ def _runner(check):
 
 def _final_dir(check, dirs: list[str]) -> str:
     if check.module == "star":  # STaR's model is its last round's SFT run (run_dir/round_<r>)
-        rounds = [int(p.split("_")[1]) for p in os.listdir(dirs[-1]) if p.startswith("round_")
-                  and os.path.isdir(os.path.join(dirs[-1], p, "checkpoints"))]
+        rounds = [
+            int(p.split("_")[1])
+            for p in os.listdir(dirs[-1])
+            if p.startswith("round_") and os.path.isdir(os.path.join(dirs[-1], p, "checkpoints"))
+        ]
         if not rounds:
             raise FileNotFoundError(f"{dirs[-1]}: STaR trained no round (every round kept nothing?)")
         return os.path.join(dirs[-1], f"round_{max(rounds)}")
@@ -104,8 +127,9 @@ def _accuracy_rows(c, start: str, finals: list[str], scale: Scale, label: str | 
         arms = [evaluate_run(d, settings, samplers=pool) for d in finals]
         for t in tiers:
             name = (label or METRICS["accuracy"]) if direction else f"solved tier {t} (must not drop > 2 SE)"
-            rows.append(paired_row(name, accuracy_by_id(base[t]), [accuracy_by_id(a[t]) for a in arms],
-                                   direction=direction))
+            rows.append(
+                paired_row(name, accuracy_by_id(base[t]), [accuracy_by_id(a[t]) for a in arms], direction=direction)
+            )
     return rows
 
 
@@ -116,21 +140,44 @@ def _critic_rows(c, dirs: list[str], scale: Scale) -> list[dict]:
     from upt_jax.data import tasks
 
     records = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
-    out = [lm.critic_errors(d, records, k=scale.k, max_new_tokens=int(c.eval.max_new_tokens), seed=int(c.eval.seed),
-                            samplers=_POOL) for d in dirs]
-    rows = [paired_row("critic's squared error of the held-out returns (constant baseline → critic)",
-                       [b for b, _, _ in out], [a for _, a, _ in out], unit="raw", direction=-1)]
+    out = [
+        lm.critic_errors(
+            d, records, k=scale.k, max_new_tokens=int(c.eval.max_new_tokens), seed=int(c.eval.seed), samplers=_POOL
+        )
+        for d in dirs
+    ]
+    rows = [
+        paired_row(
+            "critic's squared error of the held-out returns (constant baseline → critic)",
+            [b for b, _, _ in out],
+            [a for _, a, _ in out],
+            unit="raw",
+            direction=-1,
+        )
+    ]
     ev = [e for _, _, e in out]
     se = float(np.std(ev, ddof=1) / np.sqrt(len(ev))) if len(ev) > 1 else float("nan")
     mean = float(np.mean(ev))
-    rows.append(dict(metric="critic's explained variance of the held-out returns (constant baseline: 0)",
-                     unit="raw", base=0.0, after=mean, diff=mean, se=se, n=len(records), seeds=len(ev), direction=1,
-                     shown=bool(mean > 2 * se) if se == se else False))
+    rows.append(
+        dict(
+            metric="critic's explained variance of the held-out returns (constant baseline: 0)",
+            unit="raw",
+            base=0.0,
+            after=mean,
+            diff=mean,
+            se=se,
+            n=len(records),
+            seeds=len(ev),
+            direction=1,
+            shown=bool(mean > 2 * se) if se == se else False,
+        )
+    )
     return rows
 
 
-def measure(check, c, prep: dict, base_dir: str, finals: dict[int, str], scale: Scale,
-            rm_dirs: dict[int, str] | None = None) -> list[dict]:
+def measure(
+    check, c, prep: dict, base_dir: str, finals: dict[int, str], scale: Scale, rm_dirs: dict[int, str] | None = None
+) -> list[dict]:
     """The check's rows (see the module docstring), its own metric first."""
     from upt_jax.data import tasks
 
@@ -147,19 +194,29 @@ def measure(check, c, prep: dict, base_dir: str, finals: dict[int, str], scale: 
         reference = check.arg in ("dpo", "ipo", "kto")
         base = lm.preference_accuracy(base_dir, base_dir, heldout, reference=reference)
         arms = [lm.preference_accuracy(d, base_dir, heldout, reference=reference) for d in dirs]
-        return [paired_row(METRICS["preference"], base[0], [a[0] for a in arms]),
-                paired_row(METRICS["margin"], base[1], [a[1] for a in arms], unit="raw")
-                ] + _accuracy_rows(c, start, dirs, scale)
+        return [
+            paired_row(METRICS["preference"], base[0], [a[0] for a in arms]),
+            paired_row(METRICS["margin"], base[1], [a[1] for a in arms], unit="raw"),
+        ] + _accuracy_rows(c, start, dirs, scale)
     if check.metric == "distill":
         records = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
         base = lm.forward_kl(start, base_dir, records)
-        rows = [paired_row(METRICS["distill"], base, [lm.forward_kl(d, base_dir, records) for d in dirs],
-                           unit="nats", direction=-1)]
+        rows = [
+            paired_row(
+                METRICS["distill"], base, [lm.forward_kl(d, base_dir, records) for d in dirs], unit="nats", direction=-1
+            )
+        ]
         acc = _accuracy_rows(c, start, dirs, scale, label="student's RL-tier accuracy (teacher: the base)")
         teacher = base_eval(c, base_dir, eval_settings(c.eval, list(RL_TIERS), scale.n_eval, scale.base_k), _POOL)
         t_acc = float(np.mean(list(accuracy_by_id(teacher[RL_TIERS[0]]).values())))
-        gap = dict(acc[0], metric="accuracy gap to the teacher (RL tier)", base=t_acc - acc[0]["base"],
-                   after=t_acc - acc[0]["after"], diff=-acc[0]["diff"], direction=-1)
+        gap = dict(
+            acc[0],
+            metric="accuracy gap to the teacher (RL tier)",
+            base=t_acc - acc[0]["base"],
+            after=t_acc - acc[0]["after"],
+            diff=-acc[0]["diff"],
+            direction=-1,
+        )
         return rows + [gap] + acc
     if check.metric in ("reward_model", "prm"):
         from flax import nnx
@@ -184,9 +241,10 @@ def measure(check, c, prep: dict, base_dir: str, finals: dict[int, str], scale: 
         kw = dict(k=scale.k, max_new_tokens=scale.max_new_tokens, seed=int(c.eval.seed), samplers=_POOL)
         base = [lm.learned_reward(base_dir, rm_dirs[s], records, **kw) for s in seeds]
         after = [lm.learned_reward(d, rm_dirs[s], records, **kw) for s, d in zip(seeds, dirs)]
-        return [paired_row(METRICS["rlhf"], [b[0] for b in base], [a[0] for a in after], unit="raw"),
-                paired_row("verifier accuracy of the same samples (RL tier)", [b[1] for b in base],
-                           [a[1] for a in after])] + _accuracy_rows(c, start, dirs, scale)[1:]
+        return [
+            paired_row(METRICS["rlhf"], [b[0] for b in base], [a[0] for a in after], unit="raw"),
+            paired_row("verifier accuracy of the same samples (RL tier)", [b[1] for b in base], [a[1] for a in after]),
+        ] + _accuracy_rows(c, start, dirs, scale)[1:]
     raise ValueError(f"unknown metric {check.metric!r}")
 
 
@@ -205,25 +263,37 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
         if check.data == "reward_model":  # the reward_model check's model of the same seed
             rm = checks("reward_model")[0]
             rc = study_config(rm, run_dir, base=base, seeds=(seed,), scale=scale)
-            rc.arms.reward_model.overrides = tuple(rc.arms.reward_model.overrides) + _prepare(
-                rm, rc, base_dir, run_dir, scale)["overrides"]
+            rc.arms.reward_model.overrides = (
+                tuple(rc.arms.reward_model.overrides) + _prepare(rm, rc, base_dir, run_dir, scale)["overrides"]
+            )
             rm_dirs[seed] = cmp.run_arm(rc, "reward_model", seed)[-1]
             sc = copy.deepcopy(c)
             sc.arms[check.key].overrides = tuple(sc.arms[check.key].overrides) + (
-                ("reward.model_run_dir", rm_dirs[seed]),)
+                ("reward.model_run_dir", rm_dirs[seed]),
+            )
         else:
             sc = c
         t0 = time.time()
         finals[seed] = _final_dir(check, cmp.run_arm(sc, check.key, seed, run=_runner(check)))
         seconds[str(seed)] = round(time.time() - t0, 1)
     rows = measure(check, c, prep, base_dir, finals, scale, rm_dirs)
-    return dict(key=check.key, label=check.label, metric=check.metric, note=check.note, seeds=list(seeds),
-                seconds=seconds, wall_s=round(time.time() - t_start, 1), rows=rows,
-                budget=dict(c.budget.to_dict(), tiers=list(check.tiers)), data=prep.get("pairs"))
+    return dict(
+        key=check.key,
+        label=check.label,
+        metric=check.metric,
+        note=check.note,
+        seeds=list(seeds),
+        seconds=seconds,
+        wall_s=round(time.time() - t_start, 1),
+        rows=rows,
+        budget=dict(c.budget.to_dict(), tiers=list(check.tiers)),
+        data=prep.get("pairs"),
+    )
 
 
-def run_study(run_dir: str, *, only=None, seeds=(0, 1, 2), scale: Scale = FULL, base: dict | None = None,
-              doc: str | None = None) -> dict:
+def run_study(
+    run_dir: str, *, only=None, seeds=(0, 1, 2), scale: Scale = FULL, base: dict | None = None, doc: str | None = None
+) -> dict:
     """Every check of ``only`` (default all) in turn; after each, ``<run_dir>/results.json`` (merged
     with the checks an earlier call ran) and ``<run_dir>/LEARNING.md`` are rewritten (and ``doc``,
     e.g. docs/learning.md, when given). A check that fails is recorded with its error and the
@@ -243,14 +313,20 @@ def run_study(run_dir: str, *, only=None, seeds=(0, 1, 2), scale: Scale = FULL, 
     for check in checks(only):
         print(f"[learning] {check.key}: seeds {list(seeds)}", flush=True)
         try:
-            results["checks"][check.key] = dict(run_check(check, run_dir, seeds=seeds, scale=scale, base=base),
-                                                commit=sha)
+            results["checks"][check.key] = dict(
+                run_check(check, run_dir, seeds=seeds, scale=scale, base=base), commit=sha
+            )
         except Preempted:  # SIGTERM / Ctrl-C: the run saved its step; the study stops (a rerun resumes)
             raise
         except Exception as e:  # noqa: BLE001 — one regime's failure is reported, not the study's end
             log.exception("learning check %s failed", check.key)
-            results["checks"][check.key] = dict(key=check.key, label=check.label, metric=check.metric,
-                                                error=f"{type(e).__name__}: {e}", seeds=list(seeds))
+            results["checks"][check.key] = dict(
+                key=check.key,
+                label=check.label,
+                metric=check.metric,
+                error=f"{type(e).__name__}: {e}",
+                seeds=list(seeds),
+            )
         with open(path + ".tmp", "w") as f:
             json.dump(results, f, indent=2)
         os.replace(path + ".tmp", path)

@@ -11,6 +11,7 @@ several of these sequences (``segment_ids``), and ``unpack`` its per-token log-p
 padded ``[B, L]`` layout, so the loss sees exactly what it sees without packing while the model
 computes far less padding (rollouts of 64 tokens no longer pad to a demonstration's 384).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -22,11 +23,17 @@ from upt_jax.sampling.sampler import DEFAULT_LEN_BUCKETS, round_up
 LEN_BUCKETS = DEFAULT_LEN_BUCKETS  # half-octave: a 332-token response pads to 384, not 512
 
 
-def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *, pad_id: int,
-              prompt_len: int | None = None, response_len: int | None = None,
-              buckets: Sequence[int] = LEN_BUCKETS,
-              response_values: dict[str, Sequence[np.ndarray]] | None = None,
-              min_prompt_len: int = 0) -> dict[str, np.ndarray]:
+def pack_rows(
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    prompt_len: int | None = None,
+    response_len: int | None = None,
+    buckets: Sequence[int] = LEN_BUCKETS,
+    response_values: dict[str, Sequence[np.ndarray]] | None = None,
+    min_prompt_len: int = 0,
+) -> dict[str, np.ndarray]:
     """Rows ``prompt_i ⧺ response_i`` → ``tokens, attention_mask, mask [B, P + R]``.
 
     Args:
@@ -59,14 +66,14 @@ def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
         a = list(a)
         truncated[i] = len(a) > r
         a = a[:r]
-        tokens[i, p - len(q):p] = q
-        attn[i, p - len(q):p] = 1
-        tokens[i, p:p + len(a)] = a
-        attn[i, p:p + len(a)] = 1
-        mask[i, p:p + len(a)] = 1
+        tokens[i, p - len(q) : p] = q
+        attn[i, p - len(q) : p] = 1
+        tokens[i, p : p + len(a)] = a
+        attn[i, p : p + len(a)] = 1
+        mask[i, p : p + len(a)] = 1
         for k, v in (response_values or {}).items():
-            vi = np.asarray(v[i], np.float32)[:len(a)]
-            values[k][i, p:p + len(vi)] = vi
+            vi = np.asarray(v[i], np.float32)[: len(a)]
+            values[k][i, p : p + len(vi)] = vi
     return dict(tokens=tokens, attention_mask=attn, mask=mask, truncated=truncated, **values)
 
 
@@ -106,9 +113,16 @@ def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int
     return bins
 
 
-def pack_sequences(tokens: np.ndarray, attention_mask: np.ndarray, *, row_multiple: int = 1,
-                   num_microbatches: int = 1, group_size: int = 1, pack_len: int | None = None,
-                   buckets: Sequence[int] = LEN_BUCKETS) -> dict[str, np.ndarray]:
+def pack_sequences(
+    tokens: np.ndarray,
+    attention_mask: np.ndarray,
+    *,
+    row_multiple: int = 1,
+    num_microbatches: int = 1,
+    group_size: int = 1,
+    pack_len: int | None = None,
+    buckets: Sequence[int] = LEN_BUCKETS,
+) -> dict[str, np.ndarray]:
     """Pack the sequences of padded rows (``pack_rows``' layout) several to a row.
 
     Sequence ``b`` is row ``b``'s real tokens (``attention_mask == 1``, in order). Sequences go
@@ -162,13 +176,14 @@ def pack_sequences(tokens: np.ndarray, attention_mask: np.ndarray, *, row_multip
             for s, row in enumerate(bn):
                 cols = np.flatnonzero(attn[row])
                 k = len(cols)
-                out_tokens[r, at:at + k] = tokens[row, cols]
-                seg[r, at:at + k] = s + 1
-                pos[r, at:at + k] = np.arange(k)
+                out_tokens[r, at : at + k] = tokens[row, cols]
+                seg[r, at : at + k] = s + 1
+                pos[r, at : at + k] = np.arange(k)
                 index[row, cols] = j * lp + at + np.arange(k)
                 at += k
-    return dict(packed_tokens=out_tokens, packed_segment_ids=seg, packed_positions=pos,
-                pack_index=index, pack_valid=attn.copy())
+    return dict(
+        packed_tokens=out_tokens, packed_segment_ids=seg, packed_positions=pos, pack_index=index, pack_valid=attn.copy()
+    )
 
 
 def unpack(x, index, valid):

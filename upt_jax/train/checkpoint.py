@@ -48,6 +48,7 @@ step, the checkpoint directory, the error and the free space there: from ``wait(
 trainer checks after every step, so it stops at the next step). Its temporary directory is
 removed when the run restarts (`remove_incomplete_saves`, before the trainer's free-space check).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,22 +59,54 @@ from typing import Any
 import orbax.checkpoint as ocp
 from etils.epath import Path
 
-from upt_jax.train.checkpoint_files import (COMMIT_MARKER, CORRUPT_SUFFIX, EXTRA, MANIFEST, STATE, TMP_SUFFIX,
-                                           CheckpointError, CheckpointSaveError, abstract_with_shardings,
-                                           absolute_path, free_space, incomplete_saves, is_primary,
-                                           latest_checkpoint_dir, nonfinite_reason, remove_incomplete_saves, sync,
-                                           tmp_step, verify_checkpoint, with_default_sharding, write_manifest)
+from upt_jax.train.checkpoint_files import (
+    COMMIT_MARKER,
+    CORRUPT_SUFFIX,
+    EXTRA,
+    MANIFEST,
+    STATE,
+    TMP_SUFFIX,
+    CheckpointError,
+    CheckpointSaveError,
+    abstract_with_shardings,
+    absolute_path,
+    free_space,
+    incomplete_saves,
+    is_primary,
+    latest_checkpoint_dir,
+    nonfinite_reason,
+    remove_incomplete_saves,
+    sync,
+    tmp_step,
+    verify_checkpoint,
+    with_default_sharding,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Checkpointer", "CheckpointError", "CheckpointSaveError", "abstract_with_shardings",
-           "restore_params", "latest_checkpoint_dir", "verify_checkpoint", "write_manifest",
-           "incomplete_saves", "remove_incomplete_saves", "nonfinite_reason", "MANIFEST", "COMMIT_MARKER", "STATE",
-           "EXTRA", "TMP_SUFFIX", "CORRUPT_SUFFIX"]
+__all__ = [
+    "Checkpointer",
+    "CheckpointError",
+    "CheckpointSaveError",
+    "abstract_with_shardings",
+    "restore_params",
+    "latest_checkpoint_dir",
+    "verify_checkpoint",
+    "write_manifest",
+    "incomplete_saves",
+    "remove_incomplete_saves",
+    "nonfinite_reason",
+    "MANIFEST",
+    "COMMIT_MARKER",
+    "STATE",
+    "EXTRA",
+    "TMP_SUFFIX",
+    "CORRUPT_SUFFIX",
+]
 
 
-def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: int | None,
-                        checksums: bool, read):
+def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: int | None, checksums: bool, read):
     """``(value, step, skipped)`` from the newest readable step (or exactly ``step``).
 
     ``read(step)`` reads one step through Orbax. ``skipped``: ``[(step, reason)]`` of newer
@@ -82,12 +115,18 @@ def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: i
     manager.reload()
     steps = sorted(manager.all_steps(), reverse=True)
     for tmp in incomplete_saves(directory):
-        log.warning("checkpoint step %s in %s: incomplete save %s (the save never committed, e.g. the "
-                    "process died while writing); ignored", tmp_step(tmp), directory, tmp.name)
+        log.warning(
+            "checkpoint step %s in %s: incomplete save %s (the save never committed, e.g. the "
+            "process died while writing); ignored",
+            tmp_step(tmp),
+            directory,
+            tmp.name,
+        )
     if step is not None:
         if step not in steps:
-            raise CheckpointError(f"no committed checkpoint for step {step} in {directory} "
-                                  f"(committed steps: {sorted(steps)})")
+            raise CheckpointError(
+                f"no committed checkpoint for step {step} in {directory} (committed steps: {sorted(steps)})"
+            )
         steps = [step]
     if not steps:
         raise CheckpointError(f"no checkpoint in {directory}")
@@ -106,12 +145,10 @@ def _restore_candidates(manager: ocp.CheckpointManager, directory: Path, step: i
                     return value, s, skipped
         if step is not None:
             raise CheckpointError(f"checkpoint step {s} in {directory} is unusable: {reason}")
-        log.warning("checkpoint step %d in %s is unusable: %s; trying the previous one",
-                    s, directory, reason)
+        log.warning("checkpoint step %d in %s is unusable: %s; trying the previous one", s, directory, reason)
         skipped.append((s, reason))
     listing = "; ".join(f"step {s}: {r}" for s, r in skipped)
     raise CheckpointError(f"no usable checkpoint in {directory}: {listing}")
-
 
 
 # ----------------------------------------------------------------------------- Checkpointer
@@ -135,8 +172,16 @@ class Checkpointer:
     Use as a context manager, or call ``close()``, so that the last save is committed.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3, save_every: int = 0,
-                 async_save: bool = True, checksums: bool = True, read_only: bool = False):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int | None = 3,
+        save_every: int = 0,
+        async_save: bool = True,
+        checksums: bool = True,
+        read_only: bool = False,
+    ):
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1 or None, not {keep}")
         if save_every < 0:
@@ -196,8 +241,11 @@ class Checkpointer:
         self._pending_step = step
         self._in_flight = True
         try:
-            saved = self._manager.save(step, args=ocp.args.Composite(
-                **{STATE: ocp.args.StandardSave(state), EXTRA: ocp.args.JsonSave(extra)}), force=True)
+            saved = self._manager.save(
+                step,
+                args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state), EXTRA: ocp.args.JsonSave(extra)}),
+                force=True,
+            )
         except Exception as e:  # noqa: BLE001 - a synchronous part of the save failed (no space for the directory)
             self._in_flight = False
             raise self._failed(e) from e
@@ -250,13 +298,14 @@ class Checkpointer:
         tmp = self.directory / f"{step}{TMP_SUFFIX}"
         free = free_space(self.directory)
         latest = self.latest_step()
-        msg = (f"saving checkpoint step {step} in {self.directory} failed ({type(e).__name__}: "
-               f"{str(e).strip().splitlines()[0] if str(e).strip() else repr(e)})"
-               + (f"; {free}" if free else "")
-               + ("; the last committed step is " + str(latest) if latest is not None else
-                  "; no step is committed yet")
-               + f". Its unfinished files ({tmp.name}) are removed when the run restarts: free space "
-               "and rerun the same command to resume")
+        msg = (
+            f"saving checkpoint step {step} in {self.directory} failed ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else repr(e)})"
+            + (f"; {free}" if free else "")
+            + ("; the last committed step is " + str(latest) if latest is not None else "; no step is committed yet")
+            + f". Its unfinished files ({tmp.name}) are removed when the run restarts: free space "
+            "and rerun the same command to resume"
+        )
         self._error = CheckpointSaveError(msg)
         self._error.__cause__ = e
         return self._error
@@ -285,14 +334,22 @@ class Checkpointer:
         abstract_state = with_default_sharding(abstract_state)
 
         def read(s):
-            out = self._manager.restore(s, args=ocp.args.Composite(
-                **{STATE: ocp.args.StandardRestore(abstract_state), EXTRA: ocp.args.JsonRestore()}))
+            out = self._manager.restore(
+                s,
+                args=ocp.args.Composite(
+                    **{STATE: ocp.args.StandardRestore(abstract_state), EXTRA: ocp.args.JsonRestore()}
+                ),
+            )
             return out[STATE], dict(out[EXTRA] or {})
 
         value, s, skipped = _restore_candidates(self._manager, self.directory, step, self.checksums, read)
         if skipped:
-            log.warning("restored checkpoint step %d from %s after skipping unusable step(s) %s",
-                        s, self.directory, [k for k, _ in skipped])
+            log.warning(
+                "restored checkpoint step %d from %s after skipping unusable step(s) %s",
+                s,
+                self.directory,
+                [k for k, _ in skipped],
+            )
             if not self.read_only:
                 self._move_aside([k for k, _ in skipped])
         return value
@@ -329,13 +386,21 @@ class Checkpointer:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Checkpointer({str(self.directory)!r}, keep={self.keep}, save_every={self.save_every}, "
-                f"async_save={self.async_save})")
+        return (
+            f"Checkpointer({str(self.directory)!r}, keep={self.keep}, save_every={self.save_every}, "
+            f"async_save={self.async_save})"
+        )
 
 
 # ----------------------------------------------------------------------------- params only
-def restore_params(directory: str | os.PathLike, abstract_params, step: int | None = None, *,
-                   checksums: bool = True, return_step: bool = False):
+def restore_params(
+    directory: str | os.PathLike,
+    abstract_params,
+    step: int | None = None,
+    *,
+    checksums: bool = True,
+    return_step: bool = False,
+):
     """The ``params`` of another run's checkpoint (stage hand-off: the next stage starts from
     these with a fresh optimiser). Nothing in ``directory`` is modified.
 
@@ -348,20 +413,36 @@ def restore_params(directory: str | os.PathLike, abstract_params, step: int | No
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     target = {"params": with_default_sharding(abstract_with_shardings(abstract_params))}
-    manager = ocp.CheckpointManager(directory, item_names=(STATE, EXTRA),
-                                    options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0,
-                                                                                 create=False))
+    manager = ocp.CheckpointManager(
+        directory,
+        item_names=(STATE, EXTRA),
+        options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False),
+    )
     try:
+
         def read(s):
-            out = manager.restore(s, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
-                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                partial_restore=True)}))
+            out = manager.restore(
+                s,
+                args=ocp.args.Composite(
+                    **{
+                        STATE: ocp.args.PyTreeRestore(
+                            item=target,
+                            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                            partial_restore=True,
+                        )
+                    }
+                ),
+            )
             return out[STATE]["params"]
 
         params, s, skipped = _restore_candidates(manager, directory, step, checksums, read)
         if skipped:
-            log.warning("restored params of checkpoint step %d from %s after skipping unusable "
-                        "step(s) %s", s, directory, [k for k, _ in skipped])
+            log.warning(
+                "restored params of checkpoint step %d from %s after skipping unusable step(s) %s",
+                s,
+                directory,
+                [k for k, _ in skipped],
+            )
         return (params, s) if return_step else params
     finally:
         manager.close()

@@ -2,6 +2,7 @@
 file of a step) written and verified, the steps present, saves that never committed, free space,
 and abstract trees with shardings to restore into; the errors `Checkpointer` raises. The layout
 and guarantees are described in `upt_jax.train.checkpoint`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,17 @@ from upt_jax.train.metrics_log import is_remote
 log = logging.getLogger(__name__)
 
 
-__all__ = ["CheckpointError", "CheckpointSaveError", "abstract_with_shardings", "latest_checkpoint_dir",
-           "verify_checkpoint", "write_manifest", "incomplete_saves", "remove_incomplete_saves", "nonfinite_reason"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointSaveError",
+    "abstract_with_shardings",
+    "latest_checkpoint_dir",
+    "verify_checkpoint",
+    "write_manifest",
+    "incomplete_saves",
+    "remove_incomplete_saves",
+    "nonfinite_reason",
+]
 
 STATE = "state"
 EXTRA = "extra"
@@ -52,6 +62,7 @@ def abstract_with_shardings(tree, shardings=None):
     leaf's own sharding (a ``jax.Array`` 's, or a ``ShapeDtypeStruct`` 's if it has one).
     Restoring into the result places every array directly on its devices.
     """
+
     def one(x, s=None):
         s = s if s is not None else getattr(x, "sharding", None)
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
@@ -66,8 +77,9 @@ def abstract_with_shardings(tree, shardings=None):
 def with_default_sharding(abstract):
     """Leaves without a sharding go to the first local device (Orbax would give numpy)."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-        x.shape, x.dtype, sharding=getattr(x, "sharding", None) or device), abstract)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None) or device), abstract
+    )
 
 
 # ----------------------------------------------------------------------------- integrity
@@ -115,12 +127,16 @@ def write_manifest(step_dir: str | os.PathLike, step: int) -> None:
     ``extra/``) into ``step_dir``, atomically (locally a temporary file + rename; on an object
     store one PUT)."""
     step_dir = epath.Path(step_dir)
-    files = {rel: {"size": _size(path), "sha256": _sha256(path)}
-             for rel, path in sorted(_item_files(step_dir))}
+    files = {rel: {"size": _size(path), "sha256": _sha256(path)} for rel, path in sorted(_item_files(step_dir))}
     if not any(rel.startswith(STATE + "/") for rel in files):
         raise CheckpointError(f"step {step}: no files under {step_dir / STATE} to record in the manifest")
-    manifest = {"format": _MANIFEST_FORMAT, "step": int(step), "orbax_version": ocp.__version__,
-                "time": time.time(), "files": files}
+    manifest = {
+        "format": _MANIFEST_FORMAT,
+        "step": int(step),
+        "orbax_version": ocp.__version__,
+        "time": time.time(),
+        "files": files,
+    }
     text = json.dumps(manifest, indent=1)
     if is_remote(step_dir):  # one object PUT: all or nothing, no rename needed
         (step_dir / MANIFEST).write_text(text)
@@ -207,8 +223,13 @@ def remove_incomplete_saves(directory: str | os.PathLike) -> list[Path]:
     directory = absolute_path(directory)
     found = incomplete_saves(directory)
     for tmp in found:
-        log.warning("checkpoint step %s in %s: incomplete save %s (the save never committed: the process "
-                    "died or the write failed); removing it", tmp_step(tmp), directory, tmp.name)
+        log.warning(
+            "checkpoint step %s in %s: incomplete save %s (the save never committed: the process "
+            "died or the write failed); removing it",
+            tmp_step(tmp),
+            directory,
+            tmp.name,
+        )
     if found and is_primary():
         for tmp in found:
             tmp.rmtree(missing_ok=True)
@@ -252,15 +273,17 @@ def sync(name: str) -> None:
         multihost.sync_global_processes(name)
 
 
-
 def nonfinite_reason(tree) -> str | None:
     """``None`` when every floating-point array of ``tree`` is finite, else a reason naming how many
     arrays hold NaN/inf and the first one's path (a checkpoint written before the update step's
     finiteness check, or by another program, is never resumed from silently)."""
     import jax.numpy as jnp
 
-    flat = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+    flat = [
+        (p, x)
+        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
     if not flat:
         return None
     finite = jax.device_get(jax.jit(lambda xs: [jnp.all(jnp.isfinite(x)) for x in xs])([x for _, x in flat]))
@@ -268,4 +291,3 @@ def nonfinite_reason(tree) -> str | None:
     if not bad:
         return None
     return f"restored values are not finite ({len(bad)} of {len(flat)} arrays hold NaN or inf, e.g. {bad[0]})"
-

@@ -1,6 +1,7 @@
 """Checks of a run's config that need no compute, each failing with a message naming its config
 key: mesh vs devices, rollouts vs the recipe's groups and gates, batch divisibility, input paths,
 the run directory, free disk for checkpoints, the tokenizer against the model (`validate`)."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,15 @@ from upt_jax.train.model_source import preset_config
 from upt_jax.train.run_model import is_weights_dir
 from upt_jax.train.run_spec import critic_spec, get_recipe, group_size, is_remote, mesh_sizes, uses_demos
 
-__all__ = ["validate", "check_recipe", "check_hf_dir", "check_paths", "check_run_dir", "checkpoint_bytes_estimate",
-           "check_disk"]
+__all__ = [
+    "validate",
+    "check_recipe",
+    "check_hf_dir",
+    "check_paths",
+    "check_run_dir",
+    "checkpoint_bytes_estimate",
+    "check_disk",
+]
 
 
 def check_recipe(config, recipe=None) -> None:
@@ -38,7 +46,8 @@ def check_recipe(config, recipe=None) -> None:
             raise ValueError(
                 f"config.rollout.n={n}: recipe {config.recipe.name!r} uses {what} "
                 f"({use.part.name}) over groups of {rows} row; a group of one has advantage 0 and learns "
-                f"nothing. Use config.rollout.n ≥ 2")
+                f"nothing. Use config.rollout.n ≥ 2"
+            )
     for gate, gamma in req.thresholds:
         key = "config.recipe.hparams.gamma" if config.recipe.name in recipe_names() else f"gate {gate}: γ"
         if not 0.0 <= gamma < 1.0:
@@ -46,8 +55,12 @@ def check_recipe(config, recipe=None) -> None:
             raise ValueError(
                 f"{key}={gamma}: gate {gate.name}'s pass-rate threshold must satisfy 0 ≤ γ < 1. With "
                 f"config.rollout.n={n} the pass rate P takes the values {rates}; "
-                + ("no P exceeds γ, so no question would ever be trained with RL" if gamma >= 1.0 else
-                   "every P exceeds γ, so no demonstration would ever be used"))
+                + (
+                    "no P exceeds γ, so no question would ever be trained with RL"
+                    if gamma >= 1.0
+                    else "every P exceeds γ, so no demonstration would ever be used"
+                )
+            )
 
 
 def check_hf_dir(d, key: str) -> None:
@@ -59,11 +72,14 @@ def check_hf_dir(d, key: str) -> None:
         raise FileNotFoundError(f"{key}={d!r} has no config.json (found {present})")
     if not any(p == "model.safetensors" or p == "model.safetensors.index.json" for p in present):
         if any(p.endswith((".bin", ".pt", ".pth", ".pkl")) for p in present):
-            raise ValueError(f"{key}={d!r} holds only pickle-based weights ({present}); "
-                             "upt_jax loads safetensors only and never unpickles (convert with "
-                             "transformers: model.save_pretrained(dir, safe_serialization=True))")
-        raise FileNotFoundError(f"{key}={d!r} has no model.safetensors or "
-                                f"model.safetensors.index.json (found {present})")
+            raise ValueError(
+                f"{key}={d!r} holds only pickle-based weights ({present}); "
+                "upt_jax loads safetensors only and never unpickles (convert with "
+                "transformers: model.save_pretrained(dir, safe_serialization=True))"
+            )
+        raise FileNotFoundError(
+            f"{key}={d!r} has no model.safetensors or model.safetensors.index.json (found {present})"
+        )
 
 
 def check_teacher_paths(config, recipe=None) -> None:
@@ -73,9 +89,11 @@ def check_teacher_paths(config, recipe=None) -> None:
     if not teacher_inputs(get_recipe(config, recipe)).any:
         return
     tc = config.get("teacher") or {}
-    make = ("train one first, e.g. `upt train --config experiments/sft.py --config.run_dir={d}`, or point "
-            "config.teacher.run_dir at a previous upt_jax run (config.teacher.hf_dir at a Hugging Face "
-            "checkpoint)")
+    make = (
+        "train one first, e.g. `upt train --config experiments/sft.py --config.run_dir={d}`, or point "
+        "config.teacher.run_dir at a previous upt_jax run (config.teacher.hf_dir at a Hugging Face "
+        "checkpoint)"
+    )
     if tc.get("hf_dir"):
         check_hf_dir(tc.hf_dir, "config.teacher.hf_dir")
         return
@@ -89,8 +107,9 @@ def check_teacher_paths(config, recipe=None) -> None:
         raise FileNotFoundError(f"config.teacher.run_dir={d!r} does not exist: {what}; " + make.format(d=d))
     ckpts = os.path.join(d, "checkpoints") if os.path.isdir(os.path.join(d, "checkpoints")) else d
     if not is_weights_dir(d) and not any(p.isdigit() for p in os.listdir(ckpts)):  # a shipped model: a teacher
-        raise FileNotFoundError(f"config.teacher.run_dir={d!r} holds no saved step in {ckpts}: {what}; "
-                                + make.format(d=d))
+        raise FileNotFoundError(
+            f"config.teacher.run_dir={d!r} holds no saved step in {ckpts}: {what}; " + make.format(d=d)
+        )
 
 
 def check_paths(config, recipe=None) -> None:
@@ -105,9 +124,11 @@ def check_paths(config, recipe=None) -> None:
 
         d = mc.checkpoint
         if not d or not epath.Path(d).is_dir():
-            raise FileNotFoundError(f"config.model.checkpoint={d!r} is not a directory (model.init=checkpoint "
-                                    "names a previous run directory or its checkpoints/, or a shipped model "
-                                    "directory such as upt_jax.bases.base_dir('arith_hint'))")
+            raise FileNotFoundError(
+                f"config.model.checkpoint={d!r} is not a directory (model.init=checkpoint "
+                "names a previous run directory or its checkpoints/, or a shipped model "
+                "directory such as upt_jax.bases.base_dir('arith_hint'))"
+            )
         from upt_jax.train.run_model import checkpoints_dir, is_weights_dir
 
         ckpts = checkpoints_dir(d)
@@ -120,8 +141,7 @@ def check_paths(config, recipe=None) -> None:
         paths = config.data.path
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or [])
         if not paths or not all(str(p) for p in paths):
-            raise ValueError("config.data.path is empty (data.source=file needs a file, a glob or a "
-                             "dataset directory)")
+            raise ValueError("config.data.path is empty (data.source=file needs a file, a glob or a dataset directory)")
         for p in map(str, paths):
             if not is_remote(p) and not os.path.exists(p) and not glob.glob(p):
                 raise FileNotFoundError(f"config.data.path: {p!r} does not exist (nor matches any file)")
@@ -143,8 +163,9 @@ def check_run_dir(config) -> None:
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".upt_write_probe"):
             pass
     except OSError as e:
-        raise PermissionError(f"config.run_dir={run_dir!r} is not a writable directory "
-                              f"({type(e).__name__}: {e})") from e
+        raise PermissionError(
+            f"config.run_dir={run_dir!r} is not a writable directory ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _probe_remote_run_dir(run_dir) -> None:
@@ -157,8 +178,9 @@ def _probe_remote_run_dir(run_dir) -> None:
         probe.write_text("")
         probe.unlink(missing_ok=True)
     except (OSError, ImportError, ValueError) as e:  # ImportError: no fsspec backend (gcsfs)
-        raise PermissionError(f"config.run_dir={run_dir!r} is not a writable bucket path "
-                              f"({type(e).__name__}: {e})") from e
+        raise PermissionError(
+            f"config.run_dir={run_dir!r} is not a writable bucket path ({type(e).__name__}: {e})"
+        ) from e
 
 
 def checkpoint_bytes_estimate(config, vocab_size: int | None = None, recipe=None) -> int:
@@ -172,8 +194,13 @@ def checkpoint_bytes_estimate(config, vocab_size: int | None = None, recipe=None
     elif mc.init == "checkpoint":  # the architecture the run directory recorded
         from upt_jax.train.run_model import recorded_model_config
 
-        cfg, _ = recorded_model_config(mc.checkpoint, key="config.model.checkpoint", param_dtype=mc.param_dtype,
-                                       dtype=mc.dtype, vocab_size=vocab_size)
+        cfg, _ = recorded_model_config(
+            mc.checkpoint,
+            key="config.model.checkpoint",
+            param_dtype=mc.param_dtype,
+            dtype=mc.dtype,
+            vocab_size=vocab_size,
+        )
     else:
         cfg = preset_config(mc, vocab_size=vocab_size)
     n = cfg.num_params()
@@ -224,7 +251,8 @@ def check_disk(config, vocab_size: int | None, recipe=None) -> None:
             + (f", {saved} already saved" if saved else "")
             + f", {one / 2**20:.1f} MiB each (parameters + optimiser state"
             + (", policy and critic" if critic_spec(get_recipe(config, recipe)) is not None else "")
-            + "); free space, lower config.checkpoint.keep or point config.run_dir elsewhere")
+            + "); free space, lower config.checkpoint.keep or point config.run_dir elsewhere"
+        )
 
 
 def validate(config, records=None, *, vocab_size: int | None = None, recipe=None) -> None:
@@ -245,15 +273,15 @@ def validate(config, records=None, *, vocab_size: int | None = None, recipe=None
     m = config.mesh
     sizes = [m.data, m.fsdp, m.tensor]
     if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
-        raise ValueError(f"config.mesh data={m.data} fsdp={m.fsdp} tensor={m.tensor}: each must be ≥ 1, "
-                         "and at most one may be -1 (the rest of the devices)")
+        raise ValueError(
+            f"config.mesh data={m.data} fsdp={m.fsdp} tensor={m.tensor}: each must be ≥ 1, "
+            "and at most one may be -1 (the rest of the devices)"
+        )
     known = int(np.prod([s for s in sizes if s != -1]))
     if (-1 in sizes and n_devices % known) or (-1 not in sizes and known != n_devices):
-        raise ValueError(f"config.mesh data={m.data} fsdp={m.fsdp} tensor={m.tensor} does not fit "
-                         f"{n_devices} devices")
+        raise ValueError(f"config.mesh data={m.data} fsdp={m.fsdp} tensor={m.tensor} does not fit {n_devices} devices")
     if config.data.source == "corpus" and config.mode != "offline":
-        raise ValueError(f"config.data.source=corpus (language modelling) needs mode=offline, not "
-                         f"{config.mode!r}")
+        raise ValueError(f"config.data.source=corpus (language modelling) needs mode=offline, not {config.mode!r}")
     if config.mode == "online" and config.rollout.n < 1:
         raise ValueError("config.rollout.n must be ≥ 1")
     if config.train.questions_per_step < 1 or config.train.steps < 0:
@@ -261,19 +289,22 @@ def validate(config, records=None, *, vocab_size: int | None = None, recipe=None
     if config.train.microbatches < 1:
         raise ValueError(f"config.train.microbatches={config.train.microbatches} must be ≥ 1")
     if config.train.questions_per_step % config.train.microbatches:
-        raise ValueError(f"questions_per_step={config.train.questions_per_step} is not divisible by "
-                         f"microbatches={config.train.microbatches}")
+        raise ValueError(
+            f"questions_per_step={config.train.questions_per_step} is not divisible by "
+            f"microbatches={config.train.microbatches}"
+        )
     if config.train.get("logprob_remat", "auto") not in REMAT_MODES:
         raise ValueError(f"config.train.logprob_remat={config.train.logprob_remat!r}: one of {REMAT_MODES}")
     if config.train.get("pack_sequences", False) and config.data.source != "corpus":
         from upt_jax.train.distill import teacher_inputs
 
         if teacher_inputs(recipe).logits:
-            raise ValueError(f"config.train.pack_sequences=True: recipe {config.recipe.name!r} trains on the "
-                             "teacher's vocabulary distribution, which packed rows do not carry; set it False")
+            raise ValueError(
+                f"config.train.pack_sequences=True: recipe {config.recipe.name!r} trains on the "
+                "teacher's vocabulary distribution, which packed rows do not carry; set it False"
+            )
     if config.train.max_nonfinite_in_a_row < 1:
-        raise ValueError(f"config.train.max_nonfinite_in_a_row={config.train.max_nonfinite_in_a_row} "
-                         "must be ≥ 1")
+        raise ValueError(f"config.train.max_nonfinite_in_a_row={config.train.max_nonfinite_in_a_row} must be ≥ 1")
     if config.data.source != "corpus":
         check_recipe(config, recipe)
     if n_devices > 1:
@@ -283,12 +314,12 @@ def validate(config, records=None, *, vocab_size: int | None = None, recipe=None
         if rows % (data * fsdp):
             raise ValueError(
                 f"a step's {rows} rows (config.train.questions_per_step={config.train.questions_per_step}"
-                f" × group size {group}) do not split over config.mesh data × fsdp = {data * fsdp}")
+                f" × group size {group}) do not split over config.mesh data × fsdp = {data * fsdp}"
+            )
     if records is None:
         check_paths(config, recipe)
     elif len(records) < config.train.questions_per_step:
-        raise ValueError(f"{len(records)} training records < questions_per_step "
-                         f"{config.train.questions_per_step}")
+        raise ValueError(f"{len(records)} training records < questions_per_step {config.train.questions_per_step}")
     check_run_dir(config)
     if vocab_size is not None:
         from upt_jax.train.vocab import check_tokenizer_fits

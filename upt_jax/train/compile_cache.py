@@ -17,6 +17,7 @@ through ``JAX_COMPILATION_CACHE_DIR``) is kept as it is. Entries are keyed by ja
 the compile options, the backend and ``XLA_FLAGS``, so a stale entry is never used; a cache that
 cannot be read or written only logs a warning (jax's own behaviour) and the run compiles.
 """
+
 from __future__ import annotations
 
 import logging

@@ -9,6 +9,7 @@ XLA compile of a jitted function, an eager op, a ``lower().compile()``), minus t
 the persistent compilation cache (``/jax/compilation_cache/cache_hits``). The listeners are
 process-wide: compiles of other threads of the process count too.
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,6 +26,8 @@ _live: "weakref.WeakSet[CompileCounter]" = weakref.WeakSet()  # the open counter
 def is_listening(counter: "CompileCounter") -> bool:
     """Whether ``counter`` is among the counters the process-wide listeners feed."""
     return counter in _live
+
+
 _installed = threading.Lock()
 _listening = False
 
@@ -99,8 +102,12 @@ class CompileWatch:
     def step_metrics(self) -> dict:
         now = self.counter.snapshot()
         (c0, s0, h0), self._last = self._last, now
-        out = {"compile/count": float(now[0] - c0), "compile/seconds": now[1] - s0,
-               "compile/cache_hits": float(now[2] - h0), "compile/total": float(now[0])}
+        out = {
+            "compile/count": float(now[0] - c0),
+            "compile/seconds": now[1] - s0,
+            "compile/cache_hits": float(now[2] - h0),
+            "compile/total": float(now[0]),
+        }
         if self._first:
             out["time/first_step_s"] = time.perf_counter() - self.start
             self._first = False

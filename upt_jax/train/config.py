@@ -6,6 +6,7 @@
 
 Every field is overridable from the command line: ``--config.train.steps=10``.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -33,8 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
     # LoRA adapters (upt_jax.models.lora, docs/lora.md): rank 0 trains every weight; rank r > 0
     # trains only the adapters of the linear layers whose path matches targets; quantize stores
     # the frozen base in int8/int4/nf4 (QLoRA)
-    c.model.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0, targets=DEFAULT_TARGETS,
-                                                  quantize="none", block_size=64))
+    c.model.lora = ml_collections.ConfigDict(
+        dict(rank=0, alpha=16.0, dropout=0.0, targets=DEFAULT_TARGETS, quantize="none", block_size=64)
+    )
 
     c.tokenizer = "char"  # "char" (built-in) or a local tokenizer directory
 
@@ -44,8 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.n_per_tier = 2000
     c.data.path = ""
     c.data.format = "auto"
-    c.data.fields = ml_collections.ConfigDict(dict(question="question", answer="answer",
-                                                   demonstration="demonstration", id="id"))
+    c.data.fields = ml_collections.ConfigDict(
+        dict(question="question", answer="answer", demonstration="demonstration", id="id")
+    )
     c.data.skip_bad_rows = False
     c.data.duplicates = "keep"  # keep | drop | error: rows that repeat a question (counted: data/duplicates)
     # a record whose text fields hold more characters is a bad row (None: no limit)
@@ -54,9 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.system_prompt = ml_collections.FieldReference(None, field_type=str)
     c.data.verifier = "integer"  # integer (synthetic) | math | math_strict | exact | choice
     # source=corpus (mode=offline): documents of synthetic.pretraining_corpus, every token trained on
-    c.data.corpus = ml_collections.ConfigDict(dict(
-        n_docs=20000, tiers=synthetic.EASY_TIERS, demo_fraction=0.75, facts_per_doc=12,
-        pack_len=0))  # pack_len > 0: consecutive documents share a row of about that many tokens
+    c.data.corpus = ml_collections.ConfigDict(
+        dict(n_docs=20000, tiers=synthetic.EASY_TIERS, demo_fraction=0.75, facts_per_doc=12, pack_len=0)
+    )  # pack_len > 0: consecutive documents share a row of about that many tokens
 
     c.recipe = ml_collections.ConfigDict()
     c.recipe.name = "grpo"
@@ -116,8 +119,17 @@ def base_config() -> ml_collections.ConfigDict:
     # functions: reward functions fn(prompts, completions, **columns) -> list[float] by import path
     # ("my_rewards:length_penalty") or built-in name ("math", "format", ...), summed with weights (default
     # all 1), each call limited to timeout_s in the worker pool (upt_jax.rewards.functions); () = data.verifier
-    c.reward = ml_collections.ConfigDict(dict(source="verifier", model_run_dir="", normalize="none",
-                                              prm_run_dir="", functions=(), weights=(), timeout_s=5.0))
+    c.reward = ml_collections.ConfigDict(
+        dict(
+            source="verifier",
+            model_run_dir="",
+            normalize="none",
+            prm_run_dir="",
+            functions=(),
+            weights=(),
+            timeout_s=5.0,
+        )
+    )
 
     c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2))  # PPO's value model
 
@@ -125,9 +137,17 @@ def base_config() -> ml_collections.ConfigDict:
     # upt_jax run directory (its latest params; its shape from its config.json) or a HF checkpoint.
     # Any shape; the same tokenizer as the student (its vocabulary is checked). preset/overrides:
     # only for a run directory without config.json.
-    c.teacher = ml_collections.ConfigDict(dict(
-        run_dir="", hf_dir="", param_dtype="float32", dtype="float32", remat="none", preset="tiny",
-        overrides=ml_collections.ConfigDict(dict(num_layers=2), type_safe=False)))
+    c.teacher = ml_collections.ConfigDict(
+        dict(
+            run_dir="",
+            hf_dir="",
+            param_dtype="float32",
+            dtype="float32",
+            remat="none",
+            preset="tiny",
+            overrides=ml_collections.ConfigDict(dict(num_layers=2), type_safe=False),
+        )
+    )
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
@@ -139,6 +159,7 @@ def base_config() -> ml_collections.ConfigDict:
     # this many seconds, else the process exits without that save (upt_jax.train.preemption)
     c.checkpoint = ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True, preemption_grace_s=120.0))
     # completions: every rollout to <run_dir>/completions.jsonl; show_completions=N: log two every N steps
-    c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=False, progress=True, completions=True,
-                                           show_completions=0))
+    c.log = ml_collections.ConfigDict(
+        dict(every=1, tensorboard=False, progress=True, completions=True, show_completions=0)
+    )
     return c

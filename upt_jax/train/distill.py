@@ -1,6 +1,7 @@
 """What of a teacher a recipe reads (`TeacherInputs`, `teacher_inputs`), the recipe as the jitted
 step computes it (`without_top_k`: the student gathers the teacher's top-k ids itself) and the
 forward-KL value it reports (`forward_kl_value`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,9 @@ def teacher_inputs(recipe) -> TeacherInputs:
 
     req = upge.requirements(recipe)
     probs = teacher_probs_part(recipe)
-    return TeacherInputs(logits=req.teacher_logits, logp=req.teacher_logp,
-                         top_k=None if probs is None else probs.kw.get("top_k"))
+    return TeacherInputs(
+        logits=req.teacher_logits, logp=req.teacher_logp, top_k=None if probs is None else probs.kw.get("top_k")
+    )
 
 
 def teacher_probs_part(recipe):
@@ -59,8 +61,9 @@ def without_top_k(recipe):
     return dataclasses.replace(recipe, terms=terms)
 
 
-def forward_kl_value(logq: jax.Array, teacher_logits: jax.Array, mask: jax.Array, *,
-                     temperature: float = 1.0, top_k: int | None = None) -> jax.Array:
+def forward_kl_value(
+    logq: jax.Array, teacher_logits: jax.Array, mask: jax.Array, *, temperature: float = 1.0, top_k: int | None = None
+) -> jax.Array:
     """``mean_t Σ_v p_T(v) (log p_T(v) − log q(v))`` over ``mask`` (no gradient).
 
     ``logq`` and ``teacher_logits`` are ``[B, T, V]`` (or both ``[B, T, k]``, gathered at the same

@@ -25,6 +25,7 @@ After initialisation ``jax.devices()`` lists every process's devices: meshes bui
 global, and arrays sharded over them are not fully addressable from one process (read them on the
 host with ``to_host``). On CPU the cross-process collectives use gloo.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,10 @@ def detect(environ=None) -> tuple[str, dict]:
     if any(explicit.values()):
         missing = [k for k, v in explicit.items() if not v]
         if missing:
-            raise ValueError(f"multi-process run: {', '.join(missing)} not set (UPT_COORDINATOR=host:port, "
-                             "UPT_NUM_PROCESSES and UPT_PROCESS_ID go together)")
+            raise ValueError(
+                f"multi-process run: {', '.join(missing)} not set (UPT_COORDINATOR=host:port, "
+                "UPT_NUM_PROCESSES and UPT_PROCESS_ID go together)"
+            )
         try:
             n, i = int(explicit["UPT_NUM_PROCESSES"]), int(explicit["UPT_PROCESS_ID"])
         except ValueError as e:
@@ -118,8 +121,13 @@ def initialize(environ=None) -> DistributedInfo:
         log.info("jax.distributed.initialize(%s) [%s]", ", ".join(f"{k}={v}" for k, v in kw.items()), method)
         jax.distributed.initialize(**kw)
     info = DistributedInfo(method, jax.process_index(), jax.process_count(), True)
-    log.info("process %d of %d; %d local / %d global devices", info.process_index, info.process_count,
-             jax.local_device_count(), jax.device_count())
+    log.info(
+        "process %d of %d; %d local / %d global devices",
+        info.process_index,
+        info.process_count,
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     return info
 
 

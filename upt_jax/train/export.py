@@ -22,6 +22,7 @@ Example::
     >>> import transformers
     >>> m = transformers.AutoModelForCausalLM.from_pretrained("exports/sft")
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,15 @@ def generation_config(tok, model_cfg) -> dict:
     return out
 
 
-def export_run(run_dir, out_dir, *, step: int | None = None, dtype: str | None = None,
-               max_shard_bytes: int = 4 << 30, merge_lora: bool = False) -> str:
+def export_run(
+    run_dir,
+    out_dir,
+    *,
+    step: int | None = None,
+    dtype: str | None = None,
+    max_shard_bytes: int = 4 << 30,
+    merge_lora: bool = False,
+) -> str:
     """Write the Hugging Face directory ``out_dir`` from checkpoint ``step`` (default: the newest
     usable one) of the upt_jax run directory ``run_dir``; returns ``out_dir``.
 
@@ -71,8 +79,10 @@ def export_run(run_dir, out_dir, *, step: int | None = None, dtype: str | None =
 
     lora = run_lora(read_record(run_root(run_dir)))
     if merge_lora and lora is None:
-        raise ValueError(f"--merge-lora: {run_dir} trained no LoRA adapters (model.lora.rank = 0); its export "
-                         "is the full model already (leave --merge-lora out)")
+        raise ValueError(
+            f"--merge-lora: {run_dir} trained no LoRA adapters (model.lora.rank = 0); its export "
+            "is the full model already (leave --merge-lora out)"
+        )
     if lora is not None and not merge_lora:
         return export_adapters(run_dir, out_dir, step=step, dtype=dtype, max_shard_bytes=max_shard_bytes)
     model, tok, config, step = load_run_model(run_dir, step=step)  # a LoRA run's: merged
@@ -83,8 +93,9 @@ def export_run(run_dir, out_dir, *, step: int | None = None, dtype: str | None =
     return out_dir
 
 
-def export_adapters(run_dir, out_dir, *, step: int | None = None, dtype: str | None = None,
-                    max_shard_bytes: int = 4 << 30) -> str:
+def export_adapters(
+    run_dir, out_dir, *, step: int | None = None, dtype: str | None = None, max_shard_bytes: int = 4 << 30
+) -> str:
     """A LoRA run's adapters in the PEFT layout (`upt_jax.models.peft_io`) in ``out_dir``, with the
     run's tokenizer. ``adapter_config.json`` names the base they load onto: the run's HF directory
     (``model.init=hf``), else the base's own HF export, written to ``out_dir/base`` (a preset's
@@ -113,8 +124,9 @@ def export_adapters(run_dir, out_dir, *, step: int | None = None, dtype: str | N
         _write_tokenizer_and_note(run_dir, base_path, tok, base.cfg, config, step)
     save_peft_adapter(model, out_dir, cfg, base_model_name_or_path=base_path)
     _write_tokenizer_and_note(run_dir, out_dir, tok, model.cfg, config, step)
-    log.info("exported the LoRA adapters (r=%d) of %s step %d to %s (base: %s)", cfg.rank, run_dir, step,
-             out_dir, base_path)
+    log.info(
+        "exported the LoRA adapters (r=%d) of %s step %d to %s (base: %s)", cfg.rank, run_dir, step, out_dir, base_path
+    )
     return out_dir
 
 
@@ -130,12 +142,20 @@ def _write_tokenizer_and_note(run_dir, out_dir: str, tok, model_cfg, config, ste
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump(generation_config(tok, model_cfg), f, indent=2)
     data = config.get("data") or {}
-    note = {"run_dir": os.path.abspath(os.fspath(run_dir)), "step": int(step), "experiment": config.get("name"),
-            "template": data.get("template"), "system_prompt": data.get("system_prompt"),
-            "tokenizer": rec.get("tokenizer") or config.get("tokenizer")}
+    note = {
+        "run_dir": os.path.abspath(os.fspath(run_dir)),
+        "step": int(step),
+        "experiment": config.get("name"),
+        "template": data.get("template"),
+        "system_prompt": data.get("system_prompt"),
+        "tokenizer": rec.get("tokenizer") or config.get("tokenizer"),
+    }
     with open(os.path.join(out_dir, EXPORT_NOTE), "w") as f:
         json.dump(note, f, indent=2)
     if note["template"] != "chat":
-        log.info("%s was trained on the %r prompt template, not the chat template: prompt the export the "
-                 "same way (upt_jax.data.templates.render_prompt) for the behaviour it learned",
-                 run_dir, note["template"])
+        log.info(
+            "%s was trained on the %r prompt template, not the chat template: prompt the export the "
+            "same way (upt_jax.data.templates.render_prompt) for the behaviour it learned",
+            run_dir,
+            note["template"],
+        )

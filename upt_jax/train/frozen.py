@@ -2,6 +2,7 @@
 (``ref_logp``), KTO's reference point, the distillation teacher's logits or log-probs (`Teacher`)
 and PPO's critic values and GAE returns (`Critic`, trained beside the policy by its own step).
 `frozen_inputs` is the stage between the assembled rows and the update; it gives a `Batch`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,10 +46,16 @@ class Teacher:
         self.needs = needs
         graphdef, self.params = nnx.split(model)
         top_k = needs.top_k
-        self._logits_fn = jax.jit(lambda params, tokens, attn: teacher_logits(
-            nnx.merge(graphdef, params), tokens, attn, vocab_size=vocab_size, top_k=top_k, chunk_size=chunk_size))
-        self._logp_fn = jax.jit(lambda params, tokens, attn: sequence_logprobs(
-            nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, remat="always"))
+        self._logits_fn = jax.jit(
+            lambda params, tokens, attn: teacher_logits(
+                nnx.merge(graphdef, params), tokens, attn, vocab_size=vocab_size, top_k=top_k, chunk_size=chunk_size
+            )
+        )
+        self._logp_fn = jax.jit(
+            lambda params, tokens, attn: sequence_logprobs(
+                nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, remat="always"
+            )
+        )
 
     def inputs(self, batch) -> dict:
         """The teacher's inputs for this step's rows: ``teacher_logits [B, L, V]`` (or ``[B, L, k]``
@@ -86,9 +93,15 @@ def load_teacher(config, recipe, tok, *, vocab_size: int, special: dict, mesh=No
         raise ValueError(
             f"{key}={tc.hf_dir or tc.run_dir!r}: the teacher's vocabulary has {v_t} entries, the "
             f"student's {vocab_size} (tokenizer {config.tokenizer!r}: {n} tokens); distillation "
-            "needs one vocabulary (sizes may differ only in padding beyond the tokenizer's tokens)")
-    log.info("teacher from %s: %d parameters, vocabulary %d (student %d)", tc.hf_dir or tc.run_dir,
-             teacher.cfg.num_params(), v_t, vocab_size)
+            "needs one vocabulary (sizes may differ only in padding beyond the tokenizer's tokens)"
+        )
+    log.info(
+        "teacher from %s: %d parameters, vocabulary %d (student %d)",
+        tc.hf_dir or tc.run_dir,
+        teacher.cfg.num_params(),
+        v_t,
+        vocab_size,
+    )
     return Teacher(teacher, needs, vocab_size=vocab_size, chunk_size=config.train.logprob_chunk)
 
 
@@ -106,15 +119,19 @@ def check_teacher_tokenizer(tc, tok, student_spec) -> None:
     elif not is_remote(tc.run_dir):
         spec = (recorded_tokenizer(tc.run_dir) or {}).get("tokenizer")
     if spec is None or (spec not in ("char", "builtin:char") and not os.path.isdir(spec)):
-        log.warning("teacher %s: its tokenizer %r cannot be read; only the vocabulary size is checked",
-                    tc.hf_dir or tc.run_dir, spec)
+        log.warning(
+            "teacher %s: its tokenizer %r cannot be read; only the vocabulary size is checked",
+            tc.hf_dir or tc.run_dir,
+            spec,
+        )
         return
     theirs, probe = load_tokenizer(spec), "Question: 12 + 7 * 3 = ?\nAnswer: \\boxed{33}"
     if theirs.vocab_size != tok.vocab_size or theirs.encode(probe) != tok.encode(probe):
         raise ValueError(
             f"config.teacher.{'hf_dir' if tc.hf_dir else 'run_dir'}={tc.hf_dir or tc.run_dir!r} uses "
             f"tokenizer {spec!r} ({theirs.vocab_size} tokens), the student config.tokenizer="
-            f"{student_spec!r} ({tok.vocab_size} tokens); distillation needs one vocabulary")
+            f"{student_spec!r} ({tok.vocab_size} tokens); distillation needs one vocabulary"
+        )
 
 
 class Critic:
@@ -138,15 +155,27 @@ class Critic:
             v = m(batch["tokens"], batch["attention_mask"])
             s, _ = value_loss(v, batch["values"], batch["returns"], batch["mask"], clip=cc.clip)
             # of the values the policy's GAE used (before this update): logged as critic/explained_variance
-            return {"value": s}, {"explained_variance": explained_variance(batch["values"], batch["returns"],
-                                                                           batch["mask"])}
+            return {"value": s}, {
+                "explained_variance": explained_variance(batch["values"], batch["returns"], batch["mask"])
+            }
 
         objective = Objective(denominators=lambda b: {"value": jnp.sum(b["mask"])}, sums=sums)
-        self.step_fn = make_train_step(self.graphdef, self.tx, objective, num_microbatches=t.microbatches,
-                                       group_size=group_size, skip_update_ratio=t.get("skip_update_ratio", 1.0),
-                                       mesh=mesh, shardings=self.shardings)
-        self.ckpt = Checkpointer(os.path.join(config.run_dir, "checkpoints_critic"), keep=config.checkpoint.keep,
-                                 save_every=config.checkpoint.every, async_save=config.checkpoint.async_save)
+        self.step_fn = make_train_step(
+            self.graphdef,
+            self.tx,
+            objective,
+            num_microbatches=t.microbatches,
+            group_size=group_size,
+            skip_update_ratio=t.get("skip_update_ratio", 1.0),
+            mesh=mesh,
+            shardings=self.shardings,
+        )
+        self.ckpt = Checkpointer(
+            os.path.join(config.run_dir, "checkpoints_critic"),
+            keep=config.checkpoint.keep,
+            save_every=config.checkpoint.every,
+            async_save=config.checkpoint.async_save,
+        )
         graphdef = self.graphdef
         self._values_fn = jax.jit(lambda params, tokens, attn: nnx.merge(graphdef, params)(tokens, attn))
 
@@ -159,8 +188,9 @@ class Critic:
         values = self._values_fn(self.state.params, batch["tokens"], batch["attention_mask"])
         values = values * batch["mask"]
         if kl is not None:
-            tok_rewards = upge.kl_penalised_rewards(batch["rewards"], batch["old_logp"], batch["ref_logp"],
-                                                    batch["mask"], kl.coef, kl.kind)
+            tok_rewards = upge.kl_penalised_rewards(
+                batch["rewards"], batch["old_logp"], batch["ref_logp"], batch["mask"], kl.coef, kl.kind
+            )
         else:
             tok_rewards = upge.last_token_rewards(batch["rewards"], batch["mask"])
         _, returns = upge.gae_advantages(tok_rewards, values, batch["mask"], gamma, lam)
@@ -190,9 +220,19 @@ def load_critic(run_dir: str, *, step: int | None = None):
     return graphdef, params, restored
 
 
-def frozen_inputs(batch: dict, *, params, key: jax.Array, logp_fn: Callable, ref_params=None,
-                  ref_off_fn: Callable | None = None, uniforms: bool = False, teacher: Teacher | None = None,
-                  critic: Critic | None = None, mesh=None) -> Batch:
+def frozen_inputs(
+    batch: dict,
+    *,
+    params,
+    key: jax.Array,
+    logp_fn: Callable,
+    ref_params=None,
+    ref_off_fn: Callable | None = None,
+    uniforms: bool = False,
+    teacher: Teacher | None = None,
+    critic: Critic | None = None,
+    mesh=None,
+) -> Batch:
     """The step's batch (on the device(s)) with the frozen models' inputs added, before the update:
 
     * ``ref_logp [B, L]``: the reference's log-probs (``logp_fn`` on ``ref_params``, or with LoRA
@@ -213,8 +253,12 @@ def frozen_inputs(batch: dict, *, params, key: jax.Array, logp_fn: Callable, ref
     if uniforms:  # Clip-Cov's draw: the step's key
         batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
     if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient
-        off = None if ref_params is not None or ref_off_fn is None else (  # LoRA: the base, adapters off
-            lambda tokens, attn: ref_off_fn(params, tokens, attn))
+        off = (
+            None
+            if ref_params is not None or ref_off_fn is None
+            # LoRA: the base, adapters off
+            else (lambda tokens, attn: ref_off_fn(params, tokens, attn))
+        )
         batch, z0 = with_reference_point(batch, logp_fn, params, ref_params, ref_logp_fn=off)
         info["kto/z0"] = float(z0)
     if teacher is not None:
@@ -222,6 +266,14 @@ def frozen_inputs(batch: dict, *, params, key: jax.Array, logp_fn: Callable, ref
     critic_batch = None
     if critic is not None:
         batch["values"], returns = critic.inputs(batch)
-        critic_batch = place_batch(dict(tokens=batch["tokens"], attention_mask=batch["attention_mask"],
-                                        mask=batch["mask"], values=batch["values"], returns=returns), mesh)
+        critic_batch = place_batch(
+            dict(
+                tokens=batch["tokens"],
+                attention_mask=batch["attention_mask"],
+                mask=batch["mask"],
+                values=batch["values"],
+                returns=returns,
+            ),
+            mesh,
+        )
     return Batch(policy=place_batch(batch, mesh), critic=critic_batch, info=info)

@@ -14,6 +14,7 @@
   ``train.eval_path`` (a file, any layout `upt_jax.data.layouts` reads), else fresh draws of the
   synthetic tiers trained on, else the training file's first ``train.eval_n`` rows.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,11 @@ class StepHooks:
         self.path = None
         if c.log.get("completions", True) and trainer.online and jax.process_index() == 0:
             if "://" in str(c.run_dir):
-                log.warning("log.completions: %s is remote; %s is written only to a local run directory",
-                            c.run_dir, COMPLETIONS_FILE)
+                log.warning(
+                    "log.completions: %s is remote; %s is written only to a local run directory",
+                    c.run_dir,
+                    COMPLETIONS_FILE,
+                )
             else:
                 self.path = os.path.join(c.run_dir, COMPLETIONS_FILE)
         self._suites = None
@@ -63,9 +67,17 @@ class StepHooks:
         out = []
         for g in getattr(trainer, "step_groups", None) or ():
             for resp, reward, done in zip(g["responses"], g["rewards"], g["finished"]):
-                out.append({"step": step, "id": g["record"].get("id"), "prompt": prompt_of(g["record"]),
-                            "completion": trainer.tok.decode(resp), "reward": float(reward), "finished": done,
-                            "length": len(resp)})
+                out.append(
+                    {
+                        "step": step,
+                        "id": g["record"].get("id"),
+                        "prompt": prompt_of(g["record"]),
+                        "completion": trainer.tok.decode(resp),
+                        "reward": float(reward),
+                        "finished": done,
+                        "length": len(resp),
+                    }
+                )
         return out
 
     # ------------------------------------------------------------------ evaluation
@@ -77,8 +89,12 @@ class StepHooks:
             if c.train.get("eval_path"):
                 from upt_jax.eval.inputs import data_suites
 
-                self._suites = {k: v[:n] for k, v in data_suites(
-                    [c.train.eval_path], verifier=c.data.verifier, need_answer=trainer.reward_fns is None).items()}
+                self._suites = {
+                    k: v[:n]
+                    for k, v in data_suites(
+                        [c.train.eval_path], verifier=c.data.verifier, need_answer=trainer.reward_fns is None
+                    ).items()
+                }
             elif c.data.source == "synthetic":
                 self._suites = synthetic_suites(tuple(c.data.tiers), n)
             elif c.data.source == "corpus":
@@ -100,17 +116,28 @@ class StepHooks:
         sampler = trainer.sampler
         if sampler is None:  # offline/preference runs: a sampler of their own, made once
             if self._sampler is None:
-                self._sampler = Sampler(nnx.merge(trainer.graphdef, trainer.state.params), pad_id=trainer.tok.pad_id,
-                                        mesh=trainer.mesh)
+                self._sampler = Sampler(
+                    nnx.merge(trainer.graphdef, trainer.state.params), pad_id=trainer.tok.pad_id, mesh=trainer.mesh
+                )
             sampler = self._sampler
         if trainer.reward_fns is None and self._verifier is None:
             self._verifier = RoutedVerifier()
-        results = evaluate(None, trainer.tok, self._eval_suites(trainer), k=k,
-                           temperature=c.rollout.temperature if k > 1 else 0.0,
-                           max_new_tokens=c.rollout.max_new_tokens, key=jax.random.key(c.seed),
-                           template=c.data.template, system_prompt=c.data.get("system_prompt"),
-                           params=trainer.state.params, default_verifier=c.data.verifier, verifier=self._verifier,
-                           sampler=sampler, reward_fns=trainer.reward_fns)
+        results = evaluate(
+            None,
+            trainer.tok,
+            self._eval_suites(trainer),
+            k=k,
+            temperature=c.rollout.temperature if k > 1 else 0.0,
+            max_new_tokens=c.rollout.max_new_tokens,
+            key=jax.random.key(c.seed),
+            template=c.data.template,
+            system_prompt=c.data.get("system_prompt"),
+            params=trainer.state.params,
+            default_verifier=c.data.verifier,
+            verifier=self._verifier,
+            sampler=sampler,
+            reward_fns=trainer.reward_fns,
+        )
         out = {}
         for name, r in results.items():
             out[f"eval/{name}/avg@k"] = r.avg_at_k
@@ -130,8 +157,7 @@ class StepHooks:
                 f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
         if self.show_every and step % self.show_every == 0:
             for r in rows[:2]:
-                log.info("step %d, %s: %r → %r (reward %.3g)", step, r["id"], r["prompt"], r["completion"],
-                         r["reward"])
+                log.info("step %d, %s: %r → %r (reward %.3g)", step, r["id"], r["prompt"], r["completion"], r["reward"])
         if self.every_eval and (step % self.every_eval == 0 or step == trainer.config.train.steps):
             metrics.update(self.evaluate(trainer))
 

@@ -10,6 +10,7 @@ row too: its chosen response (desirable) at even positions of the step, its reje
 TRL do, on mismatched pairs: row ``i``'s prompt with row ``i + 1``'s completion (cyclically),
 ``max(0, mean_i Σ_t log π_θ/π_ref)``, without gradient, once per step before the update.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -41,8 +42,9 @@ def examples(records, pair_of) -> list[tuple[str, bool]]:
     return out
 
 
-def kto_rows(prompts: list[list[int]], completions: list[list[int]], labels: list[bool], *,
-             pad_id: int) -> dict[str, np.ndarray]:
+def kto_rows(
+    prompts: list[list[int]], completions: list[list[int]], labels: list[bool], *, pad_id: int
+) -> dict[str, np.ndarray]:
     """The step's rows (``pack_rows`` layout, ``kto_label [B]``) and the mismatched rows of ``z₀``
     (``kl_tokens``, ``kl_attention_mask``, ``kl_mask`` ``[B, L']``: prompt ``i``, completion ``i+1``)."""
     rows = pack_rows(prompts, completions, pad_id=pad_id)
@@ -65,8 +67,11 @@ def with_reference_point(batch: dict, logp_fn, params, ref_params, *, ref_logp_f
     kl = {k: batch[k] for k in _KL_KEYS}
     out = {k: v for k, v in batch.items() if k not in _KL_KEYS}
     lp = logp_fn(params, kl["kl_tokens"], kl["kl_attention_mask"])
-    ref = (ref_logp_fn(kl["kl_tokens"], kl["kl_attention_mask"]) if ref_logp_fn is not None
-           else logp_fn(ref_params, kl["kl_tokens"], kl["kl_attention_mask"]))
+    ref = (
+        ref_logp_fn(kl["kl_tokens"], kl["kl_attention_mask"])
+        if ref_logp_fn is not None
+        else logp_fn(ref_params, kl["kl_tokens"], kl["kl_attention_mask"])
+    )
     z0 = upge.kto_reference_point(lp, ref, kl["kl_mask"])
     out["kto_z0"] = jnp.full(kl["kl_mask"].shape[:1], z0, jnp.float32)
     return out, z0

@@ -5,6 +5,7 @@ the step hooks, logged (JSONL, TensorBoard) and saved; too many diverged updates
 ``metrics_log``, ``nonfinite_in_a_row``, ``train_step()`` (which calls `count_divergence`) and
 ``save(force)``, and may add ``hooks`` (`upt_jax.train.in_training.StepHooks`) and checkpointers
 (`checkpointers`). The policy's `Trainer`, the reward-model and the PRM trainer run on it."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,11 @@ def progress_postfix(metrics: dict) -> dict:
     """The progress bar's numbers: ``loss`` (the method's objective: the NLL for SFT, the clipped
     PPO objective, the DPO loss, ...), ``reward`` (mean rollout reward) and ``acc`` (a pair or step
     accuracy: DPO-family terms, reward models, PRMs) where the step has them."""
-    out = {"loss": metrics.get("loss"), "reward": metrics.get("reward/mean"),
-           "acc": next((v for k, v in metrics.items() if k.endswith("accuracy")), None)}
+    out = {
+        "loss": metrics.get("loss"),
+        "reward": metrics.get("reward/mean"),
+        "acc": next((v for k, v in metrics.items() if k.endswith("accuracy")), None),
+    }
     return {k: round(float(v), 3) for k, v in out.items() if v is not None}
 
 
@@ -44,7 +48,6 @@ class NonFiniteError(RuntimeError):
     """Too many consecutive updates were skipped for a non-finite loss or gradient."""
 
 
-
 class Loop:
     """The loop of a trainer (see the module docstring)."""
 
@@ -58,8 +61,12 @@ class Loop:
         """Count a diverged update (a non-finite loss, gradient or result, or an update larger than
         the parameters; the critic's too) towards the stop; an applied update resets the count, a
         skip for ``skip_grad_norm`` alone neither counts nor resets."""
-        diverged = metrics["nonfinite"] or metrics["update_too_large"] or metrics.get(
-            "critic/nonfinite", 0) or metrics.get("critic/update_too_large", 0)
+        diverged = (
+            metrics["nonfinite"]
+            or metrics["update_too_large"]
+            or metrics.get("critic/nonfinite", 0)
+            or metrics.get("critic/update_too_large", 0)
+        )
         if diverged:
             self.nonfinite_in_a_row += 1
         elif not metrics["skipped"]:
@@ -99,8 +106,10 @@ class Loop:
             failed, signum = bool(np.any(codes >> 8)), int(np.max(codes & 0xFF))
         if failed:
             self.wait_for_saves()  # raises this process's CheckpointSaveError
-            raise CheckpointSaveError("a checkpoint save failed on another process of this run (see its "
-                                      "log); stopping before the next step, as every process does")
+            raise CheckpointSaveError(
+                "a checkpoint save failed on another process of this run (see its "
+                "log); stopping before the next step, as every process does"
+            )
         return signum
 
     def preempt(self, signum: int, start: int, history: list[dict]):
@@ -115,8 +124,10 @@ class Loop:
             self.wait_for_saves()
             msg = f"stopped by {name} at step {step}; checkpoint saved; rerun the same command to resume"
         elif step > 0:
-            msg = (f"stopped by {name} at step {step}, before this run trained a step (checkpoint step {step} "
-                   "is where it started); rerun the same command to resume")
+            msg = (
+                f"stopped by {name} at step {step}, before this run trained a step (checkpoint step {step} "
+                "is where it started); rerun the same command to resume"
+            )
         else:
             msg = f"stopped by {name} before the first step; nothing to save; rerun the same command to start"
         log.warning("%s", msg)
@@ -141,8 +152,12 @@ class Loop:
         total = self.config.train.steps
         start = self.step_number()
         history = []
-        bar = tqdm(total=total, initial=start, desc=self.config.name, disable=not self.config.log.progress
-                   or jax.process_index() != 0)
+        bar = tqdm(
+            total=total,
+            initial=start,
+            desc=self.config.name,
+            disable=not self.config.log.progress or jax.process_index() != 0,
+        )
         try:
             for _ in range(start, total):
                 signum = self.stop_request(stop)
@@ -162,9 +177,12 @@ class Loop:
                         f"{self.nonfinite_in_a_row} updates in a row diverged (a non-finite loss, gradient "
                         f"or updated parameters, or an update larger than train.skip_update_ratio × the "
                         f"parameters; last at step {metrics['step']}) and none was applied; "
-                        + (f"the last good checkpoint is step {self.ckpt.latest_step()} in {self.ckpt.directory}"
-                           if self.ckpt.latest_step() is not None else
-                           f"no checkpoint was saved in {self.ckpt.directory}"))
+                        + (
+                            f"the last good checkpoint is step {self.ckpt.latest_step()} in {self.ckpt.directory}"
+                            if self.ckpt.latest_step() is not None
+                            else f"no checkpoint was saved in {self.ckpt.directory}"
+                        )
+                    )
                 if not metrics["skipped"]:
                     self.save()
             self.save(force=True)

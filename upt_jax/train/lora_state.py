@@ -13,6 +13,7 @@
   `run_lora` and `lora_config` defined in `upt_jax.train.run_model`, the one way to get a run's model,
   and re-exported here).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,13 +22,26 @@ import jax
 from flax import nnx
 
 from upt_jax.models.lora import LoraConfig, apply_lora, merge_lora, set_adapters, set_dropout_key
+
 # reading a LoRA run back (its base from the recorded source + its adapters) is part of the one way to
 # get a run's model, `upt_jax.train.run_model`; re-exported here with the run's LoraConfig
 from upt_jax.train.run_model import adapted_model_from_run, lora_config, merged_model_from_run, run_lora
 
-__all__ = ["TRAINABLE", "lora_config", "adapt", "trainable", "dropout_hook", "reference_logp_fn", "saved_state",
-           "with_base", "adapter_params_bound", "run_lora", "adapted_model_from_run", "merged_model_from_run",
-           "merge_lora"]
+__all__ = [
+    "TRAINABLE",
+    "lora_config",
+    "adapt",
+    "trainable",
+    "dropout_hook",
+    "reference_logp_fn",
+    "saved_state",
+    "with_base",
+    "adapter_params_bound",
+    "run_lora",
+    "adapted_model_from_run",
+    "merged_model_from_run",
+    "merge_lora",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +72,11 @@ def reference_logp_fn(model, *, chunk_size: int, temperature: float):
     from upt_jax.models.logprobs import sequence_logprobs
 
     graphdef = nnx.graphdef(set_adapters(nnx.merge(*nnx.split(model)), False))
-    return jax.jit(lambda params, tokens, attn: sequence_logprobs(
-        nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, temperature=temperature,
-        remat="always"))
+    return jax.jit(
+        lambda params, tokens, attn: sequence_logprobs(
+            nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, temperature=temperature, remat="always"
+        )
+    )
 
 
 def saved_state(state, cfg: LoraConfig | None):
@@ -82,7 +98,11 @@ def with_base(restored, state, cfg: LoraConfig | None):
 def adapter_params_bound(model_cfg, rank: int) -> int:
     """At most how many adapter parameters rank ``r`` adds (every projection adapted):
     ``r · Σ (D_in + D_out)`` over q, k, v, o, gate, up and down of every layer."""
-    d, f, q, kv = (model_cfg.hidden_size, model_cfg.intermediate_size,
-                   model_cfg.num_heads * model_cfg.head_dim, model_cfg.num_kv_heads * model_cfg.head_dim)
+    d, f, q, kv = (
+        model_cfg.hidden_size,
+        model_cfg.intermediate_size,
+        model_cfg.num_heads * model_cfg.head_dim,
+        model_cfg.num_kv_heads * model_cfg.head_dim,
+    )
     per_layer = (d + q) * 2 + (d + kv) * 2 + (d + f) * 3
     return rank * per_layer * model_cfg.num_layers

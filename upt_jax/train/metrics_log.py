@@ -14,6 +14,7 @@ stay a small multiple of its size. ``read_metrics`` returns ``metrics.jsonl`` fo
 not yet folded in (a part whose index the log already covers, left by a crash between the fold and
 the delete, is skipped); until the next fold, other readers of ``metrics.jsonl`` see it lag behind.
 """
+
 from __future__ import annotations
 
 import json

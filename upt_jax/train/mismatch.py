@@ -5,6 +5,7 @@ reduces a step's per-micro-batch metrics, `finish_mismatch` turns the sums into 
 logged ``mismatch/abs_max``, ``mismatch/abs_mean`` and ``mismatch/kl_k3`` are the whole batch's
 whatever the micro-batching.
 """
+
 from __future__ import annotations
 
 import jax
@@ -35,8 +36,12 @@ def rollout_mismatch(logp: jax.Array, batch: dict) -> dict:
     mask = batch["mask"] * rows[:, None]
     d = jnp.where(mask > 0, jax.lax.stop_gradient(logp) - rollout_logp, 0.0)
     k3 = upge.kl_estimate(rollout_logp, jax.lax.stop_gradient(logp), "k3")
-    return {"mismatch/abs_max": jnp.max(jnp.abs(d)), "mismatch/abs_sum": jnp.sum(jnp.abs(d)),
-            "mismatch/kl_k3_sum": upge.masked_sum(k3, mask), "mismatch/tokens": jnp.sum(mask)}
+    return {
+        "mismatch/abs_max": jnp.max(jnp.abs(d)),
+        "mismatch/abs_sum": jnp.sum(jnp.abs(d)),
+        "mismatch/kl_k3_sum": upge.masked_sum(k3, mask),
+        "mismatch/tokens": jnp.sum(mask),
+    }
 
 
 def finish_mismatch(metrics: dict) -> dict:

@@ -2,6 +2,7 @@
 the model saved in a previous run directory or a shipped model directory), and a distillation
 teacher from ``config.teacher`` (a HF directory, or a run directory with its recorded shape).
 Every path that rebuilds a run's model goes through `upt_jax.train.run_model.model_from_run`."""
+
 from __future__ import annotations
 
 import logging
@@ -26,17 +27,24 @@ def build_model(mc, *, vocab_size: int | None = None, special: dict | None = Non
     if mc.init == "hf":
         if not mc.hf_dir or not os.path.isdir(mc.hf_dir):
             raise FileNotFoundError(f"config.model.hf_dir={mc.hf_dir!r} is not a directory")
-        return load_hf_checkpoint(mc.hf_dir, param_dtype=mc.param_dtype, dtype=mc.dtype, mesh=mesh,
-                                  remat=mc.remat)
+        return load_hf_checkpoint(mc.hf_dir, param_dtype=mc.param_dtype, dtype=mc.dtype, mesh=mesh, remat=mc.remat)
     if mc.init not in ("preset", "checkpoint"):
         raise ValueError(f"config.model.init must be preset, hf or checkpoint, not {mc.init!r}")
     if mc.init == "checkpoint":
         from upt_jax.train.run_model import model_from_run
 
         adopt_checkpoint_shape(mc)
-        model, _ = model_from_run(mc.checkpoint, key="config.model.checkpoint", param_dtype=mc.param_dtype,
-                                  dtype=mc.dtype, remat=mc.remat, mesh=mesh, vocab_size=vocab_size,
-                                  special=special, tokenizer="config.tokenizer")
+        model, _ = model_from_run(
+            mc.checkpoint,
+            key="config.model.checkpoint",
+            param_dtype=mc.param_dtype,
+            dtype=mc.dtype,
+            remat=mc.remat,
+            mesh=mesh,
+            vocab_size=vocab_size,
+            special=special,
+            tokenizer="config.tokenizer",
+        )
         return model
     model = init_model(preset_config(mc, vocab_size=vocab_size, special=special), 0, remat=mc.remat)
     if mesh is not None:
@@ -73,8 +81,14 @@ def adopt_checkpoint_shape(mc) -> None:
     name, overrides = found
     ours = mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else dict(mc.overrides)
     if name != mc.preset or overrides != ours:
-        log.info("model shape from %s: preset %s, overrides %s (config had %s, %s)", mc.checkpoint, name,
-                 overrides, mc.preset, ours)
+        log.info(
+            "model shape from %s: preset %s, overrides %s (config had %s, %s)",
+            mc.checkpoint,
+            name,
+            overrides,
+            mc.preset,
+            ours,
+        )
         mc.preset = name
         mc.overrides = ml_collections.ConfigDict(overrides, type_safe=False)
 
@@ -86,12 +100,22 @@ def teacher_model(tc, *, mesh=None, vocab_size: int | None = None, special: dict
     import ml_collections
 
     if tc.hf_dir:
-        mc = ml_collections.ConfigDict(dict(init="hf", hf_dir=tc.hf_dir, param_dtype=tc.param_dtype,
-                                            dtype=tc.dtype, remat=tc.remat))
+        mc = ml_collections.ConfigDict(
+            dict(init="hf", hf_dir=tc.hf_dir, param_dtype=tc.param_dtype, dtype=tc.dtype, remat=tc.remat)
+        )
         return build_model(mc, mesh=mesh)
     from upt_jax.train.run_model import model_from_run
 
-    teacher, _ = model_from_run(tc.run_dir, key="config.teacher.run_dir", param_dtype=tc.param_dtype,
-                                dtype=tc.dtype, remat=tc.remat, mesh=mesh, vocab_size=vocab_size,
-                                special=special, check_vocab=False, fallback=(tc.preset, tc.overrides.to_dict()))
+    teacher, _ = model_from_run(
+        tc.run_dir,
+        key="config.teacher.run_dir",
+        param_dtype=tc.param_dtype,
+        dtype=tc.dtype,
+        remat=tc.remat,
+        mesh=mesh,
+        vocab_size=vocab_size,
+        special=special,
+        check_vocab=False,
+        fallback=(tc.preset, tc.overrides.to_dict()),
+    )
     return teacher

@@ -16,6 +16,7 @@ takes no longer than generating one (smaller generation batches may cost some th
 `pipelined_rollouts` is the whole mechanism, with no model in it (unit-tested with fake
 generate and score functions); `upt_jax.train.rollouts.rollouts` supplies the sampler and the scorer.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -44,8 +45,11 @@ def overlap_settings(config, mesh, online: bool) -> tuple[int, Any, dict]:
     if chunks < 1:
         raise ValueError(f"config.rollout.overlap_chunks must be ≥ 1, got {chunks}")
     if chunks > 1 and online and config.reward.source == "model":
-        log.warning("rollout.overlap_chunks=%d ignored: the learned reward model (reward.source=model) "
-                    "scores after generation, serially", chunks)
+        log.warning(
+            "rollout.overlap_chunks=%d ignored: the learned reward model (reward.source=model) "
+            "scores after generation, serially",
+            chunks,
+        )
     if not online or config.reward.source == "model":
         chunks = 1
     streams = config.rollout.get("streams", "auto")  # a command-line override arrives as a string
@@ -60,8 +64,14 @@ def overlap_settings(config, mesh, online: bool) -> tuple[int, Any, dict]:
     padded = -(-chunk // shards) * shards
     sampler_kw["batch_bucket"] = padded * max(1, int(config.rollout.n))  # the bucket counts decoded rows
     if chunk % shards:
-        log.warning("rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
-                    "(a multiple of the mesh's data×fsdp=%d)", chunks, chunk, padded, shards)
+        log.warning(
+            "rollout.overlap_chunks=%d: chunks of %d questions are padded to %d prompts "
+            "(a multiple of the mesh's data×fsdp=%d)",
+            chunks,
+            chunk,
+            padded,
+            shards,
+        )
     return chunks, executor, sampler_kw
 
 
@@ -89,14 +99,18 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def _reraise(err: BaseException, k: int, n: int):
-    err.add_note(f"(raised while scoring rollout chunk {k + 1} of {n} in the reward thread, "
-                 f"rollout.overlap_chunks={n})")
+    err.add_note(
+        f"(raised while scoring rollout chunk {k + 1} of {n} in the reward thread, rollout.overlap_chunks={n})"
+    )
     raise err
 
 
-def pipelined_rollouts(generate_fn: Callable[[int, Any], Any], score_fn: Callable[[int, Any, Any], Any],
-                       chunks: Sequence[Any], executor: concurrent.futures.Executor | None = None,
-                       ) -> tuple[list[tuple[Any, Any]], PipelineTiming]:
+def pipelined_rollouts(
+    generate_fn: Callable[[int, Any], Any],
+    score_fn: Callable[[int, Any, Any], Any],
+    chunks: Sequence[Any],
+    executor: concurrent.futures.Executor | None = None,
+) -> tuple[list[tuple[Any, Any]], PipelineTiming]:
     """Generate chunk after chunk in this thread, scoring each on ``executor`` meanwhile.
 
     Args:

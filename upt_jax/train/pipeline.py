@@ -19,6 +19,7 @@ checkpoint, so a pipeline that stopped anywhere continues where it stopped.
 ``run_dir`` may be a bucket path (``gs://bucket/pipeline``): stage directories are joined as
 strings and ``DONE.json`` is read and written through ``etils.epath``.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,14 +73,19 @@ def run_pipeline(config, run=None) -> list[dict]:
             print(f"[pipeline] stage {name}: already done ({report.get('steps')} steps) in {c.run_dir}")
             reports.append(report)
             continue
-        print(f"[pipeline] stage {name}: running in {c.run_dir}"
-              + (f", starting from {c.model.checkpoint}" if c.model.init == "checkpoint" else ""))
+        print(
+            f"[pipeline] stage {name}: running in {c.run_dir}"
+            + (f", starting from {c.model.checkpoint}" if c.model.init == "checkpoint" else "")
+        )
         t0 = time.time()
         history = train(c)
-        report = dict(stage=name, run_dir=c.run_dir, steps=c.train.steps,
-                      last={k: v for k, v in (history[-1] if history else {}).items()
-                            if k in ("step", "loss", "reward/mean")},
-                      seconds=round(time.time() - t0, 1))
+        report = dict(
+            stage=name,
+            run_dir=c.run_dir,
+            steps=c.train.steps,
+            last={k: v for k, v in (history[-1] if history else {}).items() if k in ("step", "loss", "reward/mean")},
+            seconds=round(time.time() - t0, 1),
+        )
         import jax
 
         if jax.process_index() == 0:  # one writer per run directory (multi-process runs)

@@ -28,6 +28,7 @@ the previous handlers (Python's, or a C-level one such as JAX's preemption notif
 when the outermost block exits. Verifier workers ignore both signals and die with their owner
 (`upt_jax.rewards._worker`). Light on purpose: no JAX import.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -104,7 +105,7 @@ class _Guard:
 
     def __init__(self, grace_s: float | None):
         self.grace_s = DEFAULT_GRACE_S if grace_s is None else float(grace_s)
-        self.signum: int | None = None   # the first signal received
+        self.signum: int | None = None  # the first signal received
         self.received_at: float | None = None
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
@@ -133,18 +134,22 @@ class _Guard:
         self._timer.start()
 
     def _overdue(self) -> None:
-        _say(f"upt_jax: {signal_name(self.signum)}: the step and its checkpoint did not finish within "
-             f"config.checkpoint.preemption_grace_s={self.grace_s:g} s; exiting without that save (a "
-             "rerun resumes from the last committed checkpoint)")
+        _say(
+            f"upt_jax: {signal_name(self.signum)}: the step and its checkpoint did not finish within "
+            f"config.checkpoint.preemption_grace_s={self.grace_s:g} s; exiting without that save (a "
+            "rerun resumes from the last committed checkpoint)"
+        )
         os._exit(128 + self.signum)
 
     def _on_signal(self, signum: int) -> None:
         with self._lock:
             if self.signum is None:
                 self.signum, self.received_at = signum, time.monotonic()
-                _say(f"upt_jax: {signal_name(signum)} received: stopping after the current step and saving a "
-                     f"checkpoint (within {self.grace_s:g} s, config.checkpoint.preemption_grace_s); "
-                     "a second signal exits at once without saving")
+                _say(
+                    f"upt_jax: {signal_name(signum)} received: stopping after the current step and saving a "
+                    f"checkpoint (within {self.grace_s:g} s, config.checkpoint.preemption_grace_s); "
+                    "a second signal exits at once without saving"
+                )
                 self._start_timer()
                 return
         _say(f"upt_jax: second signal ({signal_name(signum)}): exiting now without saving")
@@ -182,8 +187,9 @@ class _Guard:
             # the Python-level handler does nothing: the watcher thread acts on the wakeup byte,
             # at once, even while the main thread is inside a long C++ call (an XLA compile)
             signal.signal(s, _ignore)
-        self._watcher = threading.Thread(target=self._watch, args=(read_fd, self._previous_wakeup),
-                                         name="upt_jax-stop-signals", daemon=True)
+        self._watcher = threading.Thread(
+            target=self._watch, args=(read_fd, self._previous_wakeup), name="upt_jax-stop-signals", daemon=True
+        )
         self._read_fd = read_fd
         self._watcher.start()
         self._installed = True

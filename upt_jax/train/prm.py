@@ -10,6 +10,7 @@ from its first mistake on. The PRM is a ``RewardModel`` whose score at each step
 demonstrations (a different seed, half of them corrupted) is logged. A trained PRM scores rollouts
 with `upt_jax.train.reward_scorers.ProcessReward` (re-exported here).
 """
+
 from __future__ import annotations
 
 import random
@@ -38,7 +39,7 @@ def corrupt_steps(demonstration: str, rng: random.Random) -> tuple[str, list[int
     pos = m.start(1)
     digit = lines[k][pos]
     wrong = rng.choice([d for d in "0123456789" if d != digit])
-    lines[k] = lines[k][:pos] + wrong + lines[k][pos + 1:]
+    lines[k] = lines[k][:pos] + wrong + lines[k][pos + 1 :]
     return "\n".join(lines), [1] * k + [0] * (len(lines) - k)
 
 

@@ -12,6 +12,7 @@ A run's recipe is one of:
 Every run writes ``recipe.json`` (`upt_jax.upge.recipe_to_dict`). A run that resumes from a
 checkpoint must train the recipe it recorded: a different one is an error (`check_resumed`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,13 +59,22 @@ def write_recorded(run_dir, recipe) -> None:
     data = upge.recipe_to_dict(recipe)
     if jax.process_index() != 0:
         return
-    parts = [p for t in data["terms"] for r in ("rollout", "demo") if t[r]
-             for p in [*t[r]["stabiliser"], t[r]["reference"], t[r]["advantage"], t[r]["gate"]] if p]
+    parts = [
+        p
+        for t in data["terms"]
+        for r in ("rollout", "demo")
+        if t[r]
+        for p in [*t[r]["stabiliser"], t[r]["reference"], t[r]["advantage"], t[r]["gate"]]
+        if p
+    ]
     for p in parts:
         if p.get("import", "").startswith("__main__:"):
-            log.warning("recipe %s: part %s was registered in __main__; a new process cannot import it, so "
-                        "this run can be resumed only from this process (define it in a module)",
-                        recipe.name, p["name"])
+            log.warning(
+                "recipe %s: part %s was registered in __main__; a new process cannot import it, so "
+                "this run can be resumed only from this process (define it in a module)",
+                recipe.name,
+                p["name"],
+            )
     path, text = epath.Path(run_dir) / RECIPE_FILE, json.dumps(data, indent=2)
     if not (path.exists() and path.read_text() == text):  # a resumed run's readers never see a partial file
         path.write_text(text)
@@ -108,7 +118,8 @@ def config_for(config, recipe):
             raise ValueError(
                 f"recipe {recipe.name!r} differs from the registered recipe {recipe.name!r} with "
                 f"config.recipe.hparams={hp}: give the composed recipe its own name "
-                f"(dataclasses.replace(recipe, name='my_{recipe.name}')) so that the run's config names it")
+                f"(dataclasses.replace(recipe, name='my_{recipe.name}')) so that the run's config names it"
+            )
     out.recipe.name = recipe.name
     out.recipe.hparams = ml_collections.ConfigDict(hp, type_safe=False)
     return out
@@ -128,11 +139,15 @@ def get_recipe(config, recipe=None):
     recorded = read_recorded(config.run_dir)
     if recorded is None or recorded.name != name:
         found = f"it records {recorded.name!r}" if recorded is not None else f"it has no {RECIPE_FILE}"
-        raise ValueError(f"config.recipe.name={name!r} is neither a registered recipe nor the recipe recorded in "
-                         f"config.run_dir={config.run_dir!r} ({found})")
+        raise ValueError(
+            f"config.recipe.name={name!r} is neither a registered recipe nor the recipe recorded in "
+            f"config.run_dir={config.run_dir!r} ({found})"
+        )
     if hp:
-        raise ValueError(f"config.recipe.hparams={hp}: recipe {name!r} is recorded in {config.run_dir}/"
-                         f"{RECIPE_FILE} as a value; it takes no hyper-parameters")
+        raise ValueError(
+            f"config.recipe.hparams={hp}: recipe {name!r} is recorded in {config.run_dir}/"
+            f"{RECIPE_FILE} as a value; it takes no hyper-parameters"
+        )
     return recorded
 
 
@@ -170,4 +185,5 @@ def check_resumed(run_dir, recipe) -> None:
         raise ValueError(
             f"config.run_dir={str(run_dir)!r} holds a checkpoint of a run of recipe {recorded.name!r} "
             f"({RECIPE_FILE}); this run's recipe {recipe.name!r} differs ({_difference(was, now)}). Resume with "
-            "the recorded recipe (config.recipe.name and hparams as in its config.json), or use a new run directory")
+            "the recorded recipe (config.recipe.name and hparams as in its config.json), or use a new run directory"
+        )

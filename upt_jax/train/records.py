@@ -1,5 +1,6 @@
 """Training records from ``config.data``: synthetic tiers, files (through `upt_jax.data`'s
 readers) or a pre-training corpus; and the (chosen, rejected) pair of a preference record."""
+
 from __future__ import annotations
 
 import logging
@@ -25,26 +26,46 @@ def load_records(config, recipe=None) -> list[dict]:
     if dc.source != "file":
         raise ValueError(f"config.data.source must be synthetic, file or corpus, not {dc.source!r}")
     task = {"offline": "sft", "preference": "dpo", "reward_model": "dpo", "prm": "sft"}.get(
-        config.mode, "hpt" if uses_demos(config, recipe) else "rl")  # a reward model reads pairs, a PRM demos
+        config.mode, "hpt" if uses_demos(config, recipe) else "rl"
+    )  # a reward model reads pairs, a PRM demos
     if config.mode == "preference" and uses_kto(get_recipe(config, recipe)):
         task = "kto"  # unpaired (prompt, completion, label) rows
-    records, stats = read(DataConfig(path=dc.path, format=dc.format, task=task,
-                                     fields=dict(dc.fields.to_dict()), skip_bad_rows=dc.skip_bad_rows,
-                                     duplicate_ids=dc.get("duplicates", "keep"),
-                                     verifier=dc.verifier, max_row_chars=dc.get("max_row_chars", 1_000_000)))
+    records, stats = read(
+        DataConfig(
+            path=dc.path,
+            format=dc.format,
+            task=task,
+            fields=dict(dc.fields.to_dict()),
+            skip_bad_rows=dc.skip_bad_rows,
+            duplicate_ids=dc.get("duplicates", "keep"),
+            verifier=dc.verifier,
+            max_row_chars=dc.get("max_row_chars", 1_000_000),
+        )
+    )
     if stats.rows_skipped:
         dropped = dc.get("duplicates", "keep") == "drop" and stats.duplicates
-        log.warning("skipped %d malformed%s rows of %s: %s", stats.rows_skipped, " or repeated" if dropped else "",
-                    dc.path, stats.metrics())
+        log.warning(
+            "skipped %d malformed%s rows of %s: %s",
+            stats.rows_skipped,
+            " or repeated" if dropped else "",
+            dc.path,
+            stats.metrics(),
+        )
     if stats.duplicates:
-        log.info("%s: %d rows repeat an earlier question (data.duplicates=%s)", dc.path, stats.duplicates,
-                 dc.get("duplicates", "keep"))
+        log.info(
+            "%s: %d rows repeat an earlier question (data.duplicates=%s)",
+            dc.path,
+            stats.duplicates,
+            dc.get("duplicates", "keep"),
+        )
     if not records:
         raise ValueError(f"no usable rows in {dc.path}")
     chat = next((r for r in records if r.get("prompt_messages")), None)
     if chat is not None and dc.template != "chat":
-        raise ValueError(f"config.data.template={dc.template!r}: {chat['location']} is a chat row ({chat['layout']}); "
-                         "set config.data.template=chat to render it with the tokenizer's chat template")
+        raise ValueError(
+            f"config.data.template={dc.template!r}: {chat['location']} is a chat row ({chat['layout']}); "
+            "set config.data.template=chat to render it with the tokenizer's chat template"
+        )
     return Records(records, stats.metrics())
 
 
@@ -72,9 +93,14 @@ def corpus_records(config) -> list[dict]:
     families = {tasks.task_of(t).name for t in tiers}
     if len(families) != 1:
         raise ValueError(f"config.data.corpus.tiers={tiers}: tiers of one task family, not {sorted(families)}")
-    docs = tasks.task_of(tiers[0]).corpus(int(cc.n_docs), seed=config.seed, tiers=tiers,
-                                          template=config.data.template, demo_fraction=float(cc.demo_fraction),
-                                          facts_per_doc=int(cc.facts_per_doc))
+    docs = tasks.task_of(tiers[0]).corpus(
+        int(cc.n_docs),
+        seed=config.seed,
+        tiers=tiers,
+        template=config.data.template,
+        demo_fraction=float(cc.demo_fraction),
+        facts_per_doc=int(cc.facts_per_doc),
+    )
     pack = int(cc.get("pack_len", 0) or 0)
     if not pack:
         return [{"id": f"corpus/{config.seed}/{i}", "text": d} for i, d in enumerate(docs)]
@@ -89,7 +115,6 @@ def corpus_records(config) -> list[dict]:
         used += len(d) + 1
     records.append(group)
     return [{"id": f"corpus/{config.seed}/packed/{i}", "text": g} for i, g in enumerate(records)]
-
 
 
 def preference_pair(record) -> tuple[str, str]:

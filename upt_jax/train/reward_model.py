@@ -12,6 +12,7 @@ pair accuracy on held-out pairs (a different seed) is logged. It runs on the pol
 guard, preemption and stop handling, checkpoints, resume, metrics and ``config.json`` writer (a
 ``gs://`` run directory works).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from upt_jax.train.loop import Loop
+
 # the trained model as a scorer (loading it, scoring rollouts), re-exported: it lives below the trainer
 from upt_jax.train.reward_scorers import LearnedReward, load_reward_model  # noqa: F401
 
@@ -41,8 +43,7 @@ def bt_objective(*, margin: float = 0.0, label_smoothing: float = 0.0):
         s, _, acc = bradley_terry_loss(r[0::2], r[1::2], margin=margin, label_smoothing=label_smoothing)
         return {"bt": s}, {"pair_accuracy": acc, "reward_margin": jnp.mean(r[0::2] - r[1::2])}
 
-    return Objective(denominators=lambda b: {"bt": jnp.asarray(b["tokens"].shape[0] // 2, jnp.float32)},
-                     sums=sums)
+    return Objective(denominators=lambda b: {"bt": jnp.asarray(b["tokens"].shape[0] // 2, jnp.float32)}, sums=sums)
 
 
 class RewardModelTrainer(Loop):
@@ -71,8 +72,14 @@ class RewardModelTrainer(Loop):
         special = dict(eos_token_id=self.tok.eos_id, bos_token_id=self.tok.bos_id, pad_token_id=self.tok.pad_id)
         policy = build_model(config.model, vocab_size=self.tok.vocab_size, special=special)
         model = reward_model_from(policy, seed=config.seed)
-        tx = make_optimizer(t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
-                            total_steps=t.steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm)
+        tx = make_optimizer(
+            t.learning_rate,
+            schedule=t.schedule,
+            warmup_steps=t.warmup_steps,
+            total_steps=t.steps,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+        )
         self.graphdef, self.state, self.shardings = create_train_state(model, tx, seed=config.seed, mesh=self.mesh)
         rm = config.reward_model
         self.process = config.mode == "prm"  # a process reward model (per-step labels)
@@ -82,17 +89,28 @@ class RewardModelTrainer(Loop):
             objective, group = prm_objective(), 1
         else:
             objective, group = bt_objective(margin=rm.margin, label_smoothing=rm.label_smoothing), 2
-        self.step_fn = make_train_step(self.graphdef, tx, objective, num_microbatches=t.microbatches,
-                                       group_size=group, mesh=self.mesh, shardings=self.shardings)
+        self.step_fn = make_train_step(
+            self.graphdef,
+            tx,
+            objective,
+            num_microbatches=t.microbatches,
+            group_size=group,
+            mesh=self.mesh,
+            shardings=self.shardings,
+        )
         self.score_fn = jax.jit(lambda p, tokens, attn: nnx.merge(self.graphdef, p)(tokens, attn))
-        self.token_score_fn = jax.jit(lambda p, tokens, attn: nnx.merge(self.graphdef, p).token_scores(
-            tokens, attn))
-        self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
-                                    batch_size=t.questions_per_step, drop_remainder=True)
+        self.token_score_fn = jax.jit(lambda p, tokens, attn: nnx.merge(self.graphdef, p).token_scores(tokens, attn))
+        self.dataset = make_dataset(
+            self.records, seed=config.seed, num_epochs=None, batch_size=t.questions_per_step, drop_remainder=True
+        )
         self.data_iter = iter(self.dataset)
         self.heldout = self._heldout_records(rm.eval_pairs)
-        self.ckpt = Checkpointer(os.path.join(config.run_dir, "checkpoints"), keep=config.checkpoint.keep,
-                                 save_every=config.checkpoint.every, async_save=config.checkpoint.async_save)
+        self.ckpt = Checkpointer(
+            os.path.join(config.run_dir, "checkpoints"),
+            keep=config.checkpoint.keep,
+            save_every=config.checkpoint.every,
+            async_save=config.checkpoint.async_save,
+        )
         self.metrics_log = MetricsWriter(config.run_dir, tensorboard=config.log.tensorboard)
         self.nonfinite_in_a_row = 0
         self.resume()
@@ -128,8 +146,9 @@ class RewardModelTrainer(Loop):
     def save(self, force=False):
         """Save the step just trained, when due or ``force``."""
         step = self.step_number()
-        extra = dict(data_iterator=self.data_iter.get_state(), step=step,
-                     config=json.loads(self.config.to_json_best_effort()))
+        extra = dict(
+            data_iterator=self.data_iter.get_state(), step=step, config=json.loads(self.config.to_json_best_effort())
+        )
         return self.ckpt.save(step, self.state, extra, force=force)
 
     def _rows(self, records, seed: int):
@@ -162,8 +181,9 @@ class RewardModelTrainer(Loop):
             responses.append(ids)
             targets.append(tg)
             weights.append(w)
-        rows = pack_rows(prompts, responses, pad_id=self.tok.pad_id,
-                         response_values=dict(step_targets=targets, step_weights=weights))
+        rows = pack_rows(
+            prompts, responses, pad_id=self.tok.pad_id, response_values=dict(step_targets=targets, step_weights=weights)
+        )
         rows.pop("truncated")
         return {k: jnp.asarray(v) for k, v in rows.items()}
 

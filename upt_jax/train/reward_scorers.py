@@ -6,6 +6,7 @@ Training them is `upt_jax.train.reward_model` (``mode=reward_model``) and `upt_j
 (``mode=prm``, its objective); both re-export what they name from here, and neither is imported
 by this module, so a run that only scores with a reward model does not load the reward-model trainer.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ def load_reward_model(run_dir: str):
 
     cfg_file = epath.Path(run_dir) / "config.json"  # local or gs://
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"reward model run {run_dir!r} has no config.json (train one with "
-                                "experiments/reward_model.py or experiments/prm.py)")
+        raise FileNotFoundError(
+            f"reward model run {run_dir!r} has no config.json (train one with "
+            "experiments/reward_model.py or experiments/prm.py)"
+        )
     rm_config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
     tok = load_tokenizer(rm_config.tokenizer)
     special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
@@ -65,8 +68,9 @@ class LearnedReward:
         from upt_jax.train.batching import pack_rows
 
         rows = pack_rows(prompts, responses, pad_id=self.pad_id)
-        return np.asarray(self._fn(self.params, jnp.asarray(rows["tokens"]), jnp.asarray(rows["attention_mask"])),
-                          np.float32)
+        return np.asarray(
+            self._fn(self.params, jnp.asarray(rows["tokens"]), jnp.asarray(rows["attention_mask"])), np.float32
+        )
 
     def scores(self, prompts, responses) -> np.ndarray:
         """Normalised scores as configured."""

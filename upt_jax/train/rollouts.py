@@ -9,6 +9,7 @@ generation; `draw_groups` repeats the draw for DAPO's dynamic sampling.
     scored = rollouts(sampler, params, scorer, records, prompts, key, sampling_params(config, tok))
     scored = draw_groups(lambda r, p, k: rollouts(...), records, prompts, key, q=len(records))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,18 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Rollouts", "Group", "ScoredRollouts", "Scorer", "sampling_params", "sample", "score", "rollouts",
-           "draw_groups", "new_timing"]
+__all__ = [
+    "Rollouts",
+    "Group",
+    "ScoredRollouts",
+    "Scorer",
+    "sampling_params",
+    "sample",
+    "score",
+    "rollouts",
+    "draw_groups",
+    "new_timing",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +60,12 @@ class Rollouts:
     def __post_init__(self):
         rows = len(self.records) * self.n
         if len(self.prompts) != len(self.records) or any(
-                len(x) != rows for x in (self.responses, self.logp, self.sampling_logp, self.thresholds,
-                                         self.finished)):
-            raise ValueError(f"Rollouts: {len(self.records)} records, {len(self.prompts)} prompts and n={self.n} "
-                             f"need {rows} responses, log-probs, thresholds and finished flags each")
+            len(x) != rows for x in (self.responses, self.logp, self.sampling_logp, self.thresholds, self.finished)
+        ):
+            raise ValueError(
+                f"Rollouts: {len(self.records)} records, {len(self.prompts)} prompts and n={self.n} "
+                f"need {rows} responses, log-probs, thresholds and finished flags each"
+            )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -142,8 +155,14 @@ def sampling_params(config, tok):
     from upt_jax.sampling import SamplingParams
 
     rc = config.rollout
-    return SamplingParams(max_new_tokens=rc.max_new_tokens, temperature=rc.temperature, top_k=rc.top_k,
-                          top_p=rc.top_p, n=rc.n, stop_token_ids=tok.stop_ids)
+    return SamplingParams(
+        max_new_tokens=rc.max_new_tokens,
+        temperature=rc.temperature,
+        top_k=rc.top_k,
+        top_p=rc.top_p,
+        n=rc.n,
+        stop_token_ids=tok.stop_ids,
+    )
 
 
 def new_timing() -> dict:
@@ -151,21 +170,36 @@ def new_timing() -> dict:
     return dict(rollout_s=0.0, rollout_compile_s=0.0, reward_s=0.0)
 
 
-def sample(sampler, params, records: Sequence[dict], prompts: Sequence[list[int]], key: jax.Array, sampling, *,
-           prompt_offset: int = 0, min_prompt_len: int = 0) -> Rollouts:
+def sample(
+    sampler,
+    params,
+    records: Sequence[dict],
+    prompts: Sequence[list[int]],
+    key: jax.Array,
+    sampling,
+    *,
+    prompt_offset: int = 0,
+    min_prompt_len: int = 0,
+) -> Rollouts:
     """The rollout stage: ``sampling.n`` responses to each of ``prompts`` sampled with ``params``
     (the sampler keys each row by its global index ``prompt_offset + i``, so a question's tokens
     do not depend on how the questions are chunked; ``min_prompt_len``: the run's prompt bucket
     floor, `upt_jax.train.shapes`)."""
-    out = sampler.generate(prompts, key, sampling, state=params, prompt_offset=prompt_offset,
-                           min_prompt_len=min_prompt_len)
+    out = sampler.generate(
+        prompts, key, sampling, state=params, prompt_offset=prompt_offset, min_prompt_len=min_prompt_len
+    )
     rows = range(len(out.lengths))
-    return Rollouts(records=list(records), prompts=list(prompts), n=sampling.n,
-                    responses=[out.tokens[i, :out.lengths[i]].tolist() for i in rows],
-                    logp=[out.logprobs[i, :out.lengths[i]] for i in rows],
-                    sampling_logp=[out.sampling_logprobs[i, :out.lengths[i]] for i in rows],
-                    thresholds=[out.thresholds[i, :out.lengths[i]] for i in rows],
-                    finished=[bool(out.finished[i]) for i in rows], compile_s=out.compile_s)
+    return Rollouts(
+        records=list(records),
+        prompts=list(prompts),
+        n=sampling.n,
+        responses=[out.tokens[i, : out.lengths[i]].tolist() for i in rows],
+        logp=[out.logprobs[i, : out.lengths[i]] for i in rows],
+        sampling_logp=[out.sampling_logprobs[i, : out.lengths[i]] for i in rows],
+        thresholds=[out.thresholds[i, : out.lengths[i]] for i in rows],
+        finished=[bool(out.finished[i]) for i in rows],
+        compile_s=out.compile_s,
+    )
 
 
 def score(scorer: Callable, rollouts: Rollouts, rewards: np.ndarray | None = None) -> ScoredRollouts:
@@ -174,21 +208,43 @@ def score(scorer: Callable, rollouts: Rollouts, rewards: np.ndarray | None = Non
     n, q = rollouts.n, len(rollouts.records)
     if rewards is None:
         idx = [i // n for i in range(q * n)]
-        rewards = scorer([rollouts.records[i] for i in idx], [rollouts.prompts[i] for i in idx],
-                         [np.asarray(r, np.int32) for r in rollouts.responses])
+        rewards = scorer(
+            [rollouts.records[i] for i in idx],
+            [rollouts.prompts[i] for i in idx],
+            [np.asarray(r, np.int32) for r in rollouts.responses],
+        )
     groups = []
     for j in range(q):
         s = slice(j * n, (j + 1) * n)
-        groups.append(Group(record=rollouts.records[j], prompt=rollouts.prompts[j],
-                            rewards=np.asarray(rewards[s], np.float32), responses=rollouts.responses[s],
-                            logp=rollouts.logp[s], sampling_logp=rollouts.sampling_logp[s],
-                            thresholds=rollouts.thresholds[s], finished=rollouts.finished[s]))
+        groups.append(
+            Group(
+                record=rollouts.records[j],
+                prompt=rollouts.prompts[j],
+                rewards=np.asarray(rewards[s], np.float32),
+                responses=rollouts.responses[s],
+                logp=rollouts.logp[s],
+                sampling_logp=rollouts.sampling_logp[s],
+                thresholds=rollouts.thresholds[s],
+                finished=rollouts.finished[s],
+            )
+        )
     return ScoredRollouts(tuple(groups))
 
 
-def rollouts(sampler, params, scorer: Callable, records: list[dict], prompts: list[list[int]], key: jax.Array,
-             sampling, *, chunks: int = 1, executor=None, timing: dict | None = None,
-             min_prompt_len: int = 0) -> ScoredRollouts:
+def rollouts(
+    sampler,
+    params,
+    scorer: Callable,
+    records: list[dict],
+    prompts: list[list[int]],
+    key: jax.Array,
+    sampling,
+    *,
+    chunks: int = 1,
+    executor=None,
+    timing: dict | None = None,
+    min_prompt_len: int = 0,
+) -> ScoredRollouts:
     """`sample` and `score`: ``sampling.n`` responses per question with ``params``, scored, one
     `Group` per question, in order.
 
@@ -206,8 +262,9 @@ def rollouts(sampler, params, scorer: Callable, records: list[dict], prompts: li
 
     def generate(k, ab):
         a, b = ab
-        return sample(sampler, params, records[a:b], prompts[a:b], key, sampling, prompt_offset=a,
-                      min_prompt_len=min_prompt_len)
+        return sample(
+            sampler, params, records[a:b], prompts[a:b], key, sampling, prompt_offset=a, min_prompt_len=min_prompt_len
+        )
 
     results, t = pipelined_rollouts(generate, lambda k, ab, r: score(scorer, r), bounds, executor)
     timing["rollout_s"] += t.generate_s
@@ -217,9 +274,17 @@ def rollouts(sampler, params, scorer: Callable, records: list[dict], prompts: li
     return ScoredRollouts(tuple(g for _, scored in results for g in scored))
 
 
-def draw_groups(draw: Callable, records: list[dict], prompts: list[list[int]], key: jax.Array, *, q: int,
-                dynamic: bool = False, max_draws: int = 1, more: Callable | None = None
-                ) -> ScoredRollouts:
+def draw_groups(
+    draw: Callable,
+    records: list[dict],
+    prompts: list[list[int]],
+    key: jax.Array,
+    *,
+    q: int,
+    dynamic: bool = False,
+    max_draws: int = 1,
+    more: Callable | None = None,
+) -> ScoredRollouts:
     """The step's ``q`` groups: ``draw(records, prompts, key_i) → groups`` once, or with DAPO's
     dynamic sampling (``dynamic``) again on ``more() → (records, prompts)`` until ``q`` groups
     whose rewards are not all equal (a group without signal) are kept or ``max_draws`` draws were

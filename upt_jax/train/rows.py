@@ -4,6 +4,7 @@ offline row builders (SFT demonstrations, preference pairs, KTO's unpaired rows,
 text). Each returns `Rows` (``pack_rows`` output: ``tokens``, ``attention_mask``, ``mask``
 ``[B, L]`` …, numpy arrays) and host metrics, and `pack_for_update` packs them for the update when
 ``train.pack_sequences`` is on."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,19 @@ from upt_jax.train.batching import pack_rows
 from upt_jax.train.kto import examples, kto_rows
 from upt_jax.train.records import preference_pair
 
-__all__ = ["Rows", "assemble_rows", "text_rows", "preference_rows", "kto_preference_rows", "sft_rows", "demo_ids", "group_rows",
-           "group_metrics", "kept_set_rows", "pack_for_update"]
+__all__ = [
+    "Rows",
+    "assemble_rows",
+    "text_rows",
+    "preference_rows",
+    "kto_preference_rows",
+    "sft_rows",
+    "demo_ids",
+    "group_rows",
+    "group_metrics",
+    "kept_set_rows",
+    "pack_for_update",
+]
 
 ROW_KEYS = ("tokens", "attention_mask", "mask")
 
@@ -68,8 +80,16 @@ class Rows(MutableMapping):
         return len(self.columns)
 
 
-def assemble_rows(groups, tok, *, demos: bool = False, recipe_name: str = "", replay: bool = False,
-                  process_reward=None, min_prompt_len: int = 0) -> tuple[Rows, dict]:
+def assemble_rows(
+    groups,
+    tok,
+    *,
+    demos: bool = False,
+    recipe_name: str = "",
+    replay: bool = False,
+    process_reward=None,
+    min_prompt_len: int = 0,
+) -> tuple[Rows, dict]:
     """The online stage after scoring: a step's groups (`upt_jax.train.rollouts.ScoredRollouts`)
     as `Rows` (`group_rows`; with ``demos`` each question's demonstration last in its group,
     ``recipe_name`` naming the recipe in the error when a record has none; ``replay``: kept-set
@@ -115,8 +135,10 @@ def kto_preference_rows(tok, records, prompts) -> tuple[Rows, dict]:
     ex = examples(records, preference_pair)
     resp = [tok.encode(x) + [tok.eos_id] for x, _ in ex]
     rows = Rows(kto_rows(prompts, resp, [y for _, y in ex], pad_id=tok.pad_id))
-    return rows, {"response_length": float(np.mean([len(x) for x in resp])),
-                  "kto/desirable_frac": float(np.mean([y for _, y in ex]))}
+    return rows, {
+        "response_length": float(np.mean([len(x) for x in resp])),
+        "kto/desirable_frac": float(np.mean([y for _, y in ex])),
+    }
 
 
 def sft_rows(tok, records, *, template: str, system_prompt) -> tuple[Rows, dict]:
@@ -124,8 +146,14 @@ def sft_rows(tok, records, *, template: str, system_prompt) -> tuple[Rows, dict]
     from upt_jax.data.chat import sft_example
 
     ex = [sft_example(tok, r, template=template, system_prompt=system_prompt) for r in records]
-    rows = Rows(pack_rows([e[0] for e in ex], [e[1] for e in ex], pad_id=tok.pad_id,
-                          response_values=dict(loss_mask=[e[2] for e in ex])))
+    rows = Rows(
+        pack_rows(
+            [e[0] for e in ex],
+            [e[1] for e in ex],
+            pad_id=tok.pad_id,
+            response_values=dict(loss_mask=[e[2] for e in ex]),
+        )
+    )
     rows["mask"] = rows["mask"] * rows.pop("loss_mask")
     return rows, {"response_length": float(np.mean([len(e[1]) for e in ex]))}
 
@@ -138,8 +166,9 @@ def demo_ids(tok, record, recipe_name: str) -> list[int]:
     return tok.encode(demo) + [tok.eos_id]
 
 
-def group_rows(groups, *, pad_id: int, demos: list | None = None, replay: bool = False,
-               min_prompt_len: int = 0) -> Rows:
+def group_rows(
+    groups, *, pad_id: int, demos: list | None = None, replay: bool = False, min_prompt_len: int = 0
+) -> Rows:
     """The rows of a step's groups: each group's ``n`` rollouts, then its demonstration
     (``demos[g]``, token ids) when ``demos`` is given: rows ``[G · (n + 1), L]``, a
     demonstration last in its group, with behaviour log-probs 0 (unknown behaviour policy),
@@ -163,8 +192,15 @@ def group_rows(groups, *, pad_id: int, demos: list | None = None, replay: bool =
             threshold.append(np.full(len(demo), -np.inf, np.float32))  # the whole vocabulary
             rewards.append(1.0)  # a demonstration is correct
             is_demo.append(True)
-    rows = Rows(pack_rows(prompts, resp, pad_id=pad_id, response_values=dict(
-        old_logp=logp, rollout_logp=rollout_logp, rollout_threshold=threshold), min_prompt_len=min_prompt_len))
+    rows = Rows(
+        pack_rows(
+            prompts,
+            resp,
+            pad_id=pad_id,
+            response_values=dict(old_logp=logp, rollout_logp=rollout_logp, rollout_threshold=threshold),
+            min_prompt_len=min_prompt_len,
+        )
+    )
     rows.update(kept_set_rows(rows, replay))
     rows["rewards"] = np.asarray(rewards, np.float32)
     rows["is_demo"] = np.asarray(is_demo, bool)
@@ -199,8 +235,10 @@ def kept_set_rows(rows: dict, replay: bool) -> dict:
     thr = rows.pop("rollout_threshold")
     if not replay:
         return {}
-    return {"old_logp": rows["rollout_logp"], "rollout_threshold": np.where(rows["mask"] > 0, thr, -np.inf)
-            .astype(np.float32)}
+    return {
+        "old_logp": rows["rollout_logp"],
+        "rollout_threshold": np.where(rows["mask"] > 0, thr, -np.inf).astype(np.float32),
+    }
 
 
 def pack_for_update(rows: Rows, *, row_multiple: int, num_microbatches: int, group_size: int) -> tuple[Rows, dict]:
@@ -209,11 +247,18 @@ def pack_for_update(rows: Rows, *, row_multiple: int, num_microbatches: int, gro
     and ``pack/*`` metrics."""
     from upt_jax.train.batching import pack_sequences
 
-    packed = pack_sequences(rows["tokens"], rows["attention_mask"], row_multiple=row_multiple,
-                            num_microbatches=num_microbatches, group_size=group_size)
+    packed = pack_sequences(
+        rows["tokens"],
+        rows["attention_mask"],
+        row_multiple=row_multiple,
+        num_microbatches=num_microbatches,
+        group_size=group_size,
+    )
     real = float(np.sum(rows["attention_mask"]))
-    info = {"pack/rows": float(packed["packed_tokens"].shape[0]),
-            "pack/len": float(packed["packed_tokens"].shape[1]),
-            "pack/padding_frac": 1.0 - real / packed["packed_tokens"].size,
-            "pack/padding_frac_unpacked": 1.0 - real / rows["attention_mask"].size}
+    info = {
+        "pack/rows": float(packed["packed_tokens"].shape[0]),
+        "pack/len": float(packed["packed_tokens"].shape[1]),
+        "pack/padding_frac": 1.0 - real / packed["packed_tokens"].size,
+        "pack/padding_frac_unpacked": 1.0 - real / rows["attention_mask"].size,
+    }
     return Rows(dict(rows, **packed)), info

@@ -3,6 +3,7 @@
 (`read_record`), and a shipped weights directory (``model.json`` + ``model.safetensors`` +
 ``record.json``: `is_weights_dir`, `verify_weights`). `upt_jax.train.run_model` writes the record
 and rebuilds a run's model from it."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,21 @@ from etils import epath
 
 from upt_jax.train.run_spec import is_remote
 
-__all__ = ["MODEL_FILE", "WEIGHTS_FILE", "RECORD_FILE", "FORMAT", "run_root", "checkpoints_dir", "read_json",
-           "read_record", "absolute_path", "tokenizer_spec", "is_weights_dir", "file_sha256", "verify_weights"]
+__all__ = [
+    "MODEL_FILE",
+    "WEIGHTS_FILE",
+    "RECORD_FILE",
+    "FORMAT",
+    "run_root",
+    "checkpoints_dir",
+    "read_json",
+    "read_record",
+    "absolute_path",
+    "tokenizer_spec",
+    "is_weights_dir",
+    "file_sha256",
+    "verify_weights",
+]
 
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"  # a weights directory (`is_weights_dir`): no checkpoints/
@@ -64,14 +78,11 @@ def tokenizer_spec(spec) -> str:
     return "char" if spec in ("char", "builtin:char") else absolute_path(spec)
 
 
-
-
 def is_weights_dir(path) -> bool:
     """``path`` is a model directory without checkpoints: ``model.json`` and ``model.safetensors``
     (HF tensor names), as `upt_jax.studies.base_model.ship_base` writes the shipped base models."""
     root = run_root(path)
-    return ((root / MODEL_FILE).is_file() and (root / WEIGHTS_FILE).is_file()
-            and not (root / "checkpoints").is_dir())
+    return (root / MODEL_FILE).is_file() and (root / WEIGHTS_FILE).is_file() and not (root / "checkpoints").is_dir()
 
 
 def file_sha256(path) -> str:
@@ -96,5 +107,7 @@ def verify_weights(root) -> None:
         return
     got = file_sha256(root / WEIGHTS_FILE)
     if got != expected:
-        raise CheckpointError(f"{root / WEIGHTS_FILE}: SHA-256 {got} differs from the {expected} that "
-                              f"{root / RECORD_FILE} records; the weights file is damaged or was replaced")
+        raise CheckpointError(
+            f"{root / WEIGHTS_FILE}: SHA-256 {got} differs from the {expected} that "
+            f"{root / RECORD_FILE} records; the weights file is damaged or was replaced"
+        )

@@ -26,6 +26,7 @@ HF directory they were initialised from if it still exists, else ``model.preset`
 `carry_tokenizer` gives a run that starts from a run directory the tokenizer and prompt
 template recorded there.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,31 +40,68 @@ from flax import nnx
 from upt_jax.models.lora import LoraConfig, apply_lora, merge_lora
 
 # the run directory's files and its tokenizer record, re-exported: one module to import from
-from upt_jax.train.run_files import (FORMAT, MODEL_FILE, RECORD_FILE, WEIGHTS_FILE, absolute_path,  # noqa: F401
-                                     checkpoints_dir, file_sha256, is_weights_dir, read_json, read_record, run_root,
-                                     tokenizer_spec, verify_weights)
+from upt_jax.train.run_files import (
+    FORMAT,
+    MODEL_FILE,
+    RECORD_FILE,
+    WEIGHTS_FILE,
+    absolute_path,  # noqa: F401
+    checkpoints_dir,
+    file_sha256,
+    is_weights_dir,
+    read_json,
+    read_record,
+    run_root,
+    tokenizer_spec,
+    verify_weights,
+)
 from upt_jax.train.tokenizer_record import carry_tokenizer, recorded_tokenizer  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODEL_FILE", "WEIGHTS_FILE", "RECORD_FILE", "is_weights_dir", "file_sha256", "verify_weights",
-           "run_root", "checkpoints_dir", "read_record", "make_record", "record_for",
-           "write_record", "source_of", "lineage_preset", "recorded_model_config", "model_from_run", "load_run_model",
-           "recorded_tokenizer", "carry_tokenizer", "tokenizer_spec", "lora_config", "run_lora",
-           "adapted_model_from_run", "merged_model_from_run"]
-
+__all__ = [
+    "MODEL_FILE",
+    "WEIGHTS_FILE",
+    "RECORD_FILE",
+    "is_weights_dir",
+    "file_sha256",
+    "verify_weights",
+    "run_root",
+    "checkpoints_dir",
+    "read_record",
+    "make_record",
+    "record_for",
+    "write_record",
+    "source_of",
+    "lineage_preset",
+    "recorded_model_config",
+    "model_from_run",
+    "load_run_model",
+    "recorded_tokenizer",
+    "carry_tokenizer",
+    "tokenizer_spec",
+    "lora_config",
+    "run_lora",
+    "adapted_model_from_run",
+    "merged_model_from_run",
+]
 
 
 # ----------------------------------------------------------------------------- writing
-def make_record(cfg, *, source: dict, tokenizer: str, tok, template: str,
-                system_prompt: str | None) -> dict:
+def make_record(cfg, *, source: dict, tokenizer: str, tok, template: str, system_prompt: str | None) -> dict:
     """The ``model.json`` of a run: its resolved ``ModelConfig`` ``cfg``, where it came from
     (``source``), its tokenizer (the spec ``tokenizer`` and the loaded ``tok``) and prompt
     template."""
-    return {"format": FORMAT, "model": cfg.to_dict(), "source": source,
-            "tokenizer": tokenizer_spec(tokenizer), "tokenizer_vocab_size": int(tok.vocab_size),
-            "template": template, "system_prompt": system_prompt,
-            "chat_template": getattr(tok.hf, "chat_template", None) or None}
+    return {
+        "format": FORMAT,
+        "model": cfg.to_dict(),
+        "source": source,
+        "tokenizer": tokenizer_spec(tokenizer),
+        "tokenizer_vocab_size": int(tok.vocab_size),
+        "template": template,
+        "system_prompt": system_prompt,
+        "chat_template": getattr(tok.hf, "chat_template", None) or None,
+    }
 
 
 def write_record(run_dir, record: dict) -> None:
@@ -110,9 +148,16 @@ def lineage_preset(source: dict | None) -> tuple[str, dict] | None:
 
 
 # ----------------------------------------------------------------------------- rebuilding
-def recorded_model_config(path, *, key: str, param_dtype: str | None = None, dtype: str | None = None,
-                          vocab_size: int | None = None, special: dict | None = None,
-                          fallback: tuple[str, dict] | None = None):
+def recorded_model_config(
+    path,
+    *,
+    key: str,
+    param_dtype: str | None = None,
+    dtype: str | None = None,
+    vocab_size: int | None = None,
+    special: dict | None = None,
+    fallback: tuple[str, dict] | None = None,
+):
     """``(ModelConfig, where)``: the architecture of the model saved in the run directory ``path``
     (``key`` names the config key or flag that gave it, for errors), and the file it was read from.
 
@@ -139,9 +184,12 @@ def recorded_model_config(path, *, key: str, param_dtype: str | None = None, dty
             raise FileNotFoundError(
                 f"{key}={str(path)!r}: {root} has no {MODEL_FILE} and its config.json says the model "
                 f"came from the Hugging Face directory model.hf_dir={hf_dir!r}, which no longer holds a "
-                "config.json; the architecture of its checkpoints is unknown")
-        return (ModelConfig.from_pretrained(hf_dir, param_dtype=dtypes["param_dtype"], dtype=dtypes["dtype"]),
-                f"{root / 'config.json'} (model.hf_dir={hf_dir})")
+                "config.json; the architecture of its checkpoints is unknown"
+            )
+        return (
+            ModelConfig.from_pretrained(hf_dir, param_dtype=dtypes["param_dtype"], dtype=dtypes["dtype"]),
+            f"{root / 'config.json'} (model.hf_dir={hf_dir})",
+        )
     if "preset" in m:
         name, overrides, where = m["preset"], _plain(m.get("overrides")), str(root / "config.json")
     elif fallback is not None:
@@ -150,7 +198,8 @@ def recorded_model_config(path, *, key: str, param_dtype: str | None = None, dty
         raise FileNotFoundError(
             f"{key}={str(path)!r}: {root} records no model architecture (neither {MODEL_FILE} nor a "
             "config.json with model.preset/overrides or model.hf_dir), so the shape of its checkpoints "
-            "is unknown; point it at an upt_jax run directory")
+            "is unknown; point it at an upt_jax run directory"
+        )
     overrides = dict(overrides)
     if vocab_size is not None:
         overrides.setdefault("vocab_size", vocab_size)
@@ -159,10 +208,21 @@ def recorded_model_config(path, *, key: str, param_dtype: str | None = None, dty
     return preset(name, **overrides), where
 
 
-def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str | None = None,
-                   dtype: str | None = None, remat: str = "none", mesh=None, vocab_size: int | None = None,
-                   special: dict | None = None, fallback: tuple[str, dict] | None = None,
-                   check_vocab: bool = True, tokenizer: str = "the tokenizer"):
+def model_from_run(
+    path,
+    *,
+    key: str,
+    step: int | None = None,
+    param_dtype: str | None = None,
+    dtype: str | None = None,
+    remat: str = "none",
+    mesh=None,
+    vocab_size: int | None = None,
+    special: dict | None = None,
+    fallback: tuple[str, dict] | None = None,
+    check_vocab: bool = True,
+    tokenizer: str = "the tokenizer",
+):
     """``(model, step)``: the model saved in the run directory ``path`` (or its ``checkpoints/``),
     with the recorded architecture (`recorded_model_config`) and the params of checkpoint ``step``
     (default: the newest usable one; older steps are tried when a newer one fails its integrity
@@ -177,14 +237,23 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
     from upt_jax.models.partition import shard_model
     from upt_jax.train.checkpoint import CheckpointError, restore_params
 
-    cfg, where = recorded_model_config(path, key=key, param_dtype=param_dtype, dtype=dtype,
-                                       vocab_size=vocab_size, special=special, fallback=fallback)
+    cfg, where = recorded_model_config(
+        path, key=key, param_dtype=param_dtype, dtype=dtype, vocab_size=vocab_size, special=special, fallback=fallback
+    )
     if check_vocab and vocab_size is not None and vocab_size > cfg.vocab_size:
         raise ValueError(
             f"{key}={str(path)!r}: the model ({where}) has {cfg.vocab_size} embedding rows but "
-            f"{tokenizer} has {vocab_size} tokens; use the tokenizer the run was trained with")
-    log.info("model from %s: %s, %d layers, hidden %d, vocabulary %d (architecture from %s)", path,
-             cfg.model_type, cfg.num_layers, cfg.hidden_size, cfg.vocab_size, where)
+            f"{tokenizer} has {vocab_size} tokens; use the tokenizer the run was trained with"
+        )
+    log.info(
+        "model from %s: %s, %d layers, hidden %d, vocabulary %d (architecture from %s)",
+        path,
+        cfg.model_type,
+        cfg.num_layers,
+        cfg.hidden_size,
+        cfg.vocab_size,
+        where,
+    )
     record = read_record(run_root(path))
     if (record or {}).get("lora"):  # a LoRA run: its base from the recorded source, adapters merged
         return merged_model_from_run(path, key=key, step=step, remat=remat, cfg=cfg, mesh=mesh)
@@ -204,7 +273,8 @@ def model_from_run(path, *, key: str, step: int | None = None, param_dtype: str 
         raise CheckpointError(
             f"{key}={str(path)!r}: cannot restore the {cfg.model_type} model of {cfg.num_layers} layers, "
             f"hidden {cfg.hidden_size}, vocabulary {cfg.vocab_size} that {where} describes from "
-            f"{directory}: {e}") from e
+            f"{directory}: {e}"
+        ) from e
     nnx.update(model, params)
     if mesh is not None:
         shard_model(model, mesh)
@@ -237,8 +307,9 @@ def _base_model(source: dict, cfg, *, key: str, remat: str):
     if init == "hf":
         return load_hf_checkpoint(source["hf_dir"], cfg=cfg, remat=remat)
     if init == "checkpoint":
-        model, _ = model_from_run(source["checkpoint"], key=key, param_dtype=cfg.param_dtype, dtype=cfg.dtype,
-                                  remat=remat)
+        model, _ = model_from_run(
+            source["checkpoint"], key=key, param_dtype=cfg.param_dtype, dtype=cfg.dtype, remat=remat
+        )
         return model
     raise ValueError(f"{key}: the LoRA run records no usable source for its base model ({source!r})")
 
@@ -259,13 +330,13 @@ def adapted_model_from_run(path, *, key: str, step: int | None = None, remat: st
     try:
         adapters, step = restore_params(checkpoints_dir(path), abstract, step=step, return_step=True)
     except CheckpointError as e:
-        raise CheckpointError(f"{key}={str(path)!r}: cannot restore the LoRA adapters (r={cfg.rank}, "
-                              f"targets {cfg.targets!r}): {e}") from e
+        raise CheckpointError(
+            f"{key}={str(path)!r}: cannot restore the LoRA adapters (r={cfg.rank}, targets {cfg.targets!r}): {e}"
+        ) from e
     return nnx.merge(graphdef, adapters, rest), step, cfg
 
 
-def merged_model_from_run(path, *, key: str, step: int | None = None, remat: str = "none", cfg=None,
-                          mesh=None):
+def merged_model_from_run(path, *, key: str, step: int | None = None, remat: str = "none", cfg=None, mesh=None):
     """``(model, step)``: a LoRA run's model with its adapters merged into the base weights
     (`merge_lora`), in ``cfg``'s dtypes when given (another stage may train in another precision)."""
     from upt_jax.models.partition import shard_model
@@ -284,8 +355,14 @@ def merged_model_from_run(path, *, key: str, step: int | None = None, remat: str
 
 def record_for(config, model, tok) -> dict:
     """The ``model.json`` of the run ``config`` with its built ``model`` and tokenizer ``tok``."""
-    record = make_record(model.cfg, source=source_of(config.model), tokenizer=config.tokenizer, tok=tok,
-                         template=config.data.template, system_prompt=config.data.get("system_prompt"))
+    record = make_record(
+        model.cfg,
+        source=source_of(config.model),
+        tokenizer=config.tokenizer,
+        tok=tok,
+        template=config.data.template,
+        system_prompt=config.data.get("system_prompt"),
+    )
     lora = lora_config(config)
     if lora is not None:  # checkpoints hold the adapters only: the base is rebuilt from "source"
         record["lora"] = lora.to_dict()
@@ -334,9 +411,13 @@ def load_run_model(run_dir, *, step: int | None = None, tokenizer: str | None = 
         import ml_collections
 
         rec = recorded_tokenizer(run_dir) or {}
-        config = ml_collections.ConfigDict(dict(name=run_dir.resolve().name, tokenizer=rec.get("tokenizer") or "char",
-                                                data=dict(template=rec.get("template") or "zero",
-                                                          system_prompt=rec.get("system_prompt"))))
+        config = ml_collections.ConfigDict(
+            dict(
+                name=run_dir.resolve().name,
+                tokenizer=rec.get("tokenizer") or "char",
+                data=dict(template=rec.get("template") or "zero", system_prompt=rec.get("system_prompt")),
+            )
+        )
     else:
         config = _read_run_config(run_dir)
         if not (run_dir / "checkpoints").is_dir():
@@ -344,6 +425,7 @@ def load_run_model(run_dir, *, step: int | None = None, tokenizer: str | None = 
     spec = tokenizer or (recorded_tokenizer(run_dir) or {}).get("tokenizer") or config.get("tokenizer", "char")
     tok = load_tokenizer(spec)
     special = dict(eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, pad_token_id=tok.pad_id)
-    model, step = model_from_run(run_dir, key="--run-dir", step=step, vocab_size=tok.vocab_size,
-                                 special=special, tokenizer=f"tokenizer {spec!r}")
+    model, step = model_from_run(
+        run_dir, key="--run-dir", step=step, vocab_size=tok.vocab_size, special=special, tokenizer=f"tokenizer {spec!r}"
+    )
     return model, tok, config, step

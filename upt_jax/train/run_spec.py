@@ -1,14 +1,23 @@
 """What a run's config implies, before anything is built: the recipe it trains, whether its groups
 carry a demonstration, its critic, its rollout temperature, kept-set replay, its group size and
 mesh sizes. Pure functions of the config (and the recipe value, when given)."""
+
 from __future__ import annotations
 
 import numpy as np
 
 from upt_jax.train.kto import uses_kto
 
-__all__ = ["get_recipe", "uses_demos", "critic_spec", "rollout_temperature", "kept_set_replay", "mesh_sizes",
-           "group_size", "is_remote"]
+__all__ = [
+    "get_recipe",
+    "uses_demos",
+    "critic_spec",
+    "rollout_temperature",
+    "kept_set_replay",
+    "mesh_sizes",
+    "group_size",
+    "is_remote",
+]
 
 
 def get_recipe(config, recipe=None):
@@ -76,4 +85,3 @@ def group_size(config, with_demos: bool) -> int:
 
 def is_remote(path) -> bool:
     return "://" in str(path)
-

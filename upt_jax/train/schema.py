@@ -14,6 +14,7 @@ are open dicts whose entries come from the code they configure: ``recipe.hparams
 configured recipe constructor's keyword arguments, from its signature), ``model.overrides`` and
 ``teacher.overrides`` (``ModelConfig`` fields) and ``data.fields`` (``FieldMap`` columns).
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,14 +22,49 @@ import dataclasses
 import difflib
 
 # the schema's parts, importable from here as before
-from upt_jax.train.schema_domains import (ConfigError, Domain, Key, anything, choice, flag, names, number,
-                                          plain, task_tiers, text)
+from upt_jax.train.schema_domains import (
+    ConfigError,
+    Domain,
+    Key,
+    anything,
+    choice,
+    flag,
+    names,
+    number,
+    plain,
+    task_tiers,
+    text,
+)
 from upt_jax.train.schema_hparams import check_hparams, recipe_hparams, recipe_names
 from upt_jax.train.schema_keys import MODES, OPEN_KEYS, SECTIONS, flatten, keys
 
-__all__ = ["ConfigError", "Domain", "Key", "anything", "choice", "flag", "names", "number", "plain", "task_tiers",
-           "text", "check_hparams", "recipe_hparams", "recipe_names", "MODES", "OPEN_KEYS", "SECTIONS", "flatten",
-           "keys", "is_pipeline", "validate", "open_key", "parse_value", "apply_override", "describe"]
+__all__ = [
+    "ConfigError",
+    "Domain",
+    "Key",
+    "anything",
+    "choice",
+    "flag",
+    "names",
+    "number",
+    "plain",
+    "task_tiers",
+    "text",
+    "check_hparams",
+    "recipe_hparams",
+    "recipe_names",
+    "MODES",
+    "OPEN_KEYS",
+    "SECTIONS",
+    "flatten",
+    "keys",
+    "is_pipeline",
+    "validate",
+    "open_key",
+    "parse_value",
+    "apply_override",
+    "describe",
+]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -55,14 +91,18 @@ def validate(config, prefix: str = "config.", recipe=None) -> None:
     for path, v in values.items():
         if path not in table:
             close = difflib.get_close_matches(path, list(table), n=1)
-            raise ConfigError(f"{prefix}{path} is not a config key" + (f"; did you mean {prefix}{close[0]}?"
-                                                                       if close else "")
-                              + " (`upt train --config F --help` lists every key)")
+            raise ConfigError(
+                f"{prefix}{path} is not a config key"
+                + (f"; did you mean {prefix}{close[0]}?" if close else "")
+                + " (`upt train --config F --help` lists every key)"
+            )
     for path, key in table.items():
         if key.section and path not in values:
             if mode in SECTIONS[key.section]:
-                raise ConfigError(f"{prefix}{key.section} is missing: mode={mode} reads {prefix}{path} "
-                                  f"({key.doc}); see experiments/{'star' if key.section == 'star' else mode}.py")
+                raise ConfigError(
+                    f"{prefix}{key.section} is missing: mode={mode} reads {prefix}{path} "
+                    f"({key.doc}); see experiments/{'star' if key.section == 'star' else mode}.py"
+                )
             continue
         if path not in values:  # an older config without the key: the code's default applies
             continue
@@ -81,8 +121,10 @@ def validate(config, prefix: str = "config.", recipe=None) -> None:
     elif "recipe" in config and plain(config.recipe.get("hparams")):
         raise ConfigError(f"{prefix}recipe.hparams: recipe {recipe.name!r} is a value; it takes no hparams")
     if values.get("data.system_prompt") is not None and values.get("data.template") != "chat":
-        raise ConfigError(f"{prefix}data.system_prompt is set but {prefix}data.template="
-                          f"{values.get('data.template')!r}: only the chat template has a system message")
+        raise ConfigError(
+            f"{prefix}data.system_prompt is set but {prefix}data.template="
+            f"{values.get('data.template')!r}: only the chat template has a system message"
+        )
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -91,8 +133,11 @@ def open_key(path: str) -> tuple[str, str, str] | None:
     pipeline stage's ``prefix``) names an entry of an open dict, e.g.
     ``grpo.recipe.hparams.kl_coef`` → ``("grpo.", "recipe.hparams", "kl_coef")``; else None."""
     for open_path in OPEN_KEYS:
-        head, sep, entry = path.rpartition("." + open_path + ".") if not path.startswith(open_path + ".") \
-            else ("", ".", path[len(open_path) + 1:])
+        head, sep, entry = (
+            path.rpartition("." + open_path + ".")
+            if not path.startswith(open_path + ".")
+            else ("", ".", path[len(open_path) + 1 :])
+        )
         if sep and entry and "." not in entry:
             return (head + "." if head else ""), open_path, entry
     return None
@@ -135,7 +180,7 @@ def apply_override(config, path: str, raw: str) -> None:
             raise ConfigError(f"config.{path}: config.{prefix.rstrip('.')} does not exist")
         sub = sub[part]
     entries = keys()[open_path].entries(sub)
-    where = (f"recipe {sub.recipe.name!r}" if open_path == "recipe.hparams" else f"config.{prefix}{open_path}")
+    where = f"recipe {sub.recipe.name!r}" if open_path == "recipe.hparams" else f"config.{prefix}{open_path}"
     if entry not in entries:
         raise ConfigError(f"config.{path}: {where} has no key {entry!r}; its keys: {', '.join(entries) or 'none'}")
     key = entries[entry]
@@ -164,8 +209,10 @@ def describe(config=None, *, title: str = "") -> str:
     hyper-parameters), the hyper-parameters the configured recipe's."""
     lines = [title] if title else []
     if config is not None and is_pipeline(config):
-        lines.append(f"a pipeline: stages {', '.join(config.order)} in order, each set with "
-                     "--config.STAGE.KEY=VALUE; run_dir: the pipeline's directory")
+        lines.append(
+            f"a pipeline: stages {', '.join(config.order)} in order, each set with "
+            "--config.STAGE.KEY=VALUE; run_dir: the pipeline's directory"
+        )
         for name in config.order:
             lines += ["", f"== stage {name} (--config.{name}.KEY=VALUE)", describe(config[name], title="")]
         return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The schema's building blocks: what values a config key accepts (`Domain`, built by `number`,
 `choice`, `text`, `flag`, `names`, `task_tiers` and `anything`), one key (`Key`), and
 `ConfigError`, which names the key of a value outside its domain (see `upt_jax.train.schema`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,9 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def number(kind=float, *, lo=None, hi=None, lo_open=False, hi_open=False, none: str = "",
-           also: tuple = (), also_text: str = "") -> Domain:
+def number(
+    kind=float, *, lo=None, hi=None, lo_open=False, hi_open=False, none: str = "", also: tuple = (), also_text: str = ""
+) -> Domain:
     """Finite numbers of ``kind`` (``int``: integers only) within the bounds; ``none``: ``None``
     is allowed and means this; ``also``: extra allowed values (e.g. ``-1``), described by ``also_text``."""
     if lo is not None and hi is not None:
@@ -93,16 +95,16 @@ def choice(values, *, none: str = "") -> Domain:
     """One of ``values`` (strings)."""
     values = tuple(values)
     allowed = "one of " + ", ".join(map(str, values)) + (f", or None ({none})" if none else "")
-    return Domain(str, allowed, lambda v: v in values, bool(none), ("no_such_" + str(values[0]),)
-                  + (() if none else (None,)))
+    return Domain(
+        str, allowed, lambda v: v in values, bool(none), ("no_such_" + str(values[0]),) + (() if none else (None,))
+    )
 
 
 def text(*, nonempty: bool = False, none: str = "") -> Domain:
     """A string (``nonempty``: not blank)."""
     allowed = ("a non-empty string" if nonempty else "a string") + (f", or None ({none})" if none else "")
     outside = ((" ",) if nonempty else ()) + (() if none else (None,))
-    return Domain(str, allowed, lambda v: isinstance(v, str) and (not nonempty or bool(v.strip())),
-                  bool(none), outside)
+    return Domain(str, allowed, lambda v: isinstance(v, str) and (not nonempty or bool(v.strip())), bool(none), outside)
 
 
 def regex() -> Domain:
@@ -127,9 +129,13 @@ def flag() -> Domain:
 def names(valid, what: str) -> Domain:
     """A non-empty tuple (or list) of names from ``valid``."""
     valid = tuple(valid)
-    return Domain(tuple, f"a non-empty tuple of {what}: " + ", ".join(valid),
-                  lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(x in valid for x in v),
-                  False, ((), ("no_such_tier",), None))
+    return Domain(
+        tuple,
+        f"a non-empty tuple of {what}: " + ", ".join(valid),
+        lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(x in valid for x in v),
+        False,
+        ((), ("no_such_tier",), None),
+    )
 
 
 def task_tiers() -> Domain:
@@ -144,10 +150,14 @@ def task_tiers() -> Domain:
         except (KeyError, TypeError):
             return False
 
-    return Domain(tuple, "a non-empty tuple of task tiers (upt_jax.data.tasks; 'module:tier' imports a user's "
-                         "task module): " + ", ".join(tasks.tier_names()),
-                  lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(known(x) for x in v),
-                  False, ((), ("no_such_tier",), None))
+    return Domain(
+        tuple,
+        "a non-empty tuple of task tiers (upt_jax.data.tasks; 'module:tier' imports a user's "
+        "task module): " + ", ".join(tasks.tier_names()),
+        lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(known(x) for x in v),
+        False,
+        ((), ("no_such_tier",), None),
+    )
 
 
 def anything(kind=object, allowed: str = "any value") -> Domain:
@@ -174,12 +184,15 @@ def streams_test(v) -> bool:
     return _is_int(v) and v >= 1
 
 
-
 def open_dict(what: str) -> Domain:
     """An open dict: a mapping (its entries are checked against ``Key.entries``)."""
-    return Domain(dict, f"a dict of {what}", lambda v: isinstance(v, Mapping) or hasattr(v, "to_dict"),
-                  False, ({"no_such_key": 1},))
-
+    return Domain(
+        dict,
+        f"a dict of {what}",
+        lambda v: isinstance(v, Mapping) or hasattr(v, "to_dict"),
+        False,
+        ({"no_such_key": 1},),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +231,5 @@ class Key:
             raise ConfigError(f"{prefix}{self.path}={value!r}: must be {self.domain.allowed} ({self.doc})")
 
 
-
 def plain(v):
     return v.to_dict() if hasattr(v, "to_dict") else v
-

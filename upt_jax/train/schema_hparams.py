@@ -1,6 +1,7 @@
 """The schema of ``config.recipe.hparams``: each registered recipe's hyper-parameters, read from its
 constructor's signature, with a domain and doc per name (`recipe_hparams`; see
 `upt_jax.train.schema`)."""
+
 from __future__ import annotations
 
 import functools
@@ -33,18 +34,26 @@ _HPARAMS: dict = {
     "beta": (number(float, **_POS), "β: the scale of the implicit reward log π/π_ref"),
     "label_smoothing": (number(float, lo=0, hi=0.5, hi_open=True), "the assumed fraction of flipped preferences"),
     "temperature": (number(float, **_POS), "the teacher's softmax temperature"),
-    "top_k": (number(int, lo=1, none="the whole vocabulary"),
-              "keep the teacher's k likeliest entries per position (renormalised)"),
+    "top_k": (
+        number(int, lo=1, none="the whole vocabulary"),
+        "keep the teacher's k likeliest entries per position (renormalised)",
+    ),
     "shaping_gamma": (number(float, **_POS), "policy shaping f(π) = π / (π + γ) on demonstration tokens"),
     "sft_coef": (number(float, **_NONNEG), "weight of the demonstration NLL: sft_coef · exp(−H̄)"),
-    "sft_loss_coef": (number(float, **_NONNEG),
-                      "HPT: weight of the SFT term (token mean over routed demonstrations), as the released "
-                      "code's sft_loss_coef"),
+    "sft_loss_coef": (
+        number(float, **_NONNEG),
+        "HPT: weight of the SFT term (token mean over routed demonstrations), as the released code's sft_loss_coef",
+    ),
     "rl_coef": (number(float, **_NONNEG), "weight of positive self-rollouts: rl_coef · exp(+H̄)"),
-    "std_ddof": (number(int, lo=0, hi=1),
-                 "degrees of freedom of the group reward std: 0 population (the papers), 1 Bessel (torch.std, TRL)"),
+    "std_ddof": (
+        number(int, lo=0, hi=1),
+        "degrees of freedom of the group reward std: 0 population (the papers), 1 Bessel (torch.std, TRL)",
+    ),
     "tau_pos": (number(float, **_POS), "SAPO: soft-gate temperature τ for positive advantages"),
-    "tau_neg": (number(float, **_POS), "SAPO: soft-gate temperature τ for negative advantages (> tau_pos: faster decay)"),
+    "tau_neg": (
+        number(float, **_POS),
+        "SAPO: soft-gate temperature τ for negative advantages (> tau_pos: faster decay)",
+    ),
     "ratio": (number(float, lo=0, hi=1, lo_open=True), "fraction r of the batch's tokens selected by covariance"),
     "cov_low": (number(float), "Clip-Cov: candidates have covariance above this (ω_low)"),
     "cov_high": (number(float), "Clip-Cov: candidates have covariance below this (ω_high)"),
@@ -54,7 +63,10 @@ _HPARAMS: dict = {
     "delta_high": (number(float, **_POS), "DPPO: divergence threshold δ for positive advantages"),
     "is_cap": (number(float, lo=1, none="no truncation"), "DPPO: truncation C of the importance weight min(r, C)"),
     "scale_by_std": (flag(), "GPG: divide the advantage by the group std + std_eps (F_norm); False: F_norm = 1"),
-    ("opd_pg", "alpha"): (number(float, **_NONNEG), "weight α of the outcome advantage added to the distillation reward"),
+    ("opd_pg", "alpha"): (
+        number(float, **_NONNEG),
+        "weight α of the outcome advantage added to the distillation reward",
+    ),
     "desirable_weight": (number(float, **_POS), "KTO: λ_D, weight of desirable rows"),
     "undesirable_weight": (number(float, **_POS), "KTO: λ_U, weight of undesirable rows"),
     ("clip_cov", "eps"): (number(float, **_POS, none="no PPO clip (the paper)"), "PPO clip ε on top of Clip-Cov"),
@@ -63,24 +75,28 @@ _HPARAMS: dict = {
     ("simpo", "gamma"): (number(float), "SimPO's target reward margin γ"),
     ("simpo", "beta"): (number(float, **_POS), "SimPO's reward scale β"),
     ("orpo", "lam"): (number(float, **_NONNEG), "λ: weight of the odds-ratio term"),
-    ("hpt", "variant"): (choice(("paper_text", "released_code")),
-                         "paper_text (Eq. 11) or released_code (as the authors' script ran)"),
+    ("hpt", "variant"): (
+        choice(("paper_text", "released_code")),
+        "paper_text (Eq. 11) or released_code (as the authors' script ran)",
+    ),
     ("hpt", "gamma"): (number(float), "gate threshold γ: P > γ → RL, else SFT (0 ≤ γ < 1; gate hard/soft)"),
     ("hpt", "gate"): (None, "how the pass rate P routes a question"),  # filled from the gates
-    ("hpt", "offline"): (choice(("sft", "rl", "both")),
-                         "paper_text: what an SFT-routed question learns from its demonstration"),
+    ("hpt", "offline"): (
+        choice(("sft", "rl", "both")),
+        "paper_text: what an SFT-routed question learns from its demonstration",
+    ),
     ("hpt", "max_len"): (number(int, lo=1, none="the padded length T"), "released_code: the L of token-sum / L"),
     ("hpt", "threshold"): (number(float), "a rollout counts as passed when its reward exceeds this"),
     ("hpt", "temperature"): (number(float, **_POS), "gate=soft: α = σ((P − γ) / temperature)"),
-    ("hpt", "entropy_coef"): (number(float, **_NONNEG),
-                              "entropy bonus −c · (token mean of H over every routed row), as the released "
-                              "code's entropy_coeff (0: none)"),
+    ("hpt", "entropy_coef"): (
+        number(float, **_NONNEG),
+        "entropy bonus −c · (token mean of H over every routed row), as the released code's entropy_coeff (0: none)",
+    ),
     ("hpt", "alpha"): (number(float), "gate=mix: the constant RL weight α"),
     ("hpt", "beta"): (number(float), "gate=mix: the constant SFT weight β"),
 }
 # HPT's **gate_kwargs: (name, default, the gate it applies to or None for every gate)
-_HPT_GATE_KWARGS = (("threshold", 0.5, None), ("temperature", 0.1, "soft"), ("alpha", 1.0, "mix"),
-                    ("beta", 1.0, "mix"))
+_HPT_GATE_KWARGS = (("threshold", 0.5, None), ("temperature", 0.1, "soft"), ("alpha", 1.0, "mix"), ("beta", 1.0, "mix"))
 
 
 def recipe_names() -> tuple[str, ...]:
@@ -92,8 +108,9 @@ def recipe_names() -> tuple[str, ...]:
 
 def from_annotation(ann) -> tuple[Any, bool]:
     """``(type, optional)`` of an annotation: ``float``, ``int | None`` → ``(int, True)``, else object."""
-    args = typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union \
-        else (ann,)
+    args = (
+        typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union else (ann,)
+    )
     optional = type(None) in args
     rest = [a for a in args if a is not type(None)]
     if len(rest) == 1 and rest[0] in (float, int, str, bool):
@@ -146,15 +163,18 @@ def check_hparams(config, prefix: str) -> None:
     known = recipe_hparams(name)
     for k, v in hp.items():
         if k not in known:
-            raise ConfigError(f"{prefix}recipe.hparams.{k}: recipe {name!r} has no such hyper-parameter; "
-                              f"its hyper-parameters: {', '.join(known) or 'none'}")
+            raise ConfigError(
+                f"{prefix}recipe.hparams.{k}: recipe {name!r} has no such hyper-parameter; "
+                f"its hyper-parameters: {', '.join(known) or 'none'}"
+            )
         known[k].check(v, prefix)
         gate = hp.get("gate", "hard")
         if known[k].only_with and known[k].only_with != gate:
-            raise ConfigError(f"{prefix}recipe.hparams.{k}={v!r} applies to gate={known[k].only_with!r} only, "
-                              f"not {prefix}recipe.hparams.gate={gate!r}")
+            raise ConfigError(
+                f"{prefix}recipe.hparams.{k}={v!r} applies to gate={known[k].only_with!r} only, "
+                f"not {prefix}recipe.hparams.gate={gate!r}"
+            )
     try:
         upge.get_recipe(name, **hp)
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"{prefix}recipe.hparams={hp}: recipe {name!r} does not build: {e}") from e
-

@@ -13,6 +13,7 @@ The trainer's step ``s`` uses ``key = fold_in(state.key, s)`` and samples its (f
 `optimizer`, `policy_step` and `policy_logp_fn` (with `upt_jax.train.state.create_train_state`
 and `upt_jax.sampling.Sampler`), as the trainer builds them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -30,9 +31,25 @@ from upt_jax.train.rows import Rows, assemble_rows
 from upt_jax.train.state import make_optimizer
 from upt_jax.train.step import make_train_step, place_batch, upge_objective
 
-__all__ = ["Rollouts", "Group", "ScoredRollouts", "Rows", "Batch", "Scorer", "sample", "score", "rollouts",
-           "draw_groups", "assemble_rows", "to_device", "frozen_inputs", "update", "optimizer", "policy_step",
-           "policy_logp_fn"]
+__all__ = [
+    "Rollouts",
+    "Group",
+    "ScoredRollouts",
+    "Rows",
+    "Batch",
+    "Scorer",
+    "sample",
+    "score",
+    "rollouts",
+    "draw_groups",
+    "assemble_rows",
+    "to_device",
+    "frozen_inputs",
+    "update",
+    "optimizer",
+    "policy_step",
+    "policy_logp_fn",
+]
 
 
 def to_device(rows: Mapping, mesh=None) -> dict:
@@ -63,28 +80,51 @@ def optimizer(config):
     """The policy's optax optimiser from ``config.train`` (its schedule counts updates:
     ``steps × update_epochs``)."""
     t = config.train
-    return make_optimizer(t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
-                          total_steps=t.steps * t.update_epochs, weight_decay=t.weight_decay,
-                          max_grad_norm=t.max_grad_norm, decay_steps=t.get("decay_steps", 0) * t.update_epochs)
+    return make_optimizer(
+        t.learning_rate,
+        schedule=t.schedule,
+        warmup_steps=t.warmup_steps,
+        total_steps=t.steps * t.update_epochs,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        decay_steps=t.get("decay_steps", 0) * t.update_epochs,
+    )
 
 
-def policy_step(config, recipe, graphdef, tx, *, group_size: int, temperature: float, mesh=None, shardings=None,
-                lora=None) -> Callable:
+def policy_step(
+    config, recipe, graphdef, tx, *, group_size: int, temperature: float, mesh=None, shardings=None, lora=None
+) -> Callable:
     """The jitted update ``step_fn(state, batch) → (state, metrics)`` of ``recipe``
     (`upt_jax.upge.Recipe`) with ``config.train``'s micro-batches, chunking and skip rules; the
     policy at ``temperature``; ``lora`` (`upt_jax.train.lora_state.adapt`'s): train the adapters."""
     t = config.train
-    objective = upge_objective(recipe, group_size=group_size, chunk_size=t.logprob_chunk,
-                               logits_remat=t.get("logprob_remat", "auto"), temperature=temperature)
-    return make_train_step(graphdef, tx, objective, num_microbatches=t.microbatches, group_size=group_size,
-                           skip_grad_norm=t.skip_grad_norm, skip_update_ratio=t.get("skip_update_ratio", 1.0),
-                           mesh=mesh, shardings=shardings, trainable=lora_state.trainable(lora),
-                           model_hook=lora_state.dropout_hook(lora))
+    objective = upge_objective(
+        recipe,
+        group_size=group_size,
+        chunk_size=t.logprob_chunk,
+        logits_remat=t.get("logprob_remat", "auto"),
+        temperature=temperature,
+    )
+    return make_train_step(
+        graphdef,
+        tx,
+        objective,
+        num_microbatches=t.microbatches,
+        group_size=group_size,
+        skip_grad_norm=t.skip_grad_norm,
+        skip_update_ratio=t.get("skip_update_ratio", 1.0),
+        mesh=mesh,
+        shardings=shardings,
+        trainable=lora_state.trainable(lora),
+        model_hook=lora_state.dropout_hook(lora),
+    )
 
 
 def policy_logp_fn(graphdef, *, chunk_size: int, temperature: float) -> Callable:
     """``logp_fn(params, tokens, attention_mask) → [B, L]`` token log-probs at ``temperature``,
     jitted, forward only (chunked: no recompute, one chunk held): the reference's."""
-    return jax.jit(lambda params, tokens, attn: sequence_logprobs(
-        nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, temperature=temperature,
-        remat="always"))
+    return jax.jit(
+        lambda params, tokens, attn: sequence_logprobs(
+            nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, temperature=temperature, remat="always"
+        )
+    )

@@ -11,6 +11,7 @@ the base each round as the paper does). The next round samples from that model.
 Each round is a run directory ``<run_dir>/round_<r>`` (SFT checkpoints, metrics) beside the
 kept data ``<run_dir>/round_<r>/kept.jsonl``; finished rounds are skipped on rerun.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,20 +35,38 @@ def _sample_correct(sampler, tok, records, config, key, *, hint: bool):
     from upt_jax.train.rollouts import verifier_scores
 
     c = config.data
-    prompts = [prompt_ids(tok, r["question"] + (HINT.format(answer=r["answer"]) if hint else ""), c.template,
-                          system_prompt=c.system_prompt) for r in records]
+    prompts = [
+        prompt_ids(
+            tok,
+            r["question"] + (HINT.format(answer=r["answer"]) if hint else ""),
+            c.template,
+            system_prompt=c.system_prompt,
+        )
+        for r in records
+    ]
     rc = config.rollout
-    params = SamplingParams(max_new_tokens=rc.max_new_tokens, temperature=rc.temperature, top_p=rc.top_p,
-                            top_k=rc.top_k, n=rc.n, stop_token_ids=tok.stop_ids)
+    params = SamplingParams(
+        max_new_tokens=rc.max_new_tokens,
+        temperature=rc.temperature,
+        top_p=rc.top_p,
+        top_k=rc.top_k,
+        n=rc.n,
+        stop_token_ids=tok.stop_ids,
+    )
     out = sampler.generate(prompts, key, params)
-    texts = [tok.decode(out.tokens[i, :out.lengths[i]]) for i in range(len(out.lengths))]
+    texts = [tok.decode(out.tokens[i, : out.lengths[i]]) for i in range(len(out.lengths))]
     with Verifier(config.data.verifier) as v:
         scores = verifier_scores(v, texts, [records[j] for j in out.prompt_index])
     kept = {}
     for i, j in enumerate(out.prompt_index):
         if scores[i] > 0.5 and j not in kept:
-            kept[j] = dict(id=records[j]["id"], question=records[j]["question"], answer=records[j]["answer"],
-                           demonstration=texts[i], rationalised=hint)
+            kept[j] = dict(
+                id=records[j]["id"],
+                question=records[j]["question"],
+                answer=records[j]["answer"],
+                demonstration=texts[i],
+                rationalised=hint,
+            )
     return kept, int(np.sum(scores > 0.5))
 
 
@@ -95,8 +114,15 @@ def run_star(config) -> list[dict]:
         with open(data_file, "w") as f:
             for row in data:
                 f.write(json.dumps(row) + "\n")
-        report = dict(round=r, questions=len(records), solved=len(kept), rationalised=len(rationalised),
-                      correct_samples=n_correct, kept=len(data), run_dir=round_dir)
+        report = dict(
+            round=r,
+            questions=len(records),
+            solved=len(kept),
+            rationalised=len(rationalised),
+            correct_samples=n_correct,
+            kept=len(data),
+            run_dir=round_dir,
+        )
         log.info("STaR round %d: %s", r, report)
         if len(data) >= 1:
             sft = copy.deepcopy(config)

@@ -4,6 +4,7 @@
 it can be jitted with donated buffers, sharded by the partition rules and checkpointed by
 Orbax as is; the NNX graph definition travels beside it (static).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,10 +22,10 @@ from upt_jax.models.partition import DEFAULT_RULES, Rules, param_shardings
 @flax.struct.dataclass
 class TrainState:
     """Attributes:
-      step: ``[]`` int32, number of updates applied (skipped updates included).
-      params: NNX ``State`` of the model's ``Param`` s.
-      opt_state: optax state.
-      rng: ``[2]`` uint32 raw PRNG key data (``jax.random.wrap_key_data`` gives the key).
+    step: ``[]`` int32, number of updates applied (skipped updates included).
+    params: NNX ``State`` of the model's ``Param`` s.
+    opt_state: optax state.
+    rng: ``[2]`` uint32 raw PRNG key data (``jax.random.wrap_key_data`` gives the key).
     """
 
     step: jax.Array
@@ -40,10 +41,20 @@ class TrainState:
 SCHEDULES = ("constant", "cosine", "linear", "wsd")  # make_optimizer's learning-rate schedules
 
 
-def make_optimizer(learning_rate: float = 1e-5, *, schedule: str = "constant", warmup_steps: int = 0,
-                   total_steps: int = 1000, weight_decay: float = 0.0, b1: float = 0.9,
-                   b2: float = 0.999, eps: float = 1e-8, max_grad_norm: float | None = 1.0,
-                   name: str = "adamw", decay_steps: int = 0) -> optax.GradientTransformation:
+def make_optimizer(
+    learning_rate: float = 1e-5,
+    *,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    total_steps: int = 1000,
+    weight_decay: float = 0.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    max_grad_norm: float | None = 1.0,
+    name: str = "adamw",
+    decay_steps: int = 0,
+) -> optax.GradientTransformation:
     """``clip_by_global_norm`` → AdamW (or SGD) with a learning-rate schedule.
 
     ``schedule``: ``constant`` (after linear warm-up), ``cosine`` or ``linear`` decay to 0 at
@@ -53,22 +64,35 @@ def make_optimizer(learning_rate: float = 1e-5, *, schedule: str = "constant", w
     """
     if schedule == "wsd":
         stable_end = max(total_steps - decay_steps, warmup_steps)
-        lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
-                                   optax.constant_schedule(learning_rate),
-                                   optax.linear_schedule(learning_rate, 0.0, max(decay_steps, 1))],
-                                  [warmup_steps, stable_end])
+        lr = optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                optax.constant_schedule(learning_rate),
+                optax.linear_schedule(learning_rate, 0.0, max(decay_steps, 1)),
+            ],
+            [warmup_steps, stable_end],
+        )
     elif schedule == "constant":
-        lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
-                                   optax.constant_schedule(learning_rate)], [warmup_steps]) \
-            if warmup_steps else learning_rate
+        lr = (
+            optax.join_schedules(
+                [optax.linear_schedule(0.0, learning_rate, warmup_steps), optax.constant_schedule(learning_rate)],
+                [warmup_steps],
+            )
+            if warmup_steps
+            else learning_rate
+        )
     elif schedule == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
-                                                max(total_steps, warmup_steps + 1), 0.0)
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, warmup_steps, max(total_steps, warmup_steps + 1), 0.0
+        )
     elif schedule == "linear":
-        lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
-                                   optax.linear_schedule(learning_rate, 0.0,
-                                                         max(total_steps - warmup_steps, 1))],
-                                  [warmup_steps])
+        lr = optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup_steps, 1)),
+            ],
+            [warmup_steps],
+        )
     else:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     if name == "adamw":
@@ -85,8 +109,12 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh, rules: Rules = DEFAU
     """Shardings for a ``TrainState``: params and the optimiser moments (which mirror the
     parameter paths) by the partition rules; ``step``, ``rng`` and scalars replicated."""
     replicated = NamedSharding(mesh, P())
-    return TrainState(step=replicated, params=param_shardings(abstract_state.params, mesh, rules),
-                      opt_state=param_shardings(abstract_state.opt_state, mesh, rules), rng=replicated)
+    return TrainState(
+        step=replicated,
+        params=param_shardings(abstract_state.params, mesh, rules),
+        opt_state=param_shardings(abstract_state.opt_state, mesh, rules),
+        rng=replicated,
+    )
 
 
 def trainable_split(params, trainable=None):
@@ -97,8 +125,15 @@ def trainable_split(params, trainable=None):
     return nnx.split_state(params, trainable, ...)
 
 
-def create_train_state(model, tx: optax.GradientTransformation, *, seed: int = 0,
-                       mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES, trainable=None):
+def create_train_state(
+    model,
+    tx: optax.GradientTransformation,
+    *,
+    seed: int = 0,
+    mesh: Mesh | None = None,
+    rules: Rules = DEFAULT_RULES,
+    trainable=None,
+):
     """``(graphdef, TrainState, shardings or None)`` from an NNX model.
 
     With a mesh, the state is created directly with its shardings (optimiser state
@@ -110,18 +145,26 @@ def create_train_state(model, tx: optax.GradientTransformation, *, seed: int = 0
     """
     graphdef, params = nnx.split(model)
     train, frozen = trainable_split(params, trainable)
-    others = [type(v).__name__ for v in jax.tree.leaves(train, is_leaf=lambda x: isinstance(x, nnx.Variable))
-              if not isinstance(v, nnx.Param)]
+    others = [
+        type(v).__name__
+        for v in jax.tree.leaves(train, is_leaf=lambda x: isinstance(x, nnx.Variable))
+        if not isinstance(v, nnx.Param)
+    ]
     if others:
-        raise ValueError(f"the model holds non-parameter state ({sorted(set(others))}); "
-                         "upt_jax train states hold Params only")
+        raise ValueError(
+            f"the model holds non-parameter state ({sorted(set(others))}); upt_jax train states hold Params only"
+        )
     if trainable is not None and not jax.tree.leaves(train):
         raise ValueError(f"no variable of the model matches the trainable filter {trainable}")
     rng = jax.random.key_data(jax.random.key(seed))
 
     def init(params):
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=tx.init(trainable_split(params, trainable)[0]), rng=rng)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(trainable_split(params, trainable)[0]),
+            rng=rng,
+        )
 
     if mesh is None:
         return graphdef, init(params), None

@@ -13,6 +13,7 @@ parameters or optimiser state are not finite (e.g. a NaN learning rate), when th
 larger than ``skip_update_ratio`` times the parameters, or when the pre-clip gradient norm
 exceeds ``skip_grad_norm``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from upt_jax.models.logprobs import sequence_logprobs
 from upt_jax.models.vocab_logprobs import teacher_logits, vocab_logprobs  # noqa: F401 (public here too)
 from upt_jax.train.batching import PACKED_KEYS, pack, unpack
-from upt_jax.train.distill import (TeacherInputs, forward_kl_value, teacher_inputs,  # noqa: F401 (public here too)
-                                   teacher_probs_part, without_top_k)
+from upt_jax.train.distill import (
+    TeacherInputs,
+    forward_kl_value,
+    teacher_inputs,  # noqa: F401 (public here too)
+    teacher_probs_part,
+    without_top_k,
+)
 from upt_jax.train.mismatch import finish_mismatch, over_microbatches, rollout_mismatch
 from upt_jax.train.state import TrainState, trainable_split
 
@@ -46,9 +52,15 @@ class Objective:
     prepare: Callable[[Batch], tuple[Batch, dict]] | None = None  # whole-batch, parameter-free
 
 
-def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
-                   with_entropy: bool = True, logits_remat: str = "auto",
-                   temperature: float = 1.0) -> Objective:
+def upge_objective(
+    recipe,
+    *,
+    group_size: int = 1,
+    chunk_size: int = 128,
+    with_entropy: bool = True,
+    logits_remat: str = "auto",
+    temperature: float = 1.0,
+) -> Objective:
     """The UPGE ``recipe`` on token batches.
 
     Batch keys: ``tokens [B, L]``, ``attention_mask [B, L]``, ``mask [B, L]`` (1 on the tokens
@@ -107,15 +119,23 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
     def sums(model, batch):
         mask = batch["mask"]
         if vocab_part is not None and "packed_tokens" in batch:
-            raise ValueError(f"recipe {recipe.name}: vocabulary-level distillation does not take packed "
-                             "sequences (train.pack_sequences)")
+            raise ValueError(
+                f"recipe {recipe.name}: vocabulary-level distillation does not take packed "
+                "sequences (train.pack_sequences)"
+            )
         if vocab_part is None:
             out = row_logprobs(model, batch, chunk_size, with_entropy, logits_remat, temperature)
             logp, ent = out if with_entropy else (out, None)
         else:
             tau = float(vocab_part.kw.get("temperature", 1.0))
-            logp, ent = vocab_logprobs(model, batch["tokens"], batch["attention_mask"],
-                                       ids=batch.get("teacher_ids"), temperature=tau, chunk_size=chunk_size)
+            logp, ent = vocab_logprobs(
+                model,
+                batch["tokens"],
+                batch["attention_mask"],
+                ids=batch.get("teacher_ids"),
+                temperature=tau,
+                chunk_size=chunk_size,
+            )
             ent = ent if with_entropy else None
         r = pick(batch)
         s, _, metrics = upge.compute_loss(r, logp, _loss_view(batch), group_size=group_size, entropy=ent)
@@ -124,7 +144,8 @@ def upge_objective(recipe, *, group_size: int = 1, chunk_size: int = 128,
         if vocab_part is not None:
             top_k = teacher_probs_part(r).kw.get("top_k")
             metrics["distill/forward_kl"] = forward_kl_value(
-                logp, batch["teacher_logits"], mask, temperature=tau, top_k=top_k)
+                logp, batch["teacher_logits"], mask, temperature=tau, top_k=top_k
+            )
         if "teacher_logp" in batch and vocab_part is None:
             diff = jax.lax.stop_gradient(logp) - batch["teacher_logp"]
             metrics["distill/reverse_kl"] = upge.masked_mean(diff, mask)
@@ -138,8 +159,15 @@ def sft_gate_metric(recipe) -> str | None:
     question, the same for every row of a group), ``"<term>/demo/gate_mean"``: its mean over the
     batch is the fraction of the step routed to SFT, logged as ``gate/sft_frac``. None when no
     demonstration term is gated."""
-    return next((f"{t.name}/{role}/gate_mean" for t in recipe.terms for role, parts in t.roles()
-                 if role == "demo" and parts.gate is not None), None)
+    return next(
+        (
+            f"{t.name}/{role}/gate_mean"
+            for t in recipe.terms
+            for role, parts in t.roles()
+            if role == "demo" and parts.gate is not None
+        ),
+        None,
+    )
 
 
 def row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0):
@@ -147,17 +175,33 @@ def row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperatu
     or the packed rows (gathered back, ``unpack``), over the kept sets of ``rollout_threshold``."""
     thr = batch.get("rollout_threshold")
     if "packed_tokens" not in batch:
-        return sequence_logprobs(model, batch["tokens"], batch["attention_mask"], chunk_size=chunk_size,
-                                 temperature=temperature, return_entropy=with_entropy, remat=remat,
-                                 kept_threshold=thr)
-    thr = thr if thr is None else pack(thr, batch["pack_index"], batch["pack_valid"], batch["packed_tokens"].shape,
-                                       -jnp.inf)
-    out = sequence_logprobs(model, batch["packed_tokens"], segment_ids=batch["packed_segment_ids"],
-                            positions=batch["packed_positions"], chunk_size=chunk_size,
-                            temperature=temperature, return_entropy=with_entropy, remat=remat,
-                            kept_threshold=thr)
+        return sequence_logprobs(
+            model,
+            batch["tokens"],
+            batch["attention_mask"],
+            chunk_size=chunk_size,
+            temperature=temperature,
+            return_entropy=with_entropy,
+            remat=remat,
+            kept_threshold=thr,
+        )
+    thr = (
+        thr
+        if thr is None
+        else pack(thr, batch["pack_index"], batch["pack_valid"], batch["packed_tokens"].shape, -jnp.inf)
+    )
+    out = sequence_logprobs(
+        model,
+        batch["packed_tokens"],
+        segment_ids=batch["packed_segment_ids"],
+        positions=batch["packed_positions"],
+        chunk_size=chunk_size,
+        temperature=temperature,
+        return_entropy=with_entropy,
+        remat=remat,
+        kept_threshold=thr,
+    )
     return jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
-
 
 
 _MODEL_INPUTS = ("tokens", "attention_mask", "pack_index", "pack_valid", "rollout_threshold") + PACKED_KEYS
@@ -191,8 +235,7 @@ def place_batch(batch: Batch, mesh: Mesh | None) -> Batch:
 def tree_all_finite(tree) -> jax.Array:
     """``[]`` bool: every floating-point leaf of ``tree`` is finite (integer leaves and PRNG keys
     are not checked)."""
-    leaves = [x for x in jax.tree.leaves(tree)
-              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+    leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
     if not leaves:
         return jnp.ones((), bool)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
@@ -211,14 +254,12 @@ def split_microbatches(batch: Batch, num_microbatches: int, group_size: int = 1)
     def split(x, g):
         b = x.shape[0]
         if b % (m * g):
-            raise ValueError(f"batch of {b} rows is not divisible into {m} micro-batches of whole "
-                             f"groups of {g}")
+            raise ValueError(f"batch of {b} rows is not divisible into {m} micro-batches of whole groups of {g}")
         x = x.reshape(b // (m * g), m, g, *x.shape[1:])
         x = jnp.swapaxes(x, 0, 1)
         return x.reshape(m, b // m, *x.shape[3:])
 
-    return {k: jax.tree.map(lambda x: split(x, 1 if k in PACKED_KEYS else group_size), v)
-            for k, v in batch.items()}
+    return {k: jax.tree.map(lambda x: split(x, 1 if k in PACKED_KEYS else group_size), v) for k, v in batch.items()}
 
 
 def _term_objectives(m: dict, sums: dict, dens: dict) -> dict:
@@ -232,11 +273,21 @@ def _term_objectives(m: dict, sums: dict, dens: dict) -> dict:
     return out
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objective, *,
-                    num_microbatches: int = 1, group_size: int = 1,
-                    skip_grad_norm: float | None = None, skip_update_ratio: float | None = None,
-                    mesh: Mesh | None = None, shardings: TrainState | None = None, donate: bool = True,
-                    trainable=None, model_hook: Callable[[Any, jax.Array], None] | None = None):
+def make_train_step(
+    graphdef,
+    tx: optax.GradientTransformation,
+    objective: Objective,
+    *,
+    num_microbatches: int = 1,
+    group_size: int = 1,
+    skip_grad_norm: float | None = None,
+    skip_update_ratio: float | None = None,
+    mesh: Mesh | None = None,
+    shardings: TrainState | None = None,
+    donate: bool = True,
+    trainable=None,
+    model_hook: Callable[[Any, jax.Array], None] | None = None,
+):
     """A jitted ``(state, batch) -> (state, metrics)``.
 
     Args:
@@ -284,8 +335,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
             if model_hook is not None:
                 model_hook(model, jax.random.fold_in(jax.random.fold_in(state.key, state.step), i))
             sums, m = objective.sums(model, mb)
-            loss = sum(jnp.where(dens[k] > 0, sums[k] / jnp.where(dens[k] > 0, dens[k], 1.0), 0.0)
-                       for k in sums)
+            loss = sum(jnp.where(dens[k] > 0, sums[k] / jnp.where(dens[k] > 0, dens[k], 1.0), 0.0) for k in sums)
             return loss, _term_objectives(m, sums, dens)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -297,8 +347,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
             return (g_acc, l_acc + loss), m
 
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-        (grads, loss), mb_metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)),
-                                                 (mbs, jnp.arange(num_microbatches)))
+        (grads, loss), mb_metrics = jax.lax.scan(
+            accumulate, (zeros, jnp.zeros((), jnp.float32)), (mbs, jnp.arange(num_microbatches))
+        )
         # per-term objectives are each micro-batch's share S^obj_k(mb) / D_k: summed, exact; the
         # sampler-vs-trainer mismatch: sums and a max over micro-batches, exact
         metrics.update(finish_mismatch({k: over_microbatches(k, v) for k, v in mb_metrics.items()}))
@@ -314,18 +365,25 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, objective: Objec
         param_norm, update_norm = optax.global_norm(params), optax.global_norm(updates)
         finite_result = tree_all_finite(new_params) & tree_all_finite(new_opt) & jnp.isfinite(update_norm)
         nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite_result)
-        too_large = jnp.zeros((), bool) if skip_update_ratio is None else (
-            update_norm > skip_update_ratio * param_norm)
+        too_large = jnp.zeros((), bool) if skip_update_ratio is None else (update_norm > skip_update_ratio * param_norm)
         ok = ok & ~nonfinite & ~too_large
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         new_params = keep(new_params, params)
-        new_state = state.replace(step=state.step + 1,
-                                  params=new_params if frozen is None else nnx.merge_state(new_params, frozen),
-                                  opt_state=keep(new_opt, state.opt_state))
-        metrics.update(loss=sum(metrics[f"loss/{k}"] for k in dens), surrogate=loss, grad_norm=grad_norm,
-                       skipped=(~ok).astype(jnp.int32), nonfinite=nonfinite.astype(jnp.int32),
-                       update_too_large=too_large.astype(jnp.int32), param_norm=param_norm,
-                       update_norm=update_norm)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=new_params if frozen is None else nnx.merge_state(new_params, frozen),
+            opt_state=keep(new_opt, state.opt_state),
+        )
+        metrics.update(
+            loss=sum(metrics[f"loss/{k}"] for k in dens),
+            surrogate=loss,
+            grad_norm=grad_norm,
+            skipped=(~ok).astype(jnp.int32),
+            nonfinite=nonfinite.astype(jnp.int32),
+            update_too_large=too_large.astype(jnp.int32),
+            param_norm=param_norm,
+            update_norm=update_norm,
+        )
         metrics.update({f"denominator/{k}": v for k, v in dens.items()})
         return new_state, metrics
 

@@ -1,5 +1,6 @@
 """The tokenizer and prompt template a run directory recorded (`recorded_tokenizer`), and carrying
 them into a run that starts from it (`carry_tokenizer`: ``model.init = checkpoint``)."""
+
 from __future__ import annotations
 
 import logging
@@ -24,15 +25,21 @@ def recorded_tokenizer(path) -> dict | None:
     root = run_root(path)
     record = read_record(root)
     if record is not None:
-        return {k: record.get(k) for k in ("tokenizer", "tokenizer_vocab_size", "template", "system_prompt",
-                                           "chat_template")}
+        return {
+            k: record.get(k)
+            for k in ("tokenizer", "tokenizer_vocab_size", "template", "system_prompt", "chat_template")
+        }
     config = read_json(root / "config.json")
     if config is None or "tokenizer" not in config:
         return None
     data = config.get("data") or {}
-    return {"tokenizer": config["tokenizer"], "tokenizer_vocab_size": None,
-            "template": data.get("template"), "system_prompt": data.get("system_prompt"),
-            "chat_template": None}
+    return {
+        "tokenizer": config["tokenizer"],
+        "tokenizer_vocab_size": None,
+        "template": data.get("template"),
+        "system_prompt": data.get("system_prompt"),
+        "chat_template": None,
+    }
 
 
 def _loadable(spec: str) -> bool:
@@ -64,16 +71,24 @@ def carry_tokenizer(config) -> None:
             if not _loadable(theirs):
                 raise FileNotFoundError(
                     f"{where} was trained with tokenizer {theirs!r}, which is not a local directory any more; "
-                    "set config.tokenizer to (a copy of) that tokenizer")
-            log.info("config.tokenizer=%s: the tokenizer %s was trained with (config.tokenizer was left at "
-                     "its default)", theirs, where)
+                    "set config.tokenizer to (a copy of) that tokenizer"
+                )
+            log.info(
+                "config.tokenizer=%s: the tokenizer %s was trained with (config.tokenizer was left at its default)",
+                theirs,
+                where,
+            )
             config.tokenizer = theirs
         else:
             _check_same_tokenizer(config, rec, where)
     data = config.data
     if rec.get("template") and data.template == _DEFAULT_TEMPLATE and rec["template"] != data.template:
-        log.info("config.data.template=%s: the prompt template %s was trained with (config.data.template "
-                 "was left at its default)", rec["template"], where)
+        log.info(
+            "config.data.template=%s: the prompt template %s was trained with (config.data.template "
+            "was left at its default)",
+            rec["template"],
+            where,
+        )
         data.template = rec["template"]
     if rec.get("system_prompt") is not None and data.get("system_prompt") is None:
         log.info("config.data.system_prompt: the system prompt %s was trained with", where)
@@ -92,11 +107,20 @@ def _check_same_tokenizer(config, rec: dict, where: str) -> None:
         same_ids = ref.encode(_PROBE) == ours.encode(_PROBE)
     else:  # gone: compare with what was recorded
         n, chat, same_ids = rec.get("tokenizer_vocab_size"), rec.get("chat_template"), True
-    chat_differs = (config.data.template == "chat" and rec.get("chat_template") is not None
-                    and (getattr(ours.hf, "chat_template", None) or None) != (rec.get("chat_template") or chat))
+    chat_differs = (
+        config.data.template == "chat"
+        and rec.get("chat_template") is not None
+        and (getattr(ours.hf, "chat_template", None) or None) != (rec.get("chat_template") or chat)
+    )
     if (n is not None and n != ours.vocab_size) or not same_ids or chat_differs:
-        what = ("another chat template" if chat_differs and same_ids and n == ours.vocab_size
-                else f"{ours.vocab_size} tokens vs {n}" if n != ours.vocab_size else "other ids for the same text")
+        what = (
+            "another chat template"
+            if chat_differs and same_ids and n == ours.vocab_size
+            else f"{ours.vocab_size} tokens vs {n}"
+            if n != ours.vocab_size
+            else "other ids for the same text"
+        )
         raise ValueError(
             f"config.tokenizer={os.fspath(config.tokenizer)!r} is not the tokenizer {theirs!r} that {where} was "
-            f"trained with ({what}); leave config.tokenizer at its default to use the recorded one")
+            f"trained with ({what}); leave config.tokenizer at its default to use the recorded one"
+        )

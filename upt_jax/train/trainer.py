@@ -18,6 +18,7 @@ come from `model_source`; records from `records`.
 Reproducibility: the sampling key of step ``s`` is ``fold_in(state.rng, s)`` and the data
 iterator state is checkpointed, so a resumed run continues bitwise as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,15 +44,28 @@ from upt_jax.train.records import corpus_records, load_records, preference_pair
 from upt_jax.train.overlap import overlap_settings
 from upt_jax.train.rollouts import new_timing, sampling_params
 from upt_jax.train.rows import kept_set_rows
-from upt_jax.train.run_spec import (critic_spec, get_recipe, group_size, kept_set_replay, rollout_temperature,
-                                    uses_demos)
+from upt_jax.train.run_spec import critic_spec, get_recipe, group_size, kept_set_replay, rollout_temperature, uses_demos
 
 log = logging.getLogger(__name__)
 
 # the public names of the modules the trainer was split into, importable from here as before
-__all__ = ["Trainer", "train", "NonFiniteError", "progress_postfix", "build_model", "load_records",
-           "corpus_records", "preference_pair", "get_recipe", "critic_spec", "rollout_temperature",
-           "kept_set_replay", "kept_set_rows", "checkpoint_bytes_estimate", "validate"]
+__all__ = [
+    "Trainer",
+    "train",
+    "NonFiniteError",
+    "progress_postfix",
+    "build_model",
+    "load_records",
+    "corpus_records",
+    "preference_pair",
+    "get_recipe",
+    "critic_spec",
+    "rollout_temperature",
+    "kept_set_replay",
+    "kept_set_rows",
+    "checkpoint_bytes_estimate",
+    "validate",
+]
 
 
 class Trainer(Loop):
@@ -98,21 +112,29 @@ class Trainer(Loop):
         self.preference = config.mode == "preference"
         m = config.mesh
         self.mesh = make_mesh(m.data, m.fsdp, m.tensor) if jax.device_count() > 1 else None
-        special = dict(eos_token_id=self.tok.eos_id, bos_token_id=self.tok.bos_id,
-                       pad_token_id=self.tok.pad_id)
+        special = dict(eos_token_id=self.tok.eos_id, bos_token_id=self.tok.bos_id, pad_token_id=self.tok.pad_id)
         model = build_model(config.model, vocab_size=self.tok.vocab_size, special=special, mesh=self.mesh)
         model, self.lora = lora_state.adapt(model, config)  # model.lora: adapters (None: full fine-tuning)
         t = config.train
         self.tx = stages.optimizer(config)
         self.graphdef, self.state, self.shardings = create_train_state(
-            model, self.tx, seed=config.seed, mesh=self.mesh, trainable=lora_state.trainable(self.lora))
+            model, self.tx, seed=config.seed, mesh=self.mesh, trainable=lora_state.trainable(self.lora)
+        )
         self.group_size = group_size(config, self.with_demos)  # rows vs mesh checked in validate
         # online: the policy trained is the one the rollouts come from, π_θ at the rollout
         # temperature τ (log-probs, ratios, entropies, the reference's log-probs all at τ)
         self.temperature = rollout_temperature(config)
-        self.step_fn = stages.policy_step(config, self.recipe, self.graphdef, self.tx, group_size=self.group_size,
-                                          temperature=self.temperature, mesh=self.mesh, shardings=self.shardings,
-                                          lora=self.lora)
+        self.step_fn = stages.policy_step(
+            config,
+            self.recipe,
+            self.graphdef,
+            self.tx,
+            group_size=self.group_size,
+            temperature=self.temperature,
+            mesh=self.mesh,
+            shardings=self.shardings,
+            lora=self.lora,
+        )
         # rollout.overlap_chunks: scoring overlapped with generation (upt_jax.train.overlap)
         self.overlap_chunks, self.score_executor, sampler_kw = overlap_settings(config, self.mesh, self.online)
         self.sampler = Sampler(model, pad_id=self.tok.pad_id, mesh=self.mesh, **sampler_kw) if self.online else None
@@ -121,28 +143,42 @@ class Trainer(Loop):
         # adapters, the train state's own params with the adapters switched off (no copy)
         ref = self.requirements.reference
         self.ref_params = jax.tree.map(jnp.copy, self.state.params) if ref and self.lora is None else None
-        self.ref_off_fn = None if not ref or self.lora is None else lora_state.reference_logp_fn(
-            model, chunk_size=t.logprob_chunk, temperature=self.temperature)
-        self.teacher = load_teacher(config, self.recipe, self.tok, vocab_size=model.cfg.vocab_size, special=special,
-                                    mesh=self.mesh)
+        self.ref_off_fn = (
+            None
+            if not ref or self.lora is None
+            else lora_state.reference_logp_fn(model, chunk_size=t.logprob_chunk, temperature=self.temperature)
+        )
+        self.teacher = load_teacher(
+            config, self.recipe, self.tok, vocab_size=model.cfg.vocab_size, special=special, mesh=self.mesh
+        )
         spec = critic_spec(self.recipe)  # PPO: with adapters, a fully trained critic from the base weights
-        self.critic = None if spec is None else Critic(
-            config, model if self.lora is None else lora_state.merge_lora(model), spec, group_size=self.group_size,
-            mesh=self.mesh)
+        self.critic = (
+            None
+            if spec is None
+            else Critic(
+                config,
+                model if self.lora is None else lora_state.merge_lora(model),
+                spec,
+                group_size=self.group_size,
+                mesh=self.mesh,
+            )
+        )
         self.reward_fns = None  # reward.functions: the user's reward functions (upt_jax.rewards.functions)
         if self.online and config.reward.source == "verifier" and config.reward.get("functions"):
             from upt_jax.rewards.functions import RewardFunctions
 
             rc = config.reward
-            self.reward_fns = RewardFunctions(list(rc.functions), list(rc.weights), timeout_s=rc.timeout_s,
-                                              where="config.reward.functions")
+            self.reward_fns = RewardFunctions(
+                list(rc.functions), list(rc.weights), timeout_s=rc.timeout_s, where="config.reward.functions"
+            )
         self.verifier = Verifier(config.data.verifier) if self.online and self.reward_fns is None else None
         self.learned_reward = None
         if self.online and config.reward.source == "model":
             from upt_jax.train.reward_scorers import LearnedReward
 
-            self.learned_reward = LearnedReward(config.reward.model_run_dir, pad_id=self.tok.pad_id,
-                                                normalize=config.reward.normalize)
+            self.learned_reward = LearnedReward(
+                config.reward.model_run_dir, pad_id=self.tok.pad_id, normalize=config.reward.normalize
+            )
         self.process_reward = None
         if self.online and config.reward.prm_run_dir:
             from upt_jax.train.reward_scorers import ProcessReward
@@ -155,11 +191,16 @@ class Trainer(Loop):
             raise ValueError(f"config.reward.source must be verifier or model, not {config.reward.source!r}")
         # online: one prompt bucket for the whole run (upt_jax.train.shapes): no recompile for a new one
         self.prompt_floor = shapes.prompt_floor(self.records, self.prompt_ids) if self.online else 0
-        self.dataset = make_dataset(self.records, seed=config.seed, num_epochs=None,
-                                    batch_size=t.questions_per_step, drop_remainder=True)
+        self.dataset = make_dataset(
+            self.records, seed=config.seed, num_epochs=None, batch_size=t.questions_per_step, drop_remainder=True
+        )
         self.data_iter = iter(self.dataset)
-        self.ckpt = Checkpointer(os.path.join(config.run_dir, "checkpoints"), keep=config.checkpoint.keep,
-                                 save_every=config.checkpoint.every, async_save=config.checkpoint.async_save)
+        self.ckpt = Checkpointer(
+            os.path.join(config.run_dir, "checkpoints"),
+            keep=config.checkpoint.keep,
+            save_every=config.checkpoint.every,
+            async_save=config.checkpoint.async_save,
+        )
         self.metrics_log = MetricsWriter(config.run_dir, tensorboard=config.log.tensorboard)
         self.nonfinite_in_a_row = 0
         self.hooks = StepHooks(self)  # completions.jsonl, in-training evaluation (train.eval_every)
@@ -180,8 +221,9 @@ class Trainer(Loop):
     def save(self, force=False):
         """Save the step just trained (the critic's too), when due or ``force``."""
         step = self.step_number()
-        extra = dict(data_iterator=self.data_iter.get_state(), config=json.loads(
-            self.config.to_json_best_effort()), step=step)
+        extra = dict(
+            data_iterator=self.data_iter.get_state(), config=json.loads(self.config.to_json_best_effort()), step=step
+        )
         if self.critic is not None:
             self.critic.ckpt.save(step, self.critic.state, dict(step=step), force=force)
         return self.ckpt.save(step, lora_state.saved_state(self.state, self.lora), extra, force=force)
@@ -196,13 +238,15 @@ class Trainer(Loop):
                 self.metrics_log.reset()  # a fresh run: stale metrics from a run that saved nothing
                 self.hooks.truncate_after(None)
             return
-        abstract = abstract_with_shardings(lora_state.saved_state(self.state, self.lora),
-                                           lora_state.saved_state(self.shardings, self.lora))
+        abstract = abstract_with_shardings(
+            lora_state.saved_state(self.state, self.lora), lora_state.saved_state(self.shardings, self.lora)
+        )
         restored, extra = self.ckpt.restore(abstract)
         self.state = lora_state.with_base(restored, self.state, self.lora)  # adapters: base not saved
         if self.critic is not None:
             self.critic.state, _ = self.critic.ckpt.restore(
-                abstract_with_shardings(self.critic.state, self.critic.shardings), step=extra["step"])
+                abstract_with_shardings(self.critic.state, self.critic.shardings), step=extra["step"]
+            )
         self.data_iter = iter(self.dataset)
         self.data_iter.set_state(extra["data_iterator"])
         step = int(self.state.step)
@@ -222,12 +266,22 @@ class Trainer(Loop):
     def rollouts(self, records, prompts, key, timing) -> stages.ScoredRollouts:
         """Rollout and score (`upt_jax.train.rollouts.rollouts`) with the current parameters; the
         groups are kept as ``last_groups``."""
-        scorer = stages.Scorer(self.tok, verifier=self.verifier, reward_fns=self.reward_fns,
-                               learned_reward=self.learned_reward)
-        self.last_groups = stages.rollouts(self.sampler, self.state.params, scorer, records, prompts, key,
-                                           sampling_params(self.config, self.tok), chunks=self.overlap_chunks,
-                                           executor=self.score_executor, timing=timing,
-                                           min_prompt_len=self.prompt_floor)
+        scorer = stages.Scorer(
+            self.tok, verifier=self.verifier, reward_fns=self.reward_fns, learned_reward=self.learned_reward
+        )
+        self.last_groups = stages.rollouts(
+            self.sampler,
+            self.state.params,
+            scorer,
+            records,
+            prompts,
+            key,
+            sampling_params(self.config, self.tok),
+            chunks=self.overlap_chunks,
+            executor=self.score_executor,
+            timing=timing,
+            min_prompt_len=self.prompt_floor,
+        )
         return self.last_groups
 
     def batch(self, records, key):
@@ -244,8 +298,7 @@ class Trainer(Loop):
         if self.preference:
             return rows_lib.preference_rows(self.tok, records, prompts) + (timing,)
         if not self.online:
-            return rows_lib.sft_rows(self.tok, records, template=c.template, system_prompt=c.system_prompt) \
-                + (timing,)
+            return rows_lib.sft_rows(self.tok, records, template=c.template, system_prompt=c.system_prompt) + (timing,)
         timing.update(new_timing())
 
         def more():
@@ -253,13 +306,26 @@ class Trainer(Loop):
             return nxt, [self.prompt_ids(r) for r in nxt]
 
         t = self.config.train
-        groups = stages.draw_groups(lambda r, p, k: self.rollouts(r, p, k, timing), records, prompts, key,
-                                    q=len(records), dynamic=t.dynamic_sampling,
-                                    max_draws=t.dynamic_sampling_max_draws, more=more)
+        groups = stages.draw_groups(
+            lambda r, p, k: self.rollouts(r, p, k, timing),
+            records,
+            prompts,
+            key,
+            q=len(records),
+            dynamic=t.dynamic_sampling,
+            max_draws=t.dynamic_sampling_max_draws,
+            more=more,
+        )
         self.step_groups = groups  # the step's rollouts (completions.jsonl)
-        rows, info = stages.assemble_rows(groups, self.tok, demos=self.with_demos, recipe_name=self.recipe.name,
-                                          replay=kept_set_replay(self.config), process_reward=self.process_reward,
-                                          min_prompt_len=self.prompt_floor)
+        rows, info = stages.assemble_rows(
+            groups,
+            self.tok,
+            demos=self.with_demos,
+            recipe_name=self.recipe.name,
+            replay=kept_set_replay(self.config),
+            process_reward=self.process_reward,
+            min_prompt_len=self.prompt_floor,
+        )
         return rows, info, timing
 
     def place(self, rows) -> dict:
@@ -268,20 +334,33 @@ class Trainer(Loop):
 
     def pack(self, rows) -> tuple[dict, dict]:
         """``rows`` packed for the update step (`rows.pack_for_update`) and ``pack/*`` metrics."""
-        return rows_lib.pack_for_update(rows, row_multiple=batch_shards(self.mesh),
-                                        num_microbatches=self.config.train.microbatches, group_size=self.group_size)
+        return rows_lib.pack_for_update(
+            rows,
+            row_multiple=batch_shards(self.mesh),
+            num_microbatches=self.config.train.microbatches,
+            group_size=self.group_size,
+        )
 
     def frozen_inputs(self, batch, key) -> stages.Batch:
         """The frozen models' inputs added to a placed batch, placed (`frozen.frozen_inputs`)."""
-        return stages.frozen_inputs(batch, params=self.state.params, key=key, logp_fn=self.logp_fn,
-                                    ref_params=self.ref_params, ref_off_fn=self.ref_off_fn,
-                                    uniforms="clip_cov_uniforms" in self.requirements.batch, teacher=self.teacher,
-                                    critic=self.critic, mesh=self.mesh)
+        return stages.frozen_inputs(
+            batch,
+            params=self.state.params,
+            key=key,
+            logp_fn=self.logp_fn,
+            ref_params=self.ref_params,
+            ref_off_fn=self.ref_off_fn,
+            uniforms="clip_cov_uniforms" in self.requirements.batch,
+            teacher=self.teacher,
+            critic=self.critic,
+            mesh=self.mesh,
+        )
 
     def update(self, batch: stages.Batch) -> dict:
         """``update_epochs`` updates of the policy (and the critic) on ``batch`` (`stages.update`)."""
-        self.state, m = stages.update(self.step_fn, self.state, batch, epochs=self.config.train.update_epochs,
-                                      critic=self.critic)
+        self.state, m = stages.update(
+            self.step_fn, self.state, batch, epochs=self.config.train.update_epochs, critic=self.critic
+        )
         return m
 
     def train_step(self):
@@ -347,8 +426,10 @@ def train(config) -> list[dict]:
     ``comparison``: arms × seeds) import this function for their runs, so they are run by
     `upt_jax.dispatch.train` (what ``upt train`` calls), which runs every mode."""
     if config.get("mode") in MULTI_RUN_MODES:
-        raise ValueError(f"config.mode={config.mode!r} launches several runs: run it with "
-                         "upt_jax.dispatch.train(config) or `upt train`, not upt_jax.train.trainer.train")
+        raise ValueError(
+            f"config.mode={config.mode!r} launches several runs: run it with "
+            "upt_jax.dispatch.train(config) or `upt train`, not upt_jax.train.trainer.train"
+        )
     if config.mode in ("reward_model", "prm"):
         from upt_jax.train.reward_model import train_reward_model
 

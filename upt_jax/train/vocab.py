@@ -8,6 +8,7 @@ for a 151665-token tokenizer); a smaller one is an error (ids past the embedding
 ``char`` tokenizer on a Hugging Face model that ships its own tokenizer files is an error too: its
 105 ids would fit most vocabularies and train silently on the wrong tokens.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,12 +57,14 @@ def check_tokenizer_fits(config, vocab_size: int) -> None:
                 f"config.tokenizer={tok!r} is the built-in {vocab_size}-token character tokenizer, but "
                 f"config.model.hf_dir={hf!r} ships its own tokenizer ({shipped}) for its {model_vocab}-token "
                 f"vocabulary: training would feed the model ids it never learned. Set "
-                f"--config.tokenizer={hf}")
+                f"--config.tokenizer={hf}"
+            )
         if vocab_size > model_vocab:
             raise ValueError(
                 f"config.tokenizer={tok!r} has {vocab_size} tokens but config.model.hf_dir={hf!r} embeds "
                 f"{model_vocab}: ids ≥ {model_vocab} have no embedding. Use the model's own tokenizer"
-                + (f" (--config.tokenizer={hf})" if shipped else ""))
+                + (f" (--config.tokenizer={hf})" if shipped else "")
+            )
         return
     if mc.init == "checkpoint":
         src = _run_config(mc.checkpoint) if mc.checkpoint else None
@@ -79,15 +82,18 @@ def check_tokenizer_fits(config, vocab_size: int) -> None:
                 raise ValueError(
                     f"config.tokenizer={tok!r} has {vocab_size} tokens but config.model.checkpoint="
                     f"{mc.checkpoint!r} was trained with tokenizer {theirs!r} ({recorded} tokens). Set "
-                    f"--config.tokenizer={theirs}")
+                    f"--config.tokenizer={theirs}"
+                )
         if recorded is not None and vocab_size > recorded:
             raise ValueError(
                 f"config.tokenizer={tok!r} has {vocab_size} tokens but config.model.checkpoint="
-                f"{mc.checkpoint!r} embeds {recorded}: ids ≥ {recorded} have no embedding")
+                f"{mc.checkpoint!r} embeds {recorded}: ids ≥ {recorded} have no embedding"
+            )
         return
     overrides = mc.overrides.to_dict() if hasattr(mc.overrides, "to_dict") else dict(mc.overrides or {})
     if overrides.get("vocab_size") is not None and vocab_size > overrides["vocab_size"]:
         raise ValueError(
             f"config.tokenizer={tok!r} has {vocab_size} tokens but config.model.overrides.vocab_size="
             f"{overrides['vocab_size']}: ids ≥ {overrides['vocab_size']} have no embedding (leave "
-            "vocab_size out to size the model to the tokenizer)")
+            "vocab_size out to size the model to the tokenizer)"
+        )

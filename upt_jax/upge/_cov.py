@@ -27,81 +27,86 @@ from upt_jax.upge._common import masked_mean, sg
 
 
 def token_covariance(advantages: jax.Array, logp: jax.Array, mask: jax.Array) -> jax.Array:
-  """``Cov_t = (Â_t − mean Â)(log π_t − mean log π)`` over the valid tokens: ``[B, T]`` (0 on padding).
+    """``Cov_t = (Â_t − mean Â)(log π_t − mean log π)`` over the valid tokens: ``[B, T]`` (0 on padding).
 
-  Args:
-    advantages: ``[B, T]`` (or ``[B]``, broadcast over tokens).
-    logp: ``[B, T]`` log-probs of the sampled tokens.
-    mask: ``[B, T]`` tokens taking part.
-  """
-  m = jnp.asarray(mask, jnp.float32)
-  a = jnp.broadcast_to(jnp.asarray(sg(advantages))[:, None] if jnp.ndim(advantages) == 1 else sg(advantages),
-                       m.shape)
-  lp = sg(logp)
-  cov = (a - masked_mean(a, m)) * (lp - masked_mean(lp, m))
-  return jnp.where(m > 0, cov, 0.0)
+    Args:
+      advantages: ``[B, T]`` (or ``[B]``, broadcast over tokens).
+      logp: ``[B, T]`` log-probs of the sampled tokens.
+      mask: ``[B, T]`` tokens taking part.
+    """
+    m = jnp.asarray(mask, jnp.float32)
+    a = jnp.broadcast_to(jnp.asarray(sg(advantages))[:, None] if jnp.ndim(advantages) == 1 else sg(advantages), m.shape)
+    lp = sg(logp)
+    cov = (a - masked_mean(a, m)) * (lp - masked_mean(lp, m))
+    return jnp.where(m > 0, cov, 0.0)
 
 
 def _budget(mask, ratio):
-  """``max(1, ⌊ratio · N⌋)`` with ``N`` the valid tokens (as the papers' code counts)."""
-  return jnp.maximum(1, jnp.floor(ratio * jnp.sum(mask > 0)).astype(jnp.int32))
+    """``max(1, ⌊ratio · N⌋)`` with ``N`` the valid tokens (as the papers' code counts)."""
+    return jnp.maximum(1, jnp.floor(ratio * jnp.sum(mask > 0)).astype(jnp.int32))
 
 
 def _lowest(key, chosen, k):
-  """0/1 ``[B, T]``: the ``k`` entries of smallest ``key`` among ``chosen`` (flat order breaks ties)."""
-  flat = jnp.where(chosen, key, jnp.inf).reshape(-1)
-  order = jnp.argsort(flat, stable=True)
-  rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
-  return ((rank < k) & chosen.reshape(-1)).reshape(chosen.shape).astype(jnp.float32)
+    """0/1 ``[B, T]``: the ``k`` entries of smallest ``key`` among ``chosen`` (flat order breaks ties)."""
+    flat = jnp.where(chosen, key, jnp.inf).reshape(-1)
+    order = jnp.argsort(flat, stable=True)
+    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
+    return ((rank < k) & chosen.reshape(-1)).reshape(chosen.shape).astype(jnp.float32)
 
 
-def clip_cov_selection(cov: jax.Array, mask: jax.Array, uniforms: jax.Array, ratio: float = 2e-4,
-                       cov_low: float = 1.0, cov_high: float = 5.0, budget_mask: jax.Array | None = None
-                       ) -> jax.Array:
-  """Clip-Cov: ``min(⌊r·N⌋ ∨ 1, |C|)`` tokens drawn uniformly from ``C = {t : ω_low < Cov_t < ω_high}``.
+def clip_cov_selection(
+    cov: jax.Array,
+    mask: jax.Array,
+    uniforms: jax.Array,
+    ratio: float = 2e-4,
+    cov_low: float = 1.0,
+    cov_high: float = 5.0,
+    budget_mask: jax.Array | None = None,
+) -> jax.Array:
+    """Clip-Cov: ``min(⌊r·N⌋ ∨ 1, |C|)`` tokens drawn uniformly from ``C = {t : ω_low < Cov_t < ω_high}``.
 
-  Drawing without replacement is taking the candidates with the smallest of i.i.d. uniforms
-  (ties by the lower row-major index).
+    Drawing without replacement is taking the candidates with the smallest of i.i.d. uniforms
+    (ties by the lower row-major index).
 
-  Args:
-    cov: ``[B, T]`` (`token_covariance`).
-    mask: ``[B, T]`` tokens that may be candidates.
-    uniforms: ``[B, T]`` i.i.d. uniforms in ``[0, 1)``: the draw.
-    ratio: ``r`` (paper: 2e-4).
-    cov_low, cov_high: ``ω_low``, ``ω_high`` (paper: 1 and 5).
-    budget_mask: ``[B, T]`` the ``N`` tokens of ``r·N`` (default ``mask``).
+    Args:
+      cov: ``[B, T]`` (`token_covariance`).
+      mask: ``[B, T]`` tokens that may be candidates.
+      uniforms: ``[B, T]`` i.i.d. uniforms in ``[0, 1)``: the draw.
+      ratio: ``r`` (paper: 2e-4).
+      cov_low, cov_high: ``ω_low``, ``ω_high`` (paper: 1 and 5).
+      budget_mask: ``[B, T]`` the ``N`` tokens of ``r·N`` (default ``mask``).
 
-  Returns:
-    ``[B, T]`` 0/1, the tokens whose gradient is removed.
-  """
-  candidates = (jnp.asarray(mask) > 0) & (cov > cov_low) & (cov < cov_high)
-  n = _budget(mask if budget_mask is None else budget_mask, ratio)
-  return _lowest(jnp.asarray(uniforms, jnp.float32), candidates, n)
+    Returns:
+      ``[B, T]`` 0/1, the tokens whose gradient is removed.
+    """
+    candidates = (jnp.asarray(mask) > 0) & (cov > cov_low) & (cov < cov_high)
+    n = _budget(mask if budget_mask is None else budget_mask, ratio)
+    return _lowest(jnp.asarray(uniforms, jnp.float32), candidates, n)
 
 
 def kl_cov_selection(cov: jax.Array, mask: jax.Array, ratio: float = 2e-4) -> jax.Array:
-  """KL-Cov: the ``⌊r·N⌋ ∨ 1`` valid tokens of largest covariance: ``[B, T]`` 0/1.
+    """KL-Cov: the ``⌊r·N⌋ ∨ 1`` valid tokens of largest covariance: ``[B, T]`` 0/1.
 
-  Args:
-    cov: ``[B, T]`` (`token_covariance`).
-    mask: ``[B, T]``.
-    ratio: ``r`` (paper: 2e-3 for Qwen2.5-7B, 2e-4 for 32B; verl's default 2e-4).
-  """
-  valid = jnp.asarray(mask) > 0
-  return _lowest(-cov, valid, _budget(mask, ratio))
+    Args:
+      cov: ``[B, T]`` (`token_covariance`).
+      mask: ``[B, T]``.
+      ratio: ``r`` (paper: 2e-3 for Qwen2.5-7B, 2e-4 for 32B; verl's default 2e-4).
+    """
+    valid = jnp.asarray(mask) > 0
+    return _lowest(-cov, valid, _budget(mask, ratio))
 
 
 def selection_uniforms(old_logp: jax.Array, mask: jax.Array, seed: int = 0) -> jax.Array:
-  """Clip-Cov's draw when the batch brings none: uniforms from ``key(seed)`` folded with a hash of
-  the batch's behaviour log-probs (a new draw for every batch, the same for the same batch).
+    """Clip-Cov's draw when the batch brings none: uniforms from ``key(seed)`` folded with a hash of
+    the batch's behaviour log-probs (a new draw for every batch, the same for the same batch).
 
-  Args:
-    old_logp, mask: ``[B, T]``.
-    seed: the draw's seed.
+    Args:
+      old_logp, mask: ``[B, T]``.
+      seed: the draw's seed.
 
-  Returns:
-    ``[B, T]`` uniforms in ``[0, 1)``.
-  """
-  bits = jax.lax.bitcast_convert_type(jnp.where(mask > 0, sg(old_logp), 0.0).astype(jnp.float32), jnp.uint32)
-  key = jax.random.fold_in(jax.random.key(seed), jnp.sum(bits * jnp.uint32(2654435761)))
-  return jax.random.uniform(key, jnp.shape(mask))
+    Returns:
+      ``[B, T]`` uniforms in ``[0, 1)``.
+    """
+    bits = jax.lax.bitcast_convert_type(jnp.where(mask > 0, sg(old_logp), 0.0).astype(jnp.float32), jnp.uint32)
+    key = jax.random.fold_in(jax.random.key(seed), jnp.sum(bits * jnp.uint32(2654435761)))
+    return jax.random.uniform(key, jnp.shape(mask))

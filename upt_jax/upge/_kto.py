@@ -26,41 +26,49 @@ from upt_jax.upge._common import masked_sum, sg
 
 
 def kto_reference_point(kl_logp: jax.Array, kl_ref_logp: jax.Array, kl_mask: jax.Array) -> jax.Array:
-  """``z₀ = max(0, mean_j Σ_t m (log π_θ − log π_ref))`` over mismatched pairs: ``[]``, no gradient.
+    """``z₀ = max(0, mean_j Σ_t m (log π_θ − log π_ref))`` over mismatched pairs: ``[]``, no gradient.
 
-  Args:
-    kl_logp: ``[B, T]`` policy log-probs of the mismatched completions.
-    kl_ref_logp: ``[B, T]`` reference log-probs of the same tokens.
-    kl_mask: ``[B, T]`` their tokens.
-  """
-  per_row = masked_sum(sg(kl_logp) - sg(kl_ref_logp), kl_mask, axis=-1)
-  return jnp.maximum(jnp.mean(per_row), 0.0)
+    Args:
+      kl_logp: ``[B, T]`` policy log-probs of the mismatched completions.
+      kl_ref_logp: ``[B, T]`` reference log-probs of the same tokens.
+      kl_mask: ``[B, T]`` their tokens.
+    """
+    per_row = masked_sum(sg(kl_logp) - sg(kl_ref_logp), kl_mask, axis=-1)
+    return jnp.maximum(jnp.mean(per_row), 0.0)
 
 
-def kto_advantages(logp: jax.Array, ref_logp: jax.Array, mask: jax.Array, labels: jax.Array,
-                   z0: jax.Array, *, beta: float = 0.1, desirable_weight: float = 1.0,
-                   undesirable_weight: float = 1.0):
-  """KTO's implicit advantage per row, no gradient.
+def kto_advantages(
+    logp: jax.Array,
+    ref_logp: jax.Array,
+    mask: jax.Array,
+    labels: jax.Array,
+    z0: jax.Array,
+    *,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+):
+    """KTO's implicit advantage per row, no gradient.
 
-  Math: ``r = Σ_t m (log π_θ − log π_ref)``; desirable rows ``h = β(r − z₀)``,
-  ``Â = λ_D β σ(h)σ(−h)``; undesirable rows ``h = β(z₀ − r)``, ``Â = −λ_U β σ(h)σ(−h)``;
-  ``ℓ = λ (1 − σ(h))``.
+    Math: ``r = Σ_t m (log π_θ − log π_ref)``; desirable rows ``h = β(r − z₀)``,
+    ``Â = λ_D β σ(h)σ(−h)``; undesirable rows ``h = β(z₀ − r)``, ``Â = −λ_U β σ(h)σ(−h)``;
+    ``ℓ = λ (1 − σ(h))``.
 
-  Args:
-    logp, ref_logp: ``[B, T]`` policy and reference log-probs.
-    mask: ``[B, T]`` completion tokens.
-    labels: ``[B]`` 1 for desirable, 0 for undesirable completions.
-    z0: ``[B]`` (or ``[]``) reference point ``z₀``.
-    beta: ``β`` (TRL: 0.1).
-    desirable_weight, undesirable_weight: ``λ_D``, ``λ_U`` (TRL: 1.0).
+    Args:
+      logp, ref_logp: ``[B, T]`` policy and reference log-probs.
+      mask: ``[B, T]`` completion tokens.
+      labels: ``[B]`` 1 for desirable, 0 for undesirable completions.
+      z0: ``[B]`` (or ``[]``) reference point ``z₀``.
+      beta: ``β`` (TRL: 0.1).
+      desirable_weight, undesirable_weight: ``λ_D``, ``λ_U`` (TRL: 1.0).
 
-  Returns:
-    ``(adv [B], reward [B], loss [B])``: advantages, ``r_θ`` and each row's ``ℓ``.
-  """
-  r = masked_sum(sg(logp) - sg(ref_logp), mask, axis=-1)
-  good = jnp.asarray(labels) > 0.5
-  h = beta * jnp.where(good, r - z0, z0 - r)
-  slope = beta * jax.nn.sigmoid(h) * jax.nn.sigmoid(-h)
-  adv = jnp.where(good, desirable_weight * slope, -undesirable_weight * slope)
-  loss = jnp.where(good, desirable_weight, undesirable_weight) * (1.0 - jax.nn.sigmoid(h))
-  return adv, r, loss
+    Returns:
+      ``(adv [B], reward [B], loss [B])``: advantages, ``r_θ`` and each row's ``ℓ``.
+    """
+    r = masked_sum(sg(logp) - sg(ref_logp), mask, axis=-1)
+    good = jnp.asarray(labels) > 0.5
+    h = beta * jnp.where(good, r - z0, z0 - r)
+    slope = beta * jax.nn.sigmoid(h) * jax.nn.sigmoid(-h)
+    adv = jnp.where(good, desirable_weight * slope, -undesirable_weight * slope)
+    loss = jnp.where(good, desirable_weight, undesirable_weight) * (1.0 - jax.nn.sigmoid(h))
+    return adv, r, loss
