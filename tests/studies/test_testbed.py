@@ -236,9 +236,16 @@ def test_report_says_for_each_arm_whether_it_beats_the_base_and_plots_per_tier(s
             == 1
         ), label
     assert "| SFT control (GRPO's questions) | – | sft | hmul_2x1 ×2, hadd_2, hadd_3 |" in report
+    from matplotlib.image import imread
+
     for name in ("tier_rewards", "tier_accuracy_curves", "training_curves", "accuracy_curves"):
-        with open(os.path.join(c.run_dir, "plots", f"{name}.png"), "rb") as f:
+        path = os.path.join(c.run_dir, "plots", f"{name}.png")
+        with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+        # lines were drawn: coloured pixels (every plot was once empty axes, the panels' axes an
+        # exhausted iterator), not only the white, grey and black of empty axes
+        rgb = imread(path)[..., :3]
+        assert (rgb.max(-1) - rgb.min(-1) > 0.3).sum() > 50, f"{name}: no line drawn"
     rows = cmp.read_metrics(smoke[1]["arms"]["grpo"]["run_dirs"]["0"])
     assert all("reward/hmul_2x1" in r or "reward/hadd_2" in r for r in rows)
     curves = smoke[1]["curves"]["tiers"]["grpo"]

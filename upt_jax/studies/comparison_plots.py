@@ -67,7 +67,7 @@ def _figure(panels: int, ncols: int, size=(3.6, 2.8)):
     nrows = -(-panels // ncols)
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).flat
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)  # a list: .flat is a one-pass iterator
     for ax in list(axes)[panels:]:
         ax.set_visible(False)
     return fig, list(axes)[:panels]
