@@ -44,7 +44,7 @@ from upt_jax.train.records import corpus_records, load_records, preference_pair
 from upt_jax.train.overlap import overlap_settings
 from upt_jax.train.rollouts import new_timing, sampling_params
 from upt_jax.train.rows import kept_set_rows
-from upt_jax.train.run_spec import critic_spec, get_recipe, group_size, kept_set_replay, rollout_temperature, uses_demos
+from upt_jax.train.run_spec import critic_spec, get_recipe, group_size, kept_set_replay, rollout_temperature
 
 log = logging.getLogger(__name__)
 
