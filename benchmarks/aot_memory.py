@@ -134,18 +134,10 @@ def abstract_state(config, cfg, mesh):
     from flax import nnx
 
     from upt_jax.models.transformer import abstract_model
-    from upt_jax.train.state import TrainState, make_optimizer, state_shardings
+    from upt_jax.train.stages import optimizer
+    from upt_jax.train.state import TrainState, state_shardings
 
-    t = config.train
-    tx = make_optimizer(
-        t.learning_rate,
-        schedule=t.schedule,
-        warmup_steps=t.warmup_steps,
-        total_steps=t.steps * t.update_epochs,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        decay_steps=t.get("decay_steps", 0) * t.update_epochs,
-    )
+    tx = optimizer(config)  # the trainer's own
     graphdef, params = nnx.split(abstract_model(cfg, remat=config.model.remat))
     state = jax.eval_shape(
         lambda p: TrainState(

@@ -370,12 +370,6 @@ def critic_errors(
     fitted on the very samples it is scored on); the explained variance is ``1 − SE_critic /
     SE_constant`` pooled over every token, so > 0 means the critic's values, used as GAE's
     baseline, leave the advantages less variance than a constant baseline would."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from upt_jax.data.templates import prompt_ids
-    from upt_jax.train.batching import pack_rows
     from upt_jax.train.frozen import load_critic
     from upt_jax.train.run_model import load_run_model
 
@@ -383,15 +377,10 @@ def critic_errors(
     graphdef, params, _ = load_critic(run_dir)
     rows = sample_completions(run_dir, records, k=k, max_new_tokens=max_new_tokens, seed=seed, samplers=samplers)
     question = {str(r["id"]): r["question"] for r in records}
-    template = cfg.data.get("template", "zero")
-    packed = pack_rows(
-        [prompt_ids(tok, question[x["id"]], template) for x in rows],
-        [tok.encode(x["completion"]) + [tok.eos_id] for x in rows],
-        pad_id=tok.pad_id,
+    tokens, attn, mask = _rows(
+        tok, cfg.data.get("template", "zero"), [question[x["id"]] for x in rows], [x["completion"] for x in rows]
     )
-    values_fn = jax.jit(lambda p, t, a: nnx.merge(graphdef, p)(t, a))
-    values = np.asarray(values_fn(params, jnp.asarray(packed["tokens"]), jnp.asarray(packed["attention_mask"])))
-    mask = packed["mask"]
+    values = np.asarray(_scorer(graphdef, params)(params, tokens, attn))
     returns = np.asarray([float(x["reward"]) for x in rows], np.float64)[:, None] * np.ones_like(mask)
     const = float(np.sum(returns * mask) / np.sum(mask))
     se_const, se_critic = (np.square(returns - const) * mask), (np.square(returns - values) * mask)
