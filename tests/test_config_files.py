@@ -60,3 +60,17 @@ def test_a_comparison_arm_comes_from_its_experiments_dir(tmp_path):
     _, mine = cmp.arm_config(c, "sft", 0)
     assert shipped.name != "user_plain" and mine.name == "user_plain"
     assert mine.run_dir == shipped.run_dir  # the budget and run layout are the comparison's
+
+
+def test_a_tuple_of_names_on_the_command_line_is_split():
+    """``--config.data.tiers=hadd_2,hadd_3`` (as the task docs write it) gives two tiers, not one
+    name with a comma: ml_collections leaves a tuple field's value as one string; other overrides
+    and literal tuples are untouched."""
+    c = config_files.load_config_file(
+        "experiments/grpo.py", ["--config.data.tiers=hadd_2,hadd_3", "--config.train.steps=3"]
+    )
+    assert c.data.tiers == ("hadd_2", "hadd_3") and c.train.steps == 3
+    c = config_files.load_config_file("experiments/testbed.py", ["--config.only_arms=('luffy', 'srft')"])
+    assert c.only_arms == ("luffy", "srft")
+    assert config_files.name_tuple("(a, b)") == config_files.name_tuple(["a", "b"]) == ("a", "b")
+    assert config_files.name_tuple(None) == ()

@@ -78,7 +78,38 @@ def load_config_file(spec: str, argv: list[str] | tuple = ()):
         sys_argv=args,
     )
     fv(args)
-    return fv.config
+    config = fv.config
+    for arg in argv:  # a tuple of names from the command line: split what ml_collections did not
+        key = arg[len("--config.") :].split("=", 1)[0] if arg.startswith("--config.") and "=" in arg else None
+        value = _get(config, key) if key else None
+        if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str) and "," in value[0]:
+            _set(config, key, name_tuple(value))
+    return config
+
+
+def name_tuple(value) -> tuple[str, ...]:
+    """A tuple of names from a config value: a tuple or list of names, or names given on the
+    command line as one string, ``a,b,c``, ``(a,b,c)`` or ``('a', 'b')`` (which ml_collections
+    leaves as a 1-tuple of that string for a tuple field)."""
+    items = (value,) if isinstance(value, str) else tuple(value or ())
+    return tuple(
+        name.strip(" '\"") for item in items for name in str(item).strip("()[] ").split(",") if name.strip(" '\"")
+    )
+
+
+def _get(config, dotted: str):
+    for part in dotted.split("."):
+        if not hasattr(config, "get") or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def _set(config, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        config = config[part]
+    config[last] = value
 
 
 def experiment_config(name: str, arg: str | None = None, *, root: str | None = None):

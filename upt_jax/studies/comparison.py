@@ -172,14 +172,9 @@ def only_arms(config) -> tuple[str, ...]:
     comparison over several processes or machines sharing its run directory; empty: every arm.
     Such a process trains and evaluates its arms and writes partial outputs; a last run without
     ``only_arms`` reuses every finished run and evaluation and makes the curves, pass@k and plots."""
-    given = config.get("only_arms") or ()
-    # from the command line a tuple may come as one string: "(luffy,srft,hpt)" or "luffy,srft"
-    only = tuple(
-        a.strip(" '\"")
-        for x in ((given,) if isinstance(given, str) else given)
-        for a in str(x).strip("()[] ").split(",")
-        if a.strip(" '\"")
-    )
+    from upt_jax.config_files import name_tuple
+
+    only = name_tuple(config.get("only_arms"))
     unknown = [a for a in only if a not in config.arms]
     if unknown:
         raise ValueError(f"only_arms: unknown arms {unknown}; arms: {list(config.arms)}")
