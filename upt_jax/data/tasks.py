@@ -48,6 +48,7 @@ the order of `task_names()`. A user's family, outside the package, imports this 
 from upt_jax.data import synthetic  # noqa: F401  (arith)
 from upt_jax.data import hinted  # noqa: F401  (arith_hint)
 from upt_jax.data import countdown  # noqa: F401  (countdown)
+from upt_jax.data import task_registry
 from upt_jax.data.task_registry import (
     LEVELS,
     RECORD_KEYS,
@@ -63,16 +64,4 @@ from upt_jax.data.task_registry import (
     tier_names,
 )
 
-__all__ = [
-    "TaskTier",
-    "TaskFamily",
-    "register_task",
-    "get_task",
-    "task_of",
-    "resolve_tier",
-    "tier_names",
-    "task_names",
-    "generate",
-    "TierSource",
-    "LEVELS",
-]
+__all__ = [name for name in task_registry.__all__ if name != "RECORD_KEYS"]  # its API, re-exported

@@ -244,12 +244,11 @@ def run_comparison(config, run=None) -> dict:
         results["seconds"][f"{key}/{seed}"] = dict(train=round(t1 - t0, 1), eval=round(time.time() - t1, 1))
         _write_outputs(config, results, plots)  # partial, after every run
     bar.close()
-    if partial:
-        pass  # the curves, pass@k and plots come with the run over every arm
-    elif "curves" not in results:
-        finish_main()
-    else:
-        plots.update(make_plots(config, results))
+    if not partial:  # a share's curves, pass@k and plots come with the run over every arm
+        if "curves" not in results:
+            finish_main()
+        else:
+            plots.update(make_plots(config, results))
     results["seconds"]["total"] = round(time.time() - t_start, 1)
     report = _write_outputs(config, results, plots)
     print(report, flush=True)
