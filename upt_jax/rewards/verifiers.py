@@ -254,9 +254,10 @@ class Verifier:
 
     ``kinds [B]`` (optional): the kind that scores each item, a record's own ``verifier`` (a
     synthetic task family's, `upt_jax.data.tasks`). None or this verifier's kind: this verifier;
-    another kind: a `Verifier` of that kind (made on first need, closed with this one), its reasons
-    counted as ``<kind>/<reason>`` (``reward/countdown/correct``), so a run whose data mixes
-    families scores each with its own verifier.
+    another kind: a `RoutedVerifier` (made on first need, closed with this one) with this verifier
+    for its own kind, its other kinds' reasons counted as ``<kind>/<reason>``
+    (``reward/countdown/correct``), so a run whose data mixes families scores each with its own
+    verifier.
     """
 
     def __init__(
@@ -279,7 +280,7 @@ class Verifier:
         self.isolate, self.options = isolate, options
         self._pool, self._own_pool = pool, pool is None
         self.stats = collections.Counter()
-        self._routed: dict[str, Verifier] = {}
+        self._router: RoutedVerifier | None = None  # scores the items of other kinds (kinds=)
 
     @property
     def running_pool(self):
@@ -303,21 +304,10 @@ class Verifier:
             return self._score(outputs, golds)
         if len(kinds) != len(outputs):
             raise ValueError(f"{len(outputs)} outputs but {len(kinds)} kinds")
-        rewards: list[Any] = [None] * len(outputs)
-        for kind in dict.fromkeys(k if k is not None else self.kind for k in kinds):
-            idx = [i for i, k in enumerate(kinds) if (k if k is not None else self.kind) == kind]
-            if kind == self.kind:
-                done = self._score([outputs[i] for i in idx], [golds[i] for i in idx])
-            else:
-                if kind not in self._routed:
-                    if kind not in KINDS:
-                        raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
-                    self._routed[kind] = Verifier(kind, timeout_s=self.timeout_s, num_workers=self.num_workers)
-                done = self._routed[kind]._score([outputs[i] for i in idx], [golds[i] for i in idx])
-                self.stats.update(f"{kind}/{r.reason}" for r in done)
-            for i, r in zip(idx, done):
-                rewards[i] = r
-        return rewards
+        if self._router is None:  # the other kinds share one RoutedVerifier; this one scores its own
+            self._router = RoutedVerifier(timeout_s=self.timeout_s, num_workers=self.num_workers)
+            self._router.verifiers[self.kind] = self
+        return self._router(outputs, golds, [k if k is not None else self.kind for k in kinds])
 
     def _score(self, outputs: Sequence[str], golds: Sequence[Any]) -> list[Reward]:
         fn = _FUNCTIONS[self.kind]
@@ -348,13 +338,19 @@ class Verifier:
         return np.asarray([r.score for r in self(outputs, golds, kinds)], np.float32)
 
     def metrics(self, prefix: str = "reward/") -> dict[str, int]:
-        """Reason counts so far, e.g. ``{"reward/timeout": 2, ...}``."""
-        return {f"{prefix}{k}": v for k, v in sorted(self.stats.items())}
+        """Reason counts so far, e.g. ``{"reward/timeout": 2, ...}``; another kind's as
+        ``{"reward/countdown/correct": 1}``."""
+        out = {f"{prefix}{k}": v for k, v in self.stats.items()}
+        for kind, verifier in self._router.verifiers.items() if self._router is not None else ():
+            if verifier is not self:
+                out.update(verifier.metrics(f"{prefix}{kind}/"))
+        return dict(sorted(out.items()))
 
     def close(self) -> None:
-        for verifier in self._routed.values():
-            verifier.close()
-        self._routed = {}
+        if self._router is not None:
+            self._router.verifiers.pop(self.kind, None)  # this one closes below, not through it
+            self._router.close()
+            self._router = None
         if self._pool is not None and self._own_pool:
             self._pool.close()
         self._pool = None
@@ -398,6 +394,11 @@ class RoutedVerifier:
     def running_pool(self):
         """The worker pool the math (and isolated) kinds share, once one of them ran; else None."""
         return self._pool
+
+    @property
+    def verifiers(self) -> dict[str, Verifier]:
+        """The `Verifier` of every kind used so far."""
+        return self._verifiers
 
     def verifier(self, kind: str) -> Verifier:
         """The `Verifier` of ``kind`` (made on first use)."""
