@@ -6,6 +6,7 @@ training), evaluated on the same questions as the base, with paired differences 
     upt train --config experiments/testbed.py:demo             # `make demo`: GRPO, its SFT control, SFT
     upt train --config experiments/testbed.py:sft_tier         # SFT alone at 240 steps, 256 questions per tier
     upt train --config experiments/testbed.py --config.seeds="(0,1,2,3,4)"
+    upt train --config experiments/testbed.py:countdown        # family B (countdown), family A's settings
     python -m experiments.testbed_sweep RUN_DIR                # the per-method learning-rate sweep
 
 The family's tiers (`upt_jax.data.hinted`) play fixed roles: ``hadd_2``, ``hadd_3`` are solved by
@@ -42,14 +43,31 @@ import ml_collections
 
 from upt_jax.data import tasks
 
-FAMILY = "arith_hint"
-BASE_TIERS, RL_TIERS, SFT_TIERS, OOD_TIERS = (
-    tasks.get_task(FAMILY).tiers_at(level) for level in ("base", "rl", "sft", "ood")
-)
-RL_MIX = RL_TIERS * 2 + BASE_TIERS  # 50 % RL tier, 50 % replay
-SFT_MIX = SFT_TIERS + BASE_TIERS + RL_TIERS  # 25 % new, 75 % replay
-HYBRID_MIX = RL_TIERS * 2 + SFT_TIERS + BASE_TIERS  # a third each
-ID_TIERS = BASE_TIERS + RL_TIERS + SFT_TIERS
+FAMILY = "arith_hint"  # family A: the sweep's; `testbed.py:countdown` runs family B with A's settings
+FAMILIES = ("arith_hint", "countdown")
+
+
+def layout(family: str = FAMILY) -> dict[str, tuple[str, ...]]:
+    """A family's tiers by level and the comparison's mixes of them (a tier named twice is drawn
+    twice as often): ``base``, ``rl``, ``sft``, ``ood``, ``id`` (the tiers trained on), and
+    ``rl_mix`` (50 % RL tier, 50 % replay), ``sft_mix`` (25 % new, 75 % replay), ``hybrid_mix``
+    (RL tier, SFT tiers and base tiers, a third each)."""
+    base, rl, sft, ood = (tasks.get_task(family).tiers_at(level) for level in ("base", "rl", "sft", "ood"))
+    return dict(
+        base=base,
+        rl=rl,
+        sft=sft,
+        ood=ood,
+        id=base + rl + sft,
+        rl_mix=rl * 2 + base,
+        sft_mix=sft + base + rl,
+        hybrid_mix=rl * 2 + sft + base,
+    )
+
+
+_A = layout(FAMILY)
+BASE_TIERS, RL_TIERS, SFT_TIERS, OOD_TIERS, ID_TIERS = (_A[k] for k in ("base", "rl", "sft", "ood", "id"))
+RL_MIX, SFT_MIX, HYBRID_MIX = _A["rl_mix"], _A["sft_mix"], _A["hybrid_mix"]
 
 # per method: the learning rate chosen by `experiments/testbed_sweep.py` on the validation split
 # (the best paired difference on ``ID avg``, seed 0, 120 steps; docs/testbed.md "The sweep"), and the
@@ -69,10 +87,11 @@ MAIN = ("base", "sft", "grpo", "sft_then_grpo", "luffy", "srft", "hpt")
 SFT_CONTROL_RATE = 3e-4
 
 
-def _sft_stage(c, tiers=SFT_MIX) -> dict:
-    """An SFT stage: its mix, SFT's rate, n × questions_per_step demonstrations per step."""
+def _sft_stage(c, tiers=None) -> dict:
+    """An SFT stage: its mix (default the family's ``sft_mix``), SFT's rate, n × questions_per_step
+    demonstrations per step."""
     return dict(
-        tiers=tuple(tiers),
+        tiers=tuple(tiers or layout(c.family)["sft_mix"]),
         learning_rate=METHODS["sft"]["learning_rate"],
         questions_per_step=int(c.budget.questions_per_step) * int(c.budget.n),
     )
@@ -94,7 +113,8 @@ def _arm(label, module, arg="", *, method, tiers, hparams=None, **extra):
 
 def arms(c) -> dict:
     """The arms of the full comparison (``c.budget`` sets the SFT stages' demonstrations per step)."""
-    sft = _sft_stage(c)
+    sft, lay = _sft_stage(c), layout(c.family)
+    SFT_MIX, RL_MIX, HYBRID_MIX = lay["sft_mix"], lay["rl_mix"], lay["hybrid_mix"]  # noqa: N806
     return dict(
         sft=dict(_arm("SFT", "sft", method="sft", tiers=SFT_MIX), questions_per_step=sft["questions_per_step"]),
         grpo=_arm(
@@ -120,24 +140,49 @@ def set_run_dir(c, run_dir: str):
     return c
 
 
+def parse_arg(arg: str | None) -> tuple[str, str]:
+    """``"VARIANT"``, ``"FAMILY"`` or ``"VARIANT,FAMILY"`` (e.g. ``demo,countdown``) → (variant, family);
+    the defaults are ``full`` and `FAMILY`."""
+    variant, family = "full", FAMILY
+    for token in filter(None, (arg or "").split(",")):
+        if token in VARIANTS:
+            variant = token
+        elif token in FAMILIES:
+            family = token
+        else:
+            raise ValueError(
+                f"experiments/testbed.py: {token!r} is neither a variant ({', '.join(VARIANTS)}) "
+                f"nor a family ({', '.join(FAMILIES)})"
+            )
+    return variant, family
+
+
+TITLES = dict(arith_hint="the index-hinted arithmetic testbed", countdown="the countdown testbed")
+
+
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"experiments/testbed.py: variant {variant!r}: one of {', '.join(VARIANTS)}")
+    variant, family = parse_arg(arg)
     from upt_jax import bases
 
+    lay = layout(family)
+    BASE_TIERS, RL_TIERS, SFT_TIERS, OOD_TIERS, ID_TIERS = (  # noqa: N806
+        lay[k] for k in ("base", "rl", "sft", "ood", "id")
+    )
     c = ml_collections.ConfigDict()
     c.mode = "comparison"
-    c.name = f"testbed_{variant}"
-    c.title = "SFT, GRPO, SFT→GRPO, LUFFY, SRFT and HPT on the index-hinted arithmetic testbed"
-    c.run_dir = f"runs/testbed_{variant}" if variant != "full" else "runs/testbed"
+    c.family = family
+    suffix = "" if family == FAMILY else f"_{family}"
+    c.name = f"testbed{suffix}_{variant}"
+    c.title = f"SFT, GRPO, SFT→GRPO, LUFFY, SRFT and HPT on {TITLES[family]}"
+    c.run_dir = f"runs/testbed{suffix}_{variant}" if variant != "full" else f"runs/testbed{suffix}"
     c.progress = True
     c.only_arms = ()  # e.g. --config.only_arms=luffy,srft,hpt: one process's share (comparison.only_arms)
     c.plot_smooth = 5
     c.seeds = (0, 1, 2)
-    c.base = ml_collections.ConfigDict(
-        dict(run_dir=bases.base_dir(FAMILY), label="base model (shipped)"), type_safe=False
-    )
+    if variant != "smoke":  # the smoke variant trains its own tiny base (below)
+        c.base = ml_collections.ConfigDict(
+            dict(run_dir=bases.base_dir(family), label="base model (shipped)"), type_safe=False
+        )
     # what every arm gets; the learning rate here is only a default (each arm sets its method's)
     # steps: the full comparison's time on 2 cores is estimated at about 75 min (docs/testbed.md)
     c.budget = ml_collections.ConfigDict(
@@ -207,7 +252,7 @@ def get_config(arg: str | None = None):
         c.base = ml_collections.ConfigDict(
             dict(
                 run_dir=f"{c.run_dir}/base",
-                module="pretrain_hint",
+                module="pretrain_hint" if family == FAMILY else f"pretrain_{family}",
                 arg="",
                 train_if_missing=True,
                 label="base model",

@@ -54,6 +54,34 @@ def test_every_arm_starts_from_the_shipped_base_with_its_methods_budget(variant)
     assert sum(t not in testbed.SFT_TIERS for t in testbed.SFT_MIX) / len(testbed.SFT_MIX) == 0.75
 
 
+def test_family_b_runs_with_family_as_settings_on_its_own_tiers():
+    """`testbed.py:countdown` is the same comparison (arms, rates, budget, mixes' proportions) on the
+    countdown family's tiers, from its own base; a token that is neither a variant nor a family is
+    refused."""
+    a, b = testbed.get_config("smoke"), testbed.get_config("smoke,countdown")
+    assert (a.family, b.family) == ("arith_hint", "countdown") and b.base.module == "pretrain_countdown"
+    assert b.run_dir == "runs/testbed_countdown_smoke" and a.run_dir == "runs/testbed_smoke"
+    assert testbed.parse_arg("demo,countdown") == testbed.parse_arg("countdown,demo") == ("demo", "countdown")
+    assert testbed.parse_arg(None) == ("full", "arith_hint")
+    lay = testbed.layout("countdown")
+    assert lay["rl"] == ("cd_3",) and lay["sft"] == ("cd_3m",) and set(lay["base"]) == {"cd_2", "cd_3p"}
+    assert set(lay["ood"]) == {"cd_4", "cd_4m"}
+    for key in b.arms:
+        assert b.arms[key].learning_rate == a.arms[key].learning_rate, key
+        assert b.arms[key].get("hparams") == a.arms[key].get("hparams"), key
+    assert tuple(b.arms.sft.tiers) == lay["sft_mix"] and tuple(b.arms.grpo.tiers) == lay["rl_mix"]
+    assert b.budget.to_dict() == a.budget.to_dict()
+    with pytest.raises(ValueError, match="neither a variant"):
+        testbed.get_config("countdwn")
+
+
+def test_the_sft_tier_variant_trains_sft_alone_on_twice_the_budget_with_more_questions():
+    c, full = testbed.get_config("sft_tier"), testbed.get_config("full")
+    assert set(c.arms) == {"sft"} and c.budget.steps == 2 * full.budget.steps
+    assert c.eval.n_per_tier == 256 and set(cmp.eval_suites(c.eval)) == set(testbed.ID_TIERS)
+    assert c.arms.sft.to_dict() == full.arms.sft.to_dict()  # the same arm, rate and mix
+
+
 def test_the_sft_control_learns_the_rl_arms_questions_in_the_same_order():
     c = cmp.with_sft_controls(testbed.get_config("full"))
     (_, rl), (_, ctl) = cmp.arm_config(c, "grpo", 1), cmp.arm_config(c, "grpo_sft_control", 1)
