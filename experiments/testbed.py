@@ -4,6 +4,7 @@ training), evaluated on the same questions as the base, with paired differences 
 
     upt train --config experiments/testbed.py                  # full: 3 seeds, every arm
     upt train --config experiments/testbed.py:demo             # `make demo`: GRPO, its SFT control, SFT
+    upt train --config experiments/testbed.py:ablations        # HPT's γ, offline-signal, released-code ablations
     upt train --config experiments/testbed.py:sft_tier         # SFT alone at 240 steps, 256 questions per tier
     upt train --config experiments/testbed.py --config.seeds="(0,1,2,3,4)"
     upt train --config experiments/testbed.py:countdown        # family B (countdown), family A's settings
@@ -80,7 +81,7 @@ METHODS = dict(
     srft=dict(learning_rate=1e-3, grid=(1e-4, 3e-4, 1e-3, 3e-3)),
     hpt=dict(learning_rate=1e-3, grid=(1e-4, 3e-4, 1e-3, 3e-3)),
 )
-VARIANTS = ("full", "demo", "sft_tier", "smoke")
+VARIANTS = ("full", "demo", "ablations", "sft_tier", "smoke")
 MAIN = ("base", "sft", "grpo", "sft_then_grpo", "luffy", "srft", "hpt")
 # GRPO's SFT control learns from 8 demonstrations per step (GRPO's questions), not SFT's 64: the
 # pilots' rate for that batch (3e-4: +13.5 points on the RL tier, solved tiers unchanged)
@@ -129,6 +130,28 @@ def arms(c) -> dict:
         srft=_arm("SRFT", "srft", method="srft", tiers=HYBRID_MIX),
         hpt=_arm("HPT", "hpt", method="hpt", tiers=HYBRID_MIX, hparams=dict(gamma=0.0)),
     )
+
+
+def ablation_arms() -> dict:
+    """The HPT paper's ablations, each an HPT arm at HPT's rate on the hybrids' mix (the main HPT arm,
+    γ = 0 with the paper text's SFT signal, is their reference): the gate threshold γ (n = 8, so
+    P ∈ {0, 1/8, …}), what an SFT-routed question learns from its demonstration (off-policy RL as
+    LUFFY's term, or SFT and that together) and the authors' released code (`upge.recipes.hpt`)."""
+    hpt = lambda label, arg="", **hp: _arm(label, "hpt", arg, method="hpt", tiers=(), hparams=hp)  # noqa: E731
+    return dict(
+        hpt_gamma_1of8=hpt("HPT γ=1/8", gamma=0.125),
+        hpt_gamma_2of8=hpt("HPT γ=2/8", gamma=0.25),
+        hpt_offline_rl=hpt("HPT, demo by off-policy RL", gamma=0.0, offline="rl"),
+        hpt_offline_both=hpt("HPT, demo by SFT + off-policy RL", gamma=0.0, offline="both"),
+        hpt_released_code=hpt("HPT (released code)", "released_code", gamma=0.0),
+    )
+
+
+ABLATION_TABLES = (
+    ("Gate ablation (γ with n = 8)", ("base", "hpt", "hpt_gamma_1of8", "hpt_gamma_2of8")),
+    ("Offline-signal ablation", ("base", "hpt", "hpt_offline_rl", "hpt_offline_both")),
+    ("HPT: paper text vs released code", ("base", "hpt", "hpt_released_code")),
+)
 
 
 def set_run_dir(c, run_dir: str):
@@ -233,6 +256,16 @@ def get_config(arg: str | None = None):
         c.paired_against = ()
         c.eval.n_per_tier, c.eval.k, c.eval.base_k = 48, 4, 16
         c.curves.arms = ()
+        c.passk.arms = ()
+    if variant == "ablations":  # HPT and its ablations, same budget, mix, rate and evaluation as `full`
+        hybrid = tuple(c.arms.hpt.tiers)
+        for key in ("sft", "grpo", "sft_then_grpo", "luffy", "srft"):
+            del c.arms[key]
+        for key, arm in ablation_arms().items():
+            c.arms[key] = ml_collections.ConfigDict(dict(arm, tiers=hybrid), type_safe=False)
+        c.tables = ABLATION_TABLES
+        c.paired_against = ("hpt", tuple(ablation_arms()))
+        c.curves.arms = ("hpt", "hpt_released_code")
         c.passk.arms = ()
     if variant == "sft_tier":  # criterion (b) of issue #17: SFT alone, twice the budget, 256 questions
         # the full comparison's SFT arm reaches 27.7 % on hsub_3 at 120 steps, the same on every seed

@@ -75,6 +75,27 @@ def test_family_b_runs_with_family_as_settings_on_its_own_tiers():
         testbed.get_config("countdwn")
 
 
+def test_the_ablations_variant_is_hpt_with_one_setting_changed_per_arm():
+    c, full = cmp.with_sft_controls(testbed.get_config("ablations")), testbed.get_config("full")
+    assert set(c.arms) == {"hpt", *testbed.ablation_arms()}
+    _, ref = cmp.arm_config(c, "hpt", 0)
+    changed = dict(
+        hpt_gamma_1of8={"gamma": 0.125},
+        hpt_gamma_2of8={"gamma": 0.25},
+        hpt_offline_rl={"offline": "rl"},
+        hpt_offline_both={"offline": "both"},
+        hpt_released_code={"variant": "released_code"},
+    )
+    for key, diff in changed.items():
+        _, ac = cmp.arm_config(c, key, 0)
+        assert ac.recipe.name == "hpt" and dict(ac.recipe.hparams) == {**dict(ref.recipe.hparams), **diff}, key
+        for field in ("data.tiers", "train.learning_rate", "train.steps", "rollout.n", "model.checkpoint"):
+            part, name = field.split(".")
+            assert ac[part][name] == ref[part][name], (key, field)
+        checks.check_recipe(ac)
+    assert tuple(ref.data.tiers) == tuple(full.arms.hpt.tiers) and c.eval.to_dict() == full.eval.to_dict()
+
+
 def test_the_sft_tier_variant_trains_sft_alone_on_twice_the_budget_with_more_questions():
     c, full = testbed.get_config("sft_tier"), testbed.get_config("full")
     assert set(c.arms) == {"sft"} and c.budget.steps == 2 * full.budget.steps
