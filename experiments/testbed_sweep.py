@@ -9,6 +9,8 @@ numbers they will be reported with.
     python -m experiments.testbed_sweep RUN_DIR --methods grpo,hpt --seeds 0,1
     python -m experiments.testbed_sweep RUN_DIR --variant smoke         # the test suite's
     python -m experiments.testbed_sweep RUN_DIR --methods hpt --rates 3e-3   # one more point
+    python -m experiments.testbed_sweep RUN_DIR --methods hpt --hparam sft_loss_coef=0.1,0.3
+                                                # a loss coefficient, at the method's chosen rate
 
 Writes ``RUN_DIR/sweep.json``: per method, per rate, the paired difference against the base on
 every tier and group (`upt_jax.studies.comparison_report`), the score (the paired difference on the
@@ -16,6 +18,12 @@ every tier and group (`upt_jax.studies.comparison_report`), the score (the paire
 solved ones scores low) and the best rate; plus the comparison's own outputs (``REPORT.md``,
 ``summary.json``, plots). Resumable: a rerun reuses finished runs and cached evaluations. SFT→GRPO
 has no rate of its own (its stages use SFT's and GRPO's).
+
+``--hparam NAME=V1,V2`` (``hparam_grids``) sweeps one of a method's hyperparameters (a hybrid's
+per-term loss coefficient, such as HPT's ``sft_loss_coef``) at the rate `testbed.METHODS` holds for
+it, the learning-rate sweep's choice; ``sweep.json`` then has, per method, ``hparams`` and
+``hparam_scores`` by value, and ``best_hparams``, which count the rate arm at that rate (the
+method's default value) as one more point when the sweep has it.
 """
 
 import argparse
@@ -32,13 +40,16 @@ VALIDATION_SEED = 2_000_003  # the test questions use upt_jax.eval.evaluate.DEFA
 SCORE = "ID avg"
 
 
-def _key(method: str, lr: float) -> str:
-    return f"{method}_lr{lr:g}".replace(".", "p")  # a config key has no dots
+def _key(method: str, lr: float, hparam: tuple[str, float] | None = None) -> str:
+    key = f"{method}_lr{lr:g}" + (f"_{hparam[0]}{hparam[1]:g}" if hparam else "")
+    return key.replace(".", "p")  # a config key has no dots
 
 
-def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None):
+def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, hparam_grids=None):
     """The sweep as a comparison config: one arm per (method, rate); ``arg`` is the testbed's
-    variant (``full``, ``smoke``); ``grids``: ``{method: rates}`` instead of `testbed.METHODS`'."""
+    variant (``full``, ``smoke``); ``grids``: ``{method: rates}`` instead of `testbed.METHODS`';
+    ``hparam_grids``: ``{method: {name: values}}``, one more arm per value at the method's rate
+    (and no rate arms for a method that has no ``grids`` entry)."""
     c = testbed.get_config(arg or "full")
     methods = tuple(methods or testbed.METHODS)
     unknown = set(methods) - set(testbed.METHODS)
@@ -46,10 +57,23 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None):
         raise ValueError(f"testbed_sweep: unknown methods {sorted(unknown)}; methods: {tuple(testbed.METHODS)}")
     template = testbed.arms(c)
     arms = {}
+    hparam_grids = hparam_grids or {}
     for m in methods:
-        for lr in (grids or {}).get(m, testbed.METHODS[m]["grid"]):
-            arm = {k: v for k, v in template[m].items() if k != "sft_control"}
+        arm = {k: v for k, v in template[m].items() if k != "sft_control"}
+        rates = (grids or {}).get(m, () if m in hparam_grids else testbed.METHODS[m]["grid"])
+        for lr in rates:
             arms[_key(m, lr)] = dict(arm, label=f"{arm['label']} lr {lr:g}", learning_rate=float(lr), method=m)
+        lr = float(testbed.METHODS[m]["learning_rate"])
+        for name, values in hparam_grids.get(m, {}).items():
+            for v in values:
+                arms[_key(m, lr, (name, v))] = dict(
+                    arm,
+                    label=f"{arm['label']} lr {lr:g}, {name} {v:g}",
+                    learning_rate=lr,
+                    method=m,
+                    hparams={**dict(arm.get("hparams") or {}), name: float(v)},
+                    swept=(name, float(v)),
+                )
     c.name = f"testbed_sweep_{arg or 'full'}"
     c.title = "Learning-rate sweep on the testbed's validation split"
     testbed.set_run_dir(c, c.run_dir.replace("testbed", "testbed_sweep"))
@@ -78,12 +102,38 @@ def sweep_results(config, results: dict) -> dict:
         if key not in vs_base:
             continue
         m = out["methods"].setdefault(arm.method, {"rates": {}, "scores": {}})
+        if arm.get("swept"):
+            name, value = arm.swept
+            m.setdefault("hparams", {}).setdefault(name, {})[f"{value:g}"] = vs_base[key]
+            m.setdefault("hparam_scores", {}).setdefault(name, {})[f"{value:g}"] = vs_base[key][SCORE]["diff"]
+            continue
         rate = f"{arm.learning_rate:g}"
         m["rates"][rate] = vs_base[key]
         m["scores"][rate] = vs_base[key][SCORE]["diff"]
-    for m in out["methods"].values():
-        m["best"] = float(max(m["scores"], key=m["scores"].get))
+    for name, m in out["methods"].items():
+        if m["scores"]:
+            m["best"] = float(max(m["scores"], key=m["scores"].get))
+        chosen = f"{testbed.METHODS[name]['learning_rate']:g}"
+        for hp, scores in m.get("hparam_scores", {}).items():
+            candidates = dict(scores)
+            if chosen in m["scores"]:  # the rate arm at the chosen rate: the method's default value
+                default = _default_hparam(config, name, hp)
+                candidates.setdefault(f"{default:g}", m["scores"][chosen])
+            m.setdefault("best_hparams", {})[hp] = float(max(candidates, key=candidates.get))
     return out
+
+
+def _default_hparam(config, method: str, name: str) -> float:
+    """The value of recipe hyperparameter ``name`` that ``method``'s rate arms train with: the arm's
+    own ``hparams``, else the recipe builder's default (`upt_jax.upge.RECIPES`)."""
+    import inspect
+
+    from upt_jax import upge
+
+    arm = next(a for a in config.arms.values() if a.method == method and not a.get("swept"))
+    if name in (arm.get("hparams") or {}):
+        return float(arm.hparams[name])
+    return float(inspect.signature(upge.RECIPES[method]).parameters[name].default)
 
 
 def run(config) -> dict:
@@ -95,7 +145,11 @@ def run(config) -> dict:
     write_json(os.path.join(config.run_dir, "sweep.json"), out)
     for name, m in out["methods"].items():
         scores = ", ".join(f"{r}: {100 * s:+.1f}" for r, s in m["scores"].items())
-        print(f"[sweep] {name}: {SCORE} paired difference by rate {scores} → best {m['best']:g}", flush=True)
+        if m["scores"]:
+            print(f"[sweep] {name}: {SCORE} paired difference by rate {scores} → best {m['best']:g}", flush=True)
+        for hp, by_value in m.get("hparam_scores", {}).items():
+            values = ", ".join(f"{v}: {100 * s:+.1f}" for v, s in by_value.items())
+            print(f"[sweep] {name}: {SCORE} by {hp} {values} → best {m['best_hparams'][hp]:g}", flush=True)
     return out
 
 
@@ -106,14 +160,28 @@ def main(argv=None) -> dict:
     p.add_argument("--methods", default=",".join(testbed.METHODS), help="comma-separated")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
     p.add_argument("--rates", default="", help="comma-separated rates for every method (default: each method's grid)")
+    p.add_argument(
+        "--hparam",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="sweep a recipe hyperparameter of each method named, at its chosen rate (repeatable)",
+    )
     a = p.parse_args(argv)
     methods = [m for m in a.methods.split(",") if m]
     rates = tuple(float(r) for r in a.rates.split(",") if r)
+    hparams = {}
+    for spec in a.hparam:
+        name, _, values = spec.partition("=")
+        if not name or not values:
+            p.error(f"--hparam {spec!r}: NAME=V1,V2")
+        hparams[name] = tuple(float(v) for v in values.split(",") if v)
     c = get_config(
         a.variant,
         methods=methods,
         seeds=[int(s) for s in a.seeds.split(",") if s],
         grids={m: rates for m in methods} if rates else None,
+        hparam_grids={m: hparams for m in methods} if hparams else None,
     )
     testbed.set_run_dir(c, a.run_dir)
     return run(c)

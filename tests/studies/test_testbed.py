@@ -359,6 +359,36 @@ def test_the_sweep_command_takes_extra_rates_for_the_methods_named(tmp_path, mon
     assert [seen[1].arms[k].learning_rate for k in seen[1].arms] == list(testbed.METHODS["sft"]["grid"])
 
 
+def test_the_sweep_takes_a_loss_coefficient_at_the_chosen_rate_and_counts_the_default_as_a_point(tmp_path, monkeypatch):
+    """``--hparam sft_loss_coef=0.1,0.3``: one HPT arm per value at HPT's chosen rate (no rate grid
+    unless asked); the best value is chosen among them and, when the sweep has the rate arm at that
+    rate, HPT's default value (1.0) scored by it."""
+    seen = []
+    monkeypatch.setattr(testbed_sweep, "run", lambda c: seen.append(c) or {})
+    testbed_sweep.main([str(tmp_path / "coef"), "--methods", "hpt", "--hparam", "sft_loss_coef=0.1,0.3"])
+    (c,) = seen
+    lr = testbed.METHODS["hpt"]["learning_rate"]
+    assert sorted(c.arms) == ["hpt_lr0p001_sft_loss_coef0p1", "hpt_lr0p001_sft_loss_coef0p3"] and lr == 1e-3
+    for key, value in (("hpt_lr0p001_sft_loss_coef0p1", 0.1), ("hpt_lr0p001_sft_loss_coef0p3", 0.3)):
+        _, ac = cmp.arm_config(c, key, 0)
+        assert ac.train.learning_rate == lr and dict(ac.recipe.hparams) == {
+            "variant": "paper_text",
+            "gamma": 0.0,
+            "sft_loss_coef": value,
+        }
+        checks.check_recipe(ac)
+    c = testbed_sweep.get_config(
+        "full", methods=("hpt",), grids={"hpt": (lr,)}, hparam_grids={"hpt": {"sft_loss_coef": (0.1, 0.3)}}
+    )
+    diffs = {"hpt_lr0p001": -0.10, "hpt_lr0p001_sft_loss_coef0p1": 0.02, "hpt_lr0p001_sft_loss_coef0p3": -0.01}
+    results = {"paired": {"vs_base": {k: {"ID avg": _entry(d, 0.01)} for k, d in diffs.items()}}}
+    m = testbed_sweep.sweep_results(c, results)["methods"]["hpt"]
+    assert m["scores"] == {"0.001": -0.10} and m["hparam_scores"] == {"sft_loss_coef": {"0.1": 0.02, "0.3": -0.01}}
+    assert m["best_hparams"] == {"sft_loss_coef": 0.1}
+    results["paired"]["vs_base"]["hpt_lr0p001"]["ID avg"] = _entry(0.05, 0.01)  # the default (1.0) wins
+    assert testbed_sweep.sweep_results(c, results)["methods"]["hpt"]["best_hparams"] == {"sft_loss_coef": 1.0}
+
+
 @pytest.mark.slow
 def test_the_sweep_scores_each_rate_on_the_validation_split(tmp_path):
     c = testbed_sweep.get_config("smoke", methods=("sft",), grids={"sft": (1e-3, 1e-2)})
