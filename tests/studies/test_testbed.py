@@ -218,6 +218,9 @@ def smoke(tmp_path_factory):
         size = os.path.getsize(metrics)
         results = cmp.run_comparison(c)
     assert os.path.getsize(metrics) == size  # the share's run was reused, not trained again
+    # the reused run reports the training time it took in the share (from its log), not ~0
+    assert results["seconds"]["hpt/0"]["train"] == share["seconds"]["hpt/0"]["train"] > 0
+    assert results["seconds"]["hpt/0"]["wall"] < share["seconds"]["hpt/0"]["wall"]
     return cmp.with_sft_controls(c), results
 
 

@@ -153,6 +153,19 @@ def run_arm(config, key: str, seed: int, run=None) -> list[str]:
     return final_run_dirs(kind, c)
 
 
+def train_seconds(run_dirs) -> float:
+    """An arm's training time from its stages' own logs: the sum of every step's ``time/step_s``
+    (a step logged twice by a resume counts once, its last record). A comparison that finds a run
+    finished reports the time it took when it ran, not the time it took to find it (``wall``)."""
+    from upt_jax.studies.comparison_plots import read_metrics
+
+    total = 0.0
+    for d in run_dirs:
+        steps = {r["step"]: float(r["time/step_s"]) for r in read_metrics([d]) if "time/step_s" in r}
+        total += sum(steps.values())
+    return total
+
+
 def job_order(config) -> list[tuple[str, int]]:
     """``(arm, seed)`` in the order they run: the first table's arms, every seed; then the other
     arms seed by seed, so that an interrupted comparison has whole tables for the seeds it ran."""
@@ -241,7 +254,9 @@ def run_comparison(config, run=None) -> dict:
         entry = results["arms"].setdefault(key, dict(label=config.arms[key].label, seeds={}, run_dirs={}))
         entry["seeds"][str(seed)] = evaluate_run(dirs[-1], main, samplers=samplers)
         entry["run_dirs"][str(seed)] = dirs
-        results["seconds"][f"{key}/{seed}"] = dict(train=round(t1 - t0, 1), eval=round(time.time() - t1, 1))
+        results["seconds"][f"{key}/{seed}"] = dict(
+            train=round(train_seconds(dirs), 1), wall=round(t1 - t0, 1), eval=round(time.time() - t1, 1)
+        )
         _write_outputs(config, results, plots)  # partial, after every run
     bar.close()
     if not partial:  # a share's curves, pass@k and plots come with the run over every arm
