@@ -263,6 +263,7 @@ def get_config(arg: str | None = None):
             del c.arms[key]
         for key, arm in ablation_arms().items():
             c.arms[key] = ml_collections.ConfigDict(dict(arm, tiers=hybrid), type_safe=False)
+        c.title = f"HPT's ablations on {TITLES[family]}"
         c.tables = ABLATION_TABLES
         c.paired_against = ("hpt", tuple(ablation_arms()))
         c.curves.arms = ("hpt", "hpt_released_code")
@@ -273,6 +274,7 @@ def get_config(arg: str | None = None):
         c.budget.steps = 240
         for key in ("grpo", "sft_then_grpo", "luffy", "srft", "hpt"):
             del c.arms[key]
+        c.title = f"SFT at twice the comparison's budget on {TITLES[family]}"
         c.tables = (("SFT at twice the comparison's budget", ("base", "sft")),)
         c.paired_against = ()
         c.eval.groups = tuple(g for g in c.eval.groups if g[0] != "OOD avg")
