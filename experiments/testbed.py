@@ -79,7 +79,14 @@ METHODS = dict(
     grpo=dict(learning_rate=8e-5, grid=(2e-5, 4e-5, 8e-5, 1.6e-4)),
     luffy=dict(learning_rate=3e-4, grid=(1e-4, 3e-4, 1e-3, 3e-3)),
     srft=dict(learning_rate=1e-3, grid=(1e-4, 3e-4, 1e-3, 3e-3)),
-    hpt=dict(learning_rate=1e-3, grid=(1e-4, 3e-4, 1e-3, 3e-3)),
+    # HPT's SFT-term coefficient (`testbed_sweep --hparam`, at the chosen rate; docs/testbed.md "The
+    # sweep of HPT's SFT coefficient"): the rate grid ran at the default 1.0
+    hpt=dict(
+        learning_rate=1e-3,
+        grid=(1e-4, 3e-4, 1e-3, 3e-3),
+        hparams=dict(sft_loss_coef=0.1),
+        hparam_grid=dict(sft_loss_coef=(0.03, 0.1, 0.3, 1.0)),
+    ),
 )
 VARIANTS = ("full", "demo", "ablations", "sft_tier", "smoke")
 MAIN = ("base", "sft", "grpo", "sft_then_grpo", "luffy", "srft", "hpt")
@@ -98,12 +105,15 @@ def _sft_stage(c, tiers=None) -> dict:
     )
 
 
-def _arm(label, module, arg="", *, method, tiers, hparams=None, **extra):
+def _arm(label, module, arg="", *, method, tiers, hparams=None, swept=True, **extra):
+    """An arm of ``method`` at its chosen rate; with ``swept`` its chosen hyperparameters
+    (`METHODS`' ``hparams``) under ``hparams``."""
+    chosen = dict(METHODS[method].get("hparams", {})) if swept else {}
     return dict(
         label=label,
         module=module,
         arg=arg,
-        hparams=dict(hparams or {}),
+        hparams={**chosen, **dict(hparams or {})},
         overrides=(),
         seeds=(),
         tiers=tuple(tiers),
@@ -112,8 +122,9 @@ def _arm(label, module, arg="", *, method, tiers, hparams=None, **extra):
     )
 
 
-def arms(c) -> dict:
-    """The arms of the full comparison (``c.budget`` sets the SFT stages' demonstrations per step)."""
+def arms(c, *, swept: bool = True) -> dict:
+    """The arms of the full comparison (``c.budget`` sets the SFT stages' demonstrations per step);
+    ``swept=False``: without the hyperparameters the sweep chose beyond the rate (the rate sweep's arms)."""
     sft, lay = _sft_stage(c), layout(c.family)
     SFT_MIX, RL_MIX, HYBRID_MIX = lay["sft_mix"], lay["rl_mix"], lay["hybrid_mix"]  # noqa: N806
     return dict(
@@ -128,7 +139,7 @@ def arms(c) -> dict:
         sft_then_grpo=_arm("SFT→GRPO", "sft_then_grpo", method="grpo", tiers=HYBRID_MIX, stages=dict(sft=sft)),
         luffy=_arm("LUFFY", "luffy", method="luffy", tiers=HYBRID_MIX),
         srft=_arm("SRFT", "srft", method="srft", tiers=HYBRID_MIX),
-        hpt=_arm("HPT", "hpt", method="hpt", tiers=HYBRID_MIX, hparams=dict(gamma=0.0)),
+        hpt=_arm("HPT", "hpt", method="hpt", tiers=HYBRID_MIX, hparams=dict(gamma=0.0), swept=swept),
     )
 
 

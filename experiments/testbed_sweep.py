@@ -55,7 +55,7 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, 
     unknown = set(methods) - set(testbed.METHODS)
     if unknown:
         raise ValueError(f"testbed_sweep: unknown methods {sorted(unknown)}; methods: {tuple(testbed.METHODS)}")
-    template = testbed.arms(c)
+    template = testbed.arms(c, swept=False)  # the rate grids ran at the methods' default hyperparameters
     arms = {}
     hparam_grids = hparam_grids or {}
     for m in methods:

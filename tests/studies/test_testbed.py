@@ -75,6 +75,14 @@ def test_family_b_runs_with_family_as_settings_on_its_own_tiers():
         testbed.get_config("countdwn")
 
 
+def test_hpt_trains_with_the_coefficient_its_sweep_chose_and_the_ablations_keep_it():
+    for variant in ("full", "ablations"):
+        c = testbed.get_config(variant)
+        for key in (k for k in c.arms if k.startswith("hpt")):
+            assert c.arms[key].hparams["sft_loss_coef"] == testbed.METHODS["hpt"]["hparams"]["sft_loss_coef"], key
+    assert testbed.METHODS["hpt"]["hparams"]["sft_loss_coef"] in testbed.METHODS["hpt"]["hparam_grid"]["sft_loss_coef"]
+
+
 def test_the_ablations_variant_is_hpt_with_one_setting_changed_per_arm():
     c, full = cmp.with_sft_controls(testbed.get_config("ablations")), testbed.get_config("full")
     assert set(c.arms) == {"hpt", *testbed.ablation_arms()}
@@ -383,6 +391,8 @@ def test_the_sweep_takes_a_loss_coefficient_at_the_chosen_rate_and_counts_the_de
     c = testbed_sweep.get_config(
         "full", methods=("hpt",), grids={"hpt": (lr,)}, hparam_grids={"hpt": {"sft_loss_coef": (0.1, 0.3)}}
     )
+    _, rate_arm = cmp.arm_config(c, "hpt_lr0p001", 0)  # the rate grid's arm: HPT's default coefficient
+    assert "sft_loss_coef" not in rate_arm.recipe.hparams
     diffs = {"hpt_lr0p001": -0.10, "hpt_lr0p001_sft_loss_coef0p1": 0.02, "hpt_lr0p001_sft_loss_coef0p3": -0.01}
     results = {"paired": {"vs_base": {k: {"ID avg": _entry(d, 0.01)} for k, d in diffs.items()}}}
     m = testbed_sweep.sweep_results(c, results)["methods"]["hpt"]
