@@ -112,7 +112,9 @@ def test_parse_integer(s, expected):
     ],
 )
 def test_extraction_is_fast_on_adversarial_text(text):
+    # a hang guard (a backtracking regex on a million characters takes minutes), with room for a
+    # loaded shared host: not a speed target
     start = time.perf_counter()
     extract.extract_answer(text)
     extract.extract_choice(text)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 10.0
