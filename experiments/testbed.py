@@ -38,6 +38,7 @@ question for the base; outputs as `upt_jax.studies.comparison`
 (``summary.json``: each arm's paired difference against the base per tier and group).
 """
 
+import functools
 import os
 
 import ml_collections
@@ -45,7 +46,8 @@ import ml_collections
 from upt_jax.data import tasks
 
 FAMILY = "arith_hint"  # family A: the sweep's; `testbed.py:countdown` runs family B with A's settings
-FAMILIES = ("arith_hint", "countdown")
+TITLES = dict(arith_hint="the index-hinted arithmetic testbed", countdown="the countdown testbed")
+FAMILIES = tuple(TITLES)
 
 
 def layout(family: str = FAMILY) -> dict[str, tuple[str, ...]]:
@@ -127,28 +129,29 @@ def arms(c, *, swept: bool = True) -> dict:
     ``swept=False``: without the hyperparameters the sweep chose beyond the rate (the rate sweep's arms)."""
     sft, lay = _sft_stage(c), layout(c.family)
     SFT_MIX, RL_MIX, HYBRID_MIX = lay["sft_mix"], lay["rl_mix"], lay["hybrid_mix"]  # noqa: N806
+    arm = functools.partial(_arm, swept=swept)
     return dict(
-        sft=dict(_arm("SFT", "sft", method="sft", tiers=SFT_MIX), questions_per_step=sft["questions_per_step"]),
-        grpo=_arm(
+        sft=dict(arm("SFT", "sft", method="sft", tiers=SFT_MIX), questions_per_step=sft["questions_per_step"]),
+        grpo=arm(
             "GRPO",
             "grpo",
             method="grpo",
             tiers=RL_MIX,
             sft_control=dict(learning_rate=SFT_CONTROL_RATE, label="SFT control (GRPO's questions)"),
         ),
-        sft_then_grpo=_arm("SFT→GRPO", "sft_then_grpo", method="grpo", tiers=HYBRID_MIX, stages=dict(sft=sft)),
-        luffy=_arm("LUFFY", "luffy", method="luffy", tiers=HYBRID_MIX),
-        srft=_arm("SRFT", "srft", method="srft", tiers=HYBRID_MIX),
-        hpt=_arm("HPT", "hpt", method="hpt", tiers=HYBRID_MIX, hparams=dict(gamma=0.0), swept=swept),
+        sft_then_grpo=arm("SFT→GRPO", "sft_then_grpo", method="grpo", tiers=HYBRID_MIX, stages=dict(sft=sft)),
+        luffy=arm("LUFFY", "luffy", method="luffy", tiers=HYBRID_MIX),
+        srft=arm("SRFT", "srft", method="srft", tiers=HYBRID_MIX),
+        hpt=arm("HPT", "hpt", method="hpt", tiers=HYBRID_MIX, hparams=dict(gamma=0.0)),
     )
 
 
-def ablation_arms() -> dict:
-    """The HPT paper's ablations, each an HPT arm at HPT's rate on the hybrids' mix (the main HPT arm,
+def ablation_arms(tiers: tuple[str, ...] = HYBRID_MIX) -> dict:
+    """The HPT paper's ablations, each an HPT arm at HPT's rate on ``tiers``, the hybrids' mix (the main HPT arm,
     γ = 0 with the paper text's SFT signal, is their reference): the gate threshold γ (n = 8, so
     P ∈ {0, 1/8, …}), what an SFT-routed question learns from its demonstration (off-policy RL as
     LUFFY's term, or SFT and that together) and the authors' released code (`upge.recipes.hpt`)."""
-    hpt = lambda label, arg="", **hp: _arm(label, "hpt", arg, method="hpt", tiers=(), hparams=hp)  # noqa: E731
+    hpt = lambda label, arg="", **hp: _arm(label, "hpt", arg, method="hpt", tiers=tiers, hparams=hp)  # noqa: E731
     return dict(
         hpt_gamma_1of8=hpt("HPT γ=1/8", gamma=0.125),
         hpt_gamma_2of8=hpt("HPT γ=2/8", gamma=0.25),
@@ -163,6 +166,12 @@ ABLATION_TABLES = (
     ("Offline-signal ablation", ("base", "hpt", "hpt_offline_rl", "hpt_offline_both")),
     ("HPT: paper text vs released code", ("base", "hpt", "hpt_released_code")),
 )
+
+
+def keep_arms(c, *keys: str) -> None:
+    """Keep only the arms ``keys`` of ``c`` (a variant's subset of the full comparison)."""
+    for key in [k for k in c.arms if k not in keys]:
+        del c.arms[key]
 
 
 def set_run_dir(c, run_dir: str):
@@ -189,9 +198,6 @@ def parse_arg(arg: str | None) -> tuple[str, str]:
                 f"nor a family ({', '.join(FAMILIES)})"
             )
     return variant, family
-
-
-TITLES = dict(arith_hint="the index-hinted arithmetic testbed", countdown="the countdown testbed")
 
 
 def get_config(arg: str | None = None):
@@ -261,30 +267,27 @@ def get_config(arg: str | None = None):
     if variant == "demo":  # `make demo`: the two effects the testbed is built to show, one seed
         c.seeds = (0,)
         # the full budget (SFT needs its 120 steps: at 60 the solved tiers are still blurred)
-        for key in ("sft_then_grpo", "luffy", "srft", "hpt"):
-            del c.arms[key]
+        keep_arms(c, "sft", "grpo")
         c.tables = (("Main table", ("base", "sft", "grpo")),)
         c.paired_against = ()
         c.eval.n_per_tier, c.eval.k, c.eval.base_k = 48, 4, 16
         c.curves.arms = ()
         c.passk.arms = ()
     if variant == "ablations":  # HPT and its ablations, same budget, mix, rate and evaluation as `full`
-        hybrid = tuple(c.arms.hpt.tiers)
-        for key in ("sft", "grpo", "sft_then_grpo", "luffy", "srft"):
-            del c.arms[key]
-        for key, arm in ablation_arms().items():
-            c.arms[key] = ml_collections.ConfigDict(dict(arm, tiers=hybrid), type_safe=False)
+        keep_arms(c, "hpt")
+        ablations = ablation_arms(tuple(c.arms.hpt.tiers))
+        for key, arm in ablations.items():
+            c.arms[key] = ml_collections.ConfigDict(arm, type_safe=False)
         c.title = f"HPT's ablations on {TITLES[family]}"
         c.tables = ABLATION_TABLES
-        c.paired_against = ("hpt", tuple(ablation_arms()))
+        c.paired_against = ("hpt", tuple(ablations))
         c.curves.arms = ("hpt", "hpt_released_code")
         c.passk.arms = ()
     if variant == "sft_tier":  # criterion (b) of issue #17: SFT alone, twice the budget, 256 questions
         # the full comparison's SFT arm reaches 27.7 % on hsub_3 at 120 steps, the same on every seed
         # (26.6 / 28.9 / 27.7) and still rising; its SE (4.5) is the 64 questions' (docs/testbed.md)
         c.budget.steps = 240
-        for key in ("grpo", "sft_then_grpo", "luffy", "srft", "hpt"):
-            del c.arms[key]
+        keep_arms(c, "sft")
         c.title = f"SFT at twice the comparison's budget on {TITLES[family]}"
         c.tables = (("SFT at twice the comparison's budget", ("base", "sft")),)
         c.paired_against = ()
@@ -322,8 +325,7 @@ def get_config(arg: str | None = None):
             dict(steps=2, questions_per_step=8, n=2, max_new_tokens=8, temperature=1.0, learning_rate=1e-3)
         )
         c.arms = ml_collections.ConfigDict(arms(c), type_safe=False)
-        for key in ("sft_then_grpo", "luffy", "srft"):
-            del c.arms[key]
+        keep_arms(c, "sft", "grpo", "hpt")
         c.arms.sft.seeds = c.arms.hpt.seeds = (0,)  # GRPO and its control: both seeds
         c.eval.update(
             dict(
