@@ -11,6 +11,8 @@ numbers they will be reported with.
     python -m experiments.testbed_sweep RUN_DIR --methods hpt --rates 3e-3   # one more point
     python -m experiments.testbed_sweep RUN_DIR --methods hpt --hparam sft_loss_coef=0.1,0.3
                                                 # a loss coefficient, at the method's chosen rate
+    python -m experiments.testbed_sweep RUN_DIR --methods hpt --rates 1e-4,3e-4 \
+        --hparam sft_loss_coef=0.01,0.1 --joint  # rate × coefficient
 
 Writes ``RUN_DIR/sweep.json``: per method, per rate, the paired difference against the base on
 every tier and group (`upt_jax.studies.comparison_report`), the score (the paired difference on the
@@ -45,11 +47,12 @@ def _key(method: str, lr: float, hparam: tuple[str, float] | None = None) -> str
     return key.replace(".", "p")  # a config key has no dots
 
 
-def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, hparam_grids=None):
+def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, hparam_grids=None, joint=False):
     """The sweep as a comparison config: one arm per (method, rate); ``arg`` is the testbed's
     variant (``full``, ``smoke``); ``grids``: ``{method: rates}`` instead of `testbed.METHODS`';
     ``hparam_grids``: ``{method: {name: values}}``, one more arm per value at the method's rate
-    (and no rate arms for a method that has no ``grids`` entry)."""
+    (and no rate arms for a method that has no ``grids`` entry); with ``joint``, one per value at
+    every rate of the method's grid instead (a joint grid: rate × value)."""
     c = testbed.get_config(arg or "full")
     methods = tuple(methods or testbed.METHODS)
     unknown = set(methods) - set(testbed.METHODS)
@@ -63,9 +66,9 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, 
         rates = (grids or {}).get(m, () if m in hparam_grids else testbed.METHODS[m]["grid"])
         for lr in rates:
             arms[_key(m, lr)] = dict(arm, label=f"{arm['label']} lr {lr:g}", learning_rate=float(lr), method=m)
-        lr = float(testbed.METHODS[m]["learning_rate"])
+        hrates = rates if joint else (testbed.METHODS[m]["learning_rate"],)
         for name, values in hparam_grids.get(m, {}).items():
-            for v in values:
+            for lr, v in ((float(lr), v) for lr in hrates for v in values):
                 arms[_key(m, lr, (name, v))] = dict(
                     arm,
                     label=f"{arm['label']} lr {lr:g}, {name} {v:g}",
@@ -89,7 +92,12 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, 
 
 def sweep_results(config, results: dict) -> dict:
     """``{"validation_seed", "score", "budget", "methods": {method: {"rates": {rate: {tier/group:
-    entry}}, "scores": {rate: ID-avg difference}, "best": rate}}}`` from a comparison's results."""
+    entry}}, "scores": {rate: ID-avg difference}, "best": rate}}}`` from a comparison's results.
+
+    A method with hyperparameter arms also has ``hparams``/``hparam_scores``/``best_hparams``: the
+    arms at its chosen rate (`testbed.METHODS`), by value; and ``joint``: ``{name: {rate: {value:
+    score}}}`` over every rate swept (each rate arm counted as the default value's point at its rate),
+    with ``best_joint``: ``{name: {"learning_rate": rate, "value": value, "score": score}}``."""
     vs_base = results["paired"]["vs_base"]
     out = {
         "validation_seed": int(config.eval.data_seed),
@@ -104,8 +112,13 @@ def sweep_results(config, results: dict) -> dict:
         m = out["methods"].setdefault(arm.method, {"rates": {}, "scores": {}})
         if arm.get("swept"):
             name, value = arm.swept
-            m.setdefault("hparams", {}).setdefault(name, {})[f"{value:g}"] = vs_base[key]
-            m.setdefault("hparam_scores", {}).setdefault(name, {})[f"{value:g}"] = vs_base[key][SCORE]["diff"]
+            score = vs_base[key][SCORE]["diff"]
+            m.setdefault("joint", {}).setdefault(name, {}).setdefault(f"{arm.learning_rate:g}", {})[f"{value:g}"] = (
+                score
+            )
+            if arm.learning_rate == float(testbed.METHODS[arm.method]["learning_rate"]):
+                m.setdefault("hparams", {}).setdefault(name, {})[f"{value:g}"] = vs_base[key]
+                m.setdefault("hparam_scores", {}).setdefault(name, {})[f"{value:g}"] = score
             continue
         rate = f"{arm.learning_rate:g}"
         m["rates"][rate] = vs_base[key]
@@ -120,6 +133,13 @@ def sweep_results(config, results: dict) -> dict:
                 default = _default_hparam(config, name, hp)
                 candidates.setdefault(f"{default:g}", m["scores"][chosen])
             m.setdefault("best_hparams", {})[hp] = float(max(candidates, key=candidates.get))
+        for hp, by_rate in m.get("joint", {}).items():
+            default = f"{_default_hparam(config, name, hp):g}"
+            for rate, score in m["scores"].items():  # a rate arm: the default value at its rate
+                by_rate.setdefault(rate, {}).setdefault(default, score)
+            points = [(float(r), float(v), s) for r, by_value in by_rate.items() for v, s in by_value.items()]
+            r, v, s = max(points, key=lambda p: p[2])
+            m.setdefault("best_joint", {})[hp] = {"learning_rate": r, "value": v, "score": s}
     return out
 
 
@@ -150,6 +170,12 @@ def run(config) -> dict:
         for hp, by_value in m.get("hparam_scores", {}).items():
             values = ", ".join(f"{v}: {100 * s:+.1f}" for v, s in by_value.items())
             print(f"[sweep] {name}: {SCORE} by {hp} {values} → best {m['best_hparams'][hp]:g}", flush=True)
+        for hp, best in m.get("best_joint", {}).items():
+            print(
+                f"[sweep] {name}: joint grid (rate × {hp}) best at lr {best['learning_rate']:g}, "
+                f"{hp} {best['value']:g} ({SCORE} {100 * best['score']:+.1f})",
+                flush=True,
+            )
     return out
 
 
@@ -167,7 +193,10 @@ def main(argv=None) -> dict:
         metavar="NAME=V1,V2",
         help="sweep a recipe hyperparameter of each method named, at its chosen rate (repeatable)",
     )
+    p.add_argument("--joint", action="store_true", help="with --rates and --hparam: every value at every rate")
     a = p.parse_args(argv)
+    if a.joint and not (a.rates and a.hparam):
+        p.error("--joint needs --rates and --hparam")
     methods = [m for m in a.methods.split(",") if m]
     rates = tuple(float(r) for r in a.rates.split(",") if r)
     hparams = {}
@@ -182,6 +211,7 @@ def main(argv=None) -> dict:
         seeds=[int(s) for s in a.seeds.split(",") if s],
         grids={m: rates for m in methods} if rates else None,
         hparam_grids={m: hparams for m in methods} if hparams else None,
+        joint=a.joint,
     )
     testbed.set_run_dir(c, a.run_dir)
     return run(c)

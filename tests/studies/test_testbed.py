@@ -402,6 +402,48 @@ def test_the_sweep_takes_a_loss_coefficient_at_the_chosen_rate_and_counts_the_de
     assert testbed_sweep.sweep_results(c, results)["methods"]["hpt"]["best_hparams"] == {"sft_loss_coef": 1.0}
 
 
+def test_the_joint_sweep_runs_every_value_at_every_rate_and_picks_the_best_pair(tmp_path, monkeypatch):
+    """``--rates 1e-4,3e-4 --hparam sft_loss_coef=0.01,0.1 --joint``: one HPT arm per (rate, value)
+    plus the rate arms (the default value's points); ``best_joint`` is the best of all of them, and
+    the chosen-rate view (``hparam_scores``) holds only the arms at the chosen rate."""
+    seen = []
+    monkeypatch.setattr(testbed_sweep, "run", lambda c: seen.append(c) or {})
+    argv = [str(tmp_path / "j"), "--methods", "hpt", "--rates", "1e-4,1e-3", "--hparam", "sft_loss_coef=0.01,0.1"]
+    testbed_sweep.main(argv + ["--joint"])
+    (c,) = seen
+    assert sorted(c.arms) == [
+        "hpt_lr0p0001",
+        "hpt_lr0p0001_sft_loss_coef0p01",
+        "hpt_lr0p0001_sft_loss_coef0p1",
+        "hpt_lr0p001",
+        "hpt_lr0p001_sft_loss_coef0p01",
+        "hpt_lr0p001_sft_loss_coef0p1",
+    ]
+    _, ac = cmp.arm_config(c, "hpt_lr0p0001_sft_loss_coef0p01", 0)
+    assert ac.train.learning_rate == 1e-4 and ac.recipe.hparams.sft_loss_coef == 0.01
+    with pytest.raises(SystemExit):  # a joint grid needs both axes
+        testbed_sweep.main(argv[:5] + ["--joint"])
+    diffs = {
+        "hpt_lr0p0001": -0.30,
+        "hpt_lr0p0001_sft_loss_coef0p01": 0.04,
+        "hpt_lr0p0001_sft_loss_coef0p1": -0.20,
+        "hpt_lr0p001": -0.11,
+        "hpt_lr0p001_sft_loss_coef0p01": -0.06,
+        "hpt_lr0p001_sft_loss_coef0p1": -0.03,
+    }
+    results = {"paired": {"vs_base": {k: {"ID avg": _entry(d, 0.01)} for k, d in diffs.items()}}}
+    m = testbed_sweep.sweep_results(c, results)["methods"]["hpt"]
+    assert m["joint"] == {
+        "sft_loss_coef": {
+            "0.0001": {"0.01": 0.04, "0.1": -0.20, "1": -0.30},
+            "0.001": {"0.01": -0.06, "0.1": -0.03, "1": -0.11},
+        }
+    }
+    assert m["best_joint"] == {"sft_loss_coef": {"learning_rate": 1e-4, "value": 0.01, "score": 0.04}}
+    assert m["hparam_scores"] == {"sft_loss_coef": {"0.01": -0.06, "0.1": -0.03}}  # at the chosen rate, 1e-3
+    assert m["best_hparams"] == {"sft_loss_coef": 0.1} and m["best"] == 1e-3
+
+
 @pytest.mark.slow
 def test_the_sweep_scores_each_rate_on_the_validation_split(tmp_path):
     c = testbed_sweep.get_config("smoke", methods=("sft",), grids={"sft": (1e-3, 1e-2)})
