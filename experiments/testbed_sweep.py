@@ -40,6 +40,7 @@ testbed = sibling(__file__, "testbed")  # loaded by path: experiments/ is not a 
 
 VALIDATION_SEED = 2_000_003  # the test questions use upt_jax.eval.evaluate.DEFAULT_EVAL_SEED
 SCORE = "ID avg"
+VALIDATION_QUESTIONS = 64  # per tier, as every sweep in docs/testbed.md ran (the comparison: 256)
 
 
 def _key(method: str, lr: float, hparam: tuple[str, float] | None = None) -> str:
@@ -83,6 +84,7 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, 
     c.seeds = tuple(int(s) for s in seeds)
     c.arms = ml_collections.ConfigDict(arms, type_safe=False)
     c.eval.data_seed = VALIDATION_SEED
+    c.eval.n_per_tier = VALIDATION_QUESTIONS
     c.curves.arms = ()
     c.passk.arms = ()
     c.paired_against = ()
