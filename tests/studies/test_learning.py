@@ -169,9 +169,15 @@ def test_smoke(smoke_dir, key):
     if key == "distill_fkl":  # the student starts away from its teacher
         assert r["rows"][0]["unit"] == "nats" and r["rows"][0]["base"] > 0
     if key == "ppo":  # the critic, reloaded from checkpoints_critic, against held-out returns
-        err, ev = r["rows"][-2], r["rows"][-1]
-        assert "squared error" in err["metric"] and err["direction"] == -1 and err["base"] >= 0 and err["after"] >= 0
-        assert "explained variance" in ev["metric"] and ev["base"] == 0 and ev["after"] <= 1
+        for where, (err, ev) in zip(("RL tier", "training mix"), (r["rows"][-4:-2], r["rows"][-2:])):
+            assert "squared error" in err["metric"] and where in err["metric"] and err["direction"] == -1
+            assert err["base"] >= 0 and err["after"] >= 0
+            assert (
+                "explained variance" in ev["metric"] and where in ev["metric"] and ev["base"] == 0 and ev["after"] <= 1
+            )
+        # the mix: the RL tier half of the questions, each solved tier a quarter (rounded up)
+        n = learning.SMOKE.n_eval
+        assert r["rows"][-1]["n"] == -(-n * 2 // 4) + 2 * -(-n // 4) and r["rows"][-3]["n"] == n
         run = os.path.join(smoke_dir, "ppo", "seed0")
         graphdef, params, step = load_critic(run)
         assert step == learning.SMOKE.steps

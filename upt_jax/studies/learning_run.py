@@ -14,6 +14,7 @@ regime should raise it, −1 lower, 0 for a guard: a solved tier that must not d
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import logging
@@ -26,7 +27,7 @@ from upt_jax.studies import comparison as cmp
 from upt_jax.studies.comparison_eval import SamplerPool, base_eval, eval_settings, evaluate_run
 from upt_jax.eval.paired import accuracy_by_id, paired_difference
 from upt_jax.studies import learning_metrics as lm
-from upt_jax.studies.learning import BASE_TIERS, FAMILY, FULL, METRICS, RL_TIERS, Scale, checks, study_config
+from upt_jax.studies.learning import BASE_TIERS, FAMILY, FULL, METRICS, RL_MIX, RL_TIERS, Scale, checks, study_config
 
 log = logging.getLogger(__name__)
 
@@ -134,44 +135,52 @@ def _accuracy_rows(c, start: str, finals: list[str], scale: Scale, label: str | 
 
 
 def _critic_rows(c, dirs: list[str], scale: Scale) -> list[dict]:
-    """PPO's critic on held-out RL-tier questions (`learning_metrics.critic_errors`): its squared
-    error against the returns of its policy's own samples, paired per question with the best
-    constant baseline's (the variance GAE's advantages keep), and the pooled explained variance."""
+    """PPO's critic on held-out questions (`learning_metrics.critic_errors`), twice: on the RL tier
+    alone and on the training mix (`RL_MIX`'s tiers in its proportions: the RL tier and the replayed
+    solved tiers). Each: its squared error against the returns of its policy's own samples, paired
+    per question with the best constant baseline's (the variance GAE's advantages keep), and the
+    pooled explained variance. On the mix, a critic that has learned which questions its policy
+    solves explains the between-tier part of the returns' variance; within the RL tier only what
+    it can tell about each sample (a slip) counts."""
     from upt_jax.data import tasks
 
-    records = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
-    out = [
-        lm.critic_errors(
-            d, records, k=scale.k, max_new_tokens=int(c.eval.max_new_tokens), seed=int(c.eval.seed), samplers=_POOL
+    seed = int(c.eval.seed)
+    share = collections.Counter(RL_MIX)
+    mix = [r for t, m in share.items() for r in tasks.generate(t, -(-scale.n_eval * m // len(RL_MIX)), seed=seed)]
+    rows = []
+    for records, where in ((tasks.generate(RL_TIERS[0], scale.n_eval, seed=seed), "RL tier"), (mix, "training mix")):
+        out = [
+            lm.critic_errors(
+                d, records, k=scale.k, max_new_tokens=int(c.eval.max_new_tokens), seed=seed, samplers=_POOL
+            )
+            for d in dirs
+        ]
+        rows.append(
+            paired_row(
+                f"critic's squared error of the held-out returns, {where} (constant baseline → critic)",
+                [b for b, _, _ in out],
+                [a for _, a, _ in out],
+                unit="raw",
+                direction=-1,
+            )
         )
-        for d in dirs
-    ]
-    rows = [
-        paired_row(
-            "critic's squared error of the held-out returns (constant baseline → critic)",
-            [b for b, _, _ in out],
-            [a for _, a, _ in out],
-            unit="raw",
-            direction=-1,
+        ev = [e for _, _, e in out]
+        se = float(np.std(ev, ddof=1) / np.sqrt(len(ev))) if len(ev) > 1 else float("nan")
+        mean = float(np.mean(ev))
+        rows.append(
+            dict(
+                metric=f"critic's explained variance of the held-out returns, {where} (constant baseline: 0)",
+                unit="raw",
+                base=0.0,
+                after=mean,
+                diff=mean,
+                se=se,
+                n=len(records),
+                seeds=len(ev),
+                direction=1,
+                shown=bool(mean > 2 * se) if se == se else False,
+            )
         )
-    ]
-    ev = [e for _, _, e in out]
-    se = float(np.std(ev, ddof=1) / np.sqrt(len(ev))) if len(ev) > 1 else float("nan")
-    mean = float(np.mean(ev))
-    rows.append(
-        dict(
-            metric="critic's explained variance of the held-out returns (constant baseline: 0)",
-            unit="raw",
-            base=0.0,
-            after=mean,
-            diff=mean,
-            se=se,
-            n=len(records),
-            seeds=len(ev),
-            direction=1,
-            shown=bool(mean > 2 * se) if se == se else False,
-        )
-    )
     return rows
 
 
