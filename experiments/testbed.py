@@ -81,13 +81,14 @@ METHODS = dict(
     grpo=dict(learning_rate=8e-5, grid=(2e-5, 4e-5, 8e-5, 1.6e-4)),
     luffy=dict(learning_rate=3e-4, grid=(1e-4, 3e-4, 1e-3, 3e-3)),
     srft=dict(learning_rate=1e-3, grid=(1e-4, 3e-4, 1e-3, 3e-3)),
-    # HPT's SFT-term coefficient (`testbed_sweep --hparam`, at the chosen rate; docs/testbed.md "The
-    # sweep of HPT's SFT coefficient"): the rate grid ran at the default 1.0
+    # HPT: rate and SFT-term coefficient chosen together (`testbed_sweep --joint`, docs/testbed.md "The
+    # joint sweep of HPT's rate and SFT coefficient"): the rate grid ran at the default 1.0, the
+    # coefficients at 1e-4, 3e-4 and 1e-3 (and 0.003 at 3e-4, the grid's edge extended by one point)
     hpt=dict(
-        learning_rate=1e-3,
+        learning_rate=3e-4,
         grid=(1e-4, 3e-4, 1e-3, 3e-3),
-        hparams=dict(sft_loss_coef=0.1),
-        hparam_grid=dict(sft_loss_coef=(0.03, 0.1, 0.3, 1.0)),
+        hparams=dict(sft_loss_coef=0.01),
+        hparam_grid=dict(sft_loss_coef=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0)),
     ),
 )
 VARIANTS = ("full", "demo", "ablations", "sft_tier", "smoke")

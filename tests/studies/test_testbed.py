@@ -379,9 +379,11 @@ def test_the_sweep_takes_a_loss_coefficient_at_the_chosen_rate_and_counts_the_de
     testbed_sweep.main([str(tmp_path / "coef"), "--methods", "hpt", "--hparam", "sft_loss_coef=0.1,0.3"])
     (c,) = seen
     lr = testbed.METHODS["hpt"]["learning_rate"]
-    assert sorted(c.arms) == ["hpt_lr0p001_sft_loss_coef0p1", "hpt_lr0p001_sft_loss_coef0p3"] and lr == 1e-3
-    for key, value in (("hpt_lr0p001_sft_loss_coef0p1", 0.1), ("hpt_lr0p001_sft_loss_coef0p3", 0.3)):
-        _, ac = cmp.arm_config(c, key, 0)
+    key = testbed_sweep._key("hpt", lr)
+    k1, k3 = (testbed_sweep._key("hpt", lr, ("sft_loss_coef", v)) for v in (0.1, 0.3))
+    assert sorted(c.arms) == sorted([k1, k3]) and k1 == key + "_sft_loss_coef0p1"
+    for k, value in ((k1, 0.1), (k3, 0.3)):
+        _, ac = cmp.arm_config(c, k, 0)
         assert ac.train.learning_rate == lr and dict(ac.recipe.hparams) == {
             "variant": "paper_text",
             "gamma": 0.0,
@@ -391,14 +393,14 @@ def test_the_sweep_takes_a_loss_coefficient_at_the_chosen_rate_and_counts_the_de
     c = testbed_sweep.get_config(
         "full", methods=("hpt",), grids={"hpt": (lr,)}, hparam_grids={"hpt": {"sft_loss_coef": (0.1, 0.3)}}
     )
-    _, rate_arm = cmp.arm_config(c, "hpt_lr0p001", 0)  # the rate grid's arm: HPT's default coefficient
+    _, rate_arm = cmp.arm_config(c, key, 0)  # the rate grid's arm: HPT's default coefficient
     assert "sft_loss_coef" not in rate_arm.recipe.hparams
-    diffs = {"hpt_lr0p001": -0.10, "hpt_lr0p001_sft_loss_coef0p1": 0.02, "hpt_lr0p001_sft_loss_coef0p3": -0.01}
+    diffs = {key: -0.10, k1: 0.02, k3: -0.01}
     results = {"paired": {"vs_base": {k: {"ID avg": _entry(d, 0.01)} for k, d in diffs.items()}}}
     m = testbed_sweep.sweep_results(c, results)["methods"]["hpt"]
-    assert m["scores"] == {"0.001": -0.10} and m["hparam_scores"] == {"sft_loss_coef": {"0.1": 0.02, "0.3": -0.01}}
+    assert m["scores"] == {f"{lr:g}": -0.10} and m["hparam_scores"] == {"sft_loss_coef": {"0.1": 0.02, "0.3": -0.01}}
     assert m["best_hparams"] == {"sft_loss_coef": 0.1}
-    results["paired"]["vs_base"]["hpt_lr0p001"]["ID avg"] = _entry(0.05, 0.01)  # the default (1.0) wins
+    results["paired"]["vs_base"][key]["ID avg"] = _entry(0.05, 0.01)  # the default (1.0) wins
     assert testbed_sweep.sweep_results(c, results)["methods"]["hpt"]["best_hparams"] == {"sft_loss_coef": 1.0}
 
 
@@ -408,6 +410,8 @@ def test_the_joint_sweep_runs_every_value_at_every_rate_and_picks_the_best_pair(
     the chosen-rate view (``hparam_scores``) holds only the arms at the chosen rate."""
     seen = []
     monkeypatch.setattr(testbed_sweep, "run", lambda c: seen.append(c) or {})
+    methods = testbed_sweep.testbed.METHODS  # the module the sweep reads (loaded by path)
+    monkeypatch.setitem(methods, "hpt", dict(methods["hpt"], learning_rate=1e-3))  # the chosen rate
     argv = [str(tmp_path / "j"), "--methods", "hpt", "--rates", "1e-4,1e-3", "--hparam", "sft_loss_coef=0.01,0.1"]
     testbed_sweep.main(argv + ["--joint"])
     (c,) = seen
