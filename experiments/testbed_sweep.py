@@ -29,6 +29,7 @@ method's default value) as one more point when the sweep has it.
 """
 
 import argparse
+import itertools
 import os
 import sys
 
@@ -69,7 +70,7 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, 
             arms[_key(m, lr)] = dict(arm, label=f"{arm['label']} lr {lr:g}", learning_rate=float(lr), method=m)
         hrates = rates if joint else (testbed.METHODS[m]["learning_rate"],)
         for name, values in hparam_grids.get(m, {}).items():
-            for lr, v in ((float(lr), v) for lr in hrates for v in values):
+            for lr, v in itertools.product(map(float, hrates), values):
                 arms[_key(m, lr, (name, v))] = dict(
                     arm,
                     label=f"{arm['label']} lr {lr:g}, {name} {v:g}",
@@ -108,39 +109,35 @@ def sweep_results(config, results: dict) -> dict:
         "budget": config.budget.to_dict(),
         "methods": {},
     }
+    chosen = {m: f"{testbed.METHODS[m]['learning_rate']:g}" for m in testbed.METHODS}
     for key, arm in config.arms.items():
         if key not in vs_base:
             continue
         m = out["methods"].setdefault(arm.method, {"rates": {}, "scores": {}})
-        if arm.get("swept"):
-            name, value = arm.swept
-            score = vs_base[key][SCORE]["diff"]
-            m.setdefault("joint", {}).setdefault(name, {}).setdefault(f"{arm.learning_rate:g}", {})[f"{value:g}"] = (
-                score
-            )
-            if arm.learning_rate == float(testbed.METHODS[arm.method]["learning_rate"]):
-                m.setdefault("hparams", {}).setdefault(name, {})[f"{value:g}"] = vs_base[key]
-                m.setdefault("hparam_scores", {}).setdefault(name, {})[f"{value:g}"] = score
+        rate, score = f"{arm.learning_rate:g}", vs_base[key][SCORE]["diff"]
+        if not arm.get("swept"):
+            m["rates"][rate], m["scores"][rate] = vs_base[key], score
             continue
-        rate = f"{arm.learning_rate:g}"
-        m["rates"][rate] = vs_base[key]
-        m["scores"][rate] = vs_base[key][SCORE]["diff"]
+        name, value = arm.swept
+        m.setdefault("joint", {}).setdefault(name, {}).setdefault(rate, {})[f"{value:g}"] = score
+        if rate == chosen[arm.method]:
+            m.setdefault("hparams", {}).setdefault(name, {})[f"{value:g}"] = vs_base[key]
+            m.setdefault("hparam_scores", {}).setdefault(name, {})[f"{value:g}"] = score
     for name, m in out["methods"].items():
         if m["scores"]:
             m["best"] = float(max(m["scores"], key=m["scores"].get))
-        chosen = f"{testbed.METHODS[name]['learning_rate']:g}"
-        for hp, scores in m.get("hparam_scores", {}).items():
-            candidates = dict(scores)
-            if chosen in m["scores"]:  # the rate arm at the chosen rate: the method's default value
-                default = _default_hparam(config, name, hp)
-                candidates.setdefault(f"{default:g}", m["scores"][chosen])
-            m.setdefault("best_hparams", {})[hp] = float(max(candidates, key=candidates.get))
         for hp, by_rate in m.get("joint", {}).items():
-            default = f"{_default_hparam(config, name, hp):g}"
-            for rate, score in m["scores"].items():  # a rate arm: the default value at its rate
-                by_rate.setdefault(rate, {}).setdefault(default, score)
-            points = [(float(r), float(v), s) for r, by_value in by_rate.items() for v, s in by_value.items()]
-            r, v, s = max(points, key=lambda p: p[2])
+            if m["scores"]:  # each rate arm: the default value's point at its rate
+                default = f"{_default_hparam(config, name, hp):g}"
+                for rate, score in m["scores"].items():
+                    by_rate.setdefault(rate, {}).setdefault(default, score)
+            if hp in m.get("hparam_scores", {}):  # the best value at the chosen rate, the default counted
+                at_chosen = by_rate[chosen[name]]
+                m.setdefault("best_hparams", {})[hp] = float(max(at_chosen, key=at_chosen.get))
+            r, v, s = max(
+                ((float(r), float(v), s) for r, by_value in by_rate.items() for v, s in by_value.items()),
+                key=lambda p: p[2],
+            )
             m.setdefault("best_joint", {})[hp] = {"learning_rate": r, "value": v, "score": s}
     return out
 

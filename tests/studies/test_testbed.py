@@ -404,6 +404,19 @@ def test_the_sweep_takes_a_loss_coefficient_at_the_chosen_rate_and_counts_the_de
     assert testbed_sweep.sweep_results(c, results)["methods"]["hpt"]["best_hparams"] == {"sft_loss_coef": 1.0}
 
 
+def test_a_coefficient_sweep_without_rate_arms_chooses_among_its_values():
+    """``--hparam`` alone (the docstring's command: no rate arm, so no default value's point):
+    the scores are read without one (this raised StopIteration looking for a rate arm)."""
+    c = testbed_sweep.get_config("full", methods=("hpt",), hparam_grids={"hpt": {"sft_loss_coef": (0.1, 0.3)}})
+    lr = testbed.METHODS["hpt"]["learning_rate"]
+    diffs = {testbed_sweep._key("hpt", lr, ("sft_loss_coef", v)): d for v, d in ((0.1, -0.02), (0.3, 0.01))}
+    results = {"paired": {"vs_base": {k: {"ID avg": _entry(d, 0.01)} for k, d in diffs.items()}}}
+    m = testbed_sweep.sweep_results(c, results)["methods"]["hpt"]
+    assert m["scores"] == {} and "best" not in m
+    assert m["best_hparams"] == {"sft_loss_coef": 0.3}
+    assert m["best_joint"] == {"sft_loss_coef": {"learning_rate": lr, "value": 0.3, "score": 0.01}}
+
+
 def test_the_joint_sweep_runs_every_value_at_every_rate_and_picks_the_best_pair(tmp_path, monkeypatch):
     """``--rates 1e-4,3e-4 --hparam sft_loss_coef=0.01,0.1 --joint``: one HPT arm per (rate, value)
     plus the rate arms (the default value's points); ``best_joint`` is the best of all of them, and

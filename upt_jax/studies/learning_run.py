@@ -18,6 +18,7 @@ import collections
 import copy
 import json
 import logging
+import math
 import os
 import time
 
@@ -145,10 +146,16 @@ def _critic_rows(c, dirs: list[str], scale: Scale) -> list[dict]:
     from upt_jax.data import tasks
 
     seed = int(c.eval.seed)
-    share = collections.Counter(RL_MIX)
-    mix = [r for t, m in share.items() for r in tasks.generate(t, -(-scale.n_eval * m // len(RL_MIX)), seed=seed)]
+    heldout = {
+        "RL tier": tasks.generate(RL_TIERS[0], scale.n_eval, seed=seed),
+        "training mix": [  # each tier's share of n_eval, rounded up
+            r
+            for t, times in collections.Counter(RL_MIX).items()
+            for r in tasks.generate(t, math.ceil(scale.n_eval * times / len(RL_MIX)), seed=seed)
+        ],
+    }
     rows = []
-    for records, where in ((tasks.generate(RL_TIERS[0], scale.n_eval, seed=seed), "RL tier"), (mix, "training mix")):
+    for where, records in heldout.items():
         out = [
             lm.critic_errors(
                 d, records, k=scale.k, max_new_tokens=int(c.eval.max_new_tokens), seed=seed, samplers=_POOL
