@@ -8,6 +8,7 @@ numbers they will be reported with.
     python -m experiments.testbed_sweep RUN_DIR                         # every method, seed 0
     python -m experiments.testbed_sweep RUN_DIR --methods grpo,hpt --seeds 0,1
     python -m experiments.testbed_sweep RUN_DIR --variant smoke         # the test suite's
+    python -m experiments.testbed_sweep RUN_DIR --variant countdown --methods srft  # the other family
     python -m experiments.testbed_sweep RUN_DIR --methods hpt --rates 3e-3   # one more point
     python -m experiments.testbed_sweep RUN_DIR --methods hpt --hparam sft_loss_coef=0.1,0.3
                                                 # a loss coefficient, at the method's chosen rate
@@ -79,7 +80,7 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, 
                     hparams={**dict(arm.get("hparams") or {}), name: float(v)},
                     swept=(name, float(v)),
                 )
-    c.name = f"testbed_sweep_{arg or 'full'}"
+    c.name = c.name.replace("testbed", "testbed_sweep", 1)  # testbed_sweep[_countdown]_VARIANT
     c.title = "Learning-rate sweep on the testbed's validation split"
     testbed.set_run_dir(c, c.run_dir.replace("testbed", "testbed_sweep"))
     c.seeds = tuple(int(s) for s in seeds)
@@ -181,7 +182,11 @@ def run(config) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m experiments.testbed_sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
-    p.add_argument("--variant", default="full", choices=("full", "smoke"))
+    p.add_argument(
+        "--variant",
+        default="full",
+        help="the testbed's variant and family (`testbed.parse_arg`): full, smoke, countdown, smoke,countdown",
+    )
     p.add_argument("--methods", default=",".join(testbed.METHODS), help="comma-separated")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
     p.add_argument("--rates", default="", help="comma-separated rates for every method (default: each method's grid)")
@@ -194,6 +199,9 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--joint", action="store_true", help="with --rates and --hparam: every value at every rate")
     a = p.parse_args(argv)
+    variant, _ = testbed.parse_arg(a.variant)
+    if variant not in ("full", "smoke"):
+        p.error(f"--variant {a.variant!r}: the sweep runs the full or smoke variant (of either family)")
     if a.joint and not (a.rates and a.hparam):
         p.error("--joint needs --rates and --hparam")
     methods = [m for m in a.methods.split(",") if m]
