@@ -16,6 +16,7 @@ from benchmarks import learning as bench
 from upt_jax import bases
 from upt_jax.studies import comparison as cmp
 from upt_jax.studies import learning, learning_report, learning_run
+from upt_jax.studies import learning_metrics as lm
 from upt_jax.train import checks, schema
 from upt_jax.train.frozen import load_critic
 from upt_jax.train import trainer as trainer_lib
@@ -77,6 +78,19 @@ def test_every_check_trains_its_regime_from_the_shipped_base(key):
         assert tc.mode == "preference" and tc.recipe.name == check.arg
     if key == "hpt":
         assert tc.recipe.hparams.gamma == 0.0
+
+
+def test_a_student_check_perturbs_the_base_by_its_own_noise_or_the_scales(monkeypatch):
+    """On-policy distillation starts from a student on its teacher's support (0.3 · rms: its own
+    samples are often right); forward KL from the scale's 1.0 (a student at 0 %)."""
+    made = []
+    monkeypatch.setattr(lm, "perturbed_student", lambda base, out, noise: made.append((out, noise)) or out)
+    for key, noise in (("distill_on_policy", 0.3), ("distill_fkl", learning.FULL.noise)):
+        check = learning.checks(key)[0]
+        assert (check.noise if check.noise is not None else learning.FULL.noise) == noise
+        out = learning_run._prepare(check, None, "/base", "/runs", learning.FULL)
+        assert made[-1] == (f"/runs/student_{noise:g}", noise) and out["start"] == made[-1][0]
+        assert dict(out["overrides"]) == {"model.checkpoint": made[-1][0], "teacher.run_dir": "/base"}
 
 
 def test_paired_rows_against_a_hand_computation():

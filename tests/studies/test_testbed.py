@@ -370,6 +370,22 @@ def test_the_sweep_command_takes_extra_rates_for_the_methods_named(tmp_path, mon
     assert [seen[1].arms[k].learning_rate for k in seen[1].arms] == list(testbed.METHODS["sft"]["grid"])
 
 
+def test_the_sweep_runs_on_either_family(tmp_path, monkeypatch):
+    """``--variant countdown``: the same arms on countdown's tiers, base and validation split (a
+    method's rate chosen on one family can forget on the other: SRFT on countdown)."""
+    seen = []
+    monkeypatch.setattr(testbed_sweep, "run", lambda c: seen.append(c) or {})
+    testbed_sweep.main([str(tmp_path / "cd"), "--variant", "countdown", "--methods", "srft", "--rates", "3e-4"])
+    (c,) = seen
+    assert c.family == "countdown" and c.name == "testbed_sweep_countdown_full"
+    assert c.base.run_dir == bases.base_dir("countdown") and "cd_3" in c.eval.id_tiers
+    assert list(c.arms) == ["srft_lr0p0003"] and c.eval.data_seed == testbed_sweep.VALIDATION_SEED
+    with pytest.raises(SystemExit):  # the sweep is of the full (or smoke) comparison only
+        testbed_sweep.main([str(tmp_path / "x"), "--variant", "ablations,countdown"])
+    with pytest.raises(ValueError, match="neither a variant"):
+        testbed_sweep.main([str(tmp_path / "x"), "--variant", "nope"])
+
+
 def test_the_sweep_takes_a_loss_coefficient_at_the_chosen_rate_and_counts_the_default_as_a_point(tmp_path, monkeypatch):
     """``--hparam sft_loss_coef=0.1,0.3``: one HPT arm per value at HPT's chosen rate (no rate grid
     unless asked); the best value is chosen among them and, when the sweep has the rate arm at that

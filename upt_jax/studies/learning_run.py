@@ -92,9 +92,8 @@ def _prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
             path = os.path.join(run_dir, "pairs", "kto.jsonl" if check.data == "kto" else "pairs.jsonl")
             out["overrides"] = (("data.source", "file"), ("data.path", path))
     if check.data == "student":
-        out["start"] = lm.perturbed_student(
-            base_dir, os.path.join(run_dir, f"student_{scale.noise:g}"), noise=scale.noise
-        )
+        noise = scale.noise if check.noise is None else check.noise
+        out["start"] = lm.perturbed_student(base_dir, os.path.join(run_dir, f"student_{noise:g}"), noise=noise)
         out["overrides"] = (("model.checkpoint", out["start"]), ("teacher.run_dir", base_dir))
     return out
 
