@@ -124,3 +124,29 @@ def test_typed_values_reject_what_breaks_their_contract():
             thresholds=[np.zeros(1)] * 4,
             finished=[True] * 4,
         )
+
+
+def test_the_critic_takes_its_own_number_of_updates_per_step():
+    """``critic_epochs``: PPO's value model updated that many times on the step's fixed returns,
+    whatever the policy's ``epochs`` (None: as many as the policy's)."""
+
+    class Counting:
+        def __init__(self):
+            self.calls = 0
+
+        def update(self, batch):
+            self.calls += 1
+            return {"loss": jnp.float32(self.calls)}
+
+    policy_calls = []
+
+    def step_fn(state, batch):
+        policy_calls.append(1)
+        return state + 1, {"loss": jnp.float32(state)}
+
+    batch = stages.Batch(policy={}, critic={}, info={})
+    for epochs, critic_epochs, expected in ((2, None, 2), (2, 8, 8), (1, 3, 3)):
+        critic, policy_calls[:] = Counting(), []
+        state, m = stages.update(step_fn, 0, batch, epochs=epochs, critic=critic, critic_epochs=critic_epochs)
+        assert state == epochs and len(policy_calls) == epochs
+        assert critic.calls == expected and m["critic/loss"] == expected  # the critic's last update's metrics

@@ -336,6 +336,11 @@ def _spec():
         ("reward.prm_run_dir", text(), "a process reward model's run directory (per-step scores: grpo_process)"),
         ("critic.learning_rate", number(float, lo=0, lo_open=True), "PPO's value model: learning rate"),
         ("critic.clip", number(float, lo=0, lo_open=True, none="unclipped"), "PPO's value model: value clip ε"),
+        (
+            "critic.update_epochs",
+            number(int, lo=1, none="train.update_epochs"),
+            "PPO's value model: updates per step on the step's returns",
+        ),
         ("teacher.run_dir", text(), "distillation: the frozen teacher, a previous upt_jax run directory"),
         ("teacher.hf_dir", text(), "distillation: the frozen teacher, a Hugging Face directory (instead)"),
         ("teacher.param_dtype", dtypes, "the teacher's storage dtype"),

@@ -60,16 +60,21 @@ def to_device(rows: Mapping, mesh=None) -> dict:
     return {k: jnp.asarray(v) for k, v in rows.items()}
 
 
-def update(step_fn: Callable, state, batch: Batch, *, epochs: int = 1, critic=None) -> tuple[object, dict]:
+def update(
+    step_fn: Callable, state, batch: Batch, *, epochs: int = 1, critic=None, critic_epochs: int | None = None
+) -> tuple[object, dict]:
     """The update stage: ``epochs`` updates of the policy ``state`` by ``step_fn`` on ``batch``
-    (and of PPO's ``critic`` on ``batch.critic``, after each). Returns the new state and the last
-    update's metrics (host values), with the first update's sampler-vs-trainer ``mismatch/*`` (the
-    parameters that sampled) and the critic's as ``critic/*``."""
+    and ``critic_epochs`` (None: ``epochs``) of PPO's ``critic`` on ``batch.critic`` (its values and
+    returns are fixed before the policy's first update, so the two sequences are independent).
+    Returns the new state and the last update's metrics (host values), with the first update's
+    sampler-vs-trainer ``mismatch/*`` (the parameters that sampled) and the critic's last as
+    ``critic/*``."""
     first, critic_m = None, {}
     for _ in range(epochs):
         state, m = step_fn(state, batch.policy)
         first = m if first is None else first
-        if critic is not None:
+    if critic is not None:
+        for _ in range(epochs if critic_epochs is None else critic_epochs):
             critic_m = critic.update(batch.critic)
     m = dict(jax.device_get(m), **{k: v for k, v in jax.device_get(first).items() if k.startswith("mismatch/")})
     m.update({f"critic/{k}": v for k, v in jax.device_get(critic_m).items() if not k.startswith("denom")})

@@ -357,9 +357,15 @@ class Trainer(Loop):
         )
 
     def update(self, batch: stages.Batch) -> dict:
-        """``update_epochs`` updates of the policy (and the critic) on ``batch`` (`stages.update`)."""
+        """``update_epochs`` updates of the policy (and ``critic.update_epochs`` of the critic) on
+        ``batch`` (`stages.update`)."""
         self.state, m = stages.update(
-            self.step_fn, self.state, batch, epochs=self.config.train.update_epochs, critic=self.critic
+            self.step_fn,
+            self.state,
+            batch,
+            epochs=self.config.train.update_epochs,
+            critic=self.critic,
+            critic_epochs=self.config.critic.get("update_epochs"),
         )
         return m
 
