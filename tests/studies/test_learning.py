@@ -176,6 +176,10 @@ FAST_SMOKES = ("sft", "dpo", "distill_fkl", "prm", "ppo")
 @pytest.mark.parametrize("key", FAST_SMOKES)
 def test_smoke(smoke_dir, key):
     r = _smoke(smoke_dir, key)
+    if key == "sft":  # a rerun finds the run finished and reports the time it took when it ran
+        again = _smoke(smoke_dir, key)
+        assert again["seconds"] == r["seconds"] and r["seconds"]["0"] > 0
+        assert again["wall_s"] >= again["seconds"]["0"]
     if key == "dpo":  # at the reference every pair ties: ½; the pairs are counted
         assert r["rows"][0]["base"] == 0.5 and r["data"]["train"]["questions"] == learning.SMOKE.pair_questions
         pairs = [json.loads(x) for x in open(os.path.join(smoke_dir, "pairs", "pairs.jsonl"))]

@@ -6,7 +6,9 @@ retrained), measure, and report each metric as a paired difference with its boot
     result = learning_run.run_check(learning.checks("grpo")[0], "runs/learning", seeds=(0, 1, 2))
     learning_run.run_study("runs/learning", only="grpo,dpo", seeds=(0, 1, 2))   # + results.json, LEARNING.md
 
-A result is ``{key, label, metric, note, seeds, seconds: {seed: train s}, wall_s, rows: [row]}``; a row
+A result is ``{key, label, metric, note, seeds, seconds: {seed: train s}, wall_s, rows: [row]}``
+(``seconds``: each run's own training time from its log, also when a rerun finds it finished;
+``wall_s``: those plus this invocation's preparing and measuring, cached evaluations not timed again); a row
 ``{metric, unit, base, after, diff, se, n, seeds, direction, shown}`` (``direction`` +1 when the
 regime should raise it, −1 lower, 0 for a guard: a solved tier that must not drop by more than
 2 SE; ``shown``: the difference is beyond 2 SE in that direction, or for a guard that it did not drop).
@@ -273,7 +275,7 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
     prep = _prepare(check, c, base_dir, run_dir, scale)
     c.arms[check.key].overrides = tuple(c.arms[check.key].overrides) + prep["overrides"]
     rm_dirs: dict[int, str] = {}
-    finals, seconds = {}, {}
+    finals, seconds, spent = {}, {}, {}
     for seed in seeds:
         if check.data == "reward_model":  # the reward_model check's model of the same seed
             rm = checks("reward_model")[0]
@@ -289,9 +291,13 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
         else:
             sc = c
         t0 = time.time()
-        finals[seed] = _final_dir(check, cmp.run_arm(sc, check.key, seed, run=_runner(check)))
-        seconds[str(seed)] = round(time.time() - t0, 1)
+        dirs = cmp.run_arm(sc, check.key, seed, run=_runner(check))
+        finals[seed] = _final_dir(check, dirs)
+        spent[str(seed)] = time.time() - t0
+        # the run's own training time (a finished run found again reports the time it took when it ran)
+        seconds[str(seed)] = round(cmp.train_seconds(dirs) or spent[str(seed)], 1)
     rows = measure(check, c, prep, base_dir, finals, scale, rm_dirs)
+    other = time.time() - t_start - sum(spent.values())  # preparing and measuring, in this invocation
     return dict(
         key=check.key,
         label=check.label,
@@ -299,7 +305,7 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
         note=check.note,
         seeds=list(seeds),
         seconds=seconds,
-        wall_s=round(time.time() - t_start, 1),
+        wall_s=round(sum(seconds.values()) + other, 1),
         rows=rows,
         budget=dict(c.budget.to_dict(), tiers=list(check.tiers)),
         data=prep.get("pairs"),
