@@ -184,6 +184,20 @@ def sampler_n_vs_rows(trainer, repeats: int = 3) -> dict:
     return {k: round(PROMPTS * N * NEW / t, 1) for k, t in best.items()}
 
 
+def update_gflop(trainer) -> float:
+    """The FLOPs of the trainer's update step on one step's batch (XLA's cost analysis of its HLO,
+    GFLOP): with the matmul peak, the floor under the update's time."""
+    import jax
+
+    key = jax.random.key(12345)
+    rows, _, _ = trainer.batch(next(trainer.data_iter), key)
+    rows.pop("truncated")
+    batch = trainer.frozen_inputs(trainer.place(rows), key)
+    cost = trainer.step_fn.lower(trainer.state, batch.policy).cost_analysis()  # of the HLO: no compile, no cache
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"]) / 1e9
+
+
 def nnx_model(trainer):
     from flax import nnx
 
@@ -224,11 +238,16 @@ def child(config: str, rounds: int, trl: bool) -> dict:
             if trl_side is not None:
                 times["trl"].append(trl_side.step())
         samp = sampler_n_vs_rows(sides["upt_jax"])
+        gflop = update_gflop(sides["upt_jax"])
     finally:
         for t in sides.values():
             t.close()
     res = trl_side.finish() if trl_side is not None else {"status": "not run (make bench-trl-env)"}
     med = {k: round(float(np.median(v[2:])), 3) if len(v) > 2 else None for k, v in times.items()}
+    split = {k: {p: round(float(np.median(v[2:])), 3) for p, v in d.items()} for k, d in parts.items()}
+    # the ratio if upt_jax's update ran at the matmul peak (its rollout and reward as measured)
+    floor = gflop / peak
+    rest = split["upt_jax"]["rollout"] + split["upt_jax"]["reward"]
     return dict(
         config=config,
         rounds=rounds,
@@ -236,7 +255,10 @@ def child(config: str, rounds: int, trl: bool) -> dict:
         first_s={k: round(v[0], 2) for k, v in times.items() if v},
         ratio=round(med["trl"] / med["upt_jax"], 2) if med["trl"] else None,
         trl=res,
-        split_s={k: {p: round(float(np.median(v[2:])), 3) for p, v in d.items()} for k, d in parts.items()},
+        split_s=split,
+        update_gflop=round(gflop, 1),
+        update_floor_s=round(floor, 3),
+        ratio_ceiling=round(med["trl"] / (rest + floor), 2) if med["trl"] else None,
         steps_with_early_stop=early,
         sampler_tokens_per_s=samp,
         cores=len(os.sched_getaffinity(0)),
@@ -280,12 +302,15 @@ def table(rows: list[dict]) -> list[str]:
     lines = [
         "| ISA | cores | config | upt_jax GRPO step s (rollout / reward / update) | TRL GRPOTrainer step s "
         "| TRL / upt_jax | upt_jax HPT step s "
-        "| first step s (upt_jax / TRL / HPT) | matmul peak GFLOP/s | load avg (start, end) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| first step s (upt_jax / TRL / HPT) | matmul peak GFLOP/s | update GFLOP (at peak s) "
+        "| TRL / upt_jax, update at peak | load avg (start, end) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['isa']} | {r.get('cores', '')} | {r['config']} | failed: {r['error']} | | | | | | |")
+            lines.append(
+                f"| {r['isa']} | {r.get('cores', '')} | {r['config']} | failed: {r['error']} | | | | | | | | |"
+            )
             continue
         s, f = r["step_s"], r["first_s"]
         trl = s["trl"] if s["trl"] is not None else r["trl"].get("status")
@@ -295,6 +320,8 @@ def table(rows: list[dict]) -> list[str]:
             f"| {r['isa']} | {r['cores']} | {r['config']} | {s['upt_jax']}{split} | {trl} | "
             f"{str(r['ratio']) + '×' if r['ratio'] else '–'} | {s['hpt']} | "
             f"{f.get('upt_jax')} / {f.get('trl', '–')} / {f.get('hpt')} | {r['matmul_peak_gflops']} | "
+            f"{r.get('update_gflop', '–')} ({r.get('update_floor_s', '–')}) | "
+            f"{str(r['ratio_ceiling']) + '×' if r.get('ratio_ceiling') else '–'} | "
             f"{r['load_avg'][0]}, {r['load_avg'][1]} |"
         )
     lines += [

@@ -44,6 +44,16 @@ def test_word_level_tokenizer_gives_both_sides_the_prompt_ids(tmp_path):
         assert theirs(t, add_special_tokens=True)["input_ids"] == ids
     assert ours.eos_id == v - 1 and ours.pad_id == 0
     assert all(len(r["demonstration"].split()) == rl_step_bench.NEW - 1 for r in rows)
+    # the update's FLOPs (the floor under its time at the matmul peak): at least the 6 · params ·
+    # tokens of a forward and backward pass over every row's 32 + 64 positions
+    trainer = rl_step_bench.upt_trainer("grpo", str(tmp_path), str(tmp_path / "d.jsonl"))
+    try:
+        gflop = rl_step_bench.update_gflop(trainer)
+    finally:
+        trainer.close()
+    matmul_params = 4 * 32 * 32 + 3 * 32 * 64 - 2 * 32 * 16 + 300 * 32  # q, k, v, o (1 kv head), MLP, head
+    tokens = rl_step_bench.PROMPTS * rl_step_bench.N * (rl_step_bench.PROMPT_LEN + rl_step_bench.NEW)
+    assert 6 * matmul_params * tokens / 1e9 <= gflop < 20 * 6 * matmul_params * tokens / 1e9
 
 
 def test_one_reward_function_on_both_sides():
@@ -64,12 +74,18 @@ def test_tables_name_failures_and_missing_sides():
         trl={"status": "not run (make bench-trl-env)"},
         sampler_tokens_per_s={"4x8": 3.0, "32x1": 2.0, "4x8_before": 1.0},
         matmul_peak_gflops=100.0,
+        update_gflop=50.0,
+        update_floor_s=0.5,
+        ratio_ceiling=None,
         load_avg=[1.0, 2.0],
     )
     lines = rl_step_bench.table([ok, dict(config="small", isa="avx2", error="boom")])
     assert "not run (make bench-trl-env)" in lines[2] and "failed: boom" in lines[3]
     assert lines[2].count("|") == lines[0].count("|") == lines[3].count("|")
     assert any("| 3.0 | 2.0 | 1.0 |" in x for x in lines)
+    assert "| 50.0 (0.5) | – |" in lines[2]  # no TRL step: no ceiling
+    with_trl = dict(ok, step_s=dict(ok["step_s"], trl=3.0), ratio=3.0, ratio_ceiling=4.0)
+    assert "| 3.0× |" in rl_step_bench.table([with_trl])[2] and "| 4.0× |" in rl_step_bench.table([with_trl])[2]
     res = {
         "steps": 5,
         "runs": {
