@@ -103,24 +103,35 @@ def _sft_stage(c, tiers=None) -> dict:
     demonstrations per step."""
     return dict(
         tiers=tuple(tiers or layout(c.family)["sft_mix"]),
-        learning_rate=METHODS["sft"]["learning_rate"],
+        learning_rate=chosen("sft", c.family)["learning_rate"],
         questions_per_step=int(c.budget.questions_per_step) * int(c.budget.n),
     )
 
 
-def _arm(label, module, arg="", *, method, tiers, hparams=None, swept=True, **extra):
-    """An arm of ``method`` at its chosen rate; with ``swept`` its chosen hyperparameters
-    (`METHODS`' ``hparams``) under ``hparams``."""
-    chosen = dict(METHODS[method].get("hparams", {})) if swept else {}
+def chosen(method: str, family: str = FAMILY) -> dict:
+    """``{"learning_rate", "hparams"}`` of ``method`` on ``family``: `METHODS`' choice (swept on
+    family A), or its ``by_family`` entry where the family's own validation sweep chose otherwise."""
+    m = METHODS[method]
+    own = m.get("by_family", {}).get(family, {})
+    return dict(
+        learning_rate=own.get("learning_rate", m["learning_rate"]),
+        hparams={**m.get("hparams", {}), **own.get("hparams", {})},
+    )
+
+
+def _arm(label, module, arg="", *, method, tiers, hparams=None, swept=True, family=FAMILY, **extra):
+    """An arm of ``method`` at its chosen rate on ``family``; with ``swept`` its chosen
+    hyperparameters (`chosen`) under ``hparams``."""
+    pick = chosen(method, family)
     return dict(
         label=label,
         module=module,
         arg=arg,
-        hparams={**chosen, **dict(hparams or {})},
+        hparams={**(pick["hparams"] if swept else {}), **dict(hparams or {})},
         overrides=(),
         seeds=(),
         tiers=tuple(tiers),
-        learning_rate=METHODS[method]["learning_rate"],
+        learning_rate=pick["learning_rate"],
         **extra,
     )
 
@@ -130,7 +141,7 @@ def arms(c, *, swept: bool = True) -> dict:
     ``swept=False``: without the hyperparameters the sweep chose beyond the rate (the rate sweep's arms)."""
     sft, lay = _sft_stage(c), layout(c.family)
     SFT_MIX, RL_MIX, HYBRID_MIX = lay["sft_mix"], lay["rl_mix"], lay["hybrid_mix"]  # noqa: N806
-    arm = functools.partial(_arm, swept=swept)
+    arm = functools.partial(_arm, swept=swept, family=c.family)
     return dict(
         sft=dict(arm("SFT", "sft", method="sft", tiers=SFT_MIX), questions_per_step=sft["questions_per_step"]),
         grpo=arm(

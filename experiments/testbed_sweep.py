@@ -69,7 +69,7 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, 
         rates = (grids or {}).get(m, () if m in hparam_grids else testbed.METHODS[m]["grid"])
         for lr in rates:
             arms[_key(m, lr)] = dict(arm, label=f"{arm['label']} lr {lr:g}", learning_rate=float(lr), method=m)
-        hrates = rates if joint else (testbed.METHODS[m]["learning_rate"],)
+        hrates = rates if joint else (testbed.chosen(m, c.family)["learning_rate"],)
         for name, values in hparam_grids.get(m, {}).items():
             for lr, v in itertools.product(map(float, hrates), values):
                 arms[_key(m, lr, (name, v))] = dict(
@@ -110,7 +110,7 @@ def sweep_results(config, results: dict) -> dict:
         "budget": config.budget.to_dict(),
         "methods": {},
     }
-    chosen = {m: f"{testbed.METHODS[m]['learning_rate']:g}" for m in testbed.METHODS}
+    chosen = {m: f"{testbed.chosen(m, config.family)['learning_rate']:g}" for m in testbed.METHODS}
     for key, arm in config.arms.items():
         if key not in vs_base:
             continue

@@ -88,7 +88,7 @@ def test_a_student_check_perturbs_the_base_by_its_own_noise_or_the_scales(monkey
     for key, noise in (("distill_on_policy", 0.3), ("distill_fkl", learning.FULL.noise)):
         check = learning.checks(key)[0]
         assert (check.noise if check.noise is not None else learning.FULL.noise) == noise
-        out = learning_run._prepare(check, None, "/base", "/runs", learning.FULL)
+        out = learning_run.prepare(check, None, "/base", "/runs", learning.FULL)
         assert made[-1] == (f"/runs/student_{noise:g}", noise) and out["start"] == made[-1][0]
         assert dict(out["overrides"]) == {"model.checkpoint": made[-1][0], "teacher.run_dir": "/base"}
 

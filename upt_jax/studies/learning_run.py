@@ -73,7 +73,7 @@ def paired_row(metric: str, base, arms: list[dict], *, unit: str = "pct", direct
     )
 
 
-def _prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
+def prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
     """What the check trains from: its overrides (data file, student, teacher) and ``start``, the
     model it is paired against (the base, or the perturbed student)."""
     out = dict(start=base_dir, overrides=())
@@ -272,7 +272,7 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
     base = dict(base or shipped_base())
     c = study_config(check, run_dir, base=base, seeds=seeds, scale=scale)
     base_dir = cmp.ensure_base(c)
-    prep = _prepare(check, c, base_dir, run_dir, scale)
+    prep = prepare(check, c, base_dir, run_dir, scale)
     c.arms[check.key].overrides = tuple(c.arms[check.key].overrides) + prep["overrides"]
     rm_dirs: dict[int, str] = {}
     finals, seconds, spent = {}, {}, {}
@@ -281,7 +281,7 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
             rm = checks("reward_model")[0]
             rc = study_config(rm, run_dir, base=base, seeds=(seed,), scale=scale)
             rc.arms.reward_model.overrides = (
-                tuple(rc.arms.reward_model.overrides) + _prepare(rm, rc, base_dir, run_dir, scale)["overrides"]
+                tuple(rc.arms.reward_model.overrides) + prepare(rm, rc, base_dir, run_dir, scale)["overrides"]
             )
             rm_dirs[seed] = cmp.run_arm(rc, "reward_model", seed)[-1]
             sc = copy.deepcopy(c)
