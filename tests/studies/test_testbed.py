@@ -370,6 +370,26 @@ def test_the_sweep_command_takes_extra_rates_for_the_methods_named(tmp_path, mon
     assert [seen[1].arms[k].learning_rate for k in seen[1].arms] == list(testbed.METHODS["sft"]["grid"])
 
 
+def test_a_family_can_have_its_own_chosen_rate_and_hyperparameters(monkeypatch):
+    """`testbed.chosen`: a method's ``by_family`` entry (its own validation sweep on that family)
+    sets its arms there, and only there; the others keep family A's choice."""
+    methods = {k: dict(v) for k, v in testbed.METHODS.items()}
+    methods["srft"]["by_family"] = dict(countdown=dict(learning_rate=1e-4, hparams=dict(rl_coef=1.0)))
+    monkeypatch.setattr(testbed, "METHODS", methods)
+    monkeypatch.setattr(testbed_sweep.testbed, "METHODS", methods)  # the sweep loads testbed.py by path
+    a, b = testbed.get_config("full"), testbed.get_config("countdown")
+    assert b.arms.srft.learning_rate == 1e-4 and b.arms.srft.hparams["rl_coef"] == 1.0
+    assert a.arms.srft.learning_rate == methods["srft"]["learning_rate"] and "rl_coef" not in a.arms.srft.hparams
+    for key in (k for k in a.arms if k != "srft"):
+        assert b.arms[key].learning_rate == a.arms[key].learning_rate, key
+    kind, ac = cmp.arm_config(b, "srft", 0)
+    assert ac.train.learning_rate == 1e-4 and ac.recipe.hparams.rl_coef == 1.0
+    assert testbed.chosen("srft", "arith_hint") == dict(learning_rate=methods["srft"]["learning_rate"], hparams={})
+    # the countdown sweep reads the countdown choice as the method's chosen rate
+    sc = testbed_sweep.get_config("full,countdown", methods=("srft",), hparam_grids={"srft": {"sft_coef": (1.0,)}})
+    assert [sc.arms[k].learning_rate for k in sc.arms] == [1e-4]
+
+
 def test_the_sweep_runs_on_either_family(tmp_path, monkeypatch):
     """``--variant countdown``: the same arms on countdown's tiers, base and validation split (a
     method's rate chosen on one family can forget on the other: SRFT on countdown)."""
