@@ -275,7 +275,7 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
     prep = prepare(check, c, base_dir, run_dir, scale)
     c.arms[check.key].overrides = tuple(c.arms[check.key].overrides) + prep["overrides"]
     rm_dirs: dict[int, str] = {}
-    finals, seconds, spent = {}, {}, {}
+    finals, seconds, training = {}, {}, 0.0  # training: this invocation's seconds in run_arm
     for seed in seeds:
         if check.data == "reward_model":  # the reward_model check's model of the same seed
             rm = checks("reward_model")[0]
@@ -293,11 +293,11 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
         t0 = time.time()
         dirs = cmp.run_arm(sc, check.key, seed, run=_runner(check))
         finals[seed] = _final_dir(check, dirs)
-        spent[str(seed)] = time.time() - t0
+        training += time.time() - t0
         # the run's own training time (a finished run found again reports the time it took when it ran)
-        seconds[str(seed)] = round(cmp.train_seconds(dirs) or spent[str(seed)], 1)
+        seconds[str(seed)] = round(cmp.train_seconds(dirs) or time.time() - t0, 1)
     rows = measure(check, c, prep, base_dir, finals, scale, rm_dirs)
-    other = time.time() - t_start - sum(spent.values())  # preparing and measuring, in this invocation
+    other = time.time() - t_start - training  # preparing and measuring, in this invocation
     return dict(
         key=check.key,
         label=check.label,

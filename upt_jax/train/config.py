@@ -132,7 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
     )
 
     # PPO's value model; update_epochs None: as many updates per step as the policy's train.update_epochs
-    c.critic = ml_collections.ConfigDict(dict(learning_rate=1e-4, clip=0.2, update_epochs=None), type_safe=False)
+    c.critic = ml_collections.ConfigDict(
+        dict(learning_rate=1e-4, clip=0.2, update_epochs=ml_collections.FieldReference(None, field_type=int))
+    )
 
     # the frozen teacher of distillation recipes (distill_fkl, distill_on_policy): a previous
     # upt_jax run directory (its latest params; its shape from its config.json) or a HF checkpoint.
