@@ -93,6 +93,63 @@ def test_a_student_check_perturbs_the_base_by_its_own_noise_or_the_scales(monkey
         assert dict(out["overrides"]) == {"model.checkpoint": made[-1][0], "teacher.run_dir": "/base"}
 
 
+def test_preference_pairs_are_disjoint_up_to_the_cap_one_per_held_out_question(tmp_path, monkeypatch):
+    """A training question gives min(correct, incorrect, cap) pairs, none sharing a sample; a held-out
+    question one (its paired SE counts questions, not pairs)."""
+    k = 6
+
+    def fake_samples(model_dir, records, *, k, max_new_tokens, seed, samplers=None):
+        rows = []
+        for i, r in enumerate(records):  # question i: i % (k + 1) correct samples of k
+            for j in range(k):
+                reason = "correct" if j < i % (k + 1) else "wrong"
+                rows.append(dict(id=str(r["id"]), completion=f"{r['id']}#{j}", reason=reason))
+        return rows
+
+    monkeypatch.setattr(lm, "sample_completions", fake_samples)
+    stats = lm.preference_pairs(
+        "/base",
+        str(tmp_path),
+        tier="hmul_2x1",
+        n_train=21,
+        n_heldout=7,
+        k=k,
+        max_new_tokens=8,
+        eval_seed=5,
+        pairs_per_question=2,
+    )
+    train, held = lm.read_jsonl(tmp_path / "pairs.jsonl"), lm.read_jsonl(tmp_path / "heldout.jsonl")
+    want = sum(min(i % (k + 1), k - i % (k + 1), 2) for i in range(21))
+    assert len(train) == want == stats["train"]["pair_rows"]
+    assert len({p["id"] for p in train}) == want  # ids stay unique: <id>, then <id>/<j>
+    for side in ("chosen", "rejected"):
+        assert len({p[side] for p in train}) == want  # no sample in two pairs
+    assert all(p["chosen"] != p["rejected"] for p in train)
+    with_pair = [i for i in range(7) if 0 < i % (k + 1) < k]
+    assert len(held) == len(with_pair) == stats["heldout"]["pairs"]
+    assert stats["heldout"]["all_wrong"] == 1 and stats["heldout"]["all_correct"] == 1
+    assert len(lm.read_jsonl(tmp_path / "kto.jsonl")) == 2 * want
+
+
+def test_the_prm_majority_rule_scores_the_label_rate():
+    """``step_accuracy(None, …)`` calls every step right: its per-question score is the fraction of
+    steps labelled right, the floor a PRM's accuracy is compared with."""
+    from upt_jax.data import tasks
+    from upt_jax.train.run_model import load_run_model
+
+    _, tok, cfg, _ = load_run_model(bases.base_dir(learning.FAMILY))
+    records = tasks.generate(learning.RL_TIERS[0], 40, seed=3)
+    got = lm.step_accuracy(None, None, tok, cfg.data.get("template", "zero"), records, seed=11)
+    assert set(got) == {r["id"] for r in records}
+    assert 0.2 < np.mean([v == 1.0 for v in got.values()]) < 0.8  # about half the rows clean
+    for r in records:  # a corrupted row: right are the steps before its corrupted line (one with a result)
+        lines = r["demonstration"].split("\n")
+        allowed = {1.0} | {j / len(lines) for j, line in enumerate(lines) if "=" in line}
+        assert min(abs(got[r["id"]] - a) for a in allowed) < 1e-6
+    # the same seed, the same labels
+    assert got == lm.step_accuracy(None, None, tok, cfg.data.get("template", "zero"), records, seed=11)
+
+
 def test_paired_rows_against_a_hand_computation():
     base = {"a": 0.5, "b": 0.25, "c": 1.0}
     arms = [{"a": 1.0, "b": 0.5, "c": 1.0}, {"a": 0.75, "b": 0.5, "c": 1.0}]

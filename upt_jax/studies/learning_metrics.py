@@ -98,11 +98,13 @@ def preference_pairs(
     max_new_tokens: int,
     eval_seed: int,
     demo_fallback: bool = False,
+    pairs_per_question: int = 1,
     samplers=None,
 ) -> dict:
     """Preference data from the base model's own samples on ``tier``: per question, ``k`` samples
     at T = 1; a question with a correct and an incorrect sample gives the pair (first correct,
-    first incorrect). Training questions are drawn with seed 0 (minus any held-out question), the
+    first incorrect), and a training question up to ``pairs_per_question`` disjoint pairs (its
+    j-th correct with its j-th incorrect sample; ids ``<id>`` then ``<id>/<j>``). Training questions are drawn with seed 0 (minus any held-out question), the
     held-out ones with ``eval_seed``. Writes ``pairs.jsonl`` (prompt, chosen, rejected), ``kto.jsonl``
     (the pairs as unpaired labelled rows) and ``heldout.jsonl`` in ``out_dir`` (kept: a rerun reuses
     them) and returns the counts (``stats.json``): questions without a pair are skipped and counted
@@ -143,7 +145,11 @@ def preference_pairs(
             else:
                 counts["all_correct" if good else "all_wrong"] += 1
                 continue
-            pairs.append(dict(id=str(r["id"]), prompt=r["question"], chosen=good[0], rejected=bad[0]))
+            per = pairs_per_question if split == "train" else 1
+            for j, (g, b) in enumerate(list(zip(good, bad))[: max(per, 1)]):
+                pid = str(r["id"]) if j == 0 else f"{r['id']}/{j}"
+                pairs.append(dict(id=pid, prompt=r["question"], chosen=g, rejected=b))
+        counts["pair_rows"] = len(pairs)
         stats[split] = dict(counts)
         if not pairs:
             raise ValueError(
@@ -292,10 +298,10 @@ def pair_accuracy(graphdef, params, tok, template: str, pairs: list[dict]) -> di
     return {p["id"]: float(np.where(x > 0, 1.0, np.where(x < 0, 0.0, 0.5))) for p, x in zip(pairs, d)}
 
 
-def step_accuracy(graphdef, params, tok, template: str, records: list[dict], *, seed: int) -> dict[str, float]:
-    """``{record id: fraction of its steps the PRM classifies right}`` on the records'
-    demonstrations, each corrupted at one step with probability ½ (`upt_jax.train.prm.corrupt_steps`;
-    ``seed`` fixes which, so before and after see the same labels)."""
+def _step_rows(tok, template: str, records: list[dict], seed: int) -> dict:
+    """The records' demonstrations, each corrupted at one step with probability ½
+    (`upt_jax.train.prm.corrupt_steps`; ``seed`` fixes which), packed: ``tokens``,
+    ``attention_mask`` and the per-token step labels ``t`` with their weights ``w`` ``[N, T]``."""
     from upt_jax.data.templates import prompt_ids
     from upt_jax.train.batching import pack_rows
     from upt_jax.train.prm import corrupt_steps, step_label_row
@@ -312,8 +318,19 @@ def step_accuracy(graphdef, params, tok, template: str, records: list[dict], *, 
         responses.append(ids)
         targets.append(tg)
         weights.append(w)
-    rows = pack_rows(prompts, responses, pad_id=tok.pad_id, response_values=dict(t=targets, w=weights))
-    logits = np.asarray(_scorer(graphdef, params, "token_scores")(params, rows["tokens"], rows["attention_mask"]))
+    return pack_rows(prompts, responses, pad_id=tok.pad_id, response_values=dict(t=targets, w=weights))
+
+
+def step_accuracy(graphdef, params, tok, template: str, records: list[dict], *, seed: int) -> dict[str, float]:
+    """``{record id: fraction of its steps the PRM classifies right}`` on the records'
+    demonstrations, each corrupted at one step with probability ½ (`_step_rows`; ``seed`` fixes
+    which, so before and after see the same labels). ``graphdef=None``: the majority rule that
+    calls every step right (the accuracy a PRM reaches by learning the label rate alone)."""
+    rows = _step_rows(tok, template, records, seed)
+    if graphdef is None:
+        logits = np.ones(rows["t"].shape, np.float32)
+    else:
+        logits = np.asarray(_scorer(graphdef, params, "token_scores")(params, rows["tokens"], rows["attention_mask"]))
     right = ((logits > 0) == (rows["t"] > 0.5)) * rows["w"]
     return {str(r["id"]): float(right[i].sum() / max(rows["w"][i].sum(), 1)) for i, r in enumerate(records)}
 

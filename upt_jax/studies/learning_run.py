@@ -88,6 +88,7 @@ def prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
             max_new_tokens=scale.max_new_tokens,
             eval_seed=int(c.eval.seed),
             demo_fallback=scale.demo_fallback,
+            pairs_per_question=scale.pairs_per_question,
             samplers=_POOL,
         )
         if check.data != "reward_model":
@@ -248,11 +249,15 @@ def measure(
             items = lm.read_jsonl(os.path.join(c.run_dir, "pairs", "heldout.jsonl"))
             score = lambda g, p: lm.pair_accuracy(g, p, tok, template, items)  # noqa: E731
         else:
-            items = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
+            items = tasks.generate(RL_TIERS[0], scale.heldout, seed=int(c.eval.seed))
             score = lambda g, p: lm.step_accuracy(g, p, tok, template, items, seed=int(c.eval.seed))  # noqa: E731
         before = [score(*nnx.split(reward_model_from(policy, seed=s))) for s in seeds]  # each seed's initial head
         after = [score(*load_reward_model(d)) for d in dirs]
-        return [paired_row(METRICS[check.metric], before, after)]
+        rows = [paired_row(METRICS[check.metric], before, after)]
+        if check.metric == "prm":  # the label rate alone (every step called right) scores above ½
+            majority = score(None, None)
+            rows.append(paired_row("held-out step-label accuracy against the majority rule", majority, after))
+        return rows
     if check.metric == "rlhf":
         records = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
         kw = dict(k=scale.k, max_new_tokens=scale.max_new_tokens, seed=int(c.eval.seed), samplers=_POOL)
