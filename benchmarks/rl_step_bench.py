@@ -15,6 +15,9 @@ same reward (``benchmarks.trl_bench.parity_reward``, in TRL's process and upt_ja
   never hold, so a rollout may stop early only if the random model samples it: counted).
 * TRL (``benchmarks/trl_bench.py`` in ``.venv-trl``, ``make bench-trl-env``; a subprocess in
   lockstep): ``GRPOTrainer.train`` with ``min_new_tokens`` = 64.
+* upt_jax with ``train.share_prompt`` (GRPO): each group's 32-token prompt runs through the decoder
+  once in the update, its 8 rollouts continuing from its keys and values (the same loss up to float
+  reordering): a column of its own.
 * HPT (upt_jax only): ``experiments/hpt.py`` on the same data with a 64-token demonstration per
   question: 4 × (8 rollouts + 1 demonstration) rows.
 
@@ -86,8 +89,9 @@ def write_data(path: str, vocab: int, num: int = 64, seed: int = 0) -> list[str]
     return [r["question"] for r in rows]
 
 
-def upt_trainer(experiment: str, model_dir: str, data: str):
-    """A ``Trainer`` from ``experiments/<experiment>.py`` on the saved model and data file."""
+def upt_trainer(experiment: str, model_dir: str, data: str, share_prompt: bool = False):
+    """A ``Trainer`` from ``experiments/<experiment>.py`` on the saved model and data file
+    (``share_prompt``: ``train.share_prompt``, each group's prompt run once in the update)."""
     import importlib
 
     from upt_jax.train.trainer import Trainer
@@ -107,6 +111,7 @@ def upt_trainer(experiment: str, model_dir: str, data: str):
     if experiment == "grpo":
         c.recipe.hparams.kl_coef = 0.0  # TRL's β = 0: no reference model
     c.checkpoint.every, c.log.progress, c.log.completions = 0, False, False
+    c.train.share_prompt = share_prompt
     return Trainer(c)
 
 
@@ -218,7 +223,11 @@ def child(config: str, rounds: int, trl: bool) -> dict:
     vocab = write_model_dir(config, d)
     data = os.path.join(d, "data.jsonl")
     prompts = write_data(data, vocab)
-    sides = {"upt_jax": upt_trainer("grpo", d, data), "hpt": upt_trainer("hpt", d, data)}
+    sides = {
+        "upt_jax": upt_trainer("grpo", d, data),
+        "shared": upt_trainer("grpo", d, data, share_prompt=True),
+        "hpt": upt_trainer("hpt", d, data),
+    }
     trl_side = (
         TrlSide(d, prompts * (rounds + 2), rounds + 2)
         if trl and os.path.exists(os.path.join(TRL_VENV, "bin", "python"))
@@ -238,7 +247,7 @@ def child(config: str, rounds: int, trl: bool) -> dict:
             if trl_side is not None:
                 times["trl"].append(trl_side.step())
         samp = sampler_n_vs_rows(sides["upt_jax"])
-        gflop = update_gflop(sides["upt_jax"])
+        gflop, gflop_shared = update_gflop(sides["upt_jax"]), update_gflop(sides["shared"])
     finally:
         for t in sides.values():
             t.close()
@@ -254,9 +263,11 @@ def child(config: str, rounds: int, trl: bool) -> dict:
         step_s=med,
         first_s={k: round(v[0], 2) for k, v in times.items() if v},
         ratio=round(med["trl"] / med["upt_jax"], 2) if med["trl"] else None,
+        ratio_shared=round(med["trl"] / med["shared"], 2) if med["trl"] else None,
         trl=res,
         split_s=split,
         update_gflop=round(gflop, 1),
+        update_gflop_shared=round(gflop_shared, 1),
         update_floor_s=round(floor, 3),
         ratio_ceiling=round(med["trl"] / (rest + floor), 2) if med["trl"] else None,
         steps_with_early_stop=early,
@@ -298,18 +309,27 @@ def run_isa(isa: str, configs, rounds: int, trl: bool, cores: int | None = None)
     return rows
 
 
+def _shared_cell(r: dict) -> str:
+    s = r["step_s"].get("shared")
+    if s is None:
+        return "–"
+    sp = r.get("split_s", {}).get("shared", {})
+    return f"{s} ({sp.get('update', '–')}), {r.get('update_gflop_shared', '–')}"
+
+
 def table(rows: list[dict]) -> list[str]:
     lines = [
         "| ISA | cores | config | upt_jax GRPO step s (rollout / reward / update) | TRL GRPOTrainer step s "
-        "| TRL / upt_jax | upt_jax HPT step s "
+        "| TRL / upt_jax | upt_jax GRPO, share_prompt: step s (update), update GFLOP | TRL / upt_jax, share_prompt "
+        "| upt_jax HPT step s "
         "| first step s (upt_jax / TRL / HPT) | matmul peak GFLOP/s | update GFLOP (at peak s) "
         "| TRL / upt_jax, update at peak | load avg (start, end) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
             lines.append(
-                f"| {r['isa']} | {r.get('cores', '')} | {r['config']} | failed: {r['error']} | | | | | | | | |"
+                f"| {r['isa']} | {r.get('cores', '')} | {r['config']} | failed: {r['error']} | | | | | | | | | | |"
             )
             continue
         s, f = r["step_s"], r["first_s"]
@@ -318,7 +338,8 @@ def table(rows: list[dict]) -> list[str]:
         split = f" ({sp['rollout']} / {sp['reward']} / {sp['update']})" if sp else ""
         lines.append(
             f"| {r['isa']} | {r['cores']} | {r['config']} | {s['upt_jax']}{split} | {trl} | "
-            f"{str(r['ratio']) + '×' if r['ratio'] else '–'} | {s['hpt']} | "
+            f"{str(r['ratio']) + '×' if r['ratio'] else '–'} | {_shared_cell(r)} | "
+            f"{str(r['ratio_shared']) + '×' if r.get('ratio_shared') else '–'} | {s['hpt']} | "
             f"{f.get('upt_jax')} / {f.get('trl', '–')} / {f.get('hpt')} | {r['matmul_peak_gflops']} | "
             f"{r.get('update_gflop', '–')} ({r.get('update_floor_s', '–')}) | "
             f"{str(r['ratio_ceiling']) + '×' if r.get('ratio_ceiling') else '–'} | "

@@ -45,15 +45,22 @@ def test_word_level_tokenizer_gives_both_sides_the_prompt_ids(tmp_path):
     assert ours.eos_id == v - 1 and ours.pad_id == 0
     assert all(len(r["demonstration"].split()) == rl_step_bench.NEW - 1 for r in rows)
     # the update's FLOPs (the floor under its time at the matmul peak): at least the 6 · params ·
-    # tokens of a forward and backward pass over every row's 32 + 64 positions
-    trainer = rl_step_bench.upt_trainer("grpo", str(tmp_path), str(tmp_path / "d.jsonl"))
-    try:
-        gflop = rl_step_bench.update_gflop(trainer)
-    finally:
-        trainer.close()
-    matmul_params = 4 * 32 * 32 + 3 * 32 * 64 - 2 * 32 * 16 + 300 * 32  # q, k, v, o (1 kv head), MLP, head
-    tokens = rl_step_bench.PROMPTS * rl_step_bench.N * (rl_step_bench.PROMPT_LEN + rl_step_bench.NEW)
-    assert 6 * matmul_params * tokens / 1e9 <= gflop < 20 * 6 * matmul_params * tokens / 1e9
+    # tokens of a forward and backward pass, the decoder over every row's 32 + 64 positions and the
+    # output head over the 64 response columns only; with share_prompt the decoder runs each group's
+    # prompt once
+    gflop = {}
+    for share in (False, True):
+        trainer = rl_step_bench.upt_trainer("grpo", str(tmp_path), str(tmp_path / "d.jsonl"), share_prompt=share)
+        try:
+            gflop[share] = rl_step_bench.update_gflop(trainer)
+        finally:
+            trainer.close()
+    body, head = 4 * 32 * 32 + 3 * 32 * 64 - 2 * 32 * 16, 300 * 32  # q, k, v, o (1 kv head), MLP; output head
+    g, n, p, r = rl_step_bench.PROMPTS, rl_step_bench.N, rl_step_bench.PROMPT_LEN, rl_step_bench.NEW
+    full = 6 * g * n * (body * (p + r) + head * r) / 1e9
+    shared = 6 * (g * n * (body + head) * r + g * body * p) / 1e9
+    assert full <= gflop[False] < 20 * full
+    assert shared <= gflop[True] < gflop[False] - 0.5 * (full - shared)  # at least half the saving is real
 
 
 def test_one_reward_function_on_both_sides():
@@ -86,6 +93,15 @@ def test_tables_name_failures_and_missing_sides():
     assert "| 50.0 (0.5) | – |" in lines[2]  # no TRL step: no ceiling
     with_trl = dict(ok, step_s=dict(ok["step_s"], trl=3.0), ratio=3.0, ratio_ceiling=4.0)
     assert "| 3.0× |" in rl_step_bench.table([with_trl])[2] and "| 4.0× |" in rl_step_bench.table([with_trl])[2]
+    shared = dict(
+        with_trl,
+        step_s=dict(with_trl["step_s"], shared=0.75),
+        split_s={"shared": {"update": 0.5}},
+        update_gflop_shared=40.0,
+        ratio_shared=4.0,
+    )
+    line = rl_step_bench.table([shared])[2]
+    assert "| 0.75 (0.5), 40.0 | 4.0× |" in line and line.count("|") == lines[0].count("|")
     res = {
         "steps": 5,
         "runs": {

@@ -8,6 +8,11 @@ import pytest
 from upt_jax.models import init_model, naive_token_logprobs, preset, sequence_logprobs, token_logprobs
 
 
+ONE_LAYER = preset(
+    "tiny", num_layers=1, vocab_size=64, hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16
+)
+
+
 def _inputs(b, t, d, v, seed=0):
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     h = jax.random.normal(k1, (b, t, d), jnp.float32)
@@ -67,17 +72,7 @@ def test_chunked_memory_at_least_4x_smaller_v32000_t512():
 
 
 def test_sequence_logprobs_aligned_with_tokens():
-    cfg = preset(
-        "tiny",
-        num_layers=1,
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=16,
-    )
-    model = init_model(cfg, 0)
+    model = init_model(ONE_LAYER, 0)
     tokens = jax.random.randint(jax.random.key(1), (2, 10), 0, 64)
     mask = jnp.array([[0, 0, 0] + [1] * 7, [1] * 10])
     lp, ent = sequence_logprobs(model, tokens, mask, chunk_size=4, return_entropy=True)
@@ -127,3 +122,100 @@ def test_remat_modes_same_values_and_grads(remat):
     np.testing.assert_allclose(f(h, w), g(h, w), rtol=1e-6)
     for a, b in zip(jax.grad(f, argnums=(0, 1))(h, w), jax.grad(g, argnums=(0, 1))(h, w)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("remat", ["never", "always"])
+def test_columns_are_the_full_computation_there_and_zero_elsewhere(remat):
+    """``columns``: each row's chosen positions get exactly the full computation's log-probs and
+    entropies (tempered, over kept sets), every other position 0; the gradient of a loss that reads
+    only those columns is unchanged."""
+    model = init_model(ONE_LAYER, 0)
+    tokens = jax.random.randint(jax.random.key(1), (3, 12), 0, 64)
+    attn = jnp.ones((3, 12), jnp.int32)
+    cols = jnp.array([[0, 4, 5, 6, 7], [7, 8, 9, 10, 11], [1, 3, 5, 9, 2]], jnp.int32)  # distinct per row, any order
+    thr = jnp.where(jax.random.uniform(jax.random.key(2), (3, 12)) < 0.5, -jnp.inf, -1.0)
+    kw = dict(chunk_size=4, temperature=0.7, return_entropy=True, remat=remat, kept_threshold=thr)
+    lp, ent = sequence_logprobs(model, tokens, attn, **kw)
+    lp_c, ent_c = sequence_logprobs(model, tokens, attn, columns=cols, **kw)
+    sel = np.zeros((3, 12), bool)
+    np.put_along_axis(sel, np.asarray(cols), True, axis=1)
+    sel[:, 0] = False  # column 0 is predicted by nothing: 0 in both
+    for full, part in ((lp, lp_c), (ent, ent_c)):
+        np.testing.assert_allclose(np.asarray(part)[sel], np.asarray(full)[sel], atol=1e-5)
+        assert np.all(np.asarray(part)[~sel] == 0)
+    assert np.all(np.isfinite(np.asarray(lp)[sel])) and np.any(np.asarray(lp)[~sel] != 0)
+
+    from flax import nnx
+
+    graphdef, params = nnx.split(model)
+    w = jnp.asarray(sel, jnp.float32)
+
+    def loss(p, columns):
+        m = nnx.merge(graphdef, p)
+        out = sequence_logprobs(m, tokens, attn, columns=columns, **dict(kw, return_entropy=False))
+        return jnp.sum(out * w)
+
+    g_full, g_cols = jax.grad(loss)(params, None), jax.grad(loss)(params, cols)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_cols)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_shared_prompt_logprobs_equal_the_full_rows(remat):
+    """Groups of rows with one (left-padded) prompt: running it once and continuing each response
+    from its keys and values gives the full rows' log-probs and entropies on the response columns
+    (tempered, over kept sets), 0 on the prompt's, and the same gradient (the model's remat policy
+    applied on both paths)."""
+    from flax import nnx
+
+    from upt_jax.models.logprobs import shared_prompt_logprobs
+
+    cfg = preset(
+        "tiny",
+        num_layers=2,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+    )
+    model = init_model(cfg, 0, remat=remat)
+    n, groups, p, r = 3, 2, 6, 5
+    rng = np.random.RandomState(0)
+    prompt_len = [4, 6]  # the first group's prompt is left-padded
+    tokens = np.zeros((n * groups, p + r), np.int32)
+    attn = np.zeros_like(tokens)
+    q = rng.randint(1, 64, (groups, p))
+    for i in range(n * groups):
+        g, lr = i // n, rng.randint(1, r + 1)
+        tokens[i, p - prompt_len[g] : p], attn[i, p - prompt_len[g] : p] = q[g, -prompt_len[g] :], 1
+        tokens[i, p : p + lr], attn[i, p : p + lr] = rng.randint(1, 64, lr), 1
+    thr = jnp.where(jax.random.uniform(jax.random.key(2), tokens.shape) < 0.5, -jnp.inf, -1.0)
+    kw = dict(chunk_size=4, temperature=0.7, return_entropy=True, kept_threshold=thr)
+    lp, ent = sequence_logprobs(model, jnp.asarray(tokens), jnp.asarray(attn), **kw)
+    lp_s, ent_s = shared_prompt_logprobs(
+        model, jnp.asarray(tokens), jnp.asarray(attn), group_size=n, response_len=r, **kw
+    )
+    resp = attn[:, p:] > 0
+    for full, shared in ((lp, lp_s), (ent, ent_s)):
+        np.testing.assert_allclose(np.asarray(shared)[:, p:][resp], np.asarray(full)[:, p:][resp], atol=1e-5)
+        assert np.all(np.asarray(shared)[:, :p] == 0)
+    graphdef, params = nnx.split(model)
+    w = jnp.asarray(np.pad(resp, ((0, 0), (p, 0))), jnp.float32) * jnp.arange(1.0, p + r + 1)  # any weights
+
+    def loss(prm, shared):
+        m = nnx.merge(graphdef, prm)
+        args = (m, jnp.asarray(tokens), jnp.asarray(attn))
+        lp_, ent_ = (
+            shared_prompt_logprobs(*args, group_size=n, response_len=r, **kw)
+            if shared
+            else sequence_logprobs(*args, **kw)
+        )
+        return jnp.sum((lp_ + 0.1 * ent_) * w)
+
+    g_full, g_shared = jax.grad(loss)(params, False), jax.grad(loss)(params, True)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_shared)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5)
+    with pytest.raises(ValueError, match="whole groups"):
+        shared_prompt_logprobs(model, jnp.asarray(tokens[:5]), jnp.asarray(attn[:5]), group_size=n, response_len=r)

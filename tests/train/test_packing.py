@@ -220,3 +220,48 @@ def test_vocabulary_level_distillation_refuses_packing(tmp_path):
     c.train.pack_sequences = True
     with pytest.raises(ValueError, match="pack_sequences"):
         validate(c)
+
+
+@pytest.mark.parametrize("module,hparams", [("hpt", {}), ("grpo", {"kl_coef": 0.1})])
+def test_trainer_with_shared_prompts_trains_as_without(tmp_path, module, hparams):
+    """``train.share_prompt``: the same rollouts give the same update (HPT's groups hold a
+    demonstration row; GRPO's KL reads the reference's log-probs at the response columns), with
+    coin-flip rewards so that every step has a gradient."""
+    import importlib
+
+    from tests.train.test_trainer import _CoinVerifier, shrink
+    from upt_jax.train.trainer import Trainer
+
+    logs = {}
+    for share in (False, True):
+        c = shrink(importlib.import_module(f"experiments.{module}").get_config(), tmp_path / f"{share}", steps=3)
+        c.checkpoint.every = 0
+        c.rollout.n = 3 if module == "hpt" else 4  # 2 questions × 4 rows over data=2
+        c.recipe.hparams.update(hparams)
+        c.train.share_prompt = share
+        t = Trainer(c)
+        t.verifier = _CoinVerifier()
+        try:
+            logs[share] = [t.train_step() for _ in range(3)]
+        finally:
+            t.close()
+    kl = sorted(k for k in logs[False][0] if "kl" in k and not k.startswith("time"))
+    assert kl or not hparams
+    for a, b in zip(logs[False], logs[True]):
+        assert b["skipped"] == 0 and np.isfinite(b["loss"]) and b["grad_norm"] > 1e-3
+        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(b["grad_norm"], a["grad_norm"], rtol=1e-4)
+        np.testing.assert_allclose([b[k] for k in kl], [a[k] for k in kl], rtol=1e-3, atol=1e-7)
+    if hparams:  # the policy left its reference: the KL term was live
+        assert max(abs(x[k]) for x in logs[True][1:] for k in kl) > 0
+
+
+def test_share_prompt_refuses_packing(tmp_path):
+    from experiments import grpo
+    from tests.train.test_trainer import shrink
+    from upt_jax.train.trainer import validate
+
+    c = shrink(grpo.get_config(), tmp_path / "run", steps=1)
+    c.train.share_prompt = c.train.pack_sequences = True
+    with pytest.raises(ValueError, match="share_prompt and config.train.pack_sequences"):
+        validate(c)

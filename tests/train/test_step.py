@@ -9,6 +9,7 @@ from upt_jax import upge
 from upt_jax.models import init_model, make_mesh, preset
 from upt_jax.models.logprobs import sequence_logprobs
 from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
+from upt_jax.train.step import check_shared_prompts
 from tests.train.batches import rl_batch
 
 CFG = preset(
@@ -17,13 +18,15 @@ CFG = preset(
 G = 4
 
 
-def _run(recipe, steps=3, *, mesh=None, microbatches=1, lr=1e-2, seed=0, batches=None, opt="adamw"):
+def _run(
+    recipe, steps=3, *, mesh=None, microbatches=1, lr=1e-2, seed=0, batches=None, opt="adamw", share=False, group=G
+):
     model = init_model(CFG, seed)
     tx = make_optimizer(lr, max_grad_norm=1.0, name=opt)
     graphdef, state, shardings = create_train_state(model, tx, seed=seed, mesh=mesh)
-    objective = upge_objective(recipe, group_size=G, chunk_size=8)
+    objective = upge_objective(recipe, group_size=group, chunk_size=8, share_prompt=share)
     step = make_train_step(
-        graphdef, tx, objective, num_microbatches=microbatches, group_size=G, mesh=mesh, shardings=shardings
+        graphdef, tx, objective, num_microbatches=microbatches, group_size=group, mesh=mesh, shardings=shardings
     )
     metrics = []
     for i in range(steps):
@@ -182,3 +185,53 @@ def test_logged_first_step_loss_is_the_textbook_objective(name, microbatches):
     if surrogate is not None:
         np.testing.assert_allclose(metrics["surrogate"], surrogate, rtol=1e-6)
     assert abs(float(metrics["surrogate"]) - float(want)) > 1e-3  # the two are really different numbers
+
+
+@pytest.mark.parametrize("name", ["grpo", "hpt", "dpo", "sft"])
+@pytest.mark.parametrize("mode", ["columns", "shared", "shared_sharded"])
+def test_response_columns_and_shared_prompts_leave_the_update_unchanged(name, mode):
+    """Rows carrying their response columns (``logit_columns``, what `pack_rows` adds for the update)
+    take three steps equal to the full-width log-probs' (the prompt's log-probs are never read); with
+    ``share_prompt`` each group's prompt runs once (its gradient summed over the group's rows), on one
+    device and on a 2 × 2 × 2 mesh, with two micro-batches (SFT's groups of 1: the columns only)."""
+    g = {"sft": 1, "dpo": 2}.get(name, G)
+    batches = [
+        rl_batch(CFG.vocab_size, groups=16 // g, group_size=g, seed=i, demo_rows=name == "hpt") for i in range(3)
+    ]
+    with_cols = []
+    for b in batches:
+        p, length = 5, b["tokens"].shape[1]  # rl_batch's prompt_len: every row's mask is 0 before it
+        b = dict(b, ref_logp=b["old_logp"] + 0.5) if name == "dpo" else dict(b)
+        if mode != "columns":  # each group of G rows asks one question
+            for k in ("tokens", "attention_mask"):
+                x = np.asarray(b[k]).copy()
+                x[:, :p] = np.repeat(x[::g, :p], g, axis=0)
+                b[k] = jnp.asarray(x)
+        cols = np.broadcast_to(np.arange(p, length, dtype=np.int32), (b["tokens"].shape[0], length - p))
+        with_cols.append(dict(b, logit_columns=jnp.asarray(cols)))
+        if mode != "columns":
+            check_shared_prompts(with_cols[-1], g)
+    plain = [{k: v for k, v in b.items() if k != "logit_columns"} for b in with_cols]
+    mesh = make_mesh(2, 2, 2) if mode == "shared_sharded" else None
+    recipe = upge.get_recipe(name)
+    kw = dict(mesh=mesh, microbatches=2, lr=1e-3, group=g)
+    full, m_full = _run(recipe, batches=plain, **kw)
+    cols, m_cols = _run(recipe, batches=with_cols, share=mode != "columns", **kw)
+    assert all(int(m["skipped"]) == 0 for m in m_full)
+    assert _max_diff(full.params, cols.params) <= 1e-5  # Adam's sqrt(v): float reordering, as sharding
+    for a, b in zip(m_full, m_cols):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5, atol=1e-7)
+
+
+def test_check_shared_prompts_names_the_group_that_differs():
+    b = rl_batch(CFG.vocab_size, groups=2, group_size=G, seed=0)
+    cols = np.broadcast_to(np.arange(5, 12, dtype=np.int32), (2 * G, 7))
+    with pytest.raises(ValueError, match="group 0 of 4 rows has different prompt tokens"):
+        check_shared_prompts(dict(b, logit_columns=cols), G)
+    x = np.asarray(b["tokens"]).copy()
+    x[:, :5] = np.repeat(x[::G, :5], G, axis=0)
+    a = np.asarray(b["attention_mask"]).copy()
+    a[:, :5] = np.repeat(a[::G, :5], G, axis=0)
+    check_shared_prompts(dict(b, tokens=x, attention_mask=a, logit_columns=cols), G)  # equal: no error
+    with pytest.raises(ValueError, match="trailing response columns"):
+        check_shared_prompts(dict(b, tokens=x, attention_mask=a, logit_columns=cols - 1), G)

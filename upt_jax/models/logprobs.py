@@ -25,7 +25,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from upt_jax.models.transformer import dense
+from upt_jax.models.rope import positions_from_mask
+from upt_jax.models.transformer import KVCache, dense
 
 AUTO_REMAT_BYTES = 1 << 30  # remat="auto": chunk + recompute when B·T·V fp32 logits exceed this
 
@@ -150,6 +151,7 @@ def sequence_logprobs(
     segment_ids: Optional[jax.Array] = None,
     positions: Optional[jax.Array] = None,
     kept_threshold: Optional[jax.Array] = None,
+    columns: Optional[jax.Array] = None,
 ):
     """Log-probs of each token given its prefix, aligned with ``tokens``.
 
@@ -171,15 +173,33 @@ def sequence_logprobs(
       kept_threshold: ``[B, T]`` aligned with ``tokens``: the kept-set threshold of the distribution
         ``tokens[b, t]`` was drawn from (the sampler's ``thresholds``; ``−inf`` on prompt, padding
         and untruncated tokens); see ``token_logprobs``.
+      columns: ``[B, C]`` int, distinct per row: only these columns' log-probs (and entropies)
+        are computed, the others are 0, so the output head runs on ``C`` positions, not ``T − 1``
+        (a trainer passes each row's response columns: the prompt's log-probs are never read; TRL's
+        ``logits_to_keep``). Column 0 has no prediction (0). Not with packed rows.
     Returns:
       ``logp [B, T]`` (and ``entropy [B, T]``, entropy of the distribution that predicted
       token t, 0 at t = 0) in fp32.
     """
+    if columns is not None and segment_ids is not None:
+        raise ValueError("sequence_logprobs: columns are for padded rows, not packed ones (segment_ids)")
     if segment_ids is None:
         hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask, positions=positions)
     else:
         hidden, _ = model.hidden_states(
             tokens, attention_mask=attention_mask, positions=positions, segment_ids=segment_ids
+        )
+    if columns is not None:
+        return _column_logprobs(
+            hidden,
+            model.lm_head_kernel(),
+            tokens,
+            columns,
+            chunk_size,
+            temperature,
+            return_entropy,
+            remat,
+            kept_threshold,
         )
     out = token_logprobs(
         hidden[:, :-1],
@@ -198,3 +218,97 @@ def sequence_logprobs(
     if return_entropy:
         return shift(out[0]), shift(out[1])
     return shift(out)
+
+
+def _column_logprobs(hidden, kernel, tokens, columns, chunk_size, temperature, return_entropy, remat, kept_threshold):
+    """``sequence_logprobs`` at ``columns [B, C]`` only: the hidden state before each column
+    (``[B, C, D]``, gathered) through the output head, scattered back to ``[B, T]`` (0 elsewhere)."""
+    columns = columns.astype(jnp.int32)
+    take = lambda x, cols: jnp.take_along_axis(x, cols, axis=1)  # noqa: E731
+    src = jnp.maximum(columns - 1, 0)  # the position whose hidden state predicts column t
+    out = token_logprobs(
+        jnp.take_along_axis(hidden, src[..., None], axis=1),
+        kernel,
+        take(tokens, columns),
+        chunk_size=chunk_size,
+        temperature=temperature,
+        return_entropy=return_entropy,
+        remat=remat,
+        kept_threshold=None if kept_threshold is None else take(kept_threshold, columns),
+    )
+    rows = jnp.arange(tokens.shape[0])[:, None]
+
+    def scatter(x):  # column 0 predicts nothing: 0, as in the full computation
+        return jnp.zeros(tokens.shape, x.dtype).at[rows, columns].set(jnp.where(columns > 0, x, 0.0))
+
+    return (scatter(out[0]), scatter(out[1])) if return_entropy else scatter(out)
+
+
+def shared_prompt_logprobs(
+    model,
+    tokens: jax.Array,
+    attention_mask: jax.Array,
+    *,
+    group_size: int,
+    response_len: int,
+    chunk_size: int = 128,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    remat: str = "auto",
+    kept_threshold: Optional[jax.Array] = None,
+):
+    """``sequence_logprobs`` at the last ``response_len`` columns of rows whose prompts are shared,
+    with each group's prompt run through the decoder once instead of ``group_size`` times.
+
+    Rows ``[B, P + R]`` (``R = response_len``) come in groups of ``n = group_size`` contiguous rows
+    with the same prompt columns ``[:, :P]`` (tokens and mask: a step's rollouts of one question,
+    a preference pair). The decoder runs on the ``B / n`` prompts, writing their keys and values
+    into a cache that each of the group's ``n`` response blocks ``[B, R]`` continues from (the
+    responses attend to the prompt's keys and causally to their own, as in the full row); the
+    output head runs on the response columns only. The gradient reaches the prompt through the
+    cache, summed over the group. Equal to ``sequence_logprobs(..., columns=<the last R>)`` up to
+    float reordering; 0 on the prompt columns.
+
+    Compute: the decoder on ``B·R + (B/n)·P`` tokens instead of ``B·(P + R)``; the model's
+    ``remat`` policy applies as on the full rows. Returns ``logp [B, P + R]`` (and ``entropy``), fp32.
+    """
+    b, t = tokens.shape
+    n, r = int(group_size), int(response_len)
+    p = t - r
+    if n < 1 or b % n:
+        raise ValueError(f"shared_prompt_logprobs: {b} rows are not whole groups of {n}")
+    if not 0 < r < t:
+        raise ValueError(f"shared_prompt_logprobs: response_len {r} must be in (0, {t})")
+    positions = positions_from_mask(attention_mask)  # as in the full row
+    cache = KVCache.init(model.cfg, b // n, t)
+    h_prompt, cache = model.hidden_states(
+        tokens[::n, :p],
+        attention_mask=attention_mask[::n, :p],
+        positions=positions[::n, :p],
+        cache=cache,
+        remat_with_cache=True,
+    )
+    group = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731 — [B/n, ...] -> each group's n rows
+    cache = KVCache(
+        k=tuple(map(group, cache.k)), v=tuple(map(group, cache.v)), mask=group(cache.mask), index=cache.index
+    )
+    h_resp, _ = model.hidden_states(
+        tokens[:, p:],
+        attention_mask=attention_mask[:, p:],
+        positions=positions[:, p:],
+        cache=cache,
+        remat_with_cache=True,
+    )
+    src = jnp.concatenate([group(h_prompt[:, -1:]), h_resp[:, :-1]], axis=1)  # what predicts each response column
+    out = token_logprobs(
+        src,
+        model.lm_head_kernel(),
+        tokens[:, p:],
+        chunk_size=chunk_size,
+        temperature=temperature,
+        return_entropy=return_entropy,
+        remat=remat,
+        kept_threshold=None if kept_threshold is None else kept_threshold[:, p:],
+    )
+    pad = lambda x: jnp.pad(x, ((0, 0), (p, 0)))  # noqa: E731
+    return (pad(out[0]), pad(out[1])) if return_entropy else pad(out)

@@ -357,6 +357,7 @@ class Transformer(nnx.Module):
         cache: Optional[KVCache] = None,
         segment_ids: Optional[jax.Array] = None,
         rope=None,
+        remat_with_cache: bool = False,
     ):
         """Run the decoder.
 
@@ -371,6 +372,9 @@ class Transformer(nnx.Module):
             tokens of its own segment. Not with a cache.
           rope: precomputed ``(cos, sin)`` ``[B, T, 1, Dh]`` for ``positions`` (e.g.
             ``rope_from_table``); default computed from ``positions``.
+          remat_with_cache: apply the model's ``remat`` policy with a cache too (a cached forward
+            that is differentiated, `upt_jax.models.logprobs.shared_prompt_logprobs`; decoding
+            never needs it).
         Returns:
           ``(hidden [B, T, D] in the compute dtype, updated cache or None)``.
         """
@@ -400,9 +404,9 @@ class Transformer(nnx.Module):
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i], cache.index)
-            if self.remat != "none" and cache is None:
+            if self.remat != "none" and (cache is None or remat_with_cache):
                 fn = nnx.remat(lambda blk, *a: blk(*a), policy=REMAT_POLICIES[self.remat])
-                x, lc = fn(layer, x, rope, key_valid, query_slots, key_slots, None, segment_ids)
+                x, lc = fn(layer, x, rope, key_valid, query_slots, key_slots, layer_cache, segment_ids)
             else:
                 x, lc = layer(x, rope, key_valid, query_slots, key_slots, layer_cache, segment_ids)
             if lc is not None:

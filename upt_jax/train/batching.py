@@ -33,6 +33,7 @@ def pack_rows(
     buckets: Sequence[int] = LEN_BUCKETS,
     response_values: dict[str, Sequence[np.ndarray]] | None = None,
     min_prompt_len: int = 0,
+    logit_columns: bool = False,
 ) -> dict[str, np.ndarray]:
     """Rows ``prompt_i ⧺ response_i`` → ``tokens, attention_mask, mask [B, P + R]``.
 
@@ -46,6 +47,9 @@ def pack_rows(
       min_prompt_len: a floor of the default ``P`` (before rounding up to a bucket): a run that
         passes the same floor every step keeps one prompt bucket while its prompts stay under it
         (see `upt_jax.train.shapes`).
+      logit_columns: also return ``logit_columns`` int32 ``[B, R]``, the response columns
+        ``P … P + R − 1``: the update step computes log-probs there only (`sequence_logprobs`'
+        ``columns``), since ``mask`` is 0 on every prompt column.
     Returns:
       dict of numpy arrays: ``tokens`` int32, ``attention_mask`` int32, ``mask`` float32,
       ``truncated`` bool ``[B]`` (response cut to ``R``), and each ``response_values`` key
@@ -74,6 +78,8 @@ def pack_rows(
         for k, v in (response_values or {}).items():
             vi = np.asarray(v[i], np.float32)[: len(a)]
             values[k][i, p : p + len(vi)] = vi
+    if logit_columns:
+        values["logit_columns"] = np.broadcast_to(np.arange(p, p + r, dtype=np.int32), (b, r)).copy()
     return dict(tokens=tokens, attention_mask=attn, mask=mask, truncated=truncated, **values)
 
 

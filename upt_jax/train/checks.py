@@ -295,6 +295,11 @@ def validate(config, records=None, *, vocab_size: int | None = None, recipe=None
         )
     if config.train.get("logprob_remat", "auto") not in REMAT_MODES:
         raise ValueError(f"config.train.logprob_remat={config.train.logprob_remat!r}: one of {REMAT_MODES}")
+    if config.train.get("pack_sequences", False) and config.train.get("share_prompt", False):
+        raise ValueError(
+            "config.train.share_prompt and config.train.pack_sequences both cut padded compute in the update, "
+            "in two incompatible layouts: set one"
+        )
     if config.train.get("pack_sequences", False) and config.data.source != "corpus":
         from upt_jax.train.distill import teacher_inputs
 

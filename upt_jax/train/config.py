@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
     # update step on packed rows: several sequences per row (first-fit-decreasing, segment ids), the
     # log-probs gathered back to the padded layout, so the loss is the same with less padding computed
     c.train.pack_sequences = False
+    # update step: each group's shared prompt (a question's rollouts, a preference pair) runs through
+    # the decoder once and its n responses continue from its keys and values; the output head runs on
+    # the response columns only. The same loss up to float reordering; less compute with long prompts
+    c.train.share_prompt = False
     # in-training evaluation (upt_jax.train.in_training): every eval_every steps (0: never), eval_n questions
     # × eval_k samples from eval_path (else fresh synthetic draws, else the training file's first rows)
     c.train.eval_every = 0

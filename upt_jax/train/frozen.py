@@ -52,8 +52,8 @@ class Teacher:
             )
         )
         self._logp_fn = jax.jit(
-            lambda params, tokens, attn: sequence_logprobs(
-                nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, remat="always"
+            lambda params, tokens, attn, columns=None: sequence_logprobs(
+                nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, remat="always", columns=columns
             )
         )
 
@@ -69,7 +69,7 @@ class Teacher:
             else:
                 out["teacher_logits"] = z
         if self.needs.logp:
-            out["teacher_logp"] = self._logp_fn(self.params, tokens, attn) * batch["mask"]
+            out["teacher_logp"] = self._logp_fn(self.params, tokens, attn, batch.get("logit_columns")) * batch["mask"]
         return out
 
 
@@ -247,9 +247,11 @@ def frozen_inputs(
 
     info = {}
     if ref_params is not None:
-        batch["ref_logp"] = logp_fn(ref_params, batch["tokens"], batch["attention_mask"]) * batch["mask"]
+        cols = batch.get("logit_columns")  # the rows' response columns: the only ones ``mask`` keeps
+        batch["ref_logp"] = logp_fn(ref_params, batch["tokens"], batch["attention_mask"], cols) * batch["mask"]
     elif ref_off_fn is not None:
-        batch["ref_logp"] = ref_off_fn(params, batch["tokens"], batch["attention_mask"]) * batch["mask"]
+        cols = batch.get("logit_columns")
+        batch["ref_logp"] = ref_off_fn(params, batch["tokens"], batch["attention_mask"], cols) * batch["mask"]
     if uniforms:  # Clip-Cov's draw: the step's key
         batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
     if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient

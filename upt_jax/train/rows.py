@@ -126,7 +126,7 @@ def preference_rows(tok, records, prompts) -> tuple[Rows, dict]:
     """Rows ``2i`` (chosen) and ``2i + 1`` (rejected) of each record's `preference_pair`."""
     pairs = [preference_pair(r) for r in records]
     resp = [tok.encode(x) + [tok.eos_id] for pair in pairs for x in pair]
-    rows = Rows(pack_rows([p for p in prompts for _ in range(2)], resp, pad_id=tok.pad_id))
+    rows = Rows(pack_rows([p for p in prompts for _ in range(2)], resp, pad_id=tok.pad_id, logit_columns=True))
     return rows, {"response_length": float(np.mean([len(x) for x in resp]))}
 
 
@@ -152,6 +152,7 @@ def sft_rows(tok, records, *, template: str, system_prompt) -> tuple[Rows, dict]
             [e[1] for e in ex],
             pad_id=tok.pad_id,
             response_values=dict(loss_mask=[e[2] for e in ex]),
+            logit_columns=True,
         )
     )
     rows["mask"] = rows["mask"] * rows.pop("loss_mask")
@@ -199,6 +200,7 @@ def group_rows(
             pad_id=pad_id,
             response_values=dict(old_logp=logp, rollout_logp=rollout_logp, rollout_threshold=threshold),
             min_prompt_len=min_prompt_len,
+            logit_columns=True,
         )
     )
     rows.update(kept_set_rows(rows, replay))

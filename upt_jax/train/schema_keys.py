@@ -293,6 +293,11 @@ def _spec():
             "recompute the [B, T, V] logits in the backward pass: auto (when over 1 GiB), always or never",
         ),
         ("train.pack_sequences", flag(), "pack several sequences per row for the update (segment ids)"),
+        (
+            "train.share_prompt",
+            flag(),
+            "run each group's shared prompt through the decoder once in the update (not with pack_sequences)",
+        ),
         ("train.eval_every", number(int, lo=0), "evaluate the policy every N steps and after the last (0: never)"),
         ("train.eval_path", text(), "eval_every: the evaluation file ('': synthetic tiers, else the training file)"),
         ("train.eval_n", number(int, lo=1), "eval_every: questions per evaluation suite"),

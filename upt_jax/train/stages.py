@@ -109,6 +109,7 @@ def policy_step(
         chunk_size=t.logprob_chunk,
         logits_remat=t.get("logprob_remat", "auto"),
         temperature=temperature,
+        share_prompt=t.get("share_prompt", False),
     )
     return make_train_step(
         graphdef,
@@ -126,10 +127,16 @@ def policy_step(
 
 
 def policy_logp_fn(graphdef, *, chunk_size: int, temperature: float) -> Callable:
-    """``logp_fn(params, tokens, attention_mask) → [B, L]`` token log-probs at ``temperature``,
+    """``logp_fn(params, tokens, attention_mask, columns=None) → [B, L]`` token log-probs at ``temperature``,
     jitted, forward only (chunked: no recompute, one chunk held): the reference's."""
     return jax.jit(
-        lambda params, tokens, attn: sequence_logprobs(
-            nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, temperature=temperature, remat="always"
+        lambda params, tokens, attn, columns=None: sequence_logprobs(
+            nnx.merge(graphdef, params),
+            tokens,
+            attn,
+            chunk_size=chunk_size,
+            temperature=temperature,
+            remat="always",
+            columns=columns,
         )
     )

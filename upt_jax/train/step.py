@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from upt_jax.models.logprobs import sequence_logprobs
+from upt_jax.models.logprobs import sequence_logprobs, shared_prompt_logprobs
 from upt_jax.models.vocab_logprobs import teacher_logits, vocab_logprobs  # noqa: F401 (public here too)
 from upt_jax.train.batching import PACKED_KEYS, pack, unpack
 from upt_jax.train.distill import (
@@ -60,6 +60,7 @@ def upge_objective(
     with_entropy: bool = True,
     logits_remat: str = "auto",
     temperature: float = 1.0,
+    share_prompt: bool = False,
 ) -> Objective:
     """The UPGE ``recipe`` on token batches.
 
@@ -93,6 +94,11 @@ def upge_objective(
     ``τ``, as verl and TRL compute them. ``τ = 1`` for offline data. Vocabulary-level distillation
     keeps its own recipe temperature.
 
+    ``share_prompt``: each group of ``group_size`` rows shares its prompt, and the decoder runs it
+    once per group (`upt_jax.models.logprobs.shared_prompt_logprobs`; rows with ``logit_columns``,
+    unpacked, ``group_size > 1``; otherwise the rows are computed whole). The caller guarantees the
+    groups' prompts are equal (`check_shared_prompts`).
+
     ``rollout_threshold [B, L]``: π_θ^τ renormalised over each token's top-k/top-p kept set (the policy
     sampled). ``rollout_logp [B, L]``: the sampler-vs-trainer mismatch is logged (`rollout_mismatch`).
     """
@@ -124,7 +130,8 @@ def upge_objective(
                 "sequences (train.pack_sequences)"
             )
         if vocab_part is None:
-            out = row_logprobs(model, batch, chunk_size, with_entropy, logits_remat, temperature)
+            shared = group_size if share_prompt else 0
+            out = row_logprobs(model, batch, chunk_size, with_entropy, logits_remat, temperature, shared)
             logp, ent = out if with_entropy else (out, None)
         else:
             tau = float(vocab_part.kw.get("temperature", 1.0))
@@ -170,10 +177,27 @@ def sft_gate_metric(recipe) -> str | None:
     )
 
 
-def row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0):
+def row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperature=1.0, share_prompt: int = 0):
     """``sequence_logprobs`` of the rows ``[B, L]`` (and entropies) at ``temperature``, on the padded
-    or the packed rows (gathered back, ``unpack``), over the kept sets of ``rollout_threshold``."""
+    or the packed rows (gathered back, ``unpack``), over the kept sets of ``rollout_threshold``; on
+    padded rows at their ``logit_columns`` only when the batch has them (0 elsewhere).
+    ``share_prompt = n > 1``: rows with ``logit_columns`` (the trailing response columns, as
+    `pack_rows` makes them) come in groups of ``n`` with one prompt, run once per group
+    (`shared_prompt_logprobs`)."""
     thr = batch.get("rollout_threshold")
+    if share_prompt > 1 and "packed_tokens" not in batch and "logit_columns" in batch:
+        return shared_prompt_logprobs(
+            model,
+            batch["tokens"],
+            batch["attention_mask"],
+            group_size=share_prompt,
+            response_len=batch["logit_columns"].shape[1],
+            chunk_size=chunk_size,
+            temperature=temperature,
+            return_entropy=with_entropy,
+            remat=remat,
+            kept_threshold=thr,
+        )
     if "packed_tokens" not in batch:
         return sequence_logprobs(
             model,
@@ -184,6 +208,7 @@ def row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperatu
             return_entropy=with_entropy,
             remat=remat,
             kept_threshold=thr,
+            columns=batch.get("logit_columns"),
         )
     thr = (
         thr
@@ -204,12 +229,39 @@ def row_logprobs(model, batch, chunk_size, with_entropy, remat="auto", temperatu
     return jax.tree.map(lambda x: unpack(x, batch["pack_index"], batch["pack_valid"]), out)
 
 
-_MODEL_INPUTS = ("tokens", "attention_mask", "pack_index", "pack_valid", "rollout_threshold") + PACKED_KEYS
+_MODEL_INPUTS = (
+    "tokens",
+    "attention_mask",
+    "pack_index",
+    "pack_valid",
+    "rollout_threshold",
+    "logit_columns",
+) + PACKED_KEYS
 
 
 def _loss_view(batch):
     """The batch without the model's inputs (what the loss builder reads)."""
     return {k: v for k, v in batch.items() if k not in _MODEL_INPUTS}
+
+
+def check_shared_prompts(rows, group_size: int) -> None:
+    """Raise unless every group of ``group_size`` contiguous rows has the same prompt columns
+    (``tokens`` and ``attention_mask`` before the ``logit_columns``): what ``share_prompt`` assumes."""
+    tokens, attn = np.asarray(rows["tokens"]), np.asarray(rows["attention_mask"])
+    if "logit_columns" not in rows or group_size < 2:
+        return
+    cols = np.asarray(rows["logit_columns"])
+    p = tokens.shape[1] - cols.shape[1]
+    if np.any(cols != np.arange(p, tokens.shape[1])):
+        raise ValueError("share_prompt: logit_columns must be every row's trailing response columns (pack_rows)")
+    for name, x in (("tokens", tokens), ("attention_mask", attn)):
+        g = x[:, :p].reshape(-1, group_size, p)
+        bad = np.flatnonzero(np.any(g != g[:, :1], axis=(1, 2)))
+        if bad.size:
+            raise ValueError(
+                f"share_prompt: group {int(bad[0])} of {group_size} rows has different prompt {name}; "
+                "train.share_prompt needs each group's rows to share one prompt"
+            )
 
 
 def place_batch(batch: Batch, mesh: Mesh | None) -> Batch:
