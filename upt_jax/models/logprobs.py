@@ -24,6 +24,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from upt_jax.models.rope import positions_from_mask
 from upt_jax.models.transformer import KVCache, dense
@@ -312,3 +313,21 @@ def shared_prompt_logprobs(
     )
     pad = lambda x: jnp.pad(x, ((0, 0), (p, 0)))  # noqa: E731
     return (pad(out[0]), pad(out[1])) if return_entropy else pad(out)
+
+
+def jitted_logprobs(graphdef, *, chunk_size: int = 128, temperature: float = 1.0):
+    """``jit((params, tokens, attention_mask, columns=None) → logp [B, T])``: `sequence_logprobs`
+    of the model ``nnx.merge(graphdef, params)`` at ``temperature``, forward only (chunked with
+    ``remat="always"``: one chunk's logits held, nothing recomputed without a backward pass); a
+    frozen reference's or teacher's log-probs."""
+    return jax.jit(
+        lambda params, tokens, attn, columns=None: sequence_logprobs(
+            nnx.merge(graphdef, params),
+            tokens,
+            attn,
+            chunk_size=chunk_size,
+            temperature=temperature,
+            remat="always",
+            columns=columns,
+        )
+    )

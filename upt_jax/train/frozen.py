@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from upt_jax.models.logprobs import sequence_logprobs
+from upt_jax.models.logprobs import jitted_logprobs
 from upt_jax.train.kto import with_reference_point
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,7 @@ class Teacher:
                 nnx.merge(graphdef, params), tokens, attn, vocab_size=vocab_size, top_k=top_k, chunk_size=chunk_size
             )
         )
-        self._logp_fn = jax.jit(
-            lambda params, tokens, attn, columns=None: sequence_logprobs(
-                nnx.merge(graphdef, params), tokens, attn, chunk_size=chunk_size, remat="always", columns=columns
-            )
-        )
+        self._logp_fn = jitted_logprobs(graphdef, chunk_size=chunk_size)
 
     def inputs(self, batch) -> dict:
         """The teacher's inputs for this step's rows: ``teacher_logits [B, L, V]`` (or ``[B, L, k]``

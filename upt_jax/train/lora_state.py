@@ -69,10 +69,10 @@ def dropout_hook(cfg: LoraConfig | None):
 def reference_logp_fn(model, *, chunk_size: int, temperature: float):
     """``jit((params, tokens, attn, columns=None) -> log-probs [B, T])`` of ``model``'s params with
     every adapter switched off: the base model, read from the train state's own params (no copy)."""
-    from upt_jax.train.stages import policy_logp_fn
+    from upt_jax.models.logprobs import jitted_logprobs
 
     graphdef = nnx.graphdef(set_adapters(nnx.merge(*nnx.split(model)), False))
-    return policy_logp_fn(graphdef, chunk_size=chunk_size, temperature=temperature)
+    return jitted_logprobs(graphdef, chunk_size=chunk_size, temperature=temperature)
 
 
 def saved_state(state, cfg: LoraConfig | None):

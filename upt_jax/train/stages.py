@@ -21,9 +21,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from upt_jax.models.logprobs import sequence_logprobs
+from upt_jax.models.logprobs import jitted_logprobs
 from upt_jax.train import lora_state
 from upt_jax.train.frozen import Batch, frozen_inputs
 from upt_jax.train.rollouts import Group, Rollouts, ScoredRollouts, Scorer, draw_groups, rollouts, sample, score
@@ -128,15 +127,6 @@ def policy_step(
 
 def policy_logp_fn(graphdef, *, chunk_size: int, temperature: float) -> Callable:
     """``logp_fn(params, tokens, attention_mask, columns=None) → [B, L]`` token log-probs at ``temperature``,
-    jitted, forward only (chunked: no recompute, one chunk held): the reference's."""
-    return jax.jit(
-        lambda params, tokens, attn, columns=None: sequence_logprobs(
-            nnx.merge(graphdef, params),
-            tokens,
-            attn,
-            chunk_size=chunk_size,
-            temperature=temperature,
-            remat="always",
-            columns=columns,
-        )
-    )
+    jitted, forward only (chunked: no recompute, one chunk held): the reference's
+    (`upt_jax.models.logprobs.jitted_logprobs`)."""
+    return jitted_logprobs(graphdef, chunk_size=chunk_size, temperature=temperature)
