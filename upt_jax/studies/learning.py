@@ -55,7 +55,7 @@ METRICS = {
     "distill": "forward KL to the teacher on held-out demonstrations (nats/token)",
     "reward_model": "held-out pair accuracy (chosen scored above rejected)",
     "prm": "held-out step-label accuracy",
-    "rlhf": "learned reward of the policy's samples (held-out prompts)",
+    "rlhf": "learned reward of the policy's samples (held-out prompts; in SDs of its reward model's scores of the base's)",
 }
 
 

@@ -10,7 +10,7 @@ Every measure returns ``{item id: value}``:
 * `forward_kl`: per held-out demonstration, ``mean_t KL(p_T(·|x, y_<t) ‖ q_θ(·|x, y_<t))`` (nats/token);
 * `pair_accuracy` (reward model) and `step_accuracy` (PRM): per held-out pair / demonstration;
 * `learned_reward`: per held-out question, the mean reward-model score of the policy's samples,
-  with the verifier's accuracy of the same samples;
+  with the verifier's accuracy of the same samples and the scores' spread (`in_spread_units`);
 * `critic_errors`: per held-out question, the squared error of PPO's critic against the returns
   of the policy's own samples, beside that of the best constant baseline (the variance a critic
   exists to remove).
@@ -38,6 +38,7 @@ __all__ = [
     "pair_accuracy",
     "step_accuracy",
     "learned_reward",
+    "in_spread_units",
     "explained_variance_change",
     "critic_errors",
 ]
@@ -337,9 +338,11 @@ def step_accuracy(graphdef, params, tok, template: str, records: list[dict], *, 
 
 def learned_reward(
     policy_dir: str, rm_dir: str, records: list[dict], *, k: int, max_new_tokens: int, seed: int, samplers=None
-) -> tuple[dict[str, float], dict[str, float]]:
-    """``({id: mean reward-model score}, {id: verifier accuracy})`` of ``k`` samples at T = 1 per
-    record from the policy in ``policy_dir``, scored by the reward model trained in ``rm_dir``."""
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """``({id: mean reward-model score}, {id: verifier accuracy}, spread)`` of ``k`` samples at T = 1
+    per record from the policy in ``policy_dir``, scored by the reward model trained in ``rm_dir``;
+    ``spread``: the standard deviation of those samples' scores (a Bradley–Terry model's scale is
+    its own: `in_spread_units`)."""
     from upt_jax.data.templates import prompt_ids
     from upt_jax.train.reward_model import LearnedReward
     from upt_jax.train.run_model import load_run_model
@@ -357,7 +360,20 @@ def learned_reward(
     for x, s in zip(rows, scores):
         by_id[x["id"]].append(float(s))
         acc[x["id"]].append(float(x["reason"] == "correct"))
-    return ({i: float(np.mean(v)) for i, v in by_id.items()}, {i: float(np.mean(v)) for i, v in acc.items()})
+    return (
+        {i: float(np.mean(v)) for i, v in by_id.items()},
+        {i: float(np.mean(v)) for i, v in acc.items()},
+        float(np.std(np.asarray(scores, np.float64))),
+    )
+
+
+def in_spread_units(scores: dict[str, float], spread: float) -> dict[str, float]:
+    """``scores`` divided by ``spread`` (a reward model's standard deviation over the base policy's
+    samples): differences in these units can be pooled over seeds whose reward models were trained
+    separately, each on its own scale (raises on a zero spread: a constant model ranks nothing)."""
+    if not spread > 0:
+        raise ValueError(f"in_spread_units: spread must be > 0, got {spread}")
+    return {i: v / spread for i, v in scores.items()}
 
 
 def explained_variance_change(run_dir: str, window: int = 5) -> tuple[float, float]:
