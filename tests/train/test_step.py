@@ -9,7 +9,7 @@ from upt_jax import upge
 from upt_jax.models import init_model, make_mesh, preset
 from upt_jax.models.logprobs import sequence_logprobs
 from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
-from upt_jax.train.step import check_shared_prompts
+from upt_jax.train.rows import check_shared_prompts
 from tests.train.batches import rl_batch
 
 CFG = preset(

@@ -190,17 +190,10 @@ def sequence_logprobs(
         hidden, _ = model.hidden_states(
             tokens, attention_mask=attention_mask, positions=positions, segment_ids=segment_ids
         )
-    if columns is not None:
-        return _column_logprobs(
-            hidden,
-            model.lm_head_kernel(),
-            tokens,
-            columns,
-            chunk_size,
-            temperature,
-            return_entropy,
-            remat,
-            kept_threshold,
+    if columns is not None:  # the hidden state before each column predicts it
+        src = jnp.take_along_axis(hidden, jnp.maximum(columns.astype(jnp.int32) - 1, 0)[..., None], axis=1)
+        return _head_at_columns(
+            src, model.lm_head_kernel(), tokens, columns, chunk_size, temperature, return_entropy, remat, kept_threshold
         )
     out = token_logprobs(
         hidden[:, :-1],
@@ -221,25 +214,25 @@ def sequence_logprobs(
     return shift(out)
 
 
-def _column_logprobs(hidden, kernel, tokens, columns, chunk_size, temperature, return_entropy, remat, kept_threshold):
-    """``sequence_logprobs`` at ``columns [B, C]`` only: the hidden state before each column
-    (``[B, C, D]``, gathered) through the output head, scattered back to ``[B, T]`` (0 elsewhere)."""
+def _head_at_columns(src, kernel, tokens, columns, chunk_size, temperature, return_entropy, remat, kept_threshold):
+    """The output head on ``src [B, C, D]``, the hidden states that predict ``tokens``' ``columns
+    [B, C]``: their log-probs (and entropies) scattered back to ``[B, T]``, 0 elsewhere and at column
+    0 (nothing predicts it), as ``sequence_logprobs`` gives them."""
     columns = columns.astype(jnp.int32)
-    take = lambda x, cols: jnp.take_along_axis(x, cols, axis=1)  # noqa: E731
-    src = jnp.maximum(columns - 1, 0)  # the position whose hidden state predicts column t
+    take = lambda x: jnp.take_along_axis(x, columns, axis=1)  # noqa: E731
     out = token_logprobs(
-        jnp.take_along_axis(hidden, src[..., None], axis=1),
+        src,
         kernel,
-        take(tokens, columns),
+        take(tokens),
         chunk_size=chunk_size,
         temperature=temperature,
         return_entropy=return_entropy,
         remat=remat,
-        kept_threshold=None if kept_threshold is None else take(kept_threshold, columns),
+        kept_threshold=None if kept_threshold is None else take(kept_threshold),
     )
     rows = jnp.arange(tokens.shape[0])[:, None]
 
-    def scatter(x):  # column 0 predicts nothing: 0, as in the full computation
+    def scatter(x):
         return jnp.zeros(tokens.shape, x.dtype).at[rows, columns].set(jnp.where(columns > 0, x, 0.0))
 
     return (scatter(out[0]), scatter(out[1])) if return_entropy else scatter(out)
@@ -301,18 +294,10 @@ def shared_prompt_logprobs(
         remat_with_cache=True,
     )
     src = jnp.concatenate([group(h_prompt[:, -1:]), h_resp[:, :-1]], axis=1)  # what predicts each response column
-    out = token_logprobs(
-        src,
-        model.lm_head_kernel(),
-        tokens[:, p:],
-        chunk_size=chunk_size,
-        temperature=temperature,
-        return_entropy=return_entropy,
-        remat=remat,
-        kept_threshold=None if kept_threshold is None else kept_threshold[:, p:],
+    columns = jnp.broadcast_to(jnp.arange(p, t), (b, r))
+    return _head_at_columns(
+        src, model.lm_head_kernel(), tokens, columns, chunk_size, temperature, return_entropy, remat, kept_threshold
     )
-    pad = lambda x: jnp.pad(x, ((0, 0), (p, 0)))  # noqa: E731
-    return (pad(out[0]), pad(out[1])) if return_entropy else pad(out)
 
 
 def jitted_logprobs(graphdef, *, chunk_size: int = 128, temperature: float = 1.0):

@@ -22,7 +22,6 @@ import collections
 import json
 import logging
 import os
-import random
 
 import numpy as np
 
@@ -299,41 +298,22 @@ def pair_accuracy(graphdef, params, tok, template: str, pairs: list[dict]) -> di
     return {p["id"]: float(np.where(x > 0, 1.0, np.where(x < 0, 0.0, 0.5))) for p, x in zip(pairs, d)}
 
 
-def _step_rows(tok, template: str, records: list[dict], seed: int) -> dict:
-    """The records' demonstrations, each corrupted at one step with probability ½
-    (`upt_jax.train.prm.corrupt_steps`; ``seed`` fixes which), packed: ``tokens``,
-    ``attention_mask`` and the per-token step labels ``t`` with their weights ``w`` ``[N, T]``."""
-    from upt_jax.data.templates import prompt_ids
-    from upt_jax.train.batching import pack_rows
-    from upt_jax.train.prm import corrupt_steps, step_label_row
-
-    rng = random.Random(seed)
-    newline = tok.encode("\n")[0]
-    prompts, responses, targets, weights = [], [], [], []
-    for r in records:
-        demo = r["demonstration"]
-        text, labels = corrupt_steps(demo, rng) if rng.random() < 0.5 else (demo, [1] * (demo.count("\n") + 1))
-        ids = tok.encode(text) + [tok.eos_id]
-        tg, w = step_label_row(ids, labels, newline)
-        prompts.append(prompt_ids(tok, r["question"], template))
-        responses.append(ids)
-        targets.append(tg)
-        weights.append(w)
-    return pack_rows(prompts, responses, pad_id=tok.pad_id, response_values=dict(t=targets, w=weights))
-
-
 def step_accuracy(graphdef, params, tok, template: str, records: list[dict], *, seed: int) -> dict[str, float]:
     """``{record id: fraction of its steps the PRM classifies right}`` on the records'
-    demonstrations, each corrupted at one step with probability ½ (`_step_rows`; ``seed`` fixes
-    which, so before and after see the same labels). ``graphdef=None``: the majority rule that
-    calls every step right (the accuracy a PRM reaches by learning the label rate alone)."""
-    rows = _step_rows(tok, template, records, seed)
+    demonstrations, each corrupted at one step with probability ½ (`upt_jax.train.prm.step_label_rows`;
+    ``seed`` fixes which, so before and after see the same labels). ``graphdef=None``: the majority
+    rule that calls every step right (the accuracy a PRM reaches by learning the label rate alone)."""
+    from upt_jax.data.templates import prompt_ids
+    from upt_jax.train.prm import step_label_rows
+
+    rows = step_label_rows(tok, records, [prompt_ids(tok, r["question"], template) for r in records], seed)
+    target, weight = rows["step_targets"], rows["step_weights"]
     if graphdef is None:
-        logits = np.ones(rows["t"].shape, np.float32)
+        logits = np.ones(target.shape, np.float32)
     else:
         logits = np.asarray(_scorer(graphdef, params, "token_scores")(params, rows["tokens"], rows["attention_mask"]))
-    right = ((logits > 0) == (rows["t"] > 0.5)) * rows["w"]
-    return {str(r["id"]): float(right[i].sum() / max(rows["w"][i].sum(), 1)) for i, r in enumerate(records)}
+    right = ((logits > 0) == (target > 0.5)) * weight
+    return {str(r["id"]): float(right[i].sum() / max(weight[i].sum(), 1)) for i, r in enumerate(records)}
 
 
 def learned_reward(

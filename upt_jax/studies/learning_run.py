@@ -263,10 +263,13 @@ def measure(
         kw = dict(k=scale.k, max_new_tokens=scale.max_new_tokens, seed=int(c.eval.seed), samplers=_POOL)
         base = [lm.learned_reward(base_dir, rm_dirs[s], records, **kw) for s in seeds]
         after = [lm.learned_reward(d, rm_dirs[s], records, **kw) for s, d in zip(seeds, dirs)]
-        units = lambda x, b: lm.in_spread_units(x[0], b[2])  # noqa: E731 — each seed's model's own scale
+        spread = [b[2] for b in base]  # each seed's reward model's scale, on the base's samples
         return [
             paired_row(
-                METRICS["rlhf"], [units(b, b) for b in base], [units(a, b) for a, b in zip(after, base)], unit="raw"
+                METRICS["rlhf"],
+                [lm.in_spread_units(b[0], sd) for b, sd in zip(base, spread)],
+                [lm.in_spread_units(a[0], sd) for a, sd in zip(after, spread)],
+                unit="raw",
             ),
             paired_row("learned reward, raw scores", [b[0] for b in base], [a[0] for a in after], unit="raw"),
             paired_row("verifier accuracy of the same samples (RL tier)", [b[1] for b in base], [a[1] for a in after]),

@@ -242,11 +242,10 @@ def frozen_inputs(
     from upt_jax.train.step import place_batch
 
     info = {}
+    cols = batch.get("logit_columns")  # the rows' response columns: the only ones ``mask`` keeps
     if ref_params is not None:
-        cols = batch.get("logit_columns")  # the rows' response columns: the only ones ``mask`` keeps
         batch["ref_logp"] = logp_fn(ref_params, batch["tokens"], batch["attention_mask"], cols) * batch["mask"]
     elif ref_off_fn is not None:
-        cols = batch.get("logit_columns")
         batch["ref_logp"] = ref_off_fn(params, batch["tokens"], batch["attention_mask"], cols) * batch["mask"]
     if uniforms:  # Clip-Cov's draw: the step's key
         batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)

@@ -57,6 +57,38 @@ def step_label_row(response_ids: list[int], labels: list[int], newline_id: int) 
     return targets, weights
 
 
+def step_label_rows(tok, records: list[dict], prompts: list[list[int]], seed: int) -> dict[str, np.ndarray]:
+    """The records' demonstrations, each corrupted at one step with probability ½ (`corrupt_steps`;
+    ``seed`` fixes which and where), after their ``prompts`` (token ids), packed (`pack_rows`):
+    ``tokens``, ``attention_mask``, ``mask`` and the per-token ``step_targets``/``step_weights``
+    ``[N, T]`` (`step_label_row`)."""
+    from upt_jax.train.batching import pack_rows
+
+    newline = tok.encode("\n")
+    if len(newline) != 1:
+        raise ValueError("the PRM needs a tokenizer with a single newline token")
+    rng = random.Random(seed)
+    responses, targets, weights = [], [], []
+    for r in records:
+        demo = r.get("demonstration")
+        if not demo:
+            raise ValueError(f"record {r.get('id')} has no demonstration to label steps of")
+        if rng.random() < 0.5:
+            text, labels = corrupt_steps(demo, rng)
+        else:
+            text, labels = demo, [1] * (demo.count("\n") + 1)
+        ids = tok.encode(text) + [tok.eos_id]
+        tg, w = step_label_row(ids, labels, newline[0])
+        responses.append(ids)
+        targets.append(tg)
+        weights.append(w)
+    rows = pack_rows(
+        prompts, responses, pad_id=tok.pad_id, response_values=dict(step_targets=targets, step_weights=weights)
+    )
+    rows.pop("truncated")
+    return rows
+
+
 def prm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array):
     """Binary cross-entropy at step ends.
 

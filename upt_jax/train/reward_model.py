@@ -156,35 +156,11 @@ class RewardModelTrainer(Loop):
         return self._steps(records, seed) if self.process else self.pairs(records)
 
     def _steps(self, records, seed: int):
-        """Each demonstration, corrupted at a random step with probability ½, with step labels."""
-        import random
+        """Each demonstration, corrupted at a random step with probability ½, with step labels
+        (`upt_jax.train.prm.step_label_rows`)."""
+        from upt_jax.train.prm import step_label_rows
 
-        from upt_jax.train.batching import pack_rows
-        from upt_jax.train.prm import corrupt_steps, step_label_row
-
-        rng = random.Random(seed)
-        newline = self.tok.encode("\n")
-        if len(newline) != 1:
-            raise ValueError("the PRM needs a tokenizer with a single newline token")
-        prompts, responses, targets, weights = [], [], [], []
-        for r in records:
-            demo = r.get("demonstration")
-            if not demo:
-                raise ValueError(f"record {r.get('id')} has no demonstration to label steps of")
-            if rng.random() < 0.5:
-                text, labels = corrupt_steps(demo, rng)
-            else:
-                text, labels = demo, [1] * (demo.count("\n") + 1)
-            ids = self.tok.encode(text) + [self.tok.eos_id]
-            tg, w = step_label_row(ids, labels, newline[0])
-            prompts.append(self._prompt(r))
-            responses.append(ids)
-            targets.append(tg)
-            weights.append(w)
-        rows = pack_rows(
-            prompts, responses, pad_id=self.tok.pad_id, response_values=dict(step_targets=targets, step_weights=weights)
-        )
-        rows.pop("truncated")
+        rows = step_label_rows(self.tok, records, [self._prompt(r) for r in records], seed)
         return {k: jnp.asarray(v) for k, v in rows.items()}
 
     def _prompt(self, record) -> list[int]:

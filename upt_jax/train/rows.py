@@ -28,6 +28,7 @@ __all__ = [
     "group_metrics",
     "kept_set_rows",
     "pack_for_update",
+    "check_shared_prompts",
 ]
 
 ROW_KEYS = ("tokens", "attention_mask", "mask")
@@ -264,3 +265,23 @@ def pack_for_update(rows: Rows, *, row_multiple: int, num_microbatches: int, gro
         "pack/padding_frac_unpacked": 1.0 - real / rows["attention_mask"].size,
     }
     return Rows(dict(rows, **packed)), info
+
+
+def check_shared_prompts(rows, group_size: int) -> None:
+    """Raise unless every group of ``group_size`` contiguous rows has the same prompt columns
+    (``tokens`` and ``attention_mask`` before the ``logit_columns``): what ``share_prompt`` assumes."""
+    if "logit_columns" not in rows or group_size < 2:
+        return
+    tokens, attn = np.asarray(rows["tokens"]), np.asarray(rows["attention_mask"])
+    cols = np.asarray(rows["logit_columns"])
+    p = tokens.shape[1] - cols.shape[1]
+    if np.any(cols != np.arange(p, tokens.shape[1])):
+        raise ValueError("share_prompt: logit_columns must be every row's trailing response columns (pack_rows)")
+    for name, x in (("tokens", tokens), ("attention_mask", attn)):
+        g = x[:, :p].reshape(-1, group_size, p)
+        bad = np.flatnonzero(np.any(g != g[:, :1], axis=(1, 2)))
+        if bad.size:
+            raise ValueError(
+                f"share_prompt: group {int(bad[0])} of {group_size} rows has different prompt {name}; "
+                "train.share_prompt needs each group's rows to share one prompt"
+            )

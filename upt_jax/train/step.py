@@ -97,7 +97,7 @@ def upge_objective(
     ``share_prompt``: each group of ``group_size`` rows shares its prompt, and the decoder runs it
     once per group (`upt_jax.models.logprobs.shared_prompt_logprobs`; rows with ``logit_columns``,
     unpacked, ``group_size > 1``; otherwise the rows are computed whole). The caller guarantees the
-    groups' prompts are equal (`check_shared_prompts`).
+    groups' prompts are equal (`upt_jax.train.rows.check_shared_prompts`).
 
     ``rollout_threshold [B, L]``: π_θ^τ renormalised over each token's top-k/top-p kept set (the policy
     sampled). ``rollout_logp [B, L]``: the sampler-vs-trainer mismatch is logged (`rollout_mismatch`).
@@ -242,26 +242,6 @@ _MODEL_INPUTS = (
 def _loss_view(batch):
     """The batch without the model's inputs (what the loss builder reads)."""
     return {k: v for k, v in batch.items() if k not in _MODEL_INPUTS}
-
-
-def check_shared_prompts(rows, group_size: int) -> None:
-    """Raise unless every group of ``group_size`` contiguous rows has the same prompt columns
-    (``tokens`` and ``attention_mask`` before the ``logit_columns``): what ``share_prompt`` assumes."""
-    tokens, attn = np.asarray(rows["tokens"]), np.asarray(rows["attention_mask"])
-    if "logit_columns" not in rows or group_size < 2:
-        return
-    cols = np.asarray(rows["logit_columns"])
-    p = tokens.shape[1] - cols.shape[1]
-    if np.any(cols != np.arange(p, tokens.shape[1])):
-        raise ValueError("share_prompt: logit_columns must be every row's trailing response columns (pack_rows)")
-    for name, x in (("tokens", tokens), ("attention_mask", attn)):
-        g = x[:, :p].reshape(-1, group_size, p)
-        bad = np.flatnonzero(np.any(g != g[:, :1], axis=(1, 2)))
-        if bad.size:
-            raise ValueError(
-                f"share_prompt: group {int(bad[0])} of {group_size} rows has different prompt {name}; "
-                "train.share_prompt needs each group's rows to share one prompt"
-            )
 
 
 def place_batch(batch: Batch, mesh: Mesh | None) -> Batch:

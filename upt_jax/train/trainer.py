@@ -36,7 +36,6 @@ from upt_jax.train import compile_cache, lora_state, shapes
 from upt_jax.train import rows as rows_lib
 from upt_jax.train.checks import checkpoint_bytes_estimate, validate
 from upt_jax.train import stages
-from upt_jax.train.step import check_shared_prompts
 from upt_jax.train.frozen import Critic, load_teacher
 from upt_jax.train.kto import uses_kto
 from upt_jax.train.loop import Loop, NonFiniteError, progress_postfix, run_trainer
@@ -379,7 +378,7 @@ class Trainer(Loop):
         rows, info, timing = self.batch(records, key)
         rows.pop("truncated")
         if self.config.train.get("share_prompt", False):
-            check_shared_prompts(rows, self.group_size)
+            rows_lib.check_shared_prompts(rows, self.group_size)
         if self.config.train.get("pack_sequences", False):
             t0 = time.perf_counter()
             rows, pack_info = self.pack(rows)
