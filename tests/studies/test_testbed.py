@@ -11,7 +11,7 @@ import pytest
 from experiments import testbed, testbed_sweep
 from upt_jax import bases
 from upt_jax.studies import comparison as cmp
-from upt_jax.studies.comparison_report import arm_sentence, beats_sentence, groups_of
+from upt_jax.studies.comparison_report import arm_sentence, beats_sentence, groups_of, shown_path
 from upt_jax.train import checks
 from upt_jax.train import trainer as trainer_lib
 
@@ -176,6 +176,14 @@ def test_sentences_name_the_arms_that_beat_the_base_by_two_se():
     assert beats_sentence(c, {"vs_base": {"sft": {"ID avg": _entry(0.2, 0.01)}}}).startswith("No arm")
 
 
+def test_reports_show_paths_relative_to_the_report_or_the_repository(tmp_path):
+    run = str(tmp_path / "run")
+    assert shown_path(os.path.join(run, "plots", "a.png"), run) == os.path.join("plots", "a.png")
+    assert shown_path(bases.base_dir("arith_hint", verify=False), run) == os.path.join("upt_jax", "bases", "arith_hint")
+    assert shown_path("/elsewhere/base", run) == "/elsewhere/base"  # outside both: as given
+    assert shown_path(str(tmp_path / "runner"), run) == str(tmp_path / "runner")  # a sibling, not inside
+
+
 def test_a_shipped_base_is_evaluated_into_the_comparisons_directory_and_may_not_change(tmp_path):
     import shutil
 
@@ -302,6 +310,9 @@ def test_report_says_for_each_arm_whether_it_beats_the_base_and_plots_per_tier(s
             == 1
         ), label
     assert "| SFT control (GRPO's questions) | – | sft | hmul_2x1 ×2, hadd_2, hadd_3 |" in report
+    # a run directory copied into docs/ links its plots and names its base without this machine's paths
+    assert "- training reward per tier: [`plots/tier_rewards.png`](plots/tier_rewards.png)" in report
+    assert "starts from the base model `base` and" in report and c.run_dir not in report
     from matplotlib.image import imread
 
     for name in ("tier_rewards", "tier_accuracy_curves", "training_curves", "accuracy_curves"):

@@ -32,7 +32,21 @@ __all__ = [
     "beats_sentence",
     "paired_table",
     "write_report",
+    "shown_path",
 ]
+
+
+def shown_path(path: str, start: str) -> str:
+    """``path`` as a committed report shows it: relative to ``start`` (the report's directory) when
+    it lies inside it, relative to the repository when it lies inside that (a shipped base,
+    ``upt_jax/bases/…``), else as given; so a run directory copied into docs/ carries no
+    machine's absolute paths."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    full = os.path.abspath(path)
+    for root in (os.path.abspath(start), repo):
+        if full == root or full.startswith(root + os.sep):
+            return os.path.relpath(full, root)
+    return path
 
 
 def label(config, key: str) -> str:
@@ -231,7 +245,7 @@ def write_report(config, results: dict, plots: Mapping[str, str]) -> str:
     lines = [f"# {config.get('title', 'Comparison')}", ""]
     b = config.budget
     lines.append(
-        f"Every arm starts from the base model `{config.base.run_dir}` and gets {b.steps} update steps × "
+        f"Every arm starts from the base model `{shown_path(config.base.run_dir, config.run_dir)}` and gets {b.steps} update steps × "
         f"{b.questions_per_step} questions, {b.n} rollouts per question (temperature {b.temperature}, ≤ "
         f"{b.max_new_tokens} new tokens), learning rate {b.learning_rate}, unless its arm sets its own (the table "
         f"below). Evaluation: "
@@ -257,7 +271,8 @@ def write_report(config, results: dict, plots: Mapping[str, str]) -> str:
             "",
         ]
     if plots:
-        lines += ["## Plots", ""] + [f"- {k}: `{v}`" for k, v in plots.items()] + [""]
+        shown = {k: shown_path(v, config.run_dir) for k, v in plots.items()}
+        lines += ["## Plots", ""] + [f"- {k}: [`{v}`]({v})" for k, v in shown.items()] + [""]
     secs = results.get("seconds", {})
     if "total" in secs:
         lines.append(f"Wall time: {secs['total'] / 60:.1f} min.")
