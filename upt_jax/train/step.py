@@ -30,7 +30,6 @@ from upt_jax.models.logprobs import sequence_logprobs, shared_prompt_logprobs
 from upt_jax.models.vocab_logprobs import teacher_logits, vocab_logprobs  # noqa: F401 (public here too)
 from upt_jax.train.batching import PACKED_KEYS, pack, unpack
 from upt_jax.train.distill import (
-    TeacherInputs,
     forward_kl_value,
     teacher_inputs,  # noqa: F401 (public here too)
     teacher_probs_part,
