@@ -71,6 +71,8 @@ def test_rlhf_ppo_scores_rollouts_with_the_learned_reward(tmp_path):
         assert m["time/reward_overlap_s"] == 0.0
         # whitened learned rewards: mean 0, not the verifier's 0/1 (an untrained policy earns no 0/1 reward)
         assert abs(m["reward/mean"]) < 1e-4
+        # ...so the raw scores are logged beside them: what shows the learned reward rising
+        assert m["reward/model_score_std"] > 0 and np.isfinite(m["reward/model_score"])
         assert m["critic/loss"] > 0 and m["grad_norm"] > 0 and m["skipped"] == 0
         assert m["kl_ref"] >= 0.0
 
@@ -91,6 +93,11 @@ def test_learned_reward_normalisation(tmp_path):
     again = run.scores(prompts, responses)
     both = np.concatenate([raw, raw])
     np.testing.assert_allclose(again, (raw - both.mean()) / (both.std(ddof=1) + 1e-6), rtol=1e-4, atol=1e-5)
+    # metrics: the raw scores' mean and spread since the last call, then reset
+    m = run.metrics()
+    assert m["reward/model_score"] == pytest.approx(both.mean(), rel=1e-5, abs=1e-6)
+    assert m["reward/model_score_std"] == pytest.approx(both.std(), rel=1e-4, abs=1e-6)
+    assert run.metrics() == {}
     with pytest.raises(FileNotFoundError, match="no config.json"):
         LearnedReward(str(tmp_path / "nothing"), pad_id=0)
 

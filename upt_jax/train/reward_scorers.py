@@ -10,6 +10,7 @@ by this module, so a run that only scores with a reward model does not load the 
 from __future__ import annotations
 
 import json
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,8 @@ class LearnedReward:
         self.pad_id, self.normalize = pad_id, normalize
         self._fn = jax.jit(lambda p, tokens, attn: nnx.merge(graphdef, p)(tokens, attn))
         self._n, self._mean, self._m2 = 0, 0.0, 0.0
+        self._logged: list[np.ndarray] = []  # raw scores since the last `metrics` call
+        self._lock = threading.Lock()  # scores may come from the trainer's scoring thread
 
     def raw_scores(self, prompts, responses) -> np.ndarray:
         """``[B]`` reward-model scores of ``prompt_i ⧺ response_i`` (token-id lists)."""
@@ -75,6 +78,8 @@ class LearnedReward:
     def scores(self, prompts, responses) -> np.ndarray:
         """Normalised scores as configured."""
         r = self.raw_scores(prompts, responses)
+        with self._lock:
+            self._logged.append(r)
         if self.normalize == "batch":
             return ((r - r.mean()) / (r.std() + 1e-6)).astype(np.float32)
         if self.normalize == "running":  # Welford over every score seen so far
@@ -86,6 +91,17 @@ class LearnedReward:
             std = (self._m2 / max(self._n - 1, 1)) ** 0.5
             return ((r - self._mean) / (std + 1e-6)).astype(np.float32)
         return r
+
+    def metrics(self, prefix: str = "reward/") -> dict[str, float]:
+        """Since the last call: ``reward/model_score`` and ``reward/model_score_std``, the mean and
+        standard deviation of the raw (unnormalised) scores; then reset. With ``normalize`` the
+        rewards the policy sees have mean 0 every step, so only these show whether training raises
+        the learned reward."""
+        with self._lock:
+            r, self._logged = (np.concatenate(self._logged) if self._logged else None), []
+        if r is None or not r.size:
+            return {}
+        return {f"{prefix}model_score": float(r.mean()), f"{prefix}model_score_std": float(r.std())}
 
 
 def step_ends(tokens: np.ndarray, mask: np.ndarray, newline_id: int) -> np.ndarray:

@@ -402,6 +402,8 @@ class Trainer(Loop):
             metrics.update({k: float(v) for k, v in self.verifier.metrics().items()})
         if self.reward_fns is not None:
             metrics.update(self.reward_fns.metrics())  # reward/<name>, reward/<name>/timeout, ...
+        if self.learned_reward is not None:
+            metrics.update(self.learned_reward.metrics())  # the raw scores (the rewards may be whitened)
         self.count_divergence(metrics)  # a divergence counts towards the stop (Loop)
         metrics["step"] = self.step_number()
         return metrics
