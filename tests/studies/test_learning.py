@@ -306,7 +306,6 @@ def test_the_command_writes_the_table(smoke_dir, tmp_path):
 NOT_SHOWN = {
     "simpo": "the base already ranks 98.7 % of held-out pairs right by mean log-prob (ceiling)",
     "orpo": "the base already ranks 98.7 % of held-out pairs right by mean log-prob (ceiling)",
-    "rlhf_ppo": "learned reward +0.039 +/- 0.025 SD of its reward model's scores in 30 steps (session 12)",
 }
 
 

@@ -219,9 +219,13 @@ CHECKS: tuple[Check, ...] = (
         "RLHF-PPO",
         "rlhf_ppo",
         metric="rlhf",
+        steps=120,
         n=4,
+        tiers=RL_TIERS,
         data="reward_model",
-        note="reward: the reward_model check's model (same seed); also the verifier's accuracy",
+        note="reward: the reward_model check's model (same seed), trained on the RL tier's pairs only, so the "
+        "policy trains on that tier alone (no replay: the reward model never saw the solved tiers); also the "
+        "verifier's accuracy. 30 steps on the replay mix (session 12): +0.039 ± 0.025 SD, not shown",
     ),
     Check(
         "prm",
