@@ -58,13 +58,14 @@ def test_the_checks_cover_every_regime_the_issue_names():
 @pytest.mark.parametrize("key", KEYS)
 def test_every_check_trains_its_regime_from_the_shipped_base(key):
     check = learning.checks(key)[0]
-    base = learning_run.shipped_base()
+    base = learning_run.shipped_base(check.family)
     c = learning.study_config(check, "/tmp/learning_cfg", base=base, seeds=(0, 1, 2))
     kind, tc = cmp.arm_config(c, key, 1)
     assert kind == "train" and tc.seed == 1 and tc.run_dir == f"/tmp/learning_cfg/{key}/seed1"
-    assert tc.model.init == "checkpoint" and tc.model.checkpoint == bases.base_dir("arith_hint")
+    assert tc.model.init == "checkpoint" and tc.model.checkpoint == bases.base_dir(check.family)
     assert tc.train.steps == check.steps and tc.train.learning_rate == check.learning_rate
-    assert tuple(tc.data.tiers) == learning.RL_MIX and tc.rollout.temperature == 1.0
+    assert tuple(tc.data.tiers) == check.tiers and tc.rollout.temperature == 1.0
+    assert tc.rollout.max_new_tokens == learning.token_budget(check, learning.FULL)
     schema.validate(tc)
     checks.check_recipe(tc)  # group sizes fit the recipe's parts
     for k, v in check.overrides:  # the regime's own settings reach the training config
@@ -78,6 +79,38 @@ def test_every_check_trains_its_regime_from_the_shipped_base(key):
         assert tc.mode == "preference" and tc.recipe.name == check.arg
     if key == "hpt":
         assert tc.recipe.hparams.gamma == 0.0
+
+
+def test_a_check_on_another_family_targets_its_tier_with_its_own_pairs_and_guards(monkeypatch):
+    """SimPO and ORPO run on countdown's held-out four-number tier (arith_hint's RL-tier pairs are a
+    ceiling for a reference-free implicit reward): that family's shipped base and base tiers, pairs
+    of their own (not the DPO checks'), the longer token budget, and the tier named in the row."""
+    simpo, dpo = learning.checks("simpo,dpo")
+    assert (simpo.family, learning.target_tier(simpo), learning.solved_tiers(simpo)) == (
+        "countdown",
+        "cd_4",
+        ("cd_2", "cd_3p"),
+    )
+    assert (dpo.family, learning.target_tier(dpo), learning.solved_tiers(dpo)) == (
+        "arith_hint",
+        "hmul_2x1",
+        ("hadd_2", "hadd_3"),
+    )
+    assert learning.pairs_dir(simpo, "/r") == "/r/pairs_cd_4" and learning.pairs_dir(dpo, "/r") == "/r/pairs"
+    assert "cd_4" in learning.accuracy_metric(simpo) and learning.accuracy_metric(dpo) == learning.METRICS["accuracy"]
+    assert learning.token_budget(simpo, learning.FULL) == 256 and learning.token_budget(dpo, learning.FULL) == 192
+    assert learning.token_budget(simpo, learning.SMOKE) == learning.SMOKE.token_cap  # the smoke's cap holds
+    assert learning_run.shipped_base("countdown")["run_dir"] == bases.base_dir("countdown")
+    c = learning.study_config(simpo, "/runs", base=learning_run.shipped_base("countdown"), seeds=(0,))
+    assert tuple(c.eval.id_tiers) == ("cd_4", "cd_2", "cd_3p") and c.eval.max_new_tokens == 256
+    made = []
+    monkeypatch.setattr(lm, "preference_pairs", lambda base, out, **kw: made.append((base, out, kw)) or {})
+    out = learning_run.prepare(simpo, c, "/cd_base", "/runs", learning.FULL)
+    ((base, where, kw),) = made
+    assert (base, where, kw["tier"], kw["max_new_tokens"]) == ("/cd_base", "/runs/pairs_cd_4", "cd_4", 256)
+    assert dict(out["overrides"])["data.path"] == "/runs/pairs_cd_4/pairs.jsonl"
+    with pytest.raises(ValueError, match="no tier of countdown"):
+        learning.Check("x", "X", "dpo", "simpo", family="countdown", target="hmul_2x1")
 
 
 def test_a_student_check_perturbs_the_base_by_its_own_noise_or_the_scales(monkeypatch):

@@ -23,6 +23,7 @@ from the regime's own effect.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Mapping
 
 from upt_jax.data import tasks
@@ -35,6 +36,11 @@ __all__ = [
     "METRICS",
     "Check",
     "CHECKS",
+    "target_tier",
+    "solved_tiers",
+    "pairs_dir",
+    "accuracy_metric",
+    "token_budget",
     "Scale",
     "FULL",
     "SMOKE",
@@ -78,6 +84,11 @@ class Check:
         (the ``reward_model`` check's run of the same seed, trained first when missing).
       noise: the ``student``'s relative weight perturbation (None: the `Scale`'s).
       note: why the budget is what it is, or what the row shows.
+      family: the task family (`upt_jax.data.tasks`) whose shipped base (`upt_jax.bases`) it starts
+        from and whose tiers it is judged on.
+      target: the tier it targets (its preference pairs, accuracy, held-out items; None: the
+        family's RL tier); the family's base tiers are the guards.
+      max_new_tokens: the rollout and evaluation budget (None: the `Scale`'s).
     """
 
     key: str
@@ -95,16 +106,64 @@ class Check:
     data: str = ""
     noise: float | None = None
     note: str = ""
+    family: str = FAMILY
+    target: str | None = None
+    max_new_tokens: int | None = None
 
     def __post_init__(self):
         if self.metric not in METRICS:
             raise ValueError(f"check {self.key}: metric {self.metric!r} is not one of {tuple(METRICS)}")
         if self.data not in ("", "pairs", "kto", "student", "reward_model"):
             raise ValueError(f"check {self.key}: data {self.data!r}: pairs, kto, student or reward_model")
+        family = tasks.get_task(self.family)  # a clear error for an unknown family
+        if self.target is not None and self.target not in family.tier_names:
+            raise ValueError(f"check {self.key}: target {self.target!r} is no tier of {self.family}")
+
+
+def target_tier(check: Check) -> str:
+    """The tier ``check`` targets: its ``target``, else its family's RL tier."""
+    return check.target or tasks.get_task(check.family).tiers_at("rl")[0]
+
+
+def solved_tiers(check: Check) -> tuple[str, ...]:
+    """The guards: ``check``'s family's base tiers (solved by its shipped base)."""
+    return tuple(tasks.get_task(check.family).tiers_at("base"))
+
+
+def pairs_dir(check: Check, run_dir: str) -> str:
+    """Where ``check``'s preference pairs live: ``<run_dir>/pairs`` for the default family's RL tier
+    (shared by DPO, IPO, KTO and the reward model), ``<run_dir>/pairs_<tier>`` for another target."""
+    tier = target_tier(check)
+    return os.path.join(run_dir, "pairs" if (check.family, tier) == (FAMILY, RL_TIERS[0]) else f"pairs_{tier}")
+
+
+def accuracy_metric(check: Check) -> str:
+    """The accuracy row's name: `METRICS`'s for the default RL tier, else the targeted tier's."""
+    tier = target_tier(check)
+    if (check.family, tier) == (FAMILY, RL_TIERS[0]):
+        return METRICS["accuracy"]
+    return f"targeted-tier accuracy ({check.family} {tier}, avg@k at T = 1)"
+
+
+def token_budget(check: Check, scale: "Scale") -> int:
+    """The check's rollout and evaluation budget, within the scale's cap (the smoke's)."""
+    n = check.max_new_tokens or scale.max_new_tokens
+    return min(n, scale.token_cap) if scale.token_cap else n
 
 
 _LORA = (("model.lora.rank", 16), ("model.lora.alpha", 32.0))
 _PAIRS_NOTE = "pairs: the base's own correct vs incorrect samples on the RL tier"
+# SimPO's and ORPO's implicit reward is the mean token log-prob, which needs no training to rank
+# arith_hint's RL-tier pairs: the base's wrong samples there are sampling slips, less likely token by
+# token, and it ranks 98.7 % of them right (a ceiling, session 12). Countdown's four-number tier
+# (held out from its base's corpus, right 8-23 % of the time at T = 1) has wrong searches about as
+# likely as right ones: the base ranks 58 % of its pairs right there.
+_COUNTDOWN_OOD = dict(family="countdown", target="cd_4", tiers=("cd_4",), max_new_tokens=256)
+_REFERENCE_FREE_NOTE = (
+    "implicit reward: mean token log-prob (no reference); pairs: the countdown base's own correct vs "
+    "incorrect samples on its held-out four-number tier cd_4 (on arith_hint's RL tier the base already "
+    "ranks 98.7 % of the pairs right by mean log-prob: a ceiling)"
+)
 
 CHECKS: tuple[Check, ...] = (
     Check(
@@ -160,7 +219,8 @@ CHECKS: tuple[Check, ...] = (
         learning_rate=1e-5,
         steps=60,
         data="pairs",
-        note="implicit reward: mean token log-prob (no reference)",
+        note=_REFERENCE_FREE_NOTE,
+        **_COUNTDOWN_OOD,
     ),
     Check(
         "orpo",
@@ -171,7 +231,8 @@ CHECKS: tuple[Check, ...] = (
         learning_rate=1e-5,
         steps=60,
         data="pairs",
-        note="implicit reward: mean token log-prob (no reference)",
+        note=_REFERENCE_FREE_NOTE,
+        **_COUNTDOWN_OOD,
     ),
     Check("kto", "KTO", "dpo", "kto", metric="preference", learning_rate=1e-5, steps=60, data="kto"),
     Check(
@@ -246,7 +307,7 @@ CHECKS: tuple[Check, ...] = (
 class Scale:
     """How big a study is: ``steps`` (None: each check's own; else every check's), the evaluation
     (``n_eval`` RL-tier questions × ``k`` samples, the base at ``base_k``; ``n_guard`` questions per
-    solved tier), ``max_new_tokens``, the preference data (``pair_questions`` training and
+    solved tier), ``max_new_tokens`` (a check may set its own; ``token_cap`` caps both), the preference data (``pair_questions`` training and
     ``heldout`` held-out questions × ``pair_k`` base samples, up to ``pairs_per_question`` disjoint
     pairs per training question; the PRM's held-out questions are ``heldout`` too); ``demo_fallback``: a question without a
     correct sample takes its demonstration as the chosen response, counted, for random smoke models),
@@ -258,6 +319,7 @@ class Scale:
     base_k: int = 4  # = k, with the same sampling key: an unchanged model's Δ is exactly 0 (common random numbers)
     n_guard: int = 32
     max_new_tokens: int = 192
+    token_cap: int | None = None  # a cap over every check's own max_new_tokens (the smoke's)
     pair_questions: int = 1536  # hmul_2x1 has 810 distinct questions: ids repeat a question, not its samples
     heldout: int = 256
     pair_k: int = 8
@@ -277,7 +339,8 @@ SMOKE = Scale(
     base_k=2,
     n_guard=2,
     max_new_tokens=8,
-    pair_questions=8,
+    token_cap=8,
+    pair_questions=16,  # ≥ the reward model's 16 questions per step (each smoke question gives a pair)
     heldout=4,
     pair_k=2,
     demo_fallback=True,
@@ -319,19 +382,19 @@ def study_config(check: Check, run_dir: str, *, base: Mapping[str, Any], seeds, 
             steps=int(scale.steps or check.steps),
             questions_per_step=check.questions_per_step,
             n=int(scale.n or check.n),
-            max_new_tokens=scale.max_new_tokens,
+            max_new_tokens=token_budget(check, scale),
             temperature=1.0,
             learning_rate=check.learning_rate,
         )
     )
     c.eval = ml_collections.ConfigDict(
         dict(
-            id_tiers=RL_TIERS + BASE_TIERS,
+            id_tiers=(target_tier(check),) + solved_tiers(check),
             n_per_tier=scale.n_eval,
             k=scale.k,
             base_k=scale.base_k,
             temperature=1.0,
-            max_new_tokens=scale.max_new_tokens,
+            max_new_tokens=token_budget(check, scale),
             seed=1_000_003,
         ),
         type_safe=False,

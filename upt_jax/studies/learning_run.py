@@ -30,7 +30,18 @@ from upt_jax.studies import comparison as cmp
 from upt_jax.studies.comparison_eval import SamplerPool, base_eval, eval_settings, evaluate_run
 from upt_jax.eval.paired import accuracy_by_id, paired_difference
 from upt_jax.studies import learning_metrics as lm
-from upt_jax.studies.learning import BASE_TIERS, FAMILY, FULL, METRICS, RL_MIX, RL_TIERS, Scale, checks, study_config
+from upt_jax.studies.learning import (
+    FAMILY,
+    FULL,
+    METRICS,
+    Scale,
+    accuracy_metric,
+    checks,
+    pairs_dir,
+    solved_tiers,
+    study_config,
+    target_tier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +51,10 @@ __all__ = ["shipped_base", "run_check", "run_study", "paired_row"]
 _POOL = SamplerPool()
 
 
-def shipped_base() -> dict:
+def shipped_base(family: str = FAMILY) -> dict:
     from upt_jax import bases
 
-    return dict(run_dir=bases.base_dir(FAMILY), label="base model (shipped)")
+    return dict(run_dir=bases.base_dir(family), label="base model (shipped)")
 
 
 def paired_row(metric: str, base, arms: list[dict], *, unit: str = "pct", direction: int = 1) -> dict:
@@ -80,19 +91,19 @@ def prepare(check, c, base_dir: str, run_dir: str, scale: Scale) -> dict:
     if check.data in ("pairs", "kto", "reward_model"):
         out["pairs"] = lm.preference_pairs(
             base_dir,
-            os.path.join(run_dir, "pairs"),
-            tier=RL_TIERS[0],
+            pairs_dir(check, run_dir),
+            tier=target_tier(check),
             n_train=scale.pair_questions,
             n_heldout=scale.heldout,
             k=scale.pair_k,
-            max_new_tokens=scale.max_new_tokens,
+            max_new_tokens=int(c.budget.max_new_tokens),
             eval_seed=int(c.eval.seed),
             demo_fallback=scale.demo_fallback,
             pairs_per_question=scale.pairs_per_question,
             samplers=_POOL,
         )
         if check.data != "reward_model":
-            path = os.path.join(run_dir, "pairs", "kto.jsonl" if check.data == "kto" else "pairs.jsonl")
+            path = os.path.join(pairs_dir(check, run_dir), "kto.jsonl" if check.data == "kto" else "pairs.jsonl")
             out["overrides"] = (("data.source", "file"), ("data.path", path))
     if check.data == "student":
         noise = scale.noise if check.noise is None else check.noise
@@ -122,24 +133,25 @@ def _final_dir(check, dirs: list[str]) -> str:
     return dirs[-1]
 
 
-def _accuracy_rows(c, start: str, finals: list[str], scale: Scale, label: str | None = None) -> list[dict]:
-    """The RL tier (the target) and the solved tiers (guards), paired with ``start``."""
+def _accuracy_rows(check, c, start: str, finals: list[str], scale: Scale, label: str | None = None) -> list[dict]:
+    """The targeted tier (the family's RL tier unless the check names another) and the solved
+    tiers (guards), paired with ``start``."""
     rows, pool = [], _POOL
-    for tiers, n, direction in ((RL_TIERS, scale.n_eval, 1), (BASE_TIERS, scale.n_guard, 0)):
+    for tiers, n, direction in (((target_tier(check),), scale.n_eval, 1), (solved_tiers(check), scale.n_guard, 0)):
         settings = eval_settings(c.eval, list(tiers), n, scale.k)
         base = base_eval(c, start, eval_settings(c.eval, list(tiers), n, scale.base_k), pool)
         arms = [evaluate_run(d, settings, samplers=pool) for d in finals]
         for t in tiers:
-            name = (label or METRICS["accuracy"]) if direction else f"solved tier {t} (must not drop > 2 SE)"
+            name = (label or accuracy_metric(check)) if direction else f"solved tier {t} (must not drop > 2 SE)"
             rows.append(
                 paired_row(name, accuracy_by_id(base[t]), [accuracy_by_id(a[t]) for a in arms], direction=direction)
             )
     return rows
 
 
-def _critic_rows(c, dirs: list[str], scale: Scale) -> list[dict]:
+def _critic_rows(check, c, dirs: list[str], scale: Scale) -> list[dict]:
     """PPO's critic on held-out questions (`learning_metrics.critic_errors`), twice: on the RL tier
-    alone and on the training mix (`RL_MIX`'s tiers in its proportions: the RL tier and the replayed
+    alone and on the training mix (``check.tiers`` in its proportions: the RL tier and the replayed
     solved tiers). Each: its squared error against the returns of its policy's own samples, paired
     per question with the best constant baseline's (the variance GAE's advantages keep), and the
     pooled explained variance. On the mix, a critic that has learned which questions its policy
@@ -149,11 +161,11 @@ def _critic_rows(c, dirs: list[str], scale: Scale) -> list[dict]:
 
     seed = int(c.eval.seed)
     heldout = {
-        "RL tier": tasks.generate(RL_TIERS[0], scale.n_eval, seed=seed),
+        "RL tier": tasks.generate(target_tier(check), scale.n_eval, seed=seed),
         "training mix": [  # each tier's share of n_eval, rounded up
             r
-            for t, times in collections.Counter(RL_MIX).items()
-            for r in tasks.generate(t, math.ceil(scale.n_eval * times / len(RL_MIX)), seed=seed)
+            for t, times in collections.Counter(check.tiers).items()
+            for r in tasks.generate(t, math.ceil(scale.n_eval * times / len(check.tiers)), seed=seed)
         ],
     }
     rows = []
@@ -203,30 +215,31 @@ def measure(
     dirs = [finals[s] for s in seeds]
     start = prep["start"]
     if check.metric == "accuracy":
-        rows = _accuracy_rows(c, start, dirs, scale)
+        rows = _accuracy_rows(check, c, start, dirs, scale)
         if check.module == "ppo":
-            rows += _critic_rows(c, dirs, scale)
+            rows += _critic_rows(check, c, dirs, scale)
         return rows
     if check.metric == "preference":
-        heldout = lm.read_jsonl(os.path.join(c.run_dir, "pairs", "heldout.jsonl"))
+        heldout = lm.read_jsonl(os.path.join(pairs_dir(check, c.run_dir), "heldout.jsonl"))
         reference = check.arg in ("dpo", "ipo", "kto")
         base = lm.preference_accuracy(base_dir, base_dir, heldout, reference=reference)
         arms = [lm.preference_accuracy(d, base_dir, heldout, reference=reference) for d in dirs]
         return [
             paired_row(METRICS["preference"], base[0], [a[0] for a in arms]),
             paired_row(METRICS["margin"], base[1], [a[1] for a in arms], unit="raw"),
-        ] + _accuracy_rows(c, start, dirs, scale)
+        ] + _accuracy_rows(check, c, start, dirs, scale)
     if check.metric == "distill":
-        records = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
+        records = tasks.generate(target_tier(check), scale.n_eval, seed=int(c.eval.seed))
         base = lm.forward_kl(start, base_dir, records)
         rows = [
             paired_row(
                 METRICS["distill"], base, [lm.forward_kl(d, base_dir, records) for d in dirs], unit="nats", direction=-1
             )
         ]
-        acc = _accuracy_rows(c, start, dirs, scale, label="student's RL-tier accuracy (teacher: the base)")
-        teacher = base_eval(c, base_dir, eval_settings(c.eval, list(RL_TIERS), scale.n_eval, scale.base_k), _POOL)
-        t_acc = float(np.mean(list(accuracy_by_id(teacher[RL_TIERS[0]]).values())))
+        acc = _accuracy_rows(check, c, start, dirs, scale, label="student's RL-tier accuracy (teacher: the base)")
+        tier = target_tier(check)
+        teacher = base_eval(c, base_dir, eval_settings(c.eval, [tier], scale.n_eval, scale.base_k), _POOL)
+        t_acc = float(np.mean(list(accuracy_by_id(teacher[tier]).values())))
         gap = dict(
             acc[0],
             metric="accuracy gap to the teacher (RL tier)",
@@ -246,10 +259,10 @@ def measure(
         policy, tok, cfg, _ = load_run_model(base_dir)
         template = cfg.data.get("template", "zero")
         if check.metric == "reward_model":
-            items = lm.read_jsonl(os.path.join(c.run_dir, "pairs", "heldout.jsonl"))
+            items = lm.read_jsonl(os.path.join(pairs_dir(check, c.run_dir), "heldout.jsonl"))
             score = lambda g, p: lm.pair_accuracy(g, p, tok, template, items)  # noqa: E731
         else:
-            items = tasks.generate(RL_TIERS[0], scale.heldout, seed=int(c.eval.seed))
+            items = tasks.generate(target_tier(check), scale.heldout, seed=int(c.eval.seed))
             score = lambda g, p: lm.step_accuracy(g, p, tok, template, items, seed=int(c.eval.seed))  # noqa: E731
         before = [score(*nnx.split(reward_model_from(policy, seed=s))) for s in seeds]  # each seed's initial head
         after = [score(*load_reward_model(d)) for d in dirs]
@@ -259,8 +272,8 @@ def measure(
             rows.append(paired_row("held-out step-label accuracy against the majority rule", majority, after))
         return rows
     if check.metric == "rlhf":
-        records = tasks.generate(RL_TIERS[0], scale.n_eval, seed=int(c.eval.seed))
-        kw = dict(k=scale.k, max_new_tokens=scale.max_new_tokens, seed=int(c.eval.seed), samplers=_POOL)
+        records = tasks.generate(target_tier(check), scale.n_eval, seed=int(c.eval.seed))
+        kw = dict(k=scale.k, max_new_tokens=int(c.eval.max_new_tokens), seed=int(c.eval.seed), samplers=_POOL)
         base = [lm.learned_reward(base_dir, rm_dirs[s], records, **kw) for s in seeds]
         after = [lm.learned_reward(d, rm_dirs[s], records, **kw) for s, d in zip(seeds, dirs)]
         spread = [b[2] for b in base]  # each seed's reward model's scale, on the base's samples
@@ -273,7 +286,7 @@ def measure(
             ),
             paired_row("learned reward, raw scores", [b[0] for b in base], [a[0] for a in after], unit="raw"),
             paired_row("verifier accuracy of the same samples (RL tier)", [b[1] for b in base], [a[1] for a in after]),
-        ] + _accuracy_rows(c, start, dirs, scale)[1:]
+        ] + _accuracy_rows(check, c, start, dirs, scale)[1:]
     raise ValueError(f"unknown metric {check.metric!r}")
 
 
@@ -281,7 +294,7 @@ def run_check(check, run_dir: str, *, seeds=(0, 1, 2), scale: Scale = FULL, base
     """Train ``check`` for every seed from the base (``base``: default the shipped ``arith_hint``
     model; a comparison's ``base`` dict otherwise) and measure it; runs in ``<run_dir>/<key>/``."""
     t_start = time.time()
-    base = dict(base or shipped_base())
+    base = dict(base or shipped_base(check.family))
     c = study_config(check, run_dir, base=base, seeds=seeds, scale=scale)
     base_dir = cmp.ensure_base(c)
     prep = prepare(check, c, base_dir, run_dir, scale)
