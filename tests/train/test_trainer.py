@@ -303,3 +303,45 @@ def test_explained_variance_against_its_definition():
     assert float(explained_variance(returns, returns, mask)) == pytest.approx(1.0)  # a perfect critic
     assert float(explained_variance(np.zeros_like(values), returns, mask)) == pytest.approx(0.0, abs=1e-6)
     assert float(explained_variance(values, np.ones_like(returns), mask)) == 0.0  # constant returns: 0, not NaN
+
+
+def test_a_resumed_run_keeps_what_its_config_recorded(tmp_path):
+    """A run directory with a saved step resumes only what its config.json says it trains (model,
+    data, rewards, seed): a changed data file or starting model would otherwise continue, or find
+    finished, a run of something else. The step count may grow; the learning rate, performance and
+    logging settings may change; without a saved step nothing is checked."""
+    from upt_jax.train.recipe_io import check_resumed_config
+
+    c = shrink(grpo.get_config(), tmp_path / "run", steps=1)
+    train(c)
+    recorded = (tmp_path / "run" / "config.json").read_text()
+    longer = shrink(grpo.get_config(), tmp_path / "run", steps=2)
+    longer.train.microbatches = 2  # a memory setting, not what is trained
+    longer.train.learning_rate /= 10  # how a diverged run recovers from its last good checkpoint
+    longer.log.jsonl = True
+    check_resumed_config(longer.run_dir, longer)
+    changes = (
+        ("data.tiers", ("add_3",)),
+        ("seed", 7),
+        ("reward.normalize", "batch"),
+        ("model.overrides.num_layers", 3),
+    )
+    for key, value in changes:
+        other = shrink(grpo.get_config(), tmp_path / "run", steps=2)
+        node = other
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+        with pytest.raises(ValueError, match=rf"holds a checkpoint of a run with {key}=.*this run has {key}="):
+            check_resumed_config(other.run_dir, other)
+    other = shrink(grpo.get_config(), tmp_path / "run", steps=2)
+    other.data.tiers = ("add_3",)
+    with pytest.raises(ValueError, match="use a new run directory"):
+        Trainer(other)
+    assert (tmp_path / "run" / "config.json").read_text() == recorded  # the record is not replaced
+    fresh = shrink(grpo.get_config(), tmp_path / "fresh", steps=1)
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "config.json").write_text(recorded)  # no saved step: a new run, nothing to check
+    fresh.data.tiers = ("add_3",)
+    check_resumed_config(fresh.run_dir, fresh)

@@ -74,7 +74,11 @@ class Loop:
 
     def write_config(self) -> None:
         """``<run_dir>/config.json`` (process 0: one writer per run directory), through
-        ``etils.epath`` (a ``gs://`` run directory works)."""
+        ``etils.epath`` (a ``gs://`` run directory works); a resumed run must keep what the record
+        it replaces says it trains (`upt_jax.train.recipe_io.check_resumed_config`)."""
+        from upt_jax.train.recipe_io import check_resumed_config
+
+        check_resumed_config(self.config.run_dir, self.config)  # before the record is replaced
         if jax.process_index() == 0:
             from etils import epath
 

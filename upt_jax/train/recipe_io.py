@@ -10,7 +10,10 @@ A run's recipe is one of:
   user parts' modules are imported from the import paths recorded with them).
 
 Every run writes ``recipe.json`` (`upt_jax.upge.recipe_to_dict`). A run that resumes from a
-checkpoint must train the recipe it recorded: a different one is an error (`check_resumed`).
+checkpoint must train the recipe it recorded: a different one is an error (`check_resumed`); so
+must it keep what its ``config.json`` recorded of its model, data, rewards, teacher and seed
+(`check_resumed_config`; the step count, the learning rate, and the performance and logging
+settings may change).
 """
 
 from __future__ import annotations
@@ -149,6 +152,46 @@ def get_recipe(config, recipe=None):
             f"{RECIPE_FILE} as a value; it takes no hyper-parameters"
         )
     return recorded
+
+
+# what a run trains: a run resumed from its checkpoint keeps these (a key or a dotted prefix)
+# (not the learning rate: resuming the last good checkpoint at a lower rate is how a diverged run recovers)
+RESUMED_KEYS = ("mode", "seed", "model", "data", "reward", "teacher")
+
+
+def _flat(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resumed_config(run_dir, config) -> None:
+    """A run resumed from ``run_dir``'s checkpoint trains what its ``config.json`` recorded: every
+    key under `RESUMED_KEYS` that both configs have is unchanged; else a ``ValueError`` naming the
+    first difference (a changed data file or starting model would otherwise continue, or find
+    finished, a run of something else: a study rerun after its settings changed). A run directory
+    without a saved step, or without a readable ``config.json``, has nothing to check."""
+    path = epath.Path(run_dir) / "config.json"
+    if not _has_checkpoint(run_dir) or not path.exists():
+        return
+    try:
+        was = _flat(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        log.warning("%s is not JSON (%s): the resumed run's config is not checked against it", path, e)
+        return
+    now = _flat(json.loads(config.to_json_best_effort()))
+    for k in was:
+        kept = any(k == p or k.startswith(p + ".") for p in RESUMED_KEYS)
+        if kept and k in now and was[k] != now[k]:
+            raise ValueError(
+                f"config.run_dir={str(run_dir)!r} holds a checkpoint of a run with {k}={was[k]!r} "
+                f"(its config.json); this run has {k}={now[k]!r}. A resumed run trains what it recorded: "
+                "set it back, or use a new run directory (train.steps may grow)"
+            )
 
 
 def _difference(a, b, path="recipe") -> str:
