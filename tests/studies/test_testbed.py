@@ -229,7 +229,8 @@ def smoke(tmp_path_factory):
     c = testbed.get_config("smoke")
     testbed.set_run_dir(c, str(tmp_path_factory.mktemp("testbed") / "run"))
     del c.arms["sft"]
-    c.tables = (("Main", ("base", "grpo", "hpt")),)
+    # GRPO (a curves arm) in a second table: it trains after the main table's runs, as an ablation
+    c.tables = (("Main", ("base", "hpt")), ("GRPO", ("base", "grpo")))
     c.paired_against = ("hpt", ("grpo", "grpo_sft_control"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(upt_jax.rewards, "RoutedVerifier", _LengthVerifier)
@@ -327,6 +328,10 @@ def test_report_says_for_each_arm_whether_it_beats_the_base_and_plots_per_tier(s
     assert all("reward/hmul_2x1" in r or "reward/hadd_2" in r for r in rows)
     curves = smoke[1]["curves"]["tiers"]["grpo"]
     assert set(curves) == set(c.curves.tiers) and [s for s, _ in curves["hmul_2x1"]][0] == 0
+    # an arm trained after the main table (the ablations' released-code arm) has its checkpoints too,
+    # not only the base's step 0 (the curves were once made before it had trained)
+    late = smoke[1]["curves"]["points"]["grpo"]
+    assert [s for s, _ in late][0] == 0 and [s for s, _ in late][-1] == c.budget.steps
 
 
 def test_only_arms_splits_the_comparison_into_shares_that_together_run_every_job_once():

@@ -260,8 +260,10 @@ def run_comparison(config, run=None) -> dict:
         _write_outputs(config, results, plots)  # partial, after every run
     bar.close()
     if not partial:  # a share's curves, pass@k and plots come with the run over every arm
-        if "curves" not in results:
-            finish_main()
+        # a curves arm outside the main table (an ablation's) trained after the curves were made
+        late = [a for a in config.curves.get("arms", ()) if a not in main_arms]
+        if "curves" not in results or late:
+            finish_main()  # evaluations already made are cached
         else:
             plots.update(make_plots(config, results))
     results["seconds"]["total"] = round(time.time() - t_start, 1)
