@@ -340,6 +340,27 @@ def test_a_resumed_run_keeps_what_its_config_recorded(tmp_path):
     with pytest.raises(ValueError, match="use a new run directory"):
         Trainer(other)
     assert (tmp_path / "run" / "config.json").read_text() == recorded  # the record is not replaced
+    # a path may move (the same content elsewhere: a moved checkout or worktree); other content may not
+    import shutil
+
+    for name, text in (("a.jsonl", "x\n"), ("b.jsonl", "x\n"), ("c.jsonl", "y\n")):
+        (tmp_path / name).write_text(text)
+    shutil.copytree(tmp_path / "run" / "checkpoints", tmp_path / "base")  # a directory and its copy
+    shutil.copytree(tmp_path / "base", tmp_path / "moved_base")
+    record = json.loads(recorded)
+    record["data"]["path"], record["model"]["checkpoint"] = str(tmp_path / "a.jsonl"), str(tmp_path / "base")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))
+    moved = shrink(grpo.get_config(), tmp_path / "run", steps=2)
+    moved.data.path, moved.model.checkpoint = str(tmp_path / "b.jsonl"), str(tmp_path / "moved_base")
+    check_resumed_config(moved.run_dir, moved)
+    moved.data.path = str(tmp_path / "c.jsonl")
+    with pytest.raises(ValueError, match=r"data\.path="):
+        check_resumed_config(moved.run_dir, moved)
+    moved.data.path = str(tmp_path / "b.jsonl")
+    record["data"]["path"] = str(tmp_path / "gone.jsonl")  # the recorded place no longer exists: taken as moved
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))
+    check_resumed_config(moved.run_dir, moved)
+    (tmp_path / "run" / "config.json").write_text(recorded)
     fresh = shrink(grpo.get_config(), tmp_path / "fresh", steps=1)
     (tmp_path / "fresh").mkdir()
     (tmp_path / "fresh" / "config.json").write_text(recorded)  # no saved step: a new run, nothing to check

@@ -169,10 +169,46 @@ def _flat(d, prefix: str = "") -> dict:
     return out
 
 
+def _fingerprint(path: str):
+    """What a local file or directory holds, for telling a moved copy from other content: a
+    file's SHA-256; a directory's files' relative paths and sizes. None: not a local path that exists."""
+    import hashlib
+    import os
+
+    if "://" in path or not os.path.exists(path):
+        return None
+    if os.path.isfile(path):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    return sorted(
+        (os.path.relpath(os.path.join(d, n), path), os.path.getsize(os.path.join(d, n)))
+        for d, _, names in os.walk(path)
+        for n in names
+    )
+
+
+def _same(key: str, was, now) -> bool:
+    """Whether a recorded value and this run's name the same thing: equal, or two paths to the same
+    content (a moved checkout or run directory); a recorded path that no longer exists cannot be
+    compared, and is taken as moved (logged)."""
+    if was == now:
+        return True
+    if not (isinstance(was, str) and isinstance(now, str)) or _fingerprint(now) is None:
+        return False
+    old = _fingerprint(was)
+    if old is None:
+        log.warning("%s: the recorded %r no longer exists; taking %r as its new place", key, was, now)
+        return True
+    return old == _fingerprint(now)
+
+
 def check_resumed_config(run_dir, config) -> None:
     """A run resumed from ``run_dir``'s checkpoint trains what its ``config.json`` recorded: every
-    key under `RESUMED_KEYS` that both configs have is unchanged; else a ``ValueError`` naming the
-    first difference (a changed data file or starting model would otherwise continue, or find
+    key under `RESUMED_KEYS` that both configs have is unchanged (a path may move: the same file or
+    directory content elsewhere, `_same`); else a ``ValueError`` naming the first difference (a changed data file or starting model would otherwise continue, or find
     finished, a run of something else: a study rerun after its settings changed). A run directory
     without a saved step, or without a readable ``config.json``, has nothing to check."""
     path = epath.Path(run_dir) / "config.json"
@@ -186,7 +222,7 @@ def check_resumed_config(run_dir, config) -> None:
     now = _flat(json.loads(config.to_json_best_effort()))
     for k in was:
         kept = any(k == p or k.startswith(p + ".") for p in RESUMED_KEYS)
-        if kept and k in now and was[k] != now[k]:
+        if kept and k in now and not _same(k, was[k], now[k]):
             raise ValueError(
                 f"config.run_dir={str(run_dir)!r} holds a checkpoint of a run with {k}={was[k]!r} "
                 f"(its config.json); this run has {k}={now[k]!r}. A resumed run trains what it recorded: "
