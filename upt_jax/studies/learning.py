@@ -130,19 +130,22 @@ def solved_tiers(check: Check) -> tuple[str, ...]:
     return tuple(tasks.get_task(check.family).tiers_at("base"))
 
 
+def _targets_default(check: Check) -> bool:
+    """Whether ``check`` targets the default family's RL tier (the study's shared pairs and rows)."""
+    return (check.family, target_tier(check)) == (FAMILY, RL_TIERS[0])
+
+
 def pairs_dir(check: Check, run_dir: str) -> str:
     """Where ``check``'s preference pairs live: ``<run_dir>/pairs`` for the default family's RL tier
     (shared by DPO, IPO, KTO and the reward model), ``<run_dir>/pairs_<tier>`` for another target."""
-    tier = target_tier(check)
-    return os.path.join(run_dir, "pairs" if (check.family, tier) == (FAMILY, RL_TIERS[0]) else f"pairs_{tier}")
+    return os.path.join(run_dir, "pairs" if _targets_default(check) else f"pairs_{target_tier(check)}")
 
 
 def accuracy_metric(check: Check) -> str:
     """The accuracy row's name: `METRICS`'s for the default RL tier, else the targeted tier's."""
-    tier = target_tier(check)
-    if (check.family, tier) == (FAMILY, RL_TIERS[0]):
+    if _targets_default(check):
         return METRICS["accuracy"]
-    return f"targeted-tier accuracy ({check.family} {tier}, avg@k at T = 1)"
+    return f"targeted-tier accuracy ({check.family} {target_tier(check)}, avg@k at T = 1)"
 
 
 def token_budget(check: Check, scale: "Scale") -> int:

@@ -159,16 +159,6 @@ def get_recipe(config, recipe=None):
 RESUMED_KEYS = ("mode", "seed", "model", "data", "reward", "teacher")
 
 
-def _flat(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _fingerprint(path: str):
     """What a local file or directory holds, for telling a moved copy from other content: a
     file's SHA-256; a directory's files' relative paths and sizes. None: not a local path that exists."""
@@ -196,13 +186,14 @@ def _same(key: str, was, now) -> bool:
     compared, and is taken as moved (logged)."""
     if was == now:
         return True
-    if not (isinstance(was, str) and isinstance(now, str)) or _fingerprint(now) is None:
+    new = _fingerprint(now) if isinstance(was, str) and isinstance(now, str) else None
+    if new is None:
         return False
     old = _fingerprint(was)
     if old is None:
         log.warning("%s: the recorded %r no longer exists; taking %r as its new place", key, was, now)
         return True
-    return old == _fingerprint(now)
+    return old == new
 
 
 def check_resumed_config(run_dir, config) -> None:
@@ -214,12 +205,14 @@ def check_resumed_config(run_dir, config) -> None:
     path = epath.Path(run_dir) / "config.json"
     if not _has_checkpoint(run_dir) or not path.exists():
         return
+    from upt_jax.train.schema_keys import flatten
+
     try:
-        was = _flat(json.loads(path.read_text()))
+        was = flatten(json.loads(path.read_text()), open_keys=())
     except json.JSONDecodeError as e:
         log.warning("%s is not JSON (%s): the resumed run's config is not checked against it", path, e)
         return
-    now = _flat(json.loads(config.to_json_best_effort()))
+    now = flatten(json.loads(config.to_json_best_effort()), open_keys=())
     for k in was:
         kept = any(k == p or k.startswith(p + ".") for p in RESUMED_KEYS)
         if kept and k in now and not _same(k, was[k], now[k]):

@@ -411,15 +411,17 @@ def _section_spec():
     ]
 
 
-def flatten(d, prefix="") -> dict[str, Any]:
-    """``{dotted path: value}`` of a nested ``ConfigDict``/dict (open dicts kept whole)."""
+def flatten(d, prefix="", open_keys=None) -> dict[str, Any]:
+    """``{dotted path: value}`` of a nested ``ConfigDict``/dict (the ``open_keys`` dicts kept whole;
+    default `OPEN_KEYS`, ``()`` to flatten them too)."""
+    open_keys = OPEN_KEYS if open_keys is None else open_keys
     out = {}
     for k, v in d.items() if hasattr(d, "items") else ():
         path = f"{prefix}{k}"
-        if path in OPEN_KEYS or not (isinstance(v, Mapping) or hasattr(v, "to_dict")):
+        if path in open_keys or not (isinstance(v, Mapping) or hasattr(v, "to_dict")):
             out[path] = v
         else:
-            out.update(flatten(v, path + "."))
+            out.update(flatten(v, path + ".", open_keys))
     return out
 
 
