@@ -132,11 +132,27 @@ def check(run_dir: str, base: str = BASE, *, family: str = FAMILY) -> list[str]:
     return compare_to_record(measured, record, tolerance=TOLERANCE)
 
 
+def apply_overrides(config, argv) -> None:
+    """Sets each ``--config.PATH=VALUE`` of ``argv`` that names an open dict's entry (such as
+    ``data.corpus.options.labelled_facts``), typed and checked by the schema; SystemExit for
+    any other ``--config.`` argument."""
+    from upt_jax.train import schema
+
+    for a in argv:
+        if a.startswith("--config."):
+            path, _, raw = a[len("--config.") :].partition("=")
+            if schema.open_key(path) is None:
+                raise SystemExit(f"{a}: only open-dict entries (data.corpus.options.*, ...) are set here")
+            schema.apply_override(config, path, raw)
+    schema.validate(config)
+
+
 def main(argv, experiment=None) -> int:
     """The command line of a family's base-model experiment (this module's, or ``experiment``: a
     module with ``get_config``, ``criterion``, ``FAMILY``, ``BASE``, such as
     ``experiments/pretrain_countdown.py``): ``RUN_DIR [SEED]`` pre-trains to the criterion,
-    ``--ship`` / ``--check`` measure the run, ``--cosine=STEPS`` runs the fixed-schedule point."""
+    ``--ship`` / ``--check`` measure the run, ``--cosine=STEPS`` runs the fixed-schedule point;
+    ``--config.PATH=VALUE`` sets an open dict's entry (``data.corpus.options.labelled_facts``)."""
     import logging
 
     from upt_jax.studies.base_model import pretrain_until
@@ -146,6 +162,7 @@ def main(argv, experiment=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     args = [a for a in argv if not a.startswith("--")]
     config = exp.get_config()
+    apply_overrides(config, argv)
     if args:
         config.run_dir = args[0]
     if len(args) > 1:

@@ -120,6 +120,61 @@ def test_corpus_slips_only_the_rl_tier_at_the_stated_rate_and_each_slip_is_rejec
         assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c)
 
 
+def test_labelled_facts_name_every_label_once_and_leave_the_default_corpus_unchanged():
+    """``labelled_facts`` writes fact documents as trace steps with labels (each once per document,
+    results under the first unused result label), with the same values as the unlabelled draw; the
+    three-number corpus names the fourth given label ``E`` only through them. At 0 the corpus is
+    the one the shipped base was trained on (its hash from before the option existed)."""
+    import hashlib
+
+    family = tasks.get_task("countdown")
+    docs = family.corpus(300, seed=0, tiers=countdown.CORPUS_TIERS)
+    digest = hashlib.sha256("\x00".join(docs).encode()).hexdigest()
+    assert digest == "6f2eef0626a844bdfa04e595b219099c5f1432a63ea73a6b65e4e5d84d4dbdc4"
+    assert not any("E" in d for d in docs)
+    labelled = family.corpus(300, seed=0, tiers=countdown.CORPUS_TIERS, labelled_facts=0.5)
+    changed = [(a, b) for a, b in zip(docs, labelled) if a != b]
+    assert 20 < len(changed) < 60  # half of the ~25 % fact documents
+    assert sum("E" in b for _, b in changed) > len(changed) // 2
+    step = re.compile(r"([A-Z])(\d+)([-+*])([A-Z])(\d+)=([A-Z])(\d+)")
+    for plain, lab in changed:
+        lines = lab.splitlines()
+        assert [re.sub("[A-Z]", "", line) for line in lines] == plain.splitlines()  # the same facts
+        tries = [step.fullmatch(line).groups() for line in lines if step.fullmatch(line)]
+        assert len(tries) == 6  # 20 labels: six facts of three, the rest unlabelled
+        names = [t[i] for t in tries for i in (0, 3, 5)]
+        assert len(set(names)) == len(names) and set(names) <= set(countdown.GIVEN_LABELS + countdown.RESULT_LABELS)
+        results = [t[5] for t in tries]
+        assert set(results) <= set(countdown.RESULT_LABELS)
+        for r in results:  # each result takes the first result label no earlier fact had used
+            earlier = names[: names.index(r) - 2]
+            assert r == next(x for x in countdown.RESULT_LABELS if x not in earlier)
+    assert countdown.countdown_facts(random.Random(1), 12, labelled=1.0) != countdown.countdown_facts(
+        random.Random(1), 12
+    )
+
+
+def test_corpus_options_reach_the_family_and_are_checked():
+    """``config.data.corpus.options`` are the family's ``corpus_doc`` keywords: passed through to
+    the pre-training records, checked against their domain, unknown keys refused."""
+    from experiments import pretrain_countdown
+    from upt_jax.train import schema
+    from upt_jax.train.records import corpus_records
+
+    config = pretrain_countdown.get_config()
+    config.data.corpus.n_docs = 200
+    plain = corpus_records(config)
+    pretrain_countdown.pretrain_hint.apply_overrides(config, ["x", "--config.data.corpus.options.labelled_facts=1.0"])
+    assert config.data.corpus.options.labelled_facts == 1.0
+    labelled = corpus_records(config)
+    with pytest.raises(SystemExit, match="open-dict"):
+        pretrain_countdown.pretrain_hint.apply_overrides(config, ["--config.train.steps=3"])
+    assert not any("E" in r["text"] for r in plain) and any("E" in r["text"] for r in labelled)
+    for bad, raw in (("labelled_facts", "1.5"), ("no_such_option", "1")):
+        with pytest.raises(schema.ConfigError, match=bad):
+            schema.apply_override(config, f"data.corpus.options.{bad}", raw)
+
+
 def test_countdown_runs_through_pretraining_grpo_and_evaluation(tmp_path):
     """The public API end to end, tiny: `experiments/pretrain_countdown.py`'s corpus, GRPO on the
     family's tiers scored by each record's own verifier (``countdown``, while ``data.verifier`` is

@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.corpus = ml_collections.ConfigDict(
         dict(n_docs=20000, tiers=synthetic.EASY_TIERS, demo_fraction=0.75, facts_per_doc=12, pack_len=0)
     )  # pack_len > 0: consecutive documents share a row of about that many tokens
+    c.data.corpus.options = ml_collections.ConfigDict(type_safe=False)  # the family's own corpus options
 
     c.recipe = ml_collections.ConfigDict()
     c.recipe.name = "grpo"

@@ -83,7 +83,8 @@ def corpus_records(config) -> list[dict]:
     the pre-training corpus of the task family that owns ``config.data.corpus.tiers``
     (`upt_jax.data.tasks.TaskFamily.corpus`; the built-in ``arith`` family's is
     `synthetic.pretraining_corpus`), with ``config.data.corpus``'s ``n_docs``, ``tiers`` (repeat a
-    tier to weight it), ``demo_fraction`` and ``facts_per_doc``, rendered with
+    tier to weight it), ``demo_fraction``, ``facts_per_doc`` and the family's own ``options``
+    (keyword arguments of its ``corpus_doc``, e.g. countdown's ``labelled_facts``), rendered with
     ``config.data.template`` as the evaluation prompts are. Offline mode trains on every token of
     ``text`` (see `upt_jax.train.rows.text_rows`)."""
     from upt_jax.data import tasks
@@ -100,6 +101,7 @@ def corpus_records(config) -> list[dict]:
         template=config.data.template,
         demo_fraction=float(cc.demo_fraction),
         facts_per_doc=int(cc.facts_per_doc),
+        **_corpus_options(cc),
     )
     pack = int(cc.get("pack_len", 0) or 0)
     if not pack:
@@ -115,6 +117,13 @@ def corpus_records(config) -> list[dict]:
         used += len(d) + 1
     records.append(group)
     return [{"id": f"corpus/{config.seed}/packed/{i}", "text": g} for i, g in enumerate(records)]
+
+
+def _corpus_options(cc) -> dict:
+    """``config.data.corpus.options`` as keyword arguments of the family's ``corpus_doc`` (a
+    config from before the key existed has none)."""
+    options = cc.get("options") or {}
+    return dict(options.to_dict() if hasattr(options, "to_dict") else options)
 
 
 def preference_pair(record) -> tuple[str, str]:

@@ -178,3 +178,34 @@ def check_hparams(config, prefix: str) -> None:
         upge.get_recipe(name, **hp)
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"{prefix}recipe.hparams={hp}: recipe {name!r} does not build: {e}") from e
+
+
+# the built-in families' corpus options (`upt_jax.data.tasks.TaskFamily.corpus_doc` keyword
+# arguments); a user family's options are any value of their annotation
+_CORPUS_OPTIONS = {
+    "labelled_facts": (number(float, lo=0, hi=1), "countdown: the share of fact documents written with value labels"),
+}
+# the keywords `upt_jax.train.records.corpus_records` passes itself
+_CORPUS_OWN = ("seed", "demo_fraction", "facts_per_doc", "tokenizer", "make", "facts")
+
+
+def corpus_entries(config) -> dict[str, Key]:
+    """The keys of ``data.corpus.options``: the keyword-only arguments of the ``corpus_doc`` of the
+    family that owns ``data.corpus.tiers`` (none when the tiers are unknown or of several families:
+    `corpus_records` reports that)."""
+    from upt_jax.data import tasks
+
+    try:
+        families = {tasks.task_of(t).name for t in config.data.corpus.tiers}
+    except (KeyError, ValueError):
+        return {}
+    family = tasks.get_task(families.pop()) if len(families) == 1 else None
+    if family is None or family.corpus_doc is None:
+        return {}
+    out = {}
+    for p in inspect.signature(family.corpus_doc, eval_str=True).parameters.values():
+        if p.kind is not p.KEYWORD_ONLY or p.name in _CORPUS_OWN:
+            continue
+        dom, doc = _CORPUS_OPTIONS.get(p.name) or (anything(from_annotation(p.annotation)[0]), "")
+        out[p.name] = Key(f"data.corpus.options.{p.name}", dom, doc, p.default)
+    return out

@@ -26,7 +26,7 @@ from upt_jax.train.schema_domains import (
     text,
     weights_test,
 )
-from upt_jax.train.schema_hparams import from_annotation, recipe_hparams, recipe_names
+from upt_jax.train.schema_hparams import corpus_entries, from_annotation, recipe_hparams, recipe_names
 
 
 def _model_fields() -> dict[str, Key]:
@@ -203,6 +203,7 @@ def _spec():
         ("data.corpus.tiers", tiers, "source=corpus: the tiers the documents are drawn from"),
         ("data.corpus.demo_fraction", number(float, lo=0, hi=1), "source=corpus: demonstrations (the rest: facts)"),
         ("data.corpus.facts_per_doc", number(int, lo=1), "source=corpus: facts per fact document"),
+        ("data.corpus.options", open_dict("corpus_doc keywords"), "source=corpus: family options", corpus_entries),
         (
             "data.corpus.pack_len",
             number(int, lo=0),
@@ -425,7 +426,7 @@ def flatten(d, prefix="", open_keys=None) -> dict[str, Any]:
     return out
 
 
-OPEN_KEYS = ("model.overrides", "data.fields", "recipe.hparams", "teacher.overrides")
+OPEN_KEYS = ("model.overrides", "data.fields", "data.corpus.options", "recipe.hparams", "teacher.overrides")
 
 
 @functools.lru_cache(maxsize=None)
