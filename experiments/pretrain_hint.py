@@ -110,7 +110,8 @@ def ship(run_dir: str, out_dir: str = BASE, *, family: str = FAMILY, experiment:
         with open(history) as f:
             extra["pretrain"] = {k: v for k, v in json.load(f).items() if k != "run_dir"}
     with open(os.path.join(run_dir, "config.json")) as f:
-        extra["seed"] = json.load(f).get("seed")
+        run_config = json.load(f)
+    extra["seed"], extra["corpus"] = run_config.get("seed"), run_config["data"]["corpus"]
     return ship_base(
         run_dir,
         out_dir,
@@ -122,14 +123,24 @@ def ship(run_dir: str, out_dir: str = BASE, *, family: str = FAMILY, experiment:
 
 
 def check(run_dir: str, base: str = BASE, *, family: str = FAMILY) -> list[str]:
-    """Disagreements (> `TOLERANCE`) between the model in ``run_dir`` and the shipped record."""
+    """Disagreements (> `TOLERANCE`) between the model in ``run_dir`` and the shipped record, and
+    any difference between the run's corpus and the one the record names (a rebuild of another
+    corpus is not a rebuild)."""
     from upt_jax.studies.base_model import compare_to_record
 
     with open(os.path.join(base, "record.json")) as f:
         record = json.load(f)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        corpus = json.load(f)["data"]["corpus"]
+    corpus.setdefault("options", {})  # a run from before the key existed had none
+    differs = [
+        f"corpus {k}: recorded {v!r}, this run {corpus.get(k)!r}"
+        for k, v in record.get("corpus", corpus).items()
+        if corpus.get(k) != v
+    ]
     measured = measure(run_dir, family)
     print(json.dumps(measured, indent=1))
-    return compare_to_record(measured, record, tolerance=TOLERANCE)
+    return differs + compare_to_record(measured, record, tolerance=TOLERANCE)
 
 
 def apply_overrides(config, argv) -> None:

@@ -128,6 +128,25 @@ def test_a_shipped_base_loads_like_its_run_and_refuses_damaged_weights(tmp_path)
         run_model.model_from_run(out, key="k")
 
 
+def test_ship_records_the_corpus_and_check_refuses_a_rebuild_of_another_corpus(tmp_path, monkeypatch):
+    """``--ship`` writes the run's corpus settings (its family options included) into the record;
+    ``--check`` names every corpus setting a rebuild differs in, besides the rates (measurement
+    stubbed: the protocol's thousands of samples are not what is tested)."""
+    c = _tiny_run(tmp_path)
+    rates = {"hadd_2": {"greedy": 0.5, "n": 4}}
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None: rates)
+    record = pretrain_hint.ship(c.run_dir, str(tmp_path / "base"))
+    assert record["corpus"]["tiers"] == list(c.data.corpus.tiers) and record["corpus"]["options"] == {}
+    assert pretrain_hint.check(c.run_dir, str(tmp_path / "base")) == []
+    path = tmp_path / "run" / "config.json"
+    run = json.loads(path.read_text())
+    run["data"]["corpus"]["options"] = {"labelled_facts": 0.5}
+    run["data"]["corpus"]["demo_fraction"] = 0.5
+    path.write_text(json.dumps(run))
+    problems = pretrain_hint.check(c.run_dir, str(tmp_path / "base"))
+    assert len(problems) == 2 and "corpus demo_fraction" in problems[0] and "labelled_facts" in problems[1]
+
+
 def test_shipped_bases_match_their_checksums_and_record_every_tier():
     from upt_jax import bases
     from upt_jax.data import tasks
