@@ -19,8 +19,10 @@ Writes ``RUN_DIR/sweep.json``: per method, per rate, the paired difference again
 every tier and group (`upt_jax.studies.comparison_report`), the score (the paired difference on the
 ``ID avg`` group: every tier trained on, so a rate that gains on its target tiers by forgetting the
 solved ones scores low) and the best rate; plus the comparison's own outputs (``REPORT.md``,
-``summary.json``, plots). Resumable: a rerun reuses finished runs and cached evaluations. SFT→GRPO
-has no rate of its own (its stages use SFT's and GRPO's).
+``summary.json``, plots). Resumable: a rerun reuses finished runs and cached evaluations, and a
+sweep run method by method (or a grid extended by ``--rates``) in one directory keeps every point
+in ``sweep.json`` (`merge_previous`; one of another split, seeds or budget is kept beside as
+``sweep.N.json``). SFT→GRPO has no rate of its own (its stages use SFT's and GRPO's).
 
 ``--hparam NAME=V1,V2`` (``hparam_grids``) sweeps one of a method's hyperparameters (a hybrid's
 per-term loss coefficient, such as HPT's ``sft_loss_coef``) at the rate `testbed.METHODS` holds for
@@ -94,6 +96,16 @@ def get_config(arg: str | None = None, *, methods=None, seeds=(0,), grids=None, 
     return c
 
 
+def header(config) -> dict:
+    """What makes two sweeps' scores comparable: the validation split, the score, seeds, budget."""
+    return {
+        "validation_seed": int(config.eval.data_seed),
+        "score": f"paired difference on {SCORE}",
+        "seeds": list(config.seeds),
+        "budget": config.budget.to_dict(),
+    }
+
+
 def sweep_results(config, results: dict) -> dict:
     """``{"validation_seed", "score", "budget", "methods": {method: {"rates": {rate: {tier/group:
     entry}}, "scores": {rate: ID-avg difference}, "best": rate}}}`` from a comparison's results.
@@ -103,13 +115,7 @@ def sweep_results(config, results: dict) -> dict:
     score}}}`` over every rate swept (each rate arm counted as the default value's point at its rate),
     with ``best_joint``: ``{name: {"learning_rate": rate, "value": value, "score": score}}``."""
     vs_base = results["paired"]["vs_base"]
-    out = {
-        "validation_seed": int(config.eval.data_seed),
-        "score": f"paired difference on {SCORE}",
-        "seeds": list(config.seeds),
-        "budget": config.budget.to_dict(),
-        "methods": {},
-    }
+    out = {**header(config), "methods": {}}
     chosen = {m: f"{testbed.chosen(m, config.family)['learning_rate']:g}" for m in testbed.METHODS}
     for key, arm in config.arms.items():
         if key not in vs_base:
@@ -124,12 +130,24 @@ def sweep_results(config, results: dict) -> dict:
         if rate == chosen[arm.method]:
             m.setdefault("hparams", {}).setdefault(name, {})[f"{value:g}"] = vs_base[key]
             m.setdefault("hparam_scores", {}).setdefault(name, {})[f"{value:g}"] = score
+    return choose(config, out)
+
+
+_CHOSEN = ("best", "best_hparams", "best_joint")
+
+
+def choose(config, out: dict) -> dict:
+    """Each method's ``best`` rate, ``best_hparams`` and ``best_joint`` from its scores (the rate
+    arms counted as the default value's point at their rate in ``joint``)."""
+    chosen = {m: f"{testbed.chosen(m, config.family)['learning_rate']:g}" for m in testbed.METHODS}
     for name, m in out["methods"].items():
+        for k in _CHOSEN:
+            m.pop(k, None)
         if m["scores"]:
             m["best"] = float(max(m["scores"], key=m["scores"].get))
         for hp, by_rate in m.get("joint", {}).items():
-            if m["scores"]:  # each rate arm: the default value's point at its rate
-                default = f"{_default_hparam(config, name, hp):g}"
+            if m["scores"] and (default := _default_hparam(config, name, hp)) is not None:
+                default = f"{default:g}"  # each rate arm: the default value's point at its rate
                 for rate, score in m["scores"].items():
                     by_rate.setdefault(rate, {}).setdefault(default, score)
             if hp in m.get("hparam_scores", {}):  # the best value at the chosen rate, the default counted
@@ -143,26 +161,61 @@ def sweep_results(config, results: dict) -> dict:
     return out
 
 
-def _default_hparam(config, method: str, name: str) -> float:
+def _default_hparam(config, method: str, name: str) -> float | None:
     """The value of recipe hyperparameter ``name`` that ``method``'s rate arms train with: the arm's
     own ``hparams``, else the recipe builder's default (`upt_jax.upge.RECIPES`)."""
     import inspect
 
     from upt_jax import upge
 
-    arm = next(a for a in config.arms.values() if a.method == method and not a.get("swept"))
+    arm = next((a for a in config.arms.values() if a.method == method and not a.get("swept")), None)
+    if arm is None:  # a method merged from an earlier sweep.json: its points are already there
+        return None
     if name in (arm.get("hparams") or {}):
         return float(arm.hparams[name])
     return float(inspect.signature(upge.RECIPES[method]).parameters[name].default)
 
 
-def run(config) -> dict:
-    """Run the sweep (resumable) and write ``<run_dir>/sweep.json``; returns its content."""
-    from upt_jax.studies.comparison import run_comparison
-    from upt_jax.eval.report import write_json
+def merge_previous(config, out: dict, previous: dict | None) -> dict:
+    """``out`` with what an earlier ``sweep.json`` of the same run directory (``previous``) has and
+    this invocation did not run: its methods, rates and hyperparameter values (this run's win where
+    both have one), the choices then made again over the union. So a sweep run method by method,
+    or a grid extended by ``--rates``, keeps every point. An earlier file of another validation
+    split, score, seeds or budget is not merged (None: there was none)."""
+    if not previous or any(previous.get(k) != v for k, v in header(config).items()):
+        return out
 
-    out = sweep_results(config, run_comparison(config))
-    write_json(os.path.join(config.run_dir, "sweep.json"), out)
+    def merge(old, new):
+        if isinstance(old, dict) and isinstance(new, dict) and not {"diff", "se"} & set(new):
+            return {**old, **{k: merge(old[k], v) if k in old else v for k, v in new.items()}}
+        return new
+
+    methods = {name: {k: v for k, v in m.items() if k not in _CHOSEN} for name, m in previous["methods"].items()}
+    return choose(config, {**out, "methods": merge(methods, out["methods"])})
+
+
+def run(config) -> dict:
+    """Run the sweep (resumable) and write ``<run_dir>/sweep.json`` (merged with an earlier one of
+    the same split, seeds and budget: `merge_previous`); returns its content."""
+    import json
+
+    from upt_jax.eval.report import write_json
+    from upt_jax.studies.comparison import run_comparison
+
+    path = os.path.join(config.run_dir, "sweep.json")
+    previous = None
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if any(previous.get(k) != v for k, v in header(config).items()):
+            kept = next(
+                f"{path[:-5]}.{i}.json" for i in itertools.count(1) if not os.path.exists(f"{path[:-5]}.{i}.json")
+            )
+            os.replace(path, kept)  # other settings: kept beside, not merged
+            print(f"[sweep] {path} had another split, seeds or budget: kept as {kept}", flush=True)
+            previous = None
+    out = merge_previous(config, sweep_results(config, run_comparison(config)), previous)
+    write_json(path, out)
     for name, m in out["methods"].items():
         scores = ", ".join(f"{r}: {100 * s:+.1f}" for r, s in m["scores"].items())
         if m["scores"]:

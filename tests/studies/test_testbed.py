@@ -379,6 +379,35 @@ def test_the_sweep_has_one_arm_per_method_and_rate_and_picks_the_best_id_average
         testbed_sweep.get_config("full", methods=("sft_then_grpo",))
 
 
+def test_a_sweep_run_method_by_method_keeps_every_point_in_sweep_json(tmp_path, monkeypatch):
+    """``--methods`` in a directory that already has a sweep.json merges (the earlier methods and
+    rates kept, each best chosen again over the union); a sweep.json of other settings (another
+    budget) is kept beside as sweep.1.json, not overwritten."""
+
+    def fake(diffs):
+        vs = {k: {"ID avg": _entry(d, 0.01)} for k, d in diffs.items()}
+        return lambda c: {"paired": {"vs_base": {k: v for k, v in vs.items() if k in c.arms}}}
+
+    run_dir = str(tmp_path / "sweep")
+    c1 = testbed_sweep.get_config("full", methods=("sft",), grids={"sft": (1e-4, 1e-3)})
+    c1.run_dir = run_dir
+    monkeypatch.setattr(cmp, "run_comparison", fake({"sft_lr0p0001": 0.02, "sft_lr0p001": 0.05}))
+    testbed_sweep.run(c1)
+    c2 = testbed_sweep.get_config("full", methods=("sft", "grpo"), grids={"sft": (3e-3,), "grpo": (2e-5,)})
+    c2.run_dir = run_dir
+    monkeypatch.setattr(cmp, "run_comparison", fake({"sft_lr0p003": 0.08, "grpo_lr2e-05": -0.01}))
+    out = testbed_sweep.run(c2)
+    assert out["methods"]["sft"]["scores"] == {"0.0001": 0.02, "0.001": 0.05, "0.003": 0.08}
+    assert out["methods"]["sft"]["best"] == 3e-3 and out["methods"]["grpo"]["best"] == 2e-5
+    with open(os.path.join(run_dir, "sweep.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(out))
+    c3 = testbed_sweep.get_config("full", methods=("grpo",), grids={"grpo": (2e-5,)})
+    c3.run_dir, c3.budget.steps = run_dir, c3.budget.steps + 1
+    assert set(testbed_sweep.run(c3)["methods"]) == {"grpo"}  # another budget: not merged...
+    with open(os.path.join(run_dir, "sweep.1.json")) as f:
+        assert set(json.load(f)["methods"]) == {"sft", "grpo"}  # ...and the earlier file kept
+
+
 def test_the_sweep_command_takes_extra_rates_for_the_methods_named(tmp_path, monkeypatch):
     """``--rates`` replaces every named method's grid (one more point of a grid already run, in
     its own run directory)."""
