@@ -117,6 +117,9 @@ def test_comparison_runs_evaluates_and_reports(smoke):
     assert set(res["passk"]["results"]["hpt"]["add_2"]["pass_at_k"]) == {"1", "2", "4"}
     report = open(os.path.join(c.run_dir, "REPORT.md")).read()
     assert "| HPT | " in report and " ± " in report and "| ID avg | OOD avg |" in report
+    # the time: this invocation's wall time and the runs' recorded training time, summed
+    train = sum(v["train"] for k, v in res["seconds"].items() if k != "total")
+    assert f"training, summed over the {len(res['seconds']) - 1} runs' recorded steps: {train / 60:.1f} min" in report
     for name in ("training_curves", "gate_sft_fraction", "accuracy_curves", "pass_at_k"):
         path = os.path.join(c.run_dir, "plots", f"{name}.png")
         with open(path, "rb") as f:

@@ -314,6 +314,11 @@ def test_report_says_for_each_arm_whether_it_beats_the_base_and_plots_per_tier(s
     # a run directory copied into docs/ links its plots and names its base without this machine's paths
     assert "- training reward per tier: [`plots/tier_rewards.png`](plots/tier_rewards.png)" in report
     assert "starts from the base model `base` and" in report and c.run_dir not in report
+    # the time: this invocation's wall time, and the runs' recorded training time summed
+    with open(os.path.join(c.run_dir, "results.json")) as f:
+        secs = json.load(f)["seconds"]
+    train = sum(v["train"] for k, v in secs.items() if k != "total")
+    assert f"training, summed over the {len(secs) - 1} runs' recorded steps: {train / 60:.1f} min" in report
     from matplotlib.image import imread
 
     for name in ("tier_rewards", "tier_accuracy_curves", "training_curves", "accuracy_curves"):

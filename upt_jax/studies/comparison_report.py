@@ -49,6 +49,18 @@ def shown_path(path: str, start: str) -> str:
     return path
 
 
+def time_line(secs: dict) -> str:
+    """The report's time: this invocation's wall time, and the training time the runs recorded
+    (a comparison assembled from runs made by earlier invocations took minutes to assemble, not
+    the hours its runs trained)."""
+    runs = [v for v in secs.values() if isinstance(v, dict)]
+    train = sum(float(v.get("train", 0.0)) for v in runs)
+    return (
+        f"Wall time of this invocation: {secs['total'] / 60:.1f} min; training, summed over the "
+        f"{len(runs)} runs' recorded steps: {train / 60:.1f} min."
+    )
+
+
 def label(config, key: str) -> str:
     return config.base.get("label", "base model") if key == BASE else config.arms[key].label
 
@@ -275,7 +287,7 @@ def write_report(config, results: dict, plots: Mapping[str, str]) -> str:
         lines += ["## Plots", ""] + [f"- {k}: [`{v}`]({v})" for k, v in shown.items()] + [""]
     secs = results.get("seconds", {})
     if "total" in secs:
-        lines.append(f"Wall time: {secs['total'] / 60:.1f} min.")
+        lines.append(time_line(secs))
     text = "\n".join(lines) + "\n"
     with open(os.path.join(config.run_dir, "REPORT.md"), "w") as f:
         f.write(text)
