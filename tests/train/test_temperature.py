@@ -153,3 +153,42 @@ def test_trainer_updates_at_ratio_one_when_rollouts_are_tempered(tmp_path):
     for m in train(c):
         assert abs(m["pg/rollout/ratio_max"] - 1) < 1e-4 and abs(m["pg/rollout/ratio_min"] - 1) < 1e-4, m
         assert m["pg/rollout/clip_frac"] == 0.0
+
+
+def test_train_temperature_ablation_trains_the_tau1_policy_on_tempered_samples(tmp_path):
+    """``rollout.train_temperature`` (an ablation): sampling at τ = 0.7 and training π_θ at 1, as
+    upt_jax did before the fix, but with the behaviour log-probs recomputed at 1 so each on-policy
+    update is still at ratio 1 (its gradient: the τ = 1 policy's on samples drawn at 0.7, the
+    textbook loss above at τ = 1). Unset, or equal to the sampling τ, nothing is recomputed."""
+    from experiments import grpo
+    from tests.train.test_trainer import shrink
+    from upt_jax.train import run_spec
+    from upt_jax.train.trainer import train
+
+    c = shrink(grpo.get_config(), tmp_path, steps=2)
+    c.rollout.temperature = TAU
+    assert not run_spec.behaviour_recomputed(c)
+    c.rollout.train_temperature = TAU
+    assert rollout_temperature(c) == TAU and not run_spec.behaviour_recomputed(c)
+    c.rollout.train_temperature = 1.0
+    assert rollout_temperature(c) == 1.0 and run_spec.behaviour_recomputed(c)
+    for m in train(c):
+        assert abs(m["pg/rollout/ratio_max"] - 1) < 1e-4 and abs(m["pg/rollout/ratio_min"] - 1) < 1e-4, m
+    # the frozen-inputs stage: old_logp replaced by the recomputation on the rollouts, kept on demos
+    from upt_jax.train.frozen import frozen_inputs
+
+    batch = dict(
+        tokens=jnp.ones((2, 3), jnp.int32),
+        attention_mask=jnp.ones((2, 3), jnp.int32),
+        mask=jnp.asarray([[0, 1, 1], [0, 1, 1]], jnp.float32),
+        old_logp=jnp.full((2, 3), -5.0),
+        is_demo=jnp.asarray([0, 1], jnp.int32),
+    )
+    out = frozen_inputs(
+        dict(batch),
+        params=None,
+        key=jax.random.key(0),
+        logp_fn=None,
+        behaviour_fn=lambda p, t, a, c: -jnp.ones(t.shape),
+    ).policy
+    np.testing.assert_array_equal(np.asarray(out["old_logp"]), [[0, -1, -1], [-5, -5, -5]])

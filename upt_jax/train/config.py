@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     # with top_k/top_p: train the truncated policy the rollouts were drawn from (π_θ renormalised
     # over each token's kept set, recorded by the sampler), so the first update's ratio is 1
     c.rollout.kept_set_replay = True
+    # an ablation: the temperature of the policy trained, other than the sampling one (None: the
+    # sampling τ, as verl and TRL); 1.0 at rollout.temperature 0.7 is upt_jax before issue #17's fix
+    c.rollout.train_temperature = ml_collections.FieldReference(None, field_type=float)
     # > 1: split a step's questions into this many chunks and score chunk k (verifier, in a
     # thread) while chunk k+1 generates (upt_jax.train.overlap); 1 = generate all, then score
     c.rollout.overlap_chunks = 1

@@ -228,6 +228,7 @@ def frozen_inputs(
     teacher: Teacher | None = None,
     critic: Critic | None = None,
     mesh=None,
+    behaviour_fn: Callable | None = None,
 ) -> Batch:
     """The step's batch (on the device(s)) with the frozen models' inputs added, before the update:
 
@@ -235,7 +236,9 @@ def frozen_inputs(
       ``ref_off_fn`` on the policy's ``params`` with the adapters off), 0 off ``mask``;
     * ``clip_cov_uniforms [B, L]`` (``uniforms``: Clip-Cov's draw, from the step's ``key``);
     * KTO's ``kto_z0`` from its mismatched pairs (when the batch has ``kl_tokens``);
-    * the `Teacher`'s inputs; the `Critic`'s ``values``.
+    * the `Teacher`'s inputs; the `Critic`'s ``values``;
+    * ``behaviour_fn`` (the ablation ``rollout.train_temperature``, `run_spec.behaviour_recomputed`):
+      the rollouts' ``old_logp`` recomputed with it on ``params`` (the demonstrations' kept).
 
     Returns a `Batch`, placed on ``mesh`` (`upt_jax.train.step.place_batch`): its ``critic`` is the
     critic's update batch (with GAE ``returns``), its ``info`` host metrics (``kto/z0``)."""
@@ -247,6 +250,10 @@ def frozen_inputs(
         batch["ref_logp"] = logp_fn(ref_params, batch["tokens"], batch["attention_mask"], cols) * batch["mask"]
     elif ref_off_fn is not None:
         batch["ref_logp"] = ref_off_fn(params, batch["tokens"], batch["attention_mask"], cols) * batch["mask"]
+    if behaviour_fn is not None:
+        new = behaviour_fn(params, batch["tokens"], batch["attention_mask"], cols) * batch["mask"]
+        demo = batch.get("is_demo")
+        batch["old_logp"] = new if demo is None else jnp.where(demo[:, None] > 0, batch["old_logp"], new)
     if uniforms:  # Clip-Cov's draw: the step's key
         batch["clip_cov_uniforms"] = jax.random.uniform(jax.random.fold_in(key, 0xC1C0), batch["mask"].shape)
     if "kl_tokens" in batch:  # KTO: the reference point z0 from mismatched pairs, no gradient

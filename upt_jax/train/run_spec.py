@@ -54,7 +54,21 @@ def rollout_temperature(config) -> float:
 
     if config.mode != "online":
         return 1.0
+    if config.rollout.get("train_temperature") is not None:  # the ablation: `behaviour_recomputed`
+        return float(config.rollout.train_temperature)
     return policy_temperature(SamplingParams(temperature=float(config.rollout.temperature)))
+
+
+def behaviour_recomputed(config) -> bool:
+    """Whether an online run trains π_θ at a temperature other than the sampling one
+    (``rollout.train_temperature``, an ablation: at 1 with ``rollout.temperature`` 0.7 it is
+    upt_jax before issue #17's fix, the τ = 1 policy's gradient on samples drawn at 0.7). Its
+    behaviour log-probs are then recomputed at the trained temperature with the pre-update
+    parameters (`upt_jax.train.frozen.frozen_inputs`), not the sampler's, so the first ratio is 1."""
+    from upt_jax.sampling import SamplingParams, policy_temperature
+
+    sampled = policy_temperature(SamplingParams(temperature=float(config.rollout.temperature)))
+    return config.mode == "online" and rollout_temperature(config) != sampled
 
 
 def kept_set_replay(config) -> bool:

@@ -234,6 +234,7 @@ def _spec():
             "nucleus sampling: the smallest set of likeliest tokens with this much mass (1: off)",
         ),
         ("rollout.top_k", number(int, lo=0), "sample among the k likeliest tokens (0: off)"),
+        ("rollout.train_temperature", number(float, lo=0, lo_open=True, none="sampling τ"), "ablation: trained τ"),
         (
             "rollout.kept_set_replay",
             flag(),

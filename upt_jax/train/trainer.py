@@ -32,7 +32,7 @@ import numpy as np
 
 from upt_jax import upge
 from upt_jax.models.partition import batch_shards
-from upt_jax.train import compile_cache, lora_state, shapes
+from upt_jax.train import compile_cache, lora_state, run_spec, shapes
 from upt_jax.train import rows as rows_lib
 from upt_jax.train.checks import checkpoint_bytes_estimate, validate
 from upt_jax.train import stages
@@ -354,6 +354,7 @@ class Trainer(Loop):
             teacher=self.teacher,
             critic=self.critic,
             mesh=self.mesh,
+            behaviour_fn=self.logp_fn if run_spec.behaviour_recomputed(self.config) else None,
         )
 
     def update(self, batch: stages.Batch) -> dict:
