@@ -387,3 +387,20 @@ def test_a_stop_request_ends_the_study_and_a_failure_does_not(tmp_path, monkeypa
     assert ran == ["sft", "grpo", "dpo"]
     results = json.loads((tmp_path / "results.json").read_text())["checks"]
     assert results["sft"]["error"] == "ValueError: boom" and "rows" in results["grpo"] and "dpo" not in results
+
+
+def test_the_temperature_ablation_trains_grpo_at_the_sampling_temperature_and_at_one():
+    """`benchmarks/temperature_ablation.py`: both arms are the GRPO check sampling at 0.7; the fix
+    trains π_θ at 0.7, the 'before' arm at 1 with its behaviour log-probs recomputed at 1."""
+    from benchmarks import temperature_ablation
+    from upt_jax.train import run_spec
+
+    arms = temperature_ablation.arms(0.7)
+    for name, check in arms.items():
+        assert "." not in check.key and check.steps == learning.checks("grpo")[0].steps
+        c = learning.study_config(check, "/tmp/t_ablation", base=learning_run.shipped_base(), seeds=(0,))
+        _, tc = cmp.arm_config(c, check.key, 0)
+        schema.validate(tc)
+        assert tc.rollout.temperature == 0.7
+        assert run_spec.rollout_temperature(tc) == (0.7 if name == "fix" else 1.0)
+        assert run_spec.behaviour_recomputed(tc) == (name == "before")
