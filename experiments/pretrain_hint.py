@@ -125,7 +125,7 @@ def ship(run_dir: str, out_dir: str = BASE, *, family: str = FAMILY, experiment:
 def check(run_dir: str, base: str = BASE, *, family: str = FAMILY) -> list[str]:
     """Disagreements (> `TOLERANCE`) between the model in ``run_dir`` and the shipped record, and
     any difference between the run's corpus and the one the record names (a rebuild of another
-    corpus is not a rebuild)."""
+    corpus is not a rebuild), and a run that ended without meeting its stopping rule."""
     from upt_jax.studies.base_model import compare_to_record
 
     with open(os.path.join(base, "record.json")) as f:
@@ -138,6 +138,14 @@ def check(run_dir: str, base: str = BASE, *, family: str = FAMILY) -> list[str]:
         for k, v in record.get("corpus", corpus).items()
         if corpus.get(k) != v
     ]
+    history = os.path.join(run_dir, "pretrain_history.json")
+    if os.path.exists(history):  # a run stopped by its step bound, short of the rule's target
+        with open(history) as f:
+            h = json.load(f)
+        if h.get("converged") is False:
+            differs.append(
+                f"the run ended at step {h.get('step')} without meeting its stopping rule (converged: False)"
+            )
     measured = measure(run_dir, family)
     print(json.dumps(measured, indent=1))
     return differs + compare_to_record(measured, record, tolerance=TOLERANCE)

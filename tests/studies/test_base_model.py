@@ -130,7 +130,8 @@ def test_a_shipped_base_loads_like_its_run_and_refuses_damaged_weights(tmp_path)
 
 def test_ship_records_the_corpus_and_check_refuses_a_rebuild_of_another_corpus(tmp_path, monkeypatch):
     """``--ship`` writes the run's corpus settings (its family options included) into the record;
-    ``--check`` names every corpus setting a rebuild differs in, besides the rates (measurement
+    ``--check`` names every corpus setting a rebuild differs in, and a run that did not meet its
+    stopping rule, besides the rates (measurement
     stubbed: the protocol's thousands of samples are not what is tested)."""
     c = _tiny_run(tmp_path)
     rates = {"hadd_2": {"greedy": 0.5, "n": 4}}
@@ -145,6 +146,8 @@ def test_ship_records_the_corpus_and_check_refuses_a_rebuild_of_another_corpus(t
     path.write_text(json.dumps(run))
     problems = pretrain_hint.check(c.run_dir, str(tmp_path / "base"))
     assert len(problems) == 2 and "corpus demo_fraction" in problems[0] and "labelled_facts" in problems[1]
+    (tmp_path / "run" / "pretrain_history.json").write_text(json.dumps({"step": 2, "converged": False}))
+    assert "without meeting its stopping rule" in pretrain_hint.check(c.run_dir, str(tmp_path / "base"))[-1]
 
 
 def test_shipped_bases_match_their_checksums_and_record_every_tier():
