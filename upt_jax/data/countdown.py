@@ -327,8 +327,9 @@ def countdown_facts(rng: random.Random, n: int, labelled: float = 0.0) -> list[s
     unused result label, as a trace names its results), the rest unlabelled. That is how every
     label of the format occurs in the corpus: the three-number corpus never names a fourth given
     number ``E``, so without these facts its embedding is never trained (weight decay shrinks it
-    to a tenth of the others') and ``cd_4``'s accuracy measures how a seed treats an untrained
-    token, not a longer search."""
+    to a tenth of the others'). Measured (docs/testbed.md): at 0.5 the embedding is trained, but
+    ``cd_4``'s accuracy spreads over pre-training seeds as much as without, and one seed of three
+    begins to sample ``cd_3m``; so the shipped base keeps 0."""
     out = []
     for _ in range(n):
         op, b = rng.choice(OPS), rng.randint(1, 9)
