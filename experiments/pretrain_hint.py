@@ -154,15 +154,16 @@ def check(run_dir: str, base: str = BASE, *, family: str = FAMILY) -> list[str]:
 def apply_overrides(config, argv) -> None:
     """Sets each ``--config.PATH=VALUE`` of ``argv`` that names an open dict's entry (such as
     ``data.corpus.options.labelled_facts``), typed and checked by the schema; SystemExit for
-    any other ``--config.`` argument."""
+    any other ``--config.`` argument (parsed as ``upt train`` parses them, `upt_jax.cli.open_overrides`)."""
+    from upt_jax.cli import open_overrides
     from upt_jax.train import schema
 
-    for a in argv:
-        if a.startswith("--config."):
-            path, _, raw = a[len("--config.") :].partition("=")
-            if schema.open_key(path) is None:
-                raise SystemExit(f"{a}: only open-dict entries (data.corpus.options.*, ...) are set here")
-            schema.apply_override(config, path, raw)
+    entries, rest = open_overrides(list(argv))
+    other = [a for a in rest if a.startswith("--config.")]
+    if other:
+        raise SystemExit(f"{other[0]}: only open-dict entries (data.corpus.options.*, ...) are set here")
+    for path, raw in entries:
+        schema.apply_override(config, path, raw)
     schema.validate(config)
 
 
@@ -174,12 +175,13 @@ def main(argv, experiment=None) -> int:
     ``--config.PATH=VALUE`` sets an open dict's entry (``data.corpus.options.labelled_facts``)."""
     import logging
 
+    from upt_jax.cli import open_overrides
     from upt_jax.studies.base_model import pretrain_until
 
     exp = experiment or sys.modules[__name__]
     name = os.path.splitext(os.path.basename(exp.__file__))[0]
     logging.basicConfig(level=logging.WARNING)
-    args = [a for a in argv if not a.startswith("--")]
+    args = [a for a in open_overrides(list(argv))[1] if not a.startswith("--")]  # an override's value is not one
     config = exp.get_config()
     apply_overrides(config, argv)
     if args:

@@ -106,6 +106,15 @@ def header(config) -> dict:
     }
 
 
+def _same_settings(config, previous: dict) -> bool:
+    return all(previous.get(k) == v for k, v in header(config).items())
+
+
+def _chosen_rates(config) -> dict[str, str]:
+    """Each method's chosen learning rate (`testbed.chosen`), as sweep.json's rate keys write it."""
+    return {m: f"{testbed.chosen(m, config.family)['learning_rate']:g}" for m in testbed.METHODS}
+
+
 def sweep_results(config, results: dict) -> dict:
     """``{"validation_seed", "score", "budget", "methods": {method: {"rates": {rate: {tier/group:
     entry}}, "scores": {rate: ID-avg difference}, "best": rate}}}`` from a comparison's results.
@@ -116,7 +125,7 @@ def sweep_results(config, results: dict) -> dict:
     with ``best_joint``: ``{name: {"learning_rate": rate, "value": value, "score": score}}``."""
     vs_base = results["paired"]["vs_base"]
     out = {**header(config), "methods": {}}
-    chosen = {m: f"{testbed.chosen(m, config.family)['learning_rate']:g}" for m in testbed.METHODS}
+    chosen = _chosen_rates(config)
     for key, arm in config.arms.items():
         if key not in vs_base:
             continue
@@ -139,7 +148,7 @@ _CHOSEN = ("best", "best_hparams", "best_joint")
 def choose(config, out: dict) -> dict:
     """Each method's ``best`` rate, ``best_hparams`` and ``best_joint`` from its scores (the rate
     arms counted as the default value's point at their rate in ``joint``)."""
-    chosen = {m: f"{testbed.chosen(m, config.family)['learning_rate']:g}" for m in testbed.METHODS}
+    chosen = _chosen_rates(config)
     for name, m in out["methods"].items():
         for k in _CHOSEN:
             m.pop(k, None)
@@ -182,7 +191,7 @@ def merge_previous(config, out: dict, previous: dict | None) -> dict:
     both have one), the choices then made again over the union. So a sweep run method by method,
     or a grid extended by ``--rates``, keeps every point. An earlier file of another validation
     split, score, seeds or budget is not merged (None: there was none)."""
-    if not previous or any(previous.get(k) != v for k, v in header(config).items()):
+    if not previous or not _same_settings(config, previous):
         return out
 
     def merge(old, new):
@@ -207,7 +216,7 @@ def run(config) -> dict:
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
-        if any(previous.get(k) != v for k, v in header(config).items()):
+        if not _same_settings(config, previous):
             kept = next(
                 f"{path[:-5]}.{i}.json" for i in itertools.count(1) if not os.path.exists(f"{path[:-5]}.{i}.json")
             )

@@ -187,7 +187,7 @@ def _config_spec(argv: list[str]) -> tuple[str | None, list[str]]:
     return spec, rest
 
 
-def _open_overrides(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+def open_overrides(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """Splits ``--config.PATH=VALUE`` overrides of open-dict entries (``recipe.hparams.*``,
     ``model.overrides.*``, ``data.fields.*``: keys ml_collections cannot know) from the rest."""
     from upt_jax.train import schema
@@ -225,9 +225,9 @@ def load_config(argv: list[str]):
             "--help lists every config key"
         )
     path = resolve_config_file(spec)
-    open_overrides, rest = _open_overrides(rest)
+    entries, rest = open_overrides(rest)
     config = load_config_file(path, rest)  # by path (upt_jax.config_files)
-    for key, value in open_overrides:  # after the rest: a recipe's hyper-parameters follow recipe.name
+    for key, value in entries:  # after the rest: a recipe's hyper-parameters follow recipe.name
         schema.apply_override(config, key, value)
     return config
 

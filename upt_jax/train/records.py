@@ -122,8 +122,9 @@ def corpus_records(config) -> list[dict]:
 def _corpus_options(cc) -> dict:
     """``config.data.corpus.options`` as keyword arguments of the family's ``corpus_doc`` (a
     config from before the key existed has none)."""
-    options = cc.get("options") or {}
-    return dict(options.to_dict() if hasattr(options, "to_dict") else options)
+    from upt_jax.train.schema_domains import plain
+
+    return dict(plain(cc.get("options")) or {})
 
 
 def preference_pair(record) -> tuple[str, str]:

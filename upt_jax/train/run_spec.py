@@ -13,6 +13,8 @@ __all__ = [
     "uses_demos",
     "critic_spec",
     "rollout_temperature",
+    "sampling_temperature",
+    "behaviour_recomputed",
     "kept_set_replay",
     "mesh_sizes",
     "group_size",
@@ -50,12 +52,18 @@ def rollout_temperature(config) -> float:
     """The temperature τ of the policy an online run trains: its rollouts' sampling temperature
     (1 for greedy rollouts, see `upt_jax.sampling.policy_temperature`); 1 for offline and
     preference data, which no sampler drew."""
-    from upt_jax.sampling import SamplingParams, policy_temperature
-
     if config.mode != "online":
         return 1.0
     if config.rollout.get("train_temperature") is not None:  # the ablation: `behaviour_recomputed`
         return float(config.rollout.train_temperature)
+    return sampling_temperature(config)
+
+
+def sampling_temperature(config) -> float:
+    """The temperature of the policy ``config.rollout`` samples from (1 for greedy rollouts,
+    `upt_jax.sampling.policy_temperature`)."""
+    from upt_jax.sampling import SamplingParams, policy_temperature
+
     return policy_temperature(SamplingParams(temperature=float(config.rollout.temperature)))
 
 
@@ -65,10 +73,7 @@ def behaviour_recomputed(config) -> bool:
     upt_jax before issue #17's fix, the τ = 1 policy's gradient on samples drawn at 0.7). Its
     behaviour log-probs are then recomputed at the trained temperature with the pre-update
     parameters (`upt_jax.train.frozen.frozen_inputs`), not the sampler's, so the first ratio is 1."""
-    from upt_jax.sampling import SamplingParams, policy_temperature
-
-    sampled = policy_temperature(SamplingParams(temperature=float(config.rollout.temperature)))
-    return config.mode == "online" and rollout_temperature(config) != sampled
+    return config.mode == "online" and rollout_temperature(config) != sampling_temperature(config)
 
 
 def kept_set_replay(config) -> bool:

@@ -123,7 +123,7 @@ class Trainer(Loop):
         self.group_size = group_size(config, self.with_demos)  # rows vs mesh checked in validate
         # online: the policy trained is the one the rollouts come from, π_θ at the rollout
         # temperature τ (log-probs, ratios, entropies, the reference's log-probs all at τ)
-        self.temperature = rollout_temperature(config)
+        self.temperature, self.recompute_behaviour = rollout_temperature(config), run_spec.behaviour_recomputed(config)
         self.step_fn = stages.policy_step(
             config,
             self.recipe,
@@ -354,7 +354,7 @@ class Trainer(Loop):
             teacher=self.teacher,
             critic=self.critic,
             mesh=self.mesh,
-            behaviour_fn=self.logp_fn if run_spec.behaviour_recomputed(self.config) else None,
+            behaviour_fn=self.logp_fn if self.recompute_behaviour else None,  # the train_temperature ablation
         )
 
     def update(self, batch: stages.Batch) -> dict:
