@@ -150,6 +150,68 @@ def test_ship_records_the_corpus_and_check_refuses_a_rebuild_of_another_corpus(t
     assert "without meeting its stopping rule" in pretrain_hint.check(c.run_dir, str(tmp_path / "base"))[-1]
 
 
+def test_held_out_tiers_pass_within_the_seeds_spread_and_only_they():
+    """A held-out tier's rate passes within the tolerance of the range the record keeps over seeds
+    (the shipped run's and its recorded rebuilds'); a trained tier's does not, and a rate outside
+    the widened range fails. `record_rebuild` keeps a seed's rates and refuses the shipped seed."""
+    from upt_jax.studies import base_model as bm
+
+    record = {"seed": 1, "measured": {"cd_3": {"greedy": 0.86}, "cd_4": {"greedy": 0.23, "pass@64": 0.6}}}
+    record["rebuilds"] = {"2": {"measured": {"cd_3": {"greedy": 0.84}, "cd_4": {"greedy": 0.09, "pass@64": 0.3}}}}
+    assert bm.seed_range(record, "cd_4", "greedy") == (0.09, 0.23)
+    got = {"cd_3": {"greedy": 0.86}, "cd_4": {"greedy": 0.12, "pass@64": 0.64}}
+    assert bm.compare_to_record(got, record, spread_tiers=("cd_4",)) == []
+    assert len(bm.compare_to_record(got, record)) == 1  # without the spread: cd_4 greedy is 0.11 off
+    lines = bm.spread_passes(got, record, spread_tiers=("cd_4",))
+    assert len(lines) == 1 and "cd_4 greedy" in lines[0] and "[0.090, 0.230]" in lines[0] and "2 seeds" in lines[0]
+    # outside the range by more than the tolerance: a problem, spread or not
+    low = {"cd_3": {"greedy": 0.86}, "cd_4": {"greedy": 0.03, "pass@64": 0.6}}
+    assert ["cd_4 greedy" in p for p in bm.compare_to_record(low, record, spread_tiers=("cd_4",))] == [True]
+    # a trained tier is held to the record itself, whatever the seeds did
+    off = {"cd_3": {"greedy": 0.78}, "cd_4": {"greedy": 0.23, "pass@64": 0.6}}
+    assert ["cd_3 greedy" in p for p in bm.compare_to_record(off, record, spread_tiers=("cd_4",))] == [True]
+
+
+def test_check_records_a_matching_rebuild_and_then_judges_by_its_spread(tmp_path, monkeypatch):
+    """``--check --record``: a converged rebuild of the same corpus whose trained tiers match is kept in
+    the record's ``rebuilds`` (the weights and checksum untouched); a later check of a held-out tier
+    then passes within the tolerance of the range the seeds span. A rebuild whose trained tier is off
+    is not recorded. The measurement is stubbed (the protocol's samples are not what is tested)."""
+    from upt_jax.data import tasks
+
+    held_out = tasks.get_task("arith_hint").tiers_at("ood")[0]
+    c = _tiny_run(tmp_path)
+    base = str(tmp_path / "base")
+    rates = {"hadd_2": {"greedy": 1.0}, held_out: {"greedy": 0.5}}
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None: rates)
+    shipped = pretrain_hint.ship(c.run_dir, base)
+    sha = shipped["weights_sha256"]
+    (tmp_path / "run" / "pretrain_history.json").write_text(json.dumps({"step": 2, "converged": True}))
+    run = json.loads((tmp_path / "run" / "config.json").read_text())
+    run["seed"] = 7
+    (tmp_path / "run" / "config.json").write_text(json.dumps(run))
+    rates.update({held_out: {"greedy": 0.3}, "hadd_2": {"greedy": 0.8}})  # a trained tier off: not recorded
+    assert len(pretrain_hint.check(c.run_dir, base, record_it=True)) == 2
+    assert "rebuilds" not in json.loads((tmp_path / "base" / "record.json").read_text())
+    (tmp_path / "run" / "measured.json").unlink()  # else read back: the run's step is the same
+    rates["hadd_2"] = {"greedy": 1.0}  # now only the held-out tier differs: recorded
+    assert ["greedy" in p for p in pretrain_hint.check(c.run_dir, base, record_it=True)] == [True]
+    record = json.loads((tmp_path / "base" / "record.json").read_text())
+    assert record["rebuilds"]["7"]["measured"] == rates and record["weights_sha256"] == sha
+    kept = json.loads((tmp_path / "run" / "measured.json").read_text())
+    assert kept["measured"] == rates and kept["step"] == 2
+    # kept for the run's step: a second check reads it back instead of measuring
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None: pytest.fail("measured again"))
+    assert pretrain_hint.check(c.run_dir, base) == []  # the recorded rebuild itself: within the spread
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None: rates)
+    (tmp_path / "run" / "measured.json").unlink()
+    rates[held_out] = {"greedy": 0.36}  # between the two seeds' 0.3 and 0.5: passes
+    assert pretrain_hint.check(c.run_dir, base) == []
+    (tmp_path / "run" / "measured.json").unlink()
+    rates[held_out] = {"greedy": 0.2}
+    assert len(pretrain_hint.check(c.run_dir, base)) == 1
+
+
 def test_shipped_bases_match_their_checksums_and_record_every_tier():
     from upt_jax import bases
     from upt_jax.data import tasks
@@ -163,6 +225,8 @@ def test_shipped_bases_match_their_checksums_and_record_every_tier():
         for tier in family.tiers_at("sft"):
             assert f"pass@{record['protocol']['pass_k']}" in record["measured"][tier]
         assert record["step"] > 0 and set(os.listdir(d)) >= {"model.json", "model.safetensors", "record.json"}
+        for seed, rebuild in record.get("rebuilds", {}).items():  # rebuilds measured on every tier too
+            assert seed != str(record["seed"]) and set(rebuild["measured"]) == set(record["measured"])
 
 
 def test_a_shipped_base_loads_for_evaluation_like_a_run_directory():
