@@ -208,3 +208,23 @@ def test_countdown_runs_through_pretraining_grpo_and_evaluation(tmp_path):
     suites = synthetic_suites(("cd_2",), n=2)
     results = evaluate(model, tok, suites, k=2, max_new_tokens=8, default_verifier="integer")
     assert results["cd_2"].num_questions == 2 and suites["cd_2"][0]["verifier"] == "countdown"
+
+
+def test_held_out_variants_are_a_user_family_of_verified_prompts_not_in_the_corpus():
+    """``benchmarks/countdown_ood.py``'s variants go through the public task API with the generator's
+    ``spec``: each demonstration is accepted by the verifier, each prompt lists the variant's
+    operations, and no variant's prompt is one the pre-training corpus's tiers write."""
+    from benchmarks import countdown_ood
+
+    fam = countdown_ood.register()
+    assert fam.tier_names == tuple(countdown_ood.VARIANTS)
+    corpus = {r["question"] for t in countdown.CORPUS_TIERS for r in tasks.generate(t, 400, seed=0)}
+    with Verifier("countdown") as v:
+        for tier, (count, ops, _, _) in countdown_ood.VARIANTS.items():
+            recs = tasks.generate(tier, 40, seed=4242)
+            assert list(v.scores([r["demonstration"] for r in recs], [r["answer"] for r in recs])) == [1.0] * 40
+            assert all(r["question"].endswith(f"with {ops}.") and len(r["numbers"]) == count for r in recs)
+            if ops not in ("+*",):  # another order or set of operations: a prompt the corpus never has
+                assert not corpus & {r["question"] for r in recs}
+    got = {"a": {"cdv_3r": {"greedy": 0.5, "avg@8": 0.4}}, "b": {"cdv_3r": {"greedy": 0.7, "avg@8": 0.45}}}
+    assert countdown_ood.spread(got)["cdv_3r"] == pytest.approx({"greedy": 0.2, "avg@8": 0.05})

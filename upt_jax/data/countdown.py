@@ -269,11 +269,13 @@ def _top(expr: str) -> str:
     return expr[1:-1] if expr.startswith("(") else expr
 
 
-def make_countdown_question(tier: str, seed: int, index: int) -> dict[str, Any]:
+def make_countdown_question(tier: str, seed: int, index: int, *, spec: tuple | None = None) -> dict[str, Any]:
     """Item ``index`` of ``tier`` for ``seed``: ``question``, ``answer`` (`reference`),
     ``demonstration`` (the search trace, ending in ``\\boxed{expression}``), ``numbers``,
-    ``target``, ``ops``."""
-    count, ops, _, rule = COUNTDOWN_TIERS[tier]
+    ``target``, ``ops``. ``spec``: the tier's ``(count, ops, level, rule)`` as in
+    `COUNTDOWN_TIERS` (default: its entry there), so a family of other tiers can reuse the
+    generator (``benchmarks/countdown_ood.py``'s variants)."""
+    count, ops, _, rule = spec or COUNTDOWN_TIERS[tier]
     rng = random.Random(f"upt_jax.countdown/{seed}/{tier}/{index}")
     for _ in range(_MAX_DRAWS):
         numbers = [rng.randint(1, 9) for _ in range(count)]
