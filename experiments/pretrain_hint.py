@@ -125,7 +125,9 @@ def ship(run_dir: str, out_dir: str = BASE, *, family: str = FAMILY, experiment:
     )
 
 
-def check(run_dir: str, base: str = BASE, *, family: str = FAMILY, record_it: bool = False) -> list[str]:
+def check(
+    run_dir: str, base: str = BASE, *, family: str = FAMILY, record_it: bool = False, criterion=None
+) -> list[str]:
     """Disagreements (> `TOLERANCE`) between the model in ``run_dir`` and the shipped record, and
     any difference between the run's corpus and the one the record names (a rebuild of another
     corpus is not a rebuild), and a run that ended without meeting its stopping rule.
@@ -136,7 +138,12 @@ def check(run_dir: str, base: str = BASE, *, family: str = FAMILY, record_it: bo
     countdown's ``cd_4`` over six seeds). The measurement is kept in ``RUN_DIR/measured.json``
     (`_measured`).
     ``record_it``: add it to the record's ``rebuilds`` when the run is a rebuild (same corpus,
-    converged) whose other tiers match the record."""
+    converged) whose other tiers match the record.
+
+    A run whose stopping rule ended short of its target (``converged: False``) is no rebuild, unless
+    ``criterion`` (its `StopCriterion`) is given and the protocol's larger greedy measurement puts
+    every watched tier at or above the target: the rule decides on ``n_eval`` (64) questions per
+    tier, where a model at 0.87 shows below 0.85 about a third of the time."""
     from upt_jax.data import tasks
     from upt_jax.hostinfo import host
     from upt_jax.studies import base_model as bm
@@ -154,15 +161,21 @@ def check(run_dir: str, base: str = BASE, *, family: str = FAMILY, record_it: bo
     ]
     history = os.path.join(run_dir, "pretrain_history.json")
     h = {}
-    if os.path.exists(history):  # a run stopped by its step bound, short of the rule's target
+    if os.path.exists(history):
         with open(history) as f:
             h = json.load(f)
-        if h.get("converged") is False:
-            differs.append(
-                f"the run ended at step {h.get('step')} without meeting its stopping rule (converged: False)"
-            )
     measured = _measured(run_dir, family, h.get("step"), record["protocol"])
     print(json.dumps(measured, indent=1))
+    if h.get("converged") is False:  # short of the rule's target on its own small evaluation
+        short = _short_of_target(measured, criterion)
+        line = f"the run ended at step {h.get('step')} without meeting its stopping rule (converged: False)"
+        if short is None or short:
+            differs.append(line + (f"; by the protocol too, on {', '.join(short)}" if short else ""))
+        else:
+            print(
+                f"note: {line} on its {criterion.n_eval} questions per tier; on the protocol's "
+                f"{record['protocol']['n_greedy']} every watched tier is at or above its target {criterion.target}"
+            )
     held_out = tasks.get_task(family).tiers_at("ood")
     problems = bm.compare_to_record(measured, record, tolerance=TOLERANCE, spread_tiers=held_out)
     for line in bm.spread_passes(measured, record, tolerance=TOLERANCE, spread_tiers=held_out):
@@ -177,6 +190,14 @@ def check(run_dir: str, base: str = BASE, *, family: str = FAMILY, record_it: bo
             bm.record_rebuild(base, run_config["seed"], measured, step=h.get("step"), host=host())
             print(f"recorded as rebuild seed {run_config['seed']} in {base}/record.json")
     return differs + problems
+
+
+def _short_of_target(measured: dict, criterion) -> list[str] | None:
+    """The watched tiers of ``criterion`` whose greedy rate in ``measured`` is below its target
+    (None without a criterion)."""
+    if criterion is None:
+        return None
+    return [t for t in criterion.tiers if measured.get(t, {}).get("greedy", 0.0) < criterion.target]
 
 
 def _measured(run_dir: str, family: str, step: int | None, protocol: dict) -> dict:
@@ -235,7 +256,9 @@ def main(argv, experiment=None) -> int:
     if "--ship" in argv:
         print(json.dumps(ship(config.run_dir, exp.BASE, family=exp.FAMILY, experiment=name)["measured"], indent=1))
     elif "--check" in argv:
-        problems = check(config.run_dir, exp.BASE, family=exp.FAMILY, record_it="--record" in argv)
+        problems = check(
+            config.run_dir, exp.BASE, family=exp.FAMILY, record_it="--record" in argv, criterion=exp.criterion()
+        )
         print("\n".join(problems) or f"matches the shipped record within {TOLERANCE:.2f} on every tier")
         return 1 if problems else 0
     elif fixed:  # python -m experiments.pretrain_hint RUN_DIR SEED --cosine=800
