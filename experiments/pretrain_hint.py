@@ -9,6 +9,7 @@ linear cool-down), not after a fixed number of steps.
     python -m experiments.pretrain_hint RUN_DIR --check             # a rebuild against the shipped record
     python -m experiments.pretrain_hint RUN_DIR --check --record    # ... kept in the record's rebuilds
     python -m experiments.pretrain_hint RUN_DIR SEED --cosine=800   # fixed steps, cosine, then eval
+    python -m experiments.pretrain_hint DIR --measure [--protocol=n_pass=256,...] [--tiers=a,b]
 
 ``--check`` measures the run with the shipped record's protocol and exits 1 when a tier's rate
 differs from the record by more than 5 points (`upt_jax.studies.base_model.compare_to_record`); a
@@ -22,6 +23,7 @@ Everything but the corpus, the schedule and the stopping rule is `experiments/pr
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 from upt_jax.config_files import sibling
 from upt_jax.data import hinted
@@ -83,22 +85,47 @@ FAMILY, BASE = "arith_hint", "upt_jax/bases/arith_hint"
 TOLERANCE = 0.05
 
 
-def measure(run_dir: str, family: str = FAMILY, template: str | None = None) -> dict:
-    """The per-tier rates of the model in ``run_dir`` under the shipping protocol: greedy on every
-    tier of ``family``, pass@64 on its SFT and OOD tiers."""
+def measure(
+    run_dir: str,
+    family: str = FAMILY,
+    template: str | None = None,
+    *,
+    tiers: Sequence[str] | None = None,
+    protocol: dict | None = None,
+) -> dict:
+    """The per-tier rates of the model in ``run_dir`` (a run or a shipped model directory) under the
+    shipping protocol (``protocol`` overrides its entries, e.g. ``{"n_pass": 256}``): greedy on
+    every tier of ``family`` (or ``tiers``), pass@64 on its SFT and OOD tiers."""
     from upt_jax.data import tasks
-    from upt_jax.train.run_model import load_run_model
     from upt_jax.studies.base_model import measure_tiers
+    from upt_jax.train.run_model import load_run_model
 
     model, tok, _, _ = load_run_model(run_dir)
     fam = tasks.get_task(family)
+    names = list(tiers) if tiers else [t.name for t in fam.tiers]
     return measure_tiers(
         model,
         tok,
-        [t.name for t in fam.tiers],
-        pass_tiers=fam.tiers_at("sft") + fam.tiers_at("ood"),
+        names,
+        pass_tiers=[t for t in fam.tiers_at("sft") + fam.tiers_at("ood") if t in names],
         template=template or get_config().data.template,
+        protocol=protocol,
     )
+
+
+def _protocol_arg(argv) -> dict:
+    """``--protocol=n_greedy=1024,n_pass=256`` → ``{"n_greedy": 1024, "n_pass": 256}`` (entries of
+    `upt_jax.studies.base_model.PROTOCOL`, typed as there)."""
+    from upt_jax.studies.base_model import PROTOCOL
+
+    out = {}
+    for arg in (a.split("=", 1)[1] for a in argv if a.startswith("--protocol=")):
+        for item in filter(None, arg.split(",")):
+            k, _, v = item.partition("=")
+            if k not in PROTOCOL:
+                raise SystemExit(f"--protocol: {k!r} is not one of {sorted(PROTOCOL)}")
+            out[k] = type(PROTOCOL[k])(v)
+    return out
 
 
 def ship(run_dir: str, out_dir: str = BASE, *, family: str = FAMILY, experiment: str = "pretrain_hint") -> dict:
@@ -235,7 +262,9 @@ def main(argv, experiment=None) -> int:
     """The command line of a family's base-model experiment (this module's, or ``experiment``: a
     module with ``get_config``, ``criterion``, ``FAMILY``, ``BASE``, such as
     ``experiments/pretrain_countdown.py``): ``RUN_DIR [SEED]`` pre-trains to the criterion,
-    ``--ship`` / ``--check`` measure the run, ``--cosine=STEPS`` runs the fixed-schedule point;
+    ``--ship`` / ``--check`` measure the run, ``--measure`` measures a run or shipped directory
+    (``--protocol=KEY=V,...`` overrides the protocol, ``--tiers=a,b`` picks tiers), ``--cosine=STEPS``
+    runs the fixed-schedule point;
     ``--config.PATH=VALUE`` sets an open dict's entry (``data.corpus.options.labelled_facts``)."""
     import logging
 
@@ -253,7 +282,10 @@ def main(argv, experiment=None) -> int:
     if len(args) > 1:
         config.seed = int(args[1])
     fixed = [a for a in argv if a.startswith("--cosine=")]
-    if "--ship" in argv:
+    if "--measure" in argv:  # python -m experiments.pretrain_countdown DIR --measure --protocol=n_pass=256 --tiers=cd_4
+        tiers = [t for a in argv if a.startswith("--tiers=") for t in a.split("=", 1)[1].split(",")]
+        print(json.dumps(measure(config.run_dir, exp.FAMILY, tiers=tiers, protocol=_protocol_arg(argv)), indent=1))
+    elif "--ship" in argv:
         print(json.dumps(ship(config.run_dir, exp.BASE, family=exp.FAMILY, experiment=name)["measured"], indent=1))
     elif "--check" in argv:
         problems = check(

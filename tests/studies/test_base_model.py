@@ -219,6 +219,33 @@ def test_check_records_a_matching_rebuild_and_then_judges_by_its_spread(tmp_path
     assert len(pretrain_hint.check(c.run_dir, base)) == 1
 
 
+def test_measure_command_passes_its_protocol_and_tiers(tmp_path, monkeypatch, capsys):
+    """``--measure --protocol=... --tiers=...`` measures the named tiers (pass@64 on the held-out and
+    SFT ones among them) with the protocol's entries overridden and typed; an unknown entry exits."""
+    from upt_jax.studies import base_model as bm
+
+    c = _tiny_run(tmp_path)
+    seen = {}
+
+    def fake(model, tok, tiers, *, pass_tiers=(), template="zero", protocol=None, key=None):
+        seen.update(tiers=tiers, pass_tiers=pass_tiers, protocol=protocol)
+        return {t: {"greedy": 0.5} for t in tiers}
+
+    monkeypatch.setattr(bm, "measure_tiers", fake)
+    assert (
+        pretrain_hint.main([c.run_dir, "--measure", "--protocol=n_pass=256,temperature=0.7", "--tiers=hadd_2,hadd_4"])
+        == 0
+    )
+    assert seen == {
+        "tiers": ["hadd_2", "hadd_4"],
+        "pass_tiers": ["hadd_4"],
+        "protocol": {"n_pass": 256, "temperature": 0.7},
+    }
+    assert json.loads(capsys.readouterr().out) == {"hadd_2": {"greedy": 0.5}, "hadd_4": {"greedy": 0.5}}
+    with pytest.raises(SystemExit, match="n_questions"):
+        pretrain_hint.main([c.run_dir, "--measure", "--protocol=n_questions=3"])
+
+
 def test_shipped_bases_match_their_checksums_and_record_every_tier():
     from upt_jax import bases
     from upt_jax.data import tasks
