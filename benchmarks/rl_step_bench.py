@@ -24,9 +24,10 @@ same reward (``benchmarks.trl_bench.parity_reward``, in TRL's process and upt_ja
 ``--cores 1``: both sides pinned to one core (on a host shared with other jobs PyTorch's OpenMP
 threads wait on each other: 2 threads can be 10-20× slower than 1 there, XLA's pool much less so).
 Two warm-up steps per side (compiles, allocator), then ``--rounds`` rounds, each one step of every
-side in turn; the table has the median step. ``--isa avx2`` restricts both sides to AVX2 (XLA's
-``--xla_cpu_max_isa=AVX2``, PyTorch's ``ATEN_CPU_CAPABILITY=avx2`` and ``ONEDNN_MAX_CPU_ISA=AVX2``),
-each ISA in a fresh process. The sampler line: the same 2,048 new tokens as 4 prompts × 8 samples
+side in turn; the table has the median step. ``--isa avx2`` restricts both sides to AVX2 (`ISA_ENV`:
+XLA's ``--xla_cpu_max_isa=AVX2`` with its dots through oneDNN under ``ONEDNN_MAX_CPU_ISA=AVX2``,
+PyTorch's ``ATEN_CPU_CAPABILITY=avx2`` and ``MKL_ENABLE_INSTRUCTIONS=AVX2``; before session 15 the
+matmul libraries of both sides ignored the restriction), each ISA in a fresh process. The sampler line: the same 2,048 new tokens as 4 prompts × 8 samples
 and as 32 prompts × 1, and 4 × 8 padded as before to 8 prompts (``batch_bucket=64``).
 """
 
@@ -46,9 +47,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TRL_VENV = os.path.join(ROOT, ".venv-trl")
 TRL_SCRIPT = os.path.join(HERE, "trl_bench.py")
+# Restricting a process to AVX2 on an AVX-512 host. XLA's ``--xla_cpu_max_isa`` reaches its own
+# code generation but not its matmul libraries (YNNPACK and Eigen pick AVX-512 at run time: 146-190
+# GFLOP/s on one core with or without it), nor does ``ATEN_CPU_CAPABILITY`` reach PyTorch's MKL
+# (181-186 GFLOP/s). So XLA's dots go to oneDNN, which ``ONEDNN_MAX_CPU_ISA`` limits, and MKL gets
+# ``MKL_ENABLE_INSTRUCTIONS``: 110-117 GFLOP/s on both sides, an AVX2 core's rate. Each side's
+# matmul peak under the environment is in the table, to show the restriction held.
 ISA_ENV = {
     "native": {},
-    "avx2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx2": {
+        "XLA_FLAGS": "--xla_cpu_max_isa=AVX2 --xla_cpu_use_onednn=true "
+        "--xla_cpu_experimental_onednn_fusion_type=dot --xla_cpu_experimental_ynn_fusion_type=",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    },
 }
 RESULT = "RL_STEP_RESULT "
 PROMPTS, N, NEW, PROMPT_LEN = 4, 8, 64, 32
@@ -209,6 +222,21 @@ def nnx_model(trainer):
     return nnx.merge(trainer.graphdef, trainer.state.params)
 
 
+def torch_matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """PyTorch's fp32 matmul throughput in this process's environment (GFLOP/s): with `matmul_peak_gflops`
+    (XLA's), what shows that an ISA restriction reached both sides' matmul libraries."""
+    import torch
+
+    a = torch.ones(n, n)
+    a @ a
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def child(config: str, rounds: int, trl: bool) -> dict:
     """One config in this process (its ISA and cores already set): GRPO upt_jax vs TRL in turn,
     HPT beside."""
@@ -218,7 +246,7 @@ def child(config: str, rounds: int, trl: bool) -> dict:
     from upt_jax.hostinfo import host
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    load0, peak = os.getloadavg()[0], matmul_peak_gflops()
+    load0, peak, torch_peak = os.getloadavg()[0], matmul_peak_gflops(), torch_matmul_peak_gflops()
     d = tempfile.mkdtemp(prefix=f"upt_rl_step_{config}_")
     vocab = write_model_dir(config, d)
     data = os.path.join(d, "data.jsonl")
@@ -275,6 +303,7 @@ def child(config: str, rounds: int, trl: bool) -> dict:
         cores=len(os.sched_getaffinity(0)),
         load_avg=[round(load0, 1), round(os.getloadavg()[0], 1)],
         matmul_peak_gflops=round(peak, 1),
+        torch_matmul_peak_gflops=round(torch_peak, 1),
         host=host(),
     )
 
@@ -322,7 +351,7 @@ def table(rows: list[dict]) -> list[str]:
         "| ISA | cores | config | upt_jax GRPO step s (rollout / reward / update) | TRL GRPOTrainer step s "
         "| TRL / upt_jax | upt_jax GRPO, share_prompt: step s (update), update GFLOP | TRL / upt_jax, share_prompt "
         "| upt_jax HPT step s "
-        "| first step s (upt_jax / TRL / HPT) | matmul peak GFLOP/s | update GFLOP (at peak s) "
+        "| first step s (upt_jax / TRL / HPT) | matmul peak GFLOP/s (XLA / PyTorch) | update GFLOP (at peak s) "
         "| TRL / upt_jax, update at peak | load avg (start, end) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -340,7 +369,7 @@ def table(rows: list[dict]) -> list[str]:
             f"| {r['isa']} | {r['cores']} | {r['config']} | {s['upt_jax']}{split} | {trl} | "
             f"{str(r['ratio']) + '×' if r['ratio'] else '–'} | {_shared_cell(r)} | "
             f"{str(r['ratio_shared']) + '×' if r.get('ratio_shared') else '–'} | {s['hpt']} | "
-            f"{f.get('upt_jax')} / {f.get('trl', '–')} / {f.get('hpt')} | {r['matmul_peak_gflops']} | "
+            f"{f.get('upt_jax')} / {f.get('trl', '–')} / {f.get('hpt')} | {r['matmul_peak_gflops']} / {r.get('torch_matmul_peak_gflops', '–')} | "
             f"{r.get('update_gflop', '–')} ({r.get('update_floor_s', '–')}) | "
             f"{str(r['ratio_ceiling']) + '×' if r.get('ratio_ceiling') else '–'} | "
             f"{r['load_avg'][0]}, {r['load_avg'][1]} |"

@@ -214,7 +214,8 @@ def check(
         if differs or trained:
             print("not recorded: not a rebuild that matches the record on its trained tiers")
         else:
-            bm.record_rebuild(base, run_config["seed"], measured, step=h.get("step"), host=host())
+            isa = {"xla_flags": os.environ["XLA_FLAGS"]} if os.environ.get("XLA_FLAGS") else {}  # e.g. AVX2 only
+            bm.record_rebuild(base, run_config["seed"], measured, step=h.get("step"), host=host(), **isa)
             print(f"recorded as rebuild seed {run_config['seed']} in {base}/record.json")
     return differs + problems
 
