@@ -50,14 +50,15 @@ TRL_SCRIPT = os.path.join(HERE, "trl_bench.py")
 # Restricting a process to AVX2 on an AVX-512 host. XLA's ``--xla_cpu_max_isa`` reaches its own
 # code generation but not its matmul libraries (YNNPACK and Eigen pick AVX-512 at run time: 146-190
 # GFLOP/s on one core with or without it), nor does ``ATEN_CPU_CAPABILITY`` reach PyTorch's MKL
-# (181-186 GFLOP/s). So XLA's dots go to oneDNN, which ``ONEDNN_MAX_CPU_ISA`` limits, and MKL gets
+# (181-186 GFLOP/s). So XLA's dots go to oneDNN (``--xla_cpu_use_onednn``, not YNNPACK; oneDNN's
+# dot *fusions* fail to compile the trainer's step), which ``ONEDNN_MAX_CPU_ISA`` limits, and MKL gets
 # ``MKL_ENABLE_INSTRUCTIONS``: 110-117 GFLOP/s on both sides, an AVX2 core's rate. Each side's
-# matmul peak under the environment is in the table, to show the restriction held.
+# matmul peak under the environment is in the table, to show the restriction held; dots that
+# oneDNN does not take (if any) would still run XLA's own kernels.
 ISA_ENV = {
     "native": {},
     "avx2": {
-        "XLA_FLAGS": "--xla_cpu_max_isa=AVX2 --xla_cpu_use_onednn=true "
-        "--xla_cpu_experimental_onednn_fusion_type=dot --xla_cpu_experimental_ynn_fusion_type=",
+        "XLA_FLAGS": "--xla_cpu_max_isa=AVX2 --xla_cpu_use_onednn=true --xla_cpu_experimental_ynn_fusion_type=",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
         "ATEN_CPU_CAPABILITY": "avx2",
         "MKL_ENABLE_INSTRUCTIONS": "AVX2",
