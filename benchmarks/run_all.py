@@ -236,7 +236,9 @@ def startup_and_rl_step_lines(first: dict, rl_rows: list[dict]) -> list[str]:
         "prompts and reward on both sides; upt_jax through a `Trainer` built from `experiments/grpo.py`, TRL "
         "(`.venv-trl`) through `GRPOTrainer.train`, steps taken in turn; the HPT step (4 × (8 rollouts + 1 "
         "demonstration)) beside it. Median of the rounds after two warm-up steps; `avx2`: both sides restricted "
-        "to AVX2 (XLA `--xla_cpu_max_isa=AVX2`, `ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`).",
+        "to AVX2, their matmul libraries included (`rl_step_bench.ISA_ENV`: XLA `--xla_cpu_max_isa=AVX2` with "
+        "its dots through oneDNN under `ONEDNN_MAX_CPU_ISA=AVX2`; PyTorch `ATEN_CPU_CAPABILITY=avx2`, "
+        "`MKL_ENABLE_INSTRUCTIONS=AVX2`); each side's matmul peak under it is a column.",
         "",
         *rl_step_bench.table(rl_rows),
         "",
