@@ -8,14 +8,13 @@ measured greedily and at T = 1 on several pre-trained countdown models.
 
 A ``RUN_DIR`` is a pre-training run (``python -m experiments.pretrain_countdown RUN_DIR SEED``) or
 a shipped model directory (``upt_jax/bases/countdown``). Prints one row per model and the spread
-(highest − lowest) per tier. docs/testbed.md ("The held-out tiers and the seeds' spread") has the
-numbers and why countdown's record judges its held-out tiers against the seeds' range.
+(highest − lowest) per tier. docs/testbed.md ("Two more rebuilds, a larger sample, and the held-out
+tiers against the seeds' range") has the numbers and why countdown's record judges its held-out tiers against the seeds' range.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 

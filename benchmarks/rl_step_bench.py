@@ -27,8 +27,9 @@ Two warm-up steps per side (compiles, allocator), then ``--rounds`` rounds, each
 side in turn; the table has the median step. ``--isa avx2`` restricts both sides to AVX2 (`ISA_ENV`:
 XLA's ``--xla_cpu_max_isa=AVX2`` with its dots through oneDNN under ``ONEDNN_MAX_CPU_ISA=AVX2``,
 PyTorch's ``ATEN_CPU_CAPABILITY=avx2`` and ``MKL_ENABLE_INSTRUCTIONS=AVX2``; before session 15 the
-matmul libraries of both sides ignored the restriction), each ISA in a fresh process. The sampler line: the same 2,048 new tokens as 4 prompts × 8 samples
-and as 32 prompts × 1, and 4 × 8 padded as before to 8 prompts (``batch_bucket=64``).
+matmul libraries of both sides ignored the restriction), each ISA in a fresh process. The sampler
+line: the same 2,048 new tokens as 4 prompts × 8 samples and as 32 prompts × 1, and 4 × 8 padded
+as before to 8 prompts (``batch_bucket=64``).
 """
 
 from __future__ import annotations
@@ -223,27 +224,12 @@ def nnx_model(trainer):
     return nnx.merge(trainer.graphdef, trainer.state.params)
 
 
-def torch_matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """PyTorch's fp32 matmul throughput in this process's environment (GFLOP/s): with `matmul_peak_gflops`
-    (XLA's), what shows that an ISA restriction reached both sides' matmul libraries."""
-    import torch
-
-    a = torch.ones(n, n)
-    a @ a
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
-
-
 def child(config: str, rounds: int, trl: bool) -> dict:
     """One config in this process (its ISA and cores already set): GRPO upt_jax vs TRL in turn,
     HPT beside."""
     import torch
 
-    from benchmarks.update_bench import matmul_peak_gflops
+    from benchmarks.update_bench import matmul_peak_gflops, torch_matmul_peak_gflops
     from upt_jax.hostinfo import host
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))

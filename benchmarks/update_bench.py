@@ -42,11 +42,25 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
 
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
-    f(a, a).block_until_ready()
+    return _peak(lambda: f(a, a).block_until_ready(), n, repeats)
+
+
+def torch_matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The same for PyTorch in this process's environment: with `matmul_peak_gflops`, what shows
+    that an ISA restriction reached both sides' matmul libraries (``rl_step_bench --isa avx2``)."""
+    import torch
+
+    a = torch.ones(n, n)
+    return _peak(lambda: a @ a, n, repeats)
+
+
+def _peak(run, n: int, repeats: int) -> float:
+    """GFLOP/s of an ``n × n`` matmul ``run()``, best of ``repeats`` after one warm-up call."""
+    run()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        f(a, a).block_until_ready()
+        run()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 

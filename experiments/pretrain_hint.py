@@ -191,27 +191,17 @@ def check(
     if os.path.exists(history):
         with open(history) as f:
             h = json.load(f)
-    measured = _measured(run_dir, family, h.get("step"), record["protocol"])
+    measured = _measured(run_dir, family, h.get("step"))
     print(json.dumps(measured, indent=1))
     if h.get("converged") is False:  # short of the rule's target on its own small evaluation
-        short = _short_of_target(measured, criterion)
-        line = f"the run ended at step {h.get('step')} without meeting its stopping rule (converged: False)"
-        if short is None or short:
-            differs.append(line + (f"; by the protocol too, on {', '.join(short)}" if short else ""))
-        else:
-            print(
-                f"note: {line} on its {criterion.n_eval} questions per tier; on the protocol's "
-                f"{record['protocol']['n_greedy']} every watched tier is at or above its target {criterion.target}"
-            )
+        differs += _unconverged(h, measured, criterion, record["protocol"]["n_greedy"])
     held_out = tasks.get_task(family).tiers_at("ood")
     problems = bm.compare_to_record(measured, record, tolerance=TOLERANCE, spread_tiers=held_out)
     for line in bm.spread_passes(measured, record, tolerance=TOLERANCE, spread_tiers=held_out):
         print(f"passes by the seeds' spread: {line}")
     if record_it:
-        trained = [
-            p for p in bm.compare_to_record(measured, record, tolerance=TOLERANCE) if p.split()[0] not in held_out
-        ]
-        if differs or trained:
+        trained = {**record, "measured": {t: r for t, r in record["measured"].items() if t not in held_out}}
+        if differs or bm.compare_to_record(measured, trained, tolerance=TOLERANCE):
             print("not recorded: not a rebuild that matches the record on its trained tiers")
         else:
             isa = {"xla_flags": os.environ["XLA_FLAGS"]} if os.environ.get("XLA_FLAGS") else {}  # e.g. AVX2 only
@@ -220,26 +210,38 @@ def check(
     return differs + problems
 
 
-def _short_of_target(measured: dict, criterion) -> list[str] | None:
-    """The watched tiers of ``criterion`` whose greedy rate in ``measured`` is below its target
-    (None without a criterion)."""
+def _unconverged(history: dict, measured: dict, criterion, n_greedy: int) -> list[str]:
+    """The problem line of a run whose stopping rule ended short of its target, or none when
+    ``criterion`` is given and ``measured`` (the protocol's ``n_greedy`` questions per tier) puts
+    every watched tier at or above the target (then a note is printed)."""
+    line = f"the run ended at step {history.get('step')} without meeting its stopping rule (converged: False)"
     if criterion is None:
-        return None
-    return [t for t in criterion.tiers if measured.get(t, {}).get("greedy", 0.0) < criterion.target]
+        return [line]
+    short = [t for t in criterion.tiers if measured.get(t, {}).get("greedy", 0.0) < criterion.target]
+    if short:
+        return [f"{line}; by the protocol too, on {', '.join(short)}"]
+    print(
+        f"note: {line} on its {criterion.n_eval} questions per tier; on the protocol's {n_greedy} "
+        f"every watched tier is at or above its target {criterion.target}"
+    )
+    return []
 
 
-def _measured(run_dir: str, family: str, step: int | None, protocol: dict) -> dict:
+def _measured(run_dir: str, family: str, step: int | None) -> dict:
     """`measure` of ``run_dir``, kept in ``RUN_DIR/measured.json`` with the run's final step and the
-    protocol, and read back from there when both still hold (a second check measures nothing)."""
+    protocol it was measured under (`upt_jax.studies.base_model.PROTOCOL`), and read back from there
+    when both still hold (a second check measures nothing)."""
+    from upt_jax.studies.base_model import PROTOCOL
+
     path = os.path.join(run_dir, "measured.json")
     if step is not None and os.path.exists(path):
         with open(path) as f:
             kept = json.load(f)
-        if kept.get("step") == step and kept.get("protocol") == protocol:
+        if kept.get("step") == step and kept.get("protocol") == PROTOCOL:
             return kept["measured"]
     measured = measure(run_dir, family)
     with open(path, "w") as f:
-        json.dump({"step": step, "protocol": protocol, "measured": measured}, f, indent=1)
+        json.dump({"step": step, "protocol": PROTOCOL, "measured": measured}, f, indent=1)
     return measured
 
 

@@ -332,19 +332,13 @@ def compare_to_record(
     train, so their base rate is how a seed happens to extrapolate) also passes within
     ``tolerance`` of the range it spans over the record's ``rebuilds`` and the shipped run
     (`seed_range`); such a pass is named by `spread_passes`, not here."""
-    problems = []
-    for tier, rec in record["measured"].items():
-        got = measured.get(tier)
-        for rate in _rates(rec):
-            if got is None or rate not in got:
-                problems.append(f"{tier} {rate}: recorded {rec[rate]:.3f}, not measured")
-            elif abs(got[rate] - rec[rate]) > tolerance and not (
-                tier in spread_tiers and _in_range(got[rate], seed_range(record, tier, rate), tolerance)
-            ):
-                problems.append(
-                    f"{tier} {rate}: recorded {rec[rate]:.3f}, measured {got[rate]:.3f} (|Δ| > {tolerance:.2f})"
-                )
-    return problems
+    return [
+        f"{tier} {rate}: recorded {rec:.3f}, not measured"
+        if got is None
+        else f"{tier} {rate}: recorded {rec:.3f}, measured {got:.3f} (|Δ| > {tolerance:.2f})"
+        for tier, rate, rec, got, verdict in _judged(measured, record, tolerance, spread_tiers)
+        if verdict in ("missing", "off")
+    ]
 
 
 def spread_passes(
@@ -353,18 +347,33 @@ def spread_passes(
     """The rates of ``spread_tiers`` that differ from the record by more than ``tolerance`` but lie
     within ``tolerance`` of the range recorded over seeds (`compare_to_record` passes them): one
     line each, so that a check says which of its passes were by the seeds' spread."""
+    n = len(seed_measurements(record))
     out = []
-    for tier in spread_tiers:
-        rec, got = record["measured"].get(tier, {}), measured.get(tier, {})
-        for rate in _rates(rec):
-            lo_hi = seed_range(record, tier, rate)
-            if rate in got and abs(got[rate] - rec[rate]) > tolerance and _in_range(got[rate], lo_hi, tolerance):
-                out.append(
-                    f"{tier} {rate}: measured {got[rate]:.3f}, {abs(got[rate] - rec[rate]):.3f} from the record, "
-                    f"within {tolerance:.2f} of the range over {len(seed_measurements(record))} seeds "
-                    f"[{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
-                )
+    for tier, rate, rec, got, verdict in _judged(measured, record, tolerance, spread_tiers):
+        if verdict == "spread":
+            lo, hi = seed_range(record, tier, rate)
+            out.append(
+                f"{tier} {rate}: measured {got:.3f}, {abs(got - rec):.3f} from the record, "
+                f"within {tolerance:.2f} of the range over {n} seeds [{lo:.3f}, {hi:.3f}]"
+            )
     return out
+
+
+def _judged(measured: dict, record: dict, tolerance: float, spread_tiers: Sequence[str]):
+    """``(tier, rate, recorded, measured or None, verdict)`` for every rate of the record: ``ok``
+    (within ``tolerance`` of it), ``spread`` (a rate of ``spread_tiers`` only within ``tolerance``
+    of the seeds' range), ``off`` or ``missing``."""
+    for tier, rec in record["measured"].items():
+        got = measured.get(tier, {})
+        for rate in _rates(rec):
+            if rate not in got:
+                yield tier, rate, rec[rate], None, "missing"
+            elif abs(got[rate] - rec[rate]) <= tolerance:
+                yield tier, rate, rec[rate], got[rate], "ok"
+            elif tier in spread_tiers and _in_range(got[rate], seed_range(record, tier, rate), tolerance):
+                yield tier, rate, rec[rate], got[rate], "spread"
+            else:
+                yield tier, rate, rec[rate], got[rate], "off"
 
 
 def seed_measurements(record: dict) -> dict[str, dict]:
