@@ -9,7 +9,8 @@ measured greedily and at T = 1 on several pre-trained countdown models.
 A ``RUN_DIR`` is a pre-training run (``python -m experiments.pretrain_countdown RUN_DIR SEED``) or
 a shipped model directory (``upt_jax/bases/countdown``). Prints one row per model and the spread
 (highest − lowest) per tier. docs/testbed.md ("Two more rebuilds, a larger sample, and the held-out
-tiers against the seeds' range") has the numbers and why countdown's record judges its held-out tiers against the seeds' range.
+tiers against the seeds' range") has the numbers; ``cdv_3r``'s agreement over seeds is why the
+family's held-out tier is now ``cd_3r`` (the same variant under the family's own tier name).
 """
 
 from __future__ import annotations

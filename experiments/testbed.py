@@ -52,10 +52,12 @@ FAMILIES = tuple(TITLES)
 
 def layout(family: str = FAMILY) -> dict[str, tuple[str, ...]]:
     """A family's tiers by level and the comparison's mixes of them (a tier named twice is drawn
-    twice as often): ``base``, ``rl``, ``sft``, ``ood``, ``id`` (the tiers trained on), and
+    twice as often): ``base``, ``rl``, ``sft``, ``ood`` (every held-out tier: the family's ``ood``
+    and ``ext`` levels), ``id`` (the tiers trained on), and
     ``rl_mix`` (50 % RL tier, 50 % replay), ``sft_mix`` (25 % new, 75 % replay), ``hybrid_mix``
     (RL tier, SFT tiers and base tiers, a third each)."""
-    base, rl, sft, ood = (tasks.get_task(family).tiers_at(level) for level in ("base", "rl", "sft", "ood"))
+    fam = tasks.get_task(family)
+    base, rl, sft, ood = (fam.tiers_at(*levels) for levels in (("base",), ("rl",), ("sft",), ("ood", "ext")))
     return dict(
         base=base,
         rl=rl,

@@ -29,12 +29,17 @@ def test_generation_is_seeded_and_random_access():
         assert tasks.generate(tier, 4, seed=3, start=5) == tasks.generate(tier, 9, seed=3)[5:]
         assert tasks.generate(tier, 6, seed=3) != tasks.generate(tier, 6, seed=4)
     fam = tasks.get_task("countdown")
-    assert (fam.tiers_at("base"), fam.tiers_at("rl"), fam.tiers_at("sft"), fam.tiers_at("ood")) == (
+    assert tuple(fam.tiers_at(lv) for lv in ("base", "rl", "sft", "ood", "ext")) == (
         ("cd_2", "cd_3p"),
         ("cd_3",),
         ("cd_3m",),
+        ("cd_3r",),
         ("cd_4", "cd_4m"),
     )
+    # the held-out tier at the trained depth lists cd_3's operations the other way, so its trace
+    # tries × first, which no corpus document does
+    r = fam.record("cd_3r", 0, 0)
+    assert r["question"].endswith("with *+.") and r["demonstration"].split("\n")[0][2] == "*"
     assert fam.verifier == "countdown" and fam.record("cd_3", 0, 0)["verifier"] == "countdown"
 
 

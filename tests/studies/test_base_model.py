@@ -135,7 +135,7 @@ def test_ship_records_the_corpus_and_check_refuses_a_rebuild_of_another_corpus(t
     stubbed: the protocol's thousands of samples are not what is tested)."""
     c = _tiny_run(tmp_path)
     rates = {"hadd_2": {"greedy": 0.5, "n": 4}}
-    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None: rates)
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None, **kw: rates)
     record = pretrain_hint.ship(c.run_dir, str(tmp_path / "base"))
     assert record["corpus"]["tiers"] == list(c.data.corpus.tiers) and record["corpus"]["options"] == {}
     assert pretrain_hint.check(c.run_dir, str(tmp_path / "base")) == []
@@ -190,7 +190,7 @@ def test_check_records_a_matching_rebuild_and_then_judges_by_its_spread(tmp_path
     c = _tiny_run(tmp_path)
     base = str(tmp_path / "base")
     rates = {"hadd_2": {"greedy": 1.0}, held_out: {"greedy": 0.5}}
-    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None: rates)
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None, **kw: rates)
     shipped = pretrain_hint.ship(c.run_dir, base)
     sha = shipped["weights_sha256"]
     (tmp_path / "run" / "pretrain_history.json").write_text(json.dumps({"step": 2, "converged": True}))
@@ -208,15 +208,79 @@ def test_check_records_a_matching_rebuild_and_then_judges_by_its_spread(tmp_path
     kept = json.loads((tmp_path / "run" / "measured.json").read_text())
     assert kept["measured"] == rates and kept["step"] == 2
     # kept for the run's step: a second check reads it back instead of measuring
-    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None: pytest.fail("measured again"))
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None, **kw: pytest.fail("measured again"))
     assert pretrain_hint.check(c.run_dir, base) == []  # the recorded rebuild itself: within the spread
-    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None: rates)
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None, **kw: rates)
     (tmp_path / "run" / "measured.json").unlink()
     rates[held_out] = {"greedy": 0.36}  # between the two seeds' 0.3 and 0.5: passes
     assert pretrain_hint.check(c.run_dir, base) == []
     (tmp_path / "run" / "measured.json").unlink()
     rates[held_out] = {"greedy": 0.2}
     assert len(pretrain_hint.check(c.run_dir, base)) == 1
+
+
+def test_check_reports_extrapolation_tiers_without_judging_them(tmp_path, monkeypatch, capsys):
+    """A family's ``ext`` tiers (held out beyond the trained depth: ``cd_4``) are measured and
+    printed against the record and its seeds' range, but a rebuild is not failed on them; an
+    ``ood`` tier at the trained depth (``cd_3r``) is judged as a trained tier is."""
+    c = _tiny_run(tmp_path)
+    base = str(tmp_path / "base")
+    rates = {"cd_2": {"greedy": 1.0}, "cd_3r": {"greedy": 0.6}, "cd_4": {"greedy": 0.2, "pass@64": 0.5}}
+    monkeypatch.setattr(pretrain_hint, "measure", lambda run_dir, family=None, **kw: json.loads(json.dumps(rates)))
+    pretrain_hint.ship(c.run_dir, base, family="countdown")
+    (tmp_path / "run" / "pretrain_history.json").write_text(json.dumps({"step": 2, "converged": True}))
+    rates["cd_4"] = {"greedy": 0.5, "pass@64": 0.1}
+    assert pretrain_hint.check(c.run_dir, base, family="countdown") == []
+    out = capsys.readouterr().out
+    assert "reported, not judged (ext): cd_4 greedy: measured 0.500, record 0.200" in out
+    assert "cd_4 pass@64: measured 0.100, record 0.500" in out
+    (tmp_path / "run" / "measured.json").unlink()
+    rates["cd_3r"] = {"greedy": 0.5}
+    assert [p.split(":")[0] for p in pretrain_hint.check(c.run_dir, base, family="countdown")] == ["cd_3r greedy"]
+
+
+def test_remeasure_rewrites_the_record_under_the_current_protocol(tmp_path, monkeypatch):
+    """``--remeasure`` measures the shipped base under `PROTOCOL` and replaces the record's rates and
+    protocol, keeping the old ones as ``previous``; rebuilds measured under another protocol are
+    dropped; the weights and checksum stay. A check then measures a run under the record's protocol."""
+    from upt_jax.studies import base_model as bm
+
+    c = _tiny_run(tmp_path)
+    base = str(tmp_path / "base")
+    seen = []
+
+    def fake(run_dir, family=None, protocol=None, **kw):
+        seen.append(protocol)
+        return {"hadd_2": {"greedy": 0.9 if protocol is None else 1.0}}
+
+    monkeypatch.setattr(pretrain_hint, "measure", fake)
+    sha = pretrain_hint.ship(c.run_dir, base)["weights_sha256"]
+    path = tmp_path / "base" / "record.json"
+    old = json.loads(path.read_text())
+    old["protocol"] = {**old["protocol"], "n_pass": 32}
+    old["rebuilds"] = {"7": {"measured": {"hadd_2": {"greedy": 0.8}}}}
+    path.write_text(json.dumps(old))
+    assert pretrain_hint.main(["--remeasure"], _Experiment(base)) == 0
+    record = json.loads(path.read_text())
+    assert record["protocol"] == bm.PROTOCOL and record["measured"] == {"hadd_2": {"greedy": 0.9}}
+    assert record["previous"]["protocol"]["n_pass"] == 32 and "rebuilds" not in record
+    assert record["weights_sha256"] == sha
+    (tmp_path / "run" / "pretrain_history.json").write_text(json.dumps({"step": 2, "converged": True}))
+    pretrain_hint.check(c.run_dir, base)
+    assert seen[-1] == bm.PROTOCOL  # the record's protocol, completed
+
+
+class _Experiment:
+    """A base-model experiment module's interface (`pretrain_hint.main`'s ``experiment``)."""
+
+    __file__ = pretrain_hint.__file__
+    FAMILY = "arith_hint"
+
+    def __init__(self, base):
+        self.BASE = base
+
+    get_config = staticmethod(pretrain_hint.get_config)
+    criterion = staticmethod(pretrain_hint.criterion)
 
 
 def test_measure_command_passes_its_protocol_and_tiers(tmp_path, monkeypatch, capsys):
@@ -249,6 +313,7 @@ def test_measure_command_passes_its_protocol_and_tiers(tmp_path, monkeypatch, ca
 def test_shipped_bases_match_their_checksums_and_record_every_tier():
     from upt_jax import bases
     from upt_jax.data import tasks
+    from upt_jax.studies import base_model as bm
 
     assert {"arith_hint", "countdown"} <= set(bases.names())  # one per built-in testbed family
     for name in bases.names():
@@ -256,7 +321,8 @@ def test_shipped_bases_match_their_checksums_and_record_every_tier():
         record = bases.base_record(name)
         family = tasks.get_task(record["family"])
         assert set(record["measured"]) == {t.name for t in family.tiers}
-        for tier in family.tiers_at("sft"):
+        assert record["protocol"] == bm.PROTOCOL  # a check measures under the record's protocol
+        for tier in family.tiers_at("sft", "ood", "ext"):
             assert f"pass@{record['protocol']['pass_k']}" in record["measured"][tier]
         assert record["step"] > 0 and set(os.listdir(d)) >= {"model.json", "model.safetensors", "record.json"}
         for seed, rebuild in record.get("rebuilds", {}).items():  # rebuilds measured on every tier too

@@ -65,7 +65,7 @@ def test_family_b_runs_with_family_as_settings_on_its_own_tiers():
     assert testbed.parse_arg(None) == ("full", "arith_hint")
     lay = testbed.layout("countdown")
     assert lay["rl"] == ("cd_3",) and lay["sft"] == ("cd_3m",) and set(lay["base"]) == {"cd_2", "cd_3p"}
-    assert set(lay["ood"]) == {"cd_4", "cd_4m"}
+    assert set(lay["ood"]) == {"cd_3r", "cd_4", "cd_4m"}  # the comparison reports every held-out tier
     for key in b.arms:  # family A's choices, except where countdown's own sweep chose (testbed.chosen)
         method = {"sft_then_grpo": "grpo", "grpo_sft_control": "grpo"}.get(key, key)
         if "countdown" in testbed.METHODS[method].get("by_family", {}):

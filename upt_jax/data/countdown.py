@@ -50,8 +50,13 @@ Tiers (`COUNTDOWN_TIERS`) and why each should sit at its level (to be measured, 
   search, but the base has only seen three-number searches with monotone operations, where a
   value above the target is cut off: the ``cd_3m`` search must expand those (``(7*8)-9``) and try
   ``−`` at the second level. Expected pass@64 = 0 at base; its demonstrations can teach it.
-* ``cd_4`` (ood): four numbers, ``+*``: a third search level and a label (``E``) the corpus never
-  has. ``cd_4m`` (ood): four numbers, ``+-*``. Held out of post-training.
+* ``cd_3r`` (ood): ``cd_3``'s numbers and operations listed the other way, ``*+``, so the search
+  tries ``×`` first: a trace order no corpus document has, at the trained depth. Held out of
+  post-training; its base rate reproduces over pre-training seeds (docs/testbed.md).
+* ``cd_4`` (ext): four numbers, ``+*``: a third search level and a label (``E``) the corpus never
+  has. ``cd_4m`` (ext): four numbers, ``+-*``. Held out of post-training; how far a seed's search
+  extends to a level it never saw is the seed's (``cd_4m`` greedy 10–20 % over three seeds on
+  1,024 questions), so a base's record reports these tiers and does not hold a rebuild to them.
 
 Generation is seeded and random-access: item ``i`` depends only on ``(seed, tier, i)``.
 """
@@ -108,8 +113,9 @@ COUNTDOWN_TIERS = {
     "cd_3p": (3, "+", "base", ""),
     "cd_3": (3, "+*", "rl", "near_miss"),
     "cd_3m": (3, "+-*", "sft", "needs_minus"),
-    "cd_4": (4, "+*", "ood", ""),
-    "cd_4m": (4, "+-*", "ood", ""),
+    "cd_3r": (3, "*+", "ood", ""),
+    "cd_4": (4, "+*", "ext", ""),
+    "cd_4m": (4, "+-*", "ext", ""),
 }
 # the pre-training corpus's tiers, repeated to weight them (the RL tier's search is the longest)
 CORPUS_TIERS = ("cd_2", "cd_3p", "cd_3", "cd_3")

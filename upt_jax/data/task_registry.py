@@ -31,7 +31,7 @@ __all__ = [
     "RECORD_KEYS",
 ]
 
-LEVELS = ("base", "rl", "sft", "ood", "easy", "medium", "hard")
+LEVELS = ("base", "rl", "sft", "ood", "ext", "easy", "medium", "hard")
 RECORD_KEYS = ("question", "answer", "demonstration")
 
 

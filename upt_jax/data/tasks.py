@@ -33,7 +33,9 @@ random-access (item ``i`` depends only on ``(seed, tier, i)``).
 
 Levels (`LEVELS`) name what a tier is for in the studies: ``base`` (in the pre-training corpus;
 the base model solves it), ``rl`` (partly solved: RL can sharpen it), ``sft`` (unsolved; its
-demonstrations can teach it), ``ood`` (held out of post-training). The built-in ``arith``
+demonstrations can teach it), ``ood`` (held out of post-training), ``ext`` (held out, and beyond
+the depth of anything trained: it measures extrapolation, whose base rate depends on the
+pre-training seed, so a base's record reports it without holding a rebuild to it). The built-in ``arith``
 family keeps its historical level names (``easy``, ``medium``, ``hard``, ``ood``).
 
 The values, `register_task` and the lookups live in `upt_jax.data.task_registry`; this module
