@@ -199,18 +199,13 @@ def check(
         differs += _unconverged(h, measured, criterion, record["protocol"]["n_greedy"])
     fam = tasks.get_task(family)
     held_out, ext = fam.tiers_at("ood"), fam.tiers_at("ext")
-    judged = {**record, "measured": {t: r for t, r in record["measured"].items() if t not in ext}}
-    problems = bm.compare_to_record(measured, judged, tolerance=TOLERANCE, spread_tiers=held_out)
-    for line in bm.spread_passes(measured, judged, tolerance=TOLERANCE, spread_tiers=held_out):
+    problems = bm.compare_to_record(measured, record, tolerance=TOLERANCE, spread_tiers=held_out, reported_tiers=ext)
+    for line in bm.spread_passes(measured, record, tolerance=TOLERANCE, spread_tiers=held_out):
         print(f"passes by the seeds' spread: {line}")
-    for tier, rate, rec, got in _ext_rates(measured, record, ext):
-        lo, hi = bm.seed_range(record, tier, rate)
-        print(
-            f"reported, not judged (ext): {tier} {rate}: measured {got:.3f}, record {rec:.3f}, seeds [{lo:.3f}, {hi:.3f}]"
-        )
-    if record_it:
-        trained = {**judged, "measured": {t: r for t, r in judged["measured"].items() if t not in held_out}}
-        if differs or bm.compare_to_record(measured, trained, tolerance=TOLERANCE):
+    for line in bm.reported_lines(measured, record, reported_tiers=ext):
+        print(f"reported, not judged (ext): {line}")
+    if record_it:  # a rebuild is recorded on its trained tiers alone
+        if differs or bm.compare_to_record(measured, record, tolerance=TOLERANCE, reported_tiers=held_out + ext):
             print("not recorded: not a rebuild that matches the record on its trained tiers")
         else:
             isa = {"xla_flags": os.environ["XLA_FLAGS"]} if os.environ.get("XLA_FLAGS") else {}  # e.g. AVX2 only
@@ -253,13 +248,6 @@ def _measured(run_dir: str, family: str, step: int | None, protocol: dict) -> di
     with open(path, "w") as f:
         json.dump({"step": step, "protocol": protocol, "measured": measured}, f, indent=1)
     return measured
-
-
-def _ext_rates(measured: dict, record: dict, ext: Sequence[str]):
-    """``(tier, rate, recorded, measured)`` for every rate of an ``ext`` tier both have."""
-    for tier in ext:
-        rec, got = record["measured"].get(tier, {}), measured.get(tier, {})
-        yield from ((tier, r, rec[r], got[r]) for r in rec if r in got and (r == "greedy" or "@" in r))
 
 
 def remeasure(base: str = BASE, *, family: str = FAMILY) -> dict:

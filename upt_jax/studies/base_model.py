@@ -26,6 +26,16 @@ import logging
 import os
 from typing import Sequence
 
+from upt_jax.studies.base_record import (
+    compare_to_record,
+    record_rebuild,
+    remeasure_record,
+    reported_lines,
+    seed_measurements,
+    seed_range,
+    spread_passes,
+)
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -35,12 +45,14 @@ __all__ = [
     "PROTOCOL",
     "measure_tiers",
     "ship_base",
+    # the record's judgement and updates, from `upt_jax.studies.base_record`
     "compare_to_record",
     "spread_passes",
     "seed_measurements",
     "seed_range",
     "record_rebuild",
     "remeasure_record",
+    "reported_lines",
 ]
 
 
@@ -322,116 +334,3 @@ def ship_base(
     with open(os.path.join(out_dir, run_model.RECORD_FILE), "w") as f:
         json.dump(record, f, indent=2)
     return record
-
-
-def compare_to_record(
-    measured: dict, record: dict, *, tolerance: float = 0.05, spread_tiers: Sequence[str] = ()
-) -> list[str]:
-    """The disagreements between ``measured`` (`measure_tiers`) and a shipped ``record``: one line
-    per tier and rate that differs by more than ``tolerance`` (absolute), or is missing. Empty:
-    the rebuild matches the record.
-
-    A rate of one of ``spread_tiers`` (a family's held-out tiers: what the stopping rule does not
-    train, so their base rate is how a seed happens to extrapolate) also passes within
-    ``tolerance`` of the range it spans over the record's ``rebuilds`` and the shipped run
-    (`seed_range`); such a pass is named by `spread_passes`, not here."""
-    return [
-        f"{tier} {rate}: recorded {rec:.3f}, not measured"
-        if got is None
-        else f"{tier} {rate}: recorded {rec:.3f}, measured {got:.3f} (|Δ| > {tolerance:.2f})"
-        for tier, rate, rec, got, verdict in _judged(measured, record, tolerance, spread_tiers)
-        if verdict in ("missing", "off")
-    ]
-
-
-def spread_passes(
-    measured: dict, record: dict, *, tolerance: float = 0.05, spread_tiers: Sequence[str] = ()
-) -> list[str]:
-    """The rates of ``spread_tiers`` that differ from the record by more than ``tolerance`` but lie
-    within ``tolerance`` of the range recorded over seeds (`compare_to_record` passes them): one
-    line each, so that a check says which of its passes were by the seeds' spread."""
-    n = len(seed_measurements(record))
-    out = []
-    for tier, rate, rec, got, verdict in _judged(measured, record, tolerance, spread_tiers):
-        if verdict == "spread":
-            lo, hi = seed_range(record, tier, rate)
-            out.append(
-                f"{tier} {rate}: measured {got:.3f}, {abs(got - rec):.3f} from the record, "
-                f"within {tolerance:.2f} of the range over {n} seeds [{lo:.3f}, {hi:.3f}]"
-            )
-    return out
-
-
-def _judged(measured: dict, record: dict, tolerance: float, spread_tiers: Sequence[str]):
-    """``(tier, rate, recorded, measured or None, verdict)`` for every rate of the record: ``ok``
-    (within ``tolerance`` of it), ``spread`` (a rate of ``spread_tiers`` only within ``tolerance``
-    of the seeds' range), ``off`` or ``missing``."""
-    for tier, rec in record["measured"].items():
-        got = measured.get(tier, {})
-        for rate in _rates(rec):
-            if rate not in got:
-                yield tier, rate, rec[rate], None, "missing"
-            elif abs(got[rate] - rec[rate]) <= tolerance:
-                yield tier, rate, rec[rate], got[rate], "ok"
-            elif tier in spread_tiers and _in_range(got[rate], seed_range(record, tier, rate), tolerance):
-                yield tier, rate, rec[rate], got[rate], "spread"
-            else:
-                yield tier, rate, rec[rate], got[rate], "off"
-
-
-def seed_measurements(record: dict) -> dict[str, dict]:
-    """``{seed: measured}``: the shipped run's rates and every rebuild's the record keeps
-    (`record_rebuild`), all under the record's protocol."""
-    return {str(record.get("seed", "shipped")): record["measured"]} | {
-        s: r["measured"] for s, r in record.get("rebuilds", {}).items()
-    }
-
-
-def seed_range(record: dict, tier: str, rate: str) -> tuple[float, float]:
-    """``(lowest, highest)`` of ``tier``'s ``rate`` over `seed_measurements`."""
-    values = [m[tier][rate] for m in seed_measurements(record).values() if rate in m.get(tier, {})]
-    return min(values), max(values)
-
-
-def record_rebuild(base_dir: str, seed: int, measured: dict, **about) -> dict:
-    """Add a rebuild's ``measured`` rates (under the record's protocol) to the shipped record in
-    ``base_dir`` as ``rebuilds[seed]`` with ``about`` (its step, commit, host, ...); the weights and
-    their checksum are untouched. Refuses the shipped run's own seed. Returns the record."""
-    from upt_jax.train.run_model import RECORD_FILE
-
-    path = os.path.join(base_dir, RECORD_FILE)
-    with open(path) as f:
-        record = json.load(f)
-    if str(seed) == str(record.get("seed")):
-        raise ValueError(f"seed {seed} is the shipped run's own; a rebuild is another seed")
-    record.setdefault("rebuilds", {})[str(seed)] = {"measured": measured, **about}
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
-    return record
-
-
-def remeasure_record(base_dir: str, measured: dict, protocol: dict) -> dict:
-    """Replace the shipped record's ``measured`` rates and ``protocol`` in ``base_dir`` (after the
-    protocol or the family's tiers changed), keeping the old ones as ``previous``. Rebuilds measured
-    under another protocol are dropped (a rebuild is re-added by checking its run again); the weights
-    and their checksum are untouched. Returns the record."""
-    from upt_jax.train.run_model import RECORD_FILE
-
-    path = os.path.join(base_dir, RECORD_FILE)
-    with open(path) as f:
-        record = json.load(f)
-    if protocol != record["protocol"]:
-        record.pop("rebuilds", None)
-    record["previous"] = {"protocol": record["protocol"], "measured": record["measured"]}
-    record["protocol"], record["measured"] = dict(protocol), measured
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
-    return record
-
-
-def _rates(rec: dict) -> list[str]:
-    return [k for k in rec if k == "greedy" or k.startswith(("avg@", "pass@"))]
-
-
-def _in_range(x: float, lo_hi: tuple[float, float], tolerance: float) -> bool:
-    return lo_hi[0] - tolerance <= x <= lo_hi[1] + tolerance
