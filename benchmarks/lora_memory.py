@@ -2,6 +2,11 @@
 
     python -m benchmarks.lora_memory [--preset qwen2-0.5b --rank 16 --batch 4 --seq 512]
 
+It compiles a 0.5B-parameter step three times (about 15 minutes on 2 CPU cores), so
+``benchmarks.run_all`` does not rerun it: this command writes its result with its host and date to
+``benchmarks/results/lora_memory.json`` (``--out``), and ``run_all`` renders that file into
+BENCHMARKS.md (``benchmarks/own_runs.py``).
+
 Abstract shapes only (``nnx.eval_shape`` / ``jax.eval_shape``: no weights are allocated). For each
 setting it reports the trainable parameters, the bytes of the stored params (base + adapters; QLoRA's
 base quantised to nf4 through qwix), the optimiser state's bytes (AdamW: two moments of every
@@ -15,6 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
+
+RESULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "lora_memory.json")
 
 
 def setting(
@@ -93,7 +102,7 @@ def bench(preset: str = "qwen2-0.5b", rank: int = 16, batch: int = 4, seq: int =
     from upt_jax.hostinfo import host
 
     rows = [setting(preset, m, rank=rank, batch=batch, seq=seq, **kw) for m in ("full", "lora", "qlora")]
-    return dict(host=host(), preset=preset, batch=batch, seq=seq, rows=rows)
+    return dict(host=host(), date=time.strftime("%Y-%m-%d"), preset=preset, batch=batch, seq=seq, rows=rows)
 
 
 def markdown(result: dict) -> str:
@@ -118,9 +127,15 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--remat", default="none")
+    ap.add_argument("--out", default=RESULT_PATH, help="where the JSON result goes ('-': nowhere)")
     a = ap.parse_args(argv)
     r = bench(a.preset, a.rank, a.batch, a.seq, remat=a.remat)
+    r["remat"] = a.remat
     print(json.dumps(r, indent=1))
+    if a.out != "-":
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(r, f, indent=1)
     print(markdown(r))
     return r
 

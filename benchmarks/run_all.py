@@ -14,6 +14,9 @@ size and batch size; the time to a tiny HF model's first GRPO step and the recom
 (``benchmarks/first_step.py``); and one whole GRPO step against TRL's ``GRPOTrainer`` (its own venv,
 ``make bench-trl-env``), with the HPT step beside it, on the native ISA and on AVX2
 (``benchmarks/rl_step_bench.py``). Every comparison is measured side by side in the same run.
+Sections measured by their own commands are rendered from their results (``benchmarks/own_runs.py``:
+the LoRA/QLoRA memory table from ``python -m benchmarks.lora_memory``); earlier sessions' analyses
+live in docs/performance.md, so a regeneration loses nothing.
 """
 
 from __future__ import annotations
@@ -262,7 +265,7 @@ def main(argv=None):
         print(json.dumps(res, indent=2))
         print("\n".join(hpt_lines(res["hpt_step"], res["hpt_update_packed"])))
         return res
-    from benchmarks import memory_bench, overlap_bench, sampler_bench, update_bench
+    from benchmarks import memory_bench, overlap_bench, own_runs, sampler_bench, update_bench
     from benchmarks.common import tunix_cells
 
     configs = ["tiny"] if a.quick else ["tiny", "small"]
@@ -397,32 +400,32 @@ def main(argv=None):
         '| naive MB | chunked MB (chunk 128) | chunked / naive | `remat="auto"` MB |',
         "|---|---|---|---|",
         f"| {mem['naive_mb']} | {mem['chunked_mb']} | {mem['chunked_over_naive']:.1%} | {mem['auto_mb']} |",
+        "",
+        *own_runs.lora_lines(),
     ]
-    lines += (
-        [""]
-        + hpt_lines(hpt, hpt_pack)
-        + [
-            "### Rollout + reward with scoring overlapped (`rollout.overlap_chunks`)",
-            "",
-            "The same step's rollout + reward, its questions in C chunks: chunk k is scored in a thread "
-            "while chunk k+1 is sampled. Scored by the math verifier (math-verify in its "
-            f"{overlap['workers']}-process pool) on each rollout with a unique boxed answer appended, a "
-            "fraction (cheap) or a radical (a symbolic answer, tens of ms) (`benchmarks/overlap_bench.py`: "
-            "the tiny random model writes no answer of its own); "
-            f"mean of {overlap['repeats']} interleaved repeats after a warm-up.",
-            "",
-            *overlap_bench.table(overlap),
-            "",
-            f"Peak resident memory of the benchmark process: {all_results['peak_rss_mb']} MB.",
-            "",
-            *startup_and_rl_step_lines(first, rl_rows),
-            "## Scaling",
-            "",
-            "![scaling](benchmarks/results/scaling.png)",
-            "",
-            f"Total benchmark time: {all_results['seconds']} s.",
-        ]
-    )
+    lines += hpt_lines(hpt, hpt_pack) + [
+        "### Rollout + reward with scoring overlapped (`rollout.overlap_chunks`)",
+        "",
+        "The same step's rollout + reward, its questions in C chunks: chunk k is scored in a thread "
+        "while chunk k+1 is sampled. Scored by the math verifier (math-verify in its "
+        f"{overlap['workers']}-process pool) on each rollout with a unique boxed answer appended, a "
+        "fraction (cheap) or a radical (a symbolic answer, tens of ms) (`benchmarks/overlap_bench.py`: "
+        "the tiny random model writes no answer of its own); "
+        f"mean of {overlap['repeats']} interleaved repeats after a warm-up.",
+        "",
+        *overlap_bench.table(overlap),
+        "",
+        f"Peak resident memory of the benchmark process: {all_results['peak_rss_mb']} MB.",
+        "",
+        *startup_and_rl_step_lines(first, rl_rows),
+        *own_runs.GPU_CHECK_LINES,
+        *own_runs.HISTORY_LINES,
+        "## Scaling",
+        "",
+        "![scaling](benchmarks/results/scaling.png)",
+        "",
+        f"Total benchmark time: {all_results['seconds']} s.",
+    ]
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -54,15 +54,21 @@ def torch_matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     return _peak(lambda: a @ a, n, repeats)
 
 
-def _peak(run, n: int, repeats: int) -> float:
-    """GFLOP/s of an ``n × n`` matmul ``run()``, best of ``repeats`` after one warm-up call."""
-    run()
+def best_seconds(run, repeats: int, warmup: int = 1) -> float:
+    """The fastest of ``repeats`` wall times of ``run()``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return best
+
+
+def _peak(run, n: int, repeats: int) -> float:
+    """GFLOP/s of an ``n × n`` matmul ``run()``, best of ``repeats`` after one warm-up call."""
+    return 2 * n**3 / best_seconds(run, repeats) / 1e9
 
 
 def train_flops_per_token(cfg, seq: int) -> float:

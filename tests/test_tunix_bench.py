@@ -292,6 +292,9 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     )  # no Tunix run: PyTorch and upt_jax still compared
     assert "| padded | 72 × 288 | 60.0% | 8 | 9 |" in text and "| packed | 36 × 256 | 20.0% | 4 | 9 |" in text
     assert "| warm | 4.0 | 3.0 | 1 (2) | 0.5 | 0 (steps –) | 0.1 |" in text  # time to the first step
+    # the sections of their own runs and the earlier analyses survive a regeneration
+    assert "## Memory: full fine-tuning vs LoRA vs QLoRA" in text and "## One-GPU check" in text
+    assert "[docs/performance.md](docs/performance.md)" in text
     assert (
         "| native | 2 | tiny | 1.0 | 3.0 | 3.0× | – | – | 1.5 |" in text
         and "| avx2 | 2 | small | 1.0 | 3.0 | 3.0× |" in text
