@@ -72,3 +72,38 @@ def test_update_parts_times_both_sides_part_by_part():
     lines = update_parts.table(r)
     assert lines[0].startswith("tiny, 1 × 16 tokens; host: ")
     assert len([x for x in lines if x.startswith("| ")]) == 1 + len(keys)
+
+
+def test_xla_profile_groups_ops_by_kind():
+    """``benchmarks.xla_profile``: fusion kinds read from the HLO, ops grouped, shares summing to 1."""
+    from benchmarks import xla_profile as xp
+
+    hlo = (
+        "  %ynn_fusion.3 = f32[256,1024]{1,0} fusion(%a, %b), kind=kCustom, calls=%f3\n"
+        "  %add_divide_fusion = f32[8,256,1024]{2,1,0} fusion(%ynn_fusion.3), kind=kLoop, calls=%f1\n"
+        "  ROOT %transpose_copy_fusion = f32[1024,2048]{1,0} fusion(%x), kind=kLoop, calls=%f2\n"
+    )
+    fus = xp.hlo_fusions(hlo)
+    assert fus["ynn_fusion.3"] == ("f32[256,1024]{1,0}", "kCustom")
+    assert fus["transpose_copy_fusion"] == ("f32[1024,2048]{1,0}", "kLoop")
+    ops = {"ynn_fusion.3": 0.006, "add_divide_fusion": 0.003, "transpose_copy_fusion": 0.001, "reduce.7": 0.0}
+    r = xp.summarise(ops, fus, top=2)
+    assert r["kinds"]["matmul"] == {"s": 0.006, "share": 0.6}
+    assert r["kinds"]["element-wise"]["share"] == 0.3 and r["kinds"]["transpose / copy"]["share"] == 0.1
+    assert [t["op"] for t in r["top"]] == ["ynn_fusion.3", "add_divide_fusion"]
+
+
+def test_xla_profile_traces_a_compiled_program():
+    """The trace of a jitted matmul + element-wise program holds its ops, with positive times."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import xla_profile as xp
+
+    f = jax.jit(lambda a, b: jnp.tanh(a @ b) * 2.0)
+    a = jnp.ones((256, 256))
+    ops = xp.profile_ops(lambda: jax.block_until_ready(f(a, a)), calls=2)
+    assert ops and all(v >= 0 for v in ops.values()) and sum(ops.values()) > 0
+    hlo = f.lower(a, a).compile().as_text()
+    kinds = xp.summarise(ops, xp.hlo_fusions(hlo))["kinds"]
+    assert kinds["matmul"]["s"] > 0
