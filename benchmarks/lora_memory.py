@@ -2,7 +2,7 @@
 
     python -m benchmarks.lora_memory [--preset qwen2-0.5b --rank 16 --batch 4 --seq 512]
 
-It compiles a 0.5B-parameter step three times (about 15 minutes on 2 CPU cores), so
+It compiles a 0.5B-parameter step three times (20 minutes on the 2-core Intel Xeon), so
 ``benchmarks.run_all`` does not rerun it: this command writes its result with its host and date to
 ``benchmarks/results/lora_memory.json`` (``--out``), and ``run_all`` renders that file into
 BENCHMARKS.md (``benchmarks/own_runs.py``).
@@ -102,7 +102,15 @@ def bench(preset: str = "qwen2-0.5b", rank: int = 16, batch: int = 4, seq: int =
     from upt_jax.hostinfo import host
 
     rows = [setting(preset, m, rank=rank, batch=batch, seq=seq, **kw) for m in ("full", "lora", "qlora")]
-    return dict(host=host(), date=time.strftime("%Y-%m-%d"), preset=preset, batch=batch, seq=seq, rows=rows)
+    return dict(
+        host=host(),
+        date=time.strftime("%Y-%m-%d"),
+        preset=preset,
+        batch=batch,
+        seq=seq,
+        remat=kw.get("remat", "none"),
+        rows=rows,
+    )
 
 
 def markdown(result: dict) -> str:
@@ -130,7 +138,6 @@ def main(argv=None):
     ap.add_argument("--out", default=RESULT_PATH, help="where the JSON result goes ('-': nowhere)")
     a = ap.parse_args(argv)
     r = bench(a.preset, a.rank, a.batch, a.seq, remat=a.remat)
-    r["remat"] = a.remat
     print(json.dumps(r, indent=1))
     if a.out != "-":
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

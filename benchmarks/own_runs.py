@@ -1,7 +1,7 @@
 """BENCHMARKS.md sections whose measurements come from their own commands, not from ``run_all``.
 
 * The LoRA / QLoRA memory table: ``python -m benchmarks.lora_memory`` compiles a 0.5B-parameter
-  step three times (about 15 minutes on 2 CPU cores), so ``run_all`` renders the result that command
+  step three times (20 minutes on the 2-core Intel Xeon), so ``run_all`` renders the result that command
   wrote (``benchmarks/results/lora_memory.json``), with that run's host and date.
 * The one-GPU check: ``python -m benchmarks.gpu_check`` runs only on a GPU.
 * The analyses of earlier sessions, each measured on its own host: ``docs/performance.md``.
@@ -22,7 +22,10 @@ def lora_lines(path: str = LORA_RESULT) -> list[str]:
     """The full fine-tuning vs LoRA vs QLoRA memory section, from ``lora_memory``'s JSON."""
     head = ["## Memory: full fine-tuning vs LoRA vs QLoRA (update step), Qwen2-0.5B shape", ""]
     if not os.path.exists(path):
-        return head + ["Not run: `python -m benchmarks.lora_memory` writes it (about 15 minutes on 2 cores).", ""]
+        return head + [
+            "Not run: `python -m benchmarks.lora_memory` writes it (20 minutes on the 2-core Intel Xeon).",
+            "",
+        ]
     with open(path) as f:
         r = json.load(f)
     rows = {x["mode"]: x for x in r["rows"]}

@@ -93,6 +93,25 @@ def make_batch(vocab: int, batch: int, seq: int, seed: int = 0):
     return dict(tokens=tokens, attention_mask=attn, mask=mask, rewards=rewards, old_logp=old_logp)
 
 
+def compiled_update(model, batch_np, *, chunk: int = 128, logits_remat: str = "auto"):
+    """The benchmarked GRPO update (the trainer's `make_train_step` with AdamW, clipping at 1) for
+    ``model`` on ``batch_np`` (`make_batch`), compiled: ``(compiled step, state, batch, compile s)``."""
+    import jax.numpy as jnp
+
+    from upt_jax import upge
+    from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
+
+    tx = make_optimizer(1e-5, max_grad_norm=1.0)
+    graphdef, state, _ = create_train_state(model, tx)
+    step = make_train_step(
+        graphdef, tx, upge_objective(upge.get_recipe("grpo"), group_size=G, chunk_size=chunk, logits_remat=logits_remat)
+    )
+    batch = {k: jnp.asarray(v) for k, v in batch_np.items()}
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    return compiled, state, batch, time.perf_counter() - t0
+
+
 def bench_jax(
     cfg,
     batch_np,
@@ -104,22 +123,11 @@ def bench_jax(
     logits_remat: str = "auto",
 ):
     import jax
-    import jax.numpy as jnp
 
-    from upt_jax import upge
     from upt_jax.models import init_model
-    from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
 
     model = model if model is not None else init_model(cfg, 0, remat=remat)
-    tx = make_optimizer(1e-5, max_grad_norm=1.0)
-    graphdef, state, _ = create_train_state(model, tx)
-    step = make_train_step(
-        graphdef, tx, upge_objective(upge.get_recipe("grpo"), group_size=G, chunk_size=chunk, logits_remat=logits_remat)
-    )
-    batch = {k: jnp.asarray(v) for k, v in batch_np.items()}
-    t0 = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
-    compile_s = time.perf_counter() - t0
+    compiled, state, batch, compile_s = compiled_update(model, batch_np, chunk=chunk, logits_remat=logits_remat)
     state, m = compiled(state, batch)
     jax.block_until_ready(state)
     if info is not None:  # the loss of the first step (the same weights and batch on every side)

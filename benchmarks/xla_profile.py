@@ -77,17 +77,16 @@ def profile_ops(run, calls: int = 3) -> dict[str, float]:
 
 
 def summarise(ops: dict[str, float], fusions: dict[str, tuple[str, str]], top: int = 12) -> dict:
+    kind = {name: op_kind(name, fusions.get(name, (None, None))[1]) for name in ops}
     by_kind = collections.Counter()
     for name, s in ops.items():
-        by_kind[op_kind(name, fusions.get(name, (None, None))[1])] += s
+        by_kind[kind[name]] += s
     total = sum(by_kind.values()) or 1.0
     return dict(
         total_s=round(total, 4),
         kinds={k: dict(s=round(by_kind[k], 4), share=round(by_kind[k] / total, 3)) for k in KINDS},
         top=[
-            dict(
-                op=n, s=round(s, 5), shape=fusions.get(n, ("", ""))[0], kind=op_kind(n, fusions.get(n, (None, None))[1])
-            )
+            dict(op=n, s=round(s, 5), shape=fusions.get(n, ("", ""))[0], kind=kind[n])
             for n, s in sorted(ops.items(), key=lambda kv: -kv[1])[:top]
         ],
     )
@@ -96,19 +95,12 @@ def summarise(ops: dict[str, float], fusions: dict[str, tuple[str, str]], top: i
 def update_program(config: str, batch: int, seq: int):
     """``(run, hlo)`` of the GRPO update step as ``benchmarks.update_bench`` times it."""
     import jax
-    import jax.numpy as jnp
 
-    from benchmarks.update_bench import G, make_batch
-    from upt_jax import upge
+    from benchmarks.update_bench import compiled_update, make_batch
     from upt_jax.models import init_model, preset
-    from upt_jax.train import create_train_state, make_optimizer, make_train_step, upge_objective
 
     model = init_model(preset(config), 0)
-    tx = make_optimizer(1e-5, max_grad_norm=1.0)
-    graphdef, state, _ = create_train_state(model, tx)
-    step = make_train_step(graphdef, tx, upge_objective(upge.get_recipe("grpo"), group_size=G))
-    b = {k: jnp.asarray(v) for k, v in make_batch(model.cfg.vocab_size, batch, seq).items()}
-    compiled = step.lower(state, b).compile()
+    compiled, state, b, _ = compiled_update(model, make_batch(model.cfg.vocab_size, batch, seq))
     box = [state]
 
     def run():
