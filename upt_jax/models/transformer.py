@@ -25,15 +25,14 @@ keys of its own segment, causally, and positions restart at 0 in each segment
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from upt_jax.models.attention import attend, attend_cached
 from upt_jax.models.config import ModelConfig
 from upt_jax.models.rope import (
     apply_rope,
@@ -45,8 +44,6 @@ from upt_jax.models.rope import (
     rope_tables,
     rotate,
 )
-
-_NEG = -0.7 * float(np.finfo(np.float32).max)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -215,63 +212,6 @@ class Attention(nnx.Module):
             new_cache = (ck, cv)
             out = attend_cached(q, ck, cv, key_valid, query_slots, key_slots)
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), new_cache
-
-
-def attend(q, k, v, key_valid, query_slots, key_slots, segment_ids=None):
-    """Masked causal GQA: softmax in fp32.
-
-    Args:
-      q: ``[B, T, H, Dh]``; k, v: ``[B, S, K, Dh]``; key_valid: ``[B, S]`` bool;
-      query_slots: ``[T]`` int; key_slots: ``[S]`` int (key s is visible to query t iff
-      ``key_valid[b, s]`` and ``key_slots[s] <= query_slots[t]``);
-      segment_ids: None, or ``[B, T]`` int with ``S = T`` (no cache): key s is visible to query
-      t only if also ``segment_ids[b, s] == segment_ids[b, t]``.
-    Returns:
-      ``[B, T, H, Dh]``.
-    """
-    b, t, h, dh = q.shape
-    kh = k.shape[2]
-    qg = q.reshape(b, t, kh, h // kh, dh)
-    scores = _scores("btkgd,bskd->bkgts", qg, k)
-    probs = _masked_softmax(scores, dh, key_valid, query_slots, key_slots, segment_ids).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, h, dh)
-
-
-def attend_cached(q, k_t, v, key_valid, query_slots, key_slots):
-    """``attend`` over a ``KVCache`` layer: ``k_t [B, K, Dh, S]`` (transposed keys), ``v [B, K, S, Dh]``.
-
-    A one-token decode step runs two plain batched matmuls over ``(b, k)`` on the cache as stored;
-    a multi-token prefill goes through ``attend`` (one transpose of the cache per call).
-    """
-    b, t, h, dh = q.shape
-    kh = k_t.shape[1]
-    if t > 1:
-        return attend(q, k_t.transpose(0, 3, 1, 2), v.transpose(0, 2, 1, 3), key_valid, query_slots, key_slots)
-    q1 = q.reshape(b, kh, h // kh, dh)  # t = 1
-    scores = _scores("bkgd,bkds->bkgs", q1, k_t)[:, :, :, None]
-    probs = _masked_softmax(scores, dh, key_valid, query_slots, key_slots).astype(v.dtype)
-    return jnp.einsum("bkgs,bksd->bkgd", probs[:, :, :, 0], v).reshape(b, t, h, dh)
-
-
-def _scores(spec: str, q, k):
-    """``q · k`` accumulated and returned in fp32. XLA CPU's fallback (Eigen) dot has no
-    bf16 × bf16 → fp32 kernel and fails at run time for some shapes (bf16 prefill/decode), so
-    on CPU the operands are upcast first; accelerators take bf16 operands directly."""
-    if q.dtype != jnp.float32 and jax.default_backend() == "cpu":
-        q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
-
-
-def _masked_softmax(scores, dh, key_valid, query_slots, key_slots, segment_ids=None):
-    """``scores [B, K, G, T, S]`` fp32 → attention probabilities, invisible keys at 0
-    (``segment_ids [B, T]``, S = T: other segments' keys are invisible too)."""
-    scores = scores * (1.0 / math.sqrt(dh))
-    visible = key_valid[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])  # [B,T,S]
-    if segment_ids is not None:
-        visible = visible & (segment_ids[:, :, None] == segment_ids[:, None, :])
-    scores = jnp.where(visible[:, None, None], scores, _NEG)
-    return jax.nn.softmax(scores, axis=-1)
 
 
 class MLP(nnx.Module):
