@@ -265,7 +265,7 @@ def main(argv=None):
         print(json.dumps(res, indent=2))
         print("\n".join(hpt_lines(res["hpt_step"], res["hpt_update_packed"])))
         return res
-    from benchmarks import memory_bench, overlap_bench, own_runs, sampler_bench, update_bench
+    from benchmarks import decode_floor, memory_bench, overlap_bench, own_runs, sampler_bench, update_bench
     from benchmarks.common import tunix_cells
 
     configs = ["tiny"] if a.quick else ["tiny", "small"]
@@ -274,6 +274,7 @@ def main(argv=None):
     t0 = time.time()
     tunix = not a.no_tunix
     samp = [sampler_bench.bench(c, 32, 64, 16, 2 if a.quick else 3, tunix=tunix) for c in configs]
+    floor = [decode_floor.floor_row(r, 5 if a.quick else 20) for r in samp]
     upd = [update_bench.bench(c, 8, 256, 2 if a.quick else 3, "none", tunix=tunix) for c in configs]
     mem = memory_bench.bench()
     hpt = hpt_step_split()
@@ -293,6 +294,7 @@ def main(argv=None):
     all_results = dict(
         machine=machine(),
         sampler=samp,
+        decode_floor=floor,
         update=upd,
         logprob_memory=mem,
         hpt_step=hpt,
@@ -331,6 +333,19 @@ def main(argv=None):
             f"{r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} | "
             f"{dash(r['tunix_compile_s'])} |"
         )
+    lines += [
+        "",
+        "### The sampler's step against its matmuls alone (`python -m benchmarks.decode_floor`)",
+        "",
+        "One decode step's matmuls (per layer q, k, v, o, gate, up, down, then the head) with their own "
+        "weights, the model's dependencies between them and nothing else, in XLA (one jitted program) "
+        "and in PyTorch (eager), best of repeats: the step's matmul floor in each library. The step "
+        f"times are the sampler rows above (batch / tokens/s); a sampler at {decode_floor.TARGET:g}× "
+        "`generate` needs the step time in that column, and the last two columns are the ratio a "
+        "step taking no more than the floor would reach.",
+        "",
+        *decode_floor.table(floor),
+    ]
     lines += [
         "",
         "## Update step (GRPO loss + AdamW): tokens/s and MFU vs PyTorch and Tunix, batch 8 × 256",

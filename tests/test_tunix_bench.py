@@ -156,7 +156,7 @@ def test_id_tokenizer_round_trip():
 def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     """BENCHMARKS.md's tables: numbers and ratio where Tunix ran, "not run (make bench-tunix-env)"
     where its venv is missing (rows canned, as the benchmarks would return them)."""
-    from benchmarks import run_all, sampler_bench, update_bench
+    from benchmarks import decode_floor, run_all, sampler_bench, update_bench
 
     ok = {
         "status": "ok",
@@ -169,6 +169,8 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     def samp(config, *a, **kw):
         return dict(
             config=config,
+            batch=32,
+            new_tokens=64,
             upt_jax_tokens_per_s=6000.0,
             upt_jax_streams=2,
             upt_jax_one_stream_tokens_per_s=5000.0,
@@ -197,6 +199,8 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
 
     monkeypatch.setattr(sampler_bench, "bench", samp)
     monkeypatch.setattr(update_bench, "bench", upd)
+    floor_s = {"xla": 0.004, "torch": 0.002, "xla_head": 0.001, "torch_head": 0.0005}
+    monkeypatch.setattr(decode_floor, "step_floor", lambda shapes, repeats: floor_s)
     monkeypatch.setattr(
         run_all,
         "hpt_step_split",
@@ -282,6 +286,8 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     assert "| tiny | 1000.0 | 500.0 | 2.0× | 2000.0 | 0.5× | 30.0% | 15.0% | 60.0% |" in text
     assert "| small | 1000.0 | 500.0 | 2.0× | not run (make bench-tunix-env) | – | 30.0% | 15.0% | – |" in text
     assert "Tunix (PyPI `google-tunix` 0.1.7, jax 0.10.2, flax 0.12.8)" in text
+    # the sampler's step (32 / 6000 s) and generate's (32 / 3000 s) beside the matmul floors
+    assert "| tiny | 32 | 5.333 (2) | 10.667 | 2.0× | 3.556 | 4.0 (1.0) | 2.0 (0.5) | 2.67× | 5.33× |" in text
     assert (
         "First-step loss, tiny (same weights and batch; GRPO's clipped objective on every side): "
         "PyTorch 0.372000, Tunix 0.372000, upt_jax 0.372000."
