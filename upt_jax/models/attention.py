@@ -4,9 +4,9 @@ Shapes as in ``upt_jax.models.transformer``: ``B`` batch, ``T`` queries, ``S`` k
 ``H`` query heads, ``K`` key/value heads, ``G = H / K``, ``Dh`` head dim.
 
 The core runs with the heads before the tokens (``[B, K, G, T, Dh]``) and the mask as an additive
-bias. With tokens first, XLA CPU's layout assignment put transposes around each of the four
-batched matmuls of forward and backward, and the select's backward was one more pass over the
-``[B, K, G, T, S]`` scores.
+bias: on XLA CPU the GRPO update step measured 3–6% faster than with the tokens first and the
+mask as a select, whose backward is one more pass over the ``[B, K, G, T, S]`` scores
+(docs/performance.md).
 """
 
 import math
