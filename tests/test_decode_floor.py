@@ -60,7 +60,7 @@ def test_chain_follows_the_models_dependencies():
 def test_the_command_runs_on_tiny_and_renders(tmp_path):
     out = tmp_path / "floor.json"
     (row,) = decode_floor.main(
-        ["--config", "tiny", "--batch", "2", "--new-tokens", "4", "--repeats", "1", "--json", str(out)]
+        ["--config", "tiny", "--batch", "2", "--new-tokens", "4", "--repeats", "5", "--json", str(out)]
     )
     assert 0 < row["xla_head_ms"] < row["xla_ms"] and 0 < row["torch_head_ms"] < row["torch_ms"]
     weights = 4 * (2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 1024) + 256 * 4096  # tiny: 4 layers and the head
