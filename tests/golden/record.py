@@ -43,7 +43,8 @@ results, and say in the commit why the numbers moved::
 ``tests/golden/test_golden.py`` (in ``make test``) reruns the six regimes in a subprocess and
 compares (`compare`): bitwise (metrics and SHA-256s) when the host fingerprint (ISA flags, jax and
 jaxlib versions) is the recorded one; otherwise within ``METRIC_RTOL``/``METRIC_ATOL`` and relative
-``SUM_RTOL`` on the float64 sums, since XLA:CPU may vectorise differently on another ISA. (That mode
+``SUM_RTOL`` on the float64 sums (``LEAF_SUM_RTOL`` for the ill-conditioned key-projection bias),
+since XLA:CPU may vectorise differently on another ISA. (That mode
 can still fail for a last-bit change: a sampled token is a discontinuous function of the logits,
 and one token drawn differently changes a rollout's text, its reward and everything after.)
 """
@@ -84,6 +85,14 @@ ROLLOUT_TEMPERATURE = 0.7
 
 # tolerances when the host is not the recorded one
 METRIC_RTOL, METRIC_ATOL, SUM_RTOL = 1e-4, 1e-6, 1e-4
+# Leaves whose gradient is a near-cancellation get their own tolerance. The key projection's bias
+# adds ``q_t · R_s b`` to every score of query t: softmax ignores its per-query constant part, so
+# only RoPE's position-dependent part survives. Its gradient is about 1e-3 of the value bias's
+# (a sum of large terms cancelling), which carries about 1e3 times the usual relative rounding
+# error; AdamW then takes a full step along it. Another host's kernels move it by 2e-4 relative
+# (the reward model on an AMD EPYC against the Intel-recorded run); a wrong gradient moves it by
+# O(1). Bitwise comparison on the recorded host is unchanged.
+LEAF_SUM_RTOL = {"k_proj/bias": 1e-2}
 
 # the /proc/cpuinfo flags that decide what XLA:CPU and Eigen vectorise with
 _ISA_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "bmi", "popcnt")
@@ -342,6 +351,11 @@ def _close(a, b, rtol, atol) -> bool:
 SAMPLING_REGIMES = ("grpo", "hpt", "ppo")  # their later steps depend on sampled tokens
 
 
+def _leaf_rtol(leaf: str) -> float:
+    """The relative tolerance of a parameter leaf's sums off the recorded host (`LEAF_SUM_RTOL`)."""
+    return max([SUM_RTOL] + [t for key, t in LEAF_SUM_RTOL.items() if f"/{key}/" in f"/{leaf}/"])
+
+
 def compare(recorded: dict, now: dict) -> tuple[str, list[str], list[str]]:
     """``(mode, problems, notes)``: ``mode`` is ``"bitwise"`` when the host fingerprints agree (then
     every recorded metric and every SHA-256 must be equal), else ``"tolerance"`` (metrics within
@@ -394,8 +408,9 @@ def compare(recorded: dict, now: dict) -> tuple[str, list[str], list[str]]:
                 else:
                     # a sum that cancels to near 0 is compared at the leaf's scale, √(n·Σx²) ≥ |Σx|
                     scale = math.sqrt(math.prod(r["shape"]) * r["sumsq"])
-                    for s, atol in (("sum", SUM_RTOL * scale), ("sumsq", 0.0)):
-                        if not _close(g[s], r[s], SUM_RTOL, atol):
+                    rtol = _leaf_rtol(leaf)
+                    for s, atol in (("sum", rtol * scale), ("sumsq", 0.0)):
+                        if not _close(g[s], r[s], rtol, atol):
                             problems.append(f"{name} {key} {leaf}: {s} {g[s]!r}, recorded {r[s]!r}")
     return mode, problems, notes
 

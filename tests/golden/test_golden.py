@@ -88,6 +88,25 @@ def test_compare_needs_the_same_jax_for_bitwise(host):
     assert compare(_doc(), _doc(**host))[0] == "tolerance"
 
 
+def test_compare_gives_the_key_projection_bias_its_own_tolerance_off_the_recorded_host():
+    """The key bias's gradient is a near-cancellation (only RoPE's part survives softmax): another
+    host's rounding moved the reward model's by 2e-4 relative; a wrong update moves it by far more."""
+    leaf = "backbone/layers/0/self_attn/k_proj/bias/value"
+    rec, now = _doc(), _doc(isa_flags=["avx2"])
+    for doc in (rec, now):
+        doc["regimes"]["sft"]["params"][leaf] = dict(doc["regimes"]["sft"]["params"]["w"])
+    now["regimes"]["sft"]["params"][leaf]["sumsq"] = 0.5 * (1 + 2e-4)
+    assert compare(rec, now) == ("tolerance", [], [])
+    now["regimes"]["sft"]["params"]["w"]["sumsq"] = 0.5 * (1 + 2e-4)  # any other leaf: 1e-4
+    assert [p.split(":")[0] for p in compare(rec, now)[1]] == ["sft params w"]
+    now["regimes"]["sft"]["params"]["w"]["sumsq"] = 0.5
+    now["regimes"]["sft"]["params"][leaf]["sumsq"] = 0.5 * 1.05
+    assert len(compare(rec, now)[1]) == 1
+    now["host"] = rec["host"]  # on the recorded host: bitwise, every leaf alike
+    now["regimes"]["sft"]["params"][leaf].update(sumsq=0.5, sha256="cd")
+    assert compare(rec, now)[:2] == ("bitwise", [f"sft params {leaf}: sha256 differs (sum 1.0, recorded 1.0)"])
+
+
 def test_compare_tolerates_a_sum_that_cancels_at_the_leafs_scale():
     rec, now = _doc(), _doc(isa_flags=["avx2"])
     rec["regimes"]["sft"]["params"]["w"]["sum"] = 0.0  # e.g. [0.5, -0.5]

@@ -193,28 +193,28 @@ def test_shared_prompt_logprobs_equal_the_full_rows(remat):
         tokens[i, p : p + lr], attn[i, p : p + lr] = rng.randint(1, 64, lr), 1
     thr = jnp.where(jax.random.uniform(jax.random.key(2), tokens.shape) < 0.5, -jnp.inf, -1.0)
     kw = dict(chunk_size=4, temperature=0.7, return_entropy=True, kept_threshold=thr)
-    lp, ent = sequence_logprobs(model, jnp.asarray(tokens), jnp.asarray(attn), **kw)
-    lp_s, ent_s = shared_prompt_logprobs(
-        model, jnp.asarray(tokens), jnp.asarray(attn), group_size=n, response_len=r, **kw
-    )
+    graphdef, params = nnx.split(model)
+
+    def both(prm, shared):  # jitted: op by op, the un-rematted model took 50 s of compiles
+        args = (nnx.merge(graphdef, prm), jnp.asarray(tokens), jnp.asarray(attn))
+        if shared:
+            return shared_prompt_logprobs(*args, group_size=n, response_len=r, **kw)
+        return sequence_logprobs(*args, **kw)
+
+    both = jax.jit(both, static_argnums=1)
+    (lp, ent), (lp_s, ent_s) = both(params, False), both(params, True)
     resp = attn[:, p:] > 0
     for full, shared in ((lp, lp_s), (ent, ent_s)):
         np.testing.assert_allclose(np.asarray(shared)[:, p:][resp], np.asarray(full)[:, p:][resp], atol=1e-5)
         assert np.all(np.asarray(shared)[:, :p] == 0)
-    graphdef, params = nnx.split(model)
     w = jnp.asarray(np.pad(resp, ((0, 0), (p, 0))), jnp.float32) * jnp.arange(1.0, p + r + 1)  # any weights
 
     def loss(prm, shared):
-        m = nnx.merge(graphdef, prm)
-        args = (m, jnp.asarray(tokens), jnp.asarray(attn))
-        lp_, ent_ = (
-            shared_prompt_logprobs(*args, group_size=n, response_len=r, **kw)
-            if shared
-            else sequence_logprobs(*args, **kw)
-        )
+        lp_, ent_ = both(prm, shared)
         return jnp.sum((lp_ + 0.1 * ent_) * w)
 
-    g_full, g_shared = jax.grad(loss)(params, False), jax.grad(loss)(params, True)
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    g_full, g_shared = grad(params, False), grad(params, True)
     for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_shared)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5)
     with pytest.raises(ValueError, match="whole groups"):
