@@ -1,0 +1,95 @@
+"""benchmarks/update_ab.py: the patch is applied to arm B only and undone, the paired statistics are
+the per-round ratios', and the committed attention variant is the core's attention and gradient."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import update_ab
+from benchmarks.variants import attention_flash_bwd
+from upt_jax.models import attention, transformer
+
+
+def test_patched_replaces_the_attribute_inside_the_block_only():
+    before = transformer.attend
+    with update_ab.patched("upt_jax.models.transformer.attend", attention_flash_bwd.attend):
+        assert transformer.attend is attention_flash_bwd.attend
+    assert transformer.attend is before
+    with pytest.raises(RuntimeError), update_ab.patched("upt_jax.models.transformer.attend", None):
+        raise RuntimeError("restored on error too")
+    assert transformer.attend is before
+    with pytest.raises(AttributeError, match="no attribute"):
+        with update_ab.patched("upt_jax.models.transformer.no_such_name", None):
+            pass
+    assert update_ab.resolve("benchmarks.variants.attention_flash_bwd:attend") is attention_flash_bwd.attend
+    with pytest.raises(ValueError, match="MODULE:NAME"):
+        update_ab.resolve("benchmarks.variants.attention_flash_bwd.attend")
+
+
+def test_paired_rounds_alternate_the_order_and_take_the_per_round_ratio():
+    order = []
+    a_times = itertools.chain([9.0, 9.0], [2.0, 2.0, 4.0, 2.0])  # two warm-ups, then 4 rounds
+    b_times = itertools.chain([9.0, 9.0], [1.0, 2.0, 1.0, 1.0])
+
+    def a():
+        order.append("a")
+        return next(a_times)
+
+    def b():
+        order.append("b")
+        return next(b_times)
+
+    r = update_ab.paired_rounds(a, b, rounds=4)
+    assert order[4:] == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    # ratios 2, 1, 4, 2: median 2; inclusive quartiles 1.75 and 2.5
+    assert r == dict(a_ms=2000.0, b_ms=1000.0, speedup=2.0, iqr=[1.75, 2.5], rounds=4)
+    with pytest.raises(ValueError, match="rounds"):
+        update_ab.paired_rounds(a, b, rounds=1)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_flash_backward_variant_is_the_cores_attention_and_gradient(packed):
+    rng = np.random.RandomState(0)
+    b, t, h, kh, dh = 2, 6, 4, 2, 8
+    q, k, v = (jnp.asarray(rng.randn(b, t, n, dh), jnp.float32) for n in (h, kh, kh))
+    key_valid = jnp.asarray([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]], bool)  # a left-padded row
+    slots = jnp.arange(t)
+    seg = jnp.asarray([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2]]) if packed else None
+    w = jnp.asarray(rng.randn(b, t, h, dh), jnp.float32)
+
+    def loss(fn, q, k, v):
+        return jnp.sum(fn(q, k, v, key_valid, slots, slots, seg) * w)
+
+    for i, (x, y) in enumerate(
+        zip(
+            jax.value_and_grad(lambda *a: loss(attention.attend, *a), argnums=(0, 1, 2))(q, k, v),
+            jax.value_and_grad(lambda *a: loss(attention_flash_bwd.attend, *a), argnums=(0, 1, 2))(q, k, v),
+        )
+    ):
+        for xa, ya in zip(jax.tree.leaves(x), jax.tree.leaves(y)):
+            np.testing.assert_allclose(np.asarray(ya), np.asarray(xa), rtol=1e-5, atol=1e-5, err_msg=f"output {i}")
+
+
+@pytest.mark.slow
+def test_command_runs_both_arms_and_reports_the_same_step(capsys):
+    rows = update_ab.main(
+        [
+            "--patch",
+            "upt_jax.models.transformer.attend=benchmarks.variants.attention_flash_bwd:attend",
+            "--config",
+            "tiny",
+            "--rounds",
+            "2",
+            "--batch",
+            "4",
+            "--seq",
+            "64",
+        ]
+    )
+    (r,) = rows
+    assert r["loss_a"] == pytest.approx(r["loss_b"], rel=1e-5) and r["max_param_diff"] < 1e-6
+    assert r["a_ms"] > 0 and r["b_ms"] > 0 and r["rounds"] == 2
+    assert "| tiny | 4 × 64 |" in capsys.readouterr().out
