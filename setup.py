@@ -1,6 +1,6 @@
 """upt_jax: unified post-training for LLMs in JAX."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 CORE = [
     # jax and flax are pinned together: flax 0.12.8 is tested against jax 0.10.x.
@@ -50,7 +50,9 @@ setup(
     description="Unified post-training (SFT, DPO, PPO, GRPO, distillation, HPT) in JAX",
     python_requires=">=3.10",
     # experiments/ are config files loaded by path (upt_jax.config_files), not an installed package
-    packages=find_packages(include=["upt_jax", "upt_jax.*"]),
+    # namespace discovery: the data-only folders (bases/<name>/) are packages too, so setuptools does not
+    # warn that they "would be ignored" on every install (their files come from package_data either way)
+    packages=find_namespace_packages(include=["upt_jax", "upt_jax.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
     package_data={"upt_jax": ["data/benchmarks/*", "data/benchmarks/**/*", "bases/*/*"]},
     install_requires=CORE,
