@@ -34,15 +34,32 @@ def test_positions_restart_in_each_segment():
 
 @pytest.mark.parametrize("remat", ["none", "full"])
 def test_packed_row_equals_each_sequence_alone(remat):
+    from flax import nnx
+
     model = init_model(preset("tiny", **SMALL), 0, remat=remat)
     seqs, tokens, seg = _packed()
-    hidden, _ = model.hidden_states(tokens, segment_ids=seg)
-    logp, ent = sequence_logprobs(model, tokens, segment_ids=seg, chunk_size=8, return_entropy=True)
+    graphdef, params = nnx.split(model)
+
+    @jax.jit  # one program for all of it: op by op, the un-rematted model spent its time compiling
+    def run(p):
+        m = nnx.merge(graphdef, p)
+        packed = (
+            m.hidden_states(tokens, segment_ids=seg)[0],
+            *sequence_logprobs(m, tokens, segment_ids=seg, chunk_size=8, return_entropy=True),
+        )
+        each = [
+            (
+                m.hidden_states(jnp.asarray(s)[None])[0],
+                *sequence_logprobs(m, jnp.asarray(s)[None], chunk_size=8, return_entropy=True),
+            )
+            for s in seqs
+        ]
+        return packed, each
+
+    (hidden, logp, ent), each = run(params)
     at = 0
-    for s in seqs:
+    for s, (alone, lp, en) in zip(seqs, each):
         n = len(s)
-        alone, _ = model.hidden_states(jnp.asarray(s)[None])
-        lp, en = sequence_logprobs(model, jnp.asarray(s)[None], chunk_size=8, return_entropy=True)
         np.testing.assert_allclose(hidden[0, at : at + n], alone[0], atol=1e-5)
         np.testing.assert_allclose(logp[0, at : at + n], lp[0], atol=1e-5)  # 0 at the segment's first token
         np.testing.assert_allclose(ent[0, at : at + n], en[0], atol=1e-5)
@@ -64,7 +81,7 @@ def test_packed_gradients_equal_unpacked():
         m = nnx.merge(graphdef, p)
         return sum(jnp.sum(sequence_logprobs(m, jnp.asarray(s)[None], chunk_size=8)) for s in seqs)
 
-    g1, g0 = jax.grad(packed)(params), jax.grad(alone)(params)
+    g1, g0 = jax.jit(jax.grad(packed))(params), jax.jit(jax.grad(alone))(params)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
