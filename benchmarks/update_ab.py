@@ -92,33 +92,33 @@ def bench(config: str, target: str, replacement_spec: str, rounds: int, batch: i
 
     model = init_model(preset(config), 0)
     batch_np = make_batch(model.cfg.vocab_size, batch, seq)
-    arm_a, state_a, batch_a, compile_a = compiled_update(model, batch_np)
+    arm_a, state_a, batch_, compile_a = compiled_update(model, batch_np)
     with patched(target, resolve(replacement_spec)):
-        arm_b, state_b, batch_b, compile_b = compiled_update(model, batch_np)
+        arm_b, state_b, _, compile_b = compiled_update(model, batch_np)
 
-    def copy(tree):  # the step donates its state and batch; both arms start from the same arrays
+    def copy(tree):  # the step donates its state, and both arms' states hold the model's own buffers
         return jax.tree.map(jnp.copy, tree)
 
-    (sa, ma), (sb, mb) = arm_a(copy(state_a), copy(batch_a)), arm_b(copy(state_b), copy(batch_b))
+    (sa, ma), (sb, mb) = arm_a(copy(state_a), batch_), arm_b(copy(state_b), batch_)
     diff = max(
         float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
         for x, y in zip(jax.tree.leaves(sa.params), jax.tree.leaves(sb.params))
     )
-    live = {"a": copy(state_a), "b": copy(state_b)}
 
-    def timed(arm, key, batch_):
+    def timed(arm, state):
+        """One call of ``arm`` per call, each from the state the previous one returned; its seconds."""
+        live = [copy(state)]
+
         def call():
-            b = copy(batch_)
-            jax.block_until_ready(b)
             t0 = time.perf_counter()
-            out = arm(live[key], b)
+            out = arm(live[0], batch_)
             jax.block_until_ready(out)
-            live[key] = out[0]
+            live[0] = out[0]
             return time.perf_counter() - t0
 
         return call
 
-    res = paired_rounds(timed(arm_a, "a", batch_a), timed(arm_b, "b", batch_b), rounds)
+    res = paired_rounds(timed(arm_a, state_a), timed(arm_b, state_b), rounds)
     return dict(
         config=config,
         batch=batch,
