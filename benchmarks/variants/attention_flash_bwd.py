@@ -49,8 +49,9 @@ def _backward(res, d_out):
 _heads.defvjp(_forward, _backward)
 
 
-def attend(q, k, v, key_valid, query_slots, key_slots, segment_ids=None):
-    """``upt_jax.models.attention.attend``'s signature and result (``[B, T, H, Dh]``); fp32 models."""
+def attend(q, k, v, key_valid, query_slots, key_slots, segment_ids=None, query_block=None):
+    """``upt_jax.models.attention.attend``'s signature and result (``[B, T, H, Dh]``); fp32 models.
+    One block whatever ``query_block`` (the variant predates session 20's causal query blocks)."""
     visible = key_valid[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])  # [B, T, S]
     if segment_ids is not None:
         visible = visible & (segment_ids[:, :, None] == segment_ids[:, None, :])

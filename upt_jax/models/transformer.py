@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from upt_jax.models.attention import attend, attend_cached
+from upt_jax.models.attention import attend, attend_cached, causal_query_block
 from upt_jax.models.config import ModelConfig
 from upt_jax.models.rope import (
     apply_rope,
@@ -190,7 +190,9 @@ class Attention(nnx.Module):
         """Args:
           x: ``[B, T, D]``; rope: ``rope_tables(positions, inv_freq)``; key_valid: ``[B, S]`` bool;
           query_slots: ``[T]``; key_slots: ``[S]``;
-          layer_cache: ``(k [B, K, Dh, S], v [B, K, S, Dh], index [])`` or None (then S = T);
+          layer_cache: ``(k [B, K, Dh, S], v [B, K, S, Dh], index [])`` or None (then S = T, the
+            slots ``arange(T)`` as ``Transformer.hidden_states`` passes them, and long rows run in
+            causal query blocks, `upt_jax.models.attention.causal_query_block`);
           segment_ids: ``[B, T]`` int or None (packed rows, no cache: same-segment keys only).
         Returns:
           ``([B, T, D], (k, v) updated cache arrays or None)``.
@@ -204,7 +206,7 @@ class Attention(nnx.Module):
         q, k = rotate(q, *rope), rotate(k, *rope)
         new_cache = None
         if layer_cache is None:
-            out = attend(q, k, v, key_valid, query_slots, key_slots, segment_ids)
+            out = attend(q, k, v, key_valid, query_slots, key_slots, segment_ids, causal_query_block(t))
         else:
             ck, cv, index = layer_cache
             ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 3, 1).astype(ck.dtype), (0, 0, 0, index))
