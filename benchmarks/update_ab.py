@@ -15,7 +15,8 @@ time, e.g. ``upt_jax.models.transformer.attend``) by ``MODULE:NAME``. Then:
 * ``--rounds`` rounds after two warm-up calls each, every round one call of each arm, the order
   alternating from round to round; the speed-up of a round is A's time over B's (above 1: B is
   faster). Reported: each arm's median time and the speed-up's median and interquartile range
-  over the rounds, the measure for a host whose per-call noise is as large as the effect.
+  over the rounds, the measure for a host whose per-call noise is as large as the effect;
+* each arm's compiled temporaries (XLA's ``memory_analysis()``, MiB).
 
 The variants tried by earlier sessions live in ``benchmarks/variants/``.
 """
@@ -128,6 +129,7 @@ def bench(config: str, target: str, replacement_spec: str, rounds: int, batch: i
         loss_b=float(mb["loss"]),
         max_param_diff=diff,
         compile_s=[round(compile_a, 2), round(compile_b, 2)],
+        temp_mib=[round(arm.memory_analysis().temp_size_in_bytes / 2**20, 1) for arm in (arm_a, arm_b)],
         **res,
     )
 
@@ -135,14 +137,14 @@ def bench(config: str, target: str, replacement_spec: str, rounds: int, batch: i
 def table(rows: list[dict]) -> list[str]:
     lines = [
         "| config | batch × seq | A ms (median) | B ms (median) | speed-up A/B (median) | IQR | rounds "
-        "| loss A / B | max parameter difference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| loss A / B | max parameter difference | XLA temporaries MiB A / B |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['batch']} × {r['seq']} | {r['a_ms']} | {r['b_ms']} | {r['speedup']}× | "
             f"{r['iqr'][0]}–{r['iqr'][1]} | {r['rounds']} | {r['loss_a']:.6g} / {r['loss_b']:.6g} | "
-            f"{r['max_param_diff']:.2g} |"
+            f"{r['max_param_diff']:.2g} | {r['temp_mib'][0]} / {r['temp_mib'][1]} |"
         )
     return lines
 

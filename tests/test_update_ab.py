@@ -92,4 +92,18 @@ def test_command_runs_both_arms_and_reports_the_same_step(capsys):
     (r,) = rows
     assert r["loss_a"] == pytest.approx(r["loss_b"], rel=1e-5) and r["max_param_diff"] < 1e-6
     assert r["a_ms"] > 0 and r["b_ms"] > 0 and r["rounds"] == 2
+    assert len(r["temp_mib"]) == 2 and min(r["temp_mib"]) > 0
     assert "| tiny | 4 × 64 |" in capsys.readouterr().out
+
+
+def test_the_table_shows_both_arms_temporaries():
+    row = dict(
+        config="tiny", batch=4, seq=1024, a_ms=1418.0, b_ms=1856.6, speedup=0.764, iqr=[0.756, 0.768], rounds=8,
+        loss_a=0.345633, loss_b=0.345633, max_param_diff=7.5e-9, temp_mib=[955.0, 1443.0],
+    )  # fmt: skip
+    header, _, line = update_ab.table([row])
+    assert header.endswith("| XLA temporaries MiB A / B |")
+    assert (
+        line
+        == "| tiny | 4 × 1024 | 1418.0 | 1856.6 | 0.764× | 0.756–0.768 | 8 | 0.345633 / 0.345633 | 7.5e-09 | 955.0 / 1443.0 |"
+    )
