@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from upt_jax.models import attention, init_model, token_logprobs, transformer
+from upt_jax.models import (
+    attention,
+    init_model,
+    load_hf_checkpoint,
+    make_mesh,
+    save_hf_checkpoint,
+    token_logprobs,
+    transformer,
+)
 from upt_jax.models.config import ModelConfig
 
 
@@ -126,3 +134,21 @@ def test_a_long_row_through_the_model_matches_one_block(monkeypatch):
         np.testing.assert_allclose(np.asarray(blocked[0])[keep], np.asarray(one[0])[keep], rtol=1e-5, atol=1e-5)
         for x, y in zip(jax.tree.leaves(one[1]), jax.tree.leaves(blocked[1])):
             np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6)
+
+
+def test_blocks_on_an_8_device_mesh(tmp_path):
+    """Rows of 160 tokens (two blocks) on a data × fsdp × tensor mesh (heads split over tensor):
+    the logits of the unsharded model."""
+    assert jax.device_count() == 8, "tests run with 8 simulated CPU devices (tests/conftest.py)"
+    cfg = ModelConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8
+    )
+    d = save_hf_checkpoint(init_model(cfg, 5), tmp_path / "ckpt")
+    rng = np.random.RandomState(4)
+    tokens = jnp.asarray(rng.randint(1, cfg.vocab_size, (4, 160)))
+    mask = jnp.asarray((np.arange(160)[None] >= np.array([0, 7, 30, 0])[:, None]).astype(np.int32))
+    sharded = load_hf_checkpoint(d, mesh=make_mesh(data=2, fsdp=2, tensor=2))
+    a = np.asarray(sharded(tokens, attention_mask=mask)[0])
+    b = np.asarray(load_hf_checkpoint(d)(tokens, attention_mask=mask)[0])
+    keep = np.asarray(mask, bool)
+    np.testing.assert_allclose(a[keep], b[keep], atol=1e-5)
