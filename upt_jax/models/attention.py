@@ -59,13 +59,12 @@ def attend(q, k, v, key_valid, query_slots, key_slots, segment_ids=None, query_b
     visible = _visible(key_valid, query_slots, key_slots, segment_ids)
     qg = _heads_first(q, k.shape[2])
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, Dh]
-    core = lambda qg, k, v, visible: _attend_heads(qg, "bksd", k, v, visible)
     if query_block is None or query_block >= t:
-        return _merge_heads(core(qg, kt, vt, visible))
+        return _merge_heads(_attend_heads(qg, "bksd", kt, vt, visible))
     if s != t:
         raise ValueError(f"query_block needs the keys to be the queries' own {t} slots, got {s} keys")
     blocks = [
-        core(qg[:, :, :, lo:hi], kt[:, :, :hi], vt[:, :, :hi], visible[:, lo:hi, :hi])
+        _attend_heads(qg[:, :, :, lo:hi], "bksd", kt[:, :, :hi], vt[:, :, :hi], visible[:, lo:hi, :hi])
         for lo, hi in ((lo, min(lo + query_block, t)) for lo in range(0, t, query_block))
     ]
     return _merge_heads(jnp.concatenate(blocks, axis=3))
