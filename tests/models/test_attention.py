@@ -152,3 +152,96 @@ def test_blocks_on_an_8_device_mesh(tmp_path):
     b = np.asarray(load_hf_checkpoint(d)(tokens, attention_mask=mask)[0])
     keep = np.asarray(mask, bool)
     np.testing.assert_allclose(a[keep], b[keep], atol=1e-5)
+
+
+def _small_cfg():
+    return ModelConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8
+    )
+
+
+@pytest.mark.parametrize("t", [20, 160])
+def test_a_prefill_with_a_static_index_reads_only_the_written_slots(t):
+    """A prefill into an empty cache (`KVCache.init(static_index=True)`) attends over its own slots
+    only (and in causal query blocks past 128 tokens): the same hidden states, cache and next
+    decode step as a prefill over the whole cache, with fewer FLOPs."""
+    from upt_jax.models import KVCache
+
+    model = init_model(_small_cfg(), 1)
+    graphdef, params = nnx.split(model)
+    rng = np.random.RandomState(6)
+    tokens = jnp.asarray(rng.randint(1, 64, (2, t)))
+    mask = jnp.asarray((np.arange(t)[None] >= np.array([0, 5])[:, None]).astype(np.int32))
+    nxt = jnp.asarray(rng.randint(1, 64, (2, 1)))
+
+    def arm(static):
+        def run(p):
+            m = nnx.merge(graphdef, p)
+            cache = KVCache.init(m.cfg, 2, t + 40, static_index=static)
+            h, cache = m.hidden_states(tokens, attention_mask=mask, cache=cache)
+            assert cache.static_index == (t if static else None)
+            cache = cache.replace(static_index=None)
+            h1, _ = m.hidden_states(nxt, positions=jnp.sum(mask, -1)[:, None], cache=cache)
+            return h, cache.k, cache.v, h1
+
+        return run
+
+    static, full = arm(True), arm(False)
+    got, want = jax.jit(static)(params), jax.jit(full)(params)
+    keep = np.asarray(mask, bool)  # padding slots' keys and values are never read
+    np.testing.assert_allclose(np.asarray(got[0])[keep], np.asarray(want[0])[keep], rtol=1e-5, atol=1e-5)
+    for x, y in zip(got[1], want[1]):  # keys [B, K, Dh, S]
+        np.testing.assert_allclose(
+            np.moveaxis(np.asarray(x)[..., :t], 3, 1)[keep], np.moveaxis(np.asarray(y)[..., :t], 3, 1)[keep], atol=1e-5
+        )
+    for x, y in zip(got[2], want[2]):  # values [B, K, S, Dh]
+        np.testing.assert_allclose(
+            np.moveaxis(np.asarray(x)[:, :, :t], 2, 1)[keep],
+            np.moveaxis(np.asarray(y)[:, :, :t], 2, 1)[keep],
+            atol=1e-5,
+        )
+    np.testing.assert_allclose(np.asarray(got[3]), np.asarray(want[3]), rtol=1e-5, atol=1e-5)
+    flops = lambda f: jax.jit(f).lower(params).compile().cost_analysis()["flops"]  # noqa: E731
+    assert flops(static) < flops(full)
+
+
+def test_a_static_index_past_the_cache_is_an_error():
+    from upt_jax.models import KVCache
+
+    model = init_model(_small_cfg(), 1)
+    _, cache = model.hidden_states(jnp.ones((1, 6), jnp.int32), cache=KVCache.init(model.cfg, 1, 8, static_index=True))
+    assert cache.static_index == 6
+    with pytest.raises(ValueError, match="overflow"):
+        model.hidden_states(jnp.ones((1, 3), jnp.int32), cache=cache)
+
+
+def test_shared_prompts_and_long_responses_run_in_blocks_and_match_the_full_rows():
+    """`shared_prompt_logprobs` with a 140-token prompt and 150-token responses (both passes in
+    causal query blocks, the responses' offset by the prompt): the full rows' log-probs."""
+    from upt_jax.models import sequence_logprobs
+    from upt_jax.models.logprobs import shared_prompt_logprobs
+
+    model = init_model(_small_cfg(), 2)
+    graphdef, params = nnx.split(model)
+    n, groups, p, r = 2, 2, 140, 150
+    rng = np.random.RandomState(7)
+    tokens = np.zeros((n * groups, p + r), np.int32)
+    attn = np.zeros_like(tokens)
+    for g in range(groups):
+        plen = [130, 140][g]  # the first group's prompt is left-padded
+        prompt = rng.randint(1, 64, plen)
+        for i in range(g * n, (g + 1) * n):
+            lr = rng.randint(100, r + 1)
+            tokens[i, p - plen : p], attn[i, p - plen : p] = prompt, 1
+            tokens[i, p : p + lr], attn[i, p : p + lr] = rng.randint(1, 64, lr), 1
+
+    def run(prm, shared):
+        args = (nnx.merge(graphdef, prm), jnp.asarray(tokens), jnp.asarray(attn))
+        if shared:
+            return shared_prompt_logprobs(*args, group_size=n, response_len=r, chunk_size=64)
+        return sequence_logprobs(*args, chunk_size=64)
+
+    run = jax.jit(run, static_argnums=1)
+    full, shared = np.asarray(run(params, False)), np.asarray(run(params, True))
+    resp = attn[:, p:] > 0
+    np.testing.assert_allclose(shared[:, p:][resp], full[:, p:][resp], rtol=1e-5, atol=1e-5)

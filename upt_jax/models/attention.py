@@ -63,23 +63,44 @@ def attend(q, k, v, key_valid, query_slots, key_slots, segment_ids=None, query_b
         return _merge_heads(_attend_heads(qg, "bksd", kt, vt, visible))
     if s != t:
         raise ValueError(f"query_block needs the keys to be the queries' own {t} slots, got {s} keys")
-    blocks = [
-        _attend_heads(qg[:, :, :, lo:hi], "bksd", kt[:, :, :hi], vt[:, :, :hi], visible[:, lo:hi, :hi])
-        for lo, hi in ((lo, min(lo + query_block, t)) for lo in range(0, t, query_block))
-    ]
-    return _merge_heads(jnp.concatenate(blocks, axis=3))
+    return _merge_heads(_blocked(qg, "bksd", kt, vt, visible, query_block))
 
 
-def attend_cached(q, k_t, v, key_valid, query_slots, key_slots):
+def _blocked(qg, k_spec: str, k, v, visible, query_block: int, offset: int = 0):
+    """`_attend_heads` in causal query blocks: the queries ``[lo, hi)`` (at slots ``offset + lo ..``)
+    read the keys ``[0, offset + hi)``, the later ones being invisible to them (slots ``arange``)."""
+    t = qg.shape[3]
+    key_axis = 3 if k_spec == "bkds" else 2
+    blocks = []
+    for lo in range(0, t, query_block):
+        hi = min(lo + query_block, t)
+        e = offset + hi
+        kb = jax.lax.slice_in_dim(k, 0, e, axis=key_axis)
+        blocks.append(_attend_heads(qg[:, :, :, lo:hi], k_spec, kb, v[:, :, :e], visible[:, lo:hi, :e]))
+    return jnp.concatenate(blocks, axis=3)
+
+
+def attend_cached(q, k_t, v, key_valid, query_slots, key_slots, key_limit=None):
     """``attend`` over a ``KVCache`` layer: ``k_t [B, K, Dh, S]`` (transposed keys), ``v [B, K, S, Dh]``.
 
     A one-token decode step runs two plain batched matmuls over ``(b, k)`` on the cache as stored;
     a multi-token prefill reads the cache as stored too (``_attend_heads``).
+
+    ``key_limit``: None, or the static number of slots in use after this step's ``T`` tokens were
+    written (``KVCache.static_index + T``; the queries are at slots ``key_limit − T ..``, the keys
+    at ``arange(S)``): only the keys ``[0, key_limit)`` are read, the later slots being empty, and
+    a long multi-token pass runs in causal query blocks (`causal_query_block`).
     """
     b, t, h, dh = q.shape
     kh = k_t.shape[1]
+    if key_limit is not None:
+        k_t, v = k_t[..., :key_limit], v[:, :, :key_limit]
+        key_valid, key_slots = key_valid[:, :key_limit], key_slots[:key_limit]
     if t > 1:
         visible = _visible(key_valid, query_slots, key_slots)
+        block = None if key_limit is None else causal_query_block(t)
+        if block is not None:
+            return _merge_heads(_blocked(_heads_first(q, kh), "bkds", k_t, v, visible, block, key_limit - t))
         return _merge_heads(_attend_heads(_heads_first(q, kh), "bkds", k_t, v, visible))
     q1 = q.reshape(b, kh, h // kh, dh)  # t = 1
     scores = _scores("bkgd,bkds->bkgs", q1, k_t)[:, :, :, None]

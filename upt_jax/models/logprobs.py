@@ -274,7 +274,7 @@ def shared_prompt_logprobs(
     if not 0 < r < t:
         raise ValueError(f"shared_prompt_logprobs: response_len {r} must be in (0, {t})")
     positions = positions_from_mask(attention_mask)  # as in the full row
-    cache = KVCache.init(model.cfg, b // n, t)
+    cache = KVCache.init(model.cfg, b // n, t, static_index=True)  # prompt, then responses: blocks
     h_prompt, cache = model.hidden_states(
         tokens[::n, :p],
         attention_mask=attention_mask[::n, :p],
@@ -284,7 +284,11 @@ def shared_prompt_logprobs(
     )
     group = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731 — [B/n, ...] -> each group's n rows
     cache = KVCache(
-        k=tuple(map(group, cache.k)), v=tuple(map(group, cache.v)), mask=group(cache.mask), index=cache.index
+        k=tuple(map(group, cache.k)),
+        v=tuple(map(group, cache.v)),
+        mask=group(cache.mask),
+        index=cache.index,
+        static_index=cache.static_index,
     )
     h_resp, _ = model.hidden_states(
         tokens[:, p:],

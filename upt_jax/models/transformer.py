@@ -56,16 +56,21 @@ class KVCache:
       v: tuple of ``L`` arrays ``[B, K, S, Dh]``.
       mask: ``[B, S]`` bool, slot holds a real (non-padding) token.
       index: ``[]`` int32, the next slot to write.
+      static_index: ``index`` as a Python int when it is known at trace time, else None (static:
+        a cache passed through a loop whose carry it is must have it None). With it, a pass of
+        ``T`` tokens reads only the slots ``[0, static_index + T)`` and runs long passes in causal
+        query blocks (`upt_jax.models.attention.attend_cached`).
     """
 
     k: tuple
     v: tuple
     mask: jax.Array
     index: jax.Array
+    static_index: int | None = flax.struct.field(pytree_node=False, default=None)
 
     @classmethod
-    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
-        """An empty cache of ``max_len`` slots."""
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None, *, static_index: bool = False) -> "KVCache":
+        """An empty cache of ``max_len`` slots (``static_index``: track the index statically, from 0)."""
         dtype = dtype or cfg.jnp_dtype
         k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
         v_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
@@ -74,6 +79,7 @@ class KVCache:
             v=tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers)),
             mask=jnp.zeros((batch, max_len), bool),
             index=jnp.zeros((), jnp.int32),
+            static_index=0 if static_index else None,
         )
 
     @property
@@ -186,14 +192,15 @@ class Attention(nnx.Module):
             self.q_norm = self.k_norm = None
         self.inv_freq = tuple(float(f) for f in rope_inv_freq(cfg))  # static, hashable
 
-    def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None, segment_ids=None):
+    def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None, segment_ids=None, key_limit=None):
         """Args:
           x: ``[B, T, D]``; rope: ``rope_tables(positions, inv_freq)``; key_valid: ``[B, S]`` bool;
           query_slots: ``[T]``; key_slots: ``[S]``;
           layer_cache: ``(k [B, K, Dh, S], v [B, K, S, Dh], index [])`` or None (then S = T, the
             slots ``arange(T)`` as ``Transformer.hidden_states`` passes them, and long rows run in
             causal query blocks, `upt_jax.models.attention.causal_query_block`);
-          segment_ids: ``[B, T]`` int or None (packed rows, no cache: same-segment keys only).
+          segment_ids: ``[B, T]`` int or None (packed rows, no cache: same-segment keys only);
+          key_limit: with a cache, the static slots in use after this pass (``attend_cached``).
         Returns:
           ``([B, T, D], (k, v) updated cache arrays or None)``.
         """
@@ -212,7 +219,7 @@ class Attention(nnx.Module):
             ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 3, 1).astype(ck.dtype), (0, 0, 0, index))
             cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), (0, 0, index, 0))
             new_cache = (ck, cv)
-            out = attend_cached(q, ck, cv, key_valid, query_slots, key_slots)
+            out = attend_cached(q, ck, cv, key_valid, query_slots, key_slots, key_limit)
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), new_cache
 
 
@@ -238,9 +245,9 @@ class Block(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=cfg.jnp_param_dtype)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None, segment_ids=None):
+    def __call__(self, x, rope, key_valid, query_slots, key_slots, layer_cache=None, segment_ids=None, key_limit=None):
         h, new_cache = self.self_attn(
-            self.input_layernorm(x), rope, key_valid, query_slots, key_slots, layer_cache, segment_ids
+            self.input_layernorm(x), rope, key_valid, query_slots, key_slots, layer_cache, segment_ids, key_limit
         )
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
@@ -343,20 +350,23 @@ class Transformer(nnx.Module):
         x = self.embed_tokens(tokens)
         if rope is None:  # shared by every layer
             rope = rope_tables(positions, self.layers[0].self_attn.inv_freq)
+        limit = None if cache is None or cache.static_index is None else cache.static_index + t
+        if limit is not None and limit > cache.max_len:
+            raise ValueError(f"{t} tokens at slot {cache.static_index} overflow the cache's {cache.max_len} slots")
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i], cache.index)
             if self.remat != "none" and (cache is None or remat_with_cache):
-                fn = nnx.remat(lambda blk, *a: blk(*a), policy=REMAT_POLICIES[self.remat])
+                fn = nnx.remat(lambda blk, *a: blk(*a, key_limit=limit), policy=REMAT_POLICIES[self.remat])
                 x, lc = fn(layer, x, rope, key_valid, query_slots, key_slots, layer_cache, segment_ids)
             else:
-                x, lc = layer(x, rope, key_valid, query_slots, key_slots, layer_cache, segment_ids)
+                x, lc = layer(x, rope, key_valid, query_slots, key_slots, layer_cache, segment_ids, limit)
             if lc is not None:
                 new_k.append(lc[0])
                 new_v.append(lc[1])
         x = self.norm(x)
         if cache is not None:
-            cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask=key_valid, index=cache.index + t)
+            cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask=key_valid, index=cache.index + t, static_index=limit)
         return x, cache
 
     def __call__(self, tokens, *, attention_mask=None, positions=None, cache=None, segment_ids=None):

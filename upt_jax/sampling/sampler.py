@@ -145,9 +145,11 @@ class Sampler:
 
         def run(state, prompt, prompt_mask, max_new, key, row_offset):
             model = nnx.merge(graphdef, state)
-            cache = KVCache.init(cfg, b, p + l, cache_dtype)
+            # the prefill reads the prompt's slots only (the cache's index is known: 0)
+            cache = KVCache.init(cfg, b, p + l, cache_dtype, static_index=True)
             positions = positions_from_mask(prompt_mask)
             hidden, cache = model.hidden_states(prompt, attention_mask=prompt_mask, positions=positions, cache=cache)
+            cache = cache.replace(static_index=None)  # the decode loop's carry: the index moves
             kernel = model.lm_head_kernel()
             logits = jnp.einsum(
                 "bd,dv->bv", hidden[:, -1], kernel.astype(hidden.dtype), preferred_element_type=jnp.float32
