@@ -20,6 +20,12 @@ from upt_jax.models import (
 from upt_jax.models.config import ModelConfig
 
 
+def _small_cfg():
+    return ModelConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8
+    )
+
+
 def test_causal_query_block_sizes():
     block = attention.causal_query_block
     assert block(1) is None and block(attention.QUERY_BLOCK) is None  # short rows: one block
@@ -97,9 +103,7 @@ def test_the_blocks_need_the_queries_own_keys():
 def test_a_long_row_through_the_model_matches_one_block(monkeypatch):
     """A tiny model on rows of 160 tokens (blocks of 128 and 32), padded and packed: the
     hidden states of every real token and the log-prob gradient are those of one block."""
-    cfg = ModelConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8
-    )
+    cfg = _small_cfg()
     model = init_model(cfg, 0)
     t = 160
     assert attention.causal_query_block(t) == 128
@@ -140,9 +144,7 @@ def test_blocks_on_an_8_device_mesh(tmp_path):
     """Rows of 160 tokens (two blocks) on a data × fsdp × tensor mesh (heads split over tensor):
     the logits of the unsharded model."""
     assert jax.device_count() == 8, "tests run with 8 simulated CPU devices (tests/conftest.py)"
-    cfg = ModelConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8
-    )
+    cfg = _small_cfg()
     d = save_hf_checkpoint(init_model(cfg, 5), tmp_path / "ckpt")
     rng = np.random.RandomState(4)
     tokens = jnp.asarray(rng.randint(1, cfg.vocab_size, (4, 160)))
@@ -152,12 +154,6 @@ def test_blocks_on_an_8_device_mesh(tmp_path):
     b = np.asarray(load_hf_checkpoint(d)(tokens, attention_mask=mask)[0])
     keep = np.asarray(mask, bool)
     np.testing.assert_allclose(a[keep], b[keep], atol=1e-5)
-
-
-def _small_cfg():
-    return ModelConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8
-    )
 
 
 @pytest.mark.parametrize("t", [20, 160])

@@ -80,7 +80,7 @@ def _blocked(qg, k_spec: str, k, v, visible, query_block: int, offset: int = 0):
     return jnp.concatenate(blocks, axis=3)
 
 
-def attend_cached(q, k_t, v, key_valid, query_slots, key_slots, key_limit=None):
+def attend_cached(q, k_t, v, key_valid, query_slots, key_slots, key_limit=None, query_block=None):
     """``attend`` over a ``KVCache`` layer: ``k_t [B, K, Dh, S]`` (transposed keys), ``v [B, K, S, Dh]``.
 
     A one-token decode step runs two plain batched matmuls over ``(b, k)`` on the cache as stored;
@@ -88,19 +88,21 @@ def attend_cached(q, k_t, v, key_valid, query_slots, key_slots, key_limit=None):
 
     ``key_limit``: None, or the static number of slots in use after this step's ``T`` tokens were
     written (``KVCache.static_index + T``; the queries are at slots ``key_limit − T ..``, the keys
-    at ``arange(S)``): only the keys ``[0, key_limit)`` are read, the later slots being empty, and
-    a long multi-token pass runs in causal query blocks (`causal_query_block`).
+    at ``arange(S)``): only the keys ``[0, key_limit)`` are read, the later slots being empty;
+    ``query_block`` (with ``key_limit`` only): a multi-token pass in causal query blocks of that
+    many queries, offset by the ``key_limit − T`` slots before them (``attend``'s ``query_block``).
     """
     b, t, h, dh = q.shape
     kh = k_t.shape[1]
     if key_limit is not None:
         k_t, v = k_t[..., :key_limit], v[:, :, :key_limit]
         key_valid, key_slots = key_valid[:, :key_limit], key_slots[:key_limit]
+    if query_block is not None and key_limit is None:
+        raise ValueError("attend_cached: query_block needs a static key_limit (the slots before the queries)")
     if t > 1:
         visible = _visible(key_valid, query_slots, key_slots)
-        block = None if key_limit is None else causal_query_block(t)
-        if block is not None:
-            return _merge_heads(_blocked(_heads_first(q, kh), "bkds", k_t, v, visible, block, key_limit - t))
+        if query_block is not None and query_block < t:
+            return _merge_heads(_blocked(_heads_first(q, kh), "bkds", k_t, v, visible, query_block, key_limit - t))
         return _merge_heads(_attend_heads(_heads_first(q, kh), "bkds", k_t, v, visible))
     q1 = q.reshape(b, kh, h // kh, dh)  # t = 1
     scores = _scores("bkgd,bkds->bkgs", q1, k_t)[:, :, :, None]

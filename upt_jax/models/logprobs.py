@@ -283,13 +283,7 @@ def shared_prompt_logprobs(
         remat_with_cache=True,
     )
     group = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731 — [B/n, ...] -> each group's n rows
-    cache = KVCache(
-        k=tuple(map(group, cache.k)),
-        v=tuple(map(group, cache.v)),
-        mask=group(cache.mask),
-        index=cache.index,
-        static_index=cache.static_index,
-    )
+    cache = cache.replace(k=tuple(map(group, cache.k)), v=tuple(map(group, cache.v)), mask=group(cache.mask))
     h_resp, _ = model.hidden_states(
         tokens[:, p:],
         attention_mask=attention_mask[:, p:],

@@ -212,14 +212,17 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = rotate(q, *rope), rotate(k, *rope)
         new_cache = None
+        block = causal_query_block(t)  # the blocks' policy, for both paths
         if layer_cache is None:
-            out = attend(q, k, v, key_valid, query_slots, key_slots, segment_ids, causal_query_block(t))
+            out = attend(q, k, v, key_valid, query_slots, key_slots, segment_ids, block)
         else:
             ck, cv, index = layer_cache
             ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 3, 1).astype(ck.dtype), (0, 0, 0, index))
             cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), (0, 0, index, 0))
             new_cache = (ck, cv)
-            out = attend_cached(q, ck, cv, key_valid, query_slots, key_slots, key_limit)
+            out = attend_cached(
+                q, ck, cv, key_valid, query_slots, key_slots, key_limit, None if key_limit is None else block
+            )
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), new_cache
 
 
