@@ -1,5 +1,5 @@
 """benchmarks/update_ab.py: the patch is applied to arm B only and undone, the paired statistics are
-the per-round ratios', and the committed attention variant is the core's attention and gradient."""
+the per-round ratios', and the committed variants compute what the code they replace computes."""
 
 import itertools
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import update_ab
-from benchmarks.variants import attention_flash_bwd
+from benchmarks.variants import attention_flash_bwd, narrow_transpose
 from upt_jax.models import attention, transformer
 
 
@@ -71,6 +71,19 @@ def test_the_flash_backward_variant_is_the_cores_attention_and_gradient(packed):
     ):
         for xa, ya in zip(jax.tree.leaves(x), jax.tree.leaves(y)):
             np.testing.assert_allclose(np.asarray(ya), np.asarray(xa), rtol=1e-5, atol=1e-5, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("din, dout", [(8, 24), (24, 8)])  # the input narrower, then the cotangent
+def test_the_narrow_transpose_variant_is_dense_cpus_product_and_gradient(din, dout):
+    rng = np.random.RandomState(1)
+    x = jnp.asarray(rng.randn(2, 5, din), jnp.float32)
+    w = jnp.asarray(rng.randn(din, dout), jnp.float32)
+    c = jnp.asarray(rng.randn(2, 5, dout), jnp.float32)
+    loss = lambda fn: jax.value_and_grad(lambda x, w: jnp.sum(fn(x, w) * c), argnums=(0, 1))(x, w)
+    ref, var = loss(transformer.dense_cpu), loss(narrow_transpose.dense_cpu)
+    for xa, ya in zip(jax.tree.leaves(ref), jax.tree.leaves(var)):
+        assert ya.shape == xa.shape
+        np.testing.assert_allclose(np.asarray(ya), np.asarray(xa), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
