@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 
@@ -209,3 +210,39 @@ def compiled_memory(compiled) -> dict[str, int]:
     )
     sizes["peak"] = sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"]
     return {k: int(v) for k, v in sizes.items()}
+
+
+def in_turns(call_a, call_b, rounds: int, warmup: int = 2) -> tuple[list[float], list[float]]:
+    """Each call's own seconds (``call_a()`` and ``call_b()`` return them), timed in turns: one call
+    of each per round after ``warmup`` untimed rounds, which goes first alternating from round to
+    round, so that both see the same load on a shared host. ``(A's seconds, B's seconds)``."""
+    if rounds < 2:
+        raise ValueError("rounds must be ≥ 2 (an interquartile range needs two)")
+    for _ in range(warmup):
+        call_a(), call_b()
+    ta, tb = [], []
+    for r in range(rounds):
+        if r % 2:
+            b = call_b()
+            a = call_a()
+        else:
+            a = call_a()
+            b = call_b()
+        ta.append(a)
+        tb.append(b)
+    return ta, tb
+
+
+def ratio_stats(ta: list[float], tb: list[float]) -> tuple[float, list[float]]:
+    """The median of the per-round ratios ``A / B`` and their interquartile range (inclusive)."""
+    ratios = [a / b for a, b in zip(ta, tb)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return round(statistics.median(ratios), 3), [round(q1, 3), round(q3, 3)]
+
+
+def paired_cell(row: dict) -> str:
+    """A table's paired-ratio cell, ``"1.04× (0.98–1.10)"`` (`ratio_stats`), or "–" for a row without it."""
+    if row.get("paired_ratio") is None:
+        return "–"
+    lo, hi = row["paired_iqr"]
+    return f"{row['paired_ratio']}× ({lo}–{hi})"

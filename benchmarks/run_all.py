@@ -266,16 +266,16 @@ def main(argv=None):
         print("\n".join(hpt_lines(res["hpt_step"], res["hpt_update_packed"])))
         return res
     from benchmarks import decode_floor, memory_bench, overlap_bench, own_runs, sampler_bench, update_bench
-    from benchmarks.common import tunix_cells
+    from benchmarks.common import paired_cell, tunix_cells
 
     configs = ["tiny"] if a.quick else ["tiny", "small"]
     results_dir = os.path.join(HERE, "results")
     os.makedirs(results_dir, exist_ok=True)
     t0 = time.time()
     tunix = not a.no_tunix
-    samp = [sampler_bench.bench(c, 32, 64, 16, 2 if a.quick else 3, tunix=tunix) for c in configs]
+    samp = [sampler_bench.bench(c, 32, 64, 16, 2 if a.quick else 5, tunix=tunix) for c in configs]
     floor = [decode_floor.floor_row(r, 5 if a.quick else 20) for r in samp]
-    upd = [update_bench.bench(c, 8, 256, 2 if a.quick else 3, "none", tunix=tunix) for c in configs]
+    upd = [update_bench.bench(c, 8, 256, 3 if a.quick else 8, "none", tunix=tunix) for c in configs]
     mem = memory_bench.bench()
     hpt = hpt_step_split()
     hpt_pack = hpt_update_packed_vs_padded()
@@ -319,18 +319,21 @@ def main(argv=None):
         "## Sampler: new tokens/s vs transformers `generate` (PyTorch CPU) and Tunix, batch 32 × 64 new tokens",
         "",
         'upt_jax samples with `streams="auto"` (row chunks decoded concurrently in threads, same '
-        "tokens; the streams column); its one-stream tokens/s is measured in the same turns.",
+        "tokens; the streams column); its one-stream tokens/s is measured in the same turns. tok/s and "
+        "ratio come from each side's fastest call; the paired ratio is the median of upt_jax's tokens/s "
+        "over `generate`'s turn by turn, with its interquartile range.",
         "",
-        "| config | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio | Tunix tok/s "
-        "| upt_jax/Tunix | upt_jax compile s | Tunix compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| config | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio | paired ratio (IQR), "
+        "rounds | Tunix tok/s | upt_jax/Tunix | upt_jax compile s | Tunix compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     dash = lambda v, f="{}": "–" if v is None else f.format(v)
     for r in samp:
         t_tps, t_ratio = tunix_cells(r)
         lines.append(
             f"| {r['config']} | {r['upt_jax_tokens_per_s']} | {r['upt_jax_streams']} | "
-            f"{r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} | "
+            f"{r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | "
+            f"{paired_cell(r)}, {r.get('rounds', '–')} | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} | "
             f"{dash(r['tunix_compile_s'])} |"
         )
     lines += [
@@ -351,16 +354,21 @@ def main(argv=None):
         "",
         "## Update step (GRPO loss + AdamW): tokens/s and MFU vs PyTorch and Tunix, batch 8 × 256",
         "",
-        "MFU = model FLOPs/s ÷ the fp32 matmul peak measured in the same run.",
+        "MFU = model FLOPs/s ÷ the fp32 matmul peak measured in the same run. upt_jax's and PyTorch's "
+        "steps are timed in turns, one of each per round (which goes first alternating), so both see the "
+        "same load: tok/s, MFU and ratio come from each side's fastest step; the paired ratio is the median "
+        "of PyTorch's time over upt_jax's round by round, with its interquartile range. Tunix runs in its own "
+        "process before them.",
         "",
-        "| config | upt_jax tok/s | PyTorch tok/s | ratio | Tunix tok/s | upt_jax/Tunix | upt_jax MFU "
-        "| PyTorch MFU | Tunix MFU | matmul peak GFLOP/s | compile s | Tunix compile s | XLA temp MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| config | upt_jax tok/s | PyTorch tok/s | ratio | paired ratio (IQR), rounds | Tunix tok/s | upt_jax/Tunix "
+        "| upt_jax MFU | PyTorch MFU | Tunix MFU | matmul peak GFLOP/s | compile s | Tunix compile s | XLA temp MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in upd:
         t_tps, t_ratio = tunix_cells(r)
         lines.append(
             f"| {r['config']} | {r['upt_jax_tokens_per_s']} | {r['torch_tokens_per_s']} | {r['ratio']}× | "
+            f"{paired_cell(r)}, {r.get('rounds', '–')} | "
             f"{t_tps} | {t_ratio} | {r['upt_jax_mfu']:.1%} | {r['torch_mfu']:.1%} | "
             f"{dash(r['tunix_mfu'], '{:.1%}')} | {r['matmul_peak_gflops']} | {r['upt_jax_compile_s']} | "
             f"{dash(r['tunix_compile_s'])} | {r['upt_jax_temp_mb']} |"

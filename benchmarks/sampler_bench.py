@@ -37,6 +37,7 @@ def bench(
         TUNIX_SKIPPED,
         hf_qwen2,
         model_dict,
+        ratio_stats,
         run_tunix_on,
         same_model_in_jax,
         set_torch_threads,
@@ -81,8 +82,10 @@ def bench(
             res = hf.generate(ids, **kw)
             pt_times.append(time.perf_counter() - t0)
     jax_tps = out.new_tokens() / min(jax_times)
-    one_tps = out.new_tokens() / min(one_times)
     pt_new = (res.shape[1] - prompt_len) * batch
+    # turn by turn: upt_jax's tokens/s over generate's (each side's seconds per token)
+    paired_ratio, paired_iqr = ratio_stats([t / pt_new for t in pt_times], [t / out.new_tokens() for t in jax_times])
+    one_tps = out.new_tokens() / min(one_times)
     pt_tps = pt_new / min(pt_times)
 
     # Tunix, in its own venv, on the same weights
@@ -116,6 +119,9 @@ def bench(
         upt_jax_compile_s=round(first.compile_s, 2),
         transformers_tokens_per_s=round(pt_tps, 1),
         ratio=round(jax_tps / pt_tps, 2),
+        paired_ratio=paired_ratio,
+        paired_iqr=paired_iqr,
+        rounds=repeats,
         **tunix_fields(tx, jax_tps),
     )
 
@@ -132,7 +138,7 @@ def main(argv=None):
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix column")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     a = ap.parse_args(argv)
-    from benchmarks.common import run_configs, tunix_cells
+    from benchmarks.common import paired_cell, run_configs, tunix_cells
 
     rows = run_configs(
         a.config,
@@ -143,14 +149,14 @@ def main(argv=None):
     )
     print(
         "\n| config | batch × new | upt_jax tok/s | streams | 1 stream tok/s | transformers tok/s | ratio "
-        "| Tunix tok/s | upt_jax/Tunix | upt_jax compile s | Tunix compile s |"
+        "| paired ratio (IQR) | Tunix tok/s | upt_jax/Tunix | upt_jax compile s | Tunix compile s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t_tps, t_ratio = tunix_cells(r)
         print(
             f"| {r['config']} | {r['batch']} × {r['new_tokens']} | {r['upt_jax_tokens_per_s']} | "
-            f"{r['upt_jax_streams']} | {r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} "
+            f"{r['upt_jax_streams']} | {r['upt_jax_one_stream_tokens_per_s']} | {r['transformers_tokens_per_s']} | {r['ratio']}× | {paired_cell(r)} | {t_tps} | {t_ratio} | {r['upt_jax_compile_s']} "
             f"| {r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |"
         )
     return rows

@@ -30,6 +30,7 @@ import json
 import statistics
 import time
 
+from benchmarks.common import in_turns, ratio_stats
 from benchmarks.update_bench import compiled_update, make_batch
 
 
@@ -58,28 +59,15 @@ def patched(target: str, replacement):
 
 def paired_rounds(call_a, call_b, rounds: int, warmup: int = 2) -> dict:
     """Time ``call_a`` and ``call_b`` (each returns its own seconds) once per round, alternating
-    which goes first; ``{"a_ms", "b_ms", "speedup", "iqr", "rounds"}`` (speed-up = A / B per round)."""
-    if rounds < 2:
-        raise ValueError("rounds must be ≥ 2 (an interquartile range needs two)")
-    for _ in range(warmup):
-        call_a(), call_b()
-    ta, tb = [], []
-    for r in range(rounds):
-        if r % 2:
-            b = call_b()
-            a = call_a()
-        else:
-            a = call_a()
-            b = call_b()
-        ta.append(a)
-        tb.append(b)
-    ratios = [a / b for a, b in zip(ta, tb)]
-    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    which goes first (`benchmarks.common.in_turns`); ``{"a_ms", "b_ms", "speedup", "iqr",
+    "rounds"}`` (median times; speed-up = the median of A / B per round)."""
+    ta, tb = in_turns(call_a, call_b, rounds, warmup)
+    speedup, iqr = ratio_stats(ta, tb)
     return dict(
         a_ms=round(statistics.median(ta) * 1e3, 2),
         b_ms=round(statistics.median(tb) * 1e3, 2),
-        speedup=round(statistics.median(ratios), 3),
-        iqr=[round(q1, 3), round(q3, 3)],
+        speedup=speedup,
+        iqr=iqr,
         rounds=rounds,
     )
 

@@ -7,7 +7,12 @@ response, GRPO's clipped surrogate with group-normalised advantages (seq-mean-to
 backward, global-norm clipping and an AdamW step. Tokens/s counts every position of the batch.
 MFU = model FLOPs per second / the fp32 matmul peak measured in the same run (a large
 jitted matmul), with model FLOPs = 6·N_matmul·tokens + 12·L·H·Dh·T·tokens (attention, fwd+bwd).
-Compile time is reported apart from step time. upt_jax runs with its default
+Compile time is reported apart from step time. upt_jax's and PyTorch's steps are timed in turns
+(``--steps`` rounds of one step each, which side goes first alternating), so that both see the same
+load on a shared host: tok/s, MFU and ``ratio`` come from each side's fastest step, and
+``paired_ratio`` is the median of PyTorch's time over upt_jax's round by round, with its
+interquartile range (``paired_iqr``): the spread says how far one run's ratio can be trusted.
+upt_jax runs with its default
 ``train.logprob_remat="auto"``: the batch's ``[B, T, V]`` logits (262 MB for small) are under the
 1 GiB budget, so they are kept rather than recomputed in chunks (``--logits-remat always`` measures
 the chunked path).
@@ -112,16 +117,17 @@ def compiled_update(model, batch_np, *, chunk: int = 128, logits_remat: str = "a
     return compiled, state, batch, time.perf_counter() - t0
 
 
-def bench_jax(
+def jax_step_timer(
     cfg,
     batch_np,
-    steps: int,
     remat: str = "none",
     chunk: int = 128,
     info: dict | None = None,
     model=None,
     logits_remat: str = "auto",
 ):
+    """upt_jax's update step, compiled and run once: ``(run, compile_s, temp_bytes)``, where ``run()``
+    takes one more step and returns its wall seconds."""
     import jax
 
     from upt_jax.models import init_model
@@ -133,17 +139,27 @@ def bench_jax(
     if info is not None:  # the loss of the first step (the same weights and batch on every side)
         info["first_loss"] = float(m["loss"])
         info["first_surrogate"] = float(m["surrogate"])
-    times = []
-    for _ in range(steps):
+    box = [state]
+
+    def run() -> float:
         t0 = time.perf_counter()
-        state, m = compiled(state, batch)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
+        box[0], _ = compiled(box[0], batch)
+        jax.block_until_ready(box[0])
+        return time.perf_counter() - t0
+
     mem = compiled.memory_analysis()
-    return min(times), compile_s, getattr(mem, "temp_size_in_bytes", 0)
+    return run, compile_s, getattr(mem, "temp_size_in_bytes", 0)
 
 
-def bench_torch(hf_model, batch_np, steps: int, info: dict | None = None):
+def bench_jax(cfg, batch_np, steps: int, remat: str = "none", chunk: int = 128, **kw):
+    """upt_jax alone: ``(fastest of steps s, compile_s, temp_bytes)`` (`jax_step_timer`'s keywords)."""
+    run, compile_s, temp = jax_step_timer(cfg, batch_np, remat, chunk, **kw)
+    return min(run() for _ in range(steps)), compile_s, temp
+
+
+def torch_step_timer(hf_model, batch_np, info: dict | None = None):
+    """The same step in PyTorch (transformers, trained in place), run once: ``run()`` takes one more
+    step and returns its wall seconds."""
     import torch
 
     model = hf_model.train()
@@ -169,23 +185,30 @@ def bench_torch(hf_model, batch_np, steps: int, info: dict | None = None):
     first = step()  # warm-up
     if info is not None:
         info["first_loss"] = first
-    times = []
-    for _ in range(steps):
+
+    def run() -> float:
         t0 = time.perf_counter()
         step()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        return time.perf_counter() - t0
+
+    return run
 
 
 def bench(
     config: str, batch: int, seq: int, steps: int, remat: str, tunix: bool = True, logits_remat: str = "auto"
 ) -> dict:
+    """upt_jax's and PyTorch's steps timed in turns (``steps`` rounds, `benchmarks.common.in_turns`),
+    Tunix's in its own process before them. tokens/s and MFU from each side's fastest step; ``ratio``
+    = PyTorch's fastest over upt_jax's; ``paired_ratio`` and ``paired_iqr``: the median and the
+    interquartile range of PyTorch's time over upt_jax's round by round."""
     import jax
 
     from benchmarks.common import (
         TUNIX_SKIPPED,
         hf_qwen2,
+        in_turns,
         model_dict,
+        ratio_stats,
         run_tunix_on,
         same_model_in_jax,
         set_torch_threads,
@@ -199,17 +222,20 @@ def bench(
     batch_np = make_batch(cfg.vocab_size, batch, seq)
     peak = matmul_peak_gflops()
     jax_info = {}
-    jax_s, compile_s, temp_bytes = bench_jax(
-        cfg, batch_np, steps, remat, info=jax_info, model=model, logits_remat=logits_remat
+    jax_run, compile_s, temp_bytes = jax_step_timer(
+        cfg, batch_np, remat, info=jax_info, model=model, logits_remat=logits_remat
     )
-    if tunix:  # before bench_torch, which trains the transformers model in place
+    if tunix:  # before PyTorch's steps, which train the transformers model in place
         tunix_batch = {k: v.tolist() for k, v in batch_np.items()}
         tunix_batch["prompt_len"] = seq // 4  # make_batch's prompt: the response mask starts there
         tx = run_tunix_on(hf, dict(task="update", model=model_dict(cfg), batch=tunix_batch, group=G, steps=steps))
     else:
         tx = {"status": TUNIX_SKIPPED}
     torch_info = {}
-    torch_s = bench_torch(hf, batch_np, steps, info=torch_info)
+    torch_run = torch_step_timer(hf, batch_np, info=torch_info)
+    torch_times, jax_times = in_turns(torch_run, jax_run, rounds=steps, warmup=1)
+    paired_ratio, paired_iqr = ratio_stats(torch_times, jax_times)
+    jax_s, torch_s = min(jax_times), min(torch_times)
     tokens = batch * seq
     flops = train_flops_per_token(cfg, seq) * tokens
     tunix_s = tokens / tx["tokens_per_s"] if tx.get("status") == "ok" else None
@@ -221,6 +247,9 @@ def bench(
         upt_jax_tokens_per_s=round(tokens / jax_s, 1),
         torch_tokens_per_s=round(tokens / torch_s, 1),
         ratio=round(torch_s / jax_s, 2),
+        paired_ratio=paired_ratio,
+        paired_iqr=paired_iqr,
+        rounds=steps,
         upt_jax_mfu=round(flops / jax_s / 1e9 / peak, 3),
         torch_mfu=round(flops / torch_s / 1e9 / peak, 3),
         matmul_peak_gflops=round(peak, 1),
@@ -244,7 +273,7 @@ def main(argv=None):
     ap.add_argument("--config", nargs="+", default=["tiny", "small"])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=8, help="rounds: one step of each side per round, in turns")
     ap.add_argument("--remat", default="none")
     ap.add_argument(
         "--logits-remat",
@@ -255,7 +284,7 @@ def main(argv=None):
     ap.add_argument("--no-tunix", action="store_true", help="skip the Tunix column")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     a = ap.parse_args(argv)
-    from benchmarks.common import run_configs, tunix_cells
+    from benchmarks.common import paired_cell, run_configs, tunix_cells
 
     rows = run_configs(
         a.config,
@@ -263,16 +292,16 @@ def main(argv=None):
         a.json,
     )
     print(
-        "\n| config | batch × seq | upt_jax tok/s | PyTorch tok/s | ratio | Tunix tok/s | upt_jax/Tunix | "
-        "upt_jax MFU | PyTorch MFU | Tunix MFU | matmul peak GFLOP/s | compile s | Tunix compile s |"
+        "\n| config | batch × seq | upt_jax tok/s | PyTorch tok/s | ratio | paired ratio (IQR) | Tunix tok/s | "
+        "upt_jax/Tunix | upt_jax MFU | PyTorch MFU | Tunix MFU | matmul peak GFLOP/s | compile s | Tunix compile s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t_tps, t_ratio = tunix_cells(r)
         t_mfu = f"{r['tunix_mfu']:.1%}" if r["tunix_mfu"] is not None else "–"
         print(
             f"| {r['config']} | {r['batch']} × {r['seq']} | {r['upt_jax_tokens_per_s']} | "
-            f"{r['torch_tokens_per_s']} | {r['ratio']}× | {t_tps} | {t_ratio} | {r['upt_jax_mfu']:.1%} | "
+            f"{r['torch_tokens_per_s']} | {r['ratio']}× | {paired_cell(r)} | {t_tps} | {t_ratio} | {r['upt_jax_mfu']:.1%} | "
             f"{r['torch_mfu']:.1%} | {t_mfu} | {r['matmul_peak_gflops']} | {r['upt_jax_compile_s']} | "
             f"{r['tunix_compile_s'] if r['tunix_compile_s'] is not None else '–'} |"
         )

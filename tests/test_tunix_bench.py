@@ -176,6 +176,7 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
             upt_jax_one_stream_tokens_per_s=5000.0,
             transformers_tokens_per_s=3000.0,
             ratio=2.0,
+            **(dict(paired_ratio=2.1, paired_iqr=[2.0, 2.2], rounds=5) if config == "tiny" else {}),
             upt_jax_compile_s=1.0,
             **tunix_fields(ok if config == "tiny" else missing, 6000.0),
         )
@@ -187,6 +188,7 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
             upt_jax_tokens_per_s=1000.0,
             torch_tokens_per_s=500.0,
             ratio=2.0,
+            **(dict(paired_ratio=1.9, paired_iqr=[1.8, 2.1], rounds=8) if config == "tiny" else {}),
             upt_jax_mfu=0.3,
             torch_mfu=0.15,
             matmul_peak_gflops=400.0,
@@ -281,10 +283,12 @@ def test_run_all_tables_show_tunix_columns(monkeypatch, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     run_all.main(["--out", str(out)])
     text = out.read_text()
-    assert "| tiny | 6000.0 | 2 | 5000.0 | 3000.0 | 2.0× | 2000.0 | 3.0× | 1.0 | 3.5 |" in text
-    assert "| small | 6000.0 | 2 | 5000.0 | 3000.0 | 2.0× | not run (make bench-tunix-env) | – | 1.0 | – |" in text
-    assert "| tiny | 1000.0 | 500.0 | 2.0× | 2000.0 | 0.5× | 30.0% | 15.0% | 60.0% |" in text
-    assert "| small | 1000.0 | 500.0 | 2.0× | not run (make bench-tunix-env) | – | 30.0% | 15.0% | – |" in text
+    assert "| tiny | 6000.0 | 2 | 5000.0 | 3000.0 | 2.0× | 2.1× (2.0–2.2), 5 | 2000.0 | 3.0× | 1.0 | 3.5 |" in text
+    assert (
+        "| small | 6000.0 | 2 | 5000.0 | 3000.0 | 2.0× | –, – | not run (make bench-tunix-env) | – | 1.0 | – |" in text
+    )
+    assert "| tiny | 1000.0 | 500.0 | 2.0× | 1.9× (1.8–2.1), 8 | 2000.0 | 0.5× | 30.0% | 15.0% | 60.0% |" in text
+    assert "| small | 1000.0 | 500.0 | 2.0× | –, – | not run (make bench-tunix-env) | – | 30.0% | 15.0% | – |" in text
     assert "Tunix (PyPI `google-tunix` 0.1.7, jax 0.10.2, flax 0.12.8)" in text
     # the sampler's step (32 / 6000 s) and generate's (32 / 3000 s) beside the matmul floors
     assert "| tiny | 32 | 5.333 (2) | 10.667 | 2.0× | 3.556 | 4.0 (1.0) | 2.0 (0.5) | 2.67× | 5.33× |" in text

@@ -50,6 +50,17 @@ def test_paired_rounds_alternate_the_order_and_take_the_per_round_ratio():
         update_ab.paired_rounds(a, b, rounds=1)
 
 
+def test_in_turns_ratio_stats_and_the_paired_cell():
+    from benchmarks import common
+
+    a_times, b_times = iter([9.0, 4.0, 6.0, 3.0, 8.0]), iter([9.0, 2.0, 2.0, 3.0, 2.0])
+    ta, tb = common.in_turns(lambda: next(a_times), lambda: next(b_times), rounds=4, warmup=1)
+    assert (ta, tb) == ([4.0, 6.0, 3.0, 8.0], [2.0, 2.0, 3.0, 2.0])  # the warm-up round dropped
+    assert common.ratio_stats(ta, tb) == (2.5, [1.75, 3.25])  # ratios 2, 3, 1, 4
+    row = dict(paired_ratio=2.5, paired_iqr=[1.75, 3.25])
+    assert common.paired_cell(row) == "2.5× (1.75–3.25)" and common.paired_cell({}) == "–"
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_the_flash_backward_variant_is_the_cores_attention_and_gradient(packed):
     rng = np.random.RandomState(0)
