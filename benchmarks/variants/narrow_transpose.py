@@ -16,11 +16,14 @@ AMD EPYC, parameters 3.7e-9 apart after one step (docs/performance.md).
 import jax
 import jax.numpy as jnp
 
+# bound at import: update_ab patches transformer.dense_cpu with this module's, after importing it
+from upt_jax.models.transformer import dense_cpu as upt_dense_cpu
+
 
 @jax.custom_vjp
 def dense_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x [..., D] · w [D, F] → [..., F]``."""
-    return jnp.einsum("...d,df->...f", x, w)
+    """``x [..., D] · w [D, F] → [..., F]``: upt_jax's product."""
+    return upt_dense_cpu(x, w)
 
 
 def _fwd(x, w):
@@ -29,13 +32,11 @@ def _fwd(x, w):
 
 def _bwd(res, g):
     x, w = res
+    if x.shape[-1] <= g.shape[-1]:  # the input is the narrower: upt_jax's own backward
+        return jax.vjp(upt_dense_cpu, x, w)[1](g)
+    g_t = jax.lax.optimization_barrier(g.reshape(-1, g.shape[-1]).T)  # the narrower cotangent: [F, tokens]
     dx = jnp.einsum("...f,df->...d", g, w)
-    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
-    if x2.shape[1] <= g2.shape[1]:  # as upt_jax: transpose the input
-        x_t = jax.lax.optimization_barrier(x2.T)  # [D, tokens]
-        return dx, (x_t @ g2).astype(w.dtype)
-    g_t = jax.lax.optimization_barrier(g2.T)  # the narrower cotangent: [F, tokens]
-    return dx, (g_t @ x2).T.astype(w.dtype)
+    return dx, (g_t @ x.reshape(-1, x.shape[-1])).T.astype(w.dtype)
 
 
 dense_cpu.defvjp(_fwd, _bwd)
